@@ -1,0 +1,104 @@
+# khyve — build, test, install.  See README.md.
+#
+#   make              khyve, khyvectl and the test guests (build/)
+#   make SAN=1        the same with ASan+UBSan (build-san/)
+#   make check        unit tests (plain and sanitized) + integration tests
+#   make unit         unit tests only
+#   make bench        benchmarks side by side with QEMU
+#   make install PREFIX=/usr/local
+
+CC ?= cc
+PREFIX ?= /usr/local
+SAN ?= 0
+VERSION := 0.1.0
+
+ifeq ($(SAN),1)
+BUILD ?= build-san
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+else
+BUILD ?= build
+SANFLAGS :=
+endif
+
+CFLAGS ?= -O2 -g
+CFLAGS += -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter \
+	  -Wshadow -Wpointer-arith -Wstrict-prototypes -Wmissing-prototypes \
+	  -fno-strict-aliasing -D_GNU_SOURCE -DKHYVE_VERSION='"$(VERSION)"' \
+	  -Isrc -Isrc/arch/x86 -Isrc/dev -Isrc/snap -Itools $(SANFLAGS)
+LDFLAGS += $(SANFLAGS)
+LDLIBS := -ljansson -lxxhash -lzstd -llzma -lz -llz4 -lbz2 -lpthread -lm
+
+LIB_SRCS := $(filter-out src/main.c,$(wildcard src/*.c src/arch/x86/*.c src/dev/*.c src/snap/*.c))
+TOOL_SRCS := $(filter-out tools/khyvectl.c,$(wildcard tools/*.c))
+UNIT_SRCS := $(wildcard tests/unit/test_*.c)
+
+LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
+TOOL_OBJS := $(TOOL_SRCS:%.c=$(BUILD)/%.o)
+UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/unit/%)
+
+KHYVE := $(BUILD)/khyve
+KHYVECTL := $(BUILD)/khyvectl
+LIBKHYVE := $(BUILD)/libkhyve.a
+
+.SECONDARY:
+
+.PHONY: all guests unit check integration bench install clean format lint fuzz
+
+all: $(KHYVE) $(KHYVECTL) guests
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
+
+$(LIBKHYVE): $(LIB_OBJS) $(TOOL_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(KHYVE): $(BUILD)/src/main.o $(LIBKHYVE)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(KHYVECTL): $(BUILD)/tools/khyvectl.o $(LIBKHYVE)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/unit/%: $(BUILD)/tests/unit/%.o $(LIBKHYVE)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# The fast test guests are freestanding; they never take the sanitizers.
+guests:
+	@if [ -f tests/guests/Makefile ]; then $(MAKE) -s -C tests/guests OUT=$(CURDIR)/build/guests; fi
+
+unit: $(UNIT_BINS)
+	@sh tests/run-unit.sh $(UNIT_BINS)
+
+integration: all
+	/usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration
+
+check:
+	$(MAKE) all
+	$(MAKE) SAN=1 build-san/khyve build-san/khyvectl
+	$(MAKE) unit
+	$(MAKE) SAN=1 unit
+	KHYVE_BUILD=build-san /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration
+
+bench: all
+	bench/run.sh
+
+fuzz:
+	$(MAKE) -C tests/fuzz
+
+install: $(KHYVE) $(KHYVECTL)
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man8
+	install -m 0755 $(KHYVE) $(KHYVECTL) $(DESTDIR)$(PREFIX)/bin/
+	install -m 0644 man/khyve.8 man/khyvectl.8 $(DESTDIR)$(PREFIX)/share/man/man8/
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+lint:
+	cppcheck --quiet --error-exitcode=1 --enable=warning,portability \
+		--suppress=missingIncludeSystem -D_GNU_SOURCE -Isrc -Isrc/arch/x86 -Isrc/dev -Isrc/snap src tools
+
+clean:
+	rm -rf build build-san
+
+-include $(LIB_OBJS:.o=.d) $(TOOL_OBJS:.o=.d) $(BUILD)/src/main.d $(BUILD)/tools/khyvectl.d
