@@ -12,6 +12,7 @@
 #ifndef KHYVE_UNIT_H
 #define KHYVE_UNIT_H
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 
