@@ -1,0 +1,587 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+
+const char config_usage[] =
+	"usage: khyve [options] VMNAME\n"
+	"       khyve -r SNAPSHOT [options] [VMNAME]\n"
+	"\n"
+	"  -c, --cpus N            number of vCPUs (default 1, max 64)\n"
+	"  -m, --memory SIZE       guest memory, K/M/G suffix (default 256M)\n"
+	"  -k, --kernel FILE       kernel: bzImage, or ELF vmlinux (PVH note)\n"
+	"  -i, --initrd FILE       initial ramdisk\n"
+	"  -a, --append CMDLINE    kernel command line\n"
+	"  -l, --lpc com1,BACKEND  COM1 console: stdio, file:PATH, socket:PATH,\n"
+	"                          null (default stdio)\n"
+	"  -s, --slot S[:F],EMUL[,CONF]\n"
+	"                          add a PCI device; '-s help' lists emulations\n"
+	"  -r, --restore FILE      restore from a snapshot state file\n"
+	"      --eager             restore: copy guest RAM instead of mapping it\n"
+	"      --keep-clock        restore: keep the saved wall clock\n"
+	"      --no-unpack         let a bzImage decompress itself in the guest\n"
+	"      --cpu-policy P      auto (default), host or safe\n"
+	"      --rundir DIR        control socket directory (default /run/khyve,\n"
+	"                          or $KHYVE_RUNDIR)\n"
+	"  -v, --verbose           more messages (repeat for debug)\n"
+	"  -h, --help              this text\n"
+	"  -V, --version           print the version\n"
+	"\n"
+	"Exit status: 0 rebooted, 1 powered off, 2 halted, 3 triple fault,\n"
+	"4 error, 5 suspended to a snapshot. See khyve(8).\n";
+
+int config_parse_size(const char *s, uint64_t *out)
+{
+	char *end;
+	unsigned long long v;
+	uint64_t mul = 1;
+
+	if (!s || !isdigit((unsigned char)*s))
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno)
+		return -EINVAL;
+	switch (toupper((unsigned char)*end)) {
+	case 0:
+		/* bhyve takes a bare number as MiB when small; be explicit. */
+		mul = v < 1024 * 1024 ? MiB : 1;
+		break;
+	case 'K':
+		mul = KiB;
+		end++;
+		break;
+	case 'M':
+		mul = MiB;
+		end++;
+		break;
+	case 'G':
+		mul = GiB;
+		end++;
+		break;
+	case 'T':
+		mul = 1024 * GiB;
+		end++;
+		break;
+	default:
+		return -EINVAL;
+	}
+	if (*end == 'i' || *end == 'I')
+		end++;
+	if (*end == 'B' || *end == 'b')
+		end++;
+	if (*end)
+		return -EINVAL;
+	if (v > UINT64_MAX / mul)
+		return -EINVAL;
+	*out = v * mul;
+	return 0;
+}
+
+bool config_name_valid(const char *name)
+{
+	size_t n = strlen(name);
+
+	if (n == 0 || n > CONFIG_NAME_MAX || name[0] == '.')
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char ch = name[i];
+
+		if (!isalnum((unsigned char)ch) && ch != '.' && ch != '_' &&
+		    ch != '-')
+			return false;
+	}
+	return true;
+}
+
+bool config_opt_get(const char *conf, const char *key, char *out, size_t len)
+{
+	size_t kl = strlen(key);
+	const char *p = conf;
+
+	while (p && *p) {
+		const char *e = strchr(p, ',');
+		size_t l = e ? (size_t)(e - p) : strlen(p);
+
+		if (l >= kl && !strncmp(p, key, kl) &&
+		    (l == kl || p[kl] == '=')) {
+			const char *v = l == kl ? "" : p + kl + 1;
+			size_t vl = l == kl ? 0 : l - kl - 1;
+
+			if (out && len) {
+				vl = MIN(vl, len - 1);
+				memcpy(out, v, vl);
+				out[vl] = 0;
+			}
+			return true;
+		}
+		p = e ? e + 1 : NULL;
+	}
+	return false;
+}
+
+int config_parse_dev(const char *arg, struct dev_config *d, char *err,
+		     size_t errlen)
+{
+	char *end;
+	const char *comma;
+	unsigned long slot, func = 0;
+	size_t el;
+
+	memset(d, 0, sizeof(*d));
+	if (!isdigit((unsigned char)*arg))
+		goto bad;
+	slot = strtoul(arg, &end, 10);
+	if (*end == ':') {
+		if (!isdigit((unsigned char)end[1]))
+			goto bad;
+		func = strtoul(end + 1, &end, 10);
+	}
+	if (*end != ',')
+		goto bad;
+	if (slot > 31 || func > 7) {
+		snprintf(err, errlen,
+			 "-s %s: slot must be 0-31 and function 0-7", arg);
+		return -EINVAL;
+	}
+	d->slot = (unsigned)slot;
+	d->func = (unsigned)func;
+	end++;
+	comma = strchr(end, ',');
+	el = comma ? (size_t)(comma - end) : strlen(end);
+	if (el == 0 || el >= sizeof(d->emul))
+		goto bad;
+	memcpy(d->emul, end, el);
+	if (comma) {
+		if (strlen(comma + 1) >= sizeof(d->conf)) {
+			snprintf(err, errlen, "-s %s: configuration too long",
+				 arg);
+			return -EINVAL;
+		}
+		strcpy(d->conf, comma + 1);
+	}
+	return 0;
+bad:
+	snprintf(err, errlen,
+		 "-s %s: expected slot[:func],emulation[,conf] (see -s help)",
+		 arg);
+	return -EINVAL;
+}
+
+static int set_str(char **dst, const char *src)
+{
+	char *n = strdup(src);
+
+	if (!n)
+		return -ENOMEM;
+	free(*dst);
+	*dst = n;
+	return 0;
+}
+
+enum {
+	OPT_EAGER = 256,
+	OPT_KEEP_CLOCK,
+	OPT_NO_UNPACK,
+	OPT_CPU_POLICY,
+	OPT_RUNDIR,
+};
+
+int config_parse(struct vm_config *c, int argc, char **argv, char *err,
+		 size_t errlen)
+{
+	static const struct option longopts[] = {
+		{ "cpus", required_argument, NULL, 'c' },
+		{ "memory", required_argument, NULL, 'm' },
+		{ "kernel", required_argument, NULL, 'k' },
+		{ "initrd", required_argument, NULL, 'i' },
+		{ "append", required_argument, NULL, 'a' },
+		{ "lpc", required_argument, NULL, 'l' },
+		{ "slot", required_argument, NULL, 's' },
+		{ "restore", required_argument, NULL, 'r' },
+		{ "eager", no_argument, NULL, OPT_EAGER },
+		{ "keep-clock", no_argument, NULL, OPT_KEEP_CLOCK },
+		{ "no-unpack", no_argument, NULL, OPT_NO_UNPACK },
+		{ "cpu-policy", required_argument, NULL, OPT_CPU_POLICY },
+		{ "rundir", required_argument, NULL, OPT_RUNDIR },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ 0 },
+	};
+	int opt, ret = 0;
+	char *end;
+	unsigned long n;
+
+	memset(c, 0, sizeof(*c));
+	c->ncpus = 1;
+	c->mem_size = 256 * MiB;
+	optind = 0; /* reset getopt: config_parse may run more than once */
+	opterr = 0;
+	while ((opt = getopt_long(argc, argv, ":c:m:k:i:a:l:s:r:vhV", longopts,
+				  NULL)) != -1) {
+		switch (opt) {
+		case 'c':
+			errno = 0;
+			n = strtoul(optarg, &end, 10);
+			if (errno || *end || !isdigit((unsigned char)*optarg) ||
+			    n == 0 || n > CONFIG_MAX_CPUS) {
+				snprintf(err, errlen,
+					 "-c %s: number of vCPUs must be 1-%d",
+					 optarg, CONFIG_MAX_CPUS);
+				return -EINVAL;
+			}
+			c->ncpus = (unsigned)n;
+			c->set_ncpus = true;
+			break;
+		case 'm':
+			if (config_parse_size(optarg, &c->mem_size)) {
+				snprintf(err, errlen,
+					 "-m %s: not a memory size (e.g. 512M, 2G)",
+					 optarg);
+				return -EINVAL;
+			}
+			if (c->mem_size < CONFIG_MIN_MEM) {
+				snprintf(err, errlen,
+					 "-m %s: guest memory must be at least 16M",
+					 optarg);
+				return -EINVAL;
+			}
+			c->mem_size = ALIGN_UP(c->mem_size, 2 * MiB);
+			c->set_mem = true;
+			break;
+		case 'k':
+			ret = set_str(&c->kernel, optarg);
+			break;
+		case 'i':
+			ret = set_str(&c->initrd, optarg);
+			break;
+		case 'a':
+			ret = set_str(&c->cmdline, optarg);
+			break;
+		case 'l':
+			if (strncmp(optarg, "com1,", 5) || !optarg[5]) {
+				snprintf(err, errlen,
+					 "-l %s: expected com1,BACKEND (stdio, file:PATH, socket:PATH, null)",
+					 optarg);
+				return -EINVAL;
+			}
+			ret = set_str(&c->console, optarg + 5);
+			c->set_console = true;
+			break;
+		case 's':
+			if (!strcmp(optarg, "help"))
+				return CONFIG_LIST_DEVS;
+			if (c->ndevs == CONFIG_MAX_DEVS) {
+				snprintf(err, errlen, "too many -s devices (max %d)",
+					 CONFIG_MAX_DEVS);
+				return -EINVAL;
+			}
+			ret = config_parse_dev(optarg, &c->devs[c->ndevs], err,
+					       errlen);
+			if (ret)
+				return ret;
+			for (unsigned i = 0; i < c->ndevs; i++) {
+				if (c->devs[i].slot == c->devs[c->ndevs].slot &&
+				    c->devs[i].func == c->devs[c->ndevs].func) {
+					snprintf(err, errlen,
+						 "-s %s: slot %u:%u is already taken by %s",
+						 optarg, c->devs[i].slot,
+						 c->devs[i].func, c->devs[i].emul);
+					return -EINVAL;
+				}
+			}
+			c->ndevs++;
+			break;
+		case 'r':
+			ret = set_str(&c->restore, optarg);
+			break;
+		case OPT_EAGER:
+			c->restore_eager = true;
+			break;
+		case OPT_KEEP_CLOCK:
+			c->keep_clock = true;
+			break;
+		case OPT_NO_UNPACK:
+			c->no_unpack = true;
+			break;
+		case OPT_CPU_POLICY:
+			if (!strcmp(optarg, "auto"))
+				c->cpu_policy = CPU_POLICY_AUTO;
+			else if (!strcmp(optarg, "host"))
+				c->cpu_policy = CPU_POLICY_HOST;
+			else if (!strcmp(optarg, "safe"))
+				c->cpu_policy = CPU_POLICY_SAFE;
+			else {
+				snprintf(err, errlen,
+					 "--cpu-policy %s: expected auto, host or safe",
+					 optarg);
+				return -EINVAL;
+			}
+			break;
+		case OPT_RUNDIR:
+			ret = set_str(&c->rundir, optarg);
+			break;
+		case 'v':
+			c->verbose++;
+			break;
+		case 'h':
+			return CONFIG_HELP;
+		case 'V':
+			return CONFIG_VERSION;
+		case ':':
+			snprintf(err, errlen, "option %s needs an argument",
+				 argv[optind - 1]);
+			return -EINVAL;
+		default:
+			snprintf(err, errlen, "unknown option %s (see --help)",
+				 argv[optind - 1]);
+			return -EINVAL;
+		}
+		if (ret) {
+			snprintf(err, errlen, "out of memory");
+			return ret;
+		}
+	}
+	if (optind < argc) {
+		if (optind + 1 < argc) {
+			snprintf(err, errlen,
+				 "unexpected argument '%s' after the VM name",
+				 argv[optind + 1]);
+			return -EINVAL;
+		}
+		if (!config_name_valid(argv[optind])) {
+			snprintf(err, errlen,
+				 "invalid VM name '%s': use 1-%d of A-Z a-z 0-9 . _ - (not starting with '.')",
+				 argv[optind], CONFIG_NAME_MAX);
+			return -EINVAL;
+		}
+		strcpy(c->name, argv[optind]);
+	} else if (!c->restore) {
+		snprintf(err, errlen, "missing VM name (see --help)");
+		return -EINVAL;
+	}
+	if (!c->restore && !c->kernel) {
+		snprintf(err, errlen, "no kernel given: use -k FILE (or -r SNAPSHOT)");
+		return -EINVAL;
+	}
+	if (c->restore && (c->kernel || c->initrd || c->cmdline)) {
+		snprintf(err, errlen,
+			 "-k, -i and -a cannot be used with -r: the snapshot holds the running kernel");
+		return -EINVAL;
+	}
+	if (!c->restore && (c->restore_eager || c->keep_clock)) {
+		snprintf(err, errlen, "--eager and --keep-clock need -r");
+		return -EINVAL;
+	}
+	if (!c->console) {
+		ret = set_str(&c->console, "stdio");
+		if (ret)
+			return ret;
+	}
+	return CONFIG_OK;
+}
+
+void config_free(struct vm_config *c)
+{
+	free(c->kernel);
+	free(c->initrd);
+	free(c->cmdline);
+	free(c->console);
+	free(c->rundir);
+	free(c->restore);
+	memset(c, 0, sizeof(*c));
+}
+
+json_t *config_to_json(const struct vm_config *c)
+{
+	json_t *devs = json_array();
+	json_t *j;
+
+	for (unsigned i = 0; i < c->ndevs; i++)
+		json_array_append_new(
+			devs, json_pack("{s:i, s:i, s:s, s:s}", "slot",
+					(int)c->devs[i].slot, "func",
+					(int)c->devs[i].func, "emulation",
+					c->devs[i].emul, "conf", c->devs[i].conf));
+	j = json_pack("{s:s, s:i, s:I, s:s?, s:s?, s:s?, s:s, s:s, s:o}",
+		      "name", c->name, "cpus", (int)c->ncpus, "memory",
+		      (json_int_t)c->mem_size, "kernel", c->kernel, "initrd",
+		      c->initrd, "cmdline", c->cmdline, "console",
+		      c->console ? c->console : "stdio", "cpu_policy",
+		      c->cpu_policy == CPU_POLICY_HOST ? "host" :
+		      c->cpu_policy == CPU_POLICY_SAFE ? "safe" : "auto",
+		      "devices", devs);
+	return j;
+}
+
+static int json_str_dup(const json_t *j, const char *key, char **out)
+{
+	const json_t *v = json_object_get(j, key);
+
+	if (!v || json_is_null(v))
+		return 0;
+	if (!json_is_string(v))
+		return -EINVAL;
+	*out = strdup(json_string_value(v));
+	return *out ? 0 : -ENOMEM;
+}
+
+int config_from_json(struct vm_config *c, const json_t *j, char *err,
+		     size_t errlen)
+{
+	const json_t *v, *devs, *d;
+	const char *name, *pol;
+	json_int_t cpus, mem;
+	size_t i;
+
+	memset(c, 0, sizeof(*c));
+	if (json_unpack((json_t *)j, "{s:s, s:I, s:I}", "name", &name, "cpus",
+			&cpus, "memory", &mem)) {
+		snprintf(err, errlen,
+			 "configuration: missing or mistyped name, cpus or memory");
+		return -EINVAL;
+	}
+	if (!config_name_valid(name)) {
+		snprintf(err, errlen, "configuration: field 'name': invalid VM name");
+		return -EINVAL;
+	}
+	if (cpus < 1 || cpus > CONFIG_MAX_CPUS) {
+		snprintf(err, errlen,
+			 "configuration: field 'cpus': %lld out of range 1-%d",
+			 (long long)cpus, CONFIG_MAX_CPUS);
+		return -EINVAL;
+	}
+	if (mem < (json_int_t)CONFIG_MIN_MEM || mem % (2 * MiB)) {
+		snprintf(err, errlen,
+			 "configuration: field 'memory': %lld is not a valid guest memory size",
+			 (long long)mem);
+		return -EINVAL;
+	}
+	strcpy(c->name, name);
+	c->ncpus = (unsigned)cpus;
+	c->mem_size = (uint64_t)mem;
+	if (json_str_dup(j, "kernel", &c->kernel) ||
+	    json_str_dup(j, "initrd", &c->initrd) ||
+	    json_str_dup(j, "cmdline", &c->cmdline) ||
+	    json_str_dup(j, "console", &c->console)) {
+		snprintf(err, errlen, "configuration: mistyped string field");
+		goto fail;
+	}
+	v = json_object_get(j, "cpu_policy");
+	pol = json_is_string(v) ? json_string_value(v) : "auto";
+	c->cpu_policy = !strcmp(pol, "host") ? CPU_POLICY_HOST :
+			!strcmp(pol, "safe") ? CPU_POLICY_SAFE :
+					       CPU_POLICY_AUTO;
+	devs = json_object_get(j, "devices");
+	if (devs && !json_is_array(devs)) {
+		snprintf(err, errlen, "configuration: field 'devices' is not a list");
+		goto fail;
+	}
+	json_array_foreach(devs, i, d) {
+		json_int_t slot, func;
+		const char *emul, *conf;
+		struct dev_config *dc;
+
+		if (i >= CONFIG_MAX_DEVS ||
+		    json_unpack((json_t *)d, "{s:I, s:I, s:s, s:s}", "slot",
+				&slot, "func", &func, "emulation", &emul,
+				"conf", &conf) ||
+		    slot < 0 || slot > 31 || func < 0 || func > 7 ||
+		    strlen(emul) >= sizeof(dc->emul) ||
+		    strlen(conf) >= sizeof(dc->conf)) {
+			snprintf(err, errlen,
+				 "configuration: device %zu is malformed", i);
+			goto fail;
+		}
+		dc = &c->devs[c->ndevs++];
+		dc->slot = (unsigned)slot;
+		dc->func = (unsigned)func;
+		strcpy(dc->emul, emul);
+		strcpy(dc->conf, conf);
+	}
+	return 0;
+fail:
+	config_free(c);
+	return -EINVAL;
+}
+
+/* The part of a device's conf after its first element (host binding). */
+static const char *conf_guest_part(const char *conf)
+{
+	const char *comma = strchr(conf, ',');
+
+	return comma ? comma + 1 : "";
+}
+
+int config_merge_restore(struct vm_config *saved, const struct vm_config *cmd,
+			 char *err, size_t errlen)
+{
+	if (cmd->set_ncpus && cmd->ncpus != saved->ncpus) {
+		snprintf(err, errlen,
+			 "-c %u differs from the snapshot's %u vCPUs (guest-visible; cannot change on restore)",
+			 cmd->ncpus, saved->ncpus);
+		return -EINVAL;
+	}
+	if (cmd->set_mem && cmd->mem_size != saved->mem_size) {
+		snprintf(err, errlen,
+			 "-m differs from the snapshot's memory size of %llu MiB (guest-visible; cannot change on restore)",
+			 (unsigned long long)(saved->mem_size / MiB));
+		return -EINVAL;
+	}
+	for (unsigned i = 0; i < cmd->ndevs; i++) {
+		const struct dev_config *cd = &cmd->devs[i];
+		struct dev_config *sd = NULL;
+
+		for (unsigned k = 0; k < saved->ndevs; k++)
+			if (saved->devs[k].slot == cd->slot &&
+			    saved->devs[k].func == cd->func)
+				sd = &saved->devs[k];
+		if (!sd) {
+			snprintf(err, errlen,
+				 "-s %u:%u,%s: the snapshot has no device in that slot (devices cannot be added on restore)",
+				 cd->slot, cd->func, cd->emul);
+			return -EINVAL;
+		}
+		if (strcmp(sd->emul, cd->emul)) {
+			snprintf(err, errlen,
+				 "-s %u:%u: snapshot has %s there, not %s",
+				 cd->slot, cd->func, sd->emul, cd->emul);
+			return -EINVAL;
+		}
+		if (strcmp(conf_guest_part(sd->conf), conf_guest_part(cd->conf))) {
+			snprintf(err, errlen,
+				 "-s %u:%u,%s: options '%s' differ from the snapshot's '%s' (only the backing path/name may change)",
+				 cd->slot, cd->func, cd->emul,
+				 conf_guest_part(cd->conf),
+				 conf_guest_part(sd->conf));
+			return -EINVAL;
+		}
+		strcpy(sd->conf, cd->conf); /* rebind the host side */
+	}
+	if (cmd->name[0])
+		strcpy(saved->name, cmd->name);
+	if (cmd->set_console) {
+		free(saved->console);
+		saved->console = strdup(cmd->console);
+		if (!saved->console)
+			return -ENOMEM;
+	}
+	if (cmd->rundir) {
+		free(saved->rundir);
+		saved->rundir = strdup(cmd->rundir);
+		if (!saved->rundir)
+			return -ENOMEM;
+	}
+	saved->restore_eager = cmd->restore_eager;
+	saved->keep_clock = cmd->keep_clock;
+	saved->verbose = cmd->verbose;
+	return 0;
+}

@@ -1,0 +1,104 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * The machine configuration: what the command line asked for, and what a
+ * snapshot embeds so that `khyve -r FILE` needs no other option.
+ *
+ * Guest-visible settings (vCPUs, memory, devices and their slots, MACs)
+ * must match on restore; host-side bindings (disk path, TAP name, console
+ * target, control socket directory, VM name) may be rebound.
+ */
+#ifndef KHYVE_CONFIG_H
+#define KHYVE_CONFIG_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define CONFIG_MAX_CPUS 64
+#define CONFIG_MIN_MEM (16ULL << 20)
+#define CONFIG_MAX_DEVS 32
+#define CONFIG_NAME_MAX 64
+
+/* khyve(8) exit statuses, after bhyve(8). */
+enum khyve_exit {
+	KHYVE_EXIT_REBOOT = 0,
+	KHYVE_EXIT_POWEROFF = 1,
+	KHYVE_EXIT_HALT = 2,
+	KHYVE_EXIT_TRIPLEFAULT = 3,
+	KHYVE_EXIT_ERROR = 4,
+	KHYVE_EXIT_SUSPENDED = 5,
+};
+
+/* One -s slot[:func],emulation[,conf] device. */
+struct dev_config {
+	unsigned slot, func;
+	char emul[32];
+	char conf[512]; /* the rest of the option, unparsed (device's own) */
+};
+
+enum cpu_policy {
+	CPU_POLICY_AUTO = 0, /* full features on hardware KVM, safe set on pvm */
+	CPU_POLICY_HOST,     /* everything KVM supports */
+	CPU_POLICY_SAFE,     /* hide what software backends cannot emulate */
+};
+
+struct vm_config {
+	char name[CONFIG_NAME_MAX + 1];
+	unsigned ncpus;
+	uint64_t mem_size;
+	char *kernel;
+	char *initrd;
+	char *cmdline;
+	char *console; /* COM1 back-end spec: stdio, file:P, socket:P, null */
+	char *rundir;  /* control socket directory */
+	char *restore; /* -r FILE */
+	bool restore_eager;
+	bool keep_clock;  /* restore: keep the saved wall clock (frozen time) */
+	bool no_unpack;	  /* let a bzImage decompress itself in the guest */
+	enum cpu_policy cpu_policy;
+	int verbose;
+	unsigned ndevs;
+	struct dev_config devs[CONFIG_MAX_DEVS];
+	/* Which options were given on the command line (restore rebinding). */
+	bool set_ncpus, set_mem, set_console;
+};
+
+enum config_parse_result {
+	CONFIG_OK = 0,
+	CONFIG_HELP = 1,    /* --help given: print usage, exit 0 */
+	CONFIG_VERSION = 2, /* --version given */
+	CONFIG_LIST_DEVS = 3, /* -s help */
+};
+
+/*
+ * Parse khyve's command line. Returns a CONFIG_* value, or -EINVAL with a
+ * one-line message in @err. Pure: touches no files.
+ */
+int config_parse(struct vm_config *c, int argc, char **argv, char *err,
+		 size_t errlen);
+void config_free(struct vm_config *c);
+/* "512M", "2G", "1048576" -> bytes; -EINVAL on junk or overflow. */
+int config_parse_size(const char *s, uint64_t *out);
+/* A VM name usable as a socket file name: [A-Za-z0-9._-], 1-64, no '.' lead. */
+bool config_name_valid(const char *name);
+/* Parse "slot[:func],emul[,conf]". */
+int config_parse_dev(const char *arg, struct dev_config *d, char *err,
+		     size_t errlen);
+/* Value of key "k" in a "a,k=v,b" option string; copies into @out. */
+bool config_opt_get(const char *conf, const char *key, char *out, size_t len);
+
+/* To/from the JSON embedded in a snapshot. */
+json_t *config_to_json(const struct vm_config *c);
+int config_from_json(struct vm_config *c, const json_t *j, char *err,
+		     size_t errlen);
+/*
+ * Merge a restore: @saved comes from the snapshot, @cmd from the command
+ * line. Host-side bindings in @cmd win; any guest-visible difference is an
+ * error naming it.
+ */
+int config_merge_restore(struct vm_config *saved, const struct vm_config *cmd,
+			 char *err, size_t errlen);
+
+extern const char config_usage[];
+
+#endif

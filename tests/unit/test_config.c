@@ -1,0 +1,204 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+#include <string.h>
+
+#include "common.h"
+#include "config.h"
+#include "unit.h"
+
+static char err[512];
+
+#define PARSE(c, ...)                                                  \
+	({                                                             \
+		char *argv_[] = { "khyve", __VA_ARGS__, NULL };        \
+		err[0] = 0;                                            \
+		config_parse(c, (int)ARRAY_SIZE(argv_) - 1, argv_, err, \
+			     sizeof(err));                             \
+	})
+
+static void test_sizes(void)
+{
+	uint64_t v;
+
+	CHECK_EQ(config_parse_size("512M", &v), 0);
+	CHECK_EQ(v, 512 * MiB);
+	CHECK_EQ(config_parse_size("2G", &v), 0);
+	CHECK_EQ(v, 2 * GiB);
+	CHECK_EQ(config_parse_size("6GiB", &v), 0);
+	CHECK_EQ(v, 6 * GiB);
+	CHECK_EQ(config_parse_size("256", &v), 0); /* bare small = MiB */
+	CHECK_EQ(v, 256 * MiB);
+	CHECK_EQ(config_parse_size("4096k", &v), 0);
+	CHECK_EQ(v, 4 * MiB);
+	CHECK_EQ(config_parse_size("", &v), -EINVAL);
+	CHECK_EQ(config_parse_size("12X", &v), -EINVAL);
+	CHECK_EQ(config_parse_size("-1G", &v), -EINVAL);
+	CHECK_EQ(config_parse_size("99999999999999999999G", &v), -EINVAL);
+	CHECK_EQ(config_parse_size("9999999999T", &v), -EINVAL);
+}
+
+static void test_basic(void)
+{
+	struct vm_config c;
+
+	CHECK_EQ(PARSE(&c, "-c", "2", "-m", "512M", "-k", "vmlinux", "-i",
+		       "initrd", "-a", "console=ttyS0", "-l", "com1,stdio",
+		       "vm1"),
+		 CONFIG_OK);
+	CHECK_EQ(c.ncpus, 2);
+	CHECK_EQ(c.mem_size, 512 * MiB);
+	CHECK(!strcmp(c.kernel, "vmlinux"));
+	CHECK(!strcmp(c.initrd, "initrd"));
+	CHECK(!strcmp(c.cmdline, "console=ttyS0"));
+	CHECK(!strcmp(c.console, "stdio"));
+	CHECK(!strcmp(c.name, "vm1"));
+	config_free(&c);
+	/* Long forms and defaults; parsing twice works (getopt reset). */
+	CHECK_EQ(PARSE(&c, "--kernel=k", "--cpus=8", "--memory", "1G", "x"),
+		 CONFIG_OK);
+	CHECK_EQ(c.ncpus, 8);
+	CHECK(!strcmp(c.console, "stdio"));
+	config_free(&c);
+}
+
+static void test_bad(void)
+{
+	struct vm_config c;
+
+	CHECK_EQ(PARSE(&c, "-c", "0", "-k", "k", "vm"), -EINVAL);
+	CHECK(strstr(err, "vCPUs") != NULL);
+	config_free(&c);
+	CHECK_EQ(PARSE(&c, "-c", "65", "-k", "k", "vm"), -EINVAL);
+	config_free(&c);
+	CHECK_EQ(PARSE(&c, "-c", "2x", "-k", "k", "vm"), -EINVAL);
+	config_free(&c);
+	CHECK_EQ(PARSE(&c, "-m", "1M", "-k", "k", "vm"), -EINVAL);
+	CHECK(strstr(err, "at least") != NULL);
+	config_free(&c);
+	CHECK_EQ(PARSE(&c, "-m", "lots", "-k", "k", "vm"), -EINVAL);
+	config_free(&c);
+	CHECK_EQ(PARSE(&c, "-k", "k"), -EINVAL);
+	CHECK(strstr(err, "VM name") != NULL);
+	config_free(&c);
+	CHECK_EQ(PARSE(&c, "vm"), -EINVAL);
+	CHECK(strstr(err, "kernel") != NULL);
+	config_free(&c);
+	CHECK_EQ(PARSE(&c, "--frobnicate", "-k", "k", "vm"), -EINVAL);
+	CHECK(strstr(err, "--frobnicate") != NULL);
+	config_free(&c);
+	CHECK_EQ(PARSE(&c, "-k"), -EINVAL);
+	CHECK(strstr(err, "argument") != NULL);
+	config_free(&c);
+	CHECK_EQ(PARSE(&c, "-k", "k", "../evil"), -EINVAL);
+	config_free(&c);
+	CHECK_EQ(PARSE(&c, "-k", "k", "vm", "extra"), -EINVAL);
+	config_free(&c);
+	CHECK_EQ(PARSE(&c, "-l", "com2,stdio", "-k", "k", "vm"), -EINVAL);
+	config_free(&c);
+	CHECK_EQ(PARSE(&c, "-r", "snap", "-k", "k"), -EINVAL);
+	config_free(&c);
+	CHECK_EQ(PARSE(&c, "--eager", "-k", "k", "vm"), -EINVAL);
+	config_free(&c);
+	CHECK_EQ(PARSE(&c, "--cpu-policy", "fast", "-k", "k", "vm"), -EINVAL);
+	config_free(&c);
+	CHECK_EQ(PARSE(&c, "-h"), CONFIG_HELP);
+	config_free(&c);
+	CHECK_EQ(PARSE(&c, "-s", "help"), CONFIG_LIST_DEVS);
+	config_free(&c);
+}
+
+static void test_devices(void)
+{
+	struct vm_config c;
+	char v[64];
+
+	CHECK_EQ(PARSE(&c, "-k", "k", "-s", "2,virtio-blk,/tmp/d.img,ro", "-s",
+		       "3:1,virtio-net,tap0,mac=52:54:00:12:34:56", "vm"),
+		 CONFIG_OK);
+	CHECK_EQ(c.ndevs, 2);
+	CHECK_EQ(c.devs[0].slot, 2);
+	CHECK(!strcmp(c.devs[0].emul, "virtio-blk"));
+	CHECK(!strcmp(c.devs[0].conf, "/tmp/d.img,ro"));
+	CHECK_EQ(c.devs[1].func, 1);
+	CHECK(config_opt_get(c.devs[1].conf, "mac", v, sizeof(v)));
+	CHECK(!strcmp(v, "52:54:00:12:34:56"));
+	CHECK(config_opt_get(c.devs[0].conf, "ro", v, sizeof(v)));
+	CHECK(!config_opt_get(c.devs[0].conf, "r", v, sizeof(v)));
+	config_free(&c);
+	CHECK_EQ(PARSE(&c, "-k", "k", "-s", "2,virtio-blk,a", "-s",
+		       "2,virtio-rng", "vm"),
+		 -EINVAL);
+	CHECK(strstr(err, "already taken") != NULL);
+	config_free(&c);
+	CHECK_EQ(PARSE(&c, "-k", "k", "-s", "32,virtio-rng", "vm"), -EINVAL);
+	config_free(&c);
+	CHECK_EQ(PARSE(&c, "-k", "k", "-s", "x,virtio-rng", "vm"), -EINVAL);
+	config_free(&c);
+	CHECK_EQ(PARSE(&c, "-k", "k", "-s", "4", "vm"), -EINVAL);
+	config_free(&c);
+}
+
+static void test_json_and_restore_merge(void)
+{
+	struct vm_config c, back, cmd;
+	json_t *j;
+
+	CHECK_EQ(PARSE(&c, "-c", "2", "-m", "1G", "-k", "k", "-a", "x=1", "-s",
+		       "2,virtio-blk,/a.img,ro", "vm1"),
+		 CONFIG_OK);
+	j = config_to_json(&c);
+	CHECK(j != NULL);
+	CHECK_EQ(config_from_json(&back, j, err, sizeof(err)), 0);
+	CHECK_EQ(back.ncpus, 2);
+	CHECK_EQ(back.mem_size, GiB);
+	CHECK(!strcmp(back.cmdline, "x=1"));
+	CHECK_EQ(back.ndevs, 1);
+	CHECK(!strcmp(back.devs[0].conf, "/a.img,ro"));
+	json_decref(j);
+
+	/* Rebinding the disk path and the name is fine. */
+	CHECK_EQ(PARSE(&cmd, "-r", "s", "-s", "2,virtio-blk,/b.img,ro", "clone1"),
+		 CONFIG_OK);
+	CHECK_EQ(config_merge_restore(&back, &cmd, err, sizeof(err)), 0);
+	CHECK(!strcmp(back.devs[0].conf, "/b.img,ro"));
+	CHECK(!strcmp(back.name, "clone1"));
+	config_free(&cmd);
+	/* Guest-visible differences are refused, naming them. */
+	CHECK_EQ(PARSE(&cmd, "-r", "s", "-s", "2,virtio-blk,/b.img"), CONFIG_OK);
+	CHECK_EQ(config_merge_restore(&back, &cmd, err, sizeof(err)), -EINVAL);
+	CHECK(strstr(err, "differ") != NULL);
+	config_free(&cmd);
+	CHECK_EQ(PARSE(&cmd, "-r", "s", "-c", "4"), CONFIG_OK);
+	CHECK_EQ(config_merge_restore(&back, &cmd, err, sizeof(err)), -EINVAL);
+	CHECK(strstr(err, "vCPUs") != NULL);
+	config_free(&cmd);
+	CHECK_EQ(PARSE(&cmd, "-r", "s", "-s", "5,virtio-rng"), CONFIG_OK);
+	CHECK_EQ(config_merge_restore(&back, &cmd, err, sizeof(err)), -EINVAL);
+	config_free(&cmd);
+
+	/* Hostile configuration JSON. */
+	j = json_loads("{\"name\":\"a\",\"cpus\":0,\"memory\":1073741824}", 0,
+		       NULL);
+	CHECK_EQ(config_from_json(&back, j, err, sizeof(err)), -EINVAL);
+	CHECK(strstr(err, "cpus") != NULL);
+	json_decref(j);
+	j = json_loads("{\"name\":\"../x\",\"cpus\":1,\"memory\":1073741824}", 0,
+		       NULL);
+	CHECK_EQ(config_from_json(&back, j, err, sizeof(err)), -EINVAL);
+	json_decref(j);
+	j = json_loads("{\"name\":\"a\",\"cpus\":1,\"memory\":1073741824,"
+		       "\"devices\":[{\"slot\":99,\"func\":0,\"emulation\":\"x\",\"conf\":\"\"}]}",
+		       0, NULL);
+	CHECK_EQ(config_from_json(&back, j, err, sizeof(err)), -EINVAL);
+	json_decref(j);
+	config_free(&c);
+}
+
+int main(void)
+{
+	RUN(test_sizes);
+	RUN(test_basic);
+	RUN(test_bad);
+	RUN(test_devices);
+	RUN(test_json_and_restore_merge);
+	return unit_done();
+}
