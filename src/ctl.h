@@ -1,0 +1,102 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * Per-VM control socket server (see docs/control-protocol.md).
+ *
+ * khyve listens on RUNDIR/VMNAME.sock (AF_UNIX stream, mode 0600) and
+ * speaks line-delimited JSON. The server owns one thread that polls the
+ * listening socket and every client; it knows nothing about the VM and
+ * calls back into the VMM core through struct ctl_ops. Every callback
+ * runs on the server thread, one at a time, and may block (a checkpoint
+ * does); other clients simply wait meanwhile.
+ *
+ * Callback contract: return 0 on success and, for those with @reply, set
+ * *reply to a new jansson object (the server takes the reference; NULL
+ * means an empty result). On failure return -errno and write a one-line
+ * message to @err (if left empty, strerror is used). The errno picks the
+ * error code the client sees:
+ *   -EINVAL, -ERANGE          bad_request       (bad argument value)
+ *   -EBUSY, -EALREADY         invalid_state     ("pause first")
+ *   -ENOSYS, -EOPNOTSUPP      not_implemented
+ *   -EPERM, -EACCES           permission_denied
+ *   anything else             failed
+ * A NULL callback answers not_implemented.
+ *
+ * Callbacks must not call ctl_server_stop() (it joins the server thread);
+ * poweroff should request the shutdown and return, and the VMM's main
+ * thread stops the server afterwards.
+ */
+#ifndef KHYVE_CTL_H
+#define KHYVE_CTL_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#define CTL_PROTOCOL	   1
+#define CTL_DEFAULT_RUNDIR "/run/khyve"
+#define CTL_VMNAME_MAX	   64
+#define CTL_MAX_CLIENTS	   128		 /* connections served at once */
+#define CTL_MAX_LINE	   (1024 * 1024) /* request line, without newline */
+#define CTL_MAX_OUTPUT	   (4096 * 1024) /* unsent replies per client */
+
+struct ctl_ops {
+	/* result: {"state": "running"|"paused"|..., anything else} */
+	int (*status)(void *opaque, json_t **reply, char *err, size_t errlen);
+	int (*pause)(void *opaque, char *err, size_t errlen);
+	int (*resume)(void *opaque, char *err, size_t errlen);
+	int (*poweroff)(void *opaque, bool force, char *err, size_t errlen);
+	int (*reset)(void *opaque, char *err, size_t errlen);
+	/* Registers of @vcpu; -EBUSY if the VM must be paused first. */
+	int (*regs)(void *opaque, int vcpu, bool msrs, json_t **reply,
+		    char *err, size_t errlen);
+	int (*stats)(void *opaque, json_t **reply, char *err, size_t errlen);
+	/*
+	 * @args is the request's args object, "file" already checked to be
+	 * a non-empty string; @suspend: power the VM off once saved.
+	 */
+	int (*checkpoint)(void *opaque, const json_t *args, bool suspend,
+			  json_t **reply, char *err, size_t errlen);
+	/* Placeholder: NULL (not_implemented) until live migration exists. */
+	int (*migrate)(void *opaque, const json_t *args, json_t **reply,
+		       char *err, size_t errlen);
+};
+
+/* Optional knobs; zero fields take the defaults above. */
+struct ctl_params {
+	const char *rundir; /* NULL: ctl_default_rundir() */
+	const char *vmname;
+	unsigned max_clients;
+	size_t max_line;
+	size_t max_output;
+};
+
+struct ctl_server;
+
+/*
+ * Create RUNDIR (0700) if missing, take RUNDIR/VMNAME.lock (flock; it
+ * holds our pid), replace a stale socket left by a crashed khyve, bind
+ * and listen on RUNDIR/VMNAME.sock (0600) and start the server thread.
+ * Fails with -EADDRINUSE and "VM 'x' is already running (pid N, socket
+ * P)" if another khyve owns the name; -EINVAL for an invalid name.
+ */
+int ctl_server_start(struct ctl_server **s, const char *rundir,
+		     const char *vmname, const struct ctl_ops *ops,
+		     void *opaque, char *err, size_t errlen);
+int ctl_server_start_params(struct ctl_server **s, const struct ctl_params *p,
+			    const struct ctl_ops *ops, void *opaque, char *err,
+			    size_t errlen);
+/* Stop the thread, close clients, remove the socket and lock file. */
+void ctl_server_stop(struct ctl_server *s);
+const char *ctl_server_socket_path(const struct ctl_server *s);
+
+/* $KHYVE_RUNDIR if set and non-empty, else /run/khyve. */
+const char *ctl_default_rundir(void);
+/* [A-Za-z0-9._-], 1..64 characters, not starting with '.'. */
+bool ctl_vmname_valid(const char *name);
+/* RUNDIR/VMNAME.sock into @buf; -ENAMETOOLONG if it does not fit. */
+int ctl_socket_path(char *buf, size_t len, const char *rundir,
+		    const char *vmname);
+/* Map a callback's -errno to the protocol error code string. */
+const char *ctl_errno_code(int rc);
+
+#endif
