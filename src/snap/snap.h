@@ -1,0 +1,164 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * Snapshot state file: writer, reader and description-driven encode/decode.
+ * The byte layout, versioning rules and compatibility promise are in
+ * docs/snapshot-format.md.
+ *
+ * Save:
+ *   snap_host_info_probe(&host, kvm_info);
+ *   snap_writer_open(&w, path, &host);
+ *   snap_write_blob(w, "config", 0, 1, json, len);
+ *   snap_write_section(w, &uart8250_snap, 0, &uart_state);   (per device)
+ *   snap_writer_commit(w);            (or snap_writer_abort(w) on error)
+ *
+ * Restore:
+ *   snap_reader_open(&r, path, &err);  (validates the whole file)
+ *   snap_read_section(r, &uart8250_snap, 0, &uart_state, &err);
+ *   snap_reader_check_consumed(r, &err);  (required sections not loaded?)
+ *   snap_reader_close(r);
+ */
+#ifndef KHYVE_SNAP_H
+#define KHYVE_SNAP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "snap_desc.h"
+
+#define SNAP_FORMAT_MAJOR 1
+#define SNAP_FORMAT_MINOR 0
+#define SNAP_ARCH	  "x86_64"
+/* Bound on the state file so a hostile file cannot make us allocate much. */
+#define SNAP_MAX_FILE_SIZE (256ULL * 1024 * 1024)
+#define SNAP_MAX_NAME	   64	 /* section and field names, bytes */
+#define SNAP_MAX_SECTIONS  65536 /* per file */
+
+/* A precise, user-facing message; every error path fills it. */
+struct snap_err {
+	char msg[512];
+};
+
+/* Where the snapshot was taken; restore compares it to the current host. */
+struct snap_host_info {
+	char cpu_vendor[16]; /* CPUID leaf 0, e.g. "GenuineIntel" */
+	uint32_t family, model, stepping;
+	uint64_t cpuid_hash; /* XXH3-64 of the relevant CPUID feature leaves */
+	char kvm_info[128];  /* free form, provided by the caller */
+};
+
+/* Header as read back from a file. */
+struct snap_header_info {
+	uint16_t major, minor;
+	uint64_t created; /* seconds since the epoch, UTC */
+	char arch[16];
+	char khyve_version[64];
+	struct snap_host_info host;
+};
+
+enum snap_section_kind {
+	SNAP_KIND_DESC = 1, /* self-describing fields from a snap_desc */
+	SNAP_KIND_BLOB = 2, /* raw bytes */
+};
+
+struct snap_section_info {
+	const char *name; /* valid while the reader is open */
+	uint32_t instance;
+	uint16_t version, min_version;
+	uint16_t kind; /* enum snap_section_kind */
+	uint32_t flags;
+	uint64_t offset;      /* of the section header in the file */
+	uint64_t payload_len; /* bytes */
+	uint64_t checksum;    /* XXH3-64 as stored (already verified) */
+	unsigned nfields;     /* SNAP_KIND_DESC only */
+};
+
+/* One field of a described section, decoded from the file's own tags. */
+struct snap_field_info {
+	const char *name; /* valid while the reader is open */
+	uint8_t type;	  /* enum snap_type */
+	uint32_t count;	  /* elements stored */
+	const void *data; /* count elements, little-endian */
+};
+
+struct snap_writer;
+struct snap_reader;
+
+/* Fill @h from CPUID of this host; @kvm_info may be NULL. */
+int snap_host_info_probe(struct snap_host_info *h, const char *kvm_info);
+
+/*
+ * Start writing @path: the data goes to a temporary name in the same
+ * directory and only replaces @path on a successful commit.
+ */
+int snap_writer_open(struct snap_writer **w, const char *path,
+		     const struct snap_host_info *host);
+/* Encode @state (a struct described by @d). */
+int snap_write_section(struct snap_writer *w, const struct snap_desc *d,
+		       uint32_t instance, const void *state);
+/* A raw byte section; written as required (flags 0). */
+int snap_write_blob(struct snap_writer *w, const char *name, uint32_t instance,
+		    uint16_t version, const void *data, size_t len);
+int snap_write_blob_flags(struct snap_writer *w, const char *name,
+			  uint32_t instance, uint16_t version, uint32_t flags,
+			  const void *data, size_t len);
+/* Why the last writer call failed (empty if it did not). */
+const char *snap_writer_error(const struct snap_writer *w);
+/*
+ * Write the end marker, fsync, rename over the destination, fsync the
+ * directory. Frees @w whatever the outcome; on failure the temporary file
+ * is removed and a previous file at the destination is untouched.
+ */
+int snap_writer_commit(struct snap_writer *w);
+/* Remove the temporary file and free @w. */
+void snap_writer_abort(struct snap_writer *w);
+
+/*
+ * Read and validate the whole file: header, sizes, every checksum, every
+ * field encoding. On failure *r is NULL and @err says why.
+ */
+int snap_reader_open(struct snap_reader **r, const char *path,
+		     struct snap_err *err);
+/* The same from memory (@data is copied); @name is used in messages. */
+int snap_reader_open_mem(struct snap_reader **r, const char *name,
+			 const void *data, size_t len, struct snap_err *err);
+void snap_reader_close(struct snap_reader *r);
+const char *snap_reader_path(const struct snap_reader *r);
+const struct snap_header_info *snap_reader_header(const struct snap_reader *r);
+
+/*
+ * Load section (d->name, @instance) into @state. The caller preloads
+ * @state with defaults: fields newer than the file's section keep them.
+ * -ENOENT if the section is absent, -EINVAL/-EPROTO with @err otherwise.
+ */
+int snap_read_section(struct snap_reader *r, const struct snap_desc *d,
+		      uint32_t instance, void *state, struct snap_err *err);
+/* Blob bytes stay owned by the reader. */
+int snap_read_blob(struct snap_reader *r, const char *name, uint32_t instance,
+		   const void **data, size_t *len, uint16_t *version,
+		   struct snap_err *err);
+bool snap_has_section(const struct snap_reader *r, const char *name,
+		      uint32_t instance);
+/*
+ * After loading: -EPROTO naming the first section that was never read and
+ * is not SNAP_F_OPTIONAL (this khyve does not know how to restore it).
+ */
+int snap_reader_check_consumed(const struct snap_reader *r,
+			       struct snap_err *err);
+
+/* Iteration for dumping tools. */
+unsigned snap_reader_nsections(const struct snap_reader *r);
+int snap_reader_section(const struct snap_reader *r, unsigned idx,
+			struct snap_section_info *info);
+int snap_reader_field(const struct snap_reader *r, unsigned sec_idx,
+		      unsigned field_idx, struct snap_field_info *f);
+/* Element @i of a field as an integer (I64 sign-extended into uint64_t). */
+uint64_t snap_field_elem(const struct snap_field_info *f, uint32_t i);
+/* Bytes per element of @type, 0 if unknown. */
+unsigned snap_type_size(uint8_t type);
+const char *snap_type_name(uint8_t type);
+
+/* Check a description for programming errors (offsets, count fields). */
+int snap_desc_check(const struct snap_desc *d, struct snap_err *err);
+
+#endif
