@@ -1,0 +1,385 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+#include "vcpu_state.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+
+#include "common.h"
+
+#define S struct vcpu_state
+static const struct snap_field vcpu_fields[] = {
+	SNAP_U64(S, rax, 1), SNAP_U64(S, rbx, 1), SNAP_U64(S, rcx, 1),
+	SNAP_U64(S, rdx, 1), SNAP_U64(S, rsi, 1), SNAP_U64(S, rdi, 1),
+	SNAP_U64(S, rsp, 1), SNAP_U64(S, rbp, 1), SNAP_U64(S, r8, 1),
+	SNAP_U64(S, r9, 1), SNAP_U64(S, r10, 1), SNAP_U64(S, r11, 1),
+	SNAP_U64(S, r12, 1), SNAP_U64(S, r13, 1), SNAP_U64(S, r14, 1),
+	SNAP_U64(S, r15, 1), SNAP_U64(S, rip, 1), SNAP_U64(S, rflags, 1),
+	SNAP_U64_ARRAY(S, seg_base, SEG_NR, 1),
+	SNAP_U32_ARRAY(S, seg_limit, SEG_NR, 1),
+	SNAP_U16_ARRAY(S, seg_selector, SEG_NR, 1),
+	SNAP_U16_ARRAY(S, seg_attr, SEG_NR, 1),
+	SNAP_U64(S, gdt_base, 1), SNAP_U64(S, idt_base, 1),
+	SNAP_U16(S, gdt_limit, 1), SNAP_U16(S, idt_limit, 1),
+	SNAP_U64(S, cr0, 1), SNAP_U64(S, cr2, 1), SNAP_U64(S, cr3, 1),
+	SNAP_U64(S, cr4, 1), SNAP_U64(S, cr8, 1), SNAP_U64(S, efer, 1),
+	SNAP_U64(S, apic_base, 1),
+	SNAP_U64_ARRAY(S, interrupt_bitmap, 4, 1),
+	SNAP_BOOL(S, has_xsave, 1),
+	SNAP_BYTES(S, xsave, VCPU_XSAVE_SIZE, 1),
+	SNAP_BYTES(S, fpu, VCPU_FPU_SIZE, 1),
+	SNAP_U64(S, xcr0, 1),
+	SNAP_U64_ARRAY(S, db, 4, 1), SNAP_U64(S, dr6, 1), SNAP_U64(S, dr7, 1),
+	SNAP_BYTES(S, lapic, VCPU_LAPIC_SIZE, 1),
+	SNAP_U32_MAX(S, nmsrs, VCPU_MAX_MSRS, 1),
+	SNAP_U32_VARRAY(S, msr_index, VCPU_MAX_MSRS, nmsrs, 1),
+	SNAP_U64_VARRAY(S, msr_data, VCPU_MAX_MSRS, nmsrs, 1),
+	SNAP_BOOL(S, exc_injected, 1), SNAP_U8_MAX(S, exc_nr, 31, 1),
+	SNAP_BOOL(S, exc_has_error_code, 1), SNAP_BOOL(S, exc_pending, 1),
+	SNAP_U32(S, exc_error_code, 1),
+	SNAP_BOOL(S, irq_injected, 1), SNAP_U8(S, irq_nr, 1),
+	SNAP_BOOL(S, irq_soft, 1), SNAP_U8(S, irq_shadow, 1),
+	SNAP_BOOL(S, nmi_injected, 1), SNAP_BOOL(S, nmi_pending, 1),
+	SNAP_BOOL(S, nmi_masked, 1), SNAP_U32(S, sipi_vector, 1),
+	SNAP_U32(S, events_flags, 1),
+	SNAP_BOOL(S, smi_smm, 1), SNAP_BOOL(S, smi_pending, 1),
+	SNAP_BOOL(S, smi_inside_nmi, 1), SNAP_BOOL(S, smi_latched_init, 1),
+	SNAP_U32_MAX(S, mp_state, KVM_MP_STATE_AP_RESET_HOLD, 1),
+};
+#undef S
+
+const struct snap_desc vcpu_state_snap =
+	SNAP_DESC("x86-vcpu", 1, 1, struct vcpu_state, vcpu_fields);
+
+uint16_t vcpu_seg_pack(const struct kvm_segment *k)
+{
+	return (uint16_t)((k->type & 0xf) | (k->s & 1) << 4 | (k->dpl & 3) << 5 |
+			  (k->present & 1) << 7 | (k->avl & 1) << 8 |
+			  (k->l & 1) << 9 | (k->db & 1) << 10 | (k->g & 1) << 11 |
+			  (k->unusable & 1) << 12);
+}
+
+void vcpu_seg_unpack(uint16_t a, struct kvm_segment *k)
+{
+	k->type = a & 0xf;
+	k->s = (a >> 4) & 1;
+	k->dpl = (a >> 5) & 3;
+	k->present = (a >> 7) & 1;
+	k->avl = (a >> 8) & 1;
+	k->l = (a >> 9) & 1;
+	k->db = (a >> 10) & 1;
+	k->g = (a >> 11) & 1;
+	k->unusable = (a >> 12) & 1;
+}
+
+static struct kvm_segment *sreg_seg(struct kvm_sregs *sr, int i)
+{
+	struct kvm_segment *tab[SEG_NR] = { &sr->cs, &sr->ds, &sr->es,
+					    &sr->fs, &sr->gs, &sr->ss,
+					    &sr->tr, &sr->ldt };
+	return tab[i];
+}
+
+void vcpu_state_from_kvm(struct vcpu_state *s, const struct kvm_regs *r,
+			 const struct kvm_sregs *csr)
+{
+	struct kvm_sregs sr = *csr;
+
+	s->rax = r->rax, s->rbx = r->rbx, s->rcx = r->rcx, s->rdx = r->rdx;
+	s->rsi = r->rsi, s->rdi = r->rdi, s->rsp = r->rsp, s->rbp = r->rbp;
+	s->r8 = r->r8, s->r9 = r->r9, s->r10 = r->r10, s->r11 = r->r11;
+	s->r12 = r->r12, s->r13 = r->r13, s->r14 = r->r14, s->r15 = r->r15;
+	s->rip = r->rip, s->rflags = r->rflags;
+	for (int i = 0; i < SEG_NR; i++) {
+		struct kvm_segment *k = sreg_seg(&sr, i);
+
+		s->seg_base[i] = k->base;
+		s->seg_limit[i] = k->limit;
+		s->seg_selector[i] = k->selector;
+		s->seg_attr[i] = vcpu_seg_pack(k);
+	}
+	s->gdt_base = sr.gdt.base, s->gdt_limit = sr.gdt.limit;
+	s->idt_base = sr.idt.base, s->idt_limit = sr.idt.limit;
+	s->cr0 = sr.cr0, s->cr2 = sr.cr2, s->cr3 = sr.cr3, s->cr4 = sr.cr4;
+	s->cr8 = sr.cr8, s->efer = sr.efer, s->apic_base = sr.apic_base;
+	memcpy(s->interrupt_bitmap, sr.interrupt_bitmap,
+	       sizeof(s->interrupt_bitmap));
+}
+
+void vcpu_state_to_kvm(const struct vcpu_state *s, struct kvm_regs *r,
+		       struct kvm_sregs *sr)
+{
+	memset(r, 0, sizeof(*r));
+	memset(sr, 0, sizeof(*sr));
+	r->rax = s->rax, r->rbx = s->rbx, r->rcx = s->rcx, r->rdx = s->rdx;
+	r->rsi = s->rsi, r->rdi = s->rdi, r->rsp = s->rsp, r->rbp = s->rbp;
+	r->r8 = s->r8, r->r9 = s->r9, r->r10 = s->r10, r->r11 = s->r11;
+	r->r12 = s->r12, r->r13 = s->r13, r->r14 = s->r14, r->r15 = s->r15;
+	r->rip = s->rip, r->rflags = s->rflags;
+	for (int i = 0; i < SEG_NR; i++) {
+		struct kvm_segment *k = sreg_seg(sr, i);
+
+		k->base = s->seg_base[i];
+		k->limit = s->seg_limit[i];
+		k->selector = s->seg_selector[i];
+		vcpu_seg_unpack(s->seg_attr[i], k);
+	}
+	sr->gdt.base = s->gdt_base, sr->gdt.limit = s->gdt_limit;
+	sr->idt.base = s->idt_base, sr->idt.limit = s->idt_limit;
+	sr->cr0 = s->cr0, sr->cr2 = s->cr2, sr->cr3 = s->cr3, sr->cr4 = s->cr4;
+	sr->cr8 = s->cr8, sr->efer = s->efer, sr->apic_base = s->apic_base;
+	memcpy(sr->interrupt_bitmap, s->interrupt_bitmap,
+	       sizeof(sr->interrupt_bitmap));
+}
+
+struct msrs_buf {
+	struct kvm_msrs hdr;
+	struct kvm_msr_entry e[VCPU_MAX_MSRS];
+};
+
+int vcpu_msr_list_probe(int kvm_fd, int vcpu_fd, struct vcpu_msr_list *l)
+{
+	struct {
+		struct kvm_msr_list hdr;
+		uint32_t idx[1024];
+	} list = { .hdr.nmsrs = 1024 };
+	struct msrs_buf *b;
+
+	if (ioctl(kvm_fd, KVM_GET_MSR_INDEX_LIST, &list) < 0)
+		return -errno;
+	b = calloc(1, sizeof(*b));
+	if (!b)
+		return -ENOMEM;
+	l->n = 0;
+	/* Keep only MSRs this vCPU can actually read, one at a time. */
+	for (uint32_t i = 0; i < list.hdr.nmsrs && l->n < VCPU_MAX_MSRS; i++) {
+		b->hdr.nmsrs = 1;
+		b->e[0].index = list.idx[i];
+		if (ioctl(vcpu_fd, KVM_GET_MSRS, b) == 1)
+			l->index[l->n++] = list.idx[i];
+	}
+	free(b);
+	return 0;
+}
+
+int vcpu_state_save(int vcpu_fd, const struct vcpu_msr_list *msrs,
+		    struct vcpu_state *s, char *err, size_t errlen)
+{
+	struct kvm_regs regs;
+	struct kvm_sregs sregs;
+	struct kvm_fpu fpu;
+	struct kvm_xsave *xs = NULL;
+	struct kvm_xcrs xcrs;
+	struct kvm_debugregs dbg;
+	struct kvm_vcpu_events ev;
+	struct kvm_mp_state mp;
+	struct msrs_buf *mb = NULL;
+	const char *what;
+	int ret;
+
+	memset(s, 0, sizeof(*s));
+	what = "KVM_GET_REGS";
+	if (ioctl(vcpu_fd, KVM_GET_REGS, &regs) < 0)
+		goto fail;
+	what = "KVM_GET_SREGS";
+	if (ioctl(vcpu_fd, KVM_GET_SREGS, &sregs) < 0)
+		goto fail;
+	vcpu_state_from_kvm(s, &regs, &sregs);
+	xs = calloc(1, sizeof(*xs));
+	mb = calloc(1, sizeof(*mb));
+	if (!xs || !mb) {
+		errno = ENOMEM;
+		what = "allocation";
+		goto fail;
+	}
+	if (ioctl(vcpu_fd, KVM_GET_XSAVE, xs) == 0) {
+		s->has_xsave = 1;
+		memcpy(s->xsave, xs->region, VCPU_XSAVE_SIZE);
+	}
+	what = "KVM_GET_FPU";
+	if (ioctl(vcpu_fd, KVM_GET_FPU, &fpu) < 0)
+		goto fail;
+	memcpy(s->fpu, &fpu, MIN(sizeof(fpu), sizeof(s->fpu)));
+	memset(&xcrs, 0, sizeof(xcrs));
+	if (ioctl(vcpu_fd, KVM_GET_XCRS, &xcrs) == 0 && xcrs.nr_xcrs > 0)
+		s->xcr0 = xcrs.xcrs[0].value;
+	what = "KVM_GET_DEBUGREGS";
+	if (ioctl(vcpu_fd, KVM_GET_DEBUGREGS, &dbg) < 0)
+		goto fail;
+	memcpy(s->db, dbg.db, sizeof(s->db));
+	s->dr6 = dbg.dr6;
+	s->dr7 = dbg.dr7;
+	what = "KVM_GET_LAPIC";
+	if (ioctl(vcpu_fd, KVM_GET_LAPIC, (struct kvm_lapic_state *)s->lapic) < 0)
+		goto fail;
+	mb->hdr.nmsrs = msrs->n;
+	for (uint32_t i = 0; i < msrs->n; i++)
+		mb->e[i].index = msrs->index[i];
+	ret = ioctl(vcpu_fd, KVM_GET_MSRS, mb);
+	if (ret < 0 || (uint32_t)ret != msrs->n) {
+		snprintf(err, errlen, "KVM_GET_MSRS: read %d of %u MSRs (stopped at 0x%x)",
+			 ret, msrs->n, ret >= 0 && (uint32_t)ret < msrs->n ?
+					       msrs->index[ret] : 0);
+		ret = -EIO;
+		goto out;
+	}
+	s->nmsrs = msrs->n;
+	for (uint32_t i = 0; i < msrs->n; i++) {
+		s->msr_index[i] = mb->e[i].index;
+		s->msr_data[i] = mb->e[i].data;
+	}
+	what = "KVM_GET_VCPU_EVENTS";
+	if (ioctl(vcpu_fd, KVM_GET_VCPU_EVENTS, &ev) < 0)
+		goto fail;
+	s->exc_injected = ev.exception.injected;
+	s->exc_nr = ev.exception.nr & 31;
+	s->exc_has_error_code = ev.exception.has_error_code;
+	s->exc_pending = ev.exception.pending;
+	s->exc_error_code = ev.exception.error_code;
+	s->irq_injected = ev.interrupt.injected;
+	s->irq_nr = ev.interrupt.nr;
+	s->irq_soft = ev.interrupt.soft;
+	s->irq_shadow = ev.interrupt.shadow;
+	s->nmi_injected = ev.nmi.injected;
+	s->nmi_pending = ev.nmi.pending;
+	s->nmi_masked = ev.nmi.masked;
+	s->sipi_vector = ev.sipi_vector;
+	s->events_flags = ev.flags;
+	s->smi_smm = ev.smi.smm;
+	s->smi_pending = ev.smi.pending;
+	s->smi_inside_nmi = ev.smi.smm_inside_nmi;
+	s->smi_latched_init = ev.smi.latched_init;
+	what = "KVM_GET_MP_STATE";
+	if (ioctl(vcpu_fd, KVM_GET_MP_STATE, &mp) < 0)
+		goto fail;
+	s->mp_state = mp.mp_state;
+	ret = 0;
+	goto out;
+fail:
+	ret = -errno;
+	snprintf(err, errlen, "%s: %s", what, strerror(errno));
+out:
+	free(xs);
+	free(mb);
+	return ret;
+}
+
+int vcpu_state_restore(int vcpu_fd, const struct vcpu_state *s, char *err,
+		       size_t errlen)
+{
+	struct kvm_regs regs;
+	struct kvm_sregs sregs;
+	struct kvm_xsave *xs = NULL;
+	struct kvm_xcrs xcrs;
+	struct kvm_debugregs dbg;
+	struct kvm_vcpu_events ev;
+	struct kvm_mp_state mp = { .mp_state = s->mp_state };
+	struct msrs_buf *mb = NULL;
+	const char *what;
+	int ret;
+
+	what = "KVM_SET_MP_STATE";
+	if (ioctl(vcpu_fd, KVM_SET_MP_STATE, &mp) < 0)
+		goto fail;
+	vcpu_state_to_kvm(s, &regs, &sregs);
+	what = "KVM_SET_REGS";
+	if (ioctl(vcpu_fd, KVM_SET_REGS, &regs) < 0)
+		goto fail;
+	what = "KVM_SET_SREGS";
+	if (ioctl(vcpu_fd, KVM_SET_SREGS, &sregs) < 0)
+		goto fail;
+	if (s->has_xsave) {
+		xs = calloc(1, sizeof(*xs));
+		if (!xs) {
+			errno = ENOMEM;
+			goto fail;
+		}
+		memcpy(xs->region, s->xsave, VCPU_XSAVE_SIZE);
+		what = "KVM_SET_XSAVE";
+		if (ioctl(vcpu_fd, KVM_SET_XSAVE, xs) < 0)
+			goto fail;
+		if (s->xcr0) {
+			memset(&xcrs, 0, sizeof(xcrs));
+			xcrs.nr_xcrs = 1;
+			xcrs.xcrs[0].xcr = 0;
+			xcrs.xcrs[0].value = s->xcr0;
+			what = "KVM_SET_XCRS";
+			if (ioctl(vcpu_fd, KVM_SET_XCRS, &xcrs) < 0)
+				goto fail;
+		}
+	} else {
+		struct kvm_fpu fpu;
+
+		memcpy(&fpu, s->fpu, MIN(sizeof(fpu), sizeof(s->fpu)));
+		what = "KVM_SET_FPU";
+		if (ioctl(vcpu_fd, KVM_SET_FPU, &fpu) < 0)
+			goto fail;
+	}
+	memset(&dbg, 0, sizeof(dbg));
+	memcpy(dbg.db, s->db, sizeof(dbg.db));
+	dbg.dr6 = s->dr6;
+	dbg.dr7 = s->dr7;
+	what = "KVM_SET_DEBUGREGS";
+	if (ioctl(vcpu_fd, KVM_SET_DEBUGREGS, &dbg) < 0)
+		goto fail;
+	what = "KVM_SET_LAPIC";
+	if (ioctl(vcpu_fd, KVM_SET_LAPIC, (struct kvm_lapic_state *)s->lapic) < 0)
+		goto fail;
+	mb = calloc(1, sizeof(*mb));
+	if (!mb) {
+		errno = ENOMEM;
+		goto fail;
+	}
+	mb->hdr.nmsrs = s->nmsrs;
+	for (uint32_t i = 0; i < s->nmsrs; i++) {
+		mb->e[i].index = s->msr_index[i];
+		mb->e[i].data = s->msr_data[i];
+	}
+	ret = ioctl(vcpu_fd, KVM_SET_MSRS, mb);
+	if (ret < 0 || (uint32_t)ret != s->nmsrs) {
+		snprintf(err, errlen,
+			 "KVM_SET_MSRS: set %d of %u MSRs; MSR 0x%x was refused (this host's KVM lacks it)",
+			 ret, s->nmsrs,
+			 ret >= 0 && (uint32_t)ret < s->nmsrs ? s->msr_index[ret] : 0);
+		ret = -EIO;
+		goto out;
+	}
+	memset(&ev, 0, sizeof(ev));
+	ev.exception.injected = s->exc_injected;
+	ev.exception.nr = s->exc_nr;
+	ev.exception.has_error_code = s->exc_has_error_code;
+	ev.exception.pending = s->exc_pending;
+	ev.exception.error_code = s->exc_error_code;
+	ev.interrupt.injected = s->irq_injected;
+	ev.interrupt.nr = s->irq_nr;
+	ev.interrupt.soft = s->irq_soft;
+	ev.interrupt.shadow = s->irq_shadow;
+	ev.nmi.injected = s->nmi_injected;
+	ev.nmi.pending = s->nmi_pending;
+	ev.nmi.masked = s->nmi_masked;
+	ev.sipi_vector = s->sipi_vector;
+	ev.smi.smm = s->smi_smm;
+	ev.smi.pending = s->smi_pending;
+	ev.smi.smm_inside_nmi = s->smi_inside_nmi;
+	ev.smi.latched_init = s->smi_latched_init;
+	/* Only the flags that say which of the above is valid. */
+	ev.flags = s->events_flags & (KVM_VCPUEVENT_VALID_NMI_PENDING |
+				      KVM_VCPUEVENT_VALID_SIPI_VECTOR |
+				      KVM_VCPUEVENT_VALID_SHADOW |
+				      KVM_VCPUEVENT_VALID_SMM |
+				      KVM_VCPUEVENT_VALID_PAYLOAD);
+	what = "KVM_SET_VCPU_EVENTS";
+	if (ioctl(vcpu_fd, KVM_SET_VCPU_EVENTS, &ev) < 0)
+		goto fail;
+	ret = 0;
+	goto out;
+fail:
+	ret = -errno;
+	snprintf(err, errlen, "%s: %s", what, strerror(errno));
+out:
+	free(xs);
+	free(mb);
+	return ret;
+}

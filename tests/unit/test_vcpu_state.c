@@ -1,0 +1,98 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+#include <stdlib.h>
+#include <string.h>
+
+#include "vcpu_state.h"
+#include "unit.h"
+
+static void test_seg_pack(void)
+{
+	struct kvm_segment k = { .type = 0xb, .s = 1, .dpl = 3, .present = 1,
+				 .avl = 1, .l = 1, .db = 0, .g = 1, .unusable = 0 };
+	struct kvm_segment back;
+
+	memset(&back, 0, sizeof(back));
+	vcpu_seg_unpack(vcpu_seg_pack(&k), &back);
+	CHECK_EQ(back.type, 0xb);
+	CHECK_EQ(back.s, 1);
+	CHECK_EQ(back.dpl, 3);
+	CHECK_EQ(back.present, 1);
+	CHECK_EQ(back.avl, 1);
+	CHECK_EQ(back.l, 1);
+	CHECK_EQ(back.db, 0);
+	CHECK_EQ(back.g, 1);
+	k.unusable = 1;
+	k.l = 0;
+	k.db = 1;
+	vcpu_seg_unpack(vcpu_seg_pack(&k), &back);
+	CHECK_EQ(back.unusable, 1);
+	CHECK_EQ(back.l, 0);
+	CHECK_EQ(back.db, 1);
+}
+
+static void test_kvm_roundtrip(void)
+{
+	struct kvm_regs r, r2;
+	struct kvm_sregs sr, sr2;
+	struct vcpu_state *s = calloc(1, sizeof(*s));
+	uint64_t *p = (uint64_t *)&r;
+
+	for (unsigned i = 0; i < sizeof(r) / 8; i++)
+		p[i] = 0x1111111111111111ULL * (i + 1);
+	memset(&sr, 0, sizeof(sr));
+	sr.cs = (struct kvm_segment){ .base = 0, .limit = 0xffffffff,
+				      .selector = 0x10, .type = 0xb,
+				      .present = 1, .s = 1, .l = 1, .g = 1 };
+	sr.tr = (struct kvm_segment){ .base = 0x1000, .limit = 0x67,
+				      .selector = 0x28, .type = 0xb,
+				      .present = 1 };
+	sr.gdt.base = 0x500;
+	sr.gdt.limit = 0x2f;
+	sr.cr0 = 0x80050033;
+	sr.cr3 = 0x9000;
+	sr.cr4 = 0x20;
+	sr.efer = 0x500;
+	sr.apic_base = 0xfee00900;
+	sr.interrupt_bitmap[2] = 0x40;
+	vcpu_state_from_kvm(s, &r, &sr);
+	CHECK_EQ(s->rip, r.rip);
+	CHECK_EQ(s->r15, r.r15);
+	CHECK_EQ(s->seg_selector[SEG_CS], 0x10);
+	CHECK_EQ(s->seg_base[SEG_TR], 0x1000);
+	vcpu_state_to_kvm(s, &r2, &sr2);
+	CHECK(memcmp(&r, &r2, sizeof(r)) == 0);
+	CHECK_EQ(sr2.cs.l, 1);
+	CHECK_EQ(sr2.cs.limit, 0xffffffff);
+	CHECK_EQ(sr2.tr.limit, 0x67);
+	CHECK_EQ(sr2.efer, 0x500);
+	CHECK_EQ(sr2.apic_base, 0xfee00900);
+	CHECK_EQ(sr2.interrupt_bitmap[2], 0x40);
+	CHECK_EQ(sr2.gdt.limit, 0x2f);
+	free(s);
+}
+
+static void test_desc_covers_state(void)
+{
+	size_t covered = 0;
+	static const unsigned sz[] = { 0, 1, 2, 4, 8, 8, 1, 1 };
+
+	/* Every byte of the struct that holds state is described once. */
+	for (unsigned i = 0; i < vcpu_state_snap.nfields; i++) {
+		const struct snap_field *f = &vcpu_state_snap.fields[i];
+
+		covered += (size_t)sz[f->type] * f->count;
+		CHECK(f->offset < sizeof(struct vcpu_state));
+	}
+	CHECK(covered <= sizeof(struct vcpu_state));
+	/* Padding only: no more than a few bytes per field undescribed. */
+	CHECK(sizeof(struct vcpu_state) - covered < 64);
+	CHECK_EQ(vcpu_state_snap.state_size, sizeof(struct vcpu_state));
+}
+
+int main(void)
+{
+	RUN(test_seg_pack);
+	RUN(test_kvm_roundtrip);
+	RUN(test_desc_covers_state);
+	return unit_done();
+}
