@@ -1,0 +1,260 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+#include "acpi.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+#include "layout.h"
+
+#define ACPI_ALIGN     16
+#define ACPI_MAX_EXTRA 16
+
+/* MADT structure types and flags (ACPI 6.x, 5.2.12). */
+#define MADT_LAPIC	   0
+#define MADT_IOAPIC	   1
+#define MADT_ISO	   2
+#define MADT_LAPIC_NMI	   4
+#define MADT_PCAT_COMPAT   1u
+#define MADT_LAPIC_ENABLED 1u
+/* MPS INTI flags: polarity bits 0-1 (1 = high), trigger bits 2-3 (3 = level) */
+#define MPS_INTI_ACTIVE_HIGH 0x1
+#define MPS_INTI_LEVEL	     0xc
+
+/* Generic Address Structure: address space ids and access sizes. */
+#define GAS_SYSTEM_IO	1
+#define GAS_ACCESS_BYTE 1
+
+uint8_t acpi_checksum(const void *p, size_t len)
+{
+	const uint8_t *b = p;
+	uint8_t s = 0;
+
+	while (len--)
+		s += *b++;
+	return (uint8_t)-s;
+}
+
+static void acpi_header(uint8_t *t, const char sig[4], uint32_t len,
+			uint8_t rev)
+{
+	memcpy(t, sig, 4);
+	put_le32(t + 4, len);
+	t[8] = rev;
+	memcpy(t + 10, ACPI_OEM_ID, 6);
+	memcpy(t + 16, ACPI_OEM_TABLE_ID, 8);
+	put_le32(t + 24, 1);	   /* OEM revision */
+	memcpy(t + 28, "KHYV", 4); /* creator id */
+	put_le32(t + 32, 1);	   /* creator revision */
+}
+
+/* Checksum last: every other byte of the table must be final by then. */
+static void acpi_finish(uint8_t *t)
+{
+	t[9] = 0;
+	t[9] = acpi_checksum(t, get_le32(t + 4));
+}
+
+static void gas_io8(uint8_t *g, uint16_t port)
+{
+	g[0] = GAS_SYSTEM_IO;
+	g[1] = 8; /* register bit width */
+	g[2] = 0; /* bit offset */
+	g[3] = GAS_ACCESS_BYTE;
+	put_le64(g + 4, port);
+}
+
+/*
+ * DSDT body: Name (_S5_, Package () { 5, 5, 0, 0 })
+ *
+ *   08              NameOp
+ *   5F 53 35 5F     NameSeg "_S5_" (root scope)
+ *   12              PackageOp
+ *   08              PkgLength: 8 bytes follow, counting this byte itself
+ *   04              NumElements
+ *   0A 05           BytePrefix 5   SLP_TYPa, written to SLEEP_CONTROL_REG
+ *   0A 05           BytePrefix 5   SLP_TYPb (unused without PM1b)
+ *   00 00           ZeroOp, ZeroOp (reserved)
+ */
+static const uint8_t dsdt_s5[] = {0x08, 0x5f, 0x53, 0x35, 0x5f, 0x12, 0x08,
+				  0x04, 0x0a, 0x05, 0x0a, 0x05, 0x00, 0x00};
+
+static size_t build_fadt(uint8_t *t, uint64_t dsdt)
+{
+	acpi_header(t, "FACP", ACPI_FADT_SIZE, 6);
+	/* No FACS: a hardware-reduced platform has no firmware waking vector.
+	 */
+	put_le32(t + 40, (uint32_t)dsdt);
+	t[45] = 0; /* preferred PM profile: unspecified */
+	put_le16(t + 46, BOOT_ACPI_SCI_IRQ);
+	/* Linux probes the i8042 only if firmware says it exists. */
+	put_le16(t + 109,
+		 ACPI_IAPC_LEGACY_DEVICES | ACPI_IAPC_8042 | ACPI_IAPC_NO_VGA);
+	put_le32(t + 112, ACPI_FADT_F_HW_REDUCED | ACPI_FADT_F_RESET_REG_SUP |
+				  ACPI_FADT_F_PWR_BUTTON |
+				  ACPI_FADT_F_SLP_BUTTON);
+	gas_io8(t + 116, BOOT_ACPI_RESET_PORT);
+	t[128] = BOOT_ACPI_RESET_VALUE;
+	t[131] = 0; /* FADT minor version (6.0) */
+	put_le64(t + 140, dsdt);
+	gas_io8(t + 244, BOOT_ACPI_SLEEP_CTL_PORT);
+	gas_io8(t + 256, BOOT_ACPI_SLEEP_STS_PORT);
+	memcpy(t + 268, "KHYVE\0\0\0", 8); /* hypervisor vendor identity */
+	acpi_finish(t);
+	return ACPI_FADT_SIZE;
+}
+
+static size_t build_madt(uint8_t *t, unsigned ncpus)
+{
+	uint8_t *p = t + ACPI_HDR_SIZE;
+	size_t len;
+
+	put_le32(p, (uint32_t)BOOT_LAPIC_ADDR);
+	put_le32(p + 4, MADT_PCAT_COMPAT);
+	p += 8;
+	for (unsigned i = 0; i < ncpus; i++, p += 8) {
+		p[0] = MADT_LAPIC;
+		p[1] = 8;
+		p[2] = (uint8_t)i; /* ACPI processor UID */
+		p[3] = (uint8_t)i; /* APIC id */
+		put_le32(p + 4, MADT_LAPIC_ENABLED);
+	}
+	p[0] = MADT_IOAPIC;
+	p[1] = 12;
+	p[2] = (uint8_t)ncpus;
+	p[3] = 0;
+	put_le32(p + 4, (uint32_t)BOOT_IOAPIC_ADDR);
+	put_le32(p + 8, 0); /* GSI base */
+	p += 12;
+	/* ISA IRQ0 (PIT) is wired to GSI 2, as on every PC since the IOAPIC. */
+	p[0] = MADT_ISO;
+	p[1] = 10;
+	p[2] = 0; /* bus ISA */
+	p[3] = 0;
+	put_le32(p + 4, 2);
+	put_le16(p + 8, 0);
+	p += 10;
+	/* The SCI (IRQ9) is level-triggered, active-high, as QEMU reports. */
+	p[0] = MADT_ISO;
+	p[1] = 10;
+	p[2] = 0;
+	p[3] = BOOT_ACPI_SCI_IRQ;
+	put_le32(p + 4, BOOT_ACPI_SCI_IRQ);
+	put_le16(p + 8, MPS_INTI_ACTIVE_HIGH | MPS_INTI_LEVEL);
+	p += 10;
+	p[0] = MADT_LAPIC_NMI;
+	p[1] = 6;
+	p[2] = 0xff; /* all processors */
+	put_le16(p + 3, 0);
+	p[5] = 1; /* LINT1 */
+	p += 6;
+	len = (size_t)(p - t);
+	acpi_header(t, "APIC", (uint32_t)len, 5);
+	acpi_finish(t);
+	return len;
+}
+
+static size_t madt_size(unsigned ncpus)
+{
+	return ACPI_HDR_SIZE + 8 + 8 * ncpus + 12 + 2 * 10 + 6;
+}
+
+int acpi_build(const struct guest_mem *m, const struct acpi_config *cfg,
+	       uint64_t *rsdp_gpa)
+{
+	const size_t area = ACPI_AREA_END - ACPI_AREA_START;
+	size_t off, xsdt_off, fadt_off, dsdt_off, madt_off, dsdt_len, xsdt_len;
+	size_t extra_off[ACPI_MAX_EXTRA];
+	uint8_t *buf, *t;
+	unsigned nx;
+	int ret;
+
+	if (!cfg || cfg->ncpus == 0 || cfg->ncpus > BOOT_MAX_CPUS ||
+	    cfg->nextra > ACPI_MAX_EXTRA || (cfg->nextra && !cfg->extra) ||
+	    (cfg->dsdt_aml_len && !cfg->dsdt_aml))
+		return -EINVAL;
+	for (unsigned i = 0; i < cfg->nextra; i++) {
+		const struct acpi_table_blob *b = &cfg->extra[i];
+
+		if (!b->data || b->len < ACPI_HDR_SIZE ||
+		    get_le32((const uint8_t *)b->data + 4) != b->len)
+			return -EINVAL;
+	}
+	if (cfg->dsdt_aml_len > area)
+		return -ENOSPC;
+
+	/* Lay the tables out first so each can point at the others. */
+	nx = 2 + cfg->nextra;
+	xsdt_len = ACPI_HDR_SIZE + 8 * nx;
+	dsdt_len = ACPI_HDR_SIZE + sizeof(dsdt_s5) + cfg->dsdt_aml_len;
+	off = ALIGN_UP(ACPI_RSDP_SIZE, ACPI_ALIGN);
+	xsdt_off = off;
+	off = ALIGN_UP(off + xsdt_len, ACPI_ALIGN);
+	fadt_off = off;
+	off = ALIGN_UP(off + ACPI_FADT_SIZE, ACPI_ALIGN);
+	madt_off = off;
+	off = ALIGN_UP(off + madt_size(cfg->ncpus), ACPI_ALIGN);
+	for (unsigned i = 0; i < cfg->nextra; i++) {
+		if (cfg->extra[i].len > area)
+			return -ENOSPC;
+		extra_off[i] = off;
+		off = ALIGN_UP(off + cfg->extra[i].len, ACPI_ALIGN);
+	}
+	dsdt_off = off;
+	off += dsdt_len;
+	if (off > area)
+		return -ENOSPC;
+
+	buf = calloc(1, off);
+	if (!buf)
+		return -ENOMEM;
+
+	/* DSDT */
+	t = buf + dsdt_off;
+	acpi_header(t, "DSDT", (uint32_t)dsdt_len, 2);
+	memcpy(t + ACPI_HDR_SIZE, dsdt_s5, sizeof(dsdt_s5));
+	if (cfg->dsdt_aml_len)
+		memcpy(t + ACPI_HDR_SIZE + sizeof(dsdt_s5), cfg->dsdt_aml,
+		       cfg->dsdt_aml_len);
+	acpi_finish(t);
+
+	build_fadt(buf + fadt_off, ACPI_AREA_START + dsdt_off);
+	build_madt(buf + madt_off, cfg->ncpus);
+	for (unsigned i = 0; i < cfg->nextra; i++) {
+		memcpy(buf + extra_off[i], cfg->extra[i].data,
+		       cfg->extra[i].len);
+		acpi_finish(buf + extra_off[i]);
+	}
+
+	/* XSDT: 64-bit pointers to every table except the DSDT and FACS. */
+	t = buf + xsdt_off;
+	acpi_header(t, "XSDT", (uint32_t)xsdt_len, 1);
+	put_le64(t + ACPI_HDR_SIZE, ACPI_AREA_START + fadt_off);
+	put_le64(t + ACPI_HDR_SIZE + 8, ACPI_AREA_START + madt_off);
+	for (unsigned i = 0; i < cfg->nextra; i++)
+		put_le64(t + ACPI_HDR_SIZE + 16 + 8 * i,
+			 ACPI_AREA_START + extra_off[i]);
+	acpi_finish(t);
+
+	/*
+	 * RSDP v2. No RSDT (address 0): every OS that reads revision 2 uses
+	 * the XSDT. The first checksum covers the ACPI 1.0 part (20 bytes),
+	 * the extended one all 36.
+	 */
+	t = buf;
+	memcpy(t, "RSD PTR ", 8);
+	memcpy(t + 9, ACPI_OEM_ID, 6);
+	t[15] = 2;
+	put_le32(t + 16, 0);
+	put_le32(t + 20, ACPI_RSDP_SIZE);
+	put_le64(t + 24, ACPI_AREA_START + xsdt_off);
+	t[8] = acpi_checksum(t, 20);
+	t[32] = acpi_checksum(t, ACPI_RSDP_SIZE);
+
+	ret = guest_mem_write(m, ACPI_AREA_START, buf, off);
+	free(buf);
+	if (!ret && rsdp_gpa)
+		*rsdp_gpa = ACPI_RSDP_ADDR;
+	return ret;
+}
