@@ -1,1 +1,744 @@
-int main(void){return 0;}
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * khyvectl: operator tool for running khyve instances (over their control
+ * sockets) and for snapshot files (offline). See man/khyvectl.8.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "common.h"
+#include "ctl.h"
+#include "ctl_client.h"
+
+#if __has_include("snap_inspect.h")
+#include "snap_inspect.h"
+#define HAVE_SNAP_INSPECT 1
+#else
+#define HAVE_SNAP_INSPECT 0
+#endif
+
+#define EXIT_FAIL	   1
+#define EXIT_USAGE	   2
+#define DEFAULT_TIMEOUT_MS 10000
+#define LIST_TIMEOUT_MS	   2000
+
+struct opts {
+	const char *rundir;
+	bool json;
+	int timeout_ms; /* -1: per-command default */
+	/* subcommand options */
+	long vcpu;
+	bool vcpu_set, msrs, force, all;
+	/* bhyvectl-style actions, run in the order of this struct */
+	const char *vm;
+	bool status, pause, get_all, get_rip, get_stats;
+	const char *checkpoint, *suspend;
+	bool resume, force_reset, force_poweroff;
+};
+
+static void errmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void errmsg(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("khyvectl: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+static void usage(FILE *f)
+{
+	fputs("usage: khyvectl [--rundir DIR] [--json] [--timeout SEC] "
+	      "COMMAND [ARGS]\n"
+	      "\n"
+	      "commands talking to a running VM:\n"
+	      "  list                       every VM in the run directory\n"
+	      "  status VM                  state and summary\n"
+	      "  pause VM | resume VM       stop / restart the vCPUs\n"
+	      "  regs VM [--vcpu N] [--msrs] registers (VM paused)\n"
+	      "  stats VM                   counters\n"
+	      "  poweroff VM [--force]      power button / immediate off\n"
+	      "  reset VM                   reset the VM\n"
+	      "  checkpoint VM FILE         save a snapshot, keep running\n"
+	      "  snapshot create VM FILE    same as checkpoint\n"
+	      "  suspend VM FILE            save a snapshot, then power off\n"
+	      "offline:\n"
+	      "  snapshot info FILE [--all] [--json]\n"
+	      "  snapshot verify FILE\n"
+	      "bhyvectl style:\n"
+	      "  khyvectl --vm=NAME [--status] [--pause] [--get-all] "
+	      "[--get-rip]\n"
+	      "           [--get-stats] [--checkpoint=FILE] "
+	      "[--suspend=FILE] [--resume]\n"
+	      "           [--force-reset] [--force-poweroff] [--cpu=N]\n"
+	      "\n"
+	      "Default run directory: $KHYVE_RUNDIR or /run/khyve.\n"
+	      "Exit status: 0 success, 1 failure, 2 usage error.\n",
+	      f);
+}
+
+/* ---- human-friendly output ---- */
+
+static void fmt_scalar(char *buf, size_t len, const json_t *v, bool hex)
+{
+	switch (json_typeof(v)) {
+	case JSON_INTEGER:
+		if (hex)
+			snprintf(buf, len, "0x%016llx",
+				 (unsigned long long)json_integer_value(v));
+		else
+			snprintf(buf, len, "%lld",
+				 (long long)json_integer_value(v));
+		break;
+	case JSON_REAL:
+		snprintf(buf, len, "%g", json_real_value(v));
+		break;
+	case JSON_STRING:
+		snprintf(buf, len, "%s", json_string_value(v));
+		break;
+	case JSON_TRUE:
+		snprintf(buf, len, "true");
+		break;
+	case JSON_FALSE:
+		snprintf(buf, len, "false");
+		break;
+	default:
+		snprintf(buf, len, "null");
+		break;
+	}
+}
+
+/*
+ * Print nested objects as aligned "a.b.c: value" lines. With @out NULL
+ * only measure the widest key into *width.
+ */
+static void walk(FILE *out, const char *prefix, const json_t *v, bool hex,
+		 int *width)
+{
+	char key[256], val[1024];
+	const char *k;
+	const json_t *e;
+	size_t i;
+
+	if (json_is_object(v)) {
+		json_object_foreach((json_t *)v, k, e)
+		{
+			snprintf(key, sizeof(key), "%s%s%s", prefix,
+				 *prefix ? "." : "", k);
+			/* counts and indices stay decimal among registers */
+			walk(out, key, e, hex && strcmp(k, "vcpu"), width);
+		}
+		return;
+	}
+	if (json_is_array(v)) {
+		json_array_foreach(v, i, e)
+		{
+			snprintf(key, sizeof(key), "%s[%zu]", prefix, i);
+			walk(out, key, e, hex, width);
+		}
+		return;
+	}
+	snprintf(key, sizeof(key), "%s:", prefix[0] ? prefix : "value");
+	if (!out) {
+		*width = MAX(*width, (int)strlen(key));
+		return;
+	}
+	fmt_scalar(val, sizeof(val), v, hex);
+	fprintf(out, "%-*s %s\n", *width, key, val);
+}
+
+static void print_kv(const json_t *v, bool hex)
+{
+	int width = 0;
+
+	walk(NULL, "", v, hex, &width);
+	walk(stdout, "", v, hex, &width);
+}
+
+static void print_json(const json_t *v)
+{
+	char *txt = json_dumps(v, JSON_INDENT(2) | JSON_ENCODE_ANY);
+
+	if (txt)
+		printf("%s\n", txt);
+	free(txt);
+}
+
+/* ---- talking to a VM ---- */
+
+static int timeout_for(const struct opts *o, const char *cmd)
+{
+	if (o->timeout_ms >= 0)
+		return o->timeout_ms;
+	/* Saving guest RAM takes as long as it takes. */
+	if (!strcmp(cmd, "checkpoint") || !strcmp(cmd, "suspend"))
+		return 0;
+	return DEFAULT_TIMEOUT_MS;
+}
+
+static int vm_open(const struct opts *o, const char *vm, const char *cmd,
+		   struct ctl_conn **c)
+{
+	char err[512];
+	int rc;
+
+	rc = ctl_client_open(c, o->rundir, vm, timeout_for(o, cmd), err,
+			     sizeof(err));
+	if (rc < 0) {
+		errmsg("%s", err);
+		return rc == -EINVAL ? EXIT_USAGE : EXIT_FAIL;
+	}
+	return 0;
+}
+
+/* One request; on success *result holds the reply's result. */
+static int vm_call(struct ctl_conn *c, const char *vm, const char *cmd,
+		   const json_t *args, json_t **result)
+{
+	char code[32], err[512];
+	int rc;
+
+	rc = ctl_client_call(c, cmd, args, result, code, sizeof(code), err,
+			     sizeof(err));
+	if (rc == -EPROTO && code[0]) {
+		errmsg("%s on VM '%s' failed: %s (%s)", cmd, vm, err, code);
+		return EXIT_FAIL;
+	}
+	if (rc < 0) {
+		errmsg("%s", err);
+		return EXIT_FAIL;
+	}
+	return 0;
+}
+
+enum out_kind { OUT_KV, OUT_HEX, OUT_RIP, OUT_DONE };
+
+/* Connect, run @cmd and print its result; returns the exit status. */
+static int run_cmd(const struct opts *o, const char *vm, const char *cmd,
+		   const json_t *args, enum out_kind kind, const char *done)
+{
+	struct ctl_conn *c;
+	json_t *res = NULL;
+	int rc;
+
+	rc = vm_open(o, vm, cmd, &c);
+	if (rc)
+		return rc;
+	rc = vm_call(c, vm, cmd, args, &res);
+	ctl_client_close(c);
+	if (rc)
+		return rc;
+	if (o->json) {
+		print_json(res);
+	} else if (kind == OUT_RIP) {
+		const json_t *r = json_object_get(res, "regs");
+		const json_t *rip = json_object_get(r ? r : res, "rip");
+		char val[64];
+
+		if (!rip) {
+			errmsg("VM '%s' reported no rip", vm);
+			json_decref(res);
+			return EXIT_FAIL;
+		}
+		fmt_scalar(val, sizeof(val), rip, true);
+		printf("rip[%ld]\t%s\n", o->vcpu_set ? o->vcpu : 0L, val);
+	} else if (kind == OUT_DONE) {
+		printf("VM '%s' %s\n", vm, done);
+		if (json_object_size(res))
+			print_kv(res, false);
+	} else {
+		print_kv(res, kind == OUT_HEX);
+	}
+	json_decref(res);
+	return 0;
+}
+
+static json_t *regs_args(const struct opts *o, bool msrs)
+{
+	return json_pack("{s:I, s:b}", "vcpu",
+			 (json_int_t)(o->vcpu_set ? o->vcpu : 0), "msrs", msrs);
+}
+
+/* The VMM resolves paths in its own cwd, so send an absolute one. */
+static json_t *file_args(const char *file)
+{
+	char cwd[PATH_MAX], path[PATH_MAX * 2];
+
+	if (file[0] == '/' || !getcwd(cwd, sizeof(cwd)))
+		snprintf(path, sizeof(path), "%s", file);
+	else
+		snprintf(path, sizeof(path), "%s/%s", cwd, file);
+	return json_pack("{s:s}", "file", path);
+}
+
+static int run_checkpoint(const struct opts *o, const char *vm,
+			  const char *file, bool suspend)
+{
+	json_t *args = file_args(file);
+	int rc;
+
+	rc = run_cmd(o, vm, suspend ? "suspend" : "checkpoint", args, OUT_DONE,
+		     suspend ? "suspended" : "checkpointed");
+	json_decref(args);
+	return rc;
+}
+
+/* ---- list ---- */
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int cmd_list(const struct opts *o)
+{
+	char **names = NULL, err[512], code[32];
+	size_t n = 0, cap = 0, i;
+	json_t *all = json_array();
+	struct dirent *de;
+	int namew = 4;
+	DIR *d;
+
+	d = opendir(o->rundir);
+	if (!d && errno != ENOENT) {
+		errmsg("cannot read run directory %s: %s", o->rundir,
+		       strerror(errno));
+		json_decref(all);
+		return EXIT_FAIL;
+	}
+	while (d && (de = readdir(d))) {
+		size_t len = strlen(de->d_name);
+		char *name;
+
+		if (len <= 5 || strcmp(de->d_name + len - 5, ".sock"))
+			continue;
+		name = strndup(de->d_name, len - 5);
+		if (!name || !ctl_vmname_valid(name)) {
+			free(name);
+			continue;
+		}
+		if (n == cap) {
+			char **p = realloc(names, (cap = cap * 2 + 8) *
+							  sizeof(*names));
+
+			if (!p) {
+				free(name);
+				break;
+			}
+			names = p;
+		}
+		names[n++] = name;
+		namew = MAX(namew, (int)len - 5);
+	}
+	if (d)
+		closedir(d);
+	if (n)
+		qsort(names, n, sizeof(*names), cmp_str);
+	for (i = 0; i < n; i++) {
+		int tmo = o->timeout_ms >= 0 ? o->timeout_ms : LIST_TIMEOUT_MS;
+		const char *state = "unknown";
+		json_t *res = NULL, *ent;
+		struct ctl_conn *c;
+		json_int_t pid = 0;
+		int rc;
+
+		rc = ctl_client_open(&c, o->rundir, names[i], tmo, err,
+				     sizeof(err));
+		if (rc == -ECONNREFUSED) {
+			state = "stale";
+		} else if (rc < 0) {
+			state = "unreachable";
+		} else {
+			pid = json_integer_value(
+				json_object_get(ctl_client_greeting(c), "pid"));
+			rc = ctl_client_call(c, "status", NULL, &res, code,
+					     sizeof(code), err, sizeof(err));
+			if (rc == 0 &&
+			    json_is_string(json_object_get(res, "state")))
+				state = json_string_value(
+					json_object_get(res, "state"));
+			else if (rc < 0)
+				state = "unreachable";
+			ctl_client_close(c);
+		}
+		ent = json_pack("{s:s, s:s, s:I}", "vm", names[i], "state",
+				state, "pid", pid);
+		if (rc < 0 && strcmp(state, "stale"))
+			json_object_set_new(ent, "error", json_string(err));
+		json_array_append_new(all, ent);
+		json_decref(res);
+	}
+	if (o->json) {
+		print_json(all);
+	} else {
+		size_t k;
+		json_t *e;
+
+		printf("%-*s  %-12s %s\n", namew, "NAME", "STATE", "PID");
+		json_array_foreach(all, k, e)
+		{
+			json_int_t pid =
+				json_integer_value(json_object_get(e, "pid"));
+			char pids[32] = "-";
+
+			if (pid)
+				snprintf(pids, sizeof(pids), "%lld",
+					 (long long)pid);
+			printf("%-*s  %-12s %s\n", namew,
+			       json_string_value(json_object_get(e, "vm")),
+			       json_string_value(json_object_get(e, "state")),
+			       pids);
+		}
+	}
+	for (i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+	json_decref(all);
+	return 0;
+}
+
+/* ---- snapshot files, offline ---- */
+
+static int cmd_snapshot_offline(const struct opts *o, bool verify,
+				const char *file)
+{
+#if HAVE_SNAP_INSPECT
+	struct snap_err err = {0};
+	int rc;
+
+	if (verify)
+		rc = snap_inspect_verify(file, stdout, &err);
+	else
+		rc = snap_inspect_info(file, o->json, o->all, stdout, &err);
+	if (rc < 0) {
+		errmsg("%s: %s", file, err.msg[0] ? err.msg : strerror(-rc));
+		return EXIT_FAIL;
+	}
+	return 0;
+#else
+	(void)o;
+	(void)verify;
+	errmsg("%s: this khyvectl was built without snapshot inspection", file);
+	return EXIT_FAIL;
+#endif
+}
+
+/* ---- command line ---- */
+
+enum {
+	OPT_RUNDIR = 256,
+	OPT_JSON,
+	OPT_TIMEOUT,
+	OPT_VCPU,
+	OPT_MSRS,
+	OPT_FORCE,
+	OPT_ALL,
+	OPT_VM,
+	OPT_STATUS,
+	OPT_PAUSE,
+	OPT_RESUME,
+	OPT_GET_ALL,
+	OPT_GET_RIP,
+	OPT_GET_STATS,
+	OPT_CHECKPOINT,
+	OPT_SUSPEND,
+	OPT_FORCE_RESET,
+	OPT_FORCE_POWEROFF,
+};
+
+static const struct option long_opts[] = {
+	{"rundir", required_argument, NULL, OPT_RUNDIR},
+	{"json", no_argument, NULL, OPT_JSON},
+	{"timeout", required_argument, NULL, OPT_TIMEOUT},
+	{"vcpu", required_argument, NULL, OPT_VCPU},
+	{"cpu", required_argument, NULL, OPT_VCPU},
+	{"msrs", no_argument, NULL, OPT_MSRS},
+	{"force", no_argument, NULL, OPT_FORCE},
+	{"all", no_argument, NULL, OPT_ALL},
+	{"vm", required_argument, NULL, OPT_VM},
+	{"status", no_argument, NULL, OPT_STATUS},
+	{"pause", no_argument, NULL, OPT_PAUSE},
+	{"resume", no_argument, NULL, OPT_RESUME},
+	{"get-all", no_argument, NULL, OPT_GET_ALL},
+	{"get-rip", no_argument, NULL, OPT_GET_RIP},
+	{"get-stats", no_argument, NULL, OPT_GET_STATS},
+	{"checkpoint", required_argument, NULL, OPT_CHECKPOINT},
+	{"suspend", required_argument, NULL, OPT_SUSPEND},
+	{"force-reset", no_argument, NULL, OPT_FORCE_RESET},
+	{"force-poweroff", no_argument, NULL, OPT_FORCE_POWEROFF},
+	{"help", no_argument, NULL, 'h'},
+	{"version", no_argument, NULL, 'V'},
+	{NULL, 0, NULL, 0},
+};
+
+static bool parse_long(const char *s, long lo, long hi, long *out)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno || end == s || *end || v < lo || v > hi)
+		return false;
+	*out = v;
+	return true;
+}
+
+static bool any_action(const struct opts *o)
+{
+	return o->status || o->pause || o->get_all || o->get_rip ||
+	       o->get_stats || o->checkpoint || o->suspend || o->resume ||
+	       o->force_reset || o->force_poweroff;
+}
+
+/* bhyvectl style: every requested action, in a fixed order. */
+static int run_actions(const struct opts *o)
+{
+	const char *vm = o->vm;
+	json_t *args;
+	int rc = 0;
+
+	if (!rc && o->status)
+		rc = run_cmd(o, vm, "status", NULL, OUT_KV, NULL);
+	if (!rc && o->pause)
+		rc = run_cmd(o, vm, "pause", NULL, OUT_DONE, "paused");
+	if (!rc && (o->get_all || o->get_rip)) {
+		args = regs_args(o, o->get_all);
+		rc = run_cmd(o, vm, "regs", args,
+			     o->get_all ? OUT_HEX : OUT_RIP, NULL);
+		json_decref(args);
+	}
+	if (!rc && o->get_stats)
+		rc = run_cmd(o, vm, "stats", NULL, OUT_KV, NULL);
+	if (!rc && o->checkpoint)
+		rc = run_checkpoint(o, vm, o->checkpoint, false);
+	if (!rc && o->suspend)
+		rc = run_checkpoint(o, vm, o->suspend, true);
+	if (!rc && o->resume)
+		rc = run_cmd(o, vm, "resume", NULL, OUT_DONE, "resumed");
+	if (!rc && o->force_reset)
+		rc = run_cmd(o, vm, "reset", NULL, OUT_DONE, "reset");
+	if (!rc && o->force_poweroff) {
+		args = json_pack("{s:b}", "force", 1);
+		rc = run_cmd(o, vm, "poweroff", args, OUT_DONE, "powered off");
+		json_decref(args);
+	}
+	return rc;
+}
+
+/* Subcommand @cmd with its @n positional arguments. */
+static int run_subcommand(const struct opts *o, const char *cmd, int n,
+			  char **av)
+{
+	static const struct {
+		const char *name;
+		int nargs;
+		unsigned opts; /* allowed: 1 vcpu/msrs, 2 force, 4 all */
+	} table[] = {
+		{"list", 0, 0},	    {"status", 1, 0}, {"pause", 1, 0},
+		{"resume", 1, 0},   {"regs", 1, 1},   {"stats", 1, 0},
+		{"poweroff", 1, 2}, {"reset", 1, 0},  {"checkpoint", 2, 0},
+		{"suspend", 2, 0},
+	};
+	unsigned allowed = 0, used;
+	json_t *args;
+	size_t i;
+	int rc;
+
+	used = (o->vcpu_set || o->msrs ? 1 : 0) | (o->force ? 2 : 0) |
+	       (o->all ? 4 : 0);
+	if (!strcmp(cmd, "snapshot")) {
+		const char *sub = n > 0 ? av[0] : "";
+
+		if (!strcmp(sub, "create")) {
+			if (n != 3 || used)
+				goto bad_usage;
+			return run_checkpoint(o, av[1], av[2], false);
+		}
+		if (!strcmp(sub, "info") || !strcmp(sub, "verify")) {
+			bool verify = sub[0] == 'v';
+
+			if (n != 2 || (used & ~(verify ? 0u : 4u)))
+				goto bad_usage;
+			return cmd_snapshot_offline(o, verify, av[1]);
+		}
+		errmsg("unknown snapshot command '%s' (create, info, verify)",
+		       sub);
+		return EXIT_USAGE;
+	}
+	for (i = 0; i < ARRAY_SIZE(table); i++)
+		if (!strcmp(table[i].name, cmd))
+			break;
+	if (i == ARRAY_SIZE(table)) {
+		errmsg("unknown command '%s' (see khyvectl --help)", cmd);
+		return EXIT_USAGE;
+	}
+	allowed = table[i].opts;
+	if (n != table[i].nargs || (used & ~allowed))
+		goto bad_usage;
+	if (n >= 1 && !ctl_vmname_valid(av[0])) {
+		errmsg("invalid VM name '%s'", av[0]);
+		return EXIT_USAGE;
+	}
+	switch (i) {
+	case 0:
+		return cmd_list(o);
+	case 1:
+		return run_cmd(o, av[0], "status", NULL, OUT_KV, NULL);
+	case 2:
+		return run_cmd(o, av[0], "pause", NULL, OUT_DONE, "paused");
+	case 3:
+		return run_cmd(o, av[0], "resume", NULL, OUT_DONE, "resumed");
+	case 4:
+		args = regs_args(o, o->msrs);
+		rc = run_cmd(o, av[0], "regs", args, OUT_HEX, NULL);
+		json_decref(args);
+		return rc;
+	case 5:
+		return run_cmd(o, av[0], "stats", NULL, OUT_KV, NULL);
+	case 6:
+		args = json_pack("{s:b}", "force", o->force);
+		rc = run_cmd(o, av[0], "poweroff", args, OUT_DONE,
+			     o->force ? "powered off" : "sent power button");
+		json_decref(args);
+		return rc;
+	case 7:
+		return run_cmd(o, av[0], "reset", NULL, OUT_DONE, "reset");
+	case 8:
+		return run_checkpoint(o, av[0], av[1], false);
+	default:
+		return run_checkpoint(o, av[0], av[1], true);
+	}
+
+bad_usage:
+	errmsg("wrong arguments or options for '%s' (see khyvectl --help)",
+	       cmd);
+	return EXIT_USAGE;
+}
+
+int main(int argc, char **argv)
+{
+	struct opts o = {.timeout_ms = -1};
+	long v;
+	int c;
+
+	o.rundir = ctl_default_rundir();
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "hV", long_opts, NULL)) != -1) {
+		switch (c) {
+		case OPT_RUNDIR:
+			o.rundir = optarg;
+			break;
+		case OPT_JSON:
+			o.json = true;
+			break;
+		case OPT_TIMEOUT:
+			if (!parse_long(optarg, 0, INT_MAX / 1000, &v)) {
+				errmsg("invalid --timeout '%s' (seconds)",
+				       optarg);
+				return EXIT_USAGE;
+			}
+			o.timeout_ms = (int)v * 1000;
+			break;
+		case OPT_VCPU:
+			if (!parse_long(optarg, 0, INT_MAX, &o.vcpu)) {
+				errmsg("invalid vCPU number '%s'", optarg);
+				return EXIT_USAGE;
+			}
+			o.vcpu_set = true;
+			break;
+		case OPT_MSRS:
+			o.msrs = true;
+			break;
+		case OPT_FORCE:
+			o.force = true;
+			break;
+		case OPT_ALL:
+			o.all = true;
+			break;
+		case OPT_VM:
+			o.vm = optarg;
+			break;
+		case OPT_STATUS:
+			o.status = true;
+			break;
+		case OPT_PAUSE:
+			o.pause = true;
+			break;
+		case OPT_RESUME:
+			o.resume = true;
+			break;
+		case OPT_GET_ALL:
+			o.get_all = true;
+			break;
+		case OPT_GET_RIP:
+			o.get_rip = true;
+			break;
+		case OPT_GET_STATS:
+			o.get_stats = true;
+			break;
+		case OPT_CHECKPOINT:
+			o.checkpoint = optarg;
+			break;
+		case OPT_SUSPEND:
+			o.suspend = optarg;
+			break;
+		case OPT_FORCE_RESET:
+			o.force_reset = true;
+			break;
+		case OPT_FORCE_POWEROFF:
+			o.force_poweroff = true;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		case 'V':
+			printf("khyvectl %s (control protocol %d)\n",
+			       KHYVE_VERSION, CTL_PROTOCOL);
+			return 0;
+		default:
+			if (optopt)
+				errmsg("option '%s' %s", argv[optind - 1],
+				       "is missing its argument or takes none");
+			else
+				errmsg("unknown option '%s'", argv[optind - 1]);
+			usage(stderr);
+			return EXIT_USAGE;
+		}
+	}
+	if (o.vm || any_action(&o)) {
+		if (!o.vm) {
+			errmsg("bhyvectl-style options need --vm=NAME");
+			return EXIT_USAGE;
+		}
+		if (!ctl_vmname_valid(o.vm)) {
+			errmsg("invalid VM name '%s'", o.vm);
+			return EXIT_USAGE;
+		}
+		if (optind < argc || !any_action(&o) || o.msrs || o.force ||
+		    o.all) {
+			errmsg("--vm=NAME takes action options (--status, "
+			       "--get-all, ...) and no command");
+			return EXIT_USAGE;
+		}
+		return run_actions(&o);
+	}
+	if (optind >= argc) {
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	return run_subcommand(&o, argv[optind], argc - optind - 1,
+			      argv + optind + 1);
+}
