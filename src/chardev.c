@@ -80,7 +80,7 @@ static void fatal_handler(int sig)
 
 int chardev_install_fatal_handlers(void)
 {
-	static const int sigs[] = { SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT };
+	static const int sigs[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT};
 	struct sigaction sa;
 
 	memset(&sa, 0, sizeof(sa));
@@ -195,14 +195,15 @@ static int open_socket(struct chardev *c, const char *path, char *err,
 	if (lstat(path, &sb) == 0) {
 		if (!S_ISSOCK(sb.st_mode)) {
 			set_err(err, errlen,
-				"%s exists and is not a socket; not replacing it",
+				"%s exists and is not a socket; not replacing "
+				"it",
 				path);
 			return -EEXIST;
 		}
 		unlink(path);
 	}
-	c->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC |
-						SOCK_NONBLOCK, 0);
+	c->listen_fd =
+		socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (c->listen_fd < 0) {
 		ret = -errno;
 		set_err(err, errlen, "socket: %s", strerror(errno));
@@ -333,8 +334,7 @@ fail:
 	return ret;
 }
 
-int chardev_open_fds(struct chardev **cp, int in_fd, int out_fd,
-		     bool owns_fds)
+int chardev_open_fds(struct chardev **cp, int in_fd, int out_fd, bool owns_fds)
 {
 	struct chardev *c = chardev_alloc(CD_FD);
 
@@ -356,7 +356,7 @@ int chardev_open_fds(struct chardev **cp, int in_fd, int out_fd,
 static void write_bounded(struct chardev *c, const uint8_t *p, size_t len)
 {
 	while (len) {
-		struct pollfd pfd = { .fd = c->out_fd, .events = POLLOUT };
+		struct pollfd pfd = {.fd = c->out_fd, .events = POLLOUT};
 		size_t chunk = MIN(len, (size_t)PIPE_BUF);
 		ssize_t n;
 		int r;
@@ -413,8 +413,8 @@ static void drop_client(struct chardev *c)
 static void write_socket(struct chardev *c, const uint8_t *p, size_t len)
 {
 	while (len && c->client_fd >= 0) {
-		ssize_t n = send(c->client_fd, p, len,
-				 MSG_NOSIGNAL | MSG_DONTWAIT);
+		ssize_t n =
+			send(c->client_fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
 
 		if (n < 0) {
 			if (errno == EINTR)
@@ -507,8 +507,8 @@ static ssize_t read_socket(struct chardev *c, void *buf, size_t len)
 	n = recv(c->client_fd, buf, len, MSG_DONTWAIT);
 	if (n > 0)
 		return n;
-	if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK &&
-		       errno != EINTR)) {
+	if (n == 0 ||
+	    (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
 		/* The client left; wait for the next one. */
 		drop_client(c);
 	}
@@ -517,7 +517,7 @@ static ssize_t read_socket(struct chardev *c, void *buf, size_t len)
 
 static ssize_t read_fd(struct chardev *c, void *buf, size_t len)
 {
-	struct pollfd pfd = { .fd = c->in_fd, .events = POLLIN };
+	struct pollfd pfd = {.fd = c->in_fd, .events = POLLIN};
 	ssize_t n;
 
 	if (c->in_eof)
@@ -566,8 +566,9 @@ void chardev_get_stats(struct chardev *c, struct chardev_stats *st)
 const char *chardev_kind(const struct chardev *c)
 {
 	static const char *const names[] = {
-		[CD_NULL] = "null", [CD_STDIO] = "stdio", [CD_FILE] = "file",
-		[CD_SOCKET] = "socket", [CD_FD] = "fd",
+		[CD_NULL] = "null", [CD_STDIO] = "stdio",
+		[CD_FILE] = "file", [CD_SOCKET] = "socket",
+		[CD_FD] = "fd",
 	};
 
 	return c ? names[c->type] : "none";

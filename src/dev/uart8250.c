@@ -22,62 +22,61 @@
 #define UART_MSR 6
 #define UART_SCR 7
 
-#define IER_RDI 0x01  /* received data available */
+#define IER_RDI	 0x01 /* received data available */
 #define IER_THRI 0x02 /* THR empty */
 #define IER_RLSI 0x04 /* receiver line status */
-#define IER_MSI 0x08  /* modem status */
+#define IER_MSI	 0x08 /* modem status */
 #define IER_MASK 0x0f
 
-#define IIR_NO_INT 0x01
-#define IIR_MSI 0x00
-#define IIR_THRI 0x02
-#define IIR_RDI 0x04
-#define IIR_RLSI 0x06
+#define IIR_NO_INT  0x01
+#define IIR_MSI	    0x00
+#define IIR_THRI    0x02
+#define IIR_RDI	    0x04
+#define IIR_RLSI    0x06
 #define IIR_TIMEOUT 0x0c
 #define IIR_FIFO_ON 0xc0
 
-#define FCR_ENABLE 0x01
-#define FCR_CLEAR_RX 0x02
-#define FCR_CLEAR_TX 0x04
-#define FCR_DMA 0x08
+#define FCR_ENABLE    0x01
+#define FCR_CLEAR_RX  0x02
+#define FCR_CLEAR_TX  0x04
+#define FCR_DMA	      0x08
 #define FCR_TRIG_MASK 0xc0
-#define FCR_KEEP (FCR_ENABLE | FCR_DMA | FCR_TRIG_MASK)
+#define FCR_KEEP      (FCR_ENABLE | FCR_DMA | FCR_TRIG_MASK)
 
 #define LCR_DLAB 0x80
 
-#define MCR_DTR 0x01
-#define MCR_RTS 0x02
+#define MCR_DTR	 0x01
+#define MCR_RTS	 0x02
 #define MCR_OUT1 0x04
 #define MCR_OUT2 0x08
 #define MCR_LOOP 0x10
 #define MCR_MASK 0x1f
 
-#define LSR_DR 0x01
-#define LSR_OE 0x02
-#define LSR_PE 0x04
-#define LSR_FE 0x08
-#define LSR_BI 0x10
-#define LSR_THRE 0x20
-#define LSR_TEMT 0x40
+#define LSR_DR	     0x01
+#define LSR_OE	     0x02
+#define LSR_PE	     0x04
+#define LSR_FE	     0x08
+#define LSR_BI	     0x10
+#define LSR_THRE     0x20
+#define LSR_TEMT     0x40
 #define LSR_ERR_MASK (LSR_OE | LSR_PE | LSR_FE | LSR_BI)
 
-#define MSR_DCTS 0x01
-#define MSR_DDSR 0x02
-#define MSR_TERI 0x04
-#define MSR_DDCD 0x08
+#define MSR_DCTS  0x01
+#define MSR_DDSR  0x02
+#define MSR_TERI  0x04
+#define MSR_DDCD  0x08
 #define MSR_DELTA 0x0f
-#define MSR_CTS 0x10
-#define MSR_DSR 0x20
-#define MSR_RI 0x40
-#define MSR_DCD 0x80
+#define MSR_CTS	  0x10
+#define MSR_DSR	  0x20
+#define MSR_RI	  0x40
+#define MSR_DCD	  0x80
 
 /* A host console looks like a connected modem. */
 #define MSR_IDLE (MSR_DCD | MSR_DSR | MSR_CTS)
 
 static const struct snap_field uart8250_fields[] = {
 	SNAP_U8_ARRAY(struct uart8250_state, rx_fifo, UART8250_FIFO_SIZE, 1),
-	SNAP_U8_MAX(struct uart8250_state, rx_head, UART8250_FIFO_SIZE - 1,
-		    1),
+	SNAP_U8_MAX(struct uart8250_state, rx_head, UART8250_FIFO_SIZE - 1, 1),
 	SNAP_U8_MAX(struct uart8250_state, rx_len, UART8250_FIFO_SIZE, 1),
 	SNAP_U8_MAX(struct uart8250_state, ier, IER_MASK, 1),
 	SNAP_U8_MAX(struct uart8250_state, fcr, FCR_KEEP, 1),
@@ -106,7 +105,7 @@ static unsigned rx_capacity(const struct uart8250_state *s)
 
 static unsigned rx_trigger(const struct uart8250_state *s)
 {
-	static const uint8_t levels[4] = { 1, 4, 8, 14 };
+	static const uint8_t levels[4] = {1, 4, 8, 14};
 
 	return fifo_on(s) ? levels[s->fcr >> 6] : 1;
 }
@@ -441,9 +440,8 @@ int uart8250_state_check(const struct uart8250_state *st)
 	if (st->rx_head >= UART8250_FIFO_SIZE ||
 	    st->rx_len > UART8250_FIFO_SIZE)
 		return -EINVAL;
-	if (st->ier & ~IER_MASK || st->mcr & ~MCR_MASK ||
-	    st->fcr & ~FCR_KEEP || st->lsr_err & ~LSR_ERR_MASK ||
-	    st->thr_ipending > 1)
+	if (st->ier & ~IER_MASK || st->mcr & ~MCR_MASK || st->fcr & ~FCR_KEEP ||
+	    st->lsr_err & ~LSR_ERR_MASK || st->thr_ipending > 1)
 		return -EINVAL;
 	/* With FIFOs off only the holding register exists. */
 	if (!(st->fcr & FCR_ENABLE) && st->rx_len > 1)

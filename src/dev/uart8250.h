@@ -29,8 +29,8 @@
 struct chardev;
 
 #define UART8250_COM1_BASE 0x3f8
-#define UART8250_COM1_IRQ 4
-#define UART8250_NR_PORTS 8
+#define UART8250_COM1_IRQ  4
+#define UART8250_NR_PORTS  8
 #define UART8250_FIFO_SIZE 16
 
 /* Everything a snapshot needs; no padding (every byte is described). */
@@ -60,7 +60,7 @@ struct uart8250 {
 	struct irq_line irq;
 	struct chardev *out; /* may be NULL: output discarded */
 	/* Runtime only, re-derived on restore. */
-	int irq_level; /* -1: not yet driven */
+	int irq_level;	 /* -1: not yet driven */
 	bool rx_blocked; /* a receive() did not fit: notify on room */
 	uart8250_rx_ready_fn rx_ready;
 	void *rx_ready_opaque;

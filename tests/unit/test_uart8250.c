@@ -31,9 +31,8 @@ static int rec_set(void *opaque, unsigned gsi, int level)
 
 static void setup(struct uart8250 *u, struct rec *r, struct chardev *out)
 {
-	struct irq_line line = { .set_level = rec_set,
-				 .opaque = r,
-				 .gsi = UART8250_COM1_IRQ };
+	struct irq_line line = {
+		.set_level = rec_set, .opaque = r, .gsi = UART8250_COM1_IRQ};
 
 	memset(r, 0, sizeof(*r));
 	CHECK_EQ(uart8250_init(u, &line, out), 0);
@@ -55,7 +54,7 @@ static uint8_t inb(struct uart8250 *u, unsigned off)
 /* Every byte of the state struct is covered by exactly one field. */
 static void check_desc_covers(const struct snap_desc *d, size_t tail_slack)
 {
-	static const unsigned esz[] = { 0, 1, 2, 4, 8, 8, 1, 1 };
+	static const unsigned esz[] = {0, 1, 2, 4, 8, 8, 1, 1};
 	unsigned char cover[512];
 	size_t end = 0;
 
@@ -171,7 +170,7 @@ static void test_fifo_overrun(void)
 	CHECK_EQ(inb(&u, 0), 0x11);
 	outb(&u, 4, 0x00);
 	{
-		uint8_t b[4] = { 1, 2, 3, 4 };
+		uint8_t b[4] = {1, 2, 3, 4};
 
 		CHECK_EQ(uart8250_receive(&u, b, 4), 1);
 	}
@@ -337,7 +336,7 @@ static void test_snapshot_restore(void)
 	struct uart8250 a, b;
 	struct rec ra, rb;
 	struct uart8250_state st, bad;
-	uint8_t data[8] = { 'h', 'a', 'l', 'f', ' ', 'f', 'u', 'l' };
+	uint8_t data[8] = {'h', 'a', 'l', 'f', ' ', 'f', 'u', 'l'};
 
 	check_desc_covers(&uart8250_snap_desc, 0);
 	CHECK_EQ(uart8250_snap_desc.state_size, sizeof(struct uart8250_state));
