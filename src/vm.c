@@ -1,0 +1,860 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * KVM VM set-up, the vCPU run loop, and pause/resume.
+ *
+ * Ordering rules KVM imposes, as used below:
+ *  - KVM_SET_TSS_ADDR and KVM_SET_IDENTITY_MAP_ADDR before any vCPU exists
+ *    (Intel VMX needs them for real-mode emulation).
+ *  - KVM_CREATE_IRQCHIP before KVM_CREATE_VCPU, so every vCPU gets an
+ *    in-kernel LAPIC; KVM_CREATE_PIT2 after the irqchip.
+ *  - KVM_SET_CPUID2 right after KVM_CREATE_VCPU, before register state.
+ *  - vCPU ioctls from another thread wait for KVM_RUN to return, so state
+ *    is read only while vCPUs are parked (vm_pause).
+ */
+#include "vm.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "boot.h"
+#include "common.h"
+#include "layout.h"
+#include "log.h"
+
+#define KICK_SIGNAL SIGUSR1
+
+static void kick_handler(int sig)
+{
+	(void)sig; /* only interrupts KVM_RUN */
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+static int kvm_open(struct vm *vm, char *err, size_t errlen)
+{
+	int ver;
+
+	vm->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	if (vm->kvm_fd < 0) {
+		int e = errno;
+
+		if (e == ENOENT || e == ENODEV || e == ENXIO)
+			snprintf(err, errlen,
+				 "/dev/kvm: %s: KVM is not available on this host (no kvm module bound)",
+				 strerror(e));
+		else if (e == EACCES || e == EPERM)
+			snprintf(err, errlen,
+				 "/dev/kvm: %s: run as root or join the group that owns /dev/kvm",
+				 strerror(e));
+		else
+			snprintf(err, errlen, "/dev/kvm: %s", strerror(e));
+		return -e;
+	}
+	ver = ioctl(vm->kvm_fd, KVM_GET_API_VERSION, 0);
+	if (ver != KVM_API_VERSION) {
+		snprintf(err, errlen, "/dev/kvm: KVM API version %d, need %d",
+			 ver, KVM_API_VERSION);
+		return -ENOTSUP;
+	}
+	static const struct {
+		int cap;
+		const char *name;
+	} need[] = {
+		{ KVM_CAP_IRQCHIP, "KVM_CAP_IRQCHIP" },
+		{ KVM_CAP_USER_MEMORY, "KVM_CAP_USER_MEMORY" },
+		{ KVM_CAP_PIT2, "KVM_CAP_PIT2" },
+		{ KVM_CAP_EXT_CPUID, "KVM_CAP_EXT_CPUID" },
+	};
+	for (unsigned i = 0; i < ARRAY_SIZE(need); i++) {
+		if (ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, need[i].cap) <= 0) {
+			snprintf(err, errlen, "/dev/kvm lacks %s", need[i].name);
+			return -ENOTSUP;
+		}
+	}
+	vm->run_size = ioctl(vm->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
+	if (vm->run_size < (int)sizeof(struct kvm_run)) {
+		snprintf(err, errlen, "KVM_GET_VCPU_MMAP_SIZE: %s", strerror(errno));
+		return -EIO;
+	}
+	return 0;
+}
+
+static int get_supported_cpuid(struct vm *vm, char *err, size_t errlen)
+{
+	for (unsigned n = 128; n <= 4096; n *= 2) {
+		struct kvm_cpuid2 *c =
+			calloc(1, sizeof(*c) + n * sizeof(c->entries[0]));
+
+		if (!c)
+			return -ENOMEM;
+		c->nent = n;
+		if (ioctl(vm->kvm_fd, KVM_GET_SUPPORTED_CPUID, c) == 0) {
+			vm->supported_cpuid = c;
+			return 0;
+		}
+		free(c);
+		if (errno != E2BIG) {
+			snprintf(err, errlen, "KVM_GET_SUPPORTED_CPUID: %s",
+				 strerror(errno));
+			return -errno;
+		}
+	}
+	snprintf(err, errlen, "KVM_GET_SUPPORTED_CPUID: too many entries");
+	return -E2BIG;
+}
+
+static uint64_t host_mem_bytes(void)
+{
+	long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+
+	return pages > 0 && psz > 0 ? (uint64_t)pages * (uint64_t)psz : 0;
+}
+
+static int vm_map_memory(struct vm *vm, char *err, size_t errlen)
+{
+	uint64_t host = host_mem_bytes();
+	int ret;
+
+	ret = guest_mem_layout(&vm->mem, vm->cfg->mem_size);
+	if (ret) {
+		snprintf(err, errlen, "invalid guest memory size");
+		return ret;
+	}
+	if (host && vm->cfg->mem_size > host) {
+		snprintf(err, errlen,
+			 "-m: %" PRIu64 " MiB of guest memory is more than this host has (%" PRIu64
+			 " MiB)",
+			 (uint64_t)(vm->cfg->mem_size / MiB), (uint64_t)(host / MiB));
+		return -ENOMEM;
+	}
+	/* One mapping for all RAM: a restore can map the RAM file over it. */
+	vm->mem.base = mmap(NULL, vm->cfg->mem_size, PROT_READ | PROT_WRITE,
+			    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (vm->mem.base == MAP_FAILED) {
+		vm->mem.base = NULL;
+		snprintf(err, errlen, "cannot map %" PRIu64 " MiB of guest memory: %s",
+			 (uint64_t)(vm->cfg->mem_size / MiB), strerror(errno));
+		return -ENOMEM;
+	}
+	madvise(vm->mem.base, vm->cfg->mem_size, MADV_HUGEPAGE);
+	for (unsigned i = 0; i < vm->mem.nr; i++)
+		vm->mem.r[i].hva = vm->mem.base + vm->mem.r[i].offset;
+	return 0;
+}
+
+/* (Re)register guest RAM with KVM: also after a restore remaps it. */
+int vm_register_memory(struct vm *vm, char *err, size_t errlen);
+int vm_register_memory(struct vm *vm, char *err, size_t errlen)
+{
+	for (unsigned i = 0; i < vm->mem.nr; i++) {
+		struct kvm_userspace_memory_region r = {
+			.slot = i,
+			.guest_phys_addr = vm->mem.r[i].gpa,
+			.memory_size = vm->mem.r[i].size,
+			.userspace_addr = (uint64_t)(uintptr_t)vm->mem.r[i].hva,
+		};
+
+		if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &r) < 0) {
+			snprintf(err, errlen, "KVM_SET_USER_MEMORY_REGION: %s",
+				 strerror(errno));
+			return -errno;
+		}
+	}
+	return 0;
+}
+
+static int vcpu_set_msr(struct vcpu *v, uint32_t index, uint64_t data)
+{
+	struct {
+		struct kvm_msrs hdr;
+		struct kvm_msr_entry e;
+	} m = { .hdr.nmsrs = 1, .e = { .index = index, .data = data } };
+
+	return ioctl(v->fd, KVM_SET_MSRS, &m) == 1 ? 0 : -EIO;
+}
+
+static int vcpu_create(struct vm *vm, unsigned id, char *err, size_t errlen)
+{
+	struct vcpu *v = &vm->vcpus[id];
+	size_t csz = sizeof(*vm->supported_cpuid) +
+		     vm->supported_cpuid->nent *
+			     sizeof(vm->supported_cpuid->entries[0]);
+	struct kvm_cpuid2 *c;
+	struct kvm_lapic_state lapic;
+	int ret;
+
+	v->vm = vm;
+	v->id = id;
+	v->fd = ioctl(vm->vm_fd, KVM_CREATE_VCPU, id);
+	if (v->fd < 0) {
+		snprintf(err, errlen, "KVM_CREATE_VCPU %u: %s", id, strerror(errno));
+		return -errno;
+	}
+	v->run = mmap(NULL, (size_t)vm->run_size, PROT_READ | PROT_WRITE,
+		      MAP_SHARED, v->fd, 0);
+	if (v->run == MAP_FAILED) {
+		v->run = NULL;
+		snprintf(err, errlen, "mmap kvm_run: %s", strerror(errno));
+		return -errno;
+	}
+	c = malloc(csz);
+	if (!c)
+		return -ENOMEM;
+	memcpy(c, vm->supported_cpuid, csz);
+	cpuid_apply_policy(c, vm->policy, id, vm->ncpus, &vm->hidden);
+	ret = ioctl(v->fd, KVM_SET_CPUID2, c);
+	free(c);
+	if (ret < 0) {
+		snprintf(err, errlen, "KVM_SET_CPUID2: %s", strerror(errno));
+		return -errno;
+	}
+	/* Fast strings on, as firmware leaves it; MTRRs: write-back default. */
+	if (vcpu_set_msr(v, 0x1a0, 1))
+		log_debug("vCPU %u: MSR_IA32_MISC_ENABLE not settable", id);
+	if (vcpu_set_msr(v, 0x2ff, 0x806))
+		log_debug("vCPU %u: MSR_MTRRdefType not settable", id);
+	/* LINT0 = ExtINT (the PIC), LINT1 = NMI, as a BIOS would leave them. */
+	if (ioctl(v->fd, KVM_GET_LAPIC, &lapic) == 0) {
+		uint32_t *lint0 = (uint32_t *)&lapic.regs[0x350];
+		uint32_t *lint1 = (uint32_t *)&lapic.regs[0x360];
+
+		*lint0 = (*lint0 & ~0x700u & ~0x10000u) | (7u << 8);
+		*lint1 = (*lint1 & ~0x700u & ~0x10000u) | (4u << 8);
+		if (ioctl(v->fd, KVM_SET_LAPIC, &lapic) < 0)
+			log_debug("vCPU %u: KVM_SET_LAPIC: %s", id, strerror(errno));
+	}
+	return 0;
+}
+
+int vm_create(struct vm *vm, struct vm_config *cfg, char *err, size_t errlen)
+{
+	int ret;
+
+	memset(vm, 0, sizeof(*vm));
+	vm->cfg = cfg;
+	vm->kvm_fd = vm->vm_fd = vm->wake_fd = -1;
+	vm->ncpus = cfg->ncpus;
+	pthread_mutex_init(&vm->lock, NULL);
+	pthread_cond_init(&vm->cond, NULL);
+	bus_init(&vm->pio, "pio");
+	bus_init(&vm->mmio, "mmio");
+
+	ret = kvm_open(vm, err, errlen);
+	if (ret)
+		return ret;
+	vm->sw_backend = cpuid_backend_is_software();
+	vm->policy = cpuid_resolve_policy(cfg->cpu_policy, vm->sw_backend);
+	ret = get_supported_cpuid(vm, err, errlen);
+	if (ret)
+		return ret;
+	{
+		int max = ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_MAX_VCPUS);
+
+		if (max <= 0)
+			max = ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_NR_VCPUS);
+		if (max > 0 && vm->ncpus > (unsigned)max) {
+			snprintf(err, errlen,
+				 "-c %u: this host's KVM allows at most %d vCPUs",
+				 vm->ncpus, max);
+			return -EINVAL;
+		}
+	}
+	vm->vm_fd = ioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
+	if (vm->vm_fd < 0) {
+		snprintf(err, errlen, "KVM_CREATE_VM: %s", strerror(errno));
+		return -errno;
+	}
+	if (ioctl(vm->vm_fd, KVM_SET_TSS_ADDR, 0xfffbd000UL) < 0)
+		log_debug("KVM_SET_TSS_ADDR: %s", strerror(errno));
+	{
+		uint64_t idmap = 0xfffbc000ULL;
+
+		if (ioctl(vm->vm_fd, KVM_SET_IDENTITY_MAP_ADDR, &idmap) < 0)
+			log_debug("KVM_SET_IDENTITY_MAP_ADDR: %s", strerror(errno));
+	}
+	/* Emulation failures come with the instruction bytes where supported. */
+	if (ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION,
+		  KVM_CAP_EXIT_ON_EMULATION_FAILURE) > 0) {
+		struct kvm_enable_cap cap = {
+			.cap = KVM_CAP_EXIT_ON_EMULATION_FAILURE,
+			.args = { 1 },
+		};
+
+		if (ioctl(vm->vm_fd, KVM_ENABLE_CAP, &cap) < 0)
+			log_debug("KVM_CAP_EXIT_ON_EMULATION_FAILURE: %s",
+				  strerror(errno));
+	}
+	if (ioctl(vm->vm_fd, KVM_CREATE_IRQCHIP) < 0) {
+		snprintf(err, errlen, "KVM_CREATE_IRQCHIP: %s", strerror(errno));
+		return -errno;
+	}
+	{
+		struct kvm_pit_config pit = { .flags = KVM_PIT_SPEAKER_DUMMY };
+
+		if (ioctl(vm->vm_fd, KVM_CREATE_PIT2, &pit) < 0) {
+			snprintf(err, errlen, "KVM_CREATE_PIT2: %s",
+				 strerror(errno));
+			return -errno;
+		}
+	}
+	ret = vm_map_memory(vm, err, errlen);
+	if (ret)
+		return ret;
+	ret = vm_register_memory(vm, err, errlen);
+	if (ret)
+		return ret;
+	vm->vcpus = calloc(vm->ncpus, sizeof(*vm->vcpus));
+	if (!vm->vcpus)
+		return -ENOMEM;
+	for (unsigned i = 0; i < vm->ncpus; i++) {
+		vm->vcpus[i].fd = -1;
+		ret = vcpu_create(vm, i, err, errlen);
+		if (ret)
+			return ret;
+	}
+	ret = vcpu_msr_list_probe(vm->kvm_fd, vm->vcpus[0].fd, &vm->msrs);
+	if (ret) {
+		snprintf(err, errlen, "KVM_GET_MSR_INDEX_LIST: %s", strerror(-ret));
+		return ret;
+	}
+	vm->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (vm->wake_fd < 0)
+		return -errno;
+	return vm_devices_create(vm, err, errlen);
+}
+
+static void seg_from_boot(unsigned sel, struct kvm_segment *k)
+{
+	struct boot_segment b;
+
+	boot_segment_from_gdt(sel, &b);
+	memset(k, 0, sizeof(*k));
+	k->base = b.base;
+	k->limit = b.limit;
+	k->selector = b.selector;
+	k->type = b.type;
+	k->present = b.present;
+	k->dpl = b.dpl;
+	k->db = b.db;
+	k->s = b.s;
+	k->l = b.l;
+	k->g = b.g;
+	k->avl = b.avl;
+}
+
+/* Register state for the boot vCPU, per the boot protocol in use. */
+static int vcpu_set_boot_regs(struct vcpu *v, const struct boot_info *bi,
+			      char *err, size_t errlen)
+{
+	struct kvm_regs regs;
+	struct kvm_sregs sregs;
+
+	if (ioctl(v->fd, KVM_GET_SREGS, &sregs) < 0)
+		goto fail;
+	memset(&regs, 0, sizeof(regs));
+	regs.rflags = 0x2;
+	regs.rip = bi->entry;
+	sregs.gdt.base = bi->gdt_gpa;
+	sregs.gdt.limit = bi->gdt_limit;
+	sregs.idt.base = bi->idt_gpa;
+	sregs.idt.limit = 0;
+	seg_from_boot(BOOT_SEL_TSS, &sregs.tr);
+	if (bi->mode == BOOT_MODE_LINUX64) {
+		/* 64-bit boot protocol: long mode, paging on, RSI = zero page. */
+		regs.rsi = bi->boot_params_gpa;
+		regs.rsp = bi->stack_top;
+		regs.rbp = bi->stack_top;
+		seg_from_boot(BOOT_SEL_CODE64, &sregs.cs);
+		seg_from_boot(BOOT_SEL_DATA, &sregs.ds);
+		sregs.es = sregs.fs = sregs.gs = sregs.ss = sregs.ds;
+		sregs.cr3 = bi->cr3;
+		sregs.cr4 |= 0x20; /* PAE */
+		sregs.cr0 = 0x80000011; /* PG | ET | PE */
+		sregs.efer |= 0x500;	/* LME | LMA */
+	} else {
+		/* PVH: 32-bit protected mode, paging off, EBX = start_info. */
+		regs.rbx = bi->start_info_gpa;
+		seg_from_boot(BOOT_SEL_CODE32, &sregs.cs);
+		seg_from_boot(BOOT_SEL_DATA, &sregs.ds);
+		sregs.es = sregs.fs = sregs.gs = sregs.ss = sregs.ds;
+		sregs.cr0 = 0x11; /* ET | PE */
+		sregs.cr4 = 0;
+		sregs.efer = 0;
+	}
+	if (ioctl(v->fd, KVM_SET_SREGS, &sregs) < 0)
+		goto fail;
+	if (ioctl(v->fd, KVM_SET_REGS, &regs) < 0)
+		goto fail;
+	return 0;
+fail:
+	snprintf(err, errlen, "setting boot registers: %s", strerror(errno));
+	return -errno;
+}
+
+int vm_boot(struct vm *vm, char *err, size_t errlen)
+{
+	struct boot_config bc = { 0 };
+	struct boot_info bi;
+	char *cmdline = NULL;
+	const char *extra = cpuid_policy_cmdline(vm->policy);
+	int ret;
+
+	/* The safe policy backs itself up on a Linux command line. */
+	if (vm->cfg->cmdline && *extra &&
+	    asprintf(&cmdline, "%s %s", vm->cfg->cmdline, extra) < 0)
+		return -ENOMEM;
+	bc.kernel_path = vm->cfg->kernel;
+	bc.initrd_path = vm->cfg->initrd;
+	bc.cmdline = cmdline ? cmdline : vm->cfg->cmdline;
+	bc.ncpus = vm->ncpus;
+	bc.flags = vm->cfg->no_unpack ? BOOT_F_NO_UNPACK : 0;
+	ret = kernel_load_ex(&vm->mem, &bc, &bi, err, errlen);
+	free(cmdline);
+	if (ret)
+		return ret;
+	log_info("kernel %s: %s entry 0x%" PRIx64, vm->cfg->kernel,
+		 bi.mode == BOOT_MODE_PVH ? "PVH" : "64-bit", bi.entry);
+	return vcpu_set_boot_regs(&vm->vcpus[0], &bi, err, errlen);
+}
+
+/* ---- run loop ---- */
+
+void vm_request_stop(struct vm *vm, int status)
+{
+	uint64_t one = 1;
+
+	pthread_mutex_lock(&vm->lock);
+	if (!vm->stop) {
+		vm->stop = true;
+		vm->exit_status = status;
+		vm->state = VM_STOPPING;
+	}
+	pthread_cond_broadcast(&vm->cond);
+	pthread_mutex_unlock(&vm->lock);
+	for (unsigned i = 0; i < vm->ncpus; i++) {
+		struct vcpu *v = &vm->vcpus[i];
+
+		if (v->run)
+			__atomic_store_n(&v->run->immediate_exit, 1,
+					 __ATOMIC_SEQ_CST);
+		if (v->thread_started)
+			pthread_kill(v->thread, KICK_SIGNAL);
+	}
+	if (write(vm->wake_fd, &one, sizeof(one)) < 0) {
+		/* eventfd full: the main loop is awake anyway */
+	}
+}
+
+/* Called by a vCPU thread between KVM_RUNs: park while paused. */
+static bool vcpu_check_park(struct vcpu *v)
+{
+	struct vm *vm = v->vm;
+	bool stop;
+
+	pthread_mutex_lock(&vm->lock);
+	if (vm->pause_req && !vm->stop) {
+		vm->parked++;
+		pthread_cond_broadcast(&vm->cond);
+		while (vm->pause_req && !vm->stop)
+			pthread_cond_wait(&vm->cond, &vm->lock);
+		vm->parked--;
+	}
+	stop = vm->stop;
+	/* Clear the kick before re-entering; a new kick sets it again. */
+	__atomic_store_n(&v->run->immediate_exit, 0, __ATOMIC_SEQ_CST);
+	if (vm->pause_req || vm->stop)
+		__atomic_store_n(&v->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
+	pthread_mutex_unlock(&vm->lock);
+	return stop;
+}
+
+static void vcpu_report(struct vcpu *v, const char *what)
+{
+	struct kvm_regs r;
+	struct kvm_sregs s;
+	uint8_t bytes[16];
+	char hex[64] = "";
+	uint64_t gpa;
+
+	if (ioctl(v->fd, KVM_GET_REGS, &r) < 0 ||
+	    ioctl(v->fd, KVM_GET_SREGS, &s) < 0) {
+		log_err("vCPU %u: %s (registers unavailable)", v->id, what);
+		return;
+	}
+	if (vm_translate(v, s.cs.base + r.rip, &gpa) == 0 &&
+	    guest_mem_read(&v->vm->mem, gpa, bytes, sizeof(bytes)) == 0)
+		for (unsigned i = 0; i < sizeof(bytes); i++)
+			snprintf(hex + 3 * i, sizeof(hex) - 3 * i, "%02x ",
+				 bytes[i]);
+	log_err("vCPU %u: %s at rip=0x%llx: bytes %s", v->id, what, r.rip,
+		hex[0] ? hex : "(not in guest memory)");
+	log_err("  rax=%016llx rbx=%016llx rcx=%016llx rdx=%016llx", r.rax,
+		r.rbx, r.rcx, r.rdx);
+	log_err("  rsi=%016llx rdi=%016llx rsp=%016llx rbp=%016llx", r.rsi,
+		r.rdi, r.rsp, r.rbp);
+	log_err("  rflags=%016llx cr0=%llx cr3=%llx cr4=%llx efer=%llx cs=%04x",
+		r.rflags, s.cr0, s.cr3, s.cr4, s.efer, s.cs.selector);
+}
+
+int vm_translate(struct vcpu *v, uint64_t gva, uint64_t *gpa)
+{
+	struct kvm_translation t = { .linear_address = gva };
+
+	if (ioctl(v->fd, KVM_TRANSLATE, &t) < 0 || !t.valid)
+		return -EFAULT;
+	*gpa = t.physical_address;
+	return 0;
+}
+
+/* Guest-virtual access for the emulation layer, page by page. */
+static int emul_mem(struct vcpu *v, uint64_t gva, void *buf, unsigned len,
+		    bool write)
+{
+	uint8_t *b = buf;
+
+	while (len) {
+		unsigned chunk = (unsigned)MIN((uint64_t)len,
+					       PAGE_SIZE - (gva & (PAGE_SIZE - 1)));
+		uint64_t gpa;
+		int ret;
+
+		if (vm_translate(v, gva, &gpa))
+			return -EFAULT;
+		ret = write ? guest_mem_write(&v->vm->mem, gpa, b, chunk) :
+			      guest_mem_read(&v->vm->mem, gpa, b, chunk);
+		if (ret)
+			return ret;
+		gva += chunk;
+		b += chunk;
+		len -= chunk;
+	}
+	return 0;
+}
+
+static int emul_read(void *o, uint64_t gva, void *buf, unsigned len)
+{
+	return emul_mem(o, gva, buf, len, false);
+}
+
+static int emul_write(void *o, uint64_t gva, const void *buf, unsigned len)
+{
+	return emul_mem(o, gva, (void *)buf, len, true);
+}
+
+/* Complete an instruction KVM's emulator gave up on (see emulate.h). */
+static int vcpu_handle_emulation_failure(struct vcpu *v)
+{
+	struct kvm_run *run = v->run;
+	struct kvm_regs r;
+	struct kvm_sregs s;
+	struct kvm_fpu fpu;
+	struct emul_ctx c;
+	uint8_t insn[15];
+	unsigned len = 0;
+	uint64_t gpa;
+	int ret;
+
+	if (ioctl(v->fd, KVM_GET_REGS, &r) < 0 ||
+	    ioctl(v->fd, KVM_GET_SREGS, &s) < 0 ||
+	    ioctl(v->fd, KVM_GET_FPU, &fpu) < 0)
+		return -errno;
+	if (run->emulation_failure.ndata >= 3 &&
+	    (run->emulation_failure.flags &
+	     KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES)) {
+		len = MIN(run->emulation_failure.insn_size, sizeof(insn));
+		memcpy(insn, run->emulation_failure.insn_bytes, len);
+	} else if (vm_translate(v, s.cs.base + r.rip, &gpa) == 0) {
+		len = (unsigned)MIN((uint64_t)sizeof(insn),
+				    PAGE_SIZE - (gpa & (PAGE_SIZE - 1)));
+		if (guest_mem_read(&v->vm->mem, gpa, insn, len))
+			len = 0;
+	}
+	memset(&c, 0, sizeof(c));
+	c.gpr[R_AX] = r.rax, c.gpr[R_CX] = r.rcx, c.gpr[R_DX] = r.rdx;
+	c.gpr[R_BX] = r.rbx, c.gpr[R_SP] = r.rsp, c.gpr[R_BP] = r.rbp;
+	c.gpr[R_SI] = r.rsi, c.gpr[R_DI] = r.rdi;
+	c.gpr[8] = r.r8, c.gpr[9] = r.r9, c.gpr[10] = r.r10, c.gpr[11] = r.r11;
+	c.gpr[12] = r.r12, c.gpr[13] = r.r13, c.gpr[14] = r.r14;
+	c.gpr[15] = r.r15;
+	c.rip = r.rip;
+	c.rflags = r.rflags;
+	c.fs_base = s.fs.base;
+	c.gs_base = s.gs.base;
+	c.long_mode = s.cs.l;
+	c.fcw = fpu.fcw;
+	c.fsw = fpu.fsw;
+	c.ftwx = fpu.ftwx;
+	c.read = emul_read;
+	c.write = emul_write;
+	c.opaque = v;
+	ret = emul_complete(&c, insn, len);
+	if (ret)
+		return ret;
+	r.rax = c.gpr[R_AX], r.rcx = c.gpr[R_CX], r.rdx = c.gpr[R_DX];
+	r.rbx = c.gpr[R_BX], r.rsp = c.gpr[R_SP], r.rbp = c.gpr[R_BP];
+	r.rsi = c.gpr[R_SI], r.rdi = c.gpr[R_DI];
+	r.r8 = c.gpr[8], r.r9 = c.gpr[9], r.r10 = c.gpr[10], r.r11 = c.gpr[11];
+	r.r12 = c.gpr[12], r.r13 = c.gpr[13], r.r14 = c.gpr[14];
+	r.r15 = c.gpr[15];
+	r.rip = c.rip;
+	r.rflags = c.rflags;
+	if (ioctl(v->fd, KVM_SET_REGS, &r) < 0)
+		return -errno;
+	if (c.fpu_dirty) {
+		fpu.fcw = c.fcw;
+		fpu.fsw = c.fsw;
+		fpu.ftwx = c.ftwx;
+		if (ioctl(v->fd, KVM_SET_FPU, &fpu) < 0)
+			return -errno;
+	}
+	if (c.inject_bp) {
+		struct kvm_vcpu_events ev;
+
+		if (ioctl(v->fd, KVM_GET_VCPU_EVENTS, &ev) < 0)
+			return -errno;
+		ev.exception.injected = 1;
+		ev.exception.nr = 3;
+		ev.exception.has_error_code = 0;
+		ev.flags = 0;
+		if (ioctl(v->fd, KVM_SET_VCPU_EVENTS, &ev) < 0)
+			return -errno;
+	}
+	v->emulated[c.kind]++;
+	log_debug("vCPU %u: completed %s at 0x%llx", v->id,
+		  emul_kind_names[c.kind], (unsigned long long)(c.rip - c.len));
+	return 0;
+}
+
+static void vcpu_handle_io(struct vcpu *v)
+{
+	struct kvm_run *run = v->run;
+	uint8_t *data = (uint8_t *)run + run->io.data_offset;
+	bool out = run->io.direction == KVM_EXIT_IO_OUT;
+
+	for (uint32_t i = 0; i < run->io.count; i++) {
+		bus_dispatch(&v->vm->pio, run->io.port, data, run->io.size, out);
+		data += run->io.size;
+	}
+}
+
+static void *vcpu_thread(void *arg)
+{
+	struct vcpu *v = arg;
+	struct vm *vm = v->vm;
+	char name[16];
+
+	snprintf(name, sizeof(name), "vcpu%u", v->id);
+	pthread_setname_np(pthread_self(), name);
+	for (;;) {
+		int ret;
+
+		if (vcpu_check_park(v))
+			break;
+		ret = ioctl(v->fd, KVM_RUN, 0);
+		if (ret < 0) {
+			if (errno == EINTR || errno == EAGAIN) {
+				v->exits[KVM_EXIT_INTR]++;
+				continue;
+			}
+			log_err("vCPU %u: KVM_RUN: %s", v->id, strerror(errno));
+			vm_request_stop(vm, KHYVE_EXIT_ERROR);
+			break;
+		}
+		if (v->run->exit_reason < VM_EXIT_REASONS)
+			v->exits[v->run->exit_reason]++;
+		switch (v->run->exit_reason) {
+		case KVM_EXIT_IO:
+			vcpu_handle_io(v);
+			break;
+		case KVM_EXIT_MMIO:
+			bus_dispatch(&vm->mmio, v->run->mmio.phys_addr,
+				     v->run->mmio.data, v->run->mmio.len,
+				     v->run->mmio.is_write);
+			break;
+		case KVM_EXIT_INTR:
+			break;
+		case KVM_EXIT_HLT:
+			log_info("vCPU %u halted", v->id);
+			vm_request_stop(vm, KHYVE_EXIT_HALT);
+			break;
+		case KVM_EXIT_SHUTDOWN:
+			vcpu_report(v, "triple fault");
+			vm_request_stop(vm, KHYVE_EXIT_TRIPLEFAULT);
+			break;
+		case KVM_EXIT_SYSTEM_EVENT:
+			if (v->run->system_event.type == KVM_SYSTEM_EVENT_RESET)
+				vm_request_stop(vm, KHYVE_EXIT_REBOOT);
+			else
+				vm_request_stop(vm, KHYVE_EXIT_POWEROFF);
+			break;
+		case KVM_EXIT_INTERNAL_ERROR:
+			if (v->run->internal.suberror ==
+				    KVM_INTERNAL_ERROR_EMULATION &&
+			    vcpu_handle_emulation_failure(v) == 0)
+				break;
+			vcpu_report(v, "KVM internal error (emulation failure)");
+			log_err("vCPU %u: KVM internal error, suberror %u", v->id,
+				v->run->internal.suberror);
+			vm_request_stop(vm, KHYVE_EXIT_ERROR);
+			break;
+		case KVM_EXIT_FAIL_ENTRY:
+			vcpu_report(v, "VM entry failed");
+			log_err("vCPU %u: hardware entry failure reason 0x%llx",
+				v->id,
+				(unsigned long long)v->run->fail_entry
+					.hardware_entry_failure_reason);
+			vm_request_stop(vm, KHYVE_EXIT_ERROR);
+			break;
+		default:
+			vcpu_report(v, "unexpected exit");
+			log_err("vCPU %u: unhandled KVM exit reason %u", v->id,
+				v->run->exit_reason);
+			vm_request_stop(vm, KHYVE_EXIT_ERROR);
+			break;
+		}
+	}
+	return NULL;
+}
+
+int vm_pause(struct vm *vm)
+{
+	uint64_t t0 = now_ns();
+
+	pthread_mutex_lock(&vm->lock);
+	if (vm->stop) {
+		pthread_mutex_unlock(&vm->lock);
+		return -ESHUTDOWN;
+	}
+	if (vm->state == VM_PAUSED) {
+		pthread_mutex_unlock(&vm->lock);
+		return 0;
+	}
+	vm->pause_req = true;
+	pthread_mutex_unlock(&vm->lock);
+	for (unsigned i = 0; i < vm->ncpus; i++) {
+		__atomic_store_n(&vm->vcpus[i].run->immediate_exit, 1,
+				 __ATOMIC_SEQ_CST);
+		if (vm->vcpus[i].thread_started)
+			pthread_kill(vm->vcpus[i].thread, KICK_SIGNAL);
+	}
+	pthread_mutex_lock(&vm->lock);
+	while (vm->parked < vm->ncpus && !vm->stop) {
+		struct timespec ts;
+
+		/* Re-kick: a vCPU may have slipped past its first kick. */
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 10 * 1000 * 1000;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		if (pthread_cond_timedwait(&vm->cond, &vm->lock, &ts) ==
+		    ETIMEDOUT) {
+			for (unsigned i = 0; i < vm->ncpus; i++)
+				if (vm->vcpus[i].thread_started)
+					pthread_kill(vm->vcpus[i].thread,
+						     KICK_SIGNAL);
+		}
+	}
+	if (vm->stop) {
+		vm->pause_req = false;
+		pthread_mutex_unlock(&vm->lock);
+		return -ESHUTDOWN;
+	}
+	vm->state = VM_PAUSED;
+	pthread_mutex_unlock(&vm->lock);
+	vm_devices_quiesce(vm);
+	log_debug("paused in %" PRIu64 " us", (now_ns() - t0) / 1000);
+	return 0;
+}
+
+int vm_resume(struct vm *vm)
+{
+	pthread_mutex_lock(&vm->lock);
+	if (vm->state != VM_PAUSED) {
+		pthread_mutex_unlock(&vm->lock);
+		return vm->stop ? -ESHUTDOWN : 0;
+	}
+	pthread_mutex_unlock(&vm->lock);
+	vm_devices_unquiesce(vm);
+	pthread_mutex_lock(&vm->lock);
+	vm->pause_req = false;
+	vm->state = VM_RUNNING;
+	pthread_cond_broadcast(&vm->cond);
+	pthread_mutex_unlock(&vm->lock);
+	return 0;
+}
+
+int vm_start_vcpus(struct vm *vm);
+int vm_start_vcpus(struct vm *vm)
+{
+	struct sigaction sa = { .sa_handler = kick_handler };
+	sigset_t set;
+
+	sigemptyset(&sa.sa_mask);
+	sigaction(KICK_SIGNAL, &sa, NULL);
+	sigemptyset(&set);
+	sigaddset(&set, KICK_SIGNAL);
+	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+	clock_gettime(CLOCK_MONOTONIC, &vm->start_time);
+	pthread_mutex_lock(&vm->lock);
+	if (vm->state == VM_CREATED)
+		vm->state = vm->pause_req ? VM_PAUSED : VM_RUNNING;
+	pthread_mutex_unlock(&vm->lock);
+	for (unsigned i = 0; i < vm->ncpus; i++) {
+		int ret = pthread_create(&vm->vcpus[i].thread, NULL, vcpu_thread,
+					 &vm->vcpus[i]);
+
+		if (ret) {
+			log_err("cannot start vCPU thread: %s", strerror(ret));
+			vm_request_stop(vm, KHYVE_EXIT_ERROR);
+			return -ret;
+		}
+		vm->vcpus[i].thread_started = true;
+	}
+	return 0;
+}
+
+void vm_destroy(struct vm *vm)
+{
+	vm_request_stop(vm, vm->exit_status);
+	for (unsigned i = 0; vm->vcpus && i < vm->ncpus; i++)
+		if (vm->vcpus[i].thread_started)
+			pthread_join(vm->vcpus[i].thread, NULL);
+	vm_devices_destroy(vm);
+	for (unsigned i = 0; vm->vcpus && i < vm->ncpus; i++) {
+		if (vm->vcpus[i].run)
+			munmap(vm->vcpus[i].run, (size_t)vm->run_size);
+		if (vm->vcpus[i].fd >= 0)
+			close(vm->vcpus[i].fd);
+	}
+	free(vm->vcpus);
+	vm->vcpus = NULL;
+	if (vm->mem.base)
+		munmap(vm->mem.base, vm->mem.ram_size);
+	vm->mem.base = NULL;
+	free(vm->supported_cpuid);
+	if (vm->vm_fd >= 0)
+		close(vm->vm_fd);
+	if (vm->kvm_fd >= 0)
+		close(vm->kvm_fd);
+	if (vm->wake_fd >= 0)
+		close(vm->wake_fd);
+	bus_destroy(&vm->pio);
+	bus_destroy(&vm->mmio);
+}

@@ -1,0 +1,102 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * One KVM virtual machine: its memory, vCPU threads, buses, devices and
+ * life cycle (run, pause, resume, stop). main.c builds one from a
+ * vm_config; the control server drives it through the ctl_ops in vm.c.
+ */
+#ifndef KHYVE_VM_H
+#define KHYVE_VM_H
+
+#include <linux/kvm.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "bus.h"
+#include "config.h"
+#include "cpuid.h"
+#include "emulate.h"
+#include "guest_mem.h"
+#include "vcpu_state.h"
+
+struct chardev;
+struct ctl_server;
+struct vm_devices;
+
+#define VM_EXIT_REASONS 64 /* KVM_EXIT_* counted per vCPU */
+
+struct vcpu {
+	struct vm *vm;
+	unsigned id;
+	int fd;
+	struct kvm_run *run;
+	pthread_t thread;
+	bool thread_started;
+	/* Statistics, written by the vCPU thread only. */
+	uint64_t exits[VM_EXIT_REASONS];
+	uint64_t emulated[EMUL_NR_KINDS];
+};
+
+enum vm_state { VM_CREATED, VM_RUNNING, VM_PAUSED, VM_STOPPING };
+
+struct vm {
+	struct vm_config *cfg;
+	int kvm_fd, vm_fd;
+	int run_size;
+	bool sw_backend;
+	enum cpu_policy policy;
+	struct cpuid_hidden hidden;
+	struct kvm_cpuid2 *supported_cpuid;
+	struct vcpu_msr_list msrs;
+	struct guest_mem mem;
+	struct bus pio, mmio;
+	unsigned ncpus;
+	struct vcpu *vcpus;
+	struct vm_devices *devs;
+	struct chardev *console;
+	struct ctl_server *ctl;
+
+	/* Life cycle, under @lock. */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	enum vm_state state;
+	bool pause_req;	 /* vCPUs must park */
+	unsigned parked; /* vCPUs parked */
+	bool stop;	 /* set once; the VM is going away */
+	int exit_status; /* enum khyve_exit */
+	int wake_fd;	 /* eventfd: wakes the main loop */
+	struct timespec start_time;
+	uint64_t paused_ns_total;
+};
+
+/* Open /dev/kvm, create the VM, memory, vCPUs and devices. */
+int vm_create(struct vm *vm, struct vm_config *cfg, char *err, size_t errlen);
+/* Load the kernel and firmware tables; set the boot vCPU's registers. */
+int vm_boot(struct vm *vm, char *err, size_t errlen);
+/* Start the vCPU threads and the control socket; return the exit status. */
+int vm_run(struct vm *vm);
+void vm_destroy(struct vm *vm);
+
+/* Park every vCPU outside KVM_RUN and quiesce devices (idempotent). */
+int vm_pause(struct vm *vm);
+int vm_resume(struct vm *vm);
+/* Ask the VM to stop with @status (first caller wins). */
+void vm_request_stop(struct vm *vm, int status);
+
+/* Guest-physical -> host pointer helpers for vCPU code. */
+int vm_translate(struct vcpu *v, uint64_t gva, uint64_t *gpa);
+
+/* Statistics and status as JSON (for the control socket). */
+struct json_t;
+void vm_ctl_ops_init(void);
+
+/* Devices (vm_devices.c). */
+int vm_devices_create(struct vm *vm, char *err, size_t errlen);
+void vm_devices_destroy(struct vm *vm);
+/* Feed console input to the UART (main loop). */
+void vm_devices_console_input(struct vm *vm);
+int vm_devices_quiesce(struct vm *vm);
+void vm_devices_unquiesce(struct vm *vm);
+
+#endif
