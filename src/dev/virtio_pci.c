@@ -99,6 +99,8 @@ uint8_t virtio_pci_status(struct virtio_pci *vp)
 /* Caller holds vp->lock. */
 static void device_reset(struct virtio_pci *vp)
 {
+	/* Status first: a worker that looks at DRIVER_OK stops for good. */
+	__atomic_store_n(&vp->st.status, 0, __ATOMIC_RELEASE);
 	if (vp->ops->reset)
 		vp->ops->reset(vp->opaque);
 	for (unsigned i = 0; i < vp->st.num_queues; i++)

@@ -1,0 +1,561 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+#include "virtio_blk.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "common.h"
+#include "log.h"
+
+static const struct snap_field virtio_blk_fields[] = {
+	SNAP_U64(struct virtio_blk_state, capacity, 1),
+	SNAP_BOOL(struct virtio_blk_state, readonly, 1),
+};
+
+const struct snap_desc virtio_blk_snap = SNAP_DESC(
+	"virtio_blk", 1, 1, struct virtio_blk_state, virtio_blk_fields);
+
+#define REQ_HDR 16
+#define BOUNCE_MAX (4 * MiB)
+
+static void stat_add(uint64_t *c, uint64_t v)
+{
+	__atomic_add_fetch(c, v, __ATOMIC_RELAXED);
+}
+
+/* Full positioned read/write over an iovec list, retrying short I/O. */
+static int rw_full(int fd, struct iovec *iov, unsigned n, off_t off,
+		   bool write)
+{
+	while (n) {
+		ssize_t r = write ? pwritev(fd, iov, (int)n, off)
+				  : preadv(fd, iov, (int)n, off);
+
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (r == 0)
+			return -EIO; /* beyond EOF: the image shrank */
+		off += r;
+		while (n && (size_t)r >= iov->iov_len) {
+			r -= (ssize_t)iov->iov_len;
+			iov++;
+			n--;
+		}
+		if (n) {
+			iov->iov_base = (uint8_t *)iov->iov_base + r;
+			iov->iov_len -= (size_t)r;
+		}
+	}
+	return 0;
+}
+
+/* O_DIRECT wants aligned memory; guest buffers need not be. */
+static int rw_bounce(struct virtio_blk *blk, struct iovec *iov, unsigned n,
+		     off_t off, size_t len, bool write)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		size_t l = MIN(len - done, blk->bounce_size);
+		struct iovec b = { blk->bounce, l };
+		int ret;
+
+		if (write)
+			iov_to_buf(iov, n, done, blk->bounce, l);
+		ret = rw_full(blk->fd, &b, 1, off + (off_t)done, write);
+		if (ret)
+			return ret;
+		if (!write)
+			buf_to_iov(iov, n, done, blk->bounce, l);
+		done += l;
+	}
+	return 0;
+}
+
+/* Is [sector, sector + nsec) inside the disk? (overflow-safe) */
+static bool in_range(const struct virtio_blk *blk, uint64_t sector,
+		     uint64_t nsec)
+{
+	return sector <= blk->st.capacity && nsec <= blk->st.capacity - sector;
+}
+
+static uint8_t do_rw(struct virtio_blk *blk, struct virtq_elem *e,
+		     uint64_t sector, bool write)
+{
+	struct iovec iov[VIRTQ_MAX_SEGS];
+	unsigned n = 0;
+	size_t skip, len;
+	int ret;
+
+	/* Data is out[16..] for writes, in[0..in_len-1) for reads. */
+	if (write) {
+		len = e->out_len - REQ_HDR;
+		skip = REQ_HDR;
+		for (unsigned i = 0; i < e->n_out; i++) {
+			size_t l = e->iov[i].iov_len;
+
+			if (skip >= l) {
+				skip -= l;
+				continue;
+			}
+			iov[n].iov_base = (uint8_t *)e->iov[i].iov_base + skip;
+			iov[n++].iov_len = l - skip;
+			skip = 0;
+		}
+	} else {
+		size_t left;
+
+		len = e->in_len - 1;
+		left = len;
+		for (unsigned i = 0; i < e->n_in && left; i++) {
+			const struct iovec *s = &e->iov[e->n_out + i];
+			size_t l = MIN(s->iov_len, left);
+
+			iov[n].iov_base = s->iov_base;
+			iov[n++].iov_len = l;
+			left -= l;
+		}
+	}
+	if (len % VIRTIO_BLK_SECTOR ||
+	    !in_range(blk, sector, len / VIRTIO_BLK_SECTOR))
+		return VIRTIO_BLK_S_IOERR;
+	if (write && blk->st.readonly)
+		return VIRTIO_BLK_S_IOERR;
+	if (len == 0)
+		return VIRTIO_BLK_S_OK;
+	if (blk->direct)
+		ret = rw_bounce(blk, iov, n, (off_t)(sector * VIRTIO_BLK_SECTOR),
+				len, write);
+	else
+		ret = rw_full(blk->fd, iov, n,
+			      (off_t)(sector * VIRTIO_BLK_SECTOR), write);
+	if (ret) {
+		log_warn("virtio-blk: %s at sector %llu: %s",
+			 write ? "write" : "read", (unsigned long long)sector,
+			 strerror(-ret));
+		return VIRTIO_BLK_S_IOERR;
+	}
+	stat_add(write ? &blk->stats.write_bytes : &blk->stats.read_bytes, len);
+	return VIRTIO_BLK_S_OK;
+}
+
+static int zero_range(struct virtio_blk *blk, off_t off, off_t len,
+		      bool unmap)
+{
+	static const uint8_t zeros[64 * 1024];
+
+	if (unmap && fallocate(blk->fd, FALLOC_FL_PUNCH_HOLE |
+					       FALLOC_FL_KEEP_SIZE,
+			       off, len) == 0)
+		return 0;
+	if (fallocate(blk->fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, off,
+		      len) == 0)
+		return 0;
+	/* Filesystems without ZERO_RANGE (tmpfs): plain zero writes. */
+	while (len > 0) {
+		size_t l = (size_t)MIN((off_t)sizeof(zeros), len);
+		ssize_t r = pwrite(blk->fd, zeros, l, off);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return r < 0 ? -errno : -EIO;
+		off += r;
+		len -= r;
+	}
+	return 0;
+}
+
+static uint8_t do_discard(struct virtio_blk *blk, struct virtq_elem *e,
+			  bool wz)
+{
+	size_t plen = e->out_len - REQ_HDR;
+	unsigned nseg = (unsigned)(plen / 16);
+
+	if (blk->st.readonly)
+		return VIRTIO_BLK_S_IOERR;
+	if (plen % 16 || nseg == 0 || nseg > VIRTIO_BLK_MAX_DISCARD_SEG)
+		return VIRTIO_BLK_S_UNSUPP;
+	for (unsigned i = 0; i < nseg; i++) {
+		uint8_t s[16];
+		uint64_t sector;
+		uint32_t num, flags;
+		int ret;
+
+		iov_to_buf(e->iov, e->n_out, REQ_HDR + 16 * i, s, sizeof(s));
+		sector = get_le64(s);
+		num = get_le32(s + 8);
+		flags = get_le32(s + 12);
+		/* Bit 0 is "unmap", meaningful for write-zeroes only. */
+		if (flags & ~(wz ? 1u : 0u))
+			return VIRTIO_BLK_S_UNSUPP;
+		if (num > VIRTIO_BLK_MAX_DISCARD_SECTORS ||
+		    !in_range(blk, sector, num))
+			return VIRTIO_BLK_S_IOERR;
+		if (wz) {
+			ret = zero_range(blk, (off_t)(sector * VIRTIO_BLK_SECTOR),
+					 (off_t)num * VIRTIO_BLK_SECTOR,
+					 flags & 1);
+			if (ret)
+				return VIRTIO_BLK_S_IOERR;
+		} else {
+			/* Discard is a hint; unsupported punching is fine. */
+			fallocate(blk->fd,
+				  FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+				  (off_t)(sector * VIRTIO_BLK_SECTOR),
+				  (off_t)num * VIRTIO_BLK_SECTOR);
+		}
+	}
+	stat_add(wz ? &blk->stats.write_zeroes : &blk->stats.discards, 1);
+	return VIRTIO_BLK_S_OK;
+}
+
+/* Serve one request; returns the bytes written to its writable part. */
+static uint32_t handle_req(struct virtio_blk *blk, struct virtq_elem *e)
+{
+	uint8_t hdr[REQ_HDR], status = VIRTIO_BLK_S_OK;
+	uint32_t written = 0;
+	uint32_t type;
+	uint64_t sector;
+
+	if (e->out_len < REQ_HDR) {
+		status = VIRTIO_BLK_S_IOERR;
+		goto out;
+	}
+	iov_to_buf(e->iov, e->n_out, 0, hdr, sizeof(hdr));
+	type = get_le32(hdr);
+	sector = get_le64(hdr + 8);
+	switch (type) {
+	case VIRTIO_BLK_T_IN:
+		status = do_rw(blk, e, sector, false);
+		if (status == VIRTIO_BLK_S_OK)
+			written = (uint32_t)(e->in_len - 1);
+		break;
+	case VIRTIO_BLK_T_OUT:
+		status = do_rw(blk, e, sector, true);
+		break;
+	case VIRTIO_BLK_T_FLUSH:
+		if (fdatasync(blk->fd) < 0)
+			status = VIRTIO_BLK_S_IOERR;
+		stat_add(&blk->stats.flushes, 1);
+		break;
+	case VIRTIO_BLK_T_GET_ID: {
+		size_t l = MIN((size_t)VIRTIO_BLK_ID_BYTES, e->in_len - 1);
+
+		written = (uint32_t)buf_to_iov(e->iov + e->n_out, e->n_in, 0,
+					       blk->serial, l);
+		break;
+	}
+	case VIRTIO_BLK_T_DISCARD:
+		status = do_discard(blk, e, false);
+		break;
+	case VIRTIO_BLK_T_WRITE_ZEROES:
+		status = do_discard(blk, e, true);
+		break;
+	default:
+		status = VIRTIO_BLK_S_UNSUPP;
+		break;
+	}
+out:
+	/* The status byte is the very last writable byte. */
+	buf_to_iov(e->iov + e->n_out, e->n_in, e->in_len - 1, &status, 1);
+	stat_add(&blk->stats.requests, 1);
+	if (status != VIRTIO_BLK_S_OK)
+		stat_add(&blk->stats.errors, 1);
+	return written + 1;
+}
+
+/* Caller holds proc_lock. */
+static void process_queue(struct virtio_blk *blk)
+{
+	struct virtq *vq = &blk->vp.vqs[0];
+	uint8_t status = virtio_pci_status(&blk->vp);
+	bool pushed = false;
+	int ret;
+
+	/* Nothing is consumed before DRIVER_OK or after NEEDS_RESET. */
+	if (!(status & VIRTIO_STATUS_DRIVER_OK) ||
+	    (status & VIRTIO_STATUS_NEEDS_RESET))
+		return;
+	while ((ret = virtq_pop(vq, blk->elem)) == 1) {
+		uint32_t len;
+
+		if (blk->elem->in_len < 1) {
+			/* No status byte: nothing sane to complete. */
+			virtq_fail(vq, "virtio-blk request without status");
+			break;
+		}
+		len = handle_req(blk, blk->elem);
+		if (virtq_push(vq, blk->elem, len))
+			break;
+		pushed = true;
+	}
+	if (pushed)
+		virtio_pci_notify_queue(&blk->vp, 0);
+}
+
+static void blk_kicked(void *opaque, uint32_t events)
+{
+	struct virtio_blk *blk = opaque;
+
+	pthread_mutex_lock(&blk->proc_lock);
+	if (blk->paused)
+		blk->kick_pending = true;
+	else
+		process_queue(blk);
+	pthread_mutex_unlock(&blk->proc_lock);
+}
+
+static void blk_queue_notify(void *opaque, unsigned q)
+{
+	struct virtio_blk *blk = opaque;
+
+	if (q == 0)
+		iothread_kick(blk->kick);
+}
+
+static void blk_reset(void *opaque)
+{
+	struct virtio_blk *blk = opaque;
+
+	/* The transport already cleared DRIVER_OK: once the worker is out
+	 * of process_queue it cannot touch the queues again. */
+	pthread_mutex_lock(&blk->proc_lock);
+	blk->kick_pending = false;
+	pthread_mutex_unlock(&blk->proc_lock);
+}
+
+static void blk_config_read(void *opaque, uint32_t off, void *data,
+			    unsigned size)
+{
+	struct virtio_blk *blk = opaque;
+	uint8_t c[VIRTIO_BLK_CONFIG_SIZE] = { 0 };
+	uint16_t qs = blk->vp.ops->queue_max_size;
+
+	put_le64(c + VIRTIO_BLK_CFG_CAPACITY, blk->st.capacity);
+	/* Two descriptors go to the header and the status byte. */
+	put_le32(c + VIRTIO_BLK_CFG_SEG_MAX, MIN(qs, VIRTQ_MAX_SEGS) - 2u);
+	put_le32(c + VIRTIO_BLK_CFG_BLK_SIZE, VIRTIO_BLK_SECTOR);
+	put_le16(c + VIRTIO_BLK_CFG_NUM_QUEUES, 1);
+	put_le32(c + VIRTIO_BLK_CFG_MAX_DISCARD_SECTORS,
+		 VIRTIO_BLK_MAX_DISCARD_SECTORS);
+	put_le32(c + VIRTIO_BLK_CFG_MAX_DISCARD_SEG, VIRTIO_BLK_MAX_DISCARD_SEG);
+	put_le32(c + VIRTIO_BLK_CFG_DISCARD_ALIGN, 8);
+	put_le32(c + VIRTIO_BLK_CFG_MAX_WZ_SECTORS,
+		 VIRTIO_BLK_MAX_DISCARD_SECTORS);
+	put_le32(c + VIRTIO_BLK_CFG_MAX_WZ_SEG, VIRTIO_BLK_MAX_DISCARD_SEG);
+	c[VIRTIO_BLK_CFG_WZ_MAY_UNMAP] = 1;
+	memcpy(data, c + off, size);
+}
+
+static void *blk_snap_state(void *opaque)
+{
+	return &((struct virtio_blk *)opaque)->st;
+}
+
+static int blk_pre_save(void *opaque)
+{
+	return virtio_blk_drain(opaque);
+}
+
+static int blk_post_load(void *opaque)
+{
+	struct virtio_blk *blk = opaque;
+	struct stat sb;
+
+	if (fstat(blk->fd, &sb) < 0)
+		return -errno;
+	if (blk->st.capacity != (uint64_t)sb.st_size / VIRTIO_BLK_SECTOR) {
+		log_err("virtio-blk: image has %llu sectors, snapshot expects %llu",
+			(unsigned long long)sb.st_size / VIRTIO_BLK_SECTOR,
+			(unsigned long long)blk->st.capacity);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static const struct virtio_dev_ops blk_ops_template = {
+	.device_id = VIRTIO_ID_BLOCK,
+	.class_code = 0x010000, /* mass storage, SCSI (as QEMU) */
+	.num_queues = 1,
+	.config_size = VIRTIO_BLK_CONFIG_SIZE,
+	.config_read = blk_config_read,
+	.queue_notify = blk_queue_notify,
+	.reset = blk_reset,
+	.snap = &virtio_blk_snap,
+	.snap_state = blk_snap_state,
+	.pre_save = blk_pre_save,
+	.post_load = blk_post_load,
+};
+
+int virtio_blk_init(struct virtio_blk *blk, const struct virtio_blk_opts *o,
+		    const struct guest_mem *mem, struct iothread *iot,
+		    const struct msi_sink *msi)
+{
+	uint16_t qs = o->queue_size ? o->queue_size : 256;
+	uint64_t features;
+	struct stat sb;
+	int flags, ret;
+
+	memset(blk, 0, sizeof(*blk));
+	blk->fd = -1;
+	if (!o->path || (qs & (qs - 1)) || qs < 4 || qs > VIRTQ_MAX_SIZE)
+		return -EINVAL;
+	blk->ops = blk_ops_template;
+	blk->ops.queue_max_size = qs;
+	flags = (o->readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC;
+	if (o->direct)
+		flags |= O_DIRECT;
+	blk->fd = open(o->path, flags);
+	if (blk->fd < 0) {
+		ret = -errno;
+		log_err("virtio-blk: cannot open %s: %s", o->path,
+			strerror(errno));
+		return ret;
+	}
+	if (fstat(blk->fd, &sb) < 0) {
+		ret = -errno;
+		goto err_fd;
+	}
+	if (!S_ISREG(sb.st_mode) || sb.st_size % VIRTIO_BLK_SECTOR) {
+		log_err("virtio-blk: %s is not a regular file of whole "
+			"512-byte sectors",
+			o->path);
+		ret = -EINVAL;
+		goto err_fd;
+	}
+	blk->st.capacity = (uint64_t)sb.st_size / VIRTIO_BLK_SECTOR;
+	blk->st.readonly = o->readonly;
+	blk->direct = o->direct;
+	if (o->serial)
+		/* Not NUL-terminated when exactly 20 bytes (as the spec). */
+		memcpy(blk->serial, o->serial,
+		       MIN(strlen(o->serial), sizeof(blk->serial)));
+	blk->elem = malloc(sizeof(*blk->elem));
+	if (!blk->elem) {
+		ret = -ENOMEM;
+		goto err_fd;
+	}
+	if (o->direct) {
+		blk->bounce_size = BOUNCE_MAX;
+		ret = -posix_memalign(&blk->bounce, 4096, blk->bounce_size);
+		if (ret)
+			goto err_elem;
+	}
+	ret = -pthread_mutex_init(&blk->proc_lock, NULL);
+	if (ret)
+		goto err_bounce;
+	if (!iot) {
+		ret = iothread_create(&iot, "virtio-blk");
+		if (ret)
+			goto err_lock;
+		blk->own_iot = true;
+	}
+	blk->iot = iot;
+	features = (1ULL << VIRTIO_BLK_F_SEG_MAX) |
+		   (1ULL << VIRTIO_BLK_F_BLK_SIZE) |
+		   (1ULL << VIRTIO_BLK_F_FLUSH);
+	if (o->readonly)
+		features |= 1ULL << VIRTIO_BLK_F_RO;
+	else
+		features |= (1ULL << VIRTIO_BLK_F_DISCARD) |
+			    (1ULL << VIRTIO_BLK_F_WRITE_ZEROES);
+	ret = virtio_pci_init(&blk->vp, "virtio-blk", mem, &blk->ops, blk, features,
+			      msi);
+	if (ret)
+		goto err_iot;
+	ret = iothread_kick_new(blk->iot, blk_kicked, blk, &blk->kick);
+	if (ret)
+		goto err_vp;
+	return 0;
+err_vp:
+	virtio_pci_destroy(&blk->vp);
+err_iot:
+	if (blk->own_iot)
+		iothread_destroy(blk->iot);
+err_lock:
+	pthread_mutex_destroy(&blk->proc_lock);
+err_bounce:
+	free(blk->bounce);
+err_elem:
+	free(blk->elem);
+err_fd:
+	close(blk->fd);
+	blk->fd = -1;
+	return ret;
+}
+
+void virtio_blk_destroy(struct virtio_blk *blk)
+{
+	iothread_kick_free(blk->kick);
+	if (blk->own_iot)
+		iothread_destroy(blk->iot);
+	virtio_pci_destroy(&blk->vp);
+	pthread_mutex_destroy(&blk->proc_lock);
+	free(blk->bounce);
+	free(blk->elem);
+	if (blk->fd >= 0)
+		close(blk->fd);
+	blk->fd = -1;
+}
+
+int virtio_blk_drain(struct virtio_blk *blk)
+{
+	int ret = 0;
+
+	/* Requests run synchronously under proc_lock: holding it means
+	 * none is in flight. */
+	pthread_mutex_lock(&blk->proc_lock);
+	if (!blk->st.readonly && fdatasync(blk->fd) < 0)
+		ret = -errno;
+	pthread_mutex_unlock(&blk->proc_lock);
+	return ret;
+}
+
+void virtio_blk_pause(struct virtio_blk *blk)
+{
+	pthread_mutex_lock(&blk->proc_lock);
+	blk->paused = true;
+	pthread_mutex_unlock(&blk->proc_lock);
+}
+
+void virtio_blk_resume(struct virtio_blk *blk)
+{
+	bool kick;
+
+	pthread_mutex_lock(&blk->proc_lock);
+	blk->paused = false;
+	kick = blk->kick_pending;
+	blk->kick_pending = false;
+	pthread_mutex_unlock(&blk->proc_lock);
+	if (kick)
+		iothread_kick(blk->kick);
+}
+
+void virtio_blk_get_stats(struct virtio_blk *blk, struct virtio_blk_stats *s)
+{
+	s->requests = __atomic_load_n(&blk->stats.requests, __ATOMIC_RELAXED);
+	s->read_bytes =
+		__atomic_load_n(&blk->stats.read_bytes, __ATOMIC_RELAXED);
+	s->write_bytes =
+		__atomic_load_n(&blk->stats.write_bytes, __ATOMIC_RELAXED);
+	s->flushes = __atomic_load_n(&blk->stats.flushes, __ATOMIC_RELAXED);
+	s->discards = __atomic_load_n(&blk->stats.discards, __ATOMIC_RELAXED);
+	s->write_zeroes =
+		__atomic_load_n(&blk->stats.write_zeroes, __ATOMIC_RELAXED);
+	s->errors = __atomic_load_n(&blk->stats.errors, __ATOMIC_RELAXED);
+}
+
+int virtio_blk_kick_fd(struct virtio_blk *blk)
+{
+	return iothread_kick_fd(blk->kick);
+}

@@ -1,0 +1,115 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * virtio-blk on a raw image file. One request queue, served on an
+ * iothread: the queue_notify op only kicks it (and the VMM may bind the
+ * kick eventfd to the notify address as an ioeventfd).
+ */
+#ifndef KHYVE_VIRTIO_BLK_H
+#define KHYVE_VIRTIO_BLK_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "iothread.h"
+#include "snap_desc.h"
+#include "virtio_pci.h"
+
+#define VIRTIO_BLK_F_SIZE_MAX 1
+#define VIRTIO_BLK_F_SEG_MAX 2
+#define VIRTIO_BLK_F_RO 5
+#define VIRTIO_BLK_F_BLK_SIZE 6
+#define VIRTIO_BLK_F_FLUSH 9
+#define VIRTIO_BLK_F_DISCARD 13
+#define VIRTIO_BLK_F_WRITE_ZEROES 14
+
+#define VIRTIO_BLK_T_IN 0
+#define VIRTIO_BLK_T_OUT 1
+#define VIRTIO_BLK_T_FLUSH 4
+#define VIRTIO_BLK_T_GET_ID 8
+#define VIRTIO_BLK_T_DISCARD 11
+#define VIRTIO_BLK_T_WRITE_ZEROES 13
+
+#define VIRTIO_BLK_S_OK 0
+#define VIRTIO_BLK_S_IOERR 1
+#define VIRTIO_BLK_S_UNSUPP 2
+
+#define VIRTIO_BLK_ID_BYTES 20
+#define VIRTIO_BLK_SECTOR 512
+#define VIRTIO_BLK_CONFIG_SIZE 0x3c
+#define VIRTIO_BLK_MAX_DISCARD_SECTORS 0x3fffff
+#define VIRTIO_BLK_MAX_DISCARD_SEG 16
+
+/* virtio_blk_config offsets */
+#define VIRTIO_BLK_CFG_CAPACITY 0x00
+#define VIRTIO_BLK_CFG_SEG_MAX 0x0c
+#define VIRTIO_BLK_CFG_BLK_SIZE 0x14
+#define VIRTIO_BLK_CFG_NUM_QUEUES 0x22
+#define VIRTIO_BLK_CFG_MAX_DISCARD_SECTORS 0x24
+#define VIRTIO_BLK_CFG_MAX_DISCARD_SEG 0x28
+#define VIRTIO_BLK_CFG_DISCARD_ALIGN 0x2c
+#define VIRTIO_BLK_CFG_MAX_WZ_SECTORS 0x30
+#define VIRTIO_BLK_CFG_MAX_WZ_SEG 0x34
+#define VIRTIO_BLK_CFG_WZ_MAY_UNMAP 0x38
+
+struct virtio_blk_opts {
+	const char *path;
+	bool readonly;
+	bool direct;	     /* O_DIRECT (through an aligned bounce buffer) */
+	const char *serial;  /* GET_ID, up to 20 bytes; NULL = none */
+	uint16_t queue_size; /* 0 = 256 */
+};
+
+struct virtio_blk_stats {
+	uint64_t requests;
+	uint64_t read_bytes, write_bytes;
+	uint64_t flushes, discards, write_zeroes;
+	uint64_t errors; /* requests completed with a non-OK status */
+};
+
+/* Saveable device state: what the guest was promised about the disk. */
+struct virtio_blk_state {
+	uint64_t capacity; /* sectors; must match the image on restore */
+	uint8_t readonly;
+};
+
+extern const struct snap_desc virtio_blk_snap;
+
+struct virtio_blk {
+	struct virtio_pci vp;
+	struct virtio_dev_ops ops; /* vp.ops points here (queue size) */
+	struct virtio_blk_state st;
+	int fd;
+	bool direct;
+	char serial[VIRTIO_BLK_ID_BYTES];
+	struct iothread *iot;
+	bool own_iot;
+	struct iothread_kick *kick;
+	struct virtq_elem *elem; /* scratch, under proc_lock */
+	void *bounce;		 /* O_DIRECT bounce buffer */
+	size_t bounce_size;
+	/* Held while requests are being processed: drain/reset take it. */
+	pthread_mutex_t proc_lock;
+	bool paused, kick_pending;
+	struct virtio_blk_stats stats;
+};
+
+/*
+ * Open the image and set up the PCI function; @iot may be NULL (a private
+ * worker is started). Place it with pci_add_device(bus, slot, 0,
+ * &blk->vp.pci).
+ */
+int virtio_blk_init(struct virtio_blk *blk, const struct virtio_blk_opts *o,
+		    const struct guest_mem *mem, struct iothread *iot,
+		    const struct msi_sink *msi);
+void virtio_blk_destroy(struct virtio_blk *blk);
+/* Wait until no request is in flight, then fdatasync the image. */
+int virtio_blk_drain(struct virtio_blk *blk);
+/* Stop taking requests (after waiting for the current ones) / restart. */
+void virtio_blk_pause(struct virtio_blk *blk);
+void virtio_blk_resume(struct virtio_blk *blk);
+void virtio_blk_get_stats(struct virtio_blk *blk, struct virtio_blk_stats *s);
+/* The eventfd that kicks the request queue (for a KVM ioeventfd). */
+int virtio_blk_kick_fd(struct virtio_blk *blk);
+
+#endif
