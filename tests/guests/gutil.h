@@ -1,0 +1,124 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * Pure helpers of the test guest: formatting, the memory pattern, command
+ * line, PVH memory map and ACPI MADT parsing. No hardware access, so the
+ * same file is built into the guest and into a host unit test
+ * (tests/unit/test_guests.c).
+ */
+#ifndef GUEST_GUTIL_H
+#define GUEST_GUTIL_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define G_EINVAL 22
+#define G_ENOENT 2
+#define G_ERANGE 34
+
+#define GUEST_MAX_CPUS 32
+
+/* Test selection bits for "tests=". */
+#define T_SERIAL 0x01u
+#define T_MEM	 0x02u
+#define T_TIMER	 0x04u
+#define T_SMP	 0x08u
+#define T_ECHO	 0x10u
+#define T_ALL	 (T_SERIAL | T_MEM | T_TIMER | T_SMP)
+
+enum exit_mode {
+	EXIT_POWEROFF = 0,
+	EXIT_REBOOT = 1,
+	EXIT_TRIPLEFAULT = 2,
+};
+
+struct gcfg {
+	uint32_t tests;		 /* T_* bits */
+	int counter;		 /* "counter" word seen */
+	int exit_mode;		 /* enum exit_mode */
+	int explicit;		 /* tests=, counter or exit= given */
+	uint32_t interval_ms;	 /* counter tick */
+	uint32_t check_every;	 /* counter ticks between memchecks */
+	uint64_t count;		 /* counter ticks before exit, 0 = never */
+	uint32_t mem_kb;	 /* counter memcheck region */
+	uint32_t dirty_pages;	 /* counter pages rewritten per tick */
+	uint64_t mem_limit_mb;	 /* mem test cap, 0 = all RAM */
+	uint64_t seed;		 /* pattern seed */
+	uint32_t timer_ms;	 /* timer test interval */
+	uint32_t smp_timeout_ms; /* AP bring-up / slice timeout */
+	uint32_t smp_slice_kb;	 /* per-AP user-mode pattern slice */
+	uint32_t tsc_khz;	 /* override TSC frequency, 0 = detect */
+	int nbad;		 /* unknown or malformed tokens */
+	char bad[40];		 /* the first of them */
+};
+
+/* PVH (xen/include/public/arch-x86/hvm/start_info.h). */
+#define HVM_START_MAGIC 0x336ec578u
+struct hvm_start_info {
+	uint32_t magic;
+	uint32_t version;
+	uint32_t flags;
+	uint32_t nr_modules;
+	uint64_t modlist_paddr;
+	uint64_t cmdline_paddr;
+	uint64_t rsdp_paddr;
+	uint64_t memmap_paddr; /* version >= 1 */
+	uint32_t memmap_entries;
+	uint32_t reserved;
+};
+
+#define MM_RAM 1
+struct mm_entry {
+	uint64_t addr;
+	uint64_t size;
+	uint32_t type;
+	uint32_t reserved;
+};
+
+struct madt_info {
+	unsigned ncpus; /* enabled local APICs */
+	uint32_t apic_ids[GUEST_MAX_CPUS];
+	uint32_t lapic_addr;
+	uint32_t ioapic_addr; /* first I/O APIC, 0 if none */
+	uint32_t ioapic_gsi_base;
+	int irq0_gsi; /* from an interrupt source override, -1 if none */
+};
+
+/*
+ * Translate a guest-physical range to a pointer, or NULL when it is not
+ * readable. The guest identity-maps; the unit test maps into a buffer.
+ */
+typedef const void *(*phys_fn)(uint64_t pa, uint64_t len, void *ctx);
+
+int g_vsnprintf(char *buf, size_t n, const char *fmt, va_list ap);
+int g_snprintf(char *buf, size_t n, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+size_t g_strlen(const char *s);
+int g_strncmp(const char *a, const char *b, size_t n);
+
+/* Address-derived 64-bit pattern (a splitmix64 finaliser of addr ^ seed). */
+uint64_t g_pattern(uint64_t addr, uint64_t seed);
+
+void gcfg_defaults(struct gcfg *c);
+/* Parse "tests=serial,mem counter interval_ms=100 exit=reboot ...". */
+int gcfg_parse(struct gcfg *c, const char *cmdline);
+
+uint64_t mm_ram_total(const struct mm_entry *e, unsigned n);
+uint64_t mm_ram_top(const struct mm_entry *e, unsigned n);
+/* 1 if [addr, addr+len) lies inside one RAM entry. */
+int mm_is_ram(const struct mm_entry *e, unsigned n, uint64_t addr,
+	      uint64_t len);
+/*
+ * Clip RAM entry @i to [lo, hi) and 8-byte alignment; returns 1 and sets
+ * start and end when something is left.
+ */
+int mm_clip(const struct mm_entry *e, unsigned i, uint64_t lo, uint64_t hi,
+	    uint64_t *start, uint64_t *end);
+
+int acpi_checksum_ok(const void *p, size_t len);
+int acpi_parse_madt(const uint8_t *madt, uint32_t len, struct madt_info *out);
+/* rsdp_pa 0: scan 0xe0000-0xfffff for "RSD PTR ". */
+int acpi_find_madt(uint64_t rsdp_pa, phys_fn phys, void *ctx,
+		   struct madt_info *out);
+
+#endif

@@ -1,0 +1,286 @@
+// SPDX-License-Identifier: BSD-2-Clause
+/*
+ * User-mode (CPL3, IOPL=3) half of the test guest: the bulk work runs
+ * here at native speed on kvm_pvm, polling devices with port I/O and never
+ * needing interrupts (user mode cannot get back to kernel mode there).
+ */
+#include "guest.h"
+#include "hw.h"
+
+#define CNT_MAX_PAGES 16384 /* counter region cap: 64 MiB */
+#define GEN_MUL	      0x9e3779b97f4a7c15ULL
+
+static uint32_t cnt_gen[CNT_MAX_PAGES];
+
+struct pat_result {
+	uint64_t bytes, sum, bad, first_bad;
+};
+
+static void pat_fill(uint64_t s, uint64_t e, uint64_t seed)
+{
+	for (uint64_t a = s; a < e; a += 8)
+		*(volatile uint64_t *)a = g_pattern(a, seed);
+}
+
+static void pat_check(uint64_t s, uint64_t e, uint64_t seed,
+		      struct pat_result *r)
+{
+	for (uint64_t a = s; a < e; a += 8) {
+		uint64_t v = *(volatile uint64_t *)a;
+
+		r->sum += v;
+		if (v != g_pattern(a, seed) && !r->bad++)
+			r->first_bad = a;
+	}
+	r->bytes += e - s;
+}
+
+static void serial_test(void)
+{
+	char ascii[96];
+	uint8_t lsr = inb(0x3f8 + 5);
+
+	for (int i = 0; i < 95; i++)
+		ascii[i] = (char)(0x20 + i);
+	ascii[95] = '\0';
+	con_printf("KHYVE-SERIAL banner khyve test guest 0123456789 "
+		   "The quick brown fox jumps over the lazy dog\n");
+	con_printf("KHYVE-SERIAL ascii %s\n", ascii);
+	/* 0xff means nothing decodes the port (no UART at all). */
+	report("serial", lsr != 0xff, "chars=95 lsr=0x%x", lsr);
+}
+
+/* Pass 0 writes, pass 1 checks: same ranges, capped by mem_limit_mb. */
+static void mem_walk(int pass, struct pat_result *r)
+{
+	uint64_t left = G.cfg.mem_limit_mb ? G.cfg.mem_limit_mb << 20 : ~0ULL;
+	uint64_t s, e;
+
+	for (unsigned i = 0; i < G.mm_n && left; i++) {
+		if (!mm_clip(G.mm, i, G.usable_lo, G.map_top, &s, &e))
+			continue;
+		if (e - s > left)
+			e = s + left;
+		left -= e - s;
+		if (pass == 0) {
+			con_printf("KHYVE-INFO mem range 0x%lx-0x%lx\n", s, e);
+			pat_fill(s, e, G.cfg.seed);
+		} else {
+			pat_check(s, e, G.cfg.seed, r);
+		}
+	}
+}
+
+static void mem_test(void)
+{
+	struct pat_result r = {0};
+	uint64_t total = mm_ram_total(G.mm, G.mm_n);
+
+	if (!G.mm_n) {
+		report("mem-size", 0, "no memmap (start_info version %u)",
+		       G.start_version);
+		return;
+	}
+	report("mem-size", total > 0, "ram=%lu entries=%u top=0x%lx", total,
+	       G.mm_n, mm_ram_top(G.mm, G.mm_n));
+	mem_walk(0, &r);
+	mem_walk(1, &r);
+	report("mem-pattern", r.bytes > 0 && !r.bad,
+	       "bytes=%lu sum=0x%lx bad=%lu first_bad=0x%lx", r.bytes, r.sum,
+	       r.bad, r.first_bad);
+}
+
+void ap_user(unsigned long idx)
+{
+	struct pat_result r = {0};
+
+	if (G.slices_ok) {
+		uint64_t s = G.slice_base + idx * G.slice_size;
+		uint64_t seed = G.cfg.seed ^ (idx + 1);
+
+		pat_fill(s, s + G.slice_size, seed);
+		pat_check(s, s + G.slice_size, seed, &r);
+	}
+	ap_res[idx].sum = r.sum;
+	ap_res[idx].bad = r.bad;
+	__atomic_store_n(&ap_res[idx].done, 1, __ATOMIC_RELEASE);
+	/* No way back to kernel mode (kvm_pvm): spin until power-off. */
+	for (;;)
+		cpu_relax();
+}
+
+static void smp_mem_report(void)
+{
+	uint64_t t0 = rdtsc(), bad = 0;
+	unsigned n = ap_alive, done = 0;
+
+	if (!G.slices_ok) {
+		report("smp-mem", 0, "no RAM for %u slices of %lu bytes", n,
+		       G.slice_size);
+		return;
+	}
+	while (rdtsc() - t0 < G.cfg.smp_timeout_ms * G.tsc_khz) {
+		done = 0;
+		for (unsigned i = 0; i < n; i++)
+			done += __atomic_load_n(&ap_res[i].done,
+						__ATOMIC_ACQUIRE);
+		if (done == n)
+			break;
+		cpu_relax();
+	}
+	for (unsigned i = 0; i < n; i++)
+		bad += ap_res[i].bad;
+	report("smp-mem", done == n && n > 0 && !bad,
+	       "aps=%u done=%u bytes_each=%lu bad=%lu", n, done, G.slice_size,
+	       bad);
+}
+
+static void echo_test(void)
+{
+	char line[128];
+	unsigned len = 0, lines = 0;
+
+	con_printf("KHYVE-ECHO ready\n");
+	for (;;) {
+		int c = con_getc_nonblock();
+
+		if (c < 0) {
+			cpu_relax();
+			continue;
+		}
+		if (c != '\r' && c != '\n') {
+			if (len + 1 < sizeof(line))
+				line[len++] = (char)c;
+			continue;
+		}
+		if (!len)
+			continue; /* the other half of "\r\n" */
+		line[len] = '\0';
+		con_printf("KHYVE-ECHO got %s\n", line);
+		len = 0;
+		if (!g_strncmp(line, "quit", 5))
+			break;
+		lines++;
+	}
+	report("echo", 1, "lines=%u", lines);
+}
+
+/* Counter region page @p holds the pattern of generation cnt_gen[p]. */
+static void cnt_fill(uint64_t base, unsigned p, uint32_t gen)
+{
+	uint64_t s = base + (uint64_t)p * 4096;
+
+	cnt_gen[p] = gen;
+	pat_fill(s, s + 4096, G.cfg.seed ^ (gen * GEN_MUL));
+}
+
+static int cnt_check(uint64_t base, unsigned pages, uint64_t n)
+{
+	struct pat_result r = {0};
+	unsigned bad_page = 0;
+
+	for (unsigned p = 0; p < pages; p++) {
+		uint64_t s = base + (uint64_t)p * 4096, before = r.bad;
+
+		pat_check(s, s + 4096, G.cfg.seed ^ (cnt_gen[p] * GEN_MUL), &r);
+		if (r.bad && !before)
+			bad_page = p;
+	}
+	if (!r.bad) {
+		con_printf("KHYVE-MEMCHECK ok %lu\n", n);
+		return 0;
+	}
+	con_printf("KHYVE-MEMCHECK bad %lu qwords=%lu addr=0x%lx page=%u "
+		   "gen=%u\n",
+		   n, r.bad, r.first_bad, bad_page, cnt_gen[bad_page]);
+	return -1;
+}
+
+/*
+ * Prints a tick every interval_ms of TSC time. All state is in guest RAM,
+ * so after a snapshot restore it continues from the same n. A TSC that
+ * jumps ahead (pause, restore) gives one tick, not a burst; one that goes
+ * back (restore on another host) restarts the deadline instead of hanging.
+ */
+static void counter_run(void)
+{
+	uint64_t base = (G.usable_lo + 4095) & ~4095ULL;
+	uint64_t size = (uint64_t)G.cfg.mem_kb * 1024;
+	uint64_t interval = G.cfg.interval_ms * G.tsc_khz;
+	uint64_t n = 0, checks = 0, failures = 0, now, last, next;
+	unsigned pages = (unsigned)(size / 4096);
+
+	if (pages > CNT_MAX_PAGES)
+		pages = CNT_MAX_PAGES;
+	if (pages && !mm_is_ram(G.mm, G.mm_n, base, (uint64_t)pages * 4096)) {
+		report("counter-mem", 0, "no RAM for %u pages at 0x%lx", pages,
+		       base);
+		pages = 0;
+	}
+	for (unsigned p = 0; p < pages; p++)
+		cnt_fill(base, p, 0);
+	con_printf("KHYVE-INFO counter interval_ms=%u tsc_khz=%lu tsc_src=%s "
+		   "mem_pages=%u check_every=%u\n",
+		   G.cfg.interval_ms, G.tsc_khz, G.tsc_src, pages,
+		   G.cfg.check_every);
+	last = rdtsc();
+	next = last + interval;
+	for (;;) {
+		now = rdtsc();
+		if (now < last)
+			next = now + interval;
+		last = now;
+		if ((int64_t)(now - next) < 0) {
+			cpu_relax();
+			continue;
+		}
+		n++;
+		next += interval;
+		if ((int64_t)(now - next) >= 0)
+			next = now + interval;
+		for (unsigned k = 0; k < G.cfg.dirty_pages && pages; k++)
+			cnt_fill(
+				base,
+				(unsigned)((n * G.cfg.dirty_pages + k) % pages),
+				(uint32_t)n);
+		con_printf("KHYVE-COUNTER %lu tsc=%lu\n", n, now);
+		if (pages && n % G.cfg.check_every == 0) {
+			checks++;
+			failures += cnt_check(base, pages, n) < 0;
+		}
+		if (G.cfg.count && n >= G.cfg.count)
+			break;
+	}
+	report("counter", !failures, "ticks=%lu memchecks=%lu bad=%lu", n,
+	       checks, failures);
+}
+
+void guest_exit(int mode)
+{
+	con_printf("KHYVE-GUEST done pass=%lu fail=%lu\n", n_pass, n_fail);
+	if (mode == EXIT_REBOOT) {
+		con_printf("KHYVE-INFO exit reboot\n");
+		sys_reboot();
+		sys_poweroff(7); /* QEMU without a reset device: status 15 */
+	} else {
+		sys_poweroff(n_fail ? 1 : 0);
+	}
+	for (;;)
+		cpu_relax();
+}
+
+void umain(unsigned long arg)
+{
+	(void)arg;
+	if (G.cfg.tests & T_SERIAL)
+		serial_test();
+	if (G.cfg.tests & T_MEM)
+		mem_test();
+	if ((G.cfg.tests & T_SMP) && G.aps_started)
+		smp_mem_report();
+	if (G.cfg.tests & T_ECHO)
+		echo_test();
+	if (G.cfg.counter)
+		counter_run();
+	guest_exit(G.cfg.exit_mode);
+}
