@@ -1,0 +1,81 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * Guest RAM file: the flat guest RAM (every region at its .offset) stored
+ * at the same offsets in a sparse file beside the state file. All-zero
+ * pages are holes. Per-chunk XXH3-64 hashes go into the state file's
+ * "ram" blob section so the pair can be verified offline.
+ *
+ * Save:    snap_ram_save_beside(m, state_path, SNAP_RAM_FSYNC, &info);
+ *          snap_ram_write_section(w, &info);   (before committing w)
+ * Restore: snap_ram_read_section(r, &info, &err);
+ *          snap_ram_resolve(state_path, info.file, path, sizeof(path));
+ *          snap_ram_map(m, path, &err);   or snap_ram_load_eager(...)
+ *          snap_ram_info_free(&info);
+ */
+#ifndef KHYVE_SNAP_RAM_H
+#define KHYVE_SNAP_RAM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "guest_mem.h"
+#include "snap.h"
+
+#define SNAP_RAM_CHUNK_SIZE (2ULL * 1024 * 1024)
+#define SNAP_RAM_SECTION    "ram" /* blob section name in the state file */
+#define SNAP_RAM_VERSION    1
+#define SNAP_RAM_MAX_NAME   255
+
+/* snap_ram_save() flags */
+#define SNAP_RAM_FSYNC 0x1 /* fsync the file and its directory */
+
+struct snap_ram_info {
+	char file[SNAP_RAM_MAX_NAME + 1]; /* as recorded; relative names are
+					     against the state file's dir */
+	uint64_t ram_size;
+	uint64_t chunk_size;
+	uint32_t nchunks;
+	uint64_t *hashes; /* nchunks XXH3-64 values, owned (see _free) */
+};
+
+/*
+ * Write @m's RAM to @path (temporary name + rename). Fills @info's sizes
+ * and hashes; info->file is set to @path's last component.
+ */
+int snap_ram_save(const struct guest_mem *m, const char *path, unsigned flags,
+		  struct snap_ram_info *info);
+/* The same to the default name "STATE.ram" beside @state_path. */
+int snap_ram_save_beside(const struct guest_mem *m, const char *state_path,
+			 unsigned flags, struct snap_ram_info *info);
+void snap_ram_info_free(struct snap_ram_info *info);
+
+/* "STATE.ram" for @state_path. */
+int snap_ram_default_path(const char *state_path, char *out, size_t outlen);
+/* Path of the RAM file named @recorded in the state file at @state_path. */
+int snap_ram_resolve(const char *state_path, const char *recorded, char *out,
+		     size_t outlen);
+
+/*
+ * Map @path MAP_PRIVATE|MAP_FIXED over m->base (m->ram_size bytes): pages
+ * load on first touch and clones share the page cache. The file must be
+ * exactly m->ram_size bytes.
+ */
+int snap_ram_map(const struct guest_mem *m, const char *path,
+		 struct snap_err *err);
+/* Read the whole file into @m's RAM now (holes become zero pages). */
+int snap_ram_load_eager(const struct guest_mem *m, const char *path,
+			struct snap_err *err);
+/* Recompute the chunk hashes of @path; -EBADMSG naming the first bad one. */
+int snap_ram_verify(const char *path, const struct snap_ram_info *info,
+		    struct snap_err *err);
+
+/* The "ram" blob section: name, sizes and the hash array. */
+int snap_ram_write_section(struct snap_writer *w,
+			   const struct snap_ram_info *info);
+int snap_ram_read_section(struct snap_reader *r, struct snap_ram_info *info,
+			  struct snap_err *err);
+/* Decode a "ram" blob payload (exposed for tools and fuzzing). */
+int snap_ram_decode(const void *data, size_t len, struct snap_ram_info *info,
+		    const char *what, struct snap_err *err);
+
+#endif

@@ -1,0 +1,358 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "common.h"
+#include "guest_mem.h"
+#include "snap.h"
+#include "snap_ram.h"
+#include "unit.h"
+
+#define RAM (64 * MiB)
+
+static char dir[64];
+
+static const char *tpath(const char *name)
+{
+	static char buf[4][128];
+	static unsigned n;
+	char *p = buf[n++ % 4];
+
+	snprintf(p, 128, "%s/%s", dir, name);
+	return p;
+}
+
+/* Flat guest RAM in one anonymous mapping, regions pointing into it. */
+static int mem_new(struct guest_mem *m, uint64_t size)
+{
+	void *p;
+
+	if (guest_mem_layout(m, size))
+		return -1;
+	p = mmap(NULL, size, PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (p == MAP_FAILED)
+		return -1;
+	m->base = p;
+	for (unsigned i = 0; i < m->nr; i++)
+		m->r[i].hva = m->base + m->r[i].offset;
+	return 0;
+}
+
+static void mem_free(struct guest_mem *m)
+{
+	munmap(m->base, m->ram_size);
+}
+
+/* Mostly zero, with a recognisable pattern on every 37th page. */
+static void mem_fill(struct guest_mem *m, uint8_t seed)
+{
+	for (uint64_t pg = 0; pg < m->ram_size / PAGE_SIZE; pg += 37)
+		for (unsigned i = 0; i < PAGE_SIZE; i += 64)
+			m->base[pg * PAGE_SIZE + i] =
+				(uint8_t)(pg * 31 + i + seed) | 1;
+	/* A long non-zero run crossing a chunk boundary. */
+	memset(m->base + 2 * MiB - 3 * PAGE_SIZE, 0xa5, 6 * PAGE_SIZE);
+	/* The very last byte. */
+	m->base[m->ram_size - 1] = 0x5a;
+}
+
+static bool file_equals(const char *path, const uint8_t *want, uint64_t len)
+{
+	int fd = open(path, O_RDONLY);
+	uint8_t *p;
+	bool eq;
+
+	if (fd < 0)
+		return false;
+	p = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
+	close(fd);
+	if (p == MAP_FAILED)
+		return false;
+	eq = !memcmp(p, want, len);
+	munmap(p, len);
+	return eq;
+}
+
+static void test_save_sparse_hashes(void)
+{
+	struct guest_mem m;
+	struct snap_ram_info info = {.hashes = NULL};
+	struct snap_err err = {{0}};
+	const char *p = tpath("vm.snap.ram");
+	struct stat st;
+
+	CHECK_EQ(mem_new(&m, RAM), 0);
+	mem_fill(&m, 0);
+	CHECK_EQ(snap_ram_save(&m, p, SNAP_RAM_FSYNC, &info), 0);
+	CHECK(!strcmp(info.file, "vm.snap.ram"));
+	CHECK_EQ(info.ram_size, RAM);
+	CHECK_EQ(info.chunk_size, SNAP_RAM_CHUNK_SIZE);
+	CHECK_EQ(info.nchunks, RAM / SNAP_RAM_CHUNK_SIZE);
+	CHECK_EQ(stat(p, &st), 0);
+	CHECK_EQ((uint64_t)st.st_size, RAM);
+	/* ~1/37 of the pages hold data: the file must be mostly holes. */
+	CHECK((uint64_t)st.st_blocks * 512 < RAM / 8);
+	CHECK(file_equals(p, m.base, RAM));
+	for (uint32_t c = 0; c < info.nchunks; c++)
+		CHECK_EQ(info.hashes[c],
+			 XXH3_64bits(m.base + c * SNAP_RAM_CHUNK_SIZE,
+				     SNAP_RAM_CHUNK_SIZE));
+	CHECK_EQ(snap_ram_verify(p, &info, &err), 0);
+
+	/* A flipped byte in a data page and one in a hole. */
+	{
+		int fd = open(p, O_RDWR);
+		uint8_t b = 0xff;
+
+		CHECK(fd >= 0);
+		CHECK_EQ(pwrite(fd, &b, 1, 5 * SNAP_RAM_CHUNK_SIZE + 12345), 1);
+		CHECK_EQ(snap_ram_verify(p, &info, &err), -EBADMSG);
+		CHECK(strstr(err.msg,
+			     "vm.snap.ram: chunk 5 (offset 0xa00000)"));
+		b = 0;
+		CHECK_EQ(pwrite(fd, &b, 1, 5 * SNAP_RAM_CHUNK_SIZE + 12345), 1);
+		CHECK_EQ(snap_ram_verify(p, &info, &err), 0);
+		b = 1;
+		CHECK_EQ(pwrite(fd, &b, 1, RAM - PAGE_SIZE - 1), 1);
+		CHECK_EQ(snap_ram_verify(p, &info, &err), -EBADMSG);
+		CHECK(strstr(err.msg, "chunk 31 "));
+		/* Wrong size is caught before hashing. */
+		CHECK_EQ(ftruncate(fd, RAM - PAGE_SIZE), 0);
+		CHECK_EQ(snap_ram_verify(p, &info, &err), -EINVAL);
+		CHECK(strstr(err.msg, "does not match the RAM size"));
+		close(fd);
+	}
+	snap_ram_info_free(&info);
+	mem_free(&m);
+}
+
+static void test_map_and_eager(void)
+{
+	struct guest_mem m, a, b, small;
+	struct snap_ram_info info = {.hashes = NULL};
+	struct snap_err err = {{0}};
+	char p[256];
+
+	CHECK_EQ(snap_ram_default_path(tpath("x.snap"), p, sizeof(p)), 0);
+	CHECK(strstr(p, "/x.snap.ram"));
+	CHECK_EQ(mem_new(&m, RAM), 0);
+	CHECK_EQ(mem_new(&a, RAM), 0);
+	CHECK_EQ(mem_new(&b, RAM), 0);
+	CHECK_EQ(mem_new(&small, RAM / 2), 0);
+	mem_fill(&m, 3);
+	CHECK_EQ(snap_ram_save_beside(&m, tpath("x.snap"), 0, &info), 0);
+	CHECK(!strcmp(info.file, "x.snap.ram"));
+
+	CHECK_EQ(snap_ram_map(&a, p, &err), 0);
+	CHECK(!memcmp(a.base, m.base, RAM));
+	/* Eager load over dirty memory must clear what the file has as holes.
+	 */
+	memset(b.base, 0xcc, RAM);
+	CHECK_EQ(snap_ram_load_eager(&b, p, &err), 0);
+	CHECK(!memcmp(b.base, m.base, RAM));
+	CHECK(!memcmp(a.base, b.base, RAM));
+	/* Region pointers see the restored data too. */
+	CHECK_EQ(*(uint8_t *)guest_mem_ptr(&a, RAM - 1, 1), 0x5a);
+
+	CHECK_EQ(snap_ram_map(&small, p, &err), -EINVAL);
+	CHECK(strstr(err.msg, "does not match the RAM size"));
+	CHECK_EQ(snap_ram_load_eager(&small, p, &err), -EINVAL);
+	CHECK_EQ(snap_ram_map(&a, tpath("nope.ram"), &err), -ENOENT);
+	CHECK(strstr(err.msg, "nope.ram"));
+
+	snap_ram_info_free(&info);
+	mem_free(&m);
+	mem_free(&a);
+	mem_free(&b);
+	mem_free(&small);
+}
+
+/*
+ * A guest restored by mapping FILE.ram, then saved again to the same
+ * path: the save writes a new inode, so the pages the guest never
+ * touched (still backed by the old file) must all reach the new file.
+ */
+static void test_resave_over_mapped(void)
+{
+	struct guest_mem m, g;
+	struct snap_ram_info i1 = {.hashes = NULL}, i2 = {.hashes = NULL};
+	struct snap_err err = {{0}};
+	const char *p = tpath("clone.snap.ram");
+	uint8_t *want;
+
+	CHECK_EQ(mem_new(&m, RAM), 0);
+	CHECK_EQ(mem_new(&g, RAM), 0);
+	mem_fill(&m, 7);
+	CHECK_EQ(snap_ram_save(&m, p, 0, &i1), 0);
+	CHECK_EQ(snap_ram_map(&g, p, &err), 0);
+
+	want = malloc(RAM);
+	CHECK(want != NULL);
+	if (!want)
+		return;
+	memcpy(want, m.base, RAM);
+	/* Modify a few pages: some were data, some were holes. */
+	for (uint64_t off = 0; off < RAM; off += 5 * MiB + 3 * PAGE_SIZE) {
+		memset(g.base + off, 0x3c, PAGE_SIZE);
+		memset(want + off, 0x3c, PAGE_SIZE);
+	}
+	memset(g.base + 37 * PAGE_SIZE, 0, PAGE_SIZE); /* data -> zero */
+	memset(want + 37 * PAGE_SIZE, 0, PAGE_SIZE);
+
+	CHECK_EQ(snap_ram_save(&g, p, 0, &i2), 0);
+	CHECK(file_equals(p, want, RAM));
+	CHECK(!memcmp(g.base, want, RAM)); /* guest view unchanged */
+	CHECK_EQ(snap_ram_verify(p, &i2, &err), 0);
+	CHECK(memcmp(i1.hashes, i2.hashes, 8 * i1.nchunks));
+	free(want);
+	snap_ram_info_free(&i1);
+	snap_ram_info_free(&i2);
+	mem_free(&m);
+	mem_free(&g);
+}
+
+/* Regions in separate host buffers land at their .offset in the file. */
+static void test_split_regions(void)
+{
+	struct guest_mem m = {0}, n = {0};
+	struct snap_ram_info info = {.hashes = NULL};
+	struct snap_err err = {{0}};
+	const char *p = tpath("split.ram");
+	uint8_t *lo = calloc(1, 8 * MiB), *hi = calloc(1, 4 * MiB);
+	uint8_t *lo2 = calloc(1, 8 * MiB), *hi2 = calloc(1, 4 * MiB);
+	uint8_t *flat = calloc(1, 12 * MiB);
+
+	if (!lo || !hi || !lo2 || !hi2 || !flat) {
+		CHECK(0);
+		goto out;
+	}
+	m.ram_size = 12 * MiB;
+	m.nr = 2;
+	m.r[0] = (struct guest_mem_region){0, 8 * MiB, 0, lo};
+	m.r[1] = (struct guest_mem_region){4 * GiB, 4 * MiB, 8 * MiB, hi};
+	n = m;
+	n.r[0].hva = lo2;
+	n.r[1].hva = hi2;
+	memset(lo + 8 * MiB - PAGE_SIZE, 0x11, PAGE_SIZE);
+	memset(hi, 0x22, PAGE_SIZE);
+	hi[4 * MiB - 1] = 0x33;
+	memcpy(flat, lo, 8 * MiB);
+	memcpy(flat + 8 * MiB, hi, 4 * MiB);
+	CHECK_EQ(snap_ram_save(&m, p, 0, &info), 0);
+	CHECK(file_equals(p, flat, 12 * MiB));
+	CHECK_EQ(snap_ram_verify(p, &info, &err), 0);
+	CHECK_EQ(snap_ram_load_eager(&n, p, &err), 0);
+	CHECK(!memcmp(lo2, lo, 8 * MiB));
+	CHECK(!memcmp(hi2, hi, 4 * MiB));
+	/* No host base: mapping needs one. */
+	CHECK_EQ(snap_ram_map(&n, p, &err), -EINVAL);
+	/* Regions that do not tile the RAM are refused. */
+	m.r[1].offset = 9 * MiB;
+	CHECK_EQ(snap_ram_save(&m, p, 0, &info), -EINVAL);
+out:
+	snap_ram_info_free(&info);
+	free(lo);
+	free(hi);
+	free(lo2);
+	free(hi2);
+	free(flat);
+}
+
+static void test_ram_section(void)
+{
+	struct guest_mem m;
+	struct snap_ram_info info = {.hashes = NULL}, back;
+	struct snap_err err = {{0}};
+	struct snap_host_info h;
+	struct snap_writer *w = NULL;
+	struct snap_reader *r = NULL;
+	char ram[256];
+
+	CHECK_EQ(mem_new(&m, 8 * MiB), 0);
+	mem_fill(&m, 9);
+	CHECK_EQ(snap_ram_save_beside(&m, tpath("s.snap"), 0, &info), 0);
+	snap_host_info_probe(&h, NULL);
+	CHECK_EQ(snap_writer_open(&w, tpath("s.snap"), &h), 0);
+	CHECK_EQ(snap_ram_write_section(w, &info), 0);
+	CHECK_EQ(snap_writer_commit(w), 0);
+
+	CHECK_EQ(snap_reader_open(&r, tpath("s.snap"), &err), 0);
+	if (!r)
+		goto out;
+	CHECK_EQ(snap_ram_read_section(r, &back, &err), 0);
+	CHECK(!strcmp(back.file, "s.snap.ram"));
+	CHECK_EQ(back.ram_size, 8 * MiB);
+	CHECK_EQ(back.nchunks, 4);
+	CHECK(back.hashes && !memcmp(back.hashes, info.hashes, 4 * 8));
+	CHECK_EQ(snap_ram_resolve(tpath("s.snap"), back.file, ram, sizeof(ram)),
+		 0);
+	CHECK(!strcmp(ram, tpath("s.snap.ram")));
+	CHECK_EQ(snap_ram_verify(ram, &back, &err), 0);
+	snap_ram_info_free(&back);
+	snap_reader_close(r);
+
+	CHECK_EQ(snap_ram_resolve("vm.snap", "vm.snap.ram", ram, sizeof(ram)),
+		 0);
+	CHECK(!strcmp(ram, "vm.snap.ram"));
+	CHECK_EQ(snap_ram_resolve("/a/b/vm.snap", "/c/r.ram", ram, sizeof(ram)),
+		 0);
+	CHECK(!strcmp(ram, "/c/r.ram"));
+	CHECK_EQ(snap_ram_resolve("a/vm.snap", "sub/r.ram", ram, sizeof(ram)),
+		 0);
+	CHECK(!strcmp(ram, "a/sub/r.ram"));
+
+	/* Inconsistent geometry is refused when decoding. */
+	{
+		uint8_t blob[24 + 3 + 8];
+
+		memset(blob, 0, sizeof(blob));
+		put_le64(blob, 8 * MiB);
+		put_le64(blob + 8, 2 * MiB);
+		put_le32(blob + 16, 1); /* should be 4 */
+		put_le16(blob + 20, 3);
+		memcpy(blob + 24, "a.r", 3);
+		CHECK_EQ(snap_ram_decode(blob, sizeof(blob), &back, "t", &err),
+			 -EPROTO);
+		CHECK(strstr(err.msg, "1 chunk hashes for 8388608 bytes"));
+		put_le64(blob + 8, 3 * MiB);
+		CHECK_EQ(snap_ram_decode(blob, sizeof(blob), &back, "t", &err),
+			 -EPROTO);
+		put_le64(blob, 2 * MiB);
+		put_le64(blob + 8, 2 * MiB);
+		CHECK_EQ(snap_ram_decode(blob, sizeof(blob), &back, "t", &err),
+			 0);
+		snap_ram_info_free(&back);
+		CHECK_EQ(snap_ram_decode(blob, sizeof(blob) - 1, &back, "t",
+					 &err),
+			 -EPROTO);
+	}
+out:
+	snap_ram_info_free(&info);
+	mem_free(&m);
+}
+
+int main(void)
+{
+	snprintf(dir, sizeof(dir), "/tmp/khyve-test-ram-XXXXXX");
+	if (!mkdtemp(dir))
+		return 1;
+	RUN(test_save_sparse_hashes);
+	RUN(test_map_and_eager);
+	RUN(test_resave_over_mapped);
+	RUN(test_split_regions);
+	RUN(test_ram_section);
+	{
+		char cmd[128];
+
+		snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+		if (system(cmd))
+			fprintf(stderr, "cleanup of %s failed\n", dir);
+	}
+	return unit_done();
+}
