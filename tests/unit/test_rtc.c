@@ -316,10 +316,10 @@ static void test_fuzz(void)
 
 	CHECK_EQ(rtc_init(&r, NULL, 1 * GiB, 1 * GiB), 0);
 	for (unsigned i = 0; i < 100000; i++) {
-		uint64_t x = next_rand();
+		uint64_t x = next_rand(), y = next_rand();
 		uint8_t buf[8];
 
-		memcpy(buf, &x, sizeof(buf));
+		memcpy(buf, &y, sizeof(buf));
 		rtc_io(&r, (x >> 1) % 4, buf, 1u << ((x >> 3) & 3), x & 1);
 		if (i % 64 == 0) {
 			rtc_state_save(&r, &st);

@@ -403,12 +403,12 @@ static void test_fuzz(void)
 	CHECK_EQ(chardev_open(&c, "null", NULL, 0), 0);
 	setup(&u, &r, c);
 	for (unsigned i = 0; i < 100000; i++) {
-		uint64_t x = next_rand();
+		uint64_t x = next_rand(), y = next_rand();
 		uint8_t buf[8];
 		unsigned size = 1u << (x & 3);
 		unsigned off = (unsigned)(x >> 2) % 10;
 
-		memcpy(buf, &x, sizeof(buf));
+		memcpy(buf, &y, sizeof(buf));
 		if ((x >> 8) % 16 == 0) {
 			uart8250_receive(&u, buf, (x >> 16) % 8);
 			continue;
