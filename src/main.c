@@ -1,1 +1,183 @@
-int main(void){return 0;}
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * khyve: one process per guest. Parses the command line (or a snapshot's
+ * embedded configuration with -r), builds the VM, starts the control
+ * socket and the vCPUs, and runs the main loop (console input, signals)
+ * until the guest stops. The exit status says how (see khyve(8)).
+ */
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "chardev.h"
+#include "config.h"
+#include "ctl.h"
+#include "log.h"
+#include "vm.h"
+#include "vm_ctl.h"
+#include "vm_devices.h"
+#include "vm_snapshot.h"
+
+static int main_loop(struct vm *vm)
+{
+	sigset_t set;
+	int sfd, in_fd;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
+	sfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+	for (;;) {
+		struct pollfd p[3];
+		int n = 0;
+
+		pthread_mutex_lock(&vm->lock);
+		if (vm->stop) {
+			pthread_mutex_unlock(&vm->lock);
+			break;
+		}
+		pthread_mutex_unlock(&vm->lock);
+		p[n++] = (struct pollfd){ .fd = vm->wake_fd, .events = POLLIN };
+		p[n++] = (struct pollfd){ .fd = sfd, .events = POLLIN };
+		in_fd = vm_devices_console_wait_fd(vm);
+		if (in_fd >= 0)
+			p[n++] = (struct pollfd){ .fd = in_fd, .events = POLLIN };
+		if (poll(p, (nfds_t)n, -1) < 0 && errno != EINTR)
+			break;
+		if (p[0].revents) {
+			uint64_t v;
+
+			if (read(vm->wake_fd, &v, sizeof(v)) < 0) {
+				/* spurious wake-up */
+			}
+		}
+		if (p[1].revents) {
+			struct signalfd_siginfo si;
+
+			if (read(sfd, &si, sizeof(si)) == sizeof(si)) {
+				log_warn("signal %u: powering the guest off",
+					 si.ssi_signo);
+				vm_request_stop(vm, KHYVE_EXIT_POWEROFF);
+			}
+		}
+		if (n > 2 && p[2].revents)
+			vm_devices_console_input(vm);
+	}
+	if (sfd >= 0)
+		close(sfd);
+	return vm->exit_status;
+}
+
+int main(int argc, char **argv)
+{
+	struct vm_config cmd, cfg;
+	struct vm *vm;
+	char err[1024] = "";
+	int ret, status = KHYVE_EXIT_ERROR;
+	sigset_t set;
+
+	log_set_prog("khyve");
+	ret = config_parse(&cmd, argc, argv, err, sizeof(err));
+	switch (ret) {
+	case CONFIG_OK:
+		break;
+	case CONFIG_HELP:
+		fputs(config_usage, stdout);
+		config_free(&cmd);
+		return 0;
+	case CONFIG_VERSION:
+		printf("khyve %s\n", KHYVE_VERSION);
+		config_free(&cmd);
+		return 0;
+	case CONFIG_LIST_DEVS:
+		vm_devices_list(stdout);
+		config_free(&cmd);
+		return 0;
+	default:
+		fprintf(stderr, "khyve: %s\n", err);
+		config_free(&cmd);
+		return KHYVE_EXIT_ERROR;
+	}
+	log_set_level(cmd.verbose >= 2 ? LOG_DEBUG :
+		      cmd.verbose == 1 ? LOG_INFO : LOG_WARN);
+
+	if (cmd.restore) {
+		ret = vm_snapshot_read_config(cmd.restore, &cfg, err, sizeof(err));
+		if (!ret)
+			ret = config_merge_restore(&cfg, &cmd, err, sizeof(err));
+		if (ret) {
+			fprintf(stderr, "khyve: %s\n", err);
+			config_free(&cmd);
+			return KHYVE_EXIT_ERROR;
+		}
+		cfg.restore = strdup(cmd.restore);
+		config_free(&cmd);
+	} else {
+		cfg = cmd;
+	}
+
+	/* Input files first: a typo should not wait for KVM set-up. */
+	{
+		const char *files[] = { cfg.kernel, cfg.initrd };
+		const char *what[] = { "kernel", "initrd" };
+
+		for (unsigned i = 0; i < 2 && !cfg.restore; i++) {
+			FILE *f = files[i] ? fopen(files[i], "rb") : NULL;
+
+			if (files[i] && !f) {
+				fprintf(stderr, "khyve: %s %s: %s\n", what[i],
+					files[i], strerror(errno));
+				config_free(&cfg);
+				return KHYVE_EXIT_ERROR;
+			}
+			if (f)
+				fclose(f);
+		}
+	}
+
+	/* Signals go to the main loop's signalfd, not to vCPU threads. */
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	chardev_install_fatal_handlers();
+
+	vm = calloc(1, sizeof(*vm));
+	if (!vm) {
+		fprintf(stderr, "khyve: out of memory\n");
+		return KHYVE_EXIT_ERROR;
+	}
+	ret = vm_create(vm, &cfg, err, sizeof(err));
+	if (!ret)
+		ret = cfg.restore ? vm_snapshot_restore(vm, cfg.restore, err, sizeof(err)) :
+				    vm_boot(vm, err, sizeof(err));
+	if (!ret)
+		ret = ctl_server_start(&vm->ctl, cfg.rundir, cfg.name, &vm_ctl_ops,
+				       vm, err, sizeof(err));
+	if (!ret)
+		ret = vm_start_vcpus(vm);
+	if (ret) {
+		if (!err[0])
+			snprintf(err, sizeof(err), "%s", strerror(-ret));
+		fprintf(stderr, "khyve: %s\n", err);
+		status = KHYVE_EXIT_ERROR;
+		vm->exit_status = status;
+	} else {
+		status = main_loop(vm);
+	}
+	if (vm->ctl)
+		ctl_server_stop(vm->ctl);
+	vm_destroy(vm);
+	free(vm);
+	chardev_restore_all();
+	config_free(&cfg);
+	return status;
+}

@@ -158,7 +158,6 @@ static int vm_map_memory(struct vm *vm, char *err, size_t errlen)
 }
 
 /* (Re)register guest RAM with KVM: also after a restore remaps it. */
-int vm_register_memory(struct vm *vm, char *err, size_t errlen);
 int vm_register_memory(struct vm *vm, char *err, size_t errlen)
 {
 	for (unsigned i = 0; i < vm->mem.nr; i++) {
@@ -446,7 +445,7 @@ void vm_request_stop(struct vm *vm, int status)
 	}
 	pthread_cond_broadcast(&vm->cond);
 	pthread_mutex_unlock(&vm->lock);
-	for (unsigned i = 0; i < vm->ncpus; i++) {
+	for (unsigned i = 0; vm->vcpus && i < vm->ncpus; i++) {
 		struct vcpu *v = &vm->vcpus[i];
 
 		if (v->run)
@@ -455,7 +454,7 @@ void vm_request_stop(struct vm *vm, int status)
 		if (v->thread_started)
 			pthread_kill(v->thread, KICK_SIGNAL);
 	}
-	if (write(vm->wake_fd, &one, sizeof(one)) < 0) {
+	if (vm->wake_fd >= 0 && write(vm->wake_fd, &one, sizeof(one)) < 0) {
 		/* eventfd full: the main loop is awake anyway */
 	}
 }
@@ -800,7 +799,6 @@ int vm_resume(struct vm *vm)
 	return 0;
 }
 
-int vm_start_vcpus(struct vm *vm);
 int vm_start_vcpus(struct vm *vm)
 {
 	struct sigaction sa = { .sa_handler = kick_handler };

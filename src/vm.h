@@ -13,6 +13,8 @@
 #include <stdint.h>
 #include <time.h>
 
+#include <jansson.h>
+
 #include "bus.h"
 #include "config.h"
 #include "cpuid.h"
@@ -74,8 +76,10 @@ struct vm {
 int vm_create(struct vm *vm, struct vm_config *cfg, char *err, size_t errlen);
 /* Load the kernel and firmware tables; set the boot vCPU's registers. */
 int vm_boot(struct vm *vm, char *err, size_t errlen);
-/* Start the vCPU threads and the control socket; return the exit status. */
-int vm_run(struct vm *vm);
+/* Start the vCPU threads (paused ones park at once). */
+int vm_start_vcpus(struct vm *vm);
+/* (Re)register guest RAM slots with KVM. */
+int vm_register_memory(struct vm *vm, char *err, size_t errlen);
 void vm_destroy(struct vm *vm);
 
 /* Park every vCPU outside KVM_RUN and quiesce devices (idempotent). */
@@ -87,9 +91,6 @@ void vm_request_stop(struct vm *vm, int status);
 /* Guest-physical -> host pointer helpers for vCPU code. */
 int vm_translate(struct vcpu *v, uint64_t gva, uint64_t *gpa);
 
-/* Statistics and status as JSON (for the control socket). */
-struct json_t;
-void vm_ctl_ops_init(void);
 
 /* Devices (vm_devices.c). */
 int vm_devices_create(struct vm *vm, char *err, size_t errlen);
@@ -97,6 +98,8 @@ void vm_devices_destroy(struct vm *vm);
 /* Feed console input to the UART (main loop). */
 void vm_devices_console_input(struct vm *vm);
 int vm_devices_quiesce(struct vm *vm);
+/* Per-device statistics as a JSON object. */
+json_t *vm_devices_stats(struct vm *vm);
 void vm_devices_unquiesce(struct vm *vm);
 
 #endif

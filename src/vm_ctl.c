@@ -1,0 +1,275 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * The VMM side of the control socket: ctl_ops implemented on struct vm.
+ * Callbacks run on the control server's thread; an error becomes a reply.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include "common.h"
+#include "ctl.h"
+#include "log.h"
+#include "vm.h"
+#include "vm_ctl.h"
+#include "vm_snapshot.h"
+
+static const char *state_name(enum vm_state s)
+{
+	switch (s) {
+	case VM_CREATED:
+		return "created";
+	case VM_RUNNING:
+		return "running";
+	case VM_PAUSED:
+		return "paused";
+	case VM_STOPPING:
+		return "stopping";
+	}
+	return "unknown";
+}
+
+static uint64_t rss_bytes(void)
+{
+	long pages = 0, rss = 0;
+	FILE *f = fopen("/proc/self/statm", "r");
+
+	if (!f)
+		return 0;
+	if (fscanf(f, "%ld %ld", &pages, &rss) != 2)
+		rss = 0;
+	fclose(f);
+	return (uint64_t)rss * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+static int op_status(void *o, json_t **reply, char *err, size_t errlen)
+{
+	struct vm *vm = o;
+	struct timespec now;
+	json_t *devs = json_array();
+	double uptime;
+	enum vm_state st;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	uptime = (double)(now.tv_sec - vm->start_time.tv_sec) +
+		 (double)(now.tv_nsec - vm->start_time.tv_nsec) / 1e9;
+	for (unsigned i = 0; i < vm->cfg->ndevs; i++)
+		json_array_append_new(
+			devs, json_pack("{s:i, s:i, s:s, s:s}", "slot",
+					(int)vm->cfg->devs[i].slot, "func",
+					(int)vm->cfg->devs[i].func, "emulation",
+					vm->cfg->devs[i].emul, "conf",
+					vm->cfg->devs[i].conf));
+	pthread_mutex_lock(&vm->lock);
+	st = vm->state;
+	pthread_mutex_unlock(&vm->lock);
+	*reply = json_pack("{s:s, s:s, s:f, s:i, s:I, s:i, s:s, s:s, s:o}",
+			   "name", vm->cfg->name, "state", state_name(st),
+			   "uptime", uptime, "vcpus", (int)vm->ncpus, "memory",
+			   (json_int_t)vm->cfg->mem_size, "pid", (int)getpid(),
+			   "backend", vm->sw_backend ? "kvm (software)" : "kvm",
+			   "cpu_policy",
+			   vm->policy == CPU_POLICY_SAFE ? "safe" : "host",
+			   "devices", devs);
+	return *reply ? 0 : -ENOMEM;
+}
+
+static int op_pause(void *o, char *err, size_t errlen)
+{
+	int ret = vm_pause(o);
+
+	if (ret)
+		snprintf(err, errlen, "cannot pause: %s", strerror(-ret));
+	return ret;
+}
+
+static int op_resume(void *o, char *err, size_t errlen)
+{
+	int ret = vm_resume(o);
+
+	if (ret)
+		snprintf(err, errlen, "cannot resume: %s", strerror(-ret));
+	return ret;
+}
+
+static int op_poweroff(void *o, bool force, char *err, size_t errlen)
+{
+	if (!force) {
+		/*
+		 * No ACPI power button or GED event reaches the guest yet, so
+		 * there is no polite request to make: say so rather than
+		 * pulling the plug silently.
+		 */
+		snprintf(err, errlen,
+			 "this machine has no guest shutdown request yet; use force to power off");
+		return -ENOTSUP;
+	}
+	vm_request_stop(o, KHYVE_EXIT_POWEROFF);
+	return 0;
+}
+
+static int op_reset(void *o, char *err, size_t errlen)
+{
+	vm_request_stop(o, KHYVE_EXIT_REBOOT);
+	return 0;
+}
+
+static json_t *seg_json(const struct kvm_segment *s)
+{
+	return json_pack("{s:I, s:I, s:I, s:i, s:i, s:i, s:i, s:i, s:i}",
+			 "selector", (json_int_t)s->selector, "base",
+			 (json_int_t)s->base, "limit", (json_int_t)s->limit,
+			 "type", s->type, "dpl", s->dpl, "present", s->present,
+			 "l", s->l, "db", s->db, "g", s->g);
+}
+
+static int op_regs(void *o, int idx, bool msrs, json_t **reply, char *err,
+		   size_t errlen)
+{
+	struct vm *vm = o;
+	struct vcpu_state *s;
+	struct kvm_regs r;
+	struct kvm_sregs sr;
+	json_t *j;
+	int ret;
+
+	if (idx < 0 || (unsigned)idx >= vm->ncpus) {
+		snprintf(err, errlen, "no vCPU %d (the VM has %u)", idx, vm->ncpus);
+		return -EINVAL;
+	}
+	pthread_mutex_lock(&vm->lock);
+	ret = vm->state == VM_PAUSED ? 0 : -EBUSY;
+	pthread_mutex_unlock(&vm->lock);
+	if (ret) {
+		snprintf(err, errlen, "the VM is running: pause first");
+		return ret;
+	}
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	ret = vcpu_state_save(vm->vcpus[idx].fd, &vm->msrs, s, err, errlen);
+	if (ret)
+		goto out;
+	vcpu_state_to_kvm(s, &r, &sr);
+	j = json_pack("{s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+		      "vcpu", idx, "rax", (json_int_t)r.rax, "rbx",
+		      (json_int_t)r.rbx, "rcx", (json_int_t)r.rcx, "rdx",
+		      (json_int_t)r.rdx, "rsi", (json_int_t)r.rsi, "rdi",
+		      (json_int_t)r.rdi, "rsp", (json_int_t)r.rsp, "rbp",
+		      (json_int_t)r.rbp, "r8", (json_int_t)r.r8, "r9",
+		      (json_int_t)r.r9, "r10", (json_int_t)r.r10, "r11",
+		      (json_int_t)r.r11, "r12", (json_int_t)r.r12, "r13",
+		      (json_int_t)r.r13, "r14", (json_int_t)r.r14, "r15",
+		      (json_int_t)r.r15, "rip", (json_int_t)r.rip, "rflags",
+		      (json_int_t)r.rflags);
+	json_object_set_new(j, "cr0", json_integer((json_int_t)sr.cr0));
+	json_object_set_new(j, "cr2", json_integer((json_int_t)sr.cr2));
+	json_object_set_new(j, "cr3", json_integer((json_int_t)sr.cr3));
+	json_object_set_new(j, "cr4", json_integer((json_int_t)sr.cr4));
+	json_object_set_new(j, "cr8", json_integer((json_int_t)sr.cr8));
+	json_object_set_new(j, "efer", json_integer((json_int_t)sr.efer));
+	json_object_set_new(j, "apic_base", json_integer((json_int_t)sr.apic_base));
+	json_object_set_new(j, "cs", seg_json(&sr.cs));
+	json_object_set_new(j, "ds", seg_json(&sr.ds));
+	json_object_set_new(j, "es", seg_json(&sr.es));
+	json_object_set_new(j, "fs", seg_json(&sr.fs));
+	json_object_set_new(j, "gs", seg_json(&sr.gs));
+	json_object_set_new(j, "ss", seg_json(&sr.ss));
+	json_object_set_new(j, "tr", seg_json(&sr.tr));
+	json_object_set_new(j, "gdt", json_pack("{s:I, s:I}", "base",
+					       (json_int_t)sr.gdt.base, "limit",
+					       (json_int_t)sr.gdt.limit));
+	json_object_set_new(j, "idt", json_pack("{s:I, s:I}", "base",
+					       (json_int_t)sr.idt.base, "limit",
+					       (json_int_t)sr.idt.limit));
+	json_object_set_new(j, "mp_state", json_integer(s->mp_state));
+	if (msrs) {
+		json_t *m = json_object();
+		char key[16];
+
+		for (uint32_t i = 0; i < s->nmsrs; i++) {
+			snprintf(key, sizeof(key), "0x%x", s->msr_index[i]);
+			json_object_set_new(m, key,
+					    json_integer((json_int_t)s->msr_data[i]));
+		}
+		json_object_set_new(j, "msrs", m);
+	}
+	*reply = j;
+out:
+	free(s);
+	return ret;
+}
+
+static int op_stats(void *o, json_t **reply, char *err, size_t errlen)
+{
+	struct vm *vm = o;
+	json_t *vcpus = json_array();
+
+	for (unsigned i = 0; i < vm->ncpus; i++) {
+		struct vcpu *v = &vm->vcpus[i];
+		json_t *ex = json_object(), *em = json_object();
+		static const char *const names[VM_EXIT_REASONS] = {
+			[KVM_EXIT_IO] = "io",
+			[KVM_EXIT_MMIO] = "mmio",
+			[KVM_EXIT_HLT] = "hlt",
+			[KVM_EXIT_INTR] = "intr",
+			[KVM_EXIT_SHUTDOWN] = "shutdown",
+			[KVM_EXIT_INTERNAL_ERROR] = "internal_error",
+			[KVM_EXIT_SYSTEM_EVENT] = "system_event",
+			[KVM_EXIT_FAIL_ENTRY] = "fail_entry",
+		};
+		uint64_t total = 0;
+
+		for (unsigned r = 0; r < VM_EXIT_REASONS; r++) {
+			uint64_t n = __atomic_load_n(&v->exits[r], __ATOMIC_RELAXED);
+			char key[24];
+
+			if (!n)
+				continue;
+			total += n;
+			if (names[r])
+				json_object_set_new(ex, names[r], json_integer((json_int_t)n));
+			else {
+				snprintf(key, sizeof(key), "reason_%u", r);
+				json_object_set_new(ex, key, json_integer((json_int_t)n));
+			}
+		}
+		for (unsigned k = 0; k < EMUL_NR_KINDS; k++)
+			json_object_set_new(em, emul_kind_names[k],
+					    json_integer((json_int_t)v->emulated[k]));
+		json_array_append_new(vcpus,
+				      json_pack("{s:i, s:I, s:o, s:o}", "vcpu",
+						(int)i, "exits_total",
+						(json_int_t)total, "exits", ex,
+						"emulated", em));
+	}
+	*reply = json_pack("{s:o, s:I, s:I, s:o, s:{s:b, s:b, s:b, s:b}}",
+			   "vcpus", vcpus, "rss", (json_int_t)rss_bytes(),
+			   "guest_memory", (json_int_t)vm->cfg->mem_size,
+			   "devices", vm_devices_stats(vm), "cpu_hidden",
+			   "xsave", vm->hidden.xsave, "popcnt",
+			   vm->hidden.popcnt, "cx16", vm->hidden.cx16, "smap",
+			   vm->hidden.smap);
+	return *reply ? 0 : -ENOMEM;
+}
+
+static int op_checkpoint(void *o, const json_t *args, bool suspend,
+			 json_t **reply, char *err, size_t errlen)
+{
+	return vm_snapshot_save(o, args, suspend, reply, err, errlen);
+}
+
+const struct ctl_ops vm_ctl_ops = {
+	.status = op_status,
+	.pause = op_pause,
+	.resume = op_resume,
+	.poweroff = op_poweroff,
+	.reset = op_reset,
+	.regs = op_regs,
+	.stats = op_stats,
+	.checkpoint = op_checkpoint,
+	.migrate = NULL,
+};

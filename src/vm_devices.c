@@ -1,0 +1,465 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+#include "vm_devices.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include "chardev.h"
+#include "common.h"
+#include "config.h"
+#include "i8042.h"
+#include "iothread.h"
+#include "layout.h"
+#include "log.h"
+#include "pci.h"
+#include "rtc.h"
+#include "uart8250.h"
+#include "virtio_blk.h"
+#include "vm.h"
+
+#define PCI_MMIO_BASE GUEST_PCI_HOLE_START
+#define PCI_MMIO_SIZE (BOOT_IOAPIC_ADDR - GUEST_PCI_HOLE_START)
+
+struct pci_slot_dev {
+	const struct dev_config *cfg;
+	struct virtio_blk *blk;
+	struct virtio_pci *vp; /* the transport, whatever the device */
+};
+
+struct vm_devices {
+	struct uart8250 com1;
+	struct rtc rtc;
+	struct i8042 kbd;
+	struct irq_line irq_kbd, irq_aux;
+	struct pci_bus pci;
+	struct iothread *io;
+	struct msi_sink msi;
+	struct irq_line irq_com1, irq_rtc;
+	unsigned npci;
+	struct pci_slot_dev pcidevs[CONFIG_MAX_DEVS];
+	bool uart_full; /* stop polling console input until there is room */
+};
+
+static const struct {
+	const char *name;
+	const char *help;
+} emulations[] = {
+	{ "hostbridge", "PCI host bridge (always at 0:0)" },
+	{ "virtio-blk", "virtio-blk,PATH[,ro][,direct][,serial=ID]: raw disk image" },
+};
+
+void vm_devices_list(FILE *out)
+{
+	fprintf(out, "PCI emulations for -s slot[:func],EMULATION[,conf]:\n");
+	for (unsigned i = 0; i < ARRAY_SIZE(emulations); i++)
+		fprintf(out, "  %-12s %s\n", emulations[i].name,
+			emulations[i].help);
+}
+
+static int kvm_irq_line(void *opaque, unsigned gsi, int level)
+{
+	struct vm *vm = opaque;
+	struct kvm_irq_level l = { .irq = gsi, .level = (uint32_t)level };
+
+	return ioctl(vm->vm_fd, KVM_IRQ_LINE, &l) < 0 ? -errno : 0;
+}
+
+static int kvm_send_msi(void *opaque, uint64_t addr, uint32_t data)
+{
+	struct vm *vm = opaque;
+	struct kvm_msi m = { .address_lo = (uint32_t)addr,
+			     .address_hi = (uint32_t)(addr >> 32),
+			     .data = data };
+
+	return ioctl(vm->vm_fd, KVM_SIGNAL_MSI, &m) < 0 ? -errno : 0;
+}
+
+/* Unclaimed legacy ports Linux pokes at (POST codes, the DMA page). */
+static int ignore_io(void *opaque, uint64_t off, void *data, unsigned size,
+		     bool is_write)
+{
+	if (!is_write)
+		memset(data, 0xff, size);
+	return 0;
+}
+
+/* The guest asked for a reset (i8042 pulse, 0xcf9): bhyve exits 0. */
+static void vm_reset_cb(void *opaque)
+{
+	vm_request_stop(opaque, KHYVE_EXIT_REBOOT);
+}
+
+static void uart_rx_ready(void *opaque)
+{
+	struct vm *vm = opaque;
+	uint64_t one = 1;
+
+	vm->devs->uart_full = false;
+	if (write(vm->wake_fd, &one, sizeof(one)) < 0) {
+		/* main loop already awake */
+	}
+}
+
+static int add_virtio_blk(struct vm *vm, struct pci_slot_dev *d, char *err,
+			  size_t errlen)
+{
+	struct virtio_blk_opts o = { 0 };
+	char path[512], serial[32];
+	const char *comma;
+	size_t pl;
+	int ret;
+
+	comma = strchr(d->cfg->conf, ',');
+	pl = comma ? (size_t)(comma - d->cfg->conf) : strlen(d->cfg->conf);
+	if (pl == 0 || pl >= sizeof(path)) {
+		snprintf(err, errlen, "-s %u,virtio-blk: missing image path",
+			 d->cfg->slot);
+		return -EINVAL;
+	}
+	memcpy(path, d->cfg->conf, pl);
+	path[pl] = 0;
+	o.path = path;
+	o.readonly = config_opt_get(d->cfg->conf, "ro", NULL, 0);
+	o.direct = config_opt_get(d->cfg->conf, "direct", NULL, 0);
+	if (config_opt_get(d->cfg->conf, "serial", serial, sizeof(serial)))
+		o.serial = serial;
+	d->blk = calloc(1, sizeof(*d->blk));
+	if (!d->blk)
+		return -ENOMEM;
+	ret = virtio_blk_init(d->blk, &o, &vm->mem, vm->devs->io, &vm->devs->msi);
+	if (ret) {
+		snprintf(err, errlen, "-s %u,virtio-blk,%s: %s", d->cfg->slot,
+			 path, strerror(-ret));
+		free(d->blk);
+		d->blk = NULL;
+		return ret;
+	}
+	d->vp = &d->blk->vp;
+	return 0;
+}
+
+int vm_devices_create(struct vm *vm, char *err, size_t errlen)
+{
+	struct vm_devices *d = calloc(1, sizeof(*d));
+	int ret;
+
+	if (!d)
+		return -ENOMEM;
+	vm->devs = d;
+	d->msi = (struct msi_sink){ kvm_send_msi, vm };
+	d->irq_com1 = (struct irq_line){ kvm_irq_line, vm, UART8250_COM1_IRQ };
+	d->irq_rtc = (struct irq_line){ kvm_irq_line, vm, 8 };
+
+	ret = chardev_open(&vm->console, vm->cfg->console, err, errlen);
+	if (ret)
+		return ret;
+	ret = uart8250_init(&d->com1, &d->irq_com1, vm->console);
+	if (ret)
+		goto fail;
+	uart8250_set_rx_ready_cb(&d->com1, uart_rx_ready, vm);
+	ret = bus_register(&vm->pio, UART8250_COM1_BASE, UART8250_NR_PORTS,
+			   uart8250_io, &d->com1, "com1");
+	if (ret)
+		goto fail;
+	ret = rtc_init(&d->rtc, &d->irq_rtc, vm->mem.r[0].size,
+		       vm->mem.nr > 1 ? vm->mem.r[1].size : 0);
+	if (ret)
+		goto fail;
+	ret = bus_register(&vm->pio, 0x70, 2, rtc_io, &d->rtc, "rtc");
+	if (ret)
+		goto fail;
+	/* POST code port and the DMA page registers: accept silently. */
+	bus_register(&vm->pio, 0x80, 1, ignore_io, NULL, "post");
+	bus_register(&vm->pio, 0x81, 0xf, ignore_io, NULL, "dma-page");
+	d->irq_kbd = (struct irq_line){ kvm_irq_line, vm, 1 };
+	d->irq_aux = (struct irq_line){ kvm_irq_line, vm, 12 };
+	ret = i8042_init(&d->kbd, &d->irq_kbd, &d->irq_aux, vm_reset_cb, vm);
+	if (ret)
+		goto fail;
+	ret = bus_register(&vm->pio, 0x60, 1, i8042_data_io, &d->kbd, "i8042");
+	if (!ret)
+		ret = bus_register(&vm->pio, 0x64, 1, i8042_cmd_io, &d->kbd,
+				   "i8042");
+	if (ret)
+		goto fail;
+
+	ret = pci_bus_init(&d->pci, &vm->pio, &vm->mmio, PCI_MMIO_BASE,
+			   PCI_MMIO_SIZE);
+	if (ret) {
+		snprintf(err, errlen, "PCI bus: %s", strerror(-ret));
+		goto fail;
+	}
+	ret = iothread_create(&d->io, "khyve-io");
+	if (ret) {
+		snprintf(err, errlen, "I/O thread: %s", strerror(-ret));
+		goto fail;
+	}
+	for (unsigned i = 0; i < vm->cfg->ndevs; i++) {
+		const struct dev_config *dc = &vm->cfg->devs[i];
+		struct pci_slot_dev *pd = &d->pcidevs[d->npci];
+
+		pd->cfg = dc;
+		if (dc->slot == 0 && dc->func == 0) {
+			snprintf(err, errlen,
+				 "-s 0,%s: slot 0 is the host bridge", dc->emul);
+			ret = -EINVAL;
+			goto fail;
+		}
+		if (!strcmp(dc->emul, "virtio-blk")) {
+			ret = add_virtio_blk(vm, pd, err, errlen);
+		} else if (!strcmp(dc->emul, "hostbridge")) {
+			continue;
+		} else {
+			snprintf(err, errlen,
+				 "-s %u,%s: unknown emulation (see -s help)",
+				 dc->slot, dc->emul);
+			ret = -EINVAL;
+		}
+		if (ret)
+			goto fail;
+		ret = pci_add_device(&d->pci, dc->slot, dc->func, &pd->vp->pci);
+		if (ret) {
+			snprintf(err, errlen, "-s %u:%u,%s: %s", dc->slot,
+				 dc->func, dc->emul, strerror(-ret));
+			d->npci++;
+			goto fail;
+		}
+		d->npci++;
+	}
+	return 0;
+fail:
+	if (!err[0])
+		snprintf(err, errlen, "device set-up: %s", strerror(-ret));
+	return ret;
+}
+
+void vm_devices_destroy(struct vm *vm)
+{
+	struct vm_devices *d = vm->devs;
+
+	if (!d)
+		return;
+	if (d->io)
+		iothread_destroy(d->io);
+	for (unsigned i = 0; i < d->npci; i++) {
+		if (d->pcidevs[i].blk) {
+			virtio_blk_destroy(d->pcidevs[i].blk);
+			free(d->pcidevs[i].blk);
+		}
+	}
+	if (vm->console)
+		chardev_close(vm->console);
+	vm->console = NULL;
+	free(d);
+	vm->devs = NULL;
+}
+
+int vm_devices_console_wait_fd(struct vm *vm)
+{
+	if (!vm->console || vm->devs->uart_full)
+		return -1;
+	return chardev_input_fd(vm->console);
+}
+
+void vm_devices_console_input(struct vm *vm)
+{
+	struct vm_devices *d = vm->devs;
+	uint8_t buf[64];
+	size_t room = uart8250_rx_room(&d->com1);
+	ssize_t n;
+
+	if (room == 0) {
+		d->uart_full = true;
+		/* Re-check: the guest may have drained it meanwhile. */
+		if (uart8250_rx_room(&d->com1))
+			d->uart_full = false;
+		return;
+	}
+	n = chardev_read(vm->console, buf, MIN(room, sizeof(buf)));
+	if (n > 0)
+		uart8250_receive(&d->com1, buf, (size_t)n);
+}
+
+int vm_devices_quiesce(struct vm *vm)
+{
+	struct vm_devices *d = vm->devs;
+
+	for (unsigned i = 0; i < d->npci; i++)
+		if (d->pcidevs[i].blk)
+			virtio_blk_pause(d->pcidevs[i].blk);
+	return 0;
+}
+
+void vm_devices_unquiesce(struct vm *vm)
+{
+	struct vm_devices *d = vm->devs;
+
+	for (unsigned i = 0; i < d->npci; i++)
+		if (d->pcidevs[i].blk)
+			virtio_blk_resume(d->pcidevs[i].blk);
+}
+
+json_t *vm_devices_stats(struct vm *vm)
+{
+	struct vm_devices *d = vm->devs;
+	json_t *j = json_object();
+
+	json_object_set_new(j, "com1",
+			    json_pack("{s:I, s:I, s:I}", "tx_bytes",
+				      (json_int_t)d->com1.tx_bytes, "rx_bytes",
+				      (json_int_t)d->com1.rx_bytes, "overruns",
+				      (json_int_t)d->com1.overruns));
+	for (unsigned i = 0; i < d->npci; i++) {
+		char key[48];
+
+		snprintf(key, sizeof(key), "%s@%u:%u", d->pcidevs[i].cfg->emul,
+			 d->pcidevs[i].cfg->slot, d->pcidevs[i].cfg->func);
+		if (d->pcidevs[i].blk) {
+			struct virtio_blk_stats s;
+
+			virtio_blk_get_stats(d->pcidevs[i].blk, &s);
+			json_object_set_new(
+				j, key,
+				json_pack("{s:I, s:I, s:I, s:I, s:I}", "requests",
+					  (json_int_t)s.requests, "read_bytes",
+					  (json_int_t)s.read_bytes, "write_bytes",
+					  (json_int_t)s.write_bytes, "flushes",
+					  (json_int_t)s.flushes, "errors",
+					  (json_int_t)s.errors));
+		}
+	}
+	return j;
+}
+
+int vm_devices_drain(struct vm *vm, char *err, size_t errlen)
+{
+	struct vm_devices *d = vm->devs;
+
+	for (unsigned i = 0; i < d->npci; i++) {
+		int ret;
+
+		if (!d->pcidevs[i].blk)
+			continue;
+		ret = virtio_blk_drain(d->pcidevs[i].blk);
+		if (ret) {
+			snprintf(err, errlen, "draining %s@%u: %s",
+				 d->pcidevs[i].cfg->emul, d->pcidevs[i].cfg->slot,
+				 strerror(-ret));
+			return ret;
+		}
+	}
+	return 0;
+}
+
+static int snap_write_cb(void *ctx, const struct snap_desc *desc,
+			 uint32_t instance, void *state)
+{
+	return snap_write_section(ctx, desc, instance, state);
+}
+
+int vm_devices_save(struct vm *vm, struct snap_writer *w, char *err,
+		    size_t errlen)
+{
+	struct vm_devices *d = vm->devs;
+	struct uart8250_state us;
+	struct rtc_state rs;
+	struct i8042_state ks;
+	int ret;
+
+	uart8250_state_save(&d->com1, &us);
+	rtc_state_save(&d->rtc, &rs);
+	i8042_state_save(&d->kbd, &ks);
+	ret = snap_write_section(w, &uart8250_snap_desc, 0, &us);
+	if (!ret)
+		ret = snap_write_section(w, &rtc_snap_desc, 0, &rs);
+	if (!ret)
+		ret = snap_write_section(w, &i8042_snap_desc, 0, &ks);
+	/* PCI devices by their slot.func, so a config with gaps still maps. */
+	for (unsigned i = 0; !ret && i < d->npci; i++) {
+		struct pci_slot_dev *pd = &d->pcidevs[i];
+		uint32_t inst = pd->cfg->slot * 8 + pd->cfg->func;
+
+		ret = virtio_pci_pre_save(pd->vp);
+		if (!ret)
+			ret = virtio_pci_snap_foreach(pd->vp, inst, snap_write_cb, w);
+	}
+	if (ret)
+		snprintf(err, errlen, "saving device state: %s",
+			 snap_writer_error(w)[0] ? snap_writer_error(w) :
+						   strerror(-ret));
+	return ret;
+}
+
+struct load_ctx {
+	struct snap_reader *r;
+	struct snap_err se;
+};
+
+static int snap_read_cb(void *ctx, const struct snap_desc *desc,
+			uint32_t instance, void *state)
+{
+	struct load_ctx *c = ctx;
+
+	return snap_read_section(c->r, desc, instance, state, &c->se);
+}
+
+int vm_devices_load(struct vm *vm, struct snap_reader *r, char *err,
+		    size_t errlen)
+{
+	struct vm_devices *d = vm->devs;
+	struct load_ctx c = { .r = r };
+	struct uart8250_state us;
+	struct rtc_state rs;
+	struct i8042_state ks;
+	int ret;
+
+	uart8250_state_save(&d->com1, &us);
+	rtc_state_save(&d->rtc, &rs);
+	i8042_state_save(&d->kbd, &ks);
+	ret = snap_read_section(r, &uart8250_snap_desc, 0, &us, &c.se);
+	if (!ret)
+		ret = snap_read_section(r, &rtc_snap_desc, 0, &rs, &c.se);
+	if (!ret)
+		ret = snap_read_section(r, &i8042_snap_desc, 0, &ks, &c.se);
+	if (ret)
+		goto fail_se;
+	ret = uart8250_state_apply(&d->com1, &us);
+	if (!ret)
+		ret = rtc_state_apply(&d->rtc, &rs);
+	if (!ret)
+		ret = i8042_state_apply(&d->kbd, &ks);
+	if (ret) {
+		snprintf(err, errlen, "%s: legacy device state out of range",
+			 snap_reader_path(r));
+		return ret;
+	}
+	for (unsigned i = 0; i < d->npci; i++) {
+		struct pci_slot_dev *pd = &d->pcidevs[i];
+		uint32_t inst = pd->cfg->slot * 8 + pd->cfg->func;
+
+		ret = virtio_pci_snap_foreach(pd->vp, inst, snap_read_cb, &c);
+		if (ret)
+			goto fail_se;
+		ret = virtio_pci_post_load(pd->vp);
+		if (ret) {
+			snprintf(err, errlen, "%s: %s@%u: state rejected: %s",
+				 snap_reader_path(r), pd->cfg->emul,
+				 pd->cfg->slot, strerror(-ret));
+			return ret;
+		}
+	}
+	return 0;
+fail_se:
+	snprintf(err, errlen, "%s", c.se.msg[0] ? c.se.msg : strerror(-ret));
+	return ret;
+}
+
+void vm_devices_rtc_resync(struct vm *vm, bool keep_clock)
+{
+	/* By default the RTC follows the host again; else it continues. */
+	if (keep_clock)
+		rtc_clock_continue(&vm->devs->rtc);
+}

@@ -1,0 +1,393 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * Checkpoint / suspend / restore of a whole VM.
+ *
+ * Save: pause every vCPU, drain and flush block devices, then capture in
+ * this order: embedded config, VM-wide KVM state (clock, PIC, IOAPIC, PIT),
+ * each vCPU, each device, and guest RAM into FILE.ram (its chunk hashes go
+ * into the state file's "ram" section). Both files are written under
+ * temporary names and renamed only when complete: RAM first, then the
+ * state file, so the state file at FILE always names a complete RAM file
+ * (the window between the two renames is documented in
+ * docs/snapshot-format.md).
+ *
+ * Restore: read and validate the whole state file before touching KVM,
+ * create the machine from the embedded config (main.c), map the RAM file
+ * (MAP_PRIVATE: pages load on first touch; --eager copies), then set
+ * KVM state in the order it requires: clock first (no vCPU may run before
+ * it), irqchips and PIT, then every vCPU (see vcpu_state.h), then devices.
+ */
+#include "vm_snapshot.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <time.h>
+
+#include "common.h"
+#include "config.h"
+#include "log.h"
+#include "snap.h"
+#include "snap_ram.h"
+#include "vm.h"
+#include "vm_devices.h"
+
+/* VM-wide KVM state. The irqchip/PIT images are KVM's stable ABI structs. */
+struct kvm_vm_state {
+	uint8_t pic_master[512];
+	uint8_t pic_slave[512];
+	uint8_t ioapic[512];
+	uint8_t pit[sizeof(struct kvm_pit_state2)];
+	uint64_t clock_ns;	/* kvmclock at save */
+	uint64_t realtime_ns;	/* host CLOCK_REALTIME at save */
+	uint32_t clock_flags;
+};
+
+#define S struct kvm_vm_state
+static const struct snap_field kvm_vm_fields[] = {
+	SNAP_BYTES(S, pic_master, 512, 1),
+	SNAP_BYTES(S, pic_slave, 512, 1),
+	SNAP_BYTES(S, ioapic, 512, 1),
+	SNAP_BYTES(S, pit, sizeof(struct kvm_pit_state2), 1),
+	SNAP_U64(S, clock_ns, 1),
+	SNAP_U64(S, realtime_ns, 1),
+	SNAP_U32(S, clock_flags, 1),
+};
+#undef S
+static const struct snap_desc kvm_vm_snap =
+	SNAP_DESC("kvm-vm", 1, 1, struct kvm_vm_state, kvm_vm_fields);
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t real_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+static int save_kvm_vm(struct vm *vm, struct kvm_vm_state *s, char *err,
+		       size_t errlen)
+{
+	struct kvm_clock_data clk = { 0 };
+	uint8_t *dst[3] = { s->pic_master, s->pic_slave, s->ioapic };
+
+	memset(s, 0, sizeof(*s));
+	for (unsigned i = 0; i < 3; i++) {
+		struct kvm_irqchip chip = { .chip_id = i };
+
+		if (ioctl(vm->vm_fd, KVM_GET_IRQCHIP, &chip) < 0) {
+			snprintf(err, errlen, "KVM_GET_IRQCHIP %u: %s", i,
+				 strerror(errno));
+			return -errno;
+		}
+		memcpy(dst[i], &chip.chip, 512);
+	}
+	if (ioctl(vm->vm_fd, KVM_GET_PIT2, (struct kvm_pit_state2 *)s->pit) < 0) {
+		snprintf(err, errlen, "KVM_GET_PIT2: %s", strerror(errno));
+		return -errno;
+	}
+	if (ioctl(vm->vm_fd, KVM_GET_CLOCK, &clk) < 0) {
+		snprintf(err, errlen, "KVM_GET_CLOCK: %s", strerror(errno));
+		return -errno;
+	}
+	s->clock_ns = clk.clock;
+	s->clock_flags = clk.flags;
+	s->realtime_ns = (clk.flags & KVM_CLOCK_REALTIME) ? clk.realtime : real_ns();
+	return 0;
+}
+
+/*
+ * The clock goes first: vCPUs must never run on a stale kvmclock. By
+ * default the guest clock advances by the wall time the VM spent saved
+ * (so its wall clock is right after restore); keep_clock freezes it.
+ */
+static int restore_kvm_vm(struct vm *vm, const struct kvm_vm_state *s,
+			  bool keep_clock, char *err, size_t errlen)
+{
+	struct kvm_clock_data clk = { .clock = s->clock_ns };
+	const uint8_t *src[3] = { s->pic_master, s->pic_slave, s->ioapic };
+	uint64_t now = real_ns();
+
+	if (!keep_clock && now > s->realtime_ns)
+		clk.clock += now - s->realtime_ns;
+	if (ioctl(vm->vm_fd, KVM_SET_CLOCK, &clk) < 0) {
+		snprintf(err, errlen, "KVM_SET_CLOCK: %s", strerror(errno));
+		return -errno;
+	}
+	for (unsigned i = 0; i < 3; i++) {
+		struct kvm_irqchip chip = { .chip_id = i };
+
+		memcpy(&chip.chip, src[i], 512);
+		if (ioctl(vm->vm_fd, KVM_SET_IRQCHIP, &chip) < 0) {
+			snprintf(err, errlen, "KVM_SET_IRQCHIP %u: %s", i,
+				 strerror(errno));
+			return -errno;
+		}
+	}
+	if (ioctl(vm->vm_fd, KVM_SET_PIT2, (struct kvm_pit_state2 *)s->pit) < 0) {
+		snprintf(err, errlen, "KVM_SET_PIT2: %s", strerror(errno));
+		return -errno;
+	}
+	return 0;
+}
+
+static int write_state(struct vm *vm, const char *path, bool do_fsync,
+		       uint64_t *ram_bytes, char *err, size_t errlen)
+{
+	struct snap_host_info host;
+	struct snap_writer *w = NULL;
+	struct snap_ram_info ram = { 0 };
+	struct kvm_vm_state *ks = NULL;
+	struct vcpu_state *vs = NULL;
+	char *json = NULL;
+	json_t *cj;
+	char kvm_info[128];
+	int ret;
+
+	snprintf(kvm_info, sizeof(kvm_info), "api %d%s", KVM_API_VERSION,
+		 vm->sw_backend ? ", software backend" : "");
+	snap_host_info_probe(&host, kvm_info);
+	/* RAM first: its own temp file + rename; hashes go in the state. */
+	ret = snap_ram_save_beside(&vm->mem, path, do_fsync ? SNAP_RAM_FSYNC : 0,
+				   &ram);
+	if (ret) {
+		snprintf(err, errlen, "saving guest RAM beside %s: %s", path,
+			 strerror(-ret));
+		return ret;
+	}
+	*ram_bytes = vm->mem.ram_size;
+	ret = snap_writer_open(&w, path, &host);
+	if (ret) {
+		snprintf(err, errlen, "%s: %s", path, strerror(-ret));
+		goto out;
+	}
+	cj = config_to_json(vm->cfg);
+	json = cj ? json_dumps(cj, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+	json_decref(cj);
+	if (!json) {
+		ret = -ENOMEM;
+		goto fail;
+	}
+	ret = snap_write_blob(w, "config", 0, 1, json, strlen(json));
+	if (ret)
+		goto fail;
+	ret = snap_ram_write_section(w, &ram);
+	if (ret)
+		goto fail;
+	ks = calloc(1, sizeof(*ks));
+	vs = calloc(1, sizeof(*vs));
+	if (!ks || !vs) {
+		ret = -ENOMEM;
+		goto fail;
+	}
+	ret = save_kvm_vm(vm, ks, err, errlen);
+	if (ret)
+		goto fail_msg;
+	ret = snap_write_section(w, &kvm_vm_snap, 0, ks);
+	if (ret)
+		goto fail;
+	for (unsigned i = 0; i < vm->ncpus; i++) {
+		ret = vcpu_state_save(vm->vcpus[i].fd, &vm->msrs, vs, err, errlen);
+		if (ret)
+			goto fail_msg;
+		ret = snap_write_section(w, &vcpu_state_snap, i, vs);
+		if (ret)
+			goto fail;
+	}
+	ret = vm_devices_save(vm, w, err, errlen);
+	if (ret)
+		goto fail_msg;
+	ret = snap_writer_commit(w);
+	w = NULL;
+	if (ret) {
+		snprintf(err, errlen, "%s: %s", path, strerror(-ret));
+		goto out;
+	}
+	goto out;
+fail:
+	snprintf(err, errlen, "%s: %s", path,
+		 w && snap_writer_error(w)[0] ? snap_writer_error(w) : strerror(-ret));
+fail_msg:
+	if (w)
+		snap_writer_abort(w);
+out:
+	free(json);
+	free(ks);
+	free(vs);
+	snap_ram_info_free(&ram);
+	return ret;
+}
+
+int vm_snapshot_save(struct vm *vm, const json_t *args, bool suspend,
+		     json_t **reply, char *err, size_t errlen)
+{
+	const char *file = json_string_value(json_object_get(args, "file"));
+	const json_t *fs = json_object_get(args, "fsync");
+	bool do_fsync = fs ? json_is_true(fs) : true;
+	bool was_paused;
+	uint64_t t0 = mono_ns(), tp, tsave, ram_bytes = 0;
+	int ret;
+
+	if (!file || !*file) {
+		snprintf(err, errlen, "missing snapshot file name");
+		return -EINVAL;
+	}
+	pthread_mutex_lock(&vm->lock);
+	was_paused = vm->state == VM_PAUSED;
+	pthread_mutex_unlock(&vm->lock);
+	ret = vm_pause(vm);
+	if (ret) {
+		snprintf(err, errlen, "cannot pause the VM: %s", strerror(-ret));
+		return ret;
+	}
+	tp = mono_ns();
+	/* No block request may be in flight: it would be lost or repeated. */
+	ret = vm_devices_drain(vm, err, errlen);
+	if (!ret)
+		ret = write_state(vm, file, do_fsync, &ram_bytes, err, errlen);
+	tsave = mono_ns();
+	if (ret) {
+		/* The guest keeps running; a failed suspend does not exit. */
+		if (!was_paused)
+			vm_resume(vm);
+		return ret;
+	}
+	if (suspend)
+		vm_request_stop(vm, KHYVE_EXIT_SUSPENDED);
+	else if (!was_paused)
+		vm_resume(vm);
+	*reply = json_pack("{s:s, s:I, s:f, s:f, s:b}", "file", file,
+			   "ram_bytes", (json_int_t)ram_bytes, "total_ms",
+			   (double)(tsave - t0) / 1e6, "paused_ms",
+			   was_paused ? 0.0 : (double)(mono_ns() - tp) / 1e6,
+			   "suspended", suspend);
+	log_info("snapshot %s written in %.1f ms", file,
+		 (double)(tsave - t0) / 1e6);
+	return 0;
+}
+
+int vm_snapshot_read_config(const char *path, struct vm_config *cfg,
+			    char *err, size_t errlen)
+{
+	struct snap_reader *r = NULL;
+	struct snap_err se = { "" };
+	const void *data;
+	size_t len;
+	uint16_t ver;
+	json_t *j;
+	json_error_t je;
+	int ret;
+
+	ret = snap_reader_open(&r, path, &se);
+	if (ret) {
+		snprintf(err, errlen, "%s", se.msg);
+		return ret;
+	}
+	ret = snap_read_blob(r, "config", 0, &data, &len, &ver, &se);
+	if (ret) {
+		snprintf(err, errlen, "%s", se.msg);
+		goto out;
+	}
+	j = json_loadb(data, len, 0, &je);
+	if (!j) {
+		snprintf(err, errlen, "%s: section 'config': %s", path, je.text);
+		ret = -EINVAL;
+		goto out;
+	}
+	ret = config_from_json(cfg, j, err, errlen);
+	json_decref(j);
+out:
+	snap_reader_close(r);
+	return ret;
+}
+
+int vm_snapshot_restore(struct vm *vm, const char *path, char *err,
+			size_t errlen)
+{
+	struct snap_reader *r = NULL;
+	struct snap_err se = { "" };
+	struct snap_ram_info ram = { 0 };
+	struct kvm_vm_state *ks = calloc(1, sizeof(*ks));
+	struct vcpu_state *vs = calloc(vm->ncpus, sizeof(*vs));
+	char ram_path[4096];
+	int ret;
+
+	if (!ks || !vs) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	/* Read and check everything before KVM sees any of it. */
+	ret = snap_reader_open(&r, path, &se);
+	if (ret)
+		goto fail_se;
+	ret = snap_ram_read_section(r, &ram, &se);
+	if (ret)
+		goto fail_se;
+	if (ram.ram_size != vm->mem.ram_size) {
+		snprintf(err, errlen,
+			 "%s: section 'ram': field 'ram_size': %" PRIu64
+			 " does not match the configured memory %" PRIu64,
+			 path, ram.ram_size, vm->mem.ram_size);
+		ret = -EINVAL;
+		goto out;
+	}
+	ret = snap_read_section(r, &kvm_vm_snap, 0, ks, &se);
+	if (ret)
+		goto fail_se;
+	for (unsigned i = 0; i < vm->ncpus; i++) {
+		ret = snap_read_section(r, &vcpu_state_snap, i, &vs[i], &se);
+		if (ret)
+			goto fail_se;
+	}
+	ret = snap_ram_resolve(path, ram.file, ram_path, sizeof(ram_path));
+	if (ret) {
+		snprintf(err, errlen, "%s: RAM file name too long", path);
+		goto out;
+	}
+	ret = vm->cfg->restore_eager ?
+		      snap_ram_load_eager(&vm->mem, ram_path, &se) :
+		      snap_ram_map(&vm->mem, ram_path, &se);
+	if (ret)
+		goto fail_se;
+	ret = vm_devices_load(vm, r, err, errlen);
+	if (ret)
+		goto out;
+	ret = snap_reader_check_consumed(r, &se);
+	if (ret)
+		goto fail_se;
+	ret = restore_kvm_vm(vm, ks, vm->cfg->keep_clock, err, errlen);
+	if (ret)
+		goto out;
+	for (unsigned i = 0; i < vm->ncpus; i++) {
+		ret = vcpu_state_restore(vm->vcpus[i].fd, &vs[i], err, errlen);
+		if (ret) {
+			char tmp[512];
+
+			snprintf(tmp, sizeof(tmp), "%s", err);
+			snprintf(err, errlen, "%s: vCPU %u: %s", path, i, tmp);
+			goto out;
+		}
+	}
+	vm_devices_rtc_resync(vm, vm->cfg->keep_clock);
+	goto out;
+fail_se:
+	snprintf(err, errlen, "%s", se.msg);
+out:
+	snap_ram_info_free(&ram);
+	snap_reader_close(r);
+	free(ks);
+	free(vs);
+	return ret;
+}

@@ -1,0 +1,30 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * Checkpoint, suspend and restore of a whole VM (format: snap/, spec:
+ * docs/snapshot-format.md).
+ */
+#ifndef KHYVE_VM_SNAPSHOT_H
+#define KHYVE_VM_SNAPSHOT_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+struct vm;
+struct vm_config;
+
+/*
+ * Pause, capture everything into args.file (+ .ram), resume (checkpoint) or
+ * stop with KHYVE_EXIT_SUSPENDED (suspend). A failed save leaves the guest
+ * running and any earlier snapshot at that path intact.
+ */
+int vm_snapshot_save(struct vm *vm, const json_t *args, bool suspend,
+		     json_t **reply, char *err, size_t errlen);
+/* Load the machine state from @path into a VM created from its config. */
+int vm_snapshot_restore(struct vm *vm, const char *path, char *err,
+			size_t errlen);
+/* Read just the embedded configuration (before the VM exists). */
+int vm_snapshot_read_config(const char *path, struct vm_config *cfg,
+			    char *err, size_t errlen);
+
+#endif
