@@ -423,7 +423,11 @@ static int cmd_snapshot_offline(const struct opts *o, bool verify,
 	else
 		rc = snap_inspect_info(file, o->json, o->all, stdout, &err);
 	if (rc < 0) {
-		errmsg("%s: %s", file, err.msg[0] ? err.msg : strerror(-rc));
+		/* snap_err messages already name the file */
+		if (err.msg[0])
+			errmsg("%s", err.msg);
+		else
+			errmsg("%s: %s", file, strerror(-rc));
 		return EXIT_FAIL;
 	}
 	return 0;

@@ -1271,6 +1271,15 @@ static void test_khyvectl(void)
 	rc = run_ctl(out, sizeof(out), err, sizeof(err),
 		     (const char *const[]){"--no-such-option", NULL});
 	CHECK_EQ(rc, 2);
+	/* offline commands fail cleanly on a missing file */
+	rc = run_ctl(out, sizeof(out), err, sizeof(err),
+		     (const char *const[]){"snapshot", "verify",
+					   "/nonexistent/x.snap", NULL});
+	CHECK_EQ(rc, 1);
+	CHECK(strstr(err, "/nonexistent/x.snap") != NULL);
+	rc = run_ctl(out, sizeof(out), err, sizeof(err),
+		     (const char *const[]){"snapshot", "info", NULL});
+	CHECK_EQ(rc, 2);
 	rc = run_ctl(out, sizeof(out), err, sizeof(err),
 		     (const char *const[]){"--version", NULL});
 	CHECK_EQ(rc, 0);
