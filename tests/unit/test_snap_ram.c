@@ -11,6 +11,8 @@
 #include "guest_mem.h"
 #include "snap.h"
 #include "snap_ram.h"
+#include "snap_inspect.h"
+#include <jansson.h>
 #include "unit.h"
 
 #define RAM (64 * MiB)
@@ -337,6 +339,152 @@ out:
 	mem_free(&m);
 }
 
+struct insp {
+	uint32_t n;
+	uint64_t q[8];
+	int64_t off;
+	uint8_t on;
+	uint8_t mac[6];
+};
+static const struct snap_field insp_fields[] = {
+	SNAP_U32(struct insp, n, 1),
+	SNAP_U64_VARRAY(struct insp, q, 8, n, 1),
+	SNAP_I64(struct insp, off, 1),
+	SNAP_BOOL(struct insp, on, 1),
+	SNAP_BYTES(struct insp, mac, 6, 1),
+};
+static const struct snap_desc insp_desc =
+	SNAP_DESC("nic", 3, 2, struct insp, insp_fields);
+
+static char *capture(int (*fn)(FILE *, void *), void *arg, int *rc)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+
+	if (!f)
+		return NULL;
+	*rc = fn(f, arg);
+	fclose(f);
+	return buf;
+}
+
+static int do_info_text(FILE *f, void *p)
+{
+	struct snap_err err = {{0}};
+
+	return snap_inspect_info(p, false, true, f, &err);
+}
+
+static int do_info_json(FILE *f, void *p)
+{
+	struct snap_err err = {{0}};
+
+	return snap_inspect_info(p, true, true, f, &err);
+}
+
+static int do_verify(FILE *f, void *p)
+{
+	struct snap_err err = {{0}};
+
+	return snap_inspect_verify(p, f, &err);
+}
+
+static void test_inspect(void)
+{
+	struct guest_mem m;
+	struct snap_ram_info info = {.hashes = NULL};
+	struct snap_host_info h;
+	struct snap_writer *w = NULL;
+	struct insp st = {.n = 5,
+			  .q = {0, 0, 0, 7, 1ULL << 63},
+			  .off = -5,
+			  .on = 1,
+			  .mac = {0x52, 0x54, 0, 1, 2, 3}};
+	static const char cfg[] =
+		"{\"name\":\"vm1\",\"cpus\":2,\"memory\":8388608,"
+		"\"devices\":[{\"slot\":3,\"func\":0,"
+		"\"emulation\":\"virtio-blk\",\"conf\":\"disk.img\"}]}";
+	const char *p = tpath("i.snap");
+	char *out;
+	int rc = -1;
+	json_t *j;
+
+	CHECK_EQ(mem_new(&m, 8 * MiB), 0);
+	mem_fill(&m, 1);
+	CHECK_EQ(snap_ram_save_beside(&m, p, 0, &info), 0);
+	snap_host_info_probe(&h, "kvm test");
+	CHECK_EQ(snap_writer_open(&w, p, &h), 0);
+	CHECK_EQ(snap_write_blob(w, "config", 0, 1, cfg, strlen(cfg)), 0);
+	CHECK_EQ(snap_ram_write_section(w, &info), 0);
+	CHECK_EQ(snap_write_section(w, &insp_desc, 0, &st), 0);
+	CHECK_EQ(snap_writer_commit(w), 0);
+
+	out = capture(do_info_text, (void *)p, &rc);
+	CHECK_EQ(rc, 0);
+	CHECK(out && strstr(out, "vcpus:     2\n"));
+	CHECK(out && strstr(out, "memory:    8388608 bytes"));
+	CHECK(out && strstr(out, "virtio-blk:disk.img"));
+	CHECK(out && strstr(out, "i.snap.ram, 8388608 bytes, 4 chunks"));
+	CHECK(out && strstr(out, "nic #0 (version 3)"));
+	CHECK(out && strstr(out, "[0 (x3), 7, 0x8000000000000000]"));
+	CHECK(out && strstr(out, "bytes[6] 525400010203"));
+	CHECK(out && strstr(out, "i64 -5\n"));
+	CHECK(out && strstr(out, "bool true\n"));
+	free(out);
+
+	out = capture(do_info_json, (void *)p, &rc);
+	CHECK_EQ(rc, 0);
+	j = out ? json_loads(out, 0, NULL) : NULL;
+	CHECK(j != NULL);
+	if (j) {
+		json_t *secs = json_object_get(j, "sections");
+		json_t *nic = json_array_get(secs, 2);
+		json_t *q = json_object_get(
+			json_object_get(json_object_get(nic, "fields"), "q"),
+			"value");
+
+		CHECK_EQ(json_integer_value(json_object_get(j, "vcpus")), 2);
+		CHECK_EQ(json_integer_value(json_object_get(j, "memory")),
+			 8 * MiB);
+		CHECK_EQ(json_array_size(secs), 3);
+		CHECK(!strcmp(json_string_value(json_object_get(nic, "name")),
+			      "nic"));
+		CHECK_EQ(json_array_size(q), 5);
+		CHECK_EQ(json_integer_value(json_array_get(q, 3)), 7);
+		CHECK(!strcmp(json_string_value(json_array_get(q, 4)),
+			      "9223372036854775808"));
+		json_decref(j);
+	}
+	free(out);
+
+	out = capture(do_verify, (void *)p, &rc);
+	CHECK_EQ(rc, 0);
+	CHECK(out && strstr(out, "section nic #0: ok"));
+	CHECK(out && strstr(out, "(4 chunks)"));
+	free(out);
+
+	/* One flipped RAM byte fails verify and names the chunk. */
+	{
+		char ram[256];
+		int fd;
+		uint8_t b = 0x42;
+
+		snap_ram_default_path(p, ram, sizeof(ram));
+		fd = open(ram, O_WRONLY);
+		CHECK(fd >= 0);
+		CHECK_EQ(pwrite(fd, &b, 1, 3 * MiB), 1);
+		close(fd);
+	}
+	out = capture(do_verify, (void *)p, &rc);
+	CHECK_EQ(rc, -EBADMSG);
+	CHECK(out && strstr(out, "FAILED: ") &&
+	      strstr(out, "chunk 1 (offset 0x200000)"));
+	free(out);
+	snap_ram_info_free(&info);
+	mem_free(&m);
+}
+
 int main(void)
 {
 	snprintf(dir, sizeof(dir), "/tmp/khyve-test-ram-XXXXXX");
@@ -347,6 +495,7 @@ int main(void)
 	RUN(test_resave_over_mapped);
 	RUN(test_split_regions);
 	RUN(test_ram_section);
+	RUN(test_inspect);
 	{
 		char cmd[128];
 

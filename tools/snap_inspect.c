@@ -1,0 +1,395 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/* khyvectl snapshot info / verify. */
+#include "snap_inspect.h"
+
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common.h"
+#include "snap_ram.h"
+
+#define MAX_PRINT_BYTES 64 /* of a byte array in text output */
+
+static const char *kind_name(uint16_t kind)
+{
+	return kind == SNAP_KIND_BLOB ? "blob" : "fields";
+}
+
+static void fmt_time(uint64_t t, char *buf, size_t len)
+{
+	time_t tt = (time_t)t;
+	struct tm tm;
+
+	if (t > (uint64_t)INT64_MAX || !gmtime_r(&tt, &tm) ||
+	    !strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm))
+		snprintf(buf, len, "@%" PRIu64, t);
+}
+
+/* Integer element as JSON (signed for i64; above 2^63 as a string). */
+static json_t *elem_json(const struct snap_field_info *f, uint32_t i)
+{
+	uint64_t v = snap_field_elem(f, i);
+	char buf[24];
+
+	if (f->type == SNAP_T_BOOL)
+		return json_boolean(v);
+	if (f->type == SNAP_T_I64 || v <= (uint64_t)INT64_MAX)
+		return json_integer((json_int_t)v);
+	snprintf(buf, sizeof(buf), "%" PRIu64, v);
+	return json_string(buf);
+}
+
+static json_t *field_json(const struct snap_field_info *f)
+{
+	json_t *o = json_object(), *v;
+
+	json_object_set_new(o, "type", json_string(snap_type_name(f->type)));
+	json_object_set_new(o, "count", json_integer(f->count));
+	if (f->type == SNAP_T_BYTES ||
+	    (f->type == SNAP_T_U8 && f->count != 1)) {
+		char *hex = malloc(2 * (size_t)f->count + 1);
+
+		if (!hex)
+			return o;
+		for (uint32_t i = 0; i < f->count; i++)
+			snprintf(hex + 2 * i, 3, "%02x",
+				 ((const uint8_t *)f->data)[i]);
+		hex[2 * f->count] = 0;
+		v = json_string(hex);
+		free(hex);
+	} else if (f->count == 1) {
+		v = elem_json(f, 0);
+	} else {
+		v = json_array();
+		for (uint32_t i = 0; i < f->count; i++)
+			json_array_append_new(v, elem_json(f, i));
+	}
+	json_object_set_new(o, "value", v);
+	return o;
+}
+
+static void print_elem(FILE *out, const struct snap_field_info *f, uint32_t i)
+{
+	uint64_t v = snap_field_elem(f, i);
+
+	if (f->type == SNAP_T_I64)
+		fprintf(out, "%" PRId64, (int64_t)v);
+	else if (f->type == SNAP_T_BOOL)
+		fprintf(out, "%s", v ? "true" : "false");
+	else if (v < 10)
+		fprintf(out, "%" PRIu64, v);
+	else
+		fprintf(out, "0x%" PRIx64, v);
+}
+
+/* Arrays compactly: bytes as hex, runs of equal values as "v (xN)". */
+static void print_field(FILE *out, const struct snap_field_info *f)
+{
+	fprintf(out, "    %-20s %s", f->name, snap_type_name(f->type));
+	if (f->count != 1 || f->type == SNAP_T_BYTES)
+		fprintf(out, "[%u]", f->count);
+	fputs(" ", out);
+	if (f->type == SNAP_T_BYTES ||
+	    (f->type == SNAP_T_U8 && f->count != 1)) {
+		uint32_t n = MIN(f->count, MAX_PRINT_BYTES);
+
+		for (uint32_t i = 0; i < n; i++)
+			fprintf(out, "%02x", ((const uint8_t *)f->data)[i]);
+		if (n < f->count)
+			fprintf(out, "... (%u more)", f->count - n);
+		fputs("\n", out);
+		return;
+	}
+	if (f->count == 1) {
+		print_elem(out, f, 0);
+		fputs("\n", out);
+		return;
+	}
+	fputs("[", out);
+	for (uint32_t i = 0; i < f->count;) {
+		uint32_t j = i + 1;
+
+		while (j < f->count &&
+		       snap_field_elem(f, j) == snap_field_elem(f, i))
+			j++;
+		if (i)
+			fputs(", ", out);
+		print_elem(out, f, i);
+		if (j - i > 2)
+			fprintf(out, " (x%u)", j - i);
+		else
+			j = i + 1;
+		i = j;
+	}
+	fputs("]\n", out);
+}
+
+/* The embedded machine configuration, parsed if it is JSON. */
+static json_t *load_config(struct snap_reader *r)
+{
+	const void *data;
+	size_t len;
+	struct snap_err e;
+
+	if (snap_read_blob(r, "config", 0, &data, &len, NULL, &e))
+		return NULL;
+	return json_loadb(data, len, JSON_REJECT_DUPLICATES, NULL);
+}
+
+static void print_config(FILE *out, json_t *cfg)
+{
+	json_t *cpus = json_object_get(cfg, "cpus");
+	json_t *mem = json_object_get(cfg, "memory");
+	json_t *devs = json_object_get(cfg, "devices"), *d;
+	size_t i;
+
+	if (json_is_integer(cpus))
+		fprintf(out, "vcpus:     %" JSON_INTEGER_FORMAT "\n",
+			json_integer_value(cpus));
+	if (json_is_integer(mem))
+		fprintf(out,
+			"memory:    %" JSON_INTEGER_FORMAT " bytes (%g MiB)\n",
+			json_integer_value(mem),
+			(double)json_integer_value(mem) / (double)MiB);
+	if (json_is_array(devs)) {
+		fprintf(out, "devices:  ");
+		json_array_foreach(devs, i, d)
+		{
+			json_t *e = json_object_get(d, "emulation");
+			json_t *c = json_object_get(d, "conf");
+
+			if (json_is_string(d))
+				fprintf(out, " %s", json_string_value(d));
+			else if (json_is_string(e))
+				fprintf(out, " %s%s%s", json_string_value(e),
+					json_is_string(c) ? ":" : "",
+					json_is_string(c) ? json_string_value(c)
+							  : "");
+		}
+		fprintf(out, "\n");
+	}
+}
+
+static void print_text(struct snap_reader *r, json_t *cfg, bool all, FILE *out)
+{
+	const struct snap_header_info *h = snap_reader_header(r);
+	struct snap_ram_info ri;
+	struct snap_err e;
+	char when[40];
+
+	fmt_time(h->created, when, sizeof(when));
+	fprintf(out, "file:      %s\n", snap_reader_path(r));
+	fprintf(out, "format:    %u.%u\n", h->major, h->minor);
+	fprintf(out, "arch:      %s\n", h->arch);
+	fprintf(out, "khyve:     %s\n", h->khyve_version);
+	fprintf(out, "created:   %s\n", when);
+	fprintf(out,
+		"host:      %s family %u model %u stepping %u, cpuid hash "
+		"%016" PRIx64 "\n",
+		h->host.cpu_vendor, h->host.family, h->host.model,
+		h->host.stepping, h->host.cpuid_hash);
+	if (h->host.kvm_info[0])
+		fprintf(out, "kvm:       %s\n", h->host.kvm_info);
+	if (cfg) {
+		print_config(out, cfg);
+	}
+	if (!snap_ram_read_section(r, &ri, &e)) {
+		fprintf(out,
+			"ram:       %s, %" PRIu64
+			" bytes, %u chunks of %" PRIu64 "\n",
+			ri.file, ri.ram_size, ri.nchunks, ri.chunk_size);
+		snap_ram_info_free(&ri);
+	}
+	fprintf(out, "sections:  %u\n", snap_reader_nsections(r));
+	fprintf(out, "  %-20s %5s %4s %4s %-6s %-8s %10s\n", "NAME", "INST",
+		"VER", "MIN", "KIND", "FLAGS", "BYTES");
+	for (unsigned i = 0; i < snap_reader_nsections(r); i++) {
+		struct snap_section_info si;
+
+		snap_reader_section(r, i, &si);
+		fprintf(out, "  %-20s %5u %4u %4u %-6s %-8s %10" PRIu64 "\n",
+			si.name, si.instance, si.version, si.min_version,
+			kind_name(si.kind),
+			si.flags & SNAP_F_OPTIONAL ? "optional" : "required",
+			si.payload_len);
+	}
+	if (!all)
+		return;
+	for (unsigned i = 0; i < snap_reader_nsections(r); i++) {
+		struct snap_section_info si;
+
+		snap_reader_section(r, i, &si);
+		if (si.kind != SNAP_KIND_DESC)
+			continue;
+		fprintf(out, "\n  %s #%u (version %u)\n", si.name, si.instance,
+			si.version);
+		for (unsigned k = 0; k < si.nfields; k++) {
+			struct snap_field_info f;
+
+			snap_reader_field(r, i, k, &f);
+			print_field(out, &f);
+		}
+	}
+	if (cfg) {
+		fprintf(out, "\n  config:\n");
+		json_dumpf(cfg, out, JSON_INDENT(2) | JSON_SORT_KEYS);
+		fputs("\n", out);
+	}
+}
+
+static json_t *build_json(struct snap_reader *r, json_t *cfg, bool all)
+{
+	const struct snap_header_info *h = snap_reader_header(r);
+	json_t *doc = json_object(), *secs = json_array();
+	struct snap_ram_info ri;
+	struct snap_err e;
+	char when[40], buf[32];
+
+	fmt_time(h->created, when, sizeof(when));
+	snprintf(buf, sizeof(buf), "%u.%u", h->major, h->minor);
+	json_object_set_new(doc, "file", json_string(snap_reader_path(r)));
+	json_object_set_new(doc, "format", json_string(buf));
+	json_object_set_new(doc, "arch", json_string(h->arch));
+	json_object_set_new(doc, "khyve_version",
+			    json_string(h->khyve_version));
+	json_object_set_new(doc, "created", json_string(when));
+	json_object_set_new(doc, "created_epoch",
+			    json_integer((json_int_t)h->created));
+	snprintf(buf, sizeof(buf), "%016" PRIx64, h->host.cpuid_hash);
+	json_object_set_new(doc, "host",
+			    json_pack("{s:s, s:i, s:i, s:i, s:s, s:s}",
+				      "cpu_vendor", h->host.cpu_vendor,
+				      "family", (int)h->host.family, "model",
+				      (int)h->host.model, "stepping",
+				      (int)h->host.stepping, "cpuid_hash", buf,
+				      "kvm", h->host.kvm_info));
+	if (cfg) {
+		json_t *cpus = json_object_get(cfg, "cpus");
+		json_t *mem = json_object_get(cfg, "memory");
+
+		if (cpus)
+			json_object_set(doc, "vcpus", cpus);
+		if (mem)
+			json_object_set(doc, "memory", mem);
+		if (json_object_get(cfg, "devices"))
+			json_object_set(doc, "devices",
+					json_object_get(cfg, "devices"));
+		json_object_set(doc, "config", cfg);
+	}
+	if (!snap_ram_read_section(r, &ri, &e)) {
+		json_object_set_new(
+			doc, "ram",
+			json_pack("{s:s, s:I, s:I, s:i}", "file", ri.file,
+				  "size", (json_int_t)ri.ram_size, "chunk_size",
+				  (json_int_t)ri.chunk_size, "chunks",
+				  (int)ri.nchunks));
+		snap_ram_info_free(&ri);
+	}
+	for (unsigned i = 0; i < snap_reader_nsections(r); i++) {
+		struct snap_section_info si;
+		json_t *s;
+
+		snap_reader_section(r, i, &si);
+		s = json_pack("{s:s, s:i, s:i, s:i, s:s, s:b, s:I}", "name",
+			      si.name, "instance", (int)si.instance, "version",
+			      (int)si.version, "min_version",
+			      (int)si.min_version, "kind", kind_name(si.kind),
+			      "optional", !!(si.flags & SNAP_F_OPTIONAL),
+			      "bytes", (json_int_t)si.payload_len);
+		if (all && si.kind == SNAP_KIND_DESC) {
+			json_t *fields = json_object();
+
+			for (unsigned k = 0; k < si.nfields; k++) {
+				struct snap_field_info f;
+
+				snap_reader_field(r, i, k, &f);
+				json_object_set_new(fields, f.name,
+						    field_json(&f));
+			}
+			json_object_set_new(s, "fields", fields);
+		}
+		json_array_append_new(secs, s);
+	}
+	json_object_set_new(doc, "sections", secs);
+	return doc;
+}
+
+int snap_inspect_info(const char *path, bool json, bool all, FILE *out,
+		      struct snap_err *err)
+{
+	struct snap_reader *r = NULL;
+	json_t *cfg;
+	int rc;
+
+	rc = snap_reader_open(&r, path, err);
+	if (rc)
+		return rc;
+	cfg = load_config(r);
+	if (json) {
+		json_t *doc = build_json(r, cfg, all);
+
+		rc = json_dumpf(doc, out, JSON_INDENT(2)) ? -EIO : 0;
+		fputs("\n", out);
+		json_decref(doc);
+		if (rc)
+			snprintf(err->msg, sizeof(err->msg),
+				 "%s: cannot print JSON", path);
+	} else {
+		print_text(r, cfg, all, out);
+	}
+	json_decref(cfg);
+	snap_reader_close(r);
+	return rc;
+}
+
+int snap_inspect_verify(const char *path, FILE *out, struct snap_err *err)
+{
+	struct snap_reader *r = NULL;
+	struct snap_ram_info ri;
+	char ram[4096];
+	int rc;
+
+	rc = snap_reader_open(&r, path, err);
+	if (rc) {
+		fprintf(out, "%s: FAILED: %s\n", path, err->msg);
+		return rc;
+	}
+	for (unsigned i = 0; i < snap_reader_nsections(r); i++) {
+		struct snap_section_info si;
+
+		snap_reader_section(r, i, &si);
+		fprintf(out, "section %s #%u: ok (xxh3 %016" PRIx64 ")\n",
+			si.name, si.instance, si.checksum);
+	}
+	if (!snap_has_section(r, SNAP_RAM_SECTION, 0)) {
+		fprintf(out, "%s: ok (no RAM file)\n", path);
+		goto out;
+	}
+	rc = snap_ram_read_section(r, &ri, err);
+	if (rc)
+		goto fail;
+	rc = snap_ram_resolve(path, ri.file, ram, sizeof(ram));
+	if (rc) {
+		snprintf(err->msg, sizeof(err->msg),
+			 "%s: RAM file name too long", path);
+	} else {
+		rc = snap_ram_verify(ram, &ri, err);
+		if (!rc)
+			fprintf(out, "ram %s: ok (%u chunks)\n", ram,
+				ri.nchunks);
+	}
+	snap_ram_info_free(&ri);
+	if (rc)
+		goto fail;
+	fprintf(out, "%s: ok\n", path);
+out:
+	snap_reader_close(r);
+	return 0;
+fail:
+	fprintf(out, "%s: FAILED: %s\n", path, err->msg);
+	snap_reader_close(r);
+	return rc;
+}
