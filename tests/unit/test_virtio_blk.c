@@ -1,0 +1,489 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * virtio-blk against a temporary raw image, driven like Linux's
+ * virtio_blk: requests are chains in guest RAM, kicked through the
+ * notify area, served on the iothread, completed in the used ring.
+ */
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "bus.h"
+#include "common.h"
+#include "unit.h"
+#include "virtio_blk.h"
+
+#define RAM_SIZE (4 * MiB)
+#define SLOT 4
+#define QSZ 16
+#define DISK_SECTORS 2048
+#define DESC 0x1000
+#define AVAIL 0x2000
+#define USED 0x3000
+#define HDR 0x10000    /* request headers */
+#define STATUS 0x11000 /* status bytes */
+#define DATA 0x100000  /* data buffers */
+
+static struct bus pio, mmio;
+static struct pci_bus pci;
+static struct guest_mem mem;
+static uint8_t *ram;
+static struct virtio_blk blk;
+static char img[64];
+static uint64_t common, notify;
+static uint16_t avail_idx, used_seen;
+
+static int irq_set(void *opaque, unsigned gsi, int level)
+{
+	return 0;
+}
+
+static void cfg_write(unsigned reg, uint32_t v, unsigned size)
+{
+	uint32_t a = 0x80000000u | SLOT << 11 | (reg & 0xfc);
+
+	bus_dispatch(&pio, 0xCF8, &a, 4, true);
+	bus_dispatch(&pio, 0xCFC + (reg & 3), &v, size, true);
+}
+
+static uint64_t rd(uint64_t addr, unsigned size)
+{
+	uint64_t v = 0;
+
+	if (bus_dispatch(&mmio, addr, &v, size, false))
+		return ~0ULL;
+	return v;
+}
+
+static void wr(uint64_t addr, uint64_t v, unsigned size)
+{
+	bus_dispatch(&mmio, addr, &v, size, true);
+}
+
+static uint64_t dev_features;
+
+static bool start_driver(uint64_t want)
+{
+	uint64_t base = pci_bar_addr(&blk.vp.pci, VIRTIO_PCI_BAR);
+
+	common = base + VIRTIO_PCI_COMMON_OFF;
+	notify = base + VIRTIO_PCI_NOTIFY_OFF;
+	wr(common + VIRTIO_PCI_COMMON_STATUS, 0, 1);
+	wr(common + VIRTIO_PCI_COMMON_STATUS, 3, 1);
+	wr(common + VIRTIO_PCI_COMMON_DFSELECT, 0, 4);
+	dev_features = rd(common + VIRTIO_PCI_COMMON_DF, 4);
+	wr(common + VIRTIO_PCI_COMMON_DFSELECT, 1, 4);
+	dev_features |= rd(common + VIRTIO_PCI_COMMON_DF, 4) << 32;
+	want &= dev_features;
+	wr(common + VIRTIO_PCI_COMMON_GFSELECT, 0, 4);
+	wr(common + VIRTIO_PCI_COMMON_GF, (uint32_t)want, 4);
+	wr(common + VIRTIO_PCI_COMMON_GFSELECT, 1, 4);
+	wr(common + VIRTIO_PCI_COMMON_GF, (uint32_t)(want >> 32), 4);
+	wr(common + VIRTIO_PCI_COMMON_STATUS, 0xb, 1);
+	if (!(rd(common + VIRTIO_PCI_COMMON_STATUS, 1) & 8))
+		return false;
+	memset(ram, 0, 0x10000);
+	avail_idx = used_seen = 0;
+	wr(common + VIRTIO_PCI_COMMON_Q_SELECT, 0, 2);
+	wr(common + VIRTIO_PCI_COMMON_Q_SIZE, QSZ, 2);
+	wr(common + VIRTIO_PCI_COMMON_Q_DESCLO, DESC, 8);
+	wr(common + VIRTIO_PCI_COMMON_Q_AVAILLO, AVAIL, 8);
+	wr(common + VIRTIO_PCI_COMMON_Q_USEDLO, USED, 8);
+	wr(common + VIRTIO_PCI_COMMON_Q_ENABLE, 1, 2);
+	wr(common + VIRTIO_PCI_COMMON_STATUS, 0xf, 1);
+	return rd(common + VIRTIO_PCI_COMMON_STATUS, 1) == 0xf;
+}
+
+static int open_blk(bool ro)
+{
+	struct virtio_blk_opts o = { .path = img,
+				     .readonly = ro,
+				     .serial = "khyve-disk-0",
+				     .queue_size = 64 };
+	struct irq_line line = { irq_set, NULL, 9 };
+	int ret;
+
+	bus_init(&pio, "pio");
+	bus_init(&mmio, "mmio");
+	pci_bus_init(&pci, &pio, &mmio, 0xC0000000ULL, 0x10000000ULL);
+	ret = virtio_blk_init(&blk, &o, &mem, NULL, NULL);
+	if (ret)
+		return ret;
+	CHECK_EQ(pci_add_device(&pci, SLOT, 0, &blk.vp.pci), 0);
+	pci_dev_set_intx(&blk.vp.pci, &line);
+	cfg_write(PCI_COMMAND, PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER, 2);
+	return 0;
+}
+
+static void close_blk(void)
+{
+	virtio_blk_destroy(&blk);
+	pci_bus_destroy(&pci);
+	bus_destroy(&pio);
+	bus_destroy(&mmio);
+}
+
+static void make_image(void)
+{
+	uint8_t *buf = malloc(DISK_SECTORS * 512);
+	int fd;
+
+	for (unsigned i = 0; i < DISK_SECTORS * 512; i++)
+		buf[i] = (uint8_t)(i * 7 + (i >> 9));
+	fd = open(img, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	CHECK(fd >= 0);
+	CHECK_EQ(write(fd, buf, DISK_SECTORS * 512), DISK_SECTORS * 512);
+	close(fd);
+	free(buf);
+}
+
+static void file_read(uint64_t off, void *buf, size_t len)
+{
+	int fd = open(img, O_RDONLY);
+
+	CHECK_EQ(pread(fd, buf, len, (off_t)off), (ssize_t)len);
+	close(fd);
+}
+
+/* Descriptor helper. */
+static void desc(unsigned i, uint64_t addr, uint32_t len, uint16_t flags,
+		 uint16_t next)
+{
+	uint8_t *d = ram + DESC + 16 * i;
+
+	put_le64(d, addr);
+	put_le32(d + 8, len);
+	put_le16(d + 12, flags);
+	put_le16(d + 14, next);
+}
+
+/* Publish head 0 and kick; wait for the used ring (up to 5 s). */
+static bool submit_and_wait(uint32_t *used_len)
+{
+	struct timespec ts = { 0, 1000000 };
+
+	put_le16(ram + AVAIL + 4 + 2 * (avail_idx % QSZ), 0);
+	avail_idx++;
+	__atomic_store_n((uint16_t *)(ram + AVAIL + 2), avail_idx,
+			 __ATOMIC_RELEASE);
+	wr(notify, 0, 2);
+	for (unsigned i = 0; i < 5000; i++) {
+		uint16_t u = __atomic_load_n((uint16_t *)(ram + USED + 2),
+					     __ATOMIC_ACQUIRE);
+
+		if (u != used_seen) {
+			if (used_len)
+				*used_len = get_le32(ram + USED + 4 +
+						     8 * (used_seen % QSZ) + 4);
+			used_seen = u;
+			return true;
+		}
+		nanosleep(&ts, NULL);
+	}
+	return false;
+}
+
+/* header + one data buffer + status; returns status byte or -1. */
+static int request(uint32_t type, uint64_t sector, uint64_t data,
+		   uint32_t len, bool data_writable, uint32_t *used_len)
+{
+	put_le32(ram + HDR, type);
+	put_le32(ram + HDR + 4, 0);
+	put_le64(ram + HDR + 8, sector);
+	ram[STATUS] = 0xee;
+	desc(0, HDR, 16, VIRTQ_DESC_F_NEXT, 1);
+	if (len) {
+		desc(1, data, len,
+		     VIRTQ_DESC_F_NEXT |
+			     (data_writable ? VIRTQ_DESC_F_WRITE : 0),
+		     2);
+		desc(2, STATUS, 1, VIRTQ_DESC_F_WRITE, 0);
+	} else {
+		desc(1, STATUS, 1, VIRTQ_DESC_F_WRITE, 0);
+	}
+	if (!submit_and_wait(used_len))
+		return -1;
+	return ram[STATUS];
+}
+
+static void test_config(void)
+{
+	uint64_t dc;
+
+	make_image();
+	CHECK_EQ(open_blk(false), 0);
+	dc = pci_bar_addr(&blk.vp.pci, VIRTIO_PCI_BAR) + VIRTIO_PCI_DEVICE_OFF;
+	CHECK(start_driver(~0ULL));
+	CHECK_EQ(rd(dc + VIRTIO_BLK_CFG_CAPACITY, 4), DISK_SECTORS);
+	CHECK_EQ(rd(dc + VIRTIO_BLK_CFG_CAPACITY + 4, 4), 0);
+	CHECK_EQ(rd(dc + VIRTIO_BLK_CFG_BLK_SIZE, 4), 512);
+	CHECK_EQ(rd(dc + VIRTIO_BLK_CFG_SEG_MAX, 4), 62);
+	CHECK_EQ(rd(dc + VIRTIO_BLK_CFG_MAX_DISCARD_SEG, 4),
+		 VIRTIO_BLK_MAX_DISCARD_SEG);
+	CHECK(rd(dc + VIRTIO_BLK_CFG_MAX_WZ_SECTORS, 4) > 0);
+	CHECK_EQ(rd(dc + VIRTIO_BLK_CFG_WZ_MAY_UNMAP, 1), 1);
+	CHECK(dev_features & (1ULL << VIRTIO_BLK_F_FLUSH));
+	CHECK(dev_features & (1ULL << VIRTIO_BLK_F_DISCARD));
+	CHECK(dev_features & (1ULL << VIRTIO_BLK_F_WRITE_ZEROES));
+	CHECK(dev_features & (1ULL << VIRTIO_BLK_F_SEG_MAX));
+	CHECK(dev_features & (1ULL << VIRTIO_BLK_F_BLK_SIZE));
+	CHECK(!(dev_features & (1ULL << VIRTIO_BLK_F_RO)));
+	close_blk();
+}
+
+static void test_rw_flush_id(void)
+{
+	struct virtio_blk_stats s;
+	uint8_t file[4096];
+	uint32_t ul = 0;
+	uint64_t h;
+
+	make_image();
+	CHECK_EQ(open_blk(false), 0);
+	CHECK(start_driver(~0ULL));
+	/* Write 8 sectors at sector 10. */
+	for (unsigned i = 0; i < 4096; i++)
+		ram[DATA + i] = (uint8_t)(i ^ 0x5a);
+	h = XXH64(ram + DATA, 4096, 0);
+	CHECK_EQ(request(VIRTIO_BLK_T_OUT, 10, DATA, 4096, false, &ul),
+		 VIRTIO_BLK_S_OK);
+	CHECK_EQ(ul, 1);
+	file_read(10 * 512, file, 4096);
+	CHECK_EQ(XXH64(file, 4096, 0), h);
+	/* Neighbours untouched. */
+	file_read(9 * 512, file, 512);
+	CHECK_EQ(file[511], (uint8_t)((10 * 512 - 1) * 7 + 9));
+
+	/* Read it back split over three descriptors of 1000/96/3000. */
+	put_le32(ram + HDR, VIRTIO_BLK_T_IN);
+	put_le64(ram + HDR + 8, 10);
+	desc(0, HDR, 16, VIRTQ_DESC_F_NEXT, 1);
+	desc(1, DATA + 0x10000, 1000, VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE,
+	     2);
+	desc(2, DATA + 0x20000, 96, VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE, 3);
+	desc(3, DATA + 0x30000, 3000, VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE,
+	     4);
+	desc(4, STATUS, 1, VIRTQ_DESC_F_WRITE, 0);
+	CHECK(submit_and_wait(&ul));
+	CHECK_EQ(ram[STATUS], VIRTIO_BLK_S_OK);
+	CHECK_EQ(ul, 4097);
+	memcpy(file, ram + DATA + 0x10000, 1000);
+	memcpy(file + 1000, ram + DATA + 0x20000, 96);
+	memcpy(file + 1096, ram + DATA + 0x30000, 3000);
+	CHECK_EQ(XXH64(file, 4096, 0), h);
+
+	/* Last sector of the disk is readable, one past is not. */
+	CHECK_EQ(request(VIRTIO_BLK_T_IN, DISK_SECTORS - 1, DATA, 512, true,
+			 NULL),
+		 VIRTIO_BLK_S_OK);
+	CHECK_EQ(request(VIRTIO_BLK_T_IN, DISK_SECTORS - 1, DATA, 1024, true,
+			 NULL),
+		 VIRTIO_BLK_S_IOERR);
+	CHECK_EQ(request(VIRTIO_BLK_T_OUT, DISK_SECTORS, DATA, 512, false,
+			 NULL),
+		 VIRTIO_BLK_S_IOERR);
+	CHECK_EQ(request(VIRTIO_BLK_T_OUT, UINT64_MAX - 1, DATA, 1024, false,
+			 NULL),
+		 VIRTIO_BLK_S_IOERR);
+	/* Partial sectors are refused. */
+	CHECK_EQ(request(VIRTIO_BLK_T_OUT, 0, DATA, 100, false, NULL),
+		 VIRTIO_BLK_S_IOERR);
+	{
+		int fd = open(img, O_RDONLY);
+
+		CHECK_EQ(lseek(fd, 0, SEEK_END), DISK_SECTORS * 512);
+		close(fd);
+	}
+
+	CHECK_EQ(request(VIRTIO_BLK_T_FLUSH, 0, 0, 0, false, &ul),
+		 VIRTIO_BLK_S_OK);
+	CHECK_EQ(ul, 1);
+	memset(ram + DATA, 0xff, 32);
+	CHECK_EQ(request(VIRTIO_BLK_T_GET_ID, 0, DATA, 20, true, &ul),
+		 VIRTIO_BLK_S_OK);
+	CHECK_EQ(ul, 21);
+	CHECK(!memcmp(ram + DATA, "khyve-disk-0\0\0\0\0\0\0\0\0", 20));
+	CHECK_EQ(request(99, 0, DATA, 512, true, NULL), VIRTIO_BLK_S_UNSUPP);
+
+	virtio_blk_get_stats(&blk, &s);
+	CHECK_EQ(s.requests, 10);
+	CHECK_EQ(s.write_bytes, 4096);
+	CHECK_EQ(s.read_bytes, 4096 + 512);
+	CHECK_EQ(s.flushes, 1);
+	CHECK_EQ(s.errors, 5);
+	CHECK_EQ(virtio_blk_drain(&blk), 0);
+	close_blk();
+}
+
+static void test_discard_write_zeroes(void)
+{
+	uint8_t buf[2048], zero[2048] = { 0 };
+	uint8_t *seg = ram + DATA;
+
+	make_image();
+	CHECK_EQ(open_blk(false), 0);
+	CHECK(start_driver(~0ULL));
+	/* Write zeroes: two segments, one with the unmap flag. */
+	put_le64(seg, 100);
+	put_le32(seg + 8, 4);
+	put_le32(seg + 12, 0);
+	put_le64(seg + 16, 200);
+	put_le32(seg + 24, 4);
+	put_le32(seg + 28, 1);
+	CHECK_EQ(request(VIRTIO_BLK_T_WRITE_ZEROES, 0, DATA, 32, false, NULL),
+		 VIRTIO_BLK_S_OK);
+	file_read(100 * 512, buf, 2048);
+	CHECK(!memcmp(buf, zero, 2048));
+	file_read(200 * 512, buf, 2048);
+	CHECK(!memcmp(buf, zero, 2048));
+	file_read(104 * 512, buf, 1);
+	CHECK(buf[0] != 0 || (uint8_t)(104 * 512 * 7 + 104) == 0);
+	/* Discard succeeds (the data is then unspecified). */
+	put_le64(seg, 300);
+	put_le32(seg + 8, 8);
+	put_le32(seg + 12, 0);
+	CHECK_EQ(request(VIRTIO_BLK_T_DISCARD, 0, DATA, 16, false, NULL),
+		 VIRTIO_BLK_S_OK);
+	/* Out of range and malformed segments. */
+	put_le64(seg, DISK_SECTORS - 2);
+	put_le32(seg + 8, 4);
+	CHECK_EQ(request(VIRTIO_BLK_T_WRITE_ZEROES, 0, DATA, 16, false, NULL),
+		 VIRTIO_BLK_S_IOERR);
+	CHECK_EQ(request(VIRTIO_BLK_T_DISCARD, 0, DATA, 15, false, NULL),
+		 VIRTIO_BLK_S_UNSUPP);
+	put_le64(seg, 0);
+	put_le32(seg + 12, 1); /* unmap flag is not for discard */
+	CHECK_EQ(request(VIRTIO_BLK_T_DISCARD, 0, DATA, 16, false, NULL),
+		 VIRTIO_BLK_S_UNSUPP);
+	close_blk();
+}
+
+static void test_readonly(void)
+{
+	uint8_t before[512], after[512];
+	int fl;
+
+	make_image();
+	CHECK_EQ(open_blk(true), 0);
+	fl = fcntl(blk.fd, F_GETFL);
+	CHECK_EQ(fl & O_ACCMODE, O_RDONLY);
+	CHECK(start_driver(~0ULL));
+	CHECK(dev_features & (1ULL << VIRTIO_BLK_F_RO));
+	CHECK(!(dev_features & (1ULL << VIRTIO_BLK_F_DISCARD)));
+	file_read(0, before, 512);
+	memset(ram + DATA, 0x11, 512);
+	CHECK_EQ(request(VIRTIO_BLK_T_OUT, 0, DATA, 512, false, NULL),
+		 VIRTIO_BLK_S_IOERR);
+	put_le64(ram + DATA, 0);
+	put_le32(ram + DATA + 8, 1);
+	put_le32(ram + DATA + 12, 0);
+	CHECK_EQ(request(VIRTIO_BLK_T_WRITE_ZEROES, 0, DATA, 16, false, NULL),
+		 VIRTIO_BLK_S_IOERR);
+	file_read(0, after, 512);
+	CHECK(!memcmp(before, after, 512));
+	CHECK_EQ(request(VIRTIO_BLK_T_IN, 0, DATA, 512, true, NULL),
+		 VIRTIO_BLK_S_OK);
+	CHECK(!memcmp(ram + DATA, before, 512));
+	close_blk();
+}
+
+static void test_pause_resume_reset(void)
+{
+	struct timespec ts = { 0, 50000000 };
+	uint16_t u;
+
+	make_image();
+	CHECK_EQ(open_blk(false), 0);
+	CHECK(start_driver(~0ULL));
+	virtio_blk_pause(&blk);
+	put_le32(ram + HDR, VIRTIO_BLK_T_FLUSH);
+	desc(0, HDR, 16, VIRTQ_DESC_F_NEXT, 1);
+	desc(1, STATUS, 1, VIRTQ_DESC_F_WRITE, 0);
+	put_le16(ram + AVAIL + 4, 0);
+	avail_idx++;
+	put_le16(ram + AVAIL + 2, avail_idx);
+	wr(notify, 0, 2);
+	nanosleep(&ts, NULL);
+	u = get_le16(ram + USED + 2);
+	CHECK_EQ(u, 0); /* nothing served while paused */
+	virtio_blk_resume(&blk);
+	for (unsigned i = 0; i < 500 && get_le16(ram + USED + 2) == 0; i++)
+		nanosleep(&(struct timespec){ 0, 10000000 }, NULL);
+	CHECK_EQ(get_le16(ram + USED + 2), 1);
+	used_seen = 1;
+
+	/* Reset, then the driver starts over from scratch. */
+	wr(common + VIRTIO_PCI_COMMON_STATUS, 0, 1);
+	CHECK_EQ(rd(common + VIRTIO_PCI_COMMON_STATUS, 1), 0);
+	CHECK(!blk.vp.vqs[0].st.ready);
+	CHECK_EQ(blk.vp.vqs[0].st.last_avail_idx, 0);
+	CHECK(start_driver(~0ULL));
+	CHECK_EQ(request(VIRTIO_BLK_T_FLUSH, 0, 0, 0, false, NULL),
+		 VIRTIO_BLK_S_OK);
+	close_blk();
+}
+
+static void test_hostile(void)
+{
+	struct timespec ts = { 0, 1000000 };
+	unsigned i;
+
+	make_image();
+	CHECK_EQ(open_blk(false), 0);
+	CHECK(start_driver(~0ULL));
+	/* A request with no writable status byte breaks the queue. */
+	put_le32(ram + HDR, VIRTIO_BLK_T_IN);
+	desc(0, HDR, 16, 0, 0);
+	put_le16(ram + AVAIL + 4, 0);
+	put_le16(ram + AVAIL + 2, 1);
+	wr(notify, 0, 2);
+	for (i = 0; i < 5000 && !(virtio_pci_status(&blk.vp) &
+				  VIRTIO_STATUS_NEEDS_RESET);
+	     i++)
+		nanosleep(&ts, NULL);
+	CHECK(virtio_pci_status(&blk.vp) & VIRTIO_STATUS_NEEDS_RESET);
+	CHECK_EQ(get_le16(ram + USED + 2), 0);
+
+	/* After reset, a data buffer outside RAM does the same. */
+	CHECK(start_driver(~0ULL));
+	CHECK(!(virtio_pci_status(&blk.vp) & VIRTIO_STATUS_NEEDS_RESET));
+	CHECK_EQ(request(VIRTIO_BLK_T_IN, 0, RAM_SIZE - 256, 512, true, NULL),
+		 -1);
+	CHECK(virtio_pci_status(&blk.vp) & VIRTIO_STATUS_NEEDS_RESET);
+	close_blk();
+}
+
+static void test_open_errors(void)
+{
+	struct virtio_blk_opts o = { .path = "/nonexistent/disk.img" };
+	int fd;
+
+	CHECK_EQ(virtio_blk_init(&blk, &o, &mem, NULL, NULL), -ENOENT);
+	/* Not a whole number of sectors. */
+	fd = open(img, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	CHECK_EQ(write(fd, "abc", 3), 3);
+	close(fd);
+	o.path = img;
+	CHECK_EQ(virtio_blk_init(&blk, &o, &mem, NULL, NULL), -EINVAL);
+}
+
+int main(void)
+{
+	ram = calloc(1, RAM_SIZE);
+	guest_mem_layout(&mem, RAM_SIZE);
+	mem.r[0].hva = ram;
+	snprintf(img, sizeof(img), "/tmp/khyve-blk-%d.img", (int)getpid());
+	RUN(test_config);
+	RUN(test_rw_flush_id);
+	RUN(test_discard_write_zeroes);
+	RUN(test_readonly);
+	RUN(test_pause_resume_reset);
+	RUN(test_hostile);
+	RUN(test_open_errors);
+	unlink(img);
+	free(ram);
+	return unit_done();
+}
