@@ -40,7 +40,7 @@ void con_init(void)
 	outb(COM1 + 0, 0x01); /* 115200 baud */
 	outb(COM1 + 1, 0x00);
 	outb(COM1 + 3, 0x03); /* 8N1 */
-	outb(COM1 + 2, 0x07); /* FIFOs on and cleared */
+	/* FCR untouched: toggling the FIFOs would drop early input. */
 	outb(COM1 + 4, 0x03); /* DTR, RTS; OUT2 off, no IRQ */
 }
 

@@ -234,8 +234,10 @@ static uint64_t pit_calibrate(void)
 	t0 = rdtsc();
 	while (elapsed < PIT_HZ / 50) {
 		cur = pit0_read();
-		if (cur == prev && ++same > 100000)
-			break; /* not counting: no PIT */
+		if (cur != prev)
+			same = 0;
+		else if (++same > 1000000)
+			break; /* stuck: no PIT */
 		elapsed += (uint16_t)(prev - cur);
 		prev = cur;
 	}
@@ -338,9 +340,17 @@ static void timer_test(void)
 	lapic_ticks = 0;
 	t0 = rdtsc();
 	__asm__ volatile("sti" ::: "memory");
-	/* Poll instead of HLT so a dead timer cannot hang the guest. */
-	while ((rdtsc() - t0) < G.cfg.timer_ms * G.tsc_khz)
-		cpu_relax();
+	/*
+	 * HLT only once the periodic LAPIC timer has fired, so it is sure to
+	 * wake us; before that, poll so a dead timer cannot hang the guest.
+	 * Halting keeps an emulating or busy host from starving the timers.
+	 */
+	while ((rdtsc() - t0) < G.cfg.timer_ms * G.tsc_khz) {
+		if (lapic_ticks)
+			__asm__ volatile("hlt" ::: "memory");
+		else
+			cpu_relax();
+	}
 	__asm__ volatile("cli" ::: "memory");
 	t1 = rdtsc();
 	lt = lapic_ticks;
