@@ -1,0 +1,154 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/* virtio-rng: the driver posts writable buffers, the device fills them. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "bus.h"
+#include "common.h"
+#include "unit.h"
+#include "virtio_rng.h"
+
+#define RAM_SIZE (1 * MiB)
+#define SLOT 6
+#define QSZ 8
+#define DESC 0x1000
+#define AVAIL 0x2000
+#define USED 0x3000
+#define BUF 0x10000
+
+static struct bus pio, mmio;
+static struct pci_bus pci;
+static struct guest_mem mem;
+static uint8_t *ram;
+static struct virtio_rng rng;
+static uint64_t common, notify;
+
+static void wr(uint64_t addr, uint64_t v, unsigned size)
+{
+	bus_dispatch(&mmio, addr, &v, size, true);
+}
+
+static uint64_t rd(uint64_t addr, unsigned size)
+{
+	uint64_t v = 0;
+
+	bus_dispatch(&mmio, addr, &v, size, false);
+	return v;
+}
+
+static void setup(void)
+{
+	uint32_t a = 0x80000000u | SLOT << 11 | PCI_COMMAND, cmd = 2;
+	uint64_t base;
+
+	memset(ram, 0, RAM_SIZE);
+	bus_init(&pio, "pio");
+	bus_init(&mmio, "mmio");
+	CHECK_EQ(pci_bus_init(&pci, &pio, &mmio, 0xC0000000ULL, 0x1000000), 0);
+	CHECK_EQ(virtio_rng_init(&rng, &mem, NULL), 0);
+	CHECK_EQ(pci_add_device(&pci, SLOT, 0, &rng.vp.pci), 0);
+	bus_dispatch(&pio, 0xCF8, &a, 4, true);
+	bus_dispatch(&pio, 0xCFC, &cmd, 2, true);
+	base = pci_bar_addr(&rng.vp.pci, VIRTIO_PCI_BAR);
+	common = base + VIRTIO_PCI_COMMON_OFF;
+	notify = base + VIRTIO_PCI_NOTIFY_OFF;
+	wr(common + VIRTIO_PCI_COMMON_STATUS, 3, 1);
+	wr(common + VIRTIO_PCI_COMMON_GFSELECT, 1, 4);
+	wr(common + VIRTIO_PCI_COMMON_GF, 1, 4); /* VERSION_1 */
+	wr(common + VIRTIO_PCI_COMMON_STATUS, 0xb, 1);
+	wr(common + VIRTIO_PCI_COMMON_Q_SELECT, 0, 2);
+	wr(common + VIRTIO_PCI_COMMON_Q_SIZE, QSZ, 2);
+	wr(common + VIRTIO_PCI_COMMON_Q_DESCLO, DESC, 8);
+	wr(common + VIRTIO_PCI_COMMON_Q_AVAILLO, AVAIL, 8);
+	wr(common + VIRTIO_PCI_COMMON_Q_USEDLO, USED, 8);
+	wr(common + VIRTIO_PCI_COMMON_Q_ENABLE, 1, 2);
+}
+
+static void teardown(void)
+{
+	virtio_rng_destroy(&rng);
+	pci_bus_destroy(&pci);
+	bus_destroy(&pio);
+	bus_destroy(&mmio);
+}
+
+static void post(uint16_t idx, uint16_t head)
+{
+	put_le16(ram + AVAIL + 4 + 2 * (idx % QSZ), head);
+	put_le16(ram + AVAIL + 2, (uint16_t)(idx + 1));
+	wr(notify, 0, 2);
+}
+
+static unsigned nonzero(const uint8_t *p, size_t n)
+{
+	unsigned c = 0;
+
+	for (size_t i = 0; i < n; i++)
+		c += p[i] != 0;
+	return c;
+}
+
+static void test_fill(void)
+{
+	uint8_t first[64];
+
+	setup();
+	put_le64(ram + DESC, BUF);
+	put_le32(ram + DESC + 8, 64);
+	put_le16(ram + DESC + 12, VIRTQ_DESC_F_WRITE);
+	/* Not consumed before DRIVER_OK. */
+	post(0, 0);
+	CHECK_EQ(get_le16(ram + USED + 2), 0);
+	wr(common + VIRTIO_PCI_COMMON_STATUS, 0xf, 1);
+	wr(notify, 0, 2);
+	CHECK_EQ(get_le16(ram + USED + 2), 1);
+	CHECK_EQ(get_le32(ram + USED + 4), 0);
+	CHECK_EQ(get_le32(ram + USED + 8), 64);
+	/* 64 random bytes are all zero with probability 2^-512. */
+	CHECK(nonzero(ram + BUF, 64) > 32);
+	memcpy(first, ram + BUF, 64);
+
+	/* Two-segment chain: both parts filled, and fresh bytes. */
+	put_le64(ram + DESC + 16, BUF + 0x1000);
+	put_le32(ram + DESC + 24, 100);
+	put_le16(ram + DESC + 28, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT);
+	put_le16(ram + DESC + 30, 2);
+	put_le64(ram + DESC + 32, BUF + 0x2000);
+	put_le32(ram + DESC + 40, 28);
+	put_le16(ram + DESC + 44, VIRTQ_DESC_F_WRITE);
+	post(1, 1);
+	CHECK_EQ(get_le16(ram + USED + 2), 2);
+	CHECK_EQ(get_le32(ram + USED + 12), 1);
+	CHECK_EQ(get_le32(ram + USED + 16), 128);
+	CHECK(nonzero(ram + BUF + 0x1000, 100) > 50);
+	CHECK(nonzero(ram + BUF + 0x2000, 28) > 10);
+	CHECK(memcmp(first, ram + BUF + 0x1000, 64) != 0);
+	CHECK_EQ(rng.bytes, 192);
+	teardown();
+}
+
+static void test_hostile(void)
+{
+	setup();
+	wr(common + VIRTIO_PCI_COMMON_STATUS, 0xf, 1);
+	put_le64(ram + DESC, RAM_SIZE - 8);
+	put_le32(ram + DESC + 8, 64);
+	put_le16(ram + DESC + 12, VIRTQ_DESC_F_WRITE);
+	post(0, 0);
+	CHECK_EQ(get_le16(ram + USED + 2), 0);
+	CHECK(rd(common + VIRTIO_PCI_COMMON_STATUS, 1) &
+	      VIRTIO_STATUS_NEEDS_RESET);
+	CHECK_EQ(rng.bytes, 0);
+	teardown();
+}
+
+int main(void)
+{
+	ram = calloc(1, RAM_SIZE);
+	guest_mem_layout(&mem, RAM_SIZE);
+	mem.r[0].hva = ram;
+	RUN(test_fill);
+	RUN(test_hostile);
+	free(ram);
+	return unit_done();
+}
