@@ -379,6 +379,9 @@ size_t uart8250_rx_room(struct uart8250 *u)
 
 	pthread_mutex_lock(&u->lock);
 	n = rx_room_locked(&u->st);
+	/* A caller that found no room will want to hear when there is. */
+	if (!n)
+		u->rx_blocked = true;
 	pthread_mutex_unlock(&u->lock);
 	return n;
 }

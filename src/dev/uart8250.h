@@ -80,12 +80,15 @@ int uart8250_io(void *opaque, uint64_t offset, void *data, unsigned size,
  * FIFO is full or the UART is in loopback mode).
  */
 size_t uart8250_receive(struct uart8250 *u, const uint8_t *buf, size_t len);
-/* Bytes uart8250_receive() would accept right now. */
+/*
+ * Bytes uart8250_receive() would accept right now. A 0 answer arms the
+ * rx-ready callback just like a receive() that did not fit.
+ */
 size_t uart8250_rx_room(struct uart8250 *u);
 /*
  * @fn is called (from the vCPU thread reading RBR, without the UART lock
- * held) when a receive() that did not fit all its bytes can now make
- * progress. Typically it kicks the I/O thread's eventfd.
+ * held) once room appears after a receive() did not fit all its bytes or
+ * uart8250_rx_room() returned 0. Typically it kicks the I/O thread.
  */
 void uart8250_set_rx_ready_cb(struct uart8250 *u, uart8250_rx_ready_fn fn,
 			      void *opaque);
