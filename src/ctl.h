@@ -85,7 +85,10 @@ int ctl_server_start(struct ctl_server **s, const char *rundir,
 int ctl_server_start_params(struct ctl_server **s, const struct ctl_params *p,
 			    const struct ctl_ops *ops, void *opaque, char *err,
 			    size_t errlen);
-/* Stop the thread, close clients, remove the socket and lock file. */
+/*
+ * Stop the thread (waiting for a callback in progress to return), close
+ * clients, remove the socket and lock file. NULL is a no-op.
+ */
 void ctl_server_stop(struct ctl_server *s);
 const char *ctl_server_socket_path(const struct ctl_server *s);
 

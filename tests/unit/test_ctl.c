@@ -639,6 +639,23 @@ static void test_parse_error(void)
 	r = tc_req(c, "\x01\xff garbage");
 	CHECK(!strcmp(err_code(r), "parse_error"));
 	json_decref(r);
+	/* nesting deep enough to overflow a recursive parser's stack */
+	{
+		size_t n = 200000;
+		char *deep = malloc(n + 2);
+
+		CHECK(deep != NULL);
+		if (deep) {
+			memset(deep, '[', n);
+			deep[n] = '\n';
+			deep[n + 1] = '\0';
+			CHECK(tc_send(c, deep));
+			r = tc_line(c);
+			CHECK(!strcmp(err_code(r), "parse_error"));
+			json_decref(r);
+			free(deep);
+		}
+	}
 	/* blank lines are skipped, CRLF is accepted, connection still works */
 	CHECK(tc_send(c, "\n  \n\r\n"));
 	r = tc_req(c, "{\"id\":2,\"cmd\":\"status\"}\r");
@@ -760,8 +777,8 @@ static void test_disconnects(void)
 	tc_close(c);
 }
 
-/* Send status requests without reading until @deadline_ms passes. */
-static int flood_requests(int fd, int deadline_ms, size_t *sent)
+/* Send status requests without reading, until @deadline_ms or @max bytes. */
+static int flood_requests(int fd, int deadline_ms, size_t max, size_t *sent)
 {
 	static const char req[] = "{\"id\":1,\"cmd\":\"status\"}\n";
 	struct timespec t0, t;
@@ -773,8 +790,9 @@ static int flood_requests(int fd, int deadline_ms, size_t *sent)
 
 		clock_gettime(CLOCK_MONOTONIC, &t);
 		if ((t.tv_sec - t0.tv_sec) * 1000 +
-			    (t.tv_nsec - t0.tv_nsec) / 1000000 >
-		    deadline_ms)
+				    (t.tv_nsec - t0.tv_nsec) / 1000000 >
+			    deadline_ms ||
+		    *sent >= max)
 			return 0;
 		if (poll(&p, 1, 100) < 0)
 			return -errno;
@@ -801,7 +819,7 @@ static void test_never_reads(void)
 	lazy = tc_ready();
 	CHECK(lazy != NULL);
 	if (lazy)
-		CHECK_EQ(flood_requests(lazy->fd, 300, &sent), 0);
+		CHECK_EQ(flood_requests(lazy->fd, 2000, 5000 * 25, &sent), 0);
 	CHECK(sent > 0);
 	other = tc_ready();
 	r = other ? tc_req(other, "{\"id\":1,\"cmd\":\"status\"}") : NULL;
@@ -820,7 +838,7 @@ static void test_never_reads(void)
 	lazy = tc_open(path);
 	CHECK(lazy != NULL);
 	sent = 0;
-	rc = lazy ? flood_requests(lazy->fd, 10000, &sent) : 0;
+	rc = lazy ? flood_requests(lazy->fd, 10000, SIZE_MAX, &sent) : 0;
 	CHECK(rc == -EPIPE || rc == -ECONNRESET);
 	other = tc_open(path);
 	if (other)
@@ -906,6 +924,8 @@ static void test_second_server(void)
 {
 	struct ctl_server *s = NULL;
 	char err[512] = "", want[64];
+	struct tc *c;
+	json_t *r;
 
 	CHECK_EQ(ctl_server_start(&s, rundir, "vm1", &t_ops, &vm1, err,
 				  sizeof(err)),
@@ -916,9 +936,7 @@ static void test_second_server(void)
 	CHECK(strstr(err, want) != NULL);
 	CHECK(strstr(err, sock1) != NULL);
 	/* the refused start left the live socket alone */
-	json_t *r;
-	struct tc *c = tc_ready();
-
+	c = tc_ready();
 	r = c ? tc_req(c, "{\"id\":1,\"cmd\":\"status\"}") : NULL;
 	CHECK(is_ok(r));
 	json_decref(r);
