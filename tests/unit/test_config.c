@@ -175,6 +175,7 @@ static void test_json_and_restore_merge(void)
 	CHECK_EQ(config_merge_restore(&back, &cmd, err, sizeof(err)), -EINVAL);
 	config_free(&cmd);
 
+	config_free(&back);
 	/* Hostile configuration JSON. */
 	j = json_loads("{\"name\":\"a\",\"cpus\":0,\"memory\":1073741824}", 0,
 		       NULL);
@@ -190,6 +191,7 @@ static void test_json_and_restore_merge(void)
 		       0, NULL);
 	CHECK_EQ(config_from_json(&back, j, err, sizeof(err)), -EINVAL);
 	json_decref(j);
+	config_free(&back);
 	config_free(&c);
 }
 

@@ -1,0 +1,89 @@
+"""Boot the fast test guest under khyve and check what the guest reports.
+
+Needs /dev/kvm; skipped (with the reason) where it is absent."""
+import re
+import time
+
+import pytest
+
+from conftest import GUEST, needs_kvm
+
+pytestmark = needs_kvm
+
+
+def boot(guest_factory, tests, cpus=1, mem="256M", extra=()):
+    return guest_factory(["-c", str(cpus), "-m", mem, "-k", GUEST,
+                          "-a", tests, "-l", "com1,stdio"] + list(extra))
+
+
+@pytest.mark.parametrize("cpus", [1, 2])
+def test_self_checks_pass(guest_factory, cpus):
+    g = boot(guest_factory, "tests=serial,mem,timer,smp", cpus=cpus)
+    assert g.wait_for("KHYVE-GUEST done", 120), g.read()
+    out = g.read()
+    assert "FAIL" not in out, out
+    assert re.search(r"KHYVE-TEST smp PASS cpus=%d" % cpus, out), out
+    assert g.finish() == 1  # powered off
+
+
+def test_memory_above_4g(guest_factory):
+    g = boot(guest_factory, "tests=mem", mem="5G")
+    assert g.wait_for("KHYVE-GUEST done", 300), g.read()
+    m = re.search(r"KHYVE-TEST mem-size PASS ram=(\d+)", g.read())
+    assert m and int(m.group(1)) >= 5 * 1024**3 - 2 * 1024**2, g.read()
+    assert "FAIL" not in g.read()
+
+
+@pytest.mark.parametrize("mode,status", [("poweroff", 1), ("reboot", 0),
+                                         ("triplefault", 3)])
+def test_exit_statuses(guest_factory, mode, status):
+    g = boot(guest_factory, "exit=" + mode)
+    assert g.finish(60) == status, g.proc.stderr.read().decode()
+
+
+def test_typed_input_echoes(guest_factory):
+    g = boot(guest_factory, "tests=echo")
+    assert g.wait_for("KHYVE-ECHO ready", 60)
+    g.proc.stdin.write(b"hello khyve\n")
+    g.proc.stdin.flush()
+    assert g.wait_for("KHYVE-ECHO got hello khyve", 30), g.read()
+
+
+def counter_values(text):
+    return [int(x) for x in re.findall(r"KHYVE-COUNTER (\d+)", text)]
+
+
+def test_pause_resume_and_registers(guest_factory):
+    g = boot(guest_factory, "counter interval_ms=50")
+    assert g.wait_for("KHYVE-COUNTER 3", 60)
+    assert g.ctl("pause", "t").returncode == 0
+    time.sleep(0.3)
+    before = counter_values(g.read())
+    time.sleep(0.5)
+    assert counter_values(g.read()) == before  # stopped while paused
+    r = g.ctl("regs", "t", "--json")
+    assert r.returncode == 0, r.stderr
+    assert '"cr0"' in r.stdout
+    assert g.ctl("resume", "t").returncode == 0
+    assert g.wait_for("KHYVE-COUNTER %d" % (before[-1] + 3), 30)
+    st = g.ctl("stats", "t", "--json")
+    assert st.returncode == 0 and "exits" in st.stdout
+    assert g.ctl("poweroff", "t", "--force").returncode == 0
+    assert g.finish() == 1
+
+
+def test_checkpoint_restore_continues(guest_factory, tmp_path):
+    snap = str(tmp_path / "c.snap")
+    g = boot(guest_factory, "counter interval_ms=50")
+    assert g.wait_for("KHYVE-COUNTER 5", 60)
+    r = g.ctl("suspend", "t", snap)
+    assert r.returncode == 0, r.stderr
+    assert g.finish() == 5
+    last = counter_values(g.read())[-1]
+    info = g.ctl("snapshot", "verify", snap)
+    assert info.returncode == 0, info.stderr
+    r2 = guest_factory(["-r", snap], name="t2")
+    assert r2.wait_for("KHYVE-COUNTER %d" % (last + 2), 60), r2.read()
+    vals = counter_values(r2.read())
+    assert vals and vals[0] >= last and vals[0] <= last + 1  # not from zero
+    assert "KHYVE-MEMCHECK bad" not in r2.read()
