@@ -60,12 +60,13 @@ static void *iothread_main(void *arg)
 			pthread_cond_wait(&t->cond, &t->lock);
 		}
 		t->parked = false;
-		z = t->zombies;
-		t->zombies = NULL;
 		if (t->stop) {
+			/* iothread_destroy() frees what is left. */
 			pthread_mutex_unlock(&t->lock);
 			break;
 		}
+		z = t->zombies;
+		t->zombies = NULL;
 		pthread_mutex_unlock(&t->lock);
 		while (z) {
 			struct io_handler *nx = z->next;
