@@ -344,30 +344,37 @@ int gcfg_parse(struct gcfg *c, const char *cmdline)
 	return ret;
 }
 
-uint64_t mm_ram_total(const struct mm_entry *e, unsigned n)
+/* RAM entries that wrap past 2^64 are garbage and ignored everywhere. */
+static int mm_valid_ram(const struct mm_entry *e)
+{
+	return e->type == MM_RAM && e->addr + e->size >= e->addr;
+}
+
+uint64_t gmm_ram_total(const struct mm_entry *e, unsigned n)
 {
 	uint64_t sum = 0;
 
 	for (unsigned i = 0; i < n; i++)
-		if (e[i].type == MM_RAM)
+		if (mm_valid_ram(&e[i]))
 			sum += e[i].size;
 	return sum;
 }
 
-uint64_t mm_ram_top(const struct mm_entry *e, unsigned n)
+uint64_t gmm_ram_top(const struct mm_entry *e, unsigned n)
 {
 	uint64_t top = 0;
 
 	for (unsigned i = 0; i < n; i++)
-		if (e[i].type == MM_RAM && e[i].addr + e[i].size > top)
+		if (mm_valid_ram(&e[i]) && e[i].addr + e[i].size > top)
 			top = e[i].addr + e[i].size;
 	return top;
 }
 
-int mm_is_ram(const struct mm_entry *e, unsigned n, uint64_t addr, uint64_t len)
+int gmm_is_ram(const struct mm_entry *e, unsigned n, uint64_t addr,
+	       uint64_t len)
 {
 	for (unsigned i = 0; i < n; i++) {
-		if (e[i].type != MM_RAM || addr < e[i].addr)
+		if (!mm_valid_ram(&e[i]) || addr < e[i].addr)
 			continue;
 		if (len <= e[i].size && addr - e[i].addr <= e[i].size - len)
 			return 1;
@@ -375,12 +382,12 @@ int mm_is_ram(const struct mm_entry *e, unsigned n, uint64_t addr, uint64_t len)
 	return 0;
 }
 
-int mm_clip(const struct mm_entry *e, unsigned i, uint64_t lo, uint64_t hi,
-	    uint64_t *start, uint64_t *end)
+int gmm_clip(const struct mm_entry *e, unsigned i, uint64_t lo, uint64_t hi,
+	     uint64_t *start, uint64_t *end)
 {
 	uint64_t s, t;
 
-	if (e[i].type != MM_RAM || e[i].addr + e[i].size < e[i].addr)
+	if (!mm_valid_ram(&e[i]))
 		return 0;
 	s = e[i].addr > lo ? e[i].addr : lo;
 	t = e[i].addr + e[i].size < hi ? e[i].addr + e[i].size : hi;
@@ -393,7 +400,7 @@ int mm_clip(const struct mm_entry *e, unsigned i, uint64_t lo, uint64_t hi,
 	return 1;
 }
 
-int acpi_checksum_ok(const void *p, size_t len)
+int gacpi_checksum_ok(const void *p, size_t len)
 {
 	const uint8_t *b = p;
 	uint8_t sum = 0;
@@ -414,13 +421,13 @@ static uint64_t rd64(const uint8_t *p)
 	return rd32(p) | (uint64_t)rd32(p + 4) << 32;
 }
 
-int acpi_parse_madt(const uint8_t *madt, uint32_t len, struct madt_info *out)
+int gacpi_parse_madt(const uint8_t *madt, uint32_t len, struct madt_info *out)
 {
 	uint32_t off = 44;
 
 	*out = (struct madt_info){.irq0_gsi = -1};
 	if (len < 44 || g_strncmp((const char *)madt, "APIC", 4) ||
-	    rd32(madt + 4) != len || !acpi_checksum_ok(madt, len))
+	    rd32(madt + 4) != len || !gacpi_checksum_ok(madt, len))
 		return -G_EINVAL;
 	out->lapic_addr = rd32(madt + 36);
 	while (off + 2 <= len) {
@@ -458,7 +465,7 @@ static const uint8_t *find_rsdp(uint64_t rsdp_pa, phys_fn phys, void *ctx)
 	if (rsdp_pa) {
 		p = phys(rsdp_pa, 20, ctx);
 		if (p && !g_strncmp((const char *)p, "RSD PTR ", 8) &&
-		    acpi_checksum_ok(p, 20))
+		    gacpi_checksum_ok(p, 20))
 			return p;
 	}
 	p = phys(0xe0000, 0x20000, ctx);
@@ -466,13 +473,13 @@ static const uint8_t *find_rsdp(uint64_t rsdp_pa, phys_fn phys, void *ctx)
 		return NULL;
 	for (uint32_t off = 0; off + 20 <= 0x20000; off += 16)
 		if (!g_strncmp((const char *)p + off, "RSD PTR ", 8) &&
-		    acpi_checksum_ok(p + off, 20))
+		    gacpi_checksum_ok(p + off, 20))
 			return p + off;
 	return NULL;
 }
 
-int acpi_find_madt(uint64_t rsdp_pa, phys_fn phys, void *ctx,
-		   struct madt_info *out)
+int gacpi_find_madt(uint64_t rsdp_pa, phys_fn phys, void *ctx,
+		    struct madt_info *out)
 {
 	const uint8_t *rsdp = find_rsdp(rsdp_pa, phys, ctx);
 	const uint8_t *sdt, *hdr;
@@ -493,7 +500,7 @@ int acpi_find_madt(uint64_t rsdp_pa, phys_fn phys, void *ctx,
 		return -G_EINVAL;
 	len = rd32(hdr + 4);
 	sdt = len >= 36 ? phys(sdt_pa, len, ctx) : NULL;
-	if (!sdt || !acpi_checksum_ok(sdt, len))
+	if (!sdt || !gacpi_checksum_ok(sdt, len))
 		return -G_EINVAL;
 	for (uint32_t off = 36; off + esz <= len; off += esz) {
 		uint64_t pa = esz == 8 ? rd64(sdt + off) : rd32(sdt + off);
@@ -506,7 +513,7 @@ int acpi_find_madt(uint64_t rsdp_pa, phys_fn phys, void *ctx,
 		t = phys(pa, tlen, ctx);
 		if (!t)
 			return -G_EINVAL;
-		return acpi_parse_madt(t, tlen, out);
+		return gacpi_parse_madt(t, tlen, out);
 	}
 	return -G_ENOENT;
 }

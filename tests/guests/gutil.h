@@ -103,22 +103,22 @@ void gcfg_defaults(struct gcfg *c);
 /* Parse "tests=serial,mem counter interval_ms=100 exit=reboot ...". */
 int gcfg_parse(struct gcfg *c, const char *cmdline);
 
-uint64_t mm_ram_total(const struct mm_entry *e, unsigned n);
-uint64_t mm_ram_top(const struct mm_entry *e, unsigned n);
+uint64_t gmm_ram_total(const struct mm_entry *e, unsigned n);
+uint64_t gmm_ram_top(const struct mm_entry *e, unsigned n);
 /* 1 if [addr, addr+len) lies inside one RAM entry. */
-int mm_is_ram(const struct mm_entry *e, unsigned n, uint64_t addr,
-	      uint64_t len);
+int gmm_is_ram(const struct mm_entry *e, unsigned n, uint64_t addr,
+	       uint64_t len);
 /*
  * Clip RAM entry @i to [lo, hi) and 8-byte alignment; returns 1 and sets
  * start and end when something is left.
  */
-int mm_clip(const struct mm_entry *e, unsigned i, uint64_t lo, uint64_t hi,
-	    uint64_t *start, uint64_t *end);
+int gmm_clip(const struct mm_entry *e, unsigned i, uint64_t lo, uint64_t hi,
+	     uint64_t *start, uint64_t *end);
 
-int acpi_checksum_ok(const void *p, size_t len);
-int acpi_parse_madt(const uint8_t *madt, uint32_t len, struct madt_info *out);
+int gacpi_checksum_ok(const void *p, size_t len);
+int gacpi_parse_madt(const uint8_t *madt, uint32_t len, struct madt_info *out);
 /* rsdp_pa 0: scan 0xe0000-0xfffff for "RSD PTR ". */
-int acpi_find_madt(uint64_t rsdp_pa, phys_fn phys, void *ctx,
-		   struct madt_info *out);
+int gacpi_find_madt(uint64_t rsdp_pa, phys_fn phys, void *ctx,
+		    struct madt_info *out);
 
 #endif

@@ -159,7 +159,7 @@ static void copy_start_info(uint32_t pa)
 /* Map RAM above 4 GiB: 1 GiB pages if the CPU has them, else 2 MiB. */
 static void map_high(void)
 {
-	uint64_t top = mm_ram_top(G.mm, G.mm_n);
+	uint64_t top = gmm_ram_top(G.mm, G.mm_n);
 	uint32_t a, b, c, d;
 	unsigned gib, g1 = 0;
 
@@ -386,7 +386,7 @@ static void smp_start(void)
 		report("smp", 0, "no MADT (err=%d)", G.madt_err);
 		return;
 	}
-	if (!mm_is_ram(G.mm, G.mm_n, TRAMP_BASE, tsz)) {
+	if (!gmm_is_ram(G.mm, G.mm_n, TRAMP_BASE, tsz)) {
 		report("smp", 0, "trampoline 0x%x not in RAM", TRAMP_BASE);
 		return;
 	}
@@ -400,7 +400,7 @@ static void smp_start(void)
 	n_slices = G.slice_size * n;
 	G.slice_base = G.usable_lo;
 	G.slices_ok = n && G.slice_size &&
-		      mm_is_ram(G.mm, G.mm_n, G.slice_base, n_slices);
+		      gmm_is_ram(G.mm, G.mm_n, G.slice_base, n_slices);
 	if (G.slices_ok)
 		G.usable_lo +=
 			(n_slices + (2ULL << 20) - 1) & ~((2ULL << 20) - 1);
@@ -464,8 +464,8 @@ void kmain(uint32_t start_info_pa)
 		   G.tsc_khz, G.tsc_src, G.map_top);
 	G.madt_err = -G_ENOENT;
 	if (G.cfg.tests & (T_TIMER | T_SMP))
-		G.madt_err =
-			acpi_find_madt(G.rsdp_pa, phys_identity, NULL, &G.madt);
+		G.madt_err = gacpi_find_madt(G.rsdp_pa, phys_identity, NULL,
+					     &G.madt);
 	if (G.cfg.tests & T_TIMER)
 		timer_test();
 	if (G.cfg.tests & T_SMP)

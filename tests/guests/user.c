@@ -57,7 +57,7 @@ static void mem_walk(int pass, struct pat_result *r)
 	uint64_t s, e;
 
 	for (unsigned i = 0; i < G.mm_n && left; i++) {
-		if (!mm_clip(G.mm, i, G.usable_lo, G.map_top, &s, &e))
+		if (!gmm_clip(G.mm, i, G.usable_lo, G.map_top, &s, &e))
 			continue;
 		if (e - s > left)
 			e = s + left;
@@ -74,7 +74,7 @@ static void mem_walk(int pass, struct pat_result *r)
 static void mem_test(void)
 {
 	struct pat_result r = {0};
-	uint64_t total = mm_ram_total(G.mm, G.mm_n);
+	uint64_t total = gmm_ram_total(G.mm, G.mm_n);
 
 	if (!G.mm_n) {
 		report("mem-size", 0, "no memmap (start_info version %u)",
@@ -82,7 +82,7 @@ static void mem_test(void)
 		return;
 	}
 	report("mem-size", total > 0, "ram=%lu entries=%u top=0x%lx", total,
-	       G.mm_n, mm_ram_top(G.mm, G.mm_n));
+	       G.mm_n, gmm_ram_top(G.mm, G.mm_n));
 	mem_walk(0, &r);
 	mem_walk(1, &r);
 	report("mem-pattern", r.bytes > 0 && !r.bad,
@@ -212,7 +212,7 @@ static void counter_run(void)
 
 	if (pages > CNT_MAX_PAGES)
 		pages = CNT_MAX_PAGES;
-	if (pages && !mm_is_ram(G.mm, G.mm_n, base, (uint64_t)pages * 4096)) {
+	if (pages && !gmm_is_ram(G.mm, G.mm_n, base, (uint64_t)pages * 4096)) {
 		report("counter-mem", 0, "no RAM for %u pages at 0x%lx", pages,
 		       base);
 		pages = 0;
