@@ -67,7 +67,7 @@ $(BUILD)/tests/unit/%: $(BUILD)/tests/unit/%.o $(LIBKHYVE)
 guests:
 	@if [ -f tests/guests/Makefile ]; then $(MAKE) -s -C tests/guests OUT=$(CURDIR)/build/guests; fi
 
-unit: $(UNIT_BINS)
+unit: $(UNIT_BINS) $(KHYVECTL)
 	@sh tests/run-unit.sh $(UNIT_BINS)
 
 integration: all
