@@ -119,7 +119,7 @@ static void ctl_wake(struct iothread *t)
 int iothread_create(struct iothread **out, const char *name)
 {
 	struct iothread *t = calloc(1, sizeof(*t));
-	struct epoll_event ev = { .events = EPOLLIN };
+	struct epoll_event ev = {.events = EPOLLIN};
 	int ret;
 
 	if (!t)
@@ -216,11 +216,11 @@ void iothread_resume(struct iothread *t)
 	pthread_mutex_unlock(&t->lock);
 }
 
-int iothread_add_fd(struct iothread *t, int fd, uint32_t events,
-		    iothread_fn fn, void *opaque)
+int iothread_add_fd(struct iothread *t, int fd, uint32_t events, iothread_fn fn,
+		    void *opaque)
 {
 	struct io_handler *h = calloc(1, sizeof(*h));
-	struct epoll_event ev = { .events = events };
+	struct epoll_event ev = {.events = events};
 	int ret = 0;
 
 	if (!h)

@@ -20,8 +20,8 @@ int iothread_create(struct iothread **out, const char *name);
 void iothread_destroy(struct iothread *t);
 
 /* Watch @fd (level-triggered) for @events (EPOLLIN, ...). */
-int iothread_add_fd(struct iothread *t, int fd, uint32_t events,
-		    iothread_fn fn, void *opaque);
+int iothread_add_fd(struct iothread *t, int fd, uint32_t events, iothread_fn fn,
+		    void *opaque);
 /* After return, @fd's handler is not running and will not run again. */
 int iothread_del_fd(struct iothread *t, int fd);
 

@@ -11,7 +11,7 @@ static const struct snap_field pci_dev_fields[] = {
 	SNAP_BYTES(struct pci_dev_state, cfg, PCI_CFG_SIZE, 1),
 	SNAP_U64_ARRAY(struct pci_dev_state, bar_addr, PCI_NUM_BARS, 1),
 	SNAP_BYTES(struct pci_dev_state, msix_table,
-		   PCI_MSIX_MAX_VECTORS * PCI_MSIX_ENTRY_SIZE, 1),
+		   PCI_MSIX_MAX_VECTORS *PCI_MSIX_ENTRY_SIZE, 1),
 	SNAP_BYTES(struct pci_dev_state, msix_pba, PCI_MSIX_MAX_VECTORS / 8, 1),
 	SNAP_BOOL(struct pci_dev_state, msix_enabled, 1),
 	SNAP_BOOL(struct pci_dev_state, msix_masked, 1),
@@ -66,7 +66,8 @@ void pci_dev_destroy(struct pci_dev *dev)
 {
 	for (unsigned i = 0; i < PCI_NUM_BARS; i++) {
 		if (dev->bars[i].mapped && dev->bus)
-			bus_unregister(dev->bus->mmio, dev->bars[i].mapped_base);
+			bus_unregister(dev->bus->mmio,
+				       dev->bars[i].mapped_base);
 		dev->bars[i].mapped = false;
 	}
 	if (dev->bus)
@@ -88,14 +89,13 @@ int pci_dev_add_bar(struct pci_dev *dev, unsigned idx, uint64_t size,
 		return -EINVAL;
 	if (dev->bars[idx].size || (is64 && dev->bars[idx + 1].size))
 		return -EEXIST;
-	dev->bars[idx] = (struct pci_bar){ .size = size,
-					   .flags = flags,
-					   .fn = fn,
-					   .opaque = opaque };
+	dev->bars[idx] = (struct pci_bar){
+		.size = size, .flags = flags, .fn = fn, .opaque = opaque};
 	mask = ~(size - 1);
 	put_le32(dev->st.cfg + PCI_BAR0 + 4 * idx,
 		 flags & (PCI_BAR_MEM64 | PCI_BAR_PREFETCH));
-	/* Sizing works through the write mask: all-ones reads back ~(size-1). */
+	/* Sizing works through the write mask: all-ones reads back ~(size-1).
+	 */
 	set_wmask(dev, PCI_BAR0 + 4 * idx, 4, (uint32_t)mask & ~0xfu);
 	if (is64) {
 		/* The upper half is marked with size 1 so it is not reused. */
@@ -162,7 +162,8 @@ static int msix_bar_io(void *opaque, uint64_t off, void *data, unsigned size,
 		if (!is_write) {
 			memcpy(data, p, size);
 		} else {
-			/* Only the vector-control mask bit is writable there. */
+			/* Only the vector-control mask bit is writable there.
+			 */
 			for (unsigned i = 0; i < size; i++) {
 				unsigned o = (unsigned)(off + i) % 16;
 				uint8_t v = ((uint8_t *)data)[i];
@@ -196,12 +197,13 @@ static int msix_bar_io(void *opaque, uint64_t off, void *data, unsigned size,
 int pci_msix_init(struct pci_dev *dev, unsigned bar, unsigned nvec,
 		  const struct msi_sink *sink)
 {
-	uint8_t cap[12] = { 0 };
+	uint8_t cap[12] = {0};
 	int off, ret;
 
 	if (nvec == 0 || nvec > PCI_MSIX_MAX_VECTORS || dev->msix_cap)
 		return -EINVAL;
-	ret = pci_dev_add_bar(dev, bar, 0x1000, PCI_BAR_MEM32, msix_bar_io, dev);
+	ret = pci_dev_add_bar(dev, bar, 0x1000, PCI_BAR_MEM32, msix_bar_io,
+			      dev);
 	if (ret)
 		return ret;
 	put_le16(cap + PCI_MSIX_FLAGS, (uint16_t)(nvec - 1));
@@ -327,8 +329,7 @@ static void bars_sync(struct pci_dev *dev)
 		w[i].base = bar_decode(dev, i);
 		dev->st.bar_addr[i] = w[i].base;
 		/* 0 is "unassigned"; a wrapping range cannot be decoded. */
-		w[i].want = mem && w[i].base &&
-			    w[i].base + b->size > w[i].base;
+		w[i].want = mem && w[i].base && w[i].base + b->size > w[i].base;
 	}
 	pthread_mutex_unlock(&dev->lock);
 
@@ -350,7 +351,8 @@ static void bars_sync(struct pci_dev *dev)
 				   b->opaque, dev->name);
 		if (ret) {
 			/* Guest error (overlap); the BAR just stays dark. */
-			log_warn("pci %02x.%u %s: BAR%u at 0x%llx not mapped: %s",
+			log_warn("pci %02x.%u %s: BAR%u at 0x%llx not mapped: "
+				 "%s",
 				 dev->slot, dev->func, dev->name, i,
 				 (unsigned long long)w[i].base, strerror(-ret));
 			continue;
@@ -368,7 +370,7 @@ static bool overlaps(unsigned off, unsigned size, unsigned a, unsigned len)
 
 uint32_t pci_cfg_read(struct pci_dev *dev, unsigned off, unsigned size)
 {
-	uint8_t buf[4] = { 0 };
+	uint8_t buf[4] = {0};
 
 	if (size > 4 || off + size > PCI_CFG_SIZE)
 		return 0xffffffffu;
@@ -394,7 +396,7 @@ void pci_cfg_write(struct pci_dev *dev, unsigned off, uint32_t val,
 		uint8_t wm = dev->wmask[off + i], w1c = dev->w1cmask[off + i];
 
 		c[off + i] = (uint8_t)((c[off + i] & ~wm) | (v & wm));
-		c[off + i] &= (uint8_t)~(v & w1c);
+		c[off + i] &= (uint8_t) ~(v & w1c);
 	}
 	if (overlaps(off, size, PCI_COMMAND, 2)) {
 		intx_update(dev);
@@ -584,7 +586,7 @@ static int pci_config_io(void *opaque, uint64_t off, void *data, unsigned size,
 	}
 	reg += (unsigned)off;
 	if (is_write) {
-		uint8_t b[4] = { 0 };
+		uint8_t b[4] = {0};
 
 		memcpy(b, data, size);
 		pci_cfg_write(dev, reg, get_le32(b), size);
@@ -597,8 +599,8 @@ static int pci_config_io(void *opaque, uint64_t off, void *data, unsigned size,
 			pthread_mutex_lock(&bus->lock);
 			for (unsigned f = 1; f < PCI_MAX_FUNCS; f++)
 				if (bus->devs[(addr >> 11) & 0x1f][f])
-					v |= 0x80u << (8 * (PCI_HEADER_TYPE -
-							    reg));
+					v |= 0x80u
+					     << (8 * (PCI_HEADER_TYPE - reg));
 			pthread_mutex_unlock(&bus->lock);
 		}
 		for (unsigned i = 0; i < size; i++)

@@ -25,56 +25,56 @@
 #include "irq.h"
 #include "snap_desc.h"
 
-#define PCI_CFG_SIZE 256
-#define PCI_MAX_SLOTS 32
-#define PCI_MAX_FUNCS 8
-#define PCI_NUM_BARS 6
+#define PCI_CFG_SIZE	     256
+#define PCI_MAX_SLOTS	     32
+#define PCI_MAX_FUNCS	     8
+#define PCI_NUM_BARS	     6
 #define PCI_MSIX_MAX_VECTORS 64
 
 #define PCI_CONFIG_ADDR_PORT 0xCF8
 #define PCI_CONFIG_DATA_PORT 0xCFC
 
 /* Config space offsets (PCI Local Bus 3.0, type 0 header). */
-#define PCI_VENDOR_ID 0x00
-#define PCI_DEVICE_ID 0x02
-#define PCI_COMMAND 0x04
-#define PCI_STATUS 0x06
-#define PCI_REVISION_ID 0x08
-#define PCI_CLASS_PROG 0x09
-#define PCI_CLASS_DEVICE 0x0a
-#define PCI_HEADER_TYPE 0x0e
-#define PCI_BAR0 0x10
+#define PCI_VENDOR_ID		0x00
+#define PCI_DEVICE_ID		0x02
+#define PCI_COMMAND		0x04
+#define PCI_STATUS		0x06
+#define PCI_REVISION_ID		0x08
+#define PCI_CLASS_PROG		0x09
+#define PCI_CLASS_DEVICE	0x0a
+#define PCI_HEADER_TYPE		0x0e
+#define PCI_BAR0		0x10
 #define PCI_SUBSYSTEM_VENDOR_ID 0x2c
-#define PCI_SUBSYSTEM_ID 0x2e
-#define PCI_CAPABILITY_LIST 0x34
-#define PCI_INTERRUPT_LINE 0x3c
-#define PCI_INTERRUPT_PIN 0x3d
+#define PCI_SUBSYSTEM_ID	0x2e
+#define PCI_CAPABILITY_LIST	0x34
+#define PCI_INTERRUPT_LINE	0x3c
+#define PCI_INTERRUPT_PIN	0x3d
 
-#define PCI_COMMAND_IO 0x1
-#define PCI_COMMAND_MEMORY 0x2
-#define PCI_COMMAND_MASTER 0x4
+#define PCI_COMMAND_IO		 0x1
+#define PCI_COMMAND_MEMORY	 0x2
+#define PCI_COMMAND_MASTER	 0x4
 #define PCI_COMMAND_INTX_DISABLE 0x400
-#define PCI_STATUS_INTERRUPT 0x08
-#define PCI_STATUS_CAP_LIST 0x10
+#define PCI_STATUS_INTERRUPT	 0x08
+#define PCI_STATUS_CAP_LIST	 0x10
 
 #define PCI_CAP_ID_MSIX 0x11
 #define PCI_CAP_ID_VNDR 0x09
 
-#define PCI_MSIX_FLAGS 2 /* offset of Message Control in the capability */
-#define PCI_MSIX_FLAGS_QSIZE 0x07ff
-#define PCI_MSIX_FLAGS_MASKALL 0x4000
-#define PCI_MSIX_FLAGS_ENABLE 0x8000
-#define PCI_MSIX_ENTRY_SIZE 16
+#define PCI_MSIX_FLAGS		    2 /* offset of Message Control in the capability */
+#define PCI_MSIX_FLAGS_QSIZE	    0x07ff
+#define PCI_MSIX_FLAGS_MASKALL	    0x4000
+#define PCI_MSIX_FLAGS_ENABLE	    0x8000
+#define PCI_MSIX_ENTRY_SIZE	    16
 #define PCI_MSIX_ENTRY_CTRL_MASKBIT 0x1
 
 /* BAR flags for pci_dev_add_bar(). */
-#define PCI_BAR_MEM32 0x0
-#define PCI_BAR_MEM64 0x4
+#define PCI_BAR_MEM32	 0x0
+#define PCI_BAR_MEM64	 0x4
 #define PCI_BAR_PREFETCH 0x8
 
 #define PCI_HOST_BRIDGE_VENDOR 0x8086
 #define PCI_HOST_BRIDGE_DEVICE 0x29c0 /* Q35 MCH: Linux takes it as is */
-#define PCI_CLASS_BRIDGE_HOST 0x0600
+#define PCI_CLASS_BRIDGE_HOST  0x0600
 
 /* Where MSI messages go; the VMM ends it in KVM_SIGNAL_MSI or irqfd. */
 struct msi_sink {
@@ -88,9 +88,9 @@ struct pci_dev_state {
 	uint64_t bar_addr[PCI_NUM_BARS]; /* as programmed (mirrors cfg) */
 	uint8_t msix_table[PCI_MSIX_MAX_VECTORS * PCI_MSIX_ENTRY_SIZE];
 	uint8_t msix_pba[PCI_MSIX_MAX_VECTORS / 8];
-	uint8_t msix_enabled;	/* Message Control enable bit */
-	uint8_t msix_masked;	/* Message Control function mask */
-	uint8_t intx_level;	/* device's INTx input (before disable bit) */
+	uint8_t msix_enabled; /* Message Control enable bit */
+	uint8_t msix_masked;  /* Message Control function mask */
+	uint8_t intx_level;   /* device's INTx input (before disable bit) */
 };
 
 extern const struct snap_desc pci_dev_snap;
@@ -100,7 +100,7 @@ struct pci_bar {
 	uint32_t flags;
 	bus_io_fn fn;
 	void *opaque;
-	bool mapped; /* currently registered on the MMIO bus ... */
+	bool mapped;	      /* currently registered on the MMIO bus ... */
 	uint64_t mapped_base; /* ... at this address */
 };
 
@@ -109,7 +109,7 @@ struct pci_bus;
 struct pci_dev {
 	const char *name;
 	struct pci_dev_state st;
-	uint8_t wmask[PCI_CFG_SIZE]; /* bits the guest may change */
+	uint8_t wmask[PCI_CFG_SIZE];   /* bits the guest may change */
 	uint8_t w1cmask[PCI_CFG_SIZE]; /* bits cleared by writing 1 */
 	struct pci_bar bars[PCI_NUM_BARS];
 	struct pci_bus *bus;

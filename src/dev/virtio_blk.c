@@ -21,7 +21,7 @@ static const struct snap_field virtio_blk_fields[] = {
 const struct snap_desc virtio_blk_snap = SNAP_DESC(
 	"virtio_blk", 1, 1, struct virtio_blk_state, virtio_blk_fields);
 
-#define REQ_HDR 16
+#define REQ_HDR	   16
 #define BOUNCE_MAX (4 * MiB)
 
 static void stat_add(uint64_t *c, uint64_t v)
@@ -30,8 +30,7 @@ static void stat_add(uint64_t *c, uint64_t v)
 }
 
 /* Full positioned read/write over an iovec list, retrying short I/O. */
-static int rw_full(int fd, struct iovec *iov, unsigned n, off_t off,
-		   bool write)
+static int rw_full(int fd, struct iovec *iov, unsigned n, off_t off, bool write)
 {
 	while (n) {
 		ssize_t r = write ? pwritev(fd, iov, (int)n, off)
@@ -66,7 +65,7 @@ static int rw_bounce(struct virtio_blk *blk, struct iovec *iov, unsigned n,
 
 	while (done < len) {
 		size_t l = MIN(len - done, blk->bounce_size);
-		struct iovec b = { blk->bounce, l };
+		struct iovec b = {blk->bounce, l};
 		int ret;
 
 		if (write)
@@ -133,8 +132,9 @@ static uint8_t do_rw(struct virtio_blk *blk, struct virtq_elem *e,
 	if (len == 0)
 		return VIRTIO_BLK_S_OK;
 	if (blk->direct)
-		ret = rw_bounce(blk, iov, n, (off_t)(sector * VIRTIO_BLK_SECTOR),
-				len, write);
+		ret = rw_bounce(blk, iov, n,
+				(off_t)(sector * VIRTIO_BLK_SECTOR), len,
+				write);
 	else
 		ret = rw_full(blk->fd, iov, n,
 			      (off_t)(sector * VIRTIO_BLK_SECTOR), write);
@@ -148,14 +148,13 @@ static uint8_t do_rw(struct virtio_blk *blk, struct virtq_elem *e,
 	return VIRTIO_BLK_S_OK;
 }
 
-static int zero_range(struct virtio_blk *blk, off_t off, off_t len,
-		      bool unmap)
+static int zero_range(struct virtio_blk *blk, off_t off, off_t len, bool unmap)
 {
 	static const uint8_t zeros[64 * 1024];
 
-	if (unmap && fallocate(blk->fd, FALLOC_FL_PUNCH_HOLE |
-					       FALLOC_FL_KEEP_SIZE,
-			       off, len) == 0)
+	if (unmap &&
+	    fallocate(blk->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off,
+		      len) == 0)
 		return 0;
 	if (fallocate(blk->fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, off,
 		      len) == 0)
@@ -175,8 +174,7 @@ static int zero_range(struct virtio_blk *blk, off_t off, off_t len,
 	return 0;
 }
 
-static uint8_t do_discard(struct virtio_blk *blk, struct virtq_elem *e,
-			  bool wz)
+static uint8_t do_discard(struct virtio_blk *blk, struct virtq_elem *e, bool wz)
 {
 	size_t plen = e->out_len - REQ_HDR;
 	unsigned nseg = (unsigned)(plen / 16);
@@ -202,9 +200,9 @@ static uint8_t do_discard(struct virtio_blk *blk, struct virtq_elem *e,
 		    !in_range(blk, sector, num))
 			return VIRTIO_BLK_S_IOERR;
 		if (wz) {
-			ret = zero_range(blk, (off_t)(sector * VIRTIO_BLK_SECTOR),
-					 (off_t)num * VIRTIO_BLK_SECTOR,
-					 flags & 1);
+			ret = zero_range(
+				blk, (off_t)(sector * VIRTIO_BLK_SECTOR),
+				(off_t)num * VIRTIO_BLK_SECTOR, flags & 1);
 			if (ret)
 				return VIRTIO_BLK_S_IOERR;
 		} else {
@@ -338,7 +336,7 @@ static void blk_config_read(void *opaque, uint32_t off, void *data,
 			    unsigned size)
 {
 	struct virtio_blk *blk = opaque;
-	uint8_t c[VIRTIO_BLK_CONFIG_SIZE] = { 0 };
+	uint8_t c[VIRTIO_BLK_CONFIG_SIZE] = {0};
 	uint16_t qs = blk->vp.ops->queue_max_size;
 
 	put_le64(c + VIRTIO_BLK_CFG_CAPACITY, blk->st.capacity);
@@ -348,7 +346,8 @@ static void blk_config_read(void *opaque, uint32_t off, void *data,
 	put_le16(c + VIRTIO_BLK_CFG_NUM_QUEUES, 1);
 	put_le32(c + VIRTIO_BLK_CFG_MAX_DISCARD_SECTORS,
 		 VIRTIO_BLK_MAX_DISCARD_SECTORS);
-	put_le32(c + VIRTIO_BLK_CFG_MAX_DISCARD_SEG, VIRTIO_BLK_MAX_DISCARD_SEG);
+	put_le32(c + VIRTIO_BLK_CFG_MAX_DISCARD_SEG,
+		 VIRTIO_BLK_MAX_DISCARD_SEG);
 	put_le32(c + VIRTIO_BLK_CFG_DISCARD_ALIGN, 8);
 	put_le32(c + VIRTIO_BLK_CFG_MAX_WZ_SECTORS,
 		 VIRTIO_BLK_MAX_DISCARD_SECTORS);
@@ -375,7 +374,8 @@ static int blk_post_load(void *opaque)
 	if (fstat(blk->fd, &sb) < 0)
 		return -errno;
 	if (blk->st.capacity != (uint64_t)sb.st_size / VIRTIO_BLK_SECTOR) {
-		log_err("virtio-blk: image has %llu sectors, snapshot expects %llu",
+		log_err("virtio-blk: image has %llu sectors, snapshot expects "
+			"%llu",
 			(unsigned long long)sb.st_size / VIRTIO_BLK_SECTOR,
 			(unsigned long long)blk->st.capacity);
 		return -EINVAL;
@@ -469,8 +469,8 @@ int virtio_blk_init(struct virtio_blk *blk, const struct virtio_blk_opts *o,
 	else
 		features |= (1ULL << VIRTIO_BLK_F_DISCARD) |
 			    (1ULL << VIRTIO_BLK_F_WRITE_ZEROES);
-	ret = virtio_pci_init(&blk->vp, "virtio-blk", mem, &blk->ops, blk, features,
-			      msi);
+	ret = virtio_pci_init(&blk->vp, "virtio-blk", mem, &blk->ops, blk,
+			      features, msi);
 	if (ret)
 		goto err_iot;
 	ret = iothread_kick_new(blk->iot, blk_kicked, blk, &blk->kick);

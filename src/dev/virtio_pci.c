@@ -13,8 +13,8 @@ static const struct snap_field virtio_pci_fields[] = {
 	SNAP_U32_MAX(struct virtio_pci_state, driver_feature_select, 1, 1),
 	SNAP_U16(struct virtio_pci_state, msix_config, 1),
 	SNAP_U16(struct virtio_pci_state, queue_select, 1),
-	SNAP_U16_MAX(struct virtio_pci_state, num_queues,
-		     VIRTIO_PCI_MAX_QUEUES, 1),
+	SNAP_U16_MAX(struct virtio_pci_state, num_queues, VIRTIO_PCI_MAX_QUEUES,
+		     1),
 	SNAP_U8(struct virtio_pci_state, status, 1),
 	SNAP_U8_MAX(struct virtio_pci_state, isr, 3, 1),
 	SNAP_U8(struct virtio_pci_state, config_generation, 1),
@@ -195,8 +195,7 @@ static void common_apply(struct virtio_pci *vp, unsigned off, unsigned size,
 			 const uint8_t *b)
 {
 	struct virtq *vq = NULL;
-	bool features_open =
-		!(vp->st.status & VIRTIO_STATUS_FEATURES_OK);
+	bool features_open = !(vp->st.status & VIRTIO_STATUS_FEATURES_OK);
 
 	if (touches(off, size, VIRTIO_PCI_COMMON_DFSELECT, 4))
 		vp->st.device_feature_select =
@@ -233,9 +232,8 @@ static void common_apply(struct virtio_pci *vp, unsigned off, unsigned size,
 	if (touches(off, size, VIRTIO_PCI_COMMON_Q_MSIX, 2)) {
 		uint16_t v = get_le16(b + VIRTIO_PCI_COMMON_Q_MSIX);
 
-		vq->st.msix_vector = v < vp->pci.msix_nvec
-					     ? v
-					     : VIRTIO_MSI_NO_VECTOR;
+		vq->st.msix_vector =
+			v < vp->pci.msix_nvec ? v : VIRTIO_MSI_NO_VECTOR;
 	}
 	/* Ring setup is frozen once the queue is live. */
 	if (vq->st.ready)
@@ -307,7 +305,8 @@ static int virtio_bar_io(void *opaque, uint64_t off, void *data, unsigned size,
 				memset(data, 0, size);
 		} else if (is_write) {
 			if (vp->ops->config_write)
-				vp->ops->config_write(vp->opaque, o, data, size);
+				vp->ops->config_write(vp->opaque, o, data,
+						      size);
 		} else {
 			memset(data, 0, size);
 			if (vp->ops->config_read)
@@ -332,14 +331,14 @@ static int virtio_bar_io(void *opaque, uint64_t off, void *data, unsigned size,
  * VIRTIO_PCI_CAP_PCI_CFG: a window through config space into the BARs
  * (for firmware without MMIO access). Layout: cap(16) + pci_cfg_data(4).
  */
-static bool pcicfg_target(struct virtio_pci *vp, uint32_t *off,
-			  uint32_t *len)
+static bool pcicfg_target(struct virtio_pci *vp, uint32_t *off, uint32_t *len)
 {
 	const uint8_t *c = vp->pci.st.cfg + vp->pci_cfg_cap;
 
 	*off = get_le32(c + 8);
 	*len = get_le32(c + 12);
-	return c[4] == VIRTIO_PCI_BAR && (*len == 1 || *len == 2 || *len == 4) &&
+	return c[4] == VIRTIO_PCI_BAR &&
+	       (*len == 1 || *len == 2 || *len == 4) &&
 	       *off < VIRTIO_PCI_BAR_SIZE && *len <= VIRTIO_PCI_BAR_SIZE - *off;
 }
 
@@ -348,7 +347,7 @@ static void pcicfg_read_hook(void *opaque, unsigned off, uint8_t *buf,
 {
 	struct virtio_pci *vp = opaque;
 	unsigned data_off = vp->pci_cfg_cap + 16u;
-	uint8_t win[4] = { 0 };
+	uint8_t win[4] = {0};
 	uint32_t boff, blen;
 	bool ok;
 
@@ -385,7 +384,7 @@ static void pcicfg_write_hook(void *opaque, unsigned off, unsigned size)
 static int add_vndr_cap(struct virtio_pci *vp, uint8_t type, uint32_t off,
 			uint32_t len, const uint8_t *extra, unsigned extra_len)
 {
-	uint8_t cap[20] = { 0 };
+	uint8_t cap[20] = {0};
 	unsigned cap_len = 16 + extra_len;
 
 	cap[2] = (uint8_t)cap_len;
@@ -413,8 +412,7 @@ int virtio_pci_init(struct virtio_pci *vp, const char *name,
 	memset(vp, 0, sizeof(*vp));
 	ret = pci_dev_init(&vp->pci, name, VIRTIO_PCI_VENDOR,
 			   (uint16_t)(VIRTIO_PCI_DEVICE_BASE + ops->device_id),
-			   ops->class_code << 8 | 1, VIRTIO_PCI_VENDOR,
-			   0x1100);
+			   ops->class_code << 8 | 1, VIRTIO_PCI_VENDOR, 0x1100);
 	if (ret)
 		return ret;
 	vp->ops = ops;
@@ -442,8 +440,8 @@ int virtio_pci_init(struct virtio_pci *vp, const char *name,
 			      vp);
 	if (ret)
 		goto err_irq;
-	ret = pci_msix_init(&vp->pci, VIRTIO_PCI_MSIX_BAR,
-			    ops->num_queues + 1u, msi);
+	ret = pci_msix_init(&vp->pci, VIRTIO_PCI_MSIX_BAR, ops->num_queues + 1u,
+			    msi);
 	if (ret)
 		goto err_irq;
 	put_le32(mult, VIRTIO_PCI_NOTIFY_MULT);
@@ -455,10 +453,9 @@ int virtio_pci_init(struct virtio_pci *vp, const char *name,
 	    (off = add_vndr_cap(vp, VIRTIO_PCI_CAP_DEVICE_CFG,
 				VIRTIO_PCI_DEVICE_OFF,
 				MAX(ops->config_size, 4u), NULL, 0)) < 0 ||
-	    (off = add_vndr_cap(vp, VIRTIO_PCI_CAP_NOTIFY_CFG,
-				VIRTIO_PCI_NOTIFY_OFF,
-				ops->num_queues * VIRTIO_PCI_NOTIFY_MULT, mult,
-				4)) < 0 ||
+	    (off = add_vndr_cap(
+		     vp, VIRTIO_PCI_CAP_NOTIFY_CFG, VIRTIO_PCI_NOTIFY_OFF,
+		     ops->num_queues * VIRTIO_PCI_NOTIFY_MULT, mult, 4)) < 0 ||
 	    (off = add_vndr_cap(vp, VIRTIO_PCI_CAP_PCI_CFG, 0, 0, mult, 4)) <
 		    0) {
 		ret = off;
@@ -489,8 +486,7 @@ void virtio_pci_destroy(struct virtio_pci *vp)
 	pthread_mutex_destroy(&vp->lock);
 }
 
-int virtio_pci_notify_addr(struct virtio_pci *vp, unsigned queue,
-			   uint64_t *gpa)
+int virtio_pci_notify_addr(struct virtio_pci *vp, unsigned queue, uint64_t *gpa)
 {
 	uint64_t base;
 
@@ -548,8 +544,7 @@ int virtio_pci_post_load(struct virtio_pci *vp)
 
 		if (vp->st.status & VIRTIO_STATUS_FEATURES_OK)
 			virtq_set_features(vq, vp->st.driver_features);
-		if (vq->st.size > vq->max_size ||
-		    virtq_post_load(vq)) {
+		if (vq->st.size > vq->max_size || virtq_post_load(vq)) {
 			log_err("%s: snapshot queue %u does not fit guest RAM",
 				vp->pci.name, i);
 			return -EINVAL;

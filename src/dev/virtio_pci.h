@@ -17,62 +17,62 @@
 #include "snap_desc.h"
 #include "virtqueue.h"
 
-#define VIRTIO_PCI_VENDOR 0x1af4
+#define VIRTIO_PCI_VENDOR      0x1af4
 #define VIRTIO_PCI_DEVICE_BASE 0x1040
-#define VIRTIO_PCI_MAX_QUEUES 16
+#define VIRTIO_PCI_MAX_QUEUES  16
 
-#define VIRTIO_ID_NET 1
+#define VIRTIO_ID_NET	1
 #define VIRTIO_ID_BLOCK 2
-#define VIRTIO_ID_RNG 4
+#define VIRTIO_ID_RNG	4
 
 /* device_status bits */
 #define VIRTIO_STATUS_ACKNOWLEDGE 1
-#define VIRTIO_STATUS_DRIVER 2
-#define VIRTIO_STATUS_DRIVER_OK 4
+#define VIRTIO_STATUS_DRIVER	  2
+#define VIRTIO_STATUS_DRIVER_OK	  4
 #define VIRTIO_STATUS_FEATURES_OK 8
 #define VIRTIO_STATUS_NEEDS_RESET 0x40
-#define VIRTIO_STATUS_FAILED 0x80
+#define VIRTIO_STATUS_FAILED	  0x80
 
 /* Vendor capability cfg_type values. */
 #define VIRTIO_PCI_CAP_COMMON_CFG 1
 #define VIRTIO_PCI_CAP_NOTIFY_CFG 2
-#define VIRTIO_PCI_CAP_ISR_CFG 3
+#define VIRTIO_PCI_CAP_ISR_CFG	  3
 #define VIRTIO_PCI_CAP_DEVICE_CFG 4
-#define VIRTIO_PCI_CAP_PCI_CFG 5
+#define VIRTIO_PCI_CAP_PCI_CFG	  5
 
 /* Layout of the virtio BAR. */
-#define VIRTIO_PCI_BAR 4
-#define VIRTIO_PCI_MSIX_BAR 1
-#define VIRTIO_PCI_COMMON_OFF 0x0000
-#define VIRTIO_PCI_ISR_OFF 0x1000
-#define VIRTIO_PCI_DEVICE_OFF 0x2000
-#define VIRTIO_PCI_NOTIFY_OFF 0x3000
-#define VIRTIO_PCI_BAR_SIZE 0x4000
+#define VIRTIO_PCI_BAR	       4
+#define VIRTIO_PCI_MSIX_BAR    1
+#define VIRTIO_PCI_COMMON_OFF  0x0000
+#define VIRTIO_PCI_ISR_OFF     0x1000
+#define VIRTIO_PCI_DEVICE_OFF  0x2000
+#define VIRTIO_PCI_NOTIFY_OFF  0x3000
+#define VIRTIO_PCI_BAR_SIZE    0x4000
 #define VIRTIO_PCI_NOTIFY_MULT 4
 
 /* Common configuration structure offsets. */
-#define VIRTIO_PCI_COMMON_DFSELECT 0x00
-#define VIRTIO_PCI_COMMON_DF 0x04
-#define VIRTIO_PCI_COMMON_GFSELECT 0x08
-#define VIRTIO_PCI_COMMON_GF 0x0c
-#define VIRTIO_PCI_COMMON_MSIX 0x10
-#define VIRTIO_PCI_COMMON_NUMQ 0x12
-#define VIRTIO_PCI_COMMON_STATUS 0x14
+#define VIRTIO_PCI_COMMON_DFSELECT	0x00
+#define VIRTIO_PCI_COMMON_DF		0x04
+#define VIRTIO_PCI_COMMON_GFSELECT	0x08
+#define VIRTIO_PCI_COMMON_GF		0x0c
+#define VIRTIO_PCI_COMMON_MSIX		0x10
+#define VIRTIO_PCI_COMMON_NUMQ		0x12
+#define VIRTIO_PCI_COMMON_STATUS	0x14
 #define VIRTIO_PCI_COMMON_CFGGENERATION 0x15
-#define VIRTIO_PCI_COMMON_Q_SELECT 0x16
-#define VIRTIO_PCI_COMMON_Q_SIZE 0x18
-#define VIRTIO_PCI_COMMON_Q_MSIX 0x1a
-#define VIRTIO_PCI_COMMON_Q_ENABLE 0x1c
-#define VIRTIO_PCI_COMMON_Q_NOFF 0x1e
-#define VIRTIO_PCI_COMMON_Q_DESCLO 0x20
-#define VIRTIO_PCI_COMMON_Q_DESCHI 0x24
-#define VIRTIO_PCI_COMMON_Q_AVAILLO 0x28
-#define VIRTIO_PCI_COMMON_Q_AVAILHI 0x2c
-#define VIRTIO_PCI_COMMON_Q_USEDLO 0x30
-#define VIRTIO_PCI_COMMON_Q_USEDHI 0x34
-#define VIRTIO_PCI_COMMON_SIZE 0x38
+#define VIRTIO_PCI_COMMON_Q_SELECT	0x16
+#define VIRTIO_PCI_COMMON_Q_SIZE	0x18
+#define VIRTIO_PCI_COMMON_Q_MSIX	0x1a
+#define VIRTIO_PCI_COMMON_Q_ENABLE	0x1c
+#define VIRTIO_PCI_COMMON_Q_NOFF	0x1e
+#define VIRTIO_PCI_COMMON_Q_DESCLO	0x20
+#define VIRTIO_PCI_COMMON_Q_DESCHI	0x24
+#define VIRTIO_PCI_COMMON_Q_AVAILLO	0x28
+#define VIRTIO_PCI_COMMON_Q_AVAILHI	0x2c
+#define VIRTIO_PCI_COMMON_Q_USEDLO	0x30
+#define VIRTIO_PCI_COMMON_Q_USEDHI	0x34
+#define VIRTIO_PCI_COMMON_SIZE		0x38
 
-#define VIRTIO_PCI_ISR_QUEUE 1
+#define VIRTIO_PCI_ISR_QUEUE  1
 #define VIRTIO_PCI_ISR_CONFIG 2
 
 struct virtio_dev_ops {
@@ -93,7 +93,7 @@ struct virtio_dev_ops {
 	/* Stop using the queues and return to power-on state. */
 	void (*reset)(void *opaque);
 	/* Snapshot hooks, all optional. */
-	const struct snap_desc *snap; /* device-specific state ... */
+	const struct snap_desc *snap;	   /* device-specific state ... */
 	void *(*snap_state)(void *opaque); /* ... living here */
 	int (*pre_save)(void *opaque);	   /* quiesce (no request in flight) */
 	int (*post_load)(void *opaque);
@@ -123,7 +123,7 @@ struct virtio_pci {
 	void *opaque;
 	uint64_t device_features; /* offered, transport bits included */
 	const struct guest_mem *mem;
-	uint8_t pci_cfg_cap; /* offset of VIRTIO_PCI_CAP_PCI_CFG */
+	uint8_t pci_cfg_cap;	  /* offset of VIRTIO_PCI_CAP_PCI_CFG */
 	pthread_mutex_t lock;	  /* common config */
 	pthread_mutex_t irq_lock; /* ISR + INTx level */
 };

@@ -40,7 +40,7 @@ static void rng_fill(struct virtio_rng *rng)
 				done += (uint32_t)r;
 			}
 		}
-push:
+	push:
 		if (virtq_push(vq, e, done))
 			break;
 		rng->bytes += done;

@@ -52,8 +52,8 @@ vq_guest_err(struct virtq *vq, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	log_warn("virtq %u: guest error: %s (%u similar suppressed)",
-		 vq->index, msg, vq->log_suppressed);
+	log_warn("virtq %u: guest error: %s (%u similar suppressed)", vq->index,
+		 msg, vq->log_suppressed);
 	vq->log_last_ns = t;
 	vq->log_suppressed = 0;
 }
@@ -68,8 +68,8 @@ void virtq_fail(struct virtq *vq, const char *why)
 		vq->on_error(vq->err_opaque, vq);
 }
 
-void virtq_init(struct virtq *vq, const struct guest_mem *mem,
-		unsigned index, uint16_t max_size)
+void virtq_init(struct virtq *vq, const struct guest_mem *mem, unsigned index,
+		uint16_t max_size)
 {
 	memset(vq, 0, sizeof(*vq));
 	vq->mem = mem;
@@ -217,7 +217,9 @@ static int walk_chain(struct virtq *vq, uint16_t head, struct virtq_elem *e)
 		}
 		if (flags & VIRTQ_DESC_F_INDIRECT) {
 			if (!vq->indirect) {
-				virtq_fail(vq, "indirect descriptor not negotiated");
+				virtq_fail(
+					vq,
+					"indirect descriptor not negotiated");
 				return -EIO;
 			}
 			if (indirect) {
@@ -230,12 +232,14 @@ static int walk_chain(struct virtq *vq, uint16_t head, struct virtq_elem *e)
 			}
 			if (len == 0 || len % DESC_SIZE ||
 			    len / DESC_SIZE > vq->st.size) {
-				virtq_fail(vq, "indirect table has a bad length");
+				virtq_fail(vq,
+					   "indirect table has a bad length");
 				return -EIO;
 			}
 			table = guest_mem_ptr(vq->mem, addr, len);
 			if (!table) {
-				virtq_fail(vq, "indirect table outside guest RAM");
+				virtq_fail(vq,
+					   "indirect table outside guest RAM");
 				return -EIO;
 			}
 			indirect = true;
@@ -319,8 +323,7 @@ int virtq_push(struct virtq *vq, const struct virtq_elem *e, uint32_t len)
 }
 
 /* virtio spec 2.7.10: has new_idx passed event_idx since old? */
-static bool vring_need_event(uint16_t event_idx, uint16_t new_idx,
-			     uint16_t old)
+static bool vring_need_event(uint16_t event_idx, uint16_t new_idx, uint16_t old)
 {
 	return (uint16_t)(new_idx - event_idx - 1) < (uint16_t)(new_idx - old);
 }

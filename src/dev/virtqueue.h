@@ -22,15 +22,15 @@
 /* Segments one chain may map (as QEMU's VIRTQUEUE_MAX_SIZE). */
 #define VIRTQ_MAX_SEGS 1024
 
-#define VIRTQ_DESC_F_NEXT 1
-#define VIRTQ_DESC_F_WRITE 2
-#define VIRTQ_DESC_F_INDIRECT 4
-#define VIRTQ_USED_F_NO_NOTIFY 1
+#define VIRTQ_DESC_F_NEXT	   1
+#define VIRTQ_DESC_F_WRITE	   2
+#define VIRTQ_DESC_F_INDIRECT	   4
+#define VIRTQ_USED_F_NO_NOTIFY	   1
 #define VIRTQ_AVAIL_F_NO_INTERRUPT 1
 
 #define VIRTIO_RING_F_INDIRECT_DESC 28
-#define VIRTIO_RING_F_EVENT_IDX 29
-#define VIRTIO_F_VERSION_1 32
+#define VIRTIO_RING_F_EVENT_IDX	    29
+#define VIRTIO_F_VERSION_1	    32
 
 #define VIRTIO_MSI_NO_VECTOR 0xffff
 
@@ -72,8 +72,8 @@ struct virtq_elem {
 	struct iovec iov[VIRTQ_MAX_SEGS];
 };
 
-void virtq_init(struct virtq *vq, const struct guest_mem *mem,
-		unsigned index, uint16_t max_size);
+void virtq_init(struct virtq *vq, const struct guest_mem *mem, unsigned index,
+		uint16_t max_size);
 /* Back to the power-on state (size = max, not ready, vector none). */
 void virtq_reset(struct virtq *vq);
 /* Apply negotiated features (VIRTIO_RING_F_*) before enabling. */

@@ -87,8 +87,8 @@ static struct pci_dev dev, dev2;
 
 static void setup(void)
 {
-	struct msi_sink sink = { msi_send, NULL };
-	struct irq_line line = { irq_set, NULL, 11 };
+	struct msi_sink sink = {msi_send, NULL};
+	struct irq_line line = {irq_set, NULL, 11};
 
 	bus_init(&pio, "pio");
 	bus_init(&mmio, "mmio");
@@ -370,7 +370,7 @@ static void test_snapshot(void)
 	struct snap_host_info h;
 	struct snap_writer *w = NULL;
 	struct snap_reader *r = NULL;
-	struct snap_err err = { { 0 } };
+	struct snap_err err = {{0}};
 	uint64_t tbl;
 
 	snprintf(path, sizeof(path), "/tmp/khyve-pci-%d.snap", (int)getpid());

@@ -16,16 +16,16 @@
 #include "unit.h"
 #include "virtio_blk.h"
 
-#define RAM_SIZE (4 * MiB)
-#define SLOT 4
-#define QSZ 16
+#define RAM_SIZE     (4 * MiB)
+#define SLOT	     4
+#define QSZ	     16
 #define DISK_SECTORS 2048
-#define DESC 0x1000
-#define AVAIL 0x2000
-#define USED 0x3000
-#define HDR 0x10000    /* request headers */
-#define STATUS 0x11000 /* status bytes */
-#define DATA 0x100000  /* data buffers */
+#define DESC	     0x1000
+#define AVAIL	     0x2000
+#define USED	     0x3000
+#define HDR	     0x10000  /* request headers */
+#define STATUS	     0x11000  /* status bytes */
+#define DATA	     0x100000 /* data buffers */
 
 static struct bus pio, mmio;
 static struct pci_bus pci;
@@ -99,11 +99,11 @@ static bool start_driver(uint64_t want)
 
 static int open_blk(bool ro)
 {
-	struct virtio_blk_opts o = { .path = img,
-				     .readonly = ro,
-				     .serial = "khyve-disk-0",
-				     .queue_size = 64 };
-	struct irq_line line = { irq_set, NULL, 9 };
+	struct virtio_blk_opts o = {.path = img,
+				    .readonly = ro,
+				    .serial = "khyve-disk-0",
+				    .queue_size = 64};
+	struct irq_line line = {irq_set, NULL, 9};
 	int ret;
 
 	bus_init(&pio, "pio");
@@ -163,7 +163,7 @@ static void desc(unsigned i, uint64_t addr, uint32_t len, uint16_t flags,
 /* Publish head 0 and kick; wait for the used ring (up to 5 s). */
 static bool submit_and_wait(uint32_t *used_len)
 {
-	struct timespec ts = { 0, 1000000 };
+	struct timespec ts = {0, 1000000};
 
 	put_le16(ram + AVAIL + 4 + 2 * (avail_idx % QSZ), 0);
 	avail_idx++;
@@ -187,8 +187,8 @@ static bool submit_and_wait(uint32_t *used_len)
 }
 
 /* header + one data buffer + status; returns status byte or -1. */
-static int request(uint32_t type, uint64_t sector, uint64_t data,
-		   uint32_t len, bool data_writable, uint32_t *used_len)
+static int request(uint32_t type, uint64_t sector, uint64_t data, uint32_t len,
+		   bool data_writable, uint32_t *used_len)
 {
 	put_le32(ram + HDR, type);
 	put_le32(ram + HDR + 4, 0);
@@ -282,9 +282,9 @@ static void test_rw_flush_id(void)
 	CHECK_EQ(request(VIRTIO_BLK_T_IN, DISK_SECTORS - 1, DATA, 1024, true,
 			 NULL),
 		 VIRTIO_BLK_S_IOERR);
-	CHECK_EQ(request(VIRTIO_BLK_T_OUT, DISK_SECTORS, DATA, 512, false,
-			 NULL),
-		 VIRTIO_BLK_S_IOERR);
+	CHECK_EQ(
+		request(VIRTIO_BLK_T_OUT, DISK_SECTORS, DATA, 512, false, NULL),
+		VIRTIO_BLK_S_IOERR);
 	CHECK_EQ(request(VIRTIO_BLK_T_OUT, UINT64_MAX - 1, DATA, 1024, false,
 			 NULL),
 		 VIRTIO_BLK_S_IOERR);
@@ -320,7 +320,7 @@ static void test_rw_flush_id(void)
 
 static void test_discard_write_zeroes(void)
 {
-	uint8_t buf[2048], zero[2048] = { 0 };
+	uint8_t buf[2048], zero[2048] = {0};
 	uint8_t *seg = ram + DATA;
 
 	make_image();
@@ -392,7 +392,7 @@ static void test_readonly(void)
 
 static void test_pause_resume_reset(void)
 {
-	struct timespec ts = { 0, 50000000 };
+	struct timespec ts = {0, 50000000};
 	uint16_t u;
 
 	make_image();
@@ -411,7 +411,7 @@ static void test_pause_resume_reset(void)
 	CHECK_EQ(u, 0); /* nothing served while paused */
 	virtio_blk_resume(&blk);
 	for (unsigned i = 0; i < 500 && get_le16(ram + USED + 2) == 0; i++)
-		nanosleep(&(struct timespec){ 0, 10000000 }, NULL);
+		nanosleep(&(struct timespec){0, 10000000}, NULL);
 	CHECK_EQ(get_le16(ram + USED + 2), 1);
 	used_seen = 1;
 
@@ -428,7 +428,7 @@ static void test_pause_resume_reset(void)
 
 static void test_hostile(void)
 {
-	struct timespec ts = { 0, 1000000 };
+	struct timespec ts = {0, 1000000};
 	unsigned i;
 
 	make_image();
@@ -440,8 +440,8 @@ static void test_hostile(void)
 	put_le16(ram + AVAIL + 4, 0);
 	put_le16(ram + AVAIL + 2, 1);
 	wr(notify, 0, 2);
-	for (i = 0; i < 5000 && !(virtio_pci_status(&blk.vp) &
-				  VIRTIO_STATUS_NEEDS_RESET);
+	for (i = 0; i < 5000 &&
+		    !(virtio_pci_status(&blk.vp) & VIRTIO_STATUS_NEEDS_RESET);
 	     i++)
 		nanosleep(&ts, NULL);
 	CHECK(virtio_pci_status(&blk.vp) & VIRTIO_STATUS_NEEDS_RESET);
@@ -458,7 +458,7 @@ static void test_hostile(void)
 
 static void test_open_errors(void)
 {
-	struct virtio_blk_opts o = { .path = "/nonexistent/disk.img" };
+	struct virtio_blk_opts o = {.path = "/nonexistent/disk.img"};
 	int fd;
 
 	CHECK_EQ(virtio_blk_init(&blk, &o, &mem, NULL, NULL), -ENOENT);

@@ -15,8 +15,8 @@
 #include "virtio_pci.h"
 
 #define RAM_SIZE (1 * MiB)
-#define SLOT 5
-#define QSZ 16
+#define SLOT	 5
+#define QSZ	 16
 
 static struct bus pio, mmio;
 static struct pci_bus pci;
@@ -26,7 +26,7 @@ static struct virtio_pci vp;
 
 /* A toy device: 2 queues, 8 bytes of config, records what it sees. */
 static unsigned notified[4], resets;
-static uint8_t devcfg[8] = { 1, 2, 3, 4, 5, 6, 7, 8 };
+static uint8_t devcfg[8] = {1, 2, 3, 4, 5, 6, 7, 8};
 static bool reject_features;
 static uint64_t features_seen;
 
@@ -178,8 +178,8 @@ static unsigned walk_caps(void)
 
 static void setup(void)
 {
-	struct msi_sink sink = { msi_send, NULL };
-	struct irq_line line = { irq_set, NULL, 10 };
+	struct msi_sink sink = {msi_send, NULL};
+	struct irq_line line = {irq_set, NULL, 10};
 
 	memset(ram, 0, RAM_SIZE);
 	memset(notified, 0, sizeof(notified));
@@ -191,8 +191,8 @@ static void setup(void)
 	bus_init(&mmio, "mmio");
 	CHECK_EQ(pci_bus_init(&pci, &pio, &mmio, 0xC0000000ULL, 0x10000000ULL),
 		 0);
-	CHECK_EQ(virtio_pci_init(&vp, "toy", &mem, &toy_ops, NULL,
-				 1ULL << 3, &sink),
+	CHECK_EQ(virtio_pci_init(&vp, "toy", &mem, &toy_ops, NULL, 1ULL << 3,
+				 &sink),
 		 0);
 	CHECK_EQ(pci_add_device(&pci, SLOT, 0, &vp.pci), 0);
 	pci_dev_set_intx(&vp.pci, &line);
@@ -233,9 +233,9 @@ static bool negotiate(uint64_t want)
 	       VIRTIO_STATUS_FEATURES_OK;
 }
 
-#define DESC(q) (0x1000 + 0x1000 * (q))
+#define DESC(q)	 (0x1000 + 0x1000 * (q))
 #define AVAIL(q) (0x8000 + 0x1000 * (q))
-#define USED(q) (0x10000 + 0x1000 * (q))
+#define USED(q)	 (0x10000 + 0x1000 * (q))
 
 static void setup_queue(unsigned q, uint16_t vector)
 {
@@ -281,8 +281,8 @@ static void test_enumerate(void)
 	CHECK_EQ(cfg_read(PCI_SUBSYSTEM_VENDOR_ID, 2), 0x1af4);
 	CHECK_EQ(cfg_read(0x08, 4) >> 8, 0x00ff00);
 	seen = walk_caps();
-	CHECK_EQ(seen, (1u << 1) | (1u << 2) | (1u << 3) | (1u << 4) |
-			       (1u << 5));
+	CHECK_EQ(seen,
+		 (1u << 1) | (1u << 2) | (1u << 3) | (1u << 4) | (1u << 5));
 	CHECK(msix_cap != 0);
 	CHECK_EQ((cfg_read(msix_cap + 2, 2) & 0x7ff) + 1, 3);
 	CHECK_EQ(notify_mult, VIRTIO_PCI_NOTIFY_MULT);
@@ -307,8 +307,8 @@ static void test_features(void)
 	CHECK(!negotiate(v1));
 	reject_features = false;
 	CHECK(negotiate(v1 | (1ULL << 3) | (1ULL << VIRTIO_RING_F_EVENT_IDX)));
-	CHECK_EQ(features_seen, v1 | (1ULL << 3) |
-					(1ULL << VIRTIO_RING_F_EVENT_IDX));
+	CHECK_EQ(features_seen,
+		 v1 | (1ULL << 3) | (1ULL << VIRTIO_RING_F_EVENT_IDX));
 	CHECK_EQ(virtio_pci_features(&vp), features_seen);
 	CHECK(vp.vqs[0].event_idx);
 	CHECK(!vp.vqs[0].indirect);
@@ -476,7 +476,8 @@ static void test_needs_reset_and_reset(void)
 	CHECK_EQ(rd(common + VIRTIO_PCI_COMMON_Q_SELECT, 2), 0);
 	wr(common + VIRTIO_PCI_COMMON_Q_SELECT, 1, 2);
 	CHECK_EQ(rd(common + VIRTIO_PCI_COMMON_Q_SIZE, 2), 64);
-	CHECK_EQ(rd(common + VIRTIO_PCI_COMMON_Q_MSIX, 2), VIRTIO_MSI_NO_VECTOR);
+	CHECK_EQ(rd(common + VIRTIO_PCI_COMMON_Q_MSIX, 2),
+		 VIRTIO_MSI_NO_VECTOR);
 	CHECK_EQ(virtio_pci_features(&vp), 0);
 
 	/* A hostile ring on a live device: NEEDS_RESET + config irq. */
@@ -523,7 +524,7 @@ static int load_one(void *ctx, const struct snap_desc *d, uint32_t inst,
 		    void *state)
 {
 	struct snap_ctx *c = ctx;
-	struct snap_err err = { { 0 } };
+	struct snap_err err = {{0}};
 	int ret;
 
 	c->n++;
@@ -537,8 +538,8 @@ static void test_snapshot(void)
 {
 	char path[64];
 	struct snap_host_info h;
-	struct snap_ctx c = { 0 };
-	struct snap_err err = { { 0 } };
+	struct snap_ctx c = {0};
+	struct snap_err err = {{0}};
 	static struct virtq_elem e;
 	uint8_t *saved_ram;
 	uint16_t idx;

@@ -9,12 +9,12 @@
 #include "virtio_rng.h"
 
 #define RAM_SIZE (1 * MiB)
-#define SLOT 6
-#define QSZ 8
-#define DESC 0x1000
-#define AVAIL 0x2000
-#define USED 0x3000
-#define BUF 0x10000
+#define SLOT	 6
+#define QSZ	 8
+#define DESC	 0x1000
+#define AVAIL	 0x2000
+#define USED	 0x3000
+#define BUF	 0x10000
 
 static struct bus pio, mmio;
 static struct pci_bus pci;

@@ -11,10 +11,10 @@
 #include "virtqueue.h"
 
 #define RAM_SIZE (1 * MiB)
-#define DESC 0x1000
-#define AVAIL 0x2000
-#define USED 0x3000
-#define QSZ 8
+#define DESC	 0x1000
+#define AVAIL	 0x2000
+#define USED	 0x3000
+#define QSZ	 8
 
 static uint8_t *ram;
 static struct guest_mem mem;
@@ -55,10 +55,9 @@ static void setup(struct virtq *vq, bool indirect, bool event_idx)
 	vq->st.desc = DESC;
 	vq->st.avail = AVAIL;
 	vq->st.used = USED;
-	virtq_set_features(vq,
-			   (indirect ? 1ULL << VIRTIO_RING_F_INDIRECT_DESC : 0) |
-				   (event_idx ? 1ULL << VIRTIO_RING_F_EVENT_IDX
-					      : 0));
+	virtq_set_features(
+		vq, (indirect ? 1ULL << VIRTIO_RING_F_INDIRECT_DESC : 0) |
+			    (event_idx ? 1ULL << VIRTIO_RING_F_EVENT_IDX : 0));
 	CHECK_EQ(virtq_enable(vq), 0);
 }
 
@@ -251,15 +250,15 @@ static void test_enable_checks(void)
 		uint16_t size;
 		uint64_t desc, avail, used;
 	} bad[] = {
-		{ 6, DESC, AVAIL, USED },	       /* not a power of two */
-		{ 0, DESC, AVAIL, USED },	       /* empty */
-		{ 512, DESC, AVAIL, USED },	       /* above the maximum */
-		{ QSZ, DESC + 8, AVAIL, USED },	       /* desc misaligned */
-		{ QSZ, DESC, AVAIL + 1, USED },	       /* avail misaligned */
-		{ QSZ, DESC, AVAIL, USED + 2 },	       /* used misaligned */
-		{ QSZ, RAM_SIZE - 64, AVAIL, USED },   /* desc past RAM */
-		{ QSZ, DESC, AVAIL, RAM_SIZE - 16 },   /* used past RAM */
-		{ QSZ, DESC, 0xfffffffffffffff0ULL, USED }, /* wraps */
+		{6, DESC, AVAIL, USED},		   /* not a power of two */
+		{0, DESC, AVAIL, USED},		   /* empty */
+		{512, DESC, AVAIL, USED},	   /* above the maximum */
+		{QSZ, DESC + 8, AVAIL, USED},	   /* desc misaligned */
+		{QSZ, DESC, AVAIL + 1, USED},	   /* avail misaligned */
+		{QSZ, DESC, AVAIL, USED + 2},	   /* used misaligned */
+		{QSZ, RAM_SIZE - 64, AVAIL, USED}, /* desc past RAM */
+		{QSZ, DESC, AVAIL, RAM_SIZE - 16}, /* used past RAM */
+		{QSZ, DESC, 0xfffffffffffffff0ULL, USED}, /* wraps */
 	};
 
 	for (unsigned i = 0; i < ARRAY_SIZE(bad); i++) {
@@ -328,7 +327,7 @@ static void test_snapshot_mid_flight(void)
 	struct snap_host_info h;
 	struct snap_writer *w = NULL;
 	struct snap_reader *r = NULL;
-	struct snap_err err = { { 0 } };
+	struct snap_err err = {{0}};
 
 	setup(&vq, true, true);
 	for (unsigned i = 0; i < 3; i++) {
@@ -379,7 +378,7 @@ static void test_snapshot_mid_flight(void)
 static void test_iov_copy(void)
 {
 	uint8_t a[3], b[5], out[8];
-	struct iovec iov[2] = { { a, sizeof(a) }, { b, sizeof(b) } };
+	struct iovec iov[2] = {{a, sizeof(a)}, {b, sizeof(b)}};
 
 	CHECK_EQ(buf_to_iov(iov, 2, 1, "ABCDEFGHIJ", 10), 7);
 	CHECK_EQ(a[1], 'A');
