@@ -118,6 +118,43 @@ static int get_supported_cpuid(struct vm *vm, char *err, size_t errlen)
 	return -E2BIG;
 }
 
+/*
+ * GSI routing as PCs wire it: ISA IRQ0 (the PIT) reaches IOAPIC pin 2, the
+ * interrupt source override the MP table and MADT announce. KVM's default
+ * routing would send GSI 0 to pin 0. Must follow KVM_CREATE_IRQCHIP.
+ */
+static int vm_setup_irq_routing(struct vm *vm)
+{
+	struct {
+		struct kvm_irq_routing hdr;
+		struct kvm_irq_routing_entry e[16 + 24];
+	} r;
+	unsigned n = 0;
+
+	memset(&r, 0, sizeof(r));
+	for (unsigned i = 0; i < 16; i++) {
+		if (i == 2)
+			continue; /* the cascade */
+		r.e[n].gsi = i;
+		r.e[n].type = KVM_IRQ_ROUTING_IRQCHIP;
+		r.e[n].u.irqchip.irqchip = i < 8 ? KVM_IRQCHIP_PIC_MASTER :
+						   KVM_IRQCHIP_PIC_SLAVE;
+		r.e[n].u.irqchip.pin = i % 8;
+		n++;
+	}
+	for (unsigned i = 0; i < 24; i++) {
+		if (i == 2)
+			continue;
+		r.e[n].gsi = i;
+		r.e[n].type = KVM_IRQ_ROUTING_IRQCHIP;
+		r.e[n].u.irqchip.irqchip = KVM_IRQCHIP_IOAPIC;
+		r.e[n].u.irqchip.pin = i == 0 ? 2 : i;
+		n++;
+	}
+	r.hdr.nr = n;
+	return ioctl(vm->vm_fd, KVM_SET_GSI_ROUTING, &r) < 0 ? -errno : 0;
+}
+
 static uint64_t host_mem_bytes(void)
 {
 	long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
@@ -301,6 +338,11 @@ int vm_create(struct vm *vm, struct vm_config *cfg, char *err, size_t errlen)
 	if (ioctl(vm->vm_fd, KVM_CREATE_IRQCHIP) < 0) {
 		snprintf(err, errlen, "KVM_CREATE_IRQCHIP: %s", strerror(errno));
 		return -errno;
+	}
+	ret = vm_setup_irq_routing(vm);
+	if (ret) {
+		snprintf(err, errlen, "KVM_SET_GSI_ROUTING: %s", strerror(-ret));
+		return ret;
 	}
 	{
 		struct kvm_pit_config pit = { .flags = KVM_PIT_SPEAKER_DUMMY };
