@@ -1,0 +1,320 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+#include "virtio_net.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/if_tun.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <sys/random.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "common.h"
+#include "log.h"
+
+static void stat_add(uint64_t *c, uint64_t v)
+{
+	__atomic_add_fetch(c, v, __ATOMIC_RELAXED);
+}
+
+static bool running(struct virtio_net *net)
+{
+	uint8_t s = virtio_pci_status(&net->vp);
+
+	return (s & VIRTIO_STATUS_DRIVER_OK) &&
+	       !(s & VIRTIO_STATUS_NEEDS_RESET);
+}
+
+/* Caller holds net->lock. */
+static void tx_process(struct virtio_net *net)
+{
+	struct virtq *vq = &net->vp.vqs[VIRTIO_NET_TXQ];
+	struct virtq_elem *e = net->elem;
+	bool pushed = false;
+
+	if (!running(net))
+		return;
+	while (virtq_pop(vq, e) == 1) {
+		ssize_t r;
+
+		/* The chain is header + frame, exactly what the TAP takes. */
+		if (e->n_out == 0 || e->out_len <= VIRTIO_NET_HDR_LEN) {
+			stat_add(&net->stats.tx_errors, 1);
+		} else {
+			do {
+				r = writev(net->fd, e->iov, (int)e->n_out);
+			} while (r < 0 && errno == EINTR);
+			if (r < 0) {
+				/* Full or gone: drop, like a congested NIC. */
+				stat_add(&net->stats.tx_errors, 1);
+			} else {
+				stat_add(&net->stats.tx_packets, 1);
+				stat_add(&net->stats.tx_bytes,
+					 e->out_len - VIRTIO_NET_HDR_LEN);
+			}
+		}
+		if (virtq_push(vq, e, 0))
+			break;
+		pushed = true;
+	}
+	if (pushed)
+		virtio_pci_notify_queue(&net->vp, VIRTIO_NET_TXQ);
+}
+
+/*
+ * Caller holds net->lock. Moves frames from the TAP into rx buffers until
+ * either runs out. The TAP is watched edge-triggered, so frames left
+ * behind for want of buffers are picked up on the driver's next rx kick.
+ */
+static void rx_process(struct virtio_net *net)
+{
+	struct virtq *vq = &net->vp.vqs[VIRTIO_NET_RXQ];
+	struct virtq_elem *e = net->elem;
+	bool pushed = false;
+
+	if (!running(net))
+		return;
+	for (;;) {
+		ssize_t r;
+
+		if (virtq_pop(vq, e) != 1)
+			break;
+		if (e->n_in == 0 || e->in_len < VIRTIO_NET_HDR_LEN) {
+			virtq_fail(vq, "virtio-net rx buffer too small");
+			break;
+		}
+		do {
+			r = readv(net->fd, e->iov + e->n_out, (int)e->n_in);
+		} while (r < 0 && errno == EINTR);
+		if (r <= 0) {
+			virtq_unpop(vq); /* nothing to read: keep buffer */
+			break;
+		}
+		if (virtq_push(vq, e, (uint32_t)r))
+			break;
+		stat_add(&net->stats.rx_packets, 1);
+		stat_add(&net->stats.rx_bytes,
+			 (uint64_t)r > VIRTIO_NET_HDR_LEN
+				 ? (uint64_t)r - VIRTIO_NET_HDR_LEN
+				 : 0);
+		pushed = true;
+	}
+	if (pushed)
+		virtio_pci_notify_queue(&net->vp, VIRTIO_NET_RXQ);
+}
+
+static void rx_event(void *opaque, uint32_t events)
+{
+	struct virtio_net *net = opaque;
+
+	pthread_mutex_lock(&net->lock);
+	rx_process(net);
+	pthread_mutex_unlock(&net->lock);
+}
+
+static void tx_event(void *opaque, uint32_t events)
+{
+	struct virtio_net *net = opaque;
+
+	pthread_mutex_lock(&net->lock);
+	tx_process(net);
+	pthread_mutex_unlock(&net->lock);
+}
+
+static void net_queue_notify(void *opaque, unsigned q)
+{
+	struct virtio_net *net = opaque;
+
+	if (q == VIRTIO_NET_RXQ)
+		iothread_kick(net->rx_kick);
+	else if (q == VIRTIO_NET_TXQ)
+		iothread_kick(net->tx_kick);
+}
+
+static void net_reset(void *opaque)
+{
+	struct virtio_net *net = opaque;
+
+	/* DRIVER_OK is already clear: wait out a running handler. */
+	pthread_mutex_lock(&net->lock);
+	pthread_mutex_unlock(&net->lock);
+}
+
+static void net_config_read(void *opaque, uint32_t off, void *data,
+			    unsigned size)
+{
+	struct virtio_net *net = opaque;
+	uint8_t c[VIRTIO_NET_CONFIG_SIZE] = {0};
+
+	memcpy(c, net->mac, 6);
+	put_le16(c + 6, VIRTIO_NET_S_LINK_UP);
+	memcpy(data, c + off, size);
+}
+
+static const struct virtio_dev_ops net_ops_template = {
+	.device_id = VIRTIO_ID_NET,
+	.class_code = 0x020000, /* ethernet controller */
+	.num_queues = 2,
+	.config_size = VIRTIO_NET_CONFIG_SIZE,
+	.config_read = net_config_read,
+	.queue_notify = net_queue_notify,
+	.reset = net_reset,
+};
+
+static int tap_open(struct virtio_net *net, const char *ifname)
+{
+	struct ifreq ifr = {0};
+	int hdr = VIRTIO_NET_HDR_LEN, fd, ret;
+
+	fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0) {
+		ret = -errno;
+		log_err("virtio-net: cannot open /dev/net/tun: %s",
+			strerror(errno));
+		return ret;
+	}
+	ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+	if (ifname)
+		snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", ifname);
+	if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
+		ret = -errno;
+		log_err("virtio-net: cannot attach TAP %s: %s",
+			ifname ? ifname : "(new)", strerror(errno));
+		goto err;
+	}
+	if (ioctl(fd, TUNSETVNETHDRSZ, &hdr) < 0) {
+		ret = -errno;
+		log_err("virtio-net: TUNSETVNETHDRSZ: %s", strerror(errno));
+		goto err;
+	}
+	/* No offloads negotiated: the TAP must hand us plain frames. */
+	if (ioctl(fd, TUNSETOFFLOAD, 0) < 0)
+		log_warn("virtio-net: TUNSETOFFLOAD: %s", strerror(errno));
+	snprintf(net->ifname, sizeof(net->ifname), "%s", ifr.ifr_name);
+	net->fd = fd;
+	net->own_fd = true;
+	return 0;
+err:
+	close(fd);
+	return ret;
+}
+
+int virtio_net_init(struct virtio_net *net, const struct virtio_net_opts *o,
+		    const struct guest_mem *mem, struct iothread *iot,
+		    const struct msi_sink *msi)
+{
+	uint16_t qs = o->queue_size ? o->queue_size : 256;
+	int ret;
+
+	memset(net, 0, sizeof(*net));
+	net->fd = -1;
+	if ((qs & (qs - 1)) || qs < 2 || qs > VIRTQ_MAX_SIZE)
+		return -EINVAL;
+	if (o->mac) {
+		memcpy(net->mac, o->mac, 6);
+	} else {
+		if (getrandom(net->mac, 6, 0) != 6)
+			return -EIO;
+		/* Unicast, locally administered. */
+		net->mac[0] = (uint8_t)((net->mac[0] & 0xfc) | 0x02);
+	}
+	if (o->tap_fd >= 0) {
+		net->fd = o->tap_fd;
+	} else {
+		ret = tap_open(net, o->ifname);
+		if (ret)
+			return ret;
+	}
+	net->elem = malloc(sizeof(*net->elem));
+	if (!net->elem) {
+		ret = -ENOMEM;
+		goto err_fd;
+	}
+	ret = -pthread_mutex_init(&net->lock, NULL);
+	if (ret)
+		goto err_elem;
+	if (!iot) {
+		ret = iothread_create(&iot, "virtio-net");
+		if (ret)
+			goto err_lock;
+		net->own_iot = true;
+	}
+	net->iot = iot;
+	net->ops = net_ops_template;
+	net->ops.queue_max_size = qs;
+	ret = virtio_pci_init(&net->vp, "virtio-net", mem, &net->ops, net,
+			      (1ULL << VIRTIO_NET_F_MAC) |
+				      (1ULL << VIRTIO_NET_F_STATUS),
+			      msi);
+	if (ret)
+		goto err_iot;
+	ret = iothread_kick_new(iot, rx_event, net, &net->rx_kick);
+	if (ret)
+		goto err_vp;
+	ret = iothread_kick_new(iot, tx_event, net, &net->tx_kick);
+	if (ret)
+		goto err_rxk;
+	ret = iothread_add_fd(iot, net->fd, EPOLLIN | EPOLLET, rx_event, net);
+	if (ret)
+		goto err_txk;
+	net->fd_registered = true;
+	return 0;
+err_txk:
+	iothread_kick_free(net->tx_kick);
+err_rxk:
+	iothread_kick_free(net->rx_kick);
+err_vp:
+	virtio_pci_destroy(&net->vp);
+err_iot:
+	if (net->own_iot)
+		iothread_destroy(net->iot);
+err_lock:
+	pthread_mutex_destroy(&net->lock);
+err_elem:
+	free(net->elem);
+err_fd:
+	if (net->own_fd)
+		close(net->fd);
+	net->fd = -1;
+	return ret;
+}
+
+void virtio_net_destroy(struct virtio_net *net)
+{
+	if (net->fd_registered)
+		iothread_del_fd(net->iot, net->fd);
+	iothread_kick_free(net->tx_kick);
+	iothread_kick_free(net->rx_kick);
+	if (net->own_iot)
+		iothread_destroy(net->iot);
+	virtio_pci_destroy(&net->vp);
+	pthread_mutex_destroy(&net->lock);
+	free(net->elem);
+	if (net->own_fd && net->fd >= 0)
+		close(net->fd);
+	net->fd = -1;
+}
+
+void virtio_net_get_stats(struct virtio_net *net, struct virtio_net_stats *s)
+{
+	s->rx_packets =
+		__atomic_load_n(&net->stats.rx_packets, __ATOMIC_RELAXED);
+	s->rx_bytes = __atomic_load_n(&net->stats.rx_bytes, __ATOMIC_RELAXED);
+	s->tx_packets =
+		__atomic_load_n(&net->stats.tx_packets, __ATOMIC_RELAXED);
+	s->tx_bytes = __atomic_load_n(&net->stats.tx_bytes, __ATOMIC_RELAXED);
+	s->tx_errors = __atomic_load_n(&net->stats.tx_errors, __ATOMIC_RELAXED);
+}
+
+int virtio_net_kick_fd(struct virtio_net *net, unsigned q)
+{
+	if (q == VIRTIO_NET_RXQ)
+		return iothread_kick_fd(net->rx_kick);
+	if (q == VIRTIO_NET_TXQ)
+		return iothread_kick_fd(net->tx_kick);
+	return -EINVAL;
+}

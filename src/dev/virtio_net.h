@@ -1,0 +1,65 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * virtio-net on a TAP device (IFF_TAP | IFF_NO_PI | IFF_VNET_HDR with a
+ * 12-byte header, so guest frames pass through unchanged). One rx and one
+ * tx queue, no offloads, no mergeable rx buffers; served on an iothread.
+ */
+#ifndef KHYVE_VIRTIO_NET_H
+#define KHYVE_VIRTIO_NET_H
+
+#include <net/if.h>
+#include <pthread.h>
+#include <stdint.h>
+
+#include "iothread.h"
+#include "virtio_pci.h"
+
+#define VIRTIO_NET_F_MAC       5
+#define VIRTIO_NET_F_STATUS    16
+#define VIRTIO_NET_S_LINK_UP   1
+#define VIRTIO_NET_HDR_LEN     12 /* virtio_net_hdr with num_buffers (1.x) */
+#define VIRTIO_NET_CONFIG_SIZE 8
+#define VIRTIO_NET_RXQ	       0
+#define VIRTIO_NET_TXQ	       1
+
+struct virtio_net_opts {
+	const char *ifname;  /* TAP to attach/create; NULL = kernel picks */
+	const uint8_t *mac;  /* 6 bytes; NULL = random, locally administered */
+	int tap_fd;	     /* >= 0: use this fd instead (tests, fd passing) */
+	uint16_t queue_size; /* 0 = 256 */
+};
+
+struct virtio_net_stats {
+	uint64_t rx_packets, rx_bytes;
+	uint64_t tx_packets, tx_bytes;
+	uint64_t tx_errors;
+};
+
+struct virtio_net {
+	struct virtio_pci vp;
+	struct virtio_dev_ops ops; /* vp.ops points here */
+	int fd;
+	bool own_fd, fd_registered;
+	char ifname[IFNAMSIZ];
+	uint8_t mac[6];
+	struct iothread *iot;
+	bool own_iot;
+	struct iothread_kick *rx_kick, *tx_kick;
+	struct virtq_elem *elem; /* scratch, under lock */
+	pthread_mutex_t lock;	 /* queue processing vs reset */
+	struct virtio_net_stats stats;
+};
+
+/*
+ * Open (or adopt) the TAP and set up the PCI function; @iot may be NULL.
+ * Place it with pci_add_device(bus, slot, 0, &net->vp.pci).
+ */
+int virtio_net_init(struct virtio_net *net, const struct virtio_net_opts *o,
+		    const struct guest_mem *mem, struct iothread *iot,
+		    const struct msi_sink *msi);
+void virtio_net_destroy(struct virtio_net *net);
+void virtio_net_get_stats(struct virtio_net *net, struct virtio_net_stats *s);
+/* Eventfd kicking queue @q (for a KVM ioeventfd), or -EINVAL. */
+int virtio_net_kick_fd(struct virtio_net *net, unsigned q);
+
+#endif
