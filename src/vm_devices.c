@@ -15,9 +15,11 @@
 #include "layout.h"
 #include "log.h"
 #include "pci.h"
+#include "pm.h"
 #include "rtc.h"
 #include "uart8250.h"
 #include "virtio_blk.h"
+#include "virtio_rng.h"
 #include "vm.h"
 
 #define PCI_MMIO_BASE GUEST_PCI_HOLE_START
@@ -26,6 +28,7 @@
 struct pci_slot_dev {
 	const struct dev_config *cfg;
 	struct virtio_blk *blk;
+	struct virtio_rng *rng;
 	struct virtio_pci *vp; /* the transport, whatever the device */
 };
 
@@ -33,6 +36,7 @@ struct vm_devices {
 	struct uart8250 com1;
 	struct rtc rtc;
 	struct i8042 kbd;
+	struct pm pm;
 	struct irq_line irq_kbd, irq_aux;
 	struct pci_bus pci;
 	struct iothread *io;
@@ -49,6 +53,7 @@ static const struct {
 } emulations[] = {
 	{ "hostbridge", "PCI host bridge (always at 0:0)" },
 	{ "virtio-blk", "virtio-blk,PATH[,ro][,direct][,serial=ID]: raw disk image" },
+	{ "virtio-rng", "virtio-rng: entropy from the host's getrandom()" },
 };
 
 void vm_devices_list(FILE *out)
@@ -84,6 +89,22 @@ static int ignore_io(void *opaque, uint64_t off, void *data, unsigned size,
 	if (!is_write)
 		memset(data, 0xff, size);
 	return 0;
+}
+
+/* ACPI sleep register S5. */
+static void vm_poweroff_cb(void *opaque)
+{
+	vm_request_stop(opaque, KHYVE_EXIT_POWEROFF);
+}
+
+static int pc_cf8_io(void *opaque, uint64_t off, void *data, unsigned size,
+		     bool is_write)
+{
+	struct vm *vm = opaque;
+
+	if (off == PM_RESET_PORT - 0xcf8 && size == 1)
+		return pm_reset_io(&vm->devs->pm, 0, data, size, is_write);
+	return pci_config_io(&vm->devs->pci, off, data, size, is_write);
 }
 
 /* The guest asked for a reset (i8042 pulse, 0xcf9): bhyve exits 0. */
@@ -185,9 +206,17 @@ int vm_devices_create(struct vm *vm, char *err, size_t errlen)
 				   "i8042");
 	if (ret)
 		goto fail;
-
-	ret = pci_bus_init(&d->pci, &vm->pio, &vm->mmio, PCI_MMIO_BASE,
+	ret = pm_init(&d->pm, vm_poweroff_cb, vm_reset_cb, vm);
+	if (!ret)
+		ret = bus_register(&vm->pio, PM_SLEEP_CTL_PORT, PM_SLEEP_NR_PORTS,
+				   pm_sleep_io, &d->pm, "acpi-sleep");
+	if (ret)
+		goto fail;
+	/* 0xcf8-0xcff: PCI config, except the byte at 0xcf9 (reset). */
+	ret = pci_bus_init(&d->pci, NULL, &vm->mmio, PCI_MMIO_BASE,
 			   PCI_MMIO_SIZE);
+	if (!ret)
+		ret = bus_register(&vm->pio, 0xcf8, 8, pc_cf8_io, vm, "pci-config");
 	if (ret) {
 		snprintf(err, errlen, "PCI bus: %s", strerror(-ret));
 		goto fail;
@@ -210,6 +239,18 @@ int vm_devices_create(struct vm *vm, char *err, size_t errlen)
 		}
 		if (!strcmp(dc->emul, "virtio-blk")) {
 			ret = add_virtio_blk(vm, pd, err, errlen);
+		} else if (!strcmp(dc->emul, "virtio-rng")) {
+			pd->rng = calloc(1, sizeof(*pd->rng));
+			ret = pd->rng ? virtio_rng_init(pd->rng, &vm->mem, &d->msi) :
+					-ENOMEM;
+			if (ret) {
+				snprintf(err, errlen, "-s %u,virtio-rng: %s",
+					 dc->slot, strerror(-ret));
+				free(pd->rng);
+				pd->rng = NULL;
+				goto fail;
+			}
+			pd->vp = &pd->rng->vp;
 		} else if (!strcmp(dc->emul, "hostbridge")) {
 			continue;
 		} else {
@@ -248,6 +289,10 @@ void vm_devices_destroy(struct vm *vm)
 		if (d->pcidevs[i].blk) {
 			virtio_blk_destroy(d->pcidevs[i].blk);
 			free(d->pcidevs[i].blk);
+		}
+		if (d->pcidevs[i].rng) {
+			virtio_rng_destroy(d->pcidevs[i].rng);
+			free(d->pcidevs[i].rng);
 		}
 	}
 	if (vm->console)
@@ -367,16 +412,20 @@ int vm_devices_save(struct vm *vm, struct snap_writer *w, char *err,
 	struct uart8250_state us;
 	struct rtc_state rs;
 	struct i8042_state ks;
+	struct pm_state ps;
 	int ret;
 
 	uart8250_state_save(&d->com1, &us);
 	rtc_state_save(&d->rtc, &rs);
 	i8042_state_save(&d->kbd, &ks);
+	pm_state_save(&d->pm, &ps);
 	ret = snap_write_section(w, &uart8250_snap_desc, 0, &us);
 	if (!ret)
 		ret = snap_write_section(w, &rtc_snap_desc, 0, &rs);
 	if (!ret)
 		ret = snap_write_section(w, &i8042_snap_desc, 0, &ks);
+	if (!ret)
+		ret = snap_write_section(w, &pm_snap_desc, 0, &ps);
 	/* PCI devices by their slot.func, so a config with gaps still maps. */
 	for (unsigned i = 0; !ret && i < d->npci; i++) {
 		struct pci_slot_dev *pd = &d->pcidevs[i];
@@ -414,16 +463,20 @@ int vm_devices_load(struct vm *vm, struct snap_reader *r, char *err,
 	struct uart8250_state us;
 	struct rtc_state rs;
 	struct i8042_state ks;
+	struct pm_state ps;
 	int ret;
 
 	uart8250_state_save(&d->com1, &us);
 	rtc_state_save(&d->rtc, &rs);
 	i8042_state_save(&d->kbd, &ks);
+	pm_state_save(&d->pm, &ps);
 	ret = snap_read_section(r, &uart8250_snap_desc, 0, &us, &c.se);
 	if (!ret)
 		ret = snap_read_section(r, &rtc_snap_desc, 0, &rs, &c.se);
 	if (!ret)
 		ret = snap_read_section(r, &i8042_snap_desc, 0, &ks, &c.se);
+	if (!ret)
+		ret = snap_read_section(r, &pm_snap_desc, 0, &ps, &c.se);
 	if (ret)
 		goto fail_se;
 	ret = uart8250_state_apply(&d->com1, &us);
@@ -431,6 +484,8 @@ int vm_devices_load(struct vm *vm, struct snap_reader *r, char *err,
 		ret = rtc_state_apply(&d->rtc, &rs);
 	if (!ret)
 		ret = i8042_state_apply(&d->kbd, &ks);
+	if (!ret)
+		ret = pm_state_apply(&d->pm, &ps);
 	if (ret) {
 		snprintf(err, errlen, "%s: legacy device state out of range",
 			 snap_reader_path(r));

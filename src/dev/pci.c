@@ -549,7 +549,7 @@ static struct pci_dev *bus_dev(struct pci_bus *bus, uint32_t addr,
 	return bus->devs[slot][fn];
 }
 
-static int pci_config_io(void *opaque, uint64_t off, void *data, unsigned size,
+int pci_config_io(void *opaque, uint64_t off, void *data, unsigned size,
 			 bool is_write)
 {
 	struct pci_bus *bus = opaque;

@@ -153,6 +153,13 @@ struct pci_bus {
 int pci_bus_init(struct pci_bus *bus, struct bus *pio, struct bus *mmio,
 		 uint64_t mmio_base, uint64_t mmio_size);
 void pci_bus_destroy(struct pci_bus *bus);
+/*
+ * Config mechanism #1 at 0xcf8-0xcff. pci_bus_init() registers it when
+ * given a PIO bus; a VMM that shares the range (0xcf9 is the PC reset
+ * control register) passes NULL and dispatches here itself.
+ */
+int pci_config_io(void *opaque, uint64_t off, void *data, unsigned size,
+		  bool is_write);
 
 /* Identity and a type 0 header with write masks; no BARs, no caps. */
 int pci_dev_init(struct pci_dev *dev, const char *name, uint16_t vendor,
