@@ -16,6 +16,18 @@
 #include "common.h"
 #include "log.h"
 
+static const struct snap_field virtio_net_fields[] = {
+	SNAP_U8_ARRAY(struct virtio_net_state, mac, 6, 1),
+};
+
+const struct snap_desc virtio_net_snap = SNAP_DESC(
+	"virtio_net", 1, 1, struct virtio_net_state, virtio_net_fields);
+
+static void *net_snap_state(void *opaque)
+{
+	return &((struct virtio_net *)opaque)->st;
+}
+
 static void stat_add(uint64_t *c, uint64_t v)
 {
 	__atomic_add_fetch(c, v, __ATOMIC_RELAXED);
@@ -150,7 +162,7 @@ static void net_config_read(void *opaque, uint32_t off, void *data,
 	struct virtio_net *net = opaque;
 	uint8_t c[VIRTIO_NET_CONFIG_SIZE] = {0};
 
-	memcpy(c, net->mac, 6);
+	memcpy(c, net->st.mac, 6);
 	put_le16(c + 6, VIRTIO_NET_S_LINK_UP);
 	memcpy(data, c + off, size);
 }
@@ -163,6 +175,8 @@ static const struct virtio_dev_ops net_ops_template = {
 	.config_read = net_config_read,
 	.queue_notify = net_queue_notify,
 	.reset = net_reset,
+	.snap = &virtio_net_snap,
+	.snap_state = net_snap_state,
 };
 
 static int tap_open(struct virtio_net *net, const char *ifname)
@@ -215,12 +229,12 @@ int virtio_net_init(struct virtio_net *net, const struct virtio_net_opts *o,
 	if ((qs & (qs - 1)) || qs < 2 || qs > VIRTQ_MAX_SIZE)
 		return -EINVAL;
 	if (o->mac) {
-		memcpy(net->mac, o->mac, 6);
+		memcpy(net->st.mac, o->mac, 6);
 	} else {
-		if (getrandom(net->mac, 6, 0) != 6)
+		if (getrandom(net->st.mac, 6, 0) != 6)
 			return -EIO;
 		/* Unicast, locally administered. */
-		net->mac[0] = (uint8_t)((net->mac[0] & 0xfc) | 0x02);
+		net->st.mac[0] = (uint8_t)((net->st.mac[0] & 0xfc) | 0x02);
 	}
 	if (o->tap_fd >= 0) {
 		net->fd = o->tap_fd;

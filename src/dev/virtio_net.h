@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "iothread.h"
+#include "snap_desc.h"
 #include "virtio_pci.h"
 
 #define VIRTIO_NET_F_MAC       5
@@ -35,13 +36,20 @@ struct virtio_net_stats {
 	uint64_t tx_errors;
 };
 
+/* Saveable: the MAC the guest saw (a random one must survive restore). */
+struct virtio_net_state {
+	uint8_t mac[6];
+};
+
+extern const struct snap_desc virtio_net_snap;
+
 struct virtio_net {
 	struct virtio_pci vp;
 	struct virtio_dev_ops ops; /* vp.ops points here */
 	int fd;
 	bool own_fd, fd_registered;
 	char ifname[IFNAMSIZ];
-	uint8_t mac[6];
+	struct virtio_net_state st;
 	struct iothread *iot;
 	bool own_iot;
 	struct iothread_kick *rx_kick, *tx_kick;

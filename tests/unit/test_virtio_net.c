@@ -121,6 +121,18 @@ static void post(unsigned q, uint16_t idx, uint16_t head)
 	wr(notify + q * VIRTIO_PCI_NOTIFY_MULT, q, 2);
 }
 
+static unsigned nsec;
+static const char *last_sec;
+static int count_sec(void *ctx, const struct snap_desc *d, uint32_t inst,
+		     void *state)
+{
+	nsec++;
+	last_sec = d->name;
+	if (!strcmp(d->name, "virtio_net"))
+		CHECK(!memcmp(state, mac, 6));
+	return 0;
+}
+
 static void test_config(void)
 {
 	setup();
@@ -130,6 +142,10 @@ static void test_config(void)
 	CHECK_EQ(virtio_pci_features(&net.vp),
 		 (1ULL << VIRTIO_NET_F_MAC) | (1ULL << VIRTIO_NET_F_STATUS) |
 			 (1ULL << VIRTIO_F_VERSION_1));
+	/* pci_dev, virtio_pci, rx, tx, virtio_net (the MAC) */
+	CHECK_EQ(virtio_pci_snap_foreach(&net.vp, 0, count_sec, NULL), 0);
+	CHECK_EQ(nsec, 5);
+	CHECK(last_sec && !strcmp(last_sec, "virtio_net"));
 	teardown();
 }
 
@@ -207,7 +223,7 @@ static void test_real_tap(void)
 		return;
 	}
 	CHECK(n2.ifname[0] != 0);
-	CHECK_EQ(n2.mac[0] & 3, 2); /* random, locally administered */
+	CHECK_EQ(n2.st.mac[0] & 3, 2); /* random, locally administered */
 	virtio_net_destroy(&n2);
 }
 
