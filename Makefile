@@ -5,6 +5,7 @@
 #   make check        unit tests (plain and sanitized) + integration tests
 #   make unit         unit tests only
 #   make bench        benchmarks side by side with QEMU
+#   make linux-guest  build the project's Linux guest (docs/linux-guest.md)
 #   make install PREFIX=/usr/local
 
 CC ?= cc
@@ -42,9 +43,13 @@ LIBKHYVE := $(BUILD)/libkhyve.a
 
 .SECONDARY:
 
-.PHONY: all guests unit check integration bench install clean format lint fuzz
+.PHONY: linux-guest all guests unit check integration bench install clean format lint fuzz
 
 all: $(KHYVE) $(KHYVECTL) guests
+
+# The project's Linux guest (kernel + test module + rootfs), cached.
+linux-guest:
+	guest/linux/build.sh $(CURDIR)/build/linux
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -101,4 +106,4 @@ lint:
 clean:
 	rm -rf build build-san
 
--include $(LIB_OBJS:.o=.d) $(TOOL_OBJS:.o=.d) $(BUILD)/src/main.d $(BUILD)/tools/khyvectl.d
+-include $(UNIT_BINS:%=%.d) $(LIB_OBJS:.o=.d) $(TOOL_OBJS:.o=.d) $(BUILD)/src/main.d $(BUILD)/tools/khyvectl.d
