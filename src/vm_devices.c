@@ -283,8 +283,7 @@ void vm_devices_destroy(struct vm *vm)
 
 	if (!d)
 		return;
-	if (d->io)
-		iothread_destroy(d->io);
+	/* Devices first: they still have handlers on the I/O thread. */
 	for (unsigned i = 0; i < d->npci; i++) {
 		if (d->pcidevs[i].blk) {
 			virtio_blk_destroy(d->pcidevs[i].blk);
@@ -295,6 +294,8 @@ void vm_devices_destroy(struct vm *vm)
 			free(d->pcidevs[i].rng);
 		}
 	}
+	if (d->io)
+		iothread_destroy(d->io);
 	if (vm->console)
 		chardev_close(vm->console);
 	vm->console = NULL;
