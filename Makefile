@@ -43,7 +43,7 @@ LIBKHYVE := $(BUILD)/libkhyve.a
 
 .SECONDARY:
 
-.PHONY: linux-guest all guests unit check integration bench install clean format lint fuzz
+.PHONY: nested-integration linux-guest all guests unit check integration bench install clean format lint fuzz
 
 all: $(KHYVE) $(KHYVECTL) guests
 
@@ -78,12 +78,20 @@ unit: $(UNIT_BINS) $(KHYVECTL)
 integration: all
 	/usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration
 
+# The integration tests on kvm_amd inside QEMU (for hosts without /dev/kvm).
+nested-integration: all
+	tests/nested/run.sh /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration
+
 check:
 	$(MAKE) all
 	$(MAKE) SAN=1 build-san/khyve build-san/khyvectl
 	$(MAKE) unit
 	$(MAKE) SAN=1 unit
 	KHYVE_BUILD=build-san /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration
+	@if [ -w /dev/kvm ]; then :; else \
+		echo "== no /dev/kvm here: the integration tests again, on nested KVM (tests/nested/run.sh) =="; \
+		tests/nested/run.sh /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration; \
+	fi
 
 bench: all
 	bench/run.sh

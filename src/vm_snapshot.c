@@ -332,6 +332,16 @@ int vm_snapshot_restore(struct vm *vm, const char *path, char *err,
 	ret = snap_reader_open(&r, path, &se);
 	if (ret)
 		goto fail_se;
+	/* main.c built the machine from this config; mark it as used. */
+	{
+		const void *cdata;
+		size_t clen;
+		uint16_t cver;
+
+		ret = snap_read_blob(r, "config", 0, &cdata, &clen, &cver, &se);
+		if (ret)
+			goto fail_se;
+	}
 	ret = snap_ram_read_section(r, &ram, &se);
 	if (ret)
 		goto fail_se;

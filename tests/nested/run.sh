@@ -1,0 +1,98 @@
+#!/bin/sh
+# Run a command on real KVM where this host has none: boot Debian's stock
+# kernel under QEMU (TCG, with the emulated CPU's SVM), load kvm_amd in it,
+# mount this host's root file system read-only over 9p, chroot into it and
+# run the command there from the repository's top directory. khyve then
+# runs its guests on that kernel's KVM (nested under TCG: slow but real).
+#
+#   tests/nested/run.sh COMMAND [ARG...]
+#
+# Exit status: the command's, or 125 if the nested machine could not run
+# it, 77 if QEMU is not installed. Output of the command goes to stdout.
+# The kernel comes from Debian's archive with apt-get download, cached in
+# $KHYVE_NESTED_CACHE (default build/nested).
+set -eu
+top=$(cd "$(dirname "$0")/../.." && pwd)
+cache=${KHYVE_NESTED_CACHE:-$top/build/nested}
+command -v qemu-system-x86_64 >/dev/null 2>&1 || { echo "nested: qemu-system-x86_64 not installed" >&2; exit 77; }
+[ $# -ge 1 ] || { echo "usage: $0 COMMAND [ARG...]" >&2; exit 2; }
+mkdir -p "$cache"
+cache=$(cd "$cache" && pwd)
+
+# The kernel package linux-image-amd64 points at, fetched once.
+if [ ! -f "$cache/vmlinuz" ] || [ ! -d "$cache/modules" ]; then
+	pkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
+	if [ -z "$pkg" ]; then
+		apt-get update -qq >/dev/null 2>&1 || true
+		pkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
+	fi
+	[ -n "$pkg" ] || { echo "nested: cannot resolve linux-image-amd64" >&2; exit 125; }
+	rm -rf "$cache/x" && mkdir -p "$cache/x"
+	(cd "$cache" && apt-get download "$pkg" >/dev/null 2>&1) || { echo "nested: apt-get download $pkg failed" >&2; exit 125; }
+	dpkg-deb -x "$cache"/"$pkg"_*.deb "$cache/x"
+	kdir=$(ls -d "$cache"/x/lib/modules/*/kernel)
+	mkdir -p "$cache/modules"
+	for m in virt/lib/irqbypass arch/x86/kvm/kvm drivers/crypto/ccp/ccp \
+		arch/x86/kvm/kvm-amd drivers/virtio/virtio_ring drivers/virtio/virtio \
+		drivers/virtio/virtio_pci_modern_dev drivers/virtio/virtio_pci_legacy_dev \
+		drivers/virtio/virtio_pci fs/netfs/netfs fs/fscache/fscache \
+		net/9p/9pnet net/9p/9pnet_virtio fs/9p/9p; do
+		cp "$kdir/$m.ko" "$cache/modules/"
+	done
+	cp "$cache"/x/boot/vmlinuz-* "$cache/vmlinuz"
+	rm -rf "$cache/x" "$cache"/*.deb
+fi
+
+# The initramfs: busybox, the modules, and an init that runs the command.
+if [ ! -f "$cache/initramfs.gz" ] || [ "$0" -nt "$cache/initramfs.gz" ]; then
+	root="$cache/root"
+	rm -rf "$root" && mkdir -p "$root/bin" "$root/m" "$root/proc" "$root/sys" "$root/dev" "$root/host"
+	cp /bin/busybox "$root/bin/busybox"
+	cp "$cache"/modules/*.ko "$root/m/"
+	cat > "$root/init" <<'EOI'
+#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
+for m in irqbypass kvm ccp kvm-amd virtio_ring virtio virtio_pci_modern_dev \
+	virtio_pci_legacy_dev virtio_pci netfs fscache 9pnet 9pnet_virtio 9p; do
+	insmod /m/$m.ko 2>/dev/null || echo "nested: insmod $m failed"
+done
+script=$(sed -n 's/.*nested_script=\([^ ]*\).*/\1/p' /proc/cmdline)
+if mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=524288,cache=loose hostroot /host &&
+   mount -t tmpfs tmp /host/tmp && mount -t tmpfs run /host/run &&
+   mount --bind /dev /host/dev && mount -t proc proc /host/proc &&
+   mount -t sysfs sys /host/sys && [ -c /dev/kvm ]; then
+	chroot /host /bin/sh "$script"
+	rc=$?
+	echo
+	echo "NESTED-EXIT $rc"
+else
+	echo "NESTED-EXIT 125 (set-up failed)"
+fi
+poweroff -f
+EOI
+	chmod +x "$root/init"
+	(cd "$root" && find . | cpio -o -H newc 2>/dev/null | gzip -1 > "$cache/initramfs.gz")
+fi
+
+# The command, as a script on the shared file system.
+script="$cache/cmd.sh"
+{
+	echo "cd '$top' || exit 125"
+	echo "export PYTHONDONTWRITEBYTECODE=1 HOME=/tmp PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	printf 'exec'
+	for a in "$@"; do printf " '%s'" "$(printf '%s' "$a" | sed "s/'/'\\\\''/g")"; done
+	echo
+} > "$script"
+
+out="$cache/console.log"
+timeout "${KHYVE_NESTED_TIMEOUT:-1800}" qemu-system-x86_64 -accel tcg -cpu max \
+	-m "${KHYVE_NESTED_MEM:-7G}" -smp 2 -nographic -no-reboot -nodefaults \
+	-serial stdio -kernel "$cache/vmlinuz" -initrd "$cache/initramfs.gz" \
+	-append "console=ttyS0 quiet nested_script=$script" \
+	-virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
+	< /dev/null > "$out" 2>&1 || true
+tr -d '\r' < "$out" | grep -v -E '^.\[|SeaBIOS|Booting from ROM|reboot: Power down' | grep -v '^NESTED-EXIT' || true
+rc=$(tr -d '\r' < "$out" | sed -n 's/^NESTED-EXIT \([0-9]*\).*/\1/p' | tail -n 1)
+[ -n "$rc" ] || { echo "nested: the machine ended without a result (see $out)" >&2; exit 125; }
+exit "$rc"
