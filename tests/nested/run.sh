@@ -19,6 +19,8 @@ command -v qemu-system-x86_64 >/dev/null 2>&1 || { echo "nested: qemu-system-x86
 mkdir -p "$cache"
 cache=$(cd "$cache" && pwd)
 
+exec 9>"$cache/.lock"
+flock 9
 # The kernel package linux-image-amd64 points at, fetched once.
 if [ ! -f "$cache/vmlinuz" ] || [ ! -d "$cache/modules" ]; then
 	pkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
@@ -75,8 +77,13 @@ EOI
 	(cd "$root" && find . | cpio -o -H newc 2>/dev/null | gzip -1 > "$cache/initramfs.gz")
 fi
 
-# The command, as a script on the shared file system.
-script="$cache/cmd.sh"
+flock -u 9
+
+# The command, as a script on the shared file system (one per run, so
+# several runs can share the cache).
+script=$(mktemp "$cache/cmd.XXXXXX")
+out="$script.log"
+trap 'rm -f "$script"' EXIT
 {
 	echo "cd '$top' || exit 125"
 	echo "export PYTHONDONTWRITEBYTECODE=1 HOME=/tmp PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -85,7 +92,6 @@ script="$cache/cmd.sh"
 	echo
 } > "$script"
 
-out="$cache/console.log"
 timeout "${KHYVE_NESTED_TIMEOUT:-1800}" qemu-system-x86_64 -accel tcg -cpu max \
 	-m "${KHYVE_NESTED_MEM:-7G}" -smp 2 -nographic -no-reboot -nodefaults \
 	-serial stdio -kernel "$cache/vmlinuz" -initrd "$cache/initramfs.gz" \
@@ -95,4 +101,5 @@ timeout "${KHYVE_NESTED_TIMEOUT:-1800}" qemu-system-x86_64 -accel tcg -cpu max \
 tr -d '\r' < "$out" | grep -v -E '^.\[|SeaBIOS|Booting from ROM|reboot: Power down' | grep -v '^NESTED-EXIT' || true
 rc=$(tr -d '\r' < "$out" | sed -n 's/^NESTED-EXIT \([0-9]*\).*/\1/p' | tail -n 1)
 [ -n "$rc" ] || { echo "nested: the machine ended without a result (see $out)" >&2; exit 125; }
+rm -f "$out"
 exit "$rc"
