@@ -86,7 +86,7 @@ out="$script.log"
 trap 'rm -f "$script"' EXIT
 {
 	echo "cd '$top' || exit 125"
-	echo "export PYTHONDONTWRITEBYTECODE=1 HOME=/tmp PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	echo "export KHYVE_NESTED=1 PYTHONDONTWRITEBYTECODE=1 HOME=/tmp PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 	printf 'exec'
 	for a in "$@"; do printf " '%s'" "$(printf '%s' "$a" | sed "s/'/'\\\\''/g")"; done
 	echo
@@ -98,7 +98,9 @@ timeout "${KHYVE_NESTED_TIMEOUT:-1800}" qemu-system-x86_64 -accel tcg -cpu max \
 	-append "console=ttyS0 quiet nested_script=$script" \
 	-virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
 	< /dev/null > "$out" 2>&1 || true
-tr -d '\r' < "$out" | grep -v -E '^.\[|SeaBIOS|Booting from ROM|reboot: Power down' | grep -v '^NESTED-EXIT' || true
+# Drop the firmware's screen-control noise and our own marker.
+tr -d '\r' < "$out" | sed 's/\x1bc//g; s/\x1b\[[0-9;?]*[a-zA-Z]//g' |
+	grep -v -E '^(SeaBIOS|Booting from ROM|NESTED-EXIT)|reboot: Power down' || true
 rc=$(tr -d '\r' < "$out" | sed -n 's/^NESTED-EXIT \([0-9]*\).*/\1/p' | tail -n 1)
 [ -n "$rc" ] || { echo "nested: the machine ended without a result (see $out)" >&2; exit 125; }
 rm -f "$out"

@@ -1,0 +1,100 @@
+"""The control socket of a running VM under abuse: the guest keeps running.
+
+Needs /dev/kvm (or tests/nested/run.sh)."""
+import json
+import os
+import re
+import socket
+import subprocess
+import time
+
+from conftest import GUEST, needs_kvm
+
+pytestmark = needs_kvm
+
+
+def counter(g):
+    vals = [int(x) for x in re.findall(r"KHYVE-COUNTER (\d+)", g.read())]
+    return vals[-1] if vals else -1
+
+
+def sock_path(g):
+    return os.path.join(g.rundir, g.name + ".sock")
+
+
+def test_abuse_leaves_vm_running(guest_factory):
+    g = guest_factory(["-m", "64M", "-k", GUEST, "-a", "counter interval_ms=50",
+                       "-l", "com1,stdio"])
+    assert g.wait_for("KHYVE-COUNTER 2", 60), g.read()
+    path = sock_path(g)
+    # Malformed JSON, an unknown command, then a valid one on one connection.
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(path)
+    f = s.makefile("rwb")
+    greeting = json.loads(f.readline())
+    assert greeting["khyve"]["vm"] == "t"
+    f.write(b"{not json\n")
+    f.write(b'{"id": 1, "cmd": "frobnicate"}\n')
+    f.write(b'{"id": 2, "cmd": "status"}\n')
+    f.flush()
+    r1, r2, r3 = (json.loads(f.readline()) for _ in range(3))
+    assert r1["error"]["code"] == "parse_error"
+    assert r2["error"]["code"] == "unknown_command" and r2["id"] == 1
+    assert r3["ok"] and r3["result"]["state"] == "running" and r3["id"] == 2
+    # Registers while running: a clear "pause first".
+    f.write(b'{"id": 3, "cmd": "regs", "args": {"vcpu": 0}}\n')
+    f.flush()
+    r4 = json.loads(f.readline())
+    assert r4["error"]["code"] == "invalid_state"
+    assert "pause" in r4["error"]["message"]
+    s.close()
+    # A request over a megabyte is refused and its connection closed.
+    big = socket.socket(socket.AF_UNIX)
+    big.connect(path)
+    big.recv(4096)
+    try:
+        big.sendall(b'{"cmd": "status", "pad": "' + b"x" * (2 << 20) + b'"}\n')
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    big.close()
+    # A client that disconnects mid-request.
+    half = socket.socket(socket.AF_UNIX)
+    half.connect(path)
+    half.sendall(b'{"id": 9, "cmd": "sta')
+    half.close()
+    # 100 clients at once, each asking for status.
+    clients = []
+    for _ in range(100):
+        c = socket.socket(socket.AF_UNIX)
+        c.connect(path)
+        clients.append(c)
+    for c in clients:
+        c.sendall(b'{"cmd": "status"}\n')
+    ok = 0
+    for c in clients:
+        c.settimeout(60)
+        fc = c.makefile("rb")
+        fc.readline()  # greeting
+        if json.loads(fc.readline()).get("ok"):
+            ok += 1
+        c.close()
+    assert ok == 100
+    # The guest never stopped.
+    before = counter(g)
+    assert g.wait_for("KHYVE-COUNTER %d" % (before + 3), 60), g.read()
+    st = g.ctl("status", "t", "--json")
+    assert st.returncode == 0 and json.loads(st.stdout)["state"] == "running"
+
+
+def test_second_vm_with_same_name_refused(guest_factory):
+    g = guest_factory(["-m", "64M", "-k", GUEST, "-a", "counter interval_ms=100",
+                       "-l", "com1,stdio"], name="dup")
+    assert g.wait_for("KHYVE-COUNTER 1", 60)
+    from conftest import KHYVE
+    r = subprocess.run([KHYVE, "--rundir", g.rundir, "-m", "64M", "-k", GUEST,
+                        "-l", "com1,null", "dup"], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 4
+    assert "already running" in r.stderr
+    assert g.proc.poll() is None
+    assert os.path.exists(sock_path(g))
