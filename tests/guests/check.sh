@@ -145,5 +145,29 @@ want '^KHYVE-TEST cmdline FAIL bad=nosuchoption=1 '
 want '^KHYVE-GUEST done pass=1 fail=1$'
 ok
 
+# 8. virtio drivers: virtio-blk (modern-only and transitional, read-only)
+# and virtio-rng on -M pc; the host checks what the guest wrote.
+python3 -c "open('$work/disk.img','wb').write(bytes(range(256))*256)" &&
+	truncate -s 4M "$work/disk.img"
+for legacy in on off; do
+	case_start
+	run "vblk-legacy-$legacy" pc "-m 128M -drive file=$work/disk.img,if=none,id=d0,format=raw
+		-device virtio-blk-pci,drive=d0,disable-legacy=$legacy
+		-device virtio-rng-pci" "tests=vblk,vrng vblk_sectors=64"
+	want_rc 1
+	want '^KHYVE-TEST vblk PASS op=read sectors=64 sum=0x281807f7e7d7c000 status=0$'
+	want '^KHYVE-TEST vblk PASS op=write sectors=64 status=0$'
+	want '^KHYVE-TEST vblk PASS op=verify sectors=64 bad=0 status=0$'
+	want '^KHYVE-TEST vrng PASS '
+	grep -q FAIL "$out" && fail "a FAIL line"
+	ok
+done
+case_start
+run vblk-ro pc "-m 128M -drive file=$work/disk.img,if=none,id=d0,format=raw,readonly=on
+	-device virtio-blk-pci,drive=d0" "tests=vblk"
+want_rc 1
+want '^KHYVE-TEST vblk PASS op=ro-write sectors=64 status=1$'
+ok
+
 [ $failed -eq 0 ] && echo "check.sh: all passed"
 exit $failed

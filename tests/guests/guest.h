@@ -90,4 +90,8 @@ void umain(unsigned long arg) __attribute__((noreturn));
 void ap_user(unsigned long idx) __attribute__((noreturn));
 void guest_exit(int mode) __attribute__((noreturn));
 
+/* virtio.c (user mode) */
+void vblk_test(void);
+void vrng_test(void);
+
 #endif

@@ -166,6 +166,10 @@ void gcfg_defaults(struct gcfg *c)
 		.timer_ms = 100,
 		.smp_timeout_ms = 2000,
 		.smp_slice_kb = 1024,
+		.vblk_sectors = 64,
+		.vblk_qd = 1,
+		.vblk_bs_kb = 64,
+		.vblk_rand_ms = 1000,
 	};
 }
 
@@ -216,6 +220,7 @@ static int parse_tests(struct gcfg *c, const char *s, size_t len)
 	} names[] = {
 		{"serial", T_SERIAL}, {"mem", T_MEM},	{"timer", T_TIMER},
 		{"smp", T_SMP},	      {"echo", T_ECHO}, {"all", T_ALL},
+		{"vblk", T_VBLK},     {"vrng", T_VRNG},
 	};
 	size_t i = 0;
 
@@ -261,7 +266,9 @@ static int parse_token(struct gcfg *c, const char *s, size_t len)
 		NUM(dirty_pages, 1),	NUM(mem_limit_mb, 0),
 		NUM(seed, 0),		NUM(timer_ms, 1),
 		NUM(smp_timeout_ms, 1), NUM(smp_slice_kb, 1),
-		NUM(tsc_khz, 1),
+		NUM(tsc_khz, 1),	NUM(vblk_sectors, 1),
+		NUM(vblk_bench_mb, 1),	NUM(vblk_qd, 1),
+		NUM(vblk_bs_kb, 1),	NUM(vblk_rand_ms, 1),
 #undef NUM
 	};
 	size_t eq = 0;

@@ -24,6 +24,8 @@
 #define T_TIMER	 0x04u
 #define T_SMP	 0x08u
 #define T_ECHO	 0x10u
+#define T_VBLK	 0x20u /* virtio-blk driver test (and benchmark) */
+#define T_VRNG	 0x40u /* virtio-rng driver test */
 #define T_ALL	 (T_SERIAL | T_MEM | T_TIMER | T_SMP)
 
 enum exit_mode {
@@ -48,6 +50,11 @@ struct gcfg {
 	uint32_t smp_timeout_ms; /* AP bring-up / slice timeout */
 	uint32_t smp_slice_kb;	 /* per-AP user-mode pattern slice */
 	uint32_t tsc_khz;	 /* override TSC frequency, 0 = detect */
+	uint32_t vblk_sectors;	 /* vblk: sectors read, then written */
+	uint32_t vblk_bench_mb;	 /* vblk: sequential benchmark size, 0 = none */
+	uint32_t vblk_qd;	 /* vblk benchmark: requests in flight */
+	uint32_t vblk_bs_kb;	 /* vblk benchmark: sequential request size */
+	uint32_t vblk_rand_ms;	 /* vblk benchmark: 4K random-read duration */
 	int nbad;		 /* unknown or malformed tokens */
 	char bad[40];		 /* the first of them */
 };

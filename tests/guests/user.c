@@ -278,6 +278,10 @@ void umain(unsigned long arg)
 		mem_test();
 	if ((G.cfg.tests & T_SMP) && G.aps_started)
 		smp_mem_report();
+	if (G.cfg.tests & T_VBLK)
+		vblk_test();
+	if (G.cfg.tests & T_VRNG)
+		vrng_test();
 	if (G.cfg.tests & T_ECHO)
 		echo_test();
 	if (G.cfg.counter)

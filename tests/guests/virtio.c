@@ -1,0 +1,531 @@
+// SPDX-License-Identifier: BSD-2-Clause
+/*
+ * Small virtio 1.x PCI drivers for the test guest (tests=vblk, tests=vrng).
+ * They run in user mode and poll: PCI configuration mechanism #1 finds the
+ * function, the vendor capability walk finds the common, notify and device
+ * areas in a memory BAR, one split queue is set up with interrupts
+ * suppressed, and completions are found by watching the used ring. The
+ * same code drives khyve's devices and QEMU's virtio-*-pci, so the
+ * benchmark compares device models, not drivers.
+ */
+#include "guest.h"
+#include "hw.h"
+
+#define VQ_SIZE	    128
+#define VQ_MAX_REQ  (VQ_SIZE / 3) /* three descriptors per blk request */
+#define VIO_TIMEOUT 10000	  /* ms a request may take */
+#define VIO_NOBAR   (1ULL << 32)  /* BARs must sit in the mapped 3-4 GiB */
+
+#define VIRTIO_VENDOR	    0x1af4
+#define VIRTIO_F_VERSION_1  (1ULL << 32)
+#define VIRTIO_BLK_F_RO	    (1ULL << 5)
+#define VIRTIO_BLK_F_FLUSH  (1ULL << 9)
+#define VIRTIO_BLK_T_IN	    0
+#define VIRTIO_BLK_T_OUT    1
+#define VIRTIO_BLK_T_FLUSH  4
+#define VIRTIO_BLK_S_IOERR  1
+#define VIO_TIMED_OUT	    (-1)
+
+/* Common configuration (virtio 1.x, 4.1.4.3). */
+#define CC_DFSELECT 0x00
+#define CC_DF	    0x04
+#define CC_GFSELECT 0x08
+#define CC_GF	    0x0c
+#define CC_STATUS   0x14
+#define CC_QSELECT  0x16
+#define CC_QSIZE    0x18
+#define CC_QMSIX    0x1a
+#define CC_QENABLE  0x1c
+#define CC_QNOFF    0x1e
+#define CC_QDESC    0x20
+#define CC_QAVAIL   0x28
+#define CC_QUSED    0x30
+
+#define ST_ACK	       1
+#define ST_DRIVER      2
+#define ST_DRIVER_OK   4
+#define ST_FEATURES_OK 8
+
+#define VQ_DESC_F_NEXT	     1
+#define VQ_DESC_F_WRITE	     2
+#define VQ_AVAIL_F_NO_INTERRUPT 1
+
+struct vq_desc {
+	uint64_t addr;
+	uint32_t len;
+	uint16_t flags, next;
+};
+
+struct vq_avail {
+	uint16_t flags, idx;
+	uint16_t ring[VQ_SIZE];
+	uint16_t used_event;
+};
+
+struct vq_used {
+	uint16_t flags, idx;
+	struct {
+		uint32_t id, len;
+	} ring[VQ_SIZE];
+	uint16_t avail_event;
+};
+
+struct vdev {
+	unsigned bdf;
+	uint16_t pci_id;
+	uint64_t common, notify, device, notify_addr;
+	uint32_t notify_mult;
+	uint64_t features; /* offered by the device */
+	uint16_t qsize, avail_idx;
+};
+
+/* One device at a time uses the ring; it is reset before the next. */
+static struct vq_desc vq_desc[VQ_SIZE] __attribute__((aligned(4096)));
+static struct vq_avail vq_avail __attribute__((aligned(4096)));
+static struct vq_used vq_used __attribute__((aligned(4096)));
+
+struct blk_hdr {
+	uint32_t type, reserved;
+	uint64_t sector;
+};
+static struct blk_hdr blk_hdr[VQ_MAX_REQ];
+static volatile uint8_t blk_status[VQ_MAX_REQ];
+static uint8_t rng_buf[2][64];
+
+static uint32_t pci_rd32(unsigned bdf, unsigned off)
+{
+	outl(0xcf8, 0x80000000u | bdf << 8 | (off & 0xfc));
+	return inl(0xcfc);
+}
+
+static void pci_wr32(unsigned bdf, unsigned off, uint32_t v)
+{
+	outl(0xcf8, 0x80000000u | bdf << 8 | (off & 0xfc));
+	outl(0xcfc, v);
+}
+
+static uint8_t pci_rd8(unsigned bdf, unsigned off)
+{
+	return (uint8_t)(pci_rd32(bdf, off) >> ((off & 3) * 8));
+}
+
+static uint64_t pci_bar(unsigned bdf, unsigned bar)
+{
+	uint32_t lo;
+	uint64_t a;
+
+	if (bar > 5)
+		return 0;
+	lo = pci_rd32(bdf, 0x10 + 4 * bar);
+	if (lo & 1)
+		return 0; /* an I/O BAR: the modern areas are in memory */
+	a = lo & ~0xfULL;
+	if ((lo & 6) == 4 && bar < 5)
+		a |= (uint64_t)pci_rd32(bdf, 0x14 + 4 * bar) << 32;
+	return a;
+}
+
+/* The first virtio function with device id @modern or @legacy (-1 if none). */
+static int pci_find(uint16_t modern, uint16_t legacy, struct vdev *v)
+{
+	for (unsigned dev = 0; dev < 32; dev++) {
+		for (unsigned fn = 0; fn < 8; fn++) {
+			unsigned bdf = dev << 3 | fn;
+			uint32_t id = pci_rd32(bdf, 0);
+
+			if ((id & 0xffff) == 0xffff) {
+				if (fn == 0)
+					break;
+				continue;
+			}
+			if ((id & 0xffff) == VIRTIO_VENDOR &&
+			    ((id >> 16) == modern || (id >> 16) == legacy)) {
+				v->bdf = bdf;
+				v->pci_id = (uint16_t)(id >> 16);
+				return 0;
+			}
+			/* Not multi-function: functions 1-7 do not exist. */
+			if (fn == 0 && !(pci_rd8(bdf, 0x0e) & 0x80))
+				break;
+		}
+	}
+	return -1;
+}
+
+/* Vendor capabilities (cap id 9) locate the modern transport's areas. */
+static int pci_caps(struct vdev *v)
+{
+	unsigned p, n = 0;
+
+	if (!(pci_rd32(v->bdf, 4) >> 16 & 0x10))
+		return -1;
+	for (p = pci_rd8(v->bdf, 0x34) & 0xfc; p && n < 48;
+	     p = pci_rd8(v->bdf, p + 1) & 0xfc, n++) {
+		uint8_t type = pci_rd8(v->bdf, p + 3);
+		uint64_t base, a;
+
+		if (pci_rd8(v->bdf, p) != 0x09)
+			continue;
+		base = pci_bar(v->bdf, pci_rd8(v->bdf, p + 4));
+		if (!base || base >= VIO_NOBAR)
+			continue;
+		a = base + pci_rd32(v->bdf, p + 8);
+		if (type == 1 && !v->common)
+			v->common = a;
+		else if (type == 2 && !v->notify) {
+			v->notify = a;
+			v->notify_mult = pci_rd32(v->bdf, p + 16);
+		} else if (type == 4 && !v->device)
+			v->device = a;
+	}
+	return v->common && v->notify ? 0 : -1;
+}
+
+static uint64_t now_ms(uint64_t t0)
+{
+	return (rdtsc() - t0) / (G.tsc_khz ? G.tsc_khz : 1000000);
+}
+
+/*
+ * Reset, negotiate (VERSION_1 plus @want where offered) and set up queue 0.
+ * Returns 0, or -1 with @why set.
+ */
+static int vdev_init(struct vdev *v, uint64_t want, const char **why)
+{
+	uint64_t c, drv, t0 = rdtsc();
+	uint16_t qs;
+
+	if (pci_caps(v)) {
+		*why = "no-modern-caps";
+		return -1;
+	}
+	c = v->common;
+	/* Memory decoding and bus mastering (the device reads our ring). */
+	pci_wr32(v->bdf, 4, (pci_rd32(v->bdf, 4) & 0xffff) | 0x6);
+	mmio_write8(c + CC_STATUS, 0);
+	while (mmio_read8(c + CC_STATUS)) {
+		if (now_ms(t0) > VIO_TIMEOUT) {
+			*why = "reset-timeout";
+			return -1;
+		}
+		cpu_relax();
+	}
+	mmio_write8(c + CC_STATUS, ST_ACK);
+	mmio_write8(c + CC_STATUS, ST_ACK | ST_DRIVER);
+	mmio_write32(c + CC_DFSELECT, 0);
+	v->features = mmio_read32(c + CC_DF);
+	mmio_write32(c + CC_DFSELECT, 1);
+	v->features |= (uint64_t)mmio_read32(c + CC_DF) << 32;
+	if (!(v->features & VIRTIO_F_VERSION_1)) {
+		*why = "no-version-1";
+		return -1;
+	}
+	drv = VIRTIO_F_VERSION_1 | (v->features & want);
+	mmio_write32(c + CC_GFSELECT, 0);
+	mmio_write32(c + CC_GF, (uint32_t)drv);
+	mmio_write32(c + CC_GFSELECT, 1);
+	mmio_write32(c + CC_GF, (uint32_t)(drv >> 32));
+	mmio_write8(c + CC_STATUS, ST_ACK | ST_DRIVER | ST_FEATURES_OK);
+	if (!(mmio_read8(c + CC_STATUS) & ST_FEATURES_OK)) {
+		*why = "features-refused";
+		return -1;
+	}
+	mmio_write16(c + CC_QSELECT, 0);
+	qs = mmio_read16(c + CC_QSIZE);
+	if (!qs) {
+		*why = "no-queue-0";
+		return -1;
+	}
+	v->qsize = qs < VQ_SIZE ? qs : VQ_SIZE;
+	mmio_write16(c + CC_QSIZE, v->qsize);
+	mmio_write16(c + CC_QMSIX, 0xffff); /* no vector: we poll */
+	memset(vq_desc, 0, sizeof(vq_desc));
+	memset(&vq_avail, 0, sizeof(vq_avail));
+	memset(&vq_used, 0, sizeof(vq_used));
+	vq_avail.flags = VQ_AVAIL_F_NO_INTERRUPT;
+	v->avail_idx = 0;
+	mmio_write32(c + CC_QDESC, (uint32_t)(uint64_t)vq_desc);
+	mmio_write32(c + CC_QDESC + 4, (uint32_t)((uint64_t)vq_desc >> 32));
+	mmio_write32(c + CC_QAVAIL, (uint32_t)(uint64_t)&vq_avail);
+	mmio_write32(c + CC_QAVAIL + 4, (uint32_t)((uint64_t)&vq_avail >> 32));
+	mmio_write32(c + CC_QUSED, (uint32_t)(uint64_t)&vq_used);
+	mmio_write32(c + CC_QUSED + 4, (uint32_t)((uint64_t)&vq_used >> 32));
+	v->notify_addr = v->notify +
+			 (uint64_t)mmio_read16(c + CC_QNOFF) * v->notify_mult;
+	mmio_write16(c + CC_QENABLE, 1);
+	mmio_write8(c + CC_STATUS,
+		    ST_ACK | ST_DRIVER | ST_FEATURES_OK | ST_DRIVER_OK);
+	return 0;
+}
+
+static void vdev_reset(struct vdev *v)
+{
+	if (v->common)
+		mmio_write8(v->common + CC_STATUS, 0);
+}
+
+static void vq_push(struct vdev *v, uint16_t head)
+{
+	vq_avail.ring[v->avail_idx % v->qsize] = head;
+	v->avail_idx++;
+}
+
+/* Publish what was pushed, kick, and poll until the device used it all. */
+static int vq_run(struct vdev *v)
+{
+	uint64_t t0 = rdtsc();
+
+	/* x86 keeps stores in order: ring entries before idx before kick. */
+	__atomic_store_n(&vq_avail.idx, v->avail_idx, __ATOMIC_RELEASE);
+	mmio_write16(v->notify_addr, 0);
+	while (__atomic_load_n(&vq_used.idx, __ATOMIC_ACQUIRE) != v->avail_idx) {
+		if (now_ms(t0) > VIO_TIMEOUT)
+			return VIO_TIMED_OUT;
+		cpu_relax();
+	}
+	return 0;
+}
+
+static void desc_set(unsigned i, uint64_t addr, uint32_t len, uint16_t flags,
+		     uint16_t next)
+{
+	vq_desc[i] = (struct vq_desc){addr, len, flags, next};
+}
+
+/* Request slot @s: descriptors 3s (header), 3s+1 (data), 3s+2 (status). */
+static void blk_prep(struct vdev *v, unsigned s, uint32_t type,
+		     uint64_t sector, uint64_t buf, uint32_t len)
+{
+	unsigned d = 3 * s;
+
+	blk_hdr[s] = (struct blk_hdr){type, 0, sector};
+	blk_status[s] = 0xff;
+	if (len) {
+		desc_set(d, (uint64_t)&blk_hdr[s], sizeof(blk_hdr[s]),
+			 VQ_DESC_F_NEXT, (uint16_t)(d + 1));
+		desc_set(d + 1, buf, len,
+			 VQ_DESC_F_NEXT |
+				 (type == VIRTIO_BLK_T_IN ? VQ_DESC_F_WRITE : 0),
+			 (uint16_t)(d + 2));
+	} else {
+		desc_set(d, (uint64_t)&blk_hdr[s], sizeof(blk_hdr[s]),
+			 VQ_DESC_F_NEXT, (uint16_t)(d + 2));
+	}
+	desc_set(d + 2, (uint64_t)&blk_status[s], 1, VQ_DESC_F_WRITE, 0);
+	vq_push(v, (uint16_t)d);
+}
+
+/* Run @n prepared requests: 0, the first non-OK status, or timed out. */
+static int blk_batch(struct vdev *v, unsigned n)
+{
+	int ret = vq_run(v);
+
+	for (unsigned s = 0; !ret && s < n; s++)
+		if (blk_status[s])
+			ret = blk_status[s];
+	return ret;
+}
+
+/* @nsect sectors from @sector to/from @buf, in requests of 64 KiB. */
+static int blk_rw(struct vdev *v, uint32_t type, uint64_t sector, uint64_t buf,
+		  uint64_t nsect)
+{
+	while (nsect) {
+		uint64_t k = nsect < 128 ? nsect : 128;
+		int ret;
+
+		blk_prep(v, 0, type, sector, buf, (uint32_t)(k * 512));
+		ret = blk_batch(v, 1);
+		if (ret)
+			return ret;
+		sector += k;
+		buf += k * 512;
+		nsect -= k;
+	}
+	return 0;
+}
+
+static uint64_t us_since(uint64_t t0)
+{
+	uint64_t khz = G.tsc_khz ? G.tsc_khz : 1000000;
+
+	return (rdtsc() - t0) * 1000 / khz;
+}
+
+static void bench_line(const char *what, uint64_t bytes, uint64_t ios,
+		       uint64_t us, int status)
+{
+	uint64_t mbps10 = us ? bytes * 10 / us : 0; /* 10 x 10^6 B/s */
+	uint64_t iops = us ? ios * 1000000 / us : 0;
+
+	con_printf("KHYVE-BENCH vblk %s bytes=%lu ios=%lu us=%lu "
+		   "MBps=%lu.%lu iops=%lu status=%d\n",
+		   what, bytes, ios, us, mbps10 / 10, mbps10 % 10, iops, status);
+}
+
+/*
+ * Sequential write and read of vblk_bench_mb MiB in vblk_bs_kb requests,
+ * then 4 KiB random reads for vblk_rand_ms; vblk_qd requests are queued
+ * per kick (batches: all complete before the next batch goes out).
+ */
+static void vblk_bench(struct vdev *v, uint64_t buf, uint64_t cap)
+{
+	uint64_t total = (uint64_t)G.cfg.vblk_bench_mb << 20;
+	uint64_t bs = (uint64_t)G.cfg.vblk_bs_kb * 1024, off, t0, us, ios;
+	unsigned qd = G.cfg.vblk_qd, k;
+	uint64_t rnd = G.cfg.seed;
+	int ret = 0;
+
+	if (qd < 1)
+		qd = 1;
+	if (qd > VQ_MAX_REQ)
+		qd = VQ_MAX_REQ;
+	if (!bs || bs % 512 || total % bs || total / 512 > cap ||
+	    !gmm_is_ram(G.mm, G.mm_n, buf, qd * bs)) {
+		report("vblk-bench", 0, "bad-parameters mb=%u bs_kb=%u qd=%u "
+			"capacity=%lu", G.cfg.vblk_bench_mb, G.cfg.vblk_bs_kb,
+			qd, cap);
+		return;
+	}
+	for (uint64_t a = buf; a < buf + qd * bs; a += 8)
+		*(volatile uint64_t *)a = g_pattern(a, rnd);
+	con_printf("KHYVE-INFO vblk-bench mb=%u bs=%lu qd=%u rand_ms=%u\n",
+		   G.cfg.vblk_bench_mb, bs, qd, G.cfg.vblk_rand_ms);
+	for (int pass = 0; pass < 2; pass++) {
+		uint32_t type = pass ? VIRTIO_BLK_T_IN : VIRTIO_BLK_T_OUT;
+
+		t0 = rdtsc();
+		for (off = 0; off < total && !ret;) {
+			for (k = 0; k < qd && off < total; k++, off += bs)
+				blk_prep(v, k, type, off / 512, buf + k * bs,
+					 (uint32_t)bs);
+			ret = blk_batch(v, k);
+		}
+		us = us_since(t0);
+		bench_line(pass ? "seq-read" : "seq-write", off, off / bs, us,
+			   ret);
+		if (!pass && (v->features & VIRTIO_BLK_F_FLUSH)) {
+			blk_prep(v, 0, VIRTIO_BLK_T_FLUSH, 0, 0, 0);
+			ret = ret ? ret : blk_batch(v, 1);
+		}
+	}
+	t0 = rdtsc();
+	for (ios = 0; !ret && us_since(t0) < G.cfg.vblk_rand_ms * 1000ULL;) {
+		for (k = 0; k < qd; k++, ios++) {
+			rnd = g_pattern(rnd, 0x9e3779b97f4a7c15ULL);
+			blk_prep(v, k, VIRTIO_BLK_T_IN,
+				 (rnd % (total / 4096)) * 8, buf + k * 4096,
+				 4096);
+		}
+		ret = blk_batch(v, k);
+	}
+	us = us_since(t0);
+	bench_line("rand-read-4k", ios * 4096, ios, us, ret);
+	report("vblk-bench", !ret, "status=%d", ret);
+}
+
+void vblk_test(void)
+{
+	struct vdev v = {0};
+	const char *why = "";
+	uint64_t n = G.cfg.vblk_sectors, cap, buf, bytes, sum = 0, bad = 0;
+	uint64_t base = G.cfg.vblk_sectors * 512ULL; /* disk offset written */
+	int ro, st;
+
+	buf = (G.usable_lo + 4095) & ~4095ULL;
+	bytes = n * 512;
+	if (pci_find(0x1042, 0x1001, &v)) {
+		report("vblk", 0, "op=find no virtio-blk PCI function");
+		return;
+	}
+	if (vdev_init(&v, VIRTIO_BLK_F_RO | VIRTIO_BLK_F_FLUSH, &why)) {
+		report("vblk", 0, "op=init pci=%x:%x.%x %s", v.bdf >> 8,
+		       v.bdf >> 3 & 31, v.bdf & 7, why);
+		vdev_reset(&v);
+		return;
+	}
+	cap = (uint64_t)mmio_read32(v.device) |
+	      (uint64_t)mmio_read32(v.device + 4) << 32;
+	ro = !!(v.features & VIRTIO_BLK_F_RO);
+	con_printf("KHYVE-INFO vblk pci=00:%02x.%x id=0x%x capacity=%lu ro=%d "
+		   "qsize=%u common=0x%lx\n",
+		   v.bdf >> 3, v.bdf & 7, v.pci_id, cap, ro, v.qsize, v.common);
+	if (!n || cap < 2 * n || !gmm_is_ram(G.mm, G.mm_n, buf, bytes)) {
+		report("vblk", 0, "op=setup sectors=%lu capacity=%lu", n, cap);
+		vdev_reset(&v);
+		return;
+	}
+	/* 1. What the host put in sectors [0, n): the host compares sums. */
+	memset((void *)buf, 0, bytes);
+	st = blk_rw(&v, VIRTIO_BLK_T_IN, 0, buf, n);
+	for (uint64_t a = buf; a < buf + bytes; a += 8)
+		sum += *(volatile uint64_t *)a;
+	report("vblk", st == 0, "op=read sectors=%lu sum=0x%lx status=%d", n,
+	       sum, st);
+	/* 2. A pattern (of the disk offset) into [n, 2n). */
+	for (uint64_t i = 0; i < bytes; i += 8)
+		*(volatile uint64_t *)(buf + i) = g_pattern(base + i, G.cfg.seed);
+	st = blk_rw(&v, VIRTIO_BLK_T_OUT, n, buf, n);
+	if (ro) {
+		/* A read-only disk must refuse the write, not drop it. */
+		report("vblk", st == VIRTIO_BLK_S_IOERR,
+		       "op=ro-write sectors=%lu status=%d", n, st);
+		vdev_reset(&v);
+		return;
+	}
+	report("vblk", st == 0, "op=write sectors=%lu status=%d", n, st);
+	if (v.features & VIRTIO_BLK_F_FLUSH) {
+		blk_prep(&v, 0, VIRTIO_BLK_T_FLUSH, 0, 0, 0);
+		st = blk_batch(&v, 1);
+		report("vblk", st == 0, "op=flush status=%d", st);
+	}
+	/* 3. Read it back. */
+	memset((void *)buf, 0, bytes);
+	st = blk_rw(&v, VIRTIO_BLK_T_IN, n, buf, n);
+	for (uint64_t i = 0; i < bytes; i += 8)
+		bad += *(volatile uint64_t *)(buf + i) !=
+		       g_pattern(base + i, G.cfg.seed);
+	report("vblk", st == 0 && !bad, "op=verify sectors=%lu bad=%lu status=%d",
+	       n, bad, st);
+	if (G.cfg.vblk_bench_mb)
+		vblk_bench(&v, buf, cap);
+	vdev_reset(&v);
+}
+
+void vrng_test(void)
+{
+	struct vdev v = {0};
+	const char *why = "";
+	unsigned zero = 0, same = 0;
+	uint32_t len0, len1;
+	int st;
+
+	if (pci_find(0x1044, 0x1005, &v)) {
+		report("vrng", 0, "op=find no virtio-rng PCI function");
+		return;
+	}
+	if (vdev_init(&v, 0, &why)) {
+		report("vrng", 0, "op=init %s", why);
+		vdev_reset(&v);
+		return;
+	}
+	memset(rng_buf, 0, sizeof(rng_buf));
+	desc_set(0, (uint64_t)rng_buf[0], sizeof(rng_buf[0]), VQ_DESC_F_WRITE,
+		 0);
+	desc_set(1, (uint64_t)rng_buf[1], sizeof(rng_buf[1]), VQ_DESC_F_WRITE,
+		 0);
+	vq_push(&v, 0);
+	vq_push(&v, 1);
+	st = vq_run(&v);
+	len0 = vq_used.ring[0].len;
+	len1 = vq_used.ring[1].len;
+	for (unsigned i = 0; i < sizeof(rng_buf[0]); i++) {
+		zero += !rng_buf[0][i];
+		same += rng_buf[0][i] == rng_buf[1][i];
+	}
+	/* 64 random bytes: a handful of zeros or matches at most. */
+	report("vrng", !st && len0 == 64 && len1 == 64 && zero < 8 && same < 8,
+	       "pci=00:%02x.%x bytes=%u+%u zero=%u same=%u status=%d",
+	       v.bdf >> 3, v.bdf & 7, len0, len1, zero, same, st);
+	vdev_reset(&v);
+}
