@@ -80,6 +80,127 @@ static void gas_io8(uint8_t *g, uint16_t port)
 static const uint8_t dsdt_s5[] = {0x08, 0x5f, 0x53, 0x35, 0x5f, 0x12, 0x08,
 				  0x04, 0x0a, 0x05, 0x0a, 0x05, 0x00, 0x00};
 
+/*
+ * The ISA devices every khyve guest has, in the DSDT under \_SB with their
+ * resources. A hardware-reduced FADT makes Linux drop the legacy PIC and
+ * with it the identity mapping of ISA IRQs 0-15, so without these _CRS
+ * entries the 8250, i8042 and RTC drivers cannot get their interrupts
+ * (request_irq fails with -EINVAL and the devices stay unprobed or polled).
+ * Through PNP ACPI each IRQ below is registered as a GSI on the IOAPIC.
+ */
+struct aml_isa_dev {
+	char name[5];
+	char hid[8]; /* EISA id, e.g. "PNP0501" */
+	uint16_t io[2], io_len[2];
+	uint8_t irq;
+};
+
+static const struct aml_isa_dev aml_isa_devs[] = {
+	{ "COM1", "PNP0501", { 0x3f8, 0 }, { 8, 0 }, 4 },
+	{ "PS2K", "PNP0303", { 0x60, 0x64 }, { 1, 1 }, 1 },
+	{ "RTC_", "PNP0B00", { 0x70, 0 }, { 2, 0 }, 8 },
+};
+
+/* PkgLength (ACPI 20.2.4) for @body bytes following it; returns its size. */
+static size_t aml_pkglen(uint8_t *p, size_t body)
+{
+	size_t n = body + 1;
+
+	if (n < 0x40) {
+		p[0] = (uint8_t)n;
+		return 1;
+	}
+	n = body + 2; /* two-byte form, enough for < 4 KiB */
+	p[0] = (uint8_t)(0x40 | (n & 0xf));
+	p[1] = (uint8_t)(n >> 4);
+	return 2;
+}
+
+static unsigned hexval(char c)
+{
+	return c <= '9' ? (unsigned)(c - '0') : (unsigned)(c - 'A' + 10);
+}
+
+/* Name (_HID, EisaId ("XXXnnnn")): a DWordConst, bytes big-endian. */
+static size_t aml_eisaid(uint8_t *p, const char *id)
+{
+	uint32_t v = ((uint32_t)(id[0] - 0x40) << 26) |
+		     ((uint32_t)(id[1] - 0x40) << 21) |
+		     ((uint32_t)(id[2] - 0x40) << 16) | (hexval(id[3]) << 12) |
+		     (hexval(id[4]) << 8) | (hexval(id[5]) << 4) |
+		     hexval(id[6]);
+
+	p[0] = 0x08; /* NameOp */
+	memcpy(p + 1, "_HID", 4);
+	p[5] = 0x0c; /* DWordPrefix */
+	p[6] = (uint8_t)(v >> 24);
+	p[7] = (uint8_t)(v >> 16);
+	p[8] = (uint8_t)(v >> 8);
+	p[9] = (uint8_t)v;
+	return 10;
+}
+
+static size_t aml_isa_device(uint8_t *out, const struct aml_isa_dev *d)
+{
+	uint8_t body[96], rt[40];
+	size_t b = 0, r = 0, n = 0;
+
+	for (unsigned i = 0; i < 2 && d->io_len[i]; i++) {
+		/* IO (Decode16, base, base, 1, len) */
+		rt[r++] = 0x47;
+		rt[r++] = 0x01;
+		put_le16(rt + r, d->io[i]);
+		put_le16(rt + r + 2, d->io[i]);
+		r += 4;
+		rt[r++] = 1;
+		rt[r++] = (uint8_t)d->io_len[i];
+	}
+	rt[r++] = 0x22; /* IRQNoFlags () {irq}: edge, active high */
+	put_le16(rt + r, (uint16_t)(1u << d->irq));
+	r += 2;
+	rt[r++] = 0x79; /* EndTag, checksum 0 (none) */
+	rt[r++] = 0;
+
+	b = aml_eisaid(body, d->hid);
+	body[b++] = 0x08; /* Name (_CRS, Buffer () {...}) */
+	memcpy(body + b, "_CRS", 4);
+	b += 4;
+	body[b++] = 0x11; /* BufferOp */
+	b += aml_pkglen(body + b, 2 + r);
+	body[b++] = 0x0a; /* BytePrefix: buffer size */
+	body[b++] = (uint8_t)r;
+	memcpy(body + b, rt, r);
+	b += r;
+
+	out[n++] = 0x5b; /* DeviceOp */
+	out[n++] = 0x82;
+	n += aml_pkglen(out + n, 4 + b);
+	memcpy(out + n, d->name, 4);
+	n += 4;
+	memcpy(out + n, body, b);
+	return n + b;
+}
+
+/* Scope (\_SB) { the ISA devices }; @out NULL only measures. */
+static size_t aml_isa_scope(uint8_t *out)
+{
+	uint8_t body[512], hdr[8];
+	size_t b = 0, h = 0;
+
+	for (unsigned i = 0; i < ARRAY_SIZE(aml_isa_devs); i++)
+		b += aml_isa_device(body + b, &aml_isa_devs[i]);
+	hdr[h++] = 0x10; /* ScopeOp */
+	h += aml_pkglen(hdr + h, 5 + b);
+	hdr[h++] = 0x5c; /* RootChar */
+	memcpy(hdr + h, "_SB_", 4);
+	h += 4;
+	if (out) {
+		memcpy(out, hdr, h);
+		memcpy(out + h, body, b);
+	}
+	return h + b;
+}
+
 static size_t build_fadt(uint8_t *t, uint64_t dsdt)
 {
 	acpi_header(t, "FACP", ACPI_FADT_SIZE, 6);
@@ -187,7 +308,8 @@ int acpi_build(const struct guest_mem *m, const struct acpi_config *cfg,
 	/* Lay the tables out first so each can point at the others. */
 	nx = 2 + cfg->nextra;
 	xsdt_len = ACPI_HDR_SIZE + 8 * nx;
-	dsdt_len = ACPI_HDR_SIZE + sizeof(dsdt_s5) + cfg->dsdt_aml_len;
+	dsdt_len = ACPI_HDR_SIZE + sizeof(dsdt_s5) + cfg->dsdt_aml_len +
+		   aml_isa_scope(NULL);
 	off = ALIGN_UP(ACPI_RSDP_SIZE, ACPI_ALIGN);
 	xsdt_off = off;
 	off = ALIGN_UP(off + xsdt_len, ACPI_ALIGN);
@@ -217,6 +339,7 @@ int acpi_build(const struct guest_mem *m, const struct acpi_config *cfg,
 	if (cfg->dsdt_aml_len)
 		memcpy(t + ACPI_HDR_SIZE + sizeof(dsdt_s5), cfg->dsdt_aml,
 		       cfg->dsdt_aml_len);
+	aml_isa_scope(t + ACPI_HDR_SIZE + sizeof(dsdt_s5) + cfg->dsdt_aml_len);
 	acpi_finish(t);
 
 	build_fadt(buf + fadt_off, ACPI_AREA_START + dsdt_off);
