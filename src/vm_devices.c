@@ -19,6 +19,7 @@
 #include "rtc.h"
 #include "uart8250.h"
 #include "virtio_blk.h"
+#include "virtio_net.h"
 #include "virtio_rng.h"
 #include "vm.h"
 
@@ -29,6 +30,7 @@ struct pci_slot_dev {
 	const struct dev_config *cfg;
 	struct virtio_blk *blk;
 	struct virtio_rng *rng;
+	struct virtio_net *net;
 	struct virtio_pci *vp; /* the transport, whatever the device */
 };
 
@@ -53,6 +55,9 @@ static const struct {
 } emulations[] = {
 	{ "hostbridge", "PCI host bridge (always at 0:0)" },
 	{ "virtio-blk", "virtio-blk,PATH[,ro][,direct][,serial=ID]: raw disk image" },
+	{ "virtio-net",
+	  "virtio-net,TAPNAME[,mac=xx:xx:xx:xx:xx:xx]: TAP device (created "
+	  "if it does not exist)" },
 	{ "virtio-rng", "virtio-rng: entropy from the host's getrandom()" },
 };
 
@@ -162,6 +167,70 @@ static int add_virtio_blk(struct vm *vm, struct pci_slot_dev *d, char *err,
 	return 0;
 }
 
+/* "52:54:00:12:34:56" -> 6 bytes; a unicast address only. */
+static int parse_mac(const char *s, uint8_t mac[6])
+{
+	unsigned v[6];
+	char tail;
+
+	if (sscanf(s, "%2x:%2x:%2x:%2x:%2x:%2x%c", &v[0], &v[1], &v[2], &v[3],
+		   &v[4], &v[5], &tail) != 6 || strlen(s) != 17)
+		return -EINVAL;
+	for (unsigned i = 0; i < 6; i++)
+		mac[i] = (uint8_t)v[i];
+	return (mac[0] & 1) ? -EINVAL : 0; /* multicast bit */
+}
+
+static int add_virtio_net(struct vm *vm, struct pci_slot_dev *d, char *err,
+			  size_t errlen)
+{
+	struct virtio_net_opts o = { .tap_fd = -1 };
+	char ifname[IFNAMSIZ], macs[32];
+	uint8_t mac[6];
+	const char *conf = d->cfg->conf;
+	const char *comma = strchr(conf, ',');
+	size_t nl = comma ? (size_t)(comma - conf) : strlen(conf);
+	int ret;
+
+	/* The first word is the TAP name unless it is an option. */
+	if (nl && !memchr(conf, '=', nl)) {
+		if (nl >= sizeof(ifname)) {
+			snprintf(err, errlen,
+				 "-s %u,virtio-net: TAP name longer than %d",
+				 d->cfg->slot, IFNAMSIZ - 1);
+			return -EINVAL;
+		}
+		memcpy(ifname, conf, nl);
+		ifname[nl] = 0;
+		o.ifname = ifname;
+	}
+	if (config_opt_get(conf, "mac", macs, sizeof(macs))) {
+		if (parse_mac(macs, mac)) {
+			snprintf(err, errlen,
+				 "-s %u,virtio-net: bad MAC \"%s\" (want a "
+				 "unicast xx:xx:xx:xx:xx:xx)",
+				 d->cfg->slot, macs);
+			return -EINVAL;
+		}
+		o.mac = mac;
+	}
+	d->net = calloc(1, sizeof(*d->net));
+	if (!d->net)
+		return -ENOMEM;
+	ret = virtio_net_init(d->net, &o, &vm->mem, vm->devs->io,
+			      &vm->devs->msi);
+	if (ret) {
+		snprintf(err, errlen, "-s %u,virtio-net,%s: TAP: %s",
+			 d->cfg->slot, o.ifname ? o.ifname : "(new)",
+			 strerror(-ret));
+		free(d->net);
+		d->net = NULL;
+		return ret;
+	}
+	d->vp = &d->net->vp;
+	return 0;
+}
+
 int vm_devices_create(struct vm *vm, char *err, size_t errlen)
 {
 	struct vm_devices *d = calloc(1, sizeof(*d));
@@ -239,6 +308,8 @@ int vm_devices_create(struct vm *vm, char *err, size_t errlen)
 		}
 		if (!strcmp(dc->emul, "virtio-blk")) {
 			ret = add_virtio_blk(vm, pd, err, errlen);
+		} else if (!strcmp(dc->emul, "virtio-net")) {
+			ret = add_virtio_net(vm, pd, err, errlen);
 		} else if (!strcmp(dc->emul, "virtio-rng")) {
 			pd->rng = calloc(1, sizeof(*pd->rng));
 			ret = pd->rng ? virtio_rng_init(pd->rng, &vm->mem, &d->msi) :
@@ -292,6 +363,10 @@ void vm_devices_destroy(struct vm *vm)
 		if (d->pcidevs[i].rng) {
 			virtio_rng_destroy(d->pcidevs[i].rng);
 			free(d->pcidevs[i].rng);
+		}
+		if (d->pcidevs[i].net) {
+			virtio_net_destroy(d->pcidevs[i].net);
+			free(d->pcidevs[i].net);
 		}
 	}
 	if (d->io)
@@ -375,6 +450,19 @@ json_t *vm_devices_stats(struct vm *vm)
 					  (json_int_t)s.write_bytes, "flushes",
 					  (json_int_t)s.flushes, "errors",
 					  (json_int_t)s.errors));
+		}
+		if (d->pcidevs[i].net) {
+			struct virtio_net_stats s;
+
+			virtio_net_get_stats(d->pcidevs[i].net, &s);
+			json_object_set_new(
+				j, key,
+				json_pack("{s:I, s:I, s:I, s:I, s:I}",
+					  "rx_packets", (json_int_t)s.rx_packets,
+					  "rx_bytes", (json_int_t)s.rx_bytes,
+					  "tx_packets", (json_int_t)s.tx_packets,
+					  "tx_bytes", (json_int_t)s.tx_bytes,
+					  "tx_errors", (json_int_t)s.tx_errors));
 		}
 	}
 	return j;
