@@ -33,11 +33,16 @@ for f in vmlinux bzImage rootfs.ext4 initramfs.cpio.gz; do
 done
 
 tmp=$(mktemp -d /tmp/khyve-check-qemu.XXXXXX)
-if [ "${KEEP:-0}" = 1 ]; then
-	msg "scratch dir $tmp"
-else
-	trap 'rm -rf "$tmp"' EXIT
-fi
+listener=
+cleanup() {
+	[ -z "$listener" ] || kill "$listener" 2>/dev/null || true
+	if [ "${KEEP:-0}" = 1 ]; then
+		msg "scratch dir kept: $tmp"
+	else
+		rm -rf "$tmp"
+	fi
+}
+trap cleanup EXIT
 
 # Boots QEMU with the given args, serial console to $tmp/$1.log; the
 # guest must power itself off before TIMEOUT. Prints the wall time.
@@ -58,7 +63,7 @@ run_qemu() {
 
 # ---- stage 1 -----------------------------------------------------------
 cp "$out/rootfs.ext4" "$tmp/disk.ext4"
-cmdline="console=ttyS0 root=/dev/vda rw no_int3_selftest ip=dhcp"
+cmdline="console=ttyS0 panic=-1 root=/dev/vda rw no_int3_selftest ip=dhcp"
 cmdline+=" khyve_test.counter=1 khyve_test.mem=64 khyve_test.mem_interval=3"
 cmdline+=" khyve_test.blk=1 khyve_test.runtime=10 khyve_test.poweroff=1"
 cmdline+=" khyve_test.hold_init=1"
@@ -153,8 +158,9 @@ EOF
 # ---- stage 2 -----------------------------------------------------------
 msg "stage 2: bzImage + initramfs, busybox /init"
 run_qemu initramfs -kernel "$out/bzImage" -initrd "$out/initramfs.cpio.gz" \
-	-append "console=ttyS0 no_int3_selftest khyve.init_poweroff"
-log=$tmp/initramfs.log
+	-append "console=ttyS0 panic=-1 no_int3_selftest khyve.init_poweroff"
+log=$tmp/initramfs.log.txt
+tr -d '\r' <"$tmp/initramfs.log" >"$log"
 grep -q "Run /init as init process" "$log" || die "stage 2: init not run"
 grep -q "^khyve initramfs$" "$log" || die "stage 2: no banner from /init"
 grep -q "CPUs" "$log" || die "stage 2: /init did not report CPUs"
@@ -168,7 +174,7 @@ if [ "${CHECK_NETCONSOLE:-1}" = 1 ]; then
 	msg "stage 3: netconsole to a host UDP listener via QEMU user net"
 	port=$(python3 -c 'import socket; s=socket.socket(socket.AF_INET,
 socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-	python3 - "$port" "$tmp/netconsole.log" <<'EOF' &
+	python3 - "$port" "$tmp/netconsole.log" <<'EOF' >/dev/null 2>&1 &
 import socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind(("127.0.0.1", int(sys.argv[1])))
@@ -186,12 +192,15 @@ EOF
 	# 10.0.2.2 is QEMU user net's alias for the host's loopback.
 	nc="netconsole=6665@10.0.2.15/eth0,$port@10.0.2.2/"
 	nc+=" ip=10.0.2.15::10.0.2.2:255.255.255.0::eth0:off"
+	# The initramfs only serves as a root fs here; pid 1 is held.
 	run_qemu netcon -kernel "$out/vmlinux" \
-		-append "console=ttyS0 no_int3_selftest $nc khyve_test.counter=1 khyve_test.runtime=3 khyve_test.poweroff=1 khyve_test.hold_init=1" \
+		-initrd "$out/initramfs.cpio.gz" \
+		-append "console=ttyS0 panic=-1 no_int3_selftest $nc khyve_test.counter=1 khyve_test.runtime=3 khyve_test.poweroff=1 khyve_test.hold_init=1" \
 		-netdev user,id=n -device virtio-net-pci,netdev=n
 	sleep 1
 	kill "$listener" 2>/dev/null || true
 	wait "$listener" 2>/dev/null || true
+	listener=
 	grep -q "khyve_test: counter 2 " "$tmp/netconsole.log" ||
 		{ tail -n 20 "$tmp/netcon.log" >&2
 		  die "stage 3: no khyve_test lines arrived over netconsole"; }

@@ -29,6 +29,8 @@
 #include <linux/khyve_test.h>
 #include <linux/kthread.h>
 #include <linux/moduleparam.h>
+#include <linux/namei.h>
+#include <linux/path.h>
 #include <linux/reboot.h>
 #include <linux/sched.h>
 #include <linux/slab.h>
@@ -69,10 +71,10 @@ bool khyve_test_hold_init;
 module_param_named(hold_init, khyve_test_hold_init, bool, 0444);
 MODULE_PARM_DESC(hold_init, "pid 1 sleeps in the kernel instead of init");
 
-#define MEM_CHUNK (1UL << 20)
-#define IO_BUF_SIZE (64UL << 10)
-#define SUMS_PATH "/khyve/sums"
-#define SUMS_MAX (64UL << 10)
+#define MEM_CHUNK	(1UL << 20)
+#define IO_BUF_SIZE	(64UL << 10)
+#define SUMS_PATH	"/khyve/sums"
+#define SUMS_MAX	(64UL << 10)
 #define GUEST_FILE_SEED 0x6b68797665000000ULL /* "khyve" */
 
 static atomic_t pending = ATOMIC_INIT(1); /* +1 held by the main thread */
@@ -120,7 +122,8 @@ static int counter_fn(void *arg)
 		u64 now = ktime_get_ns();
 
 		ktime_get_real_ts64(&real);
-		pr_info("counter %lu jiffies %lu mono_ms %llu real %lld.%09ld\n",
+		pr_info("counter %lu jiffies %lu mono_ms %llu real "
+			"%lld.%09ld\n",
 			n, jiffies, div_u64(now, NSEC_PER_MSEC),
 			(long long)real.tv_sec, real.tv_nsec);
 		n++;
@@ -153,7 +156,8 @@ static void mem_report_bad(const u64 *buf, size_t chunk)
 
 	for (i = 0; i < words; i++) {
 		if (buf[base + i] != mem_word(base + i)) {
-			pr_err("memcheck chunk %zu word %zu: %016llx != %016llx\n",
+			pr_err("memcheck chunk %zu word %zu: %016llx != "
+			       "%016llx\n",
 			       chunk, base + i, buf[base + i],
 			       mem_word(base + i));
 			return;
@@ -204,8 +208,8 @@ static int mem_fn(void *arg)
 			cond_resched();
 		}
 		if (bad) {
-			pr_err("memcheck BAD %lu (%u of %u MiB differ)\n", round,
-			       bad, mem);
+			pr_err("memcheck BAD %lu (%u of %u MiB differ)\n",
+			       round, bad, mem);
 			atomic_inc(&failures);
 		} else {
 			pr_info("memcheck ok %lu\n", round);
@@ -274,7 +278,8 @@ static void blk_check_sums(char *sums, u8 *iobuf, char *path)
 			pr_info("file %s ok\n", name);
 			ok++;
 		} else {
-			pr_err("file %s BAD (err %d size %llu/%llu crc %08x/%08x)\n",
+			pr_err("file %s BAD (err %d size %llu/%llu crc "
+			       "%08x/%08x)\n",
 			       name, ret, size, want_size, crc, want_crc);
 			badcnt++;
 		}
@@ -296,6 +301,26 @@ static void guest_file_bytes(unsigned int n, u64 pos, u8 *buf, size_t len)
 
 		memcpy(buf + i, &w, min_t(size_t, 8, len - i));
 	}
+}
+
+/*
+ * Freezing checkpoints the root fs journal: the data fsync put in the
+ * journal lands in place, so the host can read the image with debugfs
+ * and e2fsck -n without replaying the journal.
+ */
+static int root_fs_freeze(bool thaw)
+{
+	struct path root;
+	int ret;
+
+	ret = kern_path("/", 0, &root);
+	if (ret)
+		return ret;
+	ret = freeze_super(root.mnt->mnt_sb);
+	if (!ret && thaw)
+		ret = thaw_super(root.mnt->mnt_sb);
+	path_put(&root);
+	return ret;
 }
 
 static int blk_write_file(u8 *iobuf, char *path)
@@ -332,6 +357,8 @@ static int blk_write_file(u8 *iobuf, char *path)
 	ret = vfs_fsync(f, 0);
 close:
 	filp_close(f, NULL);
+	if (!ret)
+		ret = root_fs_freeze(true);
 	if (ret)
 		goto fail;
 	pr_info("wrote /khyve/guest-%u.bin size %u crc32 %08x\n", n, blk_size,
@@ -406,6 +433,9 @@ static int main_fn(void *arg)
 	wait_system_running();
 	pr_info("all tests done, %d failures\n", atomic_read(&failures));
 	if (poweroff) {
+		/* Stays frozen: the image is left as after a clean unmount. */
+		if (blk && root_fs_freeze(false))
+			pr_warn("cannot freeze the root fs\n");
 		pr_info("powering off\n");
 		kernel_power_off();
 	}
