@@ -26,7 +26,9 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <xxhash.h>
 
 #include "common.h"
 #include "config.h"
@@ -143,6 +145,24 @@ static int restore_kvm_vm(struct vm *vm, const struct kvm_vm_state *s,
 	return 0;
 }
 
+/*
+ * What the snapshot occupies: the state file plus the RAM file's allocated
+ * blocks (its zero pages are holes, so its length says little).
+ */
+static uint64_t snapshot_disk_bytes(const char *path)
+{
+	char ram_path[4096];
+	struct stat st;
+	uint64_t n = 0;
+
+	if (!stat(path, &st))
+		n += (uint64_t)st.st_size;
+	if (!snap_ram_default_path(path, ram_path, sizeof(ram_path)) &&
+	    !stat(ram_path, &st))
+		n += (uint64_t)st.st_blocks * 512;
+	return n;
+}
+
 static int write_state(struct vm *vm, const char *path, bool do_fsync,
 		       uint64_t *ram_bytes, char *err, size_t errlen)
 {
@@ -237,7 +257,7 @@ int vm_snapshot_save(struct vm *vm, const json_t *args, bool suspend,
 	const json_t *fs = json_object_get(args, "fsync");
 	bool do_fsync = fs ? json_is_true(fs) : true;
 	bool was_paused;
-	uint64_t t0 = mono_ns(), tp, tsave, ram_bytes = 0;
+	uint64_t t0 = mono_ns(), tp, tsave, tresume, ram_bytes = 0;
 	int ret;
 
 	if (!file || !*file) {
@@ -268,13 +288,65 @@ int vm_snapshot_save(struct vm *vm, const json_t *args, bool suspend,
 		vm_request_stop(vm, KHYVE_EXIT_SUSPENDED);
 	else if (!was_paused)
 		vm_resume(vm);
-	*reply = json_pack("{s:s, s:I, s:f, s:f, s:b}", "file", file,
+	tresume = mono_ns();
+	*reply = json_pack("{s:s, s:I, s:I, s:f, s:f, s:b}", "file", file,
+			   "bytes", (json_int_t)snapshot_disk_bytes(file),
 			   "ram_bytes", (json_int_t)ram_bytes, "total_ms",
 			   (double)(tsave - t0) / 1e6, "paused_ms",
-			   was_paused ? 0.0 : (double)(mono_ns() - tp) / 1e6,
+			   was_paused ? 0.0 : (double)(tresume - tp) / 1e6,
 			   "suspended", suspend);
 	log_info("snapshot %s written in %.1f ms", file,
 		 (double)(tsave - t0) / 1e6);
+	return 0;
+}
+
+/*
+ * A guest cannot move between CPU vendors: its kernel picked vendor
+ * specific code paths (SYSCALL/SYSENTER, MSRs, errata) at boot, and KVM
+ * loads the saved vendor MSRs only on the same vendor. Refuse that before
+ * anything is built. Family/model/feature differences are left to the
+ * per-MSR and CPUID checks of the vCPU restore.
+ */
+static int check_host(struct snap_reader *r, const char *path, char *err,
+		      size_t errlen)
+{
+	const struct snap_header_info *h = snap_reader_header(r);
+	struct snap_host_info here;
+
+	snap_host_info_probe(&here, NULL);
+	if (h->host.cpu_vendor[0] && here.cpu_vendor[0] &&
+	    strcmp(h->host.cpu_vendor, here.cpu_vendor)) {
+		snprintf(err, errlen,
+			 "%s: header: field 'cpu_vendor': the snapshot was taken on a %s CPU, this host has a %s CPU (a guest cannot move between CPU vendors)",
+			 path, h->host.cpu_vendor, here.cpu_vendor);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/*
+ * After an eager copy the RAM is in memory anyway, so checking it against
+ * the state file's chunk hashes costs one pass of XXH3 (several GB/s) and
+ * catches a RAM file that was modified or belongs to another state file.
+ * (The mapped restore does not: it would read the whole file up front and
+ * lose its point; `khyvectl snapshot verify` covers that case offline.)
+ */
+static int check_ram_hashes(const struct guest_mem *m,
+			    const struct snap_ram_info *ram,
+			    const char *ram_path, char *err, size_t errlen)
+{
+	for (uint32_t c = 0; c < ram->nchunks; c++) {
+		uint64_t off = (uint64_t)c * ram->chunk_size;
+		uint64_t n = MIN(ram->chunk_size, m->ram_size - off);
+
+		if (XXH3_64bits(m->base + off, n) != ram->hashes[c]) {
+			snprintf(err, errlen,
+				 "%s: chunk %u (offset 0x%" PRIx64
+				 ") does not match its hash in the state file",
+				 ram_path, c, off);
+			return -EBADMSG;
+		}
+	}
 	return 0;
 }
 
@@ -295,6 +367,9 @@ int vm_snapshot_read_config(const char *path, struct vm_config *cfg,
 		snprintf(err, errlen, "%s", se.msg);
 		return ret;
 	}
+	ret = check_host(r, path, err, errlen);
+	if (ret)
+		goto out;
 	ret = snap_read_blob(r, "config", 0, &data, &len, &ver, &se);
 	if (ret) {
 		snprintf(err, errlen, "%s", se.msg);
@@ -371,6 +446,11 @@ int vm_snapshot_restore(struct vm *vm, const char *path, char *err,
 		      snap_ram_map(&vm->mem, ram_path, &se);
 	if (ret)
 		goto fail_se;
+	if (vm->cfg->restore_eager) {
+		ret = check_ram_hashes(&vm->mem, &ram, ram_path, err, errlen);
+		if (ret)
+			goto out;
+	}
 	ret = vm_devices_load(vm, r, err, errlen);
 	if (ret)
 		goto out;

@@ -436,10 +436,15 @@ static int check_info(const struct snap_ram_info *info, const char *what,
 	return 0;
 }
 
+/*
+ * pread, not mmap: reading a hole through a shared mapping makes tmpfs
+ * allocate a page for it, so a sparse RAM file bigger than the free space
+ * of its tmpfs would kill us with SIGBUS; pread returns zeros for holes.
+ */
 int snap_ram_verify(const char *path, const struct snap_ram_info *info,
 		    struct snap_err *err)
 {
-	const uint8_t *p;
+	uint8_t *buf;
 	int fd, rc;
 
 	rc = check_info(info, path, err);
@@ -450,25 +455,41 @@ int snap_ram_verify(const char *path, const struct snap_ram_info *info,
 	fd = open_sized(path, info->ram_size, err);
 	if (fd < 0)
 		return fd;
-	p = mmap(NULL, info->ram_size, PROT_READ, MAP_SHARED, fd, 0);
-	close(fd);
-	if (p == MAP_FAILED)
-		return ramerr(err, -errno, "%s: mmap: %s", path,
-			      strerror(errno));
-	madvise((void *)p, info->ram_size, MADV_SEQUENTIAL);
-	for (uint32_t c = 0; c < info->nchunks; c++) {
+	buf = malloc(info->chunk_size);
+	if (!buf) {
+		close(fd);
+		return ramerr(err, -ENOMEM, "%s: out of memory", path);
+	}
+	posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+	for (uint32_t c = 0; c < info->nchunks && !rc; c++) {
 		uint64_t off = c * info->chunk_size;
 		uint64_t n = MIN(info->chunk_size, info->ram_size - off);
+		uint64_t got = 0;
 
-		if (XXH3_64bits(p + off, n) != info->hashes[c]) {
+		while (got < n) {
+			ssize_t k = pread(fd, buf + got, n - got,
+					  (off_t)(off + got));
+
+			if (k < 0 && errno == EINTR)
+				continue;
+			if (k <= 0) {
+				rc = ramerr(err, k < 0 ? -errno : -EIO,
+					    "%s: read at 0x%llx: %s", path,
+					    (unsigned long long)(off + got),
+					    k < 0 ? strerror(errno)
+						  : "unexpected end of file");
+				break;
+			}
+			got += (uint64_t)k;
+		}
+		if (!rc && XXH3_64bits(buf, n) != info->hashes[c])
 			rc = ramerr(err, -EBADMSG,
 				    "%s: chunk %u (offset 0x%llx) does not "
 				    "match its hash",
 				    path, c, (unsigned long long)off);
-			break;
-		}
 	}
-	munmap((void *)p, info->ram_size);
+	free(buf);
+	close(fd);
 	return rc;
 }
 
