@@ -1,74 +1,57 @@
-"""Exec-to-first-console-line for khyve and QEMU on the same guest."""
+"""Exec-to-first-console-line for khyve and QEMU on the same guest, and
+each VMM's RSS beyond guest memory."""
 import os
 import statistics
-import subprocess
 import sys
-import time
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
-GUEST = os.path.join(ROOT, "build/guests/testguest.elf")
-KHYVE = os.path.join(ROOT, "build/khyve")
+from benchlib import ENV, Run, khyve_argv, qemu_argv, rss_split
+
 RUNS = int(os.environ.get("BENCH_RUNS", "7"))
-MARK = b"KHYVE-GUEST"
+MARK = "KHYVE-GUEST"
+MEM = "256M"
+GUEST_BYTES = 256 << 20
 
 
-def first_line_ms(argv):
-    t0 = time.monotonic()
-    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                         stdin=subprocess.DEVNULL)
-    buf = b""
-    while MARK not in buf:
-        b = p.stdout.read1(4096) if hasattr(p.stdout, "read1") else p.stdout.read(1)
-        if not b:
-            break
-        buf += b
-    dt = (time.monotonic() - t0) * 1000
-    rss = 0
+def once(argv):
+    r = Run(argv)
     try:
-        with open("/proc/%d/status" % p.pid) as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    rss = int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    p.kill()
-    p.wait()
-    return (dt if MARK in buf else None), rss
-
-
-def median(argv):
-    vals, rss = [], []
-    for _ in range(RUNS):
-        v, r = first_line_ms(argv)
-        if v is not None:
-            vals.append(v)
-            rss.append(r)
-    return (statistics.median(vals) if vals else None,
-            statistics.median(rss) if rss else None)
+        t = r.wait_for(MARK, 60)
+        total, guest = rss_split(r.p.pid, GUEST_BYTES)
+    finally:
+        r.stop()
+    return t, total, guest
 
 
 def main():
     args = "tests=serial"
     rows = [
-        ("khyve", [KHYVE, "--rundir", "/tmp/khyve-bench", "-m", "256M", "-k",
-                   GUEST, "-a", args, "-l", "com1,stdio", "bench"]),
-        ("qemu -M microvm", ["qemu-system-x86_64", "-accel", "kvm", "-M", "microvm",
-                             "-m", "256M", "-nographic", "-nodefaults",
-                             "-serial", "stdio", "-kernel", GUEST, "-append", args]),
-        ("qemu -M pc", ["qemu-system-x86_64", "-accel", "kvm", "-M", "pc", "-m",
-                        "256M", "-nographic", "-nodefaults", "-serial", "stdio",
-                        "-kernel", GUEST, "-append", args]),
+        ("khyve", khyve_argv(MEM, args)),
+        ("qemu -M microvm", qemu_argv("microvm", MEM, args)),
+        ("qemu -M pc", qemu_argv("pc", MEM, args)),
     ]
     res = {}
-    print("%-18s %12s %12s" % ("VMM", "first line", "RSS"))
+    print("== start-up: exec to the test guest's first console line "
+          "(median of %d; %s) ==" % (RUNS, ENV))
+    print("%-16s %12s %8s %14s %12s" % ("VMM", "first line", "runs ok",
+                                         "RSS total", "RSS - guest"))
     for name, argv in rows:
-        ms, rss = median(argv)
+        ts, tot, own = [], [], []
+        for _ in range(RUNS):
+            t, total, guest = once(argv)
+            if t is not None:
+                ts.append(t * 1000)
+                tot.append(total)
+                own.append(total - guest)
+        ms = statistics.median(ts) if ts else None
         res[name] = ms
-        print("%-18s %10s ms %9s MiB" % (
-            name, "%.1f" % ms if ms else "failed",
-            "%.1f" % (rss / 2**20) if rss else "-"))
+        print("%-16s %9s ms %4d/%-3d %10s MiB %8s MiB" % (
+            name, "%.1f" % ms if ms else "failed", len(ts), RUNS,
+            "%.1f" % (statistics.median(tot) / 2**20) if tot else "-",
+            "%.1f" % (statistics.median(own) / 2**20) if own else "-"))
     if res.get("khyve") and res.get("qemu -M microvm"):
-        print("khyve / microvm: %.2fx" % (res["khyve"] / res["qemu -M microvm"]))
+        print("khyve / qemu microvm: %.2fx" % (res["khyve"] /
+                                               res["qemu -M microvm"]))
+    return 0 if res.get("khyve") else 1
 
 
 if __name__ == "__main__":

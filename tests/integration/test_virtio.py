@@ -4,8 +4,12 @@ and wrote, and the host checks the disk image itself afterwards.
 
 Needs /dev/kvm; skipped (with the reason) where it is absent."""
 import hashlib
+import os
 import re
 import struct
+import subprocess
+
+import pytest
 
 from conftest import GUEST, needs_kvm
 
@@ -94,3 +98,29 @@ def test_virtio_blk_readonly_refuses_writes(guest_factory, tmp_path):
     # ... and the image is untouched.
     with open(img, "rb") as f:
         assert hashlib.sha256(f.read()).hexdigest() == before
+
+
+def test_virtio_net_bad_mac_refused(guest_factory):
+    g = boot(guest_factory, ["3,virtio-net,khyvebad0,mac=01:00:5e:00:00:01"],
+             "tests=serial")
+    status = g.finish(30)
+    err = g.proc.stderr.read().decode()
+    assert status == 4, (status, err)
+    assert "bad MAC" in err and "01:00:5e:00:00:01" in err, err
+    assert "KHYVE-GUEST" not in g.read()  # no guest ran
+
+
+def test_virtio_net_tap_created(guest_factory):
+    if not os.access("/dev/net/tun", os.R_OK | os.W_OK) or os.geteuid():
+        pytest.skip("needs root and /dev/net/tun")
+    tap = "khyvet%d" % (os.getpid() % 1000)
+    g = boot(guest_factory, ["3,virtio-net,%s,mac=52:54:00:12:34:56" % tap],
+             "tests=echo")
+    assert g.wait_for("KHYVE-ECHO ready", 60), (
+        g.read(), g.proc.stderr.read().decode() if g.proc.poll() else "")
+    link = subprocess.run(["ip", "-o", "link", "show", tap],
+                          capture_output=True, text=True)
+    assert link.returncode == 0 and tap in link.stdout, link.stderr
+    st = g.ctl("stats", "t", "--json")
+    assert st.returncode == 0 and "virtio-net@3:0" in st.stdout, st.stdout
+    g.stop()
