@@ -220,7 +220,8 @@ def test_five_clones_at_once(guest_factory, tmp_path):
 @needs_kvm
 def test_consecutive_save_restore_cycles(guest_factory, tmp_path):
     snap = str(tmp_path / "cyc.snap")
-    g = boot(guest_factory, name="c0")
+    # A memcheck every 2 ticks, so each short-lived generation runs some.
+    g = boot(guest_factory, "counter interval_ms=50 check_every=2", name="c0")
     assert wait_tick(g, 2), g.read()
     t = suspend(g, snap)
     ts = tscs(g.read())[-1]
