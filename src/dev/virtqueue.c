@@ -271,8 +271,21 @@ int virtq_pop(struct virtq *vq, struct virtq_elem *e)
 	if (vq->st.broken)
 		return -EIO;
 	aidx = avail_idx(vq);
-	if (aidx == vq->st.last_avail_idx)
-		return 0;
+	if (aidx == vq->st.last_avail_idx) {
+		if (!vq->event_idx)
+			return 0;
+		/*
+		 * Publish where we stopped, then look again: without the full
+		 * fence the x86 store->load reordering lets the driver read a
+		 * stale avail_event (no kick) while we read a stale avail idx
+		 * (nothing to do), and the request waits forever.
+		 */
+		set_avail_event(vq, vq->st.last_avail_idx);
+		__atomic_thread_fence(__ATOMIC_SEQ_CST);
+		aidx = avail_idx(vq);
+		if (aidx == vq->st.last_avail_idx)
+			return 0;
+	}
 	if ((uint16_t)(aidx - vq->st.last_avail_idx) > vq->st.size) {
 		virtq_fail(vq, "avail index moved further than the queue size");
 		return -EIO;
