@@ -148,18 +148,6 @@ static void tty_restore(int slot)
 	pthread_mutex_unlock(&tty_lock);
 }
 
-static __attribute__((format(printf, 3, 4))) void
-set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 static struct chardev *chardev_alloc(enum chardev_type type)
 {
 	struct chardev *c = calloc(1, sizeof(*c));

@@ -56,19 +56,6 @@ struct ctl_server {
 	unsigned *pfd_client;	    /* pfds index -> client slot */
 };
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 const char *ctl_default_rundir(void)
 {
 	const char *d = getenv("KHYVE_RUNDIR");

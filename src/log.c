@@ -33,3 +33,14 @@ void log_msg(enum log_level lvl, const char *fmt, ...)
 	/* One write per line so lines from several threads never interleave. */
 	fprintf(stderr, "%s: %s: %s\n", log_prog, names[lvl], buf);
 }
+
+void set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!err || !errlen)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}

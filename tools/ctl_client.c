@@ -14,6 +14,7 @@
 
 #include "common.h"
 #include "ctl.h"
+#include "log.h"
 
 /* Replies can be big (regs with MSRs) but not unbounded. */
 #define CTL_CLIENT_MAX_LINE (64 * 1024 * 1024)
@@ -28,19 +29,6 @@ struct ctl_conn {
 	char vm[CTL_VMNAME_MAX + 1];
 	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 };
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 /* Next line from the server, parsed. */
 static int read_msg(struct ctl_conn *c, json_t **msg, char *err, size_t errlen)

@@ -70,8 +70,7 @@ struct snap_reader {
 	unsigned nsecs;
 };
 
-static __attribute__((format(printf, 3, 4))) int
-seterr(struct snap_err *err, int rc, const char *fmt, ...)
+int snap_seterr(struct snap_err *err, int rc, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -248,13 +247,13 @@ static const struct snap_field *desc_field(const struct snap_desc *d,
 int snap_desc_check(const struct snap_desc *d, struct snap_err *err)
 {
 	if (!d || !d->name || !name_ok(d->name, strlen(d->name)))
-		return seterr(err, -EINVAL, "snap_desc: bad section name");
+		return snap_seterr(err, -EINVAL, "snap_desc: bad section name");
 	if (d->version < 1 || d->min_version < 1 || d->min_version > d->version)
-		return seterr(err, -EINVAL,
+		return snap_seterr(err, -EINVAL,
 			      "snap_desc '%s': bad version %u/min %u", d->name,
 			      d->version, d->min_version);
 	if (d->nfields > 65535 || (d->nfields && !d->fields))
-		return seterr(err, -EINVAL, "snap_desc '%s': bad field table",
+		return snap_seterr(err, -EINVAL, "snap_desc '%s': bad field table",
 			      d->name);
 	for (unsigned i = 0; i < d->nfields; i++) {
 		const struct snap_field *f = &d->fields[i];
@@ -262,20 +261,20 @@ int snap_desc_check(const struct snap_desc *d, struct snap_err *err)
 		const struct snap_field *cf;
 
 		if (!f->name || !name_ok(f->name, strlen(f->name)))
-			return seterr(err, -EINVAL,
+			return snap_seterr(err, -EINVAL,
 				      "snap_desc '%s': field %u: bad name",
 				      d->name, i);
 		if (!sz || f->count < 1 || f->since < 1 ||
 		    f->since > d->version ||
 		    (uint64_t)f->offset + (uint64_t)f->count * sz >
 			    d->state_size)
-			return seterr(err, -EINVAL,
+			return snap_seterr(err, -EINVAL,
 				      "snap_desc '%s': field '%s': bad type, "
 				      "count, since or offset",
 				      d->name, f->name);
 		for (unsigned j = 0; j < i; j++)
 			if (!strcmp(d->fields[j].name, f->name))
-				return seterr(err, -EINVAL,
+				return snap_seterr(err, -EINVAL,
 					      "snap_desc '%s': field '%s' "
 					      "appears twice",
 					      d->name, f->name);
@@ -288,7 +287,7 @@ int snap_desc_check(const struct snap_desc *d, struct snap_err *err)
 		/* The count must be loaded before the array it sizes. */
 		if (!cf || !is_int_type(cf->type) || cf->count != 1 ||
 		    cf->since > f->since)
-			return seterr(err, -EINVAL,
+			return snap_seterr(err, -EINVAL,
 				      "snap_desc '%s': field '%s': count field "
 				      "'%s' must be an earlier integer scalar",
 				      d->name, f->name, f->count_field);
@@ -800,7 +799,7 @@ fail:
 
 /* -------------------------------------------------------------- reader */
 
-#define RERR(rc, ...) seterr(err, rc, __VA_ARGS__)
+#define RERR(rc, ...) snap_seterr(err, rc, __VA_ARGS__)
 
 static int sec_cmp_key(const struct rsec *a, const char *name, uint32_t inst)
 {

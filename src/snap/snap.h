@@ -84,6 +84,10 @@ struct snap_field_info {
 struct snap_writer;
 struct snap_reader;
 
+/* Fill @err with a message and return @rc (for error paths). */
+int snap_seterr(struct snap_err *err, int rc, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
 /* Fill @h from CPUID of this host; @kvm_info may be NULL. */
 int snap_host_info_probe(struct snap_host_info *h, const char *kvm_info);
 

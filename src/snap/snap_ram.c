@@ -21,19 +21,6 @@
 #define RAM_HDR 24
 #define MAX_RUN (64ULL * 1024 * 1024) /* bytes per pwrite */
 
-static __attribute__((format(printf, 3, 4))) int
-ramerr(struct snap_err *err, int rc, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err)
-		return rc;
-	va_start(ap, fmt);
-	vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
-	va_end(ap);
-	return rc;
-}
-
 /* Host pointer of flat RAM offset @off and bytes contiguous from there. */
 static uint8_t *ram_ptr(const struct guest_mem *m, uint64_t off,
 			uint64_t *avail)
@@ -314,16 +301,16 @@ static int open_sized(const char *path, uint64_t want, struct snap_err *err)
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 
 	if (fd < 0)
-		return ramerr(err, -errno, "%s: %s", path, strerror(errno));
+		return snap_seterr(err, -errno, "%s: %s", path, strerror(errno));
 	if (fstat(fd, &st)) {
 		int rc = -errno;
 
 		close(fd);
-		return ramerr(err, rc, "%s: %s", path, strerror(-rc));
+		return snap_seterr(err, rc, "%s: %s", path, strerror(-rc));
 	}
 	if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != want) {
 		close(fd);
-		return ramerr(err, -EINVAL,
+		return snap_seterr(err, -EINVAL,
 			      "%s: size %lld does not match the RAM size %llu",
 			      path, (long long)st.st_size,
 			      (unsigned long long)want);
@@ -338,7 +325,7 @@ int snap_ram_map(const struct guest_mem *m, const char *path,
 	int fd;
 
 	if (!m || !m->base || check_layout(m))
-		return ramerr(err, -EINVAL, "%s: guest RAM is not mapped",
+		return snap_seterr(err, -EINVAL, "%s: guest RAM is not mapped",
 			      path);
 	fd = open_sized(path, m->ram_size, err);
 	if (fd < 0)
@@ -347,7 +334,7 @@ int snap_ram_map(const struct guest_mem *m, const char *path,
 		 MAP_PRIVATE | MAP_FIXED, fd, 0);
 	close(fd);
 	if (p == MAP_FAILED)
-		return ramerr(err, -errno, "%s: mmap: %s", path,
+		return snap_seterr(err, -errno, "%s: mmap: %s", path,
 			      strerror(errno));
 	return 0;
 }
@@ -367,7 +354,7 @@ int snap_ram_load_eager(const struct guest_mem *m, const char *path,
 	int fd, rc = 0;
 
 	if (check_layout(m))
-		return ramerr(err, -EINVAL, "%s: bad guest RAM layout", path);
+		return snap_seterr(err, -EINVAL, "%s: bad guest RAM layout", path);
 	fd = open_sized(path, m->ram_size, err);
 	if (fd < 0)
 		return fd;
@@ -411,7 +398,7 @@ int snap_ram_load_eager(const struct guest_mem *m, const char *path,
 	}
 	close(fd);
 	if (rc)
-		return ramerr(err, rc, "%s: read: %s", path, strerror(-rc));
+		return snap_seterr(err, rc, "%s: read: %s", path, strerror(-rc));
 	return 0;
 }
 
@@ -421,7 +408,7 @@ static int check_info(const struct snap_ram_info *info, const char *what,
 	if (!info->ram_size || info->ram_size % PAGE_SIZE ||
 	    info->chunk_size < PAGE_SIZE || info->chunk_size > GiB ||
 	    (info->chunk_size & (info->chunk_size - 1)))
-		return ramerr(err, -EPROTO,
+		return snap_seterr(err, -EPROTO,
 			      "%s: bad RAM geometry (size %llu, chunk %llu)",
 			      what, (unsigned long long)info->ram_size,
 			      (unsigned long long)info->chunk_size);
@@ -429,7 +416,7 @@ static int check_info(const struct snap_ram_info *info, const char *what,
 	if (info->ram_size / info->chunk_size +
 		    !!(info->ram_size % info->chunk_size) !=
 	    info->nchunks)
-		return ramerr(err, -EPROTO,
+		return snap_seterr(err, -EPROTO,
 			      "%s: %u chunk hashes for %llu bytes of RAM", what,
 			      info->nchunks,
 			      (unsigned long long)info->ram_size);
@@ -451,14 +438,14 @@ int snap_ram_verify(const char *path, const struct snap_ram_info *info,
 	if (rc)
 		return rc;
 	if (!info->hashes)
-		return ramerr(err, -EINVAL, "%s: no chunk hashes", path);
+		return snap_seterr(err, -EINVAL, "%s: no chunk hashes", path);
 	fd = open_sized(path, info->ram_size, err);
 	if (fd < 0)
 		return fd;
 	buf = malloc(info->chunk_size);
 	if (!buf) {
 		close(fd);
-		return ramerr(err, -ENOMEM, "%s: out of memory", path);
+		return snap_seterr(err, -ENOMEM, "%s: out of memory", path);
 	}
 	posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 	for (uint32_t c = 0; c < info->nchunks && !rc; c++) {
@@ -473,7 +460,7 @@ int snap_ram_verify(const char *path, const struct snap_ram_info *info,
 			if (k < 0 && errno == EINTR)
 				continue;
 			if (k <= 0) {
-				rc = ramerr(err, k < 0 ? -errno : -EIO,
+				rc = snap_seterr(err, k < 0 ? -errno : -EIO,
 					    "%s: read at 0x%llx: %s", path,
 					    (unsigned long long)(off + got),
 					    k < 0 ? strerror(errno)
@@ -483,7 +470,7 @@ int snap_ram_verify(const char *path, const struct snap_ram_info *info,
 			got += (uint64_t)k;
 		}
 		if (!rc && XXH3_64bits(buf, n) != info->hashes[c])
-			rc = ramerr(err, -EBADMSG,
+			rc = snap_seterr(err, -EBADMSG,
 				    "%s: chunk %u (offset 0x%llx) does not "
 				    "match its hash",
 				    path, c, (unsigned long long)off);
@@ -532,7 +519,7 @@ int snap_ram_decode(const void *data, size_t len, struct snap_ram_info *info,
 
 	memset(info, 0, sizeof(*info));
 	if (len < RAM_HDR)
-		return ramerr(err, -EPROTO, "%s: 'ram' section too short",
+		return snap_seterr(err, -EPROTO, "%s: 'ram' section too short",
 			      what);
 	info->ram_size = get_le64(b);
 	info->chunk_size = get_le64(b + 8);
@@ -541,7 +528,7 @@ int snap_ram_decode(const void *data, size_t len, struct snap_ram_info *info,
 	if (get_le16(b + 22) || !nlen || nlen > SNAP_RAM_MAX_NAME ||
 	    len != RAM_HDR + nlen + (uint64_t)info->nchunks * 8 ||
 	    memchr(b + RAM_HDR, 0, nlen))
-		return ramerr(err, -EPROTO,
+		return snap_seterr(err, -EPROTO,
 			      "%s: 'ram' section: bad layout (%zu bytes)", what,
 			      len);
 	rc = check_info(info, what, err);
@@ -551,7 +538,7 @@ int snap_ram_decode(const void *data, size_t len, struct snap_ram_info *info,
 	info->file[nlen] = 0;
 	info->hashes = malloc((size_t)info->nchunks * 8);
 	if (!info->hashes)
-		return ramerr(err, -ENOMEM, "%s: out of memory", what);
+		return snap_seterr(err, -ENOMEM, "%s: out of memory", what);
 	for (uint32_t i = 0; i < info->nchunks; i++)
 		info->hashes[i] = get_le64(b + RAM_HDR + nlen + 8 * (size_t)i);
 	return 0;
@@ -570,7 +557,7 @@ int snap_ram_read_section(struct snap_reader *r, struct snap_ram_info *info,
 	if (rc)
 		return rc;
 	if (ver != SNAP_RAM_VERSION)
-		return ramerr(err, -EPROTO,
+		return snap_seterr(err, -EPROTO,
 			      "%s: section 'ram' #0: version %u is not %u",
 			      snap_reader_path(r), ver, SNAP_RAM_VERSION);
 	return snap_ram_decode(data, len, info, snap_reader_path(r), err);

@@ -79,19 +79,6 @@ struct kload {
 	enum kernel_format format;
 };
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 /* --- ELF --- */
 
 int boot_elf_parse(const uint8_t *img, size_t len, struct boot_elf *e)

@@ -15,6 +15,7 @@
 #include <zstd.h>
 
 #include "common.h"
+#include "log.h"
 
 #define LZ4_LEGACY_MAGIC 0x184c2102u
 #define LZ4_FRAME_MAGIC	 0x184d2204u
@@ -344,19 +345,6 @@ int kernel_decompress(enum kernel_comp c, const uint8_t *in, size_t inlen,
 	*out = o.p;
 	*outlen = o.len;
 	return 0;
-}
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
 }
 
 int kernel_unpack_bzimage(const uint8_t *bz, size_t len, uint8_t **elf,
