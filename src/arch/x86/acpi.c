@@ -140,10 +140,37 @@ static size_t aml_eisaid(uint8_t *p, const char *id)
 	return 10;
 }
 
+/* Device (NAME) { Name (_HID, EisaId (HID)) Name (_CRS, Buffer () {RT}) } */
+static size_t aml_device(uint8_t *out, const char *name, const char *hid,
+			 const uint8_t *rt, size_t r)
+{
+	uint8_t body[128];
+	size_t b, n = 0;
+
+	b = aml_eisaid(body, hid);
+	body[b++] = 0x08; /* NameOp */
+	memcpy(body + b, "_CRS", 4);
+	b += 4;
+	body[b++] = 0x11; /* BufferOp */
+	b += aml_pkglen(body + b, 2 + r);
+	body[b++] = 0x0a; /* BytePrefix: buffer size */
+	body[b++] = (uint8_t)r;
+	memcpy(body + b, rt, r);
+	b += r;
+
+	out[n++] = 0x5b; /* DeviceOp */
+	out[n++] = 0x82;
+	n += aml_pkglen(out + n, 4 + b);
+	memcpy(out + n, name, 4);
+	n += 4;
+	memcpy(out + n, body, b);
+	return n + b;
+}
+
 static size_t aml_isa_device(uint8_t *out, const struct aml_isa_dev *d)
 {
-	uint8_t body[96], rt[40];
-	size_t b = 0, r = 0, n = 0;
+	uint8_t rt[40];
+	size_t r = 0;
 
 	for (unsigned i = 0; i < 2 && d->io_len[i]; i++) {
 		/* IO (Decode16, base, base, 1, len) */
@@ -160,25 +187,51 @@ static size_t aml_isa_device(uint8_t *out, const struct aml_isa_dev *d)
 	r += 2;
 	rt[r++] = 0x79; /* EndTag, checksum 0 (none) */
 	rt[r++] = 0;
+	return aml_device(out, d->name, d->hid, rt, r);
+}
 
-	b = aml_eisaid(body, d->hid);
-	body[b++] = 0x08; /* Name (_CRS, Buffer () {...}) */
-	memcpy(body + b, "_CRS", 4);
-	b += 4;
-	body[b++] = 0x11; /* BufferOp */
-	b += aml_pkglen(body + b, 2 + r);
-	body[b++] = 0x0a; /* BytePrefix: buffer size */
-	body[b++] = (uint8_t)r;
-	memcpy(body + b, rt, r);
-	b += r;
+/*
+ * The PCI host bridge. An ACPI kernel only scans the root buses the DSDT
+ * names (x86 pci_acpi_init replaces the legacy probe), so without it no
+ * virtio device is found. Bus 0 only; the window is where khyve places
+ * BARs, [GUEST_PCI_HOLE_START, IOAPIC). Config access stays type 1
+ * (0xcf8/0xcfc). No _PRT: the virtio devices interrupt through MSI-X.
+ */
+static size_t aml_pci_host(uint8_t *out)
+{
+	uint8_t rt[64];
+	size_t r = 0;
 
-	out[n++] = 0x5b; /* DeviceOp */
-	out[n++] = 0x82;
-	n += aml_pkglen(out + n, 4 + b);
-	memcpy(out + n, d->name, 4);
-	n += 4;
-	memcpy(out + n, body, b);
-	return n + b;
+	/* WordBusNumber (ResourceProducer, MinFixed, MaxFixed,, 0, 0, 0, 0, 1) */
+	rt[r++] = 0x88;
+	put_le16(rt + r, 13);
+	r += 2;
+	rt[r++] = 2;	/* bus number range */
+	rt[r++] = 0x0c; /* producer, min and max fixed */
+	rt[r++] = 0;
+	put_le16(rt + r, 0);	  /* granularity */
+	put_le16(rt + r + 2, 0);  /* min */
+	put_le16(rt + r + 4, 0);  /* max */
+	put_le16(rt + r + 6, 0);  /* translation */
+	put_le16(rt + r + 8, 1);  /* length */
+	r += 10;
+	/* DWordMemory (ResourceProducer,, MinFixed, MaxFixed, NonCacheable, RW) */
+	rt[r++] = 0x87;
+	put_le16(rt + r, 23);
+	r += 2;
+	rt[r++] = 0;	/* memory range */
+	rt[r++] = 0x0c; /* producer, min and max fixed */
+	rt[r++] = 0x01; /* read-write, non-cacheable */
+	put_le32(rt + r, 0);
+	put_le32(rt + r + 4, (uint32_t)GUEST_PCI_HOLE_START);
+	put_le32(rt + r + 8, (uint32_t)(BOOT_IOAPIC_ADDR - 1));
+	put_le32(rt + r + 12, 0);
+	put_le32(rt + r + 16,
+		 (uint32_t)(BOOT_IOAPIC_ADDR - GUEST_PCI_HOLE_START));
+	r += 20;
+	rt[r++] = 0x79;
+	rt[r++] = 0;
+	return aml_device(out, "PCI0", "PNP0A03", rt, r);
 }
 
 /* Scope (\_SB) { the ISA devices }; @out NULL only measures. */
@@ -189,6 +242,7 @@ static size_t aml_isa_scope(uint8_t *out)
 
 	for (unsigned i = 0; i < ARRAY_SIZE(aml_isa_devs); i++)
 		b += aml_isa_device(body + b, &aml_isa_devs[i]);
+	b += aml_pci_host(body + b);
 	hdr[h++] = 0x10; /* ScopeOp */
 	h += aml_pkglen(hdr + h, 5 + b);
 	hdr[h++] = 0x5c; /* RootChar */
