@@ -32,6 +32,13 @@ struct pci_slot_dev {
 	struct virtio_rng *rng;
 	struct virtio_net *net;
 	struct virtio_pci *vp; /* the transport, whatever the device */
+	/* Queue kicks bound to KVM ioeventfds while the notify BAR is mapped. */
+	struct vm *vm;
+	pthread_mutex_t ioev_lock;
+	unsigned nioev;
+	int ioev_fd[2];
+	uint64_t ioev_addr[2];
+	bool ioev_on[2];
 };
 
 struct vm_devices {
@@ -231,6 +238,77 @@ static int add_virtio_net(struct vm *vm, struct pci_slot_dev *d, char *err,
 	return 0;
 }
 
+/*
+ * KVM_IOEVENTFD: a guest write to a queue's notify address signals the
+ * device's kick eventfd inside KVM, without an exit to khyve. 2-byte
+ * writes (virtio drivers write the queue index); each queue has its own
+ * address, so no data match.
+ */
+static int kvm_ioeventfd(struct vm *vm, uint64_t addr, int fd, bool assign)
+{
+	struct kvm_ioeventfd e = {
+		.addr = addr,
+		.len = 2,
+		.fd = fd,
+		.flags = assign ? 0 : KVM_IOEVENTFD_FLAG_DEASSIGN,
+	};
+
+	return ioctl(vm->vm_fd, KVM_IOEVENTFD, &e) < 0 ? -errno : 0;
+}
+
+/* Follow the notify BAR wherever the guest puts it (pci.c calls us). */
+static void pci_bars_changed(void *opaque, struct pci_dev *dev)
+{
+	struct pci_slot_dev *pd = opaque;
+
+	pthread_mutex_lock(&pd->ioev_lock);
+	for (unsigned q = 0; q < pd->nioev; q++) {
+		uint64_t gpa = 0;
+		bool want = pci_bar_mapped(dev, VIRTIO_PCI_BAR) &&
+			    virtio_pci_notify_addr(pd->vp, q, &gpa) == 0;
+
+		if (pd->ioev_on[q] && (!want || gpa != pd->ioev_addr[q])) {
+			kvm_ioeventfd(pd->vm, pd->ioev_addr[q], pd->ioev_fd[q],
+				      false);
+			pd->ioev_on[q] = false;
+		}
+		if (want && !pd->ioev_on[q]) {
+			int ret = kvm_ioeventfd(pd->vm, gpa, pd->ioev_fd[q], true);
+
+			if (ret) {
+				/* Still correct: the MMIO exit path kicks too. */
+				log_debug("%s: ioeventfd for queue %u: %s",
+					  pd->cfg->emul, q, strerror(-ret));
+				continue;
+			}
+			pd->ioev_on[q] = true;
+			pd->ioev_addr[q] = gpa;
+			log_debug("%s: queue %u kicks by ioeventfd at 0x%llx",
+				  pd->cfg->emul, q, (unsigned long long)gpa);
+		}
+	}
+	pthread_mutex_unlock(&pd->ioev_lock);
+}
+
+static void pci_slot_bind_kicks(struct vm *vm, struct pci_slot_dev *pd)
+{
+	pd->vm = vm;
+	pthread_mutex_init(&pd->ioev_lock, NULL);
+	if (pd->blk) {
+		pd->ioev_fd[0] = virtio_blk_kick_fd(pd->blk);
+		pd->nioev = 1;
+	} else if (pd->net) {
+		pd->ioev_fd[0] = virtio_net_kick_fd(pd->net, 0);
+		pd->ioev_fd[1] = virtio_net_kick_fd(pd->net, 1);
+		pd->nioev = 2;
+	}
+	for (unsigned q = 0; q < pd->nioev; q++)
+		if (pd->ioev_fd[q] < 0)
+			pd->nioev = 0;
+	pd->vp->pci.bars_changed = pci_bars_changed;
+	pd->vp->pci.bars_changed_opaque = pd;
+}
+
 int vm_devices_create(struct vm *vm, char *err, size_t errlen)
 {
 	struct vm_devices *d = calloc(1, sizeof(*d));
@@ -332,6 +410,7 @@ int vm_devices_create(struct vm *vm, char *err, size_t errlen)
 		}
 		if (ret)
 			goto fail;
+		pci_slot_bind_kicks(vm, pd);
 		ret = pci_add_device(&d->pci, dc->slot, dc->func, &pd->vp->pci);
 		if (ret) {
 			snprintf(err, errlen, "-s %u:%u,%s: %s", dc->slot,

@@ -361,6 +361,8 @@ static void bars_sync(struct pci_dev *dev)
 		b->mapped_base = w[i].base;
 	}
 	pthread_mutex_unlock(&dev->map_lock);
+	if (dev->bars_changed)
+		dev->bars_changed(dev->bars_changed_opaque, dev);
 }
 
 static bool overlaps(unsigned off, unsigned size, unsigned a, unsigned len)

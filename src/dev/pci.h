@@ -131,6 +131,12 @@ struct pci_dev {
 			      unsigned size);
 	void (*cfg_write_hook)(void *opaque, unsigned off, unsigned size);
 	void *hook_opaque;
+	/*
+	 * Called (without any device lock held) after BARs were mapped,
+	 * moved or unmapped, e.g. to re-bind KVM ioeventfds.
+	 */
+	void (*bars_changed)(void *opaque, struct pci_dev *dev);
+	void *bars_changed_opaque;
 
 	pthread_mutex_t lock;	  /* st, config space, MSI-X */
 	pthread_mutex_t map_lock; /* serialises BAR (un)mapping */
