@@ -97,16 +97,13 @@ static int op_resume(void *o, char *err, size_t errlen)
 
 static int op_poweroff(void *o, bool force, char *err, size_t errlen)
 {
-	if (!force) {
-		/*
-		 * No ACPI power button or GED event reaches the guest yet, so
-		 * there is no polite request to make: say so rather than
-		 * pulling the plug silently.
-		 */
-		snprintf(err, errlen,
-			 "this machine has no guest shutdown request yet; use force to power off");
-		return -ENOTSUP;
-	}
+	/*
+	 * A polite request needs a guest-visible mechanism (an ACPI power
+	 * button through a GED); the machine has none yet, so the request
+	 * falls back to a forced power-off, as the protocol specifies.
+	 */
+	if (!force)
+		log_info("poweroff: no guest shutdown request available; forcing");
 	vm_request_stop(o, KHYVE_EXIT_POWEROFF);
 	return 0;
 }

@@ -69,7 +69,7 @@ static void usage(FILE *f)
 	      "  pause VM | resume VM       stop / restart the vCPUs\n"
 	      "  regs VM [--vcpu N] [--msrs] registers (VM paused)\n"
 	      "  stats VM                   counters\n"
-	      "  poweroff VM [--force]      power button / immediate off\n"
+	      "  poweroff VM [--force]      power the VM off\n"
 	      "  reset VM                   reset the VM\n"
 	      "  checkpoint VM FILE         save a snapshot, keep running\n"
 	      "  snapshot create VM FILE    same as checkpoint\n"
