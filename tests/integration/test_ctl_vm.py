@@ -84,6 +84,10 @@ def test_abuse_leaves_vm_running(guest_factory):
     assert g.wait_for("KHYVE-COUNTER %d" % (before + 3), 60), g.read()
     st = g.ctl("status", "t", "--json")
     assert st.returncode == 0 and json.loads(st.stdout)["state"] == "running"
+    # A plain poweroff ends the VM with the powered-off status.
+    assert g.ctl("poweroff", "t").returncode == 0
+    assert g.finish() == 1
+    assert not os.path.exists(path)  # socket removed on exit
 
 
 def test_second_vm_with_same_name_refused(guest_factory):
