@@ -60,8 +60,14 @@ for m in irqbypass kvm ccp kvm-amd virtio_ring virtio virtio_pci_modern_dev \
 	insmod /m/$m.ko 2>/dev/null || echo "nested: insmod $m failed"
 done
 script=$(sed -n 's/.*nested_script=\([^ ]*\).*/\1/p' /proc/cmdline)
+repo=$(sed -n 's/.*nested_repo=\([^ ]*\).*/\1/p' /proc/cmdline)
+# /tmp and /run become fresh tmpfs; the repository stays visible at its
+# own path even when it lives under one of them (a CI clone in /tmp).
 if mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=524288,cache=loose hostroot /host &&
+   mkdir -p /stage && mount --bind "/host$repo" /stage &&
    mount -t tmpfs tmp /host/tmp && mount -t tmpfs run /host/run &&
+   { [ -d "/host$repo" ] || mkdir -p "/host$repo"; } &&
+   mount --bind /stage "/host$repo" &&
    mount --bind /dev /host/dev && mount -t proc proc /host/proc &&
    mount -t sysfs sys /host/sys && [ -c /dev/kvm ]; then
 	chroot /host /bin/sh "$script"
@@ -95,7 +101,7 @@ trap 'rm -f "$script"' EXIT
 timeout "${KHYVE_NESTED_TIMEOUT:-1800}" qemu-system-x86_64 -accel tcg -cpu max \
 	-m "${KHYVE_NESTED_MEM:-7G}" -smp 2 -nographic -no-reboot -nodefaults \
 	-serial stdio -kernel "$cache/vmlinuz" -initrd "$cache/initramfs.gz" \
-	-append "console=ttyS0 quiet nested_script=$script" \
+	-append "console=ttyS0 quiet nested_script=$script nested_repo=$top" \
 	-virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
 	< /dev/null > "$out" 2>&1 || true
 # Drop the firmware's screen-control noise and our own marker.
