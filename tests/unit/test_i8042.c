@@ -80,30 +80,6 @@ static int read_reply(struct i8042 *k, bool *aux)
 	return inb(k, I8042_DATA_PORT);
 }
 
-/* Every byte of the state struct is covered by exactly one field. */
-static void check_desc_covers(const struct snap_desc *d, size_t tail_slack)
-{
-	static const unsigned esz[] = {0, 1, 2, 4, 8, 8, 1, 1};
-	unsigned char cover[512];
-	size_t end = 0;
-
-	CHECK(d->state_size <= sizeof(cover));
-	memset(cover, 0, sizeof(cover));
-	for (unsigned i = 0; i < d->nfields; i++) {
-		const struct snap_field *f = &d->fields[i];
-		size_t len = (size_t)esz[f->type] * f->count;
-
-		CHECK(f->type >= SNAP_T_U8 && f->type <= SNAP_T_BYTES);
-		CHECK(f->offset + len <= d->state_size);
-		for (size_t b = f->offset; b < f->offset + len && b < 512; b++)
-			cover[b]++;
-		end = MAX(end, f->offset + len);
-	}
-	for (size_t b = 0; b < end; b++)
-		CHECK_EQ(cover[b], 1);
-	CHECK(d->state_size - end <= tail_slack);
-}
-
 static void test_controller_probe(void)
 {
 	struct i8042 k;

@@ -1,13 +1,19 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
-/* Shared by the device unit tests: a state through the real snapshot engine. */
+/*
+ * Shared by the device unit tests: a state through the real snapshot engine,
+ * and a check that a description covers its state struct.
+ * Include after unit.h.
+ */
 #ifndef KHYVE_UNIT_SNAP_H
 #define KHYVE_UNIT_SNAP_H
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
+#include "common.h"
 #include "snap.h"
 
 /* Through the real snapshot engine: write a file, read it back. */
@@ -51,6 +57,30 @@ out:
 		fprintf(stderr, "snapshot round trip: %s\n", err.msg);
 	unlink(path);
 	return ret;
+}
+
+/* Every byte of the state struct is covered by exactly one field. */
+static inline void check_desc_covers(const struct snap_desc *d, size_t tail_slack)
+{
+	static const unsigned esz[] = {0, 1, 2, 4, 8, 8, 1, 1};
+	unsigned char cover[512];
+	size_t end = 0;
+
+	CHECK(d->state_size <= sizeof(cover));
+	memset(cover, 0, sizeof(cover));
+	for (unsigned i = 0; i < d->nfields; i++) {
+		const struct snap_field *f = &d->fields[i];
+		size_t len = (size_t)esz[f->type] * f->count;
+
+		CHECK(f->type >= SNAP_T_U8 && f->type <= SNAP_T_BYTES);
+		CHECK(f->offset + len <= d->state_size);
+		for (size_t b = f->offset; b < f->offset + len && b < 512; b++)
+			cover[b]++;
+		end = MAX(end, f->offset + len);
+	}
+	for (size_t b = 0; b < end; b++)
+		CHECK_EQ(cover[b], 1);
+	CHECK(d->state_size - end <= tail_slack);
 }
 
 #endif
