@@ -70,18 +70,18 @@ pkg_version() {
 fetch_deb() {
 	local pkg=$1 ver=$2 deb
 	mkdir -p "$cache/debs"
-	# apt-get download names files with the epoch's ':' escaped.
-	deb=$(ls "$cache/debs/${pkg}_${ver#*:}_"*.deb 2>/dev/null | head -1 || true)
+	# apt-get download writes the epoch colon as %3a in file names.
+	deb=$(ls "$cache/debs/${pkg}_${ver//:/%3a}_"*.deb 2>/dev/null | head -1 || true)
 	if [ -z "$deb" ]; then
 		msg "downloading $pkg $ver" >&2
 		(cd "$cache/debs" && apt-get download "$pkg=$ver" >&2) ||
 			die "apt-get download $pkg=$ver failed"
-		deb=$(ls "$cache/debs/${pkg}_${ver#*:}_"*.deb | head -1 || true)
+		deb=$(ls "$cache/debs/${pkg}_${ver//:/%3a}_"*.deb | head -1 || true)
 	fi
 	echo "$deb"
 }
 
-hash_of() { cat "$@" | sha256sum | cut -c1-16; }
+hash_of() { sha256sum | cut -c1-16; }
 
 # Copies only when different, so OUTDIR mtimes stay put when up to date.
 install_file() {

@@ -21,7 +21,7 @@ repo=$(cd "$here/../.." && pwd)
 out=$(realpath -m "${1:-$repo/build/linux}")
 timeout_s=${TIMEOUT:-600}
 mem_mb=${MEM_MB:-512}
-qemu=qemu-system-x86_64
+qemu="qemu-system-x86_64"
 
 die() { echo "check-qemu: FAIL: $*" >&2; exit 1; }
 msg() { echo "check-qemu: $*"; }

@@ -34,12 +34,12 @@ if [ -f "$dir/done" ]; then
 	msg "up to date ($pkg $ver)"
 else
 	mkdir -p "$cache/debs"
-	deb=$(ls "$cache/debs/${pkg}_${ver#*:}_"*.deb 2>/dev/null | head -1 || true)
+	deb=$(ls "$cache/debs/${pkg}_${ver//:/%3a}_"*.deb 2>/dev/null | head -1 || true)
 	if [ -z "$deb" ]; then
 		msg "downloading $pkg $ver"
 		(cd "$cache/debs" && apt-get download "$pkg=$ver") ||
 			die "apt-get download $pkg=$ver failed"
-		deb=$(ls "$cache/debs/${pkg}_${ver#*:}_"*.deb | head -1 || true)
+		deb=$(ls "$cache/debs/${pkg}_${ver//:/%3a}_"*.deb | head -1 || true)
 	fi
 	rm -rf "$dir"
 	mkdir -p "$dir/pkg"

@@ -138,15 +138,16 @@ def fix_times(root):
 
 
 def make_ext4(root, image):
-    if os.path.exists(image):
-        os.unlink(image)
+    # Pre-sized file: keeps mke2fs from announcing that it creates one.
+    with open(image, "wb") as f:
+        f.truncate(IMAGE_MB << 20)
     env = dict(os.environ, E2FSPROGS_FAKE_TIME=str(EPOCH))
     subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "khyve-root",
                     "-U", FS_UUID, "-E", "hash_seed=" + HASH_SEED,
-                    "-d", root, image, "%dM" % IMAGE_MB],
+                    "-d", root, image],
                    check=True, env=env)
     subprocess.run(["e2fsck", "-fn", image], check=True,
-                   stdout=subprocess.DEVNULL)
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def make_initramfs(tmp, busybox, gen_init_cpio, out):
