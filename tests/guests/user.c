@@ -50,17 +50,21 @@ static void serial_test(void)
 	report("serial", lsr != 0xff, "chars=95 lsr=0x%x", lsr);
 }
 
-/* Pass 0 writes, pass 1 checks: same ranges, capped by mem_limit_mb. */
+/*
+ * Pass 0 writes, pass 1 checks: same ranges, capped by mem_limit_mb and
+ * taken from the top of RAM down, so a capped run on a large guest still
+ * covers the memory above 4 GiB.
+ */
 static void mem_walk(int pass, struct pat_result *r)
 {
 	uint64_t left = G.cfg.mem_limit_mb ? G.cfg.mem_limit_mb << 20 : ~0ULL;
 	uint64_t s, e;
 
-	for (unsigned i = 0; i < G.mm_n && left; i++) {
-		if (!gmm_clip(G.mm, i, G.usable_lo, G.map_top, &s, &e))
+	for (unsigned k = G.mm_n; k-- > 0 && left;) {
+		if (!gmm_clip(G.mm, k, G.usable_lo, G.map_top, &s, &e))
 			continue;
 		if (e - s > left)
-			e = s + left;
+			s = e - left;
 		left -= e - s;
 		if (pass == 0) {
 			con_printf("KHYVE-INFO mem range 0x%lx-0x%lx\n", s, e);
