@@ -1,6 +1,7 @@
 """Boot the fast test guest under khyve and check what the guest reports.
 
 Needs /dev/kvm; skipped (with the reason) where it is absent."""
+import json
 import re
 import time
 
@@ -69,11 +70,22 @@ def test_pause_resume_and_registers(guest_factory):
     assert counter_values(g.read()) == before  # stopped while paused
     r = g.ctl("regs", "t", "--json")
     assert r.returncode == 0, r.stderr
-    assert '"cr0"' in r.stdout
+    regs = json.loads(r.stdout)
+    val = lambda k: int(regs[k], 0) if isinstance(regs[k], str) else regs[k]
+    assert val("cr0") & 0x80000000  # paging on
+    assert val("efer") & 0x400      # long mode active
+    # The counter loop runs in the test guest's image, loaded at 1 MiB.
+    assert 0x100000 <= val("rip") < 0x100000 + 4 * 1024 * 1024, regs
+    st1 = json.loads(g.ctl("stats", "t", "--json").stdout)
     assert g.ctl("resume", "t").returncode == 0
     assert g.wait_for("KHYVE-COUNTER %d" % (before[-1] + 3), 30)
     st = g.ctl("stats", "t", "--json")
     assert st.returncode == 0 and "exits" in st.stdout
+    st2 = json.loads(st.stdout)
+    # Real numbers that move: the guest's console output exits.
+    assert st2["vcpus"][0]["exits_total"] > st1["vcpus"][0]["exits_total"]
+    assert st2["devices"]["com1"]["tx_bytes"] > st1["devices"]["com1"]["tx_bytes"]
+    assert st2["rss"] > 0
     assert g.ctl("poweroff", "t", "--force").returncode == 0
     assert g.finish() == 1
 
