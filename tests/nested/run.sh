@@ -98,7 +98,7 @@ trap 'rm -f "$script"' EXIT
 	echo
 } > "$script"
 
-timeout "${KHYVE_NESTED_TIMEOUT:-1800}" qemu-system-x86_64 -accel tcg -cpu max \
+timeout "${KHYVE_NESTED_TIMEOUT:-1500}" qemu-system-x86_64 -accel tcg -cpu max \
 	-m "${KHYVE_NESTED_MEM:-7G}" -smp 2 -nographic -no-reboot -nodefaults \
 	-serial stdio -kernel "$cache/vmlinuz" -initrd "$cache/initramfs.gz" \
 	-append "console=ttyS0 quiet nested_script=$script nested_repo=$top" \
