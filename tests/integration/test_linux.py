@@ -77,7 +77,7 @@ def stock(tmp_path_factory):
     # panic=-1: the root-mount panic reboots, and khyve exits with status 0.
     out, rc = run_console(["-c", "2", "-m", "256M", "-k", STOCK, "-a",
                            "console=ttyS0 panic=-1", "stock"],
-                          r"Kernel panic - not syncing", BOOT_TIMEOUT, d)
+                          r"Kernel panic - not syncing[^\n]*\n", BOOT_TIMEOUT, d)
     return out, rc
 
 
