@@ -98,6 +98,10 @@ trap 'rm -f "$script"' EXIT
 	echo
 } > "$script"
 
+# One nested machine at a time: two of them on a 2-core host starve each
+# other (and their nested guests) into timeouts.
+exec 8>"$cache/.run.lock"
+flock 8
 timeout "${KHYVE_NESTED_TIMEOUT:-1500}" qemu-system-x86_64 -accel tcg -cpu max \
 	-m "${KHYVE_NESTED_MEM:-7G}" -smp 2 -nographic -no-reboot -nodefaults \
 	-serial stdio -kernel "$cache/vmlinuz" -initrd "$cache/initramfs.gz" \
