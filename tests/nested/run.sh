@@ -7,6 +7,8 @@
 #
 #   tests/nested/run.sh COMMAND [ARG...]
 #
+# KHYVE_NESTED_CMDLINE adds to the nested kernel's command line (e.g.
+# loglevel=5 to see soft-lockup backtraces).
 # Exit status: the command's, or 125 if the nested machine could not run
 # it, 77 if QEMU is not installed. Output of the command goes to stdout.
 # The kernel comes from Debian's archive with apt-get download, cached in
@@ -22,7 +24,15 @@ cache=$(cd "$cache" && pwd)
 exec 9>"$cache/.lock"
 flock 9
 # The kernel package linux-image-amd64 points at, fetched once.
-if [ ! -f "$cache/vmlinuz" ] || [ ! -d "$cache/modules" ]; then
+# Modules the nested machine loads, in load order (paths in the package).
+mods="virt/lib/irqbypass arch/x86/kvm/kvm drivers/crypto/ccp/ccp
+	arch/x86/kvm/kvm-amd drivers/virtio/virtio_ring drivers/virtio/virtio
+	drivers/virtio/virtio_pci_modern_dev drivers/virtio/virtio_pci_legacy_dev
+	drivers/virtio/virtio_pci fs/netfs/netfs fs/fscache/fscache net/9p/9pnet
+	net/9p/9pnet_virtio fs/9p/9p drivers/net/tun"
+have_mods=1
+for m in $mods; do [ -f "$cache/modules/${m##*/}.ko" ] || have_mods=0; done
+if [ ! -f "$cache/vmlinuz" ] || [ $have_mods = 0 ]; then
 	pkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
 	if [ -z "$pkg" ]; then
 		apt-get update -qq >/dev/null 2>&1 || true
@@ -34,11 +44,7 @@ if [ ! -f "$cache/vmlinuz" ] || [ ! -d "$cache/modules" ]; then
 	dpkg-deb -x "$cache"/"$pkg"_*.deb "$cache/x"
 	kdir=$(ls -d "$cache"/x/lib/modules/*/kernel)
 	mkdir -p "$cache/modules"
-	for m in virt/lib/irqbypass arch/x86/kvm/kvm drivers/crypto/ccp/ccp \
-		arch/x86/kvm/kvm-amd drivers/virtio/virtio_ring drivers/virtio/virtio \
-		drivers/virtio/virtio_pci_modern_dev drivers/virtio/virtio_pci_legacy_dev \
-		drivers/virtio/virtio_pci fs/netfs/netfs fs/fscache/fscache \
-		net/9p/9pnet net/9p/9pnet_virtio fs/9p/9p; do
+	for m in $mods; do
 		cp "$kdir/$m.ko" "$cache/modules/"
 	done
 	cp "$cache"/x/boot/vmlinuz-* "$cache/vmlinuz"
@@ -46,7 +52,8 @@ if [ ! -f "$cache/vmlinuz" ] || [ ! -d "$cache/modules" ]; then
 fi
 
 # The initramfs: busybox, the modules, and an init that runs the command.
-if [ ! -f "$cache/initramfs.gz" ] || [ "$0" -nt "$cache/initramfs.gz" ]; then
+if [ ! -f "$cache/initramfs.gz" ] || [ "$0" -nt "$cache/initramfs.gz" ] ||
+   [ $have_mods = 0 ]; then
 	root="$cache/root"
 	rm -rf "$root" && mkdir -p "$root/bin" "$root/m" "$root/proc" "$root/sys" "$root/dev" "$root/host"
 	cp /bin/busybox "$root/bin/busybox"
@@ -56,7 +63,7 @@ if [ ! -f "$cache/initramfs.gz" ] || [ "$0" -nt "$cache/initramfs.gz" ]; then
 /bin/busybox --install -s /bin
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
 for m in irqbypass kvm ccp kvm-amd virtio_ring virtio virtio_pci_modern_dev \
-	virtio_pci_legacy_dev virtio_pci netfs fscache 9pnet 9pnet_virtio 9p; do
+	virtio_pci_legacy_dev virtio_pci netfs fscache 9pnet 9pnet_virtio 9p tun; do
 	insmod /m/$m.ko 2>/dev/null || echo "nested: insmod $m failed"
 done
 script=$(sed -n 's/.*nested_script=\([^ ]*\).*/\1/p' /proc/cmdline)
@@ -105,7 +112,7 @@ flock 8
 timeout "${KHYVE_NESTED_TIMEOUT:-1500}" qemu-system-x86_64 -accel tcg -cpu max \
 	-m "${KHYVE_NESTED_MEM:-7G}" -smp 2 -nographic -no-reboot -nodefaults \
 	-serial stdio -kernel "$cache/vmlinuz" -initrd "$cache/initramfs.gz" \
-	-append "console=ttyS0 quiet nested_script=$script nested_repo=$top" \
+	-append "console=ttyS0 quiet ${KHYVE_NESTED_CMDLINE:-} nested_script=$script nested_repo=$top" \
 	-virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
 	< /dev/null > "$out" 2>&1 || true
 # Drop the firmware's screen-control noise and our own marker.
