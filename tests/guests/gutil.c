@@ -170,6 +170,8 @@ void gcfg_defaults(struct gcfg *c)
 		.vblk_qd = 1,
 		.vblk_bs_kb = 64,
 		.vblk_rand_ms = 1000,
+		.vstream_n = 2000,
+		.vstream_qd = 16,
 	};
 }
 
@@ -221,6 +223,7 @@ static int parse_tests(struct gcfg *c, const char *s, size_t len)
 		{"serial", T_SERIAL}, {"mem", T_MEM},	{"timer", T_TIMER},
 		{"smp", T_SMP},	      {"echo", T_ECHO}, {"all", T_ALL},
 		{"vblk", T_VBLK},     {"vrng", T_VRNG},
+		{"vstream", T_VSTREAM},
 	};
 	size_t i = 0;
 
@@ -269,6 +272,8 @@ static int parse_token(struct gcfg *c, const char *s, size_t len)
 		NUM(tsc_khz, 1),	NUM(vblk_sectors, 1),
 		NUM(vblk_bench_mb, 1),	NUM(vblk_qd, 1),
 		NUM(vblk_bs_kb, 1),	NUM(vblk_rand_ms, 1),
+		NUM(vstream_n, 1),	NUM(vstream_qd, 1),
+		NUM(touch_mb, 0),
 #undef NUM
 	};
 	size_t eq = 0;
@@ -282,6 +287,15 @@ static int parse_token(struct gcfg *c, const char *s, size_t len)
 		if (tok_eq(s, len, "counter")) {
 			c->counter = 1;
 			c->explicit = 1;
+			return 0;
+		}
+		if (tok_eq(s, len, "busy")) {
+			c->busy = 1;
+			c->explicit = 1;
+			return 0;
+		}
+		if (tok_eq(s, len, "clock")) {
+			c->clock = 1;
 			return 0;
 		}
 		return -G_EINVAL;

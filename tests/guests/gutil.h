@@ -26,6 +26,7 @@
 #define T_ECHO	 0x10u
 #define T_VBLK	 0x20u /* virtio-blk driver test (and benchmark) */
 #define T_VRNG	 0x40u /* virtio-rng driver test */
+#define T_VSTREAM 0x80u /* virtio-blk write stream, many requests in flight */
 #define T_ALL	 (T_SERIAL | T_MEM | T_TIMER | T_SMP)
 
 enum exit_mode {
@@ -37,6 +38,8 @@ enum exit_mode {
 struct gcfg {
 	uint32_t tests;		 /* T_* bits */
 	int counter;		 /* "counter" word seen */
+	int busy;		 /* "busy": BSP timer loop, APs spin on work */
+	int clock;		 /* "clock": kvmclock + RTC lines with the counter */
 	int exit_mode;		 /* enum exit_mode */
 	int explicit;		 /* tests=, counter or exit= given */
 	uint32_t interval_ms;	 /* counter tick */
@@ -45,6 +48,7 @@ struct gcfg {
 	uint32_t mem_kb;	 /* counter memcheck region */
 	uint32_t dirty_pages;	 /* counter pages rewritten per tick */
 	uint64_t mem_limit_mb;	 /* mem test cap, 0 = all RAM */
+	uint64_t touch_mb;	 /* MiB to fill before the counter, 0 = none */
 	uint64_t seed;		 /* pattern seed */
 	uint32_t timer_ms;	 /* timer test interval */
 	uint32_t smp_timeout_ms; /* AP bring-up / slice timeout */
@@ -55,6 +59,8 @@ struct gcfg {
 	uint32_t vblk_qd;	 /* vblk benchmark: requests in flight */
 	uint32_t vblk_bs_kb;	 /* vblk benchmark: sequential request size */
 	uint32_t vblk_rand_ms;	 /* vblk benchmark: 4K random-read duration */
+	uint32_t vstream_n;	 /* vstream: 4 KiB writes in all */
+	uint32_t vstream_qd;	 /* vstream: requests kept in flight */
 	int nbad;		 /* unknown or malformed tokens */
 	char bad[40];		 /* the first of them */
 };

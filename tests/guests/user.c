@@ -6,6 +6,7 @@
  */
 #include "guest.h"
 #include "hw.h"
+#include "snapmodes.h"
 
 #define CNT_MAX_PAGES 16384 /* counter region cap: 64 MiB */
 #define GEN_MUL	      0x9e3779b97f4a7c15ULL
@@ -51,13 +52,14 @@ static void serial_test(void)
 }
 
 /*
- * Pass 0 writes, pass 1 checks: same ranges, capped by mem_limit_mb and
- * taken from the top of RAM down, so a capped run on a large guest still
- * covers the memory above 4 GiB.
+ * Pass 0 writes, pass 1 checks: same ranges, capped by @limit_mb (0: all)
+ * and taken from the top of RAM down, so a capped run on a large guest
+ * still covers the memory above 4 GiB.
  */
-static void mem_walk(int pass, struct pat_result *r)
+static void mem_walk(int pass, uint64_t limit_mb, uint64_t seed,
+		     struct pat_result *r)
 {
-	uint64_t left = G.cfg.mem_limit_mb ? G.cfg.mem_limit_mb << 20 : ~0ULL;
+	uint64_t left = limit_mb ? limit_mb << 20 : ~0ULL;
 	uint64_t s, e;
 
 	for (unsigned k = G.mm_n; k-- > 0 && left;) {
@@ -68,9 +70,9 @@ static void mem_walk(int pass, struct pat_result *r)
 		left -= e - s;
 		if (pass == 0) {
 			con_printf("KHYVE-INFO mem range 0x%lx-0x%lx\n", s, e);
-			pat_fill(s, e, G.cfg.seed);
+			pat_fill(s, e, seed);
 		} else {
-			pat_check(s, e, G.cfg.seed, r);
+			pat_check(s, e, seed, r);
 		}
 	}
 }
@@ -87,8 +89,8 @@ static void mem_test(void)
 	}
 	report("mem-size", total > 0, "ram=%lu entries=%u top=0x%lx", total,
 	       G.mm_n, gmm_ram_top(G.mm, G.mm_n));
-	mem_walk(0, &r);
-	mem_walk(1, &r);
+	mem_walk(0, G.cfg.mem_limit_mb, G.cfg.seed, &r);
+	mem_walk(1, G.cfg.mem_limit_mb, G.cfg.seed, &r);
 	report("mem-pattern", r.bytes > 0 && !r.bad,
 	       "bytes=%lu sum=0x%lx bad=%lu first_bad=0x%lx", r.bytes, r.sum,
 	       r.bad, r.first_bad);
@@ -108,9 +110,13 @@ void ap_user(unsigned long idx)
 	ap_res[idx].sum = r.sum;
 	ap_res[idx].bad = r.bad;
 	__atomic_store_n(&ap_res[idx].done, 1, __ATOMIC_RELEASE);
-	/* No way back to kernel mode (kvm_pvm): spin until power-off. */
-	for (;;)
-		cpu_relax();
+	/* No way back to kernel mode (kvm_pvm): spin until power-off, with
+	 * a progress count the busy mode watches (no PAUSE there: busy). */
+	for (;;) {
+		ap_spins[idx]++;
+		if (!G.cfg.busy)
+			cpu_relax();
+	}
 }
 
 static void smp_mem_report(void)
@@ -248,6 +254,8 @@ static void counter_run(void)
 				(unsigned)((n * G.cfg.dirty_pages + k) % pages),
 				(uint32_t)n);
 		con_printf("KHYVE-COUNTER %lu tsc=%lu\n", n, now);
+		if (G.cfg.clock)
+			clock_line(n);
 		if (pages && n % G.cfg.check_every == 0) {
 			checks++;
 			failures += cnt_check(base, pages, n) < 0;
@@ -257,6 +265,20 @@ static void counter_run(void)
 	}
 	report("counter", !failures, "ticks=%lu memchecks=%lu bad=%lu", n,
 	       checks, failures);
+}
+
+/*
+ * touch_mb=N: fill the top N MiB of RAM with the (incompressible, never
+ * zero) pattern and go on, so snapshot benchmarks have N MiB of real data
+ * to save. Not checked: the mem test does that.
+ */
+static void touch_mem(void)
+{
+	uint64_t t0 = rdtsc(), ms;
+
+	mem_walk(0, G.cfg.touch_mb, G.cfg.seed ^ 0x746f756368ULL, NULL);
+	ms = (rdtsc() - t0) / (G.tsc_khz ? G.tsc_khz : 1);
+	con_printf("KHYVE-INFO touch mb=%lu ms=%lu\n", G.cfg.touch_mb, ms);
 }
 
 void guest_exit(int mode)
@@ -286,8 +308,12 @@ void umain(unsigned long arg)
 		vblk_test();
 	if (G.cfg.tests & T_VRNG)
 		vrng_test();
+	if (G.cfg.tests & T_VSTREAM)
+		vstream_test();
 	if (G.cfg.tests & T_ECHO)
 		echo_test();
+	if (G.cfg.touch_mb)
+		touch_mem();
 	if (G.cfg.counter)
 		counter_run();
 	guest_exit(G.cfg.exit_mode);

@@ -78,9 +78,10 @@ static void test_cmdline(void)
 
 	gcfg_defaults(&c);
 	CHECK_EQ(gcfg_parse(&c, "counter interval_ms=250 count=0x10 "
-				"mem_kb=8192 seed=0xFFFFFFFFFFFFFFFF"),
+				"mem_kb=8192 seed=0xFFFFFFFFFFFFFFFF touch_mb=800"),
 		 0);
 	CHECK(c.counter);
+	CHECK_EQ(c.touch_mb, 800);
 	CHECK_EQ(c.tests, 0);
 	CHECK_EQ(c.interval_ms, 250);
 	CHECK_EQ(c.count, 16);
