@@ -551,6 +551,18 @@ void chardev_get_stats(struct chardev *c, struct chardev_stats *st)
 	pthread_mutex_unlock(&c->lock);
 }
 
+bool chardev_connected(struct chardev *c)
+{
+	bool ret;
+
+	if (!c || c->type != CD_SOCKET)
+		return c != NULL;
+	pthread_mutex_lock(&c->lock);
+	ret = c->client_fd >= 0;
+	pthread_mutex_unlock(&c->lock);
+	return ret;
+}
+
 const char *chardev_kind(const struct chardev *c)
 {
 	static const char *const names[] = {

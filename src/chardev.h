@@ -69,6 +69,12 @@ int chardev_input_fd(const struct chardev *c);
  */
 ssize_t chardev_read(struct chardev *c, void *buf, size_t len);
 void chardev_get_stats(struct chardev *c, struct chardev_stats *st);
+/*
+ * Would output reach someone now? False only for a socket with no client
+ * (connections are accepted inside chardev_read()), so a device can hold
+ * output back for the next client instead of dropping it.
+ */
+bool chardev_connected(struct chardev *c);
 /* The spec's kind: "stdio", "file", "socket", "null" or "fd". */
 const char *chardev_kind(const struct chardev *c);
 /* Restores the terminal (stdio), removes the socket path, frees @c. */

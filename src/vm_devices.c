@@ -19,6 +19,7 @@
 #include "rtc.h"
 #include "uart8250.h"
 #include "virtio_blk.h"
+#include "virtio_console.h"
 #include "virtio_net.h"
 #include "virtio_rng.h"
 #include "vm.h"
@@ -31,6 +32,7 @@ struct pci_slot_dev {
 	struct virtio_blk *blk;
 	struct virtio_rng *rng;
 	struct virtio_net *net;
+	struct virtio_console *con;
 	struct virtio_pci *vp; /* the transport, whatever the device */
 	/* Queue kicks bound to KVM ioeventfds while the notify BAR is mapped. */
 	struct vm *vm;
@@ -66,13 +68,16 @@ static const struct {
 	  "virtio-net,TAPNAME[,mac=xx:xx:xx:xx:xx:xx]: TAP device (created "
 	  "if it does not exist)" },
 	{ "virtio-rng", "virtio-rng: entropy from the host's getrandom()" },
+	{ "virtio-console",
+	  "virtio-console,BACKEND[,cols=N,rows=N]: one console port; BACKEND "
+	  "is stdio, null, unix=PATH (listening socket) or file=PATH" },
 };
 
 void vm_devices_list(FILE *out)
 {
 	fprintf(out, "PCI emulations for -s slot[:func],EMULATION[,conf]:\n");
 	for (unsigned i = 0; i < ARRAY_SIZE(emulations); i++)
-		fprintf(out, "  %-12s %s\n", emulations[i].name,
+		fprintf(out, "  %-15s %s\n", emulations[i].name,
 			emulations[i].help);
 }
 
@@ -238,6 +243,81 @@ static int add_virtio_net(struct vm *vm, struct pci_slot_dev *d, char *err,
 	return 0;
 }
 
+/* "unix=P" / "file=P" (the -s spelling) -> chardev's "socket:P" / "file:P". */
+static int console_backend(const char *conf, char *spec, size_t len)
+{
+	const char *comma = strchr(conf, ',');
+	size_t bl = comma ? (size_t)(comma - conf) : strlen(conf);
+	const char *pfx = "";
+	size_t skip = 0;
+
+	if (bl >= 5 && !strncmp(conf, "unix=", 5)) {
+		pfx = "socket:";
+		skip = 5;
+	} else if (bl >= 5 && !strncmp(conf, "file=", 5)) {
+		pfx = "file:";
+		skip = 5;
+	}
+	if (bl == 0 || strlen(pfx) + bl - skip >= len)
+		return -EINVAL;
+	snprintf(spec, len, "%s%.*s", pfx, (int)(bl - skip), conf + skip);
+	return 0;
+}
+
+static int add_virtio_console(struct vm *vm, struct pci_slot_dev *d,
+			      char *err, size_t errlen)
+{
+	struct virtio_console_opts o = { 0 };
+	char spec[600], cerr[256], num[16];
+	unsigned long cols = 0, rows = 0;
+	int ret;
+
+	if (console_backend(d->cfg->conf, spec, sizeof(spec))) {
+		snprintf(err, errlen,
+			 "-s %u,virtio-console: expected a back-end first "
+			 "(stdio, null, unix=PATH or file=PATH)",
+			 d->cfg->slot);
+		return -EINVAL;
+	}
+	if (config_opt_get(d->cfg->conf, "cols", num, sizeof(num)))
+		cols = strtoul(num, NULL, 10);
+	if (config_opt_get(d->cfg->conf, "rows", num, sizeof(num)))
+		rows = strtoul(num, NULL, 10);
+	if ((cols || rows) && (!cols || !rows || cols > 0xffff ||
+			       rows > 0xffff)) {
+		snprintf(err, errlen,
+			 "-s %u,virtio-console: cols= and rows= go together, "
+			 "1-65535 each",
+			 d->cfg->slot);
+		return -EINVAL;
+	}
+	o.cols = (uint16_t)cols;
+	o.rows = (uint16_t)rows;
+	ret = chardev_open(&o.cd, spec, cerr, sizeof(cerr));
+	if (ret) {
+		snprintf(err, errlen, "-s %u,virtio-console: %s", d->cfg->slot,
+			 cerr);
+		return ret;
+	}
+	d->con = calloc(1, sizeof(*d->con));
+	if (!d->con) {
+		chardev_close(o.cd);
+		return -ENOMEM;
+	}
+	/* The device owns the chardev from here, failure included. */
+	ret = virtio_console_init(d->con, &o, &vm->mem, vm->devs->io,
+				  &vm->devs->msi);
+	if (ret) {
+		snprintf(err, errlen, "-s %u,virtio-console: %s", d->cfg->slot,
+			 strerror(-ret));
+		free(d->con);
+		d->con = NULL;
+		return ret;
+	}
+	d->vp = &d->con->vp;
+	return 0;
+}
+
 /*
  * KVM_IOEVENTFD: a guest write to a queue's notify address signals the
  * device's kick eventfd inside KVM, without an exit to khyve. 2-byte
@@ -300,6 +380,10 @@ static void pci_slot_bind_kicks(struct vm *vm, struct pci_slot_dev *pd)
 	} else if (pd->net) {
 		pd->ioev_fd[0] = virtio_net_kick_fd(pd->net, 0);
 		pd->ioev_fd[1] = virtio_net_kick_fd(pd->net, 1);
+		pd->nioev = 2;
+	} else if (pd->con) {
+		pd->ioev_fd[0] = virtio_console_kick_fd(pd->con, 0);
+		pd->ioev_fd[1] = virtio_console_kick_fd(pd->con, 1);
 		pd->nioev = 2;
 	}
 	for (unsigned q = 0; q < pd->nioev; q++)
@@ -388,6 +472,8 @@ int vm_devices_create(struct vm *vm, char *err, size_t errlen)
 			ret = add_virtio_blk(vm, pd, err, errlen);
 		} else if (!strcmp(dc->emul, "virtio-net")) {
 			ret = add_virtio_net(vm, pd, err, errlen);
+		} else if (!strcmp(dc->emul, "virtio-console")) {
+			ret = add_virtio_console(vm, pd, err, errlen);
 		} else if (!strcmp(dc->emul, "virtio-rng")) {
 			pd->rng = calloc(1, sizeof(*pd->rng));
 			ret = pd->rng ? virtio_rng_init(pd->rng, &vm->mem, &d->msi) :
@@ -447,6 +533,10 @@ void vm_devices_destroy(struct vm *vm)
 			virtio_net_destroy(d->pcidevs[i].net);
 			free(d->pcidevs[i].net);
 		}
+		if (d->pcidevs[i].con) {
+			virtio_console_destroy(d->pcidevs[i].con);
+			free(d->pcidevs[i].con);
+		}
 	}
 	if (d->io)
 		iothread_destroy(d->io);
@@ -488,8 +578,12 @@ int vm_devices_quiesce(struct vm *vm)
 	struct vm_devices *d = vm->devs;
 
 	for (unsigned i = 0; i < d->npci; i++)
+	{
 		if (d->pcidevs[i].blk)
 			virtio_blk_pause(d->pcidevs[i].blk);
+		if (d->pcidevs[i].con)
+			virtio_console_pause(d->pcidevs[i].con);
+	}
 	return 0;
 }
 
@@ -498,8 +592,12 @@ void vm_devices_unquiesce(struct vm *vm)
 	struct vm_devices *d = vm->devs;
 
 	for (unsigned i = 0; i < d->npci; i++)
+	{
 		if (d->pcidevs[i].blk)
 			virtio_blk_resume(d->pcidevs[i].blk);
+		if (d->pcidevs[i].con)
+			virtio_console_resume(d->pcidevs[i].con);
+	}
 }
 
 json_t *vm_devices_stats(struct vm *vm)
@@ -542,6 +640,23 @@ json_t *vm_devices_stats(struct vm *vm)
 					  "tx_packets", (json_int_t)s.tx_packets,
 					  "tx_bytes", (json_int_t)s.tx_bytes,
 					  "tx_errors", (json_int_t)s.tx_errors));
+		}
+		if (d->pcidevs[i].con) {
+			struct virtio_console_stats s;
+			struct chardev_stats cs;
+
+			virtio_console_get_stats(d->pcidevs[i].con, &s);
+			chardev_get_stats(d->pcidevs[i].con->cd, &cs);
+			/* dropped: no room to hold it, or the back-end's own. */
+			json_object_set_new(
+				j, key,
+				json_pack("{s:I, s:I, s:I, s:I, s:I}",
+					  "rx_bytes", (json_int_t)s.rx_bytes,
+					  "tx_bytes", (json_int_t)s.tx_bytes,
+					  "tx_held", (json_int_t)s.tx_held,
+					  "dropped",
+					  (json_int_t)(s.tx_dropped + cs.dropped),
+					  "clients", (json_int_t)cs.clients));
 		}
 	}
 	return j;
@@ -662,11 +777,19 @@ int vm_devices_load(struct vm *vm, struct snap_reader *r, char *err,
 	for (unsigned i = 0; i < d->npci; i++) {
 		struct pci_slot_dev *pd = &d->pcidevs[i];
 		uint32_t inst = pd->cfg->slot * 8 + pd->cfg->func;
+		bool loaded;
 
+		/* The console's iothread must not fill its buffers meanwhile. */
+		if (pd->con)
+			virtio_console_pause(pd->con);
 		ret = virtio_pci_snap_foreach(pd->vp, inst, snap_read_cb, &c);
-		if (ret)
+		loaded = !ret;
+		if (loaded)
+			ret = virtio_pci_post_load(pd->vp);
+		if (pd->con)
+			virtio_console_resume(pd->con);
+		if (!loaded)
 			goto fail_se;
-		ret = virtio_pci_post_load(pd->vp);
 		if (ret) {
 			snprintf(err, errlen, "%s: %s@%u: state rejected: %s",
 				 snap_reader_path(r), pd->cfg->emul,

@@ -23,6 +23,7 @@
 
 #define VIRTIO_ID_NET	1
 #define VIRTIO_ID_BLOCK 2
+#define VIRTIO_ID_CONSOLE 3
 #define VIRTIO_ID_RNG	4
 
 /* device_status bits */
