@@ -93,5 +93,6 @@ void guest_exit(int mode) __attribute__((noreturn));
 /* virtio.c (user mode) */
 void vblk_test(void);
 void vrng_test(void);
+void vcon_test(void);
 
 #endif

@@ -224,6 +224,7 @@ static int parse_tests(struct gcfg *c, const char *s, size_t len)
 		{"smp", T_SMP},	      {"echo", T_ECHO}, {"all", T_ALL},
 		{"vblk", T_VBLK},     {"vrng", T_VRNG},
 		{"vstream", T_VSTREAM},
+		{"vcon", T_VCON},
 	};
 	size_t i = 0;
 

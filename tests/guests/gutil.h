@@ -27,6 +27,7 @@
 #define T_VBLK	 0x20u /* virtio-blk driver test (and benchmark) */
 #define T_VRNG	 0x40u /* virtio-rng driver test */
 #define T_VSTREAM 0x80u /* virtio-blk write stream, many requests in flight */
+#define T_VCON	 0x100u /* virtio-console driver test */
 #define T_ALL	 (T_SERIAL | T_MEM | T_TIMER | T_SMP)
 
 enum exit_mode {

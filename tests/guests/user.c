@@ -308,6 +308,8 @@ void umain(unsigned long arg)
 		vblk_test();
 	if (G.cfg.tests & T_VRNG)
 		vrng_test();
+	if (G.cfg.tests & T_VCON)
+		vcon_test();
 	if (G.cfg.tests & T_VSTREAM)
 		vstream_test();
 	if (G.cfg.tests & T_ECHO)

@@ -529,3 +529,238 @@ void vrng_test(void)
 	       v.bdf >> 3, v.bdf & 7, len0, len1, zero, same, st);
 	vdev_reset(&v);
 }
+
+/*
+ * tests=vcon: virtio-console port 0 (no MULTIPORT). The receiveq (0) uses
+ * the shared ring with VCON_NRX writable buffers, the transmitq (1) a small
+ * ring of its own. The guest says "KHYVE-VCON hello cols=C rows=R" on the
+ * port, waits (VCON_TIMEOUT ms) for one line from the host and sends it
+ * back upper-cased as "KHYVE-VCON echo <LINE>".
+ */
+#define VCON_TXQ_SIZE 16
+#define VCON_NRX      4
+#define VCON_RXBUF    64
+#define VCON_LINE     128
+#define VCON_TIMEOUT  60000
+#define VIRTIO_CONSOLE_F_SIZE (1ULL << 0)
+
+static struct vq_desc vtx_desc[VCON_TXQ_SIZE] __attribute__((aligned(4096)));
+static struct {
+	uint16_t flags, idx;
+	uint16_t ring[VCON_TXQ_SIZE];
+	uint16_t used_event;
+} vtx_avail __attribute__((aligned(4096)));
+static struct {
+	uint16_t flags, idx;
+	struct {
+		uint32_t id, len;
+	} ring[VCON_TXQ_SIZE];
+	uint16_t avail_event;
+} vtx_used __attribute__((aligned(4096)));
+static char vcon_rx[VCON_NRX][VCON_RXBUF];
+static char vcon_tx[VCON_LINE + 32];
+
+static void vcon_queue(struct vdev *v, unsigned q, uint16_t size, uint64_t desc,
+		       uint64_t avail, uint64_t used, uint64_t *notify_addr)
+{
+	uint64_t c = v->common;
+
+	mmio_write16(c + CC_QSELECT, (uint16_t)q);
+	mmio_write16(c + CC_QSIZE, size);
+	mmio_write16(c + CC_QMSIX, 0xffff); /* no vector: we poll */
+	mmio_write32(c + CC_QDESC, (uint32_t)desc);
+	mmio_write32(c + CC_QDESC + 4, (uint32_t)(desc >> 32));
+	mmio_write32(c + CC_QAVAIL, (uint32_t)avail);
+	mmio_write32(c + CC_QAVAIL + 4, (uint32_t)(avail >> 32));
+	mmio_write32(c + CC_QUSED, (uint32_t)used);
+	mmio_write32(c + CC_QUSED + 4, (uint32_t)(used >> 32));
+	*notify_addr =
+		v->notify + (uint64_t)mmio_read16(c + CC_QNOFF) * v->notify_mult;
+	mmio_write16(c + CC_QENABLE, 1);
+}
+
+/* vdev_init() for two queues: both are live before DRIVER_OK. */
+static int vcon_init(struct vdev *v, uint64_t *rx_notify, uint64_t *tx_notify,
+		     const char **why)
+{
+	uint64_t c, drv, t0 = rdtsc();
+	uint16_t rq, tq;
+
+	if (pci_caps(v)) {
+		*why = "no-modern-caps";
+		return -1;
+	}
+	c = v->common;
+	pci_wr32(v->bdf, 4, (pci_rd32(v->bdf, 4) & 0xffff) | 0x6);
+	mmio_write8(c + CC_STATUS, 0);
+	while (mmio_read8(c + CC_STATUS)) {
+		if (now_ms(t0) > VIO_TIMEOUT) {
+			*why = "reset-timeout";
+			return -1;
+		}
+		cpu_relax();
+	}
+	mmio_write8(c + CC_STATUS, ST_ACK);
+	mmio_write8(c + CC_STATUS, ST_ACK | ST_DRIVER);
+	mmio_write32(c + CC_DFSELECT, 0);
+	v->features = mmio_read32(c + CC_DF);
+	mmio_write32(c + CC_DFSELECT, 1);
+	v->features |= (uint64_t)mmio_read32(c + CC_DF) << 32;
+	if (!(v->features & VIRTIO_F_VERSION_1)) {
+		*why = "no-version-1";
+		return -1;
+	}
+	drv = VIRTIO_F_VERSION_1 | (v->features & VIRTIO_CONSOLE_F_SIZE);
+	mmio_write32(c + CC_GFSELECT, 0);
+	mmio_write32(c + CC_GF, (uint32_t)drv);
+	mmio_write32(c + CC_GFSELECT, 1);
+	mmio_write32(c + CC_GF, (uint32_t)(drv >> 32));
+	mmio_write8(c + CC_STATUS, ST_ACK | ST_DRIVER | ST_FEATURES_OK);
+	if (!(mmio_read8(c + CC_STATUS) & ST_FEATURES_OK)) {
+		*why = "features-refused";
+		return -1;
+	}
+	mmio_write16(c + CC_QSELECT, 0);
+	rq = mmio_read16(c + CC_QSIZE);
+	mmio_write16(c + CC_QSELECT, 1);
+	tq = mmio_read16(c + CC_QSIZE);
+	if (rq < VCON_NRX || tq < VCON_TXQ_SIZE) {
+		*why = "queues-too-small";
+		return -1;
+	}
+	v->qsize = rq < VQ_SIZE ? rq : VQ_SIZE;
+	v->avail_idx = 0;
+	memset(vq_desc, 0, sizeof(vq_desc));
+	memset(&vq_avail, 0, sizeof(vq_avail));
+	memset(&vq_used, 0, sizeof(vq_used));
+	memset(vtx_desc, 0, sizeof(vtx_desc));
+	memset(&vtx_avail, 0, sizeof(vtx_avail));
+	memset(&vtx_used, 0, sizeof(vtx_used));
+	vq_avail.flags = VQ_AVAIL_F_NO_INTERRUPT;
+	vtx_avail.flags = VQ_AVAIL_F_NO_INTERRUPT;
+	vcon_queue(v, 0, v->qsize, (uint64_t)vq_desc, (uint64_t)&vq_avail,
+		   (uint64_t)&vq_used, rx_notify);
+	vcon_queue(v, 1, VCON_TXQ_SIZE, (uint64_t)vtx_desc,
+		   (uint64_t)&vtx_avail, (uint64_t)&vtx_used, tx_notify);
+	mmio_write8(c + CC_STATUS,
+		    ST_ACK | ST_DRIVER | ST_FEATURES_OK | ST_DRIVER_OK);
+	return 0;
+}
+
+/* One buffer out on the transmitq; 0 once the device has used it. */
+static int vcon_send(uint64_t tx_notify, const char *s, uint32_t len)
+{
+	uint16_t idx = vtx_avail.idx;
+	uint64_t t0 = rdtsc();
+
+	vtx_desc[idx % VCON_TXQ_SIZE] =
+		(struct vq_desc){(uint64_t)s, len, 0, 0};
+	vtx_avail.ring[idx % VCON_TXQ_SIZE] = (uint16_t)(idx % VCON_TXQ_SIZE);
+	__atomic_store_n(&vtx_avail.idx, (uint16_t)(idx + 1), __ATOMIC_RELEASE);
+	mmio_write16(tx_notify, 1);
+	while (__atomic_load_n(&vtx_used.idx, __ATOMIC_ACQUIRE) !=
+	       (uint16_t)(idx + 1)) {
+		if (now_ms(t0) > VIO_TIMEOUT)
+			return VIO_TIMED_OUT;
+		cpu_relax();
+	}
+	return 0;
+}
+
+/* Hand receive buffer @d (back) to the device. */
+static void vcon_post_rx(struct vdev *v, uint64_t rx_notify, unsigned d)
+{
+	desc_set(d, (uint64_t)vcon_rx[d], VCON_RXBUF, VQ_DESC_F_WRITE, 0);
+	vq_push(v, (uint16_t)d);
+	__atomic_store_n(&vq_avail.idx, v->avail_idx, __ATOMIC_RELEASE);
+	mmio_write16(rx_notify, 0);
+}
+
+/* The next line from the host (without its end), or -1 on timeout. */
+static int vcon_getline(struct vdev *v, uint64_t rx_notify, char *line,
+			unsigned max, uint64_t *got)
+{
+	uint16_t seen = 0;
+	uint64_t t0 = rdtsc();
+	unsigned n = 0;
+
+	while (now_ms(t0) <= VCON_TIMEOUT) {
+		uint32_t id, len;
+
+		if (__atomic_load_n(&vq_used.idx, __ATOMIC_ACQUIRE) == seen) {
+			cpu_relax();
+			continue;
+		}
+		id = vq_used.ring[seen % v->qsize].id;
+		len = vq_used.ring[seen % v->qsize].len;
+		seen++;
+		if (id >= VCON_NRX || len > VCON_RXBUF)
+			return -2; /* the device broke the protocol */
+		*got += len;
+		for (uint32_t i = 0; i < len; i++) {
+			char ch = vcon_rx[id][i];
+
+			if (ch == '\n' || ch == '\r') {
+				if (n) {
+					line[n] = 0;
+					return (int)n;
+				}
+			} else if (n + 1 < max) {
+				line[n++] = ch;
+			}
+		}
+		vcon_post_rx(v, rx_notify, id);
+	}
+	return -1;
+}
+
+void vcon_test(void)
+{
+	struct vdev v = {0};
+	const char *why = "";
+	uint64_t rx_notify, tx_notify, got = 0;
+	unsigned cols = 0, rows = 0;
+	char line[VCON_LINE];
+	int n, st, len;
+
+	if (pci_find(0x1043, 0x1003, &v)) {
+		report("vcon", 0, "op=find no virtio-console PCI function");
+		return;
+	}
+	if (vcon_init(&v, &rx_notify, &tx_notify, &why)) {
+		report("vcon", 0, "op=init %s", why);
+		vdev_reset(&v);
+		return;
+	}
+	if ((v.features & VIRTIO_CONSOLE_F_SIZE) && v.device) {
+		cols = mmio_read16(v.device);
+		rows = mmio_read16(v.device + 2);
+	}
+	con_printf("KHYVE-INFO vcon pci=00:%02x.%x id=0x%x cols=%u rows=%u\n",
+		   v.bdf >> 3, v.bdf & 7, v.pci_id, cols, rows);
+	for (unsigned d = 0; d < VCON_NRX; d++)
+		vcon_post_rx(&v, rx_notify, d);
+	len = g_snprintf(vcon_tx, sizeof(vcon_tx),
+			 "KHYVE-VCON hello cols=%u rows=%u\n", cols, rows);
+	st = vcon_send(tx_notify, vcon_tx, (uint32_t)len);
+	if (st) {
+		report("vcon", 0, "op=hello status=%d", st);
+		vdev_reset(&v);
+		return;
+	}
+	n = vcon_getline(&v, rx_notify, line, sizeof(line), &got);
+	if (n < 0) {
+		report("vcon", 0, "op=read status=%d got=%lu", n, got);
+		vdev_reset(&v);
+		return;
+	}
+	for (int i = 0; i < n; i++)
+		if (line[i] >= 'a' && line[i] <= 'z')
+			line[i] = (char)(line[i] - 'a' + 'A');
+	len = g_snprintf(vcon_tx, sizeof(vcon_tx), "KHYVE-VCON echo %s\n",
+			 line);
+	st = vcon_send(tx_notify, vcon_tx, (uint32_t)len);
+	report("vcon", !st, "pci=00:%02x.%x line=%d got=%lu status=%d",
+	       v.bdf >> 3, v.bdf & 7, n, got, st);
+	vdev_reset(&v);
+}
