@@ -431,6 +431,49 @@ static bool send_error(struct ctl_server *s, struct ctl_client *c, json_t *id,
 	return send_json(s, c, error_reply(id, code, msg));
 }
 
+/* ---- progress of a long command ---- */
+
+#define CTL_PROGRESS_EVERY_MS 100
+/* Progress is dropped, never queued, past this much unsent output. */
+#define CTL_PROGRESS_MAX_PENDING (64 * 1024)
+
+/*
+ * The request being handled (server thread only): ctl_progress() needs
+ * no handle, so the VMM's save code can call it from deep inside.
+ */
+static __thread struct {
+	struct ctl_server *s;
+	struct ctl_client *c;
+	json_t *id;
+	bool wanted; /* the request asked for progress lines */
+	bool sent;
+	struct timespec last;
+} cur_req;
+
+void ctl_progress(uint64_t done, uint64_t total)
+{
+	struct ctl_client *c = cur_req.c;
+	struct timespec now;
+	long ms;
+
+	if (!cur_req.wanted || !c || c->closing)
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	ms = (now.tv_sec - cur_req.last.tv_sec) * 1000 +
+	     (now.tv_nsec - cur_req.last.tv_nsec) / 1000000;
+	if ((cur_req.sent && ms < CTL_PROGRESS_EVERY_MS) ||
+	    c->out_len - c->out_off > CTL_PROGRESS_MAX_PENDING)
+		return;
+	cur_req.sent = true;
+	cur_req.last = now;
+	/* Best effort: a client that does not read just misses lines. */
+	if (send_json(cur_req.s, c,
+		      json_pack("{s:O?, s:{s:I, s:I}}", "id", cur_req.id,
+				"progress", "done", (json_int_t)done, "total",
+				(json_int_t)total)))
+		(void)client_flush(c);
+}
+
 /* ---- commands ---- */
 
 struct ctl_req {
@@ -628,12 +671,19 @@ static void do_checkpoint(struct ctl_req *r, bool suspend)
 	json_t *res = NULL;
 	int rc;
 
+	json_t *pg = json_object_get(r->args, "progress");
+
 	if (!json_is_string(f) || !json_string_length(f) ||
 	    strlen(json_string_value(f)) != json_string_length(f)) {
 		req_fail(r, "bad_request", "%s needs a 'file' string", what);
 		return;
 	}
+	if (pg && !json_is_boolean(pg)) {
+		req_fail(r, "bad_request", "'progress' must be true or false");
+		return;
+	}
 	NO_OP(r, checkpoint, what);
+	cur_req.wanted = json_is_true(pg);
 	rc = r->s->ops->checkpoint(r->s->opaque, r->args, suspend, &res, err,
 				   sizeof(err));
 	req_rc(r, what, rc, err, res);
@@ -776,7 +826,12 @@ static bool handle_line(struct ctl_server *s, struct ctl_client *c,
 		json_decref(r.args);
 		goto out;
 	}
+	cur_req.s = s;
+	cur_req.c = c;
+	cur_req.id = id;
+	cur_req.wanted = cur_req.sent = false;
 	cmd->fn(&r);
+	memset(&cur_req, 0, sizeof(cur_req));
 	json_decref(r.args);
 	if (r.code[0]) {
 		json_decref(r.result);

@@ -31,6 +31,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #define CTL_PROTOCOL	   1
 #define CTL_DEFAULT_RUNDIR "/run/khyve"
@@ -99,6 +100,13 @@ bool ctl_vmname_valid(const char *name);
 /* RUNDIR/VMNAME.sock into @buf; -ENAMETOOLONG if it does not fit. */
 int ctl_socket_path(char *buf, size_t len, const char *rundir,
 		    const char *vmname);
+/*
+ * From inside a checkpoint/suspend callback: @done of @total bytes saved.
+ * Sent as {"id":..,"progress":{"done":N,"total":M}} before the reply if
+ * the request had "progress": true, at most every 100 ms, dropped when
+ * the client is behind; a no-op anywhere else (any thread).
+ */
+void ctl_progress(uint64_t done, uint64_t total);
 /* Map a callback's -errno to the protocol error code string. */
 const char *ctl_errno_code(int rc);
 

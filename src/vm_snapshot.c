@@ -28,11 +28,14 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 #include <xxhash.h>
 
 #include "common.h"
 #include "config.h"
+#include "ctl.h"
 #include "log.h"
+#include "progress.h"
 #include "snap.h"
 #include "snap_ram.h"
 #include "vm.h"
@@ -163,12 +166,24 @@ static uint64_t snapshot_disk_bytes(const char *path)
 	return n;
 }
 
+/* RAM is nearly all of a save: its progress goes to a client that asked. */
+static void save_progress(void *opaque, uint64_t done, uint64_t total)
+{
+	ctl_progress(done, total);
+}
+
+static void restore_progress(void *opaque, uint64_t done, uint64_t total)
+{
+	progress_update(opaque, done, total);
+}
+
 static int write_state(struct vm *vm, const char *path, bool do_fsync,
 		       uint64_t *ram_bytes, char *err, size_t errlen)
 {
 	struct snap_host_info host;
 	struct snap_writer *w = NULL;
 	struct snap_ram_info ram = { 0 };
+	const struct snap_ram_progress pg = { save_progress, NULL };
 	struct kvm_vm_state *ks = NULL;
 	struct vcpu_state *vs = NULL;
 	char *json = NULL;
@@ -180,8 +195,9 @@ static int write_state(struct vm *vm, const char *path, bool do_fsync,
 		 vm->sw_backend ? ", software backend" : "");
 	snap_host_info_probe(&host, kvm_info);
 	/* RAM first: its own temp file + rename; hashes go in the state. */
-	ret = snap_ram_save_beside(&vm->mem, path, do_fsync ? SNAP_RAM_FSYNC : 0,
-				   &ram);
+	ret = snap_ram_save_beside_progress(&vm->mem, path,
+					    do_fsync ? SNAP_RAM_FSYNC : 0, &ram,
+					    &pg);
 	if (ret) {
 		snprintf(err, errlen, "saving guest RAM beside %s: %s", path,
 			 strerror(-ret));
@@ -441,9 +457,17 @@ int vm_snapshot_restore(struct vm *vm, const char *path, char *err,
 		snprintf(err, errlen, "%s: RAM file name too long", path);
 		goto out;
 	}
-	ret = vm->cfg->restore_eager ?
-		      snap_ram_load_eager(&vm->mem, ram_path, &se) :
-		      snap_ram_map(&vm->mem, ram_path, &se);
+	if (vm->cfg->restore_eager) {
+		/* A copy of many GiB takes a while: say so on a terminal. */
+		struct progress pl;
+		const struct snap_ram_progress pg = { restore_progress, &pl };
+
+		progress_start(&pl, STDERR_FILENO, "khyve: restoring guest RAM");
+		ret = snap_ram_load_eager_progress(&vm->mem, ram_path, &se, &pg);
+		progress_end(&pl);
+	} else {
+		ret = snap_ram_map(&vm->mem, ram_path, &se);
+	}
 	if (ret)
 		goto fail_se;
 	if (vm->cfg->restore_eager) {

@@ -239,6 +239,17 @@ int ctl_client_call(struct ctl_conn *c, const char *cmd, const json_t *args,
 		    json_t **result, char *code, size_t codelen, char *err,
 		    size_t errlen)
 {
+	return ctl_client_call_progress(c, cmd, args, NULL, NULL, result, code,
+					codelen, err, errlen);
+}
+
+int ctl_client_call_progress(struct ctl_conn *c, const char *cmd,
+			     const json_t *args,
+			     void (*fn)(void *opaque, uint64_t done,
+					uint64_t total),
+			     void *opaque, json_t **result, char *code,
+			     size_t codelen, char *err, size_t errlen)
+{
 	json_int_t id = c->next_id++;
 	json_t *req, *msg = NULL;
 	char *txt;
@@ -270,8 +281,20 @@ int ctl_client_call(struct ctl_conn *c, const char *cmd, const json_t *args,
 			return rc;
 		rid = json_object_get(msg, "id");
 		/* id null: the server could not tie the error to a request */
-		if (json_is_integer(rid) && json_integer_value(rid) == id)
-			break;
+		if (json_is_integer(rid) && json_integer_value(rid) == id) {
+			const json_t *pg = json_object_get(msg, "progress");
+
+			if (!pg)
+				break;
+			if (fn)
+				fn(opaque,
+				   (uint64_t)json_integer_value(
+					   json_object_get(pg, "done")),
+				   (uint64_t)json_integer_value(
+					   json_object_get(pg, "total")));
+			json_decref(msg);
+			continue;
+		}
 		if (json_is_null(rid) && json_object_get(msg, "error"))
 			break;
 		json_decref(msg);

@@ -9,6 +9,7 @@
 
 #include <jansson.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct ctl_conn;
 
@@ -37,5 +38,15 @@ const json_t *ctl_client_greeting(const struct ctl_conn *c);
 int ctl_client_call(struct ctl_conn *c, const char *cmd, const json_t *args,
 		    json_t **result, char *code, size_t codelen, char *err,
 		    size_t errlen);
+/*
+ * The same; {"id": N, "progress": {"done": D, "total": T}} lines before
+ * the reply (a checkpoint sent with "progress": true) go to @fn.
+ */
+int ctl_client_call_progress(struct ctl_conn *c, const char *cmd,
+			     const json_t *args,
+			     void (*fn)(void *opaque, uint64_t done,
+					uint64_t total),
+			     void *opaque, json_t **result, char *code,
+			     size_t codelen, char *err, size_t errlen);
 
 #endif

@@ -19,6 +19,7 @@
 #include "common.h"
 #include "ctl.h"
 #include "ctl_client.h"
+#include "progress.h"
 
 #if __has_include("snap_inspect.h")
 #include "snap_inspect.h"
@@ -203,15 +204,21 @@ static int vm_open(const struct opts *o, const char *vm, const char *cmd,
 	return 0;
 }
 
+static void draw_progress(void *opaque, uint64_t done, uint64_t total)
+{
+	progress_update(opaque, done, total);
+}
+
 /* One request; on success *result holds the reply's result. */
 static int vm_call(struct ctl_conn *c, const char *vm, const char *cmd,
-		   const json_t *args, json_t **result)
+		   const json_t *args, json_t **result, struct progress *pl)
 {
 	char code[32], err[512];
 	int rc;
 
-	rc = ctl_client_call(c, cmd, args, result, code, sizeof(code), err,
-			     sizeof(err));
+	rc = ctl_client_call_progress(c, cmd, args, pl ? draw_progress : NULL,
+				      pl, result, code, sizeof(code), err,
+				      sizeof(err));
 	if (rc == -EPROTO && code[0]) {
 		errmsg("%s on VM '%s' failed: %s (%s)", cmd, vm, err, code);
 		return EXIT_FAIL;
@@ -227,7 +234,8 @@ enum out_kind { OUT_KV, OUT_HEX, OUT_RIP, OUT_DONE };
 
 /* Connect, run @cmd and print its result; returns the exit status. */
 static int run_cmd(const struct opts *o, const char *vm, const char *cmd,
-		   const json_t *args, enum out_kind kind, const char *done)
+		   const json_t *args, enum out_kind kind, const char *done,
+		   struct progress *pl)
 {
 	struct ctl_conn *c;
 	json_t *res = NULL;
@@ -236,8 +244,10 @@ static int run_cmd(const struct opts *o, const char *vm, const char *cmd,
 	rc = vm_open(o, vm, cmd, &c);
 	if (rc)
 		return rc;
-	rc = vm_call(c, vm, cmd, args, &res);
+	rc = vm_call(c, vm, cmd, args, &res, pl);
 	ctl_client_close(c);
+	if (pl)
+		progress_end(pl);
 	if (rc)
 		return rc;
 	if (o->json) {
@@ -287,10 +297,20 @@ static int run_checkpoint(const struct opts *o, const char *vm,
 			  const char *file, bool suspend)
 {
 	json_t *args = file_args(file);
+	struct progress pl;
+	char what[96];
 	int rc;
 
+	/*
+	 * Progress lines only for a person at a terminal (stderr): scripts
+	 * and pipes get exactly the output they got before.
+	 */
+	snprintf(what, sizeof(what), "saving %s", vm);
+	progress_start(&pl, STDERR_FILENO, what);
+	if (pl.fd >= 0)
+		json_object_set_new(args, "progress", json_true());
 	rc = run_cmd(o, vm, suspend ? "suspend" : "checkpoint", args, OUT_DONE,
-		     suspend ? "suspended" : "checkpointed");
+		     suspend ? "suspended" : "checkpointed", &pl);
 	json_decref(args);
 	return rc;
 }
@@ -515,28 +535,29 @@ static int run_actions(const struct opts *o)
 	int rc = 0;
 
 	if (!rc && o->status)
-		rc = run_cmd(o, vm, "status", NULL, OUT_KV, NULL);
+		rc = run_cmd(o, vm, "status", NULL, OUT_KV, NULL, NULL);
 	if (!rc && o->pause)
-		rc = run_cmd(o, vm, "pause", NULL, OUT_DONE, "paused");
+		rc = run_cmd(o, vm, "pause", NULL, OUT_DONE, "paused", NULL);
 	if (!rc && (o->get_all || o->get_rip)) {
 		args = regs_args(o, o->get_all);
 		rc = run_cmd(o, vm, "regs", args,
-			     o->get_all ? OUT_HEX : OUT_RIP, NULL);
+			     o->get_all ? OUT_HEX : OUT_RIP, NULL, NULL);
 		json_decref(args);
 	}
 	if (!rc && o->get_stats)
-		rc = run_cmd(o, vm, "stats", NULL, OUT_KV, NULL);
+		rc = run_cmd(o, vm, "stats", NULL, OUT_KV, NULL, NULL);
 	if (!rc && o->checkpoint)
 		rc = run_checkpoint(o, vm, o->checkpoint, false);
 	if (!rc && o->suspend)
 		rc = run_checkpoint(o, vm, o->suspend, true);
 	if (!rc && o->resume)
-		rc = run_cmd(o, vm, "resume", NULL, OUT_DONE, "resumed");
+		rc = run_cmd(o, vm, "resume", NULL, OUT_DONE, "resumed", NULL);
 	if (!rc && o->force_reset)
-		rc = run_cmd(o, vm, "reset", NULL, OUT_DONE, "reset");
+		rc = run_cmd(o, vm, "reset", NULL, OUT_DONE, "reset", NULL);
 	if (!rc && o->force_poweroff) {
 		args = json_pack("{s:b}", "force", 1);
-		rc = run_cmd(o, vm, "poweroff", args, OUT_DONE, "powered off");
+		rc = run_cmd(o, vm, "poweroff", args, OUT_DONE, "powered off",
+			     NULL);
 		json_decref(args);
 	}
 	return rc;
@@ -600,26 +621,26 @@ static int run_subcommand(const struct opts *o, const char *cmd, int n,
 	case 0:
 		return cmd_list(o);
 	case 1:
-		return run_cmd(o, av[0], "status", NULL, OUT_KV, NULL);
+		return run_cmd(o, av[0], "status", NULL, OUT_KV, NULL, NULL);
 	case 2:
-		return run_cmd(o, av[0], "pause", NULL, OUT_DONE, "paused");
+		return run_cmd(o, av[0], "pause", NULL, OUT_DONE, "paused", NULL);
 	case 3:
-		return run_cmd(o, av[0], "resume", NULL, OUT_DONE, "resumed");
+		return run_cmd(o, av[0], "resume", NULL, OUT_DONE, "resumed", NULL);
 	case 4:
 		args = regs_args(o, o->msrs);
-		rc = run_cmd(o, av[0], "regs", args, OUT_HEX, NULL);
+		rc = run_cmd(o, av[0], "regs", args, OUT_HEX, NULL, NULL);
 		json_decref(args);
 		return rc;
 	case 5:
-		return run_cmd(o, av[0], "stats", NULL, OUT_KV, NULL);
+		return run_cmd(o, av[0], "stats", NULL, OUT_KV, NULL, NULL);
 	case 6:
 		args = json_pack("{s:b}", "force", o->force);
 		rc = run_cmd(o, av[0], "poweroff", args, OUT_DONE,
-			     o->force ? "powered off" : "sent power button");
+			     o->force ? "powered off" : "sent power button", NULL);
 		json_decref(args);
 		return rc;
 	case 7:
-		return run_cmd(o, av[0], "reset", NULL, OUT_DONE, "reset");
+		return run_cmd(o, av[0], "reset", NULL, OUT_DONE, "reset", NULL);
 	case 8:
 		return run_checkpoint(o, av[0], av[1], false);
 	default:

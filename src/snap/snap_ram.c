@@ -120,7 +120,15 @@ int snap_ram_resolve(const char *state_path, const char *recorded, char *out,
 	return n < 0 || (size_t)n >= outlen ? -ENAMETOOLONG : 0;
 }
 
-static int save_to(const struct guest_mem *m, int fd, uint64_t *hashes)
+static void report(const struct snap_ram_progress *pg, uint64_t done,
+		   uint64_t total)
+{
+	if (pg && pg->fn)
+		pg->fn(pg->opaque, done, total);
+}
+
+static int save_to(const struct guest_mem *m, int fd, uint64_t *hashes,
+		   const struct snap_ram_progress *pg)
 {
 	uint64_t nchunks =
 		(m->ram_size + SNAP_RAM_CHUNK_SIZE - 1) / SNAP_RAM_CHUNK_SIZE;
@@ -173,6 +181,7 @@ static int save_to(const struct guest_mem *m, int fd, uint64_t *hashes)
 			off += n;
 		}
 		hashes[c] = XXH3_64bits_digest(hs);
+		report(pg, end, m->ram_size);
 	}
 	if (!rc && run)
 		rc = pwrite_full(fd, run, run_len, run_off);
@@ -200,8 +209,9 @@ static int fsync_parent(const char *path)
 	return rc;
 }
 
-int snap_ram_save(const struct guest_mem *m, const char *path, unsigned flags,
-		  struct snap_ram_info *info)
+static int save_file(const struct guest_mem *m, const char *path,
+		     unsigned flags, struct snap_ram_info *info,
+		     const struct snap_ram_progress *pg)
 {
 	const char *base = last_component(path);
 	uint64_t nchunks;
@@ -239,7 +249,7 @@ int snap_ram_save(const struct guest_mem *m, const char *path, unsigned flags,
 		rc = -errno;
 		goto fail;
 	}
-	rc = save_to(m, fd, hashes);
+	rc = save_to(m, fd, hashes, pg);
 	if (rc)
 		goto fail;
 	if ((flags & SNAP_RAM_FSYNC) && fsync(fd)) {
@@ -286,13 +296,27 @@ fail:
 	return rc;
 }
 
-int snap_ram_save_beside(const struct guest_mem *m, const char *state_path,
-			 unsigned flags, struct snap_ram_info *info)
+int snap_ram_save(const struct guest_mem *m, const char *path, unsigned flags,
+		  struct snap_ram_info *info)
+{
+	return save_file(m, path, flags, info, NULL);
+}
+
+int snap_ram_save_beside_progress(const struct guest_mem *m,
+				  const char *state_path, unsigned flags,
+				  struct snap_ram_info *info,
+				  const struct snap_ram_progress *pg)
 {
 	char path[4096];
 	int rc = snap_ram_default_path(state_path, path, sizeof(path));
 
-	return rc ? rc : snap_ram_save(m, path, flags, info);
+	return rc ? rc : save_file(m, path, flags, info, pg);
+}
+
+int snap_ram_save_beside(const struct guest_mem *m, const char *state_path,
+			 unsigned flags, struct snap_ram_info *info)
+{
+	return snap_ram_save_beside_progress(m, state_path, flags, info, NULL);
 }
 
 static int open_sized(const char *path, uint64_t want, struct snap_err *err)
@@ -347,8 +371,9 @@ static void zero_range(uint8_t *p, uint64_t len)
 			memset(p + i, 0, PAGE_SIZE);
 }
 
-int snap_ram_load_eager(const struct guest_mem *m, const char *path,
-			struct snap_err *err)
+int snap_ram_load_eager_progress(const struct guest_mem *m, const char *path,
+				 struct snap_err *err,
+				 const struct snap_ram_progress *pg)
 {
 	uint64_t off = 0;
 	int fd, rc = 0;
@@ -383,7 +408,9 @@ int snap_ram_load_eager(const struct guest_mem *m, const char *path,
 		}
 		n = MIN(hole, off + avail) - off;
 		while (n) {
-			ssize_t got = pread(fd, p, MIN(n, MAX_RUN), (off_t)off);
+			/* smaller reads when someone watches the progress */
+			uint64_t max = pg ? 8 * MiB : MAX_RUN;
+			ssize_t got = pread(fd, p, MIN(n, max), (off_t)off);
 
 			if (got < 0 && errno == EINTR)
 				continue;
@@ -394,12 +421,19 @@ int snap_ram_load_eager(const struct guest_mem *m, const char *path,
 			p += got;
 			off += (uint64_t)got;
 			n -= (uint64_t)got;
+			report(pg, off, m->ram_size);
 		}
 	}
 	close(fd);
 	if (rc)
 		return snap_seterr(err, rc, "%s: read: %s", path, strerror(-rc));
 	return 0;
+}
+
+int snap_ram_load_eager(const struct guest_mem *m, const char *path,
+			struct snap_err *err)
+{
+	return snap_ram_load_eager_progress(m, path, err, NULL);
 }
 
 static int check_info(const struct snap_ram_info *info, const char *what,

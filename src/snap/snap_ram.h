@@ -39,6 +39,15 @@ struct snap_ram_info {
 };
 
 /*
+ * Progress of a long save or eager load, called on the caller's thread
+ * after each chunk with bytes of guest RAM done so far and the RAM size.
+ */
+struct snap_ram_progress {
+	void (*fn)(void *opaque, uint64_t done, uint64_t total);
+	void *opaque;
+};
+
+/*
  * Write @m's RAM to @path (temporary name + rename). Fills @info's sizes
  * and hashes; info->file is set to @path's last component.
  */
@@ -47,6 +56,11 @@ int snap_ram_save(const struct guest_mem *m, const char *path, unsigned flags,
 /* The same to the default name "STATE.ram" beside @state_path. */
 int snap_ram_save_beside(const struct guest_mem *m, const char *state_path,
 			 unsigned flags, struct snap_ram_info *info);
+/* The same, reporting progress to @pg (NULL: none). */
+int snap_ram_save_beside_progress(const struct guest_mem *m,
+				  const char *state_path, unsigned flags,
+				  struct snap_ram_info *info,
+				  const struct snap_ram_progress *pg);
 void snap_ram_info_free(struct snap_ram_info *info);
 
 /* "STATE.ram" for @state_path. */
@@ -65,6 +79,9 @@ int snap_ram_map(const struct guest_mem *m, const char *path,
 /* Read the whole file into @m's RAM now (holes become zero pages). */
 int snap_ram_load_eager(const struct guest_mem *m, const char *path,
 			struct snap_err *err);
+int snap_ram_load_eager_progress(const struct guest_mem *m, const char *path,
+				 struct snap_err *err,
+				 const struct snap_ram_progress *pg);
 /* Recompute the chunk hashes of @path; -EBADMSG naming the first bad one. */
 int snap_ram_verify(const char *path, const struct snap_ram_info *info,
 		    struct snap_err *err);

@@ -152,6 +152,13 @@ static int t_checkpoint(void *opaque, const json_t *args, bool suspend,
 	}
 	if (!strcmp(f, "/silent"))
 		return -EIO;
+	if (!strcmp(f, "/progress")) {
+		/* the second comes within 100 ms: dropped */
+		ctl_progress(1, 4);
+		ctl_progress(2, 4);
+		usleep(120 * 1000);
+		ctl_progress(4, 4);
+	}
 	pthread_mutex_lock(&v->lock);
 	v->checkpoints++;
 	snprintf(v->last_file, sizeof(v->last_file), "%s", f);
@@ -1041,6 +1048,14 @@ static void test_peercred(void)
 	chmod(tmpdir, 0700);
 }
 
+static void note_progress(void *opaque, uint64_t done, uint64_t total)
+{
+	unsigned *n = opaque;
+
+	CHECK(done <= total && total == 4);
+	(*n)++;
+}
+
 static void test_client_lib(void)
 {
 	char err[512] = "", code[32] = "", want[PATH_MAX + 64];
@@ -1101,9 +1116,122 @@ static void test_client_lib(void)
 	}
 }
 
+/* Progress lines come before the reply, only to a client that asked. */
+static void test_progress(void)
+{
+	struct tc *c = tc_ready();
+	json_t *r, *pg;
+	struct ctl_conn *cc = NULL;
+	char err[512] = "", code[32] = "";
+	json_t *res = NULL, *args;
+	unsigned nseen = 0;
+
+	CHECK(c != NULL);
+	if (!c)
+		return;
+	r = tc_req(c, "{\"id\":1,\"cmd\":\"checkpoint\",\"args\":{\"file\":"
+		      "\"/progress\",\"progress\":true}}");
+	pg = json_object_get(r, "progress");
+	CHECK_EQ(json_integer_value(json_object_get(r, "id")), 1);
+	CHECK(!json_object_get(r, "ok") && !json_object_get(r, "result"));
+	CHECK_EQ(json_integer_value(json_object_get(pg, "done")), 1);
+	CHECK_EQ(json_integer_value(json_object_get(pg, "total")), 4);
+	json_decref(r);
+	r = tc_line(c);
+	pg = json_object_get(r, "progress");
+	CHECK_EQ(json_integer_value(json_object_get(pg, "done")), 4);
+	json_decref(r);
+	r = tc_line(c);
+	CHECK(is_ok(r));
+	CHECK_EQ(json_integer_value(json_object_get(r, "id")), 1);
+	json_decref(r);
+	/* not asked (or false): the reply alone, as before */
+	r = tc_req(c, "{\"id\":2,\"cmd\":\"checkpoint\",\"args\":{\"file\":"
+		      "\"/progress\"}}");
+	CHECK(is_ok(r));
+	json_decref(r);
+	r = tc_req(c, "{\"id\":3,\"cmd\":\"checkpoint\",\"args\":{\"file\":"
+		      "\"/progress\",\"progress\":false}}");
+	CHECK(is_ok(r));
+	json_decref(r);
+	r = tc_req(c, "{\"id\":4,\"cmd\":\"checkpoint\",\"args\":{\"file\":"
+		      "\"/progress\",\"progress\":\"yes\"}}");
+	CHECK(!strcmp(err_code(r), "bad_request"));
+	json_decref(r);
+	tc_close(c);
+	/* outside a request: a no-op */
+	ctl_progress(1, 2);
+
+	/* the client library hands progress lines to its callback */
+	CHECK_EQ(ctl_client_open(&cc, rundir, "vm1", 5000, err, sizeof(err)),
+		 0);
+	if (!cc)
+		return;
+	args = json_pack("{s:s, s:b}", "file", "/progress", "progress", 1);
+	CHECK_EQ(ctl_client_call_progress(cc, "checkpoint", args, note_progress,
+					  &nseen, &res, code, sizeof(code),
+					  err, sizeof(err)),
+		 0);
+	CHECK_EQ(nseen, 2);
+	CHECK_EQ(json_integer_value(json_object_get(res, "bytes")), 4096);
+	json_decref(res);
+	json_decref(args);
+	ctl_client_close(cc);
+	vm_reset_state();
+}
+
 /* ---- khyvectl end to end ---- */
 
 static char khyvectl[PATH_MAX];
+static bool find_khyvectl(void);
+
+/*
+ * khyvectl checkpoint with stderr on a terminal: the server's progress
+ * lines are drawn there and erased; stdout carries the result as ever.
+ */
+static void test_khyvectl_progress(void)
+{
+	char tty[4096] = "", out[4096] = "";
+	int m, s, po[2], status = -1;
+	size_t lt = 0, lo = 0;
+	pid_t pid;
+
+	if (!find_khyvectl())
+		return;
+	m = posix_openpt(O_RDWR | O_NOCTTY);
+	if (m < 0 || grantpt(m) || unlockpt(m)) {
+		fprintf(stderr, "test_khyvectl_progress: skipped (no pty)\n");
+		return;
+	}
+	s = open(ptsname(m), O_RDWR | O_NOCTTY);
+	CHECK(s >= 0 && !pipe2(po, O_CLOEXEC));
+	pid = fork();
+	if (pid == 0) {
+		dup2(po[1], 1);
+		dup2(s, 2);
+		setenv("KHYVE_PROGRESS_DELAY_MS", "0", 1);
+		execl(khyvectl, khyvectl, "--rundir", rundir, "--json",
+		      "checkpoint", "vm1", "/progress", (char *)NULL);
+		_exit(127);
+	}
+	close(po[1]);
+	close(s);
+	for (ssize_t n; (n = read(po[0], out + lo, sizeof(out) - 1 - lo)) > 0;)
+		lo += (size_t)n;
+	CHECK(pid > 0 && waitpid(pid, &status, 0) == pid);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	/* the child is gone: read what it left on the terminal */
+	fcntl(m, F_SETFL, O_NONBLOCK);
+	for (ssize_t n; (n = read(m, tty + lt, sizeof(tty) - 1 - lt)) > 0;)
+		lt += (size_t)n;
+	close(m);
+	close(po[0]);
+	CHECK(!strncmp(tty, "\rsaving vm1: 0/0 MiB  25%", 25));
+	CHECK(lt >= 4 && !memcmp(tty + lt - 4, "\r\033[K", 4));
+	CHECK(strstr(out, "\"bytes\": 4096") != NULL);
+	CHECK(!strstr(out, "\"done\"") && !strchr(out, '\r'));
+	vm_reset_state();
+}
 
 static bool find_khyvectl(void)
 {
@@ -1341,6 +1469,8 @@ int main(void)
 	RUN(test_stale_socket);
 	RUN(test_peercred);
 	RUN(test_client_lib);
+	RUN(test_progress);
+	RUN(test_khyvectl_progress);
 	RUN(test_khyvectl);
 	ctl_server_stop(srv1);
 	{
