@@ -2,7 +2,9 @@
 # khyve vs QEMU (-accel kvm) on the same fast test guest:
 #   bench/startup.py  exec to first console line, RSS beyond guest memory
 #   bench/vblk.py     virtio-blk MB/s and 4 KiB random-read IOPS
-# Usage: bench/run.sh [startup|vblk]...   (default: all)
+#   bench/snapshot.py save, pause, size, restore and clone memory against
+#                     QEMU migrate to a file / -incoming (issue 6)
+# Usage: bench/run.sh [startup|vblk|snapshot]...   (default: all)
 # Where /dev/kvm is missing, the whole run happens inside
 # tests/nested/run.sh (kvm_amd in a QEMU TCG machine) and every table says
 # so: those figures are nested-KVM-under-TCG, 10-50x slower than hardware;
@@ -10,9 +12,12 @@
 set -e
 export PYTHONDONTWRITEBYTECODE=1
 cd "$(dirname "$0")/.."
-[ $# -gt 0 ] || set -- startup vblk
+[ $# -gt 0 ] || set -- startup vblk snapshot
+mem=${KHYVE_NESTED_MEM:-7G}
 for b in "$@"; do
-	case $b in startup|vblk) ;; *) echo "bench: unknown benchmark $b" >&2; exit 2;; esac
+	# 1 GiB guests, their snapshots in tmpfs and 5 QEMU clones of one
+	case $b in snapshot) mem=${KHYVE_NESTED_MEM:-10G};; esac
+	case $b in startup|vblk|snapshot) ;; *) echo "bench: unknown benchmark $b" >&2; exit 2;; esac
 done
 if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
 	rc=0
@@ -26,8 +31,11 @@ if [ -n "${KHYVE_BENCH_IN_NESTED:-}" ]; then
 	exit 2
 fi
 echo "bench: no /dev/kvm here; running inside tests/nested/run.sh (nested KVM under QEMU TCG)" >&2
+export KHYVE_NESTED_MEM="$mem"
 exec tests/nested/run.sh /usr/bin/env KHYVE_BENCH_IN_NESTED=1 \
 	KHYVE_BENCH_ENV="nested-KVM-under-TCG" BENCH_RUNS="${BENCH_RUNS:-7}" \
 	BENCH_VBLK_RUNS="${BENCH_VBLK_RUNS:-3}" BENCH_VBLK_MB="${BENCH_VBLK_MB:-64}" \
 	BENCH_VBLK_RAND_MS="${BENCH_VBLK_RAND_MS:-1000}" \
+	BENCH_SNAP_RUNS="${BENCH_SNAP_RUNS:-3}" BENCH_SNAP_CLONES="${BENCH_SNAP_CLONES:-5}" \
+	BENCH_SNAP_TOUCH_MB="${BENCH_SNAP_TOUCH_MB:-800,100}" \
 	/bin/sh bench/run.sh "$@"
