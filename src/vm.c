@@ -179,14 +179,33 @@ static int vm_map_memory(struct vm *vm, char *err, size_t errlen)
 			 (uint64_t)(vm->cfg->mem_size / MiB), (uint64_t)(host / MiB));
 		return -ENOMEM;
 	}
-	/* One mapping for all RAM: a restore can map the RAM file over it. */
-	vm->mem.base = mmap(NULL, vm->cfg->mem_size, PROT_READ | PROT_WRITE,
-			    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (vm->mem.base == MAP_FAILED) {
-		vm->mem.base = NULL;
-		snprintf(err, errlen, "cannot map %" PRIu64 " MiB of guest memory: %s",
-			 (uint64_t)(vm->cfg->mem_size / MiB), strerror(errno));
-		return -ENOMEM;
+	/*
+	 * One mapping for all RAM: a restore can map the RAM file over it.
+	 * 2 MiB aligned (over-allocate, trim): KVM maps a guest 2 MiB page
+	 * huge only if the host address is aligned the same way, and kernels
+	 * before 6.7 do not align large anonymous mappings. Unaligned, a guest
+	 * writing its RAM ran ~8x slower than under QEMU on nested KVM.
+	 */
+	{
+		size_t len = vm->cfg->mem_size + 2 * MiB, head, tail;
+		uint8_t *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+				  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+				  -1, 0);
+
+		if (p == MAP_FAILED) {
+			snprintf(err, errlen,
+				 "cannot map %" PRIu64 " MiB of guest memory: %s",
+				 (uint64_t)(vm->cfg->mem_size / MiB),
+				 strerror(errno));
+			return -ENOMEM;
+		}
+		head = ALIGN_UP((uintptr_t)p, 2 * MiB) - (uintptr_t)p;
+		tail = len - head - vm->cfg->mem_size;
+		if (head)
+			munmap(p, head);
+		if (tail)
+			munmap(p + head + vm->cfg->mem_size, tail);
+		vm->mem.base = p + head;
 	}
 	madvise(vm->mem.base, vm->cfg->mem_size, MADV_HUGEPAGE);
 	for (unsigned i = 0; i < vm->mem.nr; i++)
