@@ -7,6 +7,7 @@
  */
 #include "guest.h"
 #include "hw.h"
+#include "snapmodes.h"
 
 #define LAPIC_ID    0x20
 #define LAPIC_TPR   0x80
@@ -319,20 +320,28 @@ static int plausible(uint64_t count, uint64_t expect)
 	return count > 0 && count * 16 >= expect && count <= expect * 4 + 4;
 }
 
-/* LAPIC timer and PIT (via IOAPIC) both at ~1 kHz for timer_ms. */
-static void timer_test(void)
+static uint64_t timer_ioapic(void)
 {
-	uint64_t ioapic = G.madt.ioapic_addr ? G.madt.ioapic_addr : 0xfec00000;
-	int gsi = G.madt.irq0_gsi >= 0 ? G.madt.irq0_gsi : 2;
-	uint32_t pin = (uint32_t)gsi - G.madt.ioapic_gsi_base;
-	uint64_t t0, t1, ms, lt, pt;
-	uint16_t div = (uint16_t)((PIT_HZ + 500) / 1000);
-	int ok;
+	return G.madt.ioapic_addr ? G.madt.ioapic_addr : 0xfec00000;
+}
 
-	if (G.madt_err)
-		pin = 2; /* no MADT: KVM routes IRQ0 to IOAPIC pin 2 */
-	ioapic_write(ioapic, 0x11 + 2 * pin, G.bsp_apic_id << 24);
-	ioapic_write(ioapic, 0x10 + 2 * pin, VEC_PIT); /* edge, high, fixed */
+static uint32_t timer_pin(void)
+{
+	int gsi = G.madt.irq0_gsi >= 0 ? G.madt.irq0_gsi : 2;
+
+	/* no MADT: KVM routes IRQ0 to IOAPIC pin 2 */
+	return G.madt_err ? 2 : (uint32_t)gsi - G.madt.ioapic_gsi_base;
+}
+
+/* LAPIC timer (periodic) and PIT channel 0 via the IOAPIC, both 1 kHz. */
+static void timers_start(void)
+{
+	uint32_t pin = timer_pin();
+	uint16_t div = (uint16_t)((PIT_HZ + 500) / 1000);
+
+	ioapic_write(timer_ioapic(), 0x11 + 2 * pin, G.bsp_apic_id << 24);
+	/* edge, high, fixed */
+	ioapic_write(timer_ioapic(), 0x10 + 2 * pin, VEC_PIT);
 	outb(0x43, 0x34);
 	outb(0x40, (uint8_t)div);
 	outb(0x40, (uint8_t)(div >> 8));
@@ -340,6 +349,24 @@ static void timer_test(void)
 	lapic_write(LAPIC_TDCR, 0x3);
 	lapic_write(LAPIC_LVTT, 0x20000 | VEC_LAPIC);
 	lapic_write(LAPIC_TICR, 62500);
+}
+
+static void timers_stop(void)
+{
+	lapic_write(LAPIC_LVTT, 0x10000);
+	lapic_write(LAPIC_TICR, 0);
+	ioapic_write(timer_ioapic(), 0x10 + 2 * timer_pin(), 0x10000);
+	outb(0x43, 0x30);
+}
+
+/* LAPIC timer and PIT (via IOAPIC) both at ~1 kHz for timer_ms. */
+static void timer_test(void)
+{
+	uint32_t pin = timer_pin();
+	uint64_t t0, t1, ms, lt, pt;
+	int ok;
+
+	timers_start();
 	pit_ticks = 0;
 	lapic_ticks = 0;
 	t0 = rdtsc();
@@ -359,10 +386,7 @@ static void timer_test(void)
 	t1 = rdtsc();
 	lt = lapic_ticks;
 	pt = pit_ticks;
-	lapic_write(LAPIC_LVTT, 0x10000);
-	lapic_write(LAPIC_TICR, 0);
-	ioapic_write(ioapic, 0x10 + 2 * pin, 0x10000);
-	outb(0x43, 0x30);
+	timers_stop();
 	ms = (t1 - t0) / G.tsc_khz;
 	ok = plausible(lt, ms) && plausible(pt, ms);
 	report("timer", ok, "lapic=%lu pit=%lu ms=%lu pin=%u other=%lu", lt, pt,
@@ -430,6 +454,76 @@ static void smp_start(void)
 	       ap_alive + 1, n + 1, list);
 }
 
+/*
+ * "busy": every AP spins on work (ap_spins) in user mode while the BSP
+ * stays in kernel mode with both timers running and interrupts on, and
+ * every interval_ms prints what moved since its previous line:
+ *   KHYVE-BUSY <n> lapic=<total> pit=<total> aps=<n> progress=ok|stalled:..
+ * A snapshot taken meanwhile must restore to lines that say "ok" again.
+ * With count=N it ends after N lines (PASS when the last line was ok).
+ */
+static void busy_run(void)
+{
+	uint64_t interval = G.cfg.interval_ms * G.tsc_khz, now, last, next;
+	uint64_t n = 0, lt0 = 0, pt0 = 0, stalls = 0;
+	static uint64_t spins0[GUEST_MAX_CPUS];
+	unsigned naps = ap_alive;
+	char why[GUEST_MAX_CPUS * 6 + 16];
+	int len;
+
+	timers_start();
+	con_printf("KHYVE-INFO busy aps=%u interval_ms=%u\n", naps,
+		   G.cfg.interval_ms);
+	__asm__ volatile("sti" ::: "memory");
+	last = rdtsc();
+	next = last + interval;
+	for (;;) {
+		now = rdtsc();
+		if (now < last) /* TSC went back (another host) */
+			next = now + interval;
+		last = now;
+		if ((int64_t)(now - next) < 0) {
+			cpu_relax();
+			continue;
+		}
+		n++;
+		next = now + interval;
+		uint64_t lt = lapic_ticks, pt = pit_ticks;
+
+		len = 0;
+		why[0] = '\0';
+		if (lt == lt0)
+			len += g_snprintf(why + len, sizeof(why) - (size_t)len,
+					  ",lapic");
+		if (pt == pt0)
+			len += g_snprintf(why + len, sizeof(why) - (size_t)len,
+					  ",pit");
+		for (unsigned i = 0; i < naps; i++) {
+			uint64_t sp = ap_spins[i];
+
+			if (sp == spins0[i])
+				len += g_snprintf(why + len,
+						  sizeof(why) - (size_t)len,
+						  ",ap%u", i + 1);
+			spins0[i] = sp;
+		}
+		lt0 = lt;
+		pt0 = pt;
+		stalls += len > 0;
+		con_printf("KHYVE-BUSY %lu lapic=%lu pit=%lu aps=%u "
+			   "progress=%s%s tsc=%lu\n",
+			   n, lt, pt, naps, len ? "stalled:" : "ok",
+			   len ? why + 1 : "", now);
+		if (G.cfg.count && n >= G.cfg.count)
+			break;
+	}
+	__asm__ volatile("cli" ::: "memory");
+	timers_stop();
+	report("busy", !len && naps > 0, "lines=%lu stalls=%lu aps=%u", n,
+	       stalls, naps);
+	guest_exit(G.cfg.exit_mode);
+}
+
 void ap_main(uint32_t idx)
 {
 	cpu_tables_load(idx + 1);
@@ -466,14 +560,18 @@ void kmain(uint32_t start_info_pa)
 	tsc_calibrate();
 	con_printf("KHYVE-INFO tsc_khz=%lu tsc_src=%s map_top=0x%lx\n",
 		   G.tsc_khz, G.tsc_src, G.map_top);
+	if (G.cfg.clock)
+		kvmclock_enable();
 	G.madt_err = -G_ENOENT;
-	if (G.cfg.tests & (T_TIMER | T_SMP))
+	if ((G.cfg.tests & (T_TIMER | T_SMP)) || G.cfg.busy)
 		G.madt_err = gacpi_find_madt(G.rsdp_pa, phys_identity, NULL,
 					     &G.madt);
 	if (G.cfg.tests & T_TIMER)
 		timer_test();
 	if (G.cfg.tests & T_SMP)
 		smp_start();
+	if (G.cfg.busy)
+		busy_run();
 	if (G.cfg.exit_mode == EXIT_TRIPLEFAULT) {
 		/* Needs CPL0, so it happens before the user-mode tests. */
 		con_printf("KHYVE-GUEST done pass=%lu fail=%lu\n", n_pass,

@@ -10,6 +10,7 @@
  */
 #include "guest.h"
 #include "hw.h"
+#include "snapmodes.h"
 
 #define VQ_SIZE	    128
 #define VQ_MAX_REQ  (VQ_SIZE / 3) /* three descriptors per blk request */
@@ -422,6 +423,136 @@ static void vblk_bench(struct vdev *v, uint64_t buf, uint64_t cap)
 	us = us_since(t0);
 	bench_line("rand-read-4k", ios * 4096, ios, us, ret);
 	report("vblk-bench", !ret, "status=%d", ret);
+}
+
+/*
+ * tests=vstream: vstream_n 4 KiB writes, vstream_qd of them always in
+ * flight (a new one goes out as soon as one completes). Request k writes
+ * disk sectors [VS_BASE + 8k, +8), each stamped (magic, k, sector index,
+ * then k ^ qword index << 48), so the host can read back exactly which
+ * requests reached the disk. khyve serves a queue in order, so the used
+ * ring must return the requests in submission order: every used entry is
+ * checked against the oldest request in flight (order), a used entry for
+ * a slot not in flight is a duplicate (dup), a non-zero status or length
+ * other than 1 is bad, and a request not completed within 10 s is lost.
+ * Progress: KHYVE-VSTREAM done=<completed> sent=<submitted> every 100.
+ */
+#define VS_BASE	 2048 /* sectors: the first MiB stays for tests=vblk */
+#define VS_MAGIC 0x4d52545356594b48ULL /* "HKYVSTRM" */
+
+static uint64_t vs_inflight[VQ_MAX_REQ]; /* seq + 1, 0 = free */
+
+static void vs_fill(uint64_t buf, uint64_t seq)
+{
+	for (unsigned sec = 0; sec < 8; sec++) {
+		volatile uint64_t *q = (volatile uint64_t *)(buf + sec * 512);
+
+		q[0] = VS_MAGIC;
+		q[1] = seq;
+		q[2] = VS_BASE + seq * 8 + sec;
+		for (unsigned i = 3; i < 64; i++)
+			q[i] = seq ^ ((uint64_t)i << 48);
+	}
+}
+
+void vstream_test(void)
+{
+	struct vdev v = {0};
+	const char *why = "";
+	uint64_t n = G.cfg.vstream_n, sent = 0, done = 0, dup = 0, order = 0;
+	uint64_t bad = 0, lost = 0, buf, cap, t_last;
+	unsigned qd = G.cfg.vstream_qd, inflight = 0;
+	uint16_t used_seen = 0;
+
+	buf = (G.usable_lo + 4095) & ~4095ULL;
+	if (qd < 1 || qd > VQ_MAX_REQ || !n) {
+		report("vstream", 0, "op=setup qd=%u (1..%u) n=%lu", qd,
+		       VQ_MAX_REQ, n);
+		return;
+	}
+	if (pci_find(0x1042, 0x1001, &v) ||
+	    vdev_init(&v, VIRTIO_BLK_F_FLUSH, &why)) {
+		report("vstream", 0, "op=init %s", why);
+		vdev_reset(&v);
+		return;
+	}
+	cap = (uint64_t)mmio_read32(v.device) |
+	      (uint64_t)mmio_read32(v.device + 4) << 32;
+	if (cap < VS_BASE + n * 8 || (v.features & VIRTIO_BLK_F_RO) ||
+	    !gmm_is_ram(G.mm, G.mm_n, buf, qd * 4096ULL)) {
+		report("vstream", 0, "op=setup capacity=%lu need=%lu", cap,
+		       VS_BASE + n * 8);
+		vdev_reset(&v);
+		return;
+	}
+	for (unsigned s = 0; s < qd; s++)
+		vs_inflight[s] = 0;
+	con_printf("KHYVE-INFO vstream n=%lu qd=%u base=%u qsize=%u\n", n, qd,
+		   VS_BASE, v.qsize);
+	t_last = rdtsc();
+	while (done < n) {
+		uint16_t used;
+		int kick = 0;
+
+		/* Refill every free slot. */
+		for (unsigned s = 0; s < qd && sent < n; s++) {
+			if (vs_inflight[s])
+				continue;
+			vs_fill(buf + s * 4096ULL, sent);
+			blk_prep(&v, s, VIRTIO_BLK_T_OUT, VS_BASE + sent * 8,
+				 buf + s * 4096ULL, 4096);
+			vs_inflight[s] = ++sent;
+			inflight++;
+			kick = 1;
+		}
+		if (kick) {
+			__atomic_store_n(&vq_avail.idx, v.avail_idx,
+					 __ATOMIC_RELEASE);
+			mmio_write16(v.notify_addr, 0);
+		}
+		used = __atomic_load_n(&vq_used.idx, __ATOMIC_ACQUIRE);
+		if (used == used_seen) {
+			if (now_ms(t_last) > VIO_TIMEOUT) {
+				lost = inflight;
+				break;
+			}
+			cpu_relax();
+			continue;
+		}
+		if ((uint16_t)(used - used_seen) > inflight) {
+			/* More completions than requests out: repeats. */
+			dup += (uint16_t)(used - used_seen) - inflight;
+			used = (uint16_t)(used_seen + inflight);
+		}
+		for (; used_seen != used; used_seen++) {
+			uint32_t id = vq_used.ring[used_seen % v.qsize].id;
+			uint32_t len = vq_used.ring[used_seen % v.qsize].len;
+			unsigned s = id / 3;
+			uint64_t oldest = done + 1;
+
+			if (id % 3 || s >= qd || !vs_inflight[s]) {
+				dup++;
+				continue;
+			}
+			order += vs_inflight[s] != oldest;
+			bad += blk_status[s] != 0 || len != 1;
+			vs_inflight[s] = 0;
+			inflight--;
+			done++;
+			if (done % 100 == 0 || done == n)
+				con_printf("KHYVE-VSTREAM done=%lu sent=%lu\n",
+					   done, sent);
+		}
+		t_last = rdtsc();
+	}
+	if (!lost && (v.features & VIRTIO_BLK_F_FLUSH)) {
+		blk_prep(&v, 0, VIRTIO_BLK_T_FLUSH, 0, 0, 0);
+		bad += blk_batch(&v, 1) != 0;
+	}
+	report("vstream", done == n && !dup && !order && !bad && !lost,
+	       "done=%lu sent=%lu dup=%lu order=%lu bad=%lu lost=%lu qd=%u",
+	       done, sent, dup, order, bad, lost, qd);
+	vdev_reset(&v);
 }
 
 void vblk_test(void)
