@@ -348,6 +348,32 @@ static void test_resealed_rules(void)
 			snap_reader_close(r);
 		}
 	}
+	/* A payload length of 2^63 (header re-sealed by hand: reseal()
+	 * stops at a length beyond the file). */
+	memcpy(buf, file, file_len);
+	/* The name right after a section header (the config names it too). */
+	p = buf;
+	while ((p = memmem(p, file_len - (size_t)(p - buf), "uart8250", 8)) &&
+	       (p - buf < 40 || memcmp(p - 40, "SECT", 4)))
+		p++;
+	CHECK(p != NULL);
+	if (p) {
+		uint8_t *sh = p - 40;
+		XXH3_state_t *st = XXH3_createState();
+
+		put_le64(sh + 24, 1ULL << 63);
+		XXH3_64bits_reset(st);
+		XXH3_64bits_update(st, sh, 32);
+		XXH3_64bits_update(st, p, 8);
+		put_le64(sh + 32, XXH3_64bits_digest(st));
+		XXH3_freeState(st);
+		reseal(buf, file_len);
+		CHECK(snap_reader_open_mem(&r, "vm1.snap", buf, file_len,
+					   &err) < 0);
+		CHECK(strstr(err.msg, "vm1.snap: section 'uart8250'"));
+		CHECK(strstr(err.msg, "payload of 9223372036854775808 bytes "
+				      "overruns the file"));
+	}
 out:
 	free(buf);
 }

@@ -375,6 +375,46 @@ static void test_snapshot_mid_flight(void)
 	unlink(snap_path);
 }
 
+/*
+ * Restored queue state with values out of range (issue 6, bad input):
+ * a queue size beyond what the device offers or not a power of two is
+ * refused by post_load; a saved last_avail_idx more than the queue size
+ * behind the guest's avail index breaks the queue on the first pop
+ * instead of serving stale ring slots.
+ */
+static void test_restored_state_out_of_range(void)
+{
+	struct virtq vq, vq2;
+	static struct virtq_elem e;
+
+	setup(&vq, false, false);
+	set_desc(DESC, 0, 0x10000, 16, VIRTQ_DESC_F_WRITE, 0);
+	avail_add(0);
+	virtq_init(&vq2, &mem, 0, 256);
+	vq2.on_error = on_err;
+	vq2.st = vq.st;
+	vq2.st.size = 512; /* more than the device's 256 */
+	CHECK_EQ(virtq_post_load(&vq2), -EINVAL);
+	vq2.st.size = 96; /* not a power of two */
+	CHECK_EQ(virtq_post_load(&vq2), -EINVAL);
+	vq2.st.size = 0;
+	CHECK_EQ(virtq_post_load(&vq2), -EINVAL);
+	/* Saved index far behind the ring: nothing is served. */
+	vq2.st = vq.st;
+	CHECK_EQ(virtq_post_load(&vq2), 0);
+	vq2.st.last_avail_idx = (uint16_t)(drv_avail_idx - QSZ - 1);
+	expect_broken(&vq2, "restored last_avail_idx beyond the queue size");
+	CHECK_EQ(get_le16(ram + USED + 2), 0);
+	/* ... and one ahead of the guest's index wraps to the same refusal. */
+	errors = 0;
+	vq2.st = vq.st;
+	vq2.st.broken = 0;
+	CHECK_EQ(virtq_post_load(&vq2), 0);
+	vq2.st.last_avail_idx = (uint16_t)(drv_avail_idx + 1);
+	CHECK_EQ(virtq_pop(&vq2, &e), -EIO);
+	CHECK_EQ(get_le16(ram + USED + 2), 0);
+}
+
 static void test_iov_copy(void)
 {
 	uint8_t a[3], b[5], out[8];
@@ -403,6 +443,7 @@ int main(void)
 	RUN(test_enable_checks);
 	RUN(test_event_idx);
 	RUN(test_snapshot_mid_flight);
+	RUN(test_restored_state_out_of_range);
 	RUN(test_iov_copy);
 	free(ram);
 	return unit_done();
