@@ -293,6 +293,8 @@ static int add_virtio_console(struct vm *vm, struct pci_slot_dev *d,
 	}
 	o.cols = (uint16_t)cols;
 	o.rows = (uint16_t)rows;
+	/* Input read before the snapshot's buffers load would be lost. */
+	o.start_paused = vm->cfg->restore != NULL;
 	ret = chardev_open(&o.cd, spec, cerr, sizeof(cerr));
 	if (ret) {
 		snprintf(err, errlen, "-s %u,virtio-console: %s", d->cfg->slot,

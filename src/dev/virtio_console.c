@@ -310,7 +310,8 @@ int virtio_console_init(struct virtio_console *con,
 	ret = iothread_kick_new(iot, tx_event, con, &con->tx_kick);
 	if (ret)
 		goto err_rxk;
-	if (con->in_fd >= 0) {
+	con->paused = o->start_paused;
+	if (con->in_fd >= 0 && !con->paused) {
 		ret = iothread_add_fd(iot, con->in_fd, EPOLLIN, in_event, con);
 		if (ret)
 			goto err_txk;

@@ -36,6 +36,12 @@ struct virtio_console_opts {
 	struct chardev *cd;  /* back-end; the device owns it from init on */
 	uint16_t cols, rows; /* both non-zero: offer VIRTIO_CONSOLE_F_SIZE */
 	uint16_t queue_size; /* 0 = 64 */
+	/*
+	 * Start paused, input not read: for a restore, where bytes read
+	 * before the snapshot's state is loaded would be overwritten by it.
+	 * virtio_console_resume() starts it.
+	 */
+	bool start_paused;
 };
 
 struct virtio_console_stats {

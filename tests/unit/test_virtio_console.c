@@ -38,6 +38,7 @@ static uint64_t common, notify, devc;
 static int host_in = -1;  /* we write: the device's input */
 static int host_out = -1; /* we read: the device's output */
 static uint16_t avail_idx[2];
+static bool start_paused; /* next attach() is for a restore */
 
 static void wr(uint64_t addr, uint64_t v, unsigned size)
 {
@@ -106,7 +107,8 @@ static void attach(struct virtio_console *c, uint16_t cols, uint16_t rows,
 		   struct chardev *cd)
 {
 	uint32_t a = 0x80000000u | SLOT << 11 | PCI_COMMAND, cmd = 2;
-	struct virtio_console_opts o = {.cd = cd, .cols = cols, .rows = rows};
+	struct virtio_console_opts o = {.cd = cd, .cols = cols, .rows = rows,
+					.start_paused = start_paused};
 	uint64_t base;
 
 	bus_init(&pio, "pio");
@@ -425,30 +427,42 @@ static void test_snapshot(void)
 	CHECK_EQ(snap_writer_commit(w), 0);
 	teardown();
 
-	/* A new device on new pipes (the rebound back-end), same RAM. */
+	/*
+	 * A new device on new pipes (the rebound back-end), same RAM, created
+	 * for a restore: input that comes before the state is loaded must
+	 * neither be overwritten by it nor overtake the saved input.
+	 */
 	CHECK_EQ(pipe2(in2, O_CLOEXEC), 0);
 	CHECK_EQ(pipe2(out2, O_CLOEXEC | O_NONBLOCK), 0);
 	CHECK_EQ(chardev_open_fds(&cd, in2[0], out2[1], true), 0);
 	host_in = in2[1];
 	host_out = out2[0];
+	start_paused = true;
 	attach(&con, 80, 25, cd);
+	start_paused = false;
+	CHECK_EQ(write(host_in, "fresh\n", 6), 6);
+	msleep(50);
+	CHECK_EQ(con.st.in_len, 0);
 	CHECK_EQ(snap_reader_open(&rc.r, path, &rc.err), 0);
 	virtio_console_pause(&con);
 	CHECK_EQ(virtio_pci_snap_foreach(&con.vp, 3, load_cb, &rc), 0);
 	CHECK_EQ(snap_reader_check_consumed(rc.r, &rc.err), 0);
 	snap_reader_close(rc.r);
 	CHECK_EQ(virtio_pci_post_load(&con.vp), 0);
+	CHECK_EQ(con.st.in_len, 14); /* the saved input, not "fresh" */
 	virtio_console_resume(&con);
 	unlink(path);
-	CHECK_EQ(con.st.in_len, 14);
 	CHECK_EQ(status(), 0xf);
+	/* Resumed, it reads the back-end: behind the saved bytes. */
+	for (unsigned i = 0; i < 1000 && con.st.in_len != 20; i++)
+		msleep(1);
 	/* The driver (still set up, its rings in RAM) posts a buffer. */
 	avail_idx[RXQ] = 0;
 	desc(RXQ, 0, RXBUF, 64, VIRTQ_DESC_F_WRITE, 0);
 	post(RXQ, 0);
 	CHECK(wait_used(RXQ, 1));
-	CHECK_EQ(used_len(RXQ, 0), 14);
-	CHECK(!memcmp(ram + RXBUF, "pending input\n", 14));
+	CHECK_EQ(used_len(RXQ, 0), 20);
+	CHECK(!memcmp(ram + RXBUF, "pending input\nfresh\n", 20));
 	teardown();
 }
 
