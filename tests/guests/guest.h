@@ -94,5 +94,6 @@ void guest_exit(int mode) __attribute__((noreturn));
 void vblk_test(void);
 void vrng_test(void);
 void vcon_test(void);
+void vnet_test(void);
 
 #endif

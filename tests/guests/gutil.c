@@ -172,6 +172,13 @@ void gcfg_defaults(struct gcfg *c)
 		.vblk_rand_ms = 1000,
 		.vstream_n = 2000,
 		.vstream_qd = 16,
+		.vnet_src = 0x0a00020f, /* 10.0.2.15 */
+		.vnet_dst = 0x0a000201, /* 10.0.2.1 */
+		.vnet_dport = 5555,
+		.vnet_port = 5556,
+		.vnet_n = 64,
+		.vnet_len = 64,
+		.vnet_qd = 64,
 	};
 }
 
@@ -214,6 +221,30 @@ static int parse_u64(const char *s, size_t len, uint64_t *out)
 	return 0;
 }
 
+int g_parse_ipv4(const char *s, size_t len, uint32_t *out)
+{
+	uint32_t ip = 0;
+	size_t i = 0;
+
+	for (int part = 0; part < 4; part++) {
+		size_t j = i;
+		uint64_t v;
+
+		while (j < len && s[j] != '.')
+			j++;
+		/* Decimal only: "0x" or a leading-zero octet is an error. */
+		if (j == i || j - i > 3 || (j - i > 1 && s[i] == '0') ||
+		    parse_u64(s + i, j - i, &v) < 0 || v > 255)
+			return -G_EINVAL;
+		if ((part < 3) != (j < len))
+			return -G_EINVAL;
+		ip = ip << 8 | (uint32_t)v;
+		i = j + 1;
+	}
+	*out = ip;
+	return 0;
+}
+
 static int parse_tests(struct gcfg *c, const char *s, size_t len)
 {
 	static const struct {
@@ -224,7 +255,7 @@ static int parse_tests(struct gcfg *c, const char *s, size_t len)
 		{"smp", T_SMP},	      {"echo", T_ECHO}, {"all", T_ALL},
 		{"vblk", T_VBLK},     {"vrng", T_VRNG},
 		{"vstream", T_VSTREAM},
-		{"vcon", T_VCON},
+		{"vcon", T_VCON},     {"vnet", T_VNET},
 	};
 	size_t i = 0;
 
@@ -274,7 +305,10 @@ static int parse_token(struct gcfg *c, const char *s, size_t len)
 		NUM(vblk_bench_mb, 1),	NUM(vblk_qd, 1),
 		NUM(vblk_bs_kb, 1),	NUM(vblk_rand_ms, 1),
 		NUM(vstream_n, 1),	NUM(vstream_qd, 1),
-		NUM(touch_mb, 0),
+		NUM(touch_mb, 0),	NUM(vnet_port, 1),
+		NUM(vnet_n, 1),		NUM(vnet_len, 1),
+		NUM(vnet_gap_us, 1),	NUM(vnet_echo_ms, 1),
+		NUM(vnet_bench_mb, 1),	NUM(vnet_qd, 1),
 #undef NUM
 	};
 	size_t eq = 0;
@@ -317,6 +351,26 @@ static int parse_token(struct gcfg *c, const char *s, size_t len)
 			c->exit_mode = EXIT_TRIPLEFAULT;
 		else
 			return -G_EINVAL;
+		return 0;
+	}
+	if (tok_eq(s, eq, "vnet_src"))
+		return g_parse_ipv4(val, vlen, &c->vnet_src);
+	if (tok_eq(s, eq, "vnet_dst")) {
+		/* a.b.c.d[:port] */
+		size_t colon = 0;
+		uint32_t ip;
+
+		while (colon < vlen && val[colon] != ':')
+			colon++;
+		if (g_parse_ipv4(val, colon, &ip) < 0)
+			return -G_EINVAL;
+		if (colon < vlen) {
+			if (parse_u64(val + colon + 1, vlen - colon - 1, &v) < 0 ||
+			    !v || v > 65535)
+				return -G_EINVAL;
+			c->vnet_dport = (uint32_t)v;
+		}
+		c->vnet_dst = ip;
 		return 0;
 	}
 	for (size_t k = 0; k < sizeof(nums) / sizeof(nums[0]); k++) {

@@ -28,6 +28,7 @@
 #define T_VRNG	 0x40u /* virtio-rng driver test */
 #define T_VSTREAM 0x80u /* virtio-blk write stream, many requests in flight */
 #define T_VCON	 0x100u /* virtio-console driver test */
+#define T_VNET	 0x200u /* virtio-net driver test (and benchmark) */
 #define T_ALL	 (T_SERIAL | T_MEM | T_TIMER | T_SMP)
 
 enum exit_mode {
@@ -62,6 +63,16 @@ struct gcfg {
 	uint32_t vblk_rand_ms;	 /* vblk benchmark: 4K random-read duration */
 	uint32_t vstream_n;	 /* vstream: 4 KiB writes in all */
 	uint32_t vstream_qd;	 /* vstream: requests kept in flight */
+	uint32_t vnet_src;	 /* vnet: guest IPv4 address (host order) */
+	uint32_t vnet_dst;	 /* vnet: host IPv4 address frames go to */
+	uint32_t vnet_dport;	 /* vnet: host UDP port */
+	uint32_t vnet_port;	 /* vnet: guest UDP port (source, echo) */
+	uint32_t vnet_n;	 /* vnet: frames in the sequenced burst */
+	uint32_t vnet_len;	 /* vnet: burst UDP payload bytes */
+	uint32_t vnet_gap_us;	 /* vnet: pause between burst frames */
+	uint32_t vnet_echo_ms;	 /* vnet: echo service time, 0 = none */
+	uint32_t vnet_bench_mb;	 /* vnet: MiB sent by the benchmark, 0 = none */
+	uint32_t vnet_qd;	 /* vnet: tx frames kept in flight */
 	int nbad;		 /* unknown or malformed tokens */
 	char bad[40];		 /* the first of them */
 };
@@ -116,6 +127,8 @@ uint64_t g_pattern(uint64_t addr, uint64_t seed);
 void gcfg_defaults(struct gcfg *c);
 /* Parse "tests=serial,mem counter interval_ms=100 exit=reboot ...". */
 int gcfg_parse(struct gcfg *c, const char *cmdline);
+/* "a.b.c.d" to a host-order address; 0 or -G_EINVAL. */
+int g_parse_ipv4(const char *s, size_t len, uint32_t *out);
 
 uint64_t gmm_ram_total(const struct mm_entry *e, unsigned n);
 uint64_t gmm_ram_top(const struct mm_entry *e, unsigned n);

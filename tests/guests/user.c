@@ -312,6 +312,8 @@ void umain(unsigned long arg)
 		vcon_test();
 	if (G.cfg.tests & T_VSTREAM)
 		vstream_test();
+	if (G.cfg.tests & T_VNET)
+		vnet_test();
 	if (G.cfg.tests & T_ECHO)
 		echo_test();
 	if (G.cfg.touch_mb)

@@ -188,13 +188,12 @@ static uint64_t now_ms(uint64_t t0)
 }
 
 /*
- * Reset, negotiate (VERSION_1 plus @want where offered) and set up queue 0.
- * Returns 0, or -1 with @why set.
+ * Reset and negotiate (VERSION_1 plus @want where offered), up to
+ * FEATURES_OK. Returns 0, or -1 with @why set.
  */
-static int vdev_init(struct vdev *v, uint64_t want, const char **why)
+static int vdev_start(struct vdev *v, uint64_t want, const char **why)
 {
 	uint64_t c, drv, t0 = rdtsc();
-	uint16_t qs;
 
 	if (pci_caps(v)) {
 		*why = "no-modern-caps";
@@ -231,6 +230,18 @@ static int vdev_init(struct vdev *v, uint64_t want, const char **why)
 		*why = "features-refused";
 		return -1;
 	}
+	return 0;
+}
+
+/* vdev_start(), then queue 0 on the shared ring and DRIVER_OK. */
+static int vdev_init(struct vdev *v, uint64_t want, const char **why)
+{
+	uint64_t c;
+	uint16_t qs;
+
+	if (vdev_start(v, want, why))
+		return -1;
+	c = v->common;
 	mmio_write16(c + CC_QSELECT, 0);
 	qs = mmio_read16(c + CC_QSIZE);
 	if (!qs) {
@@ -894,4 +905,679 @@ void vcon_test(void)
 	report("vcon", !st, "pci=00:%02x.%x line=%d got=%lu status=%d",
 	       v.bdf >> 3, v.bdf & 7, n, got, st);
 	vdev_reset(&v);
+}
+
+/*
+ * tests=vnet: virtio-net (device 0x1041, transitional 0x1000), receiveq 0
+ * and transmitq 1 on rings of their own. VERSION_1 (+MAC, STATUS when
+ * offered), no offloads and no MRG_RXBUF, so every buffer starts with the
+ * 12-byte virtio_net_hdr, all zero on transmit. The guest is a tiny IPv4
+ * host at vnet_src: it answers ARP for itself, resolves vnet_dst by ARP,
+ * sends a sequenced UDP burst there, optionally a throughput run, then
+ * optionally echoes UDP datagrams (to vnet_port) and ICMP echo requests
+ * until the host sends "KHYVE-VNET-QUIT". Transmit buffers are recycled
+ * from the used ring, up to vnet_qd frames in flight per kick.
+ */
+#define VN_RXQ		    64
+#define VN_TXQ		    256
+#define VN_SLOT		    2048 /* header + the largest frame fits */
+#define VN_HDR		    12
+#define VN_ETH		    14
+#define VN_UDP_OFF	    (VN_ETH + 20 + 8) /* payload offset in a frame */
+#define VN_MAX_PAYLOAD	    1472
+#define VN_BENCH_LEN	    1400
+#define VN_ARP_MS	    5000
+#define VN_QUIT		    "KHYVE-VNET-QUIT"
+#define VIRTIO_NET_F_MAC    (1ULL << 5)
+#define VIRTIO_NET_F_STATUS (1ULL << 16)
+#define VQ_USED_F_NO_NOTIFY 1
+
+#define VN_RING(n)                                                             \
+	struct {                                                               \
+		struct vq_desc desc[n];                                        \
+		struct {                                                       \
+			uint16_t flags, idx;                                   \
+			uint16_t ring[n];                                      \
+			uint16_t used_event;                                   \
+		} avail __attribute__((aligned(4096)));                        \
+		struct {                                                       \
+			uint16_t flags, idx;                                   \
+			struct {                                               \
+				uint32_t id, len;                              \
+			} ring[n];                                             \
+			uint16_t avail_event;                                  \
+		} used __attribute__((aligned(4096)));                         \
+	} __attribute__((aligned(4096)))
+
+static VN_RING(VN_RXQ) vn_rx;
+static VN_RING(VN_TXQ) vn_tx;
+
+static struct {
+	struct vdev v;
+	uint64_t rx_notify, tx_notify, rxbuf, txbuf;
+	uint16_t rxqs, txqs;
+	uint16_t rx_avail, rx_seen, tx_avail, tx_seen;
+	uint16_t tx_free[VN_TXQ];
+	unsigned nfree;
+	uint16_t ip_id;
+	uint8_t mac[6], peer[6];
+	int have_peer, quit;
+	uint64_t tx_sent, tx_done, tx_bad, burst;
+	uint64_t rx_frames, rx_bad, arp_in, arp_out, icmp, udp, other;
+} VN;
+
+static const uint8_t vn_bcast[6] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+
+static void put16(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 8);
+	p[1] = (uint8_t)v;
+}
+
+static void put32(uint8_t *p, uint32_t v)
+{
+	put16(p, v >> 16);
+	put16(p + 2, v);
+}
+
+static uint16_t get16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] << 8 | p[1]);
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+	return (uint32_t)get16(p) << 16 | get16(p + 2);
+}
+
+static void put_le64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+/* Internet checksum (RFC 1071) of @n bytes, ready to store. */
+static uint16_t inet_csum(const uint8_t *p, unsigned n)
+{
+	uint32_t sum = 0;
+
+	for (unsigned i = 0; i + 1 < n; i += 2)
+		sum += get16(p + i);
+	if (n & 1)
+		sum += (uint32_t)p[n - 1] << 8;
+	while (sum >> 16)
+		sum = (sum & 0xffff) + (sum >> 16);
+	return (uint16_t)~sum;
+}
+
+static void vn_fmt_ip(char *b, size_t n, uint32_t ip)
+{
+	g_snprintf(b, n, "%u.%u.%u.%u", ip >> 24, ip >> 16 & 255, ip >> 8 & 255,
+		   ip & 255);
+}
+
+static void vn_fmt_mac(char *b, size_t n, const uint8_t *m)
+{
+	g_snprintf(b, n, "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2],
+		   m[3], m[4], m[5]);
+}
+
+/* Kick a queue unless the device said it is polling it already. */
+static void vn_kick(uint64_t notify, volatile uint16_t *used_flags, uint16_t q)
+{
+	/* Our avail idx store must be visible before we read its flag. */
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	if (!(*used_flags & VQ_USED_F_NO_NOTIFY))
+		mmio_write16(notify, q);
+}
+
+/* Take back transmit buffers the device is done with. */
+static void vn_tx_reclaim(void)
+{
+	uint16_t used = __atomic_load_n(&vn_tx.used.idx, __ATOMIC_ACQUIRE);
+
+	for (; VN.tx_seen != used; VN.tx_seen++) {
+		uint32_t id = vn_tx.used.ring[VN.tx_seen % VN.txqs].id;
+
+		if (id >= VN.txqs || VN.nfree >= VN.txqs ||
+		    VN.tx_sent == VN.tx_done) {
+			VN.tx_bad++; /* not a buffer we had out */
+			continue;
+		}
+		VN.tx_free[VN.nfree++] = (uint16_t)id;
+		VN.tx_done++;
+	}
+}
+
+/* A free transmit slot (frame at the returned pointer), or NULL. */
+static uint8_t *vn_tx_slot(uint16_t *id)
+{
+	if (!VN.nfree)
+		vn_tx_reclaim();
+	if (!VN.nfree)
+		return 0;
+	*id = VN.tx_free[--VN.nfree];
+	return (uint8_t *)(VN.txbuf + (uint64_t)*id * VN_SLOT + VN_HDR);
+}
+
+/* Put slot @id with a @len byte frame on the ring (published later). */
+static void vn_tx_queue(uint16_t id, uint32_t len)
+{
+	uint64_t a = VN.txbuf + (uint64_t)id * VN_SLOT;
+
+	memset((void *)a, 0, VN_HDR);
+	vn_tx.desc[id] = (struct vq_desc){a, VN_HDR + len, 0, 0};
+	vn_tx.avail.ring[VN.tx_avail % VN.txqs] = id;
+	VN.tx_avail++;
+	VN.tx_sent++;
+}
+
+static void vn_tx_publish(void)
+{
+	__atomic_store_n(&vn_tx.avail.idx, VN.tx_avail, __ATOMIC_RELEASE);
+	vn_kick(VN.tx_notify, &vn_tx.used.flags, 1);
+}
+
+/* A slot, waiting up to VIO_TIMEOUT for one; NULL if none came back. */
+static uint8_t *vn_tx_wait_slot(uint16_t *id)
+{
+	uint64_t t0 = rdtsc();
+	uint8_t *f;
+
+	while (!(f = vn_tx_slot(id))) {
+		if (now_ms(t0) > VIO_TIMEOUT)
+			return 0;
+		cpu_relax();
+	}
+	return f;
+}
+
+/* Ethernet + IPv4 + UDP headers for a @plen byte payload at f + 42. */
+static uint32_t vn_udp_hdr(uint8_t *f, const uint8_t *dmac, uint32_t dip,
+			   uint16_t sport, uint16_t dport, uint32_t plen)
+{
+	uint8_t *ip = f + VN_ETH, *u = ip + 20;
+
+	memcpy(f, dmac, 6);
+	memcpy(f + 6, VN.mac, 6);
+	put16(f + 12, 0x0800);
+	ip[0] = 0x45;
+	ip[1] = 0;
+	put16(ip + 2, 20 + 8 + plen);
+	put16(ip + 4, VN.ip_id++);
+	put16(ip + 6, 0x4000); /* DF */
+	ip[8] = 64;
+	ip[9] = 17;
+	put16(ip + 10, 0);
+	put32(ip + 12, G.cfg.vnet_src);
+	put32(ip + 16, dip);
+	put16(ip + 10, inet_csum(ip, 20));
+	put16(u, sport);
+	put16(u + 2, dport);
+	put16(u + 4, 8 + plen);
+	put16(u + 6, 0); /* no UDP checksum (allowed on IPv4) */
+	return VN_UDP_OFF + plen;
+}
+
+static int vn_send_arp(uint16_t op, const uint8_t *tha, uint32_t tpa)
+{
+	uint16_t id;
+	uint8_t *f = vn_tx_wait_slot(&id);
+
+	if (!f)
+		return -1;
+	memset(f, 0, 60);
+	memcpy(f, op == 1 ? vn_bcast : tha, 6);
+	memcpy(f + 6, VN.mac, 6);
+	put16(f + 12, 0x0806);
+	put16(f + 14, 1);      /* Ethernet */
+	put16(f + 16, 0x0800); /* IPv4 */
+	f[18] = 6;
+	f[19] = 4;
+	put16(f + 20, op);
+	memcpy(f + 22, VN.mac, 6);
+	put32(f + 28, G.cfg.vnet_src);
+	if (op == 2)
+		memcpy(f + 32, tha, 6);
+	put32(f + 38, tpa);
+	vn_tx_queue(id, 60); /* padded to the Ethernet minimum */
+	vn_tx_publish();
+	VN.arp_out++;
+	return 0;
+}
+
+static void vn_arp_in(const uint8_t *f, uint32_t n)
+{
+	uint16_t op;
+	uint32_t spa, tpa;
+
+	if (n < 42 || get16(f + 14) != 1 || get16(f + 16) != 0x0800 ||
+	    f[18] != 6 || f[19] != 4) {
+		VN.other++;
+		return;
+	}
+	op = get16(f + 20);
+	spa = get32(f + 28);
+	tpa = get32(f + 38);
+	VN.arp_in++;
+	if (spa == G.cfg.vnet_dst && (op == 2 || tpa == G.cfg.vnet_src)) {
+		memcpy(VN.peer, f + 22, 6);
+		VN.have_peer = 1;
+	}
+	if (op == 1 && tpa == G.cfg.vnet_src)
+		vn_send_arp(2, f + 22, spa);
+}
+
+/* An ICMP echo request to us: the same frame back as a reply. */
+static void vn_icmp_in(const uint8_t *f, uint32_t ihl, uint32_t tot)
+{
+	uint8_t *r, *ip, *ic;
+	uint16_t id;
+
+	if (tot < ihl + 8 || f[VN_ETH + ihl] != 8) {
+		VN.other++;
+		return;
+	}
+	r = vn_tx_wait_slot(&id);
+	if (!r)
+		return;
+	memcpy(r, f, VN_ETH + tot);
+	memcpy(r, f + 6, 6);
+	memcpy(r + 6, VN.mac, 6);
+	ip = r + VN_ETH;
+	memcpy(ip + 16, f + VN_ETH + 12, 4);
+	put32(ip + 12, G.cfg.vnet_src);
+	ip[8] = 64;
+	put16(ip + 10, 0);
+	put16(ip + 10, inet_csum(ip, ihl));
+	ic = ip + ihl;
+	ic[0] = 0; /* echo reply */
+	put16(ic + 2, 0);
+	put16(ic + 2, inet_csum(ic, tot - ihl));
+	vn_tx_queue(id, VN_ETH + tot);
+	vn_tx_publish();
+	VN.icmp++;
+}
+
+/* A UDP datagram to vnet_port: sent back to where it came from. */
+static void vn_udp_in(const uint8_t *f, uint32_t ihl, uint32_t tot)
+{
+	const uint8_t *u = f + VN_ETH + ihl;
+	uint32_t ulen, plen;
+	uint8_t *r;
+	uint16_t id;
+
+	if (tot < ihl + 8 || get16(u + 2) != G.cfg.vnet_port) {
+		VN.other++;
+		return;
+	}
+	ulen = get16(u + 4);
+	if (ulen < 8 || ulen > tot - ihl || ulen - 8 > VN_MAX_PAYLOAD) {
+		VN.rx_bad++;
+		return;
+	}
+	plen = ulen - 8;
+	if (plen >= sizeof(VN_QUIT) - 1 &&
+	    !g_strncmp((const char *)u + 8, VN_QUIT, sizeof(VN_QUIT) - 1))
+		VN.quit = 1;
+	r = vn_tx_wait_slot(&id);
+	if (!r)
+		return;
+	memcpy(r + VN_UDP_OFF, u + 8, plen);
+	vn_tx_queue(id, vn_udp_hdr(r, f + 6, get32(f + VN_ETH + 12),
+				   (uint16_t)G.cfg.vnet_port, get16(u), plen));
+	vn_tx_publish();
+	VN.udp++;
+}
+
+static void vn_frame(const uint8_t *f, uint32_t n)
+{
+	uint32_t ihl, tot;
+
+	VN.rx_frames++;
+	if (n < VN_ETH) {
+		VN.rx_bad++;
+		return;
+	}
+	if (get16(f + 12) == 0x0806) {
+		vn_arp_in(f, n);
+		return;
+	}
+	if (get16(f + 12) != 0x0800 || n < VN_ETH + 20 || f[VN_ETH] >> 4 != 4) {
+		VN.other++; /* IPv6 neighbour discovery and the like */
+		return;
+	}
+	ihl = (f[VN_ETH] & 15) * 4u;
+	tot = get16(f + VN_ETH + 2);
+	if (ihl < 20 || tot < ihl || tot > n - VN_ETH) {
+		VN.rx_bad++;
+		return;
+	}
+	/* Ours, and not a fragment. */
+	if (get32(f + VN_ETH + 16) != G.cfg.vnet_src ||
+	    (get16(f + VN_ETH + 6) & 0x3fff)) {
+		VN.other++;
+		return;
+	}
+	if (f[VN_ETH + 9] == 1)
+		vn_icmp_in(f, ihl, tot);
+	else if (f[VN_ETH + 9] == 17)
+		vn_udp_in(f, ihl, tot);
+	else
+		VN.other++;
+}
+
+/* Handle every received frame, give the buffers back and kick. */
+static void vn_poll_rx(void)
+{
+	uint16_t used = __atomic_load_n(&vn_rx.used.idx, __ATOMIC_ACQUIRE);
+
+	if (used == VN.rx_seen)
+		return;
+	for (; VN.rx_seen != used; VN.rx_seen++) {
+		uint32_t id = vn_rx.used.ring[VN.rx_seen % VN.rxqs].id;
+		uint32_t len = vn_rx.used.ring[VN.rx_seen % VN.rxqs].len;
+
+		if (id >= VN.rxqs) {
+			VN.rx_bad++; /* never ours: nothing to give back */
+			continue;
+		}
+		if (len < VN_HDR || len > VN_SLOT)
+			VN.rx_bad++;
+		else
+			vn_frame((const uint8_t *)(VN.rxbuf +
+						   (uint64_t)id * VN_SLOT +
+						   VN_HDR),
+				 len - VN_HDR);
+		vn_rx.avail.ring[VN.rx_avail % VN.rxqs] = (uint16_t)id;
+		VN.rx_avail++;
+	}
+	__atomic_store_n(&vn_rx.avail.idx, VN.rx_avail, __ATOMIC_RELEASE);
+	vn_kick(VN.rx_notify, &vn_rx.used.flags, 0);
+}
+
+/* Serve the receive side for @us microseconds. */
+static void vn_wait_us(uint64_t us)
+{
+	uint64_t t0 = rdtsc();
+
+	while (us_since(t0) < us) {
+		vn_poll_rx();
+		cpu_relax();
+	}
+}
+
+/* Until every frame sent was used, or VIO_TIMEOUT; 0 if all were. */
+static int vn_tx_drain(void)
+{
+	uint64_t t0 = rdtsc();
+
+	for (;;) {
+		vn_tx_reclaim();
+		if (VN.tx_done == VN.tx_sent)
+			return 0;
+		if (now_ms(t0) > VIO_TIMEOUT)
+			return VIO_TIMED_OUT;
+		vn_poll_rx();
+		cpu_relax();
+	}
+}
+
+static int vn_init(const char **why)
+{
+	struct vdev *v = &VN.v;
+	uint64_t c;
+	uint16_t rq, tq;
+
+	if (vdev_start(v, VIRTIO_NET_F_MAC | VIRTIO_NET_F_STATUS, why))
+		return -1;
+	c = v->common;
+	mmio_write16(c + CC_QSELECT, 0);
+	rq = mmio_read16(c + CC_QSIZE);
+	mmio_write16(c + CC_QSELECT, 1);
+	tq = mmio_read16(c + CC_QSIZE);
+	if (rq < 2 || tq < 2) {
+		*why = "queues-too-small";
+		return -1;
+	}
+	VN.rxqs = rq < VN_RXQ ? rq : VN_RXQ;
+	VN.txqs = tq < VN_TXQ ? tq : VN_TXQ;
+	memset(&vn_rx, 0, sizeof(vn_rx));
+	memset(&vn_tx, 0, sizeof(vn_tx));
+	vn_rx.avail.flags = VQ_AVAIL_F_NO_INTERRUPT;
+	vn_tx.avail.flags = VQ_AVAIL_F_NO_INTERRUPT;
+	vcon_queue(v, 0, VN.rxqs, (uint64_t)vn_rx.desc, (uint64_t)&vn_rx.avail,
+		   (uint64_t)&vn_rx.used, &VN.rx_notify);
+	vcon_queue(v, 1, VN.txqs, (uint64_t)vn_tx.desc, (uint64_t)&vn_tx.avail,
+		   (uint64_t)&vn_tx.used, &VN.tx_notify);
+	/* Every receive buffer is posted before the device may use them. */
+	for (uint16_t i = 0; i < VN.rxqs; i++) {
+		vn_rx.desc[i] =
+			(struct vq_desc){VN.rxbuf + (uint64_t)i * VN_SLOT,
+					 VN_SLOT, VQ_DESC_F_WRITE, 0};
+		vn_rx.avail.ring[i] = i;
+	}
+	VN.rx_avail = VN.rxqs;
+	vn_rx.avail.idx = VN.rxqs;
+	for (uint16_t i = 0; i < VN.txqs; i++)
+		VN.tx_free[i] = (uint16_t)(VN.txqs - 1 - i);
+	VN.nfree = VN.txqs;
+	mmio_write8(c + CC_STATUS,
+		    ST_ACK | ST_DRIVER | ST_FEATURES_OK | ST_DRIVER_OK);
+	mmio_write16(VN.rx_notify, 0);
+	return 0;
+}
+
+/* Resolve vnet_dst; 0, or -1 (then frames go to the broadcast MAC). */
+static int vn_arp_resolve(uint64_t *ms)
+{
+	uint64_t t0 = rdtsc();
+
+	while (!VN.have_peer && now_ms(t0) < VN_ARP_MS) {
+		if (vn_send_arp(1, vn_bcast, G.cfg.vnet_dst))
+			break;
+		for (uint64_t t1 = rdtsc();
+		     !VN.have_peer && now_ms(t1) < 250;) {
+			vn_poll_rx();
+			cpu_relax();
+		}
+	}
+	*ms = now_ms(t0);
+	if (!VN.have_peer)
+		memcpy(VN.peer, vn_bcast, 6);
+	return VN.have_peer ? 0 : -1;
+}
+
+/* Payload: magic, sequence, count, then (seq * 7 + i) & 0xff at byte i. */
+static void vn_payload(uint8_t *p, const char *magic, uint64_t seq, uint64_t n,
+		       uint32_t len, int fill)
+{
+	memcpy(p, magic, 8);
+	put_le64(p + 8, seq);
+	put_le64(p + 16, n);
+	for (uint32_t i = 24; fill && i < len; i++)
+		p[i] = (uint8_t)(seq * 7 + i);
+}
+
+/*
+ * vnet_n frames of vnet_len payload bytes, sequence 0..n-1, one kick
+ * each, vnet_gap_us apart (answering ARP meanwhile).
+ */
+static int vn_burst(void)
+{
+	uint32_t n = G.cfg.vnet_n, len = G.cfg.vnet_len;
+
+	for (uint32_t seq = 0; seq < n; seq++) {
+		uint16_t id;
+		uint8_t *f = vn_tx_wait_slot(&id);
+
+		if (!f)
+			return VIO_TIMED_OUT;
+		vn_payload(f + VN_UDP_OFF, "KHYVNET1", seq, n, len, 1);
+		vn_tx_queue(id, vn_udp_hdr(f, VN.peer, G.cfg.vnet_dst,
+					   (uint16_t)G.cfg.vnet_port,
+					   (uint16_t)G.cfg.vnet_dport, len));
+		vn_tx_publish();
+		VN.burst++;
+		if ((seq + 1) % 100 == 0 || seq + 1 == n)
+			con_printf("KHYVE-VNET sent=%u\n", seq + 1);
+		if (G.cfg.vnet_gap_us)
+			vn_wait_us(G.cfg.vnet_gap_us);
+		else
+			vn_poll_rx();
+	}
+	return vn_tx_drain();
+}
+
+/*
+ * vnet_bench_mb MiB of 1400-byte UDP payloads: refill to vnet_qd frames
+ * in flight whenever half of them came back, one kick per refill. The
+ * payload bytes are written once per slot; each frame gets new headers
+ * and sequence number only (magic "KHYVBNCH").
+ */
+static void vn_bench(void)
+{
+	uint64_t total = (uint64_t)G.cfg.vnet_bench_mb << 20;
+	uint64_t npk = (total + VN_BENCH_LEN - 1) / VN_BENCH_LEN;
+	uint64_t sent0 = VN.tx_sent, done0 = VN.tx_done, t0, t_prog, us;
+	unsigned qd = G.cfg.vnet_qd;
+	uint64_t seq = 0, last_done = VN.tx_done;
+	int ret = 0;
+
+	if (qd < 1)
+		qd = 1;
+	if (qd > VN.txqs)
+		qd = VN.txqs;
+	for (unsigned i = 0; i < VN.txqs; i++)
+		vn_payload((uint8_t *)(VN.txbuf + (uint64_t)i * VN_SLOT +
+				       VN_HDR + VN_UDP_OFF),
+			   "KHYVBNCH", 0, npk, VN_BENCH_LEN, 1);
+	con_printf("KHYVE-INFO vnet-bench mb=%u len=%u pkts=%lu qd=%u\n",
+		   G.cfg.vnet_bench_mb, VN_BENCH_LEN, npk, qd);
+	t0 = t_prog = rdtsc();
+	while (VN.tx_done - done0 < npk) {
+		uint64_t inflight;
+
+		vn_tx_reclaim();
+		inflight = VN.tx_sent - VN.tx_done;
+		if (seq < npk && inflight <= qd / 2) {
+			while (seq < npk && inflight < qd) {
+				uint16_t id;
+				uint8_t *f = vn_tx_slot(&id);
+
+				if (!f)
+					break;
+				put_le64(f + VN_UDP_OFF + 8, seq++);
+				vn_tx_queue(
+					id,
+					vn_udp_hdr(f, VN.peer, G.cfg.vnet_dst,
+						   (uint16_t)G.cfg.vnet_port,
+						   (uint16_t)G.cfg.vnet_dport,
+						   VN_BENCH_LEN));
+				inflight++;
+			}
+			vn_tx_publish();
+		}
+		if (VN.tx_done != last_done) {
+			last_done = VN.tx_done;
+			t_prog = rdtsc();
+		} else if (now_ms(t_prog) > VIO_TIMEOUT) {
+			ret = VIO_TIMED_OUT;
+			break;
+		} else {
+			cpu_relax();
+		}
+	}
+	us = us_since(t0);
+	{
+		uint64_t pk = VN.tx_done - done0, bytes = pk * VN_BENCH_LEN;
+		uint64_t mbps10 = us ? bytes * 10 / us : 0;
+
+		con_printf("KHYVE-BENCH vnet tx bytes=%lu pkts=%lu us=%lu "
+			   "MBps=%lu.%lu pps=%lu qd=%u status=%d\n",
+			   bytes, pk, us, mbps10 / 10, mbps10 % 10,
+			   us ? pk * 1000000 / us : 0, qd, ret);
+	}
+	report("vnet-bench", !ret && VN.tx_sent - sent0 == npk,
+	       "pkts=%lu status=%d", VN.tx_done - done0, ret);
+}
+
+void vnet_test(void)
+{
+	struct vdev *v = &VN.v;
+	const char *why = "";
+	char mac[20], src[16], dst[16], peer[20];
+	uint64_t need = (uint64_t)(VN_RXQ + VN_TXQ) * VN_SLOT, ms;
+	unsigned link = 1;
+	int st;
+
+	memset(&VN, 0, sizeof(VN));
+	VN.rxbuf = (G.usable_lo + 4095) & ~4095ULL;
+	VN.txbuf = VN.rxbuf + (uint64_t)VN_RXQ * VN_SLOT;
+	if (!gmm_is_ram(G.mm, G.mm_n, VN.rxbuf, need) || G.cfg.vnet_len < 24 ||
+	    G.cfg.vnet_len > VN_MAX_PAYLOAD || !G.cfg.vnet_port ||
+	    G.cfg.vnet_port > 65535) {
+		report("vnet", 0, "op=setup len=%u (24..%u) port=%u",
+		       G.cfg.vnet_len, VN_MAX_PAYLOAD, G.cfg.vnet_port);
+		return;
+	}
+	if (pci_find(0x1041, 0x1000, v)) {
+		report("vnet", 0, "op=find no virtio-net PCI function");
+		return;
+	}
+	if (vn_init(&why)) {
+		report("vnet", 0, "op=init %s", why);
+		vdev_reset(v);
+		return;
+	}
+	if ((v->features & VIRTIO_NET_F_MAC) && v->device) {
+		for (int i = 0; i < 6; i++)
+			VN.mac[i] = mmio_read8(v->device + (uint64_t)i);
+	} else {
+		/* No MAC offered: ours, locally administered. */
+		static const uint8_t own[6] = {0x02, 0, 0, 0x6b, 0x68, 0x79};
+
+		memcpy(VN.mac, own, 6);
+	}
+	if ((v->features & VIRTIO_NET_F_STATUS) && v->device)
+		link = mmio_read16(v->device + 6) & 1;
+	vn_fmt_mac(mac, sizeof(mac), VN.mac);
+	vn_fmt_ip(src, sizeof(src), G.cfg.vnet_src);
+	vn_fmt_ip(dst, sizeof(dst), G.cfg.vnet_dst);
+	con_printf("KHYVE-INFO vnet pci=00:%02x.%x id=0x%x mac=%s "
+		   "mac_feature=%d link=%u rxq=%u txq=%u src=%s dst=%s:%u\n",
+		   v->bdf >> 3, v->bdf & 7, v->pci_id, mac,
+		   !!(v->features & VIRTIO_NET_F_MAC), link, VN.rxqs, VN.txqs,
+		   src, dst, G.cfg.vnet_dport);
+	report("vnet", link == 1, "op=init mac=%s link=%u", mac, link);
+	st = vn_arp_resolve(&ms);
+	vn_fmt_mac(peer, sizeof(peer), VN.peer);
+	report("vnet", !st, "op=arp peer=%s ms=%lu requests=%lu", peer, ms,
+	       VN.arp_out);
+	if (G.cfg.vnet_n) {
+		st = vn_burst();
+		report("vnet", !st && !VN.tx_bad && VN.burst == G.cfg.vnet_n,
+		       "op=tx sent=%lu len=%u gap_us=%u bad=%lu status=%d",
+		       VN.burst, G.cfg.vnet_len, G.cfg.vnet_gap_us, VN.tx_bad,
+		       st);
+	}
+	if (G.cfg.vnet_bench_mb)
+		vn_bench();
+	if (G.cfg.vnet_echo_ms) {
+		uint64_t t0 = rdtsc();
+
+		con_printf("KHYVE-VNET echo-ready ip=%s port=%u ms=%u\n", src,
+			   G.cfg.vnet_port, G.cfg.vnet_echo_ms);
+		while (!VN.quit && now_ms(t0) < G.cfg.vnet_echo_ms) {
+			vn_poll_rx();
+			cpu_relax();
+		}
+		st = vn_tx_drain();
+		report("vnet", VN.quit && !st && !VN.rx_bad,
+		       "op=echo quit=%d udp=%lu icmp=%lu arp_in=%lu "
+		       "rx=%lu rx_bad=%lu other=%lu status=%d",
+		       VN.quit, VN.udp, VN.icmp, VN.arp_in, VN.rx_frames,
+		       VN.rx_bad, VN.other, st);
+	}
+	vdev_reset(v);
 }

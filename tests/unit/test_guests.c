@@ -118,6 +118,34 @@ static void test_cmdline(void)
 	CHECK_EQ(gcfg_parse(&c, "counter interval_ms=0 check_every=0"), 0);
 	CHECK_EQ(c.interval_ms, 1);
 	CHECK_EQ(c.check_every, 1);
+
+	/* tests=vnet addresses: a.b.c.d[:port], decimal octets only. */
+	gcfg_defaults(&c);
+	CHECK_EQ(c.vnet_dst, 0x0a000201u);
+	CHECK_EQ(c.vnet_dport, 5555);
+	CHECK_EQ(gcfg_parse(&c, "tests=vnet vnet_dst=192.168.7.254:9 "
+				"vnet_src=10.0.2.16 vnet_bench_mb=8 vnet_qd=128"),
+		 0);
+	CHECK_EQ(c.tests, T_VNET);
+	CHECK_EQ(c.vnet_dst, 0xc0a807feu);
+	CHECK_EQ(c.vnet_dport, 9);
+	CHECK_EQ(c.vnet_src, 0x0a000210u);
+	CHECK_EQ(c.vnet_bench_mb, 8);
+	CHECK_EQ(c.vnet_qd, 128);
+	gcfg_defaults(&c);
+	CHECK_EQ(gcfg_parse(&c, "vnet_dst=10.0.2.3"), 0);
+	CHECK_EQ(c.vnet_dst, 0x0a000203u);
+	CHECK_EQ(c.vnet_dport, 5555);
+	gcfg_defaults(&c);
+	CHECK_EQ(gcfg_parse(&c, "vnet_dst=10.0.2.1:0 vnet_dst=10.0.2.1:65536 "
+				"vnet_src=1.2.3 vnet_src=1.2.3.4.5 "
+				"vnet_src=256.1.1.1 vnet_src=01.1.1.1 "
+				"vnet_src=1..1.1 vnet_dst=:5"),
+		 -G_EINVAL);
+	CHECK_EQ(c.nbad, 8);
+	CHECK_EQ(c.vnet_src, 0x0a00020fu);
+	CHECK_EQ(c.vnet_dst, 0x0a000201u);
+	CHECK_EQ(c.vnet_dport, 5555);
 }
 
 static void test_memmap(void)
