@@ -127,66 +127,395 @@ static void report(const struct snap_ram_progress *pg, uint64_t done,
 		pg->fn(pg->opaque, done, total);
 }
 
-static int save_to(const struct guest_mem *m, int fd, uint64_t *hashes,
-		   const struct snap_ram_progress *pg)
+/*
+ * ---- Which pages can hold data ----
+ *
+ * Guest RAM is a private anonymous mapping, or (after a mapped restore) a
+ * private mapping of the previous RAM file. In an anonymous mapping a page
+ * that is neither present nor swapped out was never written and reads as
+ * zero: /proc/self/pagemap tells that without touching the page, so the
+ * save never reads (nor hashes, nor zero-checks) untouched guest RAM. In
+ * a file mapping a page that is not present still has data in the file:
+ * every page of such a mapping is read. Without pagemap everything is
+ * read, as before.
+ */
+#define PM_PRESENT    (1ULL << 63)
+#define PM_SWAP	      (1ULL << 62)
+#define PM_SOFT_DIRTY (1ULL << 55)
+#define PM_BATCH      4096 /* pagemap entries per read */
+
+struct file_range {
+	uintptr_t start, end; /* host addresses of a non-anonymous mapping */
+};
+
+struct snap_ram_live {
+	const struct guest_mem *m;
+	char *path, *tmp;
+	int fd;
+	int pagemap; /* -1: unavailable, every page is read */
+	uint64_t npages, nchunks;
+	uint64_t *hashes;
+	uint64_t *data; /* page bitmap: the file holds data there */
+	struct file_range *files;
+	unsigned nfiles;
+	uint64_t zero_hash; /* of a full all-zero chunk */
+	uint64_t written;   /* bytes written so far */
+	XXH3_state_t *hs;
+};
+
+static const uint8_t zero_buf[64 * 1024];
+
+static inline bool bit_test(const uint64_t *bm, uint64_t i)
 {
-	uint64_t nchunks =
-		(m->ram_size + SNAP_RAM_CHUNK_SIZE - 1) / SNAP_RAM_CHUNK_SIZE;
-	const uint8_t *run = NULL;
-	uint64_t run_off = 0, run_len = 0;
-	XXH3_state_t *hs = XXH3_createState();
+	return bm[i / 64] >> (i % 64) & 1;
+}
+
+static inline void bit_set(uint64_t *bm, uint64_t i)
+{
+	bm[i / 64] |= 1ULL << (i % 64);
+}
+
+static inline void bit_clear(uint64_t *bm, uint64_t i)
+{
+	bm[i / 64] &= ~(1ULL << (i % 64));
+}
+
+/* Non-anonymous mappings overlapping guest RAM, from /proc/self/maps. */
+static int find_file_ranges(struct snap_ram_live *lv)
+{
+	FILE *f = fopen("/proc/self/maps", "re");
+	char line[4096];
 	int rc = 0;
 
-	if (!hs)
-		return -ENOMEM;
-	for (uint64_t c = 0; c < nchunks && !rc; c++) {
-		uint64_t off = c * SNAP_RAM_CHUNK_SIZE;
-		uint64_t end = MIN(off + SNAP_RAM_CHUNK_SIZE, m->ram_size);
+	if (!f)
+		return -errno;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long long start, end, ino;
+		char perms[8];
+		unsigned maj, min;
+		unsigned long long pgoff;
+		struct file_range *n;
+		bool hit = false;
 
-		XXH3_64bits_reset(hs);
-		while (off < end && !rc) {
-			uint64_t avail, n;
-			const uint8_t *p = ram_ptr(m, off, &avail);
-
-			n = MIN(avail, end - off);
-			XXH3_64bits_update(hs, p, n);
-			for (uint64_t i = 0; i < n; i += PAGE_SIZE) {
-				bool contig = run && run + run_len == p + i &&
-					      run_off + run_len == off + i &&
-					      run_len < MAX_RUN;
-
-				if (page_is_zero(p + i)) {
-					if (run)
-						rc = pwrite_full(fd, run,
-								 run_len,
-								 run_off);
-					run = NULL;
-					if (rc)
-						break;
-					continue;
-				}
-				if (contig) {
-					run_len += PAGE_SIZE;
-					continue;
-				}
-				if (run)
-					rc = pwrite_full(fd, run, run_len,
-							 run_off);
-				if (rc)
-					break;
-				run = p + i;
-				run_off = off + i;
-				run_len = PAGE_SIZE;
-			}
-			off += n;
+		if (sscanf(line, "%llx-%llx %7s %llx %x:%x %llu", &start, &end,
+			   perms, &pgoff, &maj, &min, &ino) != 7) {
+			rc = -EINVAL;
+			break;
 		}
-		hashes[c] = XXH3_64bits_digest(hs);
-		report(pg, end, m->ram_size);
+		if (!ino && !maj && !min)
+			continue; /* anonymous */
+		for (unsigned i = 0; i < lv->m->nr; i++) {
+			uint64_t avail;
+			uint8_t *b = ram_ptr(lv->m, lv->m->r[i].offset, &avail);
+
+			if (b && start < (uintptr_t)b + avail &&
+			    end > (uintptr_t)b)
+				hit = true;
+		}
+		if (!hit)
+			continue;
+		n = realloc(lv->files, (lv->nfiles + 1) * sizeof(*n));
+		if (!n) {
+			rc = -ENOMEM;
+			break;
+		}
+		lv->files = n;
+		n[lv->nfiles++] = (struct file_range){start, end};
 	}
-	if (!rc && run)
-		rc = pwrite_full(fd, run, run_len, run_off);
-	XXH3_freeState(hs);
+	fclose(f);
 	return rc;
+}
+
+static bool in_file_range(const struct snap_ram_live *lv, uintptr_t a)
+{
+	for (unsigned i = 0; i < lv->nfiles; i++)
+		if (a >= lv->files[i].start && a < lv->files[i].end)
+			return true;
+	return false;
+}
+
+static int pread_full(int fd, void *buf, size_t len, off_t off)
+{
+	uint8_t *p = buf;
+
+	while (len) {
+		ssize_t n = pread(fd, p, len, off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? -errno : -EIO;
+		p += n;
+		off += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/*
+ * Pagemap entries of @n pages from host address @hva (all in one
+ * mapping); without pagemap every entry says "present".
+ */
+static int pagemap_read(int fd, const uint8_t *hva, uint64_t n, uint64_t *ent)
+{
+	if (fd < 0) {
+		for (uint64_t i = 0; i < n; i++)
+			ent[i] = PM_PRESENT;
+		return 0;
+	}
+	return pread_full(fd, ent, n * 8,
+			  (off_t)((uintptr_t)hva / PAGE_SIZE * 8));
+}
+
+/* A page that may hold data must be read; others are zero. */
+static bool page_needed(const struct snap_ram_live *lv, const uint8_t *hva,
+			uint64_t ent)
+{
+	return (ent & (PM_PRESENT | PM_SWAP)) ||
+	       in_file_range(lv, (uintptr_t)hva);
+}
+
+static int punch_page(int fd, uint64_t off)
+{
+	if (!fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+		       (off_t)off, PAGE_SIZE))
+		return 0;
+	if (errno != EOPNOTSUPP && errno != ENOSYS)
+		return -errno;
+	return pwrite_full(fd, zero_buf, PAGE_SIZE, off);
+}
+
+/*
+ * (Re)write chunk @c: of the pages selected by @sel (chunk-relative bit
+ * mask; NULL: all), data pages are written and pages that became zero are
+ * made holes again; the chunk's hash is recomputed over all of it (pages
+ * that cannot hold data hash as the zeros they are). A chunk is hashed in
+ * the same loop that zero-checks it, so each page is read once.
+ */
+static int do_chunk(struct snap_ram_live *lv, uint64_t c, const uint64_t *sel)
+{
+	const struct guest_mem *m = lv->m;
+	uint64_t off = c * SNAP_RAM_CHUNK_SIZE;
+	uint64_t end = MIN(off + SNAP_RAM_CHUNK_SIZE, m->ram_size);
+	uint64_t ent[SNAP_RAM_CHUNK_SIZE / PAGE_SIZE];
+	bool need_any = false, data_any = false;
+	uint64_t run_off = 0, run_len = 0;
+	const uint8_t *run = NULL;
+	XXH3_state_t *hs = lv->hs;
+	int rc = 0;
+
+	/* Pagemap entries for the chunk, piece by piece (regions). */
+	for (uint64_t o = off; o < end;) {
+		uint64_t avail, n;
+		const uint8_t *p = ram_ptr(m, o, &avail);
+
+		n = MIN(avail, end - o);
+		rc = pagemap_read(lv->pagemap, p, n / PAGE_SIZE,
+				  ent + (o - off) / PAGE_SIZE);
+		if (rc)
+			return rc;
+		for (uint64_t i = 0; i < n / PAGE_SIZE; i++) {
+			uint64_t pg = (o - off) / PAGE_SIZE + i;
+
+			ent[pg] = page_needed(lv, p + i * PAGE_SIZE, ent[pg]);
+			need_any |= ent[pg];
+			data_any |= bit_test(lv->data, off / PAGE_SIZE + pg);
+		}
+		o += n;
+	}
+	if (!need_any && !data_any && end - off == SNAP_RAM_CHUNK_SIZE) {
+		lv->hashes[c] =
+			lv->zero_hash; /* never touched: nothing to read */
+		return 0;
+	}
+	XXH3_64bits_reset(hs);
+	for (uint64_t o = off; o < end && !rc;) {
+		uint64_t avail, n;
+		const uint8_t *p = ram_ptr(m, o, &avail);
+
+		n = MIN(avail, end - o);
+		for (uint64_t i = 0; i < n && !rc; i += PAGE_SIZE) {
+			uint64_t pg = (o + i - off) / PAGE_SIZE;
+			uint64_t fpg = (o + i) / PAGE_SIZE;
+			bool selected = !sel || bit_test(sel, pg);
+			bool zero;
+
+			if (ent[pg]) {
+				XXH3_64bits_update(hs, p + i, PAGE_SIZE);
+				zero = !selected || page_is_zero(p + i);
+			} else {
+				XXH3_64bits_update(hs, zero_buf, PAGE_SIZE);
+				zero = true;
+			}
+			if (!selected)
+				continue;
+			if (zero || !run || run + run_len != p + i ||
+			    run_off + run_len != o + i) {
+				if (run)
+					rc = pwrite_full(lv->fd, run, run_len,
+							 run_off);
+				lv->written += run ? run_len : 0;
+				run = NULL;
+			}
+			if (rc)
+				break;
+			if (zero) {
+				if (bit_test(lv->data, fpg)) {
+					rc = punch_page(lv->fd, o + i);
+					bit_clear(lv->data, fpg);
+				}
+				continue;
+			}
+			bit_set(lv->data, fpg);
+			if (!run) {
+				run = p + i;
+				run_off = o + i;
+				run_len = 0;
+			}
+			run_len += PAGE_SIZE;
+		}
+		o += n;
+	}
+	if (!rc && run) {
+		rc = pwrite_full(lv->fd, run, run_len, run_off);
+		lv->written += run_len;
+	}
+	lv->hashes[c] = XXH3_64bits_digest(hs);
+	return rc;
+}
+
+int snap_ram_live_copy(struct snap_ram_live *lv, const uint64_t *dirty,
+		       const struct snap_ram_progress *pg)
+{
+	const uint64_t per = SNAP_RAM_CHUNK_SIZE / PAGE_SIZE; /* 512 */
+
+	for (uint64_t c = 0; c < lv->nchunks; c++) {
+		uint64_t sel[SNAP_RAM_CHUNK_SIZE / PAGE_SIZE / 64] = {0};
+		bool any = false;
+		int rc;
+
+		if (dirty) {
+			uint64_t p0 = c * per;
+			uint64_t p1 = MIN(p0 + per, lv->npages);
+
+			for (uint64_t p = p0; p < p1; p++)
+				if (bit_test(dirty, p)) {
+					bit_set(sel, p - p0);
+					any = true;
+				}
+			if (!any)
+				continue;
+		}
+		rc = do_chunk(lv, c, dirty ? sel : NULL);
+		if (rc)
+			return rc;
+		if (!dirty)
+			report(pg,
+			       MIN((c + 1) * SNAP_RAM_CHUNK_SIZE,
+				   lv->m->ram_size),
+			       lv->m->ram_size);
+	}
+	return 0;
+}
+
+uint64_t snap_ram_live_written(const struct snap_ram_live *lv)
+{
+	return lv->written;
+}
+
+int snap_ram_live_open(const struct guest_mem *m, const char *path,
+		       struct snap_ram_live **out)
+{
+	const char *base = last_component(path);
+	struct snap_ram_live *lv;
+	uint8_t *zeros;
+	int rc;
+
+	*out = NULL;
+	if (!*base || strlen(base) > SNAP_RAM_MAX_NAME)
+		return -EINVAL;
+	rc = check_layout(m);
+	if (rc)
+		return rc;
+	if ((m->ram_size + SNAP_RAM_CHUNK_SIZE - 1) / SNAP_RAM_CHUNK_SIZE >
+	    UINT32_MAX)
+		return -EFBIG;
+	lv = calloc(1, sizeof(*lv));
+	if (!lv)
+		return -ENOMEM;
+	lv->m = m;
+	lv->fd = -1;
+	lv->npages = m->ram_size / PAGE_SIZE;
+	lv->nchunks =
+		(m->ram_size + SNAP_RAM_CHUNK_SIZE - 1) / SNAP_RAM_CHUNK_SIZE;
+	lv->hashes = calloc(lv->nchunks, sizeof(*lv->hashes));
+	lv->data = calloc((lv->npages + 63) / 64, 8);
+	lv->path = strdup(path);
+	lv->hs = XXH3_createState();
+	lv->pagemap = -1;
+	zeros = calloc(1, SNAP_RAM_CHUNK_SIZE);
+	if (!lv->hashes || !lv->data || !lv->path || !lv->hs || !zeros) {
+		free(zeros);
+		rc = -ENOMEM;
+		goto fail;
+	}
+	lv->zero_hash = XXH3_64bits(zeros, SNAP_RAM_CHUNK_SIZE);
+	free(zeros);
+	lv->pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	/* Without the mapping list we cannot tell file pages: read all. */
+	if (lv->pagemap >= 0 && find_file_ranges(lv)) {
+		close(lv->pagemap);
+		lv->pagemap = -1;
+	}
+	if (asprintf(&lv->tmp, "%.*s.%s.tmp-XXXXXX", (int)(base - path), path,
+		     base) < 0) {
+		lv->tmp = NULL;
+		rc = -ENOMEM;
+		goto fail;
+	}
+	lv->fd = mkostemp(lv->tmp, O_CLOEXEC);
+	if (lv->fd < 0) {
+		rc = -errno;
+		free(lv->tmp);
+		lv->tmp = NULL;
+		goto fail;
+	}
+	/* Full size first: pages we never write stay holes. */
+	if (ftruncate(lv->fd, (off_t)m->ram_size)) {
+		rc = -errno;
+		goto fail;
+	}
+	*out = lv;
+	return 0;
+fail:
+	snap_ram_live_abort(lv);
+	return rc;
+}
+
+void snap_ram_live_abort(struct snap_ram_live *lv)
+{
+	if (!lv)
+		return;
+	if (lv->fd >= 0)
+		close(lv->fd);
+	if (lv->tmp) {
+		unlink(lv->tmp);
+		free(lv->tmp);
+	}
+	if (lv->pagemap >= 0)
+		close(lv->pagemap);
+	if (lv->hs)
+		XXH3_freeState(lv->hs);
+	free(lv->files);
+	free(lv->path);
+	free(lv->hashes);
+	free(lv->data);
+	free(lv);
+}
+
+int snap_ram_live_flush(struct snap_ram_live *lv)
+{
+	return fdatasync(lv->fd) ? -errno : 0;
 }
 
 static int fsync_parent(const char *path)
@@ -209,91 +538,149 @@ static int fsync_parent(const char *path)
 	return rc;
 }
 
-static int save_file(const struct guest_mem *m, const char *path,
-		     unsigned flags, struct snap_ram_info *info,
-		     const struct snap_ram_progress *pg)
+int snap_ram_live_commit(struct snap_ram_live *lv, unsigned flags,
+			 struct snap_ram_info *info)
 {
-	const char *base = last_component(path);
-	uint64_t nchunks;
-	uint64_t *hashes = NULL;
-	char *tmp = NULL;
-	int fd = -1, rc;
+	int rc = 0;
 
-	if (!info || !*base || strlen(base) > SNAP_RAM_MAX_NAME ||
-	    (flags & ~SNAP_RAM_FSYNC))
+	if (!info || (flags & ~SNAP_RAM_FSYNC)) {
+		snap_ram_live_abort(lv);
 		return -EINVAL;
-	rc = check_layout(m);
-	if (rc)
-		return rc;
-	nchunks = (m->ram_size + SNAP_RAM_CHUNK_SIZE - 1) / SNAP_RAM_CHUNK_SIZE;
-	if (nchunks > UINT32_MAX)
-		return -EFBIG;
-	hashes = calloc(nchunks, sizeof(*hashes));
-	if (!hashes)
-		return -ENOMEM;
-	if (asprintf(&tmp, "%.*s.%s.tmp-XXXXXX", (int)(base - path), path,
-		     base) < 0) {
-		tmp = NULL;
-		rc = -ENOMEM;
-		goto fail;
 	}
-	fd = mkostemp(tmp, O_CLOEXEC);
-	if (fd < 0) {
+	if ((flags & SNAP_RAM_FSYNC) && fsync(lv->fd))
 		rc = -errno;
-		free(tmp);
-		tmp = NULL;
-		goto fail;
-	}
-	/* Full size first: pages we never write stay holes. */
-	if (ftruncate(fd, (off_t)m->ram_size)) {
+	if (close(lv->fd) && !rc)
 		rc = -errno;
-		goto fail;
-	}
-	rc = save_to(m, fd, hashes, pg);
-	if (rc)
-		goto fail;
-	if ((flags & SNAP_RAM_FSYNC) && fsync(fd)) {
-		rc = -errno;
-		goto fail;
-	}
-	if (close(fd)) {
-		fd = -1;
-		rc = -errno;
-		goto fail;
-	}
-	fd = -1;
+	lv->fd = -1;
 	/*
 	 * A new inode, not an overwrite: a guest restored by mapping the old
 	 * file keeps its private view of it while we replace it.
 	 */
-	if (rename(tmp, path)) {
+	if (!rc && rename(lv->tmp, lv->path))
 		rc = -errno;
-		goto fail;
+	if (rc) {
+		snap_ram_live_abort(lv);
+		return rc;
 	}
-	free(tmp);
-	if (flags & SNAP_RAM_FSYNC) {
-		rc = fsync_parent(path);
-		if (rc) {
-			free(hashes);
-			return rc;
-		}
+	free(lv->tmp);
+	lv->tmp = NULL;
+	if (flags & SNAP_RAM_FSYNC)
+		rc = fsync_parent(lv->path);
+	if (!rc) {
+		snap_ram_info_free(info);
+		snprintf(info->file, sizeof(info->file), "%s",
+			 last_component(lv->path));
+		info->ram_size = lv->m->ram_size;
+		info->chunk_size = SNAP_RAM_CHUNK_SIZE;
+		info->nchunks = (uint32_t)lv->nchunks;
+		info->hashes = lv->hashes;
+		lv->hashes = NULL;
 	}
-	snap_ram_info_free(info);
-	snprintf(info->file, sizeof(info->file), "%s", base);
-	info->ram_size = m->ram_size;
-	info->chunk_size = SNAP_RAM_CHUNK_SIZE;
-	info->nchunks = (uint32_t)nchunks;
-	info->hashes = hashes;
-	return 0;
-fail:
+	snap_ram_live_abort(lv);
+	return rc;
+}
+
+/*
+ * ---- Soft-dirty tracking ----
+ *
+ * Clearing soft-dirty write-protects every page of the process and makes
+ * KVM drop its mappings (an MMU notifier), so the next write by anyone -
+ * a vCPU through KVM's fault path or a device thread - marks the page
+ * again. That covers what KVM's own dirty log cannot see: devices writing
+ * guest memory from their threads.
+ */
+int snap_ram_softdirty_clear(void)
+{
+	long psz = sysconf(_SC_PAGESIZE);
+	volatile uint8_t *probe;
+	uint64_t e1 = 0, e2 = 0;
+	int fd, pm, rc = 0;
+
+	probe = mmap(NULL, (size_t)psz, PROT_READ | PROT_WRITE,
+		     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (probe == MAP_FAILED)
+		return -errno;
+	probe[0] = 1;
+	fd = open("/proc/self/clear_refs", O_WRONLY | O_CLOEXEC);
+	pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || pm < 0) {
+		rc = -errno;
+		goto out;
+	}
+	if (write(fd, "4", 1) != 1) {
+		rc = -errno;
+		goto out;
+	}
+	/*
+	 * Prove it works here (CONFIG_MEM_SOFT_DIRTY): the probe page must
+	 * read clean now and dirty after a write.
+	 */
+	rc = pagemap_read(pm, (const uint8_t *)probe, 1, &e1);
+	probe[0] = 2;
+	if (!rc)
+		rc = pagemap_read(pm, (const uint8_t *)probe, 1, &e2);
+	if (!rc && ((e1 & PM_SOFT_DIRTY) || !(e2 & PM_SOFT_DIRTY)))
+		rc = -EOPNOTSUPP;
+out:
 	if (fd >= 0)
 		close(fd);
-	if (tmp) {
-		unlink(tmp);
-		free(tmp);
-	}
-	free(hashes);
+	if (pm >= 0)
+		close(pm);
+	munmap((void *)probe, (size_t)psz);
 	return rc;
+}
+
+int snap_ram_softdirty_collect(const struct guest_mem *m, uint64_t *bm)
+{
+	uint64_t *ent = malloc(PM_BATCH * 8);
+	uint64_t off = 0;
+	int pm, rc = 0;
+
+	if (!ent)
+		return -ENOMEM;
+	pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	if (pm < 0) {
+		free(ent);
+		return -errno;
+	}
+	while (off < m->ram_size && !rc) {
+		uint64_t avail, n;
+		const uint8_t *p = ram_ptr(m, off, &avail);
+
+		if (!p) {
+			rc = -EINVAL;
+			break;
+		}
+		n = MIN(avail / PAGE_SIZE, (uint64_t)PM_BATCH);
+		rc = pagemap_read(pm, p, n, ent);
+		for (uint64_t i = 0; i < n && !rc; i++)
+			if (ent[i] & PM_SOFT_DIRTY)
+				bit_set(bm, off / PAGE_SIZE + i);
+		off += n * PAGE_SIZE;
+	}
+	close(pm);
+	free(ent);
+	return rc;
+}
+
+static int save_file(const struct guest_mem *m, const char *path,
+		     unsigned flags, struct snap_ram_info *info,
+		     const struct snap_ram_progress *pg)
+{
+	struct snap_ram_live *lv;
+	int rc;
+
+	if (!info || (flags & ~SNAP_RAM_FSYNC))
+		return -EINVAL;
+	rc = snap_ram_live_open(m, path, &lv);
+	if (rc)
+		return rc;
+	rc = snap_ram_live_copy(lv, NULL, pg);
+	if (rc) {
+		snap_ram_live_abort(lv);
+		return rc;
+	}
+	return snap_ram_live_commit(lv, flags, info);
 }
 
 int snap_ram_save(const struct guest_mem *m, const char *path, unsigned flags,
@@ -325,7 +712,8 @@ static int open_sized(const char *path, uint64_t want, struct snap_err *err)
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 
 	if (fd < 0)
-		return snap_seterr(err, -errno, "%s: %s", path, strerror(errno));
+		return snap_seterr(err, -errno, "%s: %s", path,
+				   strerror(errno));
 	if (fstat(fd, &st)) {
 		int rc = -errno;
 
@@ -334,10 +722,10 @@ static int open_sized(const char *path, uint64_t want, struct snap_err *err)
 	}
 	if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != want) {
 		close(fd);
-		return snap_seterr(err, -EINVAL,
-			      "%s: size %lld does not match the RAM size %llu",
-			      path, (long long)st.st_size,
-			      (unsigned long long)want);
+		return snap_seterr(
+			err, -EINVAL,
+			"%s: size %lld does not match the RAM size %llu", path,
+			(long long)st.st_size, (unsigned long long)want);
 	}
 	return fd;
 }
@@ -350,7 +738,7 @@ int snap_ram_map(const struct guest_mem *m, const char *path,
 
 	if (!m || !m->base || check_layout(m))
 		return snap_seterr(err, -EINVAL, "%s: guest RAM is not mapped",
-			      path);
+				   path);
 	fd = open_sized(path, m->ram_size, err);
 	if (fd < 0)
 		return fd;
@@ -359,7 +747,7 @@ int snap_ram_map(const struct guest_mem *m, const char *path,
 	close(fd);
 	if (p == MAP_FAILED)
 		return snap_seterr(err, -errno, "%s: mmap: %s", path,
-			      strerror(errno));
+				   strerror(errno));
 	return 0;
 }
 
@@ -379,7 +767,8 @@ int snap_ram_load_eager_progress(const struct guest_mem *m, const char *path,
 	int fd, rc = 0;
 
 	if (check_layout(m))
-		return snap_seterr(err, -EINVAL, "%s: bad guest RAM layout", path);
+		return snap_seterr(err, -EINVAL, "%s: bad guest RAM layout",
+				   path);
 	fd = open_sized(path, m->ram_size, err);
 	if (fd < 0)
 		return fd;
@@ -426,7 +815,8 @@ int snap_ram_load_eager_progress(const struct guest_mem *m, const char *path,
 	}
 	close(fd);
 	if (rc)
-		return snap_seterr(err, rc, "%s: read: %s", path, strerror(-rc));
+		return snap_seterr(err, rc, "%s: read: %s", path,
+				   strerror(-rc));
 	return 0;
 }
 
@@ -442,18 +832,19 @@ static int check_info(const struct snap_ram_info *info, const char *what,
 	if (!info->ram_size || info->ram_size % PAGE_SIZE ||
 	    info->chunk_size < PAGE_SIZE || info->chunk_size > GiB ||
 	    (info->chunk_size & (info->chunk_size - 1)))
-		return snap_seterr(err, -EPROTO,
-			      "%s: bad RAM geometry (size %llu, chunk %llu)",
-			      what, (unsigned long long)info->ram_size,
-			      (unsigned long long)info->chunk_size);
+		return snap_seterr(
+			err, -EPROTO,
+			"%s: bad RAM geometry (size %llu, chunk %llu)", what,
+			(unsigned long long)info->ram_size,
+			(unsigned long long)info->chunk_size);
 	/* Written without an addition that could wrap. */
 	if (info->ram_size / info->chunk_size +
 		    !!(info->ram_size % info->chunk_size) !=
 	    info->nchunks)
 		return snap_seterr(err, -EPROTO,
-			      "%s: %u chunk hashes for %llu bytes of RAM", what,
-			      info->nchunks,
-			      (unsigned long long)info->ram_size);
+				   "%s: %u chunk hashes for %llu bytes of RAM",
+				   what, info->nchunks,
+				   (unsigned long long)info->ram_size);
 	return 0;
 }
 
@@ -494,20 +885,22 @@ int snap_ram_verify(const char *path, const struct snap_ram_info *info,
 			if (k < 0 && errno == EINTR)
 				continue;
 			if (k <= 0) {
-				rc = snap_seterr(err, k < 0 ? -errno : -EIO,
-					    "%s: read at 0x%llx: %s", path,
-					    (unsigned long long)(off + got),
-					    k < 0 ? strerror(errno)
-						  : "unexpected end of file");
+				rc = snap_seterr(
+					err, k < 0 ? -errno : -EIO,
+					"%s: read at 0x%llx: %s", path,
+					(unsigned long long)(off + got),
+					k < 0 ? strerror(errno)
+					      : "unexpected end of file");
 				break;
 			}
 			got += (uint64_t)k;
 		}
 		if (!rc && XXH3_64bits(buf, n) != info->hashes[c])
-			rc = snap_seterr(err, -EBADMSG,
-				    "%s: chunk %u (offset 0x%llx) does not "
-				    "match its hash",
-				    path, c, (unsigned long long)off);
+			rc = snap_seterr(
+				err, -EBADMSG,
+				"%s: chunk %u (offset 0x%llx) does not "
+				"match its hash",
+				path, c, (unsigned long long)off);
 	}
 	free(buf);
 	close(fd);
@@ -554,7 +947,7 @@ int snap_ram_decode(const void *data, size_t len, struct snap_ram_info *info,
 	memset(info, 0, sizeof(*info));
 	if (len < RAM_HDR)
 		return snap_seterr(err, -EPROTO, "%s: 'ram' section too short",
-			      what);
+				   what);
 	info->ram_size = get_le64(b);
 	info->chunk_size = get_le64(b + 8);
 	info->nchunks = get_le32(b + 16);
@@ -563,8 +956,8 @@ int snap_ram_decode(const void *data, size_t len, struct snap_ram_info *info,
 	    len != RAM_HDR + nlen + (uint64_t)info->nchunks * 8 ||
 	    memchr(b + RAM_HDR, 0, nlen))
 		return snap_seterr(err, -EPROTO,
-			      "%s: 'ram' section: bad layout (%zu bytes)", what,
-			      len);
+				   "%s: 'ram' section: bad layout (%zu bytes)",
+				   what, len);
 	rc = check_info(info, what, err);
 	if (rc)
 		return rc;
@@ -592,7 +985,7 @@ int snap_ram_read_section(struct snap_reader *r, struct snap_ram_info *info,
 		return rc;
 	if (ver != SNAP_RAM_VERSION)
 		return snap_seterr(err, -EPROTO,
-			      "%s: section 'ram' #0: version %u is not %u",
-			      snap_reader_path(r), ver, SNAP_RAM_VERSION);
+				   "%s: section 'ram' #0: version %u is not %u",
+				   snap_reader_path(r), ver, SNAP_RAM_VERSION);
 	return snap_ram_decode(data, len, info, snap_reader_path(r), err);
 }

@@ -63,6 +63,43 @@ int snap_ram_save_beside_progress(const struct guest_mem *m,
 				  const struct snap_ram_progress *pg);
 void snap_ram_info_free(struct snap_ram_info *info);
 
+/*
+ * Incremental save, for a save while the guest runs (live pre-copy):
+ *
+ *   snap_ram_live_open(m, path, &lv);      temporary file, full size
+ *   snap_ram_live_copy(lv, NULL, pg);      every page that may hold data
+ *   ... guest paused, writers stopped ...
+ *   snap_ram_live_copy(lv, dirty, NULL);   pages written since, again
+ *   snap_ram_live_commit(lv, flags, info); fsync, rename, hashes (frees lv)
+ *
+ * @dirty is a bitmap of flat RAM pages (bit i = bytes [i*4096, +4096) of
+ * the flat RAM). A chunk that holds a dirty page is re-hashed whole, so
+ * the hashes always describe the file as committed. Pages that were
+ * neither present nor swapped in an anonymous mapping are never read:
+ * they are zero (see /proc/self/pagemap in snap_ram.c).
+ */
+struct snap_ram_live;
+int snap_ram_live_open(const struct guest_mem *m, const char *path,
+		       struct snap_ram_live **lv);
+int snap_ram_live_copy(struct snap_ram_live *lv, const uint64_t *dirty,
+		       const struct snap_ram_progress *pg);
+/* fdatasync what is written so far (so the commit's fsync is short). */
+int snap_ram_live_flush(struct snap_ram_live *lv);
+/* Bytes of page data written so far (rewrites counted again). */
+uint64_t snap_ram_live_written(const struct snap_ram_live *lv);
+int snap_ram_live_commit(struct snap_ram_live *lv, unsigned flags,
+			 struct snap_ram_info *info);
+void snap_ram_live_abort(struct snap_ram_live *lv);
+
+/*
+ * Soft-dirty tracking of this process's pages (all writers: vCPUs through
+ * KVM and device threads). _clear starts it and checks that the kernel
+ * supports it (-EOPNOTSUPP if not); _collect ORs the pages of @m written
+ * since into @bm (flat RAM page bitmap).
+ */
+int snap_ram_softdirty_clear(void);
+int snap_ram_softdirty_collect(const struct guest_mem *m, uint64_t *bm);
+
 /* "STATE.ram" for @state_path. */
 int snap_ram_default_path(const char *state_path, char *out, size_t outlen);
 /* Path of the RAM file named @recorded in the state file at @state_path. */

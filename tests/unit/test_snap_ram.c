@@ -219,6 +219,140 @@ static void test_resave_over_mapped(void)
 	mem_free(&g);
 }
 
+/* Resident pages of [p, p+len) (mincore). */
+static uint64_t resident_pages(const uint8_t *p, uint64_t len)
+{
+	uint64_t n = len / PAGE_SIZE, res = 0;
+	unsigned char *v = malloc(n);
+
+	if (!v || mincore((void *)p, len, v)) {
+		free(v);
+		return UINT64_MAX;
+	}
+	for (uint64_t i = 0; i < n; i++)
+		res += v[i] & 1;
+	free(v);
+	return res;
+}
+
+/*
+ * A mostly untouched anonymous guest: the save must not fault in the
+ * pages the guest never touched (it would read, hash and zero-check them),
+ * and the hashes must still be those of the full RAM, zeros included.
+ */
+static void test_untouched_pages_not_read(void)
+{
+	struct guest_mem m;
+	struct snap_ram_info info = {.hashes = NULL};
+	struct snap_err err = {{0}};
+	const char *p = tpath("untouched.snap.ram");
+	uint64_t before, after;
+	uint8_t *zeros = calloc(1, SNAP_RAM_CHUNK_SIZE);
+
+	CHECK(zeros != NULL);
+	CHECK_EQ(mem_new(&m, RAM), 0);
+	/* No huge pages: residency is then per page touched. */
+	madvise(m.base, RAM, MADV_NOHUGEPAGE);
+	memset(m.base + 3 * MiB + 5 * PAGE_SIZE, 0x11, 3 * PAGE_SIZE);
+	m.base[RAM - 1] = 0x5a;
+	memset(m.base + 9 * MiB, 0, PAGE_SIZE); /* touched, but zero */
+	before = resident_pages(m.base, RAM);
+	CHECK(before <= 16);
+	CHECK_EQ(snap_ram_save(&m, p, 0, &info), 0);
+	after = resident_pages(m.base, RAM);
+	CHECK_EQ(after, before);
+	CHECK(file_equals(p, m.base, RAM));
+	for (uint32_t c = 0; c < info.nchunks; c++)
+		CHECK_EQ(info.hashes[c],
+			 XXH3_64bits(m.base + c * SNAP_RAM_CHUNK_SIZE,
+				     SNAP_RAM_CHUNK_SIZE));
+	CHECK_EQ(info.hashes[0], XXH3_64bits(zeros, SNAP_RAM_CHUNK_SIZE));
+	CHECK_EQ(snap_ram_verify(p, &info, &err), 0);
+	{
+		struct stat st;
+
+		CHECK_EQ(stat(p, &st), 0);
+		CHECK((uint64_t)st.st_blocks * 512 <= 64 * KiB);
+	}
+	free(zeros);
+	snap_ram_info_free(&info);
+	mem_free(&m);
+}
+
+/*
+ * Live copy: a full pass, then the guest writes (data -> other data,
+ * data -> zero, hole -> data, a page in a chunk that was all zero), then a
+ * pass over only the dirty pages. The file and the hashes must be those of
+ * the final RAM. The dirty set comes from soft-dirty when the kernel has
+ * it (then every written page must be in it), else is given by hand.
+ */
+static void test_live_copy_dirty_pass(void)
+{
+	struct guest_mem m;
+	struct snap_ram_info info = {.hashes = NULL};
+	struct snap_err err = {{0}};
+	struct snap_ram_live *lv;
+	const char *p = tpath("live.snap.ram");
+	uint64_t npages = RAM / PAGE_SIZE;
+	uint64_t *dirty = calloc(npages / 64, 8);
+	const uint64_t pages[] = {37, 74, 2 * 512 + 3, 20 * 512 + 100,
+				  npages - 1};
+	bool sd;
+	struct stat st;
+
+	CHECK(dirty != NULL);
+	CHECK_EQ(mem_new(&m, RAM), 0);
+	mem_fill(&m, 3);
+	CHECK_EQ(snap_ram_live_open(&m, p, &lv), 0);
+	sd = snap_ram_softdirty_clear() == 0;
+	if (!sd)
+		fprintf(stderr, "  (no soft-dirty on this kernel: dirty set "
+				"given by hand)\n");
+	CHECK_EQ(snap_ram_live_copy(lv, NULL, NULL), 0);
+	CHECK(snap_ram_live_written(lv) > 0);
+	memset(m.base + 37 * PAGE_SIZE, 0, PAGE_SIZE);	    /* data -> 0 */
+	memset(m.base + 74 * PAGE_SIZE, 0x77, PAGE_SIZE);   /* data -> data */
+	memset(m.base + (2 * 512 + 3) * PAGE_SIZE, 9, 100); /* hole -> data */
+	m.base[(20 * 512 + 100) * PAGE_SIZE + 5] = 1;	    /* zero chunk */
+	m.base[RAM - 1] = 0;				    /* last byte */
+	if (sd) {
+		CHECK_EQ(snap_ram_softdirty_collect(&m, dirty), 0);
+		for (unsigned i = 0; i < ARRAY_SIZE(pages); i++)
+			CHECK(dirty[pages[i] / 64] >> (pages[i] % 64) & 1);
+	} else {
+		for (unsigned i = 0; i < ARRAY_SIZE(pages); i++)
+			dirty[pages[i] / 64] |= 1ULL << (pages[i] % 64);
+	}
+	CHECK_EQ(snap_ram_live_copy(lv, dirty, NULL), 0);
+	CHECK_EQ(snap_ram_live_commit(lv, SNAP_RAM_FSYNC, &info), 0);
+	CHECK(file_equals(p, m.base, RAM));
+	for (uint32_t c = 0; c < info.nchunks; c++)
+		CHECK_EQ(info.hashes[c],
+			 XXH3_64bits(m.base + c * SNAP_RAM_CHUNK_SIZE,
+				     SNAP_RAM_CHUNK_SIZE));
+	CHECK_EQ(snap_ram_verify(p, &info, &err), 0);
+	/* The page that became zero is a hole again. */
+	{
+		int fd = open(p, O_RDONLY);
+		off_t d;
+
+		CHECK(fd >= 0);
+		d = lseek(fd, (off_t)(37 * PAGE_SIZE), SEEK_DATA);
+		CHECK(d > (off_t)(37 * PAGE_SIZE));
+		close(fd);
+	}
+	CHECK_EQ(stat(p, &st), 0);
+	CHECK_EQ((uint64_t)st.st_size, RAM);
+	/* An aborted save leaves nothing behind and the old file intact. */
+	CHECK_EQ(snap_ram_live_open(&m, p, &lv), 0);
+	CHECK_EQ(snap_ram_live_copy(lv, NULL, NULL), 0);
+	snap_ram_live_abort(lv);
+	CHECK(file_equals(p, m.base, RAM));
+	free(dirty);
+	snap_ram_info_free(&info);
+	mem_free(&m);
+}
+
 /* Regions in separate host buffers land at their .offset in the file. */
 static void test_split_regions(void)
 {
@@ -493,6 +627,8 @@ int main(void)
 	RUN(test_save_sparse_hashes);
 	RUN(test_map_and_eager);
 	RUN(test_resave_over_mapped);
+	RUN(test_untouched_pages_not_read);
+	RUN(test_live_copy_dirty_pass);
 	RUN(test_split_regions);
 	RUN(test_ram_section);
 	RUN(test_inspect);
