@@ -4,7 +4,9 @@
 #   bench/vblk.py     virtio-blk MB/s and 4 KiB random-read IOPS
 #   bench/snapshot.py save, pause, size, restore and clone memory against
 #                     QEMU migrate to a file / -incoming (issue 6)
-# Usage: bench/run.sh [startup|vblk|snapshot]...   (default: all)
+#   bench/vnet.py     virtio-net guest-to-host UDP MB/s on a TAP in a
+#                     network namespace (needs root and /dev/net/tun)
+# Usage: bench/run.sh [startup|vblk|snapshot|vnet]...   (default: all)
 # Where /dev/kvm is missing, the whole run happens inside
 # tests/nested/run.sh (kvm_amd in a QEMU TCG machine) and every table says
 # so: those figures are nested-KVM-under-TCG, 10-50x slower than hardware;
@@ -12,12 +14,12 @@
 set -e
 export PYTHONDONTWRITEBYTECODE=1
 cd "$(dirname "$0")/.."
-[ $# -gt 0 ] || set -- startup vblk snapshot
+[ $# -gt 0 ] || set -- startup vblk snapshot vnet
 mem=${KHYVE_NESTED_MEM:-7G}
 for b in "$@"; do
 	# 1 GiB guests, their snapshots in tmpfs and 5 QEMU clones of one
 	case $b in snapshot) mem=${KHYVE_NESTED_MEM:-10G};; esac
-	case $b in startup|vblk|snapshot) ;; *) echo "bench: unknown benchmark $b" >&2; exit 2;; esac
+	case $b in startup|vblk|snapshot|vnet) ;; *) echo "bench: unknown benchmark $b" >&2; exit 2;; esac
 done
 if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
 	rc=0
@@ -38,4 +40,6 @@ exec tests/nested/run.sh /usr/bin/env KHYVE_BENCH_IN_NESTED=1 \
 	BENCH_VBLK_RAND_MS="${BENCH_VBLK_RAND_MS:-1000}" \
 	BENCH_SNAP_RUNS="${BENCH_SNAP_RUNS:-3}" BENCH_SNAP_CLONES="${BENCH_SNAP_CLONES:-5}" \
 	BENCH_SNAP_TOUCH_MB="${BENCH_SNAP_TOUCH_MB:-800,100}" \
+	BENCH_VNET_RUNS="${BENCH_VNET_RUNS:-3}" BENCH_VNET_MB="${BENCH_VNET_MB:-16}" \
+	BENCH_VNET_QD="${BENCH_VNET_QD:-1,64}" \
 	/bin/sh bench/run.sh "$@"

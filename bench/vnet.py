@@ -1,0 +1,208 @@
+"""virtio-net guest-to-host throughput: the fast test guest's own polled
+driver (tests=vnet vnet_bench_mb=M, tests/guests/virtio.c) sends M MiB of
+1400-byte UDP payloads through khyve's virtio-net and through QEMU's
+virtio-net-pci (user-space back-end, vhost off), each on a TAP in a
+network namespace this script creates (10.0.2.1/24 on the TAP, the guest
+10.0.2.15; nothing leaves the namespace). Reported: the guest's own rate
+(its TSC, until the device gave every buffer back) and what a UDP socket
+on the host side received (payload bytes over the kernel receive
+timestamps of the first and last datagram), medians of BENCH_VNET_RUNS.
+Needs root and /dev/net/tun."""
+import ctypes
+import os
+import re
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+from benchlib import ENV, Run, khyve_argv, qemu_argv
+
+RUNS = int(os.environ.get("BENCH_VNET_RUNS", "3"))
+MB = int(os.environ.get("BENCH_VNET_MB", "16"))
+QDS = [int(q) for q in os.environ.get("BENCH_VNET_QD", "1,64").split(",")]
+MAC = "52:54:00:12:34:56"
+HOST_IP, PORT = "10.0.2.1", 5555
+LINE = re.compile(r"KHYVE-BENCH vnet tx bytes=(\d+) pkts=(\d+) us=(\d+) "
+                  r"MBps=([\d.]+) pps=(\d+) qd=(\d+) status=(-?\d+)")
+CLONE_NEWNET = 0x40000000
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class InNs:
+    """Sockets made and processes started in the body live in @ns."""
+
+    def __init__(self, ns):
+        self.ns = ns
+
+    def _setns(self, fd):
+        if _libc.setns(fd, CLONE_NEWNET) != 0:
+            e = ctypes.get_errno()
+            raise OSError(e, "setns: %s" % os.strerror(e))
+
+    def __enter__(self):
+        self.own = os.open("/proc/self/ns/net", os.O_RDONLY)
+        fd = os.open("/run/netns/" + self.ns, os.O_RDONLY)
+        try:
+            self._setns(fd)
+        finally:
+            os.close(fd)
+
+    def __exit__(self, *exc):
+        try:
+            self._setns(self.own)
+        finally:
+            os.close(self.own)
+
+
+def ip(*args):
+    subprocess.run(["ip"] + list(args), check=True, capture_output=True)
+
+
+class Receiver(threading.Thread):
+    """Counts KHYVBNCH datagrams and their kernel arrival times."""
+
+    def __init__(self, sock):
+        super().__init__(daemon=True)
+        self.s = sock
+        self.lock = threading.Lock()
+        self.stop = False
+        self.reset()
+
+    def reset(self):
+        with self.lock:
+            self.pkts = self.bytes = 0
+            self.t_first = self.t_last = None
+
+    def run(self):
+        self.s.settimeout(0.2)
+        while not self.stop:
+            try:
+                d, anc, _, _ = self.s.recvmsg(2048, 64)
+            except socket.timeout:
+                continue
+            if d[:8] != b"KHYVBNCH":
+                continue
+            ts = None
+            for lvl, typ, data in anc:
+                if lvl == socket.SOL_SOCKET and typ == SO_TIMESTAMPNS:
+                    sec, nsec = struct.unpack("qq", data[:16])
+                    ts = sec + nsec / 1e9
+            with self.lock:
+                self.pkts += 1
+                self.bytes += len(d)
+                if ts is not None:
+                    if self.t_first is None:
+                        self.t_first = ts
+                    self.t_last = ts
+
+    def result(self):
+        with self.lock:
+            span = (self.t_last - self.t_first) if self.t_first else 0
+            return self.pkts, self.bytes, span
+
+
+def once(argv, ns, rcv, npk):
+    rcv.reset()
+    with InNs(ns):
+        r = Run(argv)
+    try:
+        ok = r.wait_for("KHYVE-GUEST done", 600)
+        text = r.text()
+    finally:
+        r.stop()
+    # Let the host side catch up with what is already queued for it.
+    last = -1
+    for _ in range(50):
+        pk, _, _ = rcv.result()
+        if pk == last or pk >= npk:
+            break
+        last = pk
+        time.sleep(0.1)
+    m = LINE.search(text)
+    if ok is None or not m or m.group(7) != "0" or \
+            "vnet-bench PASS" not in text:
+        sys.stderr.write("vnet bench run failed:\n%s\n" % text)
+        return None
+    pk, by, span = rcv.result()
+    host = by / span / 1e6 if span > 0 and pk > 1 else None
+    return {"guest": float(m.group(4)), "pps": int(m.group(5)),
+            "host": host, "recv": pk / int(m.group(2))}
+
+
+def main():
+    if os.geteuid() != 0 or not os.path.exists("/dev/net/tun"):
+        print("== virtio-net: skipped (needs root and /dev/net/tun) ==")
+        return 0
+    ns, tap = "kvbench%d" % os.getpid(), "kvbtap0"
+    ip("netns", "add", ns)
+    try:
+        ip("-n", ns, "link", "set", "lo", "up")
+        ip("-n", ns, "tuntap", "add", tap, "mode", "tap")
+        ip("-n", ns, "addr", "add", HOST_IP + "/24", "dev", tap)
+        ip("-n", ns, "link", "set", tap, "up")
+        with InNs(ns):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 256 << 20)
+        s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        s.bind((HOST_IP, PORT))
+        rcv = Receiver(s)
+        rcv.start()
+        return run_all(ns, tap, rcv)
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def run_all(ns, tap, rcv):
+    npk = ((MB << 20) + 1399) // 1400
+    rows = []
+    for qd in QDS:
+        cmd = "tests=vnet vnet_n=0 vnet_bench_mb=%d vnet_qd=%d" % (MB, qd)
+        rows += [
+            ("khyve", qd, khyve_argv("256M", cmd, [
+                "-s", "3,virtio-net,%s,mac=%s" % (tap, MAC)])),
+            ("qemu -M pc", qd, qemu_argv("pc", "256M", cmd, [
+                "-netdev", "tap,id=n0,ifname=%s,script=no,downscript=no,"
+                "vhost=off" % tap,
+                "-device", "virtio-net-pci,netdev=n0,disable-legacy=on,"
+                "mac=%s" % MAC])),
+        ]
+    print("== virtio-net: test guest driver, %d MiB of 1400-byte UDP "
+          "payloads guest -> host TAP socket (median of %d; %s) =="
+          % (MB, RUNS, ENV))
+    print("%-12s %3s %14s %12s %14s %9s" % (
+        "VMM", "qd", "guest MB/s", "guest pps", "host rx MB/s", "received"))
+    failed = False
+    res = {}
+    for name, qd, argv in rows:
+        runs = [r for r in (once(argv, ns, rcv, npk) for _ in range(RUNS))
+                if r]
+
+        def med(key):
+            v = [r[key] for r in runs if r[key] is not None]
+            return statistics.median(v) if v else None
+        g, pps, h, rc = med("guest"), med("pps"), med("host"), med("recv")
+        failed |= not runs
+        res[(name, qd)] = (g, h)
+        print("%-12s %3d %14s %12s %14s %9s" % (
+            name, qd, "%.1f" % g if g else "failed",
+            "%d" % pps if pps else "failed",
+            "%.1f" % h if h else "failed",
+            "%.1f%%" % (100 * rc) if rc is not None else "failed"))
+    for qd in QDS:
+        k, q = res.get(("khyve", qd)), res.get(("qemu -M pc", qd))
+        if k and q and k[0] and q[0]:
+            print("khyve/qemu at qd %d: guest %.2fx, host rx %s" % (
+                qd, k[0] / q[0], "%.2fx" % (k[1] / q[1])
+                if k[1] and q[1] else "n/a"))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
