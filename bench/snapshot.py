@@ -3,8 +3,12 @@ in the same run, on the fast test guest with 1 GiB of RAM of which
 touch_mb MiB hold incompressible data (tests/guests/README.md, touch_mb=).
 
 Per amount of touched memory:
-  save      khyve: `khyvectl --json checkpoint` (the reply's total_ms and
-            paused_ms); QEMU: QMP `migrate "exec:cat > FILE"` until
+  save      khyve: the checkpoint command on the control socket (what
+            `khyvectl --json checkpoint` sends; the reply's total_ms and
+            paused_ms), both live (the default: RAM copied while the
+            guest runs, then only pages written since with the guest
+            paused) and stop-and-copy ("live": false, paused throughout);
+            QEMU: QMP `migrate "exec:cat > FILE"` until
             query-migrate says completed (wall time; its own total-time
             and downtime), max-bandwidth raised so QEMU is not throttled
             to its default 128 MiB/s. Both guests keep running between
@@ -162,27 +166,61 @@ def khyvectl(*args):
     return p.stdout
 
 
+def ctl_call(name, cmd, args, timeout=600):
+    """One request on khyve's control socket (JSON lines, as khyvectl)."""
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(timeout)
+    s.connect(os.path.join(RUNDIR, name + ".sock"))
+    f = s.makefile("rwb")
+    try:
+        f.readline()  # greeting
+        f.write(json.dumps({"id": 1, "cmd": cmd, "args": args}).encode()
+                + b"\n")
+        f.flush()
+        while True:
+            line = f.readline()
+            if not line:
+                raise RuntimeError("%s: connection closed" % cmd)
+            r = json.loads(line)
+            if r.get("id") != 1 or "progress" in r:
+                continue
+            if "error" in r:
+                raise RuntimeError("%s: %s" % (cmd, r["error"]))
+            return r["result"]
+    finally:
+        f.close()
+        s.close()
+
+
 def bench_khyve(touch):
     state = os.path.join(DIR, "k.snap")
     res = {}
     src = boot(khyve_argv(MEM, guest_cmdline(touch), name="snapsrc"),
                "khyve")
     try:
-        tot, paused, wall = [], [], []
-        for _ in range(RUNS):
-            n_before = len(src.lines)
-            t0 = time.monotonic()
-            rep = json.loads(khyvectl("--json", "checkpoint", "snapsrc",
-                                      state))
-            wall.append((time.monotonic() - t0) * 1000)
-            tot.append(rep["total_ms"])
-            paused.append(rep["paused_ms"])
-            if not wait_new(src, n_before, 60):
-                raise RuntimeError("khyve guest stopped after checkpoint")
-        res["save"] = med(tot)
-        res["save_wall"] = med(wall)
-        res["paused"] = med(paused)
-        res["size"] = du(state, state + ".ram")
+        # stop-and-copy first, then live: the file left is a live one
+        for mode, live in (("stop", False), ("live", True)):
+            tot, paused, wall, final = [], [], [], []
+            for _ in range(RUNS):
+                n_before = len(src.lines)
+                t0 = time.monotonic()
+                rep = ctl_call("snapsrc", "checkpoint",
+                               {"file": state, "live": live})
+                wall.append((time.monotonic() - t0) * 1000)
+                tot.append(rep["total_ms"])
+                paused.append(rep["paused_ms"])
+                final.append(rep.get("final_copy_bytes", 0))
+                if live and not rep.get("live"):
+                    log("khyve: live checkpoint fell back to stop-and-copy")
+                if not wait_new(src, n_before, 60):
+                    raise RuntimeError("khyve guest stopped after checkpoint")
+            res["save_" + mode] = med(tot)
+            res["save_wall_" + mode] = med(wall)
+            res["paused_" + mode] = med(paused)
+            res["final_" + mode] = med(final)
+            res["size_" + mode] = du(state, state + ".ram")
+        res["save"], res["paused"] = res["save_live"], res["paused_live"]
+        res["save_wall"], res["size"] = res["save_wall_live"], res["size_live"]
     finally:
         src.stop()
 
@@ -298,8 +336,15 @@ def table(touch, k, q):
         qv = None if qv is None else qv / scale
         print("%-34s %16s %16s %10s" % (name, fmt(kv, unit), fmt(qv, unit),
                                         ratio(kv, qv)))
-    row("save (total)", k.get("save"), q.get("save"), "ms")
-    row("guest paused during save", k.get("paused"), q.get("paused"), "ms")
+    row("save (total), khyve live", k.get("save_live"), q.get("save"), "ms")
+    row("guest paused, khyve live", k.get("paused_live"), q.get("paused"),
+        "ms")
+    row("save (total), khyve stop-and-copy", k.get("save_stop"),
+        q.get("save"), "ms")
+    row("guest paused, khyve stop-and-copy", k.get("paused_stop"),
+        q.get("paused"), "ms")
+    row("khyve live: copied while paused", k.get("final_live"), None, "MiB",
+        mib)
     row("snapshot size on disk (du)", k.get("size"), q.get("size"), "MiB",
         mib)
     row("restore: exec to first output", k.get("restore"), q.get("restore"),

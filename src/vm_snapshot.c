@@ -47,8 +47,8 @@ struct kvm_vm_state {
 	uint8_t pic_slave[512];
 	uint8_t ioapic[512];
 	uint8_t pit[sizeof(struct kvm_pit_state2)];
-	uint64_t clock_ns;	/* kvmclock at save */
-	uint64_t realtime_ns;	/* host CLOCK_REALTIME at save */
+	uint64_t clock_ns;    /* kvmclock at save */
+	uint64_t realtime_ns; /* host CLOCK_REALTIME at save */
 	uint32_t clock_flags;
 };
 
@@ -85,12 +85,12 @@ static uint64_t real_ns(void)
 static int save_kvm_vm(struct vm *vm, struct kvm_vm_state *s, char *err,
 		       size_t errlen)
 {
-	struct kvm_clock_data clk = { 0 };
-	uint8_t *dst[3] = { s->pic_master, s->pic_slave, s->ioapic };
+	struct kvm_clock_data clk = {0};
+	uint8_t *dst[3] = {s->pic_master, s->pic_slave, s->ioapic};
 
 	memset(s, 0, sizeof(*s));
 	for (unsigned i = 0; i < 3; i++) {
-		struct kvm_irqchip chip = { .chip_id = i };
+		struct kvm_irqchip chip = {.chip_id = i};
 
 		if (ioctl(vm->vm_fd, KVM_GET_IRQCHIP, &chip) < 0) {
 			snprintf(err, errlen, "KVM_GET_IRQCHIP %u: %s", i,
@@ -99,7 +99,8 @@ static int save_kvm_vm(struct vm *vm, struct kvm_vm_state *s, char *err,
 		}
 		memcpy(dst[i], &chip.chip, 512);
 	}
-	if (ioctl(vm->vm_fd, KVM_GET_PIT2, (struct kvm_pit_state2 *)s->pit) < 0) {
+	if (ioctl(vm->vm_fd, KVM_GET_PIT2, (struct kvm_pit_state2 *)s->pit) <
+	    0) {
 		snprintf(err, errlen, "KVM_GET_PIT2: %s", strerror(errno));
 		return -errno;
 	}
@@ -109,7 +110,8 @@ static int save_kvm_vm(struct vm *vm, struct kvm_vm_state *s, char *err,
 	}
 	s->clock_ns = clk.clock;
 	s->clock_flags = clk.flags;
-	s->realtime_ns = (clk.flags & KVM_CLOCK_REALTIME) ? clk.realtime : real_ns();
+	s->realtime_ns =
+		(clk.flags & KVM_CLOCK_REALTIME) ? clk.realtime : real_ns();
 	return 0;
 }
 
@@ -121,8 +123,8 @@ static int save_kvm_vm(struct vm *vm, struct kvm_vm_state *s, char *err,
 static int restore_kvm_vm(struct vm *vm, const struct kvm_vm_state *s,
 			  bool keep_clock, char *err, size_t errlen)
 {
-	struct kvm_clock_data clk = { .clock = s->clock_ns };
-	const uint8_t *src[3] = { s->pic_master, s->pic_slave, s->ioapic };
+	struct kvm_clock_data clk = {.clock = s->clock_ns};
+	const uint8_t *src[3] = {s->pic_master, s->pic_slave, s->ioapic};
 	uint64_t now = real_ns();
 
 	if (!keep_clock && now > s->realtime_ns)
@@ -132,7 +134,7 @@ static int restore_kvm_vm(struct vm *vm, const struct kvm_vm_state *s,
 		return -errno;
 	}
 	for (unsigned i = 0; i < 3; i++) {
-		struct kvm_irqchip chip = { .chip_id = i };
+		struct kvm_irqchip chip = {.chip_id = i};
 
 		memcpy(&chip.chip, src[i], 512);
 		if (ioctl(vm->vm_fd, KVM_SET_IRQCHIP, &chip) < 0) {
@@ -141,7 +143,8 @@ static int restore_kvm_vm(struct vm *vm, const struct kvm_vm_state *s,
 			return -errno;
 		}
 	}
-	if (ioctl(vm->vm_fd, KVM_SET_PIT2, (struct kvm_pit_state2 *)s->pit) < 0) {
+	if (ioctl(vm->vm_fd, KVM_SET_PIT2, (struct kvm_pit_state2 *)s->pit) <
+	    0) {
 		snprintf(err, errlen, "KVM_SET_PIT2: %s", strerror(errno));
 		return -errno;
 	}
@@ -177,13 +180,11 @@ static void restore_progress(void *opaque, uint64_t done, uint64_t total)
 	progress_update(opaque, done, total);
 }
 
-static int write_state(struct vm *vm, const char *path, bool do_fsync,
-		       uint64_t *ram_bytes, char *err, size_t errlen)
+static int write_state(struct vm *vm, const char *path,
+		       struct snap_ram_info *ram, char *err, size_t errlen)
 {
 	struct snap_host_info host;
 	struct snap_writer *w = NULL;
-	struct snap_ram_info ram = { 0 };
-	const struct snap_ram_progress pg = { save_progress, NULL };
 	struct kvm_vm_state *ks = NULL;
 	struct vcpu_state *vs = NULL;
 	char *json = NULL;
@@ -194,16 +195,6 @@ static int write_state(struct vm *vm, const char *path, bool do_fsync,
 	snprintf(kvm_info, sizeof(kvm_info), "api %d%s", KVM_API_VERSION,
 		 vm->sw_backend ? ", software backend" : "");
 	snap_host_info_probe(&host, kvm_info);
-	/* RAM first: its own temp file + rename; hashes go in the state. */
-	ret = snap_ram_save_beside_progress(&vm->mem, path,
-					    do_fsync ? SNAP_RAM_FSYNC : 0, &ram,
-					    &pg);
-	if (ret) {
-		snprintf(err, errlen, "saving guest RAM beside %s: %s", path,
-			 strerror(-ret));
-		return ret;
-	}
-	*ram_bytes = vm->mem.ram_size;
 	ret = snap_writer_open(&w, path, &host);
 	if (ret) {
 		snprintf(err, errlen, "%s: %s", path, strerror(-ret));
@@ -219,7 +210,7 @@ static int write_state(struct vm *vm, const char *path, bool do_fsync,
 	ret = snap_write_blob(w, "config", 0, 1, json, strlen(json));
 	if (ret)
 		goto fail;
-	ret = snap_ram_write_section(w, &ram);
+	ret = snap_ram_write_section(w, ram);
 	if (ret)
 		goto fail;
 	ks = calloc(1, sizeof(*ks));
@@ -235,7 +226,8 @@ static int write_state(struct vm *vm, const char *path, bool do_fsync,
 	if (ret)
 		goto fail;
 	for (unsigned i = 0; i < vm->ncpus; i++) {
-		ret = vcpu_state_save(vm->vcpus[i].fd, &vm->msrs, vs, err, errlen);
+		ret = vcpu_state_save(vm->vcpus[i].fd, &vm->msrs, vs, err,
+				      errlen);
 		if (ret)
 			goto fail_msg;
 		ret = snap_write_section(w, &vcpu_state_snap, i, vs);
@@ -254,7 +246,8 @@ static int write_state(struct vm *vm, const char *path, bool do_fsync,
 	goto out;
 fail:
 	snprintf(err, errlen, "%s: %s", path,
-		 w && snap_writer_error(w)[0] ? snap_writer_error(w) : strerror(-ret));
+		 w && snap_writer_error(w)[0] ? snap_writer_error(w)
+					      : strerror(-ret));
 fail_msg:
 	if (w)
 		snap_writer_abort(w);
@@ -262,7 +255,165 @@ out:
 	free(json);
 	free(ks);
 	free(vs);
-	snap_ram_info_free(&ram);
+	return ret;
+}
+
+/*
+ * ---- Live pre-copy ----
+ *
+ * A checkpoint of a running guest copies its RAM while it runs, then
+ * pauses it and copies again only the pages written meanwhile. Two
+ * trackers, united, say which pages those are:
+ *
+ * - KVM's dirty log (KVM_MEM_LOG_DIRTY_PAGES) sees every write by a vCPU
+ *   and by KVM itself (kvmclock, steal time, ...), also through kernel
+ *   mappings that no page table of ours sees;
+ * - soft-dirty (/proc/self/clear_refs, pagemap bit 55), cleared once at
+ *   the start, sees every write through our page tables: device threads
+ *   writing guest memory (virtio used rings, block reads, rng, net RX),
+ *   which KVM's log never sees - and vCPU writes too, since clearing it
+ *   makes KVM drop its mappings.
+ *
+ * Soft-dirty is not cleared between passes (a write between reading and
+ * clearing it would be lost), so one pre-copy pass is all that helps: the
+ * final pass re-copies every page written since the start. Devices are
+ * quiesced around the start so no request is half done across it (an
+ * O_DIRECT read into pinned guest pages would not mark them again).
+ * Without soft-dirty (a kernel without CONFIG_MEM_SOFT_DIRTY) device
+ * writes cannot be tracked: the save is then not live.
+ */
+static int dirty_log_set(struct vm *vm, bool on)
+{
+	for (unsigned i = 0; i < vm->mem.nr; i++) {
+		struct kvm_userspace_memory_region r = {
+			.slot = i,
+			.flags = on ? KVM_MEM_LOG_DIRTY_PAGES : 0,
+			.guest_phys_addr = vm->mem.r[i].gpa,
+			.memory_size = vm->mem.r[i].size,
+			.userspace_addr = (uint64_t)(uintptr_t)vm->mem.r[i].hva,
+		};
+
+		if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &r) < 0)
+			return -errno;
+	}
+	return 0;
+}
+
+/* OR the pages KVM logged since the last call into @bm (flat RAM pages). */
+static int dirty_log_collect(struct vm *vm, uint64_t *bm)
+{
+	for (unsigned i = 0; i < vm->mem.nr; i++) {
+		const struct guest_mem_region *r = &vm->mem.r[i];
+		uint64_t words = (r->size / PAGE_SIZE + 63) / 64;
+		uint64_t first = r->offset / PAGE_SIZE;
+		uint64_t *log = calloc(words, 8);
+		struct kvm_dirty_log dl = {.slot = i, .dirty_bitmap = log};
+
+		if (!log)
+			return -ENOMEM;
+		if (ioctl(vm->vm_fd, KVM_GET_DIRTY_LOG, &dl) < 0) {
+			int rc = -errno;
+
+			free(log);
+			return rc;
+		}
+		for (uint64_t w = 0; w < words; w++)
+			for (uint64_t b = log[w]; b; b &= b - 1) {
+				uint64_t pg = first + w * 64 +
+					      (uint64_t)__builtin_ctzll(b);
+
+				bm[pg / 64] |= 1ULL << (pg % 64);
+			}
+		free(log);
+	}
+	return 0;
+}
+
+/*
+ * Start tracking and copy all RAM while the guest runs. -EOPNOTSUPP (and
+ * nothing left behind) when writes cannot be tracked here.
+ */
+static int precopy_start(struct vm *vm, const char *ram_path, bool do_fsync,
+			 struct snap_ram_live **out, char *err, size_t errlen)
+{
+	const struct snap_ram_progress pg = {save_progress, NULL};
+	struct snap_ram_live *lv;
+	int ret;
+
+	*out = NULL;
+	ret = snap_ram_live_open(&vm->mem, ram_path, &lv);
+	if (ret) {
+		snprintf(err, errlen, "saving guest RAM to %s: %s", ram_path,
+			 strerror(-ret));
+		return ret;
+	}
+	vm_devices_quiesce(vm);
+	ret = snap_ram_softdirty_clear();
+	if (ret) {
+		vm_devices_unquiesce(vm);
+		snap_ram_live_abort(lv);
+		log_info("snapshot: no soft-dirty tracking here (%s): the "
+			 "guest stays paused for the whole save",
+			 strerror(-ret));
+		return -EOPNOTSUPP;
+	}
+	ret = dirty_log_set(vm, true);
+	vm_devices_unquiesce(vm);
+	if (ret) {
+		dirty_log_set(vm, false);
+		snap_ram_live_abort(lv);
+		log_info("snapshot: KVM dirty log unavailable (%s): the guest "
+			 "stays paused for the whole save",
+			 strerror(-ret));
+		return -EOPNOTSUPP;
+	}
+	ret = snap_ram_live_copy(lv, NULL, &pg);
+	/* Written back now, the commit's fsync (guest paused) is short. */
+	if (!ret && do_fsync)
+		ret = snap_ram_live_flush(lv);
+	if (ret) {
+		dirty_log_set(vm, false);
+		snap_ram_live_abort(lv);
+		snprintf(err, errlen, "saving guest RAM to %s: %s", ram_path,
+			 strerror(-ret));
+		return ret;
+	}
+	*out = lv;
+	return 0;
+}
+
+/*
+ * Guest paused and devices drained: copy what was written since the
+ * start, stop tracking, commit the RAM file. Always consumes @lv.
+ */
+static int precopy_finish(struct vm *vm, struct snap_ram_live *lv,
+			  bool do_fsync, struct snap_ram_info *ram,
+			  uint64_t *final_bytes, char *err, size_t errlen)
+{
+	uint64_t *bm = calloc((vm->mem.ram_size / PAGE_SIZE + 63) / 64, 8);
+	uint64_t before = snap_ram_live_written(lv);
+	int ret = bm ? 0 : -ENOMEM, off;
+
+	if (!ret)
+		ret = dirty_log_collect(vm, bm);
+	if (!ret)
+		ret = snap_ram_softdirty_collect(&vm->mem, bm);
+	off = dirty_log_set(vm, false);
+	if (off)
+		log_warn("snapshot: cannot stop KVM dirty logging: %s",
+			 strerror(-off));
+	if (!ret)
+		ret = snap_ram_live_copy(lv, bm, NULL);
+	free(bm);
+	if (ret) {
+		snap_ram_live_abort(lv);
+		snprintf(err, errlen, "saving guest RAM: %s", strerror(-ret));
+		return ret;
+	}
+	*final_bytes = snap_ram_live_written(lv) - before;
+	ret = snap_ram_live_commit(lv, do_fsync ? SNAP_RAM_FSYNC : 0, ram);
+	if (ret)
+		snprintf(err, errlen, "saving guest RAM: %s", strerror(-ret));
 	return ret;
 }
 
@@ -271,28 +422,79 @@ int vm_snapshot_save(struct vm *vm, const json_t *args, bool suspend,
 {
 	const char *file = json_string_value(json_object_get(args, "file"));
 	const json_t *fs = json_object_get(args, "fsync");
+	const json_t *lj = json_object_get(args, "live");
 	bool do_fsync = fs ? json_is_true(fs) : true;
-	bool was_paused;
+	const struct snap_ram_progress pg = {save_progress, NULL};
+	struct snap_ram_live *lv = NULL;
+	struct snap_ram_info ram = {0};
+	char ram_path[4096];
+	bool was_paused, live;
 	uint64_t t0 = mono_ns(), tp, tsave, tresume, ram_bytes = 0;
+	uint64_t final_bytes = 0;
 	int ret;
 
 	if (!file || !*file) {
 		snprintf(err, errlen, "missing snapshot file name");
 		return -EINVAL;
 	}
+	if (lj && !json_is_boolean(lj)) {
+		snprintf(err, errlen, "'live' must be true or false");
+		return -EINVAL;
+	}
+	if (snap_ram_default_path(file, ram_path, sizeof(ram_path))) {
+		snprintf(err, errlen, "%s: file name too long", file);
+		return -ENAMETOOLONG;
+	}
 	pthread_mutex_lock(&vm->lock);
 	was_paused = vm->state == VM_PAUSED;
 	pthread_mutex_unlock(&vm->lock);
+	/*
+	 * Live by default for a checkpoint of a running guest ("live": false
+	 * turns it off); a suspend ends the guest anyway.
+	 */
+	live = !suspend && !was_paused && (!lj || json_is_true(lj));
+	if (live) {
+		ret = precopy_start(vm, ram_path, do_fsync, &lv, err, errlen);
+		if (ret == -EOPNOTSUPP)
+			live = false;
+		else if (ret)
+			return ret;
+	}
 	ret = vm_pause(vm);
 	if (ret) {
-		snprintf(err, errlen, "cannot pause the VM: %s", strerror(-ret));
+		if (lv) {
+			dirty_log_set(vm, false);
+			snap_ram_live_abort(lv);
+		}
+		snprintf(err, errlen, "cannot pause the VM: %s",
+			 strerror(-ret));
 		return ret;
 	}
 	tp = mono_ns();
 	/* No block request may be in flight: it would be lost or repeated. */
 	ret = vm_devices_drain(vm, err, errlen);
-	if (!ret)
-		ret = write_state(vm, file, do_fsync, &ram_bytes, err, errlen);
+	if (ret && lv) {
+		dirty_log_set(vm, false);
+		snap_ram_live_abort(lv);
+	} else if (lv) {
+		ret = precopy_finish(vm, lv, do_fsync, &ram, &final_bytes, err,
+				     errlen);
+	} else if (!ret) {
+		/* RAM first: its own temp file + rename; hashes go in the
+		 * state. */
+		ret = snap_ram_save_beside_progress(
+			&vm->mem, file, do_fsync ? SNAP_RAM_FSYNC : 0, &ram,
+			&pg);
+		if (ret)
+			snprintf(err, errlen, "saving guest RAM beside %s: %s",
+				 file, strerror(-ret));
+	}
+	lv = NULL;
+	if (!ret) {
+		ram_bytes = vm->mem.ram_size;
+		ret = write_state(vm, file, &ram, err, errlen);
+	}
+	snap_ram_info_free(&ram);
 	tsave = mono_ns();
 	if (ret) {
 		/* The guest keeps running; a failed suspend does not exit. */
@@ -305,14 +507,17 @@ int vm_snapshot_save(struct vm *vm, const json_t *args, bool suspend,
 	else if (!was_paused)
 		vm_resume(vm);
 	tresume = mono_ns();
-	*reply = json_pack("{s:s, s:I, s:I, s:f, s:f, s:b}", "file", file,
-			   "bytes", (json_int_t)snapshot_disk_bytes(file),
+	*reply = json_pack("{s:s, s:I, s:I, s:f, s:f, s:b, s:b, s:I}", "file",
+			   file, "bytes", (json_int_t)snapshot_disk_bytes(file),
 			   "ram_bytes", (json_int_t)ram_bytes, "total_ms",
 			   (double)(tsave - t0) / 1e6, "paused_ms",
 			   was_paused ? 0.0 : (double)(tresume - tp) / 1e6,
-			   "suspended", suspend);
-	log_info("snapshot %s written in %.1f ms", file,
-		 (double)(tsave - t0) / 1e6);
+			   "suspended", suspend, "live", live,
+			   "final_copy_bytes", (json_int_t)final_bytes);
+	log_info("snapshot %s written in %.1f ms (paused %.1f ms%s)", file,
+		 (double)(tsave - t0) / 1e6,
+		 was_paused ? 0.0 : (double)(tresume - tp) / 1e6,
+		 live ? ", live pre-copy" : "");
 	return 0;
 }
 
@@ -333,7 +538,9 @@ static int check_host(struct snap_reader *r, const char *path, char *err,
 	if (h->host.cpu_vendor[0] && here.cpu_vendor[0] &&
 	    strcmp(h->host.cpu_vendor, here.cpu_vendor)) {
 		snprintf(err, errlen,
-			 "%s: header: field 'cpu_vendor': the snapshot was taken on a %s CPU, this host has a %s CPU (a guest cannot move between CPU vendors)",
+			 "%s: header: field 'cpu_vendor': the snapshot was "
+			 "taken on a %s CPU, this host has a %s CPU (a guest "
+			 "cannot move between CPU vendors)",
 			 path, h->host.cpu_vendor, here.cpu_vendor);
 		return -EINVAL;
 	}
@@ -366,11 +573,11 @@ static int check_ram_hashes(const struct guest_mem *m,
 	return 0;
 }
 
-int vm_snapshot_read_config(const char *path, struct vm_config *cfg,
-			    char *err, size_t errlen)
+int vm_snapshot_read_config(const char *path, struct vm_config *cfg, char *err,
+			    size_t errlen)
 {
 	struct snap_reader *r = NULL;
-	struct snap_err se = { "" };
+	struct snap_err se = {""};
 	const void *data;
 	size_t len;
 	uint16_t ver;
@@ -393,7 +600,8 @@ int vm_snapshot_read_config(const char *path, struct vm_config *cfg,
 	}
 	j = json_loadb(data, len, 0, &je);
 	if (!j) {
-		snprintf(err, errlen, "%s: section 'config': %s", path, je.text);
+		snprintf(err, errlen, "%s: section 'config': %s", path,
+			 je.text);
 		ret = -EINVAL;
 		goto out;
 	}
@@ -408,8 +616,8 @@ int vm_snapshot_restore(struct vm *vm, const char *path, char *err,
 			size_t errlen)
 {
 	struct snap_reader *r = NULL;
-	struct snap_err se = { "" };
-	struct snap_ram_info ram = { 0 };
+	struct snap_err se = {""};
+	struct snap_ram_info ram = {0};
 	struct kvm_vm_state *ks = calloc(1, sizeof(*ks));
 	struct vcpu_state *vs = calloc(vm->ncpus, sizeof(*vs));
 	char ram_path[4096];
@@ -460,10 +668,12 @@ int vm_snapshot_restore(struct vm *vm, const char *path, char *err,
 	if (vm->cfg->restore_eager) {
 		/* A copy of many GiB takes a while: say so on a terminal. */
 		struct progress pl;
-		const struct snap_ram_progress pg = { restore_progress, &pl };
+		const struct snap_ram_progress pg = {restore_progress, &pl};
 
-		progress_start(&pl, STDERR_FILENO, "khyve: restoring guest RAM");
-		ret = snap_ram_load_eager_progress(&vm->mem, ram_path, &se, &pg);
+		progress_start(&pl, STDERR_FILENO,
+			       "khyve: restoring guest RAM");
+		ret = snap_ram_load_eager_progress(&vm->mem, ram_path, &se,
+						   &pg);
 		progress_end(&pl);
 	} else {
 		ret = snap_ram_map(&vm->mem, ram_path, &se);
