@@ -107,12 +107,17 @@ trap 'rm -f "$script"' EXIT
 
 # One nested machine at a time: two of them on a 2-core host starve each
 # other (and their nested guests) into timeouts.
+# The nested kernel sometimes dies under TCG's SVM (seen: "stack guard
+# page was hit" in error_entry on a vCPU thread, then a panic; and soft
+# lockups of the whole machine). Make every such death end QEMU at once
+# (-no-reboot) instead of leaving it hung until the timeout: exit 125.
+panic_opts="panic=-1 oops=panic softlockup_panic=1"
 exec 8>"$cache/.run.lock"
 flock 8
 timeout "${KHYVE_NESTED_TIMEOUT:-1500}" qemu-system-x86_64 -accel tcg -cpu max \
 	-m "${KHYVE_NESTED_MEM:-7G}" -smp 2 -nographic -no-reboot -nodefaults \
 	-serial stdio -kernel "$cache/vmlinuz" -initrd "$cache/initramfs.gz" \
-	-append "console=ttyS0 quiet ${KHYVE_NESTED_CMDLINE:-} nested_script=$script nested_repo=$top" \
+	-append "console=ttyS0 quiet $panic_opts ${KHYVE_NESTED_CMDLINE:-} nested_script=$script nested_repo=$top" \
 	-virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
 	< /dev/null > "$out" 2>&1 || true
 # Drop the firmware's screen-control noise and our own marker.
