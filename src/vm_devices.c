@@ -643,6 +643,17 @@ json_t *vm_devices_stats(struct vm *vm)
 					  "tx_bytes", (json_int_t)s.tx_bytes,
 					  "tx_errors", (json_int_t)s.tx_errors));
 		}
+		if (d->pcidevs[i].rng) {
+			struct virtio_rng *rng = d->pcidevs[i].rng;
+			uint64_t bytes;
+
+			pthread_mutex_lock(&rng->lock);
+			bytes = rng->bytes;
+			pthread_mutex_unlock(&rng->lock);
+			json_object_set_new(j, key,
+					    json_pack("{s:I}", "bytes",
+						      (json_int_t)bytes));
+		}
 		if (d->pcidevs[i].con) {
 			struct virtio_console_stats s;
 			struct chardev_stats cs;
