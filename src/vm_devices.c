@@ -792,15 +792,22 @@ int vm_devices_load(struct vm *vm, struct snap_reader *r, char *err,
 		uint32_t inst = pd->cfg->slot * 8 + pd->cfg->func;
 		bool loaded;
 
-		/* The console's iothread must not fill its buffers meanwhile. */
+		/*
+		 * Devices stay paused until the vCPUs' state is in KVM
+		 * (vm_devices_unquiesce() at the end of the restore): an MSI
+		 * raised before KVM_SET_LAPIC lands in the LAPIC's reset
+		 * state and is overwritten, so the guest would never see it.
+		 * The console's iothread must not fill its buffers meanwhile
+		 * either.
+		 */
+		if (pd->blk)
+			virtio_blk_pause(pd->blk);
 		if (pd->con)
 			virtio_console_pause(pd->con);
 		ret = virtio_pci_snap_foreach(pd->vp, inst, snap_read_cb, &c);
 		loaded = !ret;
 		if (loaded)
 			ret = virtio_pci_post_load(pd->vp);
-		if (pd->con)
-			virtio_console_resume(pd->con);
 		if (!loaded)
 			goto fail_se;
 		if (ret) {

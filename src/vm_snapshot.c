@@ -705,6 +705,8 @@ int vm_snapshot_restore(struct vm *vm, const char *path, char *err,
 		}
 	}
 	vm_devices_rtc_resync(vm, vm->cfg->keep_clock);
+	/* Only now may devices complete requests and raise interrupts. */
+	vm_devices_unquiesce(vm);
 	goto out;
 fail_se:
 	snprintf(err, errlen, "%s", se.msg);
