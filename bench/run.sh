@@ -6,7 +6,10 @@
 #                     QEMU migrate to a file / -incoming (issue 6)
 #   bench/vnet.py     virtio-net guest-to-host UDP MB/s on a TAP in a
 #                     network namespace (needs root and /dev/net/tun)
-# Usage: bench/run.sh [startup|vblk|snapshot|vnet]...   (default: all)
+#   bench/linux.py    Linux boot milestones, Debian's and the project's
+#                     kernel (issue 3; slow: only when named, not by default)
+# Usage: bench/run.sh [startup|vblk|snapshot|vnet|linux]...
+#        (default: startup vblk snapshot vnet)
 # Where /dev/kvm is missing, the whole run happens inside
 # tests/nested/run.sh (kvm_amd in a QEMU TCG machine) and every table says
 # so: those figures are nested-KVM-under-TCG, 10-50x slower than hardware;
@@ -19,7 +22,7 @@ mem=${KHYVE_NESTED_MEM:-7G}
 for b in "$@"; do
 	# 1 GiB guests, their snapshots in tmpfs and 5 QEMU clones of one
 	case $b in snapshot) mem=${KHYVE_NESTED_MEM:-10G};; esac
-	case $b in startup|vblk|snapshot|vnet) ;; *) echo "bench: unknown benchmark $b" >&2; exit 2;; esac
+	case $b in startup|vblk|snapshot|vnet|linux) ;; *) echo "bench: unknown benchmark $b" >&2; exit 2;; esac
 done
 if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
 	rc=0
@@ -36,6 +39,7 @@ echo "bench: no /dev/kvm here; running inside tests/nested/run.sh (nested KVM un
 export KHYVE_NESTED_MEM="$mem"
 exec tests/nested/run.sh /usr/bin/env KHYVE_BENCH_IN_NESTED=1 \
 	KHYVE_BENCH_ENV="nested-KVM-under-TCG" BENCH_RUNS="${BENCH_RUNS:-7}" \
+	BENCH_LINUX_RUNS="${BENCH_LINUX_RUNS:-1}" BENCH_LINUX_TIMEOUT="${BENCH_LINUX_TIMEOUT:-400}" \
 	BENCH_VBLK_RUNS="${BENCH_VBLK_RUNS:-3}" BENCH_VBLK_MB="${BENCH_VBLK_MB:-64}" \
 	BENCH_VBLK_RAND_MS="${BENCH_VBLK_RAND_MS:-1000}" \
 	BENCH_SNAP_RUNS="${BENCH_SNAP_RUNS:-3}" BENCH_SNAP_CLONES="${BENCH_SNAP_CLONES:-5}" \
