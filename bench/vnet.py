@@ -24,6 +24,10 @@ from benchlib import ENV, Run, khyve_argv, qemu_argv
 RUNS = int(os.environ.get("BENCH_VNET_RUNS", "3"))
 MB = int(os.environ.get("BENCH_VNET_MB", "16"))
 QDS = [int(q) for q in os.environ.get("BENCH_VNET_QD", "1,64").split(",")]
+# Another khyve binary for the khyve row, and optionally a second one as
+# an extra row (e.g. before and after a device change, same run).
+KHYVE_BIN = os.environ.get("BENCH_VNET_KHYVE") or None
+KHYVE_BASE = os.environ.get("BENCH_VNET_KHYVE_BASE") or None
 MAC = "52:54:00:12:34:56"
 HOST_IP, PORT = "10.0.2.1", 5555
 LINE = re.compile(r"KHYVE-BENCH vnet tx bytes=(\d+) pkts=(\d+) us=(\d+) "
@@ -164,9 +168,14 @@ def run_all(ns, tap, rcv):
     rows = []
     for qd in QDS:
         cmd = "tests=vnet vnet_n=0 vnet_bench_mb=%d vnet_qd=%d" % (MB, qd)
+        kargv = khyve_argv("256M", cmd, [
+            "-s", "3,virtio-net,%s,mac=%s" % (tap, MAC)])
+        if KHYVE_BASE:
+            rows.append(("khyve base", qd, [KHYVE_BASE] + kargv[1:]))
+        if KHYVE_BIN:
+            kargv[0] = KHYVE_BIN
         rows += [
-            ("khyve", qd, khyve_argv("256M", cmd, [
-                "-s", "3,virtio-net,%s,mac=%s" % (tap, MAC)])),
+            ("khyve", qd, kargv),
             ("qemu -M pc", qd, qemu_argv("pc", "256M", cmd, [
                 "-netdev", "tap,id=n0,ifname=%s,script=no,downscript=no,"
                 "vhost=off" % tap,

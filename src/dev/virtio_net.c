@@ -37,7 +37,7 @@ static bool running(struct virtio_net *net)
 {
 	uint8_t s = virtio_pci_status(&net->vp);
 
-	return (s & VIRTIO_STATUS_DRIVER_OK) &&
+	return !net->paused && (s & VIRTIO_STATUS_DRIVER_OK) &&
 	       !(s & VIRTIO_STATUS_NEEDS_RESET);
 }
 
@@ -50,9 +50,26 @@ static void tx_process(struct virtio_net *net)
 
 	if (!running(net))
 		return;
-	while (virtq_pop(vq, e) == 1) {
+	/*
+	 * While we drain the queue the driver need not kick: each kick is a
+	 * trap (an ioeventfd exit) that tells us nothing new. Notifications
+	 * come back on before we stop, and the queue is looked at once more
+	 * afterwards, so a frame added just before that is not stranded.
+	 */
+	virtq_set_notify(vq, false);
+	for (;;) {
+		int p = virtq_pop(vq, e);
 		ssize_t r;
 
+		if (p != 1) {
+			if (p < 0)
+				break; /* broken: the guest must reset */
+			virtq_set_notify(vq, true);
+			if (!virtq_has_work(vq))
+				break;
+			virtq_set_notify(vq, false);
+			continue;
+		}
 		/* The chain is header + frame, exactly what the TAP takes. */
 		if (e->n_out == 0 || e->out_len <= VIRTIO_NET_HDR_LEN) {
 			stat_add(&net->stats.tx_errors, 1);
@@ -73,6 +90,7 @@ static void tx_process(struct virtio_net *net)
 			break;
 		pushed = true;
 	}
+	virtq_set_notify(vq, true); /* also after an error above */
 	if (pushed)
 		virtio_pci_notify_queue(&net->vp, VIRTIO_NET_TXQ);
 }
@@ -322,6 +340,27 @@ void virtio_net_get_stats(struct virtio_net *net, struct virtio_net_stats *s)
 		__atomic_load_n(&net->stats.tx_packets, __ATOMIC_RELAXED);
 	s->tx_bytes = __atomic_load_n(&net->stats.tx_bytes, __ATOMIC_RELAXED);
 	s->tx_errors = __atomic_load_n(&net->stats.tx_errors, __ATOMIC_RELAXED);
+}
+
+void virtio_net_pause(struct virtio_net *net)
+{
+	/* A handler in flight finishes first: it holds the lock. */
+	pthread_mutex_lock(&net->lock);
+	net->paused = true;
+	pthread_mutex_unlock(&net->lock);
+}
+
+void virtio_net_resume(struct virtio_net *net)
+{
+	pthread_mutex_lock(&net->lock);
+	net->paused = false;
+	pthread_mutex_unlock(&net->lock);
+	/*
+	 * Kicks that came while paused were dropped, and the TAP is
+	 * edge-triggered: frames that arrived meanwhile wait for this.
+	 */
+	iothread_kick(net->rx_kick);
+	iothread_kick(net->tx_kick);
 }
 
 int virtio_net_kick_fd(struct virtio_net *net, unsigned q)

@@ -55,6 +55,7 @@ struct virtio_net {
 	struct iothread_kick *rx_kick, *tx_kick;
 	struct virtq_elem *elem; /* scratch, under lock */
 	pthread_mutex_t lock;	 /* queue processing vs reset */
+	bool paused;		 /* under lock: no queue or TAP processing */
 	struct virtio_net_stats stats;
 };
 
@@ -67,6 +68,13 @@ int virtio_net_init(struct virtio_net *net, const struct virtio_net_opts *o,
 		    const struct msi_sink *msi);
 void virtio_net_destroy(struct virtio_net *net);
 void virtio_net_get_stats(struct virtio_net *net, struct virtio_net_stats *s);
+/*
+ * Stop touching guest memory and the TAP (a snapshot is being saved or
+ * loaded); returns once a handler in flight has finished. Resume serves
+ * whatever came meanwhile.
+ */
+void virtio_net_pause(struct virtio_net *net);
+void virtio_net_resume(struct virtio_net *net);
 /* Eventfd kicking queue @q (for a KVM ioeventfd), or -EINVAL. */
 int virtio_net_kick_fd(struct virtio_net *net, unsigned q);
 
