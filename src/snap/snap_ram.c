@@ -7,6 +7,7 @@
 #include "snap_ram.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -292,7 +293,8 @@ static int punch_page(int fd, uint64_t off)
  * that cannot hold data hash as the zeros they are). A chunk is hashed in
  * the same loop that zero-checks it, so each page is read once.
  */
-static int do_chunk(struct snap_ram_live *lv, uint64_t c, const uint64_t *sel)
+static int do_chunk(struct snap_ram_live *lv, XXH3_state_t *hs,
+		    uint64_t *written, uint64_t c, const uint64_t *sel)
 {
 	const struct guest_mem *m = lv->m;
 	uint64_t off = c * SNAP_RAM_CHUNK_SIZE;
@@ -301,7 +303,6 @@ static int do_chunk(struct snap_ram_live *lv, uint64_t c, const uint64_t *sel)
 	bool need_any = false, data_any = false;
 	uint64_t run_off = 0, run_len = 0;
 	const uint8_t *run = NULL;
-	XXH3_state_t *hs = lv->hs;
 	int rc = 0;
 
 	/* Pagemap entries for the chunk, piece by piece (regions). */
@@ -354,7 +355,7 @@ static int do_chunk(struct snap_ram_live *lv, uint64_t c, const uint64_t *sel)
 				if (run)
 					rc = pwrite_full(lv->fd, run, run_len,
 							 run_off);
-				lv->written += run ? run_len : 0;
+				*written += run ? run_len : 0;
 				run = NULL;
 			}
 			if (rc)
@@ -378,44 +379,113 @@ static int do_chunk(struct snap_ram_live *lv, uint64_t c, const uint64_t *sel)
 	}
 	if (!rc && run) {
 		rc = pwrite_full(lv->fd, run, run_len, run_off);
-		lv->written += run_len;
+		*written += run_len;
 	}
 	lv->hashes[c] = XXH3_64bits_digest(hs);
 	return rc;
 }
 
-int snap_ram_live_copy(struct snap_ram_live *lv, const uint64_t *dirty,
-		       const struct snap_ram_progress *pg)
+/*
+ * Chunks are independent (own hash, own pages, own words of the data
+ * bitmap, pwrite at their own offsets), so a pass spreads them over a few
+ * threads: hashing and zero-checking are the CPU cost of a save, and the
+ * writes serialise in the file system anyway.
+ */
+#define COPY_THREADS_MAX 4
+
+struct copy_job {
+	struct snap_ram_live *lv;
+	const uint64_t *dirty;
+	const struct snap_ram_progress *pg;
+	uint64_t next;	  /* next chunk to take (atomic) */
+	uint64_t done;	  /* chunks finished (atomic) */
+	uint64_t written; /* bytes written (atomic) */
+	int rc;		  /* first error (atomic) */
+};
+
+static int copy_loop(struct copy_job *j, XXH3_state_t *hs, bool reporter)
 {
 	const uint64_t per = SNAP_RAM_CHUNK_SIZE / PAGE_SIZE; /* 512 */
+	struct snap_ram_live *lv = j->lv;
+	uint64_t written = 0;
+	int rc = 0;
 
-	for (uint64_t c = 0; c < lv->nchunks; c++) {
+	for (;;) {
+		uint64_t c = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED);
 		uint64_t sel[SNAP_RAM_CHUNK_SIZE / PAGE_SIZE / 64] = {0};
 		bool any = false;
-		int rc;
 
-		if (dirty) {
+		if (c >= lv->nchunks ||
+		    __atomic_load_n(&j->rc, __ATOMIC_RELAXED))
+			break;
+		if (j->dirty) {
 			uint64_t p0 = c * per;
 			uint64_t p1 = MIN(p0 + per, lv->npages);
 
 			for (uint64_t p = p0; p < p1; p++)
-				if (bit_test(dirty, p)) {
+				if (bit_test(j->dirty, p)) {
 					bit_set(sel, p - p0);
 					any = true;
 				}
-			if (!any)
-				continue;
 		}
-		rc = do_chunk(lv, c, dirty ? sel : NULL);
-		if (rc)
-			return rc;
-		if (!dirty)
-			report(pg,
-			       MIN((c + 1) * SNAP_RAM_CHUNK_SIZE,
-				   lv->m->ram_size),
+		if (!j->dirty || any)
+			rc = do_chunk(lv, hs, &written, c,
+				      j->dirty ? sel : NULL);
+		if (rc) {
+			int zero = 0;
+
+			__atomic_compare_exchange_n(&j->rc, &zero, rc, false,
+						    __ATOMIC_RELAXED,
+						    __ATOMIC_RELAXED);
+			break;
+		}
+		c = __atomic_add_fetch(&j->done, 1, __ATOMIC_RELAXED);
+		/* Only the caller's thread reports (the callback is its). */
+		if (reporter && !j->dirty)
+			report(j->pg,
+			       MIN(c * SNAP_RAM_CHUNK_SIZE, lv->m->ram_size),
 			       lv->m->ram_size);
 	}
-	return 0;
+	__atomic_add_fetch(&j->written, written, __ATOMIC_RELAXED);
+	return rc;
+}
+
+static void *copy_thread(void *arg)
+{
+	struct copy_job *j = arg;
+	XXH3_state_t *hs = XXH3_createState();
+
+	if (!hs) {
+		int zero = 0;
+
+		__atomic_compare_exchange_n(&j->rc, &zero, -ENOMEM, false,
+					    __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+		return NULL;
+	}
+	copy_loop(j, hs, false);
+	XXH3_freeState(hs);
+	return NULL;
+}
+
+int snap_ram_live_copy(struct snap_ram_live *lv, const uint64_t *dirty,
+		       const struct snap_ram_progress *pg)
+{
+	struct copy_job j = {.lv = lv, .dirty = dirty, .pg = pg};
+	pthread_t th[COPY_THREADS_MAX - 1];
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	unsigned n = 0, want;
+
+	want = cpus > 1 ? (unsigned)MIN(cpus, COPY_THREADS_MAX) : 1;
+	if (lv->nchunks < 16)
+		want = 1; /* not worth a thread */
+	for (; n + 1 < want; n++)
+		if (pthread_create(&th[n], NULL, copy_thread, &j))
+			break; /* fewer threads: still correct */
+	copy_loop(&j, lv->hs, true);
+	for (unsigned i = 0; i < n; i++)
+		pthread_join(th[i], NULL);
+	lv->written += j.written;
+	return j.rc;
 }
 
 uint64_t snap_ram_live_written(const struct snap_ram_live *lv)
