@@ -261,6 +261,16 @@ static void test_untouched_pages_not_read(void)
 	CHECK_EQ(snap_ram_save(&m, p, 0, &info), 0);
 	after = resident_pages(m.base, RAM);
 	CHECK_EQ(after, before);
+	/*
+	 * Allocation first: file_equals() reads through a shared mapping,
+	 * which makes tmpfs allocate its holes on some kernels (6.1).
+	 */
+	{
+		struct stat st;
+
+		CHECK_EQ(stat(p, &st), 0);
+		CHECK((uint64_t)st.st_blocks * 512 <= 64 * KiB);
+	}
 	CHECK(file_equals(p, m.base, RAM));
 	for (uint32_t c = 0; c < info.nchunks; c++)
 		CHECK_EQ(info.hashes[c],
@@ -268,12 +278,6 @@ static void test_untouched_pages_not_read(void)
 				     SNAP_RAM_CHUNK_SIZE));
 	CHECK_EQ(info.hashes[0], XXH3_64bits(zeros, SNAP_RAM_CHUNK_SIZE));
 	CHECK_EQ(snap_ram_verify(p, &info, &err), 0);
-	{
-		struct stat st;
-
-		CHECK_EQ(stat(p, &st), 0);
-		CHECK((uint64_t)st.st_blocks * 512 <= 64 * KiB);
-	}
 	free(zeros);
 	snap_ram_info_free(&info);
 	mem_free(&m);
@@ -325,13 +329,7 @@ static void test_live_copy_dirty_pass(void)
 	}
 	CHECK_EQ(snap_ram_live_copy(lv, dirty, NULL), 0);
 	CHECK_EQ(snap_ram_live_commit(lv, SNAP_RAM_FSYNC, &info), 0);
-	CHECK(file_equals(p, m.base, RAM));
-	for (uint32_t c = 0; c < info.nchunks; c++)
-		CHECK_EQ(info.hashes[c],
-			 XXH3_64bits(m.base + c * SNAP_RAM_CHUNK_SIZE,
-				     SNAP_RAM_CHUNK_SIZE));
-	CHECK_EQ(snap_ram_verify(p, &info, &err), 0);
-	/* The page that became zero is a hole again. */
+	/* The page that became zero is a hole again (before file_equals). */
 	{
 		int fd = open(p, O_RDONLY);
 		off_t d;
@@ -341,6 +339,12 @@ static void test_live_copy_dirty_pass(void)
 		CHECK(d > (off_t)(37 * PAGE_SIZE));
 		close(fd);
 	}
+	CHECK(file_equals(p, m.base, RAM));
+	for (uint32_t c = 0; c < info.nchunks; c++)
+		CHECK_EQ(info.hashes[c],
+			 XXH3_64bits(m.base + c * SNAP_RAM_CHUNK_SIZE,
+				     SNAP_RAM_CHUNK_SIZE));
+	CHECK_EQ(snap_ram_verify(p, &info, &err), 0);
 	CHECK_EQ(stat(p, &st), 0);
 	CHECK_EQ((uint64_t)st.st_size, RAM);
 	/* An aborted save leaves nothing behind and the old file intact. */
