@@ -583,6 +583,8 @@ int vm_devices_quiesce(struct vm *vm)
 	{
 		if (d->pcidevs[i].blk)
 			virtio_blk_pause(d->pcidevs[i].blk);
+		if (d->pcidevs[i].net)
+			virtio_net_pause(d->pcidevs[i].net);
 		if (d->pcidevs[i].con)
 			virtio_console_pause(d->pcidevs[i].con);
 	}
@@ -597,6 +599,8 @@ void vm_devices_unquiesce(struct vm *vm)
 	{
 		if (d->pcidevs[i].blk)
 			virtio_blk_resume(d->pcidevs[i].blk);
+		if (d->pcidevs[i].net)
+			virtio_net_resume(d->pcidevs[i].net);
 		if (d->pcidevs[i].con)
 			virtio_console_resume(d->pcidevs[i].con);
 	}
@@ -802,6 +806,8 @@ int vm_devices_load(struct vm *vm, struct snap_reader *r, char *err,
 		 */
 		if (pd->blk)
 			virtio_blk_pause(pd->blk);
+		if (pd->net)
+			virtio_net_pause(pd->net);
 		if (pd->con)
 			virtio_console_pause(pd->con);
 		ret = virtio_pci_snap_foreach(pd->vp, inst, snap_read_cb, &c);
