@@ -11,6 +11,9 @@
  *                            re-verify its checksums every mem_interval s
  *   khyve_test.blk=1         check the files listed in /khyve/sums on the
  *                            root fs, then write /khyve/guest-N.bin
+ *   khyve_test.rodisk=NAME   write to the read-only disk NAME (e.g. vdb)
+ *                            through the block layer: the device must
+ *                            refuse it and the data must not change
  *   khyve_test.runtime=S     stop counter/memcheck after S s (0: never)
  *   khyve_test.poweroff=1    kernel_power_off() once all tests finished
  *   khyve_test.hold_init=1   pid 1 sleeps in the kernel instead of
@@ -18,6 +21,8 @@
  */
 #define pr_fmt(fmt) "khyve_test: " fmt
 
+#include <linux/bio.h>
+#include <linux/blkdev.h>
 #include <linux/completion.h>
 #include <linux/crc32.h>
 #include <linux/delay.h>
@@ -58,6 +63,10 @@ MODULE_PARM_DESC(blk, "verify /khyve/sums files and write a new file");
 static unsigned int blk_size = 300007;
 module_param(blk_size, uint, 0444);
 MODULE_PARM_DESC(blk_size, "bytes in the file the blk test writes");
+
+static char *rodisk;
+module_param(rodisk, charp, 0444);
+MODULE_PARM_DESC(rodisk, "read-only disk (e.g. vdb) a write to must fail");
 
 static unsigned int runtime;
 module_param(runtime, uint, 0444);
@@ -407,6 +416,85 @@ out:
 	return 0;
 }
 
+/* One 4 KiB bio at sector 0 of @bdev; returns submit_bio_wait()'s status. */
+static int rodisk_io(struct block_device *bdev, struct page *page,
+		     blk_opf_t op)
+{
+	struct bio *bio = bio_alloc(bdev, 1, op | REQ_SYNC, GFP_KERNEL);
+	int ret;
+
+	bio->bi_iter.bi_sector = 0;
+	__bio_add_page(bio, page, PAGE_SIZE, 0);
+	ret = submit_bio_wait(bio);
+	bio_put(bio);
+	return ret;
+}
+
+/*
+ * The block layer only warns about a write to a read-only disk and sends
+ * it on (bio_check_ro), so this checks the VMM's device: the write must
+ * come back as an error and the disk must keep its data.
+ */
+static int rodisk_fn(void *arg)
+{
+	struct page *page = alloc_page(GFP_KERNEL);
+	struct block_device *bdev = NULL;
+	struct device *dev = NULL;
+	u32 crc_before, crc_after;
+	int wret, ret = -ENODEV;
+	u8 *p;
+
+	if (!page) {
+		ret = -ENOMEM;
+		goto fail;
+	}
+	wait_system_running();
+	dev = class_find_device_by_name(&block_class, rodisk);
+	if (!dev)
+		goto fail;
+	bdev = blkdev_get_by_dev(dev->devt, FMODE_READ | FMODE_WRITE, NULL);
+	if (IS_ERR(bdev)) {
+		ret = PTR_ERR(bdev);
+		bdev = NULL;
+		goto fail;
+	}
+	p = page_address(page);
+	ret = rodisk_io(bdev, page, REQ_OP_READ);
+	if (ret)
+		goto fail;
+	crc_before = ~crc32_le(~0U, p, PAGE_SIZE);
+	memset(p, 0xa5, PAGE_SIZE);
+	wret = rodisk_io(bdev, page, REQ_OP_WRITE);
+	memset(p, 0, PAGE_SIZE);
+	ret = rodisk_io(bdev, page, REQ_OP_READ);
+	if (ret)
+		goto fail;
+	crc_after = ~crc32_le(~0U, p, PAGE_SIZE);
+	if (wret && crc_after == crc_before) {
+		pr_info("rodisk %s ro=%d write refused (%d), data unchanged "
+			"crc32 %08x\n", rodisk, bdev_read_only(bdev), wret,
+			crc_after);
+	} else {
+		pr_err("rodisk %s BAD: write status %d, crc32 %08x -> %08x\n",
+		       rodisk, wret, crc_before, crc_after);
+		atomic_inc(&failures);
+	}
+	ret = 0;
+	goto out;
+fail:
+	pr_err("rodisk %s BAD: %d\n", rodisk, ret);
+	atomic_inc(&failures);
+out:
+	if (bdev)
+		blkdev_put(bdev, FMODE_READ | FMODE_WRITE);
+	if (dev)
+		put_device(dev);
+	if (page)
+		__free_page(page);
+	test_done();
+	return 0;
+}
+
 static void start_test(int (*fn)(void *), const char *name)
 {
 	struct task_struct *t;
@@ -428,6 +516,8 @@ static int main_fn(void *arg)
 		start_test(mem_fn, "mem");
 	if (blk)
 		start_test(blk_fn, "blk");
+	if (rodisk && *rodisk)
+		start_test(rodisk_fn, "rodisk");
 	test_done();
 	wait_for_completion(&all_done);
 	wait_system_running();
@@ -446,7 +536,7 @@ static int __init khyve_test_init(void)
 {
 	struct task_struct *t;
 
-	if (!counter && !mem && !blk && !poweroff)
+	if (!counter && !mem && !blk && !rodisk && !poweroff)
 		return 0;
 	if (mem_interval == 0)
 		mem_interval = 1;
