@@ -6,7 +6,8 @@ network namespace this script creates (10.0.2.1/24 on the TAP, the guest
 10.0.2.15; nothing leaves the namespace). Reported: the guest's own rate
 (its TSC, until the device gave every buffer back) and what a UDP socket
 on the host side received (payload bytes over the kernel receive
-timestamps of the first and last datagram), medians of BENCH_VNET_RUNS.
+timestamps of the first and last datagram), medians of BENCH_VNET_RUNS
+(rows interleaved run by run).
 Needs root and /dev/net/tun."""
 import ctypes
 import os
@@ -122,10 +123,13 @@ def once(argv, ns, rcv, npk):
     finally:
         r.stop()
     # Let the host side catch up with what is already queued for it.
-    last = -1
-    for _ in range(50):
+    last, still = -1, 0
+    for _ in range(200):
         pk, _, _ = rcv.result()
-        if pk == last or pk >= npk:
+        if pk >= npk:
+            break
+        still = still + 1 if pk == last else 0
+        if still >= 10:  # nothing more for a second: it was lost
             break
         last = pk
         time.sleep(0.1)
@@ -141,6 +145,7 @@ def once(argv, ns, rcv, npk):
 
 
 def main():
+    sys.stdout.reconfigure(line_buffering=True)
     if os.geteuid() != 0 or not os.path.exists("/dev/net/tun"):
         print("== virtio-net: skipped (needs root and /dev/net/tun) ==")
         return 0
@@ -189,9 +194,16 @@ def run_all(ns, tap, rcv):
         "VMM", "qd", "guest MB/s", "guest pps", "host rx MB/s", "received"))
     failed = False
     res = {}
-    for name, qd, argv in rows:
-        runs = [r for r in (once(argv, ns, rcv, npk) for _ in range(RUNS))
-                if r]
+    # Rows take turns run by run, so a change in load on a shared machine
+    # hits every VMM alike instead of whichever row ran at the time.
+    results = {i: [] for i in range(len(rows))}
+    for _ in range(RUNS):
+        for i, (_, _, argv) in enumerate(rows):
+            r = once(argv, ns, rcv, npk)
+            if r:
+                results[i].append(r)
+    for i, (name, qd, argv) in enumerate(rows):
+        runs = results[i]
 
         def med(key):
             v = [r[key] for r in runs if r[key] is not None]

@@ -1439,10 +1439,14 @@ static void vn_bench(void)
 {
 	uint64_t total = (uint64_t)G.cfg.vnet_bench_mb << 20;
 	uint64_t npk = (total + VN_BENCH_LEN - 1) / VN_BENCH_LEN;
-	uint64_t sent0 = VN.tx_sent, done0 = VN.tx_done, t0, t_prog, us;
+	uint64_t sent0, done0, t0, t_prog, us, seq = 0, last_done;
 	unsigned qd = G.cfg.vnet_qd;
-	uint64_t seq = 0, last_done = VN.tx_done;
-	int ret = 0;
+	int ret;
+
+	/* Earlier frames (ARP) must not count as benchmark completions. */
+	ret = vn_tx_drain();
+	sent0 = VN.tx_sent;
+	done0 = last_done = VN.tx_done;
 
 	if (qd < 1)
 		qd = 1;
@@ -1455,7 +1459,7 @@ static void vn_bench(void)
 	con_printf("KHYVE-INFO vnet-bench mb=%u len=%u pkts=%lu qd=%u\n",
 		   G.cfg.vnet_bench_mb, VN_BENCH_LEN, npk, qd);
 	t0 = t_prog = rdtsc();
-	while (VN.tx_done - done0 < npk) {
+	while (!ret && VN.tx_done - done0 < npk) {
 		uint64_t inflight;
 
 		vn_tx_reclaim();
