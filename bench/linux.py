@@ -51,6 +51,10 @@ PRINTK = re.compile(r"\[\s*(\d+\.\d+)\]")
 POWER_DOWN = "reboot: Power down"
 # The last milestone of the project kernel is the VMM's own exit.
 EXIT = None
+# Console lines worth a note next to a boot's times (the first of each).
+NOTABLE = re.compile(r"XSAVE consistency problem|WARNING: CPU|BUG:|Oops|"
+                     r"general protection|Kernel panic - not syncing|"
+                     r"reboot: ")
 
 STOCK_CMDLINE = "console=ttyS0 panic=-1"
 STOCK_MARKS = [
@@ -141,7 +145,16 @@ class Boot:
             sys.stderr.write("bench: pid %d did not die after SIGKILL\n"
                              % self.p.pid)
 
-    def tail(self, n=5):
+    def notes(self):
+        seen, out = set(), []
+        for t, l in self.lines:
+            m = NOTABLE.search(l)
+            if m and m.group(0) not in seen:
+                seen.add(m.group(0))
+                out.append("%.1f s: %s" % (t, l.strip()[:100]))
+        return out
+
+    def tail(self, n=8):
         out = [l for _, l in self.lines[-n:]]
         try:
             with open(self.errpath, errors="replace") as f:
@@ -204,14 +217,18 @@ def boot(label, argv, marks, disk=None):
     desc = ", ".join("%s %.1f" % (n, got[n][0]) for n in reached)
     print("  %-34s %s%s" % (label, desc or "nothing", "" if why == "ok"
                              else "  <- %s" % why), flush=True)
+    for n in b.notes():
+        print("    console %s" % n)
     if missing:
         out, err = b.tail()
         where = ("after '%s'" % reached[-1]) if reached else "before any"
         how = ("timed out after %.0f s" % TIMEOUT) if why == "timeout" \
             else "VMM %s" % why
         print("    never reached '%s' (%s, %s milestone); last console "
-              "lines: %r; stderr: %r" % (missing[0], how, where,
-                                         out[-3:], err[-3:]), flush=True)
+              "lines:" % (missing[0], how, where))
+        for l in out:
+            print("      | %s" % l[:150])
+        print("    VMM stderr: %r" % err[-3:], flush=True)
     return got, why
 
 
