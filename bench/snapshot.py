@@ -331,10 +331,11 @@ def table(touch, k, q):
     print("%-34s %16s %16s %10s" % ("", "khyve", "qemu -M " + MACHINE,
                                     "khyve/qemu"))
 
-    def row(name, kv, qv, unit, scale=1.0):
+    def row(name, kv, qv, unit, scale=1.0, qemu_na=False):
         kv = None if kv is None else kv / scale
         qv = None if qv is None else qv / scale
-        print("%-34s %16s %16s %10s" % (name, fmt(kv, unit), fmt(qv, unit),
+        qs = "-" if qemu_na else fmt(qv, unit)
+        print("%-34s %16s %16s %10s" % (name, fmt(kv, unit), qs,
                                         ratio(kv, qv)))
     row("save (total), khyve live", k.get("save_live"), q.get("save"), "ms")
     row("guest paused, khyve live", k.get("paused_live"), q.get("paused"),
@@ -344,12 +345,13 @@ def table(touch, k, q):
     row("guest paused, khyve stop-and-copy", k.get("paused_stop"),
         q.get("paused"), "ms")
     row("khyve live: copied while paused", k.get("final_live"), None, "MiB",
-        mib)
+        mib, qemu_na=True)
     row("snapshot size on disk (du)", k.get("size"), q.get("size"), "MiB",
         mib)
     row("restore: exec to first output", k.get("restore"), q.get("restore"),
         "ms")
-    row("restore --eager (khyve)", k.get("restore_eager"), None, "ms")
+    row("restore --eager (khyve)", k.get("restore_eager"), None, "ms",
+        qemu_na=True)
     kc, qc = k.get("clones"), q.get("clones")
     row("%d clones: sum of PSS" % CLONES, kc and kc[0], qc and qc[0], "MiB",
         mib)
@@ -360,6 +362,11 @@ def table(touch, k, q):
     if k.get("size"):
         print("khyve size / touched memory: %.2fx"
               % (k["size"] / (touch << 20)))
+    for mode in ("stop", "live"):
+        if k.get("save_" + mode) and k.get("size_" + mode):
+            print("khyve %s: %.0f MiB/s of snapshot written over the whole "
+                  "save" % (mode, (k["size_" + mode] / mib)
+                            / (k["save_" + mode] / 1000)))
     if q.get("save_own") is not None:
         print("qemu's own query-migrate total-time %s, downtime %s; khyve "
               "checkpoint wall time incl. khyvectl %s"
@@ -368,9 +375,28 @@ def table(touch, k, q):
     sys.stdout.flush()
 
 
+def pagecache_bw(mb=256):
+    """MiB/s of 2 MiB writes from memory to a file in DIR, fsync included:
+    the page-cache write bandwidth a save is measured against."""
+    buf = os.urandom(2 << 20)
+    path = os.path.join(DIR, "bw.tmp")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        t0 = time.monotonic()
+        for _ in range(mb // 2):
+            os.write(fd, buf)
+        os.fsync(fd)
+        return mb / (time.monotonic() - t0)
+    finally:
+        os.close(fd)
+        os.unlink(path)
+
+
 def main():
     os.makedirs(DIR, exist_ok=True)
     ok = True
+    print("page-cache write bandwidth in %s (2 MiB writes + fsync): "
+          "%.0f MiB/s" % (DIR, pagecache_bw()))
     for touch in TOUCH:
         k, q = {}, {}
         if SKIP != "khyve":
