@@ -17,10 +17,12 @@ import shutil
 import subprocess
 import time
 import zlib
+import json
 
 import pytest
 
-from conftest import BUILD, KHYVE, ROOT, needs_kvm
+import netlab
+from conftest import BUILD, KHYVE, KHYVECTL, ROOT, needs_kvm
 
 pytestmark = needs_kvm
 
@@ -34,16 +36,20 @@ LINUX_DIR = os.environ.get("KHYVE_LINUX_DIR",
 BOOT_TIMEOUT = float(os.environ.get("KHYVE_LINUX_TIMEOUT", "600"))
 
 
-def run_console(args, stop, timeout, cwd):
-    """Run khyve until a console line matches @stop or it exits; return
-    (console text, exit status or None if it was killed)."""
-    p = subprocess.Popen([KHYVE, "--rundir", os.path.join(cwd, "run")] +
-                         args, stdin=subprocess.DEVNULL,
+def run_console(args, stop, timeout, cwd, hooks=(), wrap=()):
+    """Run khyve (under the command prefix @wrap) until a console line
+    matches @stop or it exits; call each (regex or predicate, fn) of
+    @hooks once when the console first matches it. Return (console text, exit status or
+    None if it was killed)."""
+    p = subprocess.Popen(list(wrap) + [KHYVE, "--rundir",
+                                       os.path.join(cwd, "run")] + args,
+                         stdin=subprocess.DEVNULL,
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     os.set_blocking(p.stdout.fileno(), False)
     out = b""
     end = time.time() + timeout
     rc = None
+    pending = list(hooks)
     while time.time() < end:
         try:
             d = p.stdout.read()
@@ -51,7 +57,12 @@ def run_console(args, stop, timeout, cwd):
             d = None
         if d:
             out += d
-        if re.search(stop, out.decode(errors="replace")):
+        text = out.decode(errors="replace")
+        for h in list(pending):
+            if (h[0](text) if callable(h[0]) else re.search(h[0], text)):
+                pending.remove(h)
+                h[1]()
+        if re.search(stop, text):
             break
         if p.poll() is not None:
             out += p.stdout.read() or b""
@@ -124,28 +135,183 @@ def test_stock_kernel_reaches_root_mount_and_reboots(stock):
 
 # ---- the project's kernel: root on virtio-blk, khyve_test workloads ----
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory):
+# Where the command line puts each device; the tests find them there.
+SLOT_BLK, SLOT_RO, SLOT_NET, SLOT_RNG = 2, 4, 5, 7
+NETCONSOLE_PORT = 6666
+
+
+def project_boot_setup(tmp_path_factory, tag, runtime):
+    """The project kernel's files (skips if not built), a work directory
+    with a private copy of the root image, and the khyve arguments and
+    kernel command line of a boot with root on virtio-blk at SLOT_BLK and
+    the test module's counter, 16 MiB memcheck and blk tests."""
     need = [os.path.join(LINUX_DIR, f) for f in ("vmlinux", "rootfs.ext4")]
     missing = [f for f in need if not os.path.isfile(f)]
     if missing:
         pytest.skip("project kernel not built (%s missing; run "
                     "guest/linux/build.sh)" % ", ".join(missing))
-    d = str(tmp_path_factory.mktemp("project"))
+    d = str(tmp_path_factory.mktemp(tag))
     disk = os.path.join(d, "rootfs.ext4")
     shutil.copyfile(need[1], disk)
     cmd = ("console=ttyS0 root=/dev/vda rw panic=-1 khyve_test.counter=1 "
            "khyve_test.mem=16 khyve_test.mem_interval=2 khyve_test.blk=1 "
-           "khyve_test.runtime=5 khyve_test.poweroff=1")
-    out, rc = run_console(["-c", "2", "-m", "256M", "-k", need[0],
-                           "-s", "2,virtio-blk," + disk, "-a", cmd,
-                           "project"],
-                          r"reboot: Power down|Kernel panic", BOOT_TIMEOUT, d)
-    return out, rc, disk
+           "khyve_test.runtime=%d khyve_test.poweroff=1" % runtime)
+    args = ["-c", "2", "-m", "256M", "-k", need[0],
+            "-s", "%d,virtio-blk,%s" % (SLOT_BLK, disk)]
+    return d, disk, args, cmd
+
+
+def netconsole_setup(d, tag, res, dhcp):
+    """With root and /dev/net/tun: a network namespace with a TAP, a UDP
+    receiver for netconsole (res["netlog"]) and optionally dnsmasq.
+    Returns (lab, extra khyve args, extra kernel options, command prefix
+    to run khyve in the namespace); without: (None, [], "", ()) and
+    res["net_why"] says why."""
+    ok, why = netlab.usable()
+    res["net"] = None
+    if not ok:
+        res["net_why"] = why
+        return None, [], "", ()
+    lab = netlab.NetLab(d, tag)
+    try:
+        if dhcp:
+            lab.start_dhcp()
+        res["netlog"] = os.path.join(d, "netconsole.log")
+        lab.start_udp_listener(NETCONSOLE_PORT, res["netlog"])
+    except BaseException:
+        lab.close()
+        raise
+    res["net"] = lab
+    args = ["-s", "%d,virtio-net,%s,mac=%s" % (SLOT_NET, lab.tap,
+                                               netlab.GUEST_MAC)]
+    # netconsole (a late initcall before ip=dhcp's) needs its own source
+    # address; no target MAC: broadcast.
+    opts = (" ip=dhcp" if dhcp else "") + \
+        " netconsole=6665@%s/eth0,%d@%s/" % (netlab.GUEST_IP,
+                                             NETCONSOLE_PORT, netlab.HOST_IP)
+    return lab, args, opts, lab.ns_cmd([])
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """One boot of the project's kernel with its root on virtio-blk, a
+    read-only second disk, a virtio-net on a TAP in a network namespace
+    made here (DHCP from dnsmasq, log to the host by netconsole) and a
+    virtio-rng, each at a chosen slot. Without root or /dev/net/tun it
+    boots without the network and the network tests skip."""
+    d, disk, args, cmd = project_boot_setup(tmp_path_factory, "project", 8)
+    args += ["-s", "%d,virtio-rng" % SLOT_RNG]
+    # A second disk, read-only: the test module tries to write it.
+    ro = os.path.join(d, "ro.img")
+    with open(ro, "wb") as f:
+        f.write(os.urandom(1 << 20))
+    cmd += " khyve_test.rodisk=vdb"
+    args += ["-s", "%d,virtio-blk,%s,ro" % (SLOT_RO, ro)]
+    res = {"disk": disk, "stats": None, "ro": ro,
+           "ro_sum": zlib.crc32(open(ro, "rb").read())}
+    lab, nargs, nopts, wrap = netconsole_setup(d, "linux", res, dhcp=True)
+    args += nargs
+    cmd += nopts
+
+    def take_stats():
+        r = subprocess.run([KHYVECTL, "--rundir", os.path.join(d, "run"),
+                            "stats", "project", "--json"],
+                           capture_output=True, text=True, timeout=60)
+        res["stats"] = (json.loads(r.stdout)["devices"] if r.returncode == 0
+                        else r)
+
+    try:
+        out, rc = run_console(args + ["-a", cmd, "project"],
+                              r"reboot: Power down|Kernel panic",
+                              BOOT_TIMEOUT, d,
+                              # After the read-only disk test, which
+                              # ends well before the 8 s counter.
+                              hooks=[(r"khyve_test: rodisk vdb", take_stats)],
+                              wrap=wrap)
+        if lab:
+            time.sleep(1)  # the last netconsole datagrams
+            lab.close()
+    except BaseException:
+        if lab:
+            lab.close()
+        raise
+    res["out"], res["rc"] = out, rc
+    return res
+
+
+def test_project_kernel_devices_at_their_slots(project):
+    out = project["out"]
+    # Modern virtio-pci device IDs: 0x1042 block, 0x1041 net, 0x1044 rng.
+    for slot, dev in ((SLOT_BLK, "1042"), (SLOT_RO, "1042"),
+                      (SLOT_RNG, "1044")) + \
+            (((SLOT_NET, "1041"),) if project["net"] else ()):
+        assert re.search(r"pci 0000:00:%02x\.0: \[1af4:%s\]" % (slot, dev),
+                         out), (slot, dev, out[-3000:])
+    st = project["stats"]
+    assert isinstance(st, dict), st
+    assert "virtio-blk@%d:0" % SLOT_BLK in st, st
+    assert "virtio-rng@%d:0" % SLOT_RNG in st, st
+
+
+def test_project_kernel_readonly_disk_refuses_writes(project):
+    out = project["out"]
+    # Linux's block layer lets the write through to the device (with a
+    # warning): khyve's virtio-blk must fail it and keep the data.
+    assert re.search(r"virtio_blk virtio\d+: \[vdb\]", out), out[-3000:]
+    m = re.search(r"khyve_test: rodisk vdb ro=1 write refused \((-?\d+)\), "
+                  r"data unchanged", out)
+    assert m and int(m.group(1)) != 0, out[-3000:]
+    assert "rodisk vdb BAD" not in out
+    assert zlib.crc32(open(project["ro"], "rb").read()) == project["ro_sum"]
+    st = project["stats"]
+    assert st["virtio-blk@%d:0" % SLOT_RO]["write_bytes"] == 0, st
+    assert st["virtio-blk@%d:0" % SLOT_RO]["errors"] >= 1, st
+
+
+def test_project_kernel_virtio_rng_feeds_hwrng(project):
+    st = project["stats"]
+    assert isinstance(st, dict), st
+    # No user space reads /dev/hwrng: what the device served went to the
+    # kernel's hwrng fill thread, i.e. virtio-rng is its current hwrng.
+    assert st["virtio-rng@%d:0" % SLOT_RNG]["bytes"] > 0, st
+
+
+def _need_net(project):
+    if not project["net"]:
+        pytest.skip(project["net_why"])
+
+
+def test_project_kernel_dhcp_lease(project):
+    _need_net(project)
+    out = project["out"]
+    lab = project["net"]
+    assert re.search(r"IP-Config: Got DHCP answer from %s"
+                     % re.escape(netlab.HOST_IP), out), out[-3000:]
+    assert re.search(r"addr=%s, mask=255\.255\.255\.0"
+                     % re.escape(netlab.GUEST_IP), out), out[-3000:]
+    leases = open(lab.leases).read()
+    assert "%s %s" % (netlab.GUEST_MAC, netlab.GUEST_IP) in leases, leases
+    st = project["stats"]
+    net = st["virtio-net@%d:0" % SLOT_NET]
+    assert net["tx_packets"] > 0 and net["rx_packets"] > 0, net
+    assert net["tx_errors"] == 0, net
+
+
+def test_project_kernel_netconsole(project):
+    _need_net(project)
+    out = project["out"]
+    assert "netconsole: network logging started" in out, out[-3000:]
+    got = open(project["netlog"], errors="replace").read()
+    # Lines the guest printed after netconsole started reach the host,
+    # the test module's counter among them, in order.
+    sent = [int(x) for x in re.findall(r"khyve_test: counter (\d+) ", got)]
+    assert len(sent) >= 3, got[-3000:]
+    assert sent == sorted(sent), sent
+    assert "khyve_test: all tests done, 0 failures" in got, got[-3000:]
 
 
 def test_project_kernel_boots_with_root_on_virtio_blk(project):
-    out, rc, _ = project
+    out, rc = project["out"], project["rc"]
     assert "smpboot: Allowing 2 CPUs" in out, out[-3000:]
     assert re.search(r"Brought up 1 node, 2 CPUs", out), out[-3000:]
     assert re.search(r"virtio_blk virtio\d+: \[vda\]", out), out[-3000:]
@@ -157,7 +323,7 @@ def test_project_kernel_boots_with_root_on_virtio_blk(project):
 
 
 def test_project_kernel_test_module(project):
-    out, rc, _ = project
+    out, rc = project["out"], project["rc"]
     counters = [int(x) for x in
                 re.findall(r"khyve_test: counter (\d+) ", out)]
     assert len(counters) >= 3, out[-3000:]
@@ -171,7 +337,7 @@ def test_project_kernel_test_module(project):
 
 
 def test_project_kernel_disk_clean_after(project):
-    out, rc, disk = project
+    out, rc, disk = project["out"], project["rc"], project["disk"]
     if rc is None:
         pytest.skip("guest did not power off")
     r = subprocess.run(["e2fsck", "-fn", disk], capture_output=True,

@@ -111,7 +111,13 @@ trap 'rm -f "$script"' EXIT
 # page was hit" in error_entry on a vCPU thread, then a panic; and soft
 # lockups of the whole machine). Make every such death end QEMU at once
 # (-no-reboot) instead of leaving it hung until the timeout: exit 125.
-panic_opts="panic=-1 oops=panic softlockup_panic=1"
+# transparent_hugepage=never: with khyve's guest RAM in 2 MiB pages (THP)
+# the nested kernel died in 2 of 2 Linux-guest runs (the stack guard hit
+# above; a soft lockup of a vCPU thread in kvm_inject_apic_timer_irqs),
+# and passed without THP: TCG's emulation of nested paging with large
+# pages is suspect. This only concerns the test machine; on real KVM
+# khyve asks for huge pages (src/vm.c).
+panic_opts="panic=-1 oops=panic softlockup_panic=1 transparent_hugepage=never"
 exec 8>"$cache/.run.lock"
 flock 8
 timeout "${KHYVE_NESTED_TIMEOUT:-1500}" qemu-system-x86_64 -accel tcg -cpu max \

@@ -1,0 +1,118 @@
+"""A private network for guest tests: a network namespace made by the test,
+a TAP device in it with the host side's address, optionally dnsmasq as
+DHCP server and a UDP listener (netconsole's receiver).
+
+Only addresses inside the namespace are used (10.0.2.0/24); nothing
+leaves it. Needs root and /dev/net/tun; `usable()` says why not.
+"""
+import os
+import subprocess
+import sys
+import time
+
+HOST_IP = "10.0.2.1"
+GUEST_IP = "10.0.2.15"
+GUEST_MAC = "52:54:00:12:34:56"
+
+# Receives UDP datagrams and appends each as one line to a file, so the
+# test reads what arrived while the guest still runs.
+_LISTENER = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2])))
+with open(sys.argv[3], "ab", buffering=0) as f:
+    print("listening", flush=True)
+    while True:
+        d, a = s.recvfrom(65536)
+        f.write(d if d.endswith(b"\n") else d + b"\n")
+"""
+
+
+def usable():
+    if os.geteuid() != 0:
+        return False, "needs root (network namespace, TAP)"
+    if not os.path.exists("/dev/net/tun"):
+        return False, "no /dev/net/tun"
+    if subprocess.run(["ip", "netns", "list"],
+                      capture_output=True).returncode != 0:
+        return False, "ip netns does not work here"
+    return True, ""
+
+
+def _ip(*args, check=True):
+    r = subprocess.run(["ip"] + list(args), capture_output=True, text=True)
+    if check and r.returncode != 0:
+        raise RuntimeError("ip %s: %s" % (" ".join(args), r.stderr.strip()))
+    return r
+
+
+class NetLab:
+    def __init__(self, workdir, tag):
+        self.dir = workdir
+        self.ns = "khyve-%s-%d" % (tag, os.getpid())
+        self.tap = "ktap%d" % (os.getpid() % 10000)
+        self.procs = []
+        _ip("netns", "add", self.ns)
+        try:
+            self.run_ns(["ip", "link", "set", "lo", "up"])
+            self.run_ns(["ip", "tuntap", "add", self.tap, "mode", "tap"])
+            self.run_ns(["ip", "addr", "add", HOST_IP + "/24", "dev",
+                         self.tap])
+            self.run_ns(["ip", "link", "set", self.tap, "up"])
+        except Exception:
+            self.close()
+            raise
+
+    def ns_cmd(self, argv):
+        return ["ip", "netns", "exec", self.ns] + list(argv)
+
+    def run_ns(self, argv):
+        r = subprocess.run(self.ns_cmd(argv), capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError("%s: %s" % (" ".join(argv), r.stderr.strip()))
+        return r
+
+    def start_dhcp(self, mac=GUEST_MAC, ip=GUEST_IP):
+        """dnsmasq as DHCP server only (no DNS), leasing @ip to @mac."""
+        self.leases = os.path.join(self.dir, "dnsmasq.leases")
+        self.dhcp_log = os.path.join(self.dir, "dnsmasq.log")
+        p = subprocess.Popen(
+            self.ns_cmd(["dnsmasq", "--no-daemon", "--conf-file=/dev/null",
+                         "--port=0", "--bind-dynamic",
+                         "--interface=" + self.tap,
+                         "--dhcp-range=%s,%s,255.255.255.0,1h" % (ip, ip),
+                         "--dhcp-host=%s,%s" % (mac, ip),
+                         "--dhcp-leasefile=" + self.leases,
+                         "--pid-file=", "--user=root", "--log-dhcp",
+                         "--log-facility=" + self.dhcp_log]),
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE)
+        self.procs.append(p)
+        time.sleep(0.5)
+        if p.poll() is not None:
+            raise RuntimeError("dnsmasq: " + p.stderr.read().decode())
+
+    def start_udp_listener(self, port, path):
+        p = subprocess.Popen(
+            self.ns_cmd([sys.executable, "-c", _LISTENER, HOST_IP, str(port),
+                         path]),
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE)
+        self.procs.append(p)
+        line = p.stdout.readline()
+        if b"listening" not in line:
+            raise RuntimeError("UDP listener: " + p.stderr.read().decode())
+        return p
+
+    def close(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(5)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+        self.procs = []
+        # Deleting the namespace removes the TAP device in it.
+        _ip("netns", "del", self.ns, check=False)
