@@ -120,6 +120,9 @@ def once(argv, ns, rcv, npk):
     try:
         ok = r.wait_for("KHYVE-GUEST done", 600)
         text = r.text()
+        # Why it ended, for the failure message: None = still running.
+        status = r.p.poll()
+        secs = time.monotonic() - r.t0
     finally:
         r.stop()
     # Let the host side catch up with what is already queued for it.
@@ -136,7 +139,8 @@ def once(argv, ns, rcv, npk):
     m = LINE.search(text)
     if ok is None or not m or m.group(7) != "0" or \
             "vnet-bench PASS" not in text:
-        sys.stderr.write("vnet bench run failed:\n%s\n" % text)
+        sys.stderr.write("vnet bench run failed (%s, exit status %s after "
+                         "%.1f s):\n%s\n" % (argv[0], status, secs, text))
         return None
     pk, by, span = rcv.result()
     host = by / span / 1e6 if span > 0 and pk > 1 else None
