@@ -50,26 +50,9 @@ static void tx_process(struct virtio_net *net)
 
 	if (!running(net))
 		return;
-	/*
-	 * While we drain the queue the driver need not kick: each kick is a
-	 * trap (an ioeventfd exit) that tells us nothing new. Notifications
-	 * come back on before we stop, and the queue is looked at once more
-	 * afterwards, so a frame added just before that is not stranded.
-	 */
-	virtq_set_notify(vq, false);
-	for (;;) {
-		int p = virtq_pop(vq, e);
+	while (virtq_pop(vq, e) == 1) {
 		ssize_t r;
 
-		if (p != 1) {
-			if (p < 0)
-				break; /* broken: the guest must reset */
-			virtq_set_notify(vq, true);
-			if (!virtq_has_work(vq))
-				break;
-			virtq_set_notify(vq, false);
-			continue;
-		}
 		/* The chain is header + frame, exactly what the TAP takes. */
 		if (e->n_out == 0 || e->out_len <= VIRTIO_NET_HDR_LEN) {
 			stat_add(&net->stats.tx_errors, 1);
@@ -90,7 +73,6 @@ static void tx_process(struct virtio_net *net)
 			break;
 		pushed = true;
 	}
-	virtq_set_notify(vq, true); /* also after an error above */
 	if (pushed)
 		virtio_pci_notify_queue(&net->vp, VIRTIO_NET_TXQ);
 }

@@ -243,7 +243,6 @@ static void test_tx_batch_notify(void)
 		CHECK_EQ(got[VIRTIO_NET_HDR_LEN], i + 1);
 		CHECK_EQ(get_le32(ram + USED(1) + 4 + 8 * i), i);
 	}
-	/* Kicks were turned off only while the device drained the queue. */
 	CHECK_EQ(get_le16(ram + USED(1)) & VIRTQ_USED_F_NO_NOTIFY, 0);
 	teardown();
 }
