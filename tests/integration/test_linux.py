@@ -140,7 +140,7 @@ SLOT_BLK, SLOT_RO, SLOT_NET, SLOT_RNG = 2, 4, 5, 7
 NETCONSOLE_PORT = 6666
 
 
-def project_boot_setup(tmp_path_factory, tag, runtime):
+def project_boot_setup(tmp_path_factory, tag, runtime, cpus=2):
     """The project kernel's files (skips if not built), a work directory
     with a private copy of the root image, and the khyve arguments and
     kernel command line of a boot with root on virtio-blk at SLOT_BLK and
@@ -156,7 +156,7 @@ def project_boot_setup(tmp_path_factory, tag, runtime):
     cmd = ("console=ttyS0 root=/dev/vda rw panic=-1 khyve_test.counter=1 "
            "khyve_test.mem=16 khyve_test.mem_interval=2 khyve_test.blk=1 "
            "khyve_test.runtime=%d khyve_test.poweroff=1" % runtime)
-    args = ["-c", "2", "-m", "256M", "-k", need[0],
+    args = ["-c", str(cpus), "-m", "256M", "-k", need[0],
             "-s", "%d,virtio-blk,%s" % (SLOT_BLK, disk)]
     return d, disk, args, cmd
 

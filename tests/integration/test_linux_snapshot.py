@@ -34,8 +34,9 @@ def counters(text):
 
 @pytest.fixture(scope="module")
 def linux_snap(tmp_path_factory):
+    # 1 vCPU here, 2 in test_linux.py: both boot once per run.
     d, disk, args, cmd = project_boot_setup(tmp_path_factory, "linux-snap",
-                                            12)
+                                            12, cpus=1)
     snap = os.path.join(d, "linux.snap")
     res = {"disk": disk, "snap": snap}
     lab, nargs, nopts, wrap = netconsole_setup(d, "lsnap", res, dhcp=False)
@@ -99,6 +100,15 @@ def test_linux_suspended_mid_boot(linux_snap):
     # Mid-boot: the test module had not finished when it was suspended.
     assert "khyve_test: all tests done" not in out1, out1[-3000:]
     assert "reboot: Power down" not in out1
+
+
+def test_linux_one_vcpu(linux_snap):
+    s = linux_snap
+    out = s["out1"] + s.get("out2", "")
+    assert "smpboot: Allowing 1 CPUs" in out, out[-3000:]
+    assert re.search(r"Brought up 1 node, 1 CPU\b", out), out[-3000:]
+    m = re.search(r"Memory: (\d+)K/(\d+)K available", out)
+    assert m and 250 * 1024 <= int(m.group(2)) <= 256 * 1024, out[-3000:]
 
 
 def test_linux_restored_finishes_booting(linux_snap):

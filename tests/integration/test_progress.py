@@ -8,7 +8,6 @@ import os
 import select
 import struct
 import subprocess
-import termios
 import time
 
 import pytest
@@ -43,8 +42,11 @@ def pty_pair(tmp_path):
                         "newinstance,ptmxmode=0666", "devpts", mnt],
                        check=True)
         m = os.open(mnt + "/ptmx", os.O_RDWR | os.O_NOCTTY)
-        fcntl.ioctl(m, termios.TIOCSPTLCK, struct.pack("i", 0))
-        n = struct.unpack("i", fcntl.ioctl(m, termios.TIOCGPTN,
+        # Python's termios lacks these two: _IOW('T', 0x31, int) and
+        # _IOR('T', 0x30, unsigned int) from <asm-generic/ioctls.h>.
+        tiocsptlck, tiocgptn = 0x40045431, 0x80045430
+        fcntl.ioctl(m, tiocsptlck, struct.pack("i", 0))
+        n = struct.unpack("i", fcntl.ioctl(m, tiocgptn,
                                            struct.pack("i", 0)))[0]
         s = os.open("%s/%d" % (mnt, n), os.O_RDWR | os.O_NOCTTY)
     fds = [m, s]
