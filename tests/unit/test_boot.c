@@ -450,6 +450,34 @@ static void test_gdt(void)
 	fx_mem_free(&m);
 }
 
+static void test_reset_vector(void)
+{
+	struct guest_mem m;
+	const uint8_t *p;
+
+	if (fx_mem(&m, 2 * MiB))
+		return;
+	CHECK_EQ(boot_write_reset_vector(&m), 0);
+	/* f000:fff0 = physical 0xffff0, inside the reserved firmware area,
+	 * after the MP table's room. */
+	CHECK(BOOT_RESET_VECTOR == 0xffff0);
+	CHECK(MPTABLE_END <= BOOT_RESET_VECTOR);
+	CHECK(BOOT_RESET_VECTOR >= BOOT_FW_AREA_START &&
+	      BOOT_RESET_VECTOR + 16 <= BOOT_FW_AREA_END);
+	p = m.base + BOOT_RESET_VECTOR;
+	/* mov al, 6 (RST_CPU | SYS_RST); mov dx, 0xcf9; out dx, al */
+	CHECK(p[0] == 0xb0 && p[1] == 0x06);
+	CHECK(p[2] == 0xba && p[3] == 0xf9 && p[4] == 0x0c);
+	CHECK_EQ(p[5], 0xee);
+	CHECK_EQ(p[6], 0xf4); /* hlt */
+	fx_mem_free(&m);
+	/* Too little memory for the vector: refused, nothing written. */
+	if (fx_mem(&m, 512 * 1024))
+		return;
+	CHECK(boot_write_reset_vector(&m) < 0);
+	fx_mem_free(&m);
+}
+
 int main(void)
 {
 	log_set_level(LOG_ERR);
@@ -460,5 +488,6 @@ int main(void)
 	RUN(test_file_bigger_than_ram);
 	RUN(test_page_tables);
 	RUN(test_gdt);
+	RUN(test_reset_vector);
 	return unit_done();
 }

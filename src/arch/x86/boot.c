@@ -467,6 +467,19 @@ uint64_t boot_gdt_entry(unsigned sel)
 	}
 }
 
+int boot_write_reset_vector(const struct guest_mem *m)
+{
+	/*
+	 * 16-bit code at f000:fff0: mov al, 6; mov dx, 0xcf9; out dx, al
+	 * (RST_CPU | SYS_RST: khyve ends with the reboot status); hlt; jmp
+	 * back to the hlt.
+	 */
+	static const uint8_t stub[16] = {0xb0, 0x06, 0xba, 0xf9, 0x0c, 0xee,
+					 0xf4, 0xeb, 0xfd};
+
+	return guest_mem_write(m, BOOT_RESET_VECTOR, stub, sizeof(stub));
+}
+
 int boot_build_gdt(const struct guest_mem *m, uint64_t *base, uint16_t *limit)
 {
 	uint8_t gdt[BOOT_GDT_ENTRIES * 8];
@@ -626,6 +639,8 @@ int kernel_load_buf(const struct guest_mem *m, const struct boot_config *cfg,
 	ret = boot_build_page_tables(m, &bi->cr3);
 	if (!ret)
 		ret = boot_build_gdt(m, &bi->gdt_gpa, &bi->gdt_limit);
+	if (!ret)
+		ret = boot_write_reset_vector(m);
 	if (ret)
 		goto fault;
 	bi->idt_gpa = BOOT_IDT_ADDR;

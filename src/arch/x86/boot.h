@@ -106,6 +106,8 @@ int kernel_load_buf(const struct guest_mem *m, const struct boot_config *cfg,
 int boot_build_page_tables(const struct guest_mem *m, uint64_t *cr3);
 /* Write the boot GDT (null, code32, code64, data, TSS) at BOOT_GDT_ADDR. */
 int boot_build_gdt(const struct guest_mem *m, uint64_t *base, uint16_t *limit);
+/* A reset stub at the real-mode reset vector (layout.h BOOT_RESET_VECTOR). */
+int boot_write_reset_vector(const struct guest_mem *m);
 /* The raw descriptor for a BOOT_SEL_* selector (0 for unknown ones). */
 uint64_t boot_gdt_entry(unsigned sel);
 

@@ -48,7 +48,15 @@
 
 /* Intel MP table: floating pointer, then the configuration table. */
 #define MPTABLE_START 0xf0000ULL
-#define MPTABLE_END   0x100000ULL
+#define MPTABLE_END   0xffff0ULL
+
+/*
+ * The real-mode reset vector (f000:fff0). khyve has no BIOS; a guest that
+ * "reboots through the BIOS" jumps here (Linux does on a hardware-reduced
+ * ACPI machine without EFI: its reboot_type becomes BOOT_EFI, then
+ * BOOT_BIOS), so a 16-byte stub here asks for a reset through 0xcf9.
+ */
+#define BOOT_RESET_VECTOR 0xffff0ULL
 
 /* Firmware area the e820 map reserves. */
 #define BOOT_FW_AREA_START 0xe0000ULL
