@@ -91,7 +91,7 @@ check:
 	@if [ -w /dev/kvm ]; then :; else \
 		echo "== no /dev/kvm here: the integration tests again, on nested KVM (tests/nested/run.sh) =="; \
 		for try in 1 2; do \
-			KHYVE_NESTED_TIMEOUT=$${KHYVE_NESTED_TIMEOUT:-900} tests/nested/run.sh \
+			KHYVE_NESTED_TIMEOUT=$${KHYVE_NESTED_TIMEOUT:-600} tests/nested/run.sh \
 				/usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration; \
 			rc=$$?; \
 			[ $$rc -eq 125 ] || break; \
