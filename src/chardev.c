@@ -454,7 +454,10 @@ int chardev_input_fd(const struct chardev *c)
 		return -1;
 	if (c->type == CD_SOCKET)
 		return c->epoll_fd;
-	if (c->type == CD_STDIO || c->type == CD_FD)
+	/* After EOF the fd stays readable forever: polling it would spin
+	 * the event loop (stdin from /dev/null, a closed pipe). */
+	if ((c->type == CD_STDIO || c->type == CD_FD) &&
+	    !__atomic_load_n(&c->in_eof, __ATOMIC_ACQUIRE))
 		return c->in_fd;
 	return -1;
 }
@@ -517,7 +520,7 @@ static ssize_t read_fd(struct chardev *c, void *buf, size_t len)
 	if (n < 0)
 		return (errno == EAGAIN || errno == EINTR) ? 0 : -errno;
 	if (n == 0) {
-		c->in_eof = true;
+		__atomic_store_n(&c->in_eof, true, __ATOMIC_RELEASE);
 		return -EPIPE;
 	}
 	return n;

@@ -58,7 +58,8 @@ ssize_t chardev_write(struct chardev *c, const void *buf, size_t len);
 /*
  * An fd to poll for POLLIN in the event loop, stable for the life of the
  * chardev (for sockets it covers both new connections and client data);
- * -1 if this back-end has no input.
+ * -1 if this back-end has no input, or no more (after EOF on stdio or an
+ * fd: ask again after each read).
  */
 int chardev_input_fd(const struct chardev *c);
 /*

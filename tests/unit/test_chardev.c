@@ -222,6 +222,8 @@ static void test_fd_pipe(void)
 	CHECK_EQ(chardev_read(c, buf, sizeof(buf)), 3);
 	close(in[1]);
 	CHECK_EQ(chardev_read(c, buf, sizeof(buf)), -EPIPE); /* EOF */
+	/* Nothing more to poll: a readable-at-EOF fd would spin the loop. */
+	CHECK_EQ(chardev_input_fd(c), -1);
 
 	/* Fill the pipe; the stalled reader costs one bounded wait. */
 	memset(buf, 'x', sizeof(buf));
