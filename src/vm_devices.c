@@ -63,7 +63,7 @@ static const struct {
 	const char *help;
 } emulations[] = {
 	{ "hostbridge", "PCI host bridge (always at 0:0)" },
-	{ "virtio-blk", "virtio-blk,PATH[,ro][,direct][,serial=ID]: raw disk image" },
+	{ "virtio-blk", "virtio-blk,PATH[,ro][,direct][,serial=ID][,workers=N]: raw disk image" },
 	{ "virtio-net",
 	  "virtio-net,TAPNAME[,mac=xx:xx:xx:xx:xx:xx]: TAP device (created "
 	  "if it does not exist)" },
@@ -144,8 +144,8 @@ static void uart_rx_ready(void *opaque)
 static int add_virtio_blk(struct vm *vm, struct pci_slot_dev *d, char *err,
 			  size_t errlen)
 {
-	struct virtio_blk_opts o = { 0 };
-	char path[512], serial[32];
+	struct virtio_blk_opts o = { .workers = -1 };
+	char path[512], serial[32], workers[16];
 	const char *comma;
 	size_t pl;
 	int ret;
@@ -164,6 +164,18 @@ static int add_virtio_blk(struct vm *vm, struct pci_slot_dev *d, char *err,
 	o.direct = config_opt_get(d->cfg->conf, "direct", NULL, 0);
 	if (config_opt_get(d->cfg->conf, "serial", serial, sizeof(serial)))
 		o.serial = serial;
+	if (config_opt_get(d->cfg->conf, "workers", workers, sizeof(workers))) {
+		char *end;
+		long n = strtol(workers, &end, 10);
+
+		if (!*workers || *end || n < 0 || n > VIRTIO_BLK_MAX_WORKERS) {
+			snprintf(err, errlen,
+				 "-s %u,virtio-blk: workers=%s: want 0 to %d",
+				 d->cfg->slot, workers, VIRTIO_BLK_MAX_WORKERS);
+			return -EINVAL;
+		}
+		o.workers = (int)n;
+	}
 	d->blk = calloc(1, sizeof(*d->blk));
 	if (!d->blk)
 		return -ENOMEM;

@@ -58,23 +58,28 @@ static int rw_full(int fd, struct iovec *iov, unsigned n, off_t off, bool write)
 }
 
 /* O_DIRECT wants aligned memory; guest buffers need not be. */
-static int rw_bounce(struct virtio_blk *blk, struct iovec *iov, unsigned n,
-		     off_t off, size_t len, bool write)
+static int rw_bounce(struct virtio_blk *blk, void **bounce, struct iovec *iov,
+		     unsigned n, off_t off, size_t len, bool write)
 {
 	size_t done = 0;
 
+	/* One per thread that runs requests, made on first use. */
+	if (!*bounce && posix_memalign(bounce, 4096, BOUNCE_MAX)) {
+		*bounce = NULL;
+		return -ENOMEM;
+	}
 	while (done < len) {
-		size_t l = MIN(len - done, blk->bounce_size);
-		struct iovec b = {blk->bounce, l};
+		size_t l = MIN(len - done, (size_t)BOUNCE_MAX);
+		struct iovec b = {*bounce, l};
 		int ret;
 
 		if (write)
-			iov_to_buf(iov, n, done, blk->bounce, l);
+			iov_to_buf(iov, n, done, *bounce, l);
 		ret = rw_full(blk->fd, &b, 1, off + (off_t)done, write);
 		if (ret)
 			return ret;
 		if (!write)
-			buf_to_iov(iov, n, done, blk->bounce, l);
+			buf_to_iov(iov, n, done, *bounce, l);
 		done += l;
 	}
 	return 0;
@@ -87,8 +92,8 @@ static bool in_range(const struct virtio_blk *blk, uint64_t sector,
 	return sector <= blk->st.capacity && nsec <= blk->st.capacity - sector;
 }
 
-static uint8_t do_rw(struct virtio_blk *blk, struct virtq_elem *e,
-		     uint64_t sector, bool write)
+static uint8_t do_rw(struct virtio_blk *blk, void **bounce,
+		     struct virtq_elem *e, uint64_t sector, bool write)
 {
 	struct iovec iov[VIRTQ_MAX_SEGS];
 	unsigned n = 0;
@@ -132,7 +137,7 @@ static uint8_t do_rw(struct virtio_blk *blk, struct virtq_elem *e,
 	if (len == 0)
 		return VIRTIO_BLK_S_OK;
 	if (blk->direct)
-		ret = rw_bounce(blk, iov, n,
+		ret = rw_bounce(blk, bounce, iov, n,
 				(off_t)(sector * VIRTIO_BLK_SECTOR), len,
 				write);
 	else
@@ -217,8 +222,13 @@ static uint8_t do_discard(struct virtio_blk *blk, struct virtq_elem *e, bool wz)
 	return VIRTIO_BLK_S_OK;
 }
 
-/* Serve one request; returns the bytes written to its writable part. */
-static uint32_t handle_req(struct virtio_blk *blk, struct virtq_elem *e)
+/*
+ * Serve one request; returns the bytes written to its writable part.
+ * Runs without proc_lock, on any thread: it only reads the guest's
+ * buffers of @e, the image and immutable device fields.
+ */
+static uint32_t handle_req(struct virtio_blk *blk, void **bounce,
+			   struct virtq_elem *e)
 {
 	uint8_t hdr[REQ_HDR], status = VIRTIO_BLK_S_OK;
 	uint32_t written = 0;
@@ -234,12 +244,12 @@ static uint32_t handle_req(struct virtio_blk *blk, struct virtq_elem *e)
 	sector = get_le64(hdr + 8);
 	switch (type) {
 	case VIRTIO_BLK_T_IN:
-		status = do_rw(blk, e, sector, false);
+		status = do_rw(blk, bounce, e, sector, false);
 		if (status == VIRTIO_BLK_S_OK)
 			written = (uint32_t)(e->in_len - 1);
 		break;
 	case VIRTIO_BLK_T_OUT:
-		status = do_rw(blk, e, sector, true);
+		status = do_rw(blk, bounce, e, sector, true);
 		break;
 	case VIRTIO_BLK_T_FLUSH:
 		if (fdatasync(blk->fd) < 0)
@@ -272,33 +282,155 @@ out:
 	return written + 1;
 }
 
-/* Caller holds proc_lock. */
-static void process_queue(struct virtio_blk *blk)
+/*
+ * Requests run in parallel: the iothread pops every available chain,
+ * hands all but the last to the worker threads and runs the last one
+ * itself (so a lone request costs no thread hand-off); whoever finishes
+ * a request pushes it to the used ring, in completion order. Everything
+ * but the I/O itself happens under proc_lock, so pops and pushes of the
+ * queue never overlap. "inflight" counts popped, not yet pushed
+ * requests: pause, drain and reset wait for it to reach zero, which is
+ * what keeps a snapshot from seeing half a request.
+ */
+static struct blk_req *req_get(struct virtio_blk *blk)
+{
+	struct blk_req *r = blk->free_reqs;
+
+	if (r) {
+		blk->free_reqs = r->next;
+		return r;
+	}
+	return malloc(sizeof(*r));
+}
+
+static void req_put(struct virtio_blk *blk, struct blk_req *r)
+{
+	r->next = blk->free_reqs;
+	blk->free_reqs = r;
+}
+
+/*
+ * Pop what the guest made available (at most BLK_MAX_INFLIGHT in
+ * flight); queue it for the workers except the last, which is returned
+ * for the caller to run. Caller holds proc_lock.
+ */
+static struct blk_req *dispatch(struct virtio_blk *blk)
 {
 	struct virtq *vq = &blk->vp.vqs[0];
 	uint8_t status = virtio_pci_status(&blk->vp);
-	bool pushed = false;
+	struct blk_req *own = NULL;
 	int ret;
 
 	/* Nothing is consumed before DRIVER_OK or after NEEDS_RESET. */
-	if (!(status & VIRTIO_STATUS_DRIVER_OK) ||
+	if (blk->paused || !(status & VIRTIO_STATUS_DRIVER_OK) ||
 	    (status & VIRTIO_STATUS_NEEDS_RESET))
-		return;
-	while ((ret = virtq_pop(vq, blk->elem)) == 1) {
-		uint32_t len;
+		return NULL;
+	blk->starved = false;
+	for (;;) {
+		struct blk_req *r;
 
-		if (blk->elem->in_len < 1) {
-			/* No status byte: nothing sane to complete. */
-			virtq_fail(vq, "virtio-blk request without status");
+		if (blk->inflight >= BLK_MAX_INFLIGHT) {
+			/* A completion calls us again. */
+			blk->starved = true;
 			break;
 		}
-		len = handle_req(blk, blk->elem);
-		if (virtq_push(vq, blk->elem, len))
+		r = req_get(blk);
+		if (!r) {
+			log_warn("virtio-blk: out of memory for a request");
+			blk->starved = true;
 			break;
-		pushed = true;
+		}
+		ret = virtq_pop(vq, &r->elem);
+		if (ret == 1 && r->elem.in_len < 1) {
+			/* No status byte: nothing sane to complete. */
+			virtq_fail(vq, "virtio-blk request without status");
+			ret = -EIO;
+		}
+		if (ret != 1) {
+			req_put(blk, r);
+			break;
+		}
+		blk->inflight++;
+		if (blk->nworkers == 0)
+			return r; /* served one at a time by the caller */
+		if (own) {
+			/* The previous one goes to a worker. */
+			own->next = NULL;
+			if (blk->q_tail)
+				blk->q_tail->next = own;
+			else
+				blk->q_head = own;
+			blk->q_tail = own;
+			pthread_cond_signal(&blk->work_cond);
+		}
+		own = r;
 	}
-	if (pushed)
+	return own;
+}
+
+/* Push a finished request; may dispatch more. Caller holds proc_lock. */
+static void complete(struct virtio_blk *blk, struct blk_req *r, uint32_t len)
+{
+	struct virtq *vq = &blk->vp.vqs[0];
+	bool last;
+
+	virtq_push(vq, &r->elem, len); /* fails only on a broken queue */
+	req_put(blk, r);
+	blk->inflight--;
+	/* One interrupt for requests that finish together: the last
+	 * worker waiting to push sends it. */
+	last = __atomic_sub_fetch(&blk->completing, 1, __ATOMIC_ACQ_REL) == 0;
+	if (last)
 		virtio_pci_notify_queue(&blk->vp, 0);
+	if (blk->inflight == 0)
+		pthread_cond_broadcast(&blk->idle_cond);
+}
+
+/* Run @r without the lock, then push it; returns with proc_lock held. */
+static void run_req(struct virtio_blk *blk, void **bounce, struct blk_req *r)
+{
+	uint32_t len;
+
+	pthread_mutex_unlock(&blk->proc_lock);
+	len = handle_req(blk, bounce, &r->elem);
+	__atomic_add_fetch(&blk->completing, 1, __ATOMIC_ACQ_REL);
+	pthread_mutex_lock(&blk->proc_lock);
+	complete(blk, r, len);
+}
+
+/* Caller holds proc_lock; returns with it held. */
+static void process_queue(struct virtio_blk *blk, void **bounce)
+{
+	struct blk_req *own;
+
+	while ((own = dispatch(blk)))
+		run_req(blk, bounce, own);
+}
+
+static void *blk_worker(void *arg)
+{
+	struct blk_worker *w = arg;
+	struct virtio_blk *blk = w->blk;
+
+	pthread_mutex_lock(&blk->proc_lock);
+	for (;;) {
+		struct blk_req *r;
+
+		while (!blk->q_head && !blk->stop)
+			pthread_cond_wait(&blk->work_cond, &blk->proc_lock);
+		if (blk->stop)
+			break;
+		r = blk->q_head;
+		blk->q_head = r->next;
+		if (!blk->q_head)
+			blk->q_tail = NULL;
+		run_req(blk, &w->bounce, r);
+		/* Take what the guest queued meanwhile, without waiting for
+		 * the iothread (it may be busy with a request of its own). */
+		process_queue(blk, &w->bounce);
+	}
+	pthread_mutex_unlock(&blk->proc_lock);
+	return NULL;
 }
 
 static void blk_kicked(void *opaque, uint32_t events)
@@ -309,8 +441,15 @@ static void blk_kicked(void *opaque, uint32_t events)
 	if (blk->paused)
 		blk->kick_pending = true;
 	else
-		process_queue(blk);
+		process_queue(blk, &blk->bounce);
 	pthread_mutex_unlock(&blk->proc_lock);
+}
+
+/* Caller holds proc_lock. */
+static void wait_idle(struct virtio_blk *blk)
+{
+	while (blk->inflight)
+		pthread_cond_wait(&blk->idle_cond, &blk->proc_lock);
 }
 
 static void blk_queue_notify(void *opaque, unsigned q)
@@ -325,10 +464,12 @@ static void blk_reset(void *opaque)
 {
 	struct virtio_blk *blk = opaque;
 
-	/* The transport already cleared DRIVER_OK: once the worker is out
-	 * of process_queue it cannot touch the queues again. */
+	/* The transport already cleared DRIVER_OK, so nothing new is
+	 * popped; requests in flight still finish (and are pushed) before
+	 * the transport resets the queues. */
 	pthread_mutex_lock(&blk->proc_lock);
 	blk->kick_pending = false;
+	wait_idle(blk);
 	pthread_mutex_unlock(&blk->proc_lock);
 }
 
@@ -397,18 +538,57 @@ static const struct virtio_dev_ops blk_ops_template = {
 	.post_load = blk_post_load,
 };
 
+static void stop_workers(struct virtio_blk *blk)
+{
+	pthread_mutex_lock(&blk->proc_lock);
+	blk->stop = true;
+	pthread_cond_broadcast(&blk->work_cond);
+	pthread_mutex_unlock(&blk->proc_lock);
+	for (unsigned i = 0; i < blk->nworkers; i++) {
+		pthread_join(blk->workers[i].tid, NULL);
+		free(blk->workers[i].bounce);
+	}
+	free(blk->workers);
+	blk->workers = NULL;
+	blk->nworkers = 0;
+}
+
+static int start_workers(struct virtio_blk *blk, unsigned n)
+{
+	int ret;
+
+	blk->workers = calloc(n, sizeof(*blk->workers));
+	if (!blk->workers)
+		return -ENOMEM;
+	for (unsigned i = 0; i < n; i++) {
+		blk->workers[i].blk = blk;
+		ret = -pthread_create(&blk->workers[i].tid, NULL, blk_worker,
+				      &blk->workers[i]);
+		if (ret) {
+			stop_workers(blk);
+			return ret;
+		}
+		pthread_setname_np(blk->workers[i].tid, "virtio-blk-io");
+		blk->nworkers = i + 1;
+	}
+	return 0;
+}
+
 int virtio_blk_init(struct virtio_blk *blk, const struct virtio_blk_opts *o,
 		    const struct guest_mem *mem, struct iothread *iot,
 		    const struct msi_sink *msi)
 {
 	uint16_t qs = o->queue_size ? o->queue_size : 256;
+	unsigned nw = o->workers < 0 ? VIRTIO_BLK_DEFAULT_WORKERS
+				     : (unsigned)o->workers;
 	uint64_t features;
 	struct stat sb;
 	int flags, ret;
 
 	memset(blk, 0, sizeof(*blk));
 	blk->fd = -1;
-	if (!o->path || (qs & (qs - 1)) || qs < 4 || qs > VIRTQ_MAX_SIZE)
+	if (!o->path || (qs & (qs - 1)) || qs < 4 || qs > VIRTQ_MAX_SIZE ||
+	    nw > VIRTIO_BLK_MAX_WORKERS)
 		return -EINVAL;
 	blk->ops = blk_ops_template;
 	blk->ops.queue_max_size = qs;
@@ -440,24 +620,18 @@ int virtio_blk_init(struct virtio_blk *blk, const struct virtio_blk_opts *o,
 		/* Not NUL-terminated when exactly 20 bytes (as the spec). */
 		memcpy(blk->serial, o->serial,
 		       MIN(strlen(o->serial), sizeof(blk->serial)));
-	blk->elem = malloc(sizeof(*blk->elem));
-	if (!blk->elem) {
-		ret = -ENOMEM;
-		goto err_fd;
-	}
-	if (o->direct) {
-		blk->bounce_size = BOUNCE_MAX;
-		ret = -posix_memalign(&blk->bounce, 4096, blk->bounce_size);
-		if (ret)
-			goto err_elem;
-	}
 	ret = -pthread_mutex_init(&blk->proc_lock, NULL);
 	if (ret)
-		goto err_bounce;
+		goto err_fd;
+	pthread_cond_init(&blk->work_cond, NULL);
+	pthread_cond_init(&blk->idle_cond, NULL);
+	ret = start_workers(blk, nw);
+	if (ret)
+		goto err_lock;
 	if (!iot) {
 		ret = iothread_create(&iot, "virtio-blk");
 		if (ret)
-			goto err_lock;
+			goto err_workers;
 		blk->own_iot = true;
 	}
 	blk->iot = iot;
@@ -482,27 +656,46 @@ err_vp:
 err_iot:
 	if (blk->own_iot)
 		iothread_destroy(blk->iot);
+err_workers:
+	stop_workers(blk);
 err_lock:
+	pthread_cond_destroy(&blk->idle_cond);
+	pthread_cond_destroy(&blk->work_cond);
 	pthread_mutex_destroy(&blk->proc_lock);
-err_bounce:
-	free(blk->bounce);
-err_elem:
-	free(blk->elem);
 err_fd:
 	close(blk->fd);
 	blk->fd = -1;
 	return ret;
 }
 
+static void free_reqs(struct blk_req *r)
+{
+	while (r) {
+		struct blk_req *nx = r->next;
+
+		free(r);
+		r = nx;
+	}
+}
+
 void virtio_blk_destroy(struct virtio_blk *blk)
 {
+	/* Kick handler first: after this nothing dispatches. */
 	iothread_kick_free(blk->kick);
+	blk->kick = NULL;
 	if (blk->own_iot)
 		iothread_destroy(blk->iot);
+	stop_workers(blk);
 	virtio_pci_destroy(&blk->vp);
+	/* Requests still queued belong to a guest that is gone. */
+	free_reqs(blk->q_head);
+	free_reqs(blk->free_reqs);
+	blk->q_head = blk->q_tail = blk->free_reqs = NULL;
+	pthread_cond_destroy(&blk->idle_cond);
+	pthread_cond_destroy(&blk->work_cond);
 	pthread_mutex_destroy(&blk->proc_lock);
 	free(blk->bounce);
-	free(blk->elem);
+	blk->bounce = NULL;
 	if (blk->fd >= 0)
 		close(blk->fd);
 	blk->fd = -1;
@@ -512,9 +705,8 @@ int virtio_blk_drain(struct virtio_blk *blk)
 {
 	int ret = 0;
 
-	/* Requests run synchronously under proc_lock: holding it means
-	 * none is in flight. */
 	pthread_mutex_lock(&blk->proc_lock);
+	wait_idle(blk);
 	if (!blk->st.readonly && fdatasync(blk->fd) < 0)
 		ret = -errno;
 	pthread_mutex_unlock(&blk->proc_lock);
@@ -525,6 +717,7 @@ void virtio_blk_pause(struct virtio_blk *blk)
 {
 	pthread_mutex_lock(&blk->proc_lock);
 	blk->paused = true;
+	wait_idle(blk);
 	pthread_mutex_unlock(&blk->proc_lock);
 }
 

@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 /*
- * virtio-blk on a raw image file. One request queue, served on an
- * iothread: the queue_notify op only kicks it (and the VMM may bind the
- * kick eventfd to the notify address as an ioeventfd).
+ * virtio-blk on a raw image file. One request queue: the queue_notify op
+ * only kicks an iothread (and the VMM may bind the kick eventfd to the
+ * notify address as an ioeventfd), which pops requests and runs them on
+ * a pool of worker threads, several at once, completing them in any
+ * order.
  */
 #ifndef KHYVE_VIRTIO_BLK_H
 #define KHYVE_VIRTIO_BLK_H
@@ -39,6 +41,11 @@
 #define VIRTIO_BLK_CONFIG_SIZE	       0x3c
 #define VIRTIO_BLK_MAX_DISCARD_SECTORS 0x3fffff
 #define VIRTIO_BLK_MAX_DISCARD_SEG     16
+/* Threads that run requests in parallel (QEMU's pool allows 64). */
+#define VIRTIO_BLK_DEFAULT_WORKERS 8
+#define VIRTIO_BLK_MAX_WORKERS	   64
+/* Requests popped and not yet completed, at most (bounds memory). */
+#define BLK_MAX_INFLIGHT 256
 
 /* virtio_blk_config offsets */
 #define VIRTIO_BLK_CFG_CAPACITY		   0x00
@@ -58,6 +65,8 @@ struct virtio_blk_opts {
 	bool direct;	     /* O_DIRECT (through an aligned bounce buffer) */
 	const char *serial;  /* GET_ID, up to 20 bytes; NULL = none */
 	uint16_t queue_size; /* 0 = 256 */
+	/* Worker threads; -1 = default, 0 = every request on the iothread */
+	int workers;
 };
 
 struct virtio_blk_stats {
@@ -75,6 +84,18 @@ struct virtio_blk_state {
 
 extern const struct snap_desc virtio_blk_snap;
 
+struct blk_req {
+	struct blk_req *next;
+	struct virtq_elem elem;
+};
+
+struct virtio_blk;
+struct blk_worker {
+	pthread_t tid;
+	struct virtio_blk *blk;
+	void *bounce; /* O_DIRECT bounce buffer, made on first use */
+};
+
 struct virtio_blk {
 	struct virtio_pci vp;
 	struct virtio_dev_ops ops; /* vp.ops points here (queue size) */
@@ -85,12 +106,18 @@ struct virtio_blk {
 	struct iothread *iot;
 	bool own_iot;
 	struct iothread_kick *kick;
-	struct virtq_elem *elem; /* scratch, under proc_lock */
-	void *bounce;		 /* O_DIRECT bounce buffer */
-	size_t bounce_size;
-	/* Held while requests are being processed: drain/reset take it. */
+	void *bounce; /* the iothread's O_DIRECT bounce buffer */
+	/* Guards everything below except stats and completing. */
 	pthread_mutex_t proc_lock;
-	bool paused, kick_pending;
+	pthread_cond_t work_cond; /* q_head or stop changed */
+	pthread_cond_t idle_cond; /* inflight reached 0 */
+	struct blk_worker *workers;
+	unsigned nworkers;
+	struct blk_req *q_head, *q_tail; /* popped, waiting for a worker */
+	struct blk_req *free_reqs;
+	unsigned inflight;   /* popped, not yet pushed */
+	unsigned completing; /* I/O done, about to push (atomic) */
+	bool paused, kick_pending, starved, stop;
 	struct virtio_blk_stats stats;
 };
 

@@ -441,11 +441,12 @@ static void vblk_bench(struct vdev *v, uint64_t buf, uint64_t cap)
  * flight (a new one goes out as soon as one completes). Request k writes
  * disk sectors [VS_BASE + 8k, +8), each stamped (magic, k, sector index,
  * then k ^ qword index << 48), so the host can read back exactly which
- * requests reached the disk. khyve serves a queue in order, so the used
- * ring must return the requests in submission order: every used entry is
- * checked against the oldest request in flight (order), a used entry for
- * a slot not in flight is a duplicate (dup), a non-zero status or length
- * other than 1 is bad, and a request not completed within 10 s is lost.
+ * requests reached the disk. Requests may complete in any order (virtio
+ * promises submission order only with VIRTIO_F_IN_ORDER, and khyve runs
+ * them on several threads): completions ahead of the oldest request in
+ * flight are counted (order) but are no error. A used entry for a slot
+ * not in flight is a duplicate (dup), a non-zero status or length other
+ * than 1 is bad, and a request not completed within 10 s is lost.
  * Progress: KHYVE-VSTREAM done=<completed> sent=<submitted> every 100.
  */
 #define VS_BASE	 2048 /* sectors: the first MiB stays for tests=vblk */
@@ -539,12 +540,15 @@ void vstream_test(void)
 			uint32_t id = vq_used.ring[used_seen % v.qsize].id;
 			uint32_t len = vq_used.ring[used_seen % v.qsize].len;
 			unsigned s = id / 3;
-			uint64_t oldest = done + 1;
+			uint64_t oldest = ~0ULL;
 
 			if (id % 3 || s >= qd || !vs_inflight[s]) {
 				dup++;
 				continue;
 			}
+			for (unsigned o = 0; o < qd; o++)
+				if (vs_inflight[o] && vs_inflight[o] < oldest)
+					oldest = vs_inflight[o];
 			order += vs_inflight[s] != oldest;
 			bad += blk_status[s] != 0 || len != 1;
 			vs_inflight[s] = 0;
@@ -560,7 +564,7 @@ void vstream_test(void)
 		blk_prep(&v, 0, VIRTIO_BLK_T_FLUSH, 0, 0, 0);
 		bad += blk_batch(&v, 1) != 0;
 	}
-	report("vstream", done == n && !dup && !order && !bad && !lost,
+	report("vstream", done == n && !dup && !bad && !lost,
 	       "done=%lu sent=%lu dup=%lu order=%lu bad=%lu lost=%lu qd=%u",
 	       done, sent, dup, order, bad, lost, qd);
 	vdev_reset(&v);

@@ -572,7 +572,8 @@ def stream_stamps(img, n):
 @needs_kvm
 def test_vblk_in_flight_across_checkpoints(guest_factory, tmp_path):
     """The guest keeps 16 writes in flight all the time and checks every
-    used-ring entry (no duplicate, none lost, submission order, status).
+    used-ring entry (no duplicate, none lost, status; completions may come
+    out of submission order, the worker pool runs several at once).
     Live checkpoints must not disturb it; a restore from one of them, on a
     copy of the disk taken with it, must find on disk exactly the requests
     the guest had seen complete and then finish the stream itself."""
@@ -603,7 +604,7 @@ def test_vblk_in_flight_across_checkpoints(guest_factory, tmp_path):
     assert g.finish() == 1
     out = g.read()
     assert re.search(r"KHYVE-TEST vstream PASS done=%d sent=%d dup=0 "
-                     r"order=0 bad=0 lost=0" % (n, n), out), out
+                     r"order=\d+ bad=0 lost=0" % (n, n), out), out
     assert stream_stamps(img, n) == list(range(n))
     # The paused copy holds a prefix: every request the guest saw complete
     # (and the ones drained with the snapshot), nothing after a gap.
@@ -621,7 +622,7 @@ def test_vblk_in_flight_across_checkpoints(guest_factory, tmp_path):
     first = [int(m.group(1)) for m in VSTREAM.finditer(complete(out))][0]
     assert seen < first <= k + 100, (seen, k, out[:300])
     assert re.search(r"KHYVE-TEST vstream PASS done=%d sent=%d dup=0 "
-                     r"order=0 bad=0 lost=0" % (n, n), out), out
+                     r"order=\d+ bad=0 lost=0" % (n, n), out), out
     assert stream_stamps(img2, n) == list(range(n))
     for s in snaps + [snap]:
         verify(r, s)

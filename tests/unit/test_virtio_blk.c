@@ -18,7 +18,7 @@
 
 #define RAM_SIZE     (4 * MiB)
 #define SLOT	     4
-#define QSZ	     16
+#define QSZ	     64
 #define DISK_SECTORS 2048
 #define DESC	     0x1000
 #define AVAIL	     0x2000
@@ -35,6 +35,7 @@ static struct virtio_blk blk;
 static char img[64];
 static uint64_t common, notify;
 static uint16_t avail_idx, used_seen;
+static int g_workers = -1; /* open_blk's worker threads (-1 = default) */
 
 static int irq_set(void *opaque, unsigned gsi, int level)
 {
@@ -102,7 +103,8 @@ static int open_blk(bool ro)
 	struct virtio_blk_opts o = {.path = img,
 				    .readonly = ro,
 				    .serial = "khyve-disk-0",
-				    .queue_size = 64};
+				    .queue_size = 64,
+				    .workers = g_workers};
 	struct irq_line line = {irq_set, NULL, 9};
 	int ret;
 
@@ -456,9 +458,128 @@ static void test_hostile(void)
 	close_blk();
 }
 
+/* Slot @s of a batch: descriptors 3s..3s+2, header/status per slot. */
+static void batch_req(unsigned s, uint32_t type, uint64_t sector, uint64_t data,
+		      uint32_t len)
+{
+	put_le32(ram + HDR + 16 * s, type);
+	put_le32(ram + HDR + 16 * s + 4, 0);
+	put_le64(ram + HDR + 16 * s + 8, sector);
+	ram[STATUS + s] = 0xee;
+	desc(3 * s, HDR + 16 * s, 16, VIRTQ_DESC_F_NEXT, 3 * s + 1);
+	desc(3 * s + 1, data, len,
+	     VIRTQ_DESC_F_NEXT |
+		     (type == VIRTIO_BLK_T_IN ? VIRTQ_DESC_F_WRITE : 0),
+	     3 * s + 2);
+	desc(3 * s + 2, STATUS + s, 1, VIRTQ_DESC_F_WRITE, 0);
+	put_le16(ram + AVAIL + 4 + 2 * (avail_idx % QSZ), (uint16_t)(3 * s));
+	avail_idx++;
+}
+
+static void batch_kick(void)
+{
+	__atomic_store_n((uint16_t *)(ram + AVAIL + 2), avail_idx,
+			 __ATOMIC_RELEASE);
+	wr(notify, 0, 2);
+}
+
+/* Wait until the used ring reaches avail_idx; check each head once. */
+static bool batch_wait(unsigned n)
+{
+	bool seen[QSZ] = {false};
+	unsigned i;
+
+	for (i = 0; i < 5000; i++) {
+		if (__atomic_load_n((uint16_t *)(ram + USED + 2),
+				    __ATOMIC_ACQUIRE) == avail_idx)
+			break;
+		nanosleep(&(struct timespec){0, 1000000}, NULL);
+	}
+	if (i == 5000)
+		return false;
+	for (; used_seen != avail_idx; used_seen++) {
+		uint32_t id = get_le32(ram + USED + 4 + 8 * (used_seen % QSZ));
+
+		if (id % 3 || id / 3 >= n || seen[id / 3])
+			return false;
+		seen[id / 3] = true;
+	}
+	return true;
+}
+
+#define NPAR 20 /* requests per kick: 60 of the 64 descriptors */
+
+/*
+ * Many requests in one kick run on the worker pool and may complete in
+ * any order: every one completes exactly once with the right data.
+ */
+static void test_parallel(void)
+{
+	struct virtio_blk_stats s;
+	uint8_t file[4096];
+
+	make_image();
+	CHECK_EQ(open_blk(false), 0);
+	CHECK(start_driver(~0ULL));
+	for (unsigned k = 0; k < NPAR; k++) {
+		memset(ram + DATA + 4096 * k, (int)(k + 1), 4096);
+		batch_req(k, VIRTIO_BLK_T_OUT, 16 * k, DATA + 4096 * k, 4096);
+	}
+	batch_kick();
+	CHECK(batch_wait(NPAR));
+	for (unsigned k = 0; k < NPAR; k++) {
+		CHECK_EQ(ram[STATUS + k], VIRTIO_BLK_S_OK);
+		file_read(16 * 512 * k, file, 4096);
+		CHECK(file[0] == k + 1 && file[4095] == k + 1);
+	}
+	/* Read them back into other buffers, in reverse disk order. */
+	memset(ram + DATA, 0, 4096 * NPAR);
+	for (unsigned k = 0; k < NPAR; k++)
+		batch_req(k, VIRTIO_BLK_T_IN, 16 * (NPAR - 1 - k),
+			  DATA + 4096 * k, 4096);
+	batch_kick();
+	CHECK(batch_wait(NPAR));
+	for (unsigned k = 0; k < NPAR; k++) {
+		CHECK_EQ(ram[STATUS + k], VIRTIO_BLK_S_OK);
+		CHECK_EQ(ram[DATA + 4096 * k], NPAR - k);
+		CHECK_EQ(ram[DATA + 4096 * k + 4095], NPAR - k);
+	}
+	virtio_blk_get_stats(&blk, &s);
+	CHECK_EQ(s.requests, 2 * NPAR);
+	CHECK_EQ(s.write_bytes, 4096 * NPAR);
+	CHECK_EQ(s.read_bytes, 4096 * NPAR);
+	CHECK_EQ(s.errors, 0);
+
+	/* Pause returns only when no popped request is left unpushed. */
+	for (unsigned k = 0; k < NPAR; k++)
+		batch_req(k, VIRTIO_BLK_T_OUT, 16 * k, DATA + 4096 * k, 4096);
+	batch_kick();
+	virtio_blk_pause(&blk);
+	CHECK_EQ(blk.vp.vqs[0].st.used_idx, blk.vp.vqs[0].st.last_avail_idx);
+	CHECK_EQ(get_le16(ram + USED + 2), blk.vp.vqs[0].st.used_idx);
+	CHECK_EQ(blk.inflight, 0);
+	virtio_blk_resume(&blk);
+	CHECK(batch_wait(NPAR));
+
+	/* A reset with requests in flight waits for them, then the queue
+	 * is clean and the driver can start over. */
+	for (unsigned k = 0; k < NPAR; k++)
+		batch_req(k, VIRTIO_BLK_T_IN, 16 * k, DATA + 4096 * k, 4096);
+	batch_kick();
+	wr(common + VIRTIO_PCI_COMMON_STATUS, 0, 1);
+	CHECK_EQ(blk.inflight, 0);
+	CHECK_EQ(blk.vp.vqs[0].st.last_avail_idx, 0);
+	CHECK(start_driver(~0ULL));
+	CHECK_EQ(request(VIRTIO_BLK_T_FLUSH, 0, 0, 0, false, NULL),
+		 VIRTIO_BLK_S_OK);
+	CHECK_EQ(virtio_blk_drain(&blk), 0);
+	close_blk();
+}
+
 static void test_open_errors(void)
 {
-	struct virtio_blk_opts o = {.path = "/nonexistent/disk.img"};
+	struct virtio_blk_opts o = {.path = "/nonexistent/disk.img",
+				    .workers = -1};
 	int fd;
 
 	CHECK_EQ(virtio_blk_init(&blk, &o, &mem, NULL, NULL), -ENOENT);
@@ -467,6 +588,9 @@ static void test_open_errors(void)
 	CHECK_EQ(write(fd, "abc", 3), 3);
 	close(fd);
 	o.path = img;
+	CHECK_EQ(virtio_blk_init(&blk, &o, &mem, NULL, NULL), -EINVAL);
+	make_image();
+	o.workers = VIRTIO_BLK_MAX_WORKERS + 1;
 	CHECK_EQ(virtio_blk_init(&blk, &o, &mem, NULL, NULL), -EINVAL);
 }
 
@@ -482,6 +606,14 @@ int main(void)
 	RUN(test_readonly);
 	RUN(test_pause_resume_reset);
 	RUN(test_hostile);
+	RUN(test_parallel);
+	/* The same on the iothread alone (workers=0). */
+	g_workers = 0;
+	RUN(test_rw_flush_id);
+	RUN(test_parallel);
+	RUN(test_pause_resume_reset);
+	RUN(test_hostile);
+	g_workers = -1;
 	RUN(test_open_errors);
 	unlink(img);
 	free(ram);
