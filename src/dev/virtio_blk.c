@@ -437,11 +437,9 @@ static void blk_kicked(void *opaque, uint32_t events)
 {
 	struct virtio_blk *blk = opaque;
 
+	/* While paused dispatch() pops nothing; resume kicks again. */
 	pthread_mutex_lock(&blk->proc_lock);
-	if (blk->paused)
-		blk->kick_pending = true;
-	else
-		process_queue(blk, &blk->bounce);
+	process_queue(blk, &blk->bounce);
 	pthread_mutex_unlock(&blk->proc_lock);
 }
 
@@ -468,7 +466,6 @@ static void blk_reset(void *opaque)
 	 * popped; requests in flight still finish (and are pushed) before
 	 * the transport resets the queues. */
 	pthread_mutex_lock(&blk->proc_lock);
-	blk->kick_pending = false;
 	wait_idle(blk);
 	pthread_mutex_unlock(&blk->proc_lock);
 }
@@ -723,15 +720,13 @@ void virtio_blk_pause(struct virtio_blk *blk)
 
 void virtio_blk_resume(struct virtio_blk *blk)
 {
-	bool kick;
-
 	pthread_mutex_lock(&blk->proc_lock);
 	blk->paused = false;
-	kick = blk->kick_pending;
-	blk->kick_pending = false;
 	pthread_mutex_unlock(&blk->proc_lock);
-	if (kick)
-		iothread_kick(blk->kick);
+	/* Always look at the ring: besides kicks that came while paused,
+	 * a pop loop stopped at the in-flight limit (starved) may have had
+	 * its completions land during the pause, and those do not pop. */
+	iothread_kick(blk->kick);
 }
 
 void virtio_blk_get_stats(struct virtio_blk *blk, struct virtio_blk_stats *s)
