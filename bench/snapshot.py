@@ -212,6 +212,10 @@ def bench_khyve(touch):
                 final.append(rep.get("final_copy_bytes", 0))
                 if live and not rep.get("live"):
                     log("khyve: live checkpoint fell back to stop-and-copy")
+                log("khyve %s checkpoint: paused %.1f ms, phases %s" % (
+                    mode, rep["paused_ms"], ", ".join(
+                        "%s %.1f" % kv
+                        for kv in rep.get("phases_ms", {}).items())))
                 if not wait_new(src, n_before, 60):
                     raise RuntimeError("khyve guest stopped after checkpoint")
             res["save_" + mode] = med(tot)

@@ -388,7 +388,8 @@ static int precopy_start(struct vm *vm, const char *ram_path, bool do_fsync,
  */
 static int precopy_finish(struct vm *vm, struct snap_ram_live *lv,
 			  bool do_fsync, struct snap_ram_info *ram,
-			  uint64_t *final_bytes, char *err, size_t errlen)
+			  uint64_t *final_bytes, uint64_t *t_scanned, char *err,
+			  size_t errlen)
 {
 	uint64_t *bm = calloc((vm->mem.ram_size / PAGE_SIZE + 63) / 64, 8);
 	uint64_t before = snap_ram_live_written(lv);
@@ -402,6 +403,7 @@ static int precopy_finish(struct vm *vm, struct snap_ram_live *lv,
 	if (off)
 		log_warn("snapshot: cannot stop KVM dirty logging: %s",
 			 strerror(-off));
+	*t_scanned = mono_ns();
 	if (!ret)
 		ret = snap_ram_live_copy(lv, bm, NULL);
 	free(bm);
@@ -430,6 +432,7 @@ int vm_snapshot_save(struct vm *vm, const json_t *args, bool suspend,
 	char ram_path[4096];
 	bool was_paused, live;
 	uint64_t t0 = mono_ns(), tp, tsave, tresume, ram_bytes = 0;
+	uint64_t tdrain, tscan = 0, tram;
 	uint64_t final_bytes = 0;
 	int ret;
 
@@ -473,12 +476,13 @@ int vm_snapshot_save(struct vm *vm, const json_t *args, bool suspend,
 	tp = mono_ns();
 	/* No block request may be in flight: it would be lost or repeated. */
 	ret = vm_devices_drain(vm, err, errlen);
+	tdrain = mono_ns();
 	if (ret && lv) {
 		dirty_log_set(vm, false);
 		snap_ram_live_abort(lv);
 	} else if (lv) {
-		ret = precopy_finish(vm, lv, do_fsync, &ram, &final_bytes, err,
-				     errlen);
+		ret = precopy_finish(vm, lv, do_fsync, &ram, &final_bytes,
+				     &tscan, err, errlen);
 	} else if (!ret) {
 		/* RAM first: its own temp file + rename; hashes go in the
 		 * state. */
@@ -490,6 +494,7 @@ int vm_snapshot_save(struct vm *vm, const json_t *args, bool suspend,
 				 file, strerror(-ret));
 	}
 	lv = NULL;
+	tram = mono_ns();
 	if (!ret) {
 		ram_bytes = vm->mem.ram_size;
 		ret = write_state(vm, file, &ram, err, errlen);
@@ -507,13 +512,22 @@ int vm_snapshot_save(struct vm *vm, const json_t *args, bool suspend,
 	else if (!was_paused)
 		vm_resume(vm);
 	tresume = mono_ns();
-	*reply = json_pack("{s:s, s:I, s:I, s:f, s:f, s:b, s:b, s:I}", "file",
-			   file, "bytes", (json_int_t)snapshot_disk_bytes(file),
-			   "ram_bytes", (json_int_t)ram_bytes, "total_ms",
-			   (double)(tsave - t0) / 1e6, "paused_ms",
-			   was_paused ? 0.0 : (double)(tresume - tp) / 1e6,
-			   "suspended", suspend, "live", live,
-			   "final_copy_bytes", (json_int_t)final_bytes);
+	if (!tscan)
+		tscan = tdrain;
+	/* Where the pause went: each phase from the vCPUs' stop on. */
+	*reply = json_pack(
+		"{s:s, s:I, s:I, s:f, s:f, s:b, s:b, s:I, "
+		"s:{s:f, s:f, s:f, s:f, s:f}}",
+		"file", file, "bytes", (json_int_t)snapshot_disk_bytes(file),
+		"ram_bytes", (json_int_t)ram_bytes, "total_ms",
+		(double)(tsave - t0) / 1e6, "paused_ms",
+		was_paused ? 0.0 : (double)(tresume - tp) / 1e6, "suspended",
+		suspend, "live", live, "final_copy_bytes",
+		(json_int_t)final_bytes, "phases_ms", "drain",
+		(double)(tdrain - tp) / 1e6, "dirty_scan",
+		(double)(tscan - tdrain) / 1e6, "ram", (double)(tram - tscan) / 1e6,
+		"state", (double)(tsave - tram) / 1e6, "resume",
+		(double)(tresume - tsave) / 1e6);
 	log_info("snapshot %s written in %.1f ms (paused %.1f ms%s)", file,
 		 (double)(tsave - t0) / 1e6,
 		 was_paused ? 0.0 : (double)(tresume - tp) / 1e6,

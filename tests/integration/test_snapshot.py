@@ -136,6 +136,15 @@ def test_checkpoint_then_clone_beside_running_original(guest_factory,
     assert 4 * 2**20 <= res["bytes"] < 32 * 2**20, res
     assert 0 < res["paused_ms"] <= res["total_ms"], res
     assert res["file"] == snap
+    # A running guest is checkpointed live: RAM copied before the pause,
+    # only what it dirtied meanwhile copied again while paused.
+    assert res["live"] is True, res
+    assert 0 <= res["final_copy_bytes"] < 32 * 2**20, res
+    # The pause accounted for phase by phase (they follow one another).
+    ph = res["phases_ms"]
+    assert set(ph) == {"drain", "dirty_scan", "ram", "state", "resume"}, res
+    assert all(v >= 0 for v in ph.values()), res
+    assert sum(ph.values()) <= res["paused_ms"] + 1, res
     # The original keeps running.
     assert wait_tick(g, after + 3), g.read()
     verify(g, snap)
