@@ -212,8 +212,10 @@ def bench_khyve(touch):
                 final.append(rep.get("final_copy_bytes", 0))
                 if live and not rep.get("live"):
                     log("khyve: live checkpoint fell back to stop-and-copy")
-                log("khyve %s checkpoint: paused %.1f ms, phases %s" % (
-                    mode, rep["paused_ms"], ", ".join(
+                log("khyve %s checkpoint: paused %.1f ms, re-hashed %d MiB, "
+                    "phases %s" % (
+                    mode, rep["paused_ms"],
+                    rep.get("final_hash_bytes", 0) >> 20, ", ".join(
                         "%s %.1f" % kv
                         for kv in rep.get("phases_ms", {}).items())))
                 if not wait_new(src, n_before, 60):

@@ -20,6 +20,7 @@
 #include "vm_snapshot.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -388,11 +389,13 @@ static int precopy_start(struct vm *vm, const char *ram_path, bool do_fsync,
  */
 static int precopy_finish(struct vm *vm, struct snap_ram_live *lv,
 			  bool do_fsync, struct snap_ram_info *ram,
-			  uint64_t *final_bytes, uint64_t *t_scanned, char *err,
+			  uint64_t *final_bytes, uint64_t *final_hashed,
+			  uint64_t *t_scanned, uint64_t *t_copied, char *err,
 			  size_t errlen)
 {
 	uint64_t *bm = calloc((vm->mem.ram_size / PAGE_SIZE + 63) / 64, 8);
 	uint64_t before = snap_ram_live_written(lv);
+	uint64_t hashed0 = snap_ram_live_hashed(lv);
 	int ret = bm ? 0 : -ENOMEM, off;
 
 	if (!ret)
@@ -412,7 +415,9 @@ static int precopy_finish(struct vm *vm, struct snap_ram_live *lv,
 		snprintf(err, errlen, "saving guest RAM: %s", strerror(-ret));
 		return ret;
 	}
+	*t_copied = mono_ns();
 	*final_bytes = snap_ram_live_written(lv) - before;
+	*final_hashed = snap_ram_live_hashed(lv) - hashed0;
 	ret = snap_ram_live_commit(lv, do_fsync ? SNAP_RAM_FSYNC : 0, ram);
 	if (ret)
 		snprintf(err, errlen, "saving guest RAM: %s", strerror(-ret));
@@ -432,9 +437,9 @@ int vm_snapshot_save(struct vm *vm, const json_t *args, bool suspend,
 	char ram_path[4096];
 	bool was_paused, live;
 	uint64_t t0 = mono_ns(), tp, tsave, tresume, ram_bytes = 0;
-	uint64_t tdrain, tscan = 0, tram;
-	uint64_t final_bytes = 0;
-	int ret;
+	uint64_t tdrain, tscan = 0, tcopy = 0, tram;
+	uint64_t final_bytes = 0, final_hashed = 0;
+	int old_ram, ret;
 
 	if (!file || !*file) {
 		snprintf(err, errlen, "missing snapshot file name");
@@ -448,6 +453,13 @@ int vm_snapshot_save(struct vm *vm, const json_t *args, bool suspend,
 		snprintf(err, errlen, "%s: file name too long", file);
 		return -ENAMETOOLONG;
 	}
+	/*
+	 * Hold the RAM file being replaced open until the guest runs again:
+	 * the rename that replaces it would otherwise drop its last link and
+	 * free all its pages inside the pause (measured: 820 ms for 800 MiB
+	 * on tmpfs, most of a live pause).
+	 */
+	old_ram = open(ram_path, O_RDONLY | O_CLOEXEC);
 	pthread_mutex_lock(&vm->lock);
 	was_paused = vm->state == VM_PAUSED;
 	pthread_mutex_unlock(&vm->lock);
@@ -461,7 +473,7 @@ int vm_snapshot_save(struct vm *vm, const json_t *args, bool suspend,
 		if (ret == -EOPNOTSUPP)
 			live = false;
 		else if (ret)
-			return ret;
+			goto out;
 	}
 	ret = vm_pause(vm);
 	if (ret) {
@@ -471,7 +483,7 @@ int vm_snapshot_save(struct vm *vm, const json_t *args, bool suspend,
 		}
 		snprintf(err, errlen, "cannot pause the VM: %s",
 			 strerror(-ret));
-		return ret;
+		goto out;
 	}
 	tp = mono_ns();
 	/* No block request may be in flight: it would be lost or repeated. */
@@ -482,7 +494,8 @@ int vm_snapshot_save(struct vm *vm, const json_t *args, bool suspend,
 		snap_ram_live_abort(lv);
 	} else if (lv) {
 		ret = precopy_finish(vm, lv, do_fsync, &ram, &final_bytes,
-				     &tscan, err, errlen);
+				     &final_hashed, &tscan, &tcopy, err,
+				     errlen);
 	} else if (!ret) {
 		/* RAM first: its own temp file + rename; hashes go in the
 		 * state. */
@@ -505,7 +518,7 @@ int vm_snapshot_save(struct vm *vm, const json_t *args, bool suspend,
 		/* The guest keeps running; a failed suspend does not exit. */
 		if (!was_paused)
 			vm_resume(vm);
-		return ret;
+		goto out;
 	}
 	if (suspend)
 		vm_request_stop(vm, KHYVE_EXIT_SUSPENDED);
@@ -514,25 +527,34 @@ int vm_snapshot_save(struct vm *vm, const json_t *args, bool suspend,
 	tresume = mono_ns();
 	if (!tscan)
 		tscan = tdrain;
+	if (!tcopy)
+		tcopy = tram; /* stop-and-copy: commit is part of the copy */
 	/* Where the pause went: each phase from the vCPUs' stop on. */
 	*reply = json_pack(
-		"{s:s, s:I, s:I, s:f, s:f, s:b, s:b, s:I, "
-		"s:{s:f, s:f, s:f, s:f, s:f}}",
+		"{s:s, s:I, s:I, s:f, s:f, s:b, s:b, s:I, s:I, "
+		"s:{s:f, s:f, s:f, s:f, s:f, s:f}}",
 		"file", file, "bytes", (json_int_t)snapshot_disk_bytes(file),
 		"ram_bytes", (json_int_t)ram_bytes, "total_ms",
 		(double)(tsave - t0) / 1e6, "paused_ms",
 		was_paused ? 0.0 : (double)(tresume - tp) / 1e6, "suspended",
 		suspend, "live", live, "final_copy_bytes",
-		(json_int_t)final_bytes, "phases_ms", "drain",
+		(json_int_t)final_bytes, "final_hash_bytes",
+		(json_int_t)final_hashed, "phases_ms", "drain",
 		(double)(tdrain - tp) / 1e6, "dirty_scan",
-		(double)(tscan - tdrain) / 1e6, "ram", (double)(tram - tscan) / 1e6,
+		(double)(tscan - tdrain) / 1e6, "ram_copy",
+		(double)(tcopy - tscan) / 1e6, "ram_commit",
+		(double)(tram - tcopy) / 1e6,
 		"state", (double)(tsave - tram) / 1e6, "resume",
 		(double)(tresume - tsave) / 1e6);
 	log_info("snapshot %s written in %.1f ms (paused %.1f ms%s)", file,
 		 (double)(tsave - t0) / 1e6,
 		 was_paused ? 0.0 : (double)(tresume - tp) / 1e6,
 		 live ? ", live pre-copy" : "");
-	return 0;
+	ret = 0;
+out:
+	if (old_ram >= 0)
+		close(old_ram); /* the old file's pages go now, guest running */
+	return ret;
 }
 
 /*

@@ -161,6 +161,7 @@ struct snap_ram_live {
 	unsigned nfiles;
 	uint64_t zero_hash; /* of a full all-zero chunk */
 	uint64_t written;   /* bytes written so far */
+	uint64_t hashed;    /* bytes of chunks (re)hashed so far */
 	XXH3_state_t *hs;
 };
 
@@ -400,6 +401,7 @@ struct copy_job {
 	uint64_t next;	  /* next chunk to take (atomic) */
 	uint64_t done;	  /* chunks finished (atomic) */
 	uint64_t written; /* bytes written (atomic) */
+	uint64_t hashed;  /* chunks (re)hashed (atomic) */
 	int rc;		  /* first error (atomic) */
 };
 
@@ -428,9 +430,11 @@ static int copy_loop(struct copy_job *j, XXH3_state_t *hs, bool reporter)
 					any = true;
 				}
 		}
-		if (!j->dirty || any)
+		if (!j->dirty || any) {
 			rc = do_chunk(lv, hs, &written, c,
 				      j->dirty ? sel : NULL);
+			__atomic_add_fetch(&j->hashed, 1, __ATOMIC_RELAXED);
+		}
 		if (rc) {
 			int zero = 0;
 
@@ -485,12 +489,18 @@ int snap_ram_live_copy(struct snap_ram_live *lv, const uint64_t *dirty,
 	for (unsigned i = 0; i < n; i++)
 		pthread_join(th[i], NULL);
 	lv->written += j.written;
+	lv->hashed += j.hashed * SNAP_RAM_CHUNK_SIZE;
 	return j.rc;
 }
 
 uint64_t snap_ram_live_written(const struct snap_ram_live *lv)
 {
 	return lv->written;
+}
+
+uint64_t snap_ram_live_hashed(const struct snap_ram_live *lv)
+{
+	return lv->hashed;
 }
 
 int snap_ram_live_open(const struct guest_mem *m, const char *path,

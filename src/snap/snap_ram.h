@@ -87,6 +87,9 @@ int snap_ram_live_copy(struct snap_ram_live *lv, const uint64_t *dirty,
 int snap_ram_live_flush(struct snap_ram_live *lv);
 /* Bytes of page data written so far (rewrites counted again). */
 uint64_t snap_ram_live_written(const struct snap_ram_live *lv);
+/* Bytes of whole chunks hashed so far (a chunk with one dirty page is
+ * hashed again in full). */
+uint64_t snap_ram_live_hashed(const struct snap_ram_live *lv);
 int snap_ram_live_commit(struct snap_ram_live *lv, unsigned flags,
 			 struct snap_ram_info *info);
 void snap_ram_live_abort(struct snap_ram_live *lv);

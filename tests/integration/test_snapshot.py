@@ -142,7 +142,9 @@ def test_checkpoint_then_clone_beside_running_original(guest_factory,
     assert 0 <= res["final_copy_bytes"] < 32 * 2**20, res
     # The pause accounted for phase by phase (they follow one another).
     ph = res["phases_ms"]
-    assert set(ph) == {"drain", "dirty_scan", "ram", "state", "resume"}, res
+    assert set(ph) == {"drain", "dirty_scan", "ram_copy", "ram_commit",
+                       "state", "resume"}, res
+    assert 0 <= res["final_hash_bytes"] <= 64 * 2**20, res
     assert all(v >= 0 for v in ph.values()), res
     assert sum(ph.values()) <= res["paused_ms"] + 1, res
     # The original keeps running.
