@@ -325,19 +325,16 @@ static struct blk_req *dispatch(struct virtio_blk *blk)
 	if (blk->paused || !(status & VIRTIO_STATUS_DRIVER_OK) ||
 	    (status & VIRTIO_STATUS_NEEDS_RESET))
 		return NULL;
-	blk->starved = false;
 	for (;;) {
 		struct blk_req *r;
 
-		if (blk->inflight >= BLK_MAX_INFLIGHT) {
-			/* A completion calls us again. */
-			blk->starved = true;
+		/* At the limit, or out of memory: the thread that pushes
+		 * the next completion calls us again (process_queue). */
+		if (blk->inflight >= BLK_MAX_INFLIGHT)
 			break;
-		}
 		r = req_get(blk);
 		if (!r) {
 			log_warn("virtio-blk: out of memory for a request");
-			blk->starved = true;
 			break;
 		}
 		ret = virtq_pop(vq, &r->elem);
@@ -724,8 +721,8 @@ void virtio_blk_resume(struct virtio_blk *blk)
 	blk->paused = false;
 	pthread_mutex_unlock(&blk->proc_lock);
 	/* Always look at the ring: besides kicks that came while paused,
-	 * a pop loop stopped at the in-flight limit (starved) may have had
-	 * its completions land during the pause, and those do not pop. */
+	 * a pop loop stopped at the in-flight limit may have had its
+	 * completions land during the pause, and those do not pop. */
 	iothread_kick(blk->kick);
 }
 

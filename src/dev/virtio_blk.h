@@ -117,7 +117,7 @@ struct virtio_blk {
 	struct blk_req *free_reqs;
 	unsigned inflight;   /* popped, not yet pushed */
 	unsigned completing; /* I/O done, about to push (atomic) */
-	bool paused, starved, stop;
+	bool paused, stop;
 	struct virtio_blk_stats stats;
 };
 
