@@ -470,25 +470,29 @@ int vm_boot(struct vm *vm, char *err, size_t errlen)
 {
 	struct boot_config bc = { 0 };
 	struct boot_info bi;
-	char *cmdline = NULL;
-	const char *extra = cpuid_policy_cmdline(vm->policy);
 	int ret;
 
-	/* The safe policy backs itself up on a Linux command line. */
-	if (vm->cfg->cmdline && *extra &&
-	    asprintf(&cmdline, "%s %s", vm->cfg->cmdline, extra) < 0)
-		return -ENOMEM;
 	bc.kernel_path = vm->cfg->kernel;
 	bc.initrd_path = vm->cfg->initrd;
-	bc.cmdline = cmdline ? cmdline : vm->cfg->cmdline;
+	bc.cmdline = vm->cfg->cmdline;
+	/* The safe policy backs itself up on a Linux command line only. */
+	bc.linux_extra = cpuid_policy_cmdline(vm->policy);
 	bc.ncpus = vm->ncpus;
 	bc.flags = vm->cfg->no_unpack ? BOOT_F_NO_UNPACK : 0;
 	ret = kernel_load_ex(&vm->mem, &bc, &bi, err, errlen);
-	free(cmdline);
 	if (ret)
 		return ret;
-	log_info("kernel %s: %s entry 0x%" PRIx64, vm->cfg->kernel,
+	log_info("kernel %s: %s%s entry 0x%" PRIx64, vm->cfg->kernel,
+		 bi.is_linux ? "Linux, " : "",
 		 bi.mode == BOOT_MODE_PVH ? "PVH" : "64-bit", bi.entry);
+	if (bi.cmdline_appended) {
+		snprintf(vm->cmdline_appended, sizeof(vm->cmdline_appended),
+			 "%s", bc.linux_extra);
+		log_info("cpu policy %s: appended \"%s\" to the Linux command "
+			 "line",
+			 vm->policy == CPU_POLICY_SAFE ? "safe" : "host",
+			 bc.linux_extra);
+	}
 	return vcpu_set_boot_regs(&vm->vcpus[0], &bi, err, errlen);
 }
 

@@ -49,6 +49,7 @@ struct vm {
 	bool sw_backend;
 	enum cpu_policy policy;
 	struct cpuid_hidden hidden;
+	char cmdline_appended[128]; /* policy words added to Linux's cmdline */
 	struct kvm_cpuid2 *supported_cpuid;
 	struct vcpu_msr_list msrs;
 	struct guest_mem mem;

@@ -45,6 +45,28 @@ static uint64_t rss_bytes(void)
 	return (uint64_t)rss * (uint64_t)sysconf(_SC_PAGESIZE);
 }
 
+/* The CPU features the policy hid from this guest, by name. */
+static json_t *hidden_json(const struct vm *vm)
+{
+	json_t *a = json_array();
+
+	if (vm->hidden.xsave)
+		json_array_append_new(a, json_string("xsave"));
+	if (vm->hidden.popcnt)
+		json_array_append_new(a, json_string("popcnt"));
+	if (vm->hidden.cx16)
+		json_array_append_new(a, json_string("cx16"));
+	if (vm->hidden.smap)
+		json_array_append_new(a, json_string("smap"));
+	for (unsigned b = 0; b < 32; b++) {
+		const char *n = cpuid_kvm_pv_name(1u << b);
+
+		if (n && (vm->hidden.kvm_pv & (1u << b)))
+			json_array_append_new(a, json_string(n));
+	}
+	return a;
+}
+
 static int op_status(void *o, json_t **reply, char *err, size_t errlen)
 {
 	struct vm *vm = o;
@@ -66,14 +88,16 @@ static int op_status(void *o, json_t **reply, char *err, size_t errlen)
 	pthread_mutex_lock(&vm->lock);
 	st = vm->state;
 	pthread_mutex_unlock(&vm->lock);
-	*reply = json_pack("{s:s, s:s, s:f, s:i, s:I, s:i, s:s, s:s, s:o}",
+	*reply = json_pack("{s:s, s:s, s:f, s:i, s:I, s:i, s:s, s:s, s:o, "
+			   "s:s, s:o}",
 			   "name", vm->cfg->name, "state", state_name(st),
 			   "uptime", uptime, "vcpus", (int)vm->ncpus, "memory",
 			   (json_int_t)vm->cfg->mem_size, "pid", (int)getpid(),
 			   "backend", vm->sw_backend ? "kvm (software)" : "kvm",
 			   "cpu_policy",
 			   vm->policy == CPU_POLICY_SAFE ? "safe" : "host",
-			   "devices", devs);
+			   "cpu_hidden", hidden_json(vm), "cmdline_appended",
+			   vm->cmdline_appended, "devices", devs);
 	return *reply ? 0 : -ENOMEM;
 }
 
@@ -243,13 +267,14 @@ static int op_stats(void *o, json_t **reply, char *err, size_t errlen)
 						(json_int_t)total, "exits", ex,
 						"emulated", em));
 	}
-	*reply = json_pack("{s:o, s:I, s:I, s:o, s:{s:b, s:b, s:b, s:b}}",
+	*reply = json_pack("{s:o, s:I, s:I, s:o, s:{s:b, s:b, s:b, s:b}, "
+			   "s:o}",
 			   "vcpus", vcpus, "rss", (json_int_t)rss_bytes(),
 			   "guest_memory", (json_int_t)vm->cfg->mem_size,
 			   "devices", vm_devices_stats(vm), "cpu_hidden",
 			   "xsave", vm->hidden.xsave, "popcnt",
 			   vm->hidden.popcnt, "cx16", vm->hidden.cx16, "smap",
-			   vm->hidden.smap);
+			   vm->hidden.smap, "cpu_hidden_list", hidden_json(vm));
 	return *reply ? 0 : -ENOMEM;
 }
 

@@ -54,7 +54,19 @@ struct exc_frame {
 	uint64_t vec, err, rip, cs, rflags, rsp, ss;
 };
 
-static struct tss64 tss[GUEST_MAX_CPUS];
+/*
+ * A TSS with an I/O permission bitmap that allows every port (all zero
+ * bits, then the 0xff terminator the CPU may read past the last port).
+ * User-mode port I/O must not depend on IOPL alone: kvm_pvm's emulator
+ * checks the bitmap instead of IOPL, so a TSS without one faults there.
+ */
+struct tss_io {
+	struct tss64 t;
+	uint8_t iomap[65536 / 8];
+	uint8_t iomap_end;
+} __attribute__((packed));
+
+static struct tss_io tss[GUEST_MAX_CPUS] __attribute__((aligned(16)));
 static uint8_t tss_stacks[GUEST_MAX_CPUS][2048] __attribute__((aligned(16)));
 static struct idt_entry idt[256];
 static struct dtr idtr;
@@ -100,10 +112,11 @@ static void idt_init(void)
 static void cpu_tables_load(unsigned cpu)
 {
 	uint64_t base = (uint64_t)&tss[cpu];
-	uint64_t lim = sizeof(struct tss64) - 1;
+	uint64_t lim = sizeof(struct tss_io) - 1;
 
-	tss[cpu].rsp[0] = (uint64_t)tss_stacks[cpu] + sizeof(tss_stacks[cpu]);
-	tss[cpu].iomap_base = sizeof(struct tss64); /* no bitmap: IOPL rules */
+	tss[cpu].t.rsp[0] = (uint64_t)tss_stacks[cpu] + sizeof(tss_stacks[cpu]);
+	tss[cpu].t.iomap_base = sizeof(struct tss64); /* bitmap: all ports */
+	tss[cpu].iomap_end = 0xff;
 	gdt[6 + 2 * cpu] = (lim & 0xffff) | (base & 0xffffff) << 16 |
 			   0x89ULL << 40 | ((lim >> 16) & 0xf) << 48 |
 			   ((base >> 24) & 0xff) << 56;

@@ -188,6 +188,76 @@ out:
 	fx_mem_free(&m);
 }
 
+/*
+ * The CPU policy's words go to Linux only: a bzImage and an ELF with
+ * Linux's notes get them, another PVH guest's command line stays its own.
+ */
+static void test_linux_extra(void)
+{
+	struct guest_mem m;
+	struct fx_bz_opts bo = fx_bz_default();
+	struct fx_elf_opts eo = fx_vmlinux_opts(true);
+	struct boot_config cfg = {.ncpus = 1,
+				  .cmdline = "tests=all",
+				  .linux_extra = "noxsave nosmap",
+				  .flags = BOOT_F_NO_UNPACK};
+	struct boot_info bi;
+	char err[200] = "";
+	const char *cl;
+	size_t len;
+	uint8_t *img;
+
+	if (fx_mem(&m, MEM))
+		return;
+	img = make_bz(&bo, &len);
+	if (!img)
+		goto out;
+	CHECK_EQ(kernel_load_buf(&m, &cfg, img, len, NULL, 0, &bi, err,
+				 sizeof(err)),
+		 0);
+	CHECK(bi.is_linux && bi.cmdline_appended);
+	cl = guest_mem_ptr(&m, bi.cmdline_gpa, 1);
+	CHECK(cl && !strcmp(cl, "tests=all noxsave nosmap"));
+	CHECK_EQ(bi.cmdline_len, strlen("tests=all noxsave nosmap"));
+	free(img);
+
+	/* A PVH ELF without Linux's notes (the project's test guest). */
+	img = fx_elf(&eo, &len);
+	if (!img)
+		goto out;
+	CHECK_EQ(kernel_load_buf(&m, &cfg, img, len, NULL, 0, &bi, err,
+				 sizeof(err)),
+		 0);
+	CHECK_EQ(bi.mode, BOOT_MODE_PVH);
+	CHECK(!bi.is_linux && !bi.cmdline_appended);
+	cl = guest_mem_ptr(&m, bi.cmdline_gpa, 1);
+	CHECK(cl && !strcmp(cl, "tests=all"));
+	free(img);
+
+	/* The same ELF with Linux's build-salt note: a Linux vmlinux. */
+	eo.linux_note = true;
+	img = fx_elf(&eo, &len);
+	if (!img)
+		goto out;
+	CHECK_EQ(kernel_load_buf(&m, &cfg, img, len, NULL, 0, &bi, err,
+				 sizeof(err)),
+		 0);
+	CHECK(bi.is_linux && bi.cmdline_appended);
+	cl = guest_mem_ptr(&m, bi.cmdline_gpa, 1);
+	CHECK(cl && !strcmp(cl, "tests=all noxsave nosmap"));
+
+	/* No command line of the user's: the words alone, no leading space. */
+	cfg.cmdline = NULL;
+	CHECK_EQ(kernel_load_buf(&m, &cfg, img, len, NULL, 0, &bi, err,
+				 sizeof(err)),
+		 0);
+	cl = guest_mem_ptr(&m, bi.cmdline_gpa, 1);
+	CHECK(cl && !strcmp(cl, "noxsave nosmap"));
+	free(img);
+out:
+	fx_mem_free(&m);
+}
+
 /* Error paths: each must fail cleanly with a message naming the problem. */
 static void expect_err(const struct guest_mem *m, const struct boot_config *c,
 		       const uint8_t *k, size_t klen, const uint8_t *ird,
@@ -483,6 +553,7 @@ int main(void)
 	log_set_level(LOG_ERR);
 	RUN(test_bzimage_classic);
 	RUN(test_elf_linux64);
+	RUN(test_linux_extra);
 	RUN(test_bad_inputs);
 	RUN(test_files);
 	RUN(test_file_bigger_than_ram);

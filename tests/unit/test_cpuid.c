@@ -31,7 +31,13 @@ static struct kvm_cpuid2 *make_cpuid(void)
 					  .flags = KVM_CPUID_FLAG_SIGNIFCANT_INDEX };
 	e[6] = (struct kvm_cpuid_entry2){ .function = 0x80000001,
 					  .ecx = 0x21 };
-	c->nent = 7;
+	/* kvmclock, clocksource2, async PF, steal time, PV EOI, unhalt,
+	 * TLB flush, send-IPI, sched yield, async-PF-int. */
+	e[7] = (struct kvm_cpuid_entry2){ .function = 0x40000001,
+					  .eax = 0x1 | 0x8 | 0x10 | 0x20 |
+						 0x40 | 0x80 | 0x200 | 0x800 |
+						 0x2000 | 0x4000 };
+	c->nent = 8;
 	return c;
 }
 
@@ -52,6 +58,9 @@ static void test_host_policy(void)
 	CHECK(e->edx & (1u << 28));
 	CHECK(cpuid_find(c, 0xd, 1) != NULL);
 	CHECK_EQ(cpuid_find(c, 0xb, 0)->edx, 3);
+	CHECK_EQ(cpuid_find(c, 0x40000001, 0)->eax,
+		 0x1 | 0x8 | 0x10 | 0x20 | 0x40 | 0x80 | 0x200 | 0x800 |
+			 0x2000 | 0x4000);
 	CHECK(!strcmp(cpuid_policy_cmdline(CPU_POLICY_HOST), ""));
 	free(c);
 }
@@ -72,8 +81,16 @@ static void test_safe_policy(void)
 	CHECK(e->ebx & (1u << 7)); /* SMEP stays */
 	CHECK(cpuid_find(c, 0xd, 0) == NULL);
 	CHECK(cpuid_find(c, 0xd, 1) == NULL);
-	CHECK_EQ(c->nent, 5);
+	CHECK_EQ(c->nent, 6);
 	CHECK(!(cpuid_find(c, 0x80000001, 0)->ecx & (1u << 5)));
+	/* PV send-IPI hangs SMP bring-up on kvm_pvm; its kin go too. */
+	e = cpuid_find(c, 0x40000001, 0);
+	CHECK_EQ(e->eax, 0x1 | 0x8 | 0x20 | 0x40);
+	CHECK_EQ(h.kvm_pv, KVM_PV_ASYNC_PF | KVM_PV_UNHALT | KVM_PV_TLB_FLUSH |
+				   KVM_PV_SEND_IPI | KVM_PV_SCHED_YIELD |
+				   KVM_PV_ASYNC_PF_INT);
+	CHECK(!strcmp(cpuid_kvm_pv_name(KVM_PV_SEND_IPI), "pv_send_ipi"));
+	CHECK(cpuid_kvm_pv_name(1u << 0) == NULL);
 	CHECK(strstr(cpuid_policy_cmdline(CPU_POLICY_SAFE), "noxsave") != NULL);
 	free(c);
 }

@@ -191,6 +191,31 @@ out:
 	fx_mem_free(&m);
 }
 
+static void test_is_linux(void)
+{
+	struct fx_elf_opts o = fx_vmlinux_opts(true);
+	size_t len;
+	uint8_t *img = fx_elf(&o, &len);
+
+	/* A PVH guest with only GNU and Xen notes is not Linux. */
+	CHECK(img && !elf_is_linux(img, len));
+	free(img);
+	o.linux_note = true;
+	img = fx_elf(&o, &len);
+	CHECK(img && elf_is_linux(img, len));
+	if (img) {
+		uint64_t entry = 0;
+
+		/* The PVH entry is still found past the extra note. */
+		CHECK_EQ(pvh_find_entry(img, len, &entry), 0);
+		CHECK_EQ(entry, 0x1000040);
+		/* Truncations never read past the end. */
+		for (size_t l = 0; l < len; l += 5)
+			(void)elf_is_linux(img, l);
+	}
+	free(img);
+}
+
 int main(void)
 {
 	RUN(test_note_elf64);
@@ -198,5 +223,6 @@ int main(void)
 	RUN(test_note_malformed);
 	RUN(test_start_info);
 	RUN(test_load_pvh_elf);
+	RUN(test_is_linux);
 	return unit_done();
 }

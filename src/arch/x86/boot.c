@@ -70,6 +70,7 @@ struct kload {
 	uint64_t
 		reserved_end; /* the kernel's memory ends here (initrd after) */
 	bool has_linux64, has_pvh;
+	bool is_linux; /* a bzImage, or an ELF with Linux's notes */
 	uint64_t linux64_entry, pvh_entry;
 	const uint8_t *hdr; /* bzImage setup header source, or NULL */
 	size_t hdr_len;	    /* bytes from 0 up to the end of the header */
@@ -532,6 +533,7 @@ int kernel_load_buf(const struct guest_mem *m, const struct boot_config *cfg,
 	size_t clen = strlen(cmdline);
 	struct e820_entry e820[E820_MAX_ENTRIES];
 	struct kload kl = {0};
+	char full[BOOT_CMDLINE_MAX];
 	uint64_t low_end;
 	int n, ret;
 
@@ -557,9 +559,11 @@ int kernel_load_buf(const struct guest_mem *m, const struct boot_config *cfg,
 	    get_le16(kernel + HDR_BOOT_FLAG) == 0xaa55) {
 		ret = load_bzimage(m, kernel, klen, cfg->flags, &kl, err,
 				   errlen);
+		kl.is_linux = true;
 	} else if (klen >= SELFMAG && !memcmp(kernel, ELFMAG, SELFMAG)) {
 		ret = load_elf(m, kernel, klen, &kl, err, errlen);
 		kl.format = KERNEL_FMT_ELF;
+		kl.is_linux = elf_is_linux(kernel, klen);
 	} else {
 		set_err(err, errlen,
 			"%s: not a kernel (no bzImage header, no ELF)", kname);
@@ -567,6 +571,23 @@ int kernel_load_buf(const struct guest_mem *m, const struct boot_config *cfg,
 	}
 	if (ret)
 		return ret;
+
+	/* Linux-only words (e.g. the CPU policy's) never reach other guests. */
+	if (kl.is_linux && cfg->linux_extra && *cfg->linux_extra) {
+		size_t elen = strlen(cfg->linux_extra);
+
+		if (clen + 1 + elen >= sizeof(full)) {
+			set_err(err, errlen,
+				"command line too long (%zu bytes with \"%s\")",
+				clen + 1 + elen, cfg->linux_extra);
+			return -E2BIG;
+		}
+		snprintf(full, sizeof(full), "%s%s%s", cmdline,
+			 clen ? " " : "", cfg->linux_extra);
+		cmdline = full;
+		clen = strlen(full);
+		bi->cmdline_appended = true;
+	}
 
 	/* Command line: the bzImage's cmdline_size bounds it, then our area. */
 	kl.cmdline_max = MIN(kl.cmdline_max, BOOT_CMDLINE_MAX - 1);
@@ -673,6 +694,7 @@ int kernel_load_buf(const struct guest_mem *m, const struct boot_config *cfg,
 	bi->kernel_end = kl.reserved_end;
 	bi->has_linux64 = kl.has_linux64;
 	bi->has_pvh = kl.has_pvh;
+	bi->is_linux = kl.is_linux;
 	bi->linux64_entry = kl.linux64_entry;
 	bi->pvh_entry = kl.pvh_entry;
 	/*

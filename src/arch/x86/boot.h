@@ -54,6 +54,8 @@ struct boot_config {
 	const char *kernel_path;
 	const char *initrd_path; /* NULL: no initrd */
 	const char *cmdline;	 /* NULL: empty */
+	/* Appended to @cmdline only when the kernel is Linux (NULL: none). */
+	const char *linux_extra;
 	unsigned ncpus;
 	unsigned flags; /* BOOT_F_* */
 	/* Extra ACPI tables (e.g. MCFG) and DSDT AML, see acpi.h. */
@@ -68,6 +70,8 @@ struct boot_info {
 	enum kernel_format format;
 	uint64_t entry; /* RIP for @mode */
 	bool has_linux64, has_pvh;
+	bool is_linux;	       /* bzImage, or ELF with Linux's notes */
+	bool cmdline_appended; /* linux_extra was added to the command line */
 	uint64_t linux64_entry, pvh_entry;
 	uint64_t boot_params_gpa; /* RSI (0 unless has_linux64) */
 	uint64_t start_info_gpa;  /* EBX (0 unless has_pvh) */

@@ -30,6 +30,28 @@
 /* Leaf 0x80000001 ECX: ABM (LZCNT; POPCNT on AMD is reported here too). */
 #define F81_ECX_ABM (1u << 5)
 
+const char *cpuid_kvm_pv_name(uint32_t bit)
+{
+	switch (bit) {
+	case KVM_PV_ASYNC_PF:
+		return "pv_async_pf";
+	case KVM_PV_UNHALT:
+		return "pv_unhalt";
+	case KVM_PV_TLB_FLUSH:
+		return "pv_tlb_flush";
+	case KVM_PV_ASYNC_PF_VMEXIT:
+		return "pv_async_pf_vmexit";
+	case KVM_PV_SEND_IPI:
+		return "pv_send_ipi";
+	case KVM_PV_SCHED_YIELD:
+		return "pv_sched_yield";
+	case KVM_PV_ASYNC_PF_INT:
+		return "pv_async_pf_int";
+	default:
+		return NULL;
+	}
+}
+
 bool cpuid_backend_is_software(void)
 {
 	const char *env = getenv("KHYVE_BACKEND");
@@ -131,6 +153,27 @@ void cpuid_apply_policy(struct kvm_cpuid2 *c, enum cpu_policy policy,
 			if (safe)
 				e->ecx &= ~F81_ECX_ABM;
 			break;
+		case 0x40000001:
+			/*
+			 * KVM's paravirtual features. On kvm_pvm a 2-vCPU
+			 * Linux hangs for good in the PV_SEND_IPI hypercall
+			 * during SMP bring-up (measured). PV_SCHED_YIELD and
+			 * PV_UNHALT (KVM_HC_KICK_CPU) are hypercalls on the
+			 * same path, and PV_TLB_FLUSH leans on the host
+			 * writing steal-time "preempted" flags a software
+			 * backend may never set: hidden, not measured.
+			 * Async page faults inject #PF/interrupts that the
+			 * snapshot does not carry and that a software
+			 * backend has no use for. kvmclock, steal time and
+			 * PV EOI stay: Linux needs the clock, the others are
+			 * plain MSRs.
+			 */
+			if (safe) {
+				if (hidden)
+					hidden->kvm_pv = e->eax & KVM_PV_SAFE_HIDE;
+				e->eax &= ~KVM_PV_SAFE_HIDE;
+			}
+			break;
 		default:
 			break;
 		}
@@ -145,7 +188,9 @@ const char *cpuid_policy_cmdline(enum cpu_policy policy)
 	/*
 	 * kvm_pvm may pass the host's CPUID through to guest kernel code, so
 	 * say it again on Linux's command line: 151 is X86_FEATURE_POPCNT and
-	 * 141 X86_FEATURE_CX16 (6.1 takes bit numbers only).
+	 * 141 X86_FEATURE_CX16 (6.1 takes bit numbers only). Linux words
+	 * only: vm_boot hands them to the loader, which appends them to a
+	 * Linux kernel's command line and to no other guest's.
 	 */
 	if (policy == CPU_POLICY_SAFE)
 		return "noxsave nosmap clearcpuid=151,141";

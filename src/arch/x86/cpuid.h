@@ -14,13 +14,32 @@
 
 #include <linux/kvm.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "config.h"
 
-/* The features the safe policy hides, for documentation and statistics. */
+/* KVM paravirtual features, CPUID 0x40000001 EAX (KVM_FEATURE_*). */
+#define KVM_PV_ASYNC_PF	       (1u << 4)
+#define KVM_PV_UNHALT	       (1u << 7)
+#define KVM_PV_TLB_FLUSH       (1u << 9)
+#define KVM_PV_ASYNC_PF_VMEXIT (1u << 10)
+#define KVM_PV_SEND_IPI	       (1u << 11)
+#define KVM_PV_SCHED_YIELD     (1u << 13)
+#define KVM_PV_ASYNC_PF_INT    (1u << 14)
+/* What the safe policy hides of them (cpuid.c says why, bit by bit). */
+#define KVM_PV_SAFE_HIDE                                                  \
+	(KVM_PV_ASYNC_PF | KVM_PV_UNHALT | KVM_PV_TLB_FLUSH |             \
+	 KVM_PV_ASYNC_PF_VMEXIT | KVM_PV_SEND_IPI | KVM_PV_SCHED_YIELD | \
+	 KVM_PV_ASYNC_PF_INT)
+
+/* The features the safe policy hid, for documentation and statistics. */
 struct cpuid_hidden {
 	bool xsave, popcnt, cx16, smap;
+	uint32_t kvm_pv; /* KVM_PV_* bits the host offered and we hid */
 };
+
+/* Name of one KVM_PV_* bit ("pv_send_ipi"), NULL for an unknown one. */
+const char *cpuid_kvm_pv_name(uint32_t bit);
 
 /* Is /dev/kvm a software backend? ($KHYVE_BACKEND=hw|pvm overrides.) */
 bool cpuid_backend_is_software(void);

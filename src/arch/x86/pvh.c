@@ -9,7 +9,17 @@
 #include "common.h"
 #include "layout.h"
 
-int pvh_find_entry(const uint8_t *img, size_t len, uint64_t *entry)
+/*
+ * Walk the notes of every PT_NOTE segment, calling @fn(name, namesz, type,
+ * desc, descsz, arg) until it returns non-zero (that value is returned).
+ * 0 when no callback stopped the walk; -ENOEXEC for an image that is not a
+ * valid ELF.
+ */
+typedef int (*note_fn)(const uint8_t *name, uint64_t namesz, uint32_t type,
+		       const uint8_t *desc, uint64_t descsz, void *arg);
+
+static int elf_walk_notes(const uint8_t *img, size_t len, note_fn fn,
+			  void *arg)
 {
 	struct boot_elf e;
 	int ret;
@@ -40,25 +50,70 @@ int pvh_find_entry(const uint8_t *img, size_t len, uint64_t *entry)
 			if (namesz > ph->filesz || descsz > ph->filesz ||
 			    next > ph->filesz - off)
 				break;
-			if (type == XEN_ELFNOTE_PHYS32_ENTRY && namesz == 4 &&
-			    !memcmp(n + name_off, "Xen", 4)) {
-				/* Linux emits the entry as a pointer-sized
-				 * value (8 bytes on x86-64), others as 4. */
-				if (descsz == 4)
-					*entry = get_le32(n + desc_off);
-				else if (descsz == 8)
-					*entry = get_le64(n + desc_off);
-				else
-					return -EINVAL;
-				/* The entry runs in 32-bit mode. */
-				if (*entry >= GUEST_PCI_HOLE_END)
-					return -EINVAL;
-				return 0;
-			}
+			ret = fn(n + name_off, namesz, type, n + desc_off,
+				 descsz, arg);
+			if (ret)
+				return ret;
 			off += next;
 		}
 	}
-	return -ENOENT;
+	return 0;
+}
+
+static bool note_named(const uint8_t *name, uint64_t namesz, const char *want)
+{
+	size_t wl = strlen(want);
+
+	/* namesz counts the NUL; tolerate producers that leave it out. */
+	return (namesz == wl + 1 || namesz == wl) && !memcmp(name, want, wl) &&
+	       (namesz == wl || name[wl] == 0);
+}
+
+static int pvh_entry_note(const uint8_t *name, uint64_t namesz, uint32_t type,
+			  const uint8_t *desc, uint64_t descsz, void *arg)
+{
+	uint64_t *entry = arg;
+
+	if (type != XEN_ELFNOTE_PHYS32_ENTRY || !note_named(name, namesz, "Xen"))
+		return 0;
+	/* Linux emits the entry as a pointer-sized value (8 bytes on x86-64),
+	 * others as 4. */
+	if (descsz == 4)
+		*entry = get_le32(desc);
+	else if (descsz == 8)
+		*entry = get_le64(desc);
+	else
+		return -EINVAL;
+	/* The entry runs in 32-bit mode. */
+	if (*entry >= GUEST_PCI_HOLE_END)
+		return -EINVAL;
+	return 1;
+}
+
+int pvh_find_entry(const uint8_t *img, size_t len, uint64_t *entry)
+{
+	int ret = elf_walk_notes(img, len, pvh_entry_note, entry);
+
+	return ret == 1 ? 0 : ret ? ret : -ENOENT;
+}
+
+static int linux_note(const uint8_t *name, uint64_t namesz, uint32_t type,
+		      const uint8_t *desc, uint64_t descsz, void *arg)
+{
+	(void)arg;
+	/* init/version.c always emits Linux's build-salt note ("Linux"). */
+	if (note_named(name, namesz, "Linux"))
+		return 1;
+	/* Xen's GUEST_OS note, "linux" on a kernel built with Xen support. */
+	if (type == XEN_ELFNOTE_GUEST_OS && note_named(name, namesz, "Xen") &&
+	    descsz >= 5 && !memcmp(desc, "linux", 5))
+		return 1;
+	return 0;
+}
+
+bool elf_is_linux(const uint8_t *img, size_t len)
+{
+	return elf_walk_notes(img, len, linux_note, NULL) == 1;
 }
 
 int pvh_build_start_info(const struct guest_mem *m, const struct pvh_start *p,

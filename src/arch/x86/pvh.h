@@ -7,12 +7,14 @@
 #ifndef KHYVE_X86_PVH_H
 #define KHYVE_X86_PVH_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "e820.h"
 #include "guest_mem.h"
 
+#define XEN_ELFNOTE_GUEST_OS	 6
 #define XEN_ELFNOTE_PHYS32_ENTRY 18
 #define HVM_START_MAGIC		 0x336ec578
 #define HVM_START_INFO_SIZE	 56
@@ -25,6 +27,13 @@
  * none, -EINVAL/-ENOEXEC for a malformed image.
  */
 int pvh_find_entry(const uint8_t *img, size_t len, uint64_t *entry);
+
+/*
+ * True if ELF image @img carries Linux's own notes (owner "Linux", or a
+ * Xen GUEST_OS note saying "linux"): it is a Linux kernel, whose command
+ * line takes Linux's words. Another PVH guest's command line is its own.
+ */
+bool elf_is_linux(const uint8_t *img, size_t len);
 
 struct pvh_start {
 	uint64_t cmdline_gpa;		  /* 0: none */

@@ -63,6 +63,7 @@ struct fx_elf_opts {
 	uint64_t pvh;	   /* PVH entry, 0: no note */
 	unsigned pvh_size; /* 4 or 8 */
 	size_t text, data, bss;
+	bool linux_note; /* Linux's build-salt note, as every vmlinux has */
 };
 
 /*
@@ -77,7 +78,7 @@ static inline uint8_t *fx_elf(const struct fx_elf_opts *o, size_t *len)
 	size_t note_off = ehsz + 3 * phsz, note_len = 0;
 	size_t text_off, data_off, total;
 	uint64_t data_paddr = ALIGN_UP(o->paddr + o->text, 4096);
-	uint8_t note[64] = {0};
+	uint8_t note[128] = {0};
 	uint8_t *b;
 
 	/* Another note first, so the parser has to walk past it. */
@@ -97,6 +98,14 @@ static inline uint8_t *fx_elf(const struct fx_elf_opts *o, size_t *len)
 		else
 			put_le32(note + note_len + 16, (uint32_t)o->pvh);
 		note_len += 16 + o->pvh_size;
+	}
+	if (o->linux_note) {
+		/* "Linux\0" padded to 8, a 4-byte descriptor (type 0x100). */
+		put_le32(note + note_len, 6);
+		put_le32(note + note_len + 4, 4);
+		put_le32(note + note_len + 8, 0x100);
+		memcpy(note + note_len + 12, "Linux", 6);
+		note_len += 24;
 	}
 	text_off = ALIGN_UP(note_off + note_len, 16);
 	data_off = text_off + o->text;
