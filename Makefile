@@ -87,21 +87,7 @@ check:
 	$(MAKE) SAN=1 build-san/khyve build-san/khyvectl
 	$(MAKE) unit
 	$(MAKE) SAN=1 unit
-	KHYVE_BUILD=build-san /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration
-	@if [ -w /dev/kvm ]; then :; else \
-		echo "== no /dev/kvm here: the integration tests again, on nested KVM (tests/nested/run.sh) =="; \
-		for try in 1 2; do \
-			KHYVE_NESTED_TIMEOUT=$${KHYVE_NESTED_TIMEOUT:-600} tests/nested/run.sh \
-				/usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration; \
-			rc=$$?; \
-			[ $$rc -eq 125 ] || break; \
-			echo "WARNING: the nested KVM machine died or hung (status 125); trying once more"; \
-		done; \
-		if [ $$rc -eq 125 ]; then \
-			echo "WARNING: the nested KVM machine returned no result (it hung or timed out);"; \
-			echo "WARNING: its integration tests are NOT counted as passed. See tests/nested/run.sh."; \
-		elif [ $$rc -ne 0 ]; then exit $$rc; fi; \
-	fi
+	sh tests/run-integration.sh
 
 bench: all
 	bench/run.sh

@@ -8,7 +8,8 @@ make -j"$(nproc)"
 echo "== booting the fast test guest (serial, memory, timer, smp tests) =="
 set -- build/khyve -c 2 -m 256M -k build/guests/testguest.elf \
 	-a "tests=serial,mem,timer,smp" -l com1,stdio quickstart
-if [ -c /dev/kvm ] && [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
+# The project's one KVM probe (opens /dev/kvm, checks API and capabilities).
+if build/khyve --probe-kvm; then
 	exec "$@"
 fi
 # No KVM on this host (e.g. a VM without nested virtualisation): run the

@@ -30,6 +30,8 @@ const char config_usage[] =
 	"      --cpu-policy P      auto (default), host or safe\n"
 	"      --rundir DIR        control socket directory (default /run/khyve,\n"
 	"                          or $KHYVE_RUNDIR)\n"
+	"      --probe-kvm         check that /dev/kvm can run a guest, say\n"
+	"                          which backend it is; exit 0, or 4 and why\n"
 	"  -v, --verbose           more messages (repeat for debug)\n"
 	"  -h, --help              this text\n"
 	"  -V, --version           print the version\n"
@@ -192,6 +194,7 @@ enum {
 	OPT_NO_UNPACK,
 	OPT_CPU_POLICY,
 	OPT_RUNDIR,
+	OPT_PROBE_KVM,
 };
 
 int config_parse(struct vm_config *c, int argc, char **argv, char *err,
@@ -211,6 +214,7 @@ int config_parse(struct vm_config *c, int argc, char **argv, char *err,
 		{ "no-unpack", no_argument, NULL, OPT_NO_UNPACK },
 		{ "cpu-policy", required_argument, NULL, OPT_CPU_POLICY },
 		{ "rundir", required_argument, NULL, OPT_RUNDIR },
+		{ "probe-kvm", no_argument, NULL, OPT_PROBE_KVM },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -332,6 +336,8 @@ int config_parse(struct vm_config *c, int argc, char **argv, char *err,
 		case 'v':
 			c->verbose++;
 			break;
+		case OPT_PROBE_KVM:
+			return CONFIG_PROBE_KVM;
 		case 'h':
 			return CONFIG_HELP;
 		case 'V':

@@ -68,6 +68,7 @@ enum config_parse_result {
 	CONFIG_HELP = 1,    /* --help given: print usage, exit 0 */
 	CONFIG_VERSION = 2, /* --version given */
 	CONFIG_LIST_DEVS = 3, /* -s help */
+	CONFIG_PROBE_KVM = 4, /* --probe-kvm */
 };
 
 /*

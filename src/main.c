@@ -95,6 +95,18 @@ int main(int argc, char **argv)
 		printf("khyve %s\n", KHYVE_VERSION);
 		config_free(&cmd);
 		return 0;
+	case CONFIG_PROBE_KVM: {
+		bool sw = false;
+
+		config_free(&cmd);
+		if (kvm_probe(&sw, err, sizeof(err))) {
+			fprintf(stderr, "khyve: %s\n", err);
+			return KHYVE_EXIT_ERROR;
+		}
+		printf("kvm: usable, %s backend\n",
+		       sw ? "software (kvm_pvm)" : "hardware");
+		return 0;
+	}
 	case CONFIG_LIST_DEVS:
 		vm_devices_list(stdout);
 		config_free(&cmd);

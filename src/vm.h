@@ -73,6 +73,12 @@ struct vm {
 	uint64_t paused_ns_total;
 };
 
+/*
+ * The one KVM probe (khyve --probe-kvm, the tests, the Makefile): open
+ * /dev/kvm, check the API version and the capabilities khyve needs. 0 and
+ * whether it is a software backend, or -errno with the reason in @err.
+ */
+int kvm_probe(bool *software, char *err, size_t errlen);
 /* Open /dev/kvm, create the VM, memory, vCPUs and devices. */
 int vm_create(struct vm *vm, struct vm_config *cfg, char *err, size_t errlen);
 /* Load the kernel and firmware tables; set the boot vCPU's registers. */

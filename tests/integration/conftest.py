@@ -4,6 +4,7 @@ Tests that need a guest to run need /dev/kvm; on machines without it they
 are skipped with that reason (they are not faked).
 """
 import os
+import re
 import subprocess
 import time
 
@@ -17,16 +18,46 @@ GUEST = os.path.join(ROOT, "build", "guests", "testguest.elf")
 
 
 def kvm_usable():
-    try:
-        fd = os.open("/dev/kvm", os.O_RDWR)
-    except OSError as e:
-        return False, "/dev/kvm unavailable here: %s" % e.strerror
-    os.close(fd)
-    return True, ""
+    """The project's one KVM probe: `khyve --probe-kvm` opens /dev/kvm,
+    checks the API version and the capabilities khyve needs. Status 4 is
+    "no usable KVM here" (a skip, with khyve's reason); anything else that
+    is not 0 is a broken build, which must fail, not skip."""
+    if not os.access(KHYVE, os.X_OK):
+        raise RuntimeError("%s is not built (run make first)" % KHYVE)
+    r = subprocess.run([KHYVE, "--probe-kvm"], capture_output=True,
+                       text=True, timeout=60)
+    if r.returncode == 0:
+        return True, ""
+    if r.returncode == 4:
+        return False, "no usable KVM here: " + r.stderr.strip()
+    raise RuntimeError("khyve --probe-kvm failed with status %d: %s"
+                       % (r.returncode, r.stderr.strip()))
 
 
 KVM_OK, KVM_WHY = kvm_usable()
 needs_kvm = pytest.mark.skipif(not KVM_OK, reason=KVM_WHY)
+
+
+VERDICT = re.compile(r"^KHYVE-GUEST done pass=(\d+) fail=(\d+)\s*$", re.M)
+PASS_LINE = re.compile(r"^KHYVE-TEST (\S+) PASS\b", re.M)
+
+
+def verdict(out, expect=None):
+    """The test guest's verdict, judged strictly: exactly one "done" line,
+    fail=0, no guest exception, and - for a guest that booted in this
+    process (@expect: the test names it must pass, in any order) - exactly
+    those PASS lines, as many as the verdict counts. A restored guest
+    counts the passes of its whole life, so pass @expect=None there."""
+    done = VERDICT.findall(out)
+    assert len(done) == 1, "want one verdict line, got %r:\n%s" % (done, out)
+    npass, nfail = int(done[0][0]), int(done[0][1])
+    assert "KHYVE-GUEST exception" not in out, out
+    assert nfail == 0 and " FAIL" not in out, out
+    if expect is not None:
+        got = PASS_LINE.findall(out)
+        assert sorted(got) == sorted(expect), (got, expect, out)
+        assert npass == len(expect), out
+    return npass
 
 
 @pytest.fixture

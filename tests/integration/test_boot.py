@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import GUEST, needs_kvm
+from conftest import GUEST, needs_kvm, verdict
 
 pytestmark = needs_kvm
 
@@ -21,10 +21,12 @@ def boot(guest_factory, tests, cpus=1, mem="256M", extra=()):
 def test_self_checks_pass(guest_factory, cpus):
     g = boot(guest_factory, "tests=serial,mem,timer,smp", cpus=cpus)
     assert g.wait_for("KHYVE-GUEST done", 120), g.read()
-    out = g.read()
-    assert "FAIL" not in out, out
-    assert re.search(r"KHYVE-TEST smp PASS cpus=%d" % cpus, out), out
     assert g.finish() == 1  # powered off
+    out = g.read()
+    # smp-mem needs an AP: with one vCPU it is not run, not passed.
+    verdict(out, ["serial", "mem-size", "mem-pattern", "timer", "smp"] +
+            (["smp-mem"] if cpus > 1 else []))
+    assert re.search(r"KHYVE-TEST smp PASS cpus=%d" % cpus, out), out
 
 
 def test_memory_above_4g(guest_factory):
@@ -37,7 +39,7 @@ def test_memory_above_4g(guest_factory):
     assert m and int(m.group(1)) >= 5 * 1024**3 - 2 * 1024**2, out
     ranges = [int(a, 16) for a in re.findall(r"KHYVE-INFO mem range (0x[0-9a-f]+)-", out)]
     assert ranges and min(ranges) >= 4 * 1024**3, out  # tested above 4 GiB
-    assert "KHYVE-TEST mem-pattern PASS" in out and "FAIL" not in out, out
+    verdict(out, ["mem-size", "mem-pattern"])
 
 
 @pytest.mark.parametrize("mode,status", [("poweroff", 1), ("reboot", 0),

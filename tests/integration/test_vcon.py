@@ -10,7 +10,7 @@ import os
 import socket
 import time
 
-from conftest import GUEST, needs_kvm
+from conftest import GUEST, needs_kvm, verdict
 
 pytestmark = needs_kvm
 
@@ -72,6 +72,7 @@ def test_vcon_socket_both_ways(guest_factory, tmp_path):
     assert g.wait_for("KHYVE-GUEST done", 60), g.read()
     assert g.finish() == 1, stderr(g)
     out = g.read()
+    verdict(out)
     assert "KHYVE-INFO vcon pci=00:%02d.0 id=0x1043 cols=100 rows=40" % SLOT \
         in out, out
     # 19 characters; the guest saw all 20 bytes including the newline.
@@ -107,6 +108,7 @@ def test_vcon_suspend_restore_rebinds_socket(guest_factory, tmp_path):
     assert r2.wait_for("KHYVE-GUEST done", 60), r2.read()
     assert r2.finish() == 1, stderr(r2)
     out = r2.read()
+    verdict(out)
     assert "KHYVE-TEST vcon PASS pci=00:%02d.0 line=13 got=14 status=0" \
         % SLOT in out, out
     s2.close()

@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from conftest import GUEST, needs_kvm
+from conftest import GUEST, needs_kvm, verdict
 
 # These ran only with KHYVE_NESTED_VIRTIO=1 on the nested KVM for a while:
 # twice a virtio-blk guest stopped making progress there and khyve could
@@ -62,6 +62,7 @@ def test_virtio_blk_rw_and_rng(guest_factory, tmp_path):
     assert g.wait_for("KHYVE-GUEST done", 120), g.read()
     assert g.finish() == 1, g.proc.stderr.read().decode()
     out = g.read()
+    verdict(out)
     assert "FAIL" not in out, out
     # Found where the command line put them.
     assert re.search(r"KHYVE-INFO vblk pci=00:02\.0 id=0x1042 "
@@ -96,6 +97,7 @@ def test_virtio_blk_readonly_refuses_writes(guest_factory, tmp_path):
     assert g.wait_for("KHYVE-GUEST done", 120), g.read()
     assert g.finish() == 1
     out = g.read()
+    verdict(out)
     assert re.search(r"KHYVE-INFO vblk pci=00:04\.0 .* ro=1", out), out
     # The guest saw the write fail with VIRTIO_BLK_S_IOERR ...
     assert ("KHYVE-TEST vblk PASS op=ro-write sectors=%d status=1" % NSECT

@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from conftest import GUEST, needs_kvm
+from conftest import GUEST, needs_kvm, verdict
 
 SLOT = 3
 MAC = "52:54:00:12:34:56"
@@ -297,6 +297,7 @@ def test_vnet_burst_mac_and_echo(guest_factory, net):
     assert g.wait_for("KHYVE-GUEST done", 60), g.read()
     assert g.finish() == 1, stderr(g)
     out = g.read()
+    verdict(out)
     assert re.search(r"KHYVE-TEST vnet PASS op=echo quit=1 udp=6 icmp=2 "
                      r"arp_in=\d+ rx=\d+ rx_bad=0 other=\d+ status=0",
                      out), out
@@ -337,6 +338,7 @@ def test_vnet_suspend_mid_tx_restore_on_new_tap(guest_factory, net,
     b.poll(0.5)
     b.check_complete()
     out = r2.read()
+    verdict(out)
     assert ("KHYVE-TEST vnet PASS op=tx sent=%d len=%d gap_us=5000 bad=0 "
             "status=0" % (n, length)) in out, out
     # The restored guest's progress lines go on from the saved count.

@@ -1,0 +1,51 @@
+#!/bin/sh
+# The integration stage of `make check`: the tests that boot guests.
+#
+# One probe decides where they run (`khyve --probe-kvm`: opens /dev/kvm,
+# checks the API version and capabilities):
+# - a usable KVM here (hardware, or the software kvm_pvm): the whole
+#   integration suite, Linux tests included, on it, with the sanitized
+#   build (KHYVE_BUILD, default build-san);
+# - none: the same suite on a nested KVM under QEMU's emulator
+#   (tests/nested/run.sh), tried twice, since that machine can die.
+# A run that produces no result is a failure, never a pass: pytest's exit
+# 5 (no tests ran), a nested machine that died twice (125), a missing QEMU.
+set -u
+cd "$(dirname "$0")/.."
+build=${KHYVE_BUILD:-build-san}
+pytest="/usr/bin/python3 -m pytest -q -p no:cacheprovider -rs"
+# Sanitizer reports get exit codes of their own: ASan's and UBSan's default
+# (1) is also khyve's "powered off", so a report would read as success.
+export ASAN_OPTIONS=${ASAN_OPTIONS:-exitcode=86:detect_leaks=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-exitcode=87:halt_on_error=1:print_stacktrace=1}
+
+if [ ! -x build/khyve ] || [ ! -x "$build/khyve" ]; then
+	echo "integration: build/khyve or $build/khyve is not built" >&2
+	exit 2
+fi
+if probe=$(build/khyve --probe-kvm 2>&1); then
+	echo "== integration tests on this host's KVM ($probe), $build =="
+	KHYVE_BUILD=$build $pytest tests/integration
+	rc=$?
+	[ $rc -eq 5 ] && echo "integration: FAIL: pytest ran no test"
+	exit $rc
+fi
+echo "== no usable KVM here ($probe):" \
+     "the integration tests on nested KVM (tests/nested/run.sh) =="
+rc=125
+for try in 1 2; do
+	KHYVE_NESTED_TIMEOUT=${KHYVE_NESTED_TIMEOUT:-600} tests/nested/run.sh \
+		$pytest tests/integration
+	rc=$?
+	[ $rc -eq 125 ] || break
+	echo "integration: the nested KVM machine died or hung (status 125)"
+	[ $try -eq 1 ] && echo "integration: trying once more"
+done
+case $rc in
+0) ;;
+125) echo "integration: FAIL: the nested KVM machine returned no result" \
+	  "twice (see tests/nested/run.sh); nothing was proven" ;;
+77) echo "integration: FAIL: QEMU is not installed, nothing could run" ;;
+5) echo "integration: FAIL: pytest ran no test" ;;
+esac
+exit $rc
