@@ -55,6 +55,13 @@ def test_typed_input_echoes(guest_factory):
     g.proc.stdin.write(b"hello khyve\n")
     g.proc.stdin.flush()
     assert g.wait_for("KHYVE-ECHO got hello khyve", 30), g.read()
+    g.proc.stdin.write(b"second line\nquit\n")
+    g.proc.stdin.flush()
+    assert g.wait_for("KHYVE-GUEST done", 30), g.read()
+    assert g.finish() == 1
+    # The guest counts what it received: both lines, whole.
+    verdict(g.read(), ["echo"])
+    assert "KHYVE-TEST echo PASS lines=2 bytes=22" in g.read(), g.read()
 
 
 def counter_values(text):
