@@ -21,6 +21,17 @@ BUILD ?= build
 SANFLAGS :=
 endif
 
+# Sanitizer reports must never look like a pass or like khyve's own exit
+# statuses (1 = powered off is ASan's/UBSan's default). A combined
+# ASan+UBSan runtime shares one exit code among its parts, set by the
+# options string it parses last (gcc: LSAN_OPTIONS', clang: UBSAN_OPTIONS'),
+# so LSan's equals ASan's. Measured with gcc 12: ASan and leaks exit 86,
+# UBSan 87. Exported to every recipe: the SAN unit run, tests/run-integration.sh.
+ASAN_OPTIONS ?= exitcode=86:detect_leaks=1
+UBSAN_OPTIONS ?= exitcode=87:halt_on_error=1:print_stacktrace=1
+LSAN_OPTIONS ?= exitcode=86
+export ASAN_OPTIONS UBSAN_OPTIONS LSAN_OPTIONS
+
 CFLAGS ?= -O2 -g
 CFLAGS += -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter \
 	  -Wshadow -Wpointer-arith -Wstrict-prototypes -Wmissing-prototypes \

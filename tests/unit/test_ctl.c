@@ -1002,7 +1002,7 @@ static void test_peercred(void)
 	pid_t pid;
 
 	if (geteuid() != 0) {
-		fprintf(stderr, "test_peercred: skipped (needs root)\n");
+		SKIP("needs root");
 		return;
 	}
 	/* reachable dir and socket, so only SO_PEERCRED can refuse */
@@ -1196,11 +1196,13 @@ static void test_khyvectl_progress(void)
 	size_t lt = 0, lo = 0;
 	pid_t pid;
 
-	if (!find_khyvectl())
+	if (!find_khyvectl()) {
+		SKIP("no khyvectl binary (run make first)");
 		return;
+	}
 	m = posix_openpt(O_RDWR | O_NOCTTY);
 	if (m < 0 || grantpt(m) || unlockpt(m)) {
-		fprintf(stderr, "test_khyvectl_progress: skipped (no pty)\n");
+		SKIP("no pty: %s", strerror(errno));
 		return;
 	}
 	s = open(ptsname(m), O_RDWR | O_NOCTTY);
@@ -1310,8 +1312,7 @@ static void test_khyvectl(void)
 	int rc;
 
 	if (!find_khyvectl()) {
-		fprintf(stderr, "test_khyvectl: skipped (no khyvectl binary; "
-				"run make first)\n");
+		SKIP("no khyvectl binary (run make first)");
 		return;
 	}
 	vm_reset_state();

@@ -270,7 +270,7 @@ static void test_real_kernel(void)
 		closedir(d);
 	}
 	if (!path[0]) {
-		printf("test_real_kernel: no kernel found, skipped\n");
+		SKIP("no kernel found ($KHYVE_TEST_VMLINUZ, /boot/vmlinuz-*)");
 		return;
 	}
 	{

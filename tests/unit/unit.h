@@ -6,8 +6,16 @@
  *   static void test_foo(void) { CHECK(1 + 1 == 2); CHECK_EQ(x, 3); }
  *   int main(void) { RUN(test_foo); return unit_done(); }
  *
- * unit_done() prints "N passed, N failed" (checks, not tests) and returns
- * the exit status.
+ * unit_done() prints "N passed, N failed, N skipped" (checks, not tests;
+ * skips count tests or parts of tests) and returns the exit status.
+ *
+ * A test that cannot run here says why and returns:
+ *
+ *   if (no_tap) { SKIP("no /dev/net/tun: %s", strerror(errno)); return; }
+ *
+ * Only a missing prerequisite of the host is a reason to skip; anything
+ * else that goes wrong is a failure. tests/run-unit.sh prints every SKIP
+ * line and sums the counts.
  */
 #ifndef KHYVE_UNIT_H
 #define KHYVE_UNIT_H
@@ -16,7 +24,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 
-static unsigned unit_passed, unit_failed;
+static unsigned unit_passed, unit_failed, unit_skipped;
 static const char *unit_current;
 
 #define CHECK(cond)                                                        \
@@ -45,6 +53,16 @@ static const char *unit_current;
 		}                                                            \
 	} while (0)
 
+/* One line per skip, on stdout, so run-unit.sh can show it. */
+#define SKIP(...)                                                   \
+	do {                                                        \
+		unit_skipped++;                                     \
+		printf("SKIP: %s: ", unit_current);                 \
+		printf(__VA_ARGS__);                                \
+		printf("\n");                                       \
+		fflush(stdout);                                     \
+	} while (0)
+
 #define RUN(fn)                     \
 	do {                        \
 		unit_current = #fn; \
@@ -53,7 +71,14 @@ static const char *unit_current;
 
 static inline int unit_done(void)
 {
-	printf("%u passed, %u failed\n", unit_passed, unit_failed);
+	printf("%u passed, %u failed, %u skipped\n", unit_passed, unit_failed,
+	       unit_skipped);
+	/*
+	 * Out now: LeakSanitizer's exit-time report ends the process with
+	 * _exit(), which would drop a buffered summary and hide the leak
+	 * behind "no summary line".
+	 */
+	fflush(stdout);
 	return unit_failed ? 1 : 0;
 }
 
