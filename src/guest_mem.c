@@ -2,6 +2,7 @@
 #include "guest_mem.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common.h"
@@ -59,7 +60,121 @@ int guest_mem_write(const struct guest_mem *m, uint64_t gpa, const void *buf,
 	if (!p)
 		return -EFAULT;
 	memcpy(p, buf, len);
+	guest_mem_mark_dirty(m, gpa, len);
 	return 0;
+}
+
+static uint64_t dirty_words(const struct guest_mem *m)
+{
+	return (m->ram_size / PAGE_SIZE + 63) / 64;
+}
+
+int guest_mem_dirty_start(struct guest_mem *m)
+{
+	uint64_t n = dirty_words(m);
+
+	if (!m->dirty) {
+		m->dirty = calloc(n, sizeof(*m->dirty));
+		if (!m->dirty)
+			return -ENOMEM;
+	} else {
+		/* Atomic: a writer that saw the last run on may still mark. */
+		for (uint64_t w = 0; w < n; w++)
+			__atomic_store_n(&m->dirty[w], 0, __ATOMIC_RELAXED);
+	}
+	/*
+	 * The bitmap is published by this store. The fence pairs with the
+	 * one in guest_mem_dirty_active() (store-buffering pattern): a writer
+	 * either sees tracking on, or its write came before the fence and a
+	 * copy of RAM started after we return reads it.
+	 */
+	__atomic_store_n(&m->dirty_on, 1, __ATOMIC_SEQ_CST);
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	return 0;
+}
+
+void guest_mem_dirty_collect(struct guest_mem *m, uint64_t *bm)
+{
+	if (!m->dirty)
+		return;
+	for (uint64_t w = 0, n = dirty_words(m); w < n; w++) {
+		/* A mark this load misses stays for the next collect. */
+		if (!__atomic_load_n(&m->dirty[w], __ATOMIC_RELAXED))
+			continue;
+		/* Acquire: the marked writes are visible to our copy. */
+		bm[w] |= __atomic_exchange_n(&m->dirty[w], 0, __ATOMIC_ACQ_REL);
+	}
+}
+
+void guest_mem_dirty_stop(struct guest_mem *m)
+{
+	__atomic_store_n(&m->dirty_on, 0, __ATOMIC_SEQ_CST);
+}
+
+void guest_mem_dirty_free(struct guest_mem *m)
+{
+	guest_mem_dirty_stop(m);
+	free(m->dirty);
+	m->dirty = NULL;
+}
+
+bool guest_mem_dirty_active(const struct guest_mem *m)
+{
+	/* See guest_mem_dirty_start(): the write being marked is done. */
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	return __atomic_load_n(&m->dirty_on, __ATOMIC_ACQUIRE);
+}
+
+/* Set the bits of flat RAM bytes [off, off + len), len > 0. */
+static void mark_flat(const struct guest_mem *m, uint64_t off, uint64_t len)
+{
+	uint64_t pg = off / PAGE_SIZE, last = (off + len - 1) / PAGE_SIZE;
+
+	while (pg <= last) {
+		uint64_t b = pg % 64, n = MIN(64 - b, last - pg + 1);
+		uint64_t mask = (n == 64 ? ~0ULL : (1ULL << n) - 1) << b;
+
+		/* Release: the write is visible to whoever collects the bit. */
+		__atomic_fetch_or(&m->dirty[pg / 64], mask, __ATOMIC_RELEASE);
+		pg += n;
+	}
+}
+
+void guest_mem_mark_dirty(const struct guest_mem *m, uint64_t gpa, uint64_t len)
+{
+	if (!len || !guest_mem_dirty_active(m))
+		return;
+	for (unsigned i = 0; i < m->nr; i++) {
+		const struct guest_mem_region *r = &m->r[i];
+
+		if (gpa < r->gpa || gpa - r->gpa >= r->size)
+			continue;
+		mark_flat(m, r->offset + (gpa - r->gpa),
+			  MIN(len, r->size - (gpa - r->gpa)));
+		return;
+	}
+}
+
+void guest_mem_mark_dirty_hva(const struct guest_mem *m, const void *hva,
+			      uint64_t len)
+{
+	uintptr_t a = (uintptr_t)hva;
+
+	if (!len || !guest_mem_dirty_active(m))
+		return;
+	for (unsigned i = 0; i < m->nr; i++) {
+		const struct guest_mem_region *r = &m->r[i];
+		const uint8_t *base = r->hva;
+
+		if (!base && m->base)
+			base = m->base + r->offset;
+		if (!base || a < (uintptr_t)base ||
+		    a - (uintptr_t)base >= r->size)
+			continue;
+		mark_flat(m, r->offset + (a - (uintptr_t)base),
+			  MIN(len, r->size - (a - (uintptr_t)base)));
+		return;
+	}
 }
 
 uint64_t guest_mem_end(const struct guest_mem *m)

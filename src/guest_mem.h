@@ -9,10 +9,21 @@
  * guest_mem_ptr() is the only way device models touch guest memory: it
  * bounds-checks every access so a hostile guest cannot point a device
  * outside the memory it was given.
+ *
+ * Dirty tracking of the VMM's own writes: while a live checkpoint copies
+ * RAM, KVM's dirty log sees what vCPUs (and KVM itself) write, but not
+ * what khyve's threads write through their own mapping (device data,
+ * used rings, emulated instructions). Every such write is marked here,
+ * after it is done: guest_mem_write() does it, virtq_push() marks a
+ * chain's device-writable buffers and the used ring, and anything else
+ * writing through guest_mem_ptr() at run time must call
+ * guest_mem_mark_dirty(). Marking costs a fence and a load while no
+ * checkpoint runs.
  */
 #ifndef KHYVE_GUEST_MEM_H
 #define KHYVE_GUEST_MEM_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #define GUEST_MEM_MAX_REGIONS 2
@@ -31,6 +42,14 @@ struct guest_mem {
 	unsigned nr;
 	struct guest_mem_region r[GUEST_MEM_MAX_REGIONS];
 	uint8_t *base; /* one host mapping of all RAM, regions point into it */
+	/*
+	 * Flat RAM pages (bit i = bytes [i * 4096, +4096) of the flat RAM)
+	 * the VMM wrote while dirty_on; allocated by the first
+	 * guest_mem_dirty_start() and kept until guest_mem_dirty_free(), so
+	 * a writer that saw dirty_on never touches freed memory.
+	 */
+	uint64_t *dirty;
+	int dirty_on; /* atomic */
 };
 
 /* Compute the region layout for @ram_size bytes (pure; maps nothing). */
@@ -42,6 +61,28 @@ int guest_mem_read(const struct guest_mem *m, uint64_t gpa, void *buf,
 		   uint64_t len);
 int guest_mem_write(const struct guest_mem *m, uint64_t gpa, const void *buf,
 		    uint64_t len);
+/*
+ * Own dirty tracking (see above). _start clears the bitmap and turns
+ * marking on (-ENOMEM if the bitmap cannot be allocated); a copy of RAM
+ * begun after it returns misses no later write. _collect moves the pages
+ * marked so far into @bm (flat RAM page bitmap, ORed) and clears them,
+ * atomically per word, so it may run while writers mark: a write marked
+ * after its page was collected is collected next time. _stop turns
+ * marking off; _free releases the bitmap (no writer may be left).
+ */
+int guest_mem_dirty_start(struct guest_mem *m);
+void guest_mem_dirty_collect(struct guest_mem *m, uint64_t *bm);
+void guest_mem_dirty_stop(struct guest_mem *m);
+void guest_mem_dirty_free(struct guest_mem *m);
+/* Is tracking on? (One fence and load; the markers below check it.) */
+bool guest_mem_dirty_active(const struct guest_mem *m);
+/* Mark guest RAM the VMM has written: by guest physical address ... */
+void guest_mem_mark_dirty(const struct guest_mem *m, uint64_t gpa,
+			  uint64_t len);
+/* ... or by host address inside a region's mapping (iovecs). */
+void guest_mem_mark_dirty_hva(const struct guest_mem *m, const void *hva,
+			      uint64_t len);
+
 /* Highest guest physical address of RAM plus one. */
 uint64_t guest_mem_end(const struct guest_mem *m);
 

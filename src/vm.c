@@ -925,6 +925,7 @@ void vm_destroy(struct vm *vm)
 	if (vm->mem.base)
 		munmap(vm->mem.base, vm->mem.ram_size);
 	vm->mem.base = NULL;
+	guest_mem_dirty_free(&vm->mem); /* every writer is gone by now */
 	free(vm->supported_cpuid);
 	if (vm->vm_fd >= 0)
 		close(vm->vm_fd);

@@ -263,26 +263,41 @@ out:
  * ---- Live pre-copy ----
  *
  * A checkpoint of a running guest copies its RAM while it runs, then
- * pauses it and copies again only the pages written meanwhile. Two
- * trackers, united, say which pages those are:
+ * copies again, still running, what was written meanwhile (rounds, while
+ * that set shrinks), then pauses the guest and copies only what was
+ * written since the last round. Two trackers, united, say which pages
+ * those are, and both are read and cleared in one step, so each round
+ * sees exactly the writes since the one before:
  *
- * - KVM's dirty log (KVM_MEM_LOG_DIRTY_PAGES) sees every write by a vCPU
- *   and by KVM itself (kvmclock, steal time, ...), also through kernel
- *   mappings that no page table of ours sees;
- * - soft-dirty (/proc/self/clear_refs, pagemap bit 55), cleared once at
- *   the start, sees every write through our page tables: device threads
- *   writing guest memory (virtio used rings, block reads, rng, net RX),
- *   which KVM's log never sees - and vCPU writes too, since clearing it
- *   makes KVM drop its mappings.
+ * - KVM's dirty log (KVM_MEM_LOG_DIRTY_PAGES, KVM_GET_DIRTY_LOG) sees
+ *   every write by a vCPU and by KVM itself (kvmclock, steal time, ...);
+ * - khyve's own bitmap (guest_mem_dirty_*, guest_mem.h) sees every write
+ *   khyve's threads make into guest memory, which KVM never sees: virtio
+ *   device data and used rings, marked by virtq_push() after the data is
+ *   written (so requests in flight across the start, the virtio-blk
+ *   workers and O_DIRECT reads are covered without quiescing anything),
+ *   and guest_mem_write() (emulated instructions).
  *
- * Soft-dirty is not cleared between passes (a write between reading and
- * clearing it would be lost), so one pre-copy pass is all that helps: the
- * final pass re-copies every page written since the start. Devices are
- * quiesced around the start so no request is half done across it (an
- * O_DIRECT read into pinned guest pages would not mark them again).
- * Without soft-dirty (a kernel without CONFIG_MEM_SOFT_DIRTY) device
- * writes cannot be tracked: the save is then not live.
+ * Soft-dirty (/proc/self/clear_refs) used to be the second tracker. It
+ * did not earn its place: host kernels without CONFIG_MEM_SOFT_DIRTY
+ * (kvm_pvm machines) made every checkpoint stop-and-copy (2.4 s paused
+ * at 800 MiB); clearing it write-protects the whole process, devices had
+ * to be quiesced around that; and it cannot be cleared between rounds
+ * without losing writes, so only one pre-copy round was possible.
+ *
+ * Without KVM's dirty log the save is stop-and-copy; the reply
+ * ("not_live_reason") and the log say why.
  */
+#define PRECOPY_MAX_ROUNDS 5  /* copy passes while running, the full one 1st */
+#define PRECOPY_FEW_PAGES  64 /* a dirty set this small is copied paused */
+
+struct precopy {
+	struct snap_ram_live *lv;
+	uint64_t *bm;	 /* collected pages not copied again yet */
+	uint64_t words;	 /* of bm */
+	unsigned rounds; /* copy passes made while running */
+};
+
 static int dirty_log_set(struct vm *vm, bool on)
 {
 	for (unsigned i = 0; i < vm->mem.nr; i++) {
@@ -330,86 +345,130 @@ static int dirty_log_collect(struct vm *vm, uint64_t *bm)
 	return 0;
 }
 
+/* Both trackers: pages written since the last collect, into pc->bm. */
+static int precopy_collect(struct vm *vm, struct precopy *pc, uint64_t *n)
+{
+	int ret = dirty_log_collect(vm, pc->bm);
+
+	guest_mem_dirty_collect(&vm->mem, pc->bm);
+	*n = 0;
+	for (uint64_t w = 0; w < pc->words; w++)
+		*n += (uint64_t)__builtin_popcountll(pc->bm[w]);
+	return ret;
+}
+
+static void precopy_stop_tracking(struct vm *vm)
+{
+	int ret = dirty_log_set(vm, false);
+
+	if (ret)
+		log_warn("snapshot: cannot stop KVM dirty logging: %s",
+			 strerror(-ret));
+	guest_mem_dirty_stop(&vm->mem);
+}
+
+static void precopy_abort(struct vm *vm, struct precopy *pc)
+{
+	precopy_stop_tracking(vm);
+	snap_ram_live_abort(pc->lv);
+	free(pc->bm);
+	memset(pc, 0, sizeof(*pc));
+}
+
 /*
- * Start tracking and copy all RAM while the guest runs. -EOPNOTSUPP (and
- * nothing left behind) when writes cannot be tracked here.
+ * Start tracking, copy all RAM while the guest runs, then the pages it
+ * wrote meanwhile for as long as that set shrinks. -EOPNOTSUPP (nothing
+ * left behind, @why says why) when writes cannot be tracked here.
  */
 static int precopy_start(struct vm *vm, const char *ram_path, bool do_fsync,
-			 struct snap_ram_live **out, char *err, size_t errlen)
+			 struct precopy *pc, char *why, size_t whylen,
+			 char *err, size_t errlen)
 {
 	const struct snap_ram_progress pg = {save_progress, NULL};
-	struct snap_ram_live *lv;
+	uint64_t n, prev = UINT64_MAX, written;
 	int ret;
 
-	*out = NULL;
-	ret = snap_ram_live_open(&vm->mem, ram_path, &lv);
+	memset(pc, 0, sizeof(*pc));
+	pc->words = (vm->mem.ram_size / PAGE_SIZE + 63) / 64;
+	pc->bm = calloc(pc->words, 8);
+	if (!pc->bm) {
+		snprintf(err, errlen, "no memory for a dirty bitmap");
+		return -ENOMEM;
+	}
+	ret = snap_ram_live_open(&vm->mem, ram_path, &pc->lv);
 	if (ret) {
+		free(pc->bm);
 		snprintf(err, errlen, "saving guest RAM to %s: %s", ram_path,
 			 strerror(-ret));
 		return ret;
 	}
-	vm_devices_quiesce(vm);
-	ret = snap_ram_softdirty_clear();
+	/* Own tracking first: it misses nothing once this returns. */
+	ret = guest_mem_dirty_start(&vm->mem);
 	if (ret) {
-		vm_devices_unquiesce(vm);
-		snap_ram_live_abort(lv);
-		log_info("snapshot: no soft-dirty tracking here (%s): the "
-			 "guest stays paused for the whole save",
-			 strerror(-ret));
-		return -EOPNOTSUPP;
+		precopy_abort(vm, pc);
+		snprintf(err, errlen, "no memory for a dirty bitmap");
+		return ret;
 	}
 	ret = dirty_log_set(vm, true);
-	vm_devices_unquiesce(vm);
 	if (ret) {
-		dirty_log_set(vm, false);
-		snap_ram_live_abort(lv);
-		log_info("snapshot: KVM dirty log unavailable (%s): the guest "
-			 "stays paused for the whole save",
+		precopy_abort(vm, pc);
+		snprintf(why, whylen, "KVM dirty log unavailable: %s",
 			 strerror(-ret));
+		log_warn("snapshot: not live (%s): the guest stays paused for "
+			 "the whole save",
+			 why);
 		return -EOPNOTSUPP;
 	}
-	ret = snap_ram_live_copy(lv, NULL, &pg);
+	ret = snap_ram_live_copy(pc->lv, NULL, &pg);
 	/* Written back now, the commit's fsync (guest paused) is short. */
 	if (!ret && do_fsync)
-		ret = snap_ram_live_flush(lv);
+		ret = snap_ram_live_flush(pc->lv);
+	pc->rounds = 1;
+	written = snap_ram_live_written(pc->lv);
+	while (!ret && pc->rounds < PRECOPY_MAX_ROUNDS) {
+		ret = precopy_collect(vm, pc, &n);
+		/* Few, or not shrinking: the final copy takes them. */
+		if (ret || n <= PRECOPY_FEW_PAGES || n >= prev)
+			break;
+		ret = snap_ram_live_copy(pc->lv, pc->bm, NULL);
+		memset(pc->bm, 0, pc->words * 8);
+		prev = n;
+		pc->rounds++;
+	}
+	if (!ret && do_fsync && snap_ram_live_written(pc->lv) != written)
+		ret = snap_ram_live_flush(pc->lv);
 	if (ret) {
-		dirty_log_set(vm, false);
-		snap_ram_live_abort(lv);
+		precopy_abort(vm, pc);
 		snprintf(err, errlen, "saving guest RAM to %s: %s", ram_path,
 			 strerror(-ret));
 		return ret;
 	}
-	*out = lv;
 	return 0;
 }
 
 /*
- * Guest paused and devices drained: copy what was written since the
- * start, stop tracking, commit the RAM file. Always consumes @lv.
+ * Guest paused and devices drained: copy what was written since the last
+ * round, stop tracking, commit the RAM file. Always consumes @pc.
  */
-static int precopy_finish(struct vm *vm, struct snap_ram_live *lv,
-			  bool do_fsync, struct snap_ram_info *ram,
-			  uint64_t *final_bytes, uint64_t *final_hashed,
-			  uint64_t *t_scanned, uint64_t *t_copied, char *err,
-			  size_t errlen)
+static int precopy_finish(struct vm *vm, struct precopy *pc, bool do_fsync,
+			  struct snap_ram_info *ram, uint64_t *final_bytes,
+			  uint64_t *final_hashed, uint64_t *t_scanned,
+			  uint64_t *t_copied, char *err, size_t errlen)
 {
-	uint64_t *bm = calloc((vm->mem.ram_size / PAGE_SIZE + 63) / 64, 8);
+	struct snap_ram_live *lv = pc->lv;
 	uint64_t before = snap_ram_live_written(lv);
 	uint64_t hashed0 = snap_ram_live_hashed(lv);
-	int ret = bm ? 0 : -ENOMEM, off;
+	uint64_t n;
+	int ret;
 
-	if (!ret)
-		ret = dirty_log_collect(vm, bm);
-	if (!ret)
-		ret = snap_ram_softdirty_collect(&vm->mem, bm);
-	off = dirty_log_set(vm, false);
-	if (off)
-		log_warn("snapshot: cannot stop KVM dirty logging: %s",
-			 strerror(-off));
+	ret = precopy_collect(vm, pc, &n);
+	precopy_stop_tracking(vm);
 	*t_scanned = mono_ns();
 	if (!ret)
-		ret = snap_ram_live_copy(lv, bm, NULL);
-	free(bm);
+		ret = snap_ram_live_copy(lv, pc->bm, NULL);
+	free(pc->bm);
+	pc->bm = NULL;
+	pc->lv = NULL;
 	if (ret) {
 		snap_ram_live_abort(lv);
 		snprintf(err, errlen, "saving guest RAM: %s", strerror(-ret));
@@ -432,9 +491,9 @@ int vm_snapshot_save(struct vm *vm, const json_t *args, bool suspend,
 	const json_t *lj = json_object_get(args, "live");
 	bool do_fsync = fs ? json_is_true(fs) : true;
 	const struct snap_ram_progress pg = {save_progress, NULL};
-	struct snap_ram_live *lv = NULL;
+	struct precopy pc = {0};
 	struct snap_ram_info ram = {0};
-	char ram_path[4096];
+	char ram_path[4096], why[160] = "";
 	bool was_paused, live;
 	uint64_t t0 = mono_ns(), tp, tsave, tresume, ram_bytes = 0;
 	uint64_t tdrain, tscan = 0, tcopy = 0, tram;
@@ -468,8 +527,14 @@ int vm_snapshot_save(struct vm *vm, const json_t *args, bool suspend,
 	 * turns it off); a suspend ends the guest anyway.
 	 */
 	live = !suspend && !was_paused && (!lj || json_is_true(lj));
+	if (!live)
+		snprintf(why, sizeof(why), "%s",
+			 suspend      ? "a suspend stops the guest anyway"
+			 : was_paused ? "the VM was paused"
+				      : "'live': false was asked");
 	if (live) {
-		ret = precopy_start(vm, ram_path, do_fsync, &lv, err, errlen);
+		ret = precopy_start(vm, ram_path, do_fsync, &pc, why,
+				    sizeof(why), err, errlen);
 		if (ret == -EOPNOTSUPP)
 			live = false;
 		else if (ret)
@@ -477,10 +542,8 @@ int vm_snapshot_save(struct vm *vm, const json_t *args, bool suspend,
 	}
 	ret = vm_pause(vm);
 	if (ret) {
-		if (lv) {
-			dirty_log_set(vm, false);
-			snap_ram_live_abort(lv);
-		}
+		if (pc.lv)
+			precopy_abort(vm, &pc);
 		snprintf(err, errlen, "cannot pause the VM: %s",
 			 strerror(-ret));
 		goto out;
@@ -489,11 +552,10 @@ int vm_snapshot_save(struct vm *vm, const json_t *args, bool suspend,
 	/* No block request may be in flight: it would be lost or repeated. */
 	ret = vm_devices_drain(vm, err, errlen);
 	tdrain = mono_ns();
-	if (ret && lv) {
-		dirty_log_set(vm, false);
-		snap_ram_live_abort(lv);
-	} else if (lv) {
-		ret = precopy_finish(vm, lv, do_fsync, &ram, &final_bytes,
+	if (ret && pc.lv) {
+		precopy_abort(vm, &pc);
+	} else if (pc.lv) {
+		ret = precopy_finish(vm, &pc, do_fsync, &ram, &final_bytes,
 				     &final_hashed, &tscan, &tcopy, err,
 				     errlen);
 	} else if (!ret) {
@@ -506,7 +568,6 @@ int vm_snapshot_save(struct vm *vm, const json_t *args, bool suspend,
 			snprintf(err, errlen, "saving guest RAM beside %s: %s",
 				 file, strerror(-ret));
 	}
-	lv = NULL;
 	tram = mono_ns();
 	if (!ret) {
 		ram_bytes = vm->mem.ram_size;
@@ -531,25 +592,35 @@ int vm_snapshot_save(struct vm *vm, const json_t *args, bool suspend,
 		tcopy = tram; /* stop-and-copy: commit is part of the copy */
 	/* Where the pause went: each phase from the vCPUs' stop on. */
 	*reply = json_pack(
-		"{s:s, s:I, s:I, s:f, s:f, s:b, s:b, s:I, s:I, "
+		"{s:s, s:I, s:I, s:f, s:f, s:b, s:b, s:i, s:I, s:I, "
 		"s:{s:f, s:f, s:f, s:f, s:f, s:f}}",
 		"file", file, "bytes", (json_int_t)snapshot_disk_bytes(file),
 		"ram_bytes", (json_int_t)ram_bytes, "total_ms",
 		(double)(tsave - t0) / 1e6, "paused_ms",
 		was_paused ? 0.0 : (double)(tresume - tp) / 1e6, "suspended",
-		suspend, "live", live, "final_copy_bytes",
-		(json_int_t)final_bytes, "final_hash_bytes",
+		suspend, "live", live, "precopy_rounds", (int)pc.rounds,
+		"final_copy_bytes", (json_int_t)final_bytes, "final_hash_bytes",
 		(json_int_t)final_hashed, "phases_ms", "drain",
 		(double)(tdrain - tp) / 1e6, "dirty_scan",
 		(double)(tscan - tdrain) / 1e6, "ram_copy",
 		(double)(tcopy - tscan) / 1e6, "ram_commit",
-		(double)(tram - tcopy) / 1e6,
-		"state", (double)(tsave - tram) / 1e6, "resume",
+		(double)(tram - tcopy) / 1e6, "state",
+		(double)(tsave - tram) / 1e6, "resume",
 		(double)(tresume - tsave) / 1e6);
-	log_info("snapshot %s written in %.1f ms (paused %.1f ms%s)", file,
-		 (double)(tsave - t0) / 1e6,
-		 was_paused ? 0.0 : (double)(tresume - tp) / 1e6,
-		 live ? ", live pre-copy" : "");
+	/* Why not live, when it is not: in the reply, not only the log. */
+	if (*reply && !live)
+		json_object_set_new(*reply, "not_live_reason",
+				    json_string(why));
+	if (live)
+		log_info("snapshot %s written in %.1f ms (paused %.1f ms, "
+			 "live pre-copy in %u rounds)",
+			 file, (double)(tsave - t0) / 1e6,
+			 (double)(tresume - tp) / 1e6, pc.rounds);
+	else
+		log_info("snapshot %s written in %.1f ms (paused %.1f ms, not "
+			 "live: %s)",
+			 file, (double)(tsave - t0) / 1e6,
+			 was_paused ? 0.0 : (double)(tresume - tp) / 1e6, why);
 	ret = 0;
 out:
 	if (old_ram >= 0)

@@ -152,10 +152,12 @@ static uint16_t used_event(const struct virtq *vq)
 		__ATOMIC_ACQUIRE);
 }
 
+/* Ring words the device writes are marked for a live checkpoint too. */
 static void set_avail_event(struct virtq *vq, uint16_t v)
 {
 	__atomic_store_n((uint16_t *)(vq->used_hva + 4 + 8 * vq->st.size), v,
 			 __ATOMIC_RELEASE);
+	guest_mem_mark_dirty(vq->mem, vq->st.used + 4 + 8 * vq->st.size, 2);
 }
 
 bool virtq_has_work(struct virtq *vq)
@@ -315,15 +317,43 @@ void virtq_unpop(struct virtq *vq)
 	vq->st.last_avail_idx--;
 }
 
+/*
+ * For a live checkpoint (guest_mem.h): a device writes guest memory only
+ * into a chain's device-writable buffers and the used ring, and pushes
+ * the chain once it is done with them. So marking here, after the push
+ * wrote the used ring, covers every thread that wrote the buffers (and
+ * O_DIRECT or any other I/O that completed before the push). The whole
+ * writable part is marked, not just the used length: a failed request
+ * may have written more than it reports.
+ */
+static void mark_pushed(struct virtq *vq, const struct virtq_elem *e, int slot)
+{
+	if (!guest_mem_dirty_active(vq->mem))
+		return;
+	for (unsigned i = e->n_out; i < e->n_out + e->n_in; i++)
+		guest_mem_mark_dirty_hva(vq->mem, e->iov[i].iov_base,
+					 e->iov[i].iov_len);
+	if (slot >= 0) {
+		guest_mem_mark_dirty(vq->mem, vq->st.used + 2, 2);
+		guest_mem_mark_dirty(vq->mem,
+				     vq->st.used + 4 + 8 * (uint64_t)slot, 8);
+	}
+}
+
 int virtq_push(struct virtq *vq, const struct virtq_elem *e, uint32_t len)
 {
 	uint8_t *u;
 	uint16_t slot;
 
-	if (!vq->st.ready || !vq->used_hva)
+	/* Not pushed, but the buffers may have been written all the same. */
+	if (!vq->st.ready || !vq->used_hva) {
+		mark_pushed(vq, e, -1);
 		return -EINVAL;
-	if (vq->st.broken)
+	}
+	if (vq->st.broken) {
+		mark_pushed(vq, e, -1);
 		return -EIO;
+	}
 	slot = vq->st.used_idx & (vq->st.size - 1);
 	u = vq->used_hva + 4 + 8 * slot;
 	put_le32(u, e->head);
@@ -332,6 +362,7 @@ int virtq_push(struct virtq *vq, const struct virtq_elem *e, uint32_t len)
 	/* The element must be visible before the index that publishes it. */
 	__atomic_store_n((uint16_t *)(vq->used_hva + 2), vq->st.used_idx,
 			 __ATOMIC_RELEASE);
+	mark_pushed(vq, e, slot);
 	return 0;
 }
 
@@ -376,6 +407,7 @@ void virtq_set_notify(struct virtq *vq, bool enable)
 		else
 			f |= VIRTQ_USED_F_NO_NOTIFY;
 		__atomic_store_n((uint16_t *)vq->used_hva, f, __ATOMIC_RELEASE);
+		guest_mem_mark_dirty(vq->mem, vq->st.used, 2);
 	}
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
 }

@@ -142,8 +142,6 @@ static void report(const struct snap_ram_progress *pg, uint64_t done,
  */
 #define PM_PRESENT    (1ULL << 63)
 #define PM_SWAP	      (1ULL << 62)
-#define PM_SOFT_DIRTY (1ULL << 55)
-#define PM_BATCH      4096 /* pagemap entries per read */
 
 struct file_range {
 	uintptr_t start, end; /* host addresses of a non-anonymous mapping */
@@ -657,89 +655,6 @@ int snap_ram_live_commit(struct snap_ram_live *lv, unsigned flags,
 		lv->hashes = NULL;
 	}
 	snap_ram_live_abort(lv);
-	return rc;
-}
-
-/*
- * ---- Soft-dirty tracking ----
- *
- * Clearing soft-dirty write-protects every page of the process and makes
- * KVM drop its mappings (an MMU notifier), so the next write by anyone -
- * a vCPU through KVM's fault path or a device thread - marks the page
- * again. That covers what KVM's own dirty log cannot see: devices writing
- * guest memory from their threads.
- */
-int snap_ram_softdirty_clear(void)
-{
-	long psz = sysconf(_SC_PAGESIZE);
-	volatile uint8_t *probe;
-	uint64_t e1 = 0, e2 = 0;
-	int fd, pm, rc = 0;
-
-	probe = mmap(NULL, (size_t)psz, PROT_READ | PROT_WRITE,
-		     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (probe == MAP_FAILED)
-		return -errno;
-	probe[0] = 1;
-	fd = open("/proc/self/clear_refs", O_WRONLY | O_CLOEXEC);
-	pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-	if (fd < 0 || pm < 0) {
-		rc = -errno;
-		goto out;
-	}
-	if (write(fd, "4", 1) != 1) {
-		rc = -errno;
-		goto out;
-	}
-	/*
-	 * Prove it works here (CONFIG_MEM_SOFT_DIRTY): the probe page must
-	 * read clean now and dirty after a write.
-	 */
-	rc = pagemap_read(pm, (const uint8_t *)probe, 1, &e1);
-	probe[0] = 2;
-	if (!rc)
-		rc = pagemap_read(pm, (const uint8_t *)probe, 1, &e2);
-	if (!rc && ((e1 & PM_SOFT_DIRTY) || !(e2 & PM_SOFT_DIRTY)))
-		rc = -EOPNOTSUPP;
-out:
-	if (fd >= 0)
-		close(fd);
-	if (pm >= 0)
-		close(pm);
-	munmap((void *)probe, (size_t)psz);
-	return rc;
-}
-
-int snap_ram_softdirty_collect(const struct guest_mem *m, uint64_t *bm)
-{
-	uint64_t *ent = malloc(PM_BATCH * 8);
-	uint64_t off = 0;
-	int pm, rc = 0;
-
-	if (!ent)
-		return -ENOMEM;
-	pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-	if (pm < 0) {
-		free(ent);
-		return -errno;
-	}
-	while (off < m->ram_size && !rc) {
-		uint64_t avail, n;
-		const uint8_t *p = ram_ptr(m, off, &avail);
-
-		if (!p) {
-			rc = -EINVAL;
-			break;
-		}
-		n = MIN(avail / PAGE_SIZE, (uint64_t)PM_BATCH);
-		rc = pagemap_read(pm, p, n, ent);
-		for (uint64_t i = 0; i < n && !rc; i++)
-			if (ent[i] & PM_SOFT_DIRTY)
-				bit_set(bm, off / PAGE_SIZE + i);
-		off += n * PAGE_SIZE;
-	}
-	close(pm);
-	free(ent);
 	return rc;
 }
 

@@ -68,8 +68,10 @@ void snap_ram_info_free(struct snap_ram_info *info);
  *
  *   snap_ram_live_open(m, path, &lv);      temporary file, full size
  *   snap_ram_live_copy(lv, NULL, pg);      every page that may hold data
+ *   snap_ram_live_copy(lv, dirty, NULL);   pages written since, again (as
+ *                                          many rounds as wanted)
  *   ... guest paused, writers stopped ...
- *   snap_ram_live_copy(lv, dirty, NULL);   pages written since, again
+ *   snap_ram_live_copy(lv, dirty, NULL);   pages written since, a last time
  *   snap_ram_live_commit(lv, flags, info); fsync, rename, hashes (frees lv)
  *
  * @dirty is a bitmap of flat RAM pages (bit i = bytes [i*4096, +4096) of
@@ -93,15 +95,6 @@ uint64_t snap_ram_live_hashed(const struct snap_ram_live *lv);
 int snap_ram_live_commit(struct snap_ram_live *lv, unsigned flags,
 			 struct snap_ram_info *info);
 void snap_ram_live_abort(struct snap_ram_live *lv);
-
-/*
- * Soft-dirty tracking of this process's pages (all writers: vCPUs through
- * KVM and device threads). _clear starts it and checks that the kernel
- * supports it (-EOPNOTSUPP if not); _collect ORs the pages of @m written
- * since into @bm (flat RAM page bitmap).
- */
-int snap_ram_softdirty_clear(void);
-int snap_ram_softdirty_collect(const struct guest_mem *m, uint64_t *bm);
 
 /* "STATE.ram" for @state_path. */
 int snap_ram_default_path(const char *state_path, char *out, size_t outlen);
