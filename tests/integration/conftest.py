@@ -141,3 +141,38 @@ def guest_factory(rundir):
     yield make
     for g in made:
         g.stop()
+
+
+# ---- sanitizer reports fail the test that caused them ----
+#
+# A sanitized khyve or khyvectl (KHYVE_BUILD=build-san) that reports an
+# error must fail the test even when its exit status looked right and
+# whatever the test did with its stderr (many read it, some require it to
+# be exactly one line). So every process started during a test writes its
+# reports to files of its own (the sanitizers' log_path, appended to the
+# options `make check` exports) and the test fails if any holds a report.
+SAN_REPORT = re.compile(r"ERROR: (?:AddressSanitizer|LeakSanitizer|"
+                        r"UndefinedBehaviorSanitizer)|runtime error:")
+
+
+def sanitizer_reports(text):
+    """The sanitizer report lines in @text (a stderr or a log file)."""
+    return [l for l in text.splitlines() if SAN_REPORT.search(l)]
+
+
+@pytest.fixture(autouse=True)
+def no_sanitizer_reports(tmp_path_factory, monkeypatch):
+    logs = tmp_path_factory.mktemp("sanitizer")
+    for var in ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"):
+        opts = os.environ.get(var, "")
+        monkeypatch.setenv(var, (opts + ":" if opts else "") +
+                           "log_path=" + str(logs / "report"))
+    yield
+    found = []
+    for f in sorted(logs.iterdir()):
+        text = f.read_text(errors="replace")
+        if sanitizer_reports(text):
+            found.append("%s:\n%s" % (f, text[:8000]))
+    if found:
+        pytest.fail("sanitizer report(s) from a process this test ran:\n"
+                    + "\n".join(found), pytrace=False)
