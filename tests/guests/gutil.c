@@ -305,6 +305,7 @@ static int parse_token(struct gcfg *c, const char *s, size_t len)
 		NUM(vblk_bench_mb, 1),	NUM(vblk_qd, 1),
 		NUM(vblk_bs_kb, 1),	NUM(vblk_rand_ms, 1),
 		NUM(vstream_n, 1),	NUM(vstream_qd, 1),
+		NUM(vstream_read, 1),	NUM(vstream_span, 1),
 		NUM(touch_mb, 0),	NUM(vnet_port, 1),
 		NUM(vnet_n, 1),		NUM(vnet_len, 1),
 		NUM(vnet_gap_us, 1),	NUM(vnet_echo_ms, 1),

@@ -63,6 +63,8 @@ struct gcfg {
 	uint32_t vblk_rand_ms;	 /* vblk benchmark: 4K random-read duration */
 	uint32_t vstream_n;	 /* vstream: 4 KiB writes in all */
 	uint32_t vstream_qd;	 /* vstream: requests kept in flight */
+	uint32_t vstream_read;	 /* vstream: read the stamps back instead */
+	uint32_t vstream_span;	 /* vstream reads: blocks, k reads k % span */
 	uint32_t vnet_src;	 /* vnet: guest IPv4 address (host order) */
 	uint32_t vnet_dst;	 /* vnet: host IPv4 address frames go to */
 	uint32_t vnet_dport;	 /* vnet: host UDP port */

@@ -448,11 +448,36 @@ static void vblk_bench(struct vdev *v, uint64_t buf, uint64_t cap)
  * not in flight is a duplicate (dup), a non-zero status or length other
  * than 1 is bad, and a request not completed within 10 s is lost.
  * Progress: KHYVE-VSTREAM done=<completed> sent=<submitted> every 100.
+ *
+ * Progress lines carry dup and bad so far too.
+ *
+ * vstream_read=1 reads the same blocks instead (the host stamped them):
+ * request k reads block b = k (k % vstream_span with a span) into its
+ * slot's page, and each completion's page must hold exactly block b's
+ * stamp (else bad; length 4097). The guest never writes those pages, so
+ * after a restore from a live checkpoint they are right only if the VMM
+ * tracked its own writes.
  */
 #define VS_BASE	 2048 /* sectors: the first MiB stays for tests=vblk */
 #define VS_MAGIC 0x4d52545356594b48ULL /* "HKYVSTRM" */
 
 static uint64_t vs_inflight[VQ_MAX_REQ]; /* seq + 1, 0 = free */
+
+/* Does @buf hold request @seq's stamp (as vs_fill writes it)? */
+static int vs_check(uint64_t buf, uint64_t seq)
+{
+	for (unsigned sec = 0; sec < 8; sec++) {
+		volatile uint64_t *q = (volatile uint64_t *)(buf + sec * 512);
+
+		if (q[0] != VS_MAGIC || q[1] != seq ||
+		    q[2] != VS_BASE + seq * 8 + sec)
+			return 0;
+		for (unsigned i = 3; i < 64; i++)
+			if (q[i] != (seq ^ ((uint64_t)i << 48)))
+				return 0;
+	}
+	return 1;
+}
 
 static void vs_fill(uint64_t buf, uint64_t seq)
 {
@@ -475,6 +500,8 @@ void vstream_test(void)
 	uint64_t bad = 0, lost = 0, buf, cap, t_last;
 	unsigned qd = G.cfg.vstream_qd, inflight = 0;
 	uint16_t used_seen = 0;
+	int rd = G.cfg.vstream_read != 0;
+	uint64_t span = rd && G.cfg.vstream_span ? G.cfg.vstream_span : n;
 
 	buf = (G.usable_lo + 4095) & ~4095ULL;
 	if (qd < 1 || qd > VQ_MAX_REQ || !n) {
@@ -490,7 +517,8 @@ void vstream_test(void)
 	}
 	cap = (uint64_t)mmio_read32(v.device) |
 	      (uint64_t)mmio_read32(v.device + 4) << 32;
-	if (cap < VS_BASE + n * 8 || (v.features & VIRTIO_BLK_F_RO) ||
+	if (cap < VS_BASE + (span < n ? span : n) * 8 ||
+	    (!rd && (v.features & VIRTIO_BLK_F_RO)) ||
 	    !gmm_is_ram(G.mm, G.mm_n, buf, qd * 4096ULL)) {
 		report("vstream", 0, "op=setup capacity=%lu need=%lu", cap,
 		       VS_BASE + n * 8);
@@ -499,8 +527,8 @@ void vstream_test(void)
 	}
 	for (unsigned s = 0; s < qd; s++)
 		vs_inflight[s] = 0;
-	con_printf("KHYVE-INFO vstream n=%lu qd=%u base=%u qsize=%u\n", n, qd,
-		   VS_BASE, v.qsize);
+	con_printf("KHYVE-INFO vstream n=%lu qd=%u base=%u qsize=%u read=%d\n",
+		   n, qd, VS_BASE, v.qsize, rd);
 	t_last = rdtsc();
 	while (done < n) {
 		uint16_t used;
@@ -510,9 +538,11 @@ void vstream_test(void)
 		for (unsigned s = 0; s < qd && sent < n; s++) {
 			if (vs_inflight[s])
 				continue;
-			vs_fill(buf + s * 4096ULL, sent);
-			blk_prep(&v, s, VIRTIO_BLK_T_OUT, VS_BASE + sent * 8,
-				 buf + s * 4096ULL, 4096);
+			if (!rd)
+				vs_fill(buf + s * 4096ULL, sent);
+			blk_prep(&v, s, rd ? VIRTIO_BLK_T_IN : VIRTIO_BLK_T_OUT,
+				 VS_BASE + sent % span * 8, buf + s * 4096ULL,
+				 4096);
 			vs_inflight[s] = ++sent;
 			inflight++;
 			kick = 1;
@@ -550,23 +580,27 @@ void vstream_test(void)
 				if (vs_inflight[o] && vs_inflight[o] < oldest)
 					oldest = vs_inflight[o];
 			order += vs_inflight[s] != oldest;
-			bad += blk_status[s] != 0 || len != 1;
+			bad += blk_status[s] != 0 || len != (rd ? 4097u : 1u) ||
+			       (rd && !vs_check(buf + s * 4096ULL,
+						(vs_inflight[s] - 1) % span));
 			vs_inflight[s] = 0;
 			inflight--;
 			done++;
 			if (done % 100 == 0 || done == n)
-				con_printf("KHYVE-VSTREAM done=%lu sent=%lu\n",
-					   done, sent);
+				con_printf("KHYVE-VSTREAM done=%lu sent=%lu "
+					   "dup=%lu bad=%lu\n",
+					   done, sent, dup, bad);
 		}
 		t_last = rdtsc();
 	}
-	if (!lost && (v.features & VIRTIO_BLK_F_FLUSH)) {
+	if (!lost && !rd && (v.features & VIRTIO_BLK_F_FLUSH)) {
 		blk_prep(&v, 0, VIRTIO_BLK_T_FLUSH, 0, 0, 0);
 		bad += blk_batch(&v, 1) != 0;
 	}
 	report("vstream", done == n && !dup && !bad && !lost,
-	       "done=%lu sent=%lu dup=%lu order=%lu bad=%lu lost=%lu qd=%u",
-	       done, sent, dup, order, bad, lost, qd);
+	       "done=%lu sent=%lu dup=%lu order=%lu bad=%lu lost=%lu qd=%u "
+	       "read=%d",
+	       done, sent, dup, order, bad, lost, qd, rd);
 	vdev_reset(&v);
 }
 
