@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import GUEST, KHYVE, ROOT, needs_kvm, verdict
+from conftest import GUEST, KHYVE, ROOT, needs_kvm
 
 
 # Small and quick: 64 MiB, a tick every 50 ms, a memcheck every 5 ticks.

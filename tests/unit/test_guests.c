@@ -119,6 +119,17 @@ static void test_cmdline(void)
 	CHECK_EQ(c.interval_ms, 1);
 	CHECK_EQ(c.check_every, 1);
 
+	/* vstream reads, with a span. */
+	gcfg_defaults(&c);
+	CHECK_EQ(c.vstream_read, 0);
+	CHECK_EQ(c.vstream_span, 0);
+	CHECK_EQ(gcfg_parse(&c, "tests=vstream vstream_read=1 "
+				"vstream_span=4096"),
+		 0);
+	CHECK_EQ(c.tests, T_VSTREAM);
+	CHECK_EQ(c.vstream_read, 1);
+	CHECK_EQ(c.vstream_span, 4096);
+
 	/* tests=vnet addresses: a.b.c.d[:port], decimal octets only. */
 	gcfg_defaults(&c);
 	CHECK_EQ(c.vnet_dst, 0x0a000201u);
