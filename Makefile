@@ -2,8 +2,11 @@
 #
 #   make              khyve, khyvectl and the test guests (build/)
 #   make SAN=1        the same with ASan+UBSan (build-san/)
-#   make check        unit tests (plain and sanitized) + integration tests
+#   make check        unit tests (plain and sanitized), fuzz-check,
+#                     integration tests
 #   make unit         unit tests only
+#   make fuzz-check   every fuzz harness: corpus replayed, 5 s of fuzzing
+#   make fuzz         every fuzz harness for TIME s (default 60)
 #   make bench        benchmarks side by side with QEMU
 #   make linux-guest  build the project's Linux guest (docs/linux-guest.md)
 #   make install PREFIX=/usr/local
@@ -54,7 +57,7 @@ LIBKHYVE := $(BUILD)/libkhyve.a
 
 .SECONDARY:
 
-.PHONY: nested-integration linux-guest all guests unit check integration bench install clean format lint fuzz
+.PHONY: nested-integration linux-guest all guests unit check integration bench install clean format lint fuzz fuzz-check
 
 all: $(KHYVE) $(KHYVECTL) guests
 
@@ -98,6 +101,7 @@ check:
 	$(MAKE) SAN=1 build-san/khyve build-san/khyvectl
 	$(MAKE) unit
 	$(MAKE) SAN=1 unit
+	$(MAKE) fuzz-check
 	sh tests/run-integration.sh
 
 bench: all
@@ -105,6 +109,12 @@ bench: all
 
 fuzz:
 	$(MAKE) -C tests/fuzz
+	$(MAKE) -C tests/fuzz run
+
+# Every libFuzzer harness: its committed corpus and regressions replayed,
+# then a few seconds of fuzzing (tests/fuzz/Makefile). Part of make check.
+fuzz-check:
+	$(MAKE) -C tests/fuzz check
 
 install: $(KHYVE) $(KHYVECTL)
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man8

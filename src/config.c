@@ -507,6 +507,16 @@ int config_from_json(struct vm_config *c, const json_t *j, char *err,
 				 "configuration: device %zu is malformed", i);
 			goto fail;
 		}
+		/* As on the command line: one device per slot:func. */
+		for (unsigned k = 0; k < c->ndevs; k++) {
+			if (c->devs[k].slot == slot && c->devs[k].func == func) {
+				snprintf(err, errlen,
+					 "configuration: device %zu: slot %u:%u is already taken by %s",
+					 i, c->devs[k].slot, c->devs[k].func,
+					 c->devs[k].emul);
+				goto fail;
+			}
+		}
 		dc = &c->devs[c->ndevs++];
 		dc->slot = (unsigned)slot;
 		dc->func = (unsigned)func;

@@ -191,6 +191,14 @@ static void test_json_and_restore_merge(void)
 		       0, NULL);
 	CHECK_EQ(config_from_json(&back, j, err, sizeof(err)), -EINVAL);
 	json_decref(j);
+	/* Two devices in one slot:func (found by fuzz_config). */
+	j = json_loads("{\"name\":\"a\",\"cpus\":1,\"memory\":1073741824,"
+		       "\"devices\":[{\"slot\":3,\"func\":0,\"emulation\":\"virtio-blk\",\"conf\":\"d\"},"
+		       "{\"slot\":3,\"func\":0,\"emulation\":\"virtio-net\",\"conf\":\"\"}]}",
+		       0, NULL);
+	CHECK_EQ(config_from_json(&back, j, err, sizeof(err)), -EINVAL);
+	CHECK(strstr(err, "slot 3:0 is already taken by virtio-blk") != NULL);
+	json_decref(j);
 	config_free(&back);
 	config_free(&c);
 }
