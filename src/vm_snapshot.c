@@ -64,7 +64,7 @@ static const struct snap_field kvm_vm_fields[] = {
 	SNAP_U32(S, clock_flags, 1),
 };
 #undef S
-static const struct snap_desc kvm_vm_snap =
+const struct snap_desc kvm_vm_snap =
 	SNAP_DESC("kvm-vm", 1, 1, struct kvm_vm_state, kvm_vm_fields);
 
 static uint64_t mono_ns(void)

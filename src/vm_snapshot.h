@@ -10,8 +10,12 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+struct snap_desc;
 struct vm;
 struct vm_config;
+
+/* The VM-wide KVM state section (for the offline golden snapshot check). */
+extern const struct snap_desc kvm_vm_snap;
 
 /*
  * Pause, capture everything into args.file (+ .ram), resume (checkpoint) or
