@@ -9,8 +9,13 @@
 
 static const struct snap_field virtio_pci_fields[] = {
 	SNAP_U64(struct virtio_pci_state, driver_features, 1),
-	SNAP_U32_MAX(struct virtio_pci_state, device_feature_select, 1, 1),
-	SNAP_U32_MAX(struct virtio_pci_state, driver_feature_select, 1, 1),
+	/*
+	 * No bound: the selects are kept as the driver wrote them (features
+	 * beyond select 1 read as 0). A bound the guest can exceed would make
+	 * every later checkpoint fail.
+	 */
+	SNAP_U32(struct virtio_pci_state, device_feature_select, 1),
+	SNAP_U32(struct virtio_pci_state, driver_feature_select, 1),
 	SNAP_U16(struct virtio_pci_state, msix_config, 1),
 	SNAP_U16(struct virtio_pci_state, queue_select, 1),
 	SNAP_U16_MAX(struct virtio_pci_state, num_queues, VIRTIO_PCI_MAX_QUEUES,
@@ -197,12 +202,13 @@ static void common_apply(struct virtio_pci *vp, unsigned off, unsigned size,
 	struct virtq *vq = NULL;
 	bool features_open = !(vp->st.status & VIRTIO_STATUS_FEATURES_OK);
 
+	/* Read back as written, as QEMU does; only 0 and 1 select bits. */
 	if (touches(off, size, VIRTIO_PCI_COMMON_DFSELECT, 4))
 		vp->st.device_feature_select =
-			MIN(get_le32(b + VIRTIO_PCI_COMMON_DFSELECT), 2u);
+			get_le32(b + VIRTIO_PCI_COMMON_DFSELECT);
 	if (touches(off, size, VIRTIO_PCI_COMMON_GFSELECT, 4))
 		vp->st.driver_feature_select =
-			MIN(get_le32(b + VIRTIO_PCI_COMMON_GFSELECT), 2u);
+			get_le32(b + VIRTIO_PCI_COMMON_GFSELECT);
 	if (touches(off, size, VIRTIO_PCI_COMMON_GF, 4) && features_open &&
 	    vp->st.driver_feature_select < 2) {
 		unsigned sh = 32 * vp->st.driver_feature_select;
@@ -238,7 +244,13 @@ static void common_apply(struct virtio_pci *vp, unsigned off, unsigned size,
 	/* Ring setup is frozen once the queue is live. */
 	if (vq->st.ready)
 		return;
-	if (touches(off, size, VIRTIO_PCI_COMMON_Q_SIZE, 2))
+	/*
+	 * The driver may only shrink the queue (virtio 1.x 4.1.4.3); a larger
+	 * size is ignored, as QEMU does, so a saved size always fits the
+	 * device and the snapshot's bound (virtq_post_load checks it).
+	 */
+	if (touches(off, size, VIRTIO_PCI_COMMON_Q_SIZE, 2) &&
+	    get_le16(b + VIRTIO_PCI_COMMON_Q_SIZE) <= vq->max_size)
 		vq->st.size = get_le16(b + VIRTIO_PCI_COMMON_Q_SIZE);
 	if (touches(off, size, VIRTIO_PCI_COMMON_Q_DESCLO, 8))
 		vq->st.desc = get_le64(b + VIRTIO_PCI_COMMON_Q_DESCLO);
