@@ -211,13 +211,16 @@ def bench_khyve(touch):
                 paused.append(rep["paused_ms"])
                 final.append(rep.get("final_copy_bytes", 0))
                 if live and not rep.get("live"):
-                    log("khyve: live checkpoint fell back to stop-and-copy")
+                    log("khyve: live checkpoint fell back to stop-and-copy: "
+                        "%s" % rep.get("not_live_reason"))
                 log("khyve %s checkpoint: paused %.1f ms, re-hashed %d MiB, "
-                    "phases %s" % (
+                    "phases %s; pre-copy rounds %d, committed %.1f ms after "
+                    "the resume" % (
                     mode, rep["paused_ms"],
                     rep.get("final_hash_bytes", 0) >> 20, ", ".join(
                         "%s %.1f" % kv
-                        for kv in rep.get("phases_ms", {}).items())))
+                        for kv in rep.get("phases_ms", {}).items()),
+                    rep.get("precopy_rounds", 0), rep.get("commit_ms", 0)))
                 if not wait_new(src, n_before, 60):
                     raise RuntimeError("khyve guest stopped after checkpoint")
             res["save_" + mode] = med(tot)

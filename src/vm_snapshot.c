@@ -181,8 +181,14 @@ static void restore_progress(void *opaque, uint64_t done, uint64_t total)
 	progress_update(opaque, done, total);
 }
 
+/*
+ * The state file, from the paused VM. With @keep the writer is left open
+ * in *@keep (written but not committed: the caller commits it once the
+ * guest runs again); else it is committed here.
+ */
 static int write_state(struct vm *vm, const char *path,
-		       struct snap_ram_info *ram, char *err, size_t errlen)
+		       struct snap_ram_info *ram, struct snap_writer **keep,
+		       char *err, size_t errlen)
 {
 	struct snap_host_info host;
 	struct snap_writer *w = NULL;
@@ -238,6 +244,10 @@ static int write_state(struct vm *vm, const char *path,
 	ret = vm_devices_save(vm, w, err, errlen);
 	if (ret)
 		goto fail_msg;
+	if (keep) {
+		*keep = w;
+		goto out;
+	}
 	ret = snap_writer_commit(w);
 	w = NULL;
 	if (ret) {
@@ -448,9 +458,12 @@ static int precopy_start(struct vm *vm, const char *ram_path, bool do_fsync,
 
 /*
  * Guest paused and devices drained: copy what was written since the last
- * round, stop tracking, commit the RAM file. Always consumes @pc.
+ * round, stop tracking, and say what the RAM file will hold (@ram). The
+ * file is committed by precopy_commit() once the guest runs again: its
+ * content is final, only the fsync and rename are left, and they need
+ * not stand in the pause. On error @pc is consumed.
  */
-static int precopy_finish(struct vm *vm, struct precopy *pc, bool do_fsync,
+static int precopy_finish(struct vm *vm, struct precopy *pc,
 			  struct snap_ram_info *ram, uint64_t *final_bytes,
 			  uint64_t *final_hashed, uint64_t *t_scanned,
 			  uint64_t *t_copied, char *err, size_t errlen)
@@ -468,18 +481,39 @@ static int precopy_finish(struct vm *vm, struct precopy *pc, bool do_fsync,
 		ret = snap_ram_live_copy(lv, pc->bm, NULL);
 	free(pc->bm);
 	pc->bm = NULL;
-	pc->lv = NULL;
+	*t_copied = mono_ns();
+	if (!ret)
+		ret = snap_ram_live_info(lv, ram);
 	if (ret) {
 		snap_ram_live_abort(lv);
+		pc->lv = NULL;
 		snprintf(err, errlen, "saving guest RAM: %s", strerror(-ret));
 		return ret;
 	}
-	*t_copied = mono_ns();
 	*final_bytes = snap_ram_live_written(lv) - before;
 	*final_hashed = snap_ram_live_hashed(lv) - hashed0;
-	ret = snap_ram_live_commit(lv, do_fsync ? SNAP_RAM_FSYNC : 0, ram);
-	if (ret)
+	return 0;
+}
+
+/* RAM file first, then the state file naming it (snapshot-format.md). */
+static int precopy_commit(struct precopy *pc, struct snap_writer *w,
+			  const char *file, bool do_fsync, char *err,
+			  size_t errlen)
+{
+	struct snap_ram_info scratch = {.hashes = NULL};
+	int ret = snap_ram_live_commit(pc->lv, do_fsync ? SNAP_RAM_FSYNC : 0,
+				       &scratch);
+
+	pc->lv = NULL;
+	snap_ram_info_free(&scratch);
+	if (ret) {
+		snap_writer_abort(w);
 		snprintf(err, errlen, "saving guest RAM: %s", strerror(-ret));
+		return ret;
+	}
+	ret = snap_writer_commit(w);
+	if (ret)
+		snprintf(err, errlen, "%s: %s", file, strerror(-ret));
 	return ret;
 }
 
@@ -493,9 +527,10 @@ int vm_snapshot_save(struct vm *vm, const json_t *args, bool suspend,
 	const struct snap_ram_progress pg = {save_progress, NULL};
 	struct precopy pc = {0};
 	struct snap_ram_info ram = {0};
+	struct snap_writer *w = NULL;
 	char ram_path[4096], why[160] = "";
 	bool was_paused, live;
-	uint64_t t0 = mono_ns(), tp, tsave, tresume, ram_bytes = 0;
+	uint64_t t0 = mono_ns(), tp, tsave, tresume, tdone, ram_bytes = 0;
 	uint64_t tdrain, tscan = 0, tcopy = 0, tram;
 	uint64_t final_bytes = 0, final_hashed = 0;
 	int old_ram, ret;
@@ -555,9 +590,8 @@ int vm_snapshot_save(struct vm *vm, const json_t *args, bool suspend,
 	if (ret && pc.lv) {
 		precopy_abort(vm, &pc);
 	} else if (pc.lv) {
-		ret = precopy_finish(vm, &pc, do_fsync, &ram, &final_bytes,
-				     &final_hashed, &tscan, &tcopy, err,
-				     errlen);
+		ret = precopy_finish(vm, &pc, &ram, &final_bytes, &final_hashed,
+				     &tscan, &tcopy, err, errlen);
 	} else if (!ret) {
 		/* RAM first: its own temp file + rename; hashes go in the
 		 * state. */
@@ -571,7 +605,13 @@ int vm_snapshot_save(struct vm *vm, const json_t *args, bool suspend,
 	tram = mono_ns();
 	if (!ret) {
 		ram_bytes = vm->mem.ram_size;
-		ret = write_state(vm, file, &ram, err, errlen);
+		/* Live: written now, committed below with the guest running. */
+		ret = write_state(vm, file, &ram, pc.lv ? &w : NULL, err,
+				  errlen);
+		if (ret && pc.lv) {
+			snap_ram_live_abort(pc.lv);
+			pc.lv = NULL;
+		}
 	}
 	snap_ram_info_free(&ram);
 	tsave = mono_ns();
@@ -586,21 +626,33 @@ int vm_snapshot_save(struct vm *vm, const json_t *args, bool suspend,
 	else if (!was_paused)
 		vm_resume(vm);
 	tresume = mono_ns();
+	/*
+	 * Live: both files are complete and the guest runs again; syncing
+	 * and renaming them (RAM first) took most of the pause when done
+	 * inside it. The reply still waits for them.
+	 */
+	if (pc.lv) {
+		ret = precopy_commit(&pc, w, file, do_fsync, err, errlen);
+		if (ret)
+			goto out;
+	}
+	tdone = mono_ns();
 	if (!tscan)
 		tscan = tdrain;
 	if (!tcopy)
 		tcopy = tram; /* stop-and-copy: commit is part of the copy */
 	/* Where the pause went: each phase from the vCPUs' stop on. */
 	*reply = json_pack(
-		"{s:s, s:I, s:I, s:f, s:f, s:b, s:b, s:i, s:I, s:I, "
+		"{s:s, s:I, s:I, s:f, s:f, s:b, s:b, s:i, s:I, s:I, s:f, "
 		"s:{s:f, s:f, s:f, s:f, s:f, s:f}}",
 		"file", file, "bytes", (json_int_t)snapshot_disk_bytes(file),
 		"ram_bytes", (json_int_t)ram_bytes, "total_ms",
-		(double)(tsave - t0) / 1e6, "paused_ms",
+		(double)(tdone - t0) / 1e6, "paused_ms",
 		was_paused ? 0.0 : (double)(tresume - tp) / 1e6, "suspended",
 		suspend, "live", live, "precopy_rounds", (int)pc.rounds,
 		"final_copy_bytes", (json_int_t)final_bytes, "final_hash_bytes",
-		(json_int_t)final_hashed, "phases_ms", "drain",
+		(json_int_t)final_hashed, "commit_ms",
+		(double)(tdone - tresume) / 1e6, "phases_ms", "drain",
 		(double)(tdrain - tp) / 1e6, "dirty_scan",
 		(double)(tscan - tdrain) / 1e6, "ram_copy",
 		(double)(tcopy - tscan) / 1e6, "ram_commit",
@@ -614,12 +666,12 @@ int vm_snapshot_save(struct vm *vm, const json_t *args, bool suspend,
 	if (live)
 		log_info("snapshot %s written in %.1f ms (paused %.1f ms, "
 			 "live pre-copy in %u rounds)",
-			 file, (double)(tsave - t0) / 1e6,
+			 file, (double)(tdone - t0) / 1e6,
 			 (double)(tresume - tp) / 1e6, pc.rounds);
 	else
 		log_info("snapshot %s written in %.1f ms (paused %.1f ms, not "
 			 "live: %s)",
-			 file, (double)(tsave - t0) / 1e6,
+			 file, (double)(tdone - t0) / 1e6,
 			 was_paused ? 0.0 : (double)(tresume - tp) / 1e6, why);
 	ret = 0;
 out:

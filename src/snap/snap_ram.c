@@ -469,6 +469,22 @@ static void *copy_thread(void *arg)
 	return NULL;
 }
 
+/* Chunks holding a page of @dirty, counted up to @max. */
+static uint64_t dirty_chunks(const struct snap_ram_live *lv,
+			     const uint64_t *dirty, uint64_t max)
+{
+	const uint64_t per = SNAP_RAM_CHUNK_SIZE / PAGE_SIZE / 64; /* words */
+	uint64_t words = (lv->npages + 63) / 64, n = 0;
+
+	for (uint64_t w0 = 0; w0 < words && n < max; w0 += per)
+		for (uint64_t w = w0; w < MIN(w0 + per, words); w++)
+			if (dirty[w]) {
+				n++;
+				break;
+			}
+	return n;
+}
+
 int snap_ram_live_copy(struct snap_ram_live *lv, const uint64_t *dirty,
 		       const struct snap_ram_progress *pg)
 {
@@ -478,8 +494,8 @@ int snap_ram_live_copy(struct snap_ram_live *lv, const uint64_t *dirty,
 	unsigned n = 0, want;
 
 	want = cpus > 1 ? (unsigned)MIN(cpus, COPY_THREADS_MAX) : 1;
-	if (lv->nchunks < 16)
-		want = 1; /* not worth a thread */
+	if ((dirty ? dirty_chunks(lv, dirty, 16) : lv->nchunks) < 16)
+		want = 1; /* not worth a thread (nor its start in a pause) */
 	for (; n + 1 < want; n++)
 		if (pthread_create(&th[n], NULL, copy_thread, &j))
 			break; /* fewer threads: still correct */
@@ -614,6 +630,24 @@ static int fsync_parent(const char *path)
 		rc = -errno;
 	close(fd);
 	return rc;
+}
+
+int snap_ram_live_info(const struct snap_ram_live *lv,
+		       struct snap_ram_info *info)
+{
+	uint64_t *h = malloc(lv->nchunks * sizeof(*h));
+
+	if (!h)
+		return -ENOMEM;
+	memcpy(h, lv->hashes, lv->nchunks * sizeof(*h));
+	snap_ram_info_free(info);
+	snprintf(info->file, sizeof(info->file), "%s",
+		 last_component(lv->path));
+	info->ram_size = lv->m->ram_size;
+	info->chunk_size = SNAP_RAM_CHUNK_SIZE;
+	info->nchunks = (uint32_t)lv->nchunks;
+	info->hashes = h;
+	return 0;
 }
 
 int snap_ram_live_commit(struct snap_ram_live *lv, unsigned flags,

@@ -92,6 +92,14 @@ uint64_t snap_ram_live_written(const struct snap_ram_live *lv);
 /* Bytes of whole chunks hashed so far (a chunk with one dirty page is
  * hashed again in full). */
 uint64_t snap_ram_live_hashed(const struct snap_ram_live *lv);
+/*
+ * What _commit will report, without committing (hashes copied): a live
+ * checkpoint writes the state file with it while the guest is paused and
+ * commits both files once it runs again. The RAM must not change in
+ * between (no more _copy).
+ */
+int snap_ram_live_info(const struct snap_ram_live *lv,
+		       struct snap_ram_info *info);
 int snap_ram_live_commit(struct snap_ram_live *lv, unsigned flags,
 			 struct snap_ram_info *info);
 void snap_ram_live_abort(struct snap_ram_live *lv);

@@ -360,7 +360,20 @@ static void test_live_copy_dirty_pass(void)
 			CHECK(dirty[pages[i] / 64] >> (pages[i] % 64) & 1);
 	CHECK_EQ(count_bits(dirty, npages / 64), ARRAY_SIZE(pages) - 1);
 	CHECK_EQ(snap_ram_live_copy(lv, dirty, NULL), 0);
-	CHECK_EQ(snap_ram_live_commit(lv, SNAP_RAM_FSYNC, &info), 0);
+	/* What the commit will report, known before it (the state file is
+	 * written from it while the guest is paused). */
+	{
+		struct snap_ram_info pre = {.hashes = NULL};
+
+		CHECK_EQ(snap_ram_live_info(lv, &pre), 0);
+		CHECK_EQ(snap_ram_live_commit(lv, SNAP_RAM_FSYNC, &info), 0);
+		CHECK(!strcmp(pre.file, info.file));
+		CHECK_EQ(pre.ram_size, info.ram_size);
+		CHECK_EQ(pre.nchunks, info.nchunks);
+		CHECK(info.hashes && pre.hashes != info.hashes &&
+		      !memcmp(pre.hashes, info.hashes, info.nchunks * 8));
+		snap_ram_info_free(&pre);
+	}
 	/* The page that became zero is a hole again (before file_equals). */
 	{
 		int fd = open(p, O_RDONLY);
