@@ -1,44 +1,91 @@
 #!/bin/sh
-# Regenerate the golden snapshot tests/golden/counter-64m.snap{,.ram}.
-# Needs the khyve build (make). Without /dev/kvm here it runs itself
-# through tests/nested/run.sh and carries the files back over stdout.
-# Never regenerate it to make a failing test pass: see README.md.
+# Make a golden snapshot tests/golden/NAME.snap{,.ram} (+ NAME.json, and
+# NAME.disk for a guest with a disk). Needs the khyve build (make).
+# Without /dev/kvm here it runs itself through tests/nested/run.sh and
+# carries the files back over stdout.
+#
+#   make-golden.sh counter-64m      1 vCPU, no PCI devices (the first one)
+#   make-golden.sh smp-virtio-64m   2 vCPUs, virtio-rng, virtio-blk and
+#                                   virtio-console, after the guest's smp,
+#                                   vrng and vblk tests
+#
+# Never regenerate one to make a failing test pass, and never overwrite a
+# committed one: see README.md. A new golden gets a new NAME, and its files
+# are pinned in PINNED by hand (tests/unit/test_golden.c).
 set -eu
 top=$(cd "$(dirname "$0")/../.." && pwd)
 out=$top/tests/golden
-cmdline="counter interval_ms=50 check_every=5 mem_kb=1024"
+name=${1:?usage: make-golden.sh NAME}
 
-if [ "${1:-}" = "--inner" ]; then
+cpus=1
+devs=""
+case $name in
+counter-64m)
+	cmdline="counter interval_ms=50 check_every=5 mem_kb=1024" ;;
+smp-virtio-64m)
+	cpus=2
+	cmdline="tests=smp,vrng,vblk counter interval_ms=50 check_every=5 mem_kb=256 smp_slice_kb=64"
+	devs="virtio-rng virtio-blk virtio-console" ;;
+*)
+	echo "make-golden.sh: unknown golden '$name'" >&2; exit 2 ;;
+esac
+
+if [ "${2:-}" = "--inner" ]; then
 	d=$(mktemp -d)
-	"$top/build/khyve" --rundir "$d/run" -c 1 -m 64M \
+	files="$name.snap $name.snap.ram $name.json"
+	set --
+	for dev in $devs; do
+		case $dev in
+		virtio-rng) set -- "$@" -s 2,virtio-rng ;;
+		virtio-blk)
+			# A 1 MiB disk; the vblk test writes sectors 64-127.
+			truncate -s 1M "$d/$name.disk"
+			files="$files $name.disk"
+			set -- "$@" -s "3,virtio-blk,$d/$name.disk" ;;
+		virtio-console) set -- "$@" -s 4,virtio-console,null ;;
+		esac
+	done
+	"$top/build/khyve" --rundir "$d/run" -c $cpus -m 64M \
 		-k "$top/build/guests/testguest.elf" -a "$cmdline" \
-		-l com1,stdio golden < /dev/null > "$d/console" &
+		-l com1,stdio "$@" golden < /dev/null > "$d/console" &
 	pid=$!
 	i=0
 	until grep -q '^KHYVE-MEMCHECK ok 10$' "$d/console" 2>/dev/null; do
 		i=$((i + 1)); [ $i -lt 600 ] || { echo "no tick" >&2; exit 1; }
 		sleep 0.1
 	done
-	"$top/build/khyvectl" --rundir "$d/run" suspend golden "$d/counter-64m.snap" >&2
+	"$top/build/khyvectl" --rundir "$d/run" suspend golden "$d/$name.snap" >&2
 	wait $pid || [ $? -eq 5 ]
+	if grep -q ' FAIL\|KHYVE-GUEST exception' "$d/console"; then
+		cat "$d/console" >&2; exit 1
+	fi
 	last=$(sed -n 's/^KHYVE-COUNTER \([0-9]*\) tsc=[0-9]*$/\1/p' "$d/console" | tail -n 1)
-	printf '{"last_tick": %s, "cmdline": "%s", "memory": "64M", "cpus": 1, "vendor": "%s", "khyve": "%s", "made": "%s"}\n' \
-		"$last" "$cmdline" "$(sed -n 's/^vendor_id[^:]*: //p' /proc/cpuinfo | head -n 1)" \
-		"$("$top/build/khyve" --version | cut -d' ' -f2)" \
-		"$(date -u +%Y-%m-%d)" > "$d/counter-64m.json"
+	kvm=$("$top/build/khyve" --probe-kvm 2>&1 | sed 's/^kvm: usable, //')
+	printf '{"last_tick": %s, "cmdline": "%s", "memory": "64M", "cpus": %s, "devices": "%s", "vendor": "%s", "kvm": "%s", "khyve": "%s", "made": "%s"}\n' \
+		"$last" "$cmdline" $cpus "$devs" \
+		"$(sed -n 's/^vendor_id[^:]*: //p' /proc/cpuinfo | head -n 1)" \
+		"$kvm" "$("$top/build/khyve" --version | cut -d' ' -f2)" \
+		"$(date -u +%Y-%m-%d)" > "$d/$name.json"
 	echo GOLDEN-BEGIN
-	(cd "$d" && tar -cSzf - counter-64m.snap counter-64m.snap.ram counter-64m.json) | base64
+	(cd "$d" && tar -cSzf - $files) | base64
 	echo GOLDEN-END
+	rm -rf "$d"
 	exit 0
 fi
 
+if [ -e "$out/$name.snap" ]; then
+	echo "make-golden.sh: $out/$name.snap exists; golden files are never regenerated" >&2
+	exit 1
+fi
 if [ -c /dev/kvm ]; then
-	"$0" --inner > "$out/.golden.txt"
+	"$0" "$name" --inner > "$out/.golden.txt"
 else
-	"$top/tests/nested/run.sh" sh "$0" --inner > "$out/.golden.txt"
+	"$top/tests/nested/run.sh" sh "$0" "$name" --inner > "$out/.golden.txt"
 fi
 sed -n '/^GOLDEN-BEGIN$/,/^GOLDEN-END$/p' "$out/.golden.txt" | sed '1d;$d' |
 	base64 -d | tar -xzSf - -C "$out"
 rm -f "$out/.golden.txt"
-"$top/build/khyvectl" snapshot verify "$out/counter-64m.snap"
-cat "$out/counter-64m.json"
+"$top/build/khyvectl" snapshot verify "$out/$name.snap"
+cat "$out/$name.json"
+echo "now pin the new files in $out/PINNED (sha256sum, format from" \
+     "'khyvectl snapshot info')"

@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import time
+import warnings
 
 import pytest
 
@@ -481,11 +482,14 @@ def test_tsc_and_clock_continue(guest_factory, tmp_path):
 # ---- 6. golden snapshot: written by an older khyve, must keep loading ----
 
 GOLDEN_DIR = os.path.join(ROOT, "tests", "golden")
-GOLDEN = os.path.join(GOLDEN_DIR, "counter-64m.snap")
+# Each golden NAME is NAME.snap{,.ram} + NAME.json (+ NAME.disk), see
+# tests/golden/README.md; all of them are pinned (tests/golden/PINNED).
+GOLDENS = sorted(f[:-len(".json")] for f in os.listdir(GOLDEN_DIR)
+                 if f.endswith(".json"))
 
 
-def golden_meta():
-    with open(os.path.join(GOLDEN_DIR, "counter-64m.json")) as f:
+def golden_meta(name):
+    with open(os.path.join(GOLDEN_DIR, name + ".json")) as f:
         return json.load(f)
 
 
@@ -497,20 +501,38 @@ def host_vendor():
     return ""
 
 
-def test_golden_snapshot_is_small():
+def host_type(vendor, kvm):
+    """What the compatibility promise calls the host type
+    (docs/snapshot-format.md): the CPU vendor and the kind of KVM - a
+    software backend (kvm_pvm) offers the guest other CPU state (XSAVE
+    features) than hardware KVM does."""
+    return vendor, ("software" if "software" in kvm else "hardware")
+
+
+def this_host_type():
+    r = subprocess.run([KHYVE, "--probe-kvm"], capture_output=True,
+                       text=True, timeout=60)
+    return host_type(host_vendor(), r.stdout + r.stderr)
+
+
+@pytest.mark.parametrize("name", GOLDENS)
+def test_golden_snapshot_is_small(name):
     """The golden RAM file is sparse, and what git stores stays small."""
     import zlib
-    st = os.stat(GOLDEN + ".ram")
+    golden = os.path.join(GOLDEN_DIR, name + ".snap")
+    st = os.stat(golden + ".ram")
     assert st.st_size == 64 * 2**20
-    with open(GOLDEN + ".ram", "rb") as f:
+    with open(golden + ".ram", "rb") as f:
         packed = len(zlib.compress(f.read(), 1))
     assert packed < 3 * 2**20, packed
-    assert os.path.getsize(GOLDEN) < 64 * 1024
+    assert os.path.getsize(golden) < 64 * 1024
 
 
 @needs_kvm
-def test_golden_snapshot_restores(guest_factory, tmp_path):
-    meta = golden_meta()
+@pytest.mark.parametrize("name", GOLDENS)
+def test_golden_snapshot_restores(guest_factory, tmp_path, name):
+    meta = golden_meta(name)
+    golden = os.path.join(GOLDEN_DIR, name + ".snap")
     if meta["vendor"] != host_vendor():
         # Restore refuses to move a guest between CPU vendors, so on this
         # host the golden is checked as far as that allows - never
@@ -518,20 +540,43 @@ def test_golden_snapshot_restores(guest_factory, tmp_path):
         # tests/unit/test_golden.c (unit tier, every host) verifies it and
         # loads every section through this khyve's loaders.
         r = subprocess.run([KHYVE, "--rundir", str(tmp_path / "run"),
-                            "-r", GOLDEN, "golden"], capture_output=True,
+                            "-r", golden, "golden"], capture_output=True,
                            text=True, timeout=120)
         assert r.returncode == 4, (r.returncode, r.stderr)
         assert ("field 'cpu_vendor'" in r.stderr and meta["vendor"] in
                 r.stderr), r.stderr
         return
+    # The old golden's JSON has no "kvm": it was made on kvm_amd (README).
+    made_on = host_type(meta["vendor"], meta.get("kvm", ""))
+    if made_on != this_host_type():
+        # Outside the promise (same host type): e.g. kvm_amd's XSAVE state
+        # is refused by kvm_pvm's KVM_SET_XSAVE. Not skipped, not hidden:
+        # verified here and section by section in test_golden.c, and said.
+        r = subprocess.run([KHYVECTL, "snapshot", "verify", golden],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stdout + r.stderr
+        warnings.warn("golden %s was made on a %s %s KVM host, this is a "
+                      "%s %s one: verified, not restored" % (
+                          (name,) + made_on + this_host_type()))
+        return
+
+    def disk(tag):
+        """A copy of its disk, where make-golden.sh put it (slot 3)."""
+        src = os.path.join(GOLDEN_DIR, name + ".disk")
+        if not os.path.exists(src):
+            return []
+        dst = str(tmp_path / (tag + ".disk"))
+        shutil.copy(src, dst)
+        return ["-s", "3,virtio-blk," + dst]
+
     # Mapped restore from a copy (the checkout may be read-only) ...
-    snap = copy_snap(GOLDEN, tmp_path)
-    g = restored(guest_factory, snap, "golden")
+    snap = copy_snap(golden, tmp_path)
+    g = restored(guest_factory, snap, "golden", disk("a"))
     check_continues(g, meta["last_tick"])
     assert wait_memcheck_ok_after(g, meta["last_tick"]), g.read()
     g.stop()
     # ... and eagerly from the committed files in place (hashes checked).
-    g2 = restored(guest_factory, GOLDEN, "golden2", ["--eager"])
+    g2 = restored(guest_factory, golden, "golden2", ["--eager"] + disk("b"))
     check_continues(g2, meta["last_tick"])
     assert wait_memcheck_ok_after(g2, meta["last_tick"]), g2.read()
 
