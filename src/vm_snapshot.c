@@ -9,7 +9,8 @@
  * temporary names and renamed only when complete: RAM first, then the
  * state file, so the state file at FILE always names a complete RAM file
  * (the window between the two renames is documented in
- * docs/snapshot-format.md).
+ * docs/snapshot-format.md). A checkpoint of a running guest is live: see
+ * "Live pre-copy" below.
  *
  * Restore: read and validate the whole state file before touching KVM,
  * create the machine from the embedded config (main.c), map the RAM file
@@ -297,6 +298,11 @@ out:
  *
  * Without KVM's dirty log the save is stop-and-copy; the reply
  * ("not_live_reason") and the log say why.
+ *
+ * In the pause: drain, the last dirty set copied, the state file written
+ * (not synced). Both files are complete then, so their fsync and rename
+ * (RAM first) wait until the guest runs again: inside the pause they were
+ * most of it (8.7 + 16.2 of 26 ms at 800 MiB on a kvm_pvm host).
  */
 #define PRECOPY_MAX_ROUNDS 5  /* copy passes while running, the full one 1st */
 #define PRECOPY_FEW_PAGES  64 /* a dirty set this small is copied paused */
