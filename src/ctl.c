@@ -36,6 +36,7 @@ struct ctl_client {
 	size_t out_off, out_len, out_cap;
 	bool closing; /* no more input; close once output is flushed */
 	struct timespec deadline;
+	struct timespec idle; /* closed if no request came by then */
 };
 
 struct ctl_server {
@@ -49,7 +50,7 @@ struct ctl_server {
 	bool thread_started;
 	const struct ctl_ops *ops;
 	void *opaque;
-	unsigned max_clients;
+	unsigned max_clients, idle_ms;
 	size_t max_line, max_output;
 	struct ctl_client *clients; /* max_clients slots, fd -1 when free */
 	struct pollfd *pfds;	    /* 2 + max_clients */
@@ -151,6 +152,25 @@ static int make_rundir(const char *dir, char *err, size_t errlen)
 			dir);
 		return -ENOTDIR;
 	}
+	/*
+	 * Whoever else can write there can plant the lock file or the
+	 * socket (a symlink to a file of ours, a socket of theirs).
+	 */
+	if (st.st_uid != geteuid()) {
+		set_err(err, errlen,
+			"run directory %s is owned by uid %u, not by us (uid "
+			"%u): refusing it (use another --rundir or "
+			"KHYVE_RUNDIR)",
+			dir, (unsigned)st.st_uid, (unsigned)geteuid());
+		return -EPERM;
+	}
+	if (st.st_mode & (S_IWGRP | S_IWOTH)) {
+		set_err(err, errlen,
+			"run directory %s is writable by group or others "
+			"(mode %04o): refusing it (chmod go-w %s)",
+			dir, (unsigned)(st.st_mode & 07777), dir);
+		return -EPERM;
+	}
 	return 0;
 }
 
@@ -176,11 +196,36 @@ static int take_lock(struct ctl_server *s, char *err, size_t errlen)
 	int fd, tries;
 
 	for (tries = 0; tries < 16; tries++) {
-		fd = open(s->lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+		/* A planted symlink must not make us truncate its target. */
+		fd = open(s->lock_path,
+			  O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC,
+			  0600);
+		if (fd < 0 && errno == ELOOP) {
+			set_err(err, errlen,
+				"%s is a symbolic link: refusing to use it as "
+				"the lock file (remove it)",
+				s->lock_path);
+			return -EPERM;
+		}
 		if (fd < 0) {
 			set_err(err, errlen, "cannot open %s: %s", s->lock_path,
 				strerror(errno));
 			return -errno;
+		}
+		if (fstat(fd, &a) == 0 && a.st_nlink == 0) {
+			close(fd); /* its khyve just stopped and removed it */
+			continue;
+		}
+		if (fstat(fd, &a) < 0 || !S_ISREG(a.st_mode) ||
+		    a.st_uid != geteuid() || a.st_nlink != 1) {
+			/* Not a file we made: it is truncated later. */
+			set_err(err, errlen,
+				"%s is not a plain file of ours (a hard link, a "
+				"device, or another user's): refusing to use "
+				"it as the lock file (remove it)",
+				s->lock_path);
+			close(fd);
+			return -EPERM;
 		}
 		if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
 			int e = errno;
@@ -597,7 +642,7 @@ static bool get_bool_arg(struct ctl_req *r, const char *key, bool *out)
 	if (!v)
 		return true;
 	if (!json_is_boolean(v)) {
-		req_fail(r, "bad_request", "'%s' must be a boolean", key);
+		req_fail(r, "bad_request", "'%s' must be true or false", key);
 		return false;
 	}
 	*out = json_is_true(v);
@@ -665,27 +710,38 @@ static void cmd_stats(struct ctl_req *r)
 
 static void do_checkpoint(struct ctl_req *r, bool suspend)
 {
+	static const char *const bools[] = {"progress", "live", "fsync"};
 	const char *what = suspend ? "suspend" : "checkpoint";
 	json_t *f = json_object_get(r->args, "file");
 	char err[512] = "";
 	json_t *res = NULL;
+	bool b;
 	int rc;
-
-	json_t *pg = json_object_get(r->args, "progress");
 
 	if (!json_is_string(f) || !json_string_length(f) ||
 	    strlen(json_string_value(f)) != json_string_length(f)) {
 		req_fail(r, "bad_request", "%s needs a 'file' string", what);
 		return;
 	}
-	if (pg && !json_is_boolean(pg)) {
-		req_fail(r, "bad_request", "'progress' must be true or false");
-		return;
-	}
+	/* All of them here, so the VMM never guesses ("fsync": "no"). */
+	for (size_t i = 0; i < ARRAY_SIZE(bools); i++)
+		if (!get_bool_arg(r, bools[i], &b))
+			return;
 	NO_OP(r, checkpoint, what);
-	cur_req.wanted = json_is_true(pg);
+	cur_req.wanted = json_is_true(json_object_get(r->args, "progress"));
 	rc = r->s->ops->checkpoint(r->s->opaque, r->args, suspend, &res, err,
 				   sizeof(err));
+	if (rc == -EINVAL || rc == -ERANGE) {
+		/*
+		 * The request was checked in full above, so this is about
+		 * the state being saved (e.g. a device state its snapshot
+		 * description refuses): not the client's bad_request.
+		 */
+		json_decref(res);
+		req_fail(r, "failed", "internal error: %s",
+			 err[0] ? err : strerror(-rc));
+		return;
+	}
 	req_rc(r, what, rc, err, res);
 }
 
@@ -714,6 +770,8 @@ static const char *const no_keys[] = {NULL};
 static const char *const hello_keys[] = {"protocol", NULL};
 static const char *const poweroff_keys[] = {"force", NULL};
 static const char *const regs_keys[] = {"vcpu", "msrs", NULL};
+static const char *const checkpoint_keys[] = {"file", "progress", "live",
+					      "fsync", NULL};
 
 static const struct ctl_cmd ctl_cmds[] = {
 	{"hello", "protocol", "check protocol compatibility", hello_keys,
@@ -728,10 +786,10 @@ static const struct ctl_cmd ctl_cmds[] = {
 	{"regs", "[vcpu] [msrs]", "vCPU registers (VM paused)", regs_keys,
 	 cmd_regs},
 	{"stats", "", "VM and device counters", no_keys, cmd_stats},
-	{"checkpoint", "file ...", "save a snapshot, keep running", NULL,
-	 cmd_checkpoint},
-	{"suspend", "file ...", "save a snapshot, then power off", NULL,
-	 cmd_suspend},
+	{"checkpoint", "file [progress] [live] [fsync]",
+	 "save a snapshot, keep running", checkpoint_keys, cmd_checkpoint},
+	{"suspend", "file [progress] [live] [fsync]",
+	 "save a snapshot, then power off", checkpoint_keys, cmd_suspend},
 	{"migrate", "...", "live migration (not implemented yet)", NULL,
 	 cmd_migrate},
 };
@@ -775,9 +833,9 @@ static bool handle_line(struct ctl_server *s, struct ctl_client *c,
 {
 	struct ctl_req r = {.s = s};
 	const struct ctl_cmd *cmd = NULL;
-	json_t *req, *id, *jcmd, *args;
+	json_t *req, *id, *jcmd, *args, *v;
 	json_error_t jerr;
-	const char *name, *bad;
+	const char *name, *bad, *key;
 	size_t i;
 	bool ok;
 
@@ -787,6 +845,11 @@ static bool handle_line(struct ctl_server *s, struct ctl_client *c,
 	if (!len)
 		return true; /* blank lines are harmless when typing by hand */
 	req = json_loadb(line, len, 0, &jerr);
+	/*
+	 * A complete request: the client is not idle. Timed from the reply
+	 * (see out:), as a checkpoint may take longer than idle_ms.
+	 */
+	deadline_in(&c->idle, s->idle_ms);
 	if (!req)
 		return send_error(s, c, NULL, "parse_error",
 				  "invalid JSON at column %d: %s", jerr.column,
@@ -802,6 +865,18 @@ static bool handle_line(struct ctl_server *s, struct ctl_client *c,
 		ok = send_error(s, c, id, "bad_request",
 				"request needs a \"cmd\" string");
 		goto out;
+	}
+	/* "arg" for "args" would otherwise drop the arguments silently. */
+	json_object_foreach(req, key, v)
+	{
+		if (strcmp(key, "id") && strcmp(key, "cmd") &&
+		    strcmp(key, "args")) {
+			ok = send_error(s, c, id, "bad_request",
+					"unknown request key '%.64s' (a request "
+					"has id, cmd and args)",
+					key);
+			goto out;
+		}
 	}
 	name = json_string_value(jcmd);
 	args = json_object_get(req, "args");
@@ -840,6 +915,7 @@ static bool handle_line(struct ctl_server *s, struct ctl_client *c,
 		ok = send_json(s, c, ok_reply(id, r.result));
 	}
 out:
+	deadline_in(&c->idle, s->idle_ms);
 	json_decref(req);
 	return ok;
 }
@@ -1002,6 +1078,7 @@ static void accept_clients(struct ctl_server *s)
 			continue;
 		}
 		c->fd = fd;
+		deadline_in(&c->idle, s->idle_ms);
 		greet = json_pack("{s:{s:s, s:i, s:s, s:I}}", "khyve",
 				  "version", KHYVE_VERSION, "protocol",
 				  CTL_PROTOCOL, "vm", s->name, "pid",
@@ -1020,6 +1097,38 @@ static int ms_until(const struct timespec *t)
 	ms = (t->tv_sec - now.tv_sec) * 1000LL +
 	     (t->tv_nsec - now.tv_nsec) / 1000000;
 	return ms < 0 ? 0 : (int)MIN(ms, (long long)INT_MAX);
+}
+
+static bool passed(const struct timespec *t)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return now.tv_sec > t->tv_sec ||
+	       (now.tv_sec == t->tv_sec && now.tv_nsec >= t->tv_nsec);
+}
+
+/*
+ * Close clients that sent no complete request for idle_ms: otherwise
+ * max_clients idle connections lock everyone else out. Runs after the
+ * poll round read what was there, so a request that arrived while a long
+ * command ran is answered, not dropped. A client still taking its
+ * replies is not idle.
+ */
+static void expire_idle(struct ctl_server *s)
+{
+	for (unsigned i = 0; i < s->max_clients; i++) {
+		struct ctl_client *c = &s->clients[i];
+
+		if (c->fd < 0 || c->closing || c->out_off < c->out_len ||
+		    !passed(&c->idle))
+			continue;
+		if (send_error(s, c, NULL, "failed",
+			       "no request for %u ms: closing the connection",
+			       s->idle_ms))
+			(void)client_flush(c);
+		client_close_later(c);
+	}
 }
 
 static void *server_thread(void *arg)
@@ -1049,7 +1158,12 @@ static void *server_thread(void *arg)
 				}
 				timeout = timeout < 0 ? t : MIN(timeout, t);
 			} else {
+				int t = ms_until(&c->idle);
+
 				ev |= POLLIN;
+				/* +1: ms_until rounds down; wake past it. */
+				t = t < INT_MAX ? t + 1 : t;
+				timeout = timeout < 0 ? t : MIN(timeout, t);
 			}
 			if (c->out_off < c->out_len)
 				ev |= POLLOUT;
@@ -1087,6 +1201,7 @@ static void *server_thread(void *arg)
 			    c->out_off < c->out_len)
 				client_free(c);
 		}
+		expire_idle(s);
 		if (s->pfds[1].revents)
 			accept_clients(s);
 	}
@@ -1154,6 +1269,7 @@ int ctl_server_start_params(struct ctl_server **out, const struct ctl_params *p,
 	s->max_clients = p->max_clients ? p->max_clients : CTL_MAX_CLIENTS;
 	s->max_line = p->max_line ? p->max_line : CTL_MAX_LINE;
 	s->max_output = p->max_output ? p->max_output : CTL_MAX_OUTPUT;
+	s->idle_ms = p->idle_ms ? p->idle_ms : CTL_IDLE_MS;
 	snprintf(s->name, sizeof(s->name), "%s", p->vmname);
 	rc = ctl_socket_path(s->sock_path, sizeof(s->sock_path), rundir,
 			     p->vmname);

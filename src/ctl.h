@@ -21,6 +21,11 @@
  *   anything else             failed
  * A NULL callback answers not_implemented.
  *
+ * checkpoint is the exception: the server checks every one of its
+ * arguments first, so a -EINVAL/-ERANGE it returns is about the state
+ * being saved (a device's, the guest's, KVM's), not the request, and
+ * answers "failed" ("internal error: ..."), never bad_request.
+ *
  * Callbacks must not call ctl_server_stop() (it joins the server thread);
  * poweroff should request the shutdown and return, and the VMM's main
  * thread stops the server afterwards.
@@ -39,6 +44,7 @@
 #define CTL_MAX_CLIENTS	   128		 /* connections served at once */
 #define CTL_MAX_LINE	   (1024 * 1024) /* request line, without newline */
 #define CTL_MAX_OUTPUT	   (4096 * 1024) /* unsent replies per client */
+#define CTL_IDLE_MS	   10000	 /* a client without a request: closed */
 
 struct ctl_ops {
 	/* result: {"state": "running"|"paused"|..., anything else} */
@@ -52,8 +58,9 @@ struct ctl_ops {
 		    char *err, size_t errlen);
 	int (*stats)(void *opaque, json_t **reply, char *err, size_t errlen);
 	/*
-	 * @args is the request's args object, "file" already checked to be
-	 * a non-empty string; @suspend: power the VM off once saved.
+	 * @args is the request's args object, already checked: "file" a
+	 * non-empty string, "progress", "live" and "fsync" booleans if
+	 * present, no other key; @suspend: power the VM off once saved.
 	 */
 	int (*checkpoint)(void *opaque, const json_t *args, bool suspend,
 			  json_t **reply, char *err, size_t errlen);
@@ -69,6 +76,7 @@ struct ctl_params {
 	unsigned max_clients;
 	size_t max_line;
 	size_t max_output;
+	unsigned idle_ms; /* without a complete request: closed */
 };
 
 struct ctl_server;
@@ -78,7 +86,10 @@ struct ctl_server;
  * holds our pid), replace a stale socket left by a crashed khyve, bind
  * and listen on RUNDIR/VMNAME.sock (0600) and start the server thread.
  * Fails with -EADDRINUSE and "VM 'x' is already running (pid N, socket
- * P)" if another khyve owns the name; -EINVAL for an invalid name.
+ * P)" if another khyve owns the name; -EINVAL for an invalid name;
+ * -EPERM for a RUNDIR another user owns or others may write to, or a
+ * lock file that is a symbolic link, not a regular file, has other
+ * links or another owner (nothing in it is then followed or changed).
  */
 int ctl_server_start(struct ctl_server **s, const char *rundir,
 		     const char *vmname, const struct ctl_ops *ops,

@@ -152,6 +152,15 @@ static int t_checkpoint(void *opaque, const json_t *args, bool suspend,
 	}
 	if (!strcmp(f, "/silent"))
 		return -EIO;
+	if (!strcmp(f, "/guest-state")) {
+		/* what the snapshot engine says about a device state */
+		snprintf(err, errlen, "section 'virtio_pci' #3: field "
+				      "'device_feature_select': value 7 exceeds "
+				      "maximum 1");
+		return -ERANGE;
+	}
+	if (!strcmp(f, "/einval"))
+		return -EINVAL;
 	if (!strcmp(f, "/progress")) {
 		/* the second comes within 100 ms: dropped */
 		ctl_progress(1, 4);
@@ -557,12 +566,46 @@ static void test_commands(void)
 	r = tc_req(c, "{\"id\":20,\"cmd\":\"checkpoint\"}");
 	CHECK(!strcmp(err_code(r), "bad_request"));
 	json_decref(r);
+	/* every key and type is checked before the VMM sees the request */
 	r = tc_req(c, "{\"id\":21,\"cmd\":\"checkpoint\",\"args\":{\"file\":"
 		      "\"/tmp/a.snap\",\"compress\":\"zstd\"}}");
+	CHECK(!strcmp(err_code(r), "bad_request"));
+	CHECK(strstr(err_msg(r), "'compress'") != NULL);
+	json_decref(r);
+	r = tc_req(c, "{\"id\":21,\"cmd\":\"suspend\",\"args\":{\"file\":"
+		      "\"/tmp/a.snap\",\"fsync\":\"no\"}}");
+	CHECK(!strcmp(err_code(r), "bad_request"));
+	CHECK(strstr(err_msg(r), "'fsync'") != NULL);
+	json_decref(r);
+	CHECK(!vm1.off);
+	r = tc_req(c, "{\"id\":21,\"cmd\":\"checkpoint\",\"args\":{\"file\":"
+		      "\"/tmp/a.snap\",\"live\":0}}");
+	CHECK(!strcmp(err_code(r), "bad_request"));
+	CHECK(strstr(err_msg(r), "'live'") != NULL);
+	json_decref(r);
+	r = tc_req(c, "{\"id\":21,\"cmd\":\"checkpoint\",\"args\":{\"file\":"
+		      "\"/tmp/a.snap\",\"fsync\":null}}");
+	CHECK(!strcmp(err_code(r), "bad_request"));
+	json_decref(r);
+	r = tc_req(c, "{\"id\":21,\"cmd\":\"checkpoint\",\"args\":{\"file\":"
+		      "\"/tmp/a.snap\",\"live\":false,\"fsync\":false,"
+		      "\"progress\":false}}");
 	CHECK(is_ok(r));
 	CHECK_EQ(json_integer_value(res_get(r, "bytes")), 4096);
 	json_decref(r);
 	CHECK(!strcmp(vm1.last_file, "/tmp/a.snap"));
+	/* an error from the state being saved is not the client's fault */
+	r = tc_req(c, "{\"id\":21,\"cmd\":\"checkpoint\",\"args\":{\"file\":"
+		      "\"/guest-state\"}}");
+	CHECK(!strcmp(err_code(r), "failed"));
+	CHECK(strstr(err_msg(r), "internal error") != NULL);
+	CHECK(strstr(err_msg(r), "device_feature_select") != NULL);
+	json_decref(r);
+	r = tc_req(c, "{\"id\":21,\"cmd\":\"suspend\",\"args\":{\"file\":"
+		      "\"/einval\"}}");
+	CHECK(!strcmp(err_code(r), "failed"));
+	CHECK(!strcmp(err_msg(r), "internal error: Invalid argument"));
+	json_decref(r);
 	r = tc_req(c, "{\"id\":22,\"cmd\":\"checkpoint\",\"args\":{\"file\":"
 		      "\"/fail\"}}");
 	CHECK(!strcmp(err_code(r), "failed"));
@@ -628,6 +671,23 @@ static void test_commands(void)
 	CHECK(strstr(err_msg(r), "bogus") != NULL);
 	json_decref(r);
 	CHECK_EQ(vm1.paused, false);
+	/* a misspelt "args" would drop the arguments: refused, named */
+	r = tc_req(c, "{\"id\":32,\"cmd\":\"poweroff\",\"arg\":{\"force\":"
+		      "true}}");
+	CHECK(!strcmp(err_code(r), "bad_request"));
+	CHECK(strstr(err_msg(r), "'arg'") != NULL);
+	CHECK_EQ(json_integer_value(json_object_get(r, "id")), 32);
+	json_decref(r);
+	CHECK_EQ(vm1.poweroffs, pos + 2);
+	r = tc_req(c, "{\"id\":33,\"cmd\":\"regs\",\"args\":{\"vcpu\":\"1\"}}");
+	CHECK(!strcmp(err_code(r), "bad_request"));
+	CHECK(strstr(err_msg(r), "'vcpu'") != NULL);
+	json_decref(r);
+	r = tc_req(c, "{\"id\":34,\"cmd\":\"poweroff\",\"args\":{\"force\":"
+		      "1}}");
+	CHECK(!strcmp(err_code(r), "bad_request"));
+	CHECK(strstr(err_msg(r), "'force'") != NULL);
+	json_decref(r);
 	tc_close(c);
 }
 
@@ -992,6 +1052,200 @@ static void test_stale_socket(void)
 	CHECK(strstr(err, "not a socket") != NULL);
 	CHECK(lstat(path, &st) == 0 && S_ISREG(st.st_mode));
 	unlink(path);
+}
+
+/* Another user's run directory, or one others may write to: refused. */
+static void test_rundir_trust(void)
+{
+	char dir[PATH_MAX + 16], f[PATH_MAX + 32], err[512] = "";
+	struct ctl_server *s = NULL;
+	struct stat st;
+
+	snprintf(dir, sizeof(dir), "%s/open-run", tmpdir);
+	CHECK(mkdir(dir, 0700) == 0);
+	CHECK(chmod(dir, 0777) == 0);
+	CHECK_EQ(ctl_server_start(&s, dir, "t1", &t_ops, &vm1, err,
+				  sizeof(err)),
+		 -EPERM);
+	CHECK(s == NULL);
+	CHECK(strstr(err, dir) != NULL);
+	CHECK(strstr(err, "writable by group or others") != NULL);
+	CHECK(chmod(dir, 0730) == 0);
+	CHECK_EQ(ctl_server_start(&s, dir, "t1", &t_ops, &vm1, err,
+				  sizeof(err)),
+		 -EPERM);
+	/* nothing was created or followed in there */
+	snprintf(f, sizeof(f), "%s/t1.lock", dir);
+	CHECK(lstat(f, &st) < 0 && errno == ENOENT);
+	snprintf(f, sizeof(f), "%s/t1.sock", dir);
+	CHECK(lstat(f, &st) < 0 && errno == ENOENT);
+	/* not writable by others: fine, and it keeps its mode */
+	CHECK(chmod(dir, 0755) == 0);
+	CHECK_EQ(ctl_server_start(&s, dir, "t1", &t_ops, &vm1, err,
+				  sizeof(err)),
+		 0);
+	ctl_server_stop(s);
+	s = NULL;
+	CHECK(stat(dir, &st) == 0 && (st.st_mode & 07777) == 0755);
+
+	/* owned by another user */
+	if (geteuid() == 0) {
+		CHECK(chmod(dir, 0700) == 0);
+		CHECK(chown(dir, 65534, 65534) == 0);
+		CHECK_EQ(ctl_server_start(&s, dir, "t1", &t_ops, &vm1, err,
+					  sizeof(err)),
+			 -EPERM);
+		CHECK(strstr(err, "owned by uid 65534") != NULL);
+		CHECK(strstr(err, dir) != NULL);
+	} else {
+		CHECK_EQ(ctl_server_start(&s, "/", "t1", &t_ops, &vm1, err,
+					  sizeof(err)),
+			 -EPERM);
+		CHECK(strstr(err, "owned by uid 0") != NULL);
+	}
+	CHECK(s == NULL);
+}
+
+static bool file_is(const char *path, const char *want)
+{
+	char buf[64] = "";
+	int fd = open(path, O_RDONLY);
+	ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+
+	if (fd >= 0)
+		close(fd);
+	return n >= 0 && !strcmp(buf, want);
+}
+
+/* A planted lock file is never followed, truncated or written. */
+static void test_lock_file_trust(void)
+{
+	char dir[PATH_MAX + 16], lock[PATH_MAX + 32], victim[PATH_MAX + 32];
+	char absent[PATH_MAX + 32], err[512] = "";
+	struct ctl_server *s = NULL;
+	struct stat st;
+	int fd;
+
+	snprintf(dir, sizeof(dir), "%s/lockrun", tmpdir);
+	snprintf(lock, sizeof(lock), "%s/t2.lock", dir);
+	snprintf(victim, sizeof(victim), "%s/victim", tmpdir);
+	snprintf(absent, sizeof(absent), "%s/absent", tmpdir);
+	CHECK(mkdir(dir, 0700) == 0);
+	fd = open(victim, O_CREAT | O_WRONLY | O_TRUNC, 0600);
+	CHECK(fd >= 0 && write(fd, "precious\n", 9) == 9);
+	close(fd);
+
+	CHECK(symlink(victim, lock) == 0);
+	CHECK_EQ(ctl_server_start(&s, dir, "t2", &t_ops, &vm1, err,
+				  sizeof(err)),
+		 -EPERM);
+	CHECK(strstr(err, "symbolic link") != NULL);
+	CHECK(strstr(err, lock) != NULL);
+	CHECK(file_is(victim, "precious\n"));
+	unlink(lock);
+	/* a dangling one creates nothing */
+	CHECK(symlink(absent, lock) == 0);
+	CHECK_EQ(ctl_server_start(&s, dir, "t2", &t_ops, &vm1, err,
+				  sizeof(err)),
+		 -EPERM);
+	CHECK(lstat(absent, &st) < 0 && errno == ENOENT);
+	unlink(lock);
+	/* a hard link to someone's file */
+	CHECK(link(victim, lock) == 0);
+	CHECK_EQ(ctl_server_start(&s, dir, "t2", &t_ops, &vm1, err,
+				  sizeof(err)),
+		 -EPERM);
+	CHECK(strstr(err, lock) != NULL);
+	CHECK(file_is(victim, "precious\n"));
+	unlink(lock);
+	/* a FIFO neither blocks nor passes */
+	CHECK(mkfifo(lock, 0600) == 0);
+	CHECK_EQ(ctl_server_start(&s, dir, "t2", &t_ops, &vm1, err,
+				  sizeof(err)),
+		 -EPERM);
+	unlink(lock);
+	CHECK(s == NULL);
+	/* and the leftover of a crashed khyve is still taken over */
+	fd = open(lock, O_CREAT | O_WRONLY, 0600);
+	CHECK(fd >= 0 && write(fd, "999999\n", 7) == 7);
+	close(fd);
+	CHECK_EQ(ctl_server_start(&s, dir, "t2", &t_ops, &vm1, err,
+				  sizeof(err)),
+		 0);
+	{
+		char want[32];
+
+		snprintf(want, sizeof(want), "%d\n", (int)getpid());
+		CHECK(file_is(lock, want));
+	}
+	ctl_server_stop(s);
+}
+
+/* Idle connections are closed, so they cannot hold every slot. */
+static void test_idle_clients(void)
+{
+	struct ctl_params p = {.rundir = rundir,
+			       .vmname = "idle",
+			       .max_clients = 2,
+			       .idle_ms = 1000};
+	char err[256] = "", path[PATH_MAX + 32];
+	struct ctl_server *s = NULL;
+	struct tc *busy, *idle, *c;
+	json_t *r;
+
+	CHECK_EQ(
+		ctl_server_start_params(&s, &p, &t_ops, &vm1, err, sizeof(err)),
+		0);
+	if (!s)
+		return;
+	snprintf(path, sizeof(path), "%s/idle.sock", rundir);
+	busy = tc_open(path);
+	idle = tc_open(path);
+	CHECK(busy && idle);
+	if (!busy || !idle)
+		goto out_stop;
+	json_decref(tc_line(busy));
+	json_decref(tc_line(idle));
+	/* both slots taken */
+	c = tc_open(path);
+	r = c ? tc_line(c) : NULL;
+	CHECK(strstr(err_msg(r), "too many clients") != NULL);
+	json_decref(r);
+	tc_close(c);
+	/* a client that keeps asking stays; the silent one goes */
+	for (unsigned i = 0; i < 15; i++) {
+		usleep(100 * 1000);
+		r = tc_req(busy, "{\"id\":1,\"cmd\":\"status\"}");
+		CHECK(is_ok(r));
+		json_decref(r);
+	}
+	r = tc_line(idle);
+	CHECK(!strcmp(err_code(r), "failed"));
+	CHECK(strstr(err_msg(r), "no request for 1000 ms") != NULL);
+	CHECK(json_is_null(json_object_get(r, "id")));
+	json_decref(r);
+	CHECK(tc_eof(idle));
+	/* its slot is free again */
+	c = tc_open(path);
+	r = c ? tc_line(c) : NULL;
+	CHECK(json_object_get(r, "khyve") != NULL);
+	json_decref(r);
+	/* half a request is no request */
+	CHECK(c && tc_send(c, "{\"id\":1,\"cmd\""));
+	r = c ? tc_line(c) : NULL;
+	CHECK(strstr(err_msg(r), "no request") != NULL);
+	json_decref(r);
+	CHECK(c && tc_eof(c));
+	tc_close(c);
+	/* meanwhile the busy one fell silent for as long, and went too */
+	r = tc_line(busy);
+	CHECK(strstr(err_msg(r), "no request") != NULL);
+	json_decref(r);
+	CHECK(tc_eof(busy));
+out_stop:
+	tc_close(busy);
+	tc_close(idle);
+	ctl_server_stop(s);
 }
 
 static void test_peercred(void)
@@ -1468,6 +1722,9 @@ int main(void)
 	RUN(test_client_limit);
 	RUN(test_second_server);
 	RUN(test_stale_socket);
+	RUN(test_rundir_trust);
+	RUN(test_lock_file_trust);
+	RUN(test_idle_clients);
 	RUN(test_peercred);
 	RUN(test_client_lib);
 	RUN(test_progress);
