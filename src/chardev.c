@@ -33,7 +33,9 @@ struct chardev {
 	bool in_eof;
 	bool claimed_stdio; /* owns the process-wide stdio slot */
 	int listen_fd, client_fd, epoll_fd;
-	char *path; /* socket path, unlinked on close */
+	char *path; /* socket path, unlinked on close if still ours */
+	dev_t sock_dev;
+	ino_t sock_ino;
 	int tty_slot;
 	struct chardev_stats st;
 };
@@ -162,6 +164,63 @@ static struct chardev *chardev_alloc(enum chardev_type type)
 	return c;
 }
 
+/*
+ * A socket file already at @path: a live one (something accepts
+ * connections there) is refused, a stale one (left by a process that
+ * died: ECONNREFUSED) is removed, as the control socket does.
+ */
+static int clear_stale_socket(const struct sockaddr_un *sun, char *err,
+			      size_t errlen)
+{
+	const char *path = sun->sun_path;
+	struct stat sb;
+	int fd, rc, e;
+
+	if (lstat(path, &sb) < 0) {
+		if (errno == ENOENT)
+			return 0;
+		rc = -errno;
+		set_err(err, errlen, "cannot stat %s: %s", path,
+			strerror(errno));
+		return rc;
+	}
+	if (!S_ISSOCK(sb.st_mode)) {
+		set_err(err, errlen,
+			"%s exists and is not a socket; not replacing it",
+			path);
+		return -EEXIST;
+	}
+	/* Non-blocking: a live listener with a full backlog says EAGAIN. */
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0) {
+		rc = -errno;
+		set_err(err, errlen, "socket: %s", strerror(errno));
+		return rc;
+	}
+	rc = connect(fd, (const struct sockaddr *)sun, sizeof(*sun));
+	e = errno;
+	close(fd);
+	if (rc == 0 || e == EAGAIN || e == EINPROGRESS) {
+		set_err(err, errlen,
+			"console socket %s is in use (something accepts "
+			"connections there); not replacing it",
+			path);
+		return -EADDRINUSE;
+	}
+	if (e != ECONNREFUSED && e != ENOENT) {
+		set_err(err, errlen, "cannot probe console socket %s: %s",
+			path, strerror(e));
+		return -e;
+	}
+	if (unlink(path) < 0 && errno != ENOENT) {
+		rc = -errno;
+		set_err(err, errlen, "cannot remove stale socket %s: %s",
+			path, strerror(errno));
+		return rc;
+	}
+	return 0;
+}
+
 static int open_socket(struct chardev *c, const char *path, char *err,
 		       size_t errlen)
 {
@@ -180,16 +239,9 @@ static int open_socket(struct chardev *c, const char *path, char *err,
 	memcpy(sun.sun_path, path, strlen(path));
 
 	/* A stale socket from a previous run would make bind() fail. */
-	if (lstat(path, &sb) == 0) {
-		if (!S_ISSOCK(sb.st_mode)) {
-			set_err(err, errlen,
-				"%s exists and is not a socket; not replacing "
-				"it",
-				path);
-			return -EEXIST;
-		}
-		unlink(path);
-	}
+	ret = clear_stale_socket(&sun, err, errlen);
+	if (ret < 0)
+		return ret;
 	c->listen_fd =
 		socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (c->listen_fd < 0) {
@@ -203,6 +255,10 @@ static int open_socket(struct chardev *c, const char *path, char *err,
 		set_err(err, errlen, "cannot listen on %s: %s", path,
 			strerror(errno));
 		return ret;
+	}
+	if (stat(path, &sb) == 0) {
+		c->sock_dev = sb.st_dev;
+		c->sock_ino = sb.st_ino;
 	}
 	c->path = strdup(path);
 	if (!c->path) {
@@ -579,6 +635,8 @@ const char *chardev_kind(const struct chardev *c)
 
 void chardev_close(struct chardev *c)
 {
+	struct stat sb;
+
 	if (!c)
 		return;
 	if (c->claimed_stdio) {
@@ -593,7 +651,9 @@ void chardev_close(struct chardev *c)
 		close(c->listen_fd);
 	if (c->epoll_fd >= 0)
 		close(c->epoll_fd);
-	if (c->path)
+	/* Only our own socket: another process may have replaced it. */
+	if (c->path && lstat(c->path, &sb) == 0 && sb.st_dev == c->sock_dev &&
+	    sb.st_ino == c->sock_ino)
 		unlink(c->path);
 	if (c->owns_fds) {
 		if (c->in_fd >= 0)

@@ -7,7 +7,9 @@
  *   "file:PATH"      output truncates PATH; no input
  *   "append:PATH"    output appended to PATH; no input
  *   "socket:PATH"    listening UNIX stream socket, one client at a time;
- *                    output is dropped (and counted) while nobody is connected
+ *                    output is dropped (and counted) while nobody is connected.
+ *                    A socket already at PATH is replaced only if stale
+ *                    (connect() refused); a live one fails with -EADDRINUSE
  *   "null"           output discarded, no input
  *
  * Output never blocks the caller (a vCPU) for long: stdio waits at most
@@ -78,7 +80,10 @@ void chardev_get_stats(struct chardev *c, struct chardev_stats *st);
 bool chardev_connected(struct chardev *c);
 /* The spec's kind: "stdio", "file", "socket", "null" or "fd". */
 const char *chardev_kind(const struct chardev *c);
-/* Restores the terminal (stdio), removes the socket path, frees @c. */
+/*
+ * Restores the terminal (stdio), removes the socket path (if it is still
+ * the socket we bound), frees @c.
+ */
 void chardev_close(struct chardev *c);
 
 /*

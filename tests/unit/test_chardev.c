@@ -204,6 +204,87 @@ static void test_socket(void)
 	unlink(path);
 }
 
+/* A bound, listening UNIX socket at @path (or just bound: stale). */
+static int listen_at(const char *path, bool live)
+{
+	struct sockaddr_un sun;
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	memset(&sun, 0, sizeof(sun));
+	sun.sun_family = AF_UNIX;
+	strncpy(sun.sun_path, path, sizeof(sun.sun_path) - 1);
+	if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 ||
+	    listen(fd, 1) < 0) {
+		close(fd);
+		return -1;
+	}
+	if (!live) {
+		close(fd); /* what a killed process leaves behind */
+		return 0;
+	}
+	return fd;
+}
+
+/* Someone else's live socket is never taken over; a stale one is. */
+static void test_socket_in_use(void)
+{
+	char spec[128], path[96], err[256] = "";
+	struct chardev *c = NULL;
+	struct stat sb, mine;
+	int srv, cl, i, fill[4];
+
+	snprintf(path, sizeof(path), "%s/busy.sock", tmpdir);
+	snprintf(spec, sizeof(spec), "socket:%s", path);
+	srv = listen_at(path, true);
+	CHECK(srv >= 0);
+	CHECK(stat(path, &mine) == 0);
+	CHECK_EQ(chardev_open(&c, spec, err, sizeof(err)), -EADDRINUSE);
+	CHECK(c == NULL);
+	CHECK(strstr(err, "in use") != NULL);
+	CHECK(strstr(err, path) != NULL);
+	/* still the other process's socket, still answering */
+	CHECK(stat(path, &sb) == 0 && sb.st_ino == mine.st_ino);
+	cl = connect_to(path);
+	CHECK(cl >= 0);
+	close(cl);
+	/* with its backlog full it is just as live */
+	for (i = 0; i < 4; i++) {
+		struct sockaddr_un sun = {.sun_family = AF_UNIX};
+
+		fill[i] = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0);
+		strncpy(sun.sun_path, path, sizeof(sun.sun_path) - 1);
+		if (connect(fill[i], (struct sockaddr *)&sun, sizeof(sun)))
+			CHECK(errno == EAGAIN);
+	}
+	CHECK_EQ(chardev_open(&c, spec, err, sizeof(err)), -EADDRINUSE);
+	CHECK(stat(path, &sb) == 0 && sb.st_ino == mine.st_ino);
+	for (i = 0; i < 4; i++)
+		close(fill[i]);
+	close(srv);
+
+	/* now stale (nobody listens): replaced, and ours answers */
+	CHECK_EQ(connect_to(path), -1);
+	CHECK_EQ(chardev_open(&c, spec, err, sizeof(err)), 0);
+	cl = connect_to(path);
+	CHECK(cl >= 0);
+	close(cl);
+	/* replaced behind our back: close leaves the newcomer alone */
+	unlink(path);
+	srv = listen_at(path, true);
+	CHECK(srv >= 0);
+	chardev_close(c);
+	cl = connect_to(path);
+	CHECK(cl >= 0);
+	close(cl);
+	close(srv);
+	unlink(path);
+	/* a stale socket from a killed khyve */
+	CHECK_EQ(listen_at(path, false), 0);
+	CHECK_EQ(chardev_open(&c, spec, err, sizeof(err)), 0);
+	chardev_close(c);
+	CHECK(stat(path, &sb) < 0 && errno == ENOENT);
+}
+
 static void test_fd_pipe(void)
 {
 	struct chardev *c;
@@ -312,6 +393,7 @@ int main(void)
 	RUN(test_null);
 	RUN(test_file);
 	RUN(test_socket);
+	RUN(test_socket_in_use);
 	RUN(test_fd_pipe);
 	RUN(test_stdio_raw_restore);
 	rmdir(tmpdir);
