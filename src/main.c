@@ -121,8 +121,12 @@ int main(int argc, char **argv)
 
 	if (cmd.restore) {
 		ret = vm_snapshot_read_config(cmd.restore, &cfg, err, sizeof(err));
-		if (!ret)
+		if (!ret) {
 			ret = config_merge_restore(&cfg, &cmd, err, sizeof(err));
+			/* Read, so ours to free (LeakSanitizer saw it leak). */
+			if (ret)
+				config_free(&cfg);
+		}
 		if (ret) {
 			fprintf(stderr, "khyve: %s\n", err);
 			config_free(&cmd);
