@@ -223,15 +223,16 @@ static uint8_t do_discard(struct virtio_blk *blk, struct virtq_elem *e, bool wz)
 }
 
 /*
- * Serve one request; returns the bytes written to its writable part.
+ * Serve one request; returns the bytes written to its writable part
+ * (64-bit: a read may fill more than 4 GiB of buffers).
  * Runs without proc_lock, on any thread: it only reads the guest's
  * buffers of @e, the image and immutable device fields.
  */
-static uint32_t handle_req(struct virtio_blk *blk, void **bounce,
+static uint64_t handle_req(struct virtio_blk *blk, void **bounce,
 			   struct virtq_elem *e)
 {
 	uint8_t hdr[REQ_HDR], status = VIRTIO_BLK_S_OK;
-	uint32_t written = 0;
+	uint64_t written = 0;
 	uint32_t type;
 	uint64_t sector;
 
@@ -246,7 +247,7 @@ static uint32_t handle_req(struct virtio_blk *blk, void **bounce,
 	case VIRTIO_BLK_T_IN:
 		status = do_rw(blk, bounce, e, sector, false);
 		if (status == VIRTIO_BLK_S_OK)
-			written = (uint32_t)(e->in_len - 1);
+			written = e->in_len - 1;
 		break;
 	case VIRTIO_BLK_T_OUT:
 		status = do_rw(blk, bounce, e, sector, true);
@@ -259,8 +260,8 @@ static uint32_t handle_req(struct virtio_blk *blk, void **bounce,
 	case VIRTIO_BLK_T_GET_ID: {
 		size_t l = MIN((size_t)VIRTIO_BLK_ID_BYTES, e->in_len - 1);
 
-		written = (uint32_t)buf_to_iov(e->iov + e->n_out, e->n_in, 0,
-					       blk->serial, l);
+		written = buf_to_iov(e->iov + e->n_out, e->n_in, 0,
+				     blk->serial, l);
 		break;
 	}
 	case VIRTIO_BLK_T_DISCARD:
@@ -366,12 +367,14 @@ static struct blk_req *dispatch(struct virtio_blk *blk)
 }
 
 /* Push a finished request; may dispatch more. Caller holds proc_lock. */
-static void complete(struct virtio_blk *blk, struct blk_req *r, uint32_t len)
+static void complete(struct virtio_blk *blk, struct blk_req *r, uint64_t len)
 {
 	struct virtq *vq = &blk->vp.vqs[0];
 	bool last;
 
-	virtq_push(vq, &r->elem, len); /* fails only on a broken queue */
+	/* The used length is 32-bit: past 4 GiB say as much as it holds
+	 * rather than wrap to a small number. */
+	virtq_push(vq, &r->elem, (uint32_t)MIN(len, (uint64_t)UINT32_MAX));
 	req_put(blk, r);
 	blk->inflight--;
 	/* One interrupt for requests that finish together: the last
@@ -386,7 +389,7 @@ static void complete(struct virtio_blk *blk, struct blk_req *r, uint32_t len)
 /* Run @r without the lock, then push it; returns with proc_lock held. */
 static void run_req(struct virtio_blk *blk, void **bounce, struct blk_req *r)
 {
-	uint32_t len;
+	uint64_t len;
 
 	pthread_mutex_unlock(&blk->proc_lock);
 	len = handle_req(blk, bounce, &r->elem);

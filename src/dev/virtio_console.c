@@ -69,26 +69,44 @@ static void out_emit(struct virtio_console *con, const void *p, size_t len)
 	stat_add(&con->stats.tx_dropped, len - room);
 }
 
-/* Caller holds con->lock. */
+/*
+ * Caller holds con->lock. Bounded: a chain may repeat all of guest RAM
+ * in up to 1024 segments, which a file: back-end would write in full. A
+ * chain's output stops at VIRTIO_CONSOLE_TX_CHAIN_MAX (the rest counts
+ * as dropped), and after VIRTIO_CONSOLE_TX_KICK_MAX bytes the iothread
+ * gets back to its other events and comes back for the rest.
+ */
 static void tx_process(struct virtio_console *con)
 {
 	struct virtq *vq = &con->vp.vqs[VIRTIO_CONSOLE_TXQ];
 	struct virtq_elem *e = con->elem;
+	size_t budget = VIRTIO_CONSOLE_TX_KICK_MAX;
 	bool pushed = false;
 
 	if (!running(con))
 		return;
 	out_flush(con);
-	while (virtq_pop(vq, e) == 1) {
+	while (budget && virtq_pop(vq, e) == 1) {
+		size_t left = VIRTIO_CONSOLE_TX_CHAIN_MAX;
+
 		/* Writable segments carry nothing for us: ignored. */
-		for (unsigned i = 0; i < e->n_out; i++)
-			out_emit(con, e->iov[i].iov_base, e->iov[i].iov_len);
+		for (unsigned i = 0; i < e->n_out && left; i++) {
+			size_t l = MIN(e->iov[i].iov_len, left);
+
+			out_emit(con, e->iov[i].iov_base, l);
+			left -= l;
+		}
+		stat_add(&con->stats.tx_dropped,
+			 e->out_len - (VIRTIO_CONSOLE_TX_CHAIN_MAX - left));
+		budget -= MIN(budget, VIRTIO_CONSOLE_TX_CHAIN_MAX - left);
 		if (virtq_push(vq, e, 0))
 			break;
 		pushed = true;
 	}
 	if (pushed)
 		virtio_pci_notify_queue(&con->vp, VIRTIO_CONSOLE_TXQ);
+	if (!budget)
+		iothread_kick(con->tx_kick);
 }
 
 /* Caller holds con->lock. Buffered input into posted receive buffers. */

@@ -31,6 +31,10 @@
 #define VIRTIO_CONSOLE_TXQ	     1
 #define VIRTIO_CONSOLE_IN_MAX	     4096 /* host input held for the guest */
 #define VIRTIO_CONSOLE_OUT_MAX	     4096 /* output held for a socket client */
+/* Guest output taken from one transmit chain (Linux sends <= 1 MiB). */
+#define VIRTIO_CONSOLE_TX_CHAIN_MAX (1024 * 1024)
+/* Output per iothread run; past it the transmitq is kicked again. */
+#define VIRTIO_CONSOLE_TX_KICK_MAX (4 * 1024 * 1024)
 
 struct virtio_console_opts {
 	struct chardev *cd;  /* back-end; the device owns it from init on */
@@ -48,7 +52,9 @@ struct virtio_console_stats {
 	uint64_t rx_bytes;  /* host input delivered into guest buffers */
 	uint64_t tx_bytes;  /* guest output taken from the transmitq */
 	uint64_t tx_held;   /* of those, queued for a socket client */
-	uint64_t tx_dropped; /* lost: hold buffer full (back-end adds its own) */
+	uint64_t tx_dropped; /* lost: hold buffer full or past a chain's
+				VIRTIO_CONSOLE_TX_CHAIN_MAX (back-end adds
+				its own) */
 };
 
 /* Saveable: bytes in flight between the guest and the back-end. */

@@ -9,39 +9,71 @@
 #include "common.h"
 #include "log.h"
 
+/* Fill up to @want bytes of @e's writable segments; returns how many. */
+static size_t fill_chain(const struct virtq_elem *e, size_t want)
+{
+	size_t done = 0;
+
+	/* Readable segments carry nothing for us; fill the rest. */
+	for (unsigned i = e->n_out; i < e->n_out + e->n_in && done < want;
+	     i++) {
+		uint8_t *p = e->iov[i].iov_base;
+		size_t left = MIN(e->iov[i].iov_len, want - done);
+
+		while (left) {
+			ssize_t r = getrandom(p, left, 0);
+
+			if (r < 0) {
+				if (errno == EINTR)
+					continue;
+				log_warn("virtio-rng: getrandom: %s",
+					 strerror(errno));
+				return done;
+			}
+			p += r;
+			left -= (size_t)r;
+			done += (size_t)r;
+		}
+	}
+	return done;
+}
+
+/*
+ * Runs on the vCPU thread that kicked, so it is bounded: a chain may span
+ * all of guest RAM (64 segments of it took 10 s and its 32-bit length
+ * wrapped to 0). A request gets at most VIRTIO_RNG_REQ_MAX bytes, a kick
+ * VIRTIO_RNG_KICK_MAX, then each further request VIRTIO_RNG_REQ_MIN;
+ * virtio lets the device use less than the whole buffer.
+ */
 static void rng_fill(struct virtio_rng *rng)
 {
 	struct virtq *vq = &rng->vp.vqs[0];
 	struct virtq_elem *e = rng->elem;
+	size_t budget = VIRTIO_RNG_KICK_MAX;
+	unsigned chains = 0;
 	bool pushed = false;
 
 	if (!(virtio_pci_status(&rng->vp) & VIRTIO_STATUS_DRIVER_OK))
 		return;
-	while (virtq_pop(vq, e) == 1) {
-		uint32_t done = 0;
+	for (;;) {
+		size_t want, done;
 
-		/* Readable segments carry nothing for us; fill the rest. */
-		for (unsigned i = e->n_out; i < e->n_out + e->n_in; i++) {
-			uint8_t *p = e->iov[i].iov_base;
-			size_t left = e->iov[i].iov_len;
-
-			while (left) {
-				ssize_t r = getrandom(p, left, 0);
-
-				if (r < 0) {
-					if (errno == EINTR)
-						continue;
-					log_warn("virtio-rng: getrandom: %s",
-						 strerror(errno));
-					goto push;
-				}
-				p += r;
-				left -= (size_t)r;
-				done += (uint32_t)r;
-			}
+		/*
+		 * At most a ring's worth per kick: more means the driver
+		 * refills as we go. Asking for a kick at its current index
+		 * makes its next addition bring us back for the rest.
+		 */
+		if (chains++ == vq->st.size) {
+			virtq_set_notify(vq, true);
+			break;
 		}
-	push:
-		if (virtq_push(vq, e, done))
+		if (virtq_pop(vq, e) != 1)
+			break;
+		want = MIN((size_t)e->in_len, (size_t)VIRTIO_RNG_REQ_MAX);
+		want = MIN(want, MAX(budget, (size_t)VIRTIO_RNG_REQ_MIN));
+		done = fill_chain(e, want);
+		budget -= MIN(budget, done);
+		if (virtq_push(vq, e, (uint32_t)done))
 			break;
 		rng->bytes += done;
 		pushed = true;

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * virtio-rng (entropy device): fills the driver's writable buffers with
- * getrandom() bytes. Requests are tiny, so they are served directly in
- * the queue_notify op.
+ * getrandom() bytes. Requests are tiny (Linux asks for 64 bytes or so),
+ * so they are served directly in the queue_notify op, on the vCPU thread
+ * that kicked; the limits below keep a hostile chain from holding it.
  */
 #ifndef KHYVE_VIRTIO_RNG_H
 #define KHYVE_VIRTIO_RNG_H
@@ -11,6 +12,12 @@
 #include <stdint.h>
 
 #include "virtio_pci.h"
+
+/* Bytes served per request (the used length may be short: virtio 5.4). */
+#define VIRTIO_RNG_REQ_MAX (64 * 1024)
+/* Bytes served per kick; past them each request gets VIRTIO_RNG_REQ_MIN. */
+#define VIRTIO_RNG_KICK_MAX (256 * 1024)
+#define VIRTIO_RNG_REQ_MIN  16
 
 struct virtio_rng {
 	struct virtio_pci vp;

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -261,6 +262,61 @@ static void test_tx(void)
 	CHECK_EQ(st.tx_bytes, 13);
 	CHECK_EQ(st.tx_dropped, 0);
 	teardown();
+}
+
+static off_t file_size(const char *path)
+{
+	struct stat sb;
+
+	return stat(path, &sb) == 0 ? sb.st_size : -1;
+}
+
+/*
+ * A file: back-end used to get every byte of a chain that names guest RAM
+ * over and over (1024 segments: 1024 x RAM per kick). A chain now yields
+ * at most VIRTIO_CONSOLE_TX_CHAIN_MAX, the rest is counted as dropped, and
+ * chains past a kick's budget are still all served.
+ */
+static void test_tx_bounded(void)
+{
+	struct virtio_console_stats st;
+	struct chardev *cd;
+	char path[64], spec[80], err[128];
+	const uint32_t seg = 768 * 1024;
+
+	snprintf(path, sizeof(path), "/tmp/khyve-vcon-%d.out", (int)getpid());
+	snprintf(spec, sizeof(spec), "file:%s", path);
+	memset(ram, 0, RAM_SIZE);
+	CHECK_EQ(chardev_open(&cd, spec, err, sizeof(err)), 0);
+	attach(&con, 0, 0, cd);
+	driver_init(0);
+	memset(ram + 0x40000, 'x', seg);
+	for (unsigned i = 0; i < QSZ; i++)
+		desc(TXQ, i, 0x40000, seg, i + 1 < QSZ ? VIRTQ_DESC_F_NEXT : 0,
+		     (uint16_t)(i + 1));
+	post(TXQ, 0);
+	CHECK(wait_used(TXQ, 1));
+	CHECK_EQ(file_size(path), VIRTIO_CONSOLE_TX_CHAIN_MAX);
+	virtio_console_get_stats(&con, &st);
+	CHECK_EQ(st.tx_bytes, VIRTIO_CONSOLE_TX_CHAIN_MAX);
+	CHECK_EQ(st.tx_dropped, (uint64_t)QSZ * seg - VIRTIO_CONSOLE_TX_CHAIN_MAX);
+
+	/* 8 chains of 768 KiB in one kick: over the budget, all served. */
+	for (unsigned i = 0; i < QSZ; i++)
+		desc(TXQ, i, 0x40000, seg, 0, 0);
+	for (unsigned i = 0; i < QSZ; i++) {
+		uint16_t idx = avail_idx[TXQ]++;
+
+		put_le16(ram + AVAIL(TXQ) + 4 + 2 * (idx % QSZ), (uint16_t)i);
+	}
+	__atomic_store_n((uint16_t *)(ram + AVAIL(TXQ) + 2), avail_idx[TXQ],
+			 __ATOMIC_RELEASE);
+	wr(notify + TXQ * VIRTIO_PCI_NOTIFY_MULT, TXQ, 2);
+	CHECK(wait_used(TXQ, 1 + QSZ));
+	CHECK_EQ(file_size(path),
+		 VIRTIO_CONSOLE_TX_CHAIN_MAX + (off_t)QSZ * seg);
+	teardown();
+	unlink(path);
 }
 
 static void test_rx(void)
@@ -527,6 +583,7 @@ int main(void)
 	mem.r[0].hva = ram;
 	RUN(test_config);
 	RUN(test_tx);
+	RUN(test_tx_bounded);
 	RUN(test_rx);
 	RUN(test_hostile);
 	RUN(test_snapshot);

@@ -2,15 +2,20 @@
 /* virtio-rng: the driver posts writable buffers, the device fills them. */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <time.h>
 
 #include "bus.h"
 #include "common.h"
 #include "unit.h"
 #include "virtio_rng.h"
 
-#define RAM_SIZE (1 * MiB)
+/* Big enough for 64 segments of 64 MiB (4 GiB in one chain); only the
+ * pages a test writes are ever allocated. */
+#define RAM_SIZE (72 * MiB)
+#define LOW	 (1 * MiB) /* rings and small buffers */
 #define SLOT	 6
-#define QSZ	 8
+#define QSZ	 64
 #define DESC	 0x1000
 #define AVAIL	 0x2000
 #define USED	 0x3000
@@ -41,7 +46,7 @@ static void setup(void)
 	uint32_t a = 0x80000000u | SLOT << 11 | PCI_COMMAND, cmd = 2;
 	uint64_t base;
 
-	memset(ram, 0, RAM_SIZE);
+	memset(ram, 0, LOW);
 	bus_init(&pio, "pio");
 	bus_init(&mmio, "mmio");
 	CHECK_EQ(pci_bus_init(&pci, &pio, &mmio, 0xC0000000ULL, 0x1000000), 0);
@@ -142,13 +147,92 @@ static void test_hostile(void)
 	teardown();
 }
 
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* One writable descriptor per entry i, chained to i+1 unless last. */
+static void chain(unsigned first, unsigned n, uint64_t addr, uint32_t len)
+{
+	for (unsigned i = first; i < first + n; i++) {
+		put_le64(ram + DESC + 16 * i, addr);
+		put_le32(ram + DESC + 16 * i + 8, len);
+		put_le16(ram + DESC + 16 * i + 12,
+			 VIRTQ_DESC_F_WRITE |
+				 (i + 1 < first + n ? VIRTQ_DESC_F_NEXT : 0));
+		put_le16(ram + DESC + 16 * i + 14, (uint16_t)(i + 1));
+	}
+}
+
+/*
+ * One kick with a chain of 64 segments of 64 MiB each (4 GiB): it used to
+ * keep the vCPU thread filling for seconds and report a used length of 0
+ * (4 GiB in 32 bits). Now a request gets at most VIRTIO_RNG_REQ_MAX.
+ */
+static void test_huge_chain(void)
+{
+	double t0;
+
+	setup();
+	wr(common + VIRTIO_PCI_COMMON_STATUS, 0xf, 1);
+	chain(0, 64, LOW, 64 * MiB);
+	t0 = now_s();
+	post(0, 0);
+	CHECK(now_s() - t0 < 1.0);
+	CHECK_EQ(get_le16(ram + USED + 2), 1);
+	CHECK_EQ(get_le32(ram + USED + 8), VIRTIO_RNG_REQ_MAX);
+	CHECK_EQ(rng.bytes, VIRTIO_RNG_REQ_MAX);
+	CHECK(nonzero(ram + LOW, VIRTIO_RNG_REQ_MAX) > VIRTIO_RNG_REQ_MAX / 2);
+	/* nothing past what the used length says */
+	CHECK_EQ(nonzero(ram + LOW + VIRTIO_RNG_REQ_MAX, 4096), 0);
+	CHECK(!(rd(common + VIRTIO_PCI_COMMON_STATUS, 1) &
+		VIRTIO_STATUS_NEEDS_RESET));
+	teardown();
+}
+
+/* Many big requests in one kick: the kick is bounded, every one served. */
+static void test_kick_budget(void)
+{
+	unsigned n = 16, total = 0;
+
+	setup();
+	wr(common + VIRTIO_PCI_COMMON_STATUS, 0xf, 1);
+	for (unsigned i = 0; i < n; i++) {
+		chain(i, 1, LOW + (uint64_t)i * MiB, 1 * MiB);
+		put_le16(ram + AVAIL + 4 + 2 * i, (uint16_t)i);
+	}
+	put_le16(ram + AVAIL + 2, (uint16_t)n);
+	wr(notify, 0, 2);
+	CHECK_EQ(get_le16(ram + USED + 2), n);
+	for (unsigned i = 0; i < n; i++) {
+		uint32_t len = get_le32(ram + USED + 8 + 8 * i);
+
+		CHECK(len >= VIRTIO_RNG_REQ_MIN); /* one or more bytes each */
+		CHECK(len <= VIRTIO_RNG_REQ_MAX);
+		total += len;
+	}
+	CHECK(total <= VIRTIO_RNG_KICK_MAX + n * VIRTIO_RNG_REQ_MIN);
+	CHECK(total >= VIRTIO_RNG_KICK_MAX);
+	CHECK_EQ(rng.bytes, total);
+	teardown();
+}
+
 int main(void)
 {
-	ram = calloc(1, RAM_SIZE);
+	ram = mmap(NULL, RAM_SIZE, PROT_READ | PROT_WRITE,
+		   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (ram == MAP_FAILED)
+		return 1;
 	guest_mem_layout(&mem, RAM_SIZE);
 	mem.r[0].hva = ram;
 	RUN(test_fill);
 	RUN(test_hostile);
-	free(ram);
+	RUN(test_huge_chain);
+	RUN(test_kick_budget);
+	munmap(ram, RAM_SIZE);
 	return unit_done();
 }
