@@ -24,7 +24,14 @@ for b in "$@"; do
 	case $b in snapshot) mem=${KHYVE_NESTED_MEM:-10G};; esac
 	case $b in startup|vblk|snapshot|vnet|linux) ;; *) echo "bench: unknown benchmark $b" >&2; exit 2;; esac
 done
-if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
+# The project's one KVM probe; it also tells a software backend (kvm_pvm),
+# which every table then names.
+[ -x build/khyve ] || make -s build/khyve
+if probe=$(build/khyve --probe-kvm 2>/dev/null); then
+	case $probe in
+	*software*) export KHYVE_BENCH_ENV=${KHYVE_BENCH_ENV:-kvm_pvm (software KVM)} ;;
+	*) export KHYVE_BENCH_ENV=${KHYVE_BENCH_ENV:-hardware KVM} ;;
+	esac
 	rc=0
 	for b in "$@"; do
 		/usr/bin/python3 "bench/$b.py" || rc=1

@@ -102,7 +102,7 @@ want_rc 1
 want '^KHYVE-ECHO ready$'
 want '^KHYVE-ECHO got hello world$'
 want '^KHYVE-ECHO got line two$'
-want '^KHYVE-TEST echo PASS lines=2$'
+want '^KHYVE-TEST echo PASS lines=2 bytes=19$'
 ok
 
 # 5. Counter: 12 consecutive ticks, memchecks at 4, 8, 12.

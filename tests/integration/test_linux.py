@@ -160,6 +160,14 @@ SLOT_BLK, SLOT_RO, SLOT_NET, SLOT_RNG = 2, 4, 5, 7
 NETCONSOLE_PORT = 6666
 
 
+def syscall_entry(vmlinux):
+    """entry_SYSCALL_64's address in @vmlinux (the kernel has no KASLR),
+    for the rootfs's pvmcheck; None if nm cannot tell."""
+    r = subprocess.run(["nm", vmlinux], capture_output=True, text=True)
+    m = re.search(r"^([0-9a-f]+) T entry_SYSCALL_64$", r.stdout, re.M)
+    return int(m.group(1), 16) if m else None
+
+
 def project_boot_setup(tmp_path_factory, tag, runtime, cpus=2):
     """The project kernel's files (skips if not built), a work directory
     with a private copy of the root image, and the khyve arguments and
@@ -176,6 +184,9 @@ def project_boot_setup(tmp_path_factory, tag, runtime, cpus=2):
     cmd = ("console=ttyS0 root=/dev/vda rw panic=-1 khyve_test.counter=1 "
            "khyve_test.mem=16 khyve_test.mem_interval=2 khyve_test.blk=1 "
            "khyve_test.runtime=%d khyve_test.poweroff=1" % runtime)
+    entry = syscall_entry(need[0])
+    if entry:
+        cmd += " pvmcheck.entry=%#x" % entry
     args = ["-c", str(cpus), "-m", "256M", "-k", need[0],
             "-s", "%d,virtio-blk,%s" % (SLOT_BLK, disk)]
     return d, disk, args, cmd
@@ -343,6 +354,20 @@ def test_project_kernel_boots_with_root_on_virtio_blk(project):
     assert "khyve rootfs" in out, out[-3000:]
     assert "EXT4-fs (vda): re-mounted" in out, out[-3000:]
     assert "Kernel panic" not in out, out[-3000:]
+
+
+def test_project_kernel_user_space_system_calls(project):
+    """The rootfs's pvmcheck (guest/linux/pvmcheck.c), run by init: on
+    kvm_pvm each of its system calls goes through patch 0003."""
+    out = project["out"]
+    for name in ("signal", "errno", "fork-exec", "segv-kernel",
+                 "segv-entry"):
+        assert re.search(r"KHYVE-PVMCHECK %s ok" % name, out), \
+            (name, out[-3000:])
+    assert "KHYVE-PVMCHECK done fail=0" in out, out[-3000:]
+    # A user jump to a kernel address is a fault, and the kernel says so
+    # only for unhandled ones: pvmcheck handles them, so no segfault line.
+    assert "KHYVE-PVMCHECK" in out and " FAIL" not in out
 
 
 def test_project_kernel_test_module(project):
