@@ -1109,19 +1109,17 @@ static bool passed(const struct timespec *t)
 }
 
 /*
- * Close clients that sent no complete request for idle_ms: otherwise
- * max_clients idle connections lock everyone else out. Runs after the
- * poll round read what was there, so a request that arrived while a long
- * command ran is answered, not dropped. A client still taking its
- * replies is not idle.
+ * Close clients that sent no complete request (and took none of their
+ * replies) for idle_ms: otherwise max_clients idle connections lock
+ * everyone else out. Runs after the poll round read what was there, so a
+ * request that arrived while a long command ran is answered, not dropped.
  */
 static void expire_idle(struct ctl_server *s)
 {
 	for (unsigned i = 0; i < s->max_clients; i++) {
 		struct ctl_client *c = &s->clients[i];
 
-		if (c->fd < 0 || c->closing || c->out_off < c->out_len ||
-		    !passed(&c->idle))
+		if (c->fd < 0 || c->closing || !passed(&c->idle))
 			continue;
 		if (send_error(s, c, NULL, "failed",
 			       "no request for %u ms: closing the connection",
@@ -1183,6 +1181,7 @@ static void *server_thread(void *arg)
 		for (i = 2; i < n; i++) {
 			struct ctl_client *c = &s->clients[s->pfd_client[i]];
 			short re = s->pfds[i].revents;
+			size_t unsent;
 
 			if (!re)
 				continue;
@@ -1191,11 +1190,15 @@ static void *server_thread(void *arg)
 				client_free(c);
 				continue;
 			}
+			unsent = c->out_len - c->out_off;
 			if ((re & (POLLERR | POLLNVAL)) ||
 			    client_flush(c) < 0) {
 				client_free(c);
 				continue;
 			}
+			/* Taking its replies is activity too. */
+			if (c->out_len - c->out_off < unsent)
+				deadline_in(&c->idle, s->idle_ms);
 			/* After the close checks: a hung-up reader is gone. */
 			if (c->closing && (re & POLLHUP) &&
 			    c->out_off < c->out_len)

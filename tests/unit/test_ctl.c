@@ -1242,6 +1242,31 @@ static void test_idle_clients(void)
 	CHECK(strstr(err_msg(r), "no request") != NULL);
 	json_decref(r);
 	CHECK(tc_eof(busy));
+	/*
+	 * One that stops reading its replies is just as idle: after idle_ms
+	 * and the 2 s linger its slot is free, and both slots serve again.
+	 */
+	{
+		struct tc *lazy = tc_open(path), *c2;
+		size_t sent = 0;
+
+		CHECK(lazy != NULL);
+		if (lazy)
+			CHECK_EQ(flood_requests(lazy->fd, 500, 120 * 1024, &sent),
+				 0);
+		usleep(3500 * 1000);
+		c = tc_open(path);
+		c2 = tc_open(path);
+		r = c ? tc_line(c) : NULL;
+		CHECK(json_object_get(r, "khyve") != NULL);
+		json_decref(r);
+		r = c2 ? tc_line(c2) : NULL;
+		CHECK(json_object_get(r, "khyve") != NULL);
+		json_decref(r);
+		tc_close(c);
+		tc_close(c2);
+		tc_close(lazy);
+	}
 out_stop:
 	tc_close(busy);
 	tc_close(idle);
