@@ -81,7 +81,8 @@ static bool seen_before(struct prop *p, uint64_t h)
 		for (size_t k = 0; k < p->seen_cap; k++) {
 			if (!old[k])
 				continue;
-			for (i = old[k] & (cap - 1); t[i]; i = (i + 1) & (cap - 1))
+			for (i = old[k] & (cap - 1); t[i];
+			     i = (i + 1) & (cap - 1))
 				;
 			t[i] = old[k];
 		}
@@ -184,10 +185,11 @@ static void prop_flush(struct prop *p)
 			const char *bad;
 
 			out[j] = malloc(m->d[j]->state_size);
-			/* Undescribed bytes differ: a load must set them all. */
+			/* Undescribed bytes differ: a load must set them all.
+			 */
 			for (size_t b = 0; b < m->d[j]->state_size; b++)
 				((uint8_t *)out[j])[b] =
-					(uint8_t)~((uint8_t *)m->copy[j])[b];
+					(uint8_t) ~((uint8_t *)m->copy[j])[b];
 			rc = snap_read_section(r, m->d[j], i * MAX_SECS + j,
 					       out[j], &err);
 			if (rc) {
@@ -195,8 +197,9 @@ static void prop_flush(struct prop *p)
 				loaded = false;
 			} else if ((bad = differs(m->d[j], m->copy[j],
 						  out[j]))) {
-				fail(p, "%s: section '%s' field '%s' changed "
-					"on the way through the snapshot",
+				fail(p,
+				     "%s: section '%s' field '%s' changed "
+				     "on the way through the snapshot",
 				     m->what, m->d[j]->name, bad);
 				loaded = false;
 			}
@@ -225,7 +228,8 @@ out:
  */
 static void prop_take(struct prop *p, unsigned n,
 		      const struct snap_desc *const *d, void *const *state,
-		      const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+		      const char *fmt, ...)
+	__attribute__((format(printf, 5, 6)));
 static void prop_take(struct prop *p, unsigned n,
 		      const struct snap_desc *const *d, void *const *state,
 		      const char *fmt, ...)
@@ -280,8 +284,8 @@ static void prop_take(struct prop *p, unsigned n,
 static void prop_done(struct prop *p, unsigned min_moments)
 {
 	prop_flush(p);
-	printf("%s: %u writes, %u distinct states saved and restored\n",
-	       p->dev, p->moments, p->distinct);
+	printf("%s: %u writes, %u distinct states saved and restored\n", p->dev,
+	       p->moments, p->distinct);
 	if (p->failures > MAX_REPORTS)
 		fprintf(stderr, "%s: %u failures in all\n", p->dev,
 			p->failures);
@@ -325,8 +329,8 @@ static unsigned sample(unsigned bits, uint64_t *v, unsigned max)
 	for (uint64_t i = 0; i < 256; i++)
 		all[n++] = i;
 	for (unsigned i = 0; i < n && out < max; i++)
-		if (n <= max || (uint64_t)i * max / n !=
-					(uint64_t)(i + 1) * max / n ||
+		if (n <= max ||
+		    (uint64_t)i * max / n != (uint64_t)(i + 1) * max / n ||
 		    i == n - 1)
 			v[out++] = all[i];
 	return out;
@@ -385,8 +389,7 @@ static void vdev_bar(struct vdev *v, unsigned bar, uint64_t off, uint64_t val,
 	b->fn(b->opaque, off, &val, size, true);
 }
 
-static void common_wr(struct vdev *v, unsigned off, uint64_t val,
-		      unsigned size)
+static void common_wr(struct vdev *v, unsigned off, uint64_t val, unsigned size)
 {
 	vdev_bar(v, VIRTIO_PCI_BAR, VIRTIO_PCI_COMMON_OFF + off, val, size);
 }
@@ -401,8 +404,8 @@ static void vdev_build(struct vdev *v, unsigned phase)
 	CHECK_EQ(pci_bus_init(&v->pci, &v->pio, &v->mmio, 0xC0000000ULL,
 			      0x10000000ULL),
 		 0);
-	CHECK_EQ(virtio_pci_init(&v->vp, "toy", &mem, &toy_ops, NULL,
-				 1ULL << 3, &sink),
+	CHECK_EQ(virtio_pci_init(&v->vp, "toy", &mem, &toy_ops, NULL, 1ULL << 3,
+				 &sink),
 		 0);
 	CHECK_EQ(pci_add_device(&v->pci, SLOT, 0, &v->vp.pci), 0);
 	pci_cfg_write(&v->vp.pci, PCI_COMMAND,
@@ -492,17 +495,17 @@ static void vdev_take(struct prop *p, const char *what, unsigned phase,
 static const struct {
 	unsigned off, size;
 } common_regs[] = {
-	{VIRTIO_PCI_COMMON_DFSELECT, 4}, {VIRTIO_PCI_COMMON_DF, 4},
-	{VIRTIO_PCI_COMMON_GFSELECT, 4}, {VIRTIO_PCI_COMMON_GF, 4},
-	{VIRTIO_PCI_COMMON_MSIX, 2},	 {VIRTIO_PCI_COMMON_NUMQ, 2},
-	{VIRTIO_PCI_COMMON_STATUS, 1},	 {VIRTIO_PCI_COMMON_CFGGENERATION, 1},
-	{VIRTIO_PCI_COMMON_Q_SELECT, 2}, {VIRTIO_PCI_COMMON_Q_SIZE, 2},
-	{VIRTIO_PCI_COMMON_Q_MSIX, 2},	 {VIRTIO_PCI_COMMON_Q_ENABLE, 2},
-	{VIRTIO_PCI_COMMON_Q_NOFF, 2},	 {VIRTIO_PCI_COMMON_Q_DESCLO, 8},
-	{VIRTIO_PCI_COMMON_Q_DESCLO, 4}, {VIRTIO_PCI_COMMON_Q_DESCHI, 4},
+	{VIRTIO_PCI_COMMON_DFSELECT, 4},  {VIRTIO_PCI_COMMON_DF, 4},
+	{VIRTIO_PCI_COMMON_GFSELECT, 4},  {VIRTIO_PCI_COMMON_GF, 4},
+	{VIRTIO_PCI_COMMON_MSIX, 2},	  {VIRTIO_PCI_COMMON_NUMQ, 2},
+	{VIRTIO_PCI_COMMON_STATUS, 1},	  {VIRTIO_PCI_COMMON_CFGGENERATION, 1},
+	{VIRTIO_PCI_COMMON_Q_SELECT, 2},  {VIRTIO_PCI_COMMON_Q_SIZE, 2},
+	{VIRTIO_PCI_COMMON_Q_MSIX, 2},	  {VIRTIO_PCI_COMMON_Q_ENABLE, 2},
+	{VIRTIO_PCI_COMMON_Q_NOFF, 2},	  {VIRTIO_PCI_COMMON_Q_DESCLO, 8},
+	{VIRTIO_PCI_COMMON_Q_DESCLO, 4},  {VIRTIO_PCI_COMMON_Q_DESCHI, 4},
 	{VIRTIO_PCI_COMMON_Q_AVAILLO, 8}, {VIRTIO_PCI_COMMON_Q_AVAILLO, 4},
 	{VIRTIO_PCI_COMMON_Q_AVAILHI, 4}, {VIRTIO_PCI_COMMON_Q_USEDLO, 8},
-	{VIRTIO_PCI_COMMON_Q_USEDLO, 4}, {VIRTIO_PCI_COMMON_Q_USEDHI, 4},
+	{VIRTIO_PCI_COMMON_Q_USEDLO, 4},  {VIRTIO_PCI_COMMON_Q_USEDHI, 4},
 };
 
 static uint64_t vals[1024];
@@ -570,8 +573,8 @@ static void test_pci_config(void)
 				for (unsigned k = 0; k < n; k++) {
 					pci_cfg_write(&vd.vp.pci, off,
 						      (uint32_t)vals[k], size);
-					vdev_take(p, "config", phase, off,
-						  size, vals[k]);
+					vdev_take(p, "config", phase, off, size,
+						  vals[k]);
 				}
 			}
 		}
@@ -851,8 +854,8 @@ static void test_rtc(void)
 		for (unsigned v = 0; v < 256; v++) {
 			rtc_phase(phase);
 			rtc_io8(0, (uint8_t)v, true);
-			rtc_take(p, "phase %u: index port 0x7%u = 0x%x",
-				 phase, 0, v);
+			rtc_take(p, "phase %u: index port 0x7%u = 0x%x", phase,
+				 0, v);
 		}
 		/* Every value into every CMOS byte. */
 		for (unsigned idx = 0; idx < RTC_CMOS_SIZE; idx++) {
@@ -860,8 +863,8 @@ static void test_rtc(void)
 			for (unsigned v = 0; v < 256; v++) {
 				rtc_io8(0, (uint8_t)idx, true);
 				rtc_io8(1, (uint8_t)v, true);
-				rtc_take(p, "phase %u: CMOS 0x%x = 0x%x",
-					 phase, idx, v);
+				rtc_take(p, "phase %u: CMOS 0x%x = 0x%x", phase,
+					 idx, v);
 			}
 		}
 	}
