@@ -208,14 +208,14 @@ static int clear_stale_socket(const struct sockaddr_un *sun, char *err,
 		return -EADDRINUSE;
 	}
 	if (e != ECONNREFUSED && e != ENOENT) {
-		set_err(err, errlen, "cannot probe console socket %s: %s",
-			path, strerror(e));
+		set_err(err, errlen, "cannot probe console socket %s: %s", path,
+			strerror(e));
 		return -e;
 	}
 	if (unlink(path) < 0 && errno != ENOENT) {
 		rc = -errno;
-		set_err(err, errlen, "cannot remove stale socket %s: %s",
-			path, strerror(errno));
+		set_err(err, errlen, "cannot remove stale socket %s: %s", path,
+			strerror(errno));
 		return rc;
 	}
 	return 0;

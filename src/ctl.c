@@ -185,6 +185,8 @@ static pid_t read_lock_pid(int fd)
 	return (pid_t)strtol(buf, NULL, 10);
 }
 
+#define LOCK_OPEN_FLAGS (O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
+
 /*
  * Take RUNDIR/VMNAME.lock. The holder unlinks it on stop, so after
  * locking we check the path still names the file we locked; otherwise
@@ -197,9 +199,7 @@ static int take_lock(struct ctl_server *s, char *err, size_t errlen)
 
 	for (tries = 0; tries < 16; tries++) {
 		/* A planted symlink must not make us truncate its target. */
-		fd = open(s->lock_path,
-			  O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC,
-			  0600);
+		fd = open(s->lock_path, LOCK_OPEN_FLAGS, 0600);
 		if (fd < 0 && errno == ELOOP) {
 			set_err(err, errlen,
 				"%s is a symbolic link: refusing to use it as "
@@ -220,9 +220,9 @@ static int take_lock(struct ctl_server *s, char *err, size_t errlen)
 		    a.st_uid != geteuid() || a.st_nlink != 1) {
 			/* Not a file we made: it is truncated later. */
 			set_err(err, errlen,
-				"%s is not a plain file of ours (a hard link, a "
-				"device, or another user's): refusing to use "
-				"it as the lock file (remove it)",
+				"%s is not a regular file of ours with one "
+				"link: refusing to use it as the lock file "
+				"(remove it)",
 				s->lock_path);
 			close(fd);
 			return -EPERM;
@@ -871,10 +871,11 @@ static bool handle_line(struct ctl_server *s, struct ctl_client *c,
 	{
 		if (strcmp(key, "id") && strcmp(key, "cmd") &&
 		    strcmp(key, "args")) {
-			ok = send_error(s, c, id, "bad_request",
-					"unknown request key '%.64s' (a request "
-					"has id, cmd and args)",
-					key);
+			ok = send_error(
+				s, c, id, "bad_request",
+				"unknown request key '%.64s' (a request "
+				"has id, cmd and args)",
+				key);
 			goto out;
 		}
 	}

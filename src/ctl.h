@@ -44,7 +44,7 @@
 #define CTL_MAX_CLIENTS	   128		 /* connections served at once */
 #define CTL_MAX_LINE	   (1024 * 1024) /* request line, without newline */
 #define CTL_MAX_OUTPUT	   (4096 * 1024) /* unsent replies per client */
-#define CTL_IDLE_MS	   10000	 /* a client without a request: closed */
+#define CTL_IDLE_MS	   10000 /* a client without a request: closed */
 
 struct ctl_ops {
 	/* result: {"state": "running"|"paused"|..., anything else} */

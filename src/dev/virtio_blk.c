@@ -260,8 +260,8 @@ static uint64_t handle_req(struct virtio_blk *blk, void **bounce,
 	case VIRTIO_BLK_T_GET_ID: {
 		size_t l = MIN((size_t)VIRTIO_BLK_ID_BYTES, e->in_len - 1);
 
-		written = buf_to_iov(e->iov + e->n_out, e->n_in, 0,
-				     blk->serial, l);
+		written = buf_to_iov(e->iov + e->n_out, e->n_in, 0, blk->serial,
+				     l);
 		break;
 	}
 	case VIRTIO_BLK_T_DISCARD:

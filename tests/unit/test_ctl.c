@@ -154,9 +154,10 @@ static int t_checkpoint(void *opaque, const json_t *args, bool suspend,
 		return -EIO;
 	if (!strcmp(f, "/guest-state")) {
 		/* what the snapshot engine says about a device state */
-		snprintf(err, errlen, "section 'virtio_pci' #3: field "
-				      "'device_feature_select': value 7 exceeds "
-				      "maximum 1");
+		snprintf(err, errlen,
+			 "section 'virtio_pci' #3: field "
+			 "'device_feature_select': value 7 exceeds "
+			 "maximum 1");
 		return -ERANGE;
 	}
 	if (!strcmp(f, "/einval"))
@@ -1064,16 +1065,16 @@ static void test_rundir_trust(void)
 	snprintf(dir, sizeof(dir), "%s/open-run", tmpdir);
 	CHECK(mkdir(dir, 0700) == 0);
 	CHECK(chmod(dir, 0777) == 0);
-	CHECK_EQ(ctl_server_start(&s, dir, "t1", &t_ops, &vm1, err,
-				  sizeof(err)),
-		 -EPERM);
+	CHECK_EQ(
+		ctl_server_start(&s, dir, "t1", &t_ops, &vm1, err, sizeof(err)),
+		-EPERM);
 	CHECK(s == NULL);
 	CHECK(strstr(err, dir) != NULL);
 	CHECK(strstr(err, "writable by group or others") != NULL);
 	CHECK(chmod(dir, 0730) == 0);
-	CHECK_EQ(ctl_server_start(&s, dir, "t1", &t_ops, &vm1, err,
-				  sizeof(err)),
-		 -EPERM);
+	CHECK_EQ(
+		ctl_server_start(&s, dir, "t1", &t_ops, &vm1, err, sizeof(err)),
+		-EPERM);
 	/* nothing was created or followed in there */
 	snprintf(f, sizeof(f), "%s/t1.lock", dir);
 	CHECK(lstat(f, &st) < 0 && errno == ENOENT);
@@ -1081,9 +1082,9 @@ static void test_rundir_trust(void)
 	CHECK(lstat(f, &st) < 0 && errno == ENOENT);
 	/* not writable by others: fine, and it keeps its mode */
 	CHECK(chmod(dir, 0755) == 0);
-	CHECK_EQ(ctl_server_start(&s, dir, "t1", &t_ops, &vm1, err,
-				  sizeof(err)),
-		 0);
+	CHECK_EQ(
+		ctl_server_start(&s, dir, "t1", &t_ops, &vm1, err, sizeof(err)),
+		0);
 	ctl_server_stop(s);
 	s = NULL;
 	CHECK(stat(dir, &st) == 0 && (st.st_mode & 07777) == 0755);
@@ -1136,42 +1137,42 @@ static void test_lock_file_trust(void)
 	close(fd);
 
 	CHECK(symlink(victim, lock) == 0);
-	CHECK_EQ(ctl_server_start(&s, dir, "t2", &t_ops, &vm1, err,
-				  sizeof(err)),
-		 -EPERM);
+	CHECK_EQ(
+		ctl_server_start(&s, dir, "t2", &t_ops, &vm1, err, sizeof(err)),
+		-EPERM);
 	CHECK(strstr(err, "symbolic link") != NULL);
 	CHECK(strstr(err, lock) != NULL);
 	CHECK(file_is(victim, "precious\n"));
 	unlink(lock);
 	/* a dangling one creates nothing */
 	CHECK(symlink(absent, lock) == 0);
-	CHECK_EQ(ctl_server_start(&s, dir, "t2", &t_ops, &vm1, err,
-				  sizeof(err)),
-		 -EPERM);
+	CHECK_EQ(
+		ctl_server_start(&s, dir, "t2", &t_ops, &vm1, err, sizeof(err)),
+		-EPERM);
 	CHECK(lstat(absent, &st) < 0 && errno == ENOENT);
 	unlink(lock);
 	/* a hard link to someone's file */
 	CHECK(link(victim, lock) == 0);
-	CHECK_EQ(ctl_server_start(&s, dir, "t2", &t_ops, &vm1, err,
-				  sizeof(err)),
-		 -EPERM);
+	CHECK_EQ(
+		ctl_server_start(&s, dir, "t2", &t_ops, &vm1, err, sizeof(err)),
+		-EPERM);
 	CHECK(strstr(err, lock) != NULL);
 	CHECK(file_is(victim, "precious\n"));
 	unlink(lock);
 	/* a FIFO neither blocks nor passes */
 	CHECK(mkfifo(lock, 0600) == 0);
-	CHECK_EQ(ctl_server_start(&s, dir, "t2", &t_ops, &vm1, err,
-				  sizeof(err)),
-		 -EPERM);
+	CHECK_EQ(
+		ctl_server_start(&s, dir, "t2", &t_ops, &vm1, err, sizeof(err)),
+		-EPERM);
 	unlink(lock);
 	CHECK(s == NULL);
 	/* and the leftover of a crashed khyve is still taken over */
 	fd = open(lock, O_CREAT | O_WRONLY, 0600);
 	CHECK(fd >= 0 && write(fd, "999999\n", 7) == 7);
 	close(fd);
-	CHECK_EQ(ctl_server_start(&s, dir, "t2", &t_ops, &vm1, err,
-				  sizeof(err)),
-		 0);
+	CHECK_EQ(
+		ctl_server_start(&s, dir, "t2", &t_ops, &vm1, err, sizeof(err)),
+		0);
 	{
 		char want[32];
 
@@ -1252,7 +1253,8 @@ static void test_idle_clients(void)
 
 		CHECK(lazy != NULL);
 		if (lazy)
-			CHECK_EQ(flood_requests(lazy->fd, 500, 120 * 1024, &sent),
+			CHECK_EQ(flood_requests(lazy->fd, 500, 120 * 1024,
+						&sent),
 				 0);
 		usleep(3500 * 1000);
 		c = tc_open(path);
