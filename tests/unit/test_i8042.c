@@ -251,7 +251,7 @@ static void test_snapshot(void)
 	struct i8042 a, b;
 	struct i8042_state st, bad;
 
-	check_desc_covers(&i8042_snap_desc, 0);
+	check_desc_exact(&i8042_snap_desc, struct i8042_state, NULL, 0);
 	CHECK_EQ(i8042_snap_desc.state_size, sizeof(struct i8042_state));
 	setup(&a);
 	outb(&a, I8042_DATA_PORT, 0xed); /* waits for a parameter */

@@ -327,7 +327,7 @@ static void test_snapshot_restore(void)
 	struct uart8250_state st, bad;
 	uint8_t data[8] = {'h', 'a', 'l', 'f', ' ', 'f', 'u', 'l'};
 
-	check_desc_covers(&uart8250_snap_desc, 0);
+	check_desc_exact(&uart8250_snap_desc, struct uart8250_state, NULL, 0);
 	CHECK_EQ(uart8250_snap_desc.state_size, sizeof(struct uart8250_state));
 	setup(&a, &ra, NULL);
 	outb(&a, 3, 0x83);
