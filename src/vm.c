@@ -29,6 +29,7 @@
 #include "common.h"
 #include "layout.h"
 #include "log.h"
+#include "vm_snapshot.h"
 
 #define KICK_SIGNAL SIGUSR1
 
@@ -677,6 +678,7 @@ static int vcpu_handle_emulation_failure(struct vcpu *v)
 	c.fcw = fpu.fcw;
 	c.fsw = fpu.fsw;
 	c.ftwx = fpu.ftwx;
+	c.mxcsr = fpu.mxcsr;
 	c.read = emul_read;
 	c.write = emul_write;
 	c.opaque = v;
@@ -697,6 +699,7 @@ static int vcpu_handle_emulation_failure(struct vcpu *v)
 		fpu.fcw = c.fcw;
 		fpu.fsw = c.fsw;
 		fpu.ftwx = c.ftwx;
+		fpu.mxcsr = c.mxcsr;
 		if (ioctl(v->fd, KVM_SET_FPU, &fpu) < 0)
 			return -errno;
 	}
@@ -925,6 +928,7 @@ void vm_destroy(struct vm *vm)
 	if (vm->mem.base)
 		munmap(vm->mem.base, vm->mem.ram_size);
 	vm->mem.base = NULL;
+	vm_snapshot_release(vm); /* the RAM file it mapped, if any */
 	guest_mem_dirty_free(&vm->mem); /* every writer is gone by now */
 	free(vm->supported_cpuid);
 	if (vm->vm_fd >= 0)

@@ -155,6 +155,38 @@ static void test_clac_cmpxchg16b(void)
 	CHECK(!(c.rflags & (1u << 6)));
 }
 
+static void test_mxcsr(void)
+{
+	struct emul_ctx c;
+	uint32_t v = 0x1f80 | 0x8000;
+
+	/* ldmxcsr 0x4(%rsp) : 0f ae 54 24 04, as Debian's kernel_fpu_begin. */
+	ctx_init(&c);
+	c.gpr[R_SP] = 0x400;
+	c.mxcsr = 0x1f80;
+	memcpy(mem + 0x404, &v, 4);
+	CHECK_EQ(emul_complete(&c, (const uint8_t *)"\x0f\xae\x54\x24\x04", 5),
+		 0);
+	CHECK_EQ(c.mxcsr, 0x9f80);
+	CHECK(c.fpu_dirty);
+	CHECK_EQ(c.kind, EMUL_LDMXCSR);
+	CHECK_EQ(c.rip, 0x1005);
+	/* stmxcsr (%rdi) : 0f ae 1f */
+	c.gpr[R_DI] = 0x500;
+	CHECK_EQ(emul_complete(&c, (const uint8_t *)"\x0f\xae\x1f", 3), 0);
+	memcpy(&v, mem + 0x500, 4);
+	CHECK_EQ(v, 0x9f80);
+	CHECK_EQ(c.kind, EMUL_STMXCSR);
+	/* Reserved bits: the guest's #GP, not ours. */
+	v = 0x10000;
+	memcpy(mem + 0x404, &v, 4);
+	CHECK_EQ(emul_complete(&c, (const uint8_t *)"\x0f\xae\x54\x24\x04", 5),
+		 -ENOTSUP);
+	/* lfence (register form) and xsave (/4) are not ours either. */
+	CHECK_EQ(emul_complete(&c, (const uint8_t *)"\x0f\xae\xe8", 3), -ENOTSUP);
+	CHECK_EQ(emul_complete(&c, (const uint8_t *)"\x0f\xae\x27", 3), -ENOTSUP);
+}
+
 static void test_unknown_and_truncated(void)
 {
 	struct emul_ctx c;
@@ -178,6 +210,7 @@ int main(void)
 	RUN(test_int3_fpu);
 	RUN(test_popcnt);
 	RUN(test_clac_cmpxchg16b);
+	RUN(test_mxcsr);
 	RUN(test_unknown_and_truncated);
 	return unit_done();
 }

@@ -6,7 +6,7 @@
 
 const char *const emul_kind_names[EMUL_NR_KINDS] = {
 	"int3",	 "fwait", "fnclex", "fninit",	  "emms",
-	"popcnt", "clac", "stac",   "cmpxchg16b",
+	"popcnt", "clac", "stac",   "cmpxchg16b", "ldmxcsr", "stmxcsr",
 };
 
 #define RFLAGS_CF (1u << 0)
@@ -203,6 +203,39 @@ static int do_cmpxchg16b(struct emul_ctx *c, struct decoder *d)
 	return 0;
 }
 
+/* LDMXCSR m32 (0f ae /2) and STMXCSR m32 (0f ae /3). */
+static int do_mxcsr(struct emul_ctx *c, struct decoder *d)
+{
+	struct modrm m;
+	uint32_t v;
+	uint64_t ea;
+	int ret;
+
+	ret = decode_modrm(c, d, &m);
+	if (ret)
+		return ret;
+	/* Register forms are the fences, other /n are XSAVE and friends. */
+	if (!m.is_mem || ((m.reg & 7) != 2 && (m.reg & 7) != 3))
+		return -ENOTSUP;
+	ea = finish_ea(c, d, &m);
+	if ((m.reg & 7) == 2) {
+		if (!c->read || c->read(c->opaque, ea, &v, 4))
+			return -EFAULT;
+		/* Reserved bits would raise #GP: leave that to the guest. */
+		if (v & ~0xffffu)
+			return -ENOTSUP;
+		c->mxcsr = v;
+		c->fpu_dirty = true;
+		c->kind = EMUL_LDMXCSR;
+	} else {
+		v = c->mxcsr;
+		if (!c->write || c->write(c->opaque, ea, &v, 4))
+			return -EFAULT;
+		c->kind = EMUL_STMXCSR;
+	}
+	return 0;
+}
+
 int emul_complete(struct emul_ctx *c, const uint8_t *insn, unsigned len)
 {
 	struct decoder d = { .p = insn, .len = len, .seg = -1 };
@@ -292,6 +325,8 @@ int emul_complete(struct emul_ctx *c, const uint8_t *insn, unsigned len)
 			}
 		} else if (b2 == 0xc7) {
 			ret = do_cmpxchg16b(c, &d);
+		} else if (b2 == 0xae) {
+			ret = do_mxcsr(c, &d);
 		}
 		break;
 	default:

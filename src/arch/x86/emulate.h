@@ -15,6 +15,8 @@
  *   CLAC / STAC        clear / set RFLAGS.AC
  *   CMPXCHG16B m128    compare-exchange (vCPUs are stopped in KVM_RUN's
  *                      exit, but another vCPU may race: see emulate.c)
+ *   LDMXCSR / STMXCSR  load / store MXCSR (Debian's kernel runs LDMXCSR in
+ *                      kernel_fpu_begin; measured on kvm_pvm)
  *
  * This file is pure: it decodes bytes and updates a register snapshot;
  * the vCPU code moves state in and out of KVM.
@@ -35,6 +37,8 @@ enum emul_kind {
 	EMUL_CLAC,
 	EMUL_STAC,
 	EMUL_CMPXCHG16B,
+	EMUL_LDMXCSR,
+	EMUL_STMXCSR,
 	EMUL_NR_KINDS,
 };
 
@@ -50,6 +54,7 @@ struct emul_ctx {
 	uint64_t fs_base, gs_base;
 	uint16_t fcw, fsw;
 	uint8_t ftwx; /* abridged tag word, as in struct kvm_fpu */
+	uint32_t mxcsr;
 	bool long_mode; /* CS.L: 64-bit code */
 	/* Guest virtual memory access (translated by the caller). */
 	int (*read)(void *opaque, uint64_t gva, void *buf, unsigned len);
@@ -57,7 +62,7 @@ struct emul_ctx {
 	void *opaque;
 	/* Out. */
 	bool inject_bp;	 /* deliver #BP after updating RIP */
-	bool fpu_dirty;	 /* fcw/fsw/ftwx changed */
+	bool fpu_dirty;	 /* fcw/fsw/ftwx/mxcsr changed */
 	bool gpr_dirty;	 /* gpr/rflags changed */
 	enum emul_kind kind;
 	unsigned len;	 /* decoded instruction length */
