@@ -236,6 +236,11 @@ static void counter_run(void)
 
 	if (pages > CNT_MAX_PAGES)
 		pages = CNT_MAX_PAGES;
+	/* counter_high=1: the region ends at the top of RAM (above 4 GiB in
+	 * a large guest), so snapshots are judged on high memory too. */
+	if (G.cfg.counter_high && pages)
+		base = (gmm_ram_top(G.mm, G.mm_n) - (uint64_t)pages * 4096) &
+		       ~4095ULL;
 	if (pages && !gmm_is_ram(G.mm, G.mm_n, base, (uint64_t)pages * 4096)) {
 		report("counter-mem", 0, "no RAM for %u pages at 0x%lx", pages,
 		       base);
@@ -244,9 +249,9 @@ static void counter_run(void)
 	for (unsigned p = 0; p < pages; p++)
 		cnt_fill(base, p, 0);
 	con_printf("KHYVE-INFO counter interval_ms=%u tsc_khz=%lu tsc_src=%s "
-		   "mem_pages=%u check_every=%u\n",
+		   "mem_pages=%u check_every=%u mem_base=0x%lx\n",
 		   G.cfg.interval_ms, G.tsc_khz, G.tsc_src, pages,
-		   G.cfg.check_every);
+		   G.cfg.check_every, base);
 	last = rdtsc();
 	next = last + interval;
 	for (;;) {
