@@ -9,6 +9,9 @@
  *               to the interrupted code with its registers intact;
  *   errno       a failing call returns -ENOENT, not garbage;
  *   fork-exec   fork, execve of busybox, exit status through wait4;
+ *   enosys      an unknown system call number returns -ENOSYS;
+ *   pipe        64 KiB through a pipe from a forked child, checksummed;
+ *   file        a file on the root disk written, fsync'd, read back;
  *   segv-kernel a jump to a kernel address is SIGSEGV, not a system call;
  *   segv-entry  a jump to entry_SYSCALL_64 itself with RCX not after a
  *               SYSCALL instruction is SIGSEGV too (the address comes from
@@ -23,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -92,6 +96,102 @@ static void check_fork_exec(void)
 	report("fork-exec", p > 0 && WIFEXITED(st) && WEXITSTATUS(st) == 7, d);
 }
 
+static void check_enosys(void)
+{
+	long r = syscall(999999);
+	char d[64];
+
+	snprintf(d, sizeof(d), "ret=%ld errno=%d", r, errno);
+	report("enosys", r == -1 && errno == ENOSYS, d);
+}
+
+static uint32_t fold(uint32_t h, const unsigned char *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ p[i]) * 16777619u;
+	return h;
+}
+
+static void fill(unsigned char *b, size_t n, unsigned seed)
+{
+	for (size_t i = 0; i < n; i++)
+		b[i] = (unsigned char)((i * 131 + seed) ^ (i >> 9));
+}
+
+static void check_pipe(void)
+{
+	static unsigned char out[65536], in[65536];
+	int fds[2], st = -1;
+	size_t got = 0;
+	char d[80];
+	pid_t p;
+
+	fill(out, sizeof(out), 7);
+	if (pipe(fds)) {
+		report("pipe", 0, "pipe() failed");
+		return;
+	}
+	p = fork();
+	if (p == 0) {
+		size_t off = 0;
+
+		close(fds[0]);
+		while (off < sizeof(out)) {
+			ssize_t w = write(fds[1], out + off, sizeof(out) - off);
+
+			if (w <= 0)
+				_exit(1);
+			off += (size_t)w;
+		}
+		_exit(0);
+	}
+	close(fds[1]);
+	while (got < sizeof(in)) {
+		ssize_t r = read(fds[0], in + got, sizeof(in) - got);
+
+		if (r <= 0)
+			break;
+		got += (size_t)r;
+	}
+	close(fds[0]);
+	if (p > 0)
+		waitpid(p, &st, 0);
+	snprintf(d, sizeof(d), "bytes=%zu sum=%08x", got,
+		 fold(2166136261u, in, got));
+	report("pipe", got == sizeof(in) && !memcmp(in, out, got) &&
+			       WIFEXITED(st) && !WEXITSTATUS(st),
+	       d);
+}
+
+static void check_file(void)
+{
+	static unsigned char out[100000], in[100000];
+	const char *path = "/khyve/pvmcheck.bin";
+	ssize_t w = -1, r = -1;
+	char d[80];
+	int fd;
+
+	fill(out, sizeof(out), 11);
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	if (fd >= 0) {
+		w = write(fd, out, sizeof(out));
+		if (fsync(fd))
+			w = -1;
+		close(fd);
+	}
+	fd = open(path, O_RDONLY);
+	if (fd >= 0) {
+		r = read(fd, in, sizeof(in));
+		close(fd);
+	}
+	unlink(path);
+	snprintf(d, sizeof(d), "wrote=%zd read=%zd sum=%08x", w, r,
+		 fold(2166136261u, in, r > 0 ? (size_t)r : 0));
+	report("file", w == (ssize_t)sizeof(out) && r == w &&
+			       !memcmp(in, out, sizeof(out)),
+	       d);
+}
+
 /* Jump to @addr with RCX at two NOPs (not after a SYSCALL instruction). */
 static void jump_to(uint64_t addr)
 {
@@ -143,6 +243,9 @@ int main(void)
 	check_signal();
 	check_errno();
 	check_fork_exec();
+	check_enosys();
+	check_pipe();
+	check_file();
 	check_segv("segv-kernel", 0xffffffff81000000ULL);
 	if (entry)
 		check_segv("segv-entry", entry);

@@ -387,8 +387,8 @@ def test_project_kernel_user_space_system_calls(project):
     """The rootfs's pvmcheck (guest/linux/pvmcheck.c), run by init: on
     kvm_pvm each of its system calls goes through patch 0003."""
     out = project["out"]
-    for name in ("signal", "errno", "fork-exec", "segv-kernel",
-                 "segv-entry"):
+    for name in ("signal", "errno", "fork-exec", "enosys", "pipe", "file",
+                 "segv-kernel", "segv-entry"):
         assert re.search(r"KHYVE-PVMCHECK %s ok" % name, out), \
             (name, out[-3000:])
     assert "KHYVE-PVMCHECK done fail=0" in out, out[-3000:]
