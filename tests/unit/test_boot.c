@@ -192,6 +192,25 @@ out:
  * The CPU policy's words go to Linux only: a bzImage and an ELF with
  * Linux's notes get them, another PVH guest's command line stays its own.
  */
+/* Load @img and return the command line the guest finds (NULL on error). */
+static const char *load_cmdline(struct guest_mem *m,
+				const struct boot_config *cfg,
+				const uint8_t *img, size_t len,
+				struct boot_info *bi)
+{
+	char err[200] = "";
+
+	if (kernel_load_buf(m, cfg, img, len, NULL, 0, bi, err, sizeof(err))) {
+		CHECK(!err[0]); /* fails, showing the message */
+		return NULL;
+	}
+	return guest_mem_ptr(m, bi->cmdline_gpa, 1);
+}
+
+/*
+ * The CPU policy's words go to Linux only: a bzImage and an ELF with
+ * Linux's notes get them, another PVH guest's command line stays its own.
+ */
 static void test_linux_extra(void)
 {
 	struct guest_mem m;
@@ -202,7 +221,6 @@ static void test_linux_extra(void)
 				  .linux_extra = "noxsave nosmap",
 				  .flags = BOOT_F_NO_UNPACK};
 	struct boot_info bi;
-	char err[200] = "";
 	const char *cl;
 	size_t len;
 	uint8_t *img;
@@ -210,51 +228,32 @@ static void test_linux_extra(void)
 	if (fx_mem(&m, MEM))
 		return;
 	img = make_bz(&bo, &len);
-	if (!img)
-		goto out;
-	CHECK_EQ(kernel_load_buf(&m, &cfg, img, len, NULL, 0, &bi, err,
-				 sizeof(err)),
-		 0);
-	CHECK(bi.is_linux && bi.cmdline_appended);
-	cl = guest_mem_ptr(&m, bi.cmdline_gpa, 1);
+	cl = img ? load_cmdline(&m, &cfg, img, len, &bi) : NULL;
 	CHECK(cl && !strcmp(cl, "tests=all noxsave nosmap"));
+	CHECK(bi.is_linux && bi.cmdline_appended);
 	CHECK_EQ(bi.cmdline_len, strlen("tests=all noxsave nosmap"));
 	free(img);
 
 	/* A PVH ELF without Linux's notes (the project's test guest). */
 	img = fx_elf(&eo, &len);
-	if (!img)
-		goto out;
-	CHECK_EQ(kernel_load_buf(&m, &cfg, img, len, NULL, 0, &bi, err,
-				 sizeof(err)),
-		 0);
+	cl = img ? load_cmdline(&m, &cfg, img, len, &bi) : NULL;
+	CHECK(cl && !strcmp(cl, "tests=all"));
 	CHECK_EQ(bi.mode, BOOT_MODE_PVH);
 	CHECK(!bi.is_linux && !bi.cmdline_appended);
-	cl = guest_mem_ptr(&m, bi.cmdline_gpa, 1);
-	CHECK(cl && !strcmp(cl, "tests=all"));
 	free(img);
 
 	/* The same ELF with Linux's build-salt note: a Linux vmlinux. */
 	eo.linux_note = true;
 	img = fx_elf(&eo, &len);
-	if (!img)
-		goto out;
-	CHECK_EQ(kernel_load_buf(&m, &cfg, img, len, NULL, 0, &bi, err,
-				 sizeof(err)),
-		 0);
-	CHECK(bi.is_linux && bi.cmdline_appended);
-	cl = guest_mem_ptr(&m, bi.cmdline_gpa, 1);
+	cl = img ? load_cmdline(&m, &cfg, img, len, &bi) : NULL;
 	CHECK(cl && !strcmp(cl, "tests=all noxsave nosmap"));
+	CHECK(bi.is_linux && bi.cmdline_appended);
 
 	/* No command line of the user's: the words alone, no leading space. */
 	cfg.cmdline = NULL;
-	CHECK_EQ(kernel_load_buf(&m, &cfg, img, len, NULL, 0, &bi, err,
-				 sizeof(err)),
-		 0);
-	cl = guest_mem_ptr(&m, bi.cmdline_gpa, 1);
+	cl = img ? load_cmdline(&m, &cfg, img, len, &bi) : NULL;
 	CHECK(cl && !strcmp(cl, "noxsave nosmap"));
 	free(img);
-out:
 	fx_mem_free(&m);
 }
 
