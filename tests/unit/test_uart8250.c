@@ -428,6 +428,7 @@ static void test_fuzz(void)
 
 static sem_t room_sem;
 static unsigned feeder_timeouts;
+static bool feeder_done; /* atomic: the feeder sent all, or gave up */
 
 static void post_room(void *opaque)
 {
@@ -437,8 +438,9 @@ static void post_room(void *opaque)
 
 /*
  * The I/O thread side: push a byte stream; when the FIFO is full, sleep
- * until the rx-ready callback says the guest made room (a lost wake-up
- * shows as a timeout).
+ * until the rx-ready callback says the guest made room. A lost wake-up
+ * shows as a timeout: UNIT_WAIT_S, far more than a loaded machine needs
+ * to schedule the reader, after which the feeder gives up.
  */
 static void *feeder(void *arg)
 {
@@ -456,13 +458,20 @@ static void *feeder(void *arg)
 		sent += took;
 		if (took < n) {
 			struct timespec ts;
+			int rc;
 
 			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_sec += 2;
-			if (sem_timedwait(&room_sem, &ts) < 0)
+			ts.tv_sec += UNIT_WAIT_S;
+			do
+				rc = sem_timedwait(&room_sem, &ts) < 0 ? errno : 0;
+			while (rc == EINTR);
+			if (rc) {
 				feeder_timeouts++;
+				break;
+			}
 		}
 	}
+	__atomic_store_n(&feeder_done, true, __ATOMIC_RELEASE);
 	return NULL;
 }
 
@@ -473,20 +482,37 @@ static void test_threaded_stream(void)
 	pthread_t th;
 	size_t got = 0;
 	unsigned wrong = 0, spins = 0;
+	uint64_t end = unit_now_ms() + 2 * UNIT_WAIT_S * 1000;
 
 	setup(&u, &r, NULL);
 	outb(&u, 2, 0xc7);
 	CHECK_EQ(sem_init(&room_sem, 0, 0), 0);
 	uart8250_set_rx_ready_cb(&u, post_room, NULL);
 	CHECK_EQ(pthread_create(&th, NULL, feeder, &u), 0);
-	/* The vCPU side: a polling driver that must see every byte in order. */
-	while (got < STREAM_LEN && spins < 100000000u) {
+	/*
+	 * The vCPU side: a polling driver that must see every byte in order.
+	 * It stops when all came, or when the feeder is done and nothing is
+	 * left, or at a deadline (a wall-clock bound, not a spin count: how
+	 * many polls fit in a time slice depends on the machine's load).
+	 */
+	while (got < STREAM_LEN) {
 		uint8_t lsr = 0, b = 0;
 
 		/* Raw accesses: one CHECK per poll would swamp the count. */
 		uart8250_io(&u, 5, &lsr, 1, false);
 		if (!(lsr & 0x01)) {
-			spins++;
+			bool done = __atomic_load_n(&feeder_done,
+						    __ATOMIC_ACQUIRE);
+
+			if (done) {
+				/* Nothing more can come: one last look. */
+				uart8250_io(&u, 5, &lsr, 1, false);
+				if (!(lsr & 0x01))
+					break;
+				continue;
+			}
+			if (++spins % 4096 == 0 && unit_now_ms() > end)
+				break;
 			continue;
 		}
 		uart8250_io(&u, 0, &b, 1, false);

@@ -16,6 +16,11 @@
  * Only a missing prerequisite of the host is a reason to skip; anything
  * else that goes wrong is a failure. tests/run-unit.sh prints every SKIP
  * line and sums the counts.
+ *
+ * An event another thread delivers is waited for, never assumed to have
+ * happened after a sleep (the machine may be loaded):
+ *
+ *   CHECK(WAIT_UNTIL(used_idx(q) == 1, UNIT_WAIT_S));
  */
 #ifndef KHYVE_UNIT_H
 #define KHYVE_UNIT_H
@@ -23,6 +28,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <time.h>
 
 static unsigned unit_passed, unit_failed, unit_skipped;
 static const char *unit_current;
@@ -62,6 +68,31 @@ static const char *unit_current;
 		printf("\n");                                       \
 		fflush(stdout);                                     \
 	} while (0)
+
+/* Monotonic milliseconds, for deadlines. */
+static inline uint64_t unit_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* A bound for waits that only a broken device (or a hung one) reaches. */
+#define UNIT_WAIT_S 30
+
+/*
+ * WAIT_UNTIL(cond, secs): polls @cond every millisecond until it holds or
+ * @secs seconds have passed; evaluates to its last value (1 or 0).
+ */
+#define WAIT_UNTIL(cond, secs)                                              \
+	({                                                                  \
+		uint64_t unit_end_ = unit_now_ms() + (uint64_t)(secs) * 1000; \
+		int unit_ok_;                                               \
+		while (!(unit_ok_ = !!(cond)) && unit_now_ms() < unit_end_) \
+			nanosleep(&(struct timespec){0, 1000000}, NULL);    \
+		unit_ok_;                                                   \
+	})
 
 #define RUN(fn)                     \
 	do {                        \
