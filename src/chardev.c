@@ -286,9 +286,39 @@ static int open_socket(struct chardev *c, const char *path, char *err,
 int chardev_open(struct chardev **cp, const char *spec, char *err,
 		 size_t errlen)
 {
+	return chardev_open_ex(cp, spec, 0, err, errlen);
+}
+
+/* A file back-end a snapshot named: existing, appended to, not waited on. */
+static int open_existing(const char *path, const char *spec, char *err,
+			 size_t errlen)
+{
+	int fd = open(path, O_WRONLY | O_APPEND | O_NOCTTY | O_NONBLOCK |
+				    O_CLOEXEC);
+	int rc, fl;
+
+	if (fd < 0) {
+		rc = -errno;
+		set_err(err, errlen,
+			"console %s (named by the snapshot): %s; khyve creates "
+			"or truncates no file a snapshot names: give the "
+			"console on the command line to do that",
+			spec, strerror(-rc));
+		return rc;
+	}
+	/* As the command line's file back-end from here on. */
+	fl = fcntl(fd, F_GETFL);
+	if (fl >= 0)
+		fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+	return fd;
+}
+
+int chardev_open_ex(struct chardev **cp, const char *spec, unsigned flags,
+		    char *err, size_t errlen)
+{
 	struct chardev *c = NULL;
 	const char *path = NULL;
-	int ret = 0, flags = 0;
+	int ret = 0, oflags = 0;
 
 	*cp = NULL;
 	if (err && errlen)
@@ -304,11 +334,11 @@ int chardev_open(struct chardev **cp, const char *spec, char *err,
 	} else if (!strncmp(spec, "file:", 5)) {
 		c = chardev_alloc(CD_FILE);
 		path = spec + 5;
-		flags = O_TRUNC;
+		oflags = O_TRUNC;
 	} else if (!strncmp(spec, "append:", 7)) {
 		c = chardev_alloc(CD_FILE);
 		path = spec + 7;
-		flags = O_APPEND;
+		oflags = O_APPEND;
 	} else if (!strncmp(spec, "socket:", 7)) {
 		c = chardev_alloc(CD_SOCKET);
 		path = spec + 7;
@@ -353,7 +383,16 @@ int chardev_open(struct chardev **cp, const char *spec, char *err,
 		}
 		break;
 	case CD_FILE:
-		c->out_fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | flags,
+		if (flags & CHARDEV_NO_CREATE) {
+			c->out_fd = open_existing(path, spec, err, errlen);
+			if (c->out_fd < 0) {
+				ret = c->out_fd;
+				goto fail;
+			}
+			c->owns_fds = true;
+			break;
+		}
+		c->out_fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | oflags,
 				 0644);
 		if (c->out_fd < 0) {
 			ret = -errno;
@@ -364,6 +403,16 @@ int chardev_open(struct chardev **cp, const char *spec, char *err,
 		c->owns_fds = true;
 		break;
 	case CD_SOCKET:
+		if (flags & CHARDEV_NO_CREATE) {
+			set_err(err, errlen,
+				"console %s (named by the snapshot): a listening "
+				"socket creates its path, and khyve creates no "
+				"file a snapshot names: give the console on the "
+				"command line",
+				spec);
+			ret = -EPERM;
+			goto fail;
+		}
 		ret = open_socket(c, path, err, errlen);
 		if (ret < 0)
 			goto fail;

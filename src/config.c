@@ -552,6 +552,10 @@ int config_merge_restore(struct vm_config *saved, const struct vm_config *cmd,
 			 (unsigned long long)(saved->mem_size / MiB));
 		return -EINVAL;
 	}
+	/* Until the command line names them, bindings are the snapshot's. */
+	for (unsigned k = 0; k < saved->ndevs; k++)
+		saved->devs[k].from_snapshot = true;
+	saved->console_from_snapshot = !cmd->set_console;
 	for (unsigned i = 0; i < cmd->ndevs; i++) {
 		const struct dev_config *cd = &cmd->devs[i];
 		struct dev_config *sd = NULL;
@@ -581,6 +585,7 @@ int config_merge_restore(struct vm_config *saved, const struct vm_config *cmd,
 			return -EINVAL;
 		}
 		strcpy(sd->conf, cd->conf); /* rebind the host side */
+		sd->from_snapshot = false;
 	}
 	if (cmd->name[0])
 		strcpy(saved->name, cmd->name);
@@ -600,4 +605,61 @@ int config_merge_restore(struct vm_config *saved, const struct vm_config *cmd,
 	saved->keep_clock = cmd->keep_clock;
 	saved->verbose = cmd->verbose;
 	return 0;
+}
+
+/* The first element of a device's conf (its host binding), bounded. */
+static void conf_first(const char *conf, char *out, size_t len)
+{
+	const char *comma = strchr(conf, ',');
+	size_t n = comma ? (size_t)(comma - conf) : strlen(conf);
+
+	snprintf(out, len, "%.*s", (int)MIN(n, len - 1), conf);
+}
+
+/* A console spec as (kind, target): "file:/x" -> ("file", "/x"). */
+static void console_binding(const char *spec, const char **kind,
+			    const char **target)
+{
+	static const char *const kinds[] = {"file:", "append:", "socket:",
+					    "unix=", "file="};
+	static const char *const names[] = {"file", "append", "socket",
+					    "socket", "file"};
+
+	for (unsigned i = 0; i < ARRAY_SIZE(kinds); i++)
+		if (!strncmp(spec, kinds[i], strlen(kinds[i]))) {
+			*kind = names[i];
+			*target = spec + strlen(kinds[i]);
+			return;
+		}
+	*kind = spec; /* stdio, null: nothing on the host by name */
+	*target = "";
+}
+
+void config_host_bindings(const struct vm_config *c,
+			  void (*fn)(void *opaque, const char *what,
+				     const char *kind, const char *target),
+			  void *opaque)
+{
+	const char *kind, *target;
+	char what[64], first[512];
+
+	console_binding(c->console ? c->console : "stdio", &kind, &target);
+	fn(opaque, "com1", kind, target);
+	for (unsigned i = 0; i < c->ndevs; i++) {
+		const struct dev_config *d = &c->devs[i];
+
+		snprintf(what, sizeof(what), "%s@%u:%u", d->emul, d->slot,
+			 d->func);
+		conf_first(d->conf, first, sizeof(first));
+		if (!strcmp(d->emul, "virtio-blk")) {
+			fn(opaque, what, "disk", first);
+		} else if (!strcmp(d->emul, "virtio-net")) {
+			/* No name (or an option first): a new TAP. */
+			fn(opaque, what, "tap",
+			   strchr(first, '=') ? "" : first);
+		} else if (!strcmp(d->emul, "virtio-console")) {
+			console_binding(first, &kind, &target);
+			fn(opaque, what, kind, target);
+		}
+	}
 }

@@ -34,6 +34,9 @@ struct dev_config {
 	unsigned slot, func;
 	char emul[32];
 	char conf[512]; /* the rest of the option, unparsed (device's own) */
+	/* Restore: the host binding comes from the snapshot, not from -s
+	 * (docs/security.md: nothing it names is created). */
+	bool from_snapshot;
 };
 
 enum cpu_policy {
@@ -61,6 +64,7 @@ struct vm_config {
 	struct dev_config devs[CONFIG_MAX_DEVS];
 	/* Which options were given on the command line (restore rebinding). */
 	bool set_ncpus, set_mem, set_console;
+	bool console_from_snapshot; /* restore without -l (see from_snapshot) */
 };
 
 enum config_parse_result {
@@ -95,10 +99,22 @@ int config_from_json(struct vm_config *c, const json_t *j, char *err,
 /*
  * Merge a restore: @saved comes from the snapshot, @cmd from the command
  * line. Host-side bindings in @cmd win; any guest-visible difference is an
- * error naming it.
+ * error naming it. Bindings left to the snapshot are marked as such
+ * (console_from_snapshot, dev_config.from_snapshot).
  */
 int config_merge_restore(struct vm_config *saved, const struct vm_config *cmd,
 			 char *err, size_t errlen);
+
+/*
+ * The host resources a configuration binds (what a restore of it opens),
+ * for `khyvectl snapshot info`: one line each into @fn, e.g. ("com1",
+ * "file", "/var/log/vm1.console") or ("virtio-blk@4:0", "disk",
+ * "/images/vm1.img").
+ */
+void config_host_bindings(const struct vm_config *c,
+			  void (*fn)(void *opaque, const char *what,
+				     const char *kind, const char *target),
+			  void *opaque);
 
 extern const char config_usage[];
 

@@ -18,6 +18,7 @@
 #include "config.h"
 #include "ctl.h"
 #include "log.h"
+#include "snap_fault.h"
 #include "vm.h"
 #include "vm_ctl.h"
 #include "vm_devices.h"
@@ -32,6 +33,7 @@ static int main_loop(struct vm *vm)
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGIO); /* the mapped RAM file's lease breaks */
 	sfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
 	for (;;) {
 		struct pollfd p[3];
@@ -60,7 +62,11 @@ static int main_loop(struct vm *vm)
 		if (p[1].revents) {
 			struct signalfd_siginfo si;
 
-			if (read(sfd, &si, sizeof(si)) == sizeof(si)) {
+			if (read(sfd, &si, sizeof(si)) != sizeof(si)) {
+				/* nothing after all */
+			} else if (si.ssi_signo == SIGIO) {
+				vm_snapshot_ram_file_event(vm);
+			} else {
 				log_warn("signal %u: powering the guest off",
 					 si.ssi_signo);
 				vm_request_stop(vm, KHYVE_EXIT_POWEROFF);
@@ -118,6 +124,22 @@ int main(int argc, char **argv)
 	}
 	log_set_level(cmd.verbose >= 2 ? LOG_DEBUG :
 		      cmd.verbose == 1 ? LOG_INFO : LOG_WARN);
+	/* Tests only (khyve(8), ENVIRONMENT): make a save fail at a step. */
+	{
+		const char *fi = getenv("KHYVE_FAULT_INJECT");
+
+		if (fi && *fi) {
+			if (snap_fault_arm_spec(fi, err, sizeof(err))) {
+				fprintf(stderr, "khyve: KHYVE_FAULT_INJECT=%s\n",
+					err);
+				config_free(&cmd);
+				return KHYVE_EXIT_ERROR;
+			}
+			log_warn("KHYVE_FAULT_INJECT=%s: a save will fail on "
+				 "purpose (testing only)",
+				 fi);
+		}
+	}
 
 	if (cmd.restore) {
 		ret = vm_snapshot_read_config(cmd.restore, &cfg, err, sizeof(err));
@@ -134,6 +156,18 @@ int main(int argc, char **argv)
 		}
 		cfg.restore = strdup(cmd.restore);
 		config_free(&cmd);
+		/*
+		 * The whole snapshot and its RAM file checked before anything
+		 * it names on the host is opened (docs/security.md).
+		 */
+		ret = cfg.restore ? vm_snapshot_preflight(cfg.restore, &cfg, err,
+							  sizeof(err))
+				  : -ENOMEM;
+		if (ret) {
+			fprintf(stderr, "khyve: %s\n", err[0] ? err : strerror(-ret));
+			config_free(&cfg);
+			return KHYVE_EXIT_ERROR;
+		}
 	} else {
 		cfg = cmd;
 	}
@@ -162,6 +196,7 @@ int main(int argc, char **argv)
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGIO);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	chardev_install_fatal_handlers();

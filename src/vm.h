@@ -25,6 +25,7 @@
 struct chardev;
 struct ctl_server;
 struct vm_devices;
+struct vm_ram_file;
 
 #define VM_EXIT_REASONS 64 /* KVM_EXIT_* counted per vCPU */
 
@@ -59,6 +60,7 @@ struct vm {
 	struct vm_devices *devs;
 	struct chardev *console;
 	struct ctl_server *ctl;
+	struct vm_ram_file *ram_file; /* mapped restore's RAM file, or NULL */
 
 	/* Life cycle, under @lock. */
 	pthread_mutex_t lock;

@@ -2,6 +2,7 @@
 #include "vm_devices.h"
 
 #include <errno.h>
+#include <net/if.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -227,6 +228,20 @@ static int add_virtio_net(struct vm *vm, struct pci_slot_dev *d, char *err,
 		memcpy(ifname, conf, nl);
 		ifname[nl] = 0;
 		o.ifname = ifname;
+		/*
+		 * TUNSETIFF would create a TAP that does not exist: not one
+		 * a snapshot names (docs/security.md). A nameless one is
+		 * new anyway and takes over nothing.
+		 */
+		if (d->cfg->from_snapshot && !if_nametoindex(ifname)) {
+			snprintf(err, errlen,
+				 "-s %u,virtio-net: TAP %s (named by the "
+				 "snapshot) does not exist; khyve creates no "
+				 "interface a snapshot names: create it, or "
+				 "give -s %u,virtio-net,TAP",
+				 d->cfg->slot, ifname, d->cfg->slot);
+			return -ENODEV;
+		}
 	}
 	if (config_opt_get(conf, "mac", macs, sizeof(macs))) {
 		if (parse_mac(macs, mac)) {
@@ -307,7 +322,9 @@ static int add_virtio_console(struct vm *vm, struct pci_slot_dev *d,
 	o.rows = (uint16_t)rows;
 	/* Input read before the snapshot's buffers load would be lost. */
 	o.start_paused = vm->cfg->restore != NULL;
-	ret = chardev_open(&o.cd, spec, cerr, sizeof(cerr));
+	ret = chardev_open_ex(&o.cd, spec,
+			      d->cfg->from_snapshot ? CHARDEV_NO_CREATE : 0,
+			      cerr, sizeof(cerr));
 	if (ret) {
 		snprintf(err, errlen, "-s %u,virtio-console: %s", d->cfg->slot,
 			 cerr);
@@ -419,7 +436,10 @@ int vm_devices_create(struct vm *vm, char *err, size_t errlen)
 	d->irq_com1 = (struct irq_line){ kvm_irq_line, vm, UART8250_COM1_IRQ };
 	d->irq_rtc = (struct irq_line){ kvm_irq_line, vm, 8 };
 
-	ret = chardev_open(&vm->console, vm->cfg->console, err, errlen);
+	ret = chardev_open_ex(&vm->console, vm->cfg->console,
+			      vm->cfg->console_from_snapshot ? CHARDEV_NO_CREATE
+							     : 0,
+			      err, errlen);
 	if (ret)
 		return ret;
 	ret = uart8250_init(&d->com1, &d->irq_com1, vm->console);

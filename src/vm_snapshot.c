@@ -6,13 +6,15 @@
  * this order: embedded config, VM-wide KVM state (clock, PIC, IOAPIC, PIT),
  * each vCPU, each device, and guest RAM into FILE.ram (its chunk hashes go
  * into the state file's "ram" section). Both files are written under
- * temporary names and renamed only when complete: RAM first, then the
- * state file, so the state file at FILE always names a complete RAM file
- * (the window between the two renames is documented in
- * docs/snapshot-format.md). A checkpoint of a running guest is live: see
- * "Live pre-copy" below.
+ * temporary names, carry the same random save id, and are committed
+ * together by snap_ram_pair_commit() only when both are complete: a save
+ * that fails at any step leaves the previous pair as it was
+ * (docs/snapshot-format.md, "Integrity and atomicity"). A checkpoint of
+ * a running guest is live: see "Live pre-copy" below.
  *
- * Restore: read and validate the whole state file before touching KVM,
+ * Restore: read and validate the whole state file, and find its RAM file,
+ * before anything named in it is opened (vm_snapshot_preflight, called by
+ * main.c before the machine and its host bindings exist; docs/security.md),
  * create the machine from the embedded config (main.c), map the RAM file
  * (MAP_PRIVATE: pages load on first touch; --eager copies), then set
  * KVM state in the order it requires: clock first (no vCPU may run before
@@ -38,10 +40,33 @@
 #include "ctl.h"
 #include "log.h"
 #include "progress.h"
+#include "i8042.h"
+#include "pci.h"
+#include "pm.h"
+#include "rtc.h"
 #include "snap.h"
+#include "snap_fault.h"
 #include "snap_ram.h"
+#include "uart8250.h"
+#include "vcpu_state.h"
+#include "virtio_blk.h"
+#include "virtio_console.h"
+#include "virtio_net.h"
+#include "virtio_pci.h"
+#include "virtqueue.h"
 #include "vm.h"
 #include "vm_devices.h"
+
+/*
+ * The RAM file a mapped restore left guest RAM on (MAP_PRIVATE): pages the
+ * guest has not written yet are read from it for as long as it runs.
+ */
+struct vm_ram_file {
+	int fd;
+	bool leased; /* an F_RDLCK lease notices writers (see below) */
+	bool broken; /* it was opened for writing or truncated */
+	char path[4096];
+};
 
 /* VM-wide KVM state. The irqchip/PIT images are KVM's stable ABI structs. */
 struct kvm_vm_state {
@@ -188,8 +213,8 @@ static void restore_progress(void *opaque, uint64_t done, uint64_t total)
  * guest runs again); else it is committed here.
  */
 static int write_state(struct vm *vm, const char *path,
-		       struct snap_ram_info *ram, struct snap_writer **keep,
-		       char *err, size_t errlen)
+		       struct snap_ram_info *ram, const uint8_t *save_id,
+		       struct snap_writer **keep, char *err, size_t errlen)
 {
 	struct snap_host_info host;
 	struct snap_writer *w = NULL;
@@ -203,7 +228,7 @@ static int write_state(struct vm *vm, const char *path,
 	snprintf(kvm_info, sizeof(kvm_info), "api %d%s", KVM_API_VERSION,
 		 vm->sw_backend ? ", software backend" : "");
 	snap_host_info_probe(&host, kvm_info);
-	ret = snap_writer_open(&w, path, &host);
+	ret = snap_writer_open_id(&w, path, &host, save_id);
 	if (ret) {
 		snprintf(err, errlen, "%s: %s", path, strerror(-ret));
 		goto out;
@@ -242,7 +267,14 @@ static int write_state(struct vm *vm, const char *path,
 		if (ret)
 			goto fail;
 	}
-	ret = vm_devices_save(vm, w, err, errlen);
+	ret = snap_fault(SNAP_FAULT_DEVICE_SAVE);
+	if (ret)
+		snprintf(err, errlen,
+			 "%s: a device refuses to save its state (injected "
+			 "fault)",
+			 path);
+	else
+		ret = vm_devices_save(vm, w, err, errlen);
 	if (ret)
 		goto fail_msg;
 	if (keep) {
@@ -396,7 +428,8 @@ static void precopy_abort(struct vm *vm, struct precopy *pc)
  * wrote meanwhile for as long as that set shrinks. -EOPNOTSUPP (nothing
  * left behind, @why says why) when writes cannot be tracked here.
  */
-static int precopy_start(struct vm *vm, const char *ram_path, bool do_fsync,
+static int precopy_start(struct vm *vm, const char *ram_path,
+			 const uint8_t *save_id, bool do_fsync,
 			 struct precopy *pc, char *why, size_t whylen,
 			 char *err, size_t errlen)
 {
@@ -411,7 +444,7 @@ static int precopy_start(struct vm *vm, const char *ram_path, bool do_fsync,
 		snprintf(err, errlen, "no memory for a dirty bitmap");
 		return -ENOMEM;
 	}
-	ret = snap_ram_live_open(&vm->mem, ram_path, &pc->lv);
+	ret = snap_ram_live_open_id(&vm->mem, ram_path, save_id, &pc->lv);
 	if (ret) {
 		free(pc->bm);
 		snprintf(err, errlen, "saving guest RAM to %s: %s", ram_path,
@@ -501,26 +534,64 @@ static int precopy_finish(struct vm *vm, struct precopy *pc,
 	return 0;
 }
 
-/* RAM file first, then the state file naming it (snapshot-format.md). */
-static int precopy_commit(struct precopy *pc, struct snap_writer *w,
-			  const char *file, bool do_fsync, char *err,
-			  size_t errlen)
+/*
+ * What a save replaces must be a regular file, or nothing: a symlink
+ * would be replaced by the rename (not followed), and a FIFO or device
+ * would hang the open that holds the old RAM file (see below).
+ */
+static int check_dest(const char *path, char *err, size_t errlen)
 {
-	struct snap_ram_info scratch = {.hashes = NULL};
-	int ret = snap_ram_live_commit(pc->lv, do_fsync ? SNAP_RAM_FSYNC : 0,
-				       &scratch);
+	struct stat st;
 
-	pc->lv = NULL;
-	snap_ram_info_free(&scratch);
-	if (ret) {
-		snap_writer_abort(w);
-		snprintf(err, errlen, "saving guest RAM: %s", strerror(-ret));
-		return ret;
+	if (lstat(path, &st)) {
+		if (errno == ENOENT)
+			return 0;
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return -errno;
 	}
-	ret = snap_writer_commit(w);
-	if (ret)
-		snprintf(err, errlen, "%s: %s", file, strerror(-ret));
-	return ret;
+	if (S_ISLNK(st.st_mode)) {
+		snprintf(err, errlen,
+			 "%s: is a symbolic link: a snapshot is saved only "
+			 "over a regular file (not following or replacing it)",
+			 path);
+		return -ELOOP;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		snprintf(err, errlen,
+			 "%s: %s is there, not a regular file: not replacing "
+			 "it",
+			 path, snap_file_type(st.st_mode));
+		return -EEXIST;
+	}
+	return 0;
+}
+
+/*
+ * A mapped restore reads the pages the guest has not written yet from its
+ * RAM file: if that file shrank, they are gone, and reading one (the save
+ * reads them all) would kill khyve with SIGBUS.
+ */
+static int check_ram_file(struct vm *vm, char *err, size_t errlen)
+{
+	struct vm_ram_file *rf = vm->ram_file;
+	struct stat st;
+
+	if (!rf)
+		return 0;
+	if (fstat(rf->fd, &st)) {
+		snprintf(err, errlen, "%s: %s", rf->path, strerror(errno));
+		return -errno;
+	}
+	if ((uint64_t)st.st_size < vm->mem.ram_size) {
+		snprintf(err, errlen,
+			 "%s, the RAM file this guest was restored from and "
+			 "still maps, shrank to %lld bytes (guest RAM is "
+			 "%" PRIu64 "): pages the guest has not written since "
+			 "are gone; not saving",
+			 rf->path, (long long)st.st_size, vm->mem.ram_size);
+		return -EIO;
+	}
+	return 0;
 }
 
 int vm_snapshot_save(struct vm *vm, const json_t *args, bool suspend,
@@ -532,15 +603,19 @@ int vm_snapshot_save(struct vm *vm, const json_t *args, bool suspend,
 	bool do_fsync = fs ? json_is_true(fs) : true;
 	const struct snap_ram_progress pg = {save_progress, NULL};
 	struct precopy pc = {0};
+	struct snap_ram_live *lv = NULL;
 	struct snap_ram_info ram = {0};
 	struct snap_writer *w = NULL;
+	struct snap_err se = {""};
+	uint8_t save_id[SNAP_SAVE_ID_LEN];
 	char ram_path[4096], why[160] = "";
 	bool was_paused, live;
 	uint64_t t0 = mono_ns(), tp, tsave, tresume, tdone, ram_bytes = 0;
 	uint64_t tdrain, tscan = 0, tcopy = 0, tram;
 	uint64_t final_bytes = 0, final_hashed = 0;
-	int old_ram, ret;
+	int old_ram = -1, ret;
 
+	snap_fault_begin_save();
 	if (!file || !*file) {
 		snprintf(err, errlen, "missing snapshot file name");
 		return -EINVAL;
@@ -553,13 +628,26 @@ int vm_snapshot_save(struct vm *vm, const json_t *args, bool suspend,
 		snprintf(err, errlen, "%s: file name too long", file);
 		return -ENAMETOOLONG;
 	}
+	ret = check_dest(file, err, errlen);
+	if (!ret)
+		ret = check_dest(ram_path, err, errlen);
+	if (!ret)
+		ret = check_ram_file(vm, err, errlen);
+	if (ret)
+		return ret;
+	ret = snap_save_id_new(save_id);
+	if (ret) {
+		snprintf(err, errlen, "no random save id: %s", strerror(-ret));
+		return ret;
+	}
 	/*
 	 * Hold the RAM file being replaced open until the guest runs again:
 	 * the rename that replaces it would otherwise drop its last link and
 	 * free all its pages inside the pause (measured: 820 ms for 800 MiB
-	 * on tmpfs, most of a live pause).
+	 * on tmpfs, most of a live pause). Never following a link nor
+	 * waiting on a FIFO planted there since check_dest.
 	 */
-	old_ram = open(ram_path, O_RDONLY | O_CLOEXEC);
+	old_ram = open(ram_path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 	pthread_mutex_lock(&vm->lock);
 	was_paused = vm->state == VM_PAUSED;
 	pthread_mutex_unlock(&vm->lock);
@@ -574,7 +662,7 @@ int vm_snapshot_save(struct vm *vm, const json_t *args, bool suspend,
 			 : was_paused ? "the VM was paused"
 				      : "'live': false was asked");
 	if (live) {
-		ret = precopy_start(vm, ram_path, do_fsync, &pc, why,
+		ret = precopy_start(vm, ram_path, save_id, do_fsync, &pc, why,
 				    sizeof(why), err, errlen);
 		if (ret == -EOPNOTSUPP)
 			live = false;
@@ -598,28 +686,42 @@ int vm_snapshot_save(struct vm *vm, const json_t *args, bool suspend,
 	} else if (pc.lv) {
 		ret = precopy_finish(vm, &pc, &ram, &final_bytes, &final_hashed,
 				     &tscan, &tcopy, err, errlen);
+		lv = pc.lv;
+		pc.lv = NULL;
 	} else if (!ret) {
-		/* RAM first: its own temp file + rename; hashes go in the
-		 * state. */
-		ret = snap_ram_save_beside_progress(
-			&vm->mem, file, do_fsync ? SNAP_RAM_FSYNC : 0, &ram,
-			&pg);
-		if (ret)
+		/* Stop-and-copy: the whole RAM to a temporary file now. */
+		ret = snap_ram_live_open_id(&vm->mem, ram_path, save_id, &lv);
+		if (!ret)
+			ret = snap_ram_live_copy(lv, NULL, &pg);
+		if (!ret)
+			ret = snap_ram_live_info(lv, &ram);
+		if (ret) {
+			snap_ram_live_abort(lv);
+			lv = NULL;
 			snprintf(err, errlen, "saving guest RAM beside %s: %s",
 				 file, strerror(-ret));
+		}
 	}
 	tram = mono_ns();
 	if (!ret) {
 		ram_bytes = vm->mem.ram_size;
-		/* Live: written now, committed below with the guest running. */
-		ret = write_state(vm, file, &ram, pc.lv ? &w : NULL, err,
-				  errlen);
-		if (ret && pc.lv) {
-			snap_ram_live_abort(pc.lv);
-			pc.lv = NULL;
+		/* Written now, committed with the RAM file as one pair. */
+		ret = write_state(vm, file, &ram, save_id, &w, err, errlen);
+		if (ret) {
+			snap_ram_live_abort(lv);
+			lv = NULL;
 		}
 	}
 	snap_ram_info_free(&ram);
+	/* Stop-and-copy commits in the pause (a suspend must not lose it). */
+	if (!ret && !live) {
+		ret = snap_ram_pair_commit(lv, w, do_fsync ? SNAP_RAM_FSYNC : 0,
+					   &se);
+		lv = NULL;
+		w = NULL;
+		if (ret)
+			snprintf(err, errlen, "%s", se.msg);
+	}
 	tsave = mono_ns();
 	if (ret) {
 		/* The guest keeps running; a failed suspend does not exit. */
@@ -634,19 +736,24 @@ int vm_snapshot_save(struct vm *vm, const json_t *args, bool suspend,
 	tresume = mono_ns();
 	/*
 	 * Live: both files are complete and the guest runs again; syncing
-	 * and renaming them (RAM first) took most of the pause when done
-	 * inside it. The reply still waits for them.
+	 * and renaming them took most of the pause when done inside it. The
+	 * reply still waits for them.
 	 */
-	if (pc.lv) {
-		ret = precopy_commit(&pc, w, file, do_fsync, err, errlen);
-		if (ret)
+	if (lv) {
+		ret = snap_ram_pair_commit(lv, w, do_fsync ? SNAP_RAM_FSYNC : 0,
+					   &se);
+		lv = NULL;
+		w = NULL;
+		if (ret) {
+			snprintf(err, errlen, "%s", se.msg);
 			goto out;
+		}
 	}
 	tdone = mono_ns();
 	if (!tscan)
 		tscan = tdrain;
 	if (!tcopy)
-		tcopy = tram; /* stop-and-copy: commit is part of the copy */
+		tcopy = tram; /* stop-and-copy: commit is part of the state */
 	/* Where the pause went: each phase from the vCPUs' stop on. */
 	*reply = json_pack(
 		"{s:s, s:I, s:I, s:f, s:f, s:b, s:b, s:i, s:I, s:I, s:f, "
@@ -658,8 +765,8 @@ int vm_snapshot_save(struct vm *vm, const json_t *args, bool suspend,
 		suspend, "live", live, "precopy_rounds", (int)pc.rounds,
 		"final_copy_bytes", (json_int_t)final_bytes, "final_hash_bytes",
 		(json_int_t)final_hashed, "commit_ms",
-		(double)(tdone - tresume) / 1e6, "phases_ms", "drain",
-		(double)(tdrain - tp) / 1e6, "dirty_scan",
+		live ? (double)(tdone - tresume) / 1e6 : 0.0, "phases_ms",
+		"drain", (double)(tdrain - tp) / 1e6, "dirty_scan",
 		(double)(tscan - tdrain) / 1e6, "ram_copy",
 		(double)(tcopy - tscan) / 1e6, "ram_commit",
 		(double)(tram - tcopy) / 1e6, "state",
@@ -669,6 +776,12 @@ int vm_snapshot_save(struct vm *vm, const json_t *args, bool suspend,
 	if (*reply && !live)
 		json_object_set_new(*reply, "not_live_reason",
 				    json_string(why));
+	if (*reply) {
+		char id[SNAP_SAVE_ID_STR];
+
+		snap_save_id_str(save_id, id);
+		json_object_set_new(*reply, "save_id", json_string(id));
+	}
 	if (live)
 		log_info("snapshot %s written in %.1f ms (paused %.1f ms, "
 			 "live pre-copy in %u rounds)",
@@ -777,6 +890,157 @@ out:
 	return ret;
 }
 
+/*
+ * ---- The RAM file under a mapped restore ----
+ *
+ * Guest RAM maps the RAM file MAP_PRIVATE: every page the guest has not
+ * written yet is read from the file, for as long as the guest runs. Saves
+ * never write it in place (they write a new file and rename it over the
+ * name), but another process can: rewritten pages change under the guest
+ * (and under every clone of the snapshot), and a truncation takes them
+ * away - a read of one is a SIGBUS that kills khyve. khyve keeps the file
+ * open: a save first checks that it did not shrink (check_ram_file), and a
+ * read lease (F_RDLCK; the file's owner or CAP_LEASE) makes the kernel
+ * tell us (SIGIO, read by the main loop) when someone opens it for
+ * writing or truncates it. khyve then gives the lease up at once, so the
+ * writer is not held up, and logs a warning naming the file: the guest
+ * goes on with whatever the writer leaves there. docs/security.md.
+ */
+static void ram_file_watch(struct vm *vm, int fd, const char *path)
+{
+	struct vm_ram_file *rf = calloc(1, sizeof(*rf));
+
+	if (!rf) {
+		close(fd);
+		return;
+	}
+	rf->fd = fd;
+	snprintf(rf->path, sizeof(rf->path), "%s", path);
+	if (!fcntl(fd, F_SETLEASE, F_RDLCK))
+		rf->leased = true;
+	else
+		log_info("%s: no read lease (%s): a process rewriting this "
+			 "RAM file in place would go unnoticed",
+			 path, strerror(errno));
+	vm->ram_file = rf;
+}
+
+void vm_snapshot_ram_file_event(struct vm *vm)
+{
+	struct vm_ram_file *rf = vm->ram_file;
+
+	/* F_GETLEASE says F_UNLCK once a break is under way. */
+	if (!rf || !rf->leased || fcntl(rf->fd, F_GETLEASE) == F_RDLCK)
+		return;
+	if (fcntl(rf->fd, F_SETLEASE, F_UNLCK))
+		log_debug("%s: F_SETLEASE F_UNLCK: %s", rf->path,
+			  strerror(errno));
+	rf->leased = false;
+	rf->broken = true;
+	log_warn("%s: another process opens this RAM file for writing or "
+		 "truncates it, and guest RAM still maps it: pages the guest "
+		 "has not written yet take whatever is written there, and if "
+		 "it shrinks, reading one kills khyve (SIGBUS). Restore with "
+		 "--eager to be independent of the file.",
+		 rf->path);
+}
+
+void vm_snapshot_release(struct vm *vm)
+{
+	struct vm_ram_file *rf = vm->ram_file;
+
+	if (!rf)
+		return;
+	close(rf->fd); /* the lease goes with it */
+	free(rf);
+	vm->ram_file = NULL;
+}
+
+/* Every described section a restore loads, by name. */
+static const struct snap_desc *const restore_descs[] = {
+	&kvm_vm_snap,	  &vcpu_state_snap,	&uart8250_snap_desc,
+	&rtc_snap_desc,	  &i8042_snap_desc,	&pm_snap_desc,
+	&pci_dev_snap,	  &virtio_pci_snap,	&virtq_snap,
+	&virtio_blk_snap, &virtio_net_snap,	&virtio_console_snap,
+};
+
+int vm_snapshot_preflight(const char *path, const struct vm_config *cfg,
+			  char *err, size_t errlen)
+{
+	struct snap_reader *r = NULL;
+	struct snap_err se = {""};
+	struct snap_ram_info ram = {0};
+	char ram_path[4096];
+	const void *data;
+	size_t len;
+	uint16_t ver;
+	int ret;
+
+	ret = snap_reader_open(&r, path, &se);
+	if (ret)
+		goto fail_se;
+	ret = check_host(r, path, err, errlen);
+	if (ret)
+		goto out;
+	ret = snap_read_blob(r, "config", 0, &data, &len, &ver, &se);
+	if (!ret)
+		ret = snap_ram_read_section(r, &ram, &se);
+	if (ret)
+		goto fail_se;
+	if (ram.ram_size != cfg->mem_size) {
+		snprintf(err, errlen,
+			 "%s: section 'ram': field 'ram_size': %" PRIu64
+			 " does not match the configured memory %" PRIu64,
+			 path, ram.ram_size, cfg->mem_size);
+		ret = -EINVAL;
+		goto out;
+	}
+	/* Every described section through this khyve's own description. */
+	for (unsigned i = 0; i < snap_reader_nsections(r); i++) {
+		struct snap_section_info si;
+		const struct snap_desc *d = NULL;
+		void *scratch;
+
+		snap_reader_section(r, i, &si);
+		if (si.kind != SNAP_KIND_DESC)
+			continue;
+		for (unsigned k = 0; k < ARRAY_SIZE(restore_descs); k++)
+			if (!strcmp(restore_descs[k]->name, si.name))
+				d = restore_descs[k];
+		if (!d)
+			continue; /* left to snap_reader_check_consumed */
+		scratch = calloc(1, d->state_size ? d->state_size : 1);
+		if (!scratch) {
+			ret = -ENOMEM;
+			goto out;
+		}
+		ret = snap_read_section(r, d, si.instance, scratch, &se);
+		free(scratch);
+		if (ret)
+			goto fail_se;
+	}
+	ret = snap_reader_check_consumed(r, &se);
+	if (ret)
+		goto fail_se;
+	/* The RAM file: beside it, a regular file of this pair. */
+	ret = snap_ram_resolve(path, ram.file, ram_path, sizeof(ram_path));
+	if (ret) {
+		snprintf(err, errlen, "%s: section 'ram': bad RAM file name",
+			 path);
+		goto out;
+	}
+	ret = snap_ram_check_file(ram_path, &ram, &se);
+	if (ret)
+		goto fail_se;
+	goto out;
+fail_se:
+	snprintf(err, errlen, "%s", se.msg);
+out:
+	snap_ram_info_free(&ram);
+	snap_reader_close(r);
+	return ret;
+}
+
 int vm_snapshot_restore(struct vm *vm, const char *path, char *err,
 			size_t errlen)
 {
@@ -827,7 +1091,8 @@ int vm_snapshot_restore(struct vm *vm, const char *path, char *err,
 	}
 	ret = snap_ram_resolve(path, ram.file, ram_path, sizeof(ram_path));
 	if (ret) {
-		snprintf(err, errlen, "%s: RAM file name too long", path);
+		snprintf(err, errlen, "%s: section 'ram': bad RAM file name",
+			 path);
 		goto out;
 	}
 	if (vm->cfg->restore_eager) {
@@ -837,11 +1102,15 @@ int vm_snapshot_restore(struct vm *vm, const char *path, char *err,
 
 		progress_start(&pl, STDERR_FILENO,
 			       "khyve: restoring guest RAM");
-		ret = snap_ram_load_eager_progress(&vm->mem, ram_path, &se,
-						   &pg);
+		ret = snap_ram_load_eager_pair(&vm->mem, ram_path, &ram, &se,
+					       &pg);
 		progress_end(&pl);
 	} else {
-		ret = snap_ram_map(&vm->mem, ram_path, &se);
+		int fd;
+
+		ret = snap_ram_map_pair(&vm->mem, ram_path, &ram, &fd, &se);
+		if (!ret)
+			ram_file_watch(vm, fd, ram_path);
 	}
 	if (ret)
 		goto fail_se;

@@ -30,5 +30,18 @@ int vm_snapshot_restore(struct vm *vm, const char *path, char *err,
 /* Read just the embedded configuration (before the VM exists). */
 int vm_snapshot_read_config(const char *path, struct vm_config *cfg,
 			    char *err, size_t errlen);
+/*
+ * Everything a restore checks without a VM, before any host binding named
+ * in the snapshot is opened: the whole state file (every section through
+ * this khyve's descriptions, none left over), the host, the RAM size
+ * against @cfg, and the RAM file (a bare name beside @path, a regular
+ * file of the right size carrying the state file's save id).
+ */
+int vm_snapshot_preflight(const char *path, const struct vm_config *cfg,
+			  char *err, size_t errlen);
+/* SIGIO: the RAM file a mapped restore maps is being written (lease). */
+void vm_snapshot_ram_file_event(struct vm *vm);
+/* Close the mapped RAM file (vm_destroy, after guest RAM is unmapped). */
+void vm_snapshot_release(struct vm *vm);
 
 #endif

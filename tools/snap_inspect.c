@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "common.h"
+#include "config.h"
 #include "snap_ram.h"
 
 #define MAX_PRINT_BYTES 64 /* of a byte array in text output */
@@ -173,6 +174,61 @@ static void print_config(FILE *out, json_t *cfg)
 	}
 }
 
+/*
+ * ---- What a restore opens on the host ----
+ * The RAM file (beside the state file), then every host binding of the
+ * embedded configuration (console, disks, TAPs, console sockets): a
+ * restore opens them unless the command line names others (-l, -s).
+ */
+struct bind_list {
+	FILE *out;   /* text */
+	json_t *arr; /* or JSON */
+};
+
+static void add_binding(void *opaque, const char *what, const char *kind,
+			const char *target)
+{
+	struct bind_list *b = opaque;
+
+	if (b->arr) {
+		json_array_append_new(b->arr,
+				      json_pack("{s:s, s:s, s:s}", "what", what,
+						"kind", kind, "target", target));
+		return;
+	}
+	fprintf(b->out, "  %-22s %-8s %s%s\n", what, kind, target,
+		*target && *target != '/' && strcmp(kind, "tap")
+			? "  (relative to khyve's working directory)"
+			: "");
+}
+
+static void list_bindings(struct snap_reader *r, json_t *cfg,
+			  struct bind_list *b)
+{
+	struct snap_ram_info ri;
+	struct snap_err e;
+	struct vm_config c;
+	char ram[4096], msg[256];
+
+	if (!snap_ram_read_section(r, &ri, &e)) {
+		if (snap_ram_resolve(snap_reader_path(r), ri.file, ram,
+				     sizeof(ram)))
+			snprintf(ram, sizeof(ram), "(bad name) %s", ri.file);
+		add_binding(b, "ram", "ram", ram);
+		snap_ram_info_free(&ri);
+	} else if (snap_has_section(r, SNAP_RAM_SECTION, 0)) {
+		add_binding(b, "ram", "invalid", e.msg);
+	}
+	if (!cfg)
+		return;
+	if (config_from_json(&c, cfg, msg, sizeof(msg))) {
+		add_binding(b, "config", "invalid", msg);
+		return;
+	}
+	config_host_bindings(&c, add_binding, b);
+	config_free(&c);
+}
+
 static void print_text(struct snap_reader *r, json_t *cfg, bool all, FILE *out)
 {
 	const struct snap_header_info *h = snap_reader_header(r);
@@ -193,6 +249,14 @@ static void print_text(struct snap_reader *r, json_t *cfg, bool all, FILE *out)
 		h->host.stepping, h->host.cpuid_hash);
 	if (h->host.kvm_info[0])
 		fprintf(out, "kvm:       %s\n", h->host.kvm_info);
+	if (h->has_save_id) {
+		char id[SNAP_SAVE_ID_STR];
+
+		snap_save_id_str(h->save_id, id);
+		fprintf(out, "save id:   %s\n", id);
+	} else {
+		fprintf(out, "save id:   none (RAM file checked by size only)\n");
+	}
 	if (cfg) {
 		print_config(out, cfg);
 	}
@@ -202,6 +266,15 @@ static void print_text(struct snap_reader *r, json_t *cfg, bool all, FILE *out)
 			" bytes, %u chunks of %" PRIu64 "\n",
 			ri.file, ri.ram_size, ri.nchunks, ri.chunk_size);
 		snap_ram_info_free(&ri);
+	} else if (snap_has_section(r, SNAP_RAM_SECTION, 0)) {
+		fprintf(out, "ram:       INVALID: %s\n", e.msg);
+	}
+	{
+		struct bind_list b = {out, NULL};
+
+		fprintf(out, "opens:     on restore, unless -l or -s name "
+			     "others:\n");
+		list_bindings(r, cfg, &b);
 	}
 	fprintf(out, "sections:  %u\n", snap_reader_nsections(r));
 	fprintf(out, "  %-20s %5s %4s %4s %-6s %-8s %10s\n", "NAME", "INST",
@@ -258,6 +331,20 @@ static json_t *build_json(struct snap_reader *r, json_t *cfg, bool all)
 	json_object_set_new(doc, "created", json_string(when));
 	json_object_set_new(doc, "created_epoch",
 			    json_integer((json_int_t)h->created));
+	if (h->has_save_id) {
+		char id[SNAP_SAVE_ID_STR];
+
+		snap_save_id_str(h->save_id, id);
+		json_object_set_new(doc, "save_id", json_string(id));
+	} else {
+		json_object_set_new(doc, "save_id", json_null());
+	}
+	{
+		struct bind_list b = {NULL, json_array()};
+
+		list_bindings(r, cfg, &b);
+		json_object_set_new(doc, "host_bindings", b.arr);
+	}
 	snprintf(buf, sizeof(buf), "%016" PRIx64, h->host.cpuid_hash);
 	json_object_set_new(doc, "host",
 			    json_pack("{s:s, s:i, s:i, s:i, s:s, s:s}",

@@ -592,7 +592,9 @@ int virtio_blk_init(struct virtio_blk *blk, const struct virtio_blk_opts *o,
 	flags = (o->readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC;
 	if (o->direct)
 		flags |= O_DIRECT;
-	blk->fd = open(o->path, flags);
+	/* Not waited on if it is a FIFO (refused below), e.g. named by a
+	 * hostile snapshot; cleared again for the image itself. */
+	blk->fd = open(o->path, flags | O_NONBLOCK);
 	if (blk->fd < 0) {
 		ret = -errno;
 		log_err("virtio-blk: cannot open %s: %s", o->path,
@@ -608,6 +610,10 @@ int virtio_blk_init(struct virtio_blk *blk, const struct virtio_blk_opts *o,
 			"512-byte sectors",
 			o->path);
 		ret = -EINVAL;
+		goto err_fd;
+	}
+	if (fcntl(blk->fd, F_SETFL, fcntl(blk->fd, F_GETFL) & ~O_NONBLOCK)) {
+		ret = -errno;
 		goto err_fd;
 	}
 	blk->st.capacity = (uint64_t)sb.st_size / VIRTIO_BLK_SECTOR;

@@ -11,12 +11,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 #include <xxhash.h>
 
 #include "common.h"
+#include "snap_fault.h"
 
 #define HDR_MAGIC "KHYVSNAP"
 #define HDR_FIXED 48	      /* bytes before the strings */
@@ -420,6 +422,12 @@ static int wappend(struct snap_writer *w, const void *buf, size_t len)
 
 	if (w->err)
 		return w->err;
+	rc = snap_fault(SNAP_FAULT_STATE_WRITE);
+	if (rc) {
+		w->err = rc;
+		return wfail(w, rc, "%s: write: %s (injected fault)", w->tmp,
+			     strerror(-rc));
+	}
 	if (w->off + len + END_LEN > SNAP_MAX_FILE_SIZE) {
 		w->err = -EFBIG;
 		return wfail(w, w->err,
@@ -461,12 +469,46 @@ static void split_path(const char *path, char **dir, const char **base)
 	}
 }
 
+int snap_save_id_new(uint8_t id[SNAP_SAVE_ID_LEN])
+{
+	static const uint8_t zero[SNAP_SAVE_ID_LEN];
+	size_t got = 0;
+
+	while (got < SNAP_SAVE_ID_LEN) {
+		ssize_t n = getrandom(id + got, SNAP_SAVE_ID_LEN - got, 0);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? -errno : -EIO;
+		got += (size_t)n;
+	}
+	/* All zero means "no id": never hand that out. */
+	if (!memcmp(id, zero, SNAP_SAVE_ID_LEN))
+		id[0] = 1;
+	return 0;
+}
+
+void snap_save_id_str(const uint8_t id[SNAP_SAVE_ID_LEN],
+		      char out[SNAP_SAVE_ID_STR])
+{
+	for (unsigned i = 0; i < SNAP_SAVE_ID_LEN; i++)
+		snprintf(out + 2 * i, 3, "%02x", id[i]);
+}
+
 int snap_writer_open(struct snap_writer **wp, const char *path,
 		     const struct snap_host_info *host)
 {
+	return snap_writer_open_id(wp, path, host, NULL);
+}
+
+int snap_writer_open_id(struct snap_writer **wp, const char *path,
+			const struct snap_host_info *host,
+			const uint8_t *save_id)
+{
 	struct snap_writer *w;
 	const char *base;
-	uint8_t hdr[HDR_FIXED + 8 + 16 + 64 + 16 + 128 + 8];
+	uint8_t hdr[HDR_FIXED + 8 + 16 + 64 + 16 + 128 + SNAP_SAVE_ID_LEN + 8];
 	size_t n;
 	int rc;
 
@@ -517,6 +559,10 @@ int snap_writer_open(struct snap_writer **wp, const char *path,
 	n += put_str(hdr + n, host->cpu_vendor,
 		     MIN(15, sizeof(host->cpu_vendor)));
 	n += put_str(hdr + n, host->kvm_info, MIN(127, sizeof(host->kvm_info)));
+	/* 1.1 extension: the save id (zeros: none). */
+	if (save_id)
+		memcpy(hdr + n, save_id, SNAP_SAVE_ID_LEN);
+	n += SNAP_SAVE_ID_LEN;
 	put_le32(hdr + 12, (uint32_t)(n + 8));
 	put_le64(hdr + n, XXH3_64bits(hdr, n));
 	n += 8;
@@ -753,16 +799,16 @@ static int fsync_dir(const char *dir)
 	return rc;
 }
 
-int snap_writer_commit(struct snap_writer *w)
+int snap_writer_seal(struct snap_writer *w)
 {
 	uint8_t end[END_LEN];
 	int rc;
 
-	if (!w)
+	if (!w || w->fd < 0)
 		return -EINVAL;
 	rc = w->err;
 	if (rc)
-		goto fail;
+		return rc;
 	put_le32(end, END_MAGIC);
 	put_le32(end + 4, w->nsections);
 	put_le64(end + 8, w->off + END_LEN);
@@ -770,29 +816,56 @@ int snap_writer_commit(struct snap_writer *w)
 	put_le64(end + 16, XXH3_64bits_digest(w->file_hash));
 	rc = write_full(w->fd, end, sizeof(end));
 	if (rc) {
-		wfail(w, rc, "%s: write: %s", w->tmp, strerror(-rc));
-		goto fail;
+		w->err = rc;
+		return wfail(w, rc, "%s: write: %s", w->tmp, strerror(-rc));
 	}
 	if (fsync(w->fd)) {
 		rc = -errno;
-		goto fail;
+		w->err = rc;
+		return wfail(w, rc, "%s: fsync: %s", w->tmp, strerror(-rc));
 	}
-	if (close(w->fd)) {
-		w->fd = -1;
-		rc = -errno;
-		goto fail;
-	}
+	rc = close(w->fd) ? -errno : 0;
 	w->fd = -1;
+	if (rc) {
+		w->err = rc;
+		return wfail(w, rc, "%s: close: %s", w->tmp, strerror(-rc));
+	}
+	return 0;
+}
+
+int snap_writer_publish(struct snap_writer *w, bool sync_dir)
+{
+	int rc;
+
+	if (!w || w->fd >= 0 || !w->tmp || w->err)
+		return -EINVAL;
+	rc = snap_fault(SNAP_FAULT_STATE_COMMIT);
+	if (rc)
+		return wfail(w, rc, "%s: rename: %s (injected fault)", w->path,
+			     strerror(-rc));
 	if (rename(w->tmp, w->path)) {
 		rc = -errno;
-		goto fail;
+		return wfail(w, rc, "%s: rename: %s", w->path, strerror(-rc));
 	}
 	free(w->tmp);
 	w->tmp = NULL; /* it is the real file now: abort must not unlink */
-	rc = fsync_dir(w->dir);
-	snap_writer_abort(w);
-	return rc;
-fail:
+	return sync_dir ? fsync_dir(w->dir) : 0;
+}
+
+const char *snap_writer_path(const struct snap_writer *w)
+{
+	return w ? w->path : "";
+}
+
+int snap_writer_commit(struct snap_writer *w)
+{
+	int rc;
+
+	if (!w)
+		return -EINVAL;
+	rc = snap_writer_seal(w);
+	if (!rc)
+		rc = snap_writer_publish(w, true);
 	snap_writer_abort(w);
 	return rc;
 }
@@ -997,6 +1070,18 @@ static int parse_header(struct snap_reader *r, uint64_t *hlen,
 			     sizeof(h->host.kvm_info), "kvm info", err);
 	if (rc)
 		return rc;
+	/* 1.1: the save id opens the extension (a 1.0 file has none). */
+	if (h->minor >= 1) {
+		static const uint8_t zero[SNAP_SAVE_ID_LEN];
+
+		if (end - p < SNAP_SAVE_ID_LEN)
+			return RERR(-EPROTO,
+				    "%s: header: format %u.%u without its save "
+				    "id",
+				    r->path, h->major, h->minor);
+		memcpy(h->save_id, p, SNAP_SAVE_ID_LEN);
+		h->has_save_id = memcmp(h->save_id, zero, SNAP_SAVE_ID_LEN);
+	}
 	if (strcmp(h->arch, SNAP_ARCH))
 		return RERR(-EPROTO,
 			    "%s: snapshot is for arch '%s', this khyve is %s",
@@ -1143,6 +1228,51 @@ static int parse(struct snap_reader *r, struct snap_err *err)
 	return 0;
 }
 
+const char *snap_file_type(mode_t mode)
+{
+	return S_ISFIFO(mode)  ? "a FIFO"
+	       : S_ISCHR(mode) ? "a character device"
+	       : S_ISBLK(mode) ? "a block device"
+	       : S_ISSOCK(mode) ? "a socket"
+	       : S_ISDIR(mode)	? "a directory"
+	       : S_ISLNK(mode)	? "a symbolic link"
+				: "not a regular file";
+}
+
+/*
+ * Neither a symlink followed (it could point anywhere) nor a FIFO or
+ * device waited on (an open, or the first read, would hang khyve): a
+ * snapshot file is a regular file or it is refused.
+ */
+int snap_open_regular(const char *path, int flags, struct stat *st,
+		      struct snap_err *err)
+{
+	int fd = open(path, flags | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	int rc;
+
+	if (fd < 0) {
+		rc = -errno;
+		if (rc == -ELOOP)
+			return snap_seterr(err, rc,
+					   "%s: is a symbolic link (snapshot "
+					   "files are not followed)",
+					   path);
+		return snap_seterr(err, rc, "%s: %s", path, strerror(-rc));
+	}
+	if (fstat(fd, st)) {
+		rc = -errno;
+		close(fd);
+		return snap_seterr(err, rc, "%s: %s", path, strerror(-rc));
+	}
+	if (!S_ISREG(st->st_mode)) {
+		close(fd);
+		return snap_seterr(err, -EINVAL,
+				   "%s: not a regular file (%s)", path,
+				   snap_file_type(st->st_mode));
+	}
+	return fd;
+}
+
 int snap_reader_open_mem(struct snap_reader **rp, const char *name,
 			 const void *data, size_t len, struct snap_err *err)
 {
@@ -1186,17 +1316,9 @@ int snap_reader_open(struct snap_reader **rp, const char *path,
 	int fd, rc;
 
 	*rp = NULL;
-	fd = open(path, O_RDONLY | O_CLOEXEC);
+	fd = snap_open_regular(path, O_RDONLY, &st, err);
 	if (fd < 0)
-		return RERR(-errno, "%s: %s", path, strerror(errno));
-	if (fstat(fd, &st)) {
-		rc = RERR(-errno, "%s: %s", path, strerror(errno));
-		goto out;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		rc = RERR(-EINVAL, "%s: not a regular file", path);
-		goto out;
-	}
+		return fd;
 	if ((uint64_t)st.st_size > SNAP_MAX_FILE_SIZE) {
 		rc = RERR(-EFBIG,
 			  "%s: %lld bytes is larger than the %llu a state "

@@ -23,16 +23,20 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 
 #include "snap_desc.h"
 
 #define SNAP_FORMAT_MAJOR 1
-#define SNAP_FORMAT_MINOR 0
+#define SNAP_FORMAT_MINOR 1 /* 1.1: the save id in the header */
 #define SNAP_ARCH	  "x86_64"
 /* Bound on the state file so a hostile file cannot make us allocate much. */
 #define SNAP_MAX_FILE_SIZE (256ULL * 1024 * 1024)
 #define SNAP_MAX_NAME	   64	 /* section and field names, bytes */
 #define SNAP_MAX_SECTIONS  65536 /* per file */
+/* A random id per save, in the state file's header and the RAM file. */
+#define SNAP_SAVE_ID_LEN   16
+#define SNAP_SAVE_ID_STR   (2 * SNAP_SAVE_ID_LEN + 1)
 
 /* A precise, user-facing message; every error path fills it. */
 struct snap_err {
@@ -54,6 +58,9 @@ struct snap_header_info {
 	char arch[16];
 	char khyve_version[64];
 	struct snap_host_info host;
+	/* Format 1.1 on: the save's id (all zero: none, e.g. 1.0 files). */
+	uint8_t save_id[SNAP_SAVE_ID_LEN];
+	bool has_save_id;
 };
 
 enum snap_section_kind {
@@ -88,6 +95,17 @@ struct snap_reader;
 int snap_seterr(struct snap_err *err, int rc, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
+/*
+ * Open a snapshot file (@flags: O_RDONLY...) without following a symlink
+ * and without blocking on a FIFO or device; anything but a regular file is
+ * refused with a message naming what is there. The fd (O_NONBLOCK set:
+ * harmless on regular files), or -errno with @err.
+ */
+int snap_open_regular(const char *path, int flags, struct stat *st,
+		      struct snap_err *err);
+/* "a FIFO", "a character device", ... for messages. */
+const char *snap_file_type(mode_t mode);
+
 /* Fill @h from CPUID of this host; @kvm_info may be NULL. */
 int snap_host_info_probe(struct snap_host_info *h, const char *kvm_info);
 
@@ -97,6 +115,15 @@ int snap_host_info_probe(struct snap_host_info *h, const char *kvm_info);
  */
 int snap_writer_open(struct snap_writer **w, const char *path,
 		     const struct snap_host_info *host);
+/* The same, recording @save_id (NULL: none) in the header. */
+int snap_writer_open_id(struct snap_writer **w, const char *path,
+			const struct snap_host_info *host,
+			const uint8_t *save_id);
+/* A fresh random save id (getrandom). */
+int snap_save_id_new(uint8_t id[SNAP_SAVE_ID_LEN]);
+/* As 32 hex digits. */
+void snap_save_id_str(const uint8_t id[SNAP_SAVE_ID_LEN],
+		      char out[SNAP_SAVE_ID_STR]);
 /* Encode @state (a struct described by @d). */
 int snap_write_section(struct snap_writer *w, const struct snap_desc *d,
 		       uint32_t instance, const void *state);
@@ -116,6 +143,17 @@ const char *snap_writer_error(const struct snap_writer *w);
 int snap_writer_commit(struct snap_writer *w);
 /* Remove the temporary file and free @w. */
 void snap_writer_abort(struct snap_writer *w);
+/*
+ * snap_writer_commit() in two steps, for a caller that commits the state
+ * file together with another one (snap_ram_pair_commit): _seal writes the
+ * end marker, fsyncs and closes the temporary file; _publish renames it
+ * over the destination (and fsyncs the directory if @sync_dir). Neither
+ * frees @w: snap_writer_abort() does, and removes the temporary file
+ * unless it was published.
+ */
+int snap_writer_seal(struct snap_writer *w);
+int snap_writer_publish(struct snap_writer *w, bool sync_dir);
+const char *snap_writer_path(const struct snap_writer *w);
 
 /*
  * Read and validate the whole file: header, sizes, every checksum, every

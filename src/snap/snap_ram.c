@@ -13,14 +13,24 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
 
 #include "common.h"
+#include "snap_fault.h"
 
 #define RAM_HDR 24
 #define MAX_RUN (64ULL * 1024 * 1024) /* bytes per pwrite */
+
+/*
+ * The pair trailer (format 1.1): SNAP_RAM_TRAILER bytes right after the
+ * RAM, so the RAM itself still starts at offset 0 and maps as it is.
+ */
+#define TRL_MAGIC   "KHYVSRAM"
+#define TRL_VERSION 1
+#define TRL_SUM	    (SNAP_RAM_TRAILER - 8) /* checksum covers [0, this) */
 
 /* Host pointer of flat RAM offset @off and bytes contiguous from there. */
 static uint8_t *ram_ptr(const struct guest_mem *m, uint64_t off,
@@ -65,6 +75,10 @@ static bool page_is_zero(const uint8_t *p)
 
 static int pwrite_full(int fd, const uint8_t *p, uint64_t len, uint64_t off)
 {
+	int rc = snap_fault(SNAP_FAULT_RAM_WRITE);
+
+	if (rc)
+		return rc;
 	while (len) {
 		ssize_t n = pwrite(fd, p, MIN(len, MAX_RUN), (off_t)off);
 
@@ -105,15 +119,22 @@ int snap_ram_default_path(const char *state_path, char *out, size_t outlen)
 	return n < 0 || (size_t)n >= outlen ? -ENAMETOOLONG : 0;
 }
 
+bool snap_ram_name_ok(const char *name)
+{
+	return *name && !strchr(name, '/') && strcmp(name, ".") &&
+	       strcmp(name, "..");
+}
+
 int snap_ram_resolve(const char *state_path, const char *recorded, char *out,
 		     size_t outlen)
 {
 	const char *slash = strrchr(state_path, '/');
 	int n;
 
-	if (!*recorded)
+	/* A bare name beside the state file, never a path elsewhere. */
+	if (!snap_ram_name_ok(recorded))
 		return -EINVAL;
-	if (recorded[0] == '/' || !slash)
+	if (!slash)
 		n = snprintf(out, outlen, "%s", recorded);
 	else
 		n = snprintf(out, outlen, "%.*s/%s", (int)(slash - state_path),
@@ -151,6 +172,8 @@ struct snap_ram_live {
 	const struct guest_mem *m;
 	char *path, *tmp;
 	int fd;
+	uint8_t id[SNAP_SAVE_ID_LEN];
+	bool has_id; /* a trailer follows the RAM */
 	int pagemap; /* -1: unavailable, every page is read */
 	uint64_t npages, nchunks;
 	uint64_t *hashes;
@@ -517,8 +540,25 @@ uint64_t snap_ram_live_hashed(const struct snap_ram_live *lv)
 	return lv->hashed;
 }
 
+static void trailer_build(uint8_t *t, const uint8_t *id, uint64_t ram_size)
+{
+	memset(t, 0, SNAP_RAM_TRAILER);
+	memcpy(t, TRL_MAGIC, 8);
+	put_le16(t + 8, TRL_VERSION);
+	put_le32(t + 12, SNAP_RAM_TRAILER);
+	memcpy(t + 16, id, SNAP_SAVE_ID_LEN);
+	put_le64(t + 32, ram_size);
+	put_le64(t + TRL_SUM, XXH3_64bits(t, TRL_SUM));
+}
+
 int snap_ram_live_open(const struct guest_mem *m, const char *path,
 		       struct snap_ram_live **out)
+{
+	return snap_ram_live_open_id(m, path, NULL, out);
+}
+
+int snap_ram_live_open_id(const struct guest_mem *m, const char *path,
+			  const uint8_t *save_id, struct snap_ram_live **out)
 {
 	const char *base = last_component(path);
 	struct snap_ram_live *lv;
@@ -539,6 +579,10 @@ int snap_ram_live_open(const struct guest_mem *m, const char *path,
 		return -ENOMEM;
 	lv->m = m;
 	lv->fd = -1;
+	if (save_id) {
+		memcpy(lv->id, save_id, SNAP_SAVE_ID_LEN);
+		lv->has_id = true;
+	}
 	lv->npages = m->ram_size / PAGE_SIZE;
 	lv->nchunks =
 		(m->ram_size + SNAP_RAM_CHUNK_SIZE - 1) / SNAP_RAM_CHUNK_SIZE;
@@ -575,9 +619,18 @@ int snap_ram_live_open(const struct guest_mem *m, const char *path,
 		goto fail;
 	}
 	/* Full size first: pages we never write stay holes. */
-	if (ftruncate(lv->fd, (off_t)m->ram_size)) {
+	if (ftruncate(lv->fd, (off_t)(m->ram_size +
+				      (lv->has_id ? SNAP_RAM_TRAILER : 0)))) {
 		rc = -errno;
 		goto fail;
+	}
+	if (lv->has_id) {
+		uint8_t t[SNAP_RAM_TRAILER];
+
+		trailer_build(t, lv->id, m->ram_size);
+		rc = pwrite_full(lv->fd, t, sizeof(t), m->ram_size);
+		if (rc)
+			goto fail;
 	}
 	*out = lv;
 	return 0;
@@ -647,6 +700,8 @@ int snap_ram_live_info(const struct snap_ram_live *lv,
 	info->chunk_size = SNAP_RAM_CHUNK_SIZE;
 	info->nchunks = (uint32_t)lv->nchunks;
 	info->hashes = h;
+	memcpy(info->save_id, lv->id, SNAP_SAVE_ID_LEN);
+	info->has_id = lv->has_id;
 	return 0;
 }
 
@@ -687,7 +742,144 @@ int snap_ram_live_commit(struct snap_ram_live *lv, unsigned flags,
 		info->nchunks = (uint32_t)lv->nchunks;
 		info->hashes = lv->hashes;
 		lv->hashes = NULL;
+		memcpy(info->save_id, lv->id, SNAP_SAVE_ID_LEN);
+		info->has_id = lv->has_id;
 	}
+	snap_ram_live_abort(lv);
+	return rc;
+}
+
+/*
+ * A link to the previous RAM file at a fresh temporary name beside it, so
+ * it can be put back if the state file cannot be. *@backup NULL: there was
+ * no previous file (or links are not possible here: then no rollback).
+ */
+static int link_backup(const char *path, char **backup)
+{
+	const char *base = last_component(path);
+	struct stat st;
+
+	*backup = NULL;
+	if (lstat(path, &st))
+		return errno == ENOENT ? 0 : -errno;
+	for (unsigned tries = 0; tries < 64; tries++) {
+		uint8_t rnd[6];
+		char *b;
+
+		if (getrandom(rnd, sizeof(rnd), 0) != sizeof(rnd))
+			return -EIO;
+		if (asprintf(&b, "%.*s.%s.old-%02x%02x%02x%02x%02x%02x",
+			     (int)(base - path), path, base, rnd[0], rnd[1],
+			     rnd[2], rnd[3], rnd[4], rnd[5]) < 0)
+			return -ENOMEM;
+		if (!link(path, b)) {
+			*backup = b;
+			return 0;
+		}
+		free(b);
+		if (errno != EEXIST)
+			return 0; /* no hard links here: commit without */
+	}
+	return 0;
+}
+
+int snap_ram_pair_commit(struct snap_ram_live *lv, struct snap_writer *w,
+			 unsigned flags, struct snap_err *err)
+{
+	bool sync = flags & SNAP_RAM_FSYNC;
+	char *backup = NULL;
+	int rc, rc2;
+
+	if (!lv || !w || (flags & ~SNAP_RAM_FSYNC)) {
+		rc = snap_seterr(err, -EINVAL, "snapshot commit: bad call");
+		goto abort;
+	}
+	/* Both files complete under their temporary names first. */
+	if (sync && fsync(lv->fd)) {
+		rc = snap_seterr(err, -errno, "%s: fsync: %s", lv->tmp,
+				 strerror(errno));
+		goto abort;
+	}
+	rc = close(lv->fd) ? -errno : 0;
+	lv->fd = -1;
+	if (rc) {
+		snap_seterr(err, rc, "%s: close: %s", lv->tmp, strerror(-rc));
+		goto abort;
+	}
+	rc = snap_writer_seal(w);
+	if (rc) {
+		snap_seterr(err, rc, "%s", snap_writer_error(w));
+		goto abort;
+	}
+	/*
+	 * Two renames, RAM first. The previous RAM file keeps a second name
+	 * until the new state file is in place: if that rename fails, it
+	 * goes back and the previous pair is exactly as it was.
+	 */
+	rc = link_backup(lv->path, &backup);
+	if (rc) {
+		snap_seterr(err, rc, "%s: %s", lv->path, strerror(-rc));
+		goto abort;
+	}
+	rc = snap_fault(SNAP_FAULT_RAM_COMMIT);
+	if (rc) {
+		snap_seterr(err, rc, "%s: rename: %s (injected fault)",
+			    lv->path, strerror(-rc));
+		goto abort;
+	}
+	if (rename(lv->tmp, lv->path)) {
+		rc = snap_seterr(err, -errno, "%s: rename: %s", lv->path,
+				 strerror(errno));
+		goto abort;
+	}
+	free(lv->tmp);
+	lv->tmp = NULL;
+	rc = snap_writer_publish(w, false);
+	if (rc) {
+		snap_seterr(err, rc, "%s", snap_writer_error(w));
+		/* No previous RAM file: this save's must not stay behind. */
+		rc2 = snap_fault(SNAP_FAULT_ROLLBACK);
+		if (!rc2 && (backup ? rename(backup, lv->path)
+				    : unlink(lv->path)))
+			rc2 = -errno;
+		if (!rc2) {
+			free(backup);
+			backup = NULL;
+		} else {
+			size_t n = strlen(err->msg);
+
+			/* Keep the old RAM file's backup: it is the data. */
+			snprintf(err->msg + n, sizeof(err->msg) - n,
+				 "; putting the previous RAM file back "
+				 "failed too (%s): the state file and %s are "
+				 "now from different saves and a restore "
+				 "refuses them%s%s",
+				 strerror(-rc2), lv->path,
+				 backup ? "; the previous RAM file is " : "",
+				 backup ? backup : "");
+			free(backup);
+			backup = NULL;
+		}
+		goto abort;
+	}
+	if (backup && unlink(backup)) {
+		/* Committed; only a stray name is left. */
+	}
+	free(backup);
+	backup = NULL;
+	rc = sync ? fsync_parent(lv->path) : 0;
+	if (rc)
+		snap_seterr(err, rc, "%s: fsync of its directory: %s",
+			    lv->path, strerror(-rc));
+	snap_writer_abort(w);
+	snap_ram_live_abort(lv);
+	return rc;
+abort:
+	if (backup) {
+		unlink(backup);
+		free(backup);
+	}
+	snap_writer_abort(w);
 	snap_ram_live_abort(lv);
 	return rc;
 }
@@ -735,49 +927,125 @@ int snap_ram_save_beside(const struct guest_mem *m, const char *state_path,
 	return snap_ram_save_beside_progress(m, state_path, flags, info, NULL);
 }
 
-static int open_sized(const char *path, uint64_t want, struct snap_err *err)
+/*
+ * Open the RAM file of a pair: a regular file (snap_open_regular) of
+ * exactly @want bytes, or, when the state file has a save id (@id), of
+ * @want bytes plus a trailer carrying that id. Cheap: one fstat and one
+ * 64-byte read, whatever the RAM size.
+ */
+static int ram_open(const char *path, uint64_t want, const uint8_t *id,
+		    struct snap_err *err)
 {
+	uint64_t expect = want + (id ? SNAP_RAM_TRAILER : 0);
+	uint8_t t[SNAP_RAM_TRAILER];
+	char have[SNAP_SAVE_ID_STR], need[SNAP_SAVE_ID_STR];
 	struct stat st;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	int fd, rc;
+
+	fd = snap_open_regular(path, O_RDONLY, &st, err);
+	if (fd < 0)
+		return fd;
+	if (id && (uint64_t)st.st_size == want) {
+		snap_save_id_str(id, need);
+		rc = snap_seterr(err, -EINVAL,
+				 "%s: has no save id, the state file wants "
+				 "save %s: not the RAM file of this snapshot "
+				 "(the two files come from different saves)",
+				 path, need);
+		goto fail;
+	}
+	if ((uint64_t)st.st_size != expect) {
+		rc = snap_seterr(
+			err, -EINVAL,
+			"%s: size %lld does not match the RAM size %llu%s", path,
+			(long long)st.st_size, (unsigned long long)want,
+			id ? " (plus its 64-byte trailer)" : "");
+		goto fail;
+	}
+	if (!id)
+		return fd;
+	rc = pread_full(fd, t, sizeof(t), (off_t)want);
+	if (rc) {
+		snap_seterr(err, rc, "%s: read: %s", path, strerror(-rc));
+		goto fail;
+	}
+	if (memcmp(t, TRL_MAGIC, 8) || get_le16(t + 8) != TRL_VERSION ||
+	    get_le32(t + 12) != SNAP_RAM_TRAILER ||
+	    get_le64(t + 32) != want ||
+	    XXH3_64bits(t, TRL_SUM) != get_le64(t + TRL_SUM)) {
+		rc = snap_seterr(err, -EINVAL,
+				 "%s: damaged RAM file trailer (no valid save "
+				 "id)",
+				 path);
+		goto fail;
+	}
+	if (memcmp(t + 16, id, SNAP_SAVE_ID_LEN)) {
+		snap_save_id_str(t + 16, have);
+		snap_save_id_str(id, need);
+		rc = snap_seterr(err, -EINVAL,
+				 "%s: written by save %s, the state file is "
+				 "from save %s: the two files come from "
+				 "different saves",
+				 path, have, need);
+		goto fail;
+	}
+	return fd;
+fail:
+	close(fd);
+	return rc;
+}
+
+static const uint8_t *info_id(const struct snap_ram_info *info)
+{
+	return info && info->has_id ? info->save_id : NULL;
+}
+
+int snap_ram_check_file(const char *path, const struct snap_ram_info *info,
+			struct snap_err *err)
+{
+	int fd = ram_open(path, info->ram_size, info_id(info), err);
 
 	if (fd < 0)
-		return snap_seterr(err, -errno, "%s: %s", path,
-				   strerror(errno));
-	if (fstat(fd, &st)) {
+		return fd;
+	close(fd);
+	return 0;
+}
+
+int snap_ram_map_pair(const struct guest_mem *m, const char *path,
+		      const struct snap_ram_info *info, int *keep_fd,
+		      struct snap_err *err)
+{
+	void *p;
+	int fd;
+
+	if (keep_fd)
+		*keep_fd = -1;
+	if (!m || !m->base || check_layout(m))
+		return snap_seterr(err, -EINVAL, "%s: guest RAM is not mapped",
+				   path);
+	fd = ram_open(path, m->ram_size, info_id(info), err);
+	if (fd < 0)
+		return fd;
+	p = mmap(m->base, m->ram_size, PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_FIXED, fd, 0);
+	if (p == MAP_FAILED) {
 		int rc = -errno;
 
 		close(fd);
-		return snap_seterr(err, rc, "%s: %s", path, strerror(-rc));
+		return snap_seterr(err, rc, "%s: mmap: %s", path,
+				   strerror(-rc));
 	}
-	if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != want) {
+	if (keep_fd)
+		*keep_fd = fd;
+	else
 		close(fd);
-		return snap_seterr(
-			err, -EINVAL,
-			"%s: size %lld does not match the RAM size %llu", path,
-			(long long)st.st_size, (unsigned long long)want);
-	}
-	return fd;
+	return 0;
 }
 
 int snap_ram_map(const struct guest_mem *m, const char *path,
 		 struct snap_err *err)
 {
-	void *p;
-	int fd;
-
-	if (!m || !m->base || check_layout(m))
-		return snap_seterr(err, -EINVAL, "%s: guest RAM is not mapped",
-				   path);
-	fd = open_sized(path, m->ram_size, err);
-	if (fd < 0)
-		return fd;
-	p = mmap(m->base, m->ram_size, PROT_READ | PROT_WRITE,
-		 MAP_PRIVATE | MAP_FIXED, fd, 0);
-	close(fd);
-	if (p == MAP_FAILED)
-		return snap_seterr(err, -errno, "%s: mmap: %s", path,
-				   strerror(errno));
-	return 0;
+	return snap_ram_map_pair(m, path, NULL, NULL, err);
 }
 
 /* Zero [p, p+len) without touching pages that already read as zero. */
@@ -792,13 +1060,21 @@ int snap_ram_load_eager_progress(const struct guest_mem *m, const char *path,
 				 struct snap_err *err,
 				 const struct snap_ram_progress *pg)
 {
+	return snap_ram_load_eager_pair(m, path, NULL, err, pg);
+}
+
+int snap_ram_load_eager_pair(const struct guest_mem *m, const char *path,
+			     const struct snap_ram_info *info,
+			     struct snap_err *err,
+			     const struct snap_ram_progress *pg)
+{
 	uint64_t off = 0;
 	int fd, rc = 0;
 
 	if (check_layout(m))
 		return snap_seterr(err, -EINVAL, "%s: bad guest RAM layout",
 				   path);
-	fd = open_sized(path, m->ram_size, err);
+	fd = ram_open(path, m->ram_size, info_id(info), err);
 	if (fd < 0)
 		return fd;
 	while (off < m->ram_size && !rc) {
@@ -893,7 +1169,7 @@ int snap_ram_verify(const char *path, const struct snap_ram_info *info,
 		return rc;
 	if (!info->hashes)
 		return snap_seterr(err, -EINVAL, "%s: no chunk hashes", path);
-	fd = open_sized(path, info->ram_size, err);
+	fd = ram_open(path, info->ram_size, info_id(info), err);
 	if (fd < 0)
 		return fd;
 	buf = malloc(info->chunk_size);
@@ -992,6 +1268,12 @@ int snap_ram_decode(const void *data, size_t len, struct snap_ram_info *info,
 		return rc;
 	memcpy(info->file, b + RAM_HDR, nlen);
 	info->file[nlen] = 0;
+	/* Only ever a name in the state file's directory (docs/security.md). */
+	if (!snap_ram_name_ok(info->file))
+		return snap_seterr(err, -EPROTO,
+				   "%s: section 'ram': RAM file name '%s' is "
+				   "not a bare file name beside the state file",
+				   what, info->file);
 	info->hashes = malloc((size_t)info->nchunks * 8);
 	if (!info->hashes)
 		return snap_seterr(err, -ENOMEM, "%s: out of memory", what);
@@ -1016,5 +1298,12 @@ int snap_ram_read_section(struct snap_reader *r, struct snap_ram_info *info,
 		return snap_seterr(err, -EPROTO,
 				   "%s: section 'ram' #0: version %u is not %u",
 				   snap_reader_path(r), ver, SNAP_RAM_VERSION);
-	return snap_ram_decode(data, len, info, snap_reader_path(r), err);
+	rc = snap_ram_decode(data, len, info, snap_reader_path(r), err);
+	if (rc)
+		return rc;
+	/* The pair's identity comes from the state file's header. */
+	memcpy(info->save_id, snap_reader_header(r)->save_id,
+	       SNAP_SAVE_ID_LEN);
+	info->has_id = snap_reader_header(r)->has_save_id;
+	return 0;
 }

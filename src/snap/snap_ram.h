@@ -5,12 +5,19 @@
  * pages are holes. Per-chunk XXH3-64 hashes go into the state file's
  * "ram" blob section so the pair can be verified offline.
  *
- * Save:    snap_ram_save_beside(m, state_path, SNAP_RAM_FSYNC, &info);
- *          snap_ram_write_section(w, &info);   (before committing w)
- * Restore: snap_ram_read_section(r, &info, &err);
+ * Save (a pair: docs/snapshot-format.md, "Integrity and atomicity"):
+ *          snap_save_id_new(id);
+ *          snap_ram_live_open_id(m, "STATE.ram", id, &lv);
+ *          snap_ram_live_copy(lv, NULL, pg); snap_ram_live_info(lv, &info);
+ *          snap_writer_open_id(&w, "STATE", &host, id);
+ *          snap_ram_write_section(w, &info); ... (every section)
+ *          snap_ram_pair_commit(lv, w, SNAP_RAM_FSYNC, &err);
+ * Restore: snap_ram_read_section(r, &info, &err);   (id from the header)
  *          snap_ram_resolve(state_path, info.file, path, sizeof(path));
- *          snap_ram_map(m, path, &err);   or snap_ram_load_eager(...)
+ *          snap_ram_map_pair(m, path, &info, NULL, &err);
+ *                               or snap_ram_load_eager_pair(...)
  *          snap_ram_info_free(&info);
+ * snap_ram_save() and friends write a lone RAM file without a save id.
  */
 #ifndef KHYVE_SNAP_RAM_H
 #define KHYVE_SNAP_RAM_H
@@ -25,6 +32,8 @@
 #define SNAP_RAM_SECTION    "ram" /* blob section name in the state file */
 #define SNAP_RAM_VERSION    1
 #define SNAP_RAM_MAX_NAME   255
+/* Bytes after the RAM in a RAM file with a save id (format 1.1). */
+#define SNAP_RAM_TRAILER    64
 
 /* snap_ram_save() flags */
 #define SNAP_RAM_FSYNC 0x1 /* fsync the file and its directory */
@@ -36,6 +45,10 @@ struct snap_ram_info {
 	uint64_t chunk_size;
 	uint32_t nchunks;
 	uint64_t *hashes; /* nchunks XXH3-64 values, owned (see _free) */
+	/* The save id the RAM file must carry (from the state file's
+	 * header); without one the file is the bare RAM (1.0). */
+	uint8_t save_id[SNAP_SAVE_ID_LEN];
+	bool has_id;
 };
 
 /*
@@ -83,6 +96,9 @@ void snap_ram_info_free(struct snap_ram_info *info);
 struct snap_ram_live;
 int snap_ram_live_open(const struct guest_mem *m, const char *path,
 		       struct snap_ram_live **lv);
+/* The same with a save id: the file gets the trailer carrying it. */
+int snap_ram_live_open_id(const struct guest_mem *m, const char *path,
+			  const uint8_t *save_id, struct snap_ram_live **lv);
 int snap_ram_live_copy(struct snap_ram_live *lv, const uint64_t *dirty,
 		       const struct snap_ram_progress *pg);
 /* fdatasync what is written so far (so the commit's fsync is short). */
@@ -103,27 +119,65 @@ int snap_ram_live_info(const struct snap_ram_live *lv,
 int snap_ram_live_commit(struct snap_ram_live *lv, unsigned flags,
 			 struct snap_ram_info *info);
 void snap_ram_live_abort(struct snap_ram_live *lv);
+/*
+ * Commit a RAM file (written with snap_ram_live_open_id, content final)
+ * and the state file naming it (@w: every section written) as one pair:
+ * fsync both (SNAP_RAM_FSYNC), rename the RAM file into place, then the
+ * state file. The previous RAM file keeps a temporary second name until
+ * the state file is in place and goes back if that rename fails, so on
+ * any error the previous pair is left exactly as it was and no temporary
+ * file remains. Frees @lv and @w whatever the outcome; @err says why.
+ */
+int snap_ram_pair_commit(struct snap_ram_live *lv, struct snap_writer *w,
+			 unsigned flags, struct snap_err *err);
 
 /* "STATE.ram" for @state_path. */
 int snap_ram_default_path(const char *state_path, char *out, size_t outlen);
-/* Path of the RAM file named @recorded in the state file at @state_path. */
+/* A RAM file name a state file may record: bare, not "." or "..". */
+bool snap_ram_name_ok(const char *name);
+/*
+ * Path of the RAM file named @recorded in the state file at @state_path:
+ * beside it. -EINVAL for a name that is not bare (snap_ram_name_ok).
+ */
 int snap_ram_resolve(const char *state_path, const char *recorded, char *out,
 		     size_t outlen);
 
 /*
  * Map @path MAP_PRIVATE|MAP_FIXED over m->base (m->ram_size bytes): pages
  * load on first touch and clones share the page cache. The file must be
- * exactly m->ram_size bytes.
+ * exactly m->ram_size bytes (no save id).
  */
 int snap_ram_map(const struct guest_mem *m, const char *path,
 		 struct snap_err *err);
+/*
+ * The same for the RAM file of a pair: with info->has_id the file must
+ * carry that save id in its trailer. With @keep_fd the file stays open
+ * there (the caller watches it, see vm_snapshot.c), else it is closed.
+ */
+int snap_ram_map_pair(const struct guest_mem *m, const char *path,
+		      const struct snap_ram_info *info, int *keep_fd,
+		      struct snap_err *err);
+/*
+ * What snap_ram_map_pair checks before it maps, alone: a regular file
+ * (never a symlink, FIFO or device) of the right size with the right save
+ * id. Reads 64 bytes, whatever the RAM size.
+ */
+int snap_ram_check_file(const char *path, const struct snap_ram_info *info,
+			struct snap_err *err);
 /* Read the whole file into @m's RAM now (holes become zero pages). */
 int snap_ram_load_eager(const struct guest_mem *m, const char *path,
 			struct snap_err *err);
 int snap_ram_load_eager_progress(const struct guest_mem *m, const char *path,
 				 struct snap_err *err,
 				 const struct snap_ram_progress *pg);
-/* Recompute the chunk hashes of @path; -EBADMSG naming the first bad one. */
+int snap_ram_load_eager_pair(const struct guest_mem *m, const char *path,
+			     const struct snap_ram_info *info,
+			     struct snap_err *err,
+			     const struct snap_ram_progress *pg);
+/*
+ * Recompute the chunk hashes of @path (and check the save id when @info
+ * has one); -EBADMSG naming the first bad chunk.
+ */
 int snap_ram_verify(const char *path, const struct snap_ram_info *info,
 		    struct snap_err *err);
 
