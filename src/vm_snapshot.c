@@ -332,8 +332,8 @@ out:
  * ("not_live_reason") and the log say why.
  *
  * In the pause: drain, the last dirty set copied, the state file written
- * (not synced). Both files are complete then, so their fsync and rename
- * (RAM first) wait until the guest runs again: inside the pause they were
+ * (not synced). Both files are complete then, so their fsync and commit
+ * as a pair wait until the guest runs again: inside the pause they were
  * most of it (8.7 + 16.2 of 26 ms at 800 MiB on a kvm_pvm host).
  */
 #define PRECOPY_MAX_ROUNDS 5  /* copy passes while running, the full one 1st */
@@ -498,9 +498,9 @@ static int precopy_start(struct vm *vm, const char *ram_path,
 /*
  * Guest paused and devices drained: copy what was written since the last
  * round, stop tracking, and say what the RAM file will hold (@ram). The
- * file is committed by precopy_commit() once the guest runs again: its
- * content is final, only the fsync and rename are left, and they need
- * not stand in the pause. On error @pc is consumed.
+ * file is committed with the state file (snap_ram_pair_commit) once the
+ * guest runs again: its content is final, only the fsync and renames are
+ * left, and they need not stand in the pause. On error @pc is consumed.
  */
 static int precopy_finish(struct vm *vm, struct precopy *pc,
 			  struct snap_ram_info *ram, uint64_t *final_bytes,
