@@ -26,6 +26,9 @@ const char config_usage[] =
 	"  -r, --restore FILE      restore from a snapshot state file\n"
 	"      --eager             restore: copy guest RAM instead of mapping it\n"
 	"      --keep-clock        restore: keep the saved wall clock\n"
+	"      --strict-bindings   restore: every host binding (console file or\n"
+	"                          socket, disk, TAP) from -l/-s, none from the\n"
+	"                          snapshot\n"
 	"      --no-unpack         let a bzImage decompress itself in the guest\n"
 	"      --cpu-policy P      auto (default), host or safe\n"
 	"      --rundir DIR        control socket directory (default /run/khyve,\n"
@@ -190,6 +193,7 @@ static int set_str(char **dst, const char *src)
 
 enum {
 	OPT_EAGER = 256,
+	OPT_STRICT_BINDINGS,
 	OPT_KEEP_CLOCK,
 	OPT_NO_UNPACK,
 	OPT_CPU_POLICY,
@@ -210,6 +214,7 @@ int config_parse(struct vm_config *c, int argc, char **argv, char *err,
 		{ "slot", required_argument, NULL, 's' },
 		{ "restore", required_argument, NULL, 'r' },
 		{ "eager", no_argument, NULL, OPT_EAGER },
+		{ "strict-bindings", no_argument, NULL, OPT_STRICT_BINDINGS },
 		{ "keep-clock", no_argument, NULL, OPT_KEEP_CLOCK },
 		{ "no-unpack", no_argument, NULL, OPT_NO_UNPACK },
 		{ "cpu-policy", required_argument, NULL, OPT_CPU_POLICY },
@@ -310,6 +315,9 @@ int config_parse(struct vm_config *c, int argc, char **argv, char *err,
 		case OPT_EAGER:
 			c->restore_eager = true;
 			break;
+		case OPT_STRICT_BINDINGS:
+			c->strict_bindings = true;
+			break;
 		case OPT_KEEP_CLOCK:
 			c->keep_clock = true;
 			break;
@@ -383,8 +391,10 @@ int config_parse(struct vm_config *c, int argc, char **argv, char *err,
 			 "-k, -i and -a cannot be used with -r: the snapshot holds the running kernel");
 		return -EINVAL;
 	}
-	if (!c->restore && (c->restore_eager || c->keep_clock)) {
-		snprintf(err, errlen, "--eager and --keep-clock need -r");
+	if (!c->restore &&
+	    (c->restore_eager || c->keep_clock || c->strict_bindings)) {
+		snprintf(err, errlen,
+			 "--eager, --keep-clock and --strict-bindings need -r");
 		return -EINVAL;
 	}
 	if (!c->console) {
@@ -602,6 +612,7 @@ int config_merge_restore(struct vm_config *saved, const struct vm_config *cmd,
 			return -ENOMEM;
 	}
 	saved->restore_eager = cmd->restore_eager;
+	saved->strict_bindings = cmd->strict_bindings;
 	saved->keep_clock = cmd->keep_clock;
 	saved->verbose = cmd->verbose;
 	return 0;
@@ -662,4 +673,49 @@ void config_host_bindings(const struct vm_config *c,
 			fn(opaque, what, kind, target);
 		}
 	}
+}
+
+/* What --strict-bindings refuses to take from a snapshot. */
+int config_check_strict_bindings(const struct vm_config *c, char *err,
+				 size_t errlen)
+{
+	const char *kind, *target;
+	char first[512];
+
+	if (!c->strict_bindings)
+		return 0;
+	console_binding(c->console ? c->console : "stdio", &kind, &target);
+	if (c->console_from_snapshot && *target) {
+		snprintf(err, errlen,
+			 "--strict-bindings: the snapshot's COM1 console is "
+			 "%s; give one with -l com1,BACKEND",
+			 c->console);
+		return -EPERM;
+	}
+	for (unsigned i = 0; i < c->ndevs; i++) {
+		const struct dev_config *d = &c->devs[i];
+		bool named;
+
+		if (!d->from_snapshot)
+			continue;
+		conf_first(d->conf, first, sizeof(first));
+		console_binding(first, &kind, &target);
+		named = !strcmp(d->emul, "virtio-blk") ||
+			(!strcmp(d->emul, "virtio-net") && *first &&
+			 !strchr(first, '=')) ||
+			(!strcmp(d->emul, "virtio-console") && *target);
+		if (named) {
+			snprintf(err, errlen,
+				 "--strict-bindings: the snapshot's %s at "
+				 "%u:%u is bound to '%s'; give it with -s "
+				 "%u:%u,%s,BINDING%s%s",
+				 d->emul, d->slot, d->func, first, d->slot,
+				 d->func, d->emul,
+				 strchr(d->conf, ',') ? "," : "",
+				 strchr(d->conf, ',') ? strchr(d->conf, ',') + 1
+						      : "");
+			return -EPERM;
+		}
+	}
+	return 0;
 }

@@ -57,6 +57,7 @@ struct vm_config {
 	char *restore; /* -r FILE */
 	bool restore_eager;
 	bool keep_clock;  /* restore: keep the saved wall clock (frozen time) */
+	bool strict_bindings; /* restore: no host binding from the snapshot */
 	bool no_unpack;	  /* let a bzImage decompress itself in the guest */
 	enum cpu_policy cpu_policy;
 	int verbose;
@@ -105,6 +106,12 @@ int config_from_json(struct vm_config *c, const json_t *j, char *err,
 int config_merge_restore(struct vm_config *saved, const struct vm_config *cmd,
 			 char *err, size_t errlen);
 
+/*
+ * With --strict-bindings: -EPERM naming the first host binding (a console
+ * file or socket, a disk image, a TAP name) left to the snapshot.
+ */
+int config_check_strict_bindings(const struct vm_config *c, char *err,
+				 size_t errlen);
 /*
  * The host resources a configuration binds (what a restore of it opens),
  * for `khyvectl snapshot info`: one line each into @fn, e.g. ("com1",

@@ -163,6 +163,9 @@ int main(int argc, char **argv)
 		ret = cfg.restore ? vm_snapshot_preflight(cfg.restore, &cfg, err,
 							  sizeof(err))
 				  : -ENOMEM;
+		if (!ret)
+			ret = config_check_strict_bindings(&cfg, err,
+							   sizeof(err));
 		if (ret) {
 			fprintf(stderr, "khyve: %s\n", err[0] ? err : strerror(-ret));
 			config_free(&cfg);

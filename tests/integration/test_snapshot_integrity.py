@@ -479,6 +479,34 @@ def test_snapshot_bindings_never_created_or_truncated(disk_snap, tmp_path,
         (data[:200], stderr_of(g))
 
 
+@needs_kvm
+def test_strict_bindings_take_nothing_from_the_snapshot(disk_snap, tmp_path,
+                                                        rundir,
+                                                        guest_factory):
+    """--strict-bindings: every host binding from the command line, or
+    the restore is refused naming the first one missing."""
+    v, vd, before = victims(tmp_path)
+    snap = hostile(disk_snap, tmp_path, console="file:" + str(v), disk=vd)
+    st, err = restore_run(rundir, snap, "--strict-bindings")
+    assert st == 4 and "COM1 console is file:%s" % v in err, err
+    st, err = restore_run(rundir, snap, "--strict-bindings", "-l",
+                          "com1,stdio")
+    assert st == 4, err
+    assert "virtio-blk at 3:0 is bound to '%s'" % vd in err, err
+    assert "-s 3:0,virtio-blk,BINDING" in err, err
+    untouched(v, vd, before)
+    copy = tmp_path / "copy.img"
+    copy.write_bytes(b"\0" * (1 << 20))
+    g = guest_factory(["-r", str(snap), "--strict-bindings", "-l",
+                       "com1,stdio", "-s", "3,virtio-blk,%s" % copy],
+                      name="strict")
+    assert wait_tick(g, last_tick(g) + 3) and ticks(g), \
+        (g.read(), stderr_of(g))
+    g.ctl("poweroff", "strict", "--force")
+    g.finish()
+    untouched(v, vd, before)
+
+
 # ---- 4. FIFOs, device nodes and symlinks at snapshot paths ----
 
 def plant(path, kind, tmp_path):
