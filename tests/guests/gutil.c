@@ -164,7 +164,9 @@ void gcfg_defaults(struct gcfg *c)
 		.dirty_pages = 16,
 		.seed = 0x6b68797665ULL, /* "khyve" */
 		.timer_ms = 100,
-		.smp_timeout_ms = 2000,
+		/* A bound for a broken bring-up, not a time it may take: 4
+		 * vCPUs on 2 loaded host CPUs can need seconds. */
+		.smp_timeout_ms = 30000,
 		.smp_slice_kb = 1024,
 		.vblk_sectors = 64,
 		.vblk_qd = 1,
@@ -333,6 +335,10 @@ static int parse_token(struct gcfg *c, const char *s, size_t len)
 		}
 		if (tok_eq(s, len, "clock")) {
 			c->clock = 1;
+			return 0;
+		}
+		if (tok_eq(s, len, "gaps")) {
+			c->gaps = 1;
 			return 0;
 		}
 		return -G_EINVAL;

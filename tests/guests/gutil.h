@@ -42,6 +42,7 @@ struct gcfg {
 	int counter;		 /* "counter" word seen */
 	int busy;		 /* "busy": BSP timer loop, APs spin on work */
 	int clock;		 /* "clock": kvmclock + RTC lines with the counter */
+	int gaps;		 /* "gaps": counter ticks say how long it was stopped */
 	int exit_mode;		 /* enum exit_mode */
 	int explicit;		 /* tests=, counter or exit= given */
 	uint32_t interval_ms;	 /* counter tick */

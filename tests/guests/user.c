@@ -225,13 +225,17 @@ static int cnt_check(uint64_t base, unsigned pages, uint64_t n)
  * so after a snapshot restore it continues from the same n. A TSC that
  * jumps ahead (pause, restore) gives one tick, not a burst; one that goes
  * back (restore on another host) restarts the deadline instead of hanging.
+ * With "gaps" each tick also says the longest time between two TSC reads
+ * of the loop since the previous tick: at least as long as the guest was
+ * stopped meanwhile (a pause of its vCPU, or the host not running it), and
+ * at least as long as the previous tick's printing and memcheck took.
  */
 static void counter_run(void)
 {
 	uint64_t base = (G.usable_lo + 4095) & ~4095ULL;
 	uint64_t size = (uint64_t)G.cfg.mem_kb * 1024;
 	uint64_t interval = G.cfg.interval_ms * G.tsc_khz;
-	uint64_t n = 0, checks = 0, failures = 0, now, last, next;
+	uint64_t n = 0, checks = 0, failures = 0, now, last, next, gap = 0;
 	unsigned pages = (unsigned)(size / 4096);
 
 	if (pages > CNT_MAX_PAGES)
@@ -258,6 +262,8 @@ static void counter_run(void)
 		now = rdtsc();
 		if (now < last)
 			next = now + interval;
+		else if (now - last > gap)
+			gap = now - last;
 		last = now;
 		if ((int64_t)(now - next) < 0) {
 			cpu_relax();
@@ -272,7 +278,12 @@ static void counter_run(void)
 				base,
 				(unsigned)((n * G.cfg.dirty_pages + k) % pages),
 				(uint32_t)n);
-		con_printf("KHYVE-COUNTER %lu tsc=%lu\n", n, now);
+		if (G.cfg.gaps)
+			con_printf("KHYVE-COUNTER %lu tsc=%lu gap_us=%lu\n", n,
+				   now, gap * 1000 / G.tsc_khz);
+		else
+			con_printf("KHYVE-COUNTER %lu tsc=%lu\n", n, now);
+		gap = 0;
 		if (G.cfg.clock)
 			clock_line(n);
 		if (pages && n % G.cfg.check_every == 0) {

@@ -81,12 +81,18 @@ static void test_cmdline(void)
 				"mem_kb=8192 seed=0xFFFFFFFFFFFFFFFF touch_mb=800"),
 		 0);
 	CHECK(c.counter);
+	CHECK(!c.gaps);
 	CHECK_EQ(c.touch_mb, 800);
 	CHECK_EQ(c.tests, 0);
 	CHECK_EQ(c.interval_ms, 250);
 	CHECK_EQ(c.count, 16);
 	CHECK_EQ(c.mem_kb, 8192);
 	CHECK_EQ(c.seed, UINT64_MAX);
+
+	gcfg_defaults(&c);
+	CHECK_EQ(gcfg_parse(&c, "counter gaps"), 0);
+	CHECK(c.counter && c.gaps);
+	CHECK_EQ(c.smp_timeout_ms, 30000);
 
 	gcfg_defaults(&c);
 	CHECK_EQ(gcfg_parse(&c, "exit=reboot"), 0);
