@@ -6,6 +6,7 @@ Only addresses inside the namespace are used (10.0.2.0/24); nothing
 leaves it. Needs root and /dev/net/tun; `usable()` says why not.
 """
 import os
+import select
 import subprocess
 import sys
 import time
@@ -34,14 +35,15 @@ def usable():
         return False, "needs root (network namespace, TAP)"
     if not os.path.exists("/dev/net/tun"):
         return False, "no /dev/net/tun"
-    if subprocess.run(["ip", "netns", "list"],
-                      capture_output=True).returncode != 0:
+    if subprocess.run(["ip", "netns", "list"], capture_output=True,
+                      timeout=60).returncode != 0:
         return False, "ip netns does not work here"
     return True, ""
 
 
 def _ip(*args, check=True):
-    r = subprocess.run(["ip"] + list(args), capture_output=True, text=True)
+    r = subprocess.run(["ip"] + list(args), capture_output=True, text=True,
+                       timeout=60)
     if check and r.returncode != 0:
         raise RuntimeError("ip %s: %s" % (" ".join(args), r.stderr.strip()))
     return r
@@ -68,7 +70,8 @@ class NetLab:
         return ["ip", "netns", "exec", self.ns] + list(argv)
 
     def run_ns(self, argv):
-        r = subprocess.run(self.ns_cmd(argv), capture_output=True, text=True)
+        r = subprocess.run(self.ns_cmd(argv), capture_output=True, text=True,
+                           timeout=60)
         if r.returncode != 0:
             raise RuntimeError("%s: %s" % (" ".join(argv), r.stderr.strip()))
         return r
@@ -77,6 +80,8 @@ class NetLab:
         """dnsmasq as DHCP server only (no DNS), leasing @ip to @mac."""
         self.leases = os.path.join(self.dir, "dnsmasq.leases")
         self.dhcp_log = os.path.join(self.dir, "dnsmasq.log")
+        if os.path.exists(self.dhcp_log):
+            os.unlink(self.dhcp_log)  # its start is looked for below
         p = subprocess.Popen(
             self.ns_cmd(["dnsmasq", "--no-daemon", "--conf-file=/dev/null",
                          "--port=0", "--bind-dynamic",
@@ -89,9 +94,19 @@ class NetLab:
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE)
         self.procs.append(p)
-        time.sleep(0.5)
+        # Up when it logged its DHCP range (not after a sleep assumed
+        # long enough); dead if it exited first.
+        end = time.time() + 30
+        while time.time() < end and p.poll() is None:
+            try:
+                if "DHCP, " in open(self.dhcp_log, errors="replace").read():
+                    return
+            except FileNotFoundError:
+                pass
+            time.sleep(0.05)
         if p.poll() is not None:
             raise RuntimeError("dnsmasq: " + p.stderr.read().decode())
+        raise RuntimeError("dnsmasq did not start in 30 s")
 
     def start_udp_listener(self, port, path):
         p = subprocess.Popen(
@@ -100,7 +115,10 @@ class NetLab:
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE)
         self.procs.append(p)
-        line = p.stdout.readline()
+        # Bounded: a listener that never gets going fails the test here.
+        line = b""
+        if select.select([p.stdout], [], [], 30)[0]:
+            line = p.stdout.readline()
         if b"listening" not in line:
             raise RuntimeError("UDP listener: " + p.stderr.read().decode())
         return p

@@ -73,10 +73,19 @@ def test_pause_resume_and_registers(guest_factory):
     g = boot(guest_factory, "counter interval_ms=50")
     assert g.wait_for("KHYVE-COUNTER 3", 60)
     assert g.ctl("pause", "t").returncode == 0
-    time.sleep(0.3)
+    # All the guest printed before the pause reaches us: as many bytes as
+    # its UART sent (waited for; a sleep assumed it took under 0.3 s).
+    st = json.loads(g.ctl("stats", "t", "--json").stdout)
+    sent = st["devices"]["com1"]["tx_bytes"]
+    end = time.time() + 30
+    while len(g.out) < sent and time.time() < end:
+        g.read()
+        time.sleep(0.02)
+    assert len(g.out) == sent, (len(g.out), sent)
     before = counter_values(g.read())
-    time.sleep(0.5)
+    time.sleep(0.5)  # a guest still running would print in this time
     assert counter_values(g.read()) == before  # stopped while paused
+    assert len(g.out) == sent
     r = g.ctl("regs", "t", "--json")
     assert r.returncode == 0, r.stderr
     regs = json.loads(r.stdout)

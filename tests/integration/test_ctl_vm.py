@@ -4,6 +4,7 @@ Needs /dev/kvm (or tests/nested/run.sh)."""
 import json
 import os
 import re
+import select
 import socket
 import subprocess
 import time
@@ -125,7 +126,12 @@ def test_stdin_at_eof_leaves_main_loop_idle(rundir):
         out = b""
         end = time.monotonic() + 60
         while b"KHYVE-COUNTER 2" not in out and time.monotonic() < end:
-            out += os.read(p.stdout.fileno(), 4096)
+            # Never a blocking read: silence must end at the deadline.
+            if select.select([p.stdout], [], [], 0.2)[0]:
+                data = os.read(p.stdout.fileno(), 4096)
+                if not data:
+                    break
+                out += data
         assert b"KHYVE-COUNTER 2" in out, out
         # The guest keeps printing: drain its output in the background
         # of the measurement so the pipe never fills.
@@ -144,4 +150,4 @@ def test_stdin_at_eof_leaves_main_loop_idle(rundir):
         assert b"KHYVE-COUNTER" in out
     finally:
         p.kill()
-        p.wait()
+        p.wait(15)

@@ -49,7 +49,7 @@ def stock_kernel():
     r = subprocess.run([os.path.join(ROOT, "guest", "linux",
                                      "fetch-stock.sh"),
                         os.path.dirname(STOCK)],
-                       capture_output=True, text=True, timeout=600)
+                       capture_output=True, text=True, timeout=400)
     if r.returncode == 0 and os.path.isfile(STOCK):
         return STOCK, ""
     nested = os.path.join(ROOT, "build", "nested", "vmlinuz")
@@ -95,7 +95,7 @@ def run_console(args, stop, timeout, cwd, hooks=(), wrap=()):
         rc = p.wait(30)
     except subprocess.TimeoutExpired:
         p.kill()
-        p.wait()
+        p.wait(15)
         rc = None
     return out.decode(errors="replace").replace("\r", ""), rc
 
@@ -187,7 +187,8 @@ NETCONSOLE_PORT = 6666
 def syscall_entry(vmlinux):
     """entry_SYSCALL_64's address in @vmlinux (the kernel has no KASLR),
     for the rootfs's pvmcheck; None if nm cannot tell."""
-    r = subprocess.run(["nm", vmlinux], capture_output=True, text=True)
+    r = subprocess.run(["nm", vmlinux], capture_output=True, text=True,
+                       timeout=120)
     m = re.search(r"^([0-9a-f]+) T entry_SYSCALL_64$", r.stdout, re.M)
     return int(m.group(1), 16) if m else None
 
@@ -416,14 +417,14 @@ def test_project_kernel_disk_clean_after(project):
     # A guest that hung is a failure here too, not a reason to look away.
     assert rc == 1, "khyve exit status %r (1 = powered off)" % rc
     r = subprocess.run(["e2fsck", "-fn", disk], capture_output=True,
-                       text=True)
+                       text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     m = re.search(r"khyve_test: wrote (\S+) size (\d+) crc32 ([0-9a-f]+)",
                   out)
     assert m, out[-3000:]
     dump = os.path.join(os.path.dirname(disk), "guest.bin")
     r = subprocess.run(["debugfs", "-R", "dump %s %s" % (m.group(1), dump),
-                        disk], capture_output=True, text=True)
+                        disk], capture_output=True, text=True, timeout=120)
     assert os.path.isfile(dump), r.stderr
     data = open(dump, "rb").read()
     assert len(data) == int(m.group(2))

@@ -166,14 +166,15 @@ def test_linux_disk_after_restore(linux_snap):
     assert re.search(r"khyve_test: blk: \d+ files ok, 0 bad", full), \
         full[-3000:]
     r = subprocess.run(["e2fsck", "-fn", s["disk"]], capture_output=True,
-                       text=True)
+                       text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     m = re.search(r"khyve_test: wrote (\S+) size (\d+) crc32 ([0-9a-f]+)",
                   full)
     assert m, full[-3000:]
     dump = s["disk"] + ".guest.bin"
     r = subprocess.run(["debugfs", "-R", "dump %s %s" % (m.group(1), dump),
-                        s["disk"]], capture_output=True, text=True)
+                        s["disk"]], capture_output=True, text=True,
+                       timeout=120)
     assert os.path.isfile(dump), r.stderr
     data = open(dump, "rb").read()
     assert len(data) == int(m.group(2))

@@ -127,7 +127,7 @@ def test_virtio_net_tap_created(guest_factory):
     assert g.wait_for("KHYVE-ECHO ready", 60), (
         g.read(), g.proc.stderr.read().decode() if g.proc.poll() else "")
     link = subprocess.run(["ip", "-o", "link", "show", tap],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, timeout=60)
     assert link.returncode == 0 and tap in link.stdout, link.stderr
     st = g.ctl("stats", "t", "--json")
     assert st.returncode == 0 and "virtio-net@3:0" in st.stdout, st.stdout

@@ -35,7 +35,8 @@ def net_usable():
         return False, "needs root (network namespace, TAP)"
     if not os.path.exists("/dev/net/tun"):
         return False, "no /dev/net/tun"
-    r = subprocess.run(["ip", "netns", "list"], capture_output=True)
+    r = subprocess.run(["ip", "netns", "list"], capture_output=True,
+                       timeout=60)
     if r.returncode != 0:
         return False, "ip netns does not work here"
     return True, ""
@@ -76,7 +77,8 @@ class InNs:
 
 
 def ip(*args, check=True):
-    r = subprocess.run(["ip"] + list(args), capture_output=True, text=True)
+    r = subprocess.run(["ip"] + list(args), capture_output=True, text=True,
+                       timeout=60)
     if check and r.returncode != 0:
         raise AssertionError("ip %s: %s" % (" ".join(args), r.stderr))
     return r
