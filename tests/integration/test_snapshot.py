@@ -112,27 +112,41 @@ def suspend(g, snap):
     return last_tick(g)
 
 
-def tick_after_checkpoint(g, timeout=30):
-    """The last tick once a line the pause cut in two is complete: the
-    restored copy prints its rest and then the next tick, which would be
-    2 ahead of the last complete line read at the reply. (The vCPU may
-    need a while to be scheduled again on a busy 2-CPU host: waited for,
-    with a bound only a guest that stopped running reaches.)"""
+def line_complete(g, timeout=30):
+    """Read the console until it ends a line: a line the pause cut in two
+    is then complete. Every byte the guest printed before a pause is in
+    the pipe by the reply (the UART writes on the vCPU's own thread); only
+    the cut line's rest waits for the vCPU to run again, which can take a
+    while on a busy 2-CPU host: waited for, with a bound only a guest that
+    stopped running reaches. What is read then is an upper bound of the
+    snapshot point (the original may have gone on meanwhile), and what was
+    read before the request a lower one."""
     end = time.time() + timeout
     while not g.read().endswith("\n") and time.time() < end:
         if g.proc.poll() is not None:
             break
         time.sleep(0.002)
+    return g.read()
+
+
+def tick_after_checkpoint(g, timeout=30):
+    """The last complete tick once a line the pause cut is complete (its
+    restored copy prints the rest and then the next tick, which would be 2
+    ahead of the last complete line read at the reply)."""
+    line_complete(g, timeout)
     return last_tick(g)
 
 
-def check_continues(g, saved_tick, more=3, timeout=60):
-    """The restored guest goes on from saved_tick, not from zero."""
-    assert wait_tick(g, saved_tick + more, timeout), \
+def check_continues(g, saved_tick, more=3, timeout=60, upto=None):
+    """The restored guest goes on from saved_tick (from a tick between
+    saved_tick and @upto, the bounds read before and after a checkpoint
+    of a guest that went on), not from zero."""
+    upto = saved_tick if upto is None else upto
+    assert wait_tick(g, upto + more, timeout), \
         (g.read(), g.proc.stderr.read().decode() if g.proc.poll() is not None
          else "")
     vals = ticks(g.read())
-    assert saved_tick <= vals[0] <= saved_tick + 2, vals[:5]
+    assert saved_tick <= vals[0] <= upto + 2, (saved_tick, upto, vals[:5])
     assert vals == list(range(vals[0], vals[0] + len(vals))), vals
     assert "KHYVE-MEMCHECK bad" not in g.read(), g.read()
 
@@ -481,9 +495,10 @@ def test_failed_checkpoint_keeps_guest_and_old_snapshot(guest_factory,
     _mount_small_tmpfs(d, "12M")
     try:
         snap = os.path.join(d, "s.snap")
+        good_from = last_tick(g)
         res = ctl_json(g, "checkpoint", "t", snap)
+        good_upto = tick_after_checkpoint(g)
         good_state = open(snap, "rb").read()
-        good_ram_tick = tick_after_checkpoint(g)
         subprocess.run(["mount", "-o", "remount,ro", d], check=True,
                        timeout=60)
         r = g.ctl("checkpoint", "t", snap)
@@ -509,7 +524,7 @@ def test_failed_checkpoint_keeps_guest_and_old_snapshot(guest_factory,
         g.ctl("poweroff", "t", "--force")
         g.finish()
         r = restored(guest_factory, snap, "back")
-        check_continues(r, good_ram_tick - 1)
+        check_continues(r, good_from, upto=good_upto)
         r.stop()
     finally:
         subprocess.run(["umount", "-l", d], timeout=60)
@@ -846,12 +861,10 @@ def test_live_checkpoints_while_vblk_reads_into_guest(guest_factory,
         assert res["precopy_rounds"] >= 1, res
         # The final copy is what was dirtied in the last round, not RAM.
         assert res["final_copy_bytes"] < 64 * 2**20, res
-        # The guest's console reaches us through khyve's main loop, so
-        # lines printed before the pause can arrive after the reply: read
-        # again a little later. The snapshot point lies between the two
-        # reads (a bound, not a guess of the exact point).
-        time.sleep(0.3)
-        done = vstream_done(g.read())
+        # A progress line the pause cut in two completes only once the
+        # guest runs again: wait for it (line_complete), then the
+        # snapshot point lies between the two reads.
+        done = vstream_done(line_complete(g))
         snaps.append((snap, before, done))
         at = done + 2000
     # The original read on, every page right.
@@ -937,7 +950,12 @@ def test_four_busy_vcpus_with_timers_survive_restore(guest_factory,
     g = boot(guest_factory, cmd, cpus=4)
     assert wait_busy_ok(g, 0, 2), g.read()
     assert "cpus=4 expected=4" in g.read(), g.read()
+    pre = busy_lines(g.read())[-1]
+    before = pre[0]
     ctl_json(g, "checkpoint", "t", snap)
+    # After the snapshot point: the original may have printed more lines
+    # by the time this is read (line_complete).
+    line_complete(g)
     saved = busy_lines(g.read())[-1]
     # The original keeps going.
     assert wait_busy_ok(g, saved[0], 2), g.read()
@@ -948,9 +966,9 @@ def test_four_busy_vcpus_with_timers_survive_restore(guest_factory,
     # each show both timers and all three APs moving.
     assert wait_busy_ok(r, saved[0] + 1, 3), r.read()
     lines = busy_lines(r.read())
-    assert saved[0] <= lines[0][0] <= saved[0] + 2, (saved, lines[:3])
-    assert lines[-1][1] > saved[1] and lines[-1][2] > saved[2], \
-        (saved, lines[-1])
+    assert before <= lines[0][0] <= saved[0] + 2, (before, saved, lines[:3])
+    # Both timers moved on from where they were before the snapshot.
+    assert lines[-1][1] > pre[1] and lines[-1][2] > pre[2], (pre, lines[-1])
     assert all(b[3] == 3 for b in lines)
     assert "exception" not in r.read()
 
