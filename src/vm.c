@@ -46,20 +46,6 @@ static uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
 }
 
-static int kvm_open(struct vm *vm, char *err, size_t errlen);
-
-int kvm_probe(bool *software, char *err, size_t errlen)
-{
-	struct vm vm = {.kvm_fd = -1};
-	int ret = kvm_open(&vm, err, errlen);
-
-	if (vm.kvm_fd >= 0)
-		close(vm.kvm_fd);
-	if (!ret && software)
-		*software = cpuid_backend_is_software();
-	return ret;
-}
-
 static int kvm_open(struct vm *vm, char *err, size_t errlen)
 {
 	int ver;
@@ -107,6 +93,18 @@ static int kvm_open(struct vm *vm, char *err, size_t errlen)
 		return -EIO;
 	}
 	return 0;
+}
+
+int kvm_probe(bool *software, char *err, size_t errlen)
+{
+	struct vm vm = {.kvm_fd = -1};
+	int ret = kvm_open(&vm, err, errlen);
+
+	if (vm.kvm_fd >= 0)
+		close(vm.kvm_fd);
+	if (!ret && software)
+		*software = cpuid_backend_is_software();
+	return ret;
 }
 
 static int get_supported_cpuid(struct vm *vm, char *err, size_t errlen)

@@ -964,6 +964,19 @@ static const struct snap_desc *const restore_descs[] = {
 	&virtio_blk_snap, &virtio_net_snap,	&virtio_console_snap,
 };
 
+
+/* The RAM file a state file at @path names: a bare name beside it. */
+static int ram_path_of(const char *path, const struct snap_ram_info *ram,
+		       char *buf, size_t len, char *err, size_t errlen)
+{
+	int ret = snap_ram_resolve(path, ram->file, buf, len);
+
+	if (ret)
+		snprintf(err, errlen, "%s: section 'ram': bad RAM file name",
+			 path);
+	return ret;
+}
+
 int vm_snapshot_preflight(const char *path, const struct vm_config *cfg,
 			  char *err, size_t errlen)
 {
@@ -1023,12 +1036,10 @@ int vm_snapshot_preflight(const char *path, const struct vm_config *cfg,
 	if (ret)
 		goto fail_se;
 	/* The RAM file: beside it, a regular file of this pair. */
-	ret = snap_ram_resolve(path, ram.file, ram_path, sizeof(ram_path));
-	if (ret) {
-		snprintf(err, errlen, "%s: section 'ram': bad RAM file name",
-			 path);
+	ret = ram_path_of(path, &ram, ram_path, sizeof(ram_path), err,
+			  errlen);
+	if (ret)
 		goto out;
-	}
 	ret = snap_ram_check_file(ram_path, &ram, &se);
 	if (ret)
 		goto fail_se;
@@ -1089,12 +1100,10 @@ int vm_snapshot_restore(struct vm *vm, const char *path, char *err,
 		if (ret)
 			goto fail_se;
 	}
-	ret = snap_ram_resolve(path, ram.file, ram_path, sizeof(ram_path));
-	if (ret) {
-		snprintf(err, errlen, "%s: section 'ram': bad RAM file name",
-			 path);
+	ret = ram_path_of(path, &ram, ram_path, sizeof(ram_path), err,
+			  errlen);
+	if (ret)
 		goto out;
-	}
 	if (vm->cfg->restore_eager) {
 		/* A copy of many GiB takes a while: say so on a terminal. */
 		struct progress pl;

@@ -685,6 +685,21 @@ static int fsync_parent(const char *path)
 	return rc;
 }
 
+/* Describe @lv's RAM file in @info, which takes ownership of @hashes. */
+static void live_fill_info(const struct snap_ram_live *lv,
+			   struct snap_ram_info *info, uint64_t *hashes)
+{
+	snap_ram_info_free(info);
+	snprintf(info->file, sizeof(info->file), "%s",
+		 last_component(lv->path));
+	info->ram_size = lv->m->ram_size;
+	info->chunk_size = SNAP_RAM_CHUNK_SIZE;
+	info->nchunks = (uint32_t)lv->nchunks;
+	info->hashes = hashes;
+	memcpy(info->save_id, lv->id, SNAP_SAVE_ID_LEN);
+	info->has_id = lv->has_id;
+}
+
 int snap_ram_live_info(const struct snap_ram_live *lv,
 		       struct snap_ram_info *info)
 {
@@ -693,15 +708,7 @@ int snap_ram_live_info(const struct snap_ram_live *lv,
 	if (!h)
 		return -ENOMEM;
 	memcpy(h, lv->hashes, lv->nchunks * sizeof(*h));
-	snap_ram_info_free(info);
-	snprintf(info->file, sizeof(info->file), "%s",
-		 last_component(lv->path));
-	info->ram_size = lv->m->ram_size;
-	info->chunk_size = SNAP_RAM_CHUNK_SIZE;
-	info->nchunks = (uint32_t)lv->nchunks;
-	info->hashes = h;
-	memcpy(info->save_id, lv->id, SNAP_SAVE_ID_LEN);
-	info->has_id = lv->has_id;
+	live_fill_info(lv, info, h);
 	return 0;
 }
 
@@ -734,16 +741,8 @@ int snap_ram_live_commit(struct snap_ram_live *lv, unsigned flags,
 	if (flags & SNAP_RAM_FSYNC)
 		rc = fsync_parent(lv->path);
 	if (!rc) {
-		snap_ram_info_free(info);
-		snprintf(info->file, sizeof(info->file), "%s",
-			 last_component(lv->path));
-		info->ram_size = lv->m->ram_size;
-		info->chunk_size = SNAP_RAM_CHUNK_SIZE;
-		info->nchunks = (uint32_t)lv->nchunks;
-		info->hashes = lv->hashes;
+		live_fill_info(lv, info, lv->hashes);
 		lv->hashes = NULL;
-		memcpy(info->save_id, lv->id, SNAP_SAVE_ID_LEN);
-		info->has_id = lv->has_id;
 	}
 	snap_ram_live_abort(lv);
 	return rc;
