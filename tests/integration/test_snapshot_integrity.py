@@ -31,10 +31,11 @@ import time
 import pytest
 
 from conftest import GUEST, KHYVE, KHYVECTL, Guest, needs_kvm
+from test_snapshot import (check_continues, last_tick, tick_after_checkpoint,
+                           ticks, wait_tick)
 
 COUNTER = "counter interval_ms=50 check_every=5"
 MEM = "64M"
-TICK = re.compile(r"^KHYVE-COUNTER (\d+) tsc=\d+$", re.M)
 STEPS = ["ram-write", "ram-commit", "state-write", "state-commit",
          "device-save"]
 
@@ -54,27 +55,6 @@ def boot(guest_factory, name="t", extra=(), fault=None):
             os.environ.pop("KHYVE_FAULT_INJECT", None)
         else:
             os.environ["KHYVE_FAULT_INJECT"] = old
-
-
-def ticks(g):
-    text = g.read()
-    return [int(m) for m in TICK.findall(text[:text.rfind("\n") + 1])]
-
-
-def last_tick(g):
-    t = ticks(g)
-    return t[-1] if t else 0
-
-
-def wait_tick(g, n, timeout=60):
-    end = time.time() + timeout
-    while time.time() < end:
-        if last_tick(g) >= n:
-            return True
-        if g.proc.poll() is not None:
-            break
-        time.sleep(0.02)
-    return last_tick(g) >= n
 
 
 def runs_on(g, more=2):
@@ -99,27 +79,6 @@ def checkpoint(g, path):
     r = g.ctl("checkpoint", g.name, str(path), "--json")
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
-
-
-def tick_after_save(g):
-    """The last tick, once a line the pause cut in two is complete (30 s
-    bound). The original runs on after the reply, so this is only an
-    upper bound of the snapshot point; the lower one is read before."""
-    end = time.time() + 30
-    while not g.read().endswith("\n") and time.time() < end:
-        time.sleep(0.002)
-    return last_tick(g)
-
-
-def continues_from(g, saved, more=3, lo=None):
-    """The restored guest goes on from the snapshot point, which lies
-    between @lo (read before the save; default @saved) and @saved (read
-    after it)."""
-    lo = saved if lo is None else lo
-    assert wait_tick(g, saved + more), (g.read(), stderr_of(g))
-    vals = ticks(g)
-    assert lo <= vals[0] <= saved + 2, (lo, saved, vals[:5])
-    assert vals == list(range(vals[0], vals[0] + len(vals))), vals
 
 
 def restore_run(rundir, snap, *extra, timeout=60):
@@ -165,7 +124,7 @@ def test_failed_save_keeps_previous_pair(guest_factory, tmp_path, rundir,
     assert wait_tick(g, 3), g.read()
     before = last_tick(g)
     res = checkpoint(g, snap)
-    saved = tick_after_save(g)
+    saved = tick_after_checkpoint(g)
     assert res["live"] is True, res
     good = snapshot_of(d)
     assert sorted(good) == ["s.snap", "s.snap.ram"], good
@@ -190,7 +149,7 @@ def test_failed_save_keeps_previous_pair(guest_factory, tmp_path, rundir,
     assert g.ctl("poweroff", "t", "--force").returncode == 0
     g.finish()
     r = guest_factory(["-r", str(snap)], name="back")
-    continues_from(r, saved, lo=before)
+    check_continues(r, before, upto=saved)
 
 
 @needs_kvm
@@ -207,7 +166,7 @@ def test_failed_rollback_leaves_a_refused_pair(guest_factory, tmp_path,
     assert wait_tick(g, 3), g.read()
     before = last_tick(g)
     checkpoint(g, snap)
-    saved = tick_after_save(g)
+    saved = tick_after_checkpoint(g)
     r = g.ctl("checkpoint", "t", str(snap))
     assert r.returncode != 0 and "different saves" in r.stderr, r.stderr
     m = re.search(r"the previous RAM file is (\S+)", r.stderr)
@@ -224,7 +183,7 @@ def test_failed_rollback_leaves_a_refused_pair(guest_factory, tmp_path,
     g.ctl("poweroff", "t", "--force")
     g.finish()
     b = guest_factory(["-r", str(snap)], name="back")
-    continues_from(b, saved, lo=before)
+    check_continues(b, before, upto=saved)
 
 
 @needs_kvm
@@ -468,7 +427,7 @@ def test_snapshot_bindings_never_created_or_truncated(disk_snap, tmp_path,
     copy.write_bytes(b"\0" * (1 << 20))
     g = guest_factory(["-r", str(snap), "-l", "com1,stdio", "-s",
                        "3,virtio-blk,%s" % copy], name="rebound")
-    assert wait_tick(g, last_tick(g) + 3) and ticks(g), \
+    assert wait_tick(g, last_tick(g) + 3) and ticks(g.read()), \
         (g.read(), stderr_of(g))
     g.ctl("poweroff", "rebound", "--force")
     g.finish()
@@ -508,7 +467,7 @@ def test_strict_bindings_take_nothing_from_the_snapshot(disk_snap, tmp_path,
     g = guest_factory(["-r", str(snap), "--strict-bindings", "-l",
                        "com1,stdio", "-s", "3,virtio-blk,%s" % copy],
                       name="strict")
-    assert wait_tick(g, last_tick(g) + 3) and ticks(g), \
+    assert wait_tick(g, last_tick(g) + 3) and ticks(g.read()), \
         (g.read(), stderr_of(g))
     g.ctl("poweroff", "strict", "--force")
     g.finish()
@@ -593,7 +552,7 @@ def test_ram_file_shrinking_under_mapped_restore(guest_factory, tmp_path,
     assert g.ctl("suspend", "t", str(snap)).returncode == 0
     g.finish()
     r = guest_factory(["-r", str(snap)], name="mapped")
-    assert wait_tick(r, last_tick(r) + 3) and ticks(r), r.read()
+    assert wait_tick(r, last_tick(r) + 3) and ticks(r.read()), r.read()
     # Paused, so the guest does not touch the pages that go away.
     assert r.ctl("pause", "mapped").returncode == 0
     os.truncate(str(snap) + ".ram", 16 * 2**20)
