@@ -82,10 +82,39 @@ static void test_desc_covers_state(void)
 	check_desc_exact(&vcpu_state_snap, struct vcpu_state, NULL, 0);
 }
 
+/*
+ * The restore's explanation of a KVM_SET_XSAVE refusal names what the
+ * snapshot holds and what this VM's CPUID allows: leaf 1's XSAVE bit
+ * gates leaf 0xD, and x87/SSE are always allowed.
+ */
+static void test_xsave_allowed_and_names(void)
+{
+	struct kvm_cpuid_entry2 e[3] = {
+		{ .function = 1, .ecx = 1u << 26 },
+		{ .function = 0xd, .index = 0, .eax = 0x207, .edx = 0 },
+		{ .function = 0xd, .index = 1, .eax = 0xf },
+	};
+	char buf[128];
+
+	CHECK_EQ(vcpu_xsave_allowed(e, 3), 0x207);
+	e[0].ecx = 0; /* XSAVE hidden: leaf 0xD no longer counts */
+	CHECK_EQ(vcpu_xsave_allowed(e, 3), 3);
+	CHECK_EQ(vcpu_xsave_allowed(e, 0), 3);
+	vcpu_xfeature_names(0x207, buf, sizeof(buf));
+	CHECK(!strcmp(buf, "x87 SSE AVX PKRU"));
+	vcpu_xfeature_names(1ull << 40 | 4, buf, sizeof(buf));
+	CHECK(!strcmp(buf, "AVX bit40"));
+	CHECK_EQ(vcpu_xfeature_names(0x207, buf, 8), 7); /* truncated */
+	CHECK(!strcmp(buf, "x87 SSE"));
+	CHECK_EQ(vcpu_xfeature_names(0, buf, sizeof(buf)), 0);
+	CHECK(!strcmp(buf, ""));
+}
+
 int main(void)
 {
 	RUN(test_seg_pack);
 	RUN(test_kvm_roundtrip);
 	RUN(test_desc_covers_state);
+	RUN(test_xsave_allowed_and_names);
 	return unit_done();
 }

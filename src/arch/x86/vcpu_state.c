@@ -266,6 +266,95 @@ out:
 	return ret;
 }
 
+/* XSAVE state components by bit number (SDM vol. 1, 13.1). */
+static const char *const xfeature_name[] = {
+	[0] = "x87", [1] = "SSE", [2] = "AVX", [3] = "MPX-BNDREGS",
+	[4] = "MPX-BNDCSR", [5] = "AVX-512-opmask", [6] = "AVX-512-ZMM_Hi256",
+	[7] = "AVX-512-Hi16_ZMM", [8] = "PT", [9] = "PKRU", [11] = "CET_U",
+	[12] = "CET_S", [17] = "AMX-TILECFG", [18] = "AMX-TILEDATA",
+};
+
+size_t vcpu_xfeature_names(uint64_t mask, char *buf, size_t len)
+{
+	size_t n = 0;
+
+	if (len)
+		buf[0] = '\0';
+	for (unsigned b = 0; b < 64 && n < len; b++) {
+		if (!(mask & (1ull << b)))
+			continue;
+		if (b < ARRAY_SIZE(xfeature_name) && xfeature_name[b])
+			n += (size_t)snprintf(buf + n, len - n, "%s%s",
+					      n ? " " : "", xfeature_name[b]);
+		else
+			n += (size_t)snprintf(buf + n, len - n, "%sbit%u",
+					      n ? " " : "", b);
+	}
+	return MIN(n, len ? len - 1 : 0);
+}
+
+/*
+ * The components a vCPU may hold, as KVM decides them from the CPUID the
+ * VMM set: x87 and SSE always; the rest only with XSAVE in leaf 1 and then
+ * what leaf 0xD sub-leaf 0 lists. KVM refuses KVM_SET_XSAVE (EINVAL) when
+ * the saved XSTATE_BV has a component outside that set.
+ */
+uint64_t vcpu_xsave_allowed(const struct kvm_cpuid_entry2 *e, unsigned n)
+{
+	uint64_t allowed = 3; /* x87 | SSE */
+	bool xsave = false;
+
+	for (unsigned i = 0; i < n; i++)
+		if (e[i].function == 1)
+			xsave = e[i].ecx & (1u << 26);
+	if (!xsave)
+		return allowed;
+	for (unsigned i = 0; i < n; i++)
+		if (e[i].function == 0xd && e[i].index == 0)
+			allowed |= e[i].eax | (uint64_t)e[i].edx << 32;
+	return allowed;
+}
+
+/*
+ * KVM_SET_XSAVE said EINVAL. The usual cause is a snapshot taken under a
+ * CPU that offered more XSAVE components than this vCPU has (the golden
+ * counter-64m, saved on nested kvm_amd with PKRU, restored on a kvm_pvm
+ * host without it): name both sets so the user knows why. The vCPU's set
+ * is read back with KVM_GET_CPUID2 because kvm_pvm reports (and uses) its
+ * own CPUID there, not the one khyve set.
+ */
+static void explain_xsave_refusal(int vcpu_fd, const struct vcpu_state *s,
+				  char *err, size_t errlen)
+{
+	struct {
+		struct kvm_cpuid2 hdr;
+		struct kvm_cpuid_entry2 e[256];
+	} *c = calloc(1, sizeof(*c));
+	uint64_t saved, allowed;
+	char have[256], can[256];
+
+	memcpy(&saved, s->xsave + 512, sizeof(saved)); /* XSTATE_BV */
+	if (!c)
+		return;
+	c->hdr.nent = ARRAY_SIZE(c->e);
+	if (ioctl(vcpu_fd, KVM_GET_CPUID2, c) == 0) {
+		allowed = vcpu_xsave_allowed(c->e, c->hdr.nent);
+		if (saved & ~allowed) {
+			vcpu_xfeature_names(saved, have, sizeof(have));
+			vcpu_xfeature_names(allowed, can, sizeof(can));
+			snprintf(err, errlen,
+				 "KVM_SET_XSAVE: %s: the snapshot's FPU state "
+				 "uses XSAVE components 0x%llx (%s) but this "
+				 "VM's CPU offers only 0x%llx (%s): it was "
+				 "taken on a host or CPU policy with more CPU "
+				 "features than this one (docs/software-kvm.md)",
+				 strerror(EINVAL), (unsigned long long)saved,
+				 have, (unsigned long long)allowed, can);
+		}
+	}
+	free(c);
+}
+
 int vcpu_state_restore(int vcpu_fd, const struct vcpu_state *s, char *err,
 		       size_t errlen)
 {
@@ -298,8 +387,13 @@ int vcpu_state_restore(int vcpu_fd, const struct vcpu_state *s, char *err,
 		}
 		memcpy(xs->region, s->xsave, VCPU_XSAVE_SIZE);
 		what = "KVM_SET_XSAVE";
-		if (ioctl(vcpu_fd, KVM_SET_XSAVE, xs) < 0)
-			goto fail;
+		if (ioctl(vcpu_fd, KVM_SET_XSAVE, xs) < 0) {
+			ret = -errno;
+			snprintf(err, errlen, "%s: %s", what, strerror(errno));
+			if (ret == -EINVAL)
+				explain_xsave_refusal(vcpu_fd, s, err, errlen);
+			goto out;
+		}
 		if (s->xcr0) {
 			memset(&xcrs, 0, sizeof(xcrs));
 			xcrs.nr_xcrs = 1;

@@ -91,6 +91,10 @@ void vcpu_state_from_kvm(struct vcpu_state *s, const struct kvm_regs *r,
 			 const struct kvm_sregs *sr);
 void vcpu_state_to_kvm(const struct vcpu_state *s, struct kvm_regs *r,
 		       struct kvm_sregs *sr);
+/* Names of the XSAVE components in @mask ("x87 SSE AVX"); returns length. */
+size_t vcpu_xfeature_names(uint64_t mask, char *buf, size_t len);
+/* The XSAVE components KVM lets a vCPU with this CPUID hold. */
+uint64_t vcpu_xsave_allowed(const struct kvm_cpuid_entry2 *e, unsigned n);
 uint16_t vcpu_seg_pack(const struct kvm_segment *k);
 void vcpu_seg_unpack(uint16_t attr, struct kvm_segment *k);
 
