@@ -39,16 +39,14 @@ CFLAGS ?= -O2 -g
 CFLAGS += -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter \
 	  -Wshadow -Wpointer-arith -Wstrict-prototypes -Wmissing-prototypes \
 	  -fno-strict-aliasing -D_GNU_SOURCE -DKHYVE_VERSION='"$(VERSION)"' \
-	  -Isrc -Isrc/arch/x86 -Isrc/dev -Isrc/snap -Itools $(SANFLAGS)
+	  -Isrc -Isrc/arch/x86 -Isrc/dev -Isrc/snap $(SANFLAGS)
 LDFLAGS += $(SANFLAGS)
 LDLIBS := -ljansson -lxxhash -lzstd -llzma -lz -llz4 -lbz2 -lpthread -lm
 
 LIB_SRCS := $(filter-out src/main.c,$(wildcard src/*.c src/arch/x86/*.c src/dev/*.c src/snap/*.c))
-TOOL_SRCS := $(filter-out tools/khyvectl.c,$(wildcard tools/*.c))
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
-TOOL_OBJS := $(TOOL_SRCS:%.c=$(BUILD)/%.o)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/unit/%)
 
 KHYVE := $(BUILD)/khyve
@@ -69,7 +67,7 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
 
-$(LIBKHYVE): $(LIB_OBJS) $(TOOL_OBJS)
+$(LIBKHYVE): $(LIB_OBJS)
 	@rm -f $@
 	ar rcs $@ $^
 
@@ -132,4 +130,4 @@ lint:
 clean:
 	rm -rf build build-san
 
--include $(UNIT_BINS:%=%.d) $(LIB_OBJS:.o=.d) $(TOOL_OBJS:.o=.d) $(BUILD)/src/main.d $(BUILD)/tools/khyvectl.d
+-include $(UNIT_BINS:%=%.d) $(LIB_OBJS:.o=.d) $(BUILD)/src/main.d $(BUILD)/tools/khyvectl.d

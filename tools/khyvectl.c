@@ -20,13 +20,7 @@
 #include "ctl.h"
 #include "ctl_client.h"
 #include "progress.h"
-
-#if __has_include("snap_inspect.h")
 #include "snap_inspect.h"
-#define HAVE_SNAP_INSPECT 1
-#else
-#define HAVE_SNAP_INSPECT 0
-#endif
 
 #define EXIT_FAIL	   1
 #define EXIT_USAGE	   2
@@ -57,37 +51,6 @@ static void errmsg(const char *fmt, ...)
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
 	fputc('\n', stderr);
-}
-
-static void usage(FILE *f)
-{
-	fputs("usage: khyvectl [--rundir DIR] [--json] [--timeout SEC] "
-	      "COMMAND [ARGS]\n"
-	      "\n"
-	      "commands talking to a running VM:\n"
-	      "  list                       every VM in the run directory\n"
-	      "  status VM                  state and summary\n"
-	      "  pause VM | resume VM       stop / restart the vCPUs\n"
-	      "  regs VM [--vcpu N] [--msrs] registers (VM paused)\n"
-	      "  stats VM                   counters\n"
-	      "  poweroff VM [--force]      power the VM off\n"
-	      "  reset VM                   reset the VM\n"
-	      "  checkpoint VM FILE         save a snapshot, keep running\n"
-	      "  snapshot create VM FILE    same as checkpoint\n"
-	      "  suspend VM FILE            save a snapshot, then power off\n"
-	      "offline:\n"
-	      "  snapshot info FILE [--all] [--json]\n"
-	      "  snapshot verify FILE\n"
-	      "bhyvectl style:\n"
-	      "  khyvectl --vm=NAME [--status] [--pause] [--get-all] "
-	      "[--get-rip]\n"
-	      "           [--get-stats] [--checkpoint=FILE] "
-	      "[--suspend=FILE] [--resume]\n"
-	      "           [--force-reset] [--force-poweroff] [--cpu=N]\n"
-	      "\n"
-	      "Default run directory: $KHYVE_RUNDIR or /run/khyve.\n"
-	      "Exit status: 0 success, 1 failure, 2 usage error.\n",
-	      f);
 }
 
 /* ---- human-friendly output ---- */
@@ -434,7 +397,6 @@ static int cmd_list(const struct opts *o)
 static int cmd_snapshot_offline(const struct opts *o, bool verify,
 				const char *file)
 {
-#if HAVE_SNAP_INSPECT
 	struct snap_err err = {0};
 	int rc;
 
@@ -451,12 +413,152 @@ static int cmd_snapshot_offline(const struct opts *o, bool verify,
 		return EXIT_FAIL;
 	}
 	return 0;
-#else
-	(void)o;
-	(void)verify;
-	errmsg("%s: this khyvectl was built without snapshot inspection", file);
-	return EXIT_FAIL;
-#endif
+}
+
+/* ---- subcommands: one handler each, @av = positional arguments ---- */
+
+static int sub_list(const struct opts *o, char **av)
+{
+	return cmd_list(o);
+}
+
+static int sub_status(const struct opts *o, char **av)
+{
+	return run_cmd(o, av[0], "status", NULL, OUT_KV, NULL, NULL);
+}
+
+static int sub_pause(const struct opts *o, char **av)
+{
+	return run_cmd(o, av[0], "pause", NULL, OUT_DONE, "paused", NULL);
+}
+
+static int sub_resume(const struct opts *o, char **av)
+{
+	return run_cmd(o, av[0], "resume", NULL, OUT_DONE, "resumed", NULL);
+}
+
+static int sub_regs(const struct opts *o, char **av)
+{
+	json_t *args = regs_args(o, o->msrs);
+	int rc;
+
+	rc = run_cmd(o, av[0], "regs", args, OUT_HEX, NULL, NULL);
+	json_decref(args);
+	return rc;
+}
+
+static int sub_stats(const struct opts *o, char **av)
+{
+	return run_cmd(o, av[0], "stats", NULL, OUT_KV, NULL, NULL);
+}
+
+static int sub_poweroff(const struct opts *o, char **av)
+{
+	json_t *args = json_pack("{s:b}", "force", o->force);
+	int rc;
+
+	rc = run_cmd(o, av[0], "poweroff", args, OUT_DONE,
+		     o->force ? "powered off" : "sent power button", NULL);
+	json_decref(args);
+	return rc;
+}
+
+static int sub_reset(const struct opts *o, char **av)
+{
+	return run_cmd(o, av[0], "reset", NULL, OUT_DONE, "reset", NULL);
+}
+
+static int sub_checkpoint(const struct opts *o, char **av)
+{
+	return run_checkpoint(o, av[0], av[1], false);
+}
+
+static int sub_suspend(const struct opts *o, char **av)
+{
+	return run_checkpoint(o, av[0], av[1], true);
+}
+
+static int sub_snapshot_info(const struct opts *o, char **av)
+{
+	return cmd_snapshot_offline(o, false, av[0]);
+}
+
+static int sub_snapshot_verify(const struct opts *o, char **av)
+{
+	return cmd_snapshot_offline(o, true, av[0]);
+}
+
+/* Subcommand options a command accepts (besides the global ones). */
+#define SUB_VCPU  1u /* --vcpu/--cpu, --msrs */
+#define SUB_FORCE 2u
+#define SUB_ALL	  4u
+
+/*
+ * Every subcommand, in the order --help lists them. @group names a
+ * command with words (snapshot create/info/verify); @takes_vm: av[0] is a
+ * VM name, checked before anything is sent.
+ */
+static const struct subcommand {
+	const char *group, *name;
+	int nargs;
+	unsigned opts;
+	bool takes_vm, offline;
+	int (*run)(const struct opts *o, char **av);
+	const char *help; /* NULL: listed in another command's line */
+} subcommands[] = {
+	{NULL, "list", 0, 0, false, false, sub_list,
+	 "list                       every VM in the run directory"},
+	{NULL, "status", 1, 0, true, false, sub_status,
+	 "status VM                  state and summary"},
+	{NULL, "pause", 1, 0, true, false, sub_pause,
+	 "pause VM | resume VM       stop / restart the vCPUs"},
+	{NULL, "resume", 1, 0, true, false, sub_resume, NULL},
+	{NULL, "regs", 1, SUB_VCPU, true, false, sub_regs,
+	 "regs VM [--vcpu N] [--msrs] registers (VM paused)"},
+	{NULL, "stats", 1, 0, true, false, sub_stats,
+	 "stats VM                   counters"},
+	{NULL, "poweroff", 1, SUB_FORCE, true, false, sub_poweroff,
+	 "poweroff VM [--force]      power the VM off"},
+	{NULL, "reset", 1, 0, true, false, sub_reset,
+	 "reset VM                   reset the VM"},
+	{NULL, "checkpoint", 2, 0, true, false, sub_checkpoint,
+	 "checkpoint VM FILE         save a snapshot, keep running"},
+	{"snapshot", "create", 2, 0, true, false, sub_checkpoint,
+	 "snapshot create VM FILE    same as checkpoint"},
+	{NULL, "suspend", 2, 0, true, false, sub_suspend,
+	 "suspend VM FILE            save a snapshot, then power off"},
+	{"snapshot", "info", 1, SUB_ALL, false, true, sub_snapshot_info,
+	 "snapshot info FILE [--all] [--json]"},
+	{"snapshot", "verify", 1, 0, false, true, sub_snapshot_verify,
+	 "snapshot verify FILE"},
+};
+
+static void usage(FILE *f)
+{
+	size_t i;
+
+	fputs("usage: khyvectl [--rundir DIR] [--json] [--timeout SEC] "
+	      "COMMAND [ARGS]\n"
+	      "\n"
+	      "commands talking to a running VM:\n",
+	      f);
+	for (i = 0; i < ARRAY_SIZE(subcommands); i++)
+		if (!subcommands[i].offline && subcommands[i].help)
+			fprintf(f, "  %s\n", subcommands[i].help);
+	fputs("offline:\n", f);
+	for (i = 0; i < ARRAY_SIZE(subcommands); i++)
+		if (subcommands[i].offline && subcommands[i].help)
+			fprintf(f, "  %s\n", subcommands[i].help);
+	fputs("bhyvectl style:\n"
+	      "  khyvectl --vm=NAME [--status] [--pause] [--get-all] "
+	      "[--get-rip]\n"
+	      "           [--get-stats] [--checkpoint=FILE] "
+	      "[--suspend=FILE] [--resume]\n"
+	      "           [--force-reset] [--force-poweroff] [--cpu=N]\n"
+	      "\n"
+	      "Default run directory: $KHYVE_RUNDIR or /run/khyve.\n"
+	      "Exit status: 0 success, 1 failure, 2 usage error.\n",
+	      f);
 }
 
 /* ---- command line ---- */
@@ -563,94 +665,70 @@ static int run_actions(const struct opts *o)
 	return rc;
 }
 
+/* "unknown snapshot command 'x' (create, info, verify)" */
+static void unknown_in_group(const char *group, const char *sub)
+{
+	char names[128] = "";
+	size_t i, len = 0;
+
+	for (i = 0; i < ARRAY_SIZE(subcommands); i++) {
+		const struct subcommand *t = &subcommands[i];
+
+		if (!t->group || strcmp(t->group, group))
+			continue;
+		snprintf(names + len, sizeof(names) - len, "%s%s",
+			 len ? ", " : "", t->name);
+		len = strlen(names);
+	}
+	errmsg("unknown %s command '%s' (%s)", group, sub, names);
+}
+
 /* Subcommand @cmd with its @n positional arguments. */
 static int run_subcommand(const struct opts *o, const char *cmd, int n,
 			  char **av)
 {
-	static const struct {
-		const char *name;
-		int nargs;
-		unsigned opts; /* allowed: 1 vcpu/msrs, 2 force, 4 all */
-	} table[] = {
-		{"list", 0, 0},	    {"status", 1, 0}, {"pause", 1, 0},
-		{"resume", 1, 0},   {"regs", 1, 1},   {"stats", 1, 0},
-		{"poweroff", 1, 2}, {"reset", 1, 0},  {"checkpoint", 2, 0},
-		{"suspend", 2, 0},
-	};
-	unsigned allowed = 0, used;
-	json_t *args;
+	const struct subcommand *sc = NULL;
+	bool in_group = false;
+	unsigned used;
 	size_t i;
-	int rc;
 
-	used = (o->vcpu_set || o->msrs ? 1 : 0) | (o->force ? 2 : 0) |
-	       (o->all ? 4 : 0);
-	if (!strcmp(cmd, "snapshot")) {
-		const char *sub = n > 0 ? av[0] : "";
+	used = (o->vcpu_set || o->msrs ? SUB_VCPU : 0) |
+	       (o->force ? SUB_FORCE : 0) | (o->all ? SUB_ALL : 0);
+	for (i = 0; i < ARRAY_SIZE(subcommands) && !sc; i++) {
+		const struct subcommand *t = &subcommands[i];
 
-		if (!strcmp(sub, "create")) {
-			if (n != 3 || used)
-				goto bad_usage;
-			return run_checkpoint(o, av[1], av[2], false);
+		if (!t->group) {
+			if (!strcmp(t->name, cmd))
+				sc = t;
+		} else if (!strcmp(t->group, cmd)) {
+			in_group = true;
+			if (n > 0 && !strcmp(t->name, av[0]))
+				sc = t;
 		}
-		if (!strcmp(sub, "info") || !strcmp(sub, "verify")) {
-			bool verify = sub[0] == 'v';
-
-			if (n != 2 || (used & ~(verify ? 0u : 4u)))
-				goto bad_usage;
-			return cmd_snapshot_offline(o, verify, av[1]);
-		}
-		errmsg("unknown snapshot command '%s' (create, info, verify)",
-		       sub);
+	}
+	if (!sc && in_group) {
+		unknown_in_group(cmd, n > 0 ? av[0] : "");
 		return EXIT_USAGE;
 	}
-	for (i = 0; i < ARRAY_SIZE(table); i++)
-		if (!strcmp(table[i].name, cmd))
-			break;
-	if (i == ARRAY_SIZE(table)) {
+	if (!sc) {
 		errmsg("unknown command '%s' (see khyvectl --help)", cmd);
 		return EXIT_USAGE;
 	}
-	allowed = table[i].opts;
-	if (n != table[i].nargs || (used & ~allowed))
-		goto bad_usage;
-	if (n >= 1 && !ctl_vmname_valid(av[0])) {
+	if (sc->group) {
+		n--;
+		av++;
+	}
+	if (n != sc->nargs || (used & ~sc->opts)) {
+		errmsg("wrong arguments or options for '%s' (see khyvectl "
+		       "--help)",
+		       cmd);
+		return EXIT_USAGE;
+	}
+	if (sc->takes_vm && !ctl_vmname_valid(av[0])) {
 		errmsg("invalid VM name '%s'", av[0]);
 		return EXIT_USAGE;
 	}
-	switch (i) {
-	case 0:
-		return cmd_list(o);
-	case 1:
-		return run_cmd(o, av[0], "status", NULL, OUT_KV, NULL, NULL);
-	case 2:
-		return run_cmd(o, av[0], "pause", NULL, OUT_DONE, "paused", NULL);
-	case 3:
-		return run_cmd(o, av[0], "resume", NULL, OUT_DONE, "resumed", NULL);
-	case 4:
-		args = regs_args(o, o->msrs);
-		rc = run_cmd(o, av[0], "regs", args, OUT_HEX, NULL, NULL);
-		json_decref(args);
-		return rc;
-	case 5:
-		return run_cmd(o, av[0], "stats", NULL, OUT_KV, NULL, NULL);
-	case 6:
-		args = json_pack("{s:b}", "force", o->force);
-		rc = run_cmd(o, av[0], "poweroff", args, OUT_DONE,
-			     o->force ? "powered off" : "sent power button", NULL);
-		json_decref(args);
-		return rc;
-	case 7:
-		return run_cmd(o, av[0], "reset", NULL, OUT_DONE, "reset", NULL);
-	case 8:
-		return run_checkpoint(o, av[0], av[1], false);
-	default:
-		return run_checkpoint(o, av[0], av[1], true);
-	}
-
-bad_usage:
-	errmsg("wrong arguments or options for '%s' (see khyvectl --help)",
-	       cmd);
-	return EXIT_USAGE;
+	return sc->run(o, av);
 }
 
 int main(int argc, char **argv)
