@@ -47,6 +47,8 @@
 #include "snap.h"
 #include "snap_fault.h"
 #include "snap_ram.h"
+#include "snap_ram_live.h"
+#include "snap_ram_restore.h"
 #include "uart8250.h"
 #include "vcpu_state.h"
 #include "virtio_blk.h"
@@ -228,7 +230,7 @@ static int write_state(struct vm *vm, const char *path,
 	snprintf(kvm_info, sizeof(kvm_info), "api %d%s", KVM_API_VERSION,
 		 vm->sw_backend ? ", software backend" : "");
 	snap_host_info_probe(&host, kvm_info);
-	ret = snap_writer_open_id(&w, path, &host, save_id);
+	ret = snap_writer_open(&w, path, &host, save_id);
 	if (ret) {
 		snprintf(err, errlen, "%s: %s", path, strerror(-ret));
 		goto out;
@@ -240,7 +242,7 @@ static int write_state(struct vm *vm, const char *path,
 		ret = -ENOMEM;
 		goto fail;
 	}
-	ret = snap_write_blob(w, "config", 0, 1, json, strlen(json));
+	ret = snap_write_blob(w, "config", 0, 1, 0, json, strlen(json));
 	if (ret)
 		goto fail;
 	ret = snap_ram_write_section(w, ram);
@@ -444,7 +446,7 @@ static int precopy_start(struct vm *vm, const char *ram_path,
 		snprintf(err, errlen, "no memory for a dirty bitmap");
 		return -ENOMEM;
 	}
-	ret = snap_ram_live_open_id(&vm->mem, ram_path, save_id, &pc->lv);
+	ret = snap_ram_live_open(&vm->mem, ram_path, save_id, &pc->lv);
 	if (ret) {
 		free(pc->bm);
 		snprintf(err, errlen, "saving guest RAM to %s: %s", ram_path,
@@ -690,7 +692,7 @@ int vm_snapshot_save(struct vm *vm, const json_t *args, bool suspend,
 		pc.lv = NULL;
 	} else if (!ret) {
 		/* Stop-and-copy: the whole RAM to a temporary file now. */
-		ret = snap_ram_live_open_id(&vm->mem, ram_path, save_id, &lv);
+		ret = snap_ram_live_open(&vm->mem, ram_path, save_id, &lv);
 		if (!ret)
 			ret = snap_ram_live_copy(lv, NULL, &pg);
 		if (!ret)
@@ -1111,13 +1113,12 @@ int vm_snapshot_restore(struct vm *vm, const char *path, char *err,
 
 		progress_start(&pl, STDERR_FILENO,
 			       "khyve: restoring guest RAM");
-		ret = snap_ram_load_eager_pair(&vm->mem, ram_path, &ram, &se,
-					       &pg);
+		ret = snap_ram_load_eager(&vm->mem, ram_path, &ram, &pg, &se);
 		progress_end(&pl);
 	} else {
 		int fd;
 
-		ret = snap_ram_map_pair(&vm->mem, ram_path, &ram, &fd, &se);
+		ret = snap_ram_map(&vm->mem, ram_path, &ram, &fd, &se);
 		if (!ret)
 			ram_file_watch(vm, fd, ram_path);
 	}

@@ -19,6 +19,7 @@
 
 #include "common.h"
 #include "snap_fault.h"
+#include "snap_file.h"
 
 #define HDR_MAGIC "KHYVSNAP"
 #define HDR_FIXED 48	      /* bytes before the strings */
@@ -29,8 +30,7 @@
 #define FLD_HDR	  8
 
 struct snap_writer {
-	int fd;
-	char *path, *tmp, *dir;
+	struct snap_tmpfile f; /* path, temporary name, fd */
 	uint64_t off;
 	uint32_t nsections;
 	XXH3_state_t *file_hash;
@@ -395,26 +395,6 @@ const char *snap_writer_error(const struct snap_writer *w)
 	return w ? w->msg : "";
 }
 
-static int write_full(int fd, const void *buf, size_t len)
-{
-	const uint8_t *p = buf;
-
-	while (len) {
-		ssize_t n = write(fd, p, len);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (n == 0)
-			return -EIO;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 /* Append to the file and the running whole-file hash; errors stick. */
 static int wappend(struct snap_writer *w, const void *buf, size_t len)
 {
@@ -425,19 +405,19 @@ static int wappend(struct snap_writer *w, const void *buf, size_t len)
 	rc = snap_fault(SNAP_FAULT_STATE_WRITE);
 	if (rc) {
 		w->err = rc;
-		return wfail(w, rc, "%s: write: %s (injected fault)", w->tmp,
+		return wfail(w, rc, "%s: write: %s (injected fault)", w->f.tmp,
 			     strerror(-rc));
 	}
 	if (w->off + len + END_LEN > SNAP_MAX_FILE_SIZE) {
 		w->err = -EFBIG;
 		return wfail(w, w->err,
-			     "%s: state file would exceed %llu bytes", w->path,
+			     "%s: state file would exceed %llu bytes", w->f.path,
 			     (unsigned long long)SNAP_MAX_FILE_SIZE);
 	}
-	rc = write_full(w->fd, buf, len);
+	rc = snap_write_full(w->f.fd, buf, len);
 	if (rc) {
 		w->err = rc;
-		return wfail(w, rc, "%s: write: %s", w->tmp, strerror(-rc));
+		return wfail(w, rc, "%s: write: %s", w->f.tmp, strerror(-rc));
 	}
 	XXH3_64bits_update(w->file_hash, buf, len);
 	w->off += len;
@@ -451,22 +431,6 @@ static size_t put_str(uint8_t *p, const char *s, size_t max)
 	put_le16(p, (uint16_t)n);
 	memcpy(p + 2, s, n);
 	return 2 + n;
-}
-
-static void split_path(const char *path, char **dir, const char **base)
-{
-	const char *slash = strrchr(path, '/');
-
-	if (!slash) {
-		*dir = strdup(".");
-		*base = path;
-	} else if (slash == path) {
-		*dir = strdup("/");
-		*base = slash + 1;
-	} else {
-		*dir = strndup(path, (size_t)(slash - path));
-		*base = slash + 1;
-	}
 }
 
 int snap_save_id_new(uint8_t id[SNAP_SAVE_ID_LEN])
@@ -496,55 +460,12 @@ void snap_save_id_str(const uint8_t id[SNAP_SAVE_ID_LEN],
 		snprintf(out + 2 * i, 3, "%02x", id[i]);
 }
 
-int snap_writer_open(struct snap_writer **wp, const char *path,
-		     const struct snap_host_info *host)
+/* The file header; returns its length. */
+static size_t header_build(uint8_t *hdr, const struct snap_host_info *host,
+			   const uint8_t *save_id)
 {
-	return snap_writer_open_id(wp, path, host, NULL);
-}
-
-int snap_writer_open_id(struct snap_writer **wp, const char *path,
-			const struct snap_host_info *host,
-			const uint8_t *save_id)
-{
-	struct snap_writer *w;
-	const char *base;
-	uint8_t hdr[HDR_FIXED + 8 + 16 + 64 + 16 + 128 + SNAP_SAVE_ID_LEN + 8];
 	size_t n;
-	int rc;
 
-	*wp = NULL;
-	if (!path || !*path || !host)
-		return -EINVAL;
-	w = calloc(1, sizeof(*w));
-	if (!w)
-		return -ENOMEM;
-	w->fd = -1;
-	w->path = strdup(path);
-	split_path(path, &w->dir, &base);
-	if (!w->path || !w->dir || !*base) {
-		rc = *base ? -ENOMEM : -EISDIR;
-		goto fail;
-	}
-	if (asprintf(&w->tmp, "%s/.%s.tmp-XXXXXX", w->dir, base) < 0) {
-		w->tmp = NULL;
-		rc = -ENOMEM;
-		goto fail;
-	}
-	w->file_hash = XXH3_createState();
-	if (!w->file_hash) {
-		rc = -ENOMEM;
-		goto fail;
-	}
-	XXH3_64bits_reset(w->file_hash);
-	w->fd = mkostemp(w->tmp, O_CLOEXEC);
-	if (w->fd < 0) {
-		rc = -errno;
-		free(w->tmp);
-		w->tmp = NULL;
-		goto fail;
-	}
-
-	memset(hdr, 0, sizeof(hdr));
 	memcpy(hdr, HDR_MAGIC, 8);
 	put_le16(hdr + 8, SNAP_FORMAT_MAJOR);
 	put_le16(hdr + 10, SNAP_FORMAT_MINOR);
@@ -565,8 +486,33 @@ int snap_writer_open_id(struct snap_writer **wp, const char *path,
 	n += SNAP_SAVE_ID_LEN;
 	put_le32(hdr + 12, (uint32_t)(n + 8));
 	put_le64(hdr + n, XXH3_64bits(hdr, n));
-	n += 8;
-	rc = wappend(w, hdr, n);
+	return n + 8;
+}
+
+int snap_writer_open(struct snap_writer **wp, const char *path,
+		     const struct snap_host_info *host, const uint8_t *save_id)
+{
+	struct snap_writer *w;
+	uint8_t hdr[HDR_FIXED + 8 + 16 + 64 + 16 + 128 + SNAP_SAVE_ID_LEN + 8];
+	int rc;
+
+	*wp = NULL;
+	if (!path || !*path || !host)
+		return -EINVAL;
+	w = calloc(1, sizeof(*w));
+	if (!w)
+		return -ENOMEM;
+	rc = snap_tmpfile_open(&w->f, path);
+	if (rc)
+		goto fail;
+	w->file_hash = XXH3_createState();
+	if (!w->file_hash) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	XXH3_64bits_reset(w->file_hash);
+	memset(hdr, 0, sizeof(hdr));
+	rc = wappend(w, hdr, header_build(hdr, host, save_id));
 	if (rc)
 		goto fail;
 	*wp = w;
@@ -584,9 +530,6 @@ static void free_writer(struct snap_writer *w)
 	free(w->instances);
 	if (w->file_hash)
 		XXH3_freeState(w->file_hash);
-	free(w->path);
-	free(w->tmp);
-	free(w->dir);
 	free(w);
 }
 
@@ -594,10 +537,7 @@ void snap_writer_abort(struct snap_writer *w)
 {
 	if (!w)
 		return;
-	if (w->fd >= 0)
-		close(w->fd);
-	if (w->tmp)
-		unlink(w->tmp);
+	snap_tmpfile_discard(&w->f);
 	free_writer(w);
 }
 
@@ -610,7 +550,7 @@ static int note_name(struct snap_writer *w, const char *name, uint32_t instance)
 		if (w->instances[i] == instance && !strcmp(w->names[i], name))
 			return wfail(w, -EEXIST,
 				     "%s: section '%s' #%u written twice",
-				     w->path, name, instance);
+				     w->f.path, name, instance);
 	names = realloc(w->names, (w->nnames + 1) * sizeof(*names));
 	if (!names)
 		return -ENOMEM;
@@ -639,9 +579,9 @@ static int write_sec(struct snap_writer *w, const char *name, uint32_t instance,
 	if (w->err)
 		return w->err;
 	if (!name_ok(name, nlen))
-		return wfail(w, -EINVAL, "%s: bad section name", w->path);
+		return wfail(w, -EINVAL, "%s: bad section name", w->f.path);
 	if (w->nsections >= SNAP_MAX_SECTIONS)
-		return wfail(w, -E2BIG, "%s: too many sections", w->path);
+		return wfail(w, -E2BIG, "%s: too many sections", w->f.path);
 	rc = note_name(w, name, instance);
 	if (rc)
 		return rc;
@@ -673,23 +613,17 @@ static int write_sec(struct snap_writer *w, const char *name, uint32_t instance,
 	return rc;
 }
 
-int snap_write_blob_flags(struct snap_writer *w, const char *name,
-			  uint32_t instance, uint16_t version, uint32_t flags,
-			  const void *data, size_t len)
+int snap_write_blob(struct snap_writer *w, const char *name, uint32_t instance,
+		    uint16_t version, uint32_t flags, const void *data,
+		    size_t len)
 {
 	if (!w || !name || (len && !data))
 		return -EINVAL;
 	if (version < 1)
 		return wfail(w, -EINVAL, "%s: blob '%s': version must be >= 1",
-			     w->path, name);
+			     w->f.path, name);
 	return write_sec(w, name, instance, SNAP_KIND_BLOB, version, 1, flags,
 			 data ? data : "", len);
-}
-
-int snap_write_blob(struct snap_writer *w, const char *name, uint32_t instance,
-		    uint16_t version, const void *data, size_t len)
-{
-	return snap_write_blob_flags(w, name, instance, version, 0, data, len);
 }
 
 /* Number of elements of @f saved from @state, or -errno. */
@@ -732,7 +666,7 @@ int snap_write_section(struct snap_writer *w, const struct snap_desc *d,
 				w, -ERANGE,
 				"%s: section '%s' #%u: field '%s': count "
 				"'%s' = %llu exceeds capacity %u",
-				w->path, d->name, instance, f->name,
+				w->f.path, d->name, instance, f->name,
 				f->count_field,
 				(unsigned long long)state_get(
 					state,
@@ -749,7 +683,7 @@ int snap_write_section(struct snap_writer *w, const struct snap_desc *d,
 					"%s: section '%s' #%u: field "
 					"'%s': value %llu exceeds maximum "
 					"%llu",
-					w->path, d->name, instance, f->name,
+					w->f.path, d->name, instance, f->name,
 					(unsigned long long)v,
 					(unsigned long long)(f->type == SNAP_T_BOOL
 								     ? 1
@@ -785,26 +719,13 @@ int snap_write_section(struct snap_writer *w, const struct snap_desc *d,
 	return rc;
 }
 
-static int fsync_dir(const char *dir)
-{
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	int rc = 0;
-
-	if (fd < 0)
-		return -errno;
-	/* Some filesystems cannot fsync directories; nothing to do there. */
-	if (fsync(fd) && errno != EINVAL)
-		rc = -errno;
-	close(fd);
-	return rc;
-}
-
 int snap_writer_seal(struct snap_writer *w)
 {
+	struct snap_err e;
 	uint8_t end[END_LEN];
 	int rc;
 
-	if (!w || w->fd < 0)
+	if (!w || w->f.fd < 0)
 		return -EINVAL;
 	rc = w->err;
 	if (rc)
@@ -814,47 +735,37 @@ int snap_writer_seal(struct snap_writer *w)
 	put_le64(end + 8, w->off + END_LEN);
 	XXH3_64bits_update(w->file_hash, end, 16);
 	put_le64(end + 16, XXH3_64bits_digest(w->file_hash));
-	rc = write_full(w->fd, end, sizeof(end));
+	rc = snap_write_full(w->f.fd, end, sizeof(end));
 	if (rc) {
 		w->err = rc;
-		return wfail(w, rc, "%s: write: %s", w->tmp, strerror(-rc));
+		return wfail(w, rc, "%s: write: %s", w->f.tmp, strerror(-rc));
 	}
-	if (fsync(w->fd)) {
-		rc = -errno;
-		w->err = rc;
-		return wfail(w, rc, "%s: fsync: %s", w->tmp, strerror(-rc));
-	}
-	rc = close(w->fd) ? -errno : 0;
-	w->fd = -1;
+	rc = snap_tmpfile_seal(&w->f, true, &e);
 	if (rc) {
 		w->err = rc;
-		return wfail(w, rc, "%s: close: %s", w->tmp, strerror(-rc));
+		return wfail(w, rc, "%s", e.msg);
 	}
 	return 0;
 }
 
 int snap_writer_publish(struct snap_writer *w, bool sync_dir)
 {
+	struct snap_err e;
 	int rc;
 
-	if (!w || w->fd >= 0 || !w->tmp || w->err)
+	if (!w || w->f.fd >= 0 || !w->f.tmp || w->err)
 		return -EINVAL;
 	rc = snap_fault(SNAP_FAULT_STATE_COMMIT);
 	if (rc)
-		return wfail(w, rc, "%s: rename: %s (injected fault)", w->path,
-			     strerror(-rc));
-	if (rename(w->tmp, w->path)) {
-		rc = -errno;
-		return wfail(w, rc, "%s: rename: %s", w->path, strerror(-rc));
-	}
-	free(w->tmp);
-	w->tmp = NULL; /* it is the real file now: abort must not unlink */
-	return sync_dir ? fsync_dir(w->dir) : 0;
+		return wfail(w, rc, "%s: rename: %s (injected fault)",
+			     w->f.path, strerror(-rc));
+	rc = snap_tmpfile_publish(&w->f, sync_dir, &e);
+	return rc ? wfail(w, rc, "%s", e.msg) : 0;
 }
 
 const char *snap_writer_path(const struct snap_writer *w)
 {
-	return w ? w->path : "";
+	return w ? w->f.path : "";
 }
 
 int snap_writer_commit(struct snap_writer *w)

@@ -6,8 +6,8 @@
  *
  * Save:
  *   snap_host_info_probe(&host, kvm_info);
- *   snap_writer_open(&w, path, &host);
- *   snap_write_blob(w, "config", 0, 1, json, len);
+ *   snap_writer_open(&w, path, &host, save_id);   (save_id NULL-able)
+ *   snap_write_blob(w, "config", 0, 1, 0, json, len);
  *   snap_write_section(w, &uart8250_snap, 0, &uart_state);   (per device)
  *   snap_writer_commit(w);            (or snap_writer_abort(w) on error)
  *
@@ -111,14 +111,11 @@ int snap_host_info_probe(struct snap_host_info *h, const char *kvm_info);
 
 /*
  * Start writing @path: the data goes to a temporary name in the same
- * directory and only replaces @path on a successful commit.
+ * directory and only replaces @path on a successful commit. @save_id
+ * (NULL: none) goes into the header.
  */
 int snap_writer_open(struct snap_writer **w, const char *path,
-		     const struct snap_host_info *host);
-/* The same, recording @save_id (NULL: none) in the header. */
-int snap_writer_open_id(struct snap_writer **w, const char *path,
-			const struct snap_host_info *host,
-			const uint8_t *save_id);
+		     const struct snap_host_info *host, const uint8_t *save_id);
 /* A fresh random save id (getrandom). */
 int snap_save_id_new(uint8_t id[SNAP_SAVE_ID_LEN]);
 /* As 32 hex digits. */
@@ -127,12 +124,10 @@ void snap_save_id_str(const uint8_t id[SNAP_SAVE_ID_LEN],
 /* Encode @state (a struct described by @d). */
 int snap_write_section(struct snap_writer *w, const struct snap_desc *d,
 		       uint32_t instance, const void *state);
-/* A raw byte section; written as required (flags 0). */
+/* A raw byte section; @flags 0 (required) or SNAP_F_OPTIONAL. */
 int snap_write_blob(struct snap_writer *w, const char *name, uint32_t instance,
-		    uint16_t version, const void *data, size_t len);
-int snap_write_blob_flags(struct snap_writer *w, const char *name,
-			  uint32_t instance, uint16_t version, uint32_t flags,
-			  const void *data, size_t len);
+		    uint16_t version, uint32_t flags, const void *data,
+		    size_t len);
 /* Why the last writer call failed (empty if it did not). */
 const char *snap_writer_error(const struct snap_writer *w);
 /*

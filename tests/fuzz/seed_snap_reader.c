@@ -57,9 +57,9 @@ int main(int argc, char **argv)
 		return 2;
 	snprintf(path, sizeof(path), "%s/.seed.snap", argv[1]);
 	snap_host_info_probe(&h, "seed");
-	if (snap_writer_open(&w, path, &h))
+	if (snap_writer_open(&w, path, &h, NULL))
 		return 1;
-	if (snap_write_blob(w, "config", 0, 1, cfg, strlen(cfg)) ||
+	if (snap_write_blob(w, "config", 0, 1, 0, cfg, strlen(cfg)) ||
 	    snap_write_section(w, &dev_desc, 0, &s) ||
 	    snap_write_section(w, &dev_desc, 1, &s) ||
 	    snap_ram_write_section(w, &ri)) {

@@ -123,7 +123,7 @@ static int writer_open(struct prop *p)
 		 access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp",
 		 (int)getpid());
 	snap_host_info_probe(&h, "unit");
-	return snap_writer_open(&p->w, p->path, &h);
+	return snap_writer_open(&p->w, p->path, &h, NULL);
 }
 
 static int write_moment(struct prop *p, unsigned idx, const struct moment *m,

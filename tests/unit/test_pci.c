@@ -384,7 +384,7 @@ static void test_snapshot(void)
 	pci_msix_notify(&dev, 1); /* masked: pending */
 
 	CHECK_EQ(snap_host_info_probe(&h, "unit"), 0);
-	CHECK_EQ(snap_writer_open(&w, path, &h), 0);
+	CHECK_EQ(snap_writer_open(&w, path, &h, NULL), 0);
 	if (!w)
 		return;
 	CHECK_EQ(snap_write_section(w, &pci_dev_snap, 3, &dev.st), 0);

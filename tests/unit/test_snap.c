@@ -95,7 +95,7 @@ static struct snap_writer *new_writer(const char *path)
 	struct snap_writer *w = NULL;
 
 	CHECK_EQ(snap_host_info_probe(&h, "test kvm info"), 0);
-	CHECK_EQ(snap_writer_open(&w, path, &h), 0);
+	CHECK_EQ(snap_writer_open(&w, path, &h, NULL), 0);
 	return w;
 }
 
@@ -459,10 +459,10 @@ static void test_blob(void)
 
 	for (size_t i = 0; i < sizeof(big); i++)
 		big[i] = (uint8_t)(i * 7);
-	CHECK_EQ(snap_write_blob(w, "config", 0, 1, cfg, strlen(cfg)), 0);
-	CHECK_EQ(snap_write_blob(w, "xsave", 1, 4, big, sizeof(big)), 0);
-	CHECK_EQ(snap_write_blob(w, "empty", 0, 1, NULL, 0), 0);
-	CHECK_EQ(snap_write_blob_flags(w, "extra", 0, 1, SNAP_F_OPTIONAL, "x",
+	CHECK_EQ(snap_write_blob(w, "config", 0, 1, 0, cfg, strlen(cfg)), 0);
+	CHECK_EQ(snap_write_blob(w, "xsave", 1, 4, 0, big, sizeof(big)), 0);
+	CHECK_EQ(snap_write_blob(w, "empty", 0, 1, 0, NULL, 0), 0);
+	CHECK_EQ(snap_write_blob(w, "extra", 0, 1, SNAP_F_OPTIONAL, "x",
 				       1),
 		 0);
 	CHECK_EQ(snap_write_section(w, &dev_v1, 0, &s1), 0);
@@ -567,7 +567,7 @@ static void test_atomic(void)
 		s.a = 3;
 		rc = snap_write_section(cw, &dev_v1, 0, &s);
 		if (!rc)
-			rc = snap_write_blob(cw, "big", 0, 1, big, sizeof(big));
+			rc = snap_write_blob(cw, "big", 0, 1, 0, big, sizeof(big));
 		if (rc != -EFBIG || !strstr(snap_writer_error(cw), "write"))
 			_exit(11);
 		/* Errors stick: commit fails and removes the temp file. */
@@ -589,7 +589,7 @@ static void test_atomic(void)
 
 	/* Unwritable directory: open fails cleanly. */
 	memset(&h, 0, sizeof(h));
-	CHECK(snap_writer_open(&w, "/nonexistent-dir/x.snap", &h) < 0);
+	CHECK(snap_writer_open(&w, "/nonexistent-dir/x.snap", &h, NULL) < 0);
 	CHECK(w == NULL);
 }
 

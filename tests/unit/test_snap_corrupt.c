@@ -92,14 +92,14 @@ static int build_file(const char *path)
 	for (unsigned i = 0; i < sizeof(xsave); i++)
 		xsave[i] = (uint8_t)(i * 13);
 	snap_host_info_probe(&h, "kvm_pvm api 12");
-	rc = snap_writer_open(&w, path, &h);
+	rc = snap_writer_open(&w, path, &h, NULL);
 	if (rc)
 		return rc;
-	rc = snap_write_blob(w, "config", 0, 1, cfg, strlen(cfg));
+	rc = snap_write_blob(w, "config", 0, 1, 0, cfg, strlen(cfg));
 	if (!rc)
 		rc = snap_write_section(w, &cpu_desc, 0, &c);
 	if (!rc)
-		rc = snap_write_blob(w, "xsave", 0, 1, xsave, sizeof(xsave));
+		rc = snap_write_blob(w, "xsave", 0, 1, 0, xsave, sizeof(xsave));
 	if (!rc)
 		rc = snap_write_section(w, &uart_desc, 0, &u);
 	if (!rc)

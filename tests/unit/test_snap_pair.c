@@ -22,6 +22,8 @@
 #include "snap.h"
 #include "snap_fault.h"
 #include "snap_ram.h"
+#include "snap_ram_live.h"
+#include "snap_ram_restore.h"
 #include "unit.h"
 
 #define RAM (16 * MiB)
@@ -81,15 +83,15 @@ static int save(const struct guest_mem *m, const char *state, uint8_t seed,
 	snap_host_info_probe(&host, "unit");
 	rc = snap_save_id_new(id);
 	if (!rc)
-		rc = snap_ram_live_open_id(m, ram_path, id, &lv);
+		rc = snap_ram_live_open(m, ram_path, id, &lv);
 	if (!rc)
 		rc = snap_ram_live_copy(lv, NULL, NULL);
 	if (!rc)
 		rc = snap_ram_live_info(lv, &info);
 	if (!rc)
-		rc = snap_writer_open_id(&w, state, &host, id);
+		rc = snap_writer_open(&w, state, &host, id);
 	if (!rc)
-		rc = snap_write_blob(w, "config", 0, 1, &seed, 1);
+		rc = snap_write_blob(w, "config", 0, 1, 0, &seed, 1);
 	if (!rc)
 		rc = snap_ram_write_section(w, &info);
 	snap_ram_info_free(&info);
@@ -315,7 +317,7 @@ static void test_mismatched_pair_refused(void)
 		CHECK_EQ(snap_reader_open(&r, tpath("a.snap"), &err), 0);
 		CHECK_EQ(snap_ram_read_section(r, &info, &err), 0);
 		CHECK(info.has_id);
-		CHECK_EQ(snap_ram_map_pair(&m, tpath("a.snap.ram"), &info,
+		CHECK_EQ(snap_ram_map(&m, tpath("a.snap.ram"), &info,
 					   NULL, &err),
 			 -EINVAL);
 		CHECK(strstr(err.msg, "different saves"));
@@ -352,7 +354,7 @@ static void test_mismatched_pair_refused(void)
 	munmap(m.base, m.ram_size);
 }
 
-/* A state file without an id (format 1.0, or snap_writer_open) still
+/* A state file without an id (format 1.0, or a NULL save id) still
  * pairs with a bare RAM file, checked by size as before. */
 static void test_pair_without_id(void)
 {
@@ -365,10 +367,10 @@ static void test_pair_without_id(void)
 
 	CHECK_EQ(mem_new(&m, RAM), 0);
 	mem_fill(&m, 5);
-	CHECK_EQ(snap_ram_save_beside(&m, tpath("o.snap"), 0, &info), 0);
+	CHECK_EQ(snap_ram_save(&m, tpath("o.snap.ram"), 0, &info, NULL), 0);
 	CHECK(!info.has_id);
 	snap_host_info_probe(&host, NULL);
-	CHECK_EQ(snap_writer_open(&w, tpath("o.snap"), &host), 0);
+	CHECK_EQ(snap_writer_open(&w, tpath("o.snap"), &host, NULL), 0);
 	CHECK_EQ(snap_ram_write_section(w, &info), 0);
 	CHECK_EQ(snap_writer_commit(w), 0);
 	snap_ram_info_free(&info);
@@ -376,7 +378,7 @@ static void test_pair_without_id(void)
 	CHECK_EQ(snap_reader_open(&r, tpath("o.snap"), &err), 0);
 	CHECK(r && !snap_reader_header(r)->has_save_id);
 	CHECK_EQ(snap_ram_read_section(r, &info, &err), 0);
-	CHECK_EQ(snap_ram_map_pair(&m, tpath("o.snap.ram"), &info, NULL,
+	CHECK_EQ(snap_ram_map(&m, tpath("o.snap.ram"), &info, NULL,
 				   &err),
 		 0);
 	snap_ram_info_free(&info);
@@ -411,7 +413,7 @@ static void test_not_regular_files(void)
 	CHECK_EQ(mkfifo(ram, 0600), 0);
 	CHECK_EQ(snap_ram_check_file(ram, &info, &err), -EINVAL);
 	CHECK(strstr(err.msg, "not a regular file (a FIFO)"));
-	CHECK_EQ(snap_ram_map_pair(&m, ram, &info, NULL, &err), -EINVAL);
+	CHECK_EQ(snap_ram_map(&m, ram, &info, NULL, &err), -EINVAL);
 	CHECK_EQ(snap_ram_verify(ram, &info, &err), -EINVAL);
 	CHECK_EQ(unlink(ram), 0);
 	CHECK_EQ(symlink("/dev/null", ram), 0);

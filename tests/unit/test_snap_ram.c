@@ -11,6 +11,8 @@
 #include "guest_mem.h"
 #include "snap.h"
 #include "snap_ram.h"
+#include "snap_ram_live.h"
+#include "snap_ram_restore.h"
 #include "snap_inspect.h"
 #include <jansson.h>
 #include "unit.h"
@@ -27,6 +29,16 @@ static const char *tpath(const char *name)
 
 	snprintf(p, 128, "%s/%s", dir, name);
 	return p;
+}
+
+/* The RAM file of @state at its default name, STATE.ram. */
+static int save_beside(const struct guest_mem *m, const char *state,
+		       struct snap_ram_info *info)
+{
+	char ram[256];
+	int rc = snap_ram_default_path(state, ram, sizeof(ram));
+
+	return rc ? rc : snap_ram_save(m, ram, 0, info, NULL);
 }
 
 /* Flat guest RAM in one anonymous mapping, regions pointing into it. */
@@ -91,7 +103,7 @@ static void test_save_sparse_hashes(void)
 
 	CHECK_EQ(mem_new(&m, RAM), 0);
 	mem_fill(&m, 0);
-	CHECK_EQ(snap_ram_save(&m, p, SNAP_RAM_FSYNC, &info), 0);
+	CHECK_EQ(snap_ram_save(&m, p, SNAP_RAM_FSYNC, &info, NULL), 0);
 	CHECK(!strcmp(info.file, "vm.snap.ram"));
 	CHECK_EQ(info.ram_size, RAM);
 	CHECK_EQ(info.chunk_size, SNAP_RAM_CHUNK_SIZE);
@@ -148,24 +160,24 @@ static void test_map_and_eager(void)
 	CHECK_EQ(mem_new(&b, RAM), 0);
 	CHECK_EQ(mem_new(&small, RAM / 2), 0);
 	mem_fill(&m, 3);
-	CHECK_EQ(snap_ram_save_beside(&m, tpath("x.snap"), 0, &info), 0);
+	CHECK_EQ(snap_ram_save(&m, p, 0, &info, NULL), 0);
 	CHECK(!strcmp(info.file, "x.snap.ram"));
 
-	CHECK_EQ(snap_ram_map(&a, p, &err), 0);
+	CHECK_EQ(snap_ram_map(&a, p, NULL, NULL, &err), 0);
 	CHECK(!memcmp(a.base, m.base, RAM));
 	/* Eager load over dirty memory must clear what the file has as holes.
 	 */
 	memset(b.base, 0xcc, RAM);
-	CHECK_EQ(snap_ram_load_eager(&b, p, &err), 0);
+	CHECK_EQ(snap_ram_load_eager(&b, p, NULL, NULL, &err), 0);
 	CHECK(!memcmp(b.base, m.base, RAM));
 	CHECK(!memcmp(a.base, b.base, RAM));
 	/* Region pointers see the restored data too. */
 	CHECK_EQ(*(uint8_t *)guest_mem_ptr(&a, RAM - 1, 1), 0x5a);
 
-	CHECK_EQ(snap_ram_map(&small, p, &err), -EINVAL);
+	CHECK_EQ(snap_ram_map(&small, p, NULL, NULL, &err), -EINVAL);
 	CHECK(strstr(err.msg, "does not match the RAM size"));
-	CHECK_EQ(snap_ram_load_eager(&small, p, &err), -EINVAL);
-	CHECK_EQ(snap_ram_map(&a, tpath("nope.ram"), &err), -ENOENT);
+	CHECK_EQ(snap_ram_load_eager(&small, p, NULL, NULL, &err), -EINVAL);
+	CHECK_EQ(snap_ram_map(&a, tpath("nope.ram"), NULL, NULL, &err), -ENOENT);
 	CHECK(strstr(err.msg, "nope.ram"));
 
 	snap_ram_info_free(&info);
@@ -191,8 +203,8 @@ static void test_resave_over_mapped(void)
 	CHECK_EQ(mem_new(&m, RAM), 0);
 	CHECK_EQ(mem_new(&g, RAM), 0);
 	mem_fill(&m, 7);
-	CHECK_EQ(snap_ram_save(&m, p, 0, &i1), 0);
-	CHECK_EQ(snap_ram_map(&g, p, &err), 0);
+	CHECK_EQ(snap_ram_save(&m, p, 0, &i1, NULL), 0);
+	CHECK_EQ(snap_ram_map(&g, p, NULL, NULL, &err), 0);
 
 	want = malloc(RAM);
 	CHECK(want != NULL);
@@ -207,7 +219,7 @@ static void test_resave_over_mapped(void)
 	memset(g.base + 37 * PAGE_SIZE, 0, PAGE_SIZE); /* data -> zero */
 	memset(want + 37 * PAGE_SIZE, 0, PAGE_SIZE);
 
-	CHECK_EQ(snap_ram_save(&g, p, 0, &i2), 0);
+	CHECK_EQ(snap_ram_save(&g, p, 0, &i2, NULL), 0);
 	CHECK(file_equals(p, want, RAM));
 	CHECK(!memcmp(g.base, want, RAM)); /* guest view unchanged */
 	CHECK_EQ(snap_ram_verify(p, &i2, &err), 0);
@@ -258,7 +270,7 @@ static void test_untouched_pages_not_read(void)
 	memset(m.base + 9 * MiB, 0, PAGE_SIZE); /* touched, but zero */
 	before = resident_pages(m.base, RAM);
 	CHECK(before <= 16);
-	CHECK_EQ(snap_ram_save(&m, p, 0, &info), 0);
+	CHECK_EQ(snap_ram_save(&m, p, 0, &info, NULL), 0);
 	after = resident_pages(m.base, RAM);
 	CHECK_EQ(after, before);
 	/*
@@ -319,7 +331,7 @@ static void test_live_copy_dirty_pass(void)
 	CHECK(dirty != NULL);
 	CHECK_EQ(mem_new(&m, RAM), 0);
 	mem_fill(&m, 3);
-	CHECK_EQ(snap_ram_live_open(&m, p, &lv), 0);
+	CHECK_EQ(snap_ram_live_open(&m, p, NULL, &lv), 0);
 	/* A write before tracking starts is the full pass's to copy. */
 	CHECK_EQ(guest_mem_write(&m, 5 * PAGE_SIZE, "x", 1), 0);
 	CHECK_EQ(guest_mem_dirty_start(&m), 0);
@@ -393,7 +405,7 @@ static void test_live_copy_dirty_pass(void)
 	CHECK_EQ(stat(p, &st), 0);
 	CHECK_EQ((uint64_t)st.st_size, RAM);
 	/* An aborted save leaves nothing behind and the old file intact. */
-	CHECK_EQ(snap_ram_live_open(&m, p, &lv), 0);
+	CHECK_EQ(snap_ram_live_open(&m, p, NULL, &lv), 0);
 	CHECK_EQ(snap_ram_live_copy(lv, NULL, NULL), 0);
 	snap_ram_live_abort(lv);
 	CHECK(file_equals(p, m.base, RAM));
@@ -430,17 +442,17 @@ static void test_split_regions(void)
 	hi[4 * MiB - 1] = 0x33;
 	memcpy(flat, lo, 8 * MiB);
 	memcpy(flat + 8 * MiB, hi, 4 * MiB);
-	CHECK_EQ(snap_ram_save(&m, p, 0, &info), 0);
+	CHECK_EQ(snap_ram_save(&m, p, 0, &info, NULL), 0);
 	CHECK(file_equals(p, flat, 12 * MiB));
 	CHECK_EQ(snap_ram_verify(p, &info, &err), 0);
-	CHECK_EQ(snap_ram_load_eager(&n, p, &err), 0);
+	CHECK_EQ(snap_ram_load_eager(&n, p, NULL, NULL, &err), 0);
 	CHECK(!memcmp(lo2, lo, 8 * MiB));
 	CHECK(!memcmp(hi2, hi, 4 * MiB));
 	/* No host base: mapping needs one. */
-	CHECK_EQ(snap_ram_map(&n, p, &err), -EINVAL);
+	CHECK_EQ(snap_ram_map(&n, p, NULL, NULL, &err), -EINVAL);
 	/* Regions that do not tile the RAM are refused. */
 	m.r[1].offset = 9 * MiB;
-	CHECK_EQ(snap_ram_save(&m, p, 0, &info), -EINVAL);
+	CHECK_EQ(snap_ram_save(&m, p, 0, &info, NULL), -EINVAL);
 out:
 	snap_ram_info_free(&info);
 	free(lo);
@@ -462,9 +474,9 @@ static void test_ram_section(void)
 
 	CHECK_EQ(mem_new(&m, 8 * MiB), 0);
 	mem_fill(&m, 9);
-	CHECK_EQ(snap_ram_save_beside(&m, tpath("s.snap"), 0, &info), 0);
+	CHECK_EQ(save_beside(&m, tpath("s.snap"), &info), 0);
 	snap_host_info_probe(&h, NULL);
-	CHECK_EQ(snap_writer_open(&w, tpath("s.snap"), &h), 0);
+	CHECK_EQ(snap_writer_open(&w, tpath("s.snap"), &h, NULL), 0);
 	CHECK_EQ(snap_ram_write_section(w, &info), 0);
 	CHECK_EQ(snap_writer_commit(w), 0);
 
@@ -603,10 +615,10 @@ static void test_inspect(void)
 
 	CHECK_EQ(mem_new(&m, 8 * MiB), 0);
 	mem_fill(&m, 1);
-	CHECK_EQ(snap_ram_save_beside(&m, p, 0, &info), 0);
+	CHECK_EQ(save_beside(&m, p, &info), 0);
 	snap_host_info_probe(&h, "kvm test");
-	CHECK_EQ(snap_writer_open(&w, p, &h), 0);
-	CHECK_EQ(snap_write_blob(w, "config", 0, 1, cfg, strlen(cfg)), 0);
+	CHECK_EQ(snap_writer_open(&w, p, &h, NULL), 0);
+	CHECK_EQ(snap_write_blob(w, "config", 0, 1, 0, cfg, strlen(cfg)), 0);
 	CHECK_EQ(snap_ram_write_section(w, &info), 0);
 	CHECK_EQ(snap_write_section(w, &insp_desc, 0, &st), 0);
 	CHECK_EQ(snap_writer_commit(w), 0);

@@ -483,7 +483,7 @@ static void test_snapshot(void)
 	CHECK(fd >= 0);
 	close(fd);
 	snap_host_info_probe(&host, NULL);
-	CHECK_EQ(snap_writer_open(&w, path, &host), 0);
+	CHECK_EQ(snap_writer_open(&w, path, &host, NULL), 0);
 	CHECK_EQ(virtio_pci_snap_foreach(&con.vp, 3, save_cb, w), 0);
 	CHECK_EQ(snap_writer_commit(w), 0);
 	teardown();

@@ -561,7 +561,7 @@ static void test_snapshot(void)
 	CHECK_EQ(virtq_pop(&vp.vqs[1], &e), 1);
 
 	CHECK_EQ(snap_host_info_probe(&h, "unit"), 0);
-	CHECK_EQ(snap_writer_open(&c.w, path, &h), 0);
+	CHECK_EQ(snap_writer_open(&c.w, path, &h, NULL), 0);
 	if (!c.w)
 		return;
 	CHECK_EQ(virtio_pci_pre_save(&vp), 0);

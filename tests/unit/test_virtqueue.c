@@ -341,7 +341,7 @@ static void test_snapshot_mid_flight(void)
 	CHECK(virtq_should_notify(&vq));
 
 	CHECK_EQ(snap_host_info_probe(&h, "unit"), 0);
-	CHECK_EQ(snap_writer_open(&w, snap_path, &h), 0);
+	CHECK_EQ(snap_writer_open(&w, snap_path, &h, NULL), 0);
 	if (!w)
 		return;
 	CHECK_EQ(snap_write_section(w, &virtq_snap, 7, &vq.st), 0);

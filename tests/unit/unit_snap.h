@@ -34,7 +34,7 @@ static inline int snap_roundtrip(const struct snap_desc *d, const void *in, void
 		return -errno;
 	close(fd);
 	snap_host_info_probe(&host, NULL);
-	ret = snap_writer_open(&w, path, &host);
+	ret = snap_writer_open(&w, path, &host, NULL);
 	if (ret < 0)
 		goto out;
 	ret = snap_write_section(w, d, 0, in);
