@@ -47,7 +47,7 @@ static int main_loop(struct vm *vm)
 		pthread_mutex_unlock(&vm->lock);
 		p[n++] = (struct pollfd){ .fd = vm->wake_fd, .events = POLLIN };
 		p[n++] = (struct pollfd){ .fd = sfd, .events = POLLIN };
-		in_fd = vm_devices_console_wait_fd(vm);
+		in_fd = vm_devices_console_wait_fd(vm->devs);
 		if (in_fd >= 0)
 			p[n++] = (struct pollfd){ .fd = in_fd, .events = POLLIN };
 		if (poll(p, (nfds_t)n, -1) < 0 && errno != EINTR)
@@ -73,7 +73,7 @@ static int main_loop(struct vm *vm)
 			}
 		}
 		if (n > 2 && p[2].revents)
-			vm_devices_console_input(vm);
+			vm_devices_console_input(vm->devs);
 	}
 	if (sfd >= 0)
 		close(sfd);

@@ -29,6 +29,7 @@
 #include "common.h"
 #include "layout.h"
 #include "log.h"
+#include "vm_devices.h"
 #include "vm_snapshot.h"
 
 #define KICK_SIGNAL SIGUSR1
@@ -309,6 +310,122 @@ static int vcpu_create(struct vm *vm, unsigned id, char *err, size_t errlen)
 	return 0;
 }
 
+/* ---- what the devices get from the VM (struct vm_devices_host) ---- */
+
+static int kvm_irq_line(void *opaque, unsigned gsi, int level)
+{
+	struct vm *vm = opaque;
+	struct kvm_irq_level l = { .irq = gsi, .level = (uint32_t)level };
+
+	return ioctl(vm->vm_fd, KVM_IRQ_LINE, &l) < 0 ? -errno : 0;
+}
+
+static int kvm_send_msi(void *opaque, uint64_t addr, uint32_t data)
+{
+	struct vm *vm = opaque;
+	struct kvm_msi m = { .address_lo = (uint32_t)addr,
+			     .address_hi = (uint32_t)(addr >> 32),
+			     .data = data };
+
+	return ioctl(vm->vm_fd, KVM_SIGNAL_MSI, &m) < 0 ? -errno : 0;
+}
+
+/*
+ * KVM_IOEVENTFD: a guest write to a queue's notify address signals the
+ * device's kick eventfd inside KVM, without an exit to khyve. 2-byte
+ * writes (virtio drivers write the queue index); each queue has its own
+ * address, so no data match.
+ */
+static int kvm_ioeventfd(void *opaque, uint64_t addr, int fd, bool assign)
+{
+	struct vm *vm = opaque;
+	struct kvm_ioeventfd e = {
+		.addr = addr,
+		.len = 2,
+		.fd = fd,
+		.flags = assign ? 0 : KVM_IOEVENTFD_FLAG_DEASSIGN,
+	};
+
+	return ioctl(vm->vm_fd, KVM_IOEVENTFD, &e) < 0 ? -errno : 0;
+}
+
+static void vm_wake(void *opaque)
+{
+	struct vm *vm = opaque;
+	uint64_t one = 1;
+
+	if (vm->wake_fd >= 0 && write(vm->wake_fd, &one, sizeof(one)) < 0) {
+		/* eventfd full: the main loop is awake anyway */
+	}
+}
+
+static void devices_request_stop(void *opaque, int status)
+{
+	vm_request_stop(opaque, status);
+}
+
+static int vm_create_devices(struct vm *vm, char *err, size_t errlen)
+{
+	const struct vm_devices_host host = {
+		.cfg = vm->cfg,
+		.mem = &vm->mem,
+		.pio = &vm->pio,
+		.mmio = &vm->mmio,
+		.opaque = vm,
+		.irq_line = kvm_irq_line,
+		.send_msi = kvm_send_msi,
+		.ioeventfd = kvm_ioeventfd,
+		.request_stop = devices_request_stop,
+		.wake = vm_wake,
+	};
+
+	return vm_devices_create(&vm->devs, &host, err, errlen);
+}
+
+/* The VM itself: its fd, the irqchip and routing, the PIT. */
+static int kvm_vm_setup(struct vm *vm, char *err, size_t errlen)
+{
+	struct kvm_pit_config pit = { .flags = KVM_PIT_SPEAKER_DUMMY };
+	uint64_t idmap = 0xfffbc000ULL;
+	int ret;
+
+	vm->vm_fd = ioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
+	if (vm->vm_fd < 0) {
+		snprintf(err, errlen, "KVM_CREATE_VM: %s", strerror(errno));
+		return -errno;
+	}
+	if (ioctl(vm->vm_fd, KVM_SET_TSS_ADDR, 0xfffbd000UL) < 0)
+		log_debug("KVM_SET_TSS_ADDR: %s", strerror(errno));
+	if (ioctl(vm->vm_fd, KVM_SET_IDENTITY_MAP_ADDR, &idmap) < 0)
+		log_debug("KVM_SET_IDENTITY_MAP_ADDR: %s", strerror(errno));
+	/* Emulation failures come with the instruction bytes where supported. */
+	if (ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION,
+		  KVM_CAP_EXIT_ON_EMULATION_FAILURE) > 0) {
+		struct kvm_enable_cap cap = {
+			.cap = KVM_CAP_EXIT_ON_EMULATION_FAILURE,
+			.args = { 1 },
+		};
+
+		if (ioctl(vm->vm_fd, KVM_ENABLE_CAP, &cap) < 0)
+			log_debug("KVM_CAP_EXIT_ON_EMULATION_FAILURE: %s",
+				  strerror(errno));
+	}
+	if (ioctl(vm->vm_fd, KVM_CREATE_IRQCHIP) < 0) {
+		snprintf(err, errlen, "KVM_CREATE_IRQCHIP: %s", strerror(errno));
+		return -errno;
+	}
+	ret = vm_setup_irq_routing(vm);
+	if (ret) {
+		snprintf(err, errlen, "KVM_SET_GSI_ROUTING: %s", strerror(-ret));
+		return ret;
+	}
+	if (ioctl(vm->vm_fd, KVM_CREATE_PIT2, &pit) < 0) {
+		snprintf(err, errlen, "KVM_CREATE_PIT2: %s", strerror(errno));
+		return -errno;
+	}
+	return 0;
+}
+
 int vm_create(struct vm *vm, struct vm_config *cfg, char *err, size_t errlen)
 {
 	int ret;
@@ -342,49 +459,9 @@ int vm_create(struct vm *vm, struct vm_config *cfg, char *err, size_t errlen)
 			return -EINVAL;
 		}
 	}
-	vm->vm_fd = ioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
-	if (vm->vm_fd < 0) {
-		snprintf(err, errlen, "KVM_CREATE_VM: %s", strerror(errno));
-		return -errno;
-	}
-	if (ioctl(vm->vm_fd, KVM_SET_TSS_ADDR, 0xfffbd000UL) < 0)
-		log_debug("KVM_SET_TSS_ADDR: %s", strerror(errno));
-	{
-		uint64_t idmap = 0xfffbc000ULL;
-
-		if (ioctl(vm->vm_fd, KVM_SET_IDENTITY_MAP_ADDR, &idmap) < 0)
-			log_debug("KVM_SET_IDENTITY_MAP_ADDR: %s", strerror(errno));
-	}
-	/* Emulation failures come with the instruction bytes where supported. */
-	if (ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION,
-		  KVM_CAP_EXIT_ON_EMULATION_FAILURE) > 0) {
-		struct kvm_enable_cap cap = {
-			.cap = KVM_CAP_EXIT_ON_EMULATION_FAILURE,
-			.args = { 1 },
-		};
-
-		if (ioctl(vm->vm_fd, KVM_ENABLE_CAP, &cap) < 0)
-			log_debug("KVM_CAP_EXIT_ON_EMULATION_FAILURE: %s",
-				  strerror(errno));
-	}
-	if (ioctl(vm->vm_fd, KVM_CREATE_IRQCHIP) < 0) {
-		snprintf(err, errlen, "KVM_CREATE_IRQCHIP: %s", strerror(errno));
-		return -errno;
-	}
-	ret = vm_setup_irq_routing(vm);
-	if (ret) {
-		snprintf(err, errlen, "KVM_SET_GSI_ROUTING: %s", strerror(-ret));
+	ret = kvm_vm_setup(vm, err, errlen);
+	if (ret)
 		return ret;
-	}
-	{
-		struct kvm_pit_config pit = { .flags = KVM_PIT_SPEAKER_DUMMY };
-
-		if (ioctl(vm->vm_fd, KVM_CREATE_PIT2, &pit) < 0) {
-			snprintf(err, errlen, "KVM_CREATE_PIT2: %s",
-				 strerror(errno));
-			return -errno;
-		}
-	}
 	ret = vm_map_memory(vm, err, errlen);
 	if (ret)
 		return ret;
@@ -408,7 +485,7 @@ int vm_create(struct vm *vm, struct vm_config *cfg, char *err, size_t errlen)
 	vm->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (vm->wake_fd < 0)
 		return -errno;
-	return vm_devices_create(vm, err, errlen);
+	return vm_create_devices(vm, err, errlen);
 }
 
 static void seg_from_boot(unsigned sel, struct kvm_segment *k)
@@ -513,8 +590,6 @@ int vm_boot(struct vm *vm, char *err, size_t errlen)
 
 void vm_request_stop(struct vm *vm, int status)
 {
-	uint64_t one = 1;
-
 	pthread_mutex_lock(&vm->lock);
 	if (!vm->stop) {
 		vm->stop = true;
@@ -532,9 +607,7 @@ void vm_request_stop(struct vm *vm, int status)
 		if (v->thread_started)
 			pthread_kill(v->thread, KICK_SIGNAL);
 	}
-	if (vm->wake_fd >= 0 && write(vm->wake_fd, &one, sizeof(one)) < 0) {
-		/* eventfd full: the main loop is awake anyway */
-	}
+	vm_wake(vm);
 }
 
 /* Called by a vCPU thread between KVM_RUNs: park while paused. */
@@ -810,10 +883,12 @@ static void *vcpu_thread(void *arg)
 	return NULL;
 }
 
-int vm_pause(struct vm *vm)
+/*
+ * Park every vCPU; 1 if they were parked already (VM_PAUSED), 0 once
+ * this call parked them, or -ESHUTDOWN.
+ */
+static int vcpus_park(struct vm *vm)
 {
-	uint64_t t0 = now_ns();
-
 	pthread_mutex_lock(&vm->lock);
 	if (vm->stop) {
 		pthread_mutex_unlock(&vm->lock);
@@ -821,7 +896,7 @@ int vm_pause(struct vm *vm)
 	}
 	if (vm->state == VM_PAUSED) {
 		pthread_mutex_unlock(&vm->lock);
-		return 0;
+		return 1;
 	}
 	vm->pause_req = true;
 	pthread_mutex_unlock(&vm->lock);
@@ -857,8 +932,45 @@ int vm_pause(struct vm *vm)
 	}
 	vm->state = VM_PAUSED;
 	pthread_mutex_unlock(&vm->lock);
-	vm_devices_quiesce(vm);
-	log_debug("paused in %" PRIu64 " us", (now_ns() - t0) / 1000);
+	return 0;
+}
+
+static void vcpus_release(struct vm *vm)
+{
+	pthread_mutex_lock(&vm->lock);
+	vm->pause_req = false;
+	if (vm->state == VM_PAUSED)
+		vm->state = VM_RUNNING;
+	pthread_cond_broadcast(&vm->cond);
+	pthread_mutex_unlock(&vm->lock);
+}
+
+int vm_pause(struct vm *vm, struct vm_pause_times *times, char *err,
+	     size_t errlen)
+{
+	uint64_t t0 = now_ns(), tparked;
+	int was, ret;
+
+	was = vcpus_park(vm);
+	if (was < 0) {
+		snprintf(err, errlen, "%s", strerror(-was));
+		return was;
+	}
+	tparked = now_ns();
+	/* Devices second: a parked vCPU kicks no queue meanwhile. */
+	ret = vm_devices_pause(vm->devs, err, errlen);
+	if (ret) {
+		if (!was)
+			vcpus_release(vm);
+		return ret;
+	}
+	if (times) {
+		times->parked = tparked;
+		times->stopped = now_ns();
+	}
+	if (!was)
+		log_debug("paused in %" PRIu64 " us (devices %" PRIu64 " us)",
+			  (now_ns() - t0) / 1000, (now_ns() - tparked) / 1000);
 	return 0;
 }
 
@@ -870,12 +982,8 @@ int vm_resume(struct vm *vm)
 		return vm->stop ? -ESHUTDOWN : 0;
 	}
 	pthread_mutex_unlock(&vm->lock);
-	vm_devices_unquiesce(vm);
-	pthread_mutex_lock(&vm->lock);
-	vm->pause_req = false;
-	vm->state = VM_RUNNING;
-	pthread_cond_broadcast(&vm->cond);
-	pthread_mutex_unlock(&vm->lock);
+	vm_devices_resume(vm->devs);
+	vcpus_release(vm);
 	return 0;
 }
 
@@ -914,7 +1022,8 @@ void vm_destroy(struct vm *vm)
 	for (unsigned i = 0; vm->vcpus && i < vm->ncpus; i++)
 		if (vm->vcpus[i].thread_started)
 			pthread_join(vm->vcpus[i].thread, NULL);
-	vm_devices_destroy(vm);
+	vm_devices_destroy(vm->devs);
+	vm->devs = NULL;
 	for (unsigned i = 0; vm->vcpus && i < vm->ncpus; i++) {
 		if (vm->vcpus[i].run)
 			munmap(vm->vcpus[i].run, (size_t)vm->run_size);

@@ -2,7 +2,9 @@
 /*
  * One KVM virtual machine: its memory, vCPU threads, buses, devices and
  * life cycle (run, pause, resume, stop). main.c builds one from a
- * vm_config; the control server drives it through the ctl_ops in vm.c.
+ * vm_config; the control server drives it through the ctl_ops in
+ * vm_ctl.c. The devices (vm_devices.h) are owned and driven from here;
+ * they reach the VM only through the callbacks vm.c gives them.
  */
 #ifndef KHYVE_VM_H
 #define KHYVE_VM_H
@@ -22,7 +24,6 @@
 #include "guest_mem.h"
 #include "vcpu_state.h"
 
-struct chardev;
 struct ctl_server;
 struct vm_devices;
 struct vm_ram_file;
@@ -58,7 +59,6 @@ struct vm {
 	unsigned ncpus;
 	struct vcpu *vcpus;
 	struct vm_devices *devs;
-	struct chardev *console;
 	struct ctl_server *ctl;
 	struct vm_ram_file *ram_file; /* mapped restore's RAM file, or NULL */
 
@@ -91,24 +91,24 @@ int vm_start_vcpus(struct vm *vm);
 int vm_register_memory(struct vm *vm, char *err, size_t errlen);
 void vm_destroy(struct vm *vm);
 
-/* Park every vCPU outside KVM_RUN and quiesce devices (idempotent). */
-int vm_pause(struct vm *vm);
+/* When a pause reached each step (CLOCK_MONOTONIC ns). */
+struct vm_pause_times {
+	uint64_t parked;  /* every vCPU outside KVM_RUN */
+	uint64_t stopped; /* device I/O stopped and flushed too */
+};
+
+/*
+ * Park every vCPU outside KVM_RUN, then pause the devices (the pause
+ * contract, vm_devices.h). Idempotent. @times may be NULL. On failure
+ * the VM runs as before and @err says why.
+ */
+int vm_pause(struct vm *vm, struct vm_pause_times *times, char *err,
+	     size_t errlen);
 int vm_resume(struct vm *vm);
 /* Ask the VM to stop with @status (first caller wins). */
 void vm_request_stop(struct vm *vm, int status);
 
 /* Guest-physical -> host pointer helpers for vCPU code. */
 int vm_translate(struct vcpu *v, uint64_t gva, uint64_t *gpa);
-
-
-/* Devices (vm_devices.c). */
-int vm_devices_create(struct vm *vm, char *err, size_t errlen);
-void vm_devices_destroy(struct vm *vm);
-/* Feed console input to the UART (main loop). */
-void vm_devices_console_input(struct vm *vm);
-int vm_devices_quiesce(struct vm *vm);
-/* Per-device statistics as a JSON object. */
-json_t *vm_devices_stats(struct vm *vm);
-void vm_devices_unquiesce(struct vm *vm);
 
 #endif

@@ -15,6 +15,7 @@
 #include "log.h"
 #include "vm.h"
 #include "vm_ctl.h"
+#include "vm_devices.h"
 #include "vm_snapshot.h"
 
 static const char *state_name(enum vm_state s)
@@ -103,10 +104,11 @@ static int op_status(void *o, json_t **reply, char *err, size_t errlen)
 
 static int op_pause(void *o, char *err, size_t errlen)
 {
-	int ret = vm_pause(o);
+	char why[256] = "";
+	int ret = vm_pause(o, NULL, why, sizeof(why));
 
 	if (ret)
-		snprintf(err, errlen, "cannot pause: %s", strerror(-ret));
+		snprintf(err, errlen, "cannot pause: %s", why);
 	return ret;
 }
 
@@ -271,7 +273,7 @@ static int op_stats(void *o, json_t **reply, char *err, size_t errlen)
 			   "s:o}",
 			   "vcpus", vcpus, "rss", (json_int_t)rss_bytes(),
 			   "guest_memory", (json_int_t)vm->cfg->mem_size,
-			   "devices", vm_devices_stats(vm), "cpu_hidden",
+			   "devices", vm_devices_stats(vm->devs), "cpu_hidden",
 			   "xsave", vm->hidden.xsave, "popcnt",
 			   vm->hidden.popcnt, "cx16", vm->hidden.cx16, "smap",
 			   vm->hidden.smap, "cpu_hidden_list", hidden_json(vm));

@@ -2,7 +2,8 @@
 /*
  * Checkpoint / suspend / restore of a whole VM.
  *
- * Save: pause every vCPU, drain and flush block devices, then capture in
+ * Save: pause every vCPU, then the devices (no request in flight, disk
+ * images flushed: vm_devices_pause), then capture in
  * this order: embedded config, VM-wide KVM state (clock, PIC, IOAPIC, PIT),
  * each vCPU, each device, and guest RAM into FILE.ram (its chunk hashes go
  * into the state file's "ram" section). Both files are written under
@@ -276,7 +277,7 @@ static int write_state(struct vm *vm, const char *path,
 			 "fault)",
 			 path);
 	else
-		ret = vm_devices_save(vm, w, err, errlen);
+		ret = vm_devices_save(vm->devs, w, err, errlen);
 	if (ret)
 		goto fail_msg;
 	if (keep) {
@@ -614,6 +615,8 @@ int vm_snapshot_save(struct vm *vm, const json_t *args, bool suspend,
 	bool was_paused, live;
 	uint64_t t0 = mono_ns(), tp, tsave, tresume, tdone, ram_bytes = 0;
 	uint64_t tdrain, tscan = 0, tcopy = 0, tram;
+	struct vm_pause_times pt;
+	char perr[256] = "";
 	uint64_t final_bytes = 0, final_hashed = 0;
 	int old_ram = -1, ret;
 
@@ -671,21 +674,17 @@ int vm_snapshot_save(struct vm *vm, const json_t *args, bool suspend,
 		else if (ret)
 			goto out;
 	}
-	ret = vm_pause(vm);
+	/* No block request may be in flight: it would be lost or repeated. */
+	ret = vm_pause(vm, &pt, perr, sizeof(perr));
 	if (ret) {
 		if (pc.lv)
 			precopy_abort(vm, &pc);
-		snprintf(err, errlen, "cannot pause the VM: %s",
-			 strerror(-ret));
+		snprintf(err, errlen, "cannot pause the VM: %s", perr);
 		goto out;
 	}
-	tp = mono_ns();
-	/* No block request may be in flight: it would be lost or repeated. */
-	ret = vm_devices_drain(vm, err, errlen);
-	tdrain = mono_ns();
-	if (ret && pc.lv) {
-		precopy_abort(vm, &pc);
-	} else if (pc.lv) {
+	tp = pt.parked;
+	tdrain = pt.stopped; /* "drain": devices finished and flushed */
+	if (pc.lv) {
 		ret = precopy_finish(vm, &pc, &ram, &final_bytes, &final_hashed,
 				     &tscan, &tcopy, err, errlen);
 		lv = pc.lv;
@@ -1129,7 +1128,7 @@ int vm_snapshot_restore(struct vm *vm, const char *path, char *err,
 		if (ret)
 			goto out;
 	}
-	ret = vm_devices_load(vm, r, err, errlen);
+	ret = vm_devices_load(vm->devs, r, err, errlen);
 	if (ret)
 		goto out;
 	ret = snap_reader_check_consumed(r, &se);
@@ -1148,9 +1147,9 @@ int vm_snapshot_restore(struct vm *vm, const char *path, char *err,
 			goto out;
 		}
 	}
-	vm_devices_rtc_resync(vm, vm->cfg->keep_clock);
+	vm_devices_rtc_resync(vm->devs, vm->cfg->keep_clock);
 	/* Only now may devices complete requests and raise interrupts. */
-	vm_devices_unquiesce(vm);
+	vm_devices_resume(vm->devs);
 	goto out;
 fail_se:
 	snprintf(err, errlen, "%s", se.msg);

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/falloc.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -11,6 +12,7 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "config.h"
 #include "log.h"
 
 static const struct snap_field virtio_blk_fields[] = {
@@ -499,11 +501,6 @@ static void *blk_snap_state(void *opaque)
 	return &((struct virtio_blk *)opaque)->st;
 }
 
-static int blk_pre_save(void *opaque)
-{
-	return virtio_blk_drain(opaque);
-}
-
 static int blk_post_load(void *opaque)
 {
 	struct virtio_blk *blk = opaque;
@@ -531,7 +528,6 @@ static const struct virtio_dev_ops blk_ops_template = {
 	.reset = blk_reset,
 	.snap = &virtio_blk_snap,
 	.snap_state = blk_snap_state,
-	.pre_save = blk_pre_save,
 	.post_load = blk_post_load,
 };
 
@@ -584,6 +580,7 @@ int virtio_blk_init(struct virtio_blk *blk, const struct virtio_blk_opts *o,
 
 	memset(blk, 0, sizeof(*blk));
 	blk->fd = -1;
+	blk->paused = o->start_paused;
 	if (!o->path || (qs & (qs - 1)) || qs < 4 || qs > VIRTQ_MAX_SIZE ||
 	    nw > VIRTIO_BLK_MAX_WORKERS)
 		return -EINVAL;
@@ -704,24 +701,19 @@ void virtio_blk_destroy(struct virtio_blk *blk)
 	blk->fd = -1;
 }
 
-int virtio_blk_drain(struct virtio_blk *blk)
+int virtio_blk_pause(struct virtio_blk *blk)
 {
 	int ret = 0;
 
 	pthread_mutex_lock(&blk->proc_lock);
+	blk->paused = true;
 	wait_idle(blk);
+	/* What the guest was told is written is on the disk (a snapshot
+	 * pairs this image with the guest's memory). */
 	if (!blk->st.readonly && fdatasync(blk->fd) < 0)
 		ret = -errno;
 	pthread_mutex_unlock(&blk->proc_lock);
 	return ret;
-}
-
-void virtio_blk_pause(struct virtio_blk *blk)
-{
-	pthread_mutex_lock(&blk->proc_lock);
-	blk->paused = true;
-	wait_idle(blk);
-	pthread_mutex_unlock(&blk->proc_lock);
 }
 
 void virtio_blk_resume(struct virtio_blk *blk)
@@ -753,3 +745,129 @@ int virtio_blk_kick_fd(struct virtio_blk *blk)
 {
 	return iothread_kick_fd(blk->kick);
 }
+
+/* ---- the device's life cycle (dev_ops.h) ---- */
+
+/* "PATH[,ro][,direct][,serial=ID][,workers=N]" -> @o (strings in @buf). */
+static int blk_parse(const char *conf, const struct dev_env *env,
+		     struct virtio_blk_opts *o, char path[512],
+		     char serial[32], char *err, size_t errlen)
+{
+	const char *comma = strchr(conf, ',');
+	size_t pl = comma ? (size_t)(comma - conf) : strlen(conf);
+	char workers[16];
+
+	if (pl == 0 || pl >= 512) {
+		snprintf(err, errlen, "-s %u,virtio-blk: missing image path",
+			 env->slot);
+		return -EINVAL;
+	}
+	memcpy(path, conf, pl);
+	path[pl] = 0;
+	o->path = path;
+	o->readonly = config_opt_get(conf, "ro", NULL, 0);
+	o->direct = config_opt_get(conf, "direct", NULL, 0);
+	if (config_opt_get(conf, "serial", serial, 32))
+		o->serial = serial;
+	if (config_opt_get(conf, "workers", workers, sizeof(workers))) {
+		char *end;
+		long n = strtol(workers, &end, 10);
+
+		if (!*workers || *end || n < 0 || n > VIRTIO_BLK_MAX_WORKERS) {
+			snprintf(err, errlen,
+				 "-s %u,virtio-blk: workers=%s: want 0 to %d",
+				 env->slot, workers, VIRTIO_BLK_MAX_WORKERS);
+			return -EINVAL;
+		}
+		o->workers = (int)n;
+	}
+	return 0;
+}
+
+static int blk_create(const char *conf, const struct dev_env *env,
+		      struct dev_instance *out, char *err, size_t errlen)
+{
+	struct virtio_blk_opts o = { .workers = -1,
+				     .start_paused = env->start_paused };
+	char path[512], serial[32];
+	struct virtio_blk *blk;
+	int ret;
+
+	ret = blk_parse(conf, env, &o, path, serial, err, errlen);
+	if (ret)
+		return ret;
+	blk = calloc(1, sizeof(*blk));
+	if (!blk)
+		return -ENOMEM;
+	ret = virtio_blk_init(blk, &o, env->mem, env->io, env->msi);
+	if (ret) {
+		snprintf(err, errlen, "-s %u,virtio-blk,%s: %s", env->slot,
+			 path, strerror(-ret));
+		free(blk);
+		return ret;
+	}
+	out->dev = blk;
+	out->vp = &blk->vp;
+	return 0;
+}
+
+static void blk_destroy(void *dev)
+{
+	virtio_blk_destroy(dev);
+	free(dev);
+}
+
+static int blk_pause(void *dev)
+{
+	return virtio_blk_pause(dev);
+}
+
+static void blk_resume(void *dev)
+{
+	virtio_blk_resume(dev);
+}
+
+static unsigned blk_stats(void *dev, struct dev_stat *out)
+{
+	struct virtio_blk_stats s;
+	unsigned n = 0;
+
+	virtio_blk_get_stats(dev, &s);
+	out[n++] = (struct dev_stat){ "requests", s.requests };
+	out[n++] = (struct dev_stat){ "read_bytes", s.read_bytes };
+	out[n++] = (struct dev_stat){ "write_bytes", s.write_bytes };
+	out[n++] = (struct dev_stat){ "flushes", s.flushes };
+	out[n++] = (struct dev_stat){ "errors", s.errors };
+	return n;
+}
+
+static int blk_kick_fd(void *dev, unsigned q)
+{
+	return q == 0 ? virtio_blk_kick_fd(dev) : -EINVAL;
+}
+
+static int blk_snap_foreach(void *dev, uint32_t instance, virtio_snap_fn fn,
+			    void *ctx)
+{
+	return virtio_pci_snap_foreach(&((struct virtio_blk *)dev)->vp,
+				       instance, fn, ctx);
+}
+
+static int blk_post_load_dev(void *dev)
+{
+	return virtio_pci_post_load(&((struct virtio_blk *)dev)->vp);
+}
+
+const struct dev_ops virtio_blk_dev_ops = {
+	.name = "virtio-blk",
+	.help = "virtio-blk,PATH[,ro][,direct][,serial=ID][,workers=N]: raw "
+		"disk image",
+	.create = blk_create,
+	.destroy = blk_destroy,
+	.pause = blk_pause,
+	.resume = blk_resume,
+	.stats = blk_stats,
+	.kick_fd = blk_kick_fd,
+	.snap_foreach = blk_snap_foreach,
+	.post_load = blk_post_load_dev,
+};

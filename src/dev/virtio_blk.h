@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "dev_ops.h"
 #include "iothread.h"
 #include "snap_desc.h"
 #include "virtio_pci.h"
@@ -67,6 +68,7 @@ struct virtio_blk_opts {
 	uint16_t queue_size; /* 0 = 256 */
 	/* Worker threads; -1 = default, 0 = every request on the iothread */
 	int workers;
+	bool start_paused; /* restore: virtio_blk_resume() starts it */
 };
 
 struct virtio_blk_stats {
@@ -130,13 +132,18 @@ int virtio_blk_init(struct virtio_blk *blk, const struct virtio_blk_opts *o,
 		    const struct guest_mem *mem, struct iothread *iot,
 		    const struct msi_sink *msi);
 void virtio_blk_destroy(struct virtio_blk *blk);
-/* Wait until no request is in flight, then fdatasync the image. */
-int virtio_blk_drain(struct virtio_blk *blk);
-/* Stop taking requests (after waiting for the current ones) / restart. */
-void virtio_blk_pause(struct virtio_blk *blk);
+/*
+ * Stop taking requests, wait until none is in flight, then fdatasync the
+ * image (the pause contract, dev_ops.h); -errno if that failed, paused
+ * anyway. Resume serves whatever was queued meanwhile.
+ */
+int virtio_blk_pause(struct virtio_blk *blk);
 void virtio_blk_resume(struct virtio_blk *blk);
 void virtio_blk_get_stats(struct virtio_blk *blk, struct virtio_blk_stats *s);
 /* The eventfd that kicks the request queue (for a KVM ioeventfd). */
 int virtio_blk_kick_fd(struct virtio_blk *blk);
+
+/* -s SLOT,virtio-blk,PATH[,ro][,direct][,serial=ID][,workers=N] */
+extern const struct dev_ops virtio_blk_dev_ops;
 
 #endif

@@ -2,11 +2,13 @@
 #include "virtio_console.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 
 #include "common.h"
+#include "config.h"
 #include "log.h"
 
 static const struct snap_field virtio_console_fields[] = {
@@ -412,3 +414,164 @@ void virtio_console_resume(struct virtio_console *con)
 	iothread_kick(con->rx_kick);
 	iothread_kick(con->tx_kick);
 }
+
+/* ---- the device's life cycle (dev_ops.h) ---- */
+
+/* "unix=P" / "file=P" (the -s spelling) -> chardev's "socket:P" / "file:P". */
+static int console_backend(const char *conf, char *spec, size_t len)
+{
+	const char *comma = strchr(conf, ',');
+	size_t bl = comma ? (size_t)(comma - conf) : strlen(conf);
+	const char *pfx = "";
+	size_t skip = 0;
+
+	if (bl >= 5 && !strncmp(conf, "unix=", 5)) {
+		pfx = "socket:";
+		skip = 5;
+	} else if (bl >= 5 && !strncmp(conf, "file=", 5)) {
+		pfx = "file:";
+		skip = 5;
+	}
+	if (bl == 0 || strlen(pfx) + bl - skip >= len)
+		return -EINVAL;
+	snprintf(spec, len, "%s%.*s", pfx, (int)(bl - skip), conf + skip);
+	return 0;
+}
+
+/* "BACKEND[,cols=N,rows=N]" -> the chardev spec in @spec and @o's size. */
+static int con_parse(const char *conf, const struct dev_env *env,
+		     struct virtio_console_opts *o, char *spec, size_t len,
+		     char *err, size_t errlen)
+{
+	unsigned long cols = 0, rows = 0;
+	char num[16];
+
+	if (console_backend(conf, spec, len)) {
+		snprintf(err, errlen,
+			 "-s %u,virtio-console: expected a back-end first "
+			 "(stdio, null, unix=PATH or file=PATH)",
+			 env->slot);
+		return -EINVAL;
+	}
+	if (config_opt_get(conf, "cols", num, sizeof(num)))
+		cols = strtoul(num, NULL, 10);
+	if (config_opt_get(conf, "rows", num, sizeof(num)))
+		rows = strtoul(num, NULL, 10);
+	if ((cols || rows) &&
+	    (!cols || !rows || cols > 0xffff || rows > 0xffff)) {
+		snprintf(err, errlen,
+			 "-s %u,virtio-console: cols= and rows= go together, "
+			 "1-65535 each",
+			 env->slot);
+		return -EINVAL;
+	}
+	o->cols = (uint16_t)cols;
+	o->rows = (uint16_t)rows;
+	return 0;
+}
+
+static int con_create(const char *conf, const struct dev_env *env,
+		      struct dev_instance *out, char *err, size_t errlen)
+{
+	/* Input read before the snapshot's buffers load would be lost. */
+	struct virtio_console_opts o = { .start_paused = env->start_paused };
+	char spec[600], cerr[256];
+	struct virtio_console *con;
+	int ret;
+
+	ret = con_parse(conf, env, &o, spec, sizeof(spec), err, errlen);
+	if (ret)
+		return ret;
+	ret = chardev_open_ex(&o.cd, spec,
+			      env->from_snapshot ? CHARDEV_NO_CREATE : 0, cerr,
+			      sizeof(cerr));
+	if (ret) {
+		snprintf(err, errlen, "-s %u,virtio-console: %s", env->slot,
+			 cerr);
+		return ret;
+	}
+	con = calloc(1, sizeof(*con));
+	if (!con) {
+		chardev_close(o.cd);
+		return -ENOMEM;
+	}
+	/* The device owns the chardev from here, failure included. */
+	ret = virtio_console_init(con, &o, env->mem, env->io, env->msi);
+	if (ret) {
+		snprintf(err, errlen, "-s %u,virtio-console: %s", env->slot,
+			 strerror(-ret));
+		free(con);
+		return ret;
+	}
+	out->dev = con;
+	out->vp = &con->vp;
+	return 0;
+}
+
+static void con_destroy(void *dev)
+{
+	virtio_console_destroy(dev);
+	free(dev);
+}
+
+/* Output is written (or held, and saved) within its handler. */
+static int con_pause(void *dev)
+{
+	virtio_console_pause(dev);
+	return 0;
+}
+
+static void con_resume(void *dev)
+{
+	virtio_console_resume(dev);
+}
+
+static unsigned con_stats(void *dev, struct dev_stat *out)
+{
+	struct virtio_console *con = dev;
+	struct virtio_console_stats s;
+	struct chardev_stats cs;
+	unsigned n = 0;
+
+	virtio_console_get_stats(con, &s);
+	chardev_get_stats(con->cd, &cs);
+	out[n++] = (struct dev_stat){ "rx_bytes", s.rx_bytes };
+	out[n++] = (struct dev_stat){ "tx_bytes", s.tx_bytes };
+	out[n++] = (struct dev_stat){ "tx_held", s.tx_held };
+	/* No room to hold it, or the back-end's own. */
+	out[n++] = (struct dev_stat){ "dropped", s.tx_dropped + cs.dropped };
+	out[n++] = (struct dev_stat){ "clients", cs.clients };
+	return n;
+}
+
+static int con_kick_fd(void *dev, unsigned q)
+{
+	return virtio_console_kick_fd(dev, q);
+}
+
+static int con_snap_foreach(void *dev, uint32_t instance, virtio_snap_fn fn,
+			    void *ctx)
+{
+	return virtio_pci_snap_foreach(&((struct virtio_console *)dev)->vp,
+				       instance, fn, ctx);
+}
+
+static int con_post_load_dev(void *dev)
+{
+	return virtio_pci_post_load(&((struct virtio_console *)dev)->vp);
+}
+
+const struct dev_ops virtio_console_dev_ops = {
+	.name = "virtio-console",
+	.help = "virtio-console,BACKEND[,cols=N,rows=N]: one console port; "
+		"BACKEND is stdio, null, unix=PATH (listening socket) or "
+		"file=PATH",
+	.create = con_create,
+	.destroy = con_destroy,
+	.pause = con_pause,
+	.resume = con_resume,
+	.stats = con_stats,
+	.kick_fd = con_kick_fd,
+	.snap_foreach = con_snap_foreach,
+	.post_load = con_post_load_dev,
+};

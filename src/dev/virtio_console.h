@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "chardev.h"
+#include "dev_ops.h"
 #include "iothread.h"
 #include "snap_desc.h"
 #include "virtio_pci.h"
@@ -104,5 +105,8 @@ int virtio_console_kick_fd(struct virtio_console *con, unsigned q);
  */
 void virtio_console_pause(struct virtio_console *con);
 void virtio_console_resume(struct virtio_console *con);
+
+/* -s SLOT,virtio-console,BACKEND[,cols=N,rows=N] */
+extern const struct dev_ops virtio_console_dev_ops;
 
 #endif

@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <stdint.h>
 
+#include "dev_ops.h"
 #include "iothread.h"
 #include "snap_desc.h"
 #include "virtio_pci.h"
@@ -28,6 +29,7 @@ struct virtio_net_opts {
 	const uint8_t *mac;  /* 6 bytes; NULL = random, locally administered */
 	int tap_fd;	     /* >= 0: use this fd instead (tests, fd passing) */
 	uint16_t queue_size; /* 0 = 256 */
+	bool start_paused;   /* restore: virtio_net_resume() starts it */
 };
 
 struct virtio_net_stats {
@@ -77,5 +79,8 @@ void virtio_net_pause(struct virtio_net *net);
 void virtio_net_resume(struct virtio_net *net);
 /* Eventfd kicking queue @q (for a KVM ioeventfd), or -EINVAL. */
 int virtio_net_kick_fd(struct virtio_net *net, unsigned q);
+
+/* -s SLOT,virtio-net,TAPNAME[,mac=xx:xx:xx:xx:xx:xx] */
+extern const struct dev_ops virtio_net_dev_ops;
 
 #endif

@@ -534,11 +534,6 @@ int virtio_pci_snap_foreach(struct virtio_pci *vp, uint32_t instance,
 	return ret;
 }
 
-int virtio_pci_pre_save(struct virtio_pci *vp)
-{
-	return vp->ops->pre_save ? vp->ops->pre_save(vp->opaque) : 0;
-}
-
 int virtio_pci_post_load(struct virtio_pci *vp)
 {
 	int ret;

@@ -93,10 +93,9 @@ struct virtio_dev_ops {
 	void (*queue_notify)(void *opaque, unsigned q);
 	/* Stop using the queues and return to power-on state. */
 	void (*reset)(void *opaque);
-	/* Snapshot hooks, all optional. */
+	/* Snapshot hooks, all optional (saved paused: dev_ops.h). */
 	const struct snap_desc *snap;	   /* device-specific state ... */
 	void *(*snap_state)(void *opaque); /* ... living here */
-	int (*pre_save)(void *opaque);	   /* quiesce (no request in flight) */
 	int (*post_load)(void *opaque);
 };
 
@@ -163,7 +162,6 @@ typedef int (*virtio_snap_fn)(void *ctx, const struct snap_desc *d,
 			      uint32_t instance, void *state);
 int virtio_pci_snap_foreach(struct virtio_pci *vp, uint32_t instance,
 			    virtio_snap_fn fn, void *ctx);
-int virtio_pci_pre_save(struct virtio_pci *vp);
 /* After loading all sections: re-map BARs and rings, kick queues. */
 int virtio_pci_post_load(struct virtio_pci *vp);
 

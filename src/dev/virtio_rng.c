@@ -2,6 +2,7 @@
 #include "virtio_rng.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -142,3 +143,66 @@ void virtio_rng_destroy(struct virtio_rng *rng)
 	free(rng->elem);
 	rng->elem = NULL;
 }
+
+/* ---- the device's life cycle (dev_ops.h) ---- */
+
+static int rng_create(const char *conf, const struct dev_env *env,
+		      struct dev_instance *out, char *err, size_t errlen)
+{
+	struct virtio_rng *rng = calloc(1, sizeof(*rng));
+	int ret;
+
+	(void)conf; /* no options */
+	ret = rng ? virtio_rng_init(rng, env->mem, env->msi) : -ENOMEM;
+	if (ret) {
+		snprintf(err, errlen, "-s %u,virtio-rng: %s", env->slot,
+			 strerror(-ret));
+		free(rng);
+		return ret;
+	}
+	out->dev = rng;
+	out->vp = &rng->vp;
+	return 0;
+}
+
+static void rng_destroy(void *dev)
+{
+	virtio_rng_destroy(dev);
+	free(dev);
+}
+
+static unsigned rng_stats(void *dev, struct dev_stat *out)
+{
+	struct virtio_rng *rng = dev;
+
+	pthread_mutex_lock(&rng->lock);
+	out[0] = (struct dev_stat){ "bytes", rng->bytes };
+	pthread_mutex_unlock(&rng->lock);
+	return 1;
+}
+
+static int rng_snap_foreach(void *dev, uint32_t instance, virtio_snap_fn fn,
+			    void *ctx)
+{
+	return virtio_pci_snap_foreach(&((struct virtio_rng *)dev)->vp,
+				       instance, fn, ctx);
+}
+
+static int rng_post_load(void *dev)
+{
+	return virtio_pci_post_load(&((struct virtio_rng *)dev)->vp);
+}
+
+/*
+ * No pause, no kick eventfd: requests are served within the vCPU exit
+ * that kicked, so parked vCPUs are a stopped device.
+ */
+const struct dev_ops virtio_rng_dev_ops = {
+	.name = "virtio-rng",
+	.help = "virtio-rng: entropy from the host's getrandom()",
+	.create = rng_create,
+	.destroy = rng_destroy,
+	.stats = rng_stats,
+	.snap_foreach = rng_snap_foreach,
+	.post_load = rng_post_load,
+};

@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <stdint.h>
 
+#include "dev_ops.h"
 #include "virtio_pci.h"
 
 /* Bytes served per request (the used length may be short: virtio 5.4). */
@@ -29,5 +30,8 @@ struct virtio_rng {
 int virtio_rng_init(struct virtio_rng *rng, const struct guest_mem *mem,
 		    const struct msi_sink *msi);
 void virtio_rng_destroy(struct virtio_rng *rng);
+
+/* -s SLOT,virtio-rng */
+extern const struct dev_ops virtio_rng_dev_ops;
 
 #endif

@@ -482,8 +482,7 @@ static void vdev_take(struct prop *p, const char *what, unsigned phase,
 {
 	struct collect c = {0};
 
-	if (virtio_pci_pre_save(&vd.vp) ||
-	    virtio_pci_snap_foreach(&vd.vp, 0, collect_one, &c)) {
+	if (virtio_pci_snap_foreach(&vd.vp, 0, collect_one, &c)) {
 		fail(p, "cannot collect the sections");
 		return;
 	}

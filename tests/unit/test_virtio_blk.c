@@ -318,7 +318,7 @@ static void test_rw_flush_id(void)
 	CHECK_EQ(s.read_bytes, 4096 + 512);
 	CHECK_EQ(s.flushes, 1);
 	CHECK_EQ(s.errors, 5);
-	CHECK_EQ(virtio_blk_drain(&blk), 0);
+	CHECK_EQ(virtio_blk_pause(&blk), 0);
 	close_blk();
 }
 
@@ -402,7 +402,7 @@ static void test_pause_resume_reset(void)
 	make_image();
 	CHECK_EQ(open_blk(false), 0);
 	CHECK(start_driver(~0ULL));
-	virtio_blk_pause(&blk);
+	CHECK_EQ(virtio_blk_pause(&blk), 0);
 	put_le32(ram + HDR, VIRTIO_BLK_T_FLUSH);
 	desc(0, HDR, 16, VIRTQ_DESC_F_NEXT, 1);
 	desc(1, STATUS, 1, VIRTQ_DESC_F_WRITE, 0);
@@ -556,7 +556,7 @@ static void test_parallel(void)
 	for (unsigned k = 0; k < NPAR; k++)
 		batch_req(k, VIRTIO_BLK_T_OUT, 16 * k, DATA + 4096 * k, 4096);
 	batch_kick();
-	virtio_blk_pause(&blk);
+	CHECK_EQ(virtio_blk_pause(&blk), 0);
 	CHECK_EQ(blk.vp.vqs[0].st.used_idx, blk.vp.vqs[0].st.last_avail_idx);
 	CHECK_EQ(get_le16(ram + USED + 2), blk.vp.vqs[0].st.used_idx);
 	CHECK_EQ(blk.inflight, 0);
@@ -574,7 +574,7 @@ static void test_parallel(void)
 	CHECK(start_driver(~0ULL));
 	CHECK_EQ(request(VIRTIO_BLK_T_FLUSH, 0, 0, 0, false, NULL),
 		 VIRTIO_BLK_S_OK);
-	CHECK_EQ(virtio_blk_drain(&blk), 0);
+	CHECK_EQ(virtio_blk_pause(&blk), 0);
 	close_blk();
 }
 

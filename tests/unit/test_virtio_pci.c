@@ -564,7 +564,6 @@ static void test_snapshot(void)
 	CHECK_EQ(snap_writer_open(&c.w, path, &h, NULL), 0);
 	if (!c.w)
 		return;
-	CHECK_EQ(virtio_pci_pre_save(&vp), 0);
 	CHECK_EQ(virtio_pci_snap_foreach(&vp, 2, save_one, &c), 0);
 	CHECK_EQ(c.n, 4); /* pci_dev, virtio_pci, 2 queues */
 	CHECK_EQ(snap_writer_commit(c.w), 0);
