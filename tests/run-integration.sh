@@ -9,7 +9,10 @@
 # - none: the same suite on a nested KVM under QEMU's emulator
 #   (tests/nested/run.sh), tried twice, since that machine can die.
 # A run that produces no result is a failure, never a pass: pytest's exit
-# 5 (no tests ran), a nested machine that died twice (125), a missing QEMU.
+# 5 (no tests ran), a nested run without a result twice (run.sh's 125: the
+# nested kernel died; 124: its time budget ran out; 123: QEMU failed), a
+# missing QEMU (77). run.sh prints why each nested run gave no result: the
+# nested kernel's panic/oops/lockup lines and the test that was running.
 set -u
 cd "$(dirname "$0")/.."
 build=${KHYVE_BUILD:-build-san}
@@ -37,14 +40,19 @@ for try in 1 2; do
 	KHYVE_NESTED_TIMEOUT=${KHYVE_NESTED_TIMEOUT:-600} tests/nested/run.sh \
 		$pytest tests/integration
 	rc=$?
-	[ $rc -eq 125 ] || break
-	echo "integration: the nested KVM machine died or hung (status 125)"
+	case $rc in
+	123) why="QEMU failed" ;;
+	124) why="the nested run's time budget ran out" ;;
+	125) why="the nested KVM machine died" ;;
+	*) break ;;
+	esac
+	echo "integration: no result (status $rc: $why; run.sh's lines above say more)"
 	[ $try -eq 1 ] && echo "integration: trying once more"
 done
 case $rc in
 0) ;;
-125) echo "integration: FAIL: the nested KVM machine returned no result" \
-	  "twice (see tests/nested/run.sh); nothing was proven" ;;
+123|124|125) echo "integration: FAIL: the nested KVM machine returned no" \
+	  "result twice (last: $why); nothing was proven" ;;
 77) echo "integration: FAIL: QEMU is not installed, nothing could run" ;;
 5) echo "integration: FAIL: pytest ran no test" ;;
 esac

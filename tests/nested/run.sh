@@ -7,10 +7,24 @@
 #
 #   tests/nested/run.sh COMMAND [ARG...]
 #
+# KHYVE_NESTED_TIMEOUT: the time budget of the whole nested run, in
+# seconds (default 1500); QEMU is killed when it runs out.
+# KHYVE_NESTED_MEM: the nested machine's RAM (default 7G).
 # KHYVE_NESTED_CMDLINE adds to the nested kernel's command line (e.g.
 # loglevel=5 to see soft-lockup backtraces).
-# Exit status: the command's, or 125 if the nested machine could not run
-# it, 77 if QEMU is not installed. Output of the command goes to stdout.
+# Exit status: the command's when it produced one and QEMU then ended
+# normally; otherwise one of these, with the reason on stderr:
+#   125  the nested machine ended without a result (its kernel panicked,
+#        oopsed or locked up: panic=-1 ends QEMU; or the set-up failed)
+#   124  the time budget ran out: QEMU was killed
+#   123  QEMU itself failed (non-zero status or killed by a signal)
+#   77   QEMU is not installed
+# (a command can return these too; the stderr line tells them apart). On
+# any of them run.sh prints, from the nested console, the kernel's panic,
+# oops, BUG, lockup and hung-task lines with some context, and the pytest
+# test that was running (nested_trace.py, loaded into any pytest the
+# command runs, marks each test's start and end on the console).
+# Output of the command goes to stdout.
 # The kernel comes from Debian's archive with apt-get download, cached in
 # $KHYVE_NESTED_CACHE (default build/nested).
 set -eu
@@ -82,7 +96,7 @@ if mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=524288,cache=loose host
 	echo
 	echo "NESTED-EXIT $rc"
 else
-	echo "NESTED-EXIT 125 (set-up failed)"
+	echo "NESTED-SETUP-FAILED"
 fi
 poweroff -f
 EOI
@@ -100,6 +114,10 @@ trap 'rm -f "$script"' EXIT
 {
 	echo "cd '$top' || exit 125"
 	echo "export KHYVE_NESTED=1 PYTHONDONTWRITEBYTECODE=1 HOME=/tmp PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	# Which test is running, on the console (the only channel that
+	# outlives a dead nested kernel): see nested_trace.py.
+	echo "export PYTHONPATH='$top/tests/nested'\${PYTHONPATH:+:\$PYTHONPATH}"
+	echo "export PYTEST_PLUGINS=nested_trace\${PYTEST_PLUGINS:+,\$PYTEST_PLUGINS} KHYVE_NESTED_TRACE=/dev/console"
 	printf 'exec'
 	for a in "$@"; do printf " '%s'" "$(printf '%s' "$a" | sed "s/'/'\\\\''/g")"; done
 	echo
@@ -122,16 +140,83 @@ trap 'rm -f "$script"' EXIT
 panic_opts="panic=-1 oops=panic softlockup_panic=1 transparent_hugepage=never"
 exec 8>"$cache/.run.lock"
 flock 8
-timeout "${KHYVE_NESTED_TIMEOUT:-1500}" qemu-system-x86_64 -accel tcg -cpu max \
+budget=${KHYVE_NESTED_TIMEOUT:-1500}
+qrc=0
+started=$(date +%s)
+timeout -k 30 "$budget" qemu-system-x86_64 -accel tcg -cpu max \
 	-m "${KHYVE_NESTED_MEM:-7G}" -smp 2 -nographic -no-reboot -nodefaults \
 	-serial stdio -kernel "$cache/vmlinuz" -initrd "$cache/initramfs.gz" \
 	-append "console=ttyS0 quiet $panic_opts ${KHYVE_NESTED_CMDLINE:-} nested_script=$script nested_repo=$top" \
 	-virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
-	< /dev/null > "$out" 2>&1 || true
-# Drop the firmware's screen-control noise and our own marker.
-tr -d '\r' < "$out" | sed 's/\x1bc//g; s/\x1b\[[0-9;?]*[a-zA-Z]//g' |
-	grep -v -E '^(SeaBIOS|Booting from ROM|NESTED-EXIT)|reboot: Power down' || true
-rc=$(tr -d '\r' < "$out" | sed -n 's/^NESTED-EXIT \([0-9]*\).*/\1/p' | tail -n 1)
-[ -n "$rc" ] || { echo "nested: the machine ended without a result (see $out)" >&2; exit 125; }
-rm -f "$out"
-exit "$rc"
+	< /dev/null > "$out" 2>&1 || qrc=$?
+flock -u 8
+# The console as text: without the firmware's screen-control noise.
+clean() {
+	tr -d '\r' < "$out" | sed 's/\x1bc//g; s/\x1b\[[0-9;?]*[a-zA-Z]//g'
+}
+# The command's output: without our markers. A test marker can land in
+# the middle of pytest's progress line; what came before it is kept and
+# the line goes on after the marker.
+# The firmware's last line runs into the command's first one.
+clean | awk '
+	/^(SeaBIOS|NESTED-EXIT|NESTED-SETUP-FAILED)|reboot: Power down/ { next }
+	/^Booting from ROM/ { sub(/^Booting from ROM\.*/, ""); if ($0 == "") next }
+	/@@nested-test / { s = substr($0, 1, index($0, "@@nested-test ") - 1)
+			   printf "%s", s; if (s != "") part = 1; next }
+	{ print; part = 0 }
+	END { if (part) print "" }' || true
+rc=$(clean | sed -n 's/^NESTED-EXIT \([0-9]*\).*/\1/p' | tail -n 1)
+if [ -n "$rc" ] && [ $qrc -eq 0 ]; then
+	rm -f "$out"
+	exit "$rc"
+fi
+
+# No result, or QEMU ended badly after one: say why, and what the nested
+# machine showed.
+# timeout(1) says 124 when it ended QEMU with SIGTERM, 137 when it had
+# to use SIGKILL - or when someone else did, hence the clock.
+if [ $qrc -eq 124 ] ||
+   { [ $qrc -eq 137 ] && [ $(($(date +%s) - started)) -ge "$budget" ]; }; then
+	why="the time budget (KHYVE_NESTED_TIMEOUT=$budget s) ran out: QEMU was killed"
+	status=124
+elif [ $qrc -gt 128 ]; then
+	why="QEMU was killed by signal $((qrc - 128))"
+	status=123
+elif [ $qrc -ne 0 ]; then
+	why="QEMU exited with status $qrc"
+	status=123
+elif clean | grep -q '^NESTED-SETUP-FAILED'; then
+	why="the nested machine's set-up failed (9p mount or /dev/kvm)"
+	status=125
+else
+	why="the nested machine ended without a result (its kernel died or init ended)"
+	status=125
+fi
+{
+	if [ -n "$rc" ]; then
+		echo "nested: the command ended with status $rc, but then $why"
+	else
+		echo "nested: no result: $why"
+	fi
+	last=$(clean | grep -o '@@nested-test [a-z]* .*' | tail -n 1)
+	case $last in
+	"@@nested-test start "*)
+		echo "nested: test running at the end: ${last#@@nested-test start }" ;;
+	"@@nested-test end "*)
+		echo "nested: no test running at the end; the last one finished: ${last#@@nested-test end }" ;;
+	*)	echo "nested: no pytest test had started" ;;
+	esac
+	# Kernel trouble, with context; the first 150 lines are enough to see
+	# what died and where.
+	pat='Kernel panic|Oops|BUG:|soft lockup|hard LOCKUP|blocked for more than|general protection fault|stack guard page|rcu_sched self-detected|rcu: INFO|Call Trace:|RIP: '
+	if clean | grep -q -E "$pat"; then
+		echo "nested: the nested kernel's console reported:"
+		clean | sed 's/^Booting from ROM\.*//' |
+			grep -v -E '@@nested-test|^SeaBIOS' |
+			grep -n -E -B 3 -A 12 "$pat" | head -n 150 | sed 's/^/  | /'
+	else
+		echo "nested: no panic, oops, BUG, lockup or hung task on the nested console"
+	fi
+	echo "nested: the whole console is kept in $out"
+} >&2
+exit $status
