@@ -8,6 +8,9 @@
 #   make-golden.sh smp-virtio-64m   2 vCPUs, virtio-rng, virtio-blk and
 #                                   virtio-console, after the guest's smp,
 #                                   vrng and vblk tests
+#   make-golden.sh counter-64m-v1.1 the guest of counter-64m, in the
+#                                   format of the day (1.1: save id, RAM
+#                                   file trailer)
 #
 # Never regenerate one to make a failing test pass, and never overwrite a
 # committed one: see README.md. A new golden gets a new NAME, and its files
@@ -20,7 +23,7 @@ name=${1:?usage: make-golden.sh NAME}
 cpus=1
 devs=""
 case $name in
-counter-64m)
+counter-64m|counter-64m-v1.1)
 	cmdline="counter interval_ms=50 check_every=5 mem_kb=1024" ;;
 smp-virtio-64m)
 	cpus=2
@@ -61,10 +64,11 @@ if [ "${2:-}" = "--inner" ]; then
 	fi
 	last=$(sed -n 's/^KHYVE-COUNTER \([0-9]*\) tsc=[0-9]*$/\1/p' "$d/console" | tail -n 1)
 	kvm=$("$top/build/khyve" --probe-kvm 2>&1 | sed 's/^kvm: usable, //')
-	printf '{"last_tick": %s, "cmdline": "%s", "memory": "64M", "cpus": %s, "devices": "%s", "vendor": "%s", "kvm": "%s", "khyve": "%s", "made": "%s"}\n' \
+	format=$("$top/build/khyvectl" snapshot info "$d/$name.snap" | sed -n 's/^format: *//p')
+	printf '{"last_tick": %s, "cmdline": "%s", "memory": "64M", "cpus": %s, "devices": "%s", "vendor": "%s", "kvm": "%s", "format": "%s", "khyve": "%s", "made": "%s"}\n' \
 		"$last" "$cmdline" $cpus "$devs" \
 		"$(sed -n 's/^vendor_id[^:]*: //p' /proc/cpuinfo | head -n 1)" \
-		"$kvm" "$("$top/build/khyve" --version | cut -d' ' -f2)" \
+		"$kvm" "$format" "$("$top/build/khyve" --version | cut -d' ' -f2)" \
 		"$(date -u +%Y-%m-%d)" > "$d/$name.json"
 	echo GOLDEN-BEGIN
 	(cd "$d" && tar -cSzf - $files) | base64

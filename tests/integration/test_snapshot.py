@@ -14,7 +14,6 @@ import shutil
 import socket
 import subprocess
 import time
-import warnings
 
 import pytest
 
@@ -583,17 +582,81 @@ def this_host_type():
     return host_type(host_vendor(), r.stdout + r.stderr)
 
 
+def pinned_format(name):
+    """The snapshot format tests/golden/PINNED records for NAME.snap."""
+    with open(os.path.join(GOLDEN_DIR, "PINNED")) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) == 3 and parts[2] == name + ".snap":
+                return parts[1]
+    raise AssertionError("%s.snap is not pinned in tests/golden/PINNED" % name)
+
+
+def golden_format(name):
+    """The golden's format version as its header gives it (khyvectl
+    snapshot info), which must be the pinned one and the one its JSON
+    records, if it does (since counter-64m-v1.1)."""
+    r = subprocess.run([KHYVECTL, "snapshot", "info",
+                        os.path.join(GOLDEN_DIR, name + ".snap")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    m = re.search(r"^format:\s+(\S+)$", r.stdout, re.M)
+    assert m, r.stdout
+    assert m.group(1) == pinned_format(name), (m.group(1), name)
+    assert golden_meta(name).get("format", m.group(1)) == m.group(1), name
+    return m.group(1)
+
+
+# What a RAM file of each format holds after the guest's RAM
+# (docs/snapshot-format.md): nothing in 1.0, a 64-byte trailer with the
+# save id in 1.1. A new format must say here how long its RAM file is.
+RAM_TRAILER = {"1.0": 0, "1.1": 64}
+
+
 @pytest.mark.parametrize("name", GOLDENS)
 def test_golden_snapshot_is_small(name):
-    """The golden RAM file is sparse, and what git stores stays small."""
+    """The golden RAM file is the guest's 64 MiB (and its format's
+    trailer), sparse, and what git stores stays small."""
     import zlib
     golden = os.path.join(GOLDEN_DIR, name + ".snap")
+    fmt = golden_format(name)
+    assert fmt in RAM_TRAILER, "format %s: RAM file length unknown" % fmt
     st = os.stat(golden + ".ram")
-    assert st.st_size == 64 * 2**20
+    assert st.st_size == 64 * 2**20 + RAM_TRAILER[fmt], (fmt, st.st_size)
     with open(golden + ".ram", "rb") as f:
         packed = len(zlib.compress(f.read(), 1))
     assert packed < 3 * 2**20, packed
     assert os.path.getsize(golden) < 64 * 1024
+
+
+# The one documented reason a golden of this CPU vendor cannot be
+# restored here (tests/golden/README.md): it was made on another kind of
+# KVM, whose CPU state this host's KVM refuses - kvm_pvm takes no XSAVE
+# image from kvm_amd's (more XSAVE components).
+XSAVE_REFUSED = "KVM_SET_XSAVE: Invalid argument"
+
+
+def golden_refused(g, name, made_on, here, timeout=60):
+    """Wait until the restored golden prints a tick or khyve ends. None if
+    it runs; the reason to skip if khyve refused it for the documented
+    incompatibility of a golden made on another host type. Any other end
+    fails."""
+    end = time.time() + timeout
+    while (g.proc.poll() is None and not ticks(g.read())
+           and time.time() < end):
+        time.sleep(0.05)
+    if g.proc.poll() is None:
+        return None
+    err = g.proc.stderr.read().decode()
+    documented = (made_on != here and g.proc.returncode == 4
+                  and XSAVE_REFUSED in err)
+    assert documented, ("golden %s (made on a %s %s KVM host, this is a "
+                        "%s %s one) ended on restore with status %d: %s"
+                        % ((name,) + made_on + here
+                           + (g.proc.returncode, err)))
+    return ("golden %s was made on a %s %s KVM host; this %s %s host's "
+            "KVM cannot take its CPU state: %s"
+            % ((name,) + made_on + here + (err.strip(),)))
 
 
 @needs_kvm
@@ -601,6 +664,7 @@ def test_golden_snapshot_is_small(name):
 def test_golden_snapshot_restores(guest_factory, tmp_path, name):
     meta = golden_meta(name)
     golden = os.path.join(GOLDEN_DIR, name + ".snap")
+    golden_format(name)
     if meta["vendor"] != host_vendor():
         # Restore refuses to move a guest between CPU vendors, so on this
         # host the golden is checked as far as that allows - never
@@ -616,17 +680,11 @@ def test_golden_snapshot_restores(guest_factory, tmp_path, name):
         return
     # The old golden's JSON has no "kvm": it was made on kvm_amd (README).
     made_on = host_type(meta["vendor"], meta.get("kvm", ""))
-    if made_on != this_host_type():
-        # Outside the promise (same host type): e.g. kvm_amd's XSAVE state
-        # is refused by kvm_pvm's KVM_SET_XSAVE. Not skipped, not hidden:
-        # verified here and section by section in test_golden.c, and said.
-        r = subprocess.run([KHYVECTL, "snapshot", "verify", golden],
-                           capture_output=True, text=True, timeout=120)
-        assert r.returncode == 0, r.stdout + r.stderr
-        warnings.warn("golden %s was made on a %s %s KVM host, this is a "
-                      "%s %s one: verified, not restored" % (
-                          (name,) + made_on + this_host_type()))
-        return
+    here = this_host_type()
+    # Every file is verified, whether or not it restores here.
+    r = subprocess.run([KHYVECTL, "snapshot", "verify", golden],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
 
     def disk(tag):
         """A copy of its disk, where make-golden.sh put it (slot 3)."""
@@ -640,6 +698,11 @@ def test_golden_snapshot_restores(guest_factory, tmp_path, name):
     # Mapped restore from a copy (the checkout may be read-only) ...
     snap = copy_snap(golden, tmp_path)
     g = restored(guest_factory, snap, "golden", disk("a"))
+    # Outside the promise (another host type) the restore is still tried:
+    # only the documented incompatibility skips, with khyve's own words.
+    why = golden_refused(g, name, made_on, here)
+    if why:
+        pytest.skip(why)
     check_continues(g, meta["last_tick"])
     assert wait_memcheck_ok_after(g, meta["last_tick"]), g.read()
     g.stop()
