@@ -24,16 +24,22 @@
 #include "vm_devices.h"
 #include "vm_snapshot.h"
 
+/* What the main loop takes by signalfd (blocked in every thread). */
+static void main_signals(sigset_t *set)
+{
+	sigemptyset(set);
+	sigaddset(set, SIGINT);
+	sigaddset(set, SIGTERM);
+	sigaddset(set, SIGHUP);
+	sigaddset(set, SIGIO); /* the mapped RAM file's lease breaks */
+}
+
 static int main_loop(struct vm *vm)
 {
 	sigset_t set;
 	int sfd, in_fd;
 
-	sigemptyset(&set);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGHUP);
-	sigaddset(&set, SIGIO); /* the mapped RAM file's lease breaks */
+	main_signals(&set);
 	sfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
 	for (;;) {
 		struct pollfd p[3];
@@ -80,6 +86,122 @@ static int main_loop(struct vm *vm)
 	return vm->exit_status;
 }
 
+/*
+ * The command line into @cmd: -1 to go on, else the exit status now
+ * (--help, --version, --probe-kvm, -s help, or an error).
+ */
+static int parse_command_line(int argc, char **argv, struct vm_config *cmd)
+{
+	char err[1024] = "";
+	const char *fi;
+	bool sw = false;
+
+	switch (config_parse(cmd, argc, argv, err, sizeof(err))) {
+	case CONFIG_OK:
+		break;
+	case CONFIG_HELP:
+		fputs(config_usage, stdout);
+		config_free(cmd);
+		return 0;
+	case CONFIG_VERSION:
+		printf("khyve %s\n", KHYVE_VERSION);
+		config_free(cmd);
+		return 0;
+	case CONFIG_PROBE_KVM:
+		config_free(cmd);
+		if (kvm_probe(&sw, err, sizeof(err))) {
+			fprintf(stderr, "khyve: %s\n", err);
+			return KHYVE_EXIT_ERROR;
+		}
+		printf("kvm: usable, %s backend\n",
+		       sw ? "software (kvm_pvm)" : "hardware");
+		return 0;
+	case CONFIG_LIST_DEVS:
+		vm_devices_list(stdout);
+		config_free(cmd);
+		return 0;
+	default:
+		fprintf(stderr, "khyve: %s\n", err);
+		config_free(cmd);
+		return KHYVE_EXIT_ERROR;
+	}
+	log_set_level(cmd->verbose >= 2 ? LOG_DEBUG :
+		      cmd->verbose == 1 ? LOG_INFO : LOG_WARN);
+	/* Tests only (khyve(8), ENVIRONMENT): make a save fail at a step. */
+	fi = getenv("KHYVE_FAULT_INJECT");
+	if (fi && *fi) {
+		if (snap_fault_arm_spec(fi, err, sizeof(err))) {
+			fprintf(stderr, "khyve: KHYVE_FAULT_INJECT=%s\n", err);
+			config_free(cmd);
+			return KHYVE_EXIT_ERROR;
+		}
+		log_warn("KHYVE_FAULT_INJECT=%s: a save will fail on purpose "
+			 "(testing only)",
+			 fi);
+	}
+	return -1;
+}
+
+/* Kernel and initrd readable: a typo should not wait for KVM set-up. */
+static int check_input_files(const struct vm_config *cfg)
+{
+	const char *files[] = { cfg->kernel, cfg->initrd };
+	const char *what[] = { "kernel", "initrd" };
+
+	for (unsigned i = 0; i < 2 && !cfg->restore; i++) {
+		FILE *f = files[i] ? fopen(files[i], "rb") : NULL;
+
+		if (files[i] && !f) {
+			fprintf(stderr, "khyve: %s %s: %s\n", what[i], files[i],
+				strerror(errno));
+			return -1;
+		}
+		if (f)
+			fclose(f);
+	}
+	return 0;
+}
+
+/*
+ * -r: the snapshot's embedded configuration, rebound by the command line
+ * (@cmd, freed here), into @cfg, checked; -1 after saying why.
+ */
+static int restore_config(struct vm_config *cmd, struct vm_config *cfg)
+{
+	char err[1024] = "";
+	int ret;
+
+	ret = vm_snapshot_read_config(cmd->restore, cfg, err, sizeof(err));
+	if (!ret) {
+		ret = config_merge_restore(cfg, cmd, err, sizeof(err));
+		/* Read, so ours to free (LeakSanitizer saw it leak). */
+		if (ret)
+			config_free(cfg);
+	}
+	if (ret) {
+		fprintf(stderr, "khyve: %s\n", err);
+		config_free(cmd);
+		return -1;
+	}
+	cfg->restore = strdup(cmd->restore);
+	config_free(cmd);
+	/*
+	 * The whole snapshot and its RAM file checked before anything it
+	 * names on the host is opened (docs/security.md).
+	 */
+	ret = cfg->restore ? vm_snapshot_preflight(cfg->restore, cfg, err,
+						   sizeof(err))
+			   : -ENOMEM;
+	if (!ret)
+		ret = config_check_strict_bindings(cfg, err, sizeof(err));
+	if (ret) {
+		fprintf(stderr, "khyve: %s\n", err[0] ? err : strerror(-ret));
+		config_free(cfg);
+		return -1;
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct vm_config cmd, cfg;
@@ -89,117 +211,23 @@ int main(int argc, char **argv)
 	sigset_t set;
 
 	log_set_prog("khyve");
-	ret = config_parse(&cmd, argc, argv, err, sizeof(err));
-	switch (ret) {
-	case CONFIG_OK:
-		break;
-	case CONFIG_HELP:
-		fputs(config_usage, stdout);
-		config_free(&cmd);
-		return 0;
-	case CONFIG_VERSION:
-		printf("khyve %s\n", KHYVE_VERSION);
-		config_free(&cmd);
-		return 0;
-	case CONFIG_PROBE_KVM: {
-		bool sw = false;
-
-		config_free(&cmd);
-		if (kvm_probe(&sw, err, sizeof(err))) {
-			fprintf(stderr, "khyve: %s\n", err);
-			return KHYVE_EXIT_ERROR;
-		}
-		printf("kvm: usable, %s backend\n",
-		       sw ? "software (kvm_pvm)" : "hardware");
-		return 0;
-	}
-	case CONFIG_LIST_DEVS:
-		vm_devices_list(stdout);
-		config_free(&cmd);
-		return 0;
-	default:
-		fprintf(stderr, "khyve: %s\n", err);
-		config_free(&cmd);
-		return KHYVE_EXIT_ERROR;
-	}
-	log_set_level(cmd.verbose >= 2 ? LOG_DEBUG :
-		      cmd.verbose == 1 ? LOG_INFO : LOG_WARN);
-	/* Tests only (khyve(8), ENVIRONMENT): make a save fail at a step. */
-	{
-		const char *fi = getenv("KHYVE_FAULT_INJECT");
-
-		if (fi && *fi) {
-			if (snap_fault_arm_spec(fi, err, sizeof(err))) {
-				fprintf(stderr, "khyve: KHYVE_FAULT_INJECT=%s\n",
-					err);
-				config_free(&cmd);
-				return KHYVE_EXIT_ERROR;
-			}
-			log_warn("KHYVE_FAULT_INJECT=%s: a save will fail on "
-				 "purpose (testing only)",
-				 fi);
-		}
-	}
-
+	ret = parse_command_line(argc, argv, &cmd);
+	if (ret >= 0)
+		return ret;
 	if (cmd.restore) {
-		ret = vm_snapshot_read_config(cmd.restore, &cfg, err, sizeof(err));
-		if (!ret) {
-			ret = config_merge_restore(&cfg, &cmd, err, sizeof(err));
-			/* Read, so ours to free (LeakSanitizer saw it leak). */
-			if (ret)
-				config_free(&cfg);
-		}
-		if (ret) {
-			fprintf(stderr, "khyve: %s\n", err);
-			config_free(&cmd);
+		if (restore_config(&cmd, &cfg))
 			return KHYVE_EXIT_ERROR;
-		}
-		cfg.restore = strdup(cmd.restore);
-		config_free(&cmd);
-		/*
-		 * The whole snapshot and its RAM file checked before anything
-		 * it names on the host is opened (docs/security.md).
-		 */
-		ret = cfg.restore ? vm_snapshot_preflight(cfg.restore, &cfg, err,
-							  sizeof(err))
-				  : -ENOMEM;
-		if (!ret)
-			ret = config_check_strict_bindings(&cfg, err,
-							   sizeof(err));
-		if (ret) {
-			fprintf(stderr, "khyve: %s\n", err[0] ? err : strerror(-ret));
-			config_free(&cfg);
-			return KHYVE_EXIT_ERROR;
-		}
 	} else {
 		cfg = cmd;
 	}
 
-	/* Input files first: a typo should not wait for KVM set-up. */
-	{
-		const char *files[] = { cfg.kernel, cfg.initrd };
-		const char *what[] = { "kernel", "initrd" };
-
-		for (unsigned i = 0; i < 2 && !cfg.restore; i++) {
-			FILE *f = files[i] ? fopen(files[i], "rb") : NULL;
-
-			if (files[i] && !f) {
-				fprintf(stderr, "khyve: %s %s: %s\n", what[i],
-					files[i], strerror(errno));
-				config_free(&cfg);
-				return KHYVE_EXIT_ERROR;
-			}
-			if (f)
-				fclose(f);
-		}
+	if (check_input_files(&cfg)) {
+		config_free(&cfg);
+		return KHYVE_EXIT_ERROR;
 	}
 
 	/* Signals go to the main loop's signalfd, not to vCPU threads. */
-	sigemptyset(&set);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGHUP);
-	sigaddset(&set, SIGIO);
+	main_signals(&set);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	chardev_install_fatal_handlers();

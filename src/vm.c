@@ -706,6 +706,41 @@ static int emul_write(void *o, uint64_t gva, const void *buf, unsigned len)
 	return emul_mem(o, gva, (void *)buf, len, true);
 }
 
+static void emul_ctx_from_kvm(struct emul_ctx *c, const struct kvm_regs *r,
+			      const struct kvm_sregs *s,
+			      const struct kvm_fpu *fpu)
+{
+	memset(c, 0, sizeof(*c));
+	c->gpr[R_AX] = r->rax, c->gpr[R_CX] = r->rcx, c->gpr[R_DX] = r->rdx;
+	c->gpr[R_BX] = r->rbx, c->gpr[R_SP] = r->rsp, c->gpr[R_BP] = r->rbp;
+	c->gpr[R_SI] = r->rsi, c->gpr[R_DI] = r->rdi;
+	c->gpr[8] = r->r8, c->gpr[9] = r->r9, c->gpr[10] = r->r10;
+	c->gpr[11] = r->r11, c->gpr[12] = r->r12, c->gpr[13] = r->r13;
+	c->gpr[14] = r->r14, c->gpr[15] = r->r15;
+	c->rip = r->rip;
+	c->rflags = r->rflags;
+	c->fs_base = s->fs.base;
+	c->gs_base = s->gs.base;
+	c->long_mode = s->cs.l;
+	c->fcw = fpu->fcw;
+	c->fsw = fpu->fsw;
+	c->ftwx = fpu->ftwx;
+	c->mxcsr = fpu->mxcsr;
+}
+
+static void emul_ctx_to_kvm_regs(const struct emul_ctx *c,
+				 struct kvm_regs *r)
+{
+	r->rax = c->gpr[R_AX], r->rcx = c->gpr[R_CX], r->rdx = c->gpr[R_DX];
+	r->rbx = c->gpr[R_BX], r->rsp = c->gpr[R_SP], r->rbp = c->gpr[R_BP];
+	r->rsi = c->gpr[R_SI], r->rdi = c->gpr[R_DI];
+	r->r8 = c->gpr[8], r->r9 = c->gpr[9], r->r10 = c->gpr[10];
+	r->r11 = c->gpr[11], r->r12 = c->gpr[12], r->r13 = c->gpr[13];
+	r->r14 = c->gpr[14], r->r15 = c->gpr[15];
+	r->rip = c->rip;
+	r->rflags = c->rflags;
+}
+
 /* Complete an instruction KVM's emulator gave up on (see emulate.h). */
 static int vcpu_handle_emulation_failure(struct vcpu *v)
 {
@@ -734,36 +769,14 @@ static int vcpu_handle_emulation_failure(struct vcpu *v)
 		if (guest_mem_read(&v->vm->mem, gpa, insn, len))
 			len = 0;
 	}
-	memset(&c, 0, sizeof(c));
-	c.gpr[R_AX] = r.rax, c.gpr[R_CX] = r.rcx, c.gpr[R_DX] = r.rdx;
-	c.gpr[R_BX] = r.rbx, c.gpr[R_SP] = r.rsp, c.gpr[R_BP] = r.rbp;
-	c.gpr[R_SI] = r.rsi, c.gpr[R_DI] = r.rdi;
-	c.gpr[8] = r.r8, c.gpr[9] = r.r9, c.gpr[10] = r.r10, c.gpr[11] = r.r11;
-	c.gpr[12] = r.r12, c.gpr[13] = r.r13, c.gpr[14] = r.r14;
-	c.gpr[15] = r.r15;
-	c.rip = r.rip;
-	c.rflags = r.rflags;
-	c.fs_base = s.fs.base;
-	c.gs_base = s.gs.base;
-	c.long_mode = s.cs.l;
-	c.fcw = fpu.fcw;
-	c.fsw = fpu.fsw;
-	c.ftwx = fpu.ftwx;
-	c.mxcsr = fpu.mxcsr;
+	emul_ctx_from_kvm(&c, &r, &s, &fpu);
 	c.read = emul_read;
 	c.write = emul_write;
 	c.opaque = v;
 	ret = emul_complete(&c, insn, len);
 	if (ret)
 		return ret;
-	r.rax = c.gpr[R_AX], r.rcx = c.gpr[R_CX], r.rdx = c.gpr[R_DX];
-	r.rbx = c.gpr[R_BX], r.rsp = c.gpr[R_SP], r.rbp = c.gpr[R_BP];
-	r.rsi = c.gpr[R_SI], r.rdi = c.gpr[R_DI];
-	r.r8 = c.gpr[8], r.r9 = c.gpr[9], r.r10 = c.gpr[10], r.r11 = c.gpr[11];
-	r.r12 = c.gpr[12], r.r13 = c.gpr[13], r.r14 = c.gpr[14];
-	r.r15 = c.gpr[15];
-	r.rip = c.rip;
-	r.rflags = c.rflags;
+	emul_ctx_to_kvm_regs(&c, &r);
 	if (ioctl(v->fd, KVM_SET_REGS, &r) < 0)
 		return -errno;
 	if (c.fpu_dirty) {

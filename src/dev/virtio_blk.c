@@ -567,26 +567,14 @@ static int start_workers(struct virtio_blk *blk, unsigned n)
 	return 0;
 }
 
-int virtio_blk_init(struct virtio_blk *blk, const struct virtio_blk_opts *o,
-		    const struct guest_mem *mem, struct iothread *iot,
-		    const struct msi_sink *msi)
+/* Open the image into blk->fd and size the disk from it. */
+static int blk_open_image(struct virtio_blk *blk,
+			  const struct virtio_blk_opts *o)
 {
-	uint16_t qs = o->queue_size ? o->queue_size : 256;
-	unsigned nw = o->workers < 0 ? VIRTIO_BLK_DEFAULT_WORKERS
-				     : (unsigned)o->workers;
-	uint64_t features;
+	int flags = (o->readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC;
 	struct stat sb;
-	int flags, ret;
+	int ret;
 
-	memset(blk, 0, sizeof(*blk));
-	blk->fd = -1;
-	blk->paused = o->start_paused;
-	if (!o->path || (qs & (qs - 1)) || qs < 4 || qs > VIRTQ_MAX_SIZE ||
-	    nw > VIRTIO_BLK_MAX_WORKERS)
-		return -EINVAL;
-	blk->ops = blk_ops_template;
-	blk->ops.queue_max_size = qs;
-	flags = (o->readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC;
 	if (o->direct)
 		flags |= O_DIRECT;
 	/* Not waited on if it is a FIFO (refused below), e.g. named by a
@@ -598,10 +586,8 @@ int virtio_blk_init(struct virtio_blk *blk, const struct virtio_blk_opts *o,
 			strerror(errno));
 		return ret;
 	}
-	if (fstat(blk->fd, &sb) < 0) {
-		ret = -errno;
-		goto err_fd;
-	}
+	if (fstat(blk->fd, &sb) < 0)
+		goto err_errno;
 	if (!S_ISREG(sb.st_mode) || sb.st_size % VIRTIO_BLK_SECTOR) {
 		log_err("virtio-blk: %s is not a regular file of whole "
 			"512-byte sectors",
@@ -609,11 +595,39 @@ int virtio_blk_init(struct virtio_blk *blk, const struct virtio_blk_opts *o,
 		ret = -EINVAL;
 		goto err_fd;
 	}
-	if (fcntl(blk->fd, F_SETFL, fcntl(blk->fd, F_GETFL) & ~O_NONBLOCK)) {
-		ret = -errno;
-		goto err_fd;
-	}
+	if (fcntl(blk->fd, F_SETFL, fcntl(blk->fd, F_GETFL) & ~O_NONBLOCK))
+		goto err_errno;
 	blk->st.capacity = (uint64_t)sb.st_size / VIRTIO_BLK_SECTOR;
+	return 0;
+err_errno:
+	ret = -errno;
+err_fd:
+	close(blk->fd);
+	blk->fd = -1;
+	return ret;
+}
+
+int virtio_blk_init(struct virtio_blk *blk, const struct virtio_blk_opts *o,
+		    const struct guest_mem *mem, struct iothread *iot,
+		    const struct msi_sink *msi)
+{
+	uint16_t qs = o->queue_size ? o->queue_size : 256;
+	unsigned nw = o->workers < 0 ? VIRTIO_BLK_DEFAULT_WORKERS
+				     : (unsigned)o->workers;
+	uint64_t features;
+	int ret;
+
+	memset(blk, 0, sizeof(*blk));
+	blk->fd = -1;
+	blk->paused = o->start_paused;
+	if (!o->path || (qs & (qs - 1)) || qs < 4 || qs > VIRTQ_MAX_SIZE ||
+	    nw > VIRTIO_BLK_MAX_WORKERS)
+		return -EINVAL;
+	blk->ops = blk_ops_template;
+	blk->ops.queue_max_size = qs;
+	ret = blk_open_image(blk, o);
+	if (ret)
+		return ret;
 	blk->st.readonly = o->readonly;
 	blk->direct = o->direct;
 	if (o->serial)
@@ -748,7 +762,8 @@ int virtio_blk_kick_fd(struct virtio_blk *blk)
 
 /* ---- the device's life cycle (dev_ops.h) ---- */
 
-/* "PATH[,ro][,direct][,serial=ID][,workers=N]" -> @o (strings in @buf). */
+/* "PATH[,ro][,direct][,serial=ID][,workers=N]" -> @o (its strings in
+ * @path and @serial). */
 static int blk_parse(const char *conf, const struct dev_env *env,
 		     struct virtio_blk_opts *o, char path[512],
 		     char serial[32], char *err, size_t errlen)
