@@ -8,7 +8,9 @@ re-running it changes nothing unless this script changed):
 - virtqueue:   guest RAM with well-formed and broken split rings;
 - snap_reader: the golden snapshot's state file (tests/golden) behind the
                harness's mode bytes. seed_snap_reader.c adds its own
-               (make -C tests/fuzz seed-fuzz_snap_reader).
+               (make -C tests/fuzz seed-fuzz_snap_reader);
+- virtio_pci:  register sequences (fuzz_virtio_pci.c's ops): a driver's
+               bring-up, MSI-X, BARs moved, the PCI_CFG window, resets.
 """
 import json
 import os
@@ -168,8 +170,136 @@ def snap_reader_seeds():
         put("snap_reader", "golden-%02x" % mode, bytes([mode]) + snap)
 
 
+# fuzz_virtio_pci.c: op byte = kind | size index << 4 | write << 7.
+VP_CFG, VP_PORT, VP_BAR, VP_MSIX, VP_MMIO, VP_RAM, VP_USED = 0, 1, 2, 4, 5, 6, 7
+VP_CFGCHG, VP_NEEDS_RESET, VP_MSI, VP_SAVE = 8, 9, 10, 11
+SZ = {1: 0, 2: 1, 4: 2, 8: 3}
+# The toy's config space: MSI-X capability, then the virtio ones (pci.c
+# places capabilities from 0x40, 4-aligned).
+MSIX_CAP, PCI_CFG_CAP = 0x40, 0x90
+
+
+def vp_op(kind, size=4, write=True):
+    return bytes([kind | SZ[size] << 4 | (0x80 if write else 0)])
+
+
+def vp_cfg(reg, val, size=4, write=True):
+    return vp_op(VP_CFG, size, write) + bytes([reg]) + \
+        val.to_bytes(size, "little")
+
+
+def vp_bar(off, val, size=4, write=True, kind=VP_BAR):
+    return vp_op(kind, size, write) + struct.pack("<H", off) + \
+        val.to_bytes(size, "little")
+
+
+def vp_common(off, val, size):
+    return vp_bar(off, val, size)
+
+
+def vp_ram(gpa, val):
+    return vp_op(VP_RAM, 8) + gpa.to_bytes(3, "little") + \
+        struct.pack("<Q", val)
+
+
+def vp_bringup(msix=True):
+    """What Linux's virtio_pci_modern does, two queues of 16 at 0x1000..."""
+    b = vp_cfg(4, 0x6, 2)  # memory + bus master
+    if msix:
+        b += vp_cfg(MSIX_CAP + 2, 0x8000, 2)
+    b += vp_common(0x14, 1, 1) + vp_common(0x14, 3, 1)
+    b += vp_common(0x00, 1, 4) + vp_bar(0x04, 0, 4, write=False)
+    b += vp_common(0x08, 0, 4) + vp_common(0x0c, 1 << 28 | 1 << 29, 4)
+    b += vp_common(0x08, 1, 4) + vp_common(0x0c, 1, 4)
+    b += vp_common(0x14, 0xb, 1) + vp_bar(0x14, 0, 1, write=False)
+    for q in range(2):
+        b += vp_common(0x16, q, 2) + vp_bar(0x18, 0, 2, write=False)
+        b += vp_common(0x18, 16, 2) + vp_common(0x1a, q + 1, 2)
+        b += vp_common(0x20, 0x1000 + 0x1000 * q, 8)
+        b += vp_common(0x28, 0x8000 + 0x1000 * q, 8)
+        b += vp_common(0x30, 0x10000 + 0x1000 * q, 8)
+        b += vp_common(0x1c, 1, 2)
+    b += vp_common(0x10, 0, 2) + vp_common(0x14, 0xf, 1)
+    return b
+
+
+def vp_request(q, head, idx):
+    """One descriptor (a 64-byte device-writable buffer) made available
+    on queue @q and kicked."""
+    desc = 0x1000 + 0x1000 * q + 16 * head
+    avail = 0x8000 + 0x1000 * q
+    b = vp_ram(desc, 0x20000 + 0x100 * head)
+    b += vp_ram(desc + 8, 64 | 2 << 32)  # len 64, flags WRITE, next 0
+    b += vp_ram(avail + 4 + 2 * idx, head)
+    b += vp_ram(avail, (idx + 1) << 16)
+    b += vp_bar(0x3000 + 4 * q, q, 2)  # notify
+    return b
+
+
+def virtio_pci_seeds():
+    up = vp_bringup()
+    put("virtio_pci", "bringup", up + vp_op(VP_SAVE))
+    put("virtio_pci", "bringup-intx", vp_bringup(msix=False) +
+        vp_request(0, 0, 0) + vp_bar(0x1000, 0, 1, write=False))
+    put("virtio_pci", "requests", up + vp_request(0, 0, 0) +
+        vp_request(0, 1, 1) + vp_request(1, 3, 0) + vp_op(VP_SAVE) +
+        vp_request(1, 4, 1) + vp_op(VP_USED) + b"\x01")
+    # MSI-X: vectors programmed, function masked, a pending bit, unmasked.
+    msix = up
+    for v in range(3):
+        msix += vp_bar(16 * v, 0xfee00000, 4, kind=VP_MSIX)
+        msix += vp_bar(16 * v + 8, 0x4020 + v, 4, kind=VP_MSIX)
+        msix += vp_bar(16 * v + 12, 0, 4, kind=VP_MSIX)
+    msix += vp_cfg(MSIX_CAP + 2, 0xc000, 2) + vp_op(VP_MSI) + b"\x01"
+    msix += vp_bar(0x800, 0, 8, write=False, kind=VP_MSIX)
+    msix += vp_op(VP_SAVE) + vp_cfg(MSIX_CAP + 2, 0x8000, 2)
+    msix += vp_bar(12, 1, 4, kind=VP_MSIX) + vp_op(VP_MSI) + b"\x00"
+    msix += vp_bar(0x30, 0xffffffff, 8, kind=VP_MSIX)
+    put("virtio_pci", "msix", msix)
+    # BARs sized and moved as firmware does, the device used there.
+    bars = vp_cfg(4, 0, 2)
+    for reg in (0x10, 0x14, 0x20, 0x24):
+        bars += vp_cfg(reg, 0xffffffff) + vp_cfg(reg, 0, 4, write=False)
+    bars += vp_cfg(0x20, 0xd0000000) + vp_cfg(0x24, 0) + vp_cfg(0x14, 0xd0004000)
+    bars += vp_cfg(4, 0x2, 2) + vp_bar(0x14, 1, 1) + vp_op(VP_SAVE)
+    bars += vp_cfg(0x24, 1) + vp_cfg(0x20, 0xfffff000) + vp_op(VP_SAVE)
+    bars += vp_cfg(0x20, 0xc0000000) + vp_cfg(0x24, 0) + vp_cfg(0x14, 0xc0000000)
+    put("virtio_pci", "bars", bars)
+    # The PCI_CFG window: BAR 4, status (1 byte), then the device config.
+    win = up + vp_cfg(PCI_CFG_CAP + 4, 4, 1) + vp_cfg(PCI_CFG_CAP + 8, 0x14)
+    win += vp_cfg(PCI_CFG_CAP + 12, 1) + vp_cfg(PCI_CFG_CAP + 16, 0, 4, False)
+    win += vp_cfg(PCI_CFG_CAP + 8, 0x2000) + vp_cfg(PCI_CFG_CAP + 12, 4)
+    win += vp_cfg(PCI_CFG_CAP + 16, 0x11223344)
+    win += vp_cfg(PCI_CFG_CAP + 8, 0x2008) + vp_cfg(PCI_CFG_CAP + 16, 7)
+    put("virtio_pci", "pci-cfg-window", win)
+    # Device config at every width, across its end; ISR read to clear.
+    dev = up
+    for off in range(0, 12):
+        dev += vp_bar(0x2000 + off, 0, 1, write=False)
+    dev += vp_bar(0x2008, 0, 4, write=False) + vp_bar(0x2000, 0xfeed, 8)
+    dev += vp_op(VP_CFGCHG) + vp_bar(0x1000, 0, 1, write=False)
+    put("virtio_pci", "device-config", dev)
+    # Failure paths: needs-reset, a queue that cannot be enabled, reset.
+    bad = up + vp_op(VP_NEEDS_RESET) + vp_bar(0x14, 0, 1, write=False)
+    bad += vp_common(0x16, 7, 2) + vp_common(0x18, 0xffff, 2)
+    bad += vp_common(0x16, 0, 2) + vp_common(0x14, 0, 1) + vp_op(VP_SAVE)
+    bad += vp_common(0x16, 1, 2) + vp_common(0x18, 8, 2)
+    bad += vp_common(0x20, 0x3fff0, 8) + vp_common(0x1c, 1, 2)
+    bad += vp_common(0x00, 0xffffffff, 4) + vp_common(0x08, 0x12345678, 4)
+    put("virtio_pci", "errors", bad)
+    # The address latch and other functions and slots.
+    ports = b""
+    for addr in (0x80000000, 0x80001800, 0x80001900, 0x8000ff00, 0x12345678):
+        ports += vp_op(VP_PORT, 4) + b"\x00" + struct.pack("<I", addr)
+        ports += vp_op(VP_PORT, 2, False) + b"\x06" + b"\0\0\0\0"
+        ports += vp_op(VP_PORT, 4, False) + b"\x04" + b"\0\0\0\0"
+    ports += vp_op(VP_PORT, 1) + b"\x01" + b"\xff\0\0\0"
+    put("virtio_pci", "ports", ports)
+
+
 if __name__ == "__main__":
     config_seeds()
     ctl_seeds()
     virtqueue_seeds()
     snap_reader_seeds()
+    virtio_pci_seeds()
