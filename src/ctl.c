@@ -708,29 +708,61 @@ static void cmd_stats(struct ctl_req *r)
 	req_rc(r, "stats", rc, err, res);
 }
 
-static void do_checkpoint(struct ctl_req *r, bool suspend)
+/* An optional boolean argument, @def when absent. */
+static bool get_bool_default(struct ctl_req *r, const char *key, bool def,
+			     bool *out)
 {
-	static const char *const bools[] = {"progress", "live", "fsync"};
-	const char *what = suspend ? "suspend" : "checkpoint";
+	bool given = json_object_get(r->args, key) != NULL;
+
+	if (!get_bool_arg(r, key, out))
+		return false;
+	if (!given)
+		*out = def;
+	return true;
+}
+
+/*
+ * The request as typed options, every argument checked here (in this
+ * order, so the first bad one is named), so the VMM never guesses
+ * ("fsync": "no"). false: @r holds the error.
+ */
+static bool checkpoint_parse(struct ctl_req *r, bool suspend,
+			     struct checkpoint_opts *o)
+{
 	json_t *f = json_object_get(r->args, "file");
-	char err[512] = "";
-	json_t *res = NULL;
-	bool b;
-	int rc;
+	bool progress;
 
 	if (!json_is_string(f) || !json_string_length(f) ||
 	    strlen(json_string_value(f)) != json_string_length(f)) {
-		req_fail(r, "bad_request", "%s needs a 'file' string", what);
-		return;
+		req_fail(r, "bad_request", "%s needs a 'file' string",
+			 suspend ? "suspend" : "checkpoint");
+		return false;
 	}
-	/* All of them here, so the VMM never guesses ("fsync": "no"). */
-	for (size_t i = 0; i < ARRAY_SIZE(bools); i++)
-		if (!get_bool_arg(r, bools[i], &b))
-			return;
+	*o = (struct checkpoint_opts){
+		.file = json_string_value(f),
+		.suspend = suspend,
+	};
+	if (!get_bool_arg(r, "progress", &progress) ||
+	    !get_bool_default(r, "live", true, &o->live) ||
+	    !get_bool_default(r, "fsync", true, &o->fsync))
+		return false;
+	o->progress = progress ? ctl_progress : NULL;
+	return true;
+}
+
+static void do_checkpoint(struct ctl_req *r, bool suspend)
+{
+	const char *what = suspend ? "suspend" : "checkpoint";
+	struct checkpoint_opts o;
+	char err[512] = "";
+	json_t *res = NULL;
+	int rc;
+
+	if (!checkpoint_parse(r, suspend, &o))
+		return;
 	NO_OP(r, checkpoint, what);
-	cur_req.wanted = json_is_true(json_object_get(r->args, "progress"));
-	rc = r->s->ops->checkpoint(r->s->opaque, r->args, suspend, &res, err,
-				   sizeof(err));
+	cur_req.wanted = o.progress != NULL;
+	rc = r->s->ops->checkpoint(r->s->opaque, &o, &res, err, sizeof(err));
 	if (rc == -EINVAL || rc == -ERANGE) {
 		/*
 		 * The request was checked in full above, so this is about

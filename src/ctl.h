@@ -21,10 +21,11 @@
  *   anything else             failed
  * A NULL callback answers not_implemented.
  *
- * checkpoint is the exception: the server checks every one of its
- * arguments first, so a -EINVAL/-ERANGE it returns is about the state
- * being saved (a device's, the guest's, KVM's), not the request, and
- * answers "failed" ("internal error: ..."), never bad_request.
+ * checkpoint is the exception: the server parses its arguments into a
+ * struct checkpoint_opts first (every key and type checked), so a
+ * -EINVAL/-ERANGE it returns is about the state being saved (a device's,
+ * the guest's, KVM's), not the request, and answers "failed" ("internal
+ * error: ..."), never bad_request.
  *
  * Callbacks must not call ctl_server_stop() (it joins the server thread);
  * poweroff should request the shutdown and return, and the VMM's main
@@ -37,6 +38,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "checkpoint.h"
 
 #define CTL_PROTOCOL	   1
 #define CTL_DEFAULT_RUNDIR "/run/khyve"
@@ -58,11 +61,11 @@ struct ctl_ops {
 		    char *err, size_t errlen);
 	int (*stats)(void *opaque, json_t **reply, char *err, size_t errlen);
 	/*
-	 * @args is the request's args object, already checked: "file" a
-	 * non-empty string, "progress", "live" and "fsync" booleans if
-	 * present, no other key; @suspend: power the VM off once saved.
+	 * checkpoint and suspend (@o->suspend): the request parsed, "file"
+	 * a non-empty string, "live" and "fsync" (default true) and
+	 * "progress" (o->progress is ctl_progress if true, else NULL).
 	 */
-	int (*checkpoint)(void *opaque, const json_t *args, bool suspend,
+	int (*checkpoint)(void *opaque, const struct checkpoint_opts *o,
 			  json_t **reply, char *err, size_t errlen);
 	/* Placeholder: NULL (not_implemented) until live migration exists. */
 	int (*migrate)(void *opaque, const json_t *args, json_t **reply,

@@ -202,6 +202,20 @@ static int restore_config(struct vm_config *cmd, struct vm_config *cfg)
 	return 0;
 }
 
+/* khyve -r FILE: what the command line asks of the restore, typed. */
+static int restore(struct vm *vm, const struct vm_config *cfg, char *err,
+		   size_t errlen)
+{
+	const struct restore_opts o = {
+		.file = cfg->restore,
+		.eager = cfg->restore_eager,
+		.keep_clock = cfg->keep_clock,
+		.progress = true, /* drawn only when stderr is a terminal */
+	};
+
+	return vm_snapshot_restore(vm, &o, err, errlen);
+}
+
 int main(int argc, char **argv)
 {
 	struct vm_config cmd, cfg;
@@ -239,7 +253,7 @@ int main(int argc, char **argv)
 	}
 	ret = vm_create(vm, &cfg, err, sizeof(err));
 	if (!ret)
-		ret = cfg.restore ? vm_snapshot_restore(vm, cfg.restore, err, sizeof(err)) :
+		ret = cfg.restore ? restore(vm, &cfg, err, sizeof(err)) :
 				    vm_boot(vm, err, sizeof(err));
 	if (!ret)
 		ret = ctl_server_start(&vm->ctl, cfg.rundir, cfg.name, &vm_ctl_ops,

@@ -280,10 +280,41 @@ static int op_stats(void *o, json_t **reply, char *err, size_t errlen)
 	return *reply ? 0 : -ENOMEM;
 }
 
-static int op_checkpoint(void *o, const json_t *args, bool suspend,
+/* The checkpoint/suspend reply (docs/control-protocol.md). */
+static json_t *checkpoint_reply(const struct checkpoint_opts *o,
+				const struct checkpoint_result *r)
+{
+	const struct checkpoint_phases *p = &r->phases;
+	json_t *j = json_pack(
+		"{s:s, s:I, s:I, s:f, s:f, s:b, s:b, s:i, s:I, s:I, s:f, "
+		"s:{s:f, s:f, s:f, s:f, s:f, s:f}}",
+		"file", o->file, "bytes", (json_int_t)r->bytes, "ram_bytes",
+		(json_int_t)r->ram_bytes, "total_ms", r->total_ms, "paused_ms",
+		r->paused_ms, "suspended", r->suspended, "live", r->live,
+		"precopy_rounds", (int)r->precopy_rounds, "final_copy_bytes",
+		(json_int_t)r->final_copy_bytes, "final_hash_bytes",
+		(json_int_t)r->final_hash_bytes, "commit_ms", r->commit_ms,
+		"phases_ms", "drain", p->drain, "dirty_scan", p->dirty_scan,
+		"ram_copy", p->ram_copy, "ram_commit", p->ram_commit, "state",
+		p->state, "resume", p->resume);
+
+	if (j && !r->live)
+		json_object_set_new(j, "not_live_reason",
+				    json_string(r->not_live_reason));
+	if (j)
+		json_object_set_new(j, "save_id", json_string(r->save_id));
+	return j;
+}
+
+static int op_checkpoint(void *opaque, const struct checkpoint_opts *o,
 			 json_t **reply, char *err, size_t errlen)
 {
-	return vm_snapshot_save(o, args, suspend, reply, err, errlen);
+	struct checkpoint_result res;
+	int ret = vm_snapshot_save(opaque, o, &res, err, errlen);
+
+	if (!ret)
+		*reply = checkpoint_reply(o, &res);
+	return ret;
 }
 
 const struct ctl_ops vm_ctl_ops = {

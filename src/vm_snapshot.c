@@ -38,7 +38,6 @@
 
 #include "common.h"
 #include "config.h"
-#include "ctl.h"
 #include "log.h"
 #include "progress.h"
 #include "i8042.h"
@@ -202,7 +201,10 @@ static uint64_t snapshot_disk_bytes(const char *path)
 /* RAM is nearly all of a save: its progress goes to a client that asked. */
 static void save_progress(void *opaque, uint64_t done, uint64_t total)
 {
-	ctl_progress(done, total);
+	const struct checkpoint_opts *o = opaque;
+
+	if (o->progress)
+		o->progress(done, total);
 }
 
 static void restore_progress(void *opaque, uint64_t done, uint64_t total)
@@ -432,11 +434,12 @@ static void precopy_abort(struct vm *vm, struct precopy *pc)
  * left behind, @why says why) when writes cannot be tracked here.
  */
 static int precopy_start(struct vm *vm, const char *ram_path,
-			 const uint8_t *save_id, bool do_fsync,
+			 const uint8_t *save_id, const struct checkpoint_opts *o,
 			 struct precopy *pc, char *why, size_t whylen,
 			 char *err, size_t errlen)
 {
-	const struct snap_ram_progress pg = {save_progress, NULL};
+	const struct snap_ram_progress pg = {save_progress, (void *)o};
+	bool do_fsync = o->fsync;
 	uint64_t n, prev = UINT64_MAX, written;
 	int ret;
 
@@ -597,50 +600,53 @@ static int check_ram_file(struct vm *vm, char *err, size_t errlen)
 	return 0;
 }
 
-int vm_snapshot_save(struct vm *vm, const json_t *args, bool suspend,
-		     json_t **reply, char *err, size_t errlen)
-{
-	const char *file = json_string_value(json_object_get(args, "file"));
-	const json_t *fs = json_object_get(args, "fsync");
-	const json_t *lj = json_object_get(args, "live");
-	bool do_fsync = fs ? json_is_true(fs) : true;
-	const struct snap_ram_progress pg = {save_progress, NULL};
-	struct precopy pc = {0};
-	struct snap_ram_live *lv = NULL;
-	struct snap_ram_info ram = {0};
-	struct snap_writer *w = NULL;
-	struct snap_err se = {""};
+/* One save, from step to step (vm_snapshot_save). */
+struct save {
+	struct vm *vm;
+	const struct checkpoint_opts *o;
+	struct precopy pc;	  /* live: the pre-copy while running */
+	struct snap_ram_live *lv; /* the RAM file, content final */
+	struct snap_writer *w;	  /* the state file, every section written */
 	uint8_t save_id[SNAP_SAVE_ID_LEN];
-	char ram_path[4096], why[160] = "";
-	bool was_paused, live;
-	uint64_t t0 = mono_ns(), tp, tsave, tresume, tdone, ram_bytes = 0;
-	uint64_t tdrain, tscan = 0, tcopy = 0, tram;
-	struct vm_pause_times pt;
-	char perr[256] = "";
-	uint64_t final_bytes = 0, final_hashed = 0;
-	int old_ram = -1, ret;
+	char ram_path[4096];
+	char why[CHECKPOINT_REASON_MAX]; /* not live: why */
+	bool was_paused;		 /* by a client, before the save */
+	bool paused;			 /* by this save */
+	bool live;
+	int old_ram; /* the RAM file being replaced, held open */
+	uint64_t ram_bytes, final_bytes, final_hashed;
+	/* CLOCK_MONOTONIC ns: request, vCPUs stopped, devices stopped, last
+	 * dirty set collected and copied, RAM done, state file done, vCPUs
+	 * running again, committed */
+	uint64_t t0, tp, tdrain, tscan, tcopy, tram, tsave, tresume, tdone;
+};
 
-	snap_fault_begin_save();
-	if (!file || !*file) {
+/*
+ * Everything before the pause: the destination checked, a save id, the
+ * old RAM file held, and, for a live checkpoint, the pre-copy.
+ */
+static int save_prepare(struct save *s, char *err, size_t errlen)
+{
+	const struct checkpoint_opts *o = s->o;
+	struct vm *vm = s->vm;
+	int ret;
+
+	if (!o->file || !*o->file) {
 		snprintf(err, errlen, "missing snapshot file name");
 		return -EINVAL;
 	}
-	if (lj && !json_is_boolean(lj)) {
-		snprintf(err, errlen, "'live' must be true or false");
-		return -EINVAL;
-	}
-	if (snap_ram_default_path(file, ram_path, sizeof(ram_path))) {
-		snprintf(err, errlen, "%s: file name too long", file);
+	if (snap_ram_default_path(o->file, s->ram_path, sizeof(s->ram_path))) {
+		snprintf(err, errlen, "%s: file name too long", o->file);
 		return -ENAMETOOLONG;
 	}
-	ret = check_dest(file, err, errlen);
+	ret = check_dest(o->file, err, errlen);
 	if (!ret)
-		ret = check_dest(ram_path, err, errlen);
+		ret = check_dest(s->ram_path, err, errlen);
 	if (!ret)
 		ret = check_ram_file(vm, err, errlen);
 	if (ret)
 		return ret;
-	ret = snap_save_id_new(save_id);
+	ret = snap_save_id_new(s->save_id);
 	if (ret) {
 		snprintf(err, errlen, "no random save id: %s", strerror(-ret));
 		return ret;
@@ -652,151 +658,210 @@ int vm_snapshot_save(struct vm *vm, const json_t *args, bool suspend,
 	 * on tmpfs, most of a live pause). Never following a link nor
 	 * waiting on a FIFO planted there since check_dest.
 	 */
-	old_ram = open(ram_path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	s->old_ram = open(s->ram_path,
+			  O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 	pthread_mutex_lock(&vm->lock);
-	was_paused = vm->state == VM_PAUSED;
+	s->was_paused = vm->state == VM_PAUSED;
 	pthread_mutex_unlock(&vm->lock);
 	/*
 	 * Live by default for a checkpoint of a running guest ("live": false
 	 * turns it off); a suspend ends the guest anyway.
 	 */
-	live = !suspend && !was_paused && (!lj || json_is_true(lj));
-	if (!live)
-		snprintf(why, sizeof(why), "%s",
-			 suspend      ? "a suspend stops the guest anyway"
-			 : was_paused ? "the VM was paused"
-				      : "'live': false was asked");
-	if (live) {
-		ret = precopy_start(vm, ram_path, save_id, do_fsync, &pc, why,
-				    sizeof(why), err, errlen);
-		if (ret == -EOPNOTSUPP)
-			live = false;
-		else if (ret)
-			goto out;
+	s->live = !o->suspend && !s->was_paused && o->live;
+	if (!s->live) {
+		snprintf(s->why, sizeof(s->why), "%s",
+			 o->suspend	 ? "a suspend stops the guest anyway"
+			 : s->was_paused ? "the VM was paused"
+					 : "'live': false was asked");
+		return 0;
 	}
+	ret = precopy_start(vm, s->ram_path, s->save_id, o, &s->pc, s->why,
+			    sizeof(s->why), err, errlen);
+	if (ret == -EOPNOTSUPP)
+		s->live = false;
+	return ret == -EOPNOTSUPP ? 0 : ret;
+}
+
+/*
+ * Stop the vCPUs, then the devices. s->paused says whether the guest was
+ * stopped, for the caller to start it again after a later error.
+ */
+static int save_pause(struct save *s, char *err, size_t errlen)
+{
+	struct vm_pause_times pt;
+	char perr[256] = "";
+	int ret;
+
 	/* No block request may be in flight: it would be lost or repeated. */
-	ret = vm_pause(vm, &pt, perr, sizeof(perr));
+	ret = vm_pause(s->vm, &pt, perr, sizeof(perr));
 	if (ret) {
-		if (pc.lv)
-			precopy_abort(vm, &pc);
+		if (s->pc.lv)
+			precopy_abort(s->vm, &s->pc);
 		snprintf(err, errlen, "cannot pause the VM: %s", perr);
-		goto out;
+		return ret;
 	}
-	tp = pt.parked;
-	tdrain = pt.stopped; /* "drain": devices finished and flushed */
-	if (pc.lv) {
-		ret = precopy_finish(vm, &pc, &ram, &final_bytes, &final_hashed,
-				     &tscan, &tcopy, err, errlen);
-		lv = pc.lv;
-		pc.lv = NULL;
-	} else if (!ret) {
-		/* Stop-and-copy: the whole RAM to a temporary file now. */
-		ret = snap_ram_live_open(&vm->mem, ram_path, save_id, &lv);
-		if (!ret)
-			ret = snap_ram_live_copy(lv, NULL, &pg);
-		if (!ret)
-			ret = snap_ram_live_info(lv, &ram);
-		if (ret) {
-			snap_ram_live_abort(lv);
-			lv = NULL;
-			snprintf(err, errlen, "saving guest RAM beside %s: %s",
-				 file, strerror(-ret));
-		}
+	s->paused = true;
+	s->tp = pt.parked;
+	s->tdrain = pt.stopped; /* "drain": devices finished and flushed */
+	return 0;
+}
+
+/* Paused: the RAM file's content made final (s->lv), described in @ram. */
+static int save_ram(struct save *s, struct snap_ram_info *ram, char *err,
+		    size_t errlen)
+{
+	const struct snap_ram_progress pg = {save_progress, (void *)s->o};
+	struct vm *vm = s->vm;
+	int ret;
+
+	if (s->pc.lv) {
+		ret = precopy_finish(vm, &s->pc, ram, &s->final_bytes,
+				     &s->final_hashed, &s->tscan, &s->tcopy,
+				     err, errlen);
+		s->lv = s->pc.lv;
+		s->pc.lv = NULL;
+		return ret;
 	}
-	tram = mono_ns();
+	/* Stop-and-copy: the whole RAM to a temporary file now. */
+	ret = snap_ram_live_open(&vm->mem, s->ram_path, s->save_id, &s->lv);
+	if (!ret)
+		ret = snap_ram_live_copy(s->lv, NULL, &pg);
+	if (!ret)
+		ret = snap_ram_live_info(s->lv, ram);
+	if (ret) {
+		snap_ram_live_abort(s->lv);
+		s->lv = NULL;
+		snprintf(err, errlen, "saving guest RAM beside %s: %s",
+			 s->o->file, strerror(-ret));
+	}
+	return ret;
+}
+
+/* Commit the RAM file and the state file as one pair (consumes both). */
+static int save_commit(struct save *s, char *err, size_t errlen)
+{
+	struct snap_err se = {""};
+	int ret = snap_ram_pair_commit(s->lv, s->w,
+				       s->o->fsync ? SNAP_RAM_FSYNC : 0, &se);
+
+	s->lv = NULL;
+	s->w = NULL;
+	if (ret)
+		snprintf(err, errlen, "%s", se.msg);
+	return ret;
+}
+
+/* Paused: the RAM file, the state file, and a stop-and-copy's commit. */
+static int save_capture(struct save *s, char *err, size_t errlen)
+{
+	struct snap_ram_info ram = {0};
+	int ret = save_ram(s, &ram, err, errlen);
+
+	s->tram = mono_ns();
 	if (!ret) {
-		ram_bytes = vm->mem.ram_size;
+		s->ram_bytes = s->vm->mem.ram_size;
 		/* Written now, committed with the RAM file as one pair. */
-		ret = write_state(vm, file, &ram, save_id, &w, err, errlen);
+		ret = write_state(s->vm, s->o->file, &ram, s->save_id, &s->w,
+				  err, errlen);
 		if (ret) {
-			snap_ram_live_abort(lv);
-			lv = NULL;
+			snap_ram_live_abort(s->lv);
+			s->lv = NULL;
 		}
 	}
 	snap_ram_info_free(&ram);
 	/* Stop-and-copy commits in the pause (a suspend must not lose it). */
-	if (!ret && !live) {
-		ret = snap_ram_pair_commit(lv, w, do_fsync ? SNAP_RAM_FSYNC : 0,
-					   &se);
-		lv = NULL;
-		w = NULL;
-		if (ret)
-			snprintf(err, errlen, "%s", se.msg);
-	}
-	tsave = mono_ns();
+	if (!ret && !s->live)
+		ret = save_commit(s, err, errlen);
+	return ret;
+}
+
+static double ms(uint64_t ns)
+{
+	return (double)ns / 1e6;
+}
+
+/* Where the pause went: each phase from the vCPUs' stop on. */
+static void save_result(const struct save *s, struct checkpoint_result *res)
+{
+	uint64_t tscan = s->tscan ? s->tscan : s->tdrain;
+	/* stop-and-copy: the commit is part of the state */
+	uint64_t tcopy = s->tcopy ? s->tcopy : s->tram;
+
+	memset(res, 0, sizeof(*res));
+	res->bytes = snapshot_disk_bytes(s->o->file);
+	res->ram_bytes = s->ram_bytes;
+	res->total_ms = ms(s->tdone - s->t0);
+	res->paused_ms = s->was_paused ? 0.0 : ms(s->tresume - s->tp);
+	res->commit_ms = s->live ? ms(s->tdone - s->tresume) : 0.0;
+	res->suspended = s->o->suspend;
+	res->live = s->live;
+	res->precopy_rounds = s->pc.rounds;
+	res->final_copy_bytes = s->final_bytes;
+	res->final_hash_bytes = s->final_hashed;
+	res->phases = (struct checkpoint_phases){
+		.drain = ms(s->tdrain - s->tp),
+		.dirty_scan = ms(tscan - s->tdrain),
+		.ram_copy = ms(tcopy - tscan),
+		.ram_commit = ms(s->tram - tcopy),
+		.state = ms(s->tsave - s->tram),
+		.resume = ms(s->tresume - s->tsave),
+	};
+	/* Why not live, when it is not: in the reply, not only the log. */
+	if (!s->live)
+		snprintf(res->not_live_reason, sizeof(res->not_live_reason),
+			 "%s", s->why);
+	snap_save_id_str(s->save_id, res->save_id);
+}
+
+int vm_snapshot_save(struct vm *vm, const struct checkpoint_opts *o,
+		     struct checkpoint_result *res, char *err, size_t errlen)
+{
+	struct save s = {.vm = vm, .o = o, .old_ram = -1, .t0 = mono_ns()};
+	int ret;
+
+	snap_fault_begin_save();
+	ret = save_prepare(&s, err, errlen);
+	if (ret)
+		goto out;
+	ret = save_pause(&s, err, errlen);
+	if (!ret)
+		ret = save_capture(&s, err, errlen);
+	s.tsave = mono_ns();
 	if (ret) {
 		/* The guest keeps running; a failed suspend does not exit. */
-		if (!was_paused)
+		if (s.paused && !s.was_paused)
 			vm_resume(vm);
 		goto out;
 	}
-	if (suspend)
+	if (o->suspend)
 		vm_request_stop(vm, KHYVE_EXIT_SUSPENDED);
-	else if (!was_paused)
+	else if (!s.was_paused)
 		vm_resume(vm);
-	tresume = mono_ns();
+	s.tresume = mono_ns();
 	/*
 	 * Live: both files are complete and the guest runs again; syncing
 	 * and renaming them took most of the pause when done inside it. The
 	 * reply still waits for them.
 	 */
-	if (lv) {
-		ret = snap_ram_pair_commit(lv, w, do_fsync ? SNAP_RAM_FSYNC : 0,
-					   &se);
-		lv = NULL;
-		w = NULL;
-		if (ret) {
-			snprintf(err, errlen, "%s", se.msg);
+	if (s.lv) {
+		ret = save_commit(&s, err, errlen);
+		if (ret)
 			goto out;
-		}
 	}
-	tdone = mono_ns();
-	if (!tscan)
-		tscan = tdrain;
-	if (!tcopy)
-		tcopy = tram; /* stop-and-copy: commit is part of the state */
-	/* Where the pause went: each phase from the vCPUs' stop on. */
-	*reply = json_pack(
-		"{s:s, s:I, s:I, s:f, s:f, s:b, s:b, s:i, s:I, s:I, s:f, "
-		"s:{s:f, s:f, s:f, s:f, s:f, s:f}}",
-		"file", file, "bytes", (json_int_t)snapshot_disk_bytes(file),
-		"ram_bytes", (json_int_t)ram_bytes, "total_ms",
-		(double)(tdone - t0) / 1e6, "paused_ms",
-		was_paused ? 0.0 : (double)(tresume - tp) / 1e6, "suspended",
-		suspend, "live", live, "precopy_rounds", (int)pc.rounds,
-		"final_copy_bytes", (json_int_t)final_bytes, "final_hash_bytes",
-		(json_int_t)final_hashed, "commit_ms",
-		live ? (double)(tdone - tresume) / 1e6 : 0.0, "phases_ms",
-		"drain", (double)(tdrain - tp) / 1e6, "dirty_scan",
-		(double)(tscan - tdrain) / 1e6, "ram_copy",
-		(double)(tcopy - tscan) / 1e6, "ram_commit",
-		(double)(tram - tcopy) / 1e6, "state",
-		(double)(tsave - tram) / 1e6, "resume",
-		(double)(tresume - tsave) / 1e6);
-	/* Why not live, when it is not: in the reply, not only the log. */
-	if (*reply && !live)
-		json_object_set_new(*reply, "not_live_reason",
-				    json_string(why));
-	if (*reply) {
-		char id[SNAP_SAVE_ID_STR];
-
-		snap_save_id_str(save_id, id);
-		json_object_set_new(*reply, "save_id", json_string(id));
-	}
-	if (live)
+	s.tdone = mono_ns();
+	save_result(&s, res);
+	if (s.live)
 		log_info("snapshot %s written in %.1f ms (paused %.1f ms, "
 			 "live pre-copy in %u rounds)",
-			 file, (double)(tdone - t0) / 1e6,
-			 (double)(tresume - tp) / 1e6, pc.rounds);
+			 o->file, res->total_ms, ms(s.tresume - s.tp),
+			 s.pc.rounds);
 	else
 		log_info("snapshot %s written in %.1f ms (paused %.1f ms, not "
 			 "live: %s)",
-			 file, (double)(tdone - t0) / 1e6,
-			 was_paused ? 0.0 : (double)(tresume - tp) / 1e6, why);
-	ret = 0;
+			 o->file, res->total_ms, res->paused_ms, s.why);
 out:
-	if (old_ram >= 0)
-		close(old_ram); /* the old file's pages go now, guest running */
+	if (s.old_ram >= 0)
+		close(s.old_ram); /* the old file's pages go now, guest running */
 	return ret;
 }
 
@@ -1053,8 +1118,79 @@ out:
 	return ret;
 }
 
-int vm_snapshot_restore(struct vm *vm, const char *path, char *err,
-			size_t errlen)
+/*
+ * Read and check what a restore loads before KVM sees any of it: the
+ * state file, its config (main.c built the machine from it; marked used),
+ * the RAM section, the VM-wide and the vCPU states.
+ */
+static int restore_read(struct vm *vm, const char *path,
+			struct snap_reader **r, struct snap_ram_info *ram,
+			struct kvm_vm_state *ks, struct vcpu_state *vs,
+			struct snap_err *se, char *err, size_t errlen)
+{
+	const void *cdata;
+	size_t clen;
+	uint16_t cver;
+	int ret;
+
+	ret = snap_reader_open(r, path, se);
+	if (!ret)
+		ret = snap_read_blob(*r, "config", 0, &cdata, &clen, &cver, se);
+	if (!ret)
+		ret = snap_ram_read_section(*r, ram, se);
+	if (ret)
+		return snprintf(err, errlen, "%s", se->msg), ret;
+	if (ram->ram_size != vm->mem.ram_size) {
+		snprintf(err, errlen,
+			 "%s: section 'ram': field 'ram_size': %" PRIu64
+			 " does not match the configured memory %" PRIu64,
+			 path, ram->ram_size, vm->mem.ram_size);
+		return -EINVAL;
+	}
+	ret = snap_read_section(*r, &kvm_vm_snap, 0, ks, se);
+	for (unsigned i = 0; !ret && i < vm->ncpus; i++)
+		ret = snap_read_section(*r, &vcpu_state_snap, i, &vs[i], se);
+	if (ret)
+		snprintf(err, errlen, "%s", se->msg);
+	return ret;
+}
+
+/* Guest RAM from the RAM file: mapped (and watched), or copied and
+ * checked against its hashes. */
+static int restore_ram(struct vm *vm, const struct restore_opts *o,
+		       const struct snap_ram_info *ram, const char *ram_path,
+		       char *err, size_t errlen)
+{
+	struct snap_err se = {""};
+	int ret, fd;
+
+	if (!o->eager) {
+		ret = snap_ram_map(&vm->mem, ram_path, ram, &fd, &se);
+		if (ret)
+			return snprintf(err, errlen, "%s", se.msg), ret;
+		ram_file_watch(vm, fd, ram_path);
+		return 0;
+	}
+	{
+		/* A copy of many GiB takes a while: say so on a terminal. */
+		struct progress pl;
+		const struct snap_ram_progress pg = {restore_progress, &pl};
+
+		if (o->progress)
+			progress_start(&pl, STDERR_FILENO,
+				       "khyve: restoring guest RAM");
+		ret = snap_ram_load_eager(&vm->mem, ram_path, ram,
+					  o->progress ? &pg : NULL, &se);
+		if (o->progress)
+			progress_end(&pl);
+	}
+	if (ret)
+		return snprintf(err, errlen, "%s", se.msg), ret;
+	return check_ram_hashes(&vm->mem, ram, ram_path, err, errlen);
+}
+
+int vm_snapshot_restore(struct vm *vm, const struct restore_opts *o,
+			char *err, size_t errlen)
 {
 	struct snap_reader *r = NULL;
 	struct snap_err se = {""};
@@ -1062,97 +1198,40 @@ int vm_snapshot_restore(struct vm *vm, const char *path, char *err,
 	struct kvm_vm_state *ks = calloc(1, sizeof(*ks));
 	struct vcpu_state *vs = calloc(vm->ncpus, sizeof(*vs));
 	char ram_path[4096];
-	int ret;
+	int ret = -ENOMEM;
 
-	if (!ks || !vs) {
-		ret = -ENOMEM;
+	if (!ks || !vs)
 		goto out;
-	}
-	/* Read and check everything before KVM sees any of it. */
-	ret = snap_reader_open(&r, path, &se);
-	if (ret)
-		goto fail_se;
-	/* main.c built the machine from this config; mark it as used. */
-	{
-		const void *cdata;
-		size_t clen;
-		uint16_t cver;
-
-		ret = snap_read_blob(r, "config", 0, &cdata, &clen, &cver, &se);
-		if (ret)
-			goto fail_se;
-	}
-	ret = snap_ram_read_section(r, &ram, &se);
-	if (ret)
-		goto fail_se;
-	if (ram.ram_size != vm->mem.ram_size) {
-		snprintf(err, errlen,
-			 "%s: section 'ram': field 'ram_size': %" PRIu64
-			 " does not match the configured memory %" PRIu64,
-			 path, ram.ram_size, vm->mem.ram_size);
-		ret = -EINVAL;
-		goto out;
-	}
-	ret = snap_read_section(r, &kvm_vm_snap, 0, ks, &se);
-	if (ret)
-		goto fail_se;
-	for (unsigned i = 0; i < vm->ncpus; i++) {
-		ret = snap_read_section(r, &vcpu_state_snap, i, &vs[i], &se);
-		if (ret)
-			goto fail_se;
-	}
-	ret = ram_path_of(path, &ram, ram_path, sizeof(ram_path), err,
-			  errlen);
-	if (ret)
-		goto out;
-	if (vm->cfg->restore_eager) {
-		/* A copy of many GiB takes a while: say so on a terminal. */
-		struct progress pl;
-		const struct snap_ram_progress pg = {restore_progress, &pl};
-
-		progress_start(&pl, STDERR_FILENO,
-			       "khyve: restoring guest RAM");
-		ret = snap_ram_load_eager(&vm->mem, ram_path, &ram, &pg, &se);
-		progress_end(&pl);
-	} else {
-		int fd;
-
-		ret = snap_ram_map(&vm->mem, ram_path, &ram, &fd, &se);
-		if (!ret)
-			ram_file_watch(vm, fd, ram_path);
-	}
-	if (ret)
-		goto fail_se;
-	if (vm->cfg->restore_eager) {
-		ret = check_ram_hashes(&vm->mem, &ram, ram_path, err, errlen);
-		if (ret)
-			goto out;
-	}
-	ret = vm_devices_load(vm->devs, r, err, errlen);
+	ret = restore_read(vm, o->file, &r, &ram, ks, vs, &se, err, errlen);
+	if (!ret)
+		ret = ram_path_of(o->file, &ram, ram_path, sizeof(ram_path),
+				  err, errlen);
+	if (!ret)
+		ret = restore_ram(vm, o, &ram, ram_path, err, errlen);
+	if (!ret)
+		ret = vm_devices_load(vm->devs, r, err, errlen);
 	if (ret)
 		goto out;
 	ret = snap_reader_check_consumed(r, &se);
-	if (ret)
-		goto fail_se;
-	ret = restore_kvm_vm(vm, ks, vm->cfg->keep_clock, err, errlen);
-	if (ret)
+	if (ret) {
+		snprintf(err, errlen, "%s", se.msg);
 		goto out;
-	for (unsigned i = 0; i < vm->ncpus; i++) {
+	}
+	ret = restore_kvm_vm(vm, ks, o->keep_clock, err, errlen);
+	for (unsigned i = 0; !ret && i < vm->ncpus; i++) {
 		ret = vcpu_state_restore(vm->vcpus[i].fd, &vs[i], err, errlen);
 		if (ret) {
 			char tmp[512];
 
 			snprintf(tmp, sizeof(tmp), "%s", err);
-			snprintf(err, errlen, "%s: vCPU %u: %s", path, i, tmp);
-			goto out;
+			snprintf(err, errlen, "%s: vCPU %u: %s", o->file, i, tmp);
 		}
 	}
-	vm_devices_rtc_resync(vm->devs, vm->cfg->keep_clock);
+	if (ret)
+		goto out;
+	vm_devices_rtc_resync(vm->devs, o->keep_clock);
 	/* Only now may devices complete requests and raise interrupts. */
 	vm_devices_resume(vm->devs);
-	goto out;
-fail_se:
-	snprintf(err, errlen, "%s", se.msg);
 out:
 	snap_ram_info_free(&ram);
 	snap_reader_close(r);

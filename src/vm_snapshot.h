@@ -6,9 +6,10 @@
 #ifndef KHYVE_VM_SNAPSHOT_H
 #define KHYVE_VM_SNAPSHOT_H
 
-#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
+
+#include "checkpoint.h"
 
 struct snap_desc;
 struct vm;
@@ -18,15 +19,16 @@ struct vm_config;
 extern const struct snap_desc kvm_vm_snap;
 
 /*
- * Pause, capture everything into args.file (+ .ram), resume (checkpoint) or
- * stop with KHYVE_EXIT_SUSPENDED (suspend). A failed save leaves the guest
- * running and any earlier snapshot at that path intact.
+ * Pause, capture everything into o->file (+ .ram), resume (checkpoint) or
+ * stop with KHYVE_EXIT_SUSPENDED (o->suspend), and say how it went in
+ * @res. A failed save leaves the guest running and any earlier snapshot
+ * at that path intact.
  */
-int vm_snapshot_save(struct vm *vm, const json_t *args, bool suspend,
-		     json_t **reply, char *err, size_t errlen);
-/* Load the machine state from @path into a VM created from its config. */
-int vm_snapshot_restore(struct vm *vm, const char *path, char *err,
-			size_t errlen);
+int vm_snapshot_save(struct vm *vm, const struct checkpoint_opts *o,
+		     struct checkpoint_result *res, char *err, size_t errlen);
+/* Load the machine state from o->file into a VM created from its config. */
+int vm_snapshot_restore(struct vm *vm, const struct restore_opts *o,
+			char *err, size_t errlen);
 /* Read just the embedded configuration (before the VM exists). */
 int vm_snapshot_read_config(const char *path, struct vm_config *cfg,
 			    char *err, size_t errlen);

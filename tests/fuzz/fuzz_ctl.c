@@ -75,10 +75,10 @@ static int st_regs(void *o, int vcpu, bool msrs, json_t **reply, char *err,
 	return stub_rc(reply, err, errlen);
 }
 
-static int st_checkpoint(void *o, const json_t *args, bool suspend,
+static int st_checkpoint(void *op, const struct checkpoint_opts *o,
 			 json_t **reply, char *err, size_t errlen)
 {
-	if (!json_is_string(json_object_get(args, "file")))
+	if (!o->file || !*o->file)
 		abort(); /* the server promised a checked "file" */
 	if (progress)
 		for (uint64_t i = 0; i <= 4; i++)

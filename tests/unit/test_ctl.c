@@ -34,6 +34,7 @@ struct tvm {
 	int pauses, resumes, resets, poweroffs, checkpoints;
 	bool last_force;
 	char last_file[PATH_MAX];
+	struct checkpoint_opts last_ckpt; /* .file not kept */
 };
 
 static struct tvm vm1 = {.lock = PTHREAD_MUTEX_INITIALIZER};
@@ -147,10 +148,10 @@ static int t_stats(void *opaque, json_t **reply, char *err, size_t errlen)
  */
 static bool progress_pair_late;
 
-static int t_checkpoint(void *opaque, const json_t *args, bool suspend,
+static int t_checkpoint(void *opaque, const struct checkpoint_opts *o,
 			json_t **reply, char *err, size_t errlen)
 {
-	const char *f = json_string_value(json_object_get(args, "file"));
+	const char *f = o->file;
 	struct tvm *v = opaque;
 
 	if (!strcmp(f, "/fail")) {
@@ -189,7 +190,9 @@ static int t_checkpoint(void *opaque, const json_t *args, bool suspend,
 	pthread_mutex_lock(&v->lock);
 	v->checkpoints++;
 	snprintf(v->last_file, sizeof(v->last_file), "%s", f);
-	if (suspend)
+	v->last_ckpt = *o;
+	v->last_ckpt.file = NULL;
+	if (o->suspend)
 		v->off = true;
 	pthread_mutex_unlock(&v->lock);
 	*reply = json_pack("{s:s, s:i}", "file", f, "bytes", 4096);
@@ -612,6 +615,17 @@ static void test_commands(void)
 	CHECK_EQ(json_integer_value(res_get(r, "bytes")), 4096);
 	json_decref(r);
 	CHECK(!strcmp(vm1.last_file, "/tmp/a.snap"));
+	/* parsed at the edge: what was given, typed */
+	CHECK(!vm1.last_ckpt.live && !vm1.last_ckpt.fsync);
+	CHECK(!vm1.last_ckpt.progress && !vm1.last_ckpt.suspend);
+	r = tc_req(c, "{\"id\":21,\"cmd\":\"checkpoint\",\"args\":{\"file\":"
+		      "\"/tmp/c.snap\",\"progress\":true}}");
+	CHECK(is_ok(r));
+	json_decref(r);
+	/* and the defaults: live, fsync; progress goes to ctl_progress */
+	CHECK(vm1.last_ckpt.live && vm1.last_ckpt.fsync);
+	CHECK(vm1.last_ckpt.progress == ctl_progress);
+	CHECK(!vm1.last_ckpt.suspend);
 	/* an error from the state being saved is not the client's fault */
 	r = tc_req(c, "{\"id\":21,\"cmd\":\"checkpoint\",\"args\":{\"file\":"
 		      "\"/guest-state\"}}");
@@ -639,6 +653,7 @@ static void test_commands(void)
 	CHECK(is_ok(r));
 	json_decref(r);
 	CHECK(vm1.off);
+	CHECK(vm1.last_ckpt.suspend);
 	vm_reset_state();
 
 	r = tc_req(c,

@@ -1,0 +1,64 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * What a checkpoint, suspend or restore is asked to do, and what a save
+ * reports: plain typed data, parsed at the edge (the control protocol in
+ * ctl.c, the command line in main.c) and consumed by vm_snapshot.c, which
+ * never sees a request. The control layer (vm_ctl.c) turns a
+ * checkpoint_result into the reply (docs/control-protocol.md, "khyve's
+ * checkpoint and suspend reply").
+ */
+#ifndef KHYVE_CHECKPOINT_H
+#define KHYVE_CHECKPOINT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* A checkpoint or suspend request, every argument checked. */
+struct checkpoint_opts {
+	const char *file; /* the state file; its RAM file is FILE.ram */
+	bool suspend;	  /* power the VM off once saved */
+	bool live;	  /* pre-copy while the guest runs ("live", default) */
+	bool fsync;	  /* sync both files and the directory (default) */
+	/* "progress": bytes of guest RAM saved so far; NULL: not asked */
+	void (*progress)(uint64_t done, uint64_t total);
+};
+
+#define CHECKPOINT_SAVE_ID_STR 33 /* 32 hex digits */
+#define CHECKPOINT_REASON_MAX  160
+
+/* Where a successful save's time went, in ms from the vCPUs' stop on. */
+struct checkpoint_phases {
+	double drain;	   /* devices stopped: nothing in flight, flushed */
+	double dirty_scan; /* the last dirty set collected */
+	double ram_copy;   /* ... and copied */
+	double ram_commit; /* stop-and-copy: the whole RAM written */
+	double state;	   /* the state file (and a stop-and-copy commit) */
+	double resume;	   /* the vCPUs started again */
+};
+
+/* What a successful save reports (the reply's fields, typed). */
+struct checkpoint_result {
+	uint64_t bytes;	    /* the state file + the RAM file's allocation */
+	uint64_t ram_bytes; /* guest RAM saved */
+	double total_ms;    /* from the request to the commit */
+	double paused_ms;   /* the guest stopped (0 if it was paused) */
+	double commit_ms;   /* live: the commit, after the guest runs again */
+	bool suspended;
+	bool live;
+	unsigned precopy_rounds;	 /* copy passes made while running */
+	uint64_t final_copy_bytes;	 /* written in the pause */
+	uint64_t final_hash_bytes;	 /* hashed in the pause */
+	struct checkpoint_phases phases; /* "phases_ms" */
+	char not_live_reason[CHECKPOINT_REASON_MAX]; /* "" when live */
+	char save_id[CHECKPOINT_SAVE_ID_STR];
+};
+
+/* What `khyve -r FILE` and its options ask of a restore. */
+struct restore_opts {
+	const char *file; /* the state file */
+	bool eager;	  /* --eager: copy the RAM file in, don't map it */
+	bool keep_clock;  /* --keep-clock: the guest clock does not jump */
+	bool progress;	  /* an eager copy draws its progress on stderr */
+};
+
+#endif
