@@ -569,7 +569,7 @@ int vm_boot(struct vm *vm, char *err, size_t errlen)
 	bc.linux_extra = cpuid_policy_cmdline(vm->policy);
 	bc.ncpus = vm->ncpus;
 	bc.flags = vm->cfg->no_unpack ? BOOT_F_NO_UNPACK : 0;
-	ret = kernel_load_ex(&vm->mem, &bc, &bi, err, errlen);
+	ret = kernel_load(&vm->mem, &bc, &bi, err, errlen);
 	if (ret)
 		return ret;
 	log_info("kernel %s: %s%s entry 0x%" PRIx64, vm->cfg->kernel,

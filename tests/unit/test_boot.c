@@ -14,6 +14,19 @@
 
 #define MEM (64 * MiB)
 
+/* A kernel file, initrd and command line with default flags. */
+static int load_file(const struct guest_mem *m, const char *kpath,
+		     const char *ipath, const char *cmdline, unsigned ncpus,
+		     struct boot_info *bi, char *err, size_t errlen)
+{
+	struct boot_config c = {.kernel_path = kpath,
+				.initrd_path = ipath,
+				.cmdline = cmdline,
+				.ncpus = ncpus};
+
+	return kernel_load(m, &c, bi, err, errlen);
+}
+
 static uint8_t *gzip_vmlinux(bool pvh, size_t *len)
 {
 	struct fx_elf_opts o = fx_vmlinux_opts(pvh);
@@ -398,7 +411,7 @@ static void test_files(void)
 		goto out;
 	CHECK_EQ(write(kfd, bz, len), len);
 	CHECK_EQ(write(ifd, "initrd!", 7), 7);
-	CHECK_EQ(kernel_load(&m, kpath, ipath, "root=/dev/vda", 2, &bi, err,
+	CHECK_EQ(load_file(&m, kpath, ipath, "root=/dev/vda", 2, &bi, err,
 			     sizeof(err)),
 		 0);
 	CHECK_EQ(bi.format, KERNEL_FMT_BZIMAGE_UNPACKED);
@@ -407,15 +420,15 @@ static void test_files(void)
 	CHECK_EQ(bi.rsdp_gpa, 0xe0000);
 	CHECK_EQ(bi.mptable_gpa, 0xf0000);
 
-	CHECK_EQ(kernel_load(&m, "/nonexistent/vmlinuz", NULL, NULL, 1, &bi,
+	CHECK_EQ(load_file(&m, "/nonexistent/vmlinuz", NULL, NULL, 1, &bi,
 			     err, sizeof(err)),
 		 -ENOENT);
 	CHECK(strstr(err, "cannot open kernel /nonexistent/vmlinuz") != NULL);
-	CHECK_EQ(kernel_load(&m, kpath, "/nonexistent/initrd", NULL, 1, &bi,
+	CHECK_EQ(load_file(&m, kpath, "/nonexistent/initrd", NULL, 1, &bi,
 			     err, sizeof(err)),
 		 -ENOENT);
 	CHECK(strstr(err, "initrd") != NULL);
-	CHECK_EQ(kernel_load(&m, "/tmp", NULL, NULL, 1, &bi, err, sizeof(err)),
+	CHECK_EQ(load_file(&m, "/tmp", NULL, NULL, 1, &bi, err, sizeof(err)),
 		 -EINVAL);
 	CHECK(strstr(err, "not a regular file") != NULL);
 out:
@@ -447,7 +460,7 @@ static void test_file_bigger_than_ram(void)
 		goto out;
 	/* Sparse file: costs no disk. */
 	CHECK_EQ(ftruncate(fd, 5 * MiB), 0);
-	CHECK_EQ(kernel_load(&m, path, NULL, NULL, 1, &bi, err, sizeof(err)),
+	CHECK_EQ(load_file(&m, path, NULL, NULL, 1, &bi, err, sizeof(err)),
 		 -EFBIG);
 	CHECK(strstr(err, "too big for guest memory") != NULL);
 	close(fd);

@@ -18,6 +18,19 @@ static const enum kernel_comp formats[] = {
 };
 
 /* Compressible but not trivial test data. */
+/* A kernel file, initrd and command line with default flags. */
+static int load_file(const struct guest_mem *m, const char *kpath,
+		     const char *ipath, const char *cmdline, unsigned ncpus,
+		     struct boot_info *bi, char *err, size_t errlen)
+{
+	struct boot_config c = {.kernel_path = kpath,
+				.initrd_path = ipath,
+				.cmdline = cmdline,
+				.ncpus = ncpus};
+
+	return kernel_load(m, &c, bi, err, errlen);
+}
+
 static uint8_t *sample(size_t len)
 {
 	uint8_t *b = malloc(len);
@@ -280,7 +293,7 @@ static void test_real_kernel(void)
 
 		if (fx_mem(&m, 512 * MiB))
 			return;
-		CHECK_EQ(kernel_load(&m, path, NULL, "console=ttyS0", 2, &bi,
+		CHECK_EQ(load_file(&m, path, NULL, "console=ttyS0", 2, &bi,
 				     err, sizeof(err)),
 			 0);
 		if (err[0])

@@ -776,8 +776,8 @@ out:
 	return ret;
 }
 
-int kernel_load_ex(const struct guest_mem *m, const struct boot_config *cfg,
-		   struct boot_info *bi, char *err, size_t errlen)
+int kernel_load(const struct guest_mem *m, const struct boot_config *cfg,
+		struct boot_info *bi, char *err, size_t errlen)
 {
 	uint8_t *k = NULL, *ird = NULL;
 	size_t klen = 0, ilen = 0;
@@ -802,18 +802,4 @@ out:
 	free(k);
 	free(ird);
 	return ret;
-}
-
-int kernel_load(const struct guest_mem *m, const char *kernel_path,
-		const char *initrd_path, const char *cmdline, unsigned ncpus,
-		struct boot_info *bi, char *err, size_t errlen)
-{
-	struct boot_config cfg = {
-		.kernel_path = kernel_path,
-		.initrd_path = initrd_path,
-		.cmdline = cmdline,
-		.ncpus = ncpus,
-	};
-
-	return kernel_load_ex(m, &cfg, bi, err, errlen);
 }

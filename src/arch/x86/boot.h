@@ -44,7 +44,7 @@ enum kernel_format {
 #define BOOT_SEL_TSS	 0x20
 #define BOOT_GDT_ENTRIES 5
 
-/* kernel_load_ex() flags. */
+/* kernel_load() flags (boot_config.flags). */
 #define BOOT_F_NO_UNPACK  0x1 /* bzImage: let the guest decompress itself */
 #define BOOT_F_PREFER_PVH 0x2 /* use PVH when the kernel offers both */
 #define BOOT_F_NO_MPTABLE 0x4
@@ -91,15 +91,12 @@ struct boot_info {
 };
 
 /*
- * Load @kernel_path (bzImage or ELF), optional @initrd_path and @cmdline
- * into @m for @ncpus vCPUs with default flags. On failure returns -errno
- * and writes one line naming the problem to @err.
+ * Load cfg->kernel_path (bzImage or ELF), the optional initrd and command
+ * line into @m as @cfg says. On failure returns -errno and writes one line
+ * naming the problem to @err.
  */
-int kernel_load(const struct guest_mem *m, const char *kernel_path,
-		const char *initrd_path, const char *cmdline, unsigned ncpus,
+int kernel_load(const struct guest_mem *m, const struct boot_config *cfg,
 		struct boot_info *bi, char *err, size_t errlen);
-int kernel_load_ex(const struct guest_mem *m, const struct boot_config *cfg,
-		   struct boot_info *bi, char *err, size_t errlen);
 /* Same from memory; cfg->kernel_path/initrd_path are only used in messages. */
 int kernel_load_buf(const struct guest_mem *m, const struct boot_config *cfg,
 		    const uint8_t *kernel, size_t klen, const uint8_t *initrd,
