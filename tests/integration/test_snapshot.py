@@ -780,11 +780,14 @@ def test_vblk_in_flight_across_checkpoints(guest_factory, tmp_path):
     out of submission order, the worker pool runs several at once).
     Live checkpoints must not disturb it; a restore from one of them, on a
     copy of the disk taken with it, must find on disk exactly the requests
-    the guest had seen complete and then finish the stream itself."""
-    n = 8000
+    the guest had seen complete and then finish the stream itself.
+    The stream is long (30000) so that on a loaded host the guest is still
+    writing when the test's last pause arrives after 3500: with 8000 it
+    sometimes finished first (about 1 run in 4 on a busy 2-core host)."""
+    n = 30000
     img = str(tmp_path / "disk.img")
     with open(img, "wb") as f:
-        f.truncate(40 << 20)
+        f.truncate(128 << 20)
     g = boot(guest_factory, "tests=vstream vstream_n=%d vstream_qd=16" % n,
              extra=["-s", "2,virtio-blk,%s" % img])
     snaps = []
