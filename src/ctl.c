@@ -859,15 +859,44 @@ static const char *unknown_key(const struct ctl_cmd *cmd, json_t *args)
 	return NULL;
 }
 
+/* Run @cmd with @args (an object, null or absent) and send its reply. */
+static bool run_cmd(struct ctl_server *s, struct ctl_client *c, json_t *id,
+		    const struct ctl_cmd *cmd, json_t *args)
+{
+	struct ctl_req r = {.s = s};
+	const char *bad;
+	bool ok;
+
+	r.args = json_is_object(args) ? json_incref(args) : json_object();
+	bad = unknown_key(cmd, r.args);
+	if (bad) {
+		ok = send_error(s, c, id, "bad_request",
+				"%s takes no argument '%.64s'", cmd->name, bad);
+		json_decref(r.args);
+		return ok;
+	}
+	cur_req.s = s;
+	cur_req.c = c;
+	cur_req.id = id;
+	cur_req.wanted = cur_req.sent = false;
+	cmd->fn(&r);
+	memset(&cur_req, 0, sizeof(cur_req));
+	json_decref(r.args);
+	if (r.code[0]) {
+		json_decref(r.result);
+		return send_json(s, c, error_reply(id, r.code, r.msg));
+	}
+	return send_json(s, c, ok_reply(id, r.result));
+}
+
 /* One request line; false if the client must be dropped. */
 static bool handle_line(struct ctl_server *s, struct ctl_client *c,
 			const char *line, size_t len)
 {
-	struct ctl_req r = {.s = s};
 	const struct ctl_cmd *cmd = NULL;
 	json_t *req, *id, *jcmd, *args, *v;
 	json_error_t jerr;
-	const char *name, *bad, *key;
+	const char *name, *key;
 	size_t i;
 	bool ok;
 
@@ -926,27 +955,7 @@ static bool handle_line(struct ctl_server *s, struct ctl_client *c,
 				"unknown command '%.64s' (try help)", name);
 		goto out;
 	}
-	r.args = json_is_object(args) ? json_incref(args) : json_object();
-	bad = unknown_key(cmd, r.args);
-	if (bad) {
-		ok = send_error(s, c, id, "bad_request",
-				"%s takes no argument '%.64s'", name, bad);
-		json_decref(r.args);
-		goto out;
-	}
-	cur_req.s = s;
-	cur_req.c = c;
-	cur_req.id = id;
-	cur_req.wanted = cur_req.sent = false;
-	cmd->fn(&r);
-	memset(&cur_req, 0, sizeof(cur_req));
-	json_decref(r.args);
-	if (r.code[0]) {
-		json_decref(r.result);
-		ok = send_json(s, c, error_reply(id, r.code, r.msg));
-	} else {
-		ok = send_json(s, c, ok_reply(id, r.result));
-	}
+	ok = run_cmd(s, c, id, cmd, args);
 out:
 	deadline_in(&c->idle, s->idle_ms);
 	json_decref(req);
@@ -1276,15 +1285,58 @@ static void server_free(struct ctl_server *s)
 	free(s);
 }
 
-int ctl_server_start_params(struct ctl_server **out, const struct ctl_params *p,
-			    const struct ctl_ops *ops, void *opaque, char *err,
-			    size_t errlen)
+/* @s's limits (defaults for zero @p fields), paths and client slots. */
+static int server_setup(struct ctl_server *s, const struct ctl_params *p,
+			const char *rundir, char *err, size_t errlen)
+{
+	int rc, n;
+
+	s->max_clients = p->max_clients ? p->max_clients : CTL_MAX_CLIENTS;
+	s->max_line = p->max_line ? p->max_line : CTL_MAX_LINE;
+	s->max_output = p->max_output ? p->max_output : CTL_MAX_OUTPUT;
+	s->idle_ms = p->idle_ms ? p->idle_ms : CTL_IDLE_MS;
+	snprintf(s->name, sizeof(s->name), "%s", p->vmname);
+	rc = ctl_socket_path(s->sock_path, sizeof(s->sock_path), rundir,
+			     p->vmname);
+	n = snprintf(s->lock_path, sizeof(s->lock_path), "%s/%s.lock", rundir,
+		     p->vmname);
+	if (rc < 0 || n < 0 || (size_t)n >= sizeof(s->lock_path)) {
+		set_err(err, errlen, "socket path %s/%s.sock is too long",
+			rundir, p->vmname);
+		return -ENAMETOOLONG;
+	}
+	s->clients = calloc(s->max_clients, sizeof(*s->clients));
+	s->pfds = calloc(s->max_clients + 2, sizeof(*s->pfds));
+	s->pfd_client = calloc(s->max_clients + 2, sizeof(*s->pfd_client));
+	if (!s->clients || !s->pfds || !s->pfd_client) {
+		set_err(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	for (unsigned i = 0; i < s->max_clients; i++)
+		s->clients[i].fd = -1;
+	return 0;
+}
+
+/* The lock file names its holder (for "already running (pid N)"). */
+static void write_lock_pid(struct ctl_server *s)
+{
+	char pid[32];
+	int len = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+
+	if (ftruncate(s->lock_fd, 0) < 0 ||
+	    pwrite(s->lock_fd, pid, (size_t)len, 0) != len)
+		log_warn("cannot write pid to %s: %s", s->lock_path,
+			 strerror(errno));
+}
+
+int ctl_server_start(struct ctl_server **out, const struct ctl_params *p,
+		     const struct ctl_ops *ops, void *opaque, char *err,
+		     size_t errlen)
 {
 	const char *rundir = p->rundir ? p->rundir : ctl_default_rundir();
 	sigset_t all, old;
 	struct ctl_server *s;
-	unsigned i;
-	int rc, n;
+	int rc;
 
 	*out = NULL;
 	if (!ctl_vmname_valid(p->vmname)) {
@@ -1302,31 +1354,9 @@ int ctl_server_start_params(struct ctl_server **out, const struct ctl_params *p,
 	s->listen_fd = s->lock_fd = s->stop_fd = -1;
 	s->ops = ops;
 	s->opaque = opaque;
-	s->max_clients = p->max_clients ? p->max_clients : CTL_MAX_CLIENTS;
-	s->max_line = p->max_line ? p->max_line : CTL_MAX_LINE;
-	s->max_output = p->max_output ? p->max_output : CTL_MAX_OUTPUT;
-	s->idle_ms = p->idle_ms ? p->idle_ms : CTL_IDLE_MS;
-	snprintf(s->name, sizeof(s->name), "%s", p->vmname);
-	rc = ctl_socket_path(s->sock_path, sizeof(s->sock_path), rundir,
-			     p->vmname);
-	n = snprintf(s->lock_path, sizeof(s->lock_path), "%s/%s.lock", rundir,
-		     p->vmname);
-	if (rc < 0 || n < 0 || (size_t)n >= sizeof(s->lock_path)) {
-		set_err(err, errlen, "socket path %s/%s.sock is too long",
-			rundir, p->vmname);
-		rc = -ENAMETOOLONG;
+	rc = server_setup(s, p, rundir, err, errlen);
+	if (rc < 0)
 		goto fail;
-	}
-	s->clients = calloc(s->max_clients, sizeof(*s->clients));
-	s->pfds = calloc(s->max_clients + 2, sizeof(*s->pfds));
-	s->pfd_client = calloc(s->max_clients + 2, sizeof(*s->pfd_client));
-	if (!s->clients || !s->pfds || !s->pfd_client) {
-		set_err(err, errlen, "out of memory");
-		rc = -ENOMEM;
-		goto fail;
-	}
-	for (i = 0; i < s->max_clients; i++)
-		s->clients[i].fd = -1;
 	rc = make_rundir(rundir, err, errlen);
 	if (rc < 0)
 		goto fail;
@@ -1339,15 +1369,7 @@ int ctl_server_start_params(struct ctl_server **out, const struct ctl_params *p,
 	rc = open_listener(s, err, errlen);
 	if (rc < 0)
 		goto fail;
-	{
-		char pid[32];
-		int len = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
-
-		if (ftruncate(s->lock_fd, 0) < 0 ||
-		    pwrite(s->lock_fd, pid, (size_t)len, 0) != len)
-			log_warn("cannot write pid to %s: %s", s->lock_path,
-				 strerror(errno));
-	}
+	write_lock_pid(s);
 	s->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (s->stop_fd < 0) {
 		rc = -errno;
@@ -1371,15 +1393,6 @@ int ctl_server_start_params(struct ctl_server **out, const struct ctl_params *p,
 fail:
 	server_free(s);
 	return rc;
-}
-
-int ctl_server_start(struct ctl_server **s, const char *rundir,
-		     const char *vmname, const struct ctl_ops *ops,
-		     void *opaque, char *err, size_t errlen)
-{
-	struct ctl_params p = {.rundir = rundir, .vmname = vmname};
-
-	return ctl_server_start_params(s, &p, ops, opaque, err, errlen);
 }
 
 void ctl_server_stop(struct ctl_server *s)

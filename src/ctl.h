@@ -72,7 +72,8 @@ struct ctl_ops {
 		       char *err, size_t errlen);
 };
 
-/* Optional knobs; zero fields take the defaults above. */
+/* Where to listen (vmname is required) and optional knobs; zero fields
+ * take the defaults above. */
 struct ctl_params {
 	const char *rundir; /* NULL: ctl_default_rundir() */
 	const char *vmname;
@@ -94,12 +95,9 @@ struct ctl_server;
  * lock file that is a symbolic link, not a regular file, has other
  * links or another owner (nothing in it is then followed or changed).
  */
-int ctl_server_start(struct ctl_server **s, const char *rundir,
-		     const char *vmname, const struct ctl_ops *ops,
-		     void *opaque, char *err, size_t errlen);
-int ctl_server_start_params(struct ctl_server **s, const struct ctl_params *p,
-			    const struct ctl_ops *ops, void *opaque, char *err,
-			    size_t errlen);
+int ctl_server_start(struct ctl_server **s, const struct ctl_params *p,
+		     const struct ctl_ops *ops, void *opaque, char *err,
+		     size_t errlen);
 /*
  * Stop the thread (waiting for a callback in progress to return), close
  * clients, remove the socket and lock file. NULL is a no-op.

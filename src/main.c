@@ -256,8 +256,10 @@ int main(int argc, char **argv)
 		ret = cfg.restore ? restore(vm, &cfg, err, sizeof(err)) :
 				    vm_boot(vm, err, sizeof(err));
 	if (!ret)
-		ret = ctl_server_start(&vm->ctl, cfg.rundir, cfg.name, &vm_ctl_ops,
-				       vm, err, sizeof(err));
+		ret = ctl_server_start(&vm->ctl,
+				       &(struct ctl_params){.rundir = cfg.rundir,
+							    .vmname = cfg.name},
+				       &vm_ctl_ops, vm, err, sizeof(err));
 	if (!ret)
 		ret = vm_start_vcpus(vm);
 	if (ret) {

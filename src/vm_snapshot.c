@@ -212,21 +212,76 @@ static void restore_progress(void *opaque, uint64_t done, uint64_t total)
 	progress_update(opaque, done, total);
 }
 
+/* "path: why" for a failed writer call. */
+static int writer_fail(struct snap_writer *w, const char *path, int ret,
+		       char *err, size_t errlen)
+{
+	snprintf(err, errlen, "%s: %s", path,
+		 w && snap_writer_error(w)[0] ? snap_writer_error(w)
+					      : strerror(-ret));
+	return ret;
+}
+
+/* The embedded machine config, as JSON. */
+static int write_config(struct vm *vm, struct snap_writer *w)
+{
+	json_t *cj = config_to_json(vm->cfg);
+	char *json = cj ? json_dumps(cj, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+	int ret;
+
+	json_decref(cj);
+	if (!json)
+		return -ENOMEM;
+	ret = snap_write_blob(w, "config", 0, 1, 0, json, strlen(json));
+	free(json);
+	return ret;
+}
+
+/* KVM's state of the paused VM: VM-wide, then each vCPU. */
+static int write_kvm_state(struct vm *vm, struct snap_writer *w,
+			   const char *path, char *err, size_t errlen)
+{
+	struct kvm_vm_state *ks = calloc(1, sizeof(*ks));
+	struct vcpu_state *vs = calloc(1, sizeof(*vs));
+	int ret = -ENOMEM;
+
+	if (!ks || !vs)
+		goto fail;
+	ret = save_kvm_vm(vm, ks, err, errlen);
+	if (ret)
+		goto out;
+	ret = snap_write_section(w, &kvm_vm_snap, 0, ks);
+	if (ret)
+		goto fail;
+	for (unsigned i = 0; i < vm->ncpus; i++) {
+		ret = vcpu_state_save(vm->vcpus[i].fd, &vm->msrs, vs, err,
+				      errlen);
+		if (ret)
+			goto out;
+		ret = snap_write_section(w, &vcpu_state_snap, i, vs);
+		if (ret)
+			goto fail;
+	}
+	goto out;
+fail:
+	writer_fail(w, path, ret, err, errlen);
+out:
+	free(ks);
+	free(vs);
+	return ret;
+}
+
 /*
- * The state file, from the paused VM. With @keep the writer is left open
- * in *@keep (written but not committed: the caller commits it once the
- * guest runs again); else it is committed here.
+ * The state file, from the paused VM, written but not committed: left
+ * open in *@out for the caller to commit with the RAM file once the
+ * guest runs again (snap_ram_pair_commit).
  */
 static int write_state(struct vm *vm, const char *path,
 		       struct snap_ram_info *ram, const uint8_t *save_id,
-		       struct snap_writer **keep, char *err, size_t errlen)
+		       struct snap_writer **out, char *err, size_t errlen)
 {
 	struct snap_host_info host;
 	struct snap_writer *w = NULL;
-	struct kvm_vm_state *ks = NULL;
-	struct vcpu_state *vs = NULL;
-	char *json = NULL;
-	json_t *cj;
 	char kvm_info[128];
 	int ret;
 
@@ -236,42 +291,18 @@ static int write_state(struct vm *vm, const char *path,
 	ret = snap_writer_open(&w, path, &host, save_id);
 	if (ret) {
 		snprintf(err, errlen, "%s: %s", path, strerror(-ret));
-		goto out;
+		return ret;
 	}
-	cj = config_to_json(vm->cfg);
-	json = cj ? json_dumps(cj, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
-	json_decref(cj);
-	if (!json) {
-		ret = -ENOMEM;
-		goto fail;
-	}
-	ret = snap_write_blob(w, "config", 0, 1, 0, json, strlen(json));
-	if (ret)
-		goto fail;
-	ret = snap_ram_write_section(w, ram);
-	if (ret)
-		goto fail;
-	ks = calloc(1, sizeof(*ks));
-	vs = calloc(1, sizeof(*vs));
-	if (!ks || !vs) {
-		ret = -ENOMEM;
+	ret = write_config(vm, w);
+	if (!ret)
+		ret = snap_ram_write_section(w, ram);
+	if (ret) {
+		writer_fail(w, path, ret, err, errlen);
 		goto fail;
 	}
-	ret = save_kvm_vm(vm, ks, err, errlen);
-	if (ret)
-		goto fail_msg;
-	ret = snap_write_section(w, &kvm_vm_snap, 0, ks);
+	ret = write_kvm_state(vm, w, path, err, errlen);
 	if (ret)
 		goto fail;
-	for (unsigned i = 0; i < vm->ncpus; i++) {
-		ret = vcpu_state_save(vm->vcpus[i].fd, &vm->msrs, vs, err,
-				      errlen);
-		if (ret)
-			goto fail_msg;
-		ret = snap_write_section(w, &vcpu_state_snap, i, vs);
-		if (ret)
-			goto fail;
-	}
 	ret = snap_fault(SNAP_FAULT_DEVICE_SAVE);
 	if (ret)
 		snprintf(err, errlen,
@@ -281,29 +312,11 @@ static int write_state(struct vm *vm, const char *path,
 	else
 		ret = vm_devices_save(vm->devs, w, err, errlen);
 	if (ret)
-		goto fail_msg;
-	if (keep) {
-		*keep = w;
-		goto out;
-	}
-	ret = snap_writer_commit(w);
-	w = NULL;
-	if (ret) {
-		snprintf(err, errlen, "%s: %s", path, strerror(-ret));
-		goto out;
-	}
-	goto out;
+		goto fail;
+	*out = w;
+	return 0;
 fail:
-	snprintf(err, errlen, "%s: %s", path,
-		 w && snap_writer_error(w)[0] ? snap_writer_error(w)
-					      : strerror(-ret));
-fail_msg:
-	if (w)
-		snap_writer_abort(w);
-out:
-	free(json);
-	free(ks);
-	free(vs);
+	snap_writer_abort(w);
 	return ret;
 }
 

@@ -812,11 +812,60 @@ static int fld_sort_cmp(const void *a, const void *b)
 		      sort_sec->fields[*(const unsigned *)b].name);
 }
 
+/* Field @i of @s at *@p (before @end): decoded into s->fields[i]. */
+static int parse_field(const struct snap_reader *r, struct rsec *s,
+		       uint32_t i, const uint8_t **pp, const uint8_t *end,
+		       struct snap_err *err)
+{
+	struct rfield *f = &s->fields[i];
+	const uint8_t *p = *pp;
+	unsigned nlen, sz;
+	uint64_t dlen;
+
+	if ((size_t)(end - p) < FLD_HDR)
+		return RERR(-EPROTO, "%s: section '%s' #%u: field %u: truncated",
+			    r->path, s->name, s->instance, i);
+	nlen = p[0];
+	f->type = p[1];
+	f->count = get_le32(p + 4);
+	if (get_le16(p + 2) || nlen == 0 || nlen > SNAP_MAX_NAME ||
+	    (size_t)(end - p - FLD_HDR) < nlen ||
+	    !name_ok((const char *)p + FLD_HDR, nlen))
+		return RERR(-EPROTO, "%s: section '%s' #%u: field %u: bad name",
+			    r->path, s->name, s->instance, i);
+	memcpy(f->name, p + FLD_HDR, nlen);
+	f->name[nlen] = 0;
+	p += FLD_HDR + nlen;
+	sz = snap_type_size(f->type);
+	if (!sz)
+		return RERR(-EPROTO,
+			    "%s: section '%s' #%u: field '%s': unknown type %u",
+			    r->path, s->name, s->instance, f->name, f->type);
+	dlen = (uint64_t)f->count * sz;
+	if (dlen > (uint64_t)(end - p))
+		return RERR(-EPROTO,
+			    "%s: section '%s' #%u: field '%s': %u elements "
+			    "overrun the section",
+			    r->path, s->name, s->instance, f->name, f->count);
+	f->data = p;
+	if (f->type == SNAP_T_BOOL)
+		for (uint32_t k = 0; k < f->count; k++)
+			if (p[k] > 1)
+				return RERR(-EPROTO,
+					    "%s: section '%s' #%u: field '%s': "
+					    "bool value %u is not 0 or 1",
+					    r->path, s->name, s->instance,
+					    f->name, p[k]);
+	*pp = p + dlen;
+	return 0;
+}
+
 static int parse_fields(struct snap_reader *r, struct rsec *s,
 			struct snap_err *err)
 {
 	const uint8_t *p = s->payload, *end = s->payload + s->payload_len;
 	uint32_t n;
+	int rc;
 
 	if (s->payload_len < 4)
 		return RERR(-EPROTO, "%s: section '%s' #%u: payload too short",
@@ -835,53 +884,9 @@ static int parse_fields(struct snap_reader *r, struct rsec *s,
 	if (!s->fields || !s->field_sorted)
 		return RERR(-ENOMEM, "%s: out of memory", r->path);
 	for (uint32_t i = 0; i < n; i++) {
-		struct rfield *f = &s->fields[i];
-		unsigned nlen, sz;
-		uint64_t dlen;
-
-		if ((size_t)(end - p) < FLD_HDR)
-			return RERR(-EPROTO,
-				    "%s: section '%s' #%u: field %u: "
-				    "truncated",
-				    r->path, s->name, s->instance, i);
-		nlen = p[0];
-		f->type = p[1];
-		f->count = get_le32(p + 4);
-		if (get_le16(p + 2) || nlen == 0 || nlen > SNAP_MAX_NAME ||
-		    (size_t)(end - p - FLD_HDR) < nlen ||
-		    !name_ok((const char *)p + FLD_HDR, nlen))
-			return RERR(-EPROTO,
-				    "%s: section '%s' #%u: field %u: bad "
-				    "name",
-				    r->path, s->name, s->instance, i);
-		memcpy(f->name, p + FLD_HDR, nlen);
-		f->name[nlen] = 0;
-		p += FLD_HDR + nlen;
-		sz = snap_type_size(f->type);
-		if (!sz)
-			return RERR(-EPROTO,
-				    "%s: section '%s' #%u: field '%s': "
-				    "unknown type %u",
-				    r->path, s->name, s->instance, f->name,
-				    f->type);
-		dlen = (uint64_t)f->count * sz;
-		if (dlen > (uint64_t)(end - p))
-			return RERR(-EPROTO,
-				    "%s: section '%s' #%u: field '%s': %u "
-				    "elements overrun the section",
-				    r->path, s->name, s->instance, f->name,
-				    f->count);
-		f->data = p;
-		if (f->type == SNAP_T_BOOL)
-			for (uint32_t k = 0; k < f->count; k++)
-				if (p[k] > 1)
-					return RERR(-EPROTO,
-						    "%s: section '%s' #%u: "
-						    "field '%s': bool value "
-						    "%u is not 0 or 1",
-						    r->path, s->name,
-						    s->instance, f->name, p[k]);
-		p += dlen;
+		rc = parse_field(r, s, i, &p, end, err);
+		if (rc)
+			return rc;
 		s->field_sorted[i] = i;
 	}
 	if (p != end)
@@ -1001,125 +1006,127 @@ static int parse_header(struct snap_reader *r, uint64_t *hlen,
 	return 0;
 }
 
-static int parse(struct snap_reader *r, struct snap_err *err)
+/* The end marker at @off (@left bytes to the end of the file). */
+static int parse_end(const struct snap_reader *r, uint64_t off, uint64_t left,
+		     struct snap_err *err)
 {
-	uint64_t off = 0, cap = 16;
-	bool ended = false;
+	const uint8_t *p = r->buf + off;
+
+	if (left != END_LEN)
+		return RERR(-EPROTO,
+			    "%s: end marker at offset %llu but file has %llu "
+			    "more bytes",
+			    r->path, (unsigned long long)off,
+			    (unsigned long long)left);
+	if (get_le32(p + 4) != r->nsecs || get_le64(p + 8) != r->len)
+		return RERR(-EPROTO,
+			    "%s: end marker disagrees with the file (%u "
+			    "sections, %zu bytes)",
+			    r->path, r->nsecs, r->len);
+	if (XXH3_64bits(r->buf, r->len - 8) != get_le64(p + 16))
+		return RERR(-EPROTO, "%s: whole-file checksum mismatch",
+			    r->path);
+	return 0;
+}
+
+/* A free slot in r->secs (grown as needed) in *@out. */
+static int new_sec(struct snap_reader *r, uint64_t *cap, struct rsec **out,
+		   struct snap_err *err)
+{
+	struct rsec *n;
+
+	if (r->nsecs >= SNAP_MAX_SECTIONS)
+		return RERR(-EPROTO, "%s: more than %u sections", r->path,
+			    SNAP_MAX_SECTIONS);
+	if (r->nsecs == *cap) {
+		n = realloc(r->secs, *cap * 2 * sizeof(*n));
+		if (!n)
+			return RERR(-ENOMEM, "%s: out of memory", r->path);
+		*cap *= 2;
+		r->secs = n;
+	}
+	*out = &r->secs[r->nsecs];
+	memset(*out, 0, sizeof(**out));
+	return 0;
+}
+
+/* XXH3-64 of a section: its header's first 32 bytes, name and payload. */
+static int sec_sum(const uint8_t *p, size_t tail, uint64_t *sum)
+{
+	XXH3_state_t *hs = XXH3_createState();
+
+	if (!hs)
+		return -ENOMEM;
+	XXH3_64bits_reset(hs);
+	XXH3_64bits_update(hs, p, 32);
+	XXH3_64bits_update(hs, p + SEC_HDR, tail);
+	*sum = XXH3_64bits_digest(hs);
+	XXH3_freeState(hs);
+	return 0;
+}
+
+/* The section at @off: validated into r->secs; *@len its size. */
+static int parse_section(struct snap_reader *r, uint64_t off, uint64_t *cap,
+			 uint64_t *len, struct snap_err *err)
+{
+	const uint8_t *p = r->buf + off;
+	uint64_t left = r->len - off, sum;
+	struct rsec *s = NULL;
+	unsigned nlen;
 	int rc;
 
-	rc = parse_header(r, &off, err);
+	if (left < SEC_HDR)
+		return RERR(-EPROTO,
+			    "%s: truncated section header at offset %llu",
+			    r->path, (unsigned long long)off);
+	if (get_le32(p) != SEC_MAGIC)
+		return RERR(-EPROTO, "%s: bad section magic at offset %llu",
+			    r->path, (unsigned long long)off);
+	rc = new_sec(r, cap, &s, err);
 	if (rc)
 		return rc;
-	r->secs = calloc(cap, sizeof(*r->secs));
-	if (!r->secs)
+	nlen = get_le16(p + 6);
+	if (nlen == 0 || nlen > SNAP_MAX_NAME || left - SEC_HDR < nlen ||
+	    !name_ok((const char *)p + SEC_HDR, nlen))
+		return RERR(-EPROTO, "%s: bad section name at offset %llu",
+			    r->path, (unsigned long long)off);
+	memcpy(s->name, p + SEC_HDR, nlen);
+	s->kind = get_le16(p + 4);
+	s->version = get_le16(p + 8);
+	s->min_version = get_le16(p + 10);
+	s->flags = get_le32(p + 12);
+	s->instance = get_le32(p + 16);
+	s->payload_len = get_le64(p + 24);
+	s->checksum = get_le64(p + 32);
+	s->offset = off;
+	r->nsecs++; /* owned now: freed by close even on error */
+	if (s->payload_len > left - SEC_HDR - nlen)
+		return RERR(-EPROTO,
+			    "%s: section '%s' #%u: payload of %llu bytes "
+			    "overruns the file",
+			    r->path, s->name, s->instance,
+			    (unsigned long long)s->payload_len);
+	s->payload = p + SEC_HDR + nlen;
+	if (sec_sum(p, nlen + s->payload_len, &sum))
 		return RERR(-ENOMEM, "%s: out of memory", r->path);
-	while (off < r->len) {
-		const uint8_t *p = r->buf + off;
-		uint64_t left = r->len - off;
-		struct rsec *s;
-		unsigned nlen;
-		XXH3_state_t *hs;
-		uint64_t sum;
+	if (sum != s->checksum)
+		return RERR(-EPROTO, "%s: section '%s' #%u: checksum mismatch",
+			    r->path, s->name, s->instance);
+	if (get_le32(p + 20) || s->version < 1 || s->min_version < 1 ||
+	    s->min_version > s->version ||
+	    (s->kind != SNAP_KIND_DESC && s->kind != SNAP_KIND_BLOB))
+		return RERR(-EPROTO,
+			    "%s: section '%s' #%u: bad header (kind %u, "
+			    "version %u, min version %u)",
+			    r->path, s->name, s->instance, s->kind, s->version,
+			    s->min_version);
+	*len = SEC_HDR + nlen + s->payload_len;
+	return s->kind == SNAP_KIND_DESC ? parse_fields(r, s, err) : 0;
+}
 
-		if (left >= 4 && get_le32(p) == END_MAGIC) {
-			if (left != END_LEN)
-				return RERR(-EPROTO,
-					    "%s: end marker at offset %llu "
-					    "but file has %llu more bytes",
-					    r->path, (unsigned long long)off,
-					    (unsigned long long)left);
-			if (get_le32(p + 4) != r->nsecs ||
-			    get_le64(p + 8) != r->len)
-				return RERR(-EPROTO,
-					    "%s: end marker disagrees with "
-					    "the file (%u sections, %zu "
-					    "bytes)",
-					    r->path, r->nsecs, r->len);
-			if (XXH3_64bits(r->buf, r->len - 8) != get_le64(p + 16))
-				return RERR(-EPROTO,
-					    "%s: whole-file checksum mismatch",
-					    r->path);
-			ended = true;
-			break;
-		}
-		if (left < SEC_HDR)
-			return RERR(-EPROTO,
-				    "%s: truncated section header at offset "
-				    "%llu",
-				    r->path, (unsigned long long)off);
-		if (get_le32(p) != SEC_MAGIC)
-			return RERR(-EPROTO,
-				    "%s: bad section magic at offset %llu",
-				    r->path, (unsigned long long)off);
-		if (r->nsecs >= SNAP_MAX_SECTIONS)
-			return RERR(-EPROTO, "%s: more than %u sections",
-				    r->path, SNAP_MAX_SECTIONS);
-		if (r->nsecs == cap) {
-			struct rsec *n;
-
-			cap *= 2;
-			n = realloc(r->secs, cap * sizeof(*n));
-			if (!n)
-				return RERR(-ENOMEM, "%s: out of memory",
-					    r->path);
-			r->secs = n;
-		}
-		s = &r->secs[r->nsecs];
-		memset(s, 0, sizeof(*s));
-		nlen = get_le16(p + 6);
-		if (nlen == 0 || nlen > SNAP_MAX_NAME ||
-		    left - SEC_HDR < nlen ||
-		    !name_ok((const char *)p + SEC_HDR, nlen))
-			return RERR(-EPROTO,
-				    "%s: bad section name at offset %llu",
-				    r->path, (unsigned long long)off);
-		memcpy(s->name, p + SEC_HDR, nlen);
-		s->kind = get_le16(p + 4);
-		s->version = get_le16(p + 8);
-		s->min_version = get_le16(p + 10);
-		s->flags = get_le32(p + 12);
-		s->instance = get_le32(p + 16);
-		s->payload_len = get_le64(p + 24);
-		s->checksum = get_le64(p + 32);
-		s->offset = off;
-		r->nsecs++; /* owned now: freed by close even on error */
-		if (s->payload_len > left - SEC_HDR - nlen)
-			return RERR(-EPROTO,
-				    "%s: section '%s' #%u: payload of %llu "
-				    "bytes overruns the file",
-				    r->path, s->name, s->instance,
-				    (unsigned long long)s->payload_len);
-		s->payload = p + SEC_HDR + nlen;
-		hs = XXH3_createState();
-		if (!hs)
-			return RERR(-ENOMEM, "%s: out of memory", r->path);
-		XXH3_64bits_reset(hs);
-		XXH3_64bits_update(hs, p, 32);
-		XXH3_64bits_update(hs, p + SEC_HDR, nlen + s->payload_len);
-		sum = XXH3_64bits_digest(hs);
-		XXH3_freeState(hs);
-		if (sum != s->checksum)
-			return RERR(-EPROTO,
-				    "%s: section '%s' #%u: checksum mismatch",
-				    r->path, s->name, s->instance);
-		if (get_le32(p + 20) || s->version < 1 || s->min_version < 1 ||
-		    s->min_version > s->version ||
-		    (s->kind != SNAP_KIND_DESC && s->kind != SNAP_KIND_BLOB))
-			return RERR(-EPROTO,
-				    "%s: section '%s' #%u: bad header (kind "
-				    "%u, version %u, min version %u)",
-				    r->path, s->name, s->instance, s->kind,
-				    s->version, s->min_version);
-		if (s->kind == SNAP_KIND_DESC) {
-			rc = parse_fields(r, s, err);
-			if (rc)
-				return rc;
-		}
-		off += SEC_HDR + nlen + s->payload_len;
-	}
-	if (!ended)
-		return RERR(-EPROTO, "%s: no end marker (file truncated?)",
-			    r->path);
+/* r->sorted: sections by (name, instance), each pair at most once. */
+static int index_sections(struct snap_reader *r, struct snap_err *err)
+{
 	r->sorted = calloc(r->nsecs ? r->nsecs : 1, sizeof(*r->sorted));
 	if (!r->sorted)
 		return RERR(-ENOMEM, "%s: out of memory", r->path);
@@ -1137,6 +1144,32 @@ static int parse(struct snap_reader *r, struct snap_err *err)
 				    r->path, b->name, b->instance);
 	}
 	return 0;
+}
+
+static int parse(struct snap_reader *r, struct snap_err *err)
+{
+	uint64_t off = 0, cap = 16, len = 0;
+	int rc;
+
+	rc = parse_header(r, &off, err);
+	if (rc)
+		return rc;
+	r->secs = calloc(cap, sizeof(*r->secs));
+	if (!r->secs)
+		return RERR(-ENOMEM, "%s: out of memory", r->path);
+	while (off < r->len) {
+		uint64_t left = r->len - off;
+
+		if (left >= 4 && get_le32(r->buf + off) == END_MAGIC) {
+			rc = parse_end(r, off, left, err);
+			return rc ? rc : index_sections(r, err);
+		}
+		rc = parse_section(r, off, &cap, &len, err);
+		if (rc)
+			return rc;
+		off += len;
+	}
+	return RERR(-EPROTO, "%s: no end marker (file truncated?)", r->path);
 }
 
 const char *snap_file_type(mode_t mode)

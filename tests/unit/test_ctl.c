@@ -403,17 +403,27 @@ static void test_names(void)
 	CHECK(!strcmp(ctl_errno_code(-EIO), "failed"));
 }
 
+/* A server for @vmname in @dir with the default limits. */
+static int start_server(struct ctl_server **s, const char *dir,
+			const char *vmname, const struct ctl_ops *ops,
+			void *opaque, char *err, size_t errlen)
+{
+	struct ctl_params p = {.rundir = dir, .vmname = vmname};
+
+	return ctl_server_start(s, &p, ops, opaque, err, errlen);
+}
+
 static void test_start_invalid(void)
 {
 	struct ctl_server *s = NULL;
 	char err[256] = "";
 
-	CHECK_EQ(ctl_server_start(&s, rundir, ".x", &t_ops, &vm1, err,
+	CHECK_EQ(start_server(&s, rundir, ".x", &t_ops, &vm1, err,
 				  sizeof(err)),
 		 -EINVAL);
 	CHECK(s == NULL);
 	CHECK(strstr(err, "invalid VM name") != NULL);
-	CHECK_EQ(ctl_server_start(&s, rundir, "a/b", &t_ops, &vm1, err,
+	CHECK_EQ(start_server(&s, rundir, "a/b", &t_ops, &vm1, err,
 				  sizeof(err)),
 		 -EINVAL);
 }
@@ -930,7 +940,7 @@ static void test_never_reads(void)
 
 	/* small output cap: the lazy reader gets dropped */
 	CHECK_EQ(
-		ctl_server_start_params(&s, &p, &t_ops, &vm1, err, sizeof(err)),
+		ctl_server_start(&s, &p, &t_ops, &vm1, err, sizeof(err)),
 		0);
 	if (!s)
 		return;
@@ -990,7 +1000,7 @@ static void test_client_limit(void)
 	unsigned i;
 
 	CHECK_EQ(
-		ctl_server_start_params(&s, &p, &t_ops, &vm1, err, sizeof(err)),
+		ctl_server_start(&s, &p, &t_ops, &vm1, err, sizeof(err)),
 		0);
 	if (!s)
 		return;
@@ -1027,7 +1037,7 @@ static void test_second_server(void)
 	struct tc *c;
 	json_t *r;
 
-	CHECK_EQ(ctl_server_start(&s, rundir, "vm1", &t_ops, &vm1, err,
+	CHECK_EQ(start_server(&s, rundir, "vm1", &t_ops, &vm1, err,
 				  sizeof(err)),
 		 -EADDRINUSE);
 	CHECK(s == NULL);
@@ -1062,7 +1072,7 @@ static void test_stale_socket(void)
 	close(fd);
 	CHECK_EQ(connect_path(path), -ECONNREFUSED);
 
-	CHECK_EQ(ctl_server_start(&s, rundir, "vm2", &t_ops, &vm1, err,
+	CHECK_EQ(start_server(&s, rundir, "vm2", &t_ops, &vm1, err,
 				  sizeof(err)),
 		 0);
 	fd = connect_path(path);
@@ -1079,7 +1089,7 @@ static void test_stale_socket(void)
 	fd = open(path, O_CREAT | O_WRONLY, 0600);
 	close(fd);
 	s = NULL;
-	CHECK_EQ(ctl_server_start(&s, rundir, "vm3", &t_ops, &vm1, err,
+	CHECK_EQ(start_server(&s, rundir, "vm3", &t_ops, &vm1, err,
 				  sizeof(err)),
 		 -EEXIST);
 	CHECK(strstr(err, "not a socket") != NULL);
@@ -1098,14 +1108,14 @@ static void test_rundir_trust(void)
 	CHECK(mkdir(dir, 0700) == 0);
 	CHECK(chmod(dir, 0777) == 0);
 	CHECK_EQ(
-		ctl_server_start(&s, dir, "t1", &t_ops, &vm1, err, sizeof(err)),
+		start_server(&s, dir, "t1", &t_ops, &vm1, err, sizeof(err)),
 		-EPERM);
 	CHECK(s == NULL);
 	CHECK(strstr(err, dir) != NULL);
 	CHECK(strstr(err, "writable by group or others") != NULL);
 	CHECK(chmod(dir, 0730) == 0);
 	CHECK_EQ(
-		ctl_server_start(&s, dir, "t1", &t_ops, &vm1, err, sizeof(err)),
+		start_server(&s, dir, "t1", &t_ops, &vm1, err, sizeof(err)),
 		-EPERM);
 	/* nothing was created or followed in there */
 	snprintf(f, sizeof(f), "%s/t1.lock", dir);
@@ -1115,7 +1125,7 @@ static void test_rundir_trust(void)
 	/* not writable by others: fine, and it keeps its mode */
 	CHECK(chmod(dir, 0755) == 0);
 	CHECK_EQ(
-		ctl_server_start(&s, dir, "t1", &t_ops, &vm1, err, sizeof(err)),
+		start_server(&s, dir, "t1", &t_ops, &vm1, err, sizeof(err)),
 		0);
 	ctl_server_stop(s);
 	s = NULL;
@@ -1125,13 +1135,13 @@ static void test_rundir_trust(void)
 	if (geteuid() == 0) {
 		CHECK(chmod(dir, 0700) == 0);
 		CHECK(chown(dir, 65534, 65534) == 0);
-		CHECK_EQ(ctl_server_start(&s, dir, "t1", &t_ops, &vm1, err,
+		CHECK_EQ(start_server(&s, dir, "t1", &t_ops, &vm1, err,
 					  sizeof(err)),
 			 -EPERM);
 		CHECK(strstr(err, "owned by uid 65534") != NULL);
 		CHECK(strstr(err, dir) != NULL);
 	} else {
-		CHECK_EQ(ctl_server_start(&s, "/", "t1", &t_ops, &vm1, err,
+		CHECK_EQ(start_server(&s, "/", "t1", &t_ops, &vm1, err,
 					  sizeof(err)),
 			 -EPERM);
 		CHECK(strstr(err, "owned by uid 0") != NULL);
@@ -1170,7 +1180,7 @@ static void test_lock_file_trust(void)
 
 	CHECK(symlink(victim, lock) == 0);
 	CHECK_EQ(
-		ctl_server_start(&s, dir, "t2", &t_ops, &vm1, err, sizeof(err)),
+		start_server(&s, dir, "t2", &t_ops, &vm1, err, sizeof(err)),
 		-EPERM);
 	CHECK(strstr(err, "symbolic link") != NULL);
 	CHECK(strstr(err, lock) != NULL);
@@ -1179,14 +1189,14 @@ static void test_lock_file_trust(void)
 	/* a dangling one creates nothing */
 	CHECK(symlink(absent, lock) == 0);
 	CHECK_EQ(
-		ctl_server_start(&s, dir, "t2", &t_ops, &vm1, err, sizeof(err)),
+		start_server(&s, dir, "t2", &t_ops, &vm1, err, sizeof(err)),
 		-EPERM);
 	CHECK(lstat(absent, &st) < 0 && errno == ENOENT);
 	unlink(lock);
 	/* a hard link to someone's file */
 	CHECK(link(victim, lock) == 0);
 	CHECK_EQ(
-		ctl_server_start(&s, dir, "t2", &t_ops, &vm1, err, sizeof(err)),
+		start_server(&s, dir, "t2", &t_ops, &vm1, err, sizeof(err)),
 		-EPERM);
 	CHECK(strstr(err, lock) != NULL);
 	CHECK(file_is(victim, "precious\n"));
@@ -1194,7 +1204,7 @@ static void test_lock_file_trust(void)
 	/* a FIFO neither blocks nor passes */
 	CHECK(mkfifo(lock, 0600) == 0);
 	CHECK_EQ(
-		ctl_server_start(&s, dir, "t2", &t_ops, &vm1, err, sizeof(err)),
+		start_server(&s, dir, "t2", &t_ops, &vm1, err, sizeof(err)),
 		-EPERM);
 	unlink(lock);
 	CHECK(s == NULL);
@@ -1203,7 +1213,7 @@ static void test_lock_file_trust(void)
 	CHECK(fd >= 0 && write(fd, "999999\n", 7) == 7);
 	close(fd);
 	CHECK_EQ(
-		ctl_server_start(&s, dir, "t2", &t_ops, &vm1, err, sizeof(err)),
+		start_server(&s, dir, "t2", &t_ops, &vm1, err, sizeof(err)),
 		0);
 	{
 		char want[32];
@@ -1227,7 +1237,7 @@ static void test_idle_clients(void)
 	json_t *r;
 
 	CHECK_EQ(
-		ctl_server_start_params(&s, &p, &t_ops, &vm1, err, sizeof(err)),
+		ctl_server_start(&s, &p, &t_ops, &vm1, err, sizeof(err)),
 		0);
 	if (!s)
 		return;
@@ -1323,7 +1333,7 @@ static void test_peercred(void)
 	CHECK(mkdir(dir, 0755) == 0);
 	chmod(tmpdir, 0755);
 	CHECK_EQ(
-		ctl_server_start(&s, dir, "pc", &t_ops, &vm1, err, sizeof(err)),
+		start_server(&s, dir, "pc", &t_ops, &vm1, err, sizeof(err)),
 		0);
 	if (!s)
 		return;
@@ -1772,7 +1782,7 @@ int main(void)
 	snprintf(sock1, sizeof(sock1), "%s/vm1.sock", rundir);
 	RUN(test_names);
 	RUN(test_start_invalid);
-	rc = ctl_server_start(&srv1, rundir, "vm1", &t_ops, &vm1, err,
+	rc = start_server(&srv1, rundir, "vm1", &t_ops, &vm1, err,
 			      sizeof(err));
 	CHECK_EQ(rc, 0);
 	if (rc) {
