@@ -88,7 +88,10 @@ static void rng_queue_notify(void *opaque, unsigned q)
 	struct virtio_rng *rng = opaque;
 
 	pthread_mutex_lock(&rng->lock);
-	rng_fill(rng);
+	if (rng->paused)
+		rng->pending = true;
+	else
+		rng_fill(rng);
 	pthread_mutex_unlock(&rng->lock);
 }
 
@@ -160,9 +163,41 @@ static int rng_create(const char *conf, const struct dev_env *env,
 		free(rng);
 		return ret;
 	}
+	rng->paused = env->start_paused;
 	out->dev = rng;
 	out->vp = &rng->vp;
 	return 0;
+}
+
+/*
+ * Kicks normally come from the vCPU that is then busy serving them, so
+ * parked vCPUs already stop the device; the pause is for the one kick
+ * that comes from elsewhere: a restore's post_load re-kicks every ready
+ * queue, and serving that before the vCPUs' LAPIC state is loaded would
+ * raise an interrupt that KVM_SET_LAPIC then wipes (a guest that queued
+ * a request just before the snapshot would wait for it forever).
+ */
+static int rng_pause(void *dev)
+{
+	struct virtio_rng *rng = dev;
+
+	pthread_mutex_lock(&rng->lock);
+	rng->paused = true;
+	pthread_mutex_unlock(&rng->lock);
+	return 0;
+}
+
+static void rng_resume(void *dev)
+{
+	struct virtio_rng *rng = dev;
+
+	pthread_mutex_lock(&rng->lock);
+	rng->paused = false;
+	if (rng->pending) {
+		rng->pending = false;
+		rng_fill(rng);
+	}
+	pthread_mutex_unlock(&rng->lock);
 }
 
 static void rng_destroy(void *dev)
@@ -193,15 +228,14 @@ static int rng_post_load(void *dev)
 	return virtio_pci_post_load(&((struct virtio_rng *)dev)->vp);
 }
 
-/*
- * No pause, no kick eventfd: requests are served within the vCPU exit
- * that kicked, so parked vCPUs are a stopped device.
- */
+/* No kick eventfd: requests are served within the vCPU exit that kicked. */
 const struct dev_ops virtio_rng_dev_ops = {
 	.name = "virtio-rng",
 	.help = "virtio-rng: entropy from the host's getrandom()",
 	.create = rng_create,
 	.destroy = rng_destroy,
+	.pause = rng_pause,
+	.resume = rng_resume,
 	.stats = rng_stats,
 	.snap_foreach = rng_snap_foreach,
 	.post_load = rng_post_load,

@@ -25,6 +25,8 @@ struct virtio_rng {
 	struct virtq_elem *elem; /* scratch, under lock */
 	pthread_mutex_t lock;	 /* one vCPU at a time walks the queue */
 	uint64_t bytes;		 /* handed to the guest so far */
+	bool paused;		 /* kicks wait for resume (under lock) */
+	bool pending;		 /* a kick arrived while paused */
 };
 
 int virtio_rng_init(struct virtio_rng *rng, const struct guest_mem *mem,

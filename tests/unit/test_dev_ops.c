@@ -193,14 +193,23 @@ static void test_rng(void)
 	struct dev_instance in;
 	char names[64];
 
-	/* Served on the kicking vCPU: nothing of its own to stop or bind. */
-	CHECK(!ops->pause && !ops->resume && !ops->kick_fd);
+	/* Served on the kicking vCPU: no kick fd; paused for a restore. */
+	CHECK(ops->pause && ops->resume && !ops->kick_fd);
 	CHECK_EQ(create(ops, "", &e, &in), 0);
 	if (!in.dev)
 		return;
 	CHECK(in.vp == &((struct virtio_rng *)in.dev)->vp);
+	CHECK(!((struct virtio_rng *)in.dev)->paused);
 	stat_names(ops, in.dev, names, sizeof(names));
 	CHECK(!strcmp(names, "bytes"));
+	ops->destroy(in.dev);
+	e = env(true);
+	CHECK_EQ(create(ops, "", &e, &in), 0);
+	if (!in.dev)
+		return;
+	CHECK(((struct virtio_rng *)in.dev)->paused);
+	ops->resume(in.dev);
+	CHECK(!((struct virtio_rng *)in.dev)->paused);
 	ops->destroy(in.dev);
 }
 

@@ -132,6 +132,34 @@ static void test_fill(void)
 	teardown();
 }
 
+/*
+ * Paused (a restore, until the vCPUs' state is loaded), a kick is kept,
+ * not served: nothing reaches guest memory until resume serves it.
+ */
+static void test_paused_kick_waits(void)
+{
+	const struct dev_ops *ops = &virtio_rng_dev_ops;
+
+	setup();
+	wr(common + VIRTIO_PCI_COMMON_STATUS, 0xf, 1);
+	put_le64(ram + DESC, BUF);
+	put_le32(ram + DESC + 8, 64);
+	put_le16(ram + DESC + 12, VIRTQ_DESC_F_WRITE);
+	memset(ram + BUF, 0, 64);
+	CHECK_EQ(ops->pause(&rng), 0);
+	post(0, 0);
+	CHECK_EQ(get_le16(ram + USED + 2), 0);
+	CHECK_EQ(nonzero(ram + BUF, 64), 0);
+	ops->resume(&rng);
+	CHECK_EQ(get_le16(ram + USED + 2), 1);
+	CHECK_EQ(get_le32(ram + USED + 8), 64);
+	CHECK(nonzero(ram + BUF, 64) > 32);
+	/* Nothing pending: a second resume serves nothing new. */
+	ops->resume(&rng);
+	CHECK_EQ(get_le16(ram + USED + 2), 1);
+	teardown();
+}
+
 static void test_hostile(void)
 {
 	setup();
@@ -230,6 +258,7 @@ int main(void)
 	guest_mem_layout(&mem, RAM_SIZE);
 	mem.r[0].hva = ram;
 	RUN(test_fill);
+	RUN(test_paused_kick_waits);
 	RUN(test_hostile);
 	RUN(test_huge_chain);
 	RUN(test_kick_budget);
