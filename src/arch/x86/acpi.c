@@ -335,16 +335,18 @@ static size_t madt_size(unsigned ncpus)
 	return ACPI_HDR_SIZE + 8 + 8 * ncpus + 12 + 2 * 10 + 6;
 }
 
-int acpi_build(const struct guest_mem *m, const struct acpi_config *cfg,
-	       uint64_t *rsdp_gpa)
-{
-	const size_t area = ACPI_AREA_END - ACPI_AREA_START;
-	size_t off, xsdt_off, fadt_off, dsdt_off, madt_off, dsdt_len, xsdt_len;
+/* Where each table sits in the ACPI area, as offsets from its start. */
+struct acpi_layout {
+	size_t xsdt_off, xsdt_len;
+	size_t fadt_off, madt_off;
+	size_t dsdt_off, dsdt_len;
 	size_t extra_off[ACPI_MAX_EXTRA];
-	uint8_t *buf, *t;
-	unsigned nx;
-	int ret;
+	size_t total;
+};
 
+/* Reject a config whose tables could not be laid out or would be corrupt. */
+static int acpi_check_config(const struct acpi_config *cfg, size_t area)
+{
 	if (!cfg || cfg->ncpus == 0 || cfg->ncpus > BOOT_MAX_CPUS ||
 	    cfg->nextra > ACPI_MAX_EXTRA || (cfg->nextra && !cfg->extra) ||
 	    (cfg->dsdt_aml_len && !cfg->dsdt_aml))
@@ -358,68 +360,72 @@ int acpi_build(const struct guest_mem *m, const struct acpi_config *cfg,
 	}
 	if (cfg->dsdt_aml_len > area)
 		return -ENOSPC;
+	return 0;
+}
 
-	/* Lay the tables out first so each can point at the others. */
-	nx = 2 + cfg->nextra;
-	xsdt_len = ACPI_HDR_SIZE + 8 * nx;
-	dsdt_len = ACPI_HDR_SIZE + sizeof(dsdt_s5) + cfg->dsdt_aml_len +
-		   aml_isa_scope(NULL);
+/* Lay the tables out first so each can point at the others. */
+static int plan_layout(const struct acpi_config *cfg, size_t area,
+		       struct acpi_layout *l)
+{
+	size_t off;
+	unsigned nx = 2 + cfg->nextra;
+
+	l->xsdt_len = ACPI_HDR_SIZE + 8 * nx;
+	l->dsdt_len = ACPI_HDR_SIZE + sizeof(dsdt_s5) + cfg->dsdt_aml_len +
+		      aml_isa_scope(NULL);
 	off = ALIGN_UP(ACPI_RSDP_SIZE, ACPI_ALIGN);
-	xsdt_off = off;
-	off = ALIGN_UP(off + xsdt_len, ACPI_ALIGN);
-	fadt_off = off;
+	l->xsdt_off = off;
+	off = ALIGN_UP(off + l->xsdt_len, ACPI_ALIGN);
+	l->fadt_off = off;
 	off = ALIGN_UP(off + ACPI_FADT_SIZE, ACPI_ALIGN);
-	madt_off = off;
+	l->madt_off = off;
 	off = ALIGN_UP(off + madt_size(cfg->ncpus), ACPI_ALIGN);
 	for (unsigned i = 0; i < cfg->nextra; i++) {
 		if (cfg->extra[i].len > area)
 			return -ENOSPC;
-		extra_off[i] = off;
+		l->extra_off[i] = off;
 		off = ALIGN_UP(off + cfg->extra[i].len, ACPI_ALIGN);
 	}
-	dsdt_off = off;
-	off += dsdt_len;
+	l->dsdt_off = off;
+	off += l->dsdt_len;
 	if (off > area)
 		return -ENOSPC;
+	l->total = off;
+	return 0;
+}
 
-	buf = calloc(1, off);
-	if (!buf)
-		return -ENOMEM;
-
-	/* DSDT */
-	t = buf + dsdt_off;
-	acpi_header(t, "DSDT", (uint32_t)dsdt_len, 2);
+/* DSDT: the \_S5 package, the caller's AML, then the ISA device scope. */
+static void build_dsdt(uint8_t *t, const struct acpi_config *cfg, size_t len)
+{
+	acpi_header(t, "DSDT", (uint32_t)len, 2);
 	memcpy(t + ACPI_HDR_SIZE, dsdt_s5, sizeof(dsdt_s5));
 	if (cfg->dsdt_aml_len)
 		memcpy(t + ACPI_HDR_SIZE + sizeof(dsdt_s5), cfg->dsdt_aml,
 		       cfg->dsdt_aml_len);
 	aml_isa_scope(t + ACPI_HDR_SIZE + sizeof(dsdt_s5) + cfg->dsdt_aml_len);
 	acpi_finish(t);
+}
 
-	build_fadt(buf + fadt_off, ACPI_AREA_START + dsdt_off);
-	build_madt(buf + madt_off, cfg->ncpus);
-	for (unsigned i = 0; i < cfg->nextra; i++) {
-		memcpy(buf + extra_off[i], cfg->extra[i].data,
-		       cfg->extra[i].len);
-		acpi_finish(buf + extra_off[i]);
-	}
-
-	/* XSDT: 64-bit pointers to every table except the DSDT and FACS. */
-	t = buf + xsdt_off;
-	acpi_header(t, "XSDT", (uint32_t)xsdt_len, 1);
-	put_le64(t + ACPI_HDR_SIZE, ACPI_AREA_START + fadt_off);
-	put_le64(t + ACPI_HDR_SIZE + 8, ACPI_AREA_START + madt_off);
+/* XSDT: 64-bit pointers to every table except the DSDT and FACS. */
+static void build_xsdt(uint8_t *t, const struct acpi_config *cfg,
+		       const struct acpi_layout *l)
+{
+	acpi_header(t, "XSDT", (uint32_t)l->xsdt_len, 1);
+	put_le64(t + ACPI_HDR_SIZE, ACPI_AREA_START + l->fadt_off);
+	put_le64(t + ACPI_HDR_SIZE + 8, ACPI_AREA_START + l->madt_off);
 	for (unsigned i = 0; i < cfg->nextra; i++)
 		put_le64(t + ACPI_HDR_SIZE + 16 + 8 * i,
-			 ACPI_AREA_START + extra_off[i]);
+			 ACPI_AREA_START + l->extra_off[i]);
 	acpi_finish(t);
+}
 
-	/*
-	 * RSDP v2. No RSDT (address 0): every OS that reads revision 2 uses
-	 * the XSDT. The first checksum covers the ACPI 1.0 part (20 bytes),
-	 * the extended one all 36.
-	 */
-	t = buf;
+/*
+ * RSDP v2. No RSDT (address 0): every OS that reads revision 2 uses
+ * the XSDT. The first checksum covers the ACPI 1.0 part (20 bytes),
+ * the extended one all 36.
+ */
+static void build_rsdp(uint8_t *t, size_t xsdt_off)
+{
 	memcpy(t, "RSD PTR ", 8);
 	memcpy(t + 9, ACPI_OEM_ID, 6);
 	t[15] = 2;
@@ -428,8 +434,39 @@ int acpi_build(const struct guest_mem *m, const struct acpi_config *cfg,
 	put_le64(t + 24, ACPI_AREA_START + xsdt_off);
 	t[8] = acpi_checksum(t, 20);
 	t[32] = acpi_checksum(t, ACPI_RSDP_SIZE);
+}
 
-	ret = guest_mem_write(m, ACPI_AREA_START, buf, off);
+int acpi_build(const struct guest_mem *m, const struct acpi_config *cfg,
+	       uint64_t *rsdp_gpa)
+{
+	const size_t area = ACPI_AREA_END - ACPI_AREA_START;
+	struct acpi_layout l;
+	uint8_t *buf;
+	int ret;
+
+	ret = acpi_check_config(cfg, area);
+	if (ret)
+		return ret;
+	ret = plan_layout(cfg, area, &l);
+	if (ret)
+		return ret;
+
+	buf = calloc(1, l.total);
+	if (!buf)
+		return -ENOMEM;
+
+	build_dsdt(buf + l.dsdt_off, cfg, l.dsdt_len);
+	build_fadt(buf + l.fadt_off, ACPI_AREA_START + l.dsdt_off);
+	build_madt(buf + l.madt_off, cfg->ncpus);
+	for (unsigned i = 0; i < cfg->nextra; i++) {
+		memcpy(buf + l.extra_off[i], cfg->extra[i].data,
+		       cfg->extra[i].len);
+		acpi_finish(buf + l.extra_off[i]);
+	}
+	build_xsdt(buf + l.xsdt_off, cfg, &l);
+	build_rsdp(buf, l.xsdt_off);
+
+	ret = guest_mem_write(m, ACPI_AREA_START, buf, l.total);
 	free(buf);
 	if (!ret && rsdp_gpa)
 		*rsdp_gpa = ACPI_RSDP_ADDR;

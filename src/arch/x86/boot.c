@@ -154,27 +154,19 @@ int boot_elf_parse(const uint8_t *img, size_t len, struct boot_elf *e)
 }
 
 /*
- * Load the PT_LOAD segments at their physical addresses. x86-64 vmlinux is
- * linked with ENTRY(phys_startup_64), so e_entry is already physical; an
- * entry that only matches a segment's virtual range is translated.
+ * Copy the PT_LOAD segments to their physical addresses and record the
+ * span they cover in @kl.
  */
-static int load_elf(const struct guest_mem *m, const uint8_t *img, size_t len,
-		    struct kload *kl, char *err, size_t errlen)
+static int load_elf_segments(const struct guest_mem *m, const uint8_t *img,
+			     const struct boot_elf *e, struct kload *kl,
+			     char *err, size_t errlen)
 {
-	struct boot_elf e;
-	uint64_t pvh;
-	bool have = false, entry_ok = false;
-	int ret;
+	bool have = false;
 
-	ret = boot_elf_parse(img, len, &e);
-	if (ret) {
-		set_err(err, errlen, "malformed or non-x86 ELF image");
-		return -ENOEXEC;
-	}
 	kl->start = UINT64_MAX;
 	kl->end = 0;
-	for (unsigned i = 0; i < e.phnum; i++) {
-		const struct boot_phdr *ph = &e.ph[i];
+	for (unsigned i = 0; i < e->phnum; i++) {
+		const struct boot_phdr *ph = &e->ph[i];
 		uint8_t *dst;
 
 		if (ph->type != PT_LOAD || !ph->memsz)
@@ -211,6 +203,59 @@ static int load_elf(const struct guest_mem *m, const uint8_t *img, size_t len,
 		set_err(err, errlen, "ELF image has no loadable segments");
 		return -ENOEXEC;
 	}
+	return 0;
+}
+
+/*
+ * The physical address of a 64-bit ELF's entry point: e_entry itself if a
+ * segment's physical range holds it, else translated from the first segment
+ * whose virtual range does. Leaves @phys alone and returns false if none.
+ */
+static bool elf_entry_phys(const struct boot_elf *e, uint64_t *phys)
+{
+	for (unsigned i = 0; i < e->phnum; i++) {
+		const struct boot_phdr *ph = &e->ph[i];
+
+		if (ph->type != PT_LOAD)
+			continue;
+		if (e->entry >= ph->paddr && e->entry - ph->paddr < ph->memsz) {
+			*phys = e->entry;
+			return true;
+		}
+	}
+	for (unsigned i = 0; i < e->phnum; i++) {
+		const struct boot_phdr *ph = &e->ph[i];
+
+		if (ph->type != PT_LOAD)
+			continue;
+		if (e->entry >= ph->vaddr && e->entry - ph->vaddr < ph->memsz) {
+			*phys = e->entry - ph->vaddr + ph->paddr;
+			return true;
+		}
+	}
+	return false;
+}
+
+/*
+ * Load the PT_LOAD segments at their physical addresses. x86-64 vmlinux is
+ * linked with ENTRY(phys_startup_64), so e_entry is already physical; an
+ * entry that only matches a segment's virtual range is translated.
+ */
+static int load_elf(const struct guest_mem *m, const uint8_t *img, size_t len,
+		    struct kload *kl, char *err, size_t errlen)
+{
+	struct boot_elf e;
+	uint64_t pvh;
+	int ret;
+
+	ret = boot_elf_parse(img, len, &e);
+	if (ret) {
+		set_err(err, errlen, "malformed or non-x86 ELF image");
+		return -ENOEXEC;
+	}
+	ret = load_elf_segments(m, img, &e, kl, err, errlen);
+	if (ret)
+		return ret;
 	kl->reserved_end = MAX(kl->reserved_end, kl->end);
 
 	ret = pvh_find_entry(img, len, &pvh);
@@ -222,30 +267,9 @@ static int load_elf(const struct guest_mem *m, const uint8_t *img, size_t len,
 		return -ENOEXEC;
 	}
 
-	if (!e.is64)
-		goto out; /* a 32-bit ELF can only be entered through PVH */
-	for (unsigned i = 0; i < e.phnum && !entry_ok; i++) {
-		const struct boot_phdr *ph = &e.ph[i];
-
-		if (ph->type != PT_LOAD)
-			continue;
-		if (e.entry >= ph->paddr && e.entry - ph->paddr < ph->memsz) {
-			kl->linux64_entry = e.entry;
-			entry_ok = true;
-		}
-	}
-	for (unsigned i = 0; i < e.phnum && !entry_ok; i++) {
-		const struct boot_phdr *ph = &e.ph[i];
-
-		if (ph->type != PT_LOAD)
-			continue;
-		if (e.entry >= ph->vaddr && e.entry - ph->vaddr < ph->memsz) {
-			kl->linux64_entry = e.entry - ph->vaddr + ph->paddr;
-			entry_ok = true;
-		}
-	}
-	kl->has_linux64 = entry_ok;
-out:
+	/* A 32-bit ELF can only be entered through PVH. */
+	if (e.is64)
+		kl->has_linux64 = elf_entry_phys(&e, &kl->linux64_entry);
 	if (!kl->has_linux64 && !kl->has_pvh) {
 		set_err(err, errlen,
 			e.is64 ? "ELF entry point %#llx is outside its segments"
@@ -259,14 +283,17 @@ out:
 
 /* --- bzImage --- */
 
-static int load_bzimage(const struct guest_mem *m, const uint8_t *k,
-			size_t klen, unsigned flags, struct kload *kl,
-			char *err, size_t errlen)
+/*
+ * Check the setup header and take from it what the loader needs later:
+ * where the protected-mode code starts (@pm_off) and how long it is
+ * (@pm_len), and the header's own limits in @kl.
+ */
+static int bzimage_read_header(const uint8_t *k, size_t klen,
+			       struct kload *kl, uint64_t *pm_off,
+			       uint64_t *pm_len, char *err, size_t errlen)
 {
-	uint64_t low_end = m->r[0].size, pm_off, pm_len, load, pref, init_size;
 	unsigned setup_sects;
 	uint16_t ver;
-	int ret;
 
 	if (klen < HDR_LIMIT) {
 		set_err(err, errlen, "truncated bzImage (%zu bytes)", klen);
@@ -289,20 +316,20 @@ static int load_bzimage(const struct guest_mem *m, const uint8_t *k,
 		return -ENOEXEC;
 	}
 	setup_sects = k[HDR_SETUP_SECTS] ? k[HDR_SETUP_SECTS] : 4;
-	pm_off = (setup_sects + 1) * 512ULL;
-	if (pm_off >= klen) {
+	*pm_off = (setup_sects + 1) * 512ULL;
+	if (*pm_off >= klen) {
 		set_err(err, errlen,
 			"truncated bzImage (setup %llu bytes, file %zu)",
-			(unsigned long long)pm_off, klen);
+			(unsigned long long)*pm_off, klen);
 		return -ENOEXEC;
 	}
-	pm_len = klen - pm_off;
+	*pm_len = klen - *pm_off;
 	/* syssize (16-byte units) tells how much protected-mode code follows.
 	 */
-	if ((uint64_t)get_le32(k + HDR_SYSSIZE) * 16 > pm_len) {
+	if ((uint64_t)get_le32(k + HDR_SYSSIZE) * 16 > *pm_len) {
 		set_err(err, errlen,
 			"truncated bzImage (%llu of %llu kernel bytes present)",
-			(unsigned long long)pm_len,
+			(unsigned long long)*pm_len,
 			(unsigned long long)get_le32(k + HDR_SYSSIZE) * 16);
 		return -ENOEXEC;
 	}
@@ -313,39 +340,58 @@ static int load_bzimage(const struct guest_mem *m, const uint8_t *k,
 	kl->initrd_max = (uint64_t)get_le32(k + HDR_INITRD_ADDR_MAX) + 1;
 	if (kl->initrd_max == 1)
 		kl->initrd_max = DEFAULT_INITRD_ADDR_MAX + 1;
+	return 0;
+}
 
-	if (!(flags & BOOT_F_NO_UNPACK)) {
-		uint8_t *elf = NULL;
-		size_t elflen = 0;
-		char uerr[160];
+/*
+ * Decompress the bzImage on the host and load the vmlinux inside it, which
+ * saves the guest its slow decompression. Sets *@loaded only if that
+ * worked; a kernel we cannot unpack is not an error (the guest can still
+ * decompress what we cannot).
+ */
+static int load_unpacked(const struct guest_mem *m, const uint8_t *k,
+			 size_t klen, struct kload *kl, bool *loaded,
+			 char *err, size_t errlen)
+{
+	uint8_t *elf = NULL;
+	size_t elflen = 0;
+	char uerr[160];
+	int ret;
 
-		ret = kernel_unpack_bzimage(k, klen, &elf, &elflen, NULL, uerr,
-					    sizeof(uerr));
-		if (ret == 0) {
-			ret = load_elf(m, elf, elflen, kl, err, errlen);
-			free(elf);
-			if (ret)
-				return ret;
-			if (!kl->has_linux64) {
-				set_err(err, errlen,
-					"unpacked vmlinux has no 64-bit entry");
-				return -ENOEXEC;
-			}
-			kl->format = KERNEL_FMT_BZIMAGE_UNPACKED;
-			return 0;
-		}
-		/* The guest can still decompress what we cannot. */
+	*loaded = false;
+	ret = kernel_unpack_bzimage(k, klen, &elf, &elflen, NULL, uerr,
+				    sizeof(uerr));
+	if (ret) {
 		log_warn("cannot unpack bzImage on the host (%s); "
 			 "booting it with in-guest decompression",
 			 uerr);
+		return 0;
 	}
+	ret = load_elf(m, elf, elflen, kl, err, errlen);
+	free(elf);
+	if (ret)
+		return ret;
+	if (!kl->has_linux64) {
+		set_err(err, errlen, "unpacked vmlinux has no 64-bit entry");
+		return -ENOEXEC;
+	}
+	kl->format = KERNEL_FMT_BZIMAGE_UNPACKED;
+	*loaded = true;
+	return 0;
+}
 
-	/*
-	 * Classic path. A relocatable kernel decompresses in place when it is
-	 * loaded at pref_address (saves a copy); others at 1 MiB copy
-	 * themselves to LOAD_PHYSICAL_ADDR (= pref_address) anyway. Either
-	 * way the decompressor needs init_size bytes from pref_address on.
-	 */
+/*
+ * Classic path. A relocatable kernel decompresses in place when it is
+ * loaded at pref_address (saves a copy); others at 1 MiB copy
+ * themselves to LOAD_PHYSICAL_ADDR (= pref_address) anyway. Either
+ * way the decompressor needs init_size bytes from pref_address on.
+ */
+static int load_compressed(const struct guest_mem *m, const uint8_t *k,
+			   uint64_t pm_off, uint64_t pm_len, struct kload *kl,
+			   char *err, size_t errlen)
+{
+	uint64_t low_end = m->r[0].size, load, pref, init_size;
+
 	pref = get_le64(k + HDR_PREF_ADDRESS);
 	init_size = get_le32(k + HDR_INIT_SIZE);
 	load = BOOT_KERNEL_ADDR;
@@ -369,6 +415,25 @@ static int load_bzimage(const struct guest_mem *m, const uint8_t *k,
 	kl->has_linux64 = true;
 	kl->format = KERNEL_FMT_BZIMAGE;
 	return 0;
+}
+
+static int load_bzimage(const struct guest_mem *m, const uint8_t *k,
+			size_t klen, unsigned flags, struct kload *kl,
+			char *err, size_t errlen)
+{
+	uint64_t pm_off, pm_len;
+	bool loaded;
+	int ret;
+
+	ret = bzimage_read_header(k, klen, kl, &pm_off, &pm_len, err, errlen);
+	if (ret)
+		return ret;
+	if (!(flags & BOOT_F_NO_UNPACK)) {
+		ret = load_unpacked(m, k, klen, kl, &loaded, err, errlen);
+		if (ret || loaded)
+			return ret;
+	}
+	return load_compressed(m, k, pm_off, pm_len, kl, err, errlen);
 }
 
 /* --- zero page --- */
@@ -524,56 +589,56 @@ void boot_segment_from_gdt(unsigned sel, struct boot_segment *s)
 
 /* --- top level --- */
 
-int kernel_load_buf(const struct guest_mem *m, const struct boot_config *cfg,
-		    const uint8_t *kernel, size_t klen, const uint8_t *initrd,
-		    size_t ilen, struct boot_info *bi, char *err, size_t errlen)
+/* A failed write of boot data: the guest memory map itself is wrong. */
+static int boot_fault(int ret, char *err, size_t errlen)
+{
+	set_err(err, errlen, "cannot write boot data to guest memory: %s",
+		strerror(-ret));
+	return ret;
+}
+
+/* Recognise the kernel's format by its magic and load it. */
+static int load_kernel_image(const struct guest_mem *m,
+			     const struct boot_config *cfg,
+			     const uint8_t *kernel, size_t klen,
+			     struct kload *kl, char *err, size_t errlen)
 {
 	const char *kname = cfg->kernel_path ? cfg->kernel_path : "kernel";
-	const char *cmdline = cfg->cmdline ? cfg->cmdline : "";
-	size_t clen = strlen(cmdline);
-	struct e820_entry e820[E820_MAX_ENTRIES];
-	struct kload kl = {0};
-	char full[BOOT_CMDLINE_MAX];
-	uint64_t low_end;
-	int n, ret;
-
-	memset(bi, 0, sizeof(*bi));
-	if (cfg->ncpus == 0 || cfg->ncpus > BOOT_MAX_CPUS) {
-		set_err(err, errlen, "bad vCPU count %u (1-%u)", cfg->ncpus,
-			BOOT_MAX_CPUS);
-		return -EINVAL;
-	}
-	n = e820_build(m, e820, E820_MAX_ENTRIES);
-	if (n < 0) {
-		set_err(err, errlen,
-			"guest memory too small (need at least 2 MiB)");
-		return n;
-	}
-	bi->e820_entries = (unsigned)n;
-	low_end = m->r[0].size;
-	kl.cmdline_max = BOOT_CMDLINE_MAX - 1;
-	kl.initrd_max = low_end;
+	int ret;
 
 	if (klen >= HDR_MAGIC + 4 &&
 	    get_le32(kernel + HDR_MAGIC) == HDRS_MAGIC &&
 	    get_le16(kernel + HDR_BOOT_FLAG) == 0xaa55) {
-		ret = load_bzimage(m, kernel, klen, cfg->flags, &kl, err,
+		ret = load_bzimage(m, kernel, klen, cfg->flags, kl, err,
 				   errlen);
-		kl.is_linux = true;
+		kl->is_linux = true;
 	} else if (klen >= SELFMAG && !memcmp(kernel, ELFMAG, SELFMAG)) {
-		ret = load_elf(m, kernel, klen, &kl, err, errlen);
-		kl.format = KERNEL_FMT_ELF;
-		kl.is_linux = elf_is_linux(kernel, klen);
+		ret = load_elf(m, kernel, klen, kl, err, errlen);
+		kl->format = KERNEL_FMT_ELF;
+		kl->is_linux = elf_is_linux(kernel, klen);
 	} else {
 		set_err(err, errlen,
 			"%s: not a kernel (no bzImage header, no ELF)", kname);
 		return -ENOEXEC;
 	}
-	if (ret)
-		return ret;
+	return ret;
+}
+
+/*
+ * Write the command line (plus the Linux-only words for a Linux kernel)
+ * to its area, within both the kernel's and our own size limit.
+ */
+static int write_cmdline(const struct guest_mem *m,
+			 const struct boot_config *cfg, struct kload *kl,
+			 struct boot_info *bi, char *err, size_t errlen)
+{
+	const char *cmdline = cfg->cmdline ? cfg->cmdline : "";
+	size_t clen = strlen(cmdline);
+	char full[BOOT_CMDLINE_MAX];
+	int ret;
 
 	/* Linux-only words (e.g. the CPU policy's) never reach other guests. */
-	if (kl.is_linux && cfg->linux_extra && *cfg->linux_extra) {
+	if (kl->is_linux && cfg->linux_extra && *cfg->linux_extra) {
 		size_t elen = strlen(cfg->linux_extra);
 
 		if (clen + 1 + elen >= sizeof(full)) {
@@ -590,49 +655,61 @@ int kernel_load_buf(const struct guest_mem *m, const struct boot_config *cfg,
 	}
 
 	/* Command line: the bzImage's cmdline_size bounds it, then our area. */
-	kl.cmdline_max = MIN(kl.cmdline_max, BOOT_CMDLINE_MAX - 1);
-	if (clen > kl.cmdline_max) {
+	kl->cmdline_max = MIN(kl->cmdline_max, BOOT_CMDLINE_MAX - 1);
+	if (clen > kl->cmdline_max) {
 		set_err(err, errlen,
 			"command line too long (%zu bytes, kernel accepts "
 			"%llu)",
-			clen, (unsigned long long)kl.cmdline_max);
+			clen, (unsigned long long)kl->cmdline_max);
 		return -E2BIG;
 	}
 	ret = guest_mem_write(m, BOOT_CMDLINE_ADDR, cmdline, clen + 1);
 	if (ret)
-		goto fault;
+		return boot_fault(ret, err, errlen);
 	bi->cmdline_gpa = BOOT_CMDLINE_ADDR;
 	bi->cmdline_len = (uint32_t)clen;
+	return 0;
+}
 
-	/*
-	 * Initrd as high as possible below min(low RAM end, initrd_addr_max),
-	 * page-aligned, and above everything the kernel reserved for itself
-	 * (including the decompressor's init_size work area).
-	 */
-	if (ilen) {
-		uint64_t top = MIN(low_end, kl.initrd_max);
-		uint64_t floor = ALIGN_UP(kl.reserved_end, PAGE_SIZE);
-		uint64_t addr;
+/*
+ * Initrd as high as possible below min(low RAM end, initrd_addr_max),
+ * page-aligned, and above everything the kernel reserved for itself
+ * (including the decompressor's init_size work area).
+ */
+static int place_initrd(const struct guest_mem *m, const struct kload *kl,
+			const uint8_t *initrd, size_t ilen,
+			struct boot_info *bi, char *err, size_t errlen)
+{
+	uint64_t top = MIN(m->r[0].size, kl->initrd_max);
+	uint64_t floor = ALIGN_UP(kl->reserved_end, PAGE_SIZE);
+	uint64_t addr;
+	int ret;
 
-		if (ilen > top || ALIGN_DOWN(top - ilen, PAGE_SIZE) < floor) {
-			set_err(err, errlen,
-				"initrd too big for guest memory (%zu bytes, "
-				"%llu free below %#llx)",
-				ilen,
-				(unsigned long long)(top > floor ? top - floor
-								 : 0),
-				(unsigned long long)top);
-			return -EFBIG;
-		}
-		addr = ALIGN_DOWN(top - ilen, PAGE_SIZE);
-		ret = guest_mem_write(m, addr, initrd, ilen);
-		if (ret)
-			goto fault;
-		bi->initrd_gpa = addr;
-		bi->initrd_size = ilen;
+	if (ilen > top || ALIGN_DOWN(top - ilen, PAGE_SIZE) < floor) {
+		set_err(err, errlen,
+			"initrd too big for guest memory (%zu bytes, "
+			"%llu free below %#llx)",
+			ilen, (unsigned long long)(top > floor ? top - floor : 0),
+			(unsigned long long)top);
+		return -EFBIG;
 	}
+	addr = ALIGN_DOWN(top - ilen, PAGE_SIZE);
+	ret = guest_mem_write(m, addr, initrd, ilen);
+	if (ret)
+		return boot_fault(ret, err, errlen);
+	bi->initrd_gpa = addr;
+	bi->initrd_size = ilen;
+	return 0;
+}
 
-	/* Firmware tables, then the structures that point at them. */
+/* The firmware tables (ACPI, MP) a guest finds its CPUs and devices by. */
+static int build_firmware_tables(const struct guest_mem *m,
+				 const struct boot_config *cfg,
+				 struct boot_info *bi, char *err,
+				 size_t errlen)
+{
+	int ret;
+
 	if (!(cfg->flags & BOOT_F_NO_ACPI)) {
 		struct acpi_config ac = {
 			.ncpus = cfg->ncpus,
@@ -657,64 +734,136 @@ int kernel_load_buf(const struct guest_mem *m, const struct boot_config *cfg,
 			return ret;
 		}
 	}
+	return 0;
+}
+
+/* Page tables, GDT, IDT and reset vector: what the boot vCPU starts on. */
+static int build_cpu_structures(const struct guest_mem *m,
+				struct boot_info *bi)
+{
+	int ret;
+
 	ret = boot_build_page_tables(m, &bi->cr3);
 	if (!ret)
 		ret = boot_build_gdt(m, &bi->gdt_gpa, &bi->gdt_limit);
 	if (!ret)
 		ret = boot_write_reset_vector(m);
 	if (ret)
-		goto fault;
+		return ret;
 	bi->idt_gpa = BOOT_IDT_ADDR;
 	bi->stack_top = BOOT_STACK_TOP;
+	return 0;
+}
 
-	if (kl.has_linux64) {
-		ret = build_zero_page(m, &kl, bi, e820, (unsigned)n);
+/*
+ * The structures that point at everything written so far: the zero page
+ * for the 64-bit Linux protocol, the start info for PVH (both if the kernel
+ * offers both, so either entry works).
+ */
+static int build_boot_params(const struct guest_mem *m, const struct kload *kl,
+			     struct boot_info *bi,
+			     const struct e820_entry *e820, unsigned ne820)
+{
+	int ret;
+
+	if (kl->has_linux64) {
+		ret = build_zero_page(m, kl, bi, e820, ne820);
 		if (ret)
-			goto fault;
+			return ret;
 		bi->boot_params_gpa = BOOT_ZERO_PAGE_ADDR;
 	}
-	if (kl.has_pvh) {
+	if (kl->has_pvh) {
 		struct pvh_start ps = {
 			.cmdline_gpa = bi->cmdline_gpa,
 			.initrd_gpa = bi->initrd_gpa,
 			.initrd_size = bi->initrd_size,
 			.rsdp_gpa = bi->rsdp_gpa,
 			.e820 = e820,
-			.e820_entries = (unsigned)n,
+			.e820_entries = ne820,
 		};
 
 		ret = pvh_build_start_info(m, &ps, &bi->start_info_gpa);
 		if (ret)
-			goto fault;
+			return ret;
 	}
+	return 0;
+}
 
-	bi->format = kl.format;
-	bi->protocol = kl.protocol;
-	bi->kernel_start = kl.start;
-	bi->kernel_end = kl.reserved_end;
-	bi->has_linux64 = kl.has_linux64;
-	bi->has_pvh = kl.has_pvh;
-	bi->is_linux = kl.is_linux;
-	bi->linux64_entry = kl.linux64_entry;
-	bi->pvh_entry = kl.pvh_entry;
+/* Report what was loaded and pick the entry protocol. */
+static void fill_boot_info(const struct boot_config *cfg,
+			   const struct kload *kl, struct boot_info *bi)
+{
+	bi->format = kl->format;
+	bi->protocol = kl->protocol;
+	bi->kernel_start = kl->start;
+	bi->kernel_end = kl->reserved_end;
+	bi->has_linux64 = kl->has_linux64;
+	bi->has_pvh = kl->has_pvh;
+	bi->is_linux = kl->is_linux;
+	bi->linux64_entry = kl->linux64_entry;
+	bi->pvh_entry = kl->pvh_entry;
 	/*
 	 * A direct ELF with a PVH note is a PVH kernel (its e_entry may be
 	 * 32-bit code); an unpacked bzImage defaults to the 64-bit protocol.
 	 */
-	if (kl.has_pvh && (!kl.has_linux64 || kl.format == KERNEL_FMT_ELF ||
-			   (cfg->flags & BOOT_F_PREFER_PVH))) {
+	if (kl->has_pvh && (!kl->has_linux64 || kl->format == KERNEL_FMT_ELF ||
+			    (cfg->flags & BOOT_F_PREFER_PVH))) {
 		bi->mode = BOOT_MODE_PVH;
-		bi->entry = kl.pvh_entry;
+		bi->entry = kl->pvh_entry;
 	} else {
 		bi->mode = BOOT_MODE_LINUX64;
-		bi->entry = kl.linux64_entry;
+		bi->entry = kl->linux64_entry;
 	}
-	return 0;
+}
 
-fault:
-	set_err(err, errlen, "cannot write boot data to guest memory: %s",
-		strerror(-ret));
-	return ret;
+int kernel_load_buf(const struct guest_mem *m, const struct boot_config *cfg,
+		    const uint8_t *kernel, size_t klen, const uint8_t *initrd,
+		    size_t ilen, struct boot_info *bi, char *err, size_t errlen)
+{
+	struct e820_entry e820[E820_MAX_ENTRIES];
+	struct kload kl = {0};
+	int n, ret;
+
+	memset(bi, 0, sizeof(*bi));
+	if (cfg->ncpus == 0 || cfg->ncpus > BOOT_MAX_CPUS) {
+		set_err(err, errlen, "bad vCPU count %u (1-%u)", cfg->ncpus,
+			BOOT_MAX_CPUS);
+		return -EINVAL;
+	}
+	n = e820_build(m, e820, E820_MAX_ENTRIES);
+	if (n < 0) {
+		set_err(err, errlen,
+			"guest memory too small (need at least 2 MiB)");
+		return n;
+	}
+	bi->e820_entries = (unsigned)n;
+	/* Our own limits; a bzImage's header may lower them. */
+	kl.cmdline_max = BOOT_CMDLINE_MAX - 1;
+	kl.initrd_max = m->r[0].size;
+
+	ret = load_kernel_image(m, cfg, kernel, klen, &kl, err, errlen);
+	if (ret)
+		return ret;
+	ret = write_cmdline(m, cfg, &kl, bi, err, errlen);
+	if (ret)
+		return ret;
+	if (ilen) {
+		ret = place_initrd(m, &kl, initrd, ilen, bi, err, errlen);
+		if (ret)
+			return ret;
+	}
+
+	/* Firmware tables, then the structures that point at them. */
+	ret = build_firmware_tables(m, cfg, bi, err, errlen);
+	if (ret)
+		return ret;
+	ret = build_cpu_structures(m, bi);
+	if (!ret)
+		ret = build_boot_params(m, &kl, bi, e820, (unsigned)n);
+	if (ret)
+		return boot_fault(ret, err, errlen);
+	fill_boot_info(cfg, &kl, bi);
+	return 0;
 }
 
 /* Read a whole regular file of at most @max bytes. */

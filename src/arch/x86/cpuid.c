@@ -99,6 +99,50 @@ static void cpuid_remove_leaf(struct kvm_cpuid2 *c, uint32_t fn)
 	c->nent = o;
 }
 
+/* Leaf 1: this vCPU's APIC id and count, and the safe policy's removals. */
+static void policy_leaf1(struct kvm_cpuid_entry2 *e, bool safe,
+			 unsigned index, unsigned ncpus,
+			 struct cpuid_hidden *hidden)
+{
+	/* Initial APIC id and logical processor count. */
+	e->ebx = (e->ebx & 0x0000ffff) | (index << 24) | ((ncpus & 0xff) << 16);
+	e->ecx |= F1_ECX_HYPERVISOR;
+	/* KVM sets OSXSAVE from the guest's CR4; never force it. */
+	e->ecx &= ~(F1_ECX_MONITOR | F1_ECX_OSXSAVE);
+	if (ncpus > 1)
+		e->edx |= F1_EDX_HTT;
+	if (safe) {
+		if (hidden) {
+			hidden->xsave = e->ecx & F1_ECX_XSAVE;
+			hidden->popcnt = e->ecx & F1_ECX_POPCNT;
+			hidden->cx16 = e->ecx & F1_ECX_CX16;
+		}
+		e->ecx &= ~(F1_ECX_XSAVE | F1_ECX_POPCNT | F1_ECX_CX16 |
+			    F1_ECX_AVX | F1_ECX_FMA | F1_ECX_F16C);
+	}
+}
+
+/*
+ * Leaf 0x40000001, KVM's paravirtual features. On kvm_pvm a 2-vCPU
+ * Linux hangs for good in the PV_SEND_IPI hypercall during SMP bring-up
+ * (measured). PV_SCHED_YIELD and PV_UNHALT (KVM_HC_KICK_CPU) are
+ * hypercalls on the same path, and PV_TLB_FLUSH leans on the host
+ * writing steal-time "preempted" flags a software backend may never
+ * set: hidden, not measured. Async page faults inject #PF/interrupts
+ * that the snapshot does not carry and that a software backend has no
+ * use for. kvmclock, steal time and PV EOI stay: Linux needs the clock,
+ * the others are plain MSRs.
+ */
+static void policy_kvm_pv(struct kvm_cpuid_entry2 *e, bool safe,
+			  struct cpuid_hidden *hidden)
+{
+	if (!safe)
+		return;
+	if (hidden)
+		hidden->kvm_pv = e->eax & KVM_PV_SAFE_HIDE;
+	e->eax &= ~KVM_PV_SAFE_HIDE;
+}
+
 void cpuid_apply_policy(struct kvm_cpuid2 *c, enum cpu_policy policy,
 			unsigned index, unsigned ncpus, struct cpuid_hidden *hidden)
 {
@@ -111,24 +155,7 @@ void cpuid_apply_policy(struct kvm_cpuid2 *c, enum cpu_policy policy,
 		e = &c->entries[i];
 		switch (e->function) {
 		case 1:
-			/* Initial APIC id and logical processor count. */
-			e->ebx = (e->ebx & 0x0000ffff) | (index << 24) |
-				 ((ncpus & 0xff) << 16);
-			e->ecx |= F1_ECX_HYPERVISOR;
-			/* KVM sets OSXSAVE from the guest's CR4; never force it. */
-			e->ecx &= ~(F1_ECX_MONITOR | F1_ECX_OSXSAVE);
-			if (ncpus > 1)
-				e->edx |= F1_EDX_HTT;
-			if (safe) {
-				if (hidden) {
-					hidden->xsave = e->ecx & F1_ECX_XSAVE;
-					hidden->popcnt = e->ecx & F1_ECX_POPCNT;
-					hidden->cx16 = e->ecx & F1_ECX_CX16;
-				}
-				e->ecx &= ~(F1_ECX_XSAVE | F1_ECX_POPCNT |
-					    F1_ECX_CX16 | F1_ECX_AVX |
-					    F1_ECX_FMA | F1_ECX_F16C);
-			}
+			policy_leaf1(e, safe, index, ncpus, hidden);
 			break;
 		case 4:
 			/* Cores per package - 1 in EAX[31:26]. */
@@ -154,25 +181,7 @@ void cpuid_apply_policy(struct kvm_cpuid2 *c, enum cpu_policy policy,
 				e->ecx &= ~F81_ECX_ABM;
 			break;
 		case 0x40000001:
-			/*
-			 * KVM's paravirtual features. On kvm_pvm a 2-vCPU
-			 * Linux hangs for good in the PV_SEND_IPI hypercall
-			 * during SMP bring-up (measured). PV_SCHED_YIELD and
-			 * PV_UNHALT (KVM_HC_KICK_CPU) are hypercalls on the
-			 * same path, and PV_TLB_FLUSH leans on the host
-			 * writing steal-time "preempted" flags a software
-			 * backend may never set: hidden, not measured.
-			 * Async page faults inject #PF/interrupts that the
-			 * snapshot does not carry and that a software
-			 * backend has no use for. kvmclock, steal time and
-			 * PV EOI stay: Linux needs the clock, the others are
-			 * plain MSRs.
-			 */
-			if (safe) {
-				if (hidden)
-					hidden->kvm_pv = e->eax & KVM_PV_SAFE_HIDE;
-				e->eax &= ~KVM_PV_SAFE_HIDE;
-			}
+			policy_kvm_pv(e, safe, hidden);
 			break;
 		default:
 			break;

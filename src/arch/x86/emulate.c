@@ -236,27 +236,28 @@ static int do_mxcsr(struct emul_ctx *c, struct decoder *d)
 	return 0;
 }
 
-int emul_complete(struct emul_ctx *c, const uint8_t *insn, unsigned len)
+/*
+ * Legacy prefixes, then REX (long mode only, must come last). Leaves the
+ * opcode's first byte in @op.
+ */
+static int decode_prefixes(const struct emul_ctx *c, struct decoder *d,
+			   uint8_t *op)
 {
-	struct decoder d = { .p = insn, .len = len, .seg = -1 };
-	uint8_t b, b2;
-	int ret;
+	uint8_t b;
 
-	c->inject_bp = c->fpu_dirty = c->gpr_dirty = false;
-	/* Legacy prefixes, then REX (long mode only, must come last). */
 	for (;;) {
-		if (next(&d, &b))
+		if (next(d, &b))
 			return -EINVAL;
 		if (b == 0x66)
-			d.opsize16 = true;
+			d->opsize16 = true;
 		else if (b == 0xf3)
-			d.rep = true;
+			d->rep = true;
 		else if (b == 0xf0)
-			d.lock = true;
+			d->lock = true;
 		else if (b == 0x64)
-			d.seg = 4;
+			d->seg = 4;
 		else if (b == 0x65)
-			d.seg = 5;
+			d->seg = 5;
 		else if (b == 0x2e || b == 0x36 || b == 0x3e || b == 0x26 ||
 			 b == 0xf2 || b == 0x67)
 			continue; /* no effect on the instructions handled */
@@ -264,12 +265,95 @@ int emul_complete(struct emul_ctx *c, const uint8_t *insn, unsigned len)
 			break;
 	}
 	if (c->long_mode && (b & 0xf0) == 0x40) {
-		d.rex = b;
-		if (next(&d, &b))
+		d->rex = b;
+		if (next(d, &b))
 			return -EINVAL;
 	}
+	*op = b;
+	return 0;
+}
 
-	ret = -ENOTSUP;
+/* DB E2 (FNCLEX) and DB E3 (FNINIT). */
+static int do_x87_db(struct emul_ctx *c, struct decoder *d)
+{
+	uint8_t b2;
+
+	if (next(d, &b2))
+		return -EINVAL;
+	if (b2 == 0xe2) { /* FNCLEX: clear PE..ES and busy */
+		c->fsw &= 0x7f00;
+		c->kind = EMUL_FNCLEX;
+		c->fpu_dirty = true;
+		return 0;
+	}
+	if (b2 == 0xe3) { /* FNINIT */
+		c->fcw = 0x37f;
+		c->fsw = 0;
+		c->ftwx = 0;
+		c->kind = EMUL_FNINIT;
+		c->fpu_dirty = true;
+		return 0;
+	}
+	return -ENOTSUP;
+}
+
+/* 0F 01 CA (CLAC) and 0F 01 CB (STAC). */
+static int do_0f01(struct emul_ctx *c, struct decoder *d)
+{
+	uint8_t b3;
+
+	if (next(d, &b3))
+		return -EINVAL;
+	if (b3 == 0xca) {
+		c->rflags &= ~(uint64_t)RFLAGS_AC;
+		c->kind = EMUL_CLAC;
+		c->gpr_dirty = true;
+		return 0;
+	}
+	if (b3 == 0xcb) {
+		c->rflags |= RFLAGS_AC;
+		c->kind = EMUL_STAC;
+		c->gpr_dirty = true;
+		return 0;
+	}
+	return -ENOTSUP;
+}
+
+/* The two-byte (0F xx) opcodes handled. */
+static int do_0f(struct emul_ctx *c, struct decoder *d)
+{
+	uint8_t b2;
+
+	if (next(d, &b2))
+		return -EINVAL;
+	if (b2 == 0x77) { /* EMMS */
+		c->ftwx = 0;
+		c->kind = EMUL_EMMS;
+		c->fpu_dirty = true;
+		return 0;
+	}
+	if (b2 == 0xb8 && d->rep)
+		return do_popcnt(c, d);
+	if (b2 == 0x01)
+		return do_0f01(c, d);
+	if (b2 == 0xc7)
+		return do_cmpxchg16b(c, d);
+	if (b2 == 0xae)
+		return do_mxcsr(c, d);
+	return -ENOTSUP;
+}
+
+int emul_complete(struct emul_ctx *c, const uint8_t *insn, unsigned len)
+{
+	struct decoder d = { .p = insn, .len = len, .seg = -1 };
+	uint8_t b;
+	int ret;
+
+	c->inject_bp = c->fpu_dirty = c->gpr_dirty = false;
+	ret = decode_prefixes(c, &d, &b);
+	if (ret)
+		return ret;
+
 	switch (b) {
 	case 0xcc: /* INT3: a trap, so #BP is raised with RIP after it. */
 		c->kind = EMUL_INT3;
@@ -281,55 +365,13 @@ int emul_complete(struct emul_ctx *c, const uint8_t *insn, unsigned len)
 		ret = 0;
 		break;
 	case 0xdb:
-		if (next(&d, &b2))
-			return -EINVAL;
-		if (b2 == 0xe2) { /* FNCLEX: clear PE..ES and busy */
-			c->fsw &= 0x7f00;
-			c->kind = EMUL_FNCLEX;
-			c->fpu_dirty = true;
-			ret = 0;
-		} else if (b2 == 0xe3) { /* FNINIT */
-			c->fcw = 0x37f;
-			c->fsw = 0;
-			c->ftwx = 0;
-			c->kind = EMUL_FNINIT;
-			c->fpu_dirty = true;
-			ret = 0;
-		}
+		ret = do_x87_db(c, &d);
 		break;
 	case 0x0f:
-		if (next(&d, &b2))
-			return -EINVAL;
-		if (b2 == 0x77) { /* EMMS */
-			c->ftwx = 0;
-			c->kind = EMUL_EMMS;
-			c->fpu_dirty = true;
-			ret = 0;
-		} else if (b2 == 0xb8 && d.rep) {
-			ret = do_popcnt(c, &d);
-		} else if (b2 == 0x01) {
-			uint8_t b3;
-
-			if (next(&d, &b3))
-				return -EINVAL;
-			if (b3 == 0xca) {
-				c->rflags &= ~(uint64_t)RFLAGS_AC;
-				c->kind = EMUL_CLAC;
-				c->gpr_dirty = true;
-				ret = 0;
-			} else if (b3 == 0xcb) {
-				c->rflags |= RFLAGS_AC;
-				c->kind = EMUL_STAC;
-				c->gpr_dirty = true;
-				ret = 0;
-			}
-		} else if (b2 == 0xc7) {
-			ret = do_cmpxchg16b(c, &d);
-		} else if (b2 == 0xae) {
-			ret = do_mxcsr(c, &d);
-		}
+		ret = do_0f(c, &d);
 		break;
 	default:
+		ret = -ENOTSUP;
 		break;
 	}
 	if (ret)
