@@ -110,11 +110,54 @@ static void test_xsave_allowed_and_names(void)
 	CHECK(!strcmp(buf, ""));
 }
 
+/*
+ * A component this CPU lacks is dropped from XSTATE_BV only when it
+ * carries nothing: initial (all-zero) data and off in the guest's XCR0.
+ */
+static void test_xsave_fit(void)
+{
+	uint8_t *x = calloc(1, VCPU_XSAVE_SIZE);
+	uint64_t bv = 0x207, got;
+
+	if (!x)
+		return;
+	memcpy(x + 512, &bv, 8);
+	/* PKRU (bit 9) zero, not in XCR0: dropped; AVX allowed: kept. */
+	CHECK_EQ(vcpu_xsave_fit(x, 0x7, 0xe7), 0x200);
+	memcpy(&got, x + 512, 8);
+	CHECK_EQ(got, 0x7);
+	/* PKRU holding a value: kept, so KVM refuses and says why. */
+	memcpy(x + 512, &bv, 8);
+	x[2688] = 0x55;
+	CHECK_EQ(vcpu_xsave_fit(x, 0x7, 0xe7), 0);
+	memcpy(&got, x + 512, 8);
+	CHECK_EQ(got, 0x207);
+	/* AVX zero but enabled in XCR0 on a CPU without it: kept. */
+	memset(x + 2688, 0, 8);
+	bv = 0x7;
+	memcpy(x + 512, &bv, 8);
+	CHECK_EQ(vcpu_xsave_fit(x, 0x7, 0x3), 0);
+	/* ... and off in XCR0 with data in it: kept too. */
+	x[600] = 1;
+	CHECK_EQ(vcpu_xsave_fit(x, 0x3, 0x3), 0);
+	x[600] = 0;
+	CHECK_EQ(vcpu_xsave_fit(x, 0x3, 0x3), 0x4);
+	/* x87/SSE are never touched. */
+	bv = 0x3;
+	memcpy(x + 512, &bv, 8);
+	CHECK_EQ(vcpu_xsave_fit(x, 0x1, 0x0), 0);
+	free(x);
+	CHECK(vcpu_msr_is_hyperv(0x40000020) && vcpu_msr_is_hyperv(0x40000000));
+	CHECK(!vcpu_msr_is_hyperv(0x4b564d00) && !vcpu_msr_is_hyperv(0x10a));
+	CHECK(!vcpu_msr_is_hyperv(0x3fffffff) && !vcpu_msr_is_hyperv(0x40000200));
+}
+
 int main(void)
 {
 	RUN(test_seg_pack);
 	RUN(test_kvm_roundtrip);
 	RUN(test_desc_covers_state);
 	RUN(test_xsave_allowed_and_names);
+	RUN(test_xsave_fit);
 	return unit_done();
 }

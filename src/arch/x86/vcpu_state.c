@@ -8,6 +8,7 @@
 #include <sys/ioctl.h>
 
 #include "common.h"
+#include "log.h"
 
 #define S struct vcpu_state
 static const struct snap_field vcpu_fields[] = {
@@ -139,6 +140,17 @@ struct msrs_buf {
 	struct kvm_msr_entry e[VCPU_MAX_MSRS];
 };
 
+/*
+ * Hyper-V's synthetic MSRs: a guest reaches them only through Hyper-V's
+ * CPUID interface (KVM_GET_SUPPORTED_HV_CPUID), which khyve never sets,
+ * so they are not guest state. KVM lists them where it was built with
+ * Hyper-V emulation (kvm_amd/kvm_intel), kvm_pvm does not.
+ */
+bool vcpu_msr_is_hyperv(uint32_t index)
+{
+	return index >= 0x40000000 && index <= 0x400001ff;
+}
+
 int vcpu_msr_list_probe(int kvm_fd, int vcpu_fd, struct vcpu_msr_list *l)
 {
 	struct {
@@ -155,6 +167,8 @@ int vcpu_msr_list_probe(int kvm_fd, int vcpu_fd, struct vcpu_msr_list *l)
 	l->n = 0;
 	/* Keep only MSRs this vCPU can actually read, one at a time. */
 	for (uint32_t i = 0; i < list.hdr.nmsrs && l->n < VCPU_MAX_MSRS; i++) {
+		if (vcpu_msr_is_hyperv(list.idx[i]))
+			continue;
 		b->hdr.nmsrs = 1;
 		b->e[0].index = list.idx[i];
 		if (ioctl(vcpu_fd, KVM_GET_MSRS, b) == 1)
@@ -164,18 +178,128 @@ int vcpu_msr_list_probe(int kvm_fd, int vcpu_fd, struct vcpu_msr_list *l)
 	return 0;
 }
 
+/* The extended (or legacy) FPU state, XCR0 and the debug registers. */
+static int save_fpu(int vcpu_fd, struct vcpu_state *s, const char **what)
+{
+	struct kvm_xsave *xs = calloc(1, sizeof(*xs));
+	struct kvm_fpu fpu;
+	struct kvm_xcrs xcrs;
+	struct kvm_debugregs dbg;
+	int ret = 0;
+
+	*what = "allocation";
+	if (!xs)
+		return -ENOMEM;
+	if (ioctl(vcpu_fd, KVM_GET_XSAVE, xs) == 0) {
+		s->has_xsave = 1;
+		memcpy(s->xsave, xs->region, VCPU_XSAVE_SIZE);
+	}
+	free(xs);
+	*what = "KVM_GET_FPU";
+	if (ioctl(vcpu_fd, KVM_GET_FPU, &fpu) < 0)
+		return -errno;
+	memcpy(s->fpu, &fpu, MIN(sizeof(fpu), sizeof(s->fpu)));
+	memset(&xcrs, 0, sizeof(xcrs));
+	if (ioctl(vcpu_fd, KVM_GET_XCRS, &xcrs) == 0 && xcrs.nr_xcrs > 0)
+		s->xcr0 = xcrs.xcrs[0].value;
+	*what = "KVM_GET_DEBUGREGS";
+	if (ioctl(vcpu_fd, KVM_GET_DEBUGREGS, &dbg) < 0)
+		return -errno;
+	memcpy(s->db, dbg.db, sizeof(s->db));
+	s->dr6 = dbg.dr6;
+	s->dr7 = dbg.dr7;
+	return ret;
+}
+
+static int save_msrs(int vcpu_fd, const struct vcpu_msr_list *msrs,
+		     struct vcpu_state *s, char *err, size_t errlen)
+{
+	struct msrs_buf *mb = calloc(1, sizeof(*mb));
+	int ret;
+
+	if (!mb) {
+		snprintf(err, errlen, "allocation: %s", strerror(ENOMEM));
+		return -ENOMEM;
+	}
+	mb->hdr.nmsrs = msrs->n;
+	for (uint32_t i = 0; i < msrs->n; i++)
+		mb->e[i].index = msrs->index[i];
+	ret = ioctl(vcpu_fd, KVM_GET_MSRS, mb);
+	if (ret < 0 || (uint32_t)ret != msrs->n) {
+		snprintf(err, errlen, "KVM_GET_MSRS: read %d of %u MSRs (stopped at 0x%x)",
+			 ret, msrs->n, ret >= 0 && (uint32_t)ret < msrs->n ?
+					       msrs->index[ret] : 0);
+		free(mb);
+		return -EIO;
+	}
+	s->nmsrs = msrs->n;
+	for (uint32_t i = 0; i < msrs->n; i++) {
+		s->msr_index[i] = mb->e[i].index;
+		s->msr_data[i] = mb->e[i].data;
+	}
+	free(mb);
+	return 0;
+}
+
+static void events_from_kvm(struct vcpu_state *s,
+			    const struct kvm_vcpu_events *ev)
+{
+	s->exc_injected = ev->exception.injected;
+	s->exc_nr = ev->exception.nr & 31;
+	s->exc_has_error_code = ev->exception.has_error_code;
+	s->exc_pending = ev->exception.pending;
+	s->exc_error_code = ev->exception.error_code;
+	s->irq_injected = ev->interrupt.injected;
+	s->irq_nr = ev->interrupt.nr;
+	s->irq_soft = ev->interrupt.soft;
+	s->irq_shadow = ev->interrupt.shadow;
+	s->nmi_injected = ev->nmi.injected;
+	s->nmi_pending = ev->nmi.pending;
+	s->nmi_masked = ev->nmi.masked;
+	s->sipi_vector = ev->sipi_vector;
+	s->events_flags = ev->flags;
+	s->smi_smm = ev->smi.smm;
+	s->smi_pending = ev->smi.pending;
+	s->smi_inside_nmi = ev->smi.smm_inside_nmi;
+	s->smi_latched_init = ev->smi.latched_init;
+}
+
+static void events_to_kvm(const struct vcpu_state *s,
+			  struct kvm_vcpu_events *ev)
+{
+	memset(ev, 0, sizeof(*ev));
+	ev->exception.injected = s->exc_injected;
+	ev->exception.nr = s->exc_nr;
+	ev->exception.has_error_code = s->exc_has_error_code;
+	ev->exception.pending = s->exc_pending;
+	ev->exception.error_code = s->exc_error_code;
+	ev->interrupt.injected = s->irq_injected;
+	ev->interrupt.nr = s->irq_nr;
+	ev->interrupt.soft = s->irq_soft;
+	ev->interrupt.shadow = s->irq_shadow;
+	ev->nmi.injected = s->nmi_injected;
+	ev->nmi.pending = s->nmi_pending;
+	ev->nmi.masked = s->nmi_masked;
+	ev->sipi_vector = s->sipi_vector;
+	ev->smi.smm = s->smi_smm;
+	ev->smi.pending = s->smi_pending;
+	ev->smi.smm_inside_nmi = s->smi_inside_nmi;
+	ev->smi.latched_init = s->smi_latched_init;
+	/* Only the flags that say which of the above is valid. */
+	ev->flags = s->events_flags & (KVM_VCPUEVENT_VALID_NMI_PENDING |
+				       KVM_VCPUEVENT_VALID_SIPI_VECTOR |
+				       KVM_VCPUEVENT_VALID_SHADOW |
+				       KVM_VCPUEVENT_VALID_SMM |
+				       KVM_VCPUEVENT_VALID_PAYLOAD);
+}
+
 int vcpu_state_save(int vcpu_fd, const struct vcpu_msr_list *msrs,
 		    struct vcpu_state *s, char *err, size_t errlen)
 {
 	struct kvm_regs regs;
 	struct kvm_sregs sregs;
-	struct kvm_fpu fpu;
-	struct kvm_xsave *xs = NULL;
-	struct kvm_xcrs xcrs;
-	struct kvm_debugregs dbg;
 	struct kvm_vcpu_events ev;
 	struct kvm_mp_state mp;
-	struct msrs_buf *mb = NULL;
 	const char *what;
 	int ret;
 
@@ -187,82 +311,29 @@ int vcpu_state_save(int vcpu_fd, const struct vcpu_msr_list *msrs,
 	if (ioctl(vcpu_fd, KVM_GET_SREGS, &sregs) < 0)
 		goto fail;
 	vcpu_state_from_kvm(s, &regs, &sregs);
-	xs = calloc(1, sizeof(*xs));
-	mb = calloc(1, sizeof(*mb));
-	if (!xs || !mb) {
-		errno = ENOMEM;
-		what = "allocation";
+	ret = save_fpu(vcpu_fd, s, &what);
+	if (ret) {
+		errno = -ret;
 		goto fail;
 	}
-	if (ioctl(vcpu_fd, KVM_GET_XSAVE, xs) == 0) {
-		s->has_xsave = 1;
-		memcpy(s->xsave, xs->region, VCPU_XSAVE_SIZE);
-	}
-	what = "KVM_GET_FPU";
-	if (ioctl(vcpu_fd, KVM_GET_FPU, &fpu) < 0)
-		goto fail;
-	memcpy(s->fpu, &fpu, MIN(sizeof(fpu), sizeof(s->fpu)));
-	memset(&xcrs, 0, sizeof(xcrs));
-	if (ioctl(vcpu_fd, KVM_GET_XCRS, &xcrs) == 0 && xcrs.nr_xcrs > 0)
-		s->xcr0 = xcrs.xcrs[0].value;
-	what = "KVM_GET_DEBUGREGS";
-	if (ioctl(vcpu_fd, KVM_GET_DEBUGREGS, &dbg) < 0)
-		goto fail;
-	memcpy(s->db, dbg.db, sizeof(s->db));
-	s->dr6 = dbg.dr6;
-	s->dr7 = dbg.dr7;
 	what = "KVM_GET_LAPIC";
 	if (ioctl(vcpu_fd, KVM_GET_LAPIC, (struct kvm_lapic_state *)s->lapic) < 0)
 		goto fail;
-	mb->hdr.nmsrs = msrs->n;
-	for (uint32_t i = 0; i < msrs->n; i++)
-		mb->e[i].index = msrs->index[i];
-	ret = ioctl(vcpu_fd, KVM_GET_MSRS, mb);
-	if (ret < 0 || (uint32_t)ret != msrs->n) {
-		snprintf(err, errlen, "KVM_GET_MSRS: read %d of %u MSRs (stopped at 0x%x)",
-			 ret, msrs->n, ret >= 0 && (uint32_t)ret < msrs->n ?
-					       msrs->index[ret] : 0);
-		ret = -EIO;
-		goto out;
-	}
-	s->nmsrs = msrs->n;
-	for (uint32_t i = 0; i < msrs->n; i++) {
-		s->msr_index[i] = mb->e[i].index;
-		s->msr_data[i] = mb->e[i].data;
-	}
+	ret = save_msrs(vcpu_fd, msrs, s, err, errlen);
+	if (ret)
+		return ret;
 	what = "KVM_GET_VCPU_EVENTS";
 	if (ioctl(vcpu_fd, KVM_GET_VCPU_EVENTS, &ev) < 0)
 		goto fail;
-	s->exc_injected = ev.exception.injected;
-	s->exc_nr = ev.exception.nr & 31;
-	s->exc_has_error_code = ev.exception.has_error_code;
-	s->exc_pending = ev.exception.pending;
-	s->exc_error_code = ev.exception.error_code;
-	s->irq_injected = ev.interrupt.injected;
-	s->irq_nr = ev.interrupt.nr;
-	s->irq_soft = ev.interrupt.soft;
-	s->irq_shadow = ev.interrupt.shadow;
-	s->nmi_injected = ev.nmi.injected;
-	s->nmi_pending = ev.nmi.pending;
-	s->nmi_masked = ev.nmi.masked;
-	s->sipi_vector = ev.sipi_vector;
-	s->events_flags = ev.flags;
-	s->smi_smm = ev.smi.smm;
-	s->smi_pending = ev.smi.pending;
-	s->smi_inside_nmi = ev.smi.smm_inside_nmi;
-	s->smi_latched_init = ev.smi.latched_init;
+	events_from_kvm(s, &ev);
 	what = "KVM_GET_MP_STATE";
 	if (ioctl(vcpu_fd, KVM_GET_MP_STATE, &mp) < 0)
 		goto fail;
 	s->mp_state = mp.mp_state;
-	ret = 0;
-	goto out;
+	return 0;
 fail:
 	ret = -errno;
 	snprintf(err, errlen, "%s: %s", what, strerror(errno));
-out:
-	free(xs);
-	free(mb);
 	return ret;
 }
 
@@ -272,6 +343,19 @@ static const char *const xfeature_name[] = {
 	[4] = "MPX-BNDCSR", [5] = "AVX-512-opmask", [6] = "AVX-512-ZMM_Hi256",
 	[7] = "AVX-512-Hi16_ZMM", [8] = "PT", [9] = "PKRU", [11] = "CET_U",
 	[12] = "CET_S", [17] = "AMX-TILECFG", [18] = "AMX-TILEDATA",
+};
+
+/*
+ * Where the user components sit in the standard (non-compacted) XSAVE
+ * layout that KVM_GET_XSAVE returns: fixed by the architecture on Intel
+ * and AMD alike (CPUID 0xD sub-leaf i reports the same numbers).
+ */
+static const struct {
+	uint16_t off, size;
+} xfeature_std[] = {
+	[2] = { 576, 256 },   [3] = { 960, 64 },   [4] = { 1024, 64 },
+	[5] = { 1088, 64 },   [6] = { 1152, 512 }, [7] = { 1664, 1024 },
+	[9] = { 2688, 8 },
 };
 
 size_t vcpu_xfeature_names(uint64_t mask, char *buf, size_t len)
@@ -315,31 +399,83 @@ uint64_t vcpu_xsave_allowed(const struct kvm_cpuid_entry2 *e, unsigned n)
 	return allowed;
 }
 
+uint64_t vcpu_xsave_fit(uint8_t *region, uint64_t xcr0, uint64_t allowed)
+{
+	uint64_t bv, dropped = 0;
+
+	memcpy(&bv, region + 512, sizeof(bv)); /* XSTATE_BV */
+	for (unsigned b = 2; b < ARRAY_SIZE(xfeature_std); b++) {
+		const uint8_t *p = region + xfeature_std[b].off;
+		bool init = xfeature_std[b].size != 0;
+
+		if (!(bv & ~allowed & (1ull << b)) || (xcr0 & (1ull << b)))
+			continue;
+		for (unsigned i = 0; init && i < xfeature_std[b].size; i++)
+			init = p[i] == 0;
+		if (init)
+			dropped |= 1ull << b;
+	}
+	bv &= ~dropped;
+	memcpy(region + 512, &bv, sizeof(bv));
+	return dropped;
+}
+
 /*
- * KVM_SET_XSAVE said EINVAL. The usual cause is a snapshot taken under a
- * CPU that offered more XSAVE components than this vCPU has (the golden
- * counter-64m, saved on nested kvm_amd with PKRU, restored on a kvm_pvm
- * host without it): name both sets so the user knows why. The vCPU's set
- * is read back with KVM_GET_CPUID2 because kvm_pvm reports (and uses) its
- * own CPUID there, not the one khyve set.
+ * What this vCPU can hold, read back with KVM_GET_CPUID2: kvm_pvm
+ * reports (and uses) its own CPUID there, not the one khyve set. All
+ * components if it cannot say (KVM then judges alone).
  */
-static void explain_xsave_refusal(int vcpu_fd, const struct vcpu_state *s,
-				  char *err, size_t errlen)
+static uint64_t xsave_allowed_here(int vcpu_fd)
 {
 	struct {
 		struct kvm_cpuid2 hdr;
 		struct kvm_cpuid_entry2 e[256];
 	} *c = calloc(1, sizeof(*c));
-	uint64_t saved, allowed;
-	char have[256], can[256];
+	uint64_t allowed = ~0ull;
 
-	memcpy(&saved, s->xsave + 512, sizeof(saved)); /* XSTATE_BV */
 	if (!c)
-		return;
+		return allowed;
 	c->hdr.nent = ARRAY_SIZE(c->e);
-	if (ioctl(vcpu_fd, KVM_GET_CPUID2, c) == 0) {
+	if (ioctl(vcpu_fd, KVM_GET_CPUID2, c) == 0)
 		allowed = vcpu_xsave_allowed(c->e, c->hdr.nent);
-		if (saved & ~allowed) {
+	free(c);
+	return allowed;
+}
+
+/*
+ * KVM refuses (EINVAL) an XSAVE image holding a component this vCPU's CPU
+ * lacks: a snapshot from a host with more features (the golden
+ * counter-64m, saved on nested kvm_amd with PKRU, on a kvm_pvm host
+ * without it). A component the guest has not enabled in XCR0 and that is
+ * in its initial state (all zero) carries nothing: its XSTATE_BV bit is
+ * cleared, which means the same thing to the CPU. Anything else is
+ * refused with both sets named.
+ */
+static int restore_xsave(int vcpu_fd, const struct vcpu_state *s, char *err,
+			 size_t errlen)
+{
+	struct kvm_xsave *xs = calloc(1, sizeof(*xs));
+	uint64_t allowed = xsave_allowed_here(vcpu_fd), saved, dropped;
+	char have[256], can[256];
+	int ret = 0;
+
+	if (!xs) {
+		snprintf(err, errlen, "KVM_SET_XSAVE: %s", strerror(ENOMEM));
+		return -ENOMEM;
+	}
+	memcpy(xs->region, s->xsave, VCPU_XSAVE_SIZE);
+	memcpy(&saved, s->xsave + 512, sizeof(saved));
+	dropped = vcpu_xsave_fit((uint8_t *)xs->region, s->xcr0, allowed);
+	if (dropped) {
+		vcpu_xfeature_names(dropped, have, sizeof(have));
+		log_info("vCPU state: XSAVE components %s left out: this host's "
+			 "CPU lacks them and the guest had them unused",
+			 have);
+	}
+	if (ioctl(vcpu_fd, KVM_SET_XSAVE, xs) < 0) {
+		ret = -errno;
+		snprintf(err, errlen, "KVM_SET_XSAVE: %s", strerror(errno));
+		if (ret == -EINVAL && (saved & ~allowed)) {
 			vcpu_xfeature_names(saved, have, sizeof(have));
 			vcpu_xfeature_names(allowed, can, sizeof(can));
 			snprintf(err, errlen,
@@ -352,7 +488,92 @@ static void explain_xsave_refusal(int vcpu_fd, const struct vcpu_state *s,
 				 have, (unsigned long long)allowed, can);
 		}
 	}
-	free(c);
+	free(xs);
+	return ret;
+}
+
+static int restore_fpu(int vcpu_fd, const struct vcpu_state *s, char *err,
+		       size_t errlen)
+{
+	struct kvm_xcrs xcrs;
+	struct kvm_fpu fpu;
+	int ret;
+
+	if (!s->has_xsave) {
+		memcpy(&fpu, s->fpu, MIN(sizeof(fpu), sizeof(s->fpu)));
+		if (ioctl(vcpu_fd, KVM_SET_FPU, &fpu) == 0)
+			return 0;
+		ret = -errno;
+		snprintf(err, errlen, "KVM_SET_FPU: %s", strerror(errno));
+		return ret;
+	}
+	ret = restore_xsave(vcpu_fd, s, err, errlen);
+	if (ret || !s->xcr0)
+		return ret;
+	memset(&xcrs, 0, sizeof(xcrs));
+	xcrs.nr_xcrs = 1;
+	xcrs.xcrs[0].xcr = 0;
+	xcrs.xcrs[0].value = s->xcr0;
+	if (ioctl(vcpu_fd, KVM_SET_XCRS, &xcrs) == 0)
+		return 0;
+	ret = -errno;
+	snprintf(err, errlen, "KVM_SET_XCRS: %s", strerror(errno));
+	return ret;
+}
+
+/*
+ * KVM_SET_MSRS stops at the first MSR it refuses and says how many it
+ * set. One this host's KVM lacks is left out when the guest cannot have
+ * used it: its saved value is 0, the value after reset (the AMD LBR MSRs
+ * 0x1db-0x1de a kvm_pvm vCPU lists and nested kvm_amd refuses), or it is
+ * a Hyper-V MSR (older snapshots from kvm_amd hosts hold them). Anything
+ * else is an error naming the MSR.
+ */
+static int restore_msrs(int vcpu_fd, const struct vcpu_state *s, char *err,
+			size_t errlen)
+{
+	struct msrs_buf *mb = calloc(1, sizeof(*mb));
+	uint32_t at = 0, left, nout = 0;
+	char out[256] = "";
+	size_t olen = 0;
+	int ret;
+
+	if (!mb) {
+		snprintf(err, errlen, "KVM_SET_MSRS: %s", strerror(ENOMEM));
+		return -ENOMEM;
+	}
+	for (; at < s->nmsrs; at++) {
+		left = s->nmsrs - at;
+		mb->hdr.nmsrs = left;
+		for (uint32_t i = 0; i < left; i++) {
+			mb->e[i].index = s->msr_index[at + i];
+			mb->e[i].data = s->msr_data[at + i];
+		}
+		ret = ioctl(vcpu_fd, KVM_SET_MSRS, mb);
+		if (ret >= 0 && (uint32_t)ret == left)
+			break;
+		if (ret < 0 || (s->msr_data[at + (uint32_t)ret] != 0 &&
+				!vcpu_msr_is_hyperv(s->msr_index[at + (uint32_t)ret]))) {
+			snprintf(err, errlen,
+				 "KVM_SET_MSRS: set %d of %u MSRs; MSR 0x%x was refused (this host's KVM lacks it)",
+				 ret < 0 ? ret : (int)(at + (uint32_t)ret),
+				 s->nmsrs,
+				 ret >= 0 ? s->msr_index[at + (uint32_t)ret] : 0);
+			free(mb);
+			return -EIO;
+		}
+		at += (uint32_t)ret;
+		if (olen < sizeof(out))
+			olen += (size_t)snprintf(out + olen, sizeof(out) - olen,
+						 " 0x%x", s->msr_index[at]);
+		nout++;
+	}
+	if (nout)
+		log_info("vCPU state: %u MSRs this host's KVM lacks left out, "
+			 "each holding 0 or Hyper-V's:%s",
+			 nout, out);
+	free(mb);
+	return 0;
 }
 
 int vcpu_state_restore(int vcpu_fd, const struct vcpu_state *s, char *err,
@@ -360,12 +581,9 @@ int vcpu_state_restore(int vcpu_fd, const struct vcpu_state *s, char *err,
 {
 	struct kvm_regs regs;
 	struct kvm_sregs sregs;
-	struct kvm_xsave *xs = NULL;
-	struct kvm_xcrs xcrs;
 	struct kvm_debugregs dbg;
 	struct kvm_vcpu_events ev;
 	struct kvm_mp_state mp = { .mp_state = s->mp_state };
-	struct msrs_buf *mb = NULL;
 	const char *what;
 	int ret;
 
@@ -379,38 +597,9 @@ int vcpu_state_restore(int vcpu_fd, const struct vcpu_state *s, char *err,
 	what = "KVM_SET_SREGS";
 	if (ioctl(vcpu_fd, KVM_SET_SREGS, &sregs) < 0)
 		goto fail;
-	if (s->has_xsave) {
-		xs = calloc(1, sizeof(*xs));
-		if (!xs) {
-			errno = ENOMEM;
-			goto fail;
-		}
-		memcpy(xs->region, s->xsave, VCPU_XSAVE_SIZE);
-		what = "KVM_SET_XSAVE";
-		if (ioctl(vcpu_fd, KVM_SET_XSAVE, xs) < 0) {
-			ret = -errno;
-			snprintf(err, errlen, "%s: %s", what, strerror(errno));
-			if (ret == -EINVAL)
-				explain_xsave_refusal(vcpu_fd, s, err, errlen);
-			goto out;
-		}
-		if (s->xcr0) {
-			memset(&xcrs, 0, sizeof(xcrs));
-			xcrs.nr_xcrs = 1;
-			xcrs.xcrs[0].xcr = 0;
-			xcrs.xcrs[0].value = s->xcr0;
-			what = "KVM_SET_XCRS";
-			if (ioctl(vcpu_fd, KVM_SET_XCRS, &xcrs) < 0)
-				goto fail;
-		}
-	} else {
-		struct kvm_fpu fpu;
-
-		memcpy(&fpu, s->fpu, MIN(sizeof(fpu), sizeof(s->fpu)));
-		what = "KVM_SET_FPU";
-		if (ioctl(vcpu_fd, KVM_SET_FPU, &fpu) < 0)
-			goto fail;
-	}
+	ret = restore_fpu(vcpu_fd, s, err, errlen);
+	if (ret)
+		return ret;
 	memset(&dbg, 0, sizeof(dbg));
 	memcpy(dbg.db, s->db, sizeof(dbg.db));
 	dbg.dr6 = s->dr6;
@@ -421,59 +610,16 @@ int vcpu_state_restore(int vcpu_fd, const struct vcpu_state *s, char *err,
 	what = "KVM_SET_LAPIC";
 	if (ioctl(vcpu_fd, KVM_SET_LAPIC, (struct kvm_lapic_state *)s->lapic) < 0)
 		goto fail;
-	mb = calloc(1, sizeof(*mb));
-	if (!mb) {
-		errno = ENOMEM;
-		goto fail;
-	}
-	mb->hdr.nmsrs = s->nmsrs;
-	for (uint32_t i = 0; i < s->nmsrs; i++) {
-		mb->e[i].index = s->msr_index[i];
-		mb->e[i].data = s->msr_data[i];
-	}
-	ret = ioctl(vcpu_fd, KVM_SET_MSRS, mb);
-	if (ret < 0 || (uint32_t)ret != s->nmsrs) {
-		snprintf(err, errlen,
-			 "KVM_SET_MSRS: set %d of %u MSRs; MSR 0x%x was refused (this host's KVM lacks it)",
-			 ret, s->nmsrs,
-			 ret >= 0 && (uint32_t)ret < s->nmsrs ? s->msr_index[ret] : 0);
-		ret = -EIO;
-		goto out;
-	}
-	memset(&ev, 0, sizeof(ev));
-	ev.exception.injected = s->exc_injected;
-	ev.exception.nr = s->exc_nr;
-	ev.exception.has_error_code = s->exc_has_error_code;
-	ev.exception.pending = s->exc_pending;
-	ev.exception.error_code = s->exc_error_code;
-	ev.interrupt.injected = s->irq_injected;
-	ev.interrupt.nr = s->irq_nr;
-	ev.interrupt.soft = s->irq_soft;
-	ev.interrupt.shadow = s->irq_shadow;
-	ev.nmi.injected = s->nmi_injected;
-	ev.nmi.pending = s->nmi_pending;
-	ev.nmi.masked = s->nmi_masked;
-	ev.sipi_vector = s->sipi_vector;
-	ev.smi.smm = s->smi_smm;
-	ev.smi.pending = s->smi_pending;
-	ev.smi.smm_inside_nmi = s->smi_inside_nmi;
-	ev.smi.latched_init = s->smi_latched_init;
-	/* Only the flags that say which of the above is valid. */
-	ev.flags = s->events_flags & (KVM_VCPUEVENT_VALID_NMI_PENDING |
-				      KVM_VCPUEVENT_VALID_SIPI_VECTOR |
-				      KVM_VCPUEVENT_VALID_SHADOW |
-				      KVM_VCPUEVENT_VALID_SMM |
-				      KVM_VCPUEVENT_VALID_PAYLOAD);
+	ret = restore_msrs(vcpu_fd, s, err, errlen);
+	if (ret)
+		return ret;
+	events_to_kvm(s, &ev);
 	what = "KVM_SET_VCPU_EVENTS";
 	if (ioctl(vcpu_fd, KVM_SET_VCPU_EVENTS, &ev) < 0)
 		goto fail;
-	ret = 0;
-	goto out;
+	return 0;
 fail:
 	ret = -errno;
 	snprintf(err, errlen, "%s: %s", what, strerror(errno));
-out:
-	free(xs);
-	free(mb);
 	return ret;
 }

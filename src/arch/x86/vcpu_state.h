@@ -21,6 +21,7 @@
 #define KHYVE_VCPU_STATE_H
 
 #include <linux/kvm.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "snap_desc.h"
@@ -79,6 +80,8 @@ struct vcpu_msr_list {
 };
 
 /* The MSRs to save: KVM_GET_MSR_INDEX_LIST filtered to readable ones. */
+/* Hyper-V's synthetic MSR range: never guest state under khyve. */
+bool vcpu_msr_is_hyperv(uint32_t index);
 int vcpu_msr_list_probe(int kvm_fd, int vcpu_fd, struct vcpu_msr_list *l);
 /* Read everything from the vCPU (it must be out of KVM_RUN). */
 int vcpu_state_save(int vcpu_fd, const struct vcpu_msr_list *msrs,
@@ -95,6 +98,12 @@ void vcpu_state_to_kvm(const struct vcpu_state *s, struct kvm_regs *r,
 size_t vcpu_xfeature_names(uint64_t mask, char *buf, size_t len);
 /* The XSAVE components KVM lets a vCPU with this CPUID hold. */
 uint64_t vcpu_xsave_allowed(const struct kvm_cpuid_entry2 *e, unsigned n);
+/*
+ * Fit a standard-format XSAVE image to a CPU allowing @allowed: clear the
+ * XSTATE_BV bit of each component outside it that is in its initial
+ * (all-zero) state and not enabled in @xcr0. Returns the bits cleared.
+ */
+uint64_t vcpu_xsave_fit(uint8_t *region, uint64_t xcr0, uint64_t allowed);
 uint16_t vcpu_seg_pack(const struct kvm_segment *k);
 void vcpu_seg_unpack(uint16_t attr, struct kvm_segment *k);
 
