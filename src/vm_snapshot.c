@@ -1131,6 +1131,14 @@ out:
 	return ret;
 }
 
+/* The snapshot engine's message as the caller's; returns @ret. */
+static int se_fail(const struct snap_err *se, int ret, char *err,
+		   size_t errlen)
+{
+	snprintf(err, errlen, "%s", se->msg);
+	return ret;
+}
+
 /*
  * Read and check what a restore loads before KVM sees any of it: the
  * state file, its config (main.c built the machine from it; marked used),
@@ -1152,7 +1160,7 @@ static int restore_read(struct vm *vm, const char *path,
 	if (!ret)
 		ret = snap_ram_read_section(*r, ram, se);
 	if (ret)
-		return snprintf(err, errlen, "%s", se->msg), ret;
+		return se_fail(se, ret, err, errlen);
 	if (ram->ram_size != vm->mem.ram_size) {
 		snprintf(err, errlen,
 			 "%s: section 'ram': field 'ram_size': %" PRIu64
@@ -1180,7 +1188,7 @@ static int restore_ram(struct vm *vm, const struct restore_opts *o,
 	if (!o->eager) {
 		ret = snap_ram_map(&vm->mem, ram_path, ram, &fd, &se);
 		if (ret)
-			return snprintf(err, errlen, "%s", se.msg), ret;
+			return se_fail(&se, ret, err, errlen);
 		ram_file_watch(vm, fd, ram_path);
 		return 0;
 	}
@@ -1198,7 +1206,7 @@ static int restore_ram(struct vm *vm, const struct restore_opts *o,
 			progress_end(&pl);
 	}
 	if (ret)
-		return snprintf(err, errlen, "%s", se.msg), ret;
+		return se_fail(&se, ret, err, errlen);
 	return check_ram_hashes(&vm->mem, ram, ram_path, err, errlen);
 }
 
