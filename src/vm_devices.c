@@ -461,6 +461,7 @@ int vm_devices_save(struct vm_devices *d, struct snap_writer *w, char *err,
 	struct rtc_state rs;
 	struct i8042_state ks;
 	struct pm_state ps;
+	struct pci_bus_state bs;
 	int ret;
 
 	if (!devices_paused(d)) {
@@ -471,6 +472,7 @@ int vm_devices_save(struct vm_devices *d, struct snap_writer *w, char *err,
 	rtc_state_save(&d->rtc, &rs);
 	i8042_state_save(&d->kbd, &ks);
 	pm_state_save(&d->pm, &ps);
+	pci_bus_state_save(&d->pci, &bs);
 	ret = snap_write_section(w, &uart8250_snap_desc, 0, &us);
 	if (!ret)
 		ret = snap_write_section(w, &rtc_snap_desc, 0, &rs);
@@ -478,6 +480,8 @@ int vm_devices_save(struct vm_devices *d, struct snap_writer *w, char *err,
 		ret = snap_write_section(w, &i8042_snap_desc, 0, &ks);
 	if (!ret)
 		ret = snap_write_section(w, &pm_snap_desc, 0, &ps);
+	if (!ret)
+		ret = snap_write_section(w, &pci_bus_snap, 0, &bs);
 	/* PCI devices by their slot.func, so a config with gaps still maps. */
 	for (unsigned i = 0; !ret && i < d->npci; i++) {
 		struct pci_slot_dev *pd = &d->pcidevs[i];
@@ -516,12 +520,14 @@ static int legacy_load(struct vm_devices *d, struct load_ctx *c, char *err,
 	struct rtc_state rs;
 	struct i8042_state ks;
 	struct pm_state ps;
+	struct pci_bus_state bs;
 	int ret;
 
 	uart8250_state_save(&d->com1, &us);
 	rtc_state_save(&d->rtc, &rs);
 	i8042_state_save(&d->kbd, &ks);
 	pm_state_save(&d->pm, &ps);
+	pci_bus_state_save(&d->pci, &bs);
 	ret = snap_read_section(r, &uart8250_snap_desc, 0, &us, &c->se);
 	if (!ret)
 		ret = snap_read_section(r, &rtc_snap_desc, 0, &rs, &c->se);
@@ -529,6 +535,14 @@ static int legacy_load(struct vm_devices *d, struct load_ctx *c, char *err,
 		ret = snap_read_section(r, &i8042_snap_desc, 0, &ks, &c->se);
 	if (!ret)
 		ret = snap_read_section(r, &pm_snap_desc, 0, &ps, &c->se);
+	/* Absent from snapshots before 2026-12-03: the latch stays 0. */
+	if (!ret) {
+		ret = snap_read_section(r, &pci_bus_snap, 0, &bs, &c->se);
+		if (!ret)
+			pci_bus_state_apply(&d->pci, &bs);
+		else if (ret == -ENOENT)
+			ret = 0;
+	}
 	if (ret) {
 		snprintf(err, errlen, "%s",
 			 c->se.msg[0] ? c->se.msg : strerror(-ret));

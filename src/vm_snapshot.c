@@ -1039,7 +1039,7 @@ void vm_snapshot_release(struct vm *vm)
 static const struct snap_desc *const restore_descs[] = {
 	&kvm_vm_snap,	  &vcpu_state_snap,	&uart8250_snap_desc,
 	&rtc_snap_desc,	  &i8042_snap_desc,	&pm_snap_desc,
-	&pci_dev_snap,	  &virtio_pci_snap,	&virtq_snap,
+	&pci_dev_snap,	  &pci_bus_snap,	&virtio_pci_snap,	&virtq_snap,
 	&virtio_blk_snap, &virtio_net_snap,	&virtio_console_snap,
 };
 

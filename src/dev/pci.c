@@ -21,6 +21,25 @@ static const struct snap_field pci_dev_fields[] = {
 const struct snap_desc pci_dev_snap =
 	SNAP_DESC("pci_dev", 1, 1, struct pci_dev_state, pci_dev_fields);
 
+/* Any 32-bit value is a valid latch: the guest reads back what it wrote. */
+static const struct snap_field pci_bus_fields[] = {
+	SNAP_U32(struct pci_bus_state, config_addr, 1),
+};
+
+const struct snap_desc pci_bus_snap =
+	SNAP_DESC("pci_bus", 1, 1, struct pci_bus_state, pci_bus_fields);
+
+void pci_bus_state_save(struct pci_bus *bus, struct pci_bus_state *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->config_addr = __atomic_load_n(&bus->config_addr, __ATOMIC_RELAXED);
+}
+
+void pci_bus_state_apply(struct pci_bus *bus, const struct pci_bus_state *st)
+{
+	__atomic_store_n(&bus->config_addr, st->config_addr, __ATOMIC_RELAXED);
+}
+
 #define PCI_MSIX_PBA_OFFSET 0x800
 
 static void set_wmask(struct pci_dev *dev, unsigned off, unsigned len,

@@ -142,6 +142,19 @@ struct pci_dev {
 	pthread_mutex_t map_lock; /* serialises BAR (un)mapping */
 };
 
+/*
+ * The bus's own guest state: the config-address latch. A guest writes
+ * 0xCF8 and then reads or writes 0xCFC, two exits a checkpoint can fall
+ * between (Linux holds a spinlock there, which does not stop the vCPU
+ * being parked); restored without it, the access after the restore
+ * would reach the host bridge's register 0 instead.
+ */
+struct pci_bus_state {
+	uint32_t config_addr;
+};
+
+extern const struct snap_desc pci_bus_snap;
+
 struct pci_bus {
 	struct bus *pio, *mmio;
 	uint32_t config_addr; /* last value written to 0xCF8 */
@@ -159,6 +172,8 @@ struct pci_bus {
 int pci_bus_init(struct pci_bus *bus, struct bus *pio, struct bus *mmio,
 		 uint64_t mmio_base, uint64_t mmio_size);
 void pci_bus_destroy(struct pci_bus *bus);
+void pci_bus_state_save(struct pci_bus *bus, struct pci_bus_state *st);
+void pci_bus_state_apply(struct pci_bus *bus, const struct pci_bus_state *st);
 /*
  * Config mechanism #1 at 0xcf8-0xcff. pci_bus_init() registers it when
  * given a PIO bus; a VMM that shares the range (0xcf9 is the PC reset

@@ -60,7 +60,7 @@ static char root[PATH_MAX], golden[PATH_MAX + 16], khyvectl[PATH_MAX + 16];
 static const struct snap_desc *const descs[] = {
 	&kvm_vm_snap,	  &vcpu_state_snap,	&uart8250_snap_desc,
 	&rtc_snap_desc,	  &i8042_snap_desc,	&pm_snap_desc,
-	&pci_dev_snap,	  &virtio_pci_snap,	&virtq_snap,
+	&pci_dev_snap,	  &pci_bus_snap,	&virtio_pci_snap,	&virtq_snap,
 	&virtio_blk_snap, &virtio_net_snap,	&virtio_console_snap,
 };
 

@@ -413,6 +413,60 @@ static void test_snapshot(void)
 	unlink(path);
 }
 
+/*
+ * A checkpoint between the guest's 0xCF8 write and its 0xCFC access: the
+ * restored bus must still hold the address, so the access reaches the
+ * register the guest chose (without the pci_bus section it reached the
+ * host bridge's register 0).
+ */
+static void test_snapshot_config_latch(void)
+{
+	char path[64];
+	struct snap_host_info h;
+	struct snap_writer *w = NULL;
+	struct snap_reader *r = NULL;
+	struct snap_err err = {{0}};
+	struct pci_bus_state st;
+	uint32_t a = cfg_addr(3, 0, PCI_BAR0), v = 0, want;
+
+	snprintf(path, sizeof(path), "/tmp/khyve-pcilatch-%d.snap",
+		 (int)getpid());
+	setup();
+	cfg_write(3, 0, PCI_BAR0, 0xC9000000u, 4);
+	want = cfg_read(3, 0, PCI_BAR0, 4);
+	bus_dispatch(&pio, 0xCF8, &a, 4, true);
+	pci_bus_state_save(&pci, &st);
+	CHECK_EQ(st.config_addr, a);
+	CHECK_EQ(snap_host_info_probe(&h, "unit"), 0);
+	CHECK_EQ(snap_writer_open(&w, path, &h, NULL), 0);
+	if (!w)
+		return;
+	CHECK_EQ(snap_write_section(w, &pci_dev_snap, 3, &dev.st), 0);
+	CHECK_EQ(snap_write_section(w, &pci_bus_snap, 0, &st), 0);
+	CHECK_EQ(snap_writer_commit(w), 0);
+	teardown();
+
+	setup();
+	CHECK_EQ(snap_reader_open(&r, path, &err), 0);
+	if (!r)
+		return;
+	memset(&st, 0, sizeof(st));
+	CHECK_EQ(snap_read_section(r, &pci_dev_snap, 3, &dev.st, &err), 0);
+	CHECK_EQ(snap_read_section(r, &pci_bus_snap, 0, &st, &err), 0);
+	snap_reader_close(r);
+	CHECK_EQ(pci_dev_post_load(&dev), 0);
+	pci_bus_state_apply(&pci, &st);
+	/* The guest's next step: read 0xCFC, without writing 0xCF8 again. */
+	bus_dispatch(&pio, 0xCF8, &v, 4, false);
+	CHECK_EQ(v, a);
+	v = 0;
+	bus_dispatch(&pio, 0xCFC, &v, 4, false);
+	CHECK_EQ(v, want);
+	CHECK_EQ(want, 0xC9000000u);
+	teardown();
+	unlink(path);
+}
+
 int main(void)
 {
 	RUN(test_enumerate);
@@ -421,5 +475,6 @@ int main(void)
 	RUN(test_msix);
 	RUN(test_intx);
 	RUN(test_snapshot);
+	RUN(test_snapshot_config_latch);
 	return unit_done();
 }

@@ -36,6 +36,7 @@ static const char *const checked[] = {
 	"x86-vcpu",   "kvm-vm",	    "uart8250",	  "rtc",
 	"i8042",      "pm",	    "pci_dev",	  "virtio_pci",
 	"virtq",      "virtio_blk", "virtio_net", "virtio_console",
+	"pci_bus",
 };
 
 static void test_cpu_and_vm(void)
@@ -50,6 +51,7 @@ static void test_legacy_devices(void)
 	check_desc_exact(&rtc_snap_desc, struct rtc_state, NULL, 0);
 	check_desc_exact(&i8042_snap_desc, struct i8042_state, NULL, 0);
 	check_desc_exact(&pm_snap_desc, struct pm_state, NULL, 0);
+	check_desc_exact(&pci_bus_snap, struct pci_bus_state, NULL, 0);
 }
 
 static void test_pci_and_virtio(void)
