@@ -632,9 +632,10 @@ def test_golden_snapshot_is_small(name):
 # The documented reasons a golden of this CPU vendor made on another kind
 # of KVM (hardware vs. kvm_pvm) cannot be restored here
 # (tests/golden/README.md): the KVM refuses CPU state the other one gave.
-# khyve leaves out unused XSAVE components and MSRs holding 0 or Hyper-V's
+# khyve leaves out unused XSAVE components and Hyper-V's MSRs
 # (src/arch/x86/vcpu_state.c); what is left is refused with these: kvm_pvm
-# lacks MSR 0x10a, which counter-64m (from kvm_amd) holds non-zero.
+# lacks MSR 0x10a, which counter-64m (from kvm_amd) holds non-zero; nested
+# kvm_amd lacks the LBR MSR 0x1db the kvm_pvm goldens hold.
 GOLDEN_REFUSALS = [
     re.compile(r": KVM_SET_XSAVE: Invalid argument(:|$)", re.M),
     re.compile(r": KVM_SET_MSRS: set \d+ of \d+ MSRs; MSR 0x[0-9a-f]+ was "

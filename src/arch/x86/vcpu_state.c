@@ -523,11 +523,12 @@ static int restore_fpu(int vcpu_fd, const struct vcpu_state *s, char *err,
 
 /*
  * KVM_SET_MSRS stops at the first MSR it refuses and says how many it
- * set. One this host's KVM lacks is left out when the guest cannot have
- * used it: its saved value is 0, the value after reset (the AMD LBR MSRs
- * 0x1db-0x1de a kvm_pvm vCPU lists and nested kvm_amd refuses), or it is
- * a Hyper-V MSR (older snapshots from kvm_amd hosts hold them). Anything
- * else is an error naming the MSR.
+ * set. One this host's KVM lacks is left out only when the guest cannot
+ * have used it: a Hyper-V MSR (older snapshots from kvm_amd hosts hold
+ * them). Anything else is an error naming the MSR - also one holding 0:
+ * leaving out the LBR MSRs (0x1db-0x1de) a kvm_pvm vCPU saves let a
+ * kvm_pvm snapshot through to nested kvm_amd, where its guest then powered
+ * off at once without a word; the refusal says why instead.
  */
 static int restore_msrs(int vcpu_fd, const struct vcpu_state *s, char *err,
 			size_t errlen)
@@ -552,8 +553,8 @@ static int restore_msrs(int vcpu_fd, const struct vcpu_state *s, char *err,
 		ret = ioctl(vcpu_fd, KVM_SET_MSRS, mb);
 		if (ret >= 0 && (uint32_t)ret == left)
 			break;
-		if (ret < 0 || (s->msr_data[at + (uint32_t)ret] != 0 &&
-				!vcpu_msr_is_hyperv(s->msr_index[at + (uint32_t)ret]))) {
+		if (ret < 0 ||
+		    !vcpu_msr_is_hyperv(s->msr_index[at + (uint32_t)ret])) {
 			snprintf(err, errlen,
 				 "KVM_SET_MSRS: set %d of %u MSRs; MSR 0x%x was refused (this host's KVM lacks it)",
 				 ret < 0 ? ret : (int)(at + (uint32_t)ret),
@@ -569,8 +570,8 @@ static int restore_msrs(int vcpu_fd, const struct vcpu_state *s, char *err,
 		nout++;
 	}
 	if (nout)
-		log_info("vCPU state: %u MSRs this host's KVM lacks left out, "
-			 "each holding 0 or Hyper-V's:%s",
+		log_info("vCPU state: %u Hyper-V MSRs this host's KVM lacks "
+			 "left out:%s",
 			 nout, out);
 	free(mb);
 	return 0;
