@@ -283,12 +283,6 @@ static int open_socket(struct chardev *c, const char *path, char *err,
 	return 0;
 }
 
-int chardev_open(struct chardev **cp, const char *spec, char *err,
-		 size_t errlen)
-{
-	return chardev_open_ex(cp, spec, 0, err, errlen);
-}
-
 /* A file back-end a snapshot named: existing, appended to, not waited on. */
 static int open_existing(const char *path, const char *spec, char *err,
 			 size_t errlen)
@@ -313,12 +307,95 @@ static int open_existing(const char *path, const char *spec, char *err,
 	return fd;
 }
 
-int chardev_open_ex(struct chardev **cp, const char *spec, unsigned flags,
-		    char *err, size_t errlen)
+/*
+ * The back-end type a spec names, its path (NULL for stdio and null) and
+ * the open flags a file back-end adds.
+ */
+static int parse_spec(const char *spec, enum chardev_type *type,
+		      const char **path, int *oflags, char *err, size_t errlen)
 {
-	struct chardev *c = NULL;
-	const char *path = NULL;
-	int ret = 0, oflags = 0;
+	*path = NULL;
+	*oflags = 0;
+	if (!strcmp(spec, "null")) {
+		*type = CD_NULL;
+	} else if (!strcmp(spec, "stdio")) {
+		*type = CD_STDIO;
+	} else if (!strncmp(spec, "file:", 5)) {
+		*type = CD_FILE;
+		*path = spec + 5;
+		*oflags = O_TRUNC;
+	} else if (!strncmp(spec, "append:", 7)) {
+		*type = CD_FILE;
+		*path = spec + 7;
+		*oflags = O_APPEND;
+	} else if (!strncmp(spec, "socket:", 7)) {
+		*type = CD_SOCKET;
+		*path = spec + 7;
+	} else {
+		set_err(err, errlen,
+			"unknown console back-end '%s' (expected stdio, null, "
+			"file:PATH, append:PATH or socket:PATH)",
+			spec);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* The process has one stdin/stdout, so only one console may claim them. */
+static int open_stdio(struct chardev *c, char *err, size_t errlen)
+{
+	int ret;
+
+	pthread_mutex_lock(&tty_lock);
+	if (stdio_in_use) {
+		pthread_mutex_unlock(&tty_lock);
+		set_err(err, errlen, "stdio is already used by another console");
+		return -EBUSY;
+	}
+	stdio_in_use = true;
+	c->claimed_stdio = true;
+	pthread_mutex_unlock(&tty_lock);
+	c->in_fd = STDIN_FILENO;
+	c->out_fd = STDOUT_FILENO;
+	ret = tty_make_raw(STDIN_FILENO, &c->tty_slot);
+	if (ret < 0) {
+		set_err(err, errlen, "cannot put stdin in raw mode: %s",
+			strerror(-ret));
+		return ret;
+	}
+	return 0;
+}
+
+/* file: and append:; a snapshot's file is only ever appended to. */
+static int open_file(struct chardev *c, const char *spec, const char *path,
+		     int oflags, unsigned flags, char *err, size_t errlen)
+{
+	if (flags & CHARDEV_NO_CREATE) {
+		c->out_fd = open_existing(path, spec, err, errlen);
+		if (c->out_fd < 0)
+			return c->out_fd;
+		c->owns_fds = true;
+		return 0;
+	}
+	c->out_fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | oflags, 0644);
+	if (c->out_fd < 0) {
+		int ret = -errno;
+
+		set_err(err, errlen, "cannot open console file %s: %s", path,
+			strerror(errno));
+		return ret;
+	}
+	c->owns_fds = true;
+	return 0;
+}
+
+int chardev_open(struct chardev **cp, const char *spec, unsigned flags,
+		 char *err, size_t errlen)
+{
+	enum chardev_type type;
+	struct chardev *c;
+	const char *path;
+	int ret, oflags;
 
 	*cp = NULL;
 	if (err && errlen)
@@ -327,28 +404,10 @@ int chardev_open_ex(struct chardev **cp, const char *spec, unsigned flags,
 		set_err(err, errlen, "missing console back-end");
 		return -EINVAL;
 	}
-	if (!strcmp(spec, "null")) {
-		c = chardev_alloc(CD_NULL);
-	} else if (!strcmp(spec, "stdio")) {
-		c = chardev_alloc(CD_STDIO);
-	} else if (!strncmp(spec, "file:", 5)) {
-		c = chardev_alloc(CD_FILE);
-		path = spec + 5;
-		oflags = O_TRUNC;
-	} else if (!strncmp(spec, "append:", 7)) {
-		c = chardev_alloc(CD_FILE);
-		path = spec + 7;
-		oflags = O_APPEND;
-	} else if (!strncmp(spec, "socket:", 7)) {
-		c = chardev_alloc(CD_SOCKET);
-		path = spec + 7;
-	} else {
-		set_err(err, errlen,
-			"unknown console back-end '%s' (expected stdio, null, "
-			"file:PATH, append:PATH or socket:PATH)",
-			spec);
-		return -EINVAL;
-	}
+	ret = parse_spec(spec, &type, &path, &oflags, err, errlen);
+	if (ret)
+		return ret;
+	c = chardev_alloc(type);
 	if (!c) {
 		set_err(err, errlen, "out of memory");
 		return -ENOMEM;
@@ -360,47 +419,12 @@ int chardev_open_ex(struct chardev **cp, const char *spec, unsigned flags,
 		goto fail;
 	}
 
-	switch (c->type) {
+	switch (type) {
 	case CD_STDIO:
-		pthread_mutex_lock(&tty_lock);
-		if (stdio_in_use) {
-			pthread_mutex_unlock(&tty_lock);
-			set_err(err, errlen,
-				"stdio is already used by another console");
-			ret = -EBUSY;
-			goto fail;
-		}
-		stdio_in_use = true;
-		c->claimed_stdio = true;
-		pthread_mutex_unlock(&tty_lock);
-		c->in_fd = STDIN_FILENO;
-		c->out_fd = STDOUT_FILENO;
-		ret = tty_make_raw(STDIN_FILENO, &c->tty_slot);
-		if (ret < 0) {
-			set_err(err, errlen, "cannot put stdin in raw mode: %s",
-				strerror(-ret));
-			goto fail;
-		}
+		ret = open_stdio(c, err, errlen);
 		break;
 	case CD_FILE:
-		if (flags & CHARDEV_NO_CREATE) {
-			c->out_fd = open_existing(path, spec, err, errlen);
-			if (c->out_fd < 0) {
-				ret = c->out_fd;
-				goto fail;
-			}
-			c->owns_fds = true;
-			break;
-		}
-		c->out_fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | oflags,
-				 0644);
-		if (c->out_fd < 0) {
-			ret = -errno;
-			set_err(err, errlen, "cannot open console file %s: %s",
-				path, strerror(errno));
-			goto fail;
-		}
-		c->owns_fds = true;
+		ret = open_file(c, spec, path, oflags, flags, err, errlen);
 		break;
 	case CD_SOCKET:
 		if (flags & CHARDEV_NO_CREATE) {
@@ -414,12 +438,12 @@ int chardev_open_ex(struct chardev **cp, const char *spec, unsigned flags,
 			goto fail;
 		}
 		ret = open_socket(c, path, err, errlen);
-		if (ret < 0)
-			goto fail;
 		break;
 	default:
 		break;
 	}
+	if (ret < 0)
+		goto fail;
 	*cp = c;
 	return 0;
 fail:

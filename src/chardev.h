@@ -43,19 +43,16 @@ struct chardev_stats {
 /*
  * Parse @spec and open the back-end. On failure returns -errno, *c is NULL
  * and @err (if non-NULL) holds one line naming the problem.
- */
-int chardev_open(struct chardev **c, const char *spec, char *err,
-		 size_t errlen);
-/*
- * chardev_open() for a back-end named by a snapshot rather than by the
- * command line (docs/security.md): with CHARDEV_NO_CREATE a file: or
- * append: back-end must exist and is appended to (never created nor
- * truncated, never waited on if it is a FIFO without a reader), and a
- * socket: back-end is refused (binding it would create the path).
+ *
+ * @flags is 0 for a back-end named by the command line. CHARDEV_NO_CREATE
+ * is for one named by a snapshot (docs/security.md): a file: or append:
+ * back-end must exist and is appended to (never created nor truncated,
+ * never waited on if it is a FIFO without a reader), and a socket:
+ * back-end is refused (binding it would create the path).
  */
 #define CHARDEV_NO_CREATE 0x1
-int chardev_open_ex(struct chardev **c, const char *spec, unsigned flags,
-		    char *err, size_t errlen);
+int chardev_open(struct chardev **c, const char *spec, unsigned flags,
+		 char *err, size_t errlen);
 /*
  * Wrap existing descriptors (either may be -1). Used for pipes in tests and
  * by callers that set up their own plumbing; the fds are not closed by

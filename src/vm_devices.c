@@ -302,9 +302,9 @@ int vm_devices_create(struct vm_devices **devs,
 	d->irq_kbd = (struct irq_line){ host->irq_line, host->opaque, 1 };
 	d->irq_aux = (struct irq_line){ host->irq_line, host->opaque, 12 };
 
-	ret = chardev_open_ex(&d->console, cfg->console,
-			      cfg->console_from_snapshot ? CHARDEV_NO_CREATE : 0,
-			      err, errlen);
+	ret = chardev_open(&d->console, cfg->console,
+			   cfg->console_from_snapshot ? CHARDEV_NO_CREATE : 0,
+			   err, errlen);
 	if (ret)
 		return ret;
 	ret = legacy_create(d, err, errlen);

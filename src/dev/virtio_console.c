@@ -482,9 +482,9 @@ static int con_create(const char *conf, const struct dev_env *env,
 	ret = con_parse(conf, env, &o, spec, sizeof(spec), err, errlen);
 	if (ret)
 		return ret;
-	ret = chardev_open_ex(&o.cd, spec,
-			      env->from_snapshot ? CHARDEV_NO_CREATE : 0, cerr,
-			      sizeof(cerr));
+	ret = chardev_open(&o.cd, spec,
+			   env->from_snapshot ? CHARDEV_NO_CREATE : 0, cerr,
+			   sizeof(cerr));
 	if (ret) {
 		snprintf(err, errlen, "-s %u,virtio-console: %s", env->slot,
 			 cerr);

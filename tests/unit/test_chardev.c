@@ -36,16 +36,17 @@ static void test_spec_errors(void)
 	struct chardev *c = (struct chardev *)1;
 	char err[256];
 
-	CHECK_EQ(chardev_open(&c, "com1", err, sizeof(err)), -EINVAL);
+	CHECK_EQ(chardev_open(&c, "com1", 0, err, sizeof(err)), -EINVAL);
 	CHECK(c == NULL);
 	CHECK(strstr(err, "com1") != NULL);
-	CHECK_EQ(chardev_open(&c, "file:", err, sizeof(err)), -EINVAL);
+	CHECK_EQ(chardev_open(&c, "file:", 0, err, sizeof(err)), -EINVAL);
 	CHECK(strstr(err, "path") != NULL);
-	CHECK_EQ(chardev_open(&c, "socket:", err, sizeof(err)), -EINVAL);
-	CHECK_EQ(chardev_open(&c, "file:/nonexistent-dir/x", err, sizeof(err)),
+	CHECK_EQ(chardev_open(&c, "socket:", 0, err, sizeof(err)), -EINVAL);
+	CHECK_EQ(chardev_open(&c, "file:/nonexistent-dir/x", 0, err,
+			      sizeof(err)),
 		 -ENOENT);
 	CHECK(strstr(err, "/nonexistent-dir/x") != NULL);
-	CHECK_EQ(chardev_open(&c, NULL, NULL, 0), -EINVAL);
+	CHECK_EQ(chardev_open(&c, NULL, 0, NULL, 0), -EINVAL);
 }
 
 static void test_null(void)
@@ -54,7 +55,7 @@ static void test_null(void)
 	struct chardev_stats st;
 	char buf[4];
 
-	CHECK_EQ(chardev_open(&c, "null", NULL, 0), 0);
+	CHECK_EQ(chardev_open(&c, "null", 0, NULL, 0), 0);
 	CHECK(!strcmp(chardev_kind(c), "null"));
 	CHECK_EQ(chardev_write(c, "abc", 3), 3);
 	CHECK_EQ(chardev_input_fd(c), -1);
@@ -85,20 +86,20 @@ static void test_file(void)
 
 	snprintf(path, sizeof(path), "%s/console.log", tmpdir);
 	snprintf(spec, sizeof(spec), "file:%s", path);
-	CHECK_EQ(chardev_open(&c, spec, NULL, 0), 0);
+	CHECK_EQ(chardev_open(&c, spec, 0, NULL, 0), 0);
 	CHECK_EQ(chardev_write(c, "first\n", 6), 6);
 	CHECK_EQ(chardev_input_fd(c), -1);
 	chardev_close(c);
 	CHECK_EQ(slurp(path, buf, sizeof(buf)), 6);
 	/* file: truncates... */
-	CHECK_EQ(chardev_open(&c, spec, NULL, 0), 0);
+	CHECK_EQ(chardev_open(&c, spec, 0, NULL, 0), 0);
 	CHECK_EQ(chardev_write(c, "second\n", 7), 7);
 	chardev_close(c);
 	CHECK_EQ(slurp(path, buf, sizeof(buf)), 7);
 	CHECK(!strcmp(buf, "second\n"));
 	/* ...append: does not. */
 	snprintf(spec, sizeof(spec), "append:%s", path);
-	CHECK_EQ(chardev_open(&c, spec, NULL, 0), 0);
+	CHECK_EQ(chardev_open(&c, spec, 0, NULL, 0), 0);
 	CHECK(!strcmp(chardev_kind(c), "file"));
 	CHECK_EQ(chardev_write(c, "third\n", 6), 6);
 	chardev_close(c);
@@ -143,7 +144,7 @@ static void test_socket(void)
 
 	snprintf(path, sizeof(path), "%s/console.sock", tmpdir);
 	snprintf(spec, sizeof(spec), "socket:%s", path);
-	CHECK_EQ(chardev_open(&c, spec, err, sizeof(err)), 0);
+	CHECK_EQ(chardev_open(&c, spec, 0, err, sizeof(err)), 0);
 	CHECK_EQ(stat(path, &sb), 0);
 	CHECK(S_ISSOCK(sb.st_mode));
 	infd = chardev_input_fd(c);
@@ -199,7 +200,7 @@ static void test_socket(void)
 
 	/* Never replace something that is not a socket. */
 	CHECK_EQ(close(open(path, O_CREAT | O_WRONLY, 0600)), 0);
-	CHECK_EQ(chardev_open(&c, spec, err, sizeof(err)), -EEXIST);
+	CHECK_EQ(chardev_open(&c, spec, 0, err, sizeof(err)), -EEXIST);
 	CHECK(strstr(err, "not a socket") != NULL);
 	unlink(path);
 }
@@ -238,7 +239,7 @@ static void test_socket_in_use(void)
 	srv = listen_at(path, true);
 	CHECK(srv >= 0);
 	CHECK(stat(path, &mine) == 0);
-	CHECK_EQ(chardev_open(&c, spec, err, sizeof(err)), -EADDRINUSE);
+	CHECK_EQ(chardev_open(&c, spec, 0, err, sizeof(err)), -EADDRINUSE);
 	CHECK(c == NULL);
 	CHECK(strstr(err, "in use") != NULL);
 	CHECK(strstr(err, path) != NULL);
@@ -256,7 +257,7 @@ static void test_socket_in_use(void)
 		if (connect(fill[i], (struct sockaddr *)&sun, sizeof(sun)))
 			CHECK(errno == EAGAIN);
 	}
-	CHECK_EQ(chardev_open(&c, spec, err, sizeof(err)), -EADDRINUSE);
+	CHECK_EQ(chardev_open(&c, spec, 0, err, sizeof(err)), -EADDRINUSE);
 	CHECK(stat(path, &sb) == 0 && sb.st_ino == mine.st_ino);
 	for (i = 0; i < 4; i++)
 		close(fill[i]);
@@ -264,7 +265,7 @@ static void test_socket_in_use(void)
 
 	/* now stale (nobody listens): replaced, and ours answers */
 	CHECK_EQ(connect_to(path), -1);
-	CHECK_EQ(chardev_open(&c, spec, err, sizeof(err)), 0);
+	CHECK_EQ(chardev_open(&c, spec, 0, err, sizeof(err)), 0);
 	cl = connect_to(path);
 	CHECK(cl >= 0);
 	close(cl);
@@ -280,7 +281,7 @@ static void test_socket_in_use(void)
 	unlink(path);
 	/* a stale socket from a killed khyve */
 	CHECK_EQ(listen_at(path, false), 0);
-	CHECK_EQ(chardev_open(&c, spec, err, sizeof(err)), 0);
+	CHECK_EQ(chardev_open(&c, spec, 0, err, sizeof(err)), 0);
 	chardev_close(c);
 	CHECK(stat(path, &sb) < 0 && errno == ENOENT);
 }
@@ -350,10 +351,10 @@ static void test_stdio_raw_restore(void)
 
 	CHECK_EQ(tcgetattr(s, &tio), 0);
 	CHECK(tio.c_lflag & ICANON);
-	CHECK_EQ(chardev_open(&c, "stdio", err, sizeof(err)), 0);
+	CHECK_EQ(chardev_open(&c, "stdio", 0, err, sizeof(err)), 0);
 	CHECK_EQ(tcgetattr(s, &tio), 0);
 	CHECK(!(tio.c_lflag & (ICANON | ECHO | ISIG)));
-	CHECK_EQ(chardev_open(&c2, "stdio", err, sizeof(err)), -EBUSY);
+	CHECK_EQ(chardev_open(&c2, "stdio", 0, err, sizeof(err)), -EBUSY);
 	/* Typed input reaches the reader byte by byte (raw mode). */
 	CHECK_EQ(write(m, "q", 1), 1);
 	{
@@ -369,7 +370,7 @@ static void test_stdio_raw_restore(void)
 	CHECK(tio.c_lflag & ICANON);
 	chardev_close(c);
 	/* ...and so does close. */
-	CHECK_EQ(chardev_open(&c, "stdio", err, sizeof(err)), 0);
+	CHECK_EQ(chardev_open(&c, "stdio", 0, err, sizeof(err)), 0);
 	CHECK_EQ(tcgetattr(s, &tio), 0);
 	CHECK(!(tio.c_lflag & ICANON));
 	chardev_close(c);

@@ -306,7 +306,7 @@ static void test_tx_bounded(void)
 	snprintf(path, sizeof(path), "/tmp/khyve-vcon-%d.out", (int)getpid());
 	snprintf(spec, sizeof(spec), "file:%s", path);
 	memset(ram, 0, RAM_SIZE);
-	CHECK_EQ(chardev_open(&cd, spec, err, sizeof(err)), 0);
+	CHECK_EQ(chardev_open(&cd, spec, 0, err, sizeof(err)), 0);
 	attach(&con, 0, 0, cd);
 	driver_init(0);
 	memset(ram + 0x40000, 'x', seg);
@@ -541,7 +541,7 @@ static void test_socket(void)
 	close(fd);
 	unlink(sock);
 	snprintf(spec, sizeof(spec), "socket:%s", sock);
-	CHECK_EQ(chardev_open(&cd, spec, err, sizeof(err)), 0);
+	CHECK_EQ(chardev_open(&cd, spec, 0, err, sizeof(err)), 0);
 	memset(ram, 0, RAM_SIZE);
 	attach(&con, 0, 0, cd);
 	driver_init(0);
