@@ -201,169 +201,145 @@ enum {
 	OPT_PROBE_KVM,
 };
 
-int config_parse(struct vm_config *c, int argc, char **argv, char *err,
-		 size_t errlen)
-{
-	static const struct option longopts[] = {
-		{ "cpus", required_argument, NULL, 'c' },
-		{ "memory", required_argument, NULL, 'm' },
-		{ "kernel", required_argument, NULL, 'k' },
-		{ "initrd", required_argument, NULL, 'i' },
-		{ "append", required_argument, NULL, 'a' },
-		{ "lpc", required_argument, NULL, 'l' },
-		{ "slot", required_argument, NULL, 's' },
-		{ "restore", required_argument, NULL, 'r' },
-		{ "eager", no_argument, NULL, OPT_EAGER },
-		{ "strict-bindings", no_argument, NULL, OPT_STRICT_BINDINGS },
-		{ "keep-clock", no_argument, NULL, OPT_KEEP_CLOCK },
-		{ "no-unpack", no_argument, NULL, OPT_NO_UNPACK },
-		{ "cpu-policy", required_argument, NULL, OPT_CPU_POLICY },
-		{ "rundir", required_argument, NULL, OPT_RUNDIR },
-		{ "probe-kvm", no_argument, NULL, OPT_PROBE_KVM },
-		{ "verbose", no_argument, NULL, 'v' },
-		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },
-		{ 0 },
-	};
-	int opt, ret = 0;
-	char *end;
-	unsigned long n;
+static const struct option longopts[] = {
+	{ "cpus", required_argument, NULL, 'c' },
+	{ "memory", required_argument, NULL, 'm' },
+	{ "kernel", required_argument, NULL, 'k' },
+	{ "initrd", required_argument, NULL, 'i' },
+	{ "append", required_argument, NULL, 'a' },
+	{ "lpc", required_argument, NULL, 'l' },
+	{ "slot", required_argument, NULL, 's' },
+	{ "restore", required_argument, NULL, 'r' },
+	{ "eager", no_argument, NULL, OPT_EAGER },
+	{ "strict-bindings", no_argument, NULL, OPT_STRICT_BINDINGS },
+	{ "keep-clock", no_argument, NULL, OPT_KEEP_CLOCK },
+	{ "no-unpack", no_argument, NULL, OPT_NO_UNPACK },
+	{ "cpu-policy", required_argument, NULL, OPT_CPU_POLICY },
+	{ "rundir", required_argument, NULL, OPT_RUNDIR },
+	{ "probe-kvm", no_argument, NULL, OPT_PROBE_KVM },
+	{ "verbose", no_argument, NULL, 'v' },
+	{ "help", no_argument, NULL, 'h' },
+	{ "version", no_argument, NULL, 'V' },
+	{ 0 },
+};
 
-	memset(c, 0, sizeof(*c));
-	c->ncpus = 1;
-	c->mem_size = 256 * MiB;
-	optind = 0; /* reset getopt: config_parse may run more than once */
-	opterr = 0;
-	while ((opt = getopt_long(argc, argv, ":c:m:k:i:a:l:s:r:vhV", longopts,
-				  NULL)) != -1) {
-		switch (opt) {
-		case 'c':
-			errno = 0;
-			n = strtoul(optarg, &end, 10);
-			if (errno || *end || !isdigit((unsigned char)*optarg) ||
-			    n == 0 || n > CONFIG_MAX_CPUS) {
-				snprintf(err, errlen,
-					 "-c %s: number of vCPUs must be 1-%d",
-					 optarg, CONFIG_MAX_CPUS);
-				return -EINVAL;
-			}
-			c->ncpus = (unsigned)n;
-			c->set_ncpus = true;
-			break;
-		case 'm':
-			if (config_parse_size(optarg, &c->mem_size)) {
-				snprintf(err, errlen,
-					 "-m %s: not a memory size (e.g. 512M, 2G)",
-					 optarg);
-				return -EINVAL;
-			}
-			if (c->mem_size < CONFIG_MIN_MEM) {
-				snprintf(err, errlen,
-					 "-m %s: guest memory must be at least 16M",
-					 optarg);
-				return -EINVAL;
-			}
-			c->mem_size = ALIGN_UP(c->mem_size, 2 * MiB);
-			c->set_mem = true;
-			break;
-		case 'k':
-			ret = set_str(&c->kernel, optarg);
-			break;
-		case 'i':
-			ret = set_str(&c->initrd, optarg);
-			break;
-		case 'a':
-			ret = set_str(&c->cmdline, optarg);
-			break;
-		case 'l':
-			if (strncmp(optarg, "com1,", 5) || !optarg[5]) {
-				snprintf(err, errlen,
-					 "-l %s: expected com1,BACKEND (stdio, file:PATH, socket:PATH, null)",
-					 optarg);
-				return -EINVAL;
-			}
-			ret = set_str(&c->console, optarg + 5);
-			c->set_console = true;
-			break;
-		case 's':
-			if (!strcmp(optarg, "help"))
-				return CONFIG_LIST_DEVS;
-			if (c->ndevs == CONFIG_MAX_DEVS) {
-				snprintf(err, errlen, "too many -s devices (max %d)",
-					 CONFIG_MAX_DEVS);
-				return -EINVAL;
-			}
-			ret = config_parse_dev(optarg, &c->devs[c->ndevs], err,
-					       errlen);
-			if (ret)
-				return ret;
-			for (unsigned i = 0; i < c->ndevs; i++) {
-				if (c->devs[i].slot == c->devs[c->ndevs].slot &&
-				    c->devs[i].func == c->devs[c->ndevs].func) {
-					snprintf(err, errlen,
-						 "-s %s: slot %u:%u is already taken by %s",
-						 optarg, c->devs[i].slot,
-						 c->devs[i].func, c->devs[i].emul);
-					return -EINVAL;
-				}
-			}
-			c->ndevs++;
-			break;
-		case 'r':
-			ret = set_str(&c->restore, optarg);
-			break;
-		case OPT_EAGER:
-			c->restore_eager = true;
-			break;
-		case OPT_STRICT_BINDINGS:
-			c->strict_bindings = true;
-			break;
-		case OPT_KEEP_CLOCK:
-			c->keep_clock = true;
-			break;
-		case OPT_NO_UNPACK:
-			c->no_unpack = true;
-			break;
-		case OPT_CPU_POLICY:
-			if (!strcmp(optarg, "auto"))
-				c->cpu_policy = CPU_POLICY_AUTO;
-			else if (!strcmp(optarg, "host"))
-				c->cpu_policy = CPU_POLICY_HOST;
-			else if (!strcmp(optarg, "safe"))
-				c->cpu_policy = CPU_POLICY_SAFE;
-			else {
-				snprintf(err, errlen,
-					 "--cpu-policy %s: expected auto, host or safe",
-					 optarg);
-				return -EINVAL;
-			}
-			break;
-		case OPT_RUNDIR:
-			ret = set_str(&c->rundir, optarg);
-			break;
-		case 'v':
-			c->verbose++;
-			break;
-		case OPT_PROBE_KVM:
-			return CONFIG_PROBE_KVM;
-		case 'h':
-			return CONFIG_HELP;
-		case 'V':
-			return CONFIG_VERSION;
-		case ':':
-			snprintf(err, errlen, "option %s needs an argument",
-				 argv[optind - 1]);
+/* A string option; the copy's allocation is all that can fail. */
+static int opt_str(char **dst, const char *arg, char *err, size_t errlen)
+{
+	int ret = set_str(dst, arg);
+
+	if (ret)
+		snprintf(err, errlen, "out of memory");
+	return ret;
+}
+
+/* -c N */
+static int opt_cpus(struct vm_config *c, const char *arg, char *err,
+		    size_t errlen)
+{
+	unsigned long n;
+	char *end;
+
+	errno = 0;
+	n = strtoul(arg, &end, 10);
+	if (errno || *end || !isdigit((unsigned char)*arg) || n == 0 ||
+	    n > CONFIG_MAX_CPUS) {
+		snprintf(err, errlen, "-c %s: number of vCPUs must be 1-%d",
+			 arg, CONFIG_MAX_CPUS);
+		return -EINVAL;
+	}
+	c->ncpus = (unsigned)n;
+	c->set_ncpus = true;
+	return 0;
+}
+
+/* -m SIZE, rounded up to the 2 MiB pages guest memory is mapped with. */
+static int opt_memory(struct vm_config *c, const char *arg, char *err,
+		      size_t errlen)
+{
+	if (config_parse_size(arg, &c->mem_size)) {
+		snprintf(err, errlen,
+			 "-m %s: not a memory size (e.g. 512M, 2G)", arg);
+		return -EINVAL;
+	}
+	if (c->mem_size < CONFIG_MIN_MEM) {
+		snprintf(err, errlen,
+			 "-m %s: guest memory must be at least 16M", arg);
+		return -EINVAL;
+	}
+	c->mem_size = ALIGN_UP(c->mem_size, 2 * MiB);
+	c->set_mem = true;
+	return 0;
+}
+
+/* -l com1,BACKEND: the serial port is the only LPC device named. */
+static int opt_console(struct vm_config *c, const char *arg, char *err,
+		       size_t errlen)
+{
+	if (strncmp(arg, "com1,", 5) || !arg[5]) {
+		snprintf(err, errlen,
+			 "-l %s: expected com1,BACKEND (stdio, file:PATH, socket:PATH, null)",
+			 arg);
+		return -EINVAL;
+	}
+	c->set_console = true;
+	return opt_str(&c->console, arg + 5, err, errlen);
+}
+
+/* -s SLOT[:FUNC],EMULATION[,CONF]: one device per slot:func. */
+static int opt_slot(struct vm_config *c, const char *arg, char *err,
+		    size_t errlen)
+{
+	int ret;
+
+	if (c->ndevs == CONFIG_MAX_DEVS) {
+		snprintf(err, errlen, "too many -s devices (max %d)",
+			 CONFIG_MAX_DEVS);
+		return -EINVAL;
+	}
+	ret = config_parse_dev(arg, &c->devs[c->ndevs], err, errlen);
+	if (ret)
+		return ret;
+	for (unsigned i = 0; i < c->ndevs; i++) {
+		if (c->devs[i].slot == c->devs[c->ndevs].slot &&
+		    c->devs[i].func == c->devs[c->ndevs].func) {
+			snprintf(err, errlen,
+				 "-s %s: slot %u:%u is already taken by %s",
+				 arg, c->devs[i].slot, c->devs[i].func,
+				 c->devs[i].emul);
 			return -EINVAL;
-		default:
-			snprintf(err, errlen, "unknown option %s (see --help)",
-				 argv[optind - 1]);
-			return -EINVAL;
-		}
-		if (ret) {
-			snprintf(err, errlen, "out of memory");
-			return ret;
 		}
 	}
+	c->ndevs++;
+	return 0;
+}
+
+/* --cpu-policy auto|host|safe */
+static int opt_cpu_policy(struct vm_config *c, const char *arg, char *err,
+			  size_t errlen)
+{
+	if (!strcmp(arg, "auto"))
+		c->cpu_policy = CPU_POLICY_AUTO;
+	else if (!strcmp(arg, "host"))
+		c->cpu_policy = CPU_POLICY_HOST;
+	else if (!strcmp(arg, "safe"))
+		c->cpu_policy = CPU_POLICY_SAFE;
+	else {
+		snprintf(err, errlen,
+			 "--cpu-policy %s: expected auto, host or safe", arg);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/*
+ * After the options: the VM name (optional with -r, which names the VM
+ * from the snapshot), and the options that only make sense for a fresh
+ * boot or only for a restore.
+ */
+static int check_operands(struct vm_config *c, int argc, char **argv,
+			  char *err, size_t errlen)
+{
 	if (optind < argc) {
 		if (optind + 1 < argc) {
 			snprintf(err, errlen,
@@ -397,6 +373,94 @@ int config_parse(struct vm_config *c, int argc, char **argv, char *err,
 			 "--eager, --keep-clock and --strict-bindings need -r");
 		return -EINVAL;
 	}
+	return 0;
+}
+
+/*
+ * A flat switch, one case per option: each option's checks live in its
+ * opt_* helper, which writes @err itself.
+ */
+int config_parse(struct vm_config *c, int argc, char **argv, char *err,
+		 size_t errlen)
+{
+	int opt, ret = 0;
+
+	memset(c, 0, sizeof(*c));
+	c->ncpus = 1;
+	c->mem_size = 256 * MiB;
+	optind = 0; /* reset getopt: config_parse may run more than once */
+	opterr = 0;
+	while ((opt = getopt_long(argc, argv, ":c:m:k:i:a:l:s:r:vhV", longopts,
+				  NULL)) != -1) {
+		switch (opt) {
+		case 'c':
+			ret = opt_cpus(c, optarg, err, errlen);
+			break;
+		case 'm':
+			ret = opt_memory(c, optarg, err, errlen);
+			break;
+		case 'k':
+			ret = opt_str(&c->kernel, optarg, err, errlen);
+			break;
+		case 'i':
+			ret = opt_str(&c->initrd, optarg, err, errlen);
+			break;
+		case 'a':
+			ret = opt_str(&c->cmdline, optarg, err, errlen);
+			break;
+		case 'l':
+			ret = opt_console(c, optarg, err, errlen);
+			break;
+		case 's':
+			if (!strcmp(optarg, "help"))
+				return CONFIG_LIST_DEVS;
+			ret = opt_slot(c, optarg, err, errlen);
+			break;
+		case 'r':
+			ret = opt_str(&c->restore, optarg, err, errlen);
+			break;
+		case OPT_EAGER:
+			c->restore_eager = true;
+			break;
+		case OPT_STRICT_BINDINGS:
+			c->strict_bindings = true;
+			break;
+		case OPT_KEEP_CLOCK:
+			c->keep_clock = true;
+			break;
+		case OPT_NO_UNPACK:
+			c->no_unpack = true;
+			break;
+		case OPT_CPU_POLICY:
+			ret = opt_cpu_policy(c, optarg, err, errlen);
+			break;
+		case OPT_RUNDIR:
+			ret = opt_str(&c->rundir, optarg, err, errlen);
+			break;
+		case 'v':
+			c->verbose++;
+			break;
+		case OPT_PROBE_KVM:
+			return CONFIG_PROBE_KVM;
+		case 'h':
+			return CONFIG_HELP;
+		case 'V':
+			return CONFIG_VERSION;
+		case ':':
+			snprintf(err, errlen, "option %s needs an argument",
+				 argv[optind - 1]);
+			return -EINVAL;
+		default:
+			snprintf(err, errlen, "unknown option %s (see --help)",
+				 argv[optind - 1]);
+			return -EINVAL;
+		}
+		if (ret)
+			return ret;
+	}
+	ret = check_operands(c, argc, argv, err, errlen);
+	if (ret)
+		return ret;
 	if (!c->console) {
 		ret = set_str(&c->console, "stdio");
 		if (ret)
@@ -450,15 +514,13 @@ static int json_str_dup(const json_t *j, const char *key, char **out)
 	return *out ? 0 : -ENOMEM;
 }
 
-int config_from_json(struct vm_config *c, const json_t *j, char *err,
-		     size_t errlen)
+/* The three fields every configuration has: name, cpus and memory. */
+static int json_read_sizes(struct vm_config *c, const json_t *j, char *err,
+			   size_t errlen)
 {
-	const json_t *v, *devs, *d;
-	const char *name, *pol;
+	const char *name;
 	json_int_t cpus, mem;
-	size_t i;
 
-	memset(c, 0, sizeof(*c));
 	if (json_unpack((json_t *)j, "{s:s, s:I, s:I}", "name", &name, "cpus",
 			&cpus, "memory", &mem)) {
 		snprintf(err, errlen,
@@ -484,6 +546,54 @@ int config_from_json(struct vm_config *c, const json_t *j, char *err,
 	strcpy(c->name, name);
 	c->ncpus = (unsigned)cpus;
 	c->mem_size = (uint64_t)mem;
+	return 0;
+}
+
+/* Devices entry @i; as on the command line, one device per slot:func. */
+static int json_read_device(struct vm_config *c, const json_t *d, size_t i,
+			    char *err, size_t errlen)
+{
+	json_int_t slot, func;
+	const char *emul, *conf;
+	struct dev_config *dc;
+
+	if (i >= CONFIG_MAX_DEVS ||
+	    json_unpack((json_t *)d, "{s:I, s:I, s:s, s:s}", "slot", &slot,
+			"func", &func, "emulation", &emul, "conf", &conf) ||
+	    slot < 0 || slot > 31 || func < 0 || func > 7 ||
+	    strlen(emul) >= sizeof(dc->emul) ||
+	    strlen(conf) >= sizeof(dc->conf)) {
+		snprintf(err, errlen, "configuration: device %zu is malformed",
+			 i);
+		return -EINVAL;
+	}
+	for (unsigned k = 0; k < c->ndevs; k++) {
+		if (c->devs[k].slot == slot && c->devs[k].func == func) {
+			snprintf(err, errlen,
+				 "configuration: device %zu: slot %u:%u is already taken by %s",
+				 i, c->devs[k].slot, c->devs[k].func,
+				 c->devs[k].emul);
+			return -EINVAL;
+		}
+	}
+	dc = &c->devs[c->ndevs++];
+	dc->slot = (unsigned)slot;
+	dc->func = (unsigned)func;
+	strcpy(dc->emul, emul);
+	strcpy(dc->conf, conf);
+	return 0;
+}
+
+int config_from_json(struct vm_config *c, const json_t *j, char *err,
+		     size_t errlen)
+{
+	const json_t *v, *devs, *d;
+	const char *pol;
+	size_t i;
+
+	memset(c, 0, sizeof(*c));
+	if (json_read_sizes(c, j, err, errlen))
+		return -EINVAL;
 	if (json_str_dup(j, "kernel", &c->kernel) ||
 	    json_str_dup(j, "initrd", &c->initrd) ||
 	    json_str_dup(j, "cmdline", &c->cmdline) ||
@@ -502,36 +612,8 @@ int config_from_json(struct vm_config *c, const json_t *j, char *err,
 		goto fail;
 	}
 	json_array_foreach(devs, i, d) {
-		json_int_t slot, func;
-		const char *emul, *conf;
-		struct dev_config *dc;
-
-		if (i >= CONFIG_MAX_DEVS ||
-		    json_unpack((json_t *)d, "{s:I, s:I, s:s, s:s}", "slot",
-				&slot, "func", &func, "emulation", &emul,
-				"conf", &conf) ||
-		    slot < 0 || slot > 31 || func < 0 || func > 7 ||
-		    strlen(emul) >= sizeof(dc->emul) ||
-		    strlen(conf) >= sizeof(dc->conf)) {
-			snprintf(err, errlen,
-				 "configuration: device %zu is malformed", i);
+		if (json_read_device(c, d, i, err, errlen))
 			goto fail;
-		}
-		/* As on the command line: one device per slot:func. */
-		for (unsigned k = 0; k < c->ndevs; k++) {
-			if (c->devs[k].slot == slot && c->devs[k].func == func) {
-				snprintf(err, errlen,
-					 "configuration: device %zu: slot %u:%u is already taken by %s",
-					 i, c->devs[k].slot, c->devs[k].func,
-					 c->devs[k].emul);
-				goto fail;
-			}
-		}
-		dc = &c->devs[c->ndevs++];
-		dc->slot = (unsigned)slot;
-		dc->func = (unsigned)func;
-		strcpy(dc->emul, emul);
-		strcpy(dc->conf, conf);
 	}
 	return 0;
 fail:
