@@ -134,13 +134,89 @@ static void error_of(const json_t *msg, char *code, size_t codelen, char *err,
 	set_err(err, errlen, "%s", ms ? ms : "unspecified error");
 }
 
+/* Connect to the VM's socket, naming the likely cause when that fails. */
+static int connect_vm(struct ctl_conn *c, const char *rundir, const char *vm,
+		      char *err, size_t errlen)
+{
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	int rc;
+
+	rc = ctl_socket_path(c->path, sizeof(c->path), rundir, vm);
+	if (rc < 0) {
+		set_err(err, errlen, "socket path %s/%s.sock is too long",
+			rundir, vm);
+		return rc;
+	}
+	c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (c->fd < 0) {
+		rc = -errno;
+		set_err(err, errlen, "socket: %s", strerror(errno));
+		return rc;
+	}
+	memcpy(sun.sun_path, c->path, strlen(c->path) + 1);
+	if (connect(c->fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+		rc = -errno;
+		if (errno == ENOENT)
+			set_err(err, errlen, "no VM '%s' (looked for %s)", vm,
+				c->path);
+		else if (errno == ECONNREFUSED)
+			set_err(err, errlen,
+				"VM '%s' is not running (stale socket %s)", vm,
+				c->path);
+		else
+			set_err(err, errlen, "cannot connect to %s: %s",
+				c->path, strerror(errno));
+		return rc;
+	}
+	return 0;
+}
+
+/*
+ * The server speaks first: a greeting with its protocol version, or an
+ * error if it refuses this client (another one holds it, or permission).
+ * Keeps the greeting's "khyve" object in @c.
+ */
+static int read_greeting(struct ctl_conn *c, char *err, size_t errlen)
+{
+	json_t *msg = NULL;
+	const json_t *k;
+	int rc;
+
+	rc = read_msg(c, &msg, err, errlen);
+	if (rc == -ECONNRESET) {
+		set_err(err, errlen, "VM '%s' closed the connection at once",
+			c->vm);
+		goto out;
+	}
+	if (rc < 0)
+		goto out;
+	if (json_object_get(msg, "error")) {
+		char code[32];
+
+		error_of(msg, code, sizeof(code), err, errlen);
+		rc = !strcmp(code, "permission_denied") ? -EACCES : -EBUSY;
+		goto out;
+	}
+	k = json_object_get(msg, "khyve");
+	if (!json_is_object(k) || json_integer_value(json_object_get(
+					  k, "protocol")) != CTL_PROTOCOL) {
+		set_err(err, errlen,
+			"%s does not speak khyve control protocol %d", c->path,
+			CTL_PROTOCOL);
+		rc = -EPROTO;
+		goto out;
+	}
+	c->greeting = json_incref((json_t *)k);
+	rc = 0;
+out:
+	json_decref(msg);
+	return rc;
+}
+
 int ctl_client_open(struct ctl_conn **out, const char *rundir, const char *vm,
 		    int timeout_ms, char *err, size_t errlen)
 {
-	struct sockaddr_un sun = {.sun_family = AF_UNIX};
 	struct ctl_conn *c;
-	json_t *msg = NULL;
-	const json_t *k;
 	int rc;
 
 	*out = NULL;
@@ -157,64 +233,16 @@ int ctl_client_open(struct ctl_conn **out, const char *rundir, const char *vm,
 	c->timeout_ms = timeout_ms;
 	c->next_id = 1;
 	snprintf(c->vm, sizeof(c->vm), "%s", vm);
-	rc = ctl_socket_path(c->path, sizeof(c->path), rundir, vm);
-	if (rc < 0) {
-		set_err(err, errlen, "socket path %s/%s.sock is too long",
-			rundir, vm);
-		goto fail;
-	}
-	c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (c->fd < 0) {
-		rc = -errno;
-		set_err(err, errlen, "socket: %s", strerror(errno));
-		goto fail;
-	}
-	memcpy(sun.sun_path, c->path, strlen(c->path) + 1);
-	if (connect(c->fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
-		rc = -errno;
-		if (errno == ENOENT)
-			set_err(err, errlen, "no VM '%s' (looked for %s)", vm,
-				c->path);
-		else if (errno == ECONNREFUSED)
-			set_err(err, errlen,
-				"VM '%s' is not running (stale socket %s)", vm,
-				c->path);
-		else
-			set_err(err, errlen, "cannot connect to %s: %s",
-				c->path, strerror(errno));
-		goto fail;
-	}
-	rc = read_msg(c, &msg, err, errlen);
-	if (rc == -ECONNRESET) {
-		set_err(err, errlen, "VM '%s' closed the connection at once",
-			vm);
-		goto fail;
-	}
+	rc = connect_vm(c, rundir, vm, err, errlen);
 	if (rc < 0)
 		goto fail;
-	if (json_object_get(msg, "error")) {
-		char code[32];
-
-		error_of(msg, code, sizeof(code), err, errlen);
-		rc = !strcmp(code, "permission_denied") ? -EACCES : -EBUSY;
+	rc = read_greeting(c, err, errlen);
+	if (rc < 0)
 		goto fail;
-	}
-	k = json_object_get(msg, "khyve");
-	if (!json_is_object(k) || json_integer_value(json_object_get(
-					  k, "protocol")) != CTL_PROTOCOL) {
-		set_err(err, errlen,
-			"%s does not speak khyve control protocol %d", c->path,
-			CTL_PROTOCOL);
-		rc = -EPROTO;
-		goto fail;
-	}
-	c->greeting = json_incref((json_t *)k);
-	json_decref(msg);
 	*out = c;
 	return 0;
 
 fail:
-	json_decref(msg);
 	ctl_client_close(c);
 	return rc;
 }
