@@ -229,11 +229,10 @@ static void list_bindings(struct snap_reader *r, json_t *cfg,
 	config_free(&c);
 }
 
-static void print_text(struct snap_reader *r, json_t *cfg, bool all, FILE *out)
+/* Where the file came from: format, khyve version, host, save id. */
+static void print_header_text(struct snap_reader *r, FILE *out)
 {
 	const struct snap_header_info *h = snap_reader_header(r);
-	struct snap_ram_info ri;
-	struct snap_err e;
 	char when[40];
 
 	fmt_time(h->created, when, sizeof(when));
@@ -257,9 +256,14 @@ static void print_text(struct snap_reader *r, json_t *cfg, bool all, FILE *out)
 	} else {
 		fprintf(out, "save id:   none (RAM file checked by size only)\n");
 	}
-	if (cfg) {
-		print_config(out, cfg);
-	}
+}
+
+/* The RAM file the state file names, or why its section is unreadable. */
+static void print_ram_text(struct snap_reader *r, FILE *out)
+{
+	struct snap_ram_info ri;
+	struct snap_err e;
+
 	if (!snap_ram_read_section(r, &ri, &e)) {
 		fprintf(out,
 			"ram:       %s, %" PRIu64
@@ -269,13 +273,11 @@ static void print_text(struct snap_reader *r, json_t *cfg, bool all, FILE *out)
 	} else if (snap_has_section(r, SNAP_RAM_SECTION, 0)) {
 		fprintf(out, "ram:       INVALID: %s\n", e.msg);
 	}
-	{
-		struct bind_list b = {out, NULL};
+}
 
-		fprintf(out, "opens:     on restore, unless -l or -s name "
-			     "others:\n");
-		list_bindings(r, cfg, &b);
-	}
+/* One line per section. */
+static void print_sections_text(struct snap_reader *r, FILE *out)
+{
 	fprintf(out, "sections:  %u\n", snap_reader_nsections(r));
 	fprintf(out, "  %-20s %5s %4s %4s %-6s %-8s %10s\n", "NAME", "INST",
 		"VER", "MIN", "KIND", "FLAGS", "BYTES");
@@ -289,8 +291,11 @@ static void print_text(struct snap_reader *r, json_t *cfg, bool all, FILE *out)
 			si.flags & SNAP_F_OPTIONAL ? "optional" : "required",
 			si.payload_len);
 	}
-	if (!all)
-		return;
+}
+
+/* --all: every described section's fields. */
+static void print_fields_text(struct snap_reader *r, FILE *out)
+{
 	for (unsigned i = 0; i < snap_reader_nsections(r); i++) {
 		struct snap_section_info si;
 
@@ -306,6 +311,23 @@ static void print_text(struct snap_reader *r, json_t *cfg, bool all, FILE *out)
 			print_field(out, &f);
 		}
 	}
+}
+
+static void print_text(struct snap_reader *r, json_t *cfg, bool all, FILE *out)
+{
+	struct bind_list b = {out, NULL};
+
+	print_header_text(r, out);
+	if (cfg)
+		print_config(out, cfg);
+	print_ram_text(r, out);
+	fprintf(out, "opens:     on restore, unless -l or -s name "
+		     "others:\n");
+	list_bindings(r, cfg, &b);
+	print_sections_text(r, out);
+	if (!all)
+		return;
+	print_fields_text(r, out);
 	if (cfg) {
 		fprintf(out, "\n  config:\n");
 		json_dumpf(cfg, out, JSON_INDENT(2) | JSON_SORT_KEYS);
@@ -313,12 +335,10 @@ static void print_text(struct snap_reader *r, json_t *cfg, bool all, FILE *out)
 	}
 }
 
-static json_t *build_json(struct snap_reader *r, json_t *cfg, bool all)
+/* File, format and creation time, and the save id. */
+static void json_add_header(json_t *doc, struct snap_reader *r)
 {
 	const struct snap_header_info *h = snap_reader_header(r);
-	json_t *doc = json_object(), *secs = json_array();
-	struct snap_ram_info ri;
-	struct snap_err e;
 	char when[40], buf[32];
 
 	fmt_time(h->created, when, sizeof(when));
@@ -339,33 +359,77 @@ static json_t *build_json(struct snap_reader *r, json_t *cfg, bool all)
 	} else {
 		json_object_set_new(doc, "save_id", json_null());
 	}
-	{
-		struct bind_list b = {NULL, json_array()};
+}
 
-		list_bindings(r, cfg, &b);
-		json_object_set_new(doc, "host_bindings", b.arr);
-	}
+/* The host the snapshot was taken on. */
+static json_t *host_json(const struct snap_header_info *h)
+{
+	char buf[32];
+
 	snprintf(buf, sizeof(buf), "%016" PRIx64, h->host.cpuid_hash);
-	json_object_set_new(doc, "host",
-			    json_pack("{s:s, s:i, s:i, s:i, s:s, s:s}",
-				      "cpu_vendor", h->host.cpu_vendor,
-				      "family", (int)h->host.family, "model",
-				      (int)h->host.model, "stepping",
-				      (int)h->host.stepping, "cpuid_hash", buf,
-				      "kvm", h->host.kvm_info));
-	if (cfg) {
-		json_t *cpus = json_object_get(cfg, "cpus");
-		json_t *mem = json_object_get(cfg, "memory");
+	return json_pack("{s:s, s:i, s:i, s:i, s:s, s:s}", "cpu_vendor",
+			 h->host.cpu_vendor, "family", (int)h->host.family,
+			 "model", (int)h->host.model, "stepping",
+			 (int)h->host.stepping, "cpuid_hash", buf, "kvm",
+			 h->host.kvm_info);
+}
 
-		if (cpus)
-			json_object_set(doc, "vcpus", cpus);
-		if (mem)
-			json_object_set(doc, "memory", mem);
-		if (json_object_get(cfg, "devices"))
-			json_object_set(doc, "devices",
-					json_object_get(cfg, "devices"));
-		json_object_set(doc, "config", cfg);
+/* The embedded configuration, and its most asked-for fields on top. */
+static void json_add_config(json_t *doc, json_t *cfg)
+{
+	json_t *cpus = json_object_get(cfg, "cpus");
+	json_t *mem = json_object_get(cfg, "memory");
+
+	if (cpus)
+		json_object_set(doc, "vcpus", cpus);
+	if (mem)
+		json_object_set(doc, "memory", mem);
+	if (json_object_get(cfg, "devices"))
+		json_object_set(doc, "devices",
+				json_object_get(cfg, "devices"));
+	json_object_set(doc, "config", cfg);
+}
+
+/* Section @i's entry; with --all a described section's fields too. */
+static json_t *section_json(struct snap_reader *r, unsigned i, bool all)
+{
+	struct snap_section_info si;
+	json_t *s;
+
+	snap_reader_section(r, i, &si);
+	s = json_pack("{s:s, s:i, s:i, s:i, s:s, s:b, s:I}", "name", si.name,
+		      "instance", (int)si.instance, "version", (int)si.version,
+		      "min_version", (int)si.min_version, "kind",
+		      kind_name(si.kind), "optional",
+		      !!(si.flags & SNAP_F_OPTIONAL), "bytes",
+		      (json_int_t)si.payload_len);
+	if (all && si.kind == SNAP_KIND_DESC) {
+		json_t *fields = json_object();
+
+		for (unsigned k = 0; k < si.nfields; k++) {
+			struct snap_field_info f;
+
+			snap_reader_field(r, i, k, &f);
+			json_object_set_new(fields, f.name, field_json(&f));
+		}
+		json_object_set_new(s, "fields", fields);
 	}
+	return s;
+}
+
+static json_t *build_json(struct snap_reader *r, json_t *cfg, bool all)
+{
+	json_t *doc = json_object(), *secs = json_array();
+	struct bind_list b = {NULL, json_array()};
+	struct snap_ram_info ri;
+	struct snap_err e;
+
+	json_add_header(doc, r);
+	list_bindings(r, cfg, &b);
+	json_object_set_new(doc, "host_bindings", b.arr);
+	json_object_set_new(doc, "host", host_json(snap_reader_header(r)));
+	if (cfg)
+		json_add_config(doc, cfg);
 	if (!snap_ram_read_section(r, &ri, &e)) {
 		json_object_set_new(
 			doc, "ram",
@@ -375,31 +439,8 @@ static json_t *build_json(struct snap_reader *r, json_t *cfg, bool all)
 				  (int)ri.nchunks));
 		snap_ram_info_free(&ri);
 	}
-	for (unsigned i = 0; i < snap_reader_nsections(r); i++) {
-		struct snap_section_info si;
-		json_t *s;
-
-		snap_reader_section(r, i, &si);
-		s = json_pack("{s:s, s:i, s:i, s:i, s:s, s:b, s:I}", "name",
-			      si.name, "instance", (int)si.instance, "version",
-			      (int)si.version, "min_version",
-			      (int)si.min_version, "kind", kind_name(si.kind),
-			      "optional", !!(si.flags & SNAP_F_OPTIONAL),
-			      "bytes", (json_int_t)si.payload_len);
-		if (all && si.kind == SNAP_KIND_DESC) {
-			json_t *fields = json_object();
-
-			for (unsigned k = 0; k < si.nfields; k++) {
-				struct snap_field_info f;
-
-				snap_reader_field(r, i, k, &f);
-				json_object_set_new(fields, f.name,
-						    field_json(&f));
-			}
-			json_object_set_new(s, "fields", fields);
-		}
-		json_array_append_new(secs, s);
-	}
+	for (unsigned i = 0; i < snap_reader_nsections(r); i++)
+		json_array_append_new(secs, section_json(r, i, all));
 	json_object_set_new(doc, "sections", secs);
 	return doc;
 }
