@@ -285,22 +285,20 @@ static int cmp_str(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-static int cmd_list(const struct opts *o)
+/*
+ * The names of the VMs with a socket in @rundir, sorted; @namew grows to
+ * the longest. A missing run directory just means no VMs.
+ */
+static int scan_rundir(const char *rundir, char ***names, size_t *n,
+		       int *namew)
 {
-	char **names = NULL, err[512], code[32];
-	size_t n = 0, cap = 0, i;
-	json_t *all = json_array();
+	size_t cap = 0;
 	struct dirent *de;
-	int namew = 4;
 	DIR *d;
 
-	d = opendir(o->rundir);
-	if (!d && errno != ENOENT) {
-		errmsg("cannot read run directory %s: %s", o->rundir,
-		       strerror(errno));
-		json_decref(all);
-		return EXIT_FAIL;
-	}
+	d = opendir(rundir);
+	if (!d && errno != ENOENT)
+		return -errno;
 	while (d && (de = readdir(d))) {
 		size_t len = strlen(de->d_name);
 		char *name;
@@ -312,79 +310,104 @@ static int cmd_list(const struct opts *o)
 			free(name);
 			continue;
 		}
-		if (n == cap) {
-			char **p = realloc(names, (cap = cap * 2 + 8) *
-							  sizeof(*names));
+		if (*n == cap) {
+			char **p = realloc(*names, (cap = cap * 2 + 8) *
+							   sizeof(**names));
 
 			if (!p) {
 				free(name);
 				break;
 			}
-			names = p;
+			*names = p;
 		}
-		names[n++] = name;
-		namew = MAX(namew, (int)len - 5);
+		(*names)[(*n)++] = name;
+		*namew = MAX(*namew, (int)len - 5);
 	}
 	if (d)
 		closedir(d);
-	if (n)
-		qsort(names, n, sizeof(*names), cmp_str);
-	for (i = 0; i < n; i++) {
-		int tmo = o->timeout_ms >= 0 ? o->timeout_ms : LIST_TIMEOUT_MS;
-		const char *state = "unknown";
-		json_t *res = NULL, *ent;
-		struct ctl_conn *c;
-		json_int_t pid = 0;
-		int rc;
+	if (*n)
+		qsort(*names, *n, sizeof(**names), cmp_str);
+	return 0;
+}
 
-		rc = ctl_client_open(&c, o->rundir, names[i], tmo, err,
-				     sizeof(err));
-		if (rc == -ECONNREFUSED) {
-			state = "stale";
-		} else if (rc < 0) {
-			state = "unreachable";
-		} else {
-			pid = json_integer_value(
-				json_object_get(ctl_client_greeting(c), "pid"));
-			rc = ctl_client_call(c, "status", NULL, &res, code,
-					     sizeof(code), err, sizeof(err));
-			if (rc == 0 &&
-			    json_is_string(json_object_get(res, "state")))
-				state = json_string_value(
-					json_object_get(res, "state"));
-			else if (rc < 0)
-				state = "unreachable";
-			ctl_client_close(c);
-		}
-		ent = json_pack("{s:s, s:s, s:I}", "vm", names[i], "state",
-				state, "pid", pid);
-		if (rc < 0 && strcmp(state, "stale"))
-			json_object_set_new(ent, "error", json_string(err));
-		json_array_append_new(all, ent);
-		json_decref(res);
-	}
-	if (o->json) {
-		print_json(all);
+/*
+ * Ask one VM for its state: {"vm", "state", "pid"} plus "error" when it
+ * could not be asked (a stale socket is an answer, not an error).
+ */
+static json_t *probe_vm(const struct opts *o, const char *name)
+{
+	int tmo = o->timeout_ms >= 0 ? o->timeout_ms : LIST_TIMEOUT_MS;
+	const char *state = "unknown";
+	char err[512] = "", code[32];
+	json_t *res = NULL, *ent;
+	struct ctl_conn *c;
+	json_int_t pid = 0;
+	int rc;
+
+	rc = ctl_client_open(&c, o->rundir, name, tmo, err, sizeof(err));
+	if (rc == -ECONNREFUSED) {
+		state = "stale";
+	} else if (rc < 0) {
+		state = "unreachable";
 	} else {
-		size_t k;
-		json_t *e;
-
-		printf("%-*s  %-12s %s\n", namew, "NAME", "STATE", "PID");
-		json_array_foreach(all, k, e)
-		{
-			json_int_t pid =
-				json_integer_value(json_object_get(e, "pid"));
-			char pids[32] = "-";
-
-			if (pid)
-				snprintf(pids, sizeof(pids), "%lld",
-					 (long long)pid);
-			printf("%-*s  %-12s %s\n", namew,
-			       json_string_value(json_object_get(e, "vm")),
-			       json_string_value(json_object_get(e, "state")),
-			       pids);
-		}
+		pid = json_integer_value(
+			json_object_get(ctl_client_greeting(c), "pid"));
+		rc = ctl_client_call(c, "status", NULL, &res, code,
+				     sizeof(code), err, sizeof(err));
+		if (rc == 0 && json_is_string(json_object_get(res, "state")))
+			state = json_string_value(
+				json_object_get(res, "state"));
+		else if (rc < 0)
+			state = "unreachable";
+		ctl_client_close(c);
 	}
+	ent = json_pack("{s:s, s:s, s:I}", "vm", name, "state", state, "pid",
+			pid);
+	if (rc < 0 && strcmp(state, "stale"))
+		json_object_set_new(ent, "error", json_string(err));
+	json_decref(res);
+	return ent;
+}
+
+static void print_list_text(json_t *all, int namew)
+{
+	size_t k;
+	json_t *e;
+
+	printf("%-*s  %-12s %s\n", namew, "NAME", "STATE", "PID");
+	json_array_foreach(all, k, e)
+	{
+		json_int_t pid = json_integer_value(json_object_get(e, "pid"));
+		char pids[32] = "-";
+
+		if (pid)
+			snprintf(pids, sizeof(pids), "%lld", (long long)pid);
+		printf("%-*s  %-12s %s\n", namew,
+		       json_string_value(json_object_get(e, "vm")),
+		       json_string_value(json_object_get(e, "state")), pids);
+	}
+}
+
+static int cmd_list(const struct opts *o)
+{
+	char **names = NULL;
+	size_t n = 0, i;
+	json_t *all;
+	int namew = 4, rc;
+
+	rc = scan_rundir(o->rundir, &names, &n, &namew);
+	if (rc < 0) {
+		errmsg("cannot read run directory %s: %s", o->rundir,
+		       strerror(-rc));
+		return EXIT_FAIL;
+	}
+	all = json_array();
+	for (i = 0; i < n; i++)
+		json_array_append_new(all, probe_vm(o, names[i]));
+	if (o->json)
+		print_json(all);
+	else
+		print_list_text(all, namew);
 	for (i = 0; i < n; i++)
 		free(names[i]);
 	free(names);
@@ -731,21 +754,64 @@ static int run_subcommand(const struct opts *o, const char *cmd, int n,
 	return sc->run(o, av);
 }
 
-int main(int argc, char **argv)
+/* A bhyvectl-style action flag: records it and returns true, else false. */
+static bool set_action(struct opts *o, int c)
 {
-	struct opts o = {.timeout_ms = -1};
+	switch (c) {
+	case OPT_STATUS:
+		o->status = true;
+		break;
+	case OPT_PAUSE:
+		o->pause = true;
+		break;
+	case OPT_RESUME:
+		o->resume = true;
+		break;
+	case OPT_GET_ALL:
+		o->get_all = true;
+		break;
+	case OPT_GET_RIP:
+		o->get_rip = true;
+		break;
+	case OPT_GET_STATS:
+		o->get_stats = true;
+		break;
+	case OPT_CHECKPOINT:
+		o->checkpoint = optarg;
+		break;
+	case OPT_SUSPEND:
+		o->suspend = optarg;
+		break;
+	case OPT_FORCE_RESET:
+		o->force_reset = true;
+		break;
+	case OPT_FORCE_POWEROFF:
+		o->force_poweroff = true;
+		break;
+	default:
+		return false;
+	}
+	return true;
+}
+
+/*
+ * Parse the options into @o. Sets *@stop when khyvectl is done (help,
+ * version, usage error) and returns its exit status then.
+ */
+static int parse_opts(struct opts *o, int argc, char **argv, bool *stop)
+{
 	long v;
 	int c;
 
-	o.rundir = ctl_default_rundir();
+	*stop = true;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "hV", long_opts, NULL)) != -1) {
 		switch (c) {
 		case OPT_RUNDIR:
-			o.rundir = optarg;
+			o->rundir = optarg;
 			break;
 		case OPT_JSON:
-			o.json = true;
+			o->json = true;
 			break;
 		case OPT_TIMEOUT:
 			if (!parse_long(optarg, 0, INT_MAX / 1000, &v)) {
@@ -753,56 +819,26 @@ int main(int argc, char **argv)
 				       optarg);
 				return EXIT_USAGE;
 			}
-			o.timeout_ms = (int)v * 1000;
+			o->timeout_ms = (int)v * 1000;
 			break;
 		case OPT_VCPU:
-			if (!parse_long(optarg, 0, INT_MAX, &o.vcpu)) {
+			if (!parse_long(optarg, 0, INT_MAX, &o->vcpu)) {
 				errmsg("invalid vCPU number '%s'", optarg);
 				return EXIT_USAGE;
 			}
-			o.vcpu_set = true;
+			o->vcpu_set = true;
 			break;
 		case OPT_MSRS:
-			o.msrs = true;
+			o->msrs = true;
 			break;
 		case OPT_FORCE:
-			o.force = true;
+			o->force = true;
 			break;
 		case OPT_ALL:
-			o.all = true;
+			o->all = true;
 			break;
 		case OPT_VM:
-			o.vm = optarg;
-			break;
-		case OPT_STATUS:
-			o.status = true;
-			break;
-		case OPT_PAUSE:
-			o.pause = true;
-			break;
-		case OPT_RESUME:
-			o.resume = true;
-			break;
-		case OPT_GET_ALL:
-			o.get_all = true;
-			break;
-		case OPT_GET_RIP:
-			o.get_rip = true;
-			break;
-		case OPT_GET_STATS:
-			o.get_stats = true;
-			break;
-		case OPT_CHECKPOINT:
-			o.checkpoint = optarg;
-			break;
-		case OPT_SUSPEND:
-			o.suspend = optarg;
-			break;
-		case OPT_FORCE_RESET:
-			o.force_reset = true;
-			break;
-		case OPT_FORCE_POWEROFF:
-			o.force_poweroff = true;
+			o->vm = optarg;
 			break;
 		case 'h':
 			usage(stdout);
@@ -812,6 +848,8 @@ int main(int argc, char **argv)
 			       KHYVE_VERSION, CTL_PROTOCOL);
 			return 0;
 		default:
+			if (set_action(o, c))
+				break;
 			if (optopt)
 				errmsg("option '%s' %s", argv[optind - 1],
 				       "is missing its argument or takes none");
@@ -821,23 +859,41 @@ int main(int argc, char **argv)
 			return EXIT_USAGE;
 		}
 	}
-	if (o.vm || any_action(&o)) {
-		if (!o.vm) {
-			errmsg("bhyvectl-style options need --vm=NAME");
-			return EXIT_USAGE;
-		}
-		if (!ctl_vmname_valid(o.vm)) {
-			errmsg("invalid VM name '%s'", o.vm);
-			return EXIT_USAGE;
-		}
-		if (optind < argc || !any_action(&o) || o.msrs || o.force ||
-		    o.all) {
-			errmsg("--vm=NAME takes action options (--status, "
-			       "--get-all, ...) and no command");
-			return EXIT_USAGE;
-		}
-		return run_actions(&o);
+	*stop = false;
+	return 0;
+}
+
+/* khyvectl --vm=NAME --action...: actions only, no command. */
+static int run_vm_options(const struct opts *o, bool have_command)
+{
+	if (!o->vm) {
+		errmsg("bhyvectl-style options need --vm=NAME");
+		return EXIT_USAGE;
 	}
+	if (!ctl_vmname_valid(o->vm)) {
+		errmsg("invalid VM name '%s'", o->vm);
+		return EXIT_USAGE;
+	}
+	if (have_command || !any_action(o) || o->msrs || o->force || o->all) {
+		errmsg("--vm=NAME takes action options (--status, "
+		       "--get-all, ...) and no command");
+		return EXIT_USAGE;
+	}
+	return run_actions(o);
+}
+
+int main(int argc, char **argv)
+{
+	struct opts o = {.timeout_ms = -1};
+	bool stop;
+	int rc;
+
+	o.rundir = ctl_default_rundir();
+	rc = parse_opts(&o, argc, argv, &stop);
+	if (stop)
+		return rc;
+	if (o.vm || any_action(&o))
+		return run_vm_options(&o, optind < argc);
 	if (optind >= argc) {
 		usage(stderr);
 		return EXIT_USAGE;
