@@ -24,7 +24,7 @@ msg() { echo "linux-guest: $*"; }
 die() { echo "linux-guest: error: $*" >&2; exit 1; }
 
 # Debian packages the build needs; docs/linux-guest.md lists them too
-# (libc6-dev: the rootfs's static pvmcheck).
+# (libc6-dev: the rootfs's static pvmcheck and pvmload).
 build_deps=(make gcc binutils bc bison flex libelf-dev perl patch xz-utils
 	    e2fsprogs python3 libc6-dev)
 
@@ -168,7 +168,8 @@ build_rootfs() {
 	local ver deb rkey rout
 	ver=$(pkg_version busybox-static)
 	rkey=$( (echo "$ver"; gcc --version | head -1
-		 cat "$here/make-rootfs.py" "$here/pvmcheck.c") | hash_of)
+		 cat "$here/make-rootfs.py" "$here/pvmcheck.c" \
+		     "$here/pvmload.c") | hash_of)
 	rout=$cache/rootfs-$rkey
 	if [ -f "$rout/done" ]; then
 		msg "rootfs up to date (busybox-static $ver, key $rkey)"

@@ -46,7 +46,9 @@ INITTAB = """\
 ::sysinit:/bin/mount -t sysfs sysfs /sys
 ::sysinit:/bin/mount -o remount,rw /
 ::sysinit:/bin/echo "khyve rootfs"
+::sysinit:/bin/pvmload spawn
 ::sysinit:/bin/pvmcheck
+::once:/bin/pvmcheck end
 ::respawn:-/bin/sh
 ::ctrlaltdel:/sbin/reboot
 ::shutdown:/bin/umount -a -r
@@ -105,11 +107,13 @@ def stage_rootfs(root, busybox):
         if not os.path.lexists(link):
             os.symlink("/bin/busybox", link)
     write(os.path.join(root, "etc/inittab"), INITTAB.encode())
-    # User-space checks of the system-call path (pvmcheck.c says which).
+    # User-space checks of the system-call path and the snapshot workload
+    # (pvmcheck.c and pvmload.c say what each does).
     here = os.path.dirname(os.path.abspath(__file__))
-    subprocess.run(["gcc", "-static", "-O2", "-Wall", "-Wextra", "-Werror",
-                    "-o", os.path.join(root, "bin/pvmcheck"),
-                    os.path.join(here, "pvmcheck.c")], check=True)
+    for prog in ("pvmcheck", "pvmload"):
+        subprocess.run(["gcc", "-static", "-O2", "-Wall", "-Wextra",
+                        "-Werror", "-o", os.path.join(root, "bin", prog),
+                        os.path.join(here, prog + ".c")], check=True)
     sums = []
     for name, size in KHYVE_FILES:
         data = file_content(name, size)

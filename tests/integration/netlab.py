@@ -1,6 +1,7 @@
 """A private network for guest tests: a network namespace made by the test,
 a TAP device in it with the host side's address, optionally dnsmasq as
-DHCP server and a UDP listener (netconsole's receiver).
+DHCP server, a UDP listener (netconsole's receiver) and TCP line servers
+(the guest's pvmcheck and pvmload talk to them).
 
 Only addresses inside the namespace are used (10.0.2.0/24); nothing
 leaves it. Needs root and /dev/net/tun; `usable()` says why not.
@@ -27,6 +28,51 @@ with open(sys.argv[3], "ab", buffering=0) as f:
     while True:
         d, a = s.recvfrom(65536)
         f.write(d if d.endswith(b"\n") else d + b"\n")
+"""
+
+# A TCP line server: each line of a connection is answered with
+# "ECHO N <the line reversed>", N counting that connection's lines from 1,
+# so the guest can tell a live connection from a new one and a lost line.
+# Logs "open C PEER", "line C N" and "close C N" (C numbers connections)
+# to a file, one line each, for the test to read while the guest runs.
+_ECHO_SERVER = r"""
+import socket, sys, threading
+srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind((sys.argv[1], int(sys.argv[2])))
+srv.listen(16)
+log = open(sys.argv[3], "a", buffering=1)
+lock = threading.Lock()
+
+def note(s):
+    with lock:
+        log.write(s + "\n")
+
+def serve(c, conn, peer):
+    note("open %d %s:%d" % (conn, peer[0], peer[1]))
+    n, buf = 0, b""
+    try:
+        while True:
+            d = c.recv(65536)
+            if not d:
+                break
+            buf += d
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                n += 1
+                c.sendall(b"ECHO %d " % n + line[::-1] + b"\n")
+                note("line %d %d" % (conn, n))
+    except OSError as e:
+        note("error %d %s" % (conn, e))
+    note("close %d %d" % (conn, n))
+    c.close()
+
+print("listening", flush=True)
+conn = 0
+while True:
+    c, peer = srv.accept()
+    conn += 1
+    threading.Thread(target=serve, args=(c, conn, peer), daemon=True).start()
 """
 
 
@@ -108,9 +154,18 @@ class NetLab:
             raise RuntimeError("dnsmasq: " + p.stderr.read().decode())
         raise RuntimeError("dnsmasq did not start in 30 s")
 
+    def start_echo_server(self, port, path):
+        """The TCP line server (_ECHO_SERVER) on HOST_IP:@port, logging
+        to @path. It lives as long as the namespace, across a guest's
+        suspend and restore."""
+        return self._start_listening(_ECHO_SERVER, port, path, "TCP server")
+
     def start_udp_listener(self, port, path):
+        return self._start_listening(_LISTENER, port, path, "UDP listener")
+
+    def _start_listening(self, script, port, path, what):
         p = subprocess.Popen(
-            self.ns_cmd([sys.executable, "-c", _LISTENER, HOST_IP, str(port),
+            self.ns_cmd([sys.executable, "-c", script, HOST_IP, str(port),
                          path]),
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE)
@@ -120,7 +175,7 @@ class NetLab:
         if select.select([p.stdout], [], [], 30)[0]:
             line = p.stdout.readline()
         if b"listening" not in line:
-            raise RuntimeError("UDP listener: " + p.stderr.read().decode())
+            raise RuntimeError(what + ": " + p.stderr.read().decode())
         return p
 
     def close(self):

@@ -182,6 +182,16 @@ def test_stock_kernel_reaches_root_mount_and_reboots(stock):
 # Where the command line puts each device; the tests find them there.
 SLOT_BLK, SLOT_RO, SLOT_NET, SLOT_RNG = 2, 4, 5, 7
 NETCONSOLE_PORT = 6666
+# The TCP line servers (netlab) of pvmcheck's sockets area and pvmload.
+PVMCHECK_PORT, PVMLOAD_PORT = 7001, 7002
+# pvmcheck's areas (guest/linux/pvmcheck.c), one PASS line each per round,
+# and its once-only checks of bad input and faults.
+AREAS = ("fork", "exec", "signals", "pipes", "file", "sockets", "blocked")
+FAULT_CHECKS = ("errno", "enosys", "segv-kernel", "segv-entry", "kill-read",
+                "kill-sleep")
+# pvmcheck and pvmload log through /dev/kmsg (printk.devkmsg=on), so their
+# lines reach the console whole, each after a printk time stamp.
+KMSG = r"^(?:\[ *\d+\.\d+\] )?"
 
 
 def syscall_entry(vmlinux):
@@ -197,7 +207,11 @@ def project_boot_setup(tmp_path_factory, tag, runtime, cpus=2):
     """The project kernel's files (skips if not built), a work directory
     with a private copy of the root image, and the khyve arguments and
     kernel command line of a boot with root on virtio-blk at SLOT_BLK and
-    the test module's counter, 16 MiB memcheck and blk tests."""
+    the test module's counter, 16 MiB memcheck and blk tests. User space
+    powers the machine off: the rootfs's `pvmcheck end` (after pvmcheck's
+    rounds, pvmload stopped, khyve_test's "all tests done") has busybox
+    init shut down, which remounts / read-only before the power-off, so
+    nothing cuts a user-space check short."""
     need = [os.path.join(LINUX_DIR, f) for f in ("vmlinux", "rootfs.ext4")]
     missing = [f for f in need if not os.path.isfile(f)]
     if missing:
@@ -210,7 +224,7 @@ def project_boot_setup(tmp_path_factory, tag, runtime, cpus=2):
     # kvm_pvm emulates (~1 us per instruction): 4 MiB there, 16 elsewhere.
     cmd = ("console=ttyS0 root=/dev/vda rw panic=-1 khyve_test.counter=1 "
            "khyve_test.mem=%d khyve_test.mem_interval=2 khyve_test.blk=1 "
-           "khyve_test.runtime=%d khyve_test.poweroff=1"
+           "khyve_test.runtime=%d pvmcheck.poweroff=1 printk.devkmsg=on"
            % (4 if KVM_SOFTWARE else 16, runtime))
     entry = syscall_entry(need[0])
     if entry:
@@ -220,11 +234,13 @@ def project_boot_setup(tmp_path_factory, tag, runtime, cpus=2):
     return d, disk, args, cmd
 
 
-def netconsole_setup(d, tag, res, dhcp):
+def netconsole_setup(d, tag, res, dhcp, load=False):
     """With root and /dev/net/tun: a network namespace with a TAP, a UDP
-    receiver for netconsole (res["netlog"]) and optionally dnsmasq.
-    Returns (lab, extra khyve args, extra kernel options, command prefix
-    to run khyve in the namespace); without: (None, [], "", ()) and
+    receiver for netconsole (res["netlog"]), the TCP line server of
+    pvmcheck's sockets area (res["srvlog"]), with @load pvmload's too
+    (res["loadlog"]), and dnsmasq (@dhcp) or a static address. Returns
+    (lab, extra khyve args, extra kernel options, command prefix to run
+    khyve in the namespace); without: (None, [], "", ()) and
     res["net_why"] says why."""
     ok, why = netlab.usable()
     res["net"] = None
@@ -237,6 +253,11 @@ def netconsole_setup(d, tag, res, dhcp):
             lab.start_dhcp()
         res["netlog"] = os.path.join(d, "netconsole.log")
         lab.start_udp_listener(NETCONSOLE_PORT, res["netlog"])
+        res["srvlog"] = os.path.join(d, "pvmcheck-server.log")
+        lab.start_echo_server(PVMCHECK_PORT, res["srvlog"])
+        if load:
+            res["loadlog"] = os.path.join(d, "pvmload-server.log")
+            lab.start_echo_server(PVMLOAD_PORT, res["loadlog"])
     except BaseException:
         lab.close()
         raise
@@ -245,9 +266,14 @@ def netconsole_setup(d, tag, res, dhcp):
                                                netlab.GUEST_MAC)]
     # netconsole (a late initcall before ip=dhcp's) needs its own source
     # address; no target MAC: broadcast.
-    opts = (" ip=dhcp" if dhcp else "") + \
+    opts = (" ip=dhcp" if dhcp else
+            " ip=%s::%s:255.255.255.0::eth0:off" % (netlab.GUEST_IP,
+                                                    netlab.HOST_IP)) + \
         " netconsole=6665@%s/eth0,%d@%s/" % (netlab.GUEST_IP,
                                              NETCONSOLE_PORT, netlab.HOST_IP)
+    opts += " pvmcheck.server=%s:%d" % (netlab.HOST_IP, PVMCHECK_PORT)
+    if load:
+        opts += " pvmload.server=%s:%d" % (netlab.HOST_IP, PVMLOAD_PORT)
     return lab, args, opts, lab.ns_cmd([])
 
 
@@ -384,18 +410,79 @@ def test_project_kernel_boots_with_root_on_virtio_blk(project):
     assert "Kernel panic" not in out, out[-3000:]
 
 
-def test_project_kernel_user_space_system_calls(project):
+def pvmcheck_areas(out):
+    """{(round, area): (verdict, detail)} from pvmcheck's area lines."""
+    return {(int(m.group(1)), m.group(2)): (m.group(3), m.group(4))
+            for m in re.finditer(KMSG + r"KHYVE-PVMCHECK round (\d+) area "
+                                 r"(\S+) (PASS|FAIL|SKIP) ?(.*)$", out,
+                                 re.M)}
+
+
+def test_project_kernel_user_space_areas(project):
     """The rootfs's pvmcheck (guest/linux/pvmcheck.c), run by init: on
-    kvm_pvm each of its system calls goes through patch 0003."""
+    kvm_pvm each of its system calls goes through patch 0003. One PASS
+    line per area: fork, exec, signals, pipes, file I/O on virtio-blk,
+    16 processes parked inside system calls; sockets on virtio-net in
+    its own test."""
     out = project["out"]
-    for name in ("signal", "errno", "fork-exec", "enosys", "pipe", "file",
-                 "segv-kernel", "segv-entry"):
-        assert re.search(r"KHYVE-PVMCHECK %s ok" % name, out), \
+    got = pvmcheck_areas(out)
+    for area in AREAS:
+        if area == "sockets":
+            continue
+        assert got.get((1, area), ("missing",))[0] == "PASS", \
+            (area, got.get((1, area)), out[-3000:])
+    m = re.search(r"KHYVE-PVMCHECK round 1 blocked (\d+)/16 children", out)
+    assert m and m.group(1) == "16", out[-3000:]
+    # Without the network the sockets area is SKIP, not a failure.
+    assert "KHYVE-PVMCHECK done rounds=1 fail=0" in out, out[-3000:]
+    assert not re.search(r"KHYVE-PVMCHECK .*\bFAIL\b", out), out[-3000:]
+
+
+def test_project_kernel_user_space_sockets(project):
+    """pvmcheck's sockets area: a TCP connection over virtio-net to the
+    line server on the host side of the TAP; the guest checks each
+    reversed echo, the server's log shows the lines arrived."""
+    _need_net(project)
+    out = project["out"]
+    got = pvmcheck_areas(out)
+    assert got.get((1, "sockets"), ("missing",))[0] == "PASS", \
+        (got.get((1, "sockets")), out[-3000:])
+    log = open(project["srvlog"]).read()
+    assert re.search(r"^open 1 %s:\d+$" % re.escape(netlab.GUEST_IP), log,
+                     re.M), log
+    assert re.search(r"^close 1 16$", log, re.M), log
+
+
+def test_project_kernel_bad_input_and_faults(project):
+    """A SYSCALL with an unknown number is -ENOSYS, a jump to a kernel
+    address and to the system-call entry itself is SIGSEGV, a child
+    killed by SIGKILL inside read() or nanosleep() dies of SIGKILL and
+    releases its pipe; and the kernel carries on: every area after them
+    passes, and the kernel never complained."""
+    out = project["out"]
+    for name in FAULT_CHECKS:
+        assert re.search(KMSG + r"KHYVE-PVMCHECK %s ok" % name, out, re.M), \
             (name, out[-3000:])
-    assert "KHYVE-PVMCHECK done fail=0" in out, out[-3000:]
-    # A user jump to a kernel address is a fault, and the kernel says so
-    # only for unhandled ones: pvmcheck handles them, so no segfault line.
-    assert "KHYVE-PVMCHECK" in out and " FAIL" not in out
+    # Killed inside the call the test named: /proc/PID/syscall said so.
+    assert re.search(r"kill-read ok in_syscall=0 status=0x9 epipe=1", out)
+    assert re.search(r"kill-sleep ok in_syscall=35 status=0x9 epipe=1",
+                     out)
+    assert pvmcheck_areas(out).get((1, "fork"), ("missing",))[0] == "PASS"
+    # pvmcheck handles its own SIGSEGVs, so the kernel logs no segfault.
+    for bad in ("segfault at", "Oops", "BUG:", "general protection"):
+        assert bad not in out, (bad, out[-3000:])
+
+
+def test_project_kernel_user_space_powers_off(project):
+    """`pvmcheck end` powers off through busybox init once the checks
+    and khyve_test are done: init's shutdown leaves / read-only."""
+    out, rc = project["out"], project["rc"]
+    i = out.find("khyve_test: all tests done")
+    j = out.find("KHYVE-PVMCHECK end: powering off")
+    assert 0 <= i < j, out[-3000:]
+    assert j > out.find("KHYVE-PVMCHECK done"), out[-3000:]
+    assert "reboot: Power down" in out[j:], out[-3000:]
+    assert rc == 1, "khyve exit status %r (1 = powered off)" % rc
 
 
 def test_project_kernel_test_module(project):
