@@ -7,7 +7,9 @@
 #   bench/vnet.py     virtio-net guest-to-host UDP MB/s on a TAP in a
 #                     network namespace (needs root and /dev/net/tun)
 #   bench/linux.py    Linux boot milestones, Debian's and the project's
-#                     kernel (issue 3; slow: only when named, not by default)
+#                     kernel, to user space, and checkpoint/restore of Linux
+#                     with user space running (issues 3, 19; slow: only
+#                     when named, not by default)
 # Usage: bench/run.sh [startup|vblk|snapshot|vnet|linux]...
 #        (default: startup vblk snapshot vnet)
 # Where /dev/kvm is missing, the whole run happens inside
