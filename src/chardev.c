@@ -287,8 +287,8 @@ static int open_socket(struct chardev *c, const char *path, char *err,
 static int open_existing(const char *path, const char *spec, char *err,
 			 size_t errlen)
 {
-	int fd = open(path, O_WRONLY | O_APPEND | O_NOCTTY | O_NONBLOCK |
-				    O_CLOEXEC);
+	int fd = open(path,
+		      O_WRONLY | O_APPEND | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
 	int rc, fl;
 
 	if (fd < 0) {
@@ -349,7 +349,8 @@ static int open_stdio(struct chardev *c, char *err, size_t errlen)
 	pthread_mutex_lock(&tty_lock);
 	if (stdio_in_use) {
 		pthread_mutex_unlock(&tty_lock);
-		set_err(err, errlen, "stdio is already used by another console");
+		set_err(err, errlen,
+			"stdio is already used by another console");
 		return -EBUSY;
 	}
 	stdio_in_use = true;
@@ -429,10 +430,10 @@ int chardev_open(struct chardev **cp, const char *spec, unsigned flags,
 	case CD_SOCKET:
 		if (flags & CHARDEV_NO_CREATE) {
 			set_err(err, errlen,
-				"console %s (named by the snapshot): a listening "
-				"socket creates its path, and khyve creates no "
-				"file a snapshot names: give the console on the "
-				"command line",
+				"console %s (named by the snapshot): a "
+				"listening socket creates its path, and khyve "
+				"creates no file a snapshot names: give the "
+				"console on the command line",
 				spec);
 			ret = -EPERM;
 			goto fail;

@@ -271,12 +271,10 @@ int ctl_client_call(struct ctl_conn *c, const char *cmd, const json_t *args,
 					codelen, err, errlen);
 }
 
-int ctl_client_call_progress(struct ctl_conn *c, const char *cmd,
-			     const json_t *args,
-			     void (*fn)(void *opaque, uint64_t done,
-					uint64_t total),
-			     void *opaque, json_t **result, char *code,
-			     size_t codelen, char *err, size_t errlen)
+int ctl_client_call_progress(
+	struct ctl_conn *c, const char *cmd, const json_t *args,
+	void (*fn)(void *opaque, uint64_t done, uint64_t total), void *opaque,
+	json_t **result, char *code, size_t codelen, char *err, size_t errlen)
 {
 	json_int_t id = c->next_id++;
 	json_t *req, *msg = NULL;

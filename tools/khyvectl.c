@@ -289,8 +289,7 @@ static int cmp_str(const void *a, const void *b)
  * The names of the VMs with a socket in @rundir, sorted; @namew grows to
  * the longest. A missing run directory just means no VMs.
  */
-static int scan_rundir(const char *rundir, char ***names, size_t *n,
-		       int *namew)
+static int scan_rundir(const char *rundir, char ***names, size_t *n, int *namew)
 {
 	size_t cap = 0;
 	struct dirent *de;

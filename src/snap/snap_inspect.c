@@ -191,9 +191,9 @@ static void add_binding(void *opaque, const char *what, const char *kind,
 	struct bind_list *b = opaque;
 
 	if (b->arr) {
-		json_array_append_new(b->arr,
-				      json_pack("{s:s, s:s, s:s}", "what", what,
-						"kind", kind, "target", target));
+		json_array_append_new(
+			b->arr, json_pack("{s:s, s:s, s:s}", "what", what,
+					  "kind", kind, "target", target));
 		return;
 	}
 	fprintf(b->out, "  %-22s %-8s %s%s\n", what, kind, target,
@@ -254,7 +254,8 @@ static void print_header_text(struct snap_reader *r, FILE *out)
 		snap_save_id_str(h->save_id, id);
 		fprintf(out, "save id:   %s\n", id);
 	} else {
-		fprintf(out, "save id:   none (RAM file checked by size only)\n");
+		fprintf(out,
+			"save id:   none (RAM file checked by size only)\n");
 	}
 }
 

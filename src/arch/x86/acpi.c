@@ -96,9 +96,9 @@ struct aml_isa_dev {
 };
 
 static const struct aml_isa_dev aml_isa_devs[] = {
-	{ "COM1", "PNP0501", { 0x3f8, 0 }, { 8, 0 }, 4 },
-	{ "PS2K", "PNP0303", { 0x60, 0x64 }, { 1, 1 }, 1 },
-	{ "RTC_", "PNP0B00", { 0x70, 0 }, { 2, 0 }, 8 },
+	{"COM1", "PNP0501", {0x3f8, 0}, {8, 0}, 4},
+	{"PS2K", "PNP0303", {0x60, 0x64}, {1, 1}, 1},
+	{"RTC_", "PNP0B00", {0x70, 0}, {2, 0}, 8},
 };
 
 /* PkgLength (ACPI 20.2.4) for @body bytes following it; returns its size. */
@@ -202,20 +202,24 @@ static size_t aml_pci_host(uint8_t *out)
 	uint8_t rt[64];
 	size_t r = 0;
 
-	/* WordBusNumber (ResourceProducer, MinFixed, MaxFixed,, 0, 0, 0, 0, 1) */
+	/*
+	 * WordBusNumber (ResourceProducer, MinFixed, MaxFixed,, 0, 0, 0, 0, 1)
+	 */
 	rt[r++] = 0x88;
 	put_le16(rt + r, 13);
 	r += 2;
 	rt[r++] = 2;	/* bus number range */
 	rt[r++] = 0x0c; /* producer, min and max fixed */
 	rt[r++] = 0;
-	put_le16(rt + r, 0);	  /* granularity */
-	put_le16(rt + r + 2, 0);  /* min */
-	put_le16(rt + r + 4, 0);  /* max */
-	put_le16(rt + r + 6, 0);  /* translation */
-	put_le16(rt + r + 8, 1);  /* length */
+	put_le16(rt + r, 0);	 /* granularity */
+	put_le16(rt + r + 2, 0); /* min */
+	put_le16(rt + r + 4, 0); /* max */
+	put_le16(rt + r + 6, 0); /* translation */
+	put_le16(rt + r + 8, 1); /* length */
 	r += 10;
-	/* DWordMemory (ResourceProducer,, MinFixed, MaxFixed, NonCacheable, RW) */
+	/*
+	 * DWordMemory (ResourceProducer,, MinFixed, MaxFixed, NonCacheable, RW)
+	 */
 	rt[r++] = 0x87;
 	put_le16(rt + r, 23);
 	r += 2;

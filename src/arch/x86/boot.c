@@ -288,9 +288,9 @@ static int load_elf(const struct guest_mem *m, const uint8_t *img, size_t len,
  * where the protected-mode code starts (@pm_off) and how long it is
  * (@pm_len), and the header's own limits in @kl.
  */
-static int bzimage_read_header(const uint8_t *k, size_t klen,
-			       struct kload *kl, uint64_t *pm_off,
-			       uint64_t *pm_len, char *err, size_t errlen)
+static int bzimage_read_header(const uint8_t *k, size_t klen, struct kload *kl,
+			       uint64_t *pm_off, uint64_t *pm_len, char *err,
+			       size_t errlen)
 {
 	unsigned setup_sects;
 	uint16_t ver;
@@ -350,8 +350,8 @@ static int bzimage_read_header(const uint8_t *k, size_t klen,
  * decompress what we cannot).
  */
 static int load_unpacked(const struct guest_mem *m, const uint8_t *k,
-			 size_t klen, struct kload *kl, bool *loaded,
-			 char *err, size_t errlen)
+			 size_t klen, struct kload *kl, bool *loaded, char *err,
+			 size_t errlen)
 {
 	uint8_t *elf = NULL;
 	size_t elflen = 0;
@@ -540,8 +540,8 @@ int boot_write_reset_vector(const struct guest_mem *m)
 	 * (RST_CPU | SYS_RST: khyve ends with the reboot status); hlt; jmp
 	 * back to the hlt.
 	 */
-	static const uint8_t stub[16] = {0xb0, 0x06, 0xba, 0xf9, 0x0c, 0xee,
-					 0xf4, 0xeb, 0xfd};
+	static const uint8_t stub[16] = {0xb0, 0x06, 0xba, 0xf9, 0x0c,
+					 0xee, 0xf4, 0xeb, 0xfd};
 
 	return guest_mem_write(m, BOOT_RESET_VECTOR, stub, sizeof(stub));
 }
@@ -647,8 +647,8 @@ static int write_cmdline(const struct guest_mem *m,
 				clen + 1 + elen, cfg->linux_extra);
 			return -E2BIG;
 		}
-		snprintf(full, sizeof(full), "%s%s%s", cmdline,
-			 clen ? " " : "", cfg->linux_extra);
+		snprintf(full, sizeof(full), "%s%s%s", cmdline, clen ? " " : "",
+			 cfg->linux_extra);
 		cmdline = full;
 		clen = strlen(full);
 		bi->cmdline_appended = true;
@@ -689,7 +689,8 @@ static int place_initrd(const struct guest_mem *m, const struct kload *kl,
 		set_err(err, errlen,
 			"initrd too big for guest memory (%zu bytes, "
 			"%llu free below %#llx)",
-			ilen, (unsigned long long)(top > floor ? top - floor : 0),
+			ilen,
+			(unsigned long long)(top > floor ? top - floor : 0),
 			(unsigned long long)top);
 		return -EFBIG;
 	}
@@ -705,8 +706,7 @@ static int place_initrd(const struct guest_mem *m, const struct kload *kl,
 /* The firmware tables (ACPI, MP) a guest finds its CPUs and devices by. */
 static int build_firmware_tables(const struct guest_mem *m,
 				 const struct boot_config *cfg,
-				 struct boot_info *bi, char *err,
-				 size_t errlen)
+				 struct boot_info *bi, char *err, size_t errlen)
 {
 	int ret;
 
@@ -738,8 +738,7 @@ static int build_firmware_tables(const struct guest_mem *m,
 }
 
 /* Page tables, GDT, IDT and reset vector: what the boot vCPU starts on. */
-static int build_cpu_structures(const struct guest_mem *m,
-				struct boot_info *bi)
+static int build_cpu_structures(const struct guest_mem *m, struct boot_info *bi)
 {
 	int ret;
 

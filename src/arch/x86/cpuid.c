@@ -6,15 +6,15 @@
 #include <unistd.h>
 
 /* Leaf 1 ECX. */
-#define F1_ECX_MONITOR (1u << 3)
-#define F1_ECX_FMA (1u << 12)
-#define F1_ECX_CX16 (1u << 13)
-#define F1_ECX_X2APIC (1u << 21)
-#define F1_ECX_POPCNT (1u << 23)
-#define F1_ECX_XSAVE (1u << 26)
-#define F1_ECX_OSXSAVE (1u << 27)
-#define F1_ECX_AVX (1u << 28)
-#define F1_ECX_F16C (1u << 29)
+#define F1_ECX_MONITOR	  (1u << 3)
+#define F1_ECX_FMA	  (1u << 12)
+#define F1_ECX_CX16	  (1u << 13)
+#define F1_ECX_X2APIC	  (1u << 21)
+#define F1_ECX_POPCNT	  (1u << 23)
+#define F1_ECX_XSAVE	  (1u << 26)
+#define F1_ECX_OSXSAVE	  (1u << 27)
+#define F1_ECX_AVX	  (1u << 28)
+#define F1_ECX_F16C	  (1u << 29)
 #define F1_ECX_HYPERVISOR (1u << 31)
 /* Leaf 1 EDX. */
 #define F1_EDX_HTT (1u << 28)
@@ -22,11 +22,16 @@
 #define F7_EBX_AVX2 (1u << 5)
 #define F7_EBX_SMAP (1u << 20)
 /* AVX-512 F, DQ, IFMA, PF, ER, CD, BW, VL. */
-#define F7_EBX_AVX512 ((1u << 16) | (1u << 17) | (1u << 21) | (1u << 26) | \
-		       (1u << 27) | (1u << 28) | (1u << 30) | (1u << 31))
-/* Leaf 7.0 ECX: AVX512_VBMI, VBMI2, GFNI? no; VAES, VPCLMULQDQ, VNNI, BITALG, VPOPCNTDQ. */
-#define F7_ECX_AVXISH ((1u << 1) | (1u << 6) | (1u << 9) | (1u << 10) | \
-		       (1u << 11) | (1u << 12) | (1u << 14))
+#define F7_EBX_AVX512                                                          \
+	((1u << 16) | (1u << 17) | (1u << 21) | (1u << 26) | (1u << 27) |      \
+	 (1u << 28) | (1u << 30) | (1u << 31))
+/*
+ * Leaf 7.0 ECX: AVX512_VBMI, VBMI2, GFNI? no; VAES, VPCLMULQDQ, VNNI, BITALG,
+ * VPOPCNTDQ.
+ */
+#define F7_ECX_AVXISH                                                          \
+	((1u << 1) | (1u << 6) | (1u << 9) | (1u << 10) | (1u << 11) |         \
+	 (1u << 12) | (1u << 14))
 /* Leaf 0x80000001 ECX: ABM (LZCNT; POPCNT on AMD is reported here too). */
 #define F81_ECX_ABM (1u << 5)
 
@@ -100,9 +105,8 @@ static void cpuid_remove_leaf(struct kvm_cpuid2 *c, uint32_t fn)
 }
 
 /* Leaf 1: this vCPU's APIC id and count, and the safe policy's removals. */
-static void policy_leaf1(struct kvm_cpuid_entry2 *e, bool safe,
-			 unsigned index, unsigned ncpus,
-			 struct cpuid_hidden *hidden)
+static void policy_leaf1(struct kvm_cpuid_entry2 *e, bool safe, unsigned index,
+			 unsigned ncpus, struct cpuid_hidden *hidden)
 {
 	/* Initial APIC id and logical processor count. */
 	e->ebx = (e->ebx & 0x0000ffff) | (index << 24) | ((ncpus & 0xff) << 16);
@@ -144,7 +148,8 @@ static void policy_kvm_pv(struct kvm_cpuid_entry2 *e, bool safe,
 }
 
 void cpuid_apply_policy(struct kvm_cpuid2 *c, enum cpu_policy policy,
-			unsigned index, unsigned ncpus, struct cpuid_hidden *hidden)
+			unsigned index, unsigned ncpus,
+			struct cpuid_hidden *hidden)
 {
 	struct kvm_cpuid_entry2 *e;
 	bool safe = policy == CPU_POLICY_SAFE;

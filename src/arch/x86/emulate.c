@@ -5,8 +5,8 @@
 #include <string.h>
 
 const char *const emul_kind_names[EMUL_NR_KINDS] = {
-	"int3",	 "fwait", "fnclex", "fninit",	  "emms",
-	"popcnt", "clac", "stac",   "cmpxchg16b", "ldmxcsr", "stmxcsr",
+	"int3", "fwait", "fnclex",     "fninit",  "emms",    "popcnt",
+	"clac", "stac",	 "cmpxchg16b", "ldmxcsr", "stmxcsr",
 };
 
 #define RFLAGS_CF (1u << 0)
@@ -149,8 +149,8 @@ static int do_popcnt(struct emul_ctx *c, struct decoder *d)
 	if (ret)
 		return ret;
 	if (m.is_mem) {
-		if (!c->read || c->read(c->opaque, finish_ea(c, d, &m), &src,
-					bytes))
+		if (!c->read ||
+		    c->read(c->opaque, finish_ea(c, d, &m), &src, bytes))
 			return -EFAULT;
 	} else {
 		src = c->gpr[m.rm];
@@ -188,7 +188,7 @@ static int do_cmpxchg16b(struct emul_ctx *c, struct decoder *d)
 	if (!c->read || !c->write || c->read(c->opaque, ea, mem, 16))
 		return -EFAULT;
 	if (mem[0] == c->gpr[R_AX] && mem[1] == c->gpr[R_DX]) {
-		uint64_t nv[2] = { c->gpr[R_BX], c->gpr[R_CX] };
+		uint64_t nv[2] = {c->gpr[R_BX], c->gpr[R_CX]};
 
 		if (c->write(c->opaque, ea, nv, 16))
 			return -EFAULT;
@@ -345,7 +345,7 @@ static int do_0f(struct emul_ctx *c, struct decoder *d)
 
 int emul_complete(struct emul_ctx *c, const uint8_t *insn, unsigned len)
 {
-	struct decoder d = { .p = insn, .len = len, .seg = -1 };
+	struct decoder d = {.p = insn, .len = len, .seg = -1};
 	uint8_t b;
 	int ret;
 
