@@ -104,6 +104,25 @@ PROJECT_MARKS = [
 ]
 
 
+def vmm_internal_error(errpath, t0):
+    """QEMU stops the guest and lives on after a KVM emulation failure
+    (kvm_pvm cannot emulate some instructions, docs/software-kvm.md):
+    what it printed to @errpath, in one line, or None."""
+    try:
+        with open(errpath, errors="replace") as f:
+            err = f.read()
+    except OSError:
+        return None
+    if "KVM internal error" not in err:
+        return None
+    rip = re.search(r"RIP=([0-9a-f]+)", err)
+    code = re.search(r"Code=.*(<[0-9a-f]+>(?: [0-9a-f]+){0,3})", err)
+    return "KVM internal error (%s) at RIP %s, code %s; seen %.1f s after " \
+        "exec" % ("emulation failure" if "emulation failure" in err
+                  else "see stderr", rip.group(1) if rip else "?",
+                  code.group(1) if code else "?", time.monotonic() - t0)
+
+
 class Boot:
     """One VMM process; its stdout lines timed from exec."""
 
@@ -135,6 +154,10 @@ class Boot:
                 break
             r, _, _ = select.select([fd], [], [], min(left, 1.0))
             if not r:
+                died = vmm_internal_error(self.errpath, self.t0)
+                if died:
+                    why = died
+                    break
                 continue
             data = os.read(fd, 65536)
             now = time.monotonic() - self.t0
@@ -555,23 +578,7 @@ class Console:
                 return got, "exited %s" % self.p.poll()
 
     def internal_error(self):
-        """QEMU stops the guest and lives on after a KVM emulation failure
-        (kvm_pvm cannot emulate some instructions, docs/software-kvm.md):
-        what it printed, in one line, or None."""
-        try:
-            with open(self.errpath, errors="replace") as f:
-                err = f.read()
-        except OSError:
-            return None
-        if "KVM internal error" not in err:
-            return None
-        rip = re.search(r"RIP=([0-9a-f]+)", err)
-        code = re.search(r"Code=.*(<[0-9a-f]+>(?: [0-9a-f]+){0,3})", err)
-        t = time.monotonic() - self.t0
-        return "KVM internal error (%s) at RIP %s, code %s; seen %.1f s " \
-            "after exec" % ("emulation failure" if "emulation failure" in err
-                            else "see stderr", rip.group(1) if rip else "?",
-                            code.group(1) if code else "?", t)
+        return vmm_internal_error(self.errpath, self.t0)
 
     def stop(self):
         if self.p.poll() is None:
