@@ -32,7 +32,14 @@ static int64_t host_realtime(void *opaque)
 
 static int64_t guest_ns(struct rtc *r)
 {
-	return r->clock(r->clock_opaque) + r->st.offset_ns;
+	int64_t ns = r->clock(r->clock_opaque) + r->st.offset_ns;
+
+	/*
+	 * Stop at rtc_state_check's bound: a clock set to the latest date
+	 * (commit_time's clamp) would otherwise run past it, and every
+	 * checkpoint after that would be refused on restore.
+	 */
+	return ns > INT64_MAX / 2 ? INT64_MAX / 2 : ns;
 }
 
 static bool is_time_reg(unsigned idx)

@@ -291,6 +291,39 @@ static void test_snapshot(void)
 	rtc_destroy(&b);
 }
 
+/*
+ * A guest clock set to the latest date it can hold keeps running: a
+ * checkpoint a second later must still be one a restore accepts (its
+ * saved guest time went past rtc_state_check's bound; found by
+ * tests/fuzz/fuzz_device_load).
+ */
+static void test_snapshot_at_clock_end(void)
+{
+	struct rtc a, b;
+	struct rtc_state st;
+
+	CHECK_EQ(rtc_init(&a, NULL, 512 * MiB, 0), 0);
+	CHECK_EQ(rtc_init(&b, NULL, 512 * MiB, 0), 0);
+	rtc_set_clock(&a, fake_clock, NULL);
+	rtc_set_clock(&b, fake_clock, NULL);
+	fake_now = T0 * NSEC;
+	cmos_write(&a, RTC_REG_B, RTC_B_SET | RTC_B_24H);
+	cmos_write(&a, RTC_YEAR, 0x99);
+	cmos_write(&a, RTC_CENTURY, 0x99);
+	cmos_write(&a, RTC_REG_B, RTC_B_24H);
+	fake_now += NSEC;
+	rtc_state_save(&a, &st);
+	CHECK_EQ(rtc_state_check(&st), 0);
+	CHECK_EQ(rtc_state_apply(&b, &st), 0);
+	/* It stands at its last second rather than run past it. */
+	fake_now += 100 * NSEC;
+	CHECK(rtc_guest_time_ns(&a) <= INT64_MAX / 2);
+	rtc_state_save(&a, &st);
+	CHECK_EQ(rtc_state_check(&st), 0);
+	rtc_destroy(&a);
+	rtc_destroy(&b);
+}
+
 static uint64_t rng = 0x2545f4914f6cdd1dULL;
 static uint64_t next_rand(void)
 {
@@ -331,6 +364,7 @@ int main(void)
 	RUN(test_set_time);
 	RUN(test_nvram_and_mem);
 	RUN(test_snapshot);
+	RUN(test_snapshot_at_clock_end);
 	RUN(test_fuzz);
 	return unit_done();
 }
