@@ -11,6 +11,9 @@ re-running it changes nothing unless this script changed):
                (make -C tests/fuzz seed-fuzz_snap_reader);
 - virtio_pci:  register sequences (fuzz_virtio_pci.c's ops): a driver's
                bring-up, MSI-X, BARs moved, the PCI_CFG window, resets.
+
+device_load's seeds are sections as the devices save them, so the harness
+writes them itself: make -C tests/fuzz seed-fuzz_device_load.
 """
 import json
 import os
