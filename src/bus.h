@@ -29,7 +29,7 @@ struct bus_range {
 };
 
 struct bus {
-	const char *name; /* "pio" or "mmio", for messages */
+	const char *name;	  /* "pio" or "mmio", for messages */
 	struct bus_range *ranges; /* sorted by base, never overlapping */
 	unsigned nr, cap;
 	pthread_rwlock_t lock;

@@ -10,6 +10,8 @@
 
 #include "common.h"
 
+/* One help line per source line. */
+/* clang-format off */
 const char config_usage[] =
 	"usage: khyve [options] VMNAME\n"
 	"       khyve -r SNAPSHOT [options] [VMNAME]\n"
@@ -41,6 +43,7 @@ const char config_usage[] =
 	"\n"
 	"Exit status: 0 rebooted, 1 powered off, 2 halted, 3 triple fault,\n"
 	"4 error, 5 suspended to a snapshot. See khyve(8).\n";
+/* clang-format on */
 
 int config_parse_size(const char *s, uint64_t *out)
 {
@@ -202,25 +205,25 @@ enum {
 };
 
 static const struct option longopts[] = {
-	{ "cpus", required_argument, NULL, 'c' },
-	{ "memory", required_argument, NULL, 'm' },
-	{ "kernel", required_argument, NULL, 'k' },
-	{ "initrd", required_argument, NULL, 'i' },
-	{ "append", required_argument, NULL, 'a' },
-	{ "lpc", required_argument, NULL, 'l' },
-	{ "slot", required_argument, NULL, 's' },
-	{ "restore", required_argument, NULL, 'r' },
-	{ "eager", no_argument, NULL, OPT_EAGER },
-	{ "strict-bindings", no_argument, NULL, OPT_STRICT_BINDINGS },
-	{ "keep-clock", no_argument, NULL, OPT_KEEP_CLOCK },
-	{ "no-unpack", no_argument, NULL, OPT_NO_UNPACK },
-	{ "cpu-policy", required_argument, NULL, OPT_CPU_POLICY },
-	{ "rundir", required_argument, NULL, OPT_RUNDIR },
-	{ "probe-kvm", no_argument, NULL, OPT_PROBE_KVM },
-	{ "verbose", no_argument, NULL, 'v' },
-	{ "help", no_argument, NULL, 'h' },
-	{ "version", no_argument, NULL, 'V' },
-	{ 0 },
+	{"cpus", required_argument, NULL, 'c'},
+	{"memory", required_argument, NULL, 'm'},
+	{"kernel", required_argument, NULL, 'k'},
+	{"initrd", required_argument, NULL, 'i'},
+	{"append", required_argument, NULL, 'a'},
+	{"lpc", required_argument, NULL, 'l'},
+	{"slot", required_argument, NULL, 's'},
+	{"restore", required_argument, NULL, 'r'},
+	{"eager", no_argument, NULL, OPT_EAGER},
+	{"strict-bindings", no_argument, NULL, OPT_STRICT_BINDINGS},
+	{"keep-clock", no_argument, NULL, OPT_KEEP_CLOCK},
+	{"no-unpack", no_argument, NULL, OPT_NO_UNPACK},
+	{"cpu-policy", required_argument, NULL, OPT_CPU_POLICY},
+	{"rundir", required_argument, NULL, OPT_RUNDIR},
+	{"probe-kvm", no_argument, NULL, OPT_PROBE_KVM},
+	{"verbose", no_argument, NULL, 'v'},
+	{"help", no_argument, NULL, 'h'},
+	{"version", no_argument, NULL, 'V'},
+	{0},
 };
 
 /* A string option; the copy's allocation is all that can fail. */
@@ -278,7 +281,8 @@ static int opt_console(struct vm_config *c, const char *arg, char *err,
 {
 	if (strncmp(arg, "com1,", 5) || !arg[5]) {
 		snprintf(err, errlen,
-			 "-l %s: expected com1,BACKEND (stdio, file:PATH, socket:PATH, null)",
+			 "-l %s: expected com1,BACKEND (stdio, file:PATH, "
+			 "socket:PATH, null)",
 			 arg);
 		return -EINVAL;
 	}
@@ -337,8 +341,8 @@ static int opt_cpu_policy(struct vm_config *c, const char *arg, char *err,
  * from the snapshot), and the options that only make sense for a fresh
  * boot or only for a restore.
  */
-static int check_operands(struct vm_config *c, int argc, char **argv,
-			  char *err, size_t errlen)
+static int check_operands(struct vm_config *c, int argc, char **argv, char *err,
+			  size_t errlen)
 {
 	if (optind < argc) {
 		if (optind + 1 < argc) {
@@ -349,7 +353,8 @@ static int check_operands(struct vm_config *c, int argc, char **argv,
 		}
 		if (!config_name_valid(argv[optind])) {
 			snprintf(err, errlen,
-				 "invalid VM name '%s': use 1-%d of A-Z a-z 0-9 . _ - (not starting with '.')",
+				 "invalid VM name '%s': use 1-%d of A-Z a-z "
+				 "0-9 . _ - (not starting with '.')",
 				 argv[optind], CONFIG_NAME_MAX);
 			return -EINVAL;
 		}
@@ -359,12 +364,14 @@ static int check_operands(struct vm_config *c, int argc, char **argv,
 		return -EINVAL;
 	}
 	if (!c->restore && !c->kernel) {
-		snprintf(err, errlen, "no kernel given: use -k FILE (or -r SNAPSHOT)");
+		snprintf(err, errlen,
+			 "no kernel given: use -k FILE (or -r SNAPSHOT)");
 		return -EINVAL;
 	}
 	if (c->restore && (c->kernel || c->initrd || c->cmdline)) {
 		snprintf(err, errlen,
-			 "-k, -i and -a cannot be used with -r: the snapshot holds the running kernel");
+			 "-k, -i and -a cannot be used with -r: the snapshot "
+			 "holds the running kernel");
 		return -EINVAL;
 	}
 	if (!c->restore &&
@@ -486,18 +493,20 @@ json_t *config_to_json(const struct vm_config *c)
 	json_t *j;
 
 	for (unsigned i = 0; i < c->ndevs; i++)
-		json_array_append_new(
-			devs, json_pack("{s:i, s:i, s:s, s:s}", "slot",
-					(int)c->devs[i].slot, "func",
-					(int)c->devs[i].func, "emulation",
-					c->devs[i].emul, "conf", c->devs[i].conf));
+		json_array_append_new(devs,
+				      json_pack("{s:i, s:i, s:s, s:s}", "slot",
+						(int)c->devs[i].slot, "func",
+						(int)c->devs[i].func,
+						"emulation", c->devs[i].emul,
+						"conf", c->devs[i].conf));
 	j = json_pack("{s:s, s:i, s:I, s:s?, s:s?, s:s?, s:s, s:s, s:o}",
 		      "name", c->name, "cpus", (int)c->ncpus, "memory",
 		      (json_int_t)c->mem_size, "kernel", c->kernel, "initrd",
 		      c->initrd, "cmdline", c->cmdline, "console",
 		      c->console ? c->console : "stdio", "cpu_policy",
-		      c->cpu_policy == CPU_POLICY_HOST ? "host" :
-		      c->cpu_policy == CPU_POLICY_SAFE ? "safe" : "auto",
+		      c->cpu_policy == CPU_POLICY_HOST	 ? "host"
+		      : c->cpu_policy == CPU_POLICY_SAFE ? "safe"
+							 : "auto",
 		      "devices", devs);
 	return j;
 }
@@ -524,11 +533,13 @@ static int json_read_sizes(struct vm_config *c, const json_t *j, char *err,
 	if (json_unpack((json_t *)j, "{s:s, s:I, s:I}", "name", &name, "cpus",
 			&cpus, "memory", &mem)) {
 		snprintf(err, errlen,
-			 "configuration: missing or mistyped name, cpus or memory");
+			 "configuration: missing or mistyped name, cpus or "
+			 "memory");
 		return -EINVAL;
 	}
 	if (!config_name_valid(name)) {
-		snprintf(err, errlen, "configuration: field 'name': invalid VM name");
+		snprintf(err, errlen,
+			 "configuration: field 'name': invalid VM name");
 		return -EINVAL;
 	}
 	if (cpus < 1 || cpus > CONFIG_MAX_CPUS) {
@@ -539,7 +550,8 @@ static int json_read_sizes(struct vm_config *c, const json_t *j, char *err,
 	}
 	if (mem < (json_int_t)CONFIG_MIN_MEM || mem % (2 * MiB)) {
 		snprintf(err, errlen,
-			 "configuration: field 'memory': %lld is not a valid guest memory size",
+			 "configuration: field 'memory': %lld is not a valid "
+			 "guest memory size",
 			 (long long)mem);
 		return -EINVAL;
 	}
@@ -570,7 +582,8 @@ static int json_read_device(struct vm_config *c, const json_t *d, size_t i,
 	for (unsigned k = 0; k < c->ndevs; k++) {
 		if (c->devs[k].slot == slot && c->devs[k].func == func) {
 			snprintf(err, errlen,
-				 "configuration: device %zu: slot %u:%u is already taken by %s",
+				 "configuration: device %zu: slot %u:%u is "
+				 "already taken by %s",
 				 i, c->devs[k].slot, c->devs[k].func,
 				 c->devs[k].emul);
 			return -EINVAL;
@@ -603,15 +616,17 @@ int config_from_json(struct vm_config *c, const json_t *j, char *err,
 	}
 	v = json_object_get(j, "cpu_policy");
 	pol = json_is_string(v) ? json_string_value(v) : "auto";
-	c->cpu_policy = !strcmp(pol, "host") ? CPU_POLICY_HOST :
-			!strcmp(pol, "safe") ? CPU_POLICY_SAFE :
-					       CPU_POLICY_AUTO;
+	c->cpu_policy = !strcmp(pol, "host")   ? CPU_POLICY_HOST
+			: !strcmp(pol, "safe") ? CPU_POLICY_SAFE
+					       : CPU_POLICY_AUTO;
 	devs = json_object_get(j, "devices");
 	if (devs && !json_is_array(devs)) {
-		snprintf(err, errlen, "configuration: field 'devices' is not a list");
+		snprintf(err, errlen,
+			 "configuration: field 'devices' is not a list");
 		goto fail;
 	}
-	json_array_foreach(devs, i, d) {
+	json_array_foreach(devs, i, d)
+	{
 		if (json_read_device(c, d, i, err, errlen))
 			goto fail;
 	}
@@ -634,13 +649,15 @@ int config_merge_restore(struct vm_config *saved, const struct vm_config *cmd,
 {
 	if (cmd->set_ncpus && cmd->ncpus != saved->ncpus) {
 		snprintf(err, errlen,
-			 "-c %u differs from the snapshot's %u vCPUs (guest-visible; cannot change on restore)",
+			 "-c %u differs from the snapshot's %u vCPUs "
+			 "(guest-visible; cannot change on restore)",
 			 cmd->ncpus, saved->ncpus);
 		return -EINVAL;
 	}
 	if (cmd->set_mem && cmd->mem_size != saved->mem_size) {
 		snprintf(err, errlen,
-			 "-m differs from the snapshot's memory size of %llu MiB (guest-visible; cannot change on restore)",
+			 "-m differs from the snapshot's memory size of %llu "
+			 "MiB (guest-visible; cannot change on restore)",
 			 (unsigned long long)(saved->mem_size / MiB));
 		return -EINVAL;
 	}
@@ -658,7 +675,9 @@ int config_merge_restore(struct vm_config *saved, const struct vm_config *cmd,
 				sd = &saved->devs[k];
 		if (!sd) {
 			snprintf(err, errlen,
-				 "-s %u:%u,%s: the snapshot has no device in that slot (devices cannot be added on restore)",
+				 "-s %u:%u,%s: the snapshot has no device in "
+				 "that slot (devices cannot be added on "
+				 "restore)",
 				 cd->slot, cd->func, cd->emul);
 			return -EINVAL;
 		}
@@ -668,9 +687,12 @@ int config_merge_restore(struct vm_config *saved, const struct vm_config *cmd,
 				 cd->slot, cd->func, sd->emul, cd->emul);
 			return -EINVAL;
 		}
-		if (strcmp(conf_guest_part(sd->conf), conf_guest_part(cd->conf))) {
+		if (strcmp(conf_guest_part(sd->conf),
+			   conf_guest_part(cd->conf))) {
 			snprintf(err, errlen,
-				 "-s %u:%u,%s: options '%s' differ from the snapshot's '%s' (only the backing path/name may change)",
+				 "-s %u:%u,%s: options '%s' differ from the "
+				 "snapshot's '%s' (only the backing path/name "
+				 "may change)",
 				 cd->slot, cd->func, cd->emul,
 				 conf_guest_part(cd->conf),
 				 conf_guest_part(sd->conf));
@@ -713,8 +735,8 @@ static void conf_first(const char *conf, char *out, size_t len)
 static void console_binding(const char *spec, const char **kind,
 			    const char **target)
 {
-	static const char *const kinds[] = {"file:", "append:", "socket:",
-					    "unix=", "file="};
+	static const char *const kinds[] = {
+		"file:", "append:", "socket:", "unix=", "file="};
 	static const char *const names[] = {"file", "append", "socket",
 					    "socket", "file"};
 

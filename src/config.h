@@ -15,7 +15,7 @@
 #include <stdint.h>
 
 #define CONFIG_MAX_CPUS 64
-#define CONFIG_MIN_MEM (16ULL << 20)
+#define CONFIG_MIN_MEM	(16ULL << 20)
 #define CONFIG_MAX_DEVS 32
 #define CONFIG_NAME_MAX 64
 
@@ -40,9 +40,10 @@ struct dev_config {
 };
 
 enum cpu_policy {
-	CPU_POLICY_AUTO = 0, /* full features on hardware KVM, safe set on pvm */
-	CPU_POLICY_HOST,     /* everything KVM supports */
-	CPU_POLICY_SAFE,     /* hide what software backends cannot emulate */
+	CPU_POLICY_AUTO =
+		0,	 /* full features on hardware KVM, safe set on pvm */
+	CPU_POLICY_HOST, /* everything KVM supports */
+	CPU_POLICY_SAFE, /* hide what software backends cannot emulate */
 };
 
 struct vm_config {
@@ -56,9 +57,9 @@ struct vm_config {
 	char *rundir;  /* control socket directory */
 	char *restore; /* -r FILE */
 	bool restore_eager;
-	bool keep_clock;  /* restore: keep the saved wall clock (frozen time) */
+	bool keep_clock; /* restore: keep the saved wall clock (frozen time) */
 	bool strict_bindings; /* restore: no host binding from the snapshot */
-	bool no_unpack;	  /* let a bzImage decompress itself in the guest */
+	bool no_unpack;	      /* let a bzImage decompress itself in the guest */
 	enum cpu_policy cpu_policy;
 	int verbose;
 	unsigned ndevs;
@@ -70,8 +71,8 @@ struct vm_config {
 
 enum config_parse_result {
 	CONFIG_OK = 0,
-	CONFIG_HELP = 1,    /* --help given: print usage, exit 0 */
-	CONFIG_VERSION = 2, /* --version given */
+	CONFIG_HELP = 1,      /* --help given: print usage, exit 0 */
+	CONFIG_VERSION = 2,   /* --version given */
 	CONFIG_LIST_DEVS = 3, /* -s help */
 	CONFIG_PROBE_KVM = 4, /* --probe-kvm */
 };

@@ -42,11 +42,9 @@ int ctl_client_call(struct ctl_conn *c, const char *cmd, const json_t *args,
  * The same; {"id": N, "progress": {"done": D, "total": T}} lines before
  * the reply (a checkpoint sent with "progress": true) go to @fn.
  */
-int ctl_client_call_progress(struct ctl_conn *c, const char *cmd,
-			     const json_t *args,
-			     void (*fn)(void *opaque, uint64_t done,
-					uint64_t total),
-			     void *opaque, json_t **result, char *code,
-			     size_t codelen, char *err, size_t errlen);
+int ctl_client_call_progress(
+	struct ctl_conn *c, const char *cmd, const json_t *args,
+	void (*fn)(void *opaque, uint64_t done, uint64_t total), void *opaque,
+	json_t **result, char *code, size_t codelen, char *err, size_t errlen);
 
 #endif

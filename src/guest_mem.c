@@ -16,12 +16,12 @@ int guest_mem_layout(struct guest_mem *m, uint64_t ram_size)
 	memset(m, 0, sizeof(*m));
 	m->ram_size = ram_size;
 	low = MIN(ram_size, GUEST_PCI_HOLE_START);
-	m->r[0] = (struct guest_mem_region){ .gpa = 0, .size = low, .offset = 0 };
+	m->r[0] = (struct guest_mem_region){.gpa = 0, .size = low, .offset = 0};
 	m->nr = 1;
 	if (ram_size > low) {
-		m->r[1] = (struct guest_mem_region){ .gpa = GUEST_PCI_HOLE_END,
-						     .size = ram_size - low,
-						     .offset = low };
+		m->r[1] = (struct guest_mem_region){.gpa = GUEST_PCI_HOLE_END,
+						    .size = ram_size - low,
+						    .offset = low};
 		m->nr = 2;
 	}
 	return 0;

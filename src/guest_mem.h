@@ -27,13 +27,14 @@
 #include <stdint.h>
 
 #define GUEST_MEM_MAX_REGIONS 2
-#define GUEST_PCI_HOLE_START 0xC0000000ULL
-#define GUEST_PCI_HOLE_END 0x100000000ULL
+#define GUEST_PCI_HOLE_START  0xC0000000ULL
+#define GUEST_PCI_HOLE_END    0x100000000ULL
 
 struct guest_mem_region {
 	uint64_t gpa;	 /* guest physical base */
 	uint64_t size;	 /* bytes */
-	uint64_t offset; /* offset of this region in the flat RAM (and RAM file) */
+	uint64_t offset; /* offset of this region in the flat RAM (and RAM file)
+			  */
 	uint8_t *hva;	 /* host mapping, NULL until mapped */
 };
 

@@ -20,8 +20,8 @@ void log_set_prog(const char *prog)
 
 void log_msg(enum log_level lvl, const char *fmt, ...)
 {
-	static const char *const names[] = { "error", "warning", "info",
-					     "debug" };
+	static const char *const names[] = {"error", "warning", "info",
+					    "debug"};
 	char buf[1024];
 	va_list ap;
 

@@ -51,11 +51,11 @@ static int main_loop(struct vm *vm)
 			break;
 		}
 		pthread_mutex_unlock(&vm->lock);
-		p[n++] = (struct pollfd){ .fd = vm->wake_fd, .events = POLLIN };
-		p[n++] = (struct pollfd){ .fd = sfd, .events = POLLIN };
+		p[n++] = (struct pollfd){.fd = vm->wake_fd, .events = POLLIN};
+		p[n++] = (struct pollfd){.fd = sfd, .events = POLLIN};
 		in_fd = vm_devices_console_wait_fd(vm->devs);
 		if (in_fd >= 0)
-			p[n++] = (struct pollfd){ .fd = in_fd, .events = POLLIN };
+			p[n++] = (struct pollfd){.fd = in_fd, .events = POLLIN};
 		if (poll(p, (nfds_t)n, -1) < 0 && errno != EINTR)
 			break;
 		if (p[0].revents) {
@@ -125,8 +125,9 @@ static int parse_command_line(int argc, char **argv, struct vm_config *cmd)
 		config_free(cmd);
 		return KHYVE_EXIT_ERROR;
 	}
-	log_set_level(cmd->verbose >= 2 ? LOG_DEBUG :
-		      cmd->verbose == 1 ? LOG_INFO : LOG_WARN);
+	log_set_level(cmd->verbose >= 2	  ? LOG_DEBUG
+		      : cmd->verbose == 1 ? LOG_INFO
+					  : LOG_WARN);
 	/* Tests only (khyve(8), ENVIRONMENT): make a save fail at a step. */
 	fi = getenv("KHYVE_FAULT_INJECT");
 	if (fi && *fi) {
@@ -145,8 +146,8 @@ static int parse_command_line(int argc, char **argv, struct vm_config *cmd)
 /* Kernel and initrd readable: a typo should not wait for KVM set-up. */
 static int check_input_files(const struct vm_config *cfg)
 {
-	const char *files[] = { cfg->kernel, cfg->initrd };
-	const char *what[] = { "kernel", "initrd" };
+	const char *files[] = {cfg->kernel, cfg->initrd};
+	const char *what[] = {"kernel", "initrd"};
 
 	for (unsigned i = 0; i < 2 && !cfg->restore; i++) {
 		FILE *f = files[i] ? fopen(files[i], "rb") : NULL;
@@ -253,13 +254,14 @@ int main(int argc, char **argv)
 	}
 	ret = vm_create(vm, &cfg, err, sizeof(err));
 	if (!ret)
-		ret = cfg.restore ? restore(vm, &cfg, err, sizeof(err)) :
-				    vm_boot(vm, err, sizeof(err));
+		ret = cfg.restore ? restore(vm, &cfg, err, sizeof(err))
+				  : vm_boot(vm, err, sizeof(err));
 	if (!ret)
-		ret = ctl_server_start(&vm->ctl,
-				       &(struct ctl_params){.rundir = cfg.rundir,
-							    .vmname = cfg.name},
-				       &vm_ctl_ops, vm, err, sizeof(err));
+		ret = ctl_server_start(
+			&vm->ctl,
+			&(struct ctl_params){.rundir = cfg.rundir,
+					     .vmname = cfg.name},
+			&vm_ctl_ops, vm, err, sizeof(err));
 	if (!ret)
 		ret = vm_start_vcpus(vm);
 	if (ret) {

@@ -37,7 +37,8 @@ size_t progress_format(char *buf, size_t len, const char *what, uint64_t done,
 	if (w > 0)
 		n = MIN((size_t)w, len - 1);
 	if (secs > 0 && n < len - 1) {
-		w = snprintf(buf + n, len - n, " %.0f MiB/s", done / mib / secs);
+		w = snprintf(buf + n, len - n, " %.0f MiB/s",
+			     done / mib / secs);
 		if (w > 0)
 			n += MIN((size_t)w, len - n - 1);
 	}

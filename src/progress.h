@@ -17,11 +17,11 @@
 #define PROGRESS_EVERY_MS 100 /* redraw at most this often */
 
 struct progress {
-	char what[96];	  /* "saving vm1.snap" */
-	int fd;		  /* the terminal, -1: draw nothing */
+	char what[96];	   /* "saving vm1.snap" */
+	int fd;		   /* the terminal, -1: draw nothing */
 	unsigned delay_ms; /* PROGRESS_DELAY_MS, or $KHYVE_PROGRESS_DELAY_MS */
 	uint64_t t0_ns, last_ns;
-	bool shown;	  /* a line is on the terminal (end erases it) */
+	bool shown; /* a line is on the terminal (end erases it) */
 };
 
 /*

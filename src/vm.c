@@ -57,11 +57,13 @@ static int kvm_open(struct vm *vm, char *err, size_t errlen)
 
 		if (e == ENOENT || e == ENODEV || e == ENXIO)
 			snprintf(err, errlen,
-				 "/dev/kvm: %s: KVM is not available on this host (no kvm module bound)",
+				 "/dev/kvm: %s: KVM is not available on this "
+				 "host (no kvm module bound)",
 				 strerror(e));
 		else if (e == EACCES || e == EPERM)
 			snprintf(err, errlen,
-				 "/dev/kvm: %s: run as root or join the group that owns /dev/kvm",
+				 "/dev/kvm: %s: run as root or join the group "
+				 "that owns /dev/kvm",
 				 strerror(e));
 		else
 			snprintf(err, errlen, "/dev/kvm: %s", strerror(e));
@@ -77,20 +79,22 @@ static int kvm_open(struct vm *vm, char *err, size_t errlen)
 		int cap;
 		const char *name;
 	} need[] = {
-		{ KVM_CAP_IRQCHIP, "KVM_CAP_IRQCHIP" },
-		{ KVM_CAP_USER_MEMORY, "KVM_CAP_USER_MEMORY" },
-		{ KVM_CAP_PIT2, "KVM_CAP_PIT2" },
-		{ KVM_CAP_EXT_CPUID, "KVM_CAP_EXT_CPUID" },
+		{KVM_CAP_IRQCHIP, "KVM_CAP_IRQCHIP"},
+		{KVM_CAP_USER_MEMORY, "KVM_CAP_USER_MEMORY"},
+		{KVM_CAP_PIT2, "KVM_CAP_PIT2"},
+		{KVM_CAP_EXT_CPUID, "KVM_CAP_EXT_CPUID"},
 	};
 	for (unsigned i = 0; i < ARRAY_SIZE(need); i++) {
 		if (ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, need[i].cap) <= 0) {
-			snprintf(err, errlen, "/dev/kvm lacks %s", need[i].name);
+			snprintf(err, errlen, "/dev/kvm lacks %s",
+				 need[i].name);
 			return -ENOTSUP;
 		}
 	}
 	vm->run_size = ioctl(vm->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
 	if (vm->run_size < (int)sizeof(struct kvm_run)) {
-		snprintf(err, errlen, "KVM_GET_VCPU_MMAP_SIZE: %s", strerror(errno));
+		snprintf(err, errlen, "KVM_GET_VCPU_MMAP_SIZE: %s",
+			 strerror(errno));
 		return -EIO;
 	}
 	return 0;
@@ -151,8 +155,8 @@ static int vm_setup_irq_routing(struct vm *vm)
 			continue; /* the cascade */
 		r.e[n].gsi = i;
 		r.e[n].type = KVM_IRQ_ROUTING_IRQCHIP;
-		r.e[n].u.irqchip.irqchip = i < 8 ? KVM_IRQCHIP_PIC_MASTER :
-						   KVM_IRQCHIP_PIC_SLAVE;
+		r.e[n].u.irqchip.irqchip =
+			i < 8 ? KVM_IRQCHIP_PIC_MASTER : KVM_IRQCHIP_PIC_SLAVE;
 		r.e[n].u.irqchip.pin = i % 8;
 		n++;
 	}
@@ -188,9 +192,10 @@ static int vm_map_memory(struct vm *vm, char *err, size_t errlen)
 	}
 	if (host && vm->cfg->mem_size > host) {
 		snprintf(err, errlen,
-			 "-m: %" PRIu64 " MiB of guest memory is more than this host has (%" PRIu64
-			 " MiB)",
-			 (uint64_t)(vm->cfg->mem_size / MiB), (uint64_t)(host / MiB));
+			 "-m: %" PRIu64 " MiB of guest memory is more than "
+			 "this host has (%" PRIu64 " MiB)",
+			 (uint64_t)(vm->cfg->mem_size / MiB),
+			 (uint64_t)(host / MiB));
 		return -ENOMEM;
 	}
 	/*
@@ -208,7 +213,8 @@ static int vm_map_memory(struct vm *vm, char *err, size_t errlen)
 
 		if (p == MAP_FAILED) {
 			snprintf(err, errlen,
-				 "cannot map %" PRIu64 " MiB of guest memory: %s",
+				 "cannot map %" PRIu64
+				 " MiB of guest memory: %s",
 				 (uint64_t)(vm->cfg->mem_size / MiB),
 				 strerror(errno));
 			return -ENOMEM;
@@ -252,7 +258,7 @@ static int vcpu_set_msr(struct vcpu *v, uint32_t index, uint64_t data)
 	struct {
 		struct kvm_msrs hdr;
 		struct kvm_msr_entry e;
-	} m = { .hdr.nmsrs = 1, .e = { .index = index, .data = data } };
+	} m = {.hdr.nmsrs = 1, .e = {.index = index, .data = data}};
 
 	return ioctl(v->fd, KVM_SET_MSRS, &m) == 1 ? 0 : -EIO;
 }
@@ -271,7 +277,8 @@ static int vcpu_create(struct vm *vm, unsigned id, char *err, size_t errlen)
 	v->id = id;
 	v->fd = ioctl(vm->vm_fd, KVM_CREATE_VCPU, id);
 	if (v->fd < 0) {
-		snprintf(err, errlen, "KVM_CREATE_VCPU %u: %s", id, strerror(errno));
+		snprintf(err, errlen, "KVM_CREATE_VCPU %u: %s", id,
+			 strerror(errno));
 		return -errno;
 	}
 	v->run = mmap(NULL, (size_t)vm->run_size, PROT_READ | PROT_WRITE,
@@ -305,7 +312,8 @@ static int vcpu_create(struct vm *vm, unsigned id, char *err, size_t errlen)
 		*lint0 = (*lint0 & ~0x700u & ~0x10000u) | (7u << 8);
 		*lint1 = (*lint1 & ~0x700u & ~0x10000u) | (4u << 8);
 		if (ioctl(v->fd, KVM_SET_LAPIC, &lapic) < 0)
-			log_debug("vCPU %u: KVM_SET_LAPIC: %s", id, strerror(errno));
+			log_debug("vCPU %u: KVM_SET_LAPIC: %s", id,
+				  strerror(errno));
 	}
 	return 0;
 }
@@ -315,7 +323,7 @@ static int vcpu_create(struct vm *vm, unsigned id, char *err, size_t errlen)
 static int kvm_irq_line(void *opaque, unsigned gsi, int level)
 {
 	struct vm *vm = opaque;
-	struct kvm_irq_level l = { .irq = gsi, .level = (uint32_t)level };
+	struct kvm_irq_level l = {.irq = gsi, .level = (uint32_t)level};
 
 	return ioctl(vm->vm_fd, KVM_IRQ_LINE, &l) < 0 ? -errno : 0;
 }
@@ -323,9 +331,9 @@ static int kvm_irq_line(void *opaque, unsigned gsi, int level)
 static int kvm_send_msi(void *opaque, uint64_t addr, uint32_t data)
 {
 	struct vm *vm = opaque;
-	struct kvm_msi m = { .address_lo = (uint32_t)addr,
-			     .address_hi = (uint32_t)(addr >> 32),
-			     .data = data };
+	struct kvm_msi m = {.address_lo = (uint32_t)addr,
+			    .address_hi = (uint32_t)(addr >> 32),
+			    .data = data};
 
 	return ioctl(vm->vm_fd, KVM_SIGNAL_MSI, &m) < 0 ? -errno : 0;
 }
@@ -385,7 +393,7 @@ static int vm_create_devices(struct vm *vm, char *err, size_t errlen)
 /* The VM itself: its fd, the irqchip and routing, the PIT. */
 static int kvm_vm_setup(struct vm *vm, char *err, size_t errlen)
 {
-	struct kvm_pit_config pit = { .flags = KVM_PIT_SPEAKER_DUMMY };
+	struct kvm_pit_config pit = {.flags = KVM_PIT_SPEAKER_DUMMY};
 	uint64_t idmap = 0xfffbc000ULL;
 	int ret;
 
@@ -398,12 +406,13 @@ static int kvm_vm_setup(struct vm *vm, char *err, size_t errlen)
 		log_debug("KVM_SET_TSS_ADDR: %s", strerror(errno));
 	if (ioctl(vm->vm_fd, KVM_SET_IDENTITY_MAP_ADDR, &idmap) < 0)
 		log_debug("KVM_SET_IDENTITY_MAP_ADDR: %s", strerror(errno));
-	/* Emulation failures come with the instruction bytes where supported. */
+	/* Emulation failures come with the instruction bytes where supported.
+	 */
 	if (ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION,
 		  KVM_CAP_EXIT_ON_EMULATION_FAILURE) > 0) {
 		struct kvm_enable_cap cap = {
 			.cap = KVM_CAP_EXIT_ON_EMULATION_FAILURE,
-			.args = { 1 },
+			.args = {1},
 		};
 
 		if (ioctl(vm->vm_fd, KVM_ENABLE_CAP, &cap) < 0)
@@ -411,12 +420,14 @@ static int kvm_vm_setup(struct vm *vm, char *err, size_t errlen)
 				  strerror(errno));
 	}
 	if (ioctl(vm->vm_fd, KVM_CREATE_IRQCHIP) < 0) {
-		snprintf(err, errlen, "KVM_CREATE_IRQCHIP: %s", strerror(errno));
+		snprintf(err, errlen, "KVM_CREATE_IRQCHIP: %s",
+			 strerror(errno));
 		return -errno;
 	}
 	ret = vm_setup_irq_routing(vm);
 	if (ret) {
-		snprintf(err, errlen, "KVM_SET_GSI_ROUTING: %s", strerror(-ret));
+		snprintf(err, errlen, "KVM_SET_GSI_ROUTING: %s",
+			 strerror(-ret));
 		return ret;
 	}
 	if (ioctl(vm->vm_fd, KVM_CREATE_PIT2, &pit) < 0) {
@@ -448,13 +459,16 @@ int vm_create(struct vm *vm, struct vm_config *cfg, char *err, size_t errlen)
 	if (ret)
 		return ret;
 	{
-		int max = ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_MAX_VCPUS);
+		int max = ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION,
+				KVM_CAP_MAX_VCPUS);
 
 		if (max <= 0)
-			max = ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_NR_VCPUS);
+			max = ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION,
+				    KVM_CAP_NR_VCPUS);
 		if (max > 0 && vm->ncpus > (unsigned)max) {
 			snprintf(err, errlen,
-				 "-c %u: this host's KVM allows at most %d vCPUs",
+				 "-c %u: this host's KVM allows at most %d "
+				 "vCPUs",
 				 vm->ncpus, max);
 			return -EINVAL;
 		}
@@ -479,7 +493,8 @@ int vm_create(struct vm *vm, struct vm_config *cfg, char *err, size_t errlen)
 	}
 	ret = vcpu_msr_list_probe(vm->kvm_fd, vm->vcpus[0].fd, &vm->msrs);
 	if (ret) {
-		snprintf(err, errlen, "KVM_GET_MSR_INDEX_LIST: %s", strerror(-ret));
+		snprintf(err, errlen, "KVM_GET_MSR_INDEX_LIST: %s",
+			 strerror(-ret));
 		return ret;
 	}
 	vm->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -525,7 +540,8 @@ static int vcpu_set_boot_regs(struct vcpu *v, const struct boot_info *bi,
 	sregs.idt.limit = 0;
 	seg_from_boot(BOOT_SEL_TSS, &sregs.tr);
 	if (bi->mode == BOOT_MODE_LINUX64) {
-		/* 64-bit boot protocol: long mode, paging on, RSI = zero page. */
+		/* 64-bit boot protocol: long mode, paging on, RSI = zero page.
+		 */
 		regs.rsi = bi->boot_params_gpa;
 		regs.rsp = bi->stack_top;
 		regs.rbp = bi->stack_top;
@@ -533,7 +549,7 @@ static int vcpu_set_boot_regs(struct vcpu *v, const struct boot_info *bi,
 		seg_from_boot(BOOT_SEL_DATA, &sregs.ds);
 		sregs.es = sregs.fs = sregs.gs = sregs.ss = sregs.ds;
 		sregs.cr3 = bi->cr3;
-		sregs.cr4 |= 0x20; /* PAE */
+		sregs.cr4 |= 0x20;	/* PAE */
 		sregs.cr0 = 0x80000011; /* PG | ET | PE */
 		sregs.efer |= 0x500;	/* LME | LMA */
 	} else {
@@ -558,7 +574,7 @@ fail:
 
 int vm_boot(struct vm *vm, char *err, size_t errlen)
 {
-	struct boot_config bc = { 0 };
+	struct boot_config bc = {0};
 	struct boot_info bi;
 	int ret;
 
@@ -663,7 +679,7 @@ static void vcpu_report(struct vcpu *v, const char *what)
 
 int vm_translate(struct vcpu *v, uint64_t gva, uint64_t *gpa)
 {
-	struct kvm_translation t = { .linear_address = gva };
+	struct kvm_translation t = {.linear_address = gva};
 
 	if (ioctl(v->fd, KVM_TRANSLATE, &t) < 0 || !t.valid)
 		return -EFAULT;
@@ -678,15 +694,15 @@ static int emul_mem(struct vcpu *v, uint64_t gva, void *buf, unsigned len,
 	uint8_t *b = buf;
 
 	while (len) {
-		unsigned chunk = (unsigned)MIN((uint64_t)len,
-					       PAGE_SIZE - (gva & (PAGE_SIZE - 1)));
+		unsigned chunk = (unsigned)MIN(
+			(uint64_t)len, PAGE_SIZE - (gva & (PAGE_SIZE - 1)));
 		uint64_t gpa;
 		int ret;
 
 		if (vm_translate(v, gva, &gpa))
 			return -EFAULT;
-		ret = write ? guest_mem_write(&v->vm->mem, gpa, b, chunk) :
-			      guest_mem_read(&v->vm->mem, gpa, b, chunk);
+		ret = write ? guest_mem_write(&v->vm->mem, gpa, b, chunk)
+			    : guest_mem_read(&v->vm->mem, gpa, b, chunk);
 		if (ret)
 			return ret;
 		gva += chunk;
@@ -728,8 +744,7 @@ static void emul_ctx_from_kvm(struct emul_ctx *c, const struct kvm_regs *r,
 	c->mxcsr = fpu->mxcsr;
 }
 
-static void emul_ctx_to_kvm_regs(const struct emul_ctx *c,
-				 struct kvm_regs *r)
+static void emul_ctx_to_kvm_regs(const struct emul_ctx *c, struct kvm_regs *r)
 {
 	r->rax = c->gpr[R_AX], r->rcx = c->gpr[R_CX], r->rdx = c->gpr[R_DX];
 	r->rbx = c->gpr[R_BX], r->rsp = c->gpr[R_SP], r->rbp = c->gpr[R_BP];
@@ -812,7 +827,8 @@ static void vcpu_handle_io(struct vcpu *v)
 	bool out = run->io.direction == KVM_EXIT_IO_OUT;
 
 	for (uint32_t i = 0; i < run->io.count; i++) {
-		bus_dispatch(&v->vm->pio, run->io.port, data, run->io.size, out);
+		bus_dispatch(&v->vm->pio, run->io.port, data, run->io.size,
+			     out);
 		data += run->io.size;
 	}
 }
@@ -872,9 +888,10 @@ static void *vcpu_thread(void *arg)
 				    KVM_INTERNAL_ERROR_EMULATION &&
 			    vcpu_handle_emulation_failure(v) == 0)
 				break;
-			vcpu_report(v, "KVM internal error (emulation failure)");
-			log_err("vCPU %u: KVM internal error, suberror %u", v->id,
-				v->run->internal.suberror);
+			vcpu_report(v,
+				    "KVM internal error (emulation failure)");
+			log_err("vCPU %u: KVM internal error, suberror %u",
+				v->id, v->run->internal.suberror);
 			vm_request_stop(vm, KHYVE_EXIT_ERROR);
 			break;
 		case KVM_EXIT_FAIL_ENTRY:
@@ -1002,7 +1019,7 @@ int vm_resume(struct vm *vm)
 
 int vm_start_vcpus(struct vm *vm)
 {
-	struct sigaction sa = { .sa_handler = kick_handler };
+	struct sigaction sa = {.sa_handler = kick_handler};
 	sigset_t set;
 
 	sigemptyset(&sa.sa_mask);
@@ -1016,8 +1033,8 @@ int vm_start_vcpus(struct vm *vm)
 		vm->state = vm->pause_req ? VM_PAUSED : VM_RUNNING;
 	pthread_mutex_unlock(&vm->lock);
 	for (unsigned i = 0; i < vm->ncpus; i++) {
-		int ret = pthread_create(&vm->vcpus[i].thread, NULL, vcpu_thread,
-					 &vm->vcpus[i]);
+		int ret = pthread_create(&vm->vcpus[i].thread, NULL,
+					 vcpu_thread, &vm->vcpus[i]);
 
 		if (ret) {
 			log_err("cannot start vCPU thread: %s", strerror(ret));
@@ -1048,7 +1065,7 @@ void vm_destroy(struct vm *vm)
 	if (vm->mem.base)
 		munmap(vm->mem.base, vm->mem.ram_size);
 	vm->mem.base = NULL;
-	vm_snapshot_release(vm); /* the RAM file it mapped, if any */
+	vm_snapshot_release(vm);	/* the RAM file it mapped, if any */
 	guest_mem_dirty_free(&vm->mem); /* every writer is gone by now */
 	free(vm->supported_cpuid);
 	if (vm->vm_fd >= 0)

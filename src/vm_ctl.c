@@ -129,7 +129,8 @@ static int op_poweroff(void *o, bool force, char *err, size_t errlen)
 	 * falls back to a forced power-off, as the protocol specifies.
 	 */
 	if (!force)
-		log_info("poweroff: no guest shutdown request available; forcing");
+		log_info("poweroff: no guest shutdown request available; "
+			 "forcing");
 	vm_request_stop(o, KHYVE_EXIT_POWEROFF);
 	return 0;
 }
@@ -160,7 +161,8 @@ static int op_regs(void *o, int idx, bool msrs, json_t **reply, char *err,
 	int ret;
 
 	if (idx < 0 || (unsigned)idx >= vm->ncpus) {
-		snprintf(err, errlen, "no vCPU %d (the VM has %u)", idx, vm->ncpus);
+		snprintf(err, errlen, "no vCPU %d (the VM has %u)", idx,
+			 vm->ncpus);
 		return -EINVAL;
 	}
 	pthread_mutex_lock(&vm->lock);
@@ -177,7 +179,8 @@ static int op_regs(void *o, int idx, bool msrs, json_t **reply, char *err,
 	if (ret)
 		goto out;
 	vcpu_state_to_kvm(s, &r, &sr);
-	j = json_pack("{s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+	j = json_pack("{s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
+		      "s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
 		      "vcpu", idx, "rax", (json_int_t)r.rax, "rbx",
 		      (json_int_t)r.rbx, "rcx", (json_int_t)r.rcx, "rdx",
 		      (json_int_t)r.rdx, "rsi", (json_int_t)r.rsi, "rdi",
@@ -194,7 +197,8 @@ static int op_regs(void *o, int idx, bool msrs, json_t **reply, char *err,
 	json_object_set_new(j, "cr4", json_integer((json_int_t)sr.cr4));
 	json_object_set_new(j, "cr8", json_integer((json_int_t)sr.cr8));
 	json_object_set_new(j, "efer", json_integer((json_int_t)sr.efer));
-	json_object_set_new(j, "apic_base", json_integer((json_int_t)sr.apic_base));
+	json_object_set_new(j, "apic_base",
+			    json_integer((json_int_t)sr.apic_base));
 	json_object_set_new(j, "cs", seg_json(&sr.cs));
 	json_object_set_new(j, "ds", seg_json(&sr.ds));
 	json_object_set_new(j, "es", seg_json(&sr.es));
@@ -202,12 +206,14 @@ static int op_regs(void *o, int idx, bool msrs, json_t **reply, char *err,
 	json_object_set_new(j, "gs", seg_json(&sr.gs));
 	json_object_set_new(j, "ss", seg_json(&sr.ss));
 	json_object_set_new(j, "tr", seg_json(&sr.tr));
-	json_object_set_new(j, "gdt", json_pack("{s:I, s:I}", "base",
-					       (json_int_t)sr.gdt.base, "limit",
-					       (json_int_t)sr.gdt.limit));
-	json_object_set_new(j, "idt", json_pack("{s:I, s:I}", "base",
-					       (json_int_t)sr.idt.base, "limit",
-					       (json_int_t)sr.idt.limit));
+	json_object_set_new(j, "gdt",
+			    json_pack("{s:I, s:I}", "base",
+				      (json_int_t)sr.gdt.base, "limit",
+				      (json_int_t)sr.gdt.limit));
+	json_object_set_new(j, "idt",
+			    json_pack("{s:I, s:I}", "base",
+				      (json_int_t)sr.idt.base, "limit",
+				      (json_int_t)sr.idt.limit));
 	json_object_set_new(j, "mp_state", json_integer(s->mp_state));
 	if (msrs) {
 		json_t *m = json_object();
@@ -215,8 +221,9 @@ static int op_regs(void *o, int idx, bool msrs, json_t **reply, char *err,
 
 		for (uint32_t i = 0; i < s->nmsrs; i++) {
 			snprintf(key, sizeof(key), "0x%x", s->msr_index[i]);
-			json_object_set_new(m, key,
-					    json_integer((json_int_t)s->msr_data[i]));
+			json_object_set_new(
+				m, key,
+				json_integer((json_int_t)s->msr_data[i]));
 		}
 		json_object_set_new(j, "msrs", m);
 	}
@@ -247,27 +254,31 @@ static int op_stats(void *o, json_t **reply, char *err, size_t errlen)
 		uint64_t total = 0;
 
 		for (unsigned r = 0; r < VM_EXIT_REASONS; r++) {
-			uint64_t n = __atomic_load_n(&v->exits[r], __ATOMIC_RELAXED);
+			uint64_t n =
+				__atomic_load_n(&v->exits[r], __ATOMIC_RELAXED);
 			char key[24];
 
 			if (!n)
 				continue;
 			total += n;
 			if (names[r])
-				json_object_set_new(ex, names[r], json_integer((json_int_t)n));
+				json_object_set_new(
+					ex, names[r],
+					json_integer((json_int_t)n));
 			else {
 				snprintf(key, sizeof(key), "reason_%u", r);
-				json_object_set_new(ex, key, json_integer((json_int_t)n));
+				json_object_set_new(
+					ex, key, json_integer((json_int_t)n));
 			}
 		}
 		for (unsigned k = 0; k < EMUL_NR_KINDS; k++)
-			json_object_set_new(em, emul_kind_names[k],
-					    json_integer((json_int_t)v->emulated[k]));
-		json_array_append_new(vcpus,
-				      json_pack("{s:i, s:I, s:o, s:o}", "vcpu",
-						(int)i, "exits_total",
-						(json_int_t)total, "exits", ex,
-						"emulated", em));
+			json_object_set_new(
+				em, emul_kind_names[k],
+				json_integer((json_int_t)v->emulated[k]));
+		json_array_append_new(
+			vcpus, json_pack("{s:i, s:I, s:o, s:o}", "vcpu", (int)i,
+					 "exits_total", (json_int_t)total,
+					 "exits", ex, "emulated", em));
 	}
 	*reply = json_pack("{s:o, s:I, s:I, s:o, s:{s:b, s:b, s:b, s:b}, "
 			   "s:o}",

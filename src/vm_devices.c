@@ -37,11 +37,8 @@ static const struct dev_ops hostbridge_dev_ops = {
  * `-s help` order.
  */
 static const struct dev_ops *const dev_table[] = {
-	&hostbridge_dev_ops,
-	&virtio_blk_dev_ops,
-	&virtio_net_dev_ops,
-	&virtio_rng_dev_ops,
-	&virtio_console_dev_ops,
+	&hostbridge_dev_ops, &virtio_blk_dev_ops,     &virtio_net_dev_ops,
+	&virtio_rng_dev_ops, &virtio_console_dev_ops,
 };
 
 struct pci_slot_dev {
@@ -49,7 +46,8 @@ struct pci_slot_dev {
 	const struct dev_ops *ops;
 	void *dev;
 	struct virtio_pci *vp; /* the transport, whatever the device */
-	/* Queue kicks bound to KVM ioeventfds while the notify BAR is mapped. */
+	/* Queue kicks bound to KVM ioeventfds while the notify BAR is mapped.
+	 */
 	const struct vm_devices_host *host;
 	pthread_mutex_t ioev_lock;
 	unsigned nioev;
@@ -158,7 +156,8 @@ static void pci_bars_changed(void *opaque, struct pci_dev *dev)
 					       true);
 
 			if (ret) {
-				/* Still correct: the MMIO exit path kicks too. */
+				/* Still correct: the MMIO exit path kicks too.
+				 */
 				log_debug("%s: ioeventfd for queue %u: %s",
 					  pd->cfg->emul, q, strerror(-ret));
 				continue;
@@ -227,7 +226,8 @@ static int legacy_create(struct vm_devices *d, char *err, size_t errlen)
 	ret = pci_bus_init(&d->pci, NULL, h->mmio, PCI_MMIO_BASE,
 			   PCI_MMIO_SIZE);
 	if (!ret)
-		ret = bus_register(h->pio, 0xcf8, 8, pc_cf8_io, d, "pci-config");
+		ret = bus_register(h->pio, 0xcf8, 8, pc_cf8_io, d,
+				   "pci-config");
 	if (ret)
 		snprintf(err, errlen, "PCI bus: %s", strerror(-ret));
 	return ret;
@@ -247,7 +247,7 @@ static int pci_dev_create(struct vm_devices *d, const struct dev_config *dc,
 		.from_snapshot = dc->from_snapshot,
 		.start_paused = d->paused,
 	};
-	struct dev_instance inst = { 0 };
+	struct dev_instance inst = {0};
 	int ret;
 
 	pd->cfg = dc;
@@ -295,12 +295,12 @@ int vm_devices_create(struct vm_devices **devs,
 	/* Input read or requests served before the state loads would be
 	 * lost: a restore resumes the devices once it is in. */
 	d->paused = cfg->restore != NULL;
-	d->msi = (struct msi_sink){ host->send_msi, host->opaque };
-	d->irq_com1 = (struct irq_line){ host->irq_line, host->opaque,
-					 UART8250_COM1_IRQ };
-	d->irq_rtc = (struct irq_line){ host->irq_line, host->opaque, 8 };
-	d->irq_kbd = (struct irq_line){ host->irq_line, host->opaque, 1 };
-	d->irq_aux = (struct irq_line){ host->irq_line, host->opaque, 12 };
+	d->msi = (struct msi_sink){host->send_msi, host->opaque};
+	d->irq_com1 = (struct irq_line){host->irq_line, host->opaque,
+					UART8250_COM1_IRQ};
+	d->irq_rtc = (struct irq_line){host->irq_line, host->opaque, 8};
+	d->irq_kbd = (struct irq_line){host->irq_line, host->opaque, 1};
+	d->irq_aux = (struct irq_line){host->irq_line, host->opaque, 12};
 
 	ret = chardev_open(&d->console, cfg->console,
 			   cfg->console_from_snapshot ? CHARDEV_NO_CREATE : 0,
@@ -428,8 +428,9 @@ json_t *vm_devices_stats(struct vm_devices *d)
 		n = pd->ops->stats(pd->dev, st);
 		o = json_object();
 		for (unsigned k = 0; k < n && k < DEV_MAX_STATS; k++)
-			json_object_set_new(o, st[k].name,
-					    json_integer((json_int_t)st[k].value));
+			json_object_set_new(
+				o, st[k].name,
+				json_integer((json_int_t)st[k].value));
 		snprintf(key, sizeof(key), "%s@%u:%u", pd->cfg->emul,
 			 pd->cfg->slot, pd->cfg->func);
 		json_object_set_new(j, key, o);
@@ -465,7 +466,8 @@ int vm_devices_save(struct vm_devices *d, struct snap_writer *w, char *err,
 	int ret;
 
 	if (!devices_paused(d)) {
-		snprintf(err, errlen, "saving device state: devices not paused");
+		snprintf(err, errlen,
+			 "saving device state: devices not paused");
 		return -EBUSY;
 	}
 	uart8250_state_save(&d->com1, &us);
@@ -493,8 +495,8 @@ int vm_devices_save(struct vm_devices *d, struct snap_writer *w, char *err,
 	}
 	if (ret)
 		snprintf(err, errlen, "saving device state: %s",
-			 snap_writer_error(w)[0] ? snap_writer_error(w) :
-						   strerror(-ret));
+			 snap_writer_error(w)[0] ? snap_writer_error(w)
+						 : strerror(-ret));
 	return ret;
 }
 
@@ -564,7 +566,7 @@ static int legacy_load(struct vm_devices *d, struct load_ctx *c, char *err,
 int vm_devices_load(struct vm_devices *d, struct snap_reader *r, char *err,
 		    size_t errlen)
 {
-	struct load_ctx c = { .r = r };
+	struct load_ctx c = {.r = r};
 	int ret;
 
 	/*
@@ -576,7 +578,8 @@ int vm_devices_load(struct vm_devices *d, struct snap_reader *r, char *err,
 	 * creates them paused.
 	 */
 	if (!devices_paused(d)) {
-		snprintf(err, errlen, "loading device state: devices not paused");
+		snprintf(err, errlen,
+			 "loading device state: devices not paused");
 		return -EBUSY;
 	}
 	ret = legacy_load(d, &c, err, errlen);

@@ -447,9 +447,9 @@ static void precopy_abort(struct vm *vm, struct precopy *pc)
  * left behind, @why says why) when writes cannot be tracked here.
  */
 static int precopy_start(struct vm *vm, const char *ram_path,
-			 const uint8_t *save_id, const struct checkpoint_opts *o,
-			 struct precopy *pc, char *why, size_t whylen,
-			 char *err, size_t errlen)
+			 const uint8_t *save_id,
+			 const struct checkpoint_opts *o, struct precopy *pc,
+			 char *why, size_t whylen, char *err, size_t errlen)
 {
 	const struct snap_ram_progress pg = {save_progress, (void *)o};
 	bool do_fsync = o->fsync;
@@ -874,7 +874,8 @@ int vm_snapshot_save(struct vm *vm, const struct checkpoint_opts *o,
 			 o->file, res->total_ms, res->paused_ms, s.why);
 out:
 	if (s.old_ram >= 0)
-		close(s.old_ram); /* the old file's pages go now, guest running */
+		close(s.old_ram); /* the old file's pages go now, guest running
+				   */
 	return ret;
 }
 
@@ -1037,12 +1038,12 @@ void vm_snapshot_release(struct vm *vm)
 
 /* Every described section a restore loads, by name. */
 static const struct snap_desc *const restore_descs[] = {
-	&kvm_vm_snap,	  &vcpu_state_snap,	&uart8250_snap_desc,
-	&rtc_snap_desc,	  &i8042_snap_desc,	&pm_snap_desc,
-	&pci_dev_snap,	  &pci_bus_snap,	&virtio_pci_snap,	&virtq_snap,
-	&virtio_blk_snap, &virtio_net_snap,	&virtio_console_snap,
+	&kvm_vm_snap,	      &vcpu_state_snap, &uart8250_snap_desc,
+	&rtc_snap_desc,	      &i8042_snap_desc, &pm_snap_desc,
+	&pci_dev_snap,	      &pci_bus_snap,	&virtio_pci_snap,
+	&virtq_snap,	      &virtio_blk_snap, &virtio_net_snap,
+	&virtio_console_snap,
 };
-
 
 /* The RAM file a state file at @path names: a bare name beside it. */
 static int ram_path_of(const char *path, const struct snap_ram_info *ram,
@@ -1115,8 +1116,7 @@ int vm_snapshot_preflight(const char *path, const struct vm_config *cfg,
 	if (ret)
 		goto fail_se;
 	/* The RAM file: beside it, a regular file of this pair. */
-	ret = ram_path_of(path, &ram, ram_path, sizeof(ram_path), err,
-			  errlen);
+	ret = ram_path_of(path, &ram, ram_path, sizeof(ram_path), err, errlen);
 	if (ret)
 		goto out;
 	ret = snap_ram_check_file(ram_path, &ram, &se);
@@ -1132,8 +1132,7 @@ out:
 }
 
 /* The snapshot engine's message as the caller's; returns @ret. */
-static int se_fail(const struct snap_err *se, int ret, char *err,
-		   size_t errlen)
+static int se_fail(const struct snap_err *se, int ret, char *err, size_t errlen)
 {
 	snprintf(err, errlen, "%s", se->msg);
 	return ret;
@@ -1144,10 +1143,10 @@ static int se_fail(const struct snap_err *se, int ret, char *err,
  * state file, its config (main.c built the machine from it; marked used),
  * the RAM section, the VM-wide and the vCPU states.
  */
-static int restore_read(struct vm *vm, const char *path,
-			struct snap_reader **r, struct snap_ram_info *ram,
-			struct kvm_vm_state *ks, struct vcpu_state *vs,
-			struct snap_err *se, char *err, size_t errlen)
+static int restore_read(struct vm *vm, const char *path, struct snap_reader **r,
+			struct snap_ram_info *ram, struct kvm_vm_state *ks,
+			struct vcpu_state *vs, struct snap_err *se, char *err,
+			size_t errlen)
 {
 	const void *cdata;
 	size_t clen;
@@ -1210,8 +1209,8 @@ static int restore_ram(struct vm *vm, const struct restore_opts *o,
 	return check_ram_hashes(&vm->mem, ram, ram_path, err, errlen);
 }
 
-int vm_snapshot_restore(struct vm *vm, const struct restore_opts *o,
-			char *err, size_t errlen)
+int vm_snapshot_restore(struct vm *vm, const struct restore_opts *o, char *err,
+			size_t errlen)
 {
 	struct snap_reader *r = NULL;
 	struct snap_err se = {""};
@@ -1245,7 +1244,8 @@ int vm_snapshot_restore(struct vm *vm, const struct restore_opts *o,
 			char tmp[512];
 
 			snprintf(tmp, sizeof(tmp), "%s", err);
-			snprintf(err, errlen, "%s: vCPU %u: %s", o->file, i, tmp);
+			snprintf(err, errlen, "%s: vCPU %u: %s", o->file, i,
+				 tmp);
 		}
 	}
 	if (ret)

@@ -27,11 +27,11 @@ extern const struct snap_desc kvm_vm_snap;
 int vm_snapshot_save(struct vm *vm, const struct checkpoint_opts *o,
 		     struct checkpoint_result *res, char *err, size_t errlen);
 /* Load the machine state from o->file into a VM created from its config. */
-int vm_snapshot_restore(struct vm *vm, const struct restore_opts *o,
-			char *err, size_t errlen);
+int vm_snapshot_restore(struct vm *vm, const struct restore_opts *o, char *err,
+			size_t errlen);
 /* Read just the embedded configuration (before the VM exists). */
-int vm_snapshot_read_config(const char *path, struct vm_config *cfg,
-			    char *err, size_t errlen);
+int vm_snapshot_read_config(const char *path, struct vm_config *cfg, char *err,
+			    size_t errlen);
 /*
  * Everything a restore checks without a VM, before any host binding named
  * in the snapshot is opened: the whole state file (every section through

@@ -18,9 +18,9 @@
 /* What the machine hands a device it creates. */
 struct dev_env {
 	const struct guest_mem *mem;
-	struct iothread *io;	   /* shared I/O thread */
+	struct iothread *io; /* shared I/O thread */
 	const struct msi_sink *msi;
-	unsigned slot, func;	   /* for messages: "-s SLOT,NAME: ..." */
+	unsigned slot, func; /* for messages: "-s SLOT,NAME: ..." */
 	/* The host binding comes from a snapshot: create nothing it names. */
 	bool from_snapshot;
 	/*
@@ -32,8 +32,8 @@ struct dev_env {
 
 /* What a created device is: its own state and its PCI transport. */
 struct dev_instance {
-	void *dev;		/* handed back to every op below */
-	struct virtio_pci *vp;	/* placed on the PCI bus by the machine */
+	void *dev;	       /* handed back to every op below */
+	struct virtio_pci *vp; /* placed on the PCI bus by the machine */
 };
 
 /* One statistics counter, e.g. { "read_bytes", 4096 }. */

@@ -571,7 +571,7 @@ static struct pci_dev *bus_dev(struct pci_bus *bus, uint32_t addr,
 }
 
 int pci_config_io(void *opaque, uint64_t off, void *data, unsigned size,
-			 bool is_write)
+		  bool is_write)
 {
 	struct pci_bus *bus = opaque;
 	struct pci_dev *dev;

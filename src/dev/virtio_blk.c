@@ -765,8 +765,8 @@ int virtio_blk_kick_fd(struct virtio_blk *blk)
 /* "PATH[,ro][,direct][,serial=ID][,workers=N]" -> @o (its strings in
  * @path and @serial). */
 static int blk_parse(const char *conf, const struct dev_env *env,
-		     struct virtio_blk_opts *o, char path[512],
-		     char serial[32], char *err, size_t errlen)
+		     struct virtio_blk_opts *o, char path[512], char serial[32],
+		     char *err, size_t errlen)
 {
 	const char *comma = strchr(conf, ',');
 	size_t pl = comma ? (size_t)(comma - conf) : strlen(conf);
@@ -802,8 +802,8 @@ static int blk_parse(const char *conf, const struct dev_env *env,
 static int blk_create(const char *conf, const struct dev_env *env,
 		      struct dev_instance *out, char *err, size_t errlen)
 {
-	struct virtio_blk_opts o = { .workers = -1,
-				     .start_paused = env->start_paused };
+	struct virtio_blk_opts o = {.workers = -1,
+				    .start_paused = env->start_paused};
 	char path[512], serial[32];
 	struct virtio_blk *blk;
 	int ret;
@@ -848,11 +848,11 @@ static unsigned blk_stats(void *dev, struct dev_stat *out)
 	unsigned n = 0;
 
 	virtio_blk_get_stats(dev, &s);
-	out[n++] = (struct dev_stat){ "requests", s.requests };
-	out[n++] = (struct dev_stat){ "read_bytes", s.read_bytes };
-	out[n++] = (struct dev_stat){ "write_bytes", s.write_bytes };
-	out[n++] = (struct dev_stat){ "flushes", s.flushes };
-	out[n++] = (struct dev_stat){ "errors", s.errors };
+	out[n++] = (struct dev_stat){"requests", s.requests};
+	out[n++] = (struct dev_stat){"read_bytes", s.read_bytes};
+	out[n++] = (struct dev_stat){"write_bytes", s.write_bytes};
+	out[n++] = (struct dev_stat){"flushes", s.flushes};
+	out[n++] = (struct dev_stat){"errors", s.errors};
 	return n;
 }
 

@@ -12,8 +12,8 @@
 #include "log.h"
 
 static const struct snap_field virtio_console_fields[] = {
-	SNAP_U32_MAX(struct virtio_console_state, in_len,
-		     VIRTIO_CONSOLE_IN_MAX, 1),
+	SNAP_U32_MAX(struct virtio_console_state, in_len, VIRTIO_CONSOLE_IN_MAX,
+		     1),
 	SNAP_U32_MAX(struct virtio_console_state, out_len,
 		     VIRTIO_CONSOLE_OUT_MAX, 1),
 	SNAP_U8_VARRAY(struct virtio_console_state, in_buf,
@@ -134,8 +134,7 @@ static void rx_process(struct virtio_console *con)
 			       con->st.in_len);
 		if (virtq_push(vq, e, (uint32_t)n))
 			break;
-		memmove(con->st.in_buf, con->st.in_buf + n,
-			con->st.in_len - n);
+		memmove(con->st.in_buf, con->st.in_buf + n, con->st.in_len - n);
 		con->st.in_len -= (uint32_t)n;
 		stat_add(&con->stats.rx_bytes, n);
 		pushed = true;
@@ -474,7 +473,7 @@ static int con_create(const char *conf, const struct dev_env *env,
 		      struct dev_instance *out, char *err, size_t errlen)
 {
 	/* Input read before the snapshot's buffers load would be lost. */
-	struct virtio_console_opts o = { .start_paused = env->start_paused };
+	struct virtio_console_opts o = {.start_paused = env->start_paused};
 	char spec[600], cerr[256];
 	struct virtio_console *con;
 	int ret;
@@ -535,12 +534,12 @@ static unsigned con_stats(void *dev, struct dev_stat *out)
 
 	virtio_console_get_stats(con, &s);
 	chardev_get_stats(con->cd, &cs);
-	out[n++] = (struct dev_stat){ "rx_bytes", s.rx_bytes };
-	out[n++] = (struct dev_stat){ "tx_bytes", s.tx_bytes };
-	out[n++] = (struct dev_stat){ "tx_held", s.tx_held };
+	out[n++] = (struct dev_stat){"rx_bytes", s.rx_bytes};
+	out[n++] = (struct dev_stat){"tx_bytes", s.tx_bytes};
+	out[n++] = (struct dev_stat){"tx_held", s.tx_held};
 	/* No room to hold it, or the back-end's own. */
-	out[n++] = (struct dev_stat){ "dropped", s.tx_dropped + cs.dropped };
-	out[n++] = (struct dev_stat){ "clients", cs.clients };
+	out[n++] = (struct dev_stat){"dropped", s.tx_dropped + cs.dropped};
+	out[n++] = (struct dev_stat){"clients", cs.clients};
 	return n;
 }
 

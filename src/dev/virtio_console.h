@@ -50,9 +50,9 @@ struct virtio_console_opts {
 };
 
 struct virtio_console_stats {
-	uint64_t rx_bytes;  /* host input delivered into guest buffers */
-	uint64_t tx_bytes;  /* guest output taken from the transmitq */
-	uint64_t tx_held;   /* of those, queued for a socket client */
+	uint64_t rx_bytes;   /* host input delivered into guest buffers */
+	uint64_t tx_bytes;   /* guest output taken from the transmitq */
+	uint64_t tx_held;    /* of those, queued for a socket client */
 	uint64_t tx_dropped; /* lost: hold buffer full or past a chain's
 				VIRTIO_CONSOLE_TX_CHAIN_MAX (back-end adds
 				its own) */
@@ -72,7 +72,7 @@ struct virtio_console {
 	struct virtio_pci vp;
 	struct virtio_dev_ops ops; /* vp.ops points here */
 	struct chardev *cd;
-	int in_fd;		   /* chardev_input_fd(), -1 if none */
+	int in_fd; /* chardev_input_fd(), -1 if none */
 	uint16_t cols, rows;
 	struct virtio_console_state st; /* under lock */
 	struct iothread *iot;

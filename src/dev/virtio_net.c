@@ -365,7 +365,8 @@ static int parse_mac(const char *s, uint8_t mac[6])
 	char tail;
 
 	if (sscanf(s, "%2x:%2x:%2x:%2x:%2x:%2x%c", &v[0], &v[1], &v[2], &v[3],
-		   &v[4], &v[5], &tail) != 6 || strlen(s) != 17)
+		   &v[4], &v[5], &tail) != 6 ||
+	    strlen(s) != 17)
 		return -EINVAL;
 	for (unsigned i = 0; i < 6; i++)
 		mac[i] = (uint8_t)v[i];
@@ -374,8 +375,8 @@ static int parse_mac(const char *s, uint8_t mac[6])
 
 /* The first word is the TAP name unless it is an option. */
 static int net_parse_ifname(const char *conf, const struct dev_env *env,
-			    char ifname[IFNAMSIZ], const char **out,
-			    char *err, size_t errlen)
+			    char ifname[IFNAMSIZ], const char **out, char *err,
+			    size_t errlen)
 {
 	const char *comma = strchr(conf, ',');
 	size_t nl = comma ? (size_t)(comma - conf) : strlen(conf);
@@ -384,8 +385,8 @@ static int net_parse_ifname(const char *conf, const struct dev_env *env,
 		return 0;
 	if (nl >= IFNAMSIZ) {
 		snprintf(err, errlen,
-			 "-s %u,virtio-net: TAP name longer than %d",
-			 env->slot, IFNAMSIZ - 1);
+			 "-s %u,virtio-net: TAP name longer than %d", env->slot,
+			 IFNAMSIZ - 1);
 		return -EINVAL;
 	}
 	memcpy(ifname, conf, nl);
@@ -411,8 +412,8 @@ static int net_parse_ifname(const char *conf, const struct dev_env *env,
 static int net_create(const char *conf, const struct dev_env *env,
 		      struct dev_instance *out, char *err, size_t errlen)
 {
-	struct virtio_net_opts o = { .tap_fd = -1,
-				     .start_paused = env->start_paused };
+	struct virtio_net_opts o = {.tap_fd = -1,
+				    .start_paused = env->start_paused};
 	char ifname[IFNAMSIZ], macs[32];
 	struct virtio_net *net;
 	uint8_t mac[6];
@@ -470,11 +471,11 @@ static unsigned net_stats(void *dev, struct dev_stat *out)
 	unsigned n = 0;
 
 	virtio_net_get_stats(dev, &s);
-	out[n++] = (struct dev_stat){ "rx_packets", s.rx_packets };
-	out[n++] = (struct dev_stat){ "rx_bytes", s.rx_bytes };
-	out[n++] = (struct dev_stat){ "tx_packets", s.tx_packets };
-	out[n++] = (struct dev_stat){ "tx_bytes", s.tx_bytes };
-	out[n++] = (struct dev_stat){ "tx_errors", s.tx_errors };
+	out[n++] = (struct dev_stat){"rx_packets", s.rx_packets};
+	out[n++] = (struct dev_stat){"rx_bytes", s.rx_bytes};
+	out[n++] = (struct dev_stat){"tx_packets", s.tx_packets};
+	out[n++] = (struct dev_stat){"tx_bytes", s.tx_bytes};
+	out[n++] = (struct dev_stat){"tx_errors", s.tx_errors};
 	return n;
 }
 

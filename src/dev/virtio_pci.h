@@ -21,10 +21,10 @@
 #define VIRTIO_PCI_DEVICE_BASE 0x1040
 #define VIRTIO_PCI_MAX_QUEUES  16
 
-#define VIRTIO_ID_NET	1
-#define VIRTIO_ID_BLOCK 2
+#define VIRTIO_ID_NET	  1
+#define VIRTIO_ID_BLOCK	  2
 #define VIRTIO_ID_CONSOLE 3
-#define VIRTIO_ID_RNG	4
+#define VIRTIO_ID_RNG	  4
 
 /* device_status bits */
 #define VIRTIO_STATUS_ACKNOWLEDGE 1

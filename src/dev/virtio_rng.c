@@ -211,7 +211,7 @@ static unsigned rng_stats(void *dev, struct dev_stat *out)
 	struct virtio_rng *rng = dev;
 
 	pthread_mutex_lock(&rng->lock);
-	out[0] = (struct dev_stat){ "bytes", rng->bytes };
+	out[0] = (struct dev_stat){"bytes", rng->bytes};
 	pthread_mutex_unlock(&rng->lock);
 	return 1;
 }

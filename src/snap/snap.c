@@ -252,11 +252,11 @@ int snap_desc_check(const struct snap_desc *d, struct snap_err *err)
 		return snap_seterr(err, -EINVAL, "snap_desc: bad section name");
 	if (d->version < 1 || d->min_version < 1 || d->min_version > d->version)
 		return snap_seterr(err, -EINVAL,
-			      "snap_desc '%s': bad version %u/min %u", d->name,
-			      d->version, d->min_version);
+				   "snap_desc '%s': bad version %u/min %u",
+				   d->name, d->version, d->min_version);
 	if (d->nfields > 65535 || (d->nfields && !d->fields))
-		return snap_seterr(err, -EINVAL, "snap_desc '%s': bad field table",
-			      d->name);
+		return snap_seterr(err, -EINVAL,
+				   "snap_desc '%s': bad field table", d->name);
 	for (unsigned i = 0; i < d->nfields; i++) {
 		const struct snap_field *f = &d->fields[i];
 		unsigned sz = snap_type_size(f->type);
@@ -264,22 +264,23 @@ int snap_desc_check(const struct snap_desc *d, struct snap_err *err)
 
 		if (!f->name || !name_ok(f->name, strlen(f->name)))
 			return snap_seterr(err, -EINVAL,
-				      "snap_desc '%s': field %u: bad name",
-				      d->name, i);
+					   "snap_desc '%s': field %u: bad name",
+					   d->name, i);
 		if (!sz || f->count < 1 || f->since < 1 ||
 		    f->since > d->version ||
 		    (uint64_t)f->offset + (uint64_t)f->count * sz >
 			    d->state_size)
-			return snap_seterr(err, -EINVAL,
-				      "snap_desc '%s': field '%s': bad type, "
-				      "count, since or offset",
-				      d->name, f->name);
+			return snap_seterr(
+				err, -EINVAL,
+				"snap_desc '%s': field '%s': bad type, "
+				"count, since or offset",
+				d->name, f->name);
 		for (unsigned j = 0; j < i; j++)
 			if (!strcmp(d->fields[j].name, f->name))
 				return snap_seterr(err, -EINVAL,
-					      "snap_desc '%s': field '%s' "
-					      "appears twice",
-					      d->name, f->name);
+						   "snap_desc '%s': field '%s' "
+						   "appears twice",
+						   d->name, f->name);
 		if (!f->count_field)
 			continue;
 		cf = NULL;
@@ -289,10 +290,11 @@ int snap_desc_check(const struct snap_desc *d, struct snap_err *err)
 		/* The count must be loaded before the array it sizes. */
 		if (!cf || !is_int_type(cf->type) || cf->count != 1 ||
 		    cf->since > f->since)
-			return snap_seterr(err, -EINVAL,
-				      "snap_desc '%s': field '%s': count field "
-				      "'%s' must be an earlier integer scalar",
-				      d->name, f->name, f->count_field);
+			return snap_seterr(
+				err, -EINVAL,
+				"snap_desc '%s': field '%s': count field "
+				"'%s' must be an earlier integer scalar",
+				d->name, f->name, f->count_field);
 	}
 	return 0;
 }
@@ -411,8 +413,8 @@ static int wappend(struct snap_writer *w, const void *buf, size_t len)
 	if (w->off + len + END_LEN > SNAP_MAX_FILE_SIZE) {
 		w->err = -EFBIG;
 		return wfail(w, w->err,
-			     "%s: state file would exceed %llu bytes", w->f.path,
-			     (unsigned long long)SNAP_MAX_FILE_SIZE);
+			     "%s: state file would exceed %llu bytes",
+			     w->f.path, (unsigned long long)SNAP_MAX_FILE_SIZE);
 	}
 	rc = snap_write_full(w->f.fd, buf, len);
 	if (rc) {
@@ -813,8 +815,8 @@ static int fld_sort_cmp(const void *a, const void *b)
 }
 
 /* Field @i of @s at *@p (before @end): decoded into s->fields[i]. */
-static int parse_field(const struct snap_reader *r, struct rsec *s,
-		       uint32_t i, const uint8_t **pp, const uint8_t *end,
+static int parse_field(const struct snap_reader *r, struct rsec *s, uint32_t i,
+		       const uint8_t **pp, const uint8_t *end,
 		       struct snap_err *err)
 {
 	struct rfield *f = &s->fields[i];
@@ -823,7 +825,8 @@ static int parse_field(const struct snap_reader *r, struct rsec *s,
 	uint64_t dlen;
 
 	if ((size_t)(end - p) < FLD_HDR)
-		return RERR(-EPROTO, "%s: section '%s' #%u: field %u: truncated",
+		return RERR(-EPROTO,
+			    "%s: section '%s' #%u: field %u: truncated",
 			    r->path, s->name, s->instance, i);
 	nlen = p[0];
 	f->type = p[1];
@@ -1174,9 +1177,9 @@ static int parse(struct snap_reader *r, struct snap_err *err)
 
 const char *snap_file_type(mode_t mode)
 {
-	return S_ISFIFO(mode)  ? "a FIFO"
-	       : S_ISCHR(mode) ? "a character device"
-	       : S_ISBLK(mode) ? "a block device"
+	return S_ISFIFO(mode)	? "a FIFO"
+	       : S_ISCHR(mode)	? "a character device"
+	       : S_ISBLK(mode)	? "a block device"
 	       : S_ISSOCK(mode) ? "a socket"
 	       : S_ISDIR(mode)	? "a directory"
 	       : S_ISLNK(mode)	? "a symbolic link"
@@ -1210,9 +1213,8 @@ int snap_open_regular(const char *path, int flags, struct stat *st,
 	}
 	if (!S_ISREG(st->st_mode)) {
 		close(fd);
-		return snap_seterr(err, -EINVAL,
-				   "%s: not a regular file (%s)", path,
-				   snap_file_type(st->st_mode));
+		return snap_seterr(err, -EINVAL, "%s: not a regular file (%s)",
+				   path, snap_file_type(st->st_mode));
 	}
 	return fd;
 }

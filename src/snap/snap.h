@@ -35,8 +35,8 @@
 #define SNAP_MAX_NAME	   64	 /* section and field names, bytes */
 #define SNAP_MAX_SECTIONS  65536 /* per file */
 /* A random id per save, in the state file's header and the RAM file. */
-#define SNAP_SAVE_ID_LEN   16
-#define SNAP_SAVE_ID_STR   (2 * SNAP_SAVE_ID_LEN + 1)
+#define SNAP_SAVE_ID_LEN 16
+#define SNAP_SAVE_ID_STR (2 * SNAP_SAVE_ID_LEN + 1)
 
 /* A precise, user-facing message; every error path fills it. */
 struct snap_err {

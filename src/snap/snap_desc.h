@@ -63,44 +63,41 @@ struct snap_desc {
 	size_t state_size; /* sizeof the state struct */
 };
 
-#define SNAP__F(st, m, t, n, s, mx, cf)                                      \
-	{ .name = #m,                                                         \
-	  .type = (t),                                                        \
-	  .offset = (uint32_t)offsetof(st, m),                                \
-	  .count = (n),                                                       \
-	  .since = (s),                                                       \
-	  .max = (mx),                                                        \
-	  .count_field = (cf) }
+#define SNAP__F(st, m, t, n, s, mx, cf)                                        \
+	{                                                                      \
+		.name = #m, .type = (t), .offset = (uint32_t)offsetof(st, m),  \
+		.count = (n), .since = (s), .max = (mx), .count_field = (cf)   \
+	}
 
-#define SNAP_U8(st, m, s) SNAP__F(st, m, SNAP_T_U8, 1, s, 0, NULL)
-#define SNAP_U16(st, m, s) SNAP__F(st, m, SNAP_T_U16, 1, s, 0, NULL)
-#define SNAP_U32(st, m, s) SNAP__F(st, m, SNAP_T_U32, 1, s, 0, NULL)
-#define SNAP_U64(st, m, s) SNAP__F(st, m, SNAP_T_U64, 1, s, 0, NULL)
-#define SNAP_I64(st, m, s) SNAP__F(st, m, SNAP_T_I64, 1, s, 0, NULL)
-#define SNAP_BOOL(st, m, s) SNAP__F(st, m, SNAP_T_BOOL, 1, s, 1, NULL)
-#define SNAP_U8_MAX(st, m, mx, s) SNAP__F(st, m, SNAP_T_U8, 1, s, mx, NULL)
-#define SNAP_U16_MAX(st, m, mx, s) SNAP__F(st, m, SNAP_T_U16, 1, s, mx, NULL)
-#define SNAP_U32_MAX(st, m, mx, s) SNAP__F(st, m, SNAP_T_U32, 1, s, mx, NULL)
-#define SNAP_U64_MAX(st, m, mx, s) SNAP__F(st, m, SNAP_T_U64, 1, s, mx, NULL)
-#define SNAP_U8_ARRAY(st, m, n, s) SNAP__F(st, m, SNAP_T_U8, n, s, 0, NULL)
+#define SNAP_U8(st, m, s)	    SNAP__F(st, m, SNAP_T_U8, 1, s, 0, NULL)
+#define SNAP_U16(st, m, s)	    SNAP__F(st, m, SNAP_T_U16, 1, s, 0, NULL)
+#define SNAP_U32(st, m, s)	    SNAP__F(st, m, SNAP_T_U32, 1, s, 0, NULL)
+#define SNAP_U64(st, m, s)	    SNAP__F(st, m, SNAP_T_U64, 1, s, 0, NULL)
+#define SNAP_I64(st, m, s)	    SNAP__F(st, m, SNAP_T_I64, 1, s, 0, NULL)
+#define SNAP_BOOL(st, m, s)	    SNAP__F(st, m, SNAP_T_BOOL, 1, s, 1, NULL)
+#define SNAP_U8_MAX(st, m, mx, s)   SNAP__F(st, m, SNAP_T_U8, 1, s, mx, NULL)
+#define SNAP_U16_MAX(st, m, mx, s)  SNAP__F(st, m, SNAP_T_U16, 1, s, mx, NULL)
+#define SNAP_U32_MAX(st, m, mx, s)  SNAP__F(st, m, SNAP_T_U32, 1, s, mx, NULL)
+#define SNAP_U64_MAX(st, m, mx, s)  SNAP__F(st, m, SNAP_T_U64, 1, s, mx, NULL)
+#define SNAP_U8_ARRAY(st, m, n, s)  SNAP__F(st, m, SNAP_T_U8, n, s, 0, NULL)
 #define SNAP_U16_ARRAY(st, m, n, s) SNAP__F(st, m, SNAP_T_U16, n, s, 0, NULL)
 #define SNAP_U32_ARRAY(st, m, n, s) SNAP__F(st, m, SNAP_T_U32, n, s, 0, NULL)
 #define SNAP_U64_ARRAY(st, m, n, s) SNAP__F(st, m, SNAP_T_U64, n, s, 0, NULL)
-#define SNAP_BYTES(st, m, n, s) SNAP__F(st, m, SNAP_T_BYTES, n, s, 0, NULL)
+#define SNAP_BYTES(st, m, n, s)	    SNAP__F(st, m, SNAP_T_BYTES, n, s, 0, NULL)
 /* Variable-length arrays whose live length is in integer field @cf. */
-#define SNAP_U32_VARRAY(st, m, n, cf, s) \
+#define SNAP_U32_VARRAY(st, m, n, cf, s)                                       \
 	SNAP__F(st, m, SNAP_T_U32, n, s, 0, #cf)
-#define SNAP_U64_VARRAY(st, m, n, cf, s) \
+#define SNAP_U64_VARRAY(st, m, n, cf, s)                                       \
 	SNAP__F(st, m, SNAP_T_U64, n, s, 0, #cf)
 #define SNAP_U8_VARRAY(st, m, n, cf, s) SNAP__F(st, m, SNAP_T_U8, n, s, 0, #cf)
 
-#define SNAP_DESC(nm, ver, minver, st, fieldarr)                  \
-	{ .name = (nm),                                           \
-	  .version = (ver),                                       \
-	  .min_version = (minver),                                \
-	  .flags = 0,                                             \
-	  .fields = (fieldarr),                                   \
-	  .nfields = (unsigned)(sizeof(fieldarr) / sizeof((fieldarr)[0])), \
-	  .state_size = sizeof(st) }
+#define SNAP_DESC(nm, ver, minver, st, fieldarr)                               \
+	{                                                                      \
+		.name = (nm), .version = (ver), .min_version = (minver),       \
+		.flags = 0, .fields = (fieldarr),                              \
+		.nfields =                                                     \
+			(unsigned)(sizeof(fieldarr) / sizeof((fieldarr)[0])),  \
+		.state_size = sizeof(st)                                       \
+	}
 
 #endif

@@ -102,8 +102,8 @@ int snap_fault(enum snap_fault_step step)
 		return 0;
 	n = __atomic_load_n(&saves, __ATOMIC_RELAXED);
 	want = __atomic_load_n(&at_save, __ATOMIC_RELAXED);
-	if (n != want && !(n > want && __atomic_load_n(&and_later,
-						       __ATOMIC_RELAXED)))
+	if (n != want &&
+	    !(n > want && __atomic_load_n(&and_later, __ATOMIC_RELAXED)))
 		return 0;
 	return steps[step].err;
 }

@@ -26,7 +26,8 @@ int snap_tmpfile_open(struct snap_tmpfile *t, const char *path)
 	if (!slash)
 		t->dir = strdup(".");
 	else
-		t->dir = strndup(path, slash == path ? 1 : (size_t)(slash - path));
+		t->dir = strndup(path,
+				 slash == path ? 1 : (size_t)(slash - path));
 	if (!t->path || !t->dir ||
 	    asprintf(&t->tmp, "%s/.%s.tmp-XXXXXX", t->dir, base) < 0) {
 		t->tmp = NULL;
@@ -85,8 +86,7 @@ int snap_tmpfile_publish(struct snap_tmpfile *t, bool sync_dir,
 	return 0;
 }
 
-int snap_tmpfile_commit(struct snap_tmpfile *t, bool sync,
-			struct snap_err *err)
+int snap_tmpfile_commit(struct snap_tmpfile *t, bool sync, struct snap_err *err)
 {
 	int rc = snap_tmpfile_seal(t, sync, err);
 

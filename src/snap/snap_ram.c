@@ -91,8 +91,7 @@ static int trailer_check(int fd, const char *path, uint64_t want,
 		return snap_seterr(err, rc, "%s: read: %s", path,
 				   strerror(-rc));
 	if (memcmp(t, TRL_MAGIC, 8) || get_le16(t + 8) != TRL_VERSION ||
-	    get_le32(t + 12) != SNAP_RAM_TRAILER ||
-	    get_le64(t + 32) != want ||
+	    get_le32(t + 12) != SNAP_RAM_TRAILER || get_le64(t + 32) != want ||
 	    XXH3_64bits(t, TRL_SUM) != get_le64(t + TRL_SUM))
 		return snap_seterr(err, -EINVAL,
 				   "%s: damaged RAM file trailer (no valid "
@@ -135,8 +134,8 @@ int snap_ram_open(const char *path, uint64_t want,
 	if ((uint64_t)st.st_size != expect) {
 		rc = snap_seterr(
 			err, -EINVAL,
-			"%s: size %lld does not match the RAM size %llu%s", path,
-			(long long)st.st_size, (unsigned long long)want,
+			"%s: size %lld does not match the RAM size %llu%s",
+			path, (long long)st.st_size, (unsigned long long)want,
 			id ? " (plus its 64-byte trailer)" : "");
 		goto fail;
 	}
@@ -330,8 +329,7 @@ int snap_ram_read_section(struct snap_reader *r, struct snap_ram_info *info,
 	if (rc)
 		return rc;
 	/* The pair's identity comes from the state file's header. */
-	memcpy(info->save_id, snap_reader_header(r)->save_id,
-	       SNAP_SAVE_ID_LEN);
+	memcpy(info->save_id, snap_reader_header(r)->save_id, SNAP_SAVE_ID_LEN);
 	info->has_id = snap_reader_header(r)->has_save_id;
 	return 0;
 }

@@ -37,7 +37,7 @@
 #define SNAP_RAM_VERSION    1
 #define SNAP_RAM_MAX_NAME   255
 /* Bytes after the RAM in a RAM file with a save id (format 1.1). */
-#define SNAP_RAM_TRAILER    64
+#define SNAP_RAM_TRAILER 64
 
 struct snap_ram_info {
 	char file[SNAP_RAM_MAX_NAME + 1]; /* as recorded; relative names are

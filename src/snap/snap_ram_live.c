@@ -101,8 +101,7 @@ struct run {
 };
 
 /* Write out @r (if any) and start none. */
-static int run_flush(struct snap_ram_live *lv, struct run *r,
-		     uint64_t *written)
+static int run_flush(struct snap_ram_live *lv, struct run *r, uint64_t *written)
 {
 	int rc = 0;
 
@@ -163,7 +162,8 @@ static int do_chunk(struct snap_ram_live *lv, XXH3_state_t *hs,
 	if (rc)
 		return rc;
 	if (!any && end - off == SNAP_RAM_CHUNK_SIZE) {
-		lv->hashes[c] = lv->zero_hash; /* never touched: nothing to read */
+		lv->hashes[c] =
+			lv->zero_hash; /* never touched: nothing to read */
 		return 0;
 	}
 	XXH3_64bits_reset(hs);
@@ -179,10 +179,11 @@ static int do_chunk(struct snap_ram_live *lv, XXH3_state_t *hs,
 			XXH3_64bits_update(hs, need[pg] ? p + i : zero_buf,
 					   PAGE_SIZE);
 			if (selected)
-				rc = page_out(lv, &r, p + i, o + i,
-					      !need[pg] ||
-						      snap_ram_page_is_zero(p + i),
-					      written);
+				rc = page_out(
+					lv, &r, p + i, o + i,
+					!need[pg] ||
+						snap_ram_page_is_zero(p + i),
+					written);
 		}
 		o += n;
 	}
@@ -248,7 +249,8 @@ static int copy_loop(struct copy_job *j, XXH3_state_t *hs, bool reporter)
 		/* Only the caller's thread reports (the callback is its). */
 		if (reporter && !j->dirty)
 			snap_ram_report(
-				j->pg, MIN(c * SNAP_RAM_CHUNK_SIZE, lv->m->ram_size),
+				j->pg,
+				MIN(c * SNAP_RAM_CHUNK_SIZE, lv->m->ram_size),
 				lv->m->ram_size);
 	}
 	__atomic_add_fetch(&j->written, written, __ATOMIC_RELAXED);
@@ -501,8 +503,8 @@ static void rollback_ram(const char *path, char **backup, struct snap_err *err)
 }
 
 /* Seal both files under their temporary names. */
-static int pair_seal(struct snap_ram_live *lv, struct snap_writer *w,
-		     bool sync, struct snap_err *err)
+static int pair_seal(struct snap_ram_live *lv, struct snap_writer *w, bool sync,
+		     struct snap_err *err)
 {
 	int rc = snap_tmpfile_seal(&lv->f, sync, err);
 
@@ -553,7 +555,8 @@ int snap_ram_pair_commit(struct snap_ram_live *lv, struct snap_writer *w,
 		rollback_ram(lv->f.path, &backup, err);
 		goto out;
 	}
-	/* Committed; if the backup name cannot go, only a stray name is left. */
+	/* Committed; if the backup name cannot go, only a stray name is left.
+	 */
 	if (backup && unlink(backup)) {
 	}
 	free(backup);
@@ -573,7 +576,8 @@ out:
 }
 
 int snap_ram_save(const struct guest_mem *m, const char *path, unsigned flags,
-		  struct snap_ram_info *info, const struct snap_ram_progress *pg)
+		  struct snap_ram_info *info,
+		  const struct snap_ram_progress *pg)
 {
 	struct snap_ram_live *lv;
 	int rc;

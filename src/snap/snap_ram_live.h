@@ -76,6 +76,7 @@ int snap_ram_pair_commit(struct snap_ram_live *lv, struct snap_writer *w,
  * hashes; info->file is set to @path's last component.
  */
 int snap_ram_save(const struct guest_mem *m, const char *path, unsigned flags,
-		  struct snap_ram_info *info, const struct snap_ram_progress *pg);
+		  struct snap_ram_info *info,
+		  const struct snap_ram_progress *pg);
 
 #endif

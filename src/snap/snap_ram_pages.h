@@ -16,8 +16,7 @@
 
 /* Host pointer of flat RAM offset @off, and bytes contiguous from there
  * (in *@avail); NULL if no region holds it. */
-uint8_t *snap_ram_ptr(const struct guest_mem *m, uint64_t off,
-		      uint64_t *avail);
+uint8_t *snap_ram_ptr(const struct guest_mem *m, uint64_t off, uint64_t *avail);
 /* 0 if the regions tile [0, ram_size) in whole pages, else -EINVAL. */
 int snap_ram_check_layout(const struct guest_mem *m);
 bool snap_ram_page_is_zero(const uint8_t *p);

@@ -27,9 +27,9 @@
 #define KVM_PV_SCHED_YIELD     (1u << 13)
 #define KVM_PV_ASYNC_PF_INT    (1u << 14)
 /* What the safe policy hides of them (cpuid.c says why, bit by bit). */
-#define KVM_PV_SAFE_HIDE                                                  \
-	(KVM_PV_ASYNC_PF | KVM_PV_UNHALT | KVM_PV_TLB_FLUSH |             \
-	 KVM_PV_ASYNC_PF_VMEXIT | KVM_PV_SEND_IPI | KVM_PV_SCHED_YIELD | \
+#define KVM_PV_SAFE_HIDE                                                       \
+	(KVM_PV_ASYNC_PF | KVM_PV_UNHALT | KVM_PV_TLB_FLUSH |                  \
+	 KVM_PV_ASYNC_PF_VMEXIT | KVM_PV_SEND_IPI | KVM_PV_SCHED_YIELD |       \
 	 KVM_PV_ASYNC_PF_INT)
 
 /* The features the safe policy hid, for documentation and statistics. */
@@ -50,7 +50,8 @@ enum cpu_policy cpuid_resolve_policy(enum cpu_policy p, bool sw_backend);
  * @ncpus under @policy. Pure.
  */
 void cpuid_apply_policy(struct kvm_cpuid2 *c, enum cpu_policy policy,
-			unsigned index, unsigned ncpus, struct cpuid_hidden *hidden);
+			unsigned index, unsigned ncpus,
+			struct cpuid_hidden *hidden);
 /* Find an entry, NULL if absent. */
 struct kvm_cpuid_entry2 *cpuid_find(struct kvm_cpuid2 *c, uint32_t fn,
 				    uint32_t idx);

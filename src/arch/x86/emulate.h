@@ -61,11 +61,11 @@ struct emul_ctx {
 	int (*write)(void *opaque, uint64_t gva, const void *buf, unsigned len);
 	void *opaque;
 	/* Out. */
-	bool inject_bp;	 /* deliver #BP after updating RIP */
-	bool fpu_dirty;	 /* fcw/fsw/ftwx/mxcsr changed */
-	bool gpr_dirty;	 /* gpr/rflags changed */
+	bool inject_bp; /* deliver #BP after updating RIP */
+	bool fpu_dirty; /* fcw/fsw/ftwx/mxcsr changed */
+	bool gpr_dirty; /* gpr/rflags changed */
 	enum emul_kind kind;
-	unsigned len;	 /* decoded instruction length */
+	unsigned len; /* decoded instruction length */
 };
 
 /*

@@ -18,8 +18,7 @@
 typedef int (*note_fn)(const uint8_t *name, uint64_t namesz, uint32_t type,
 		       const uint8_t *desc, uint64_t descsz, void *arg);
 
-static int elf_walk_notes(const uint8_t *img, size_t len, note_fn fn,
-			  void *arg)
+static int elf_walk_notes(const uint8_t *img, size_t len, note_fn fn, void *arg)
 {
 	struct boot_elf e;
 	int ret;
@@ -74,7 +73,8 @@ static int pvh_entry_note(const uint8_t *name, uint64_t namesz, uint32_t type,
 {
 	uint64_t *entry = arg;
 
-	if (type != XEN_ELFNOTE_PHYS32_ENTRY || !note_named(name, namesz, "Xen"))
+	if (type != XEN_ELFNOTE_PHYS32_ENTRY ||
+	    !note_named(name, namesz, "Xen"))
 		return 0;
 	/* Linux emits the entry as a pointer-sized value (8 bytes on x86-64),
 	 * others as 4. */

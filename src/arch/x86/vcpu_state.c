@@ -12,41 +12,69 @@
 
 #define S struct vcpu_state
 static const struct snap_field vcpu_fields[] = {
-	SNAP_U64(S, rax, 1), SNAP_U64(S, rbx, 1), SNAP_U64(S, rcx, 1),
-	SNAP_U64(S, rdx, 1), SNAP_U64(S, rsi, 1), SNAP_U64(S, rdi, 1),
-	SNAP_U64(S, rsp, 1), SNAP_U64(S, rbp, 1), SNAP_U64(S, r8, 1),
-	SNAP_U64(S, r9, 1), SNAP_U64(S, r10, 1), SNAP_U64(S, r11, 1),
-	SNAP_U64(S, r12, 1), SNAP_U64(S, r13, 1), SNAP_U64(S, r14, 1),
-	SNAP_U64(S, r15, 1), SNAP_U64(S, rip, 1), SNAP_U64(S, rflags, 1),
+	SNAP_U64(S, rax, 1),
+	SNAP_U64(S, rbx, 1),
+	SNAP_U64(S, rcx, 1),
+	SNAP_U64(S, rdx, 1),
+	SNAP_U64(S, rsi, 1),
+	SNAP_U64(S, rdi, 1),
+	SNAP_U64(S, rsp, 1),
+	SNAP_U64(S, rbp, 1),
+	SNAP_U64(S, r8, 1),
+	SNAP_U64(S, r9, 1),
+	SNAP_U64(S, r10, 1),
+	SNAP_U64(S, r11, 1),
+	SNAP_U64(S, r12, 1),
+	SNAP_U64(S, r13, 1),
+	SNAP_U64(S, r14, 1),
+	SNAP_U64(S, r15, 1),
+	SNAP_U64(S, rip, 1),
+	SNAP_U64(S, rflags, 1),
 	SNAP_U64_ARRAY(S, seg_base, SEG_NR, 1),
 	SNAP_U32_ARRAY(S, seg_limit, SEG_NR, 1),
 	SNAP_U16_ARRAY(S, seg_selector, SEG_NR, 1),
 	SNAP_U16_ARRAY(S, seg_attr, SEG_NR, 1),
-	SNAP_U64(S, gdt_base, 1), SNAP_U64(S, idt_base, 1),
-	SNAP_U16(S, gdt_limit, 1), SNAP_U16(S, idt_limit, 1),
-	SNAP_U64(S, cr0, 1), SNAP_U64(S, cr2, 1), SNAP_U64(S, cr3, 1),
-	SNAP_U64(S, cr4, 1), SNAP_U64(S, cr8, 1), SNAP_U64(S, efer, 1),
+	SNAP_U64(S, gdt_base, 1),
+	SNAP_U64(S, idt_base, 1),
+	SNAP_U16(S, gdt_limit, 1),
+	SNAP_U16(S, idt_limit, 1),
+	SNAP_U64(S, cr0, 1),
+	SNAP_U64(S, cr2, 1),
+	SNAP_U64(S, cr3, 1),
+	SNAP_U64(S, cr4, 1),
+	SNAP_U64(S, cr8, 1),
+	SNAP_U64(S, efer, 1),
 	SNAP_U64(S, apic_base, 1),
 	SNAP_U64_ARRAY(S, interrupt_bitmap, 4, 1),
 	SNAP_BOOL(S, has_xsave, 1),
 	SNAP_BYTES(S, xsave, VCPU_XSAVE_SIZE, 1),
 	SNAP_BYTES(S, fpu, VCPU_FPU_SIZE, 1),
 	SNAP_U64(S, xcr0, 1),
-	SNAP_U64_ARRAY(S, db, 4, 1), SNAP_U64(S, dr6, 1), SNAP_U64(S, dr7, 1),
+	SNAP_U64_ARRAY(S, db, 4, 1),
+	SNAP_U64(S, dr6, 1),
+	SNAP_U64(S, dr7, 1),
 	SNAP_BYTES(S, lapic, VCPU_LAPIC_SIZE, 1),
 	SNAP_U32_MAX(S, nmsrs, VCPU_MAX_MSRS, 1),
 	SNAP_U32_VARRAY(S, msr_index, VCPU_MAX_MSRS, nmsrs, 1),
 	SNAP_U64_VARRAY(S, msr_data, VCPU_MAX_MSRS, nmsrs, 1),
-	SNAP_BOOL(S, exc_injected, 1), SNAP_U8_MAX(S, exc_nr, 31, 1),
-	SNAP_BOOL(S, exc_has_error_code, 1), SNAP_BOOL(S, exc_pending, 1),
+	SNAP_BOOL(S, exc_injected, 1),
+	SNAP_U8_MAX(S, exc_nr, 31, 1),
+	SNAP_BOOL(S, exc_has_error_code, 1),
+	SNAP_BOOL(S, exc_pending, 1),
 	SNAP_U32(S, exc_error_code, 1),
-	SNAP_BOOL(S, irq_injected, 1), SNAP_U8(S, irq_nr, 1),
-	SNAP_BOOL(S, irq_soft, 1), SNAP_U8(S, irq_shadow, 1),
-	SNAP_BOOL(S, nmi_injected, 1), SNAP_BOOL(S, nmi_pending, 1),
-	SNAP_BOOL(S, nmi_masked, 1), SNAP_U32(S, sipi_vector, 1),
+	SNAP_BOOL(S, irq_injected, 1),
+	SNAP_U8(S, irq_nr, 1),
+	SNAP_BOOL(S, irq_soft, 1),
+	SNAP_U8(S, irq_shadow, 1),
+	SNAP_BOOL(S, nmi_injected, 1),
+	SNAP_BOOL(S, nmi_pending, 1),
+	SNAP_BOOL(S, nmi_masked, 1),
+	SNAP_U32(S, sipi_vector, 1),
 	SNAP_U32(S, events_flags, 1),
-	SNAP_BOOL(S, smi_smm, 1), SNAP_BOOL(S, smi_pending, 1),
-	SNAP_BOOL(S, smi_inside_nmi, 1), SNAP_BOOL(S, smi_latched_init, 1),
+	SNAP_BOOL(S, smi_smm, 1),
+	SNAP_BOOL(S, smi_pending, 1),
+	SNAP_BOOL(S, smi_inside_nmi, 1),
+	SNAP_BOOL(S, smi_latched_init, 1),
 	SNAP_U32_MAX(S, mp_state, KVM_MP_STATE_AP_RESET_HOLD, 1),
 };
 #undef S
@@ -56,9 +84,10 @@ const struct snap_desc vcpu_state_snap =
 
 uint16_t vcpu_seg_pack(const struct kvm_segment *k)
 {
-	return (uint16_t)((k->type & 0xf) | (k->s & 1) << 4 | (k->dpl & 3) << 5 |
-			  (k->present & 1) << 7 | (k->avl & 1) << 8 |
-			  (k->l & 1) << 9 | (k->db & 1) << 10 | (k->g & 1) << 11 |
+	return (uint16_t)((k->type & 0xf) | (k->s & 1) << 4 |
+			  (k->dpl & 3) << 5 | (k->present & 1) << 7 |
+			  (k->avl & 1) << 8 | (k->l & 1) << 9 |
+			  (k->db & 1) << 10 | (k->g & 1) << 11 |
 			  (k->unusable & 1) << 12);
 }
 
@@ -77,9 +106,8 @@ void vcpu_seg_unpack(uint16_t a, struct kvm_segment *k)
 
 static struct kvm_segment *sreg_seg(struct kvm_sregs *sr, int i)
 {
-	struct kvm_segment *tab[SEG_NR] = { &sr->cs, &sr->ds, &sr->es,
-					    &sr->fs, &sr->gs, &sr->ss,
-					    &sr->tr, &sr->ldt };
+	struct kvm_segment *tab[SEG_NR] = {&sr->cs, &sr->ds, &sr->es, &sr->fs,
+					   &sr->gs, &sr->ss, &sr->tr, &sr->ldt};
 	return tab[i];
 }
 
@@ -156,7 +184,7 @@ int vcpu_msr_list_probe(int kvm_fd, int vcpu_fd, struct vcpu_msr_list *l)
 	struct {
 		struct kvm_msr_list hdr;
 		uint32_t idx[1024];
-	} list = { .hdr.nmsrs = 1024 };
+	} list = {.hdr.nmsrs = 1024};
 	struct msrs_buf *b;
 
 	if (ioctl(kvm_fd, KVM_GET_MSR_INDEX_LIST, &list) < 0)
@@ -226,9 +254,11 @@ static int save_msrs(int vcpu_fd, const struct vcpu_msr_list *msrs,
 		mb->e[i].index = msrs->index[i];
 	ret = ioctl(vcpu_fd, KVM_GET_MSRS, mb);
 	if (ret < 0 || (uint32_t)ret != msrs->n) {
-		snprintf(err, errlen, "KVM_GET_MSRS: read %d of %u MSRs (stopped at 0x%x)",
-			 ret, msrs->n, ret >= 0 && (uint32_t)ret < msrs->n ?
-					       msrs->index[ret] : 0);
+		snprintf(err, errlen,
+			 "KVM_GET_MSRS: read %d of %u MSRs (stopped at 0x%x)",
+			 ret, msrs->n,
+			 ret >= 0 && (uint32_t)ret < msrs->n ? msrs->index[ret]
+							     : 0);
 		free(mb);
 		return -EIO;
 	}
@@ -286,11 +316,11 @@ static void events_to_kvm(const struct vcpu_state *s,
 	ev->smi.smm_inside_nmi = s->smi_inside_nmi;
 	ev->smi.latched_init = s->smi_latched_init;
 	/* Only the flags that say which of the above is valid. */
-	ev->flags = s->events_flags & (KVM_VCPUEVENT_VALID_NMI_PENDING |
-				       KVM_VCPUEVENT_VALID_SIPI_VECTOR |
-				       KVM_VCPUEVENT_VALID_SHADOW |
-				       KVM_VCPUEVENT_VALID_SMM |
-				       KVM_VCPUEVENT_VALID_PAYLOAD);
+	ev->flags =
+		s->events_flags &
+		(KVM_VCPUEVENT_VALID_NMI_PENDING |
+		 KVM_VCPUEVENT_VALID_SIPI_VECTOR | KVM_VCPUEVENT_VALID_SHADOW |
+		 KVM_VCPUEVENT_VALID_SMM | KVM_VCPUEVENT_VALID_PAYLOAD);
 }
 
 int vcpu_state_save(int vcpu_fd, const struct vcpu_msr_list *msrs,
@@ -317,7 +347,8 @@ int vcpu_state_save(int vcpu_fd, const struct vcpu_msr_list *msrs,
 		goto fail;
 	}
 	what = "KVM_GET_LAPIC";
-	if (ioctl(vcpu_fd, KVM_GET_LAPIC, (struct kvm_lapic_state *)s->lapic) < 0)
+	if (ioctl(vcpu_fd, KVM_GET_LAPIC, (struct kvm_lapic_state *)s->lapic) <
+	    0)
 		goto fail;
 	ret = save_msrs(vcpu_fd, msrs, s, err, errlen);
 	if (ret)
@@ -339,10 +370,20 @@ fail:
 
 /* XSAVE state components by bit number (SDM vol. 1, 13.1). */
 static const char *const xfeature_name[] = {
-	[0] = "x87", [1] = "SSE", [2] = "AVX", [3] = "MPX-BNDREGS",
-	[4] = "MPX-BNDCSR", [5] = "AVX-512-opmask", [6] = "AVX-512-ZMM_Hi256",
-	[7] = "AVX-512-Hi16_ZMM", [8] = "PT", [9] = "PKRU", [11] = "CET_U",
-	[12] = "CET_S", [17] = "AMX-TILECFG", [18] = "AMX-TILEDATA",
+	[0] = "x87",
+	[1] = "SSE",
+	[2] = "AVX",
+	[3] = "MPX-BNDREGS",
+	[4] = "MPX-BNDCSR",
+	[5] = "AVX-512-opmask",
+	[6] = "AVX-512-ZMM_Hi256",
+	[7] = "AVX-512-Hi16_ZMM",
+	[8] = "PT",
+	[9] = "PKRU",
+	[11] = "CET_U",
+	[12] = "CET_S",
+	[17] = "AMX-TILECFG",
+	[18] = "AMX-TILEDATA",
 };
 
 /*
@@ -353,9 +394,9 @@ static const char *const xfeature_name[] = {
 static const struct {
 	uint16_t off, size;
 } xfeature_std[] = {
-	[2] = { 576, 256 },   [3] = { 960, 64 },   [4] = { 1024, 64 },
-	[5] = { 1088, 64 },   [6] = { 1152, 512 }, [7] = { 1664, 1024 },
-	[9] = { 2688, 8 },
+	[2] = {576, 256}, [3] = {960, 64},   [4] = {1024, 64},
+	[5] = {1088, 64}, [6] = {1152, 512}, [7] = {1664, 1024},
+	[9] = {2688, 8},
 };
 
 size_t vcpu_xfeature_names(uint64_t mask, char *buf, size_t len)
@@ -468,9 +509,10 @@ static int restore_xsave(int vcpu_fd, const struct vcpu_state *s, char *err,
 	dropped = vcpu_xsave_fit((uint8_t *)xs->region, s->xcr0, allowed);
 	if (dropped) {
 		vcpu_xfeature_names(dropped, have, sizeof(have));
-		log_info("vCPU state: XSAVE components %s left out: this host's "
-			 "CPU lacks them and the guest had them unused",
-			 have);
+		log_info(
+			"vCPU state: XSAVE components %s left out: this host's "
+			"CPU lacks them and the guest had them unused",
+			have);
 	}
 	if (ioctl(vcpu_fd, KVM_SET_XSAVE, xs) < 0) {
 		ret = -errno;
@@ -478,14 +520,15 @@ static int restore_xsave(int vcpu_fd, const struct vcpu_state *s, char *err,
 		if (ret == -EINVAL && (saved & ~allowed)) {
 			vcpu_xfeature_names(saved, have, sizeof(have));
 			vcpu_xfeature_names(allowed, can, sizeof(can));
-			snprintf(err, errlen,
-				 "KVM_SET_XSAVE: %s: the snapshot's FPU state "
-				 "uses XSAVE components 0x%llx (%s) but this "
-				 "VM's CPU offers only 0x%llx (%s): it was "
-				 "taken on a host or CPU policy with more CPU "
-				 "features than this one (docs/software-kvm.md)",
-				 strerror(EINVAL), (unsigned long long)saved,
-				 have, (unsigned long long)allowed, can);
+			snprintf(
+				err, errlen,
+				"KVM_SET_XSAVE: %s: the snapshot's FPU state "
+				"uses XSAVE components 0x%llx (%s) but this "
+				"VM's CPU offers only 0x%llx (%s): it was "
+				"taken on a host or CPU policy with more CPU "
+				"features than this one (docs/software-kvm.md)",
+				strerror(EINVAL), (unsigned long long)saved,
+				have, (unsigned long long)allowed, can);
 		}
 	}
 	free(xs);
@@ -556,10 +599,12 @@ static int restore_msrs(int vcpu_fd, const struct vcpu_state *s, char *err,
 		if (ret < 0 ||
 		    !vcpu_msr_is_hyperv(s->msr_index[at + (uint32_t)ret])) {
 			snprintf(err, errlen,
-				 "KVM_SET_MSRS: set %d of %u MSRs; MSR 0x%x was refused (this host's KVM lacks it)",
+				 "KVM_SET_MSRS: set %d of %u MSRs; MSR 0x%x "
+				 "was refused (this host's KVM lacks it)",
 				 ret < 0 ? ret : (int)(at + (uint32_t)ret),
 				 s->nmsrs,
-				 ret >= 0 ? s->msr_index[at + (uint32_t)ret] : 0);
+				 ret >= 0 ? s->msr_index[at + (uint32_t)ret]
+					  : 0);
 			free(mb);
 			return -EIO;
 		}
@@ -584,7 +629,7 @@ int vcpu_state_restore(int vcpu_fd, const struct vcpu_state *s, char *err,
 	struct kvm_sregs sregs;
 	struct kvm_debugregs dbg;
 	struct kvm_vcpu_events ev;
-	struct kvm_mp_state mp = { .mp_state = s->mp_state };
+	struct kvm_mp_state mp = {.mp_state = s->mp_state};
 	const char *what;
 	int ret;
 
@@ -609,7 +654,8 @@ int vcpu_state_restore(int vcpu_fd, const struct vcpu_state *s, char *err,
 	if (ioctl(vcpu_fd, KVM_SET_DEBUGREGS, &dbg) < 0)
 		goto fail;
 	what = "KVM_SET_LAPIC";
-	if (ioctl(vcpu_fd, KVM_SET_LAPIC, (struct kvm_lapic_state *)s->lapic) < 0)
+	if (ioctl(vcpu_fd, KVM_SET_LAPIC, (struct kvm_lapic_state *)s->lapic) <
+	    0)
 		goto fail;
 	ret = restore_msrs(vcpu_fd, s, err, errlen);
 	if (ret)

@@ -26,19 +26,30 @@
 
 #include "snap_desc.h"
 
-#define VCPU_MAX_MSRS 256
+#define VCPU_MAX_MSRS	256
 #define VCPU_XSAVE_SIZE 4096
 #define VCPU_LAPIC_SIZE 1024
-#define VCPU_FPU_SIZE 512
+#define VCPU_FPU_SIZE	512
 
-enum { SEG_CS, SEG_DS, SEG_ES, SEG_FS, SEG_GS, SEG_SS, SEG_TR, SEG_LDT, SEG_NR };
+enum {
+	SEG_CS,
+	SEG_DS,
+	SEG_ES,
+	SEG_FS,
+	SEG_GS,
+	SEG_SS,
+	SEG_TR,
+	SEG_LDT,
+	SEG_NR
+};
 
 struct vcpu_state {
 	/* General registers. */
 	uint64_t rax, rbx, rcx, rdx, rsi, rdi, rsp, rbp;
 	uint64_t r8, r9, r10, r11, r12, r13, r14, r15;
 	uint64_t rip, rflags;
-	/* Segments, in SEG_* order; attr packs type/s/dpl/p/avl/l/db/g/unusable. */
+	/* Segments, in SEG_* order; attr packs
+	 * type/s/dpl/p/avl/l/db/g/unusable. */
 	uint64_t seg_base[SEG_NR];
 	uint32_t seg_limit[SEG_NR];
 	uint16_t seg_selector[SEG_NR];
@@ -47,7 +58,8 @@ struct vcpu_state {
 	uint16_t gdt_limit, idt_limit;
 	uint64_t cr0, cr2, cr3, cr4, cr8, efer, apic_base;
 	uint64_t interrupt_bitmap[4];
-	/* FPU/SSE/AVX state: XSAVE area if the host has it, else FXSAVE image. */
+	/* FPU/SSE/AVX state: XSAVE area if the host has it, else FXSAVE image.
+	 */
 	uint8_t has_xsave;
 	uint8_t xsave[VCPU_XSAVE_SIZE];
 	uint8_t fpu[VCPU_FPU_SIZE];
