@@ -88,9 +88,10 @@ def linux_snap(tmp_path_factory):
     # ~20 s of emulated RNG on kvm_pvm), so its connection lives across
     # both; run 3 is restored and powers off.
     def parked(text):
-        before = "".join(g["out"] for g in res["segs"])
+        # run_console gives hooks the raw text: CR LF line ends.
+        seen = "".join(g["out"] for g in res["segs"]) + text.replace("\r", "")
         return (BLOCKED.search(text) is not None and
-                (not lab or TICK.search(before + text) is not None))
+                (not lab or TICK.search(seen) is not None))
 
     suspend_when = [mid_boot, parked, parked, None]
     try:
