@@ -10,13 +10,14 @@
  * pair standing in for the TAP (virtio_net_init takes an fd), virtio-
  * console on the null back-end, virtio-rng; their pci_dev, virtio_pci and
  * virtq sections come with them. The legacy devices are COM1's uart8250,
- * the rtc, the i8042 and pm.
+ * the rtc, the i8042, pm and the PCI bus (its 0xCF8 latch).
  *
  * The snapshot is a real one: a freshly created device (optionally
  * brought up by a driver first) is saved with snap_writer, the input
- * replaces, overwrites or splices each section's payload, and the file is
- * rebuilt with every checksum, the section lengths and the end marker
- * resealed, then opened with snap_reader_open_mem.
+ * replaces, overwrites, splices or edits fields of each section's
+ * payload, and the file is rebuilt with every checksum, the section
+ * lengths and the end marker resealed, then opened with
+ * snap_reader_open_mem.
  *
  * Checked (abort on failure, besides ASan/UBSan/LSan):
  * - a refused load says why: the reader's message, or for a PCI device a
@@ -36,9 +37,10 @@
  *     op 2: u16 off, u8 len, bytes (overwrite at off);
  *     op 3: u16 off, u8 del, u8 len, bytes (splice);
  *     op 4: edge values into described fields (set_fields())
- *   then guest ops for the loaded device (see guest_op()).
- * tests/fuzz/seeds.py writes one valid seed per model and mode (the
- * unchanged payloads, from FUZZ_DL_DUMP=DIR of this harness).
+ *   then up to MAX_OPS ops on the loaded device (pci_op(), legacy_op()).
+ * Seeds: every model and mode with its payloads unchanged, and one with
+ * edge values (FUZZ_DL_DUMP=DIR, make -C tests/fuzz seed-fuzz_device_load).
+ * FUZZ_DL_VERBOSE=1 says what became of each input.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -176,7 +178,9 @@ struct model {
 	int (*apply)(struct inst *in);
 	const struct snap_desc *desc;
 	void (*bringup)(struct inst *in);
-	int (*io)(struct inst *in, unsigned port, uint8_t *v, bool write);
+	/* A port access of @size bytes (the legacy ones take 1). */
+	int (*io)(struct inst *in, unsigned port, uint8_t *v, unsigned size,
+		  bool write);
 	unsigned nports;
 };
 
@@ -199,6 +203,7 @@ struct inst {
 		struct rtc_state r;
 		struct i8042_state k;
 		struct pm_state p;
+		struct pci_bus_state b;
 	} stage;
 };
 
@@ -298,8 +303,10 @@ static int uart_apply(struct inst *in)
 	return uart8250_state_apply(&in->leg.u, &in->stage.u);
 }
 
-static int uart_io(struct inst *in, unsigned port, uint8_t *v, bool write)
+static int uart_io(struct inst *in, unsigned port, uint8_t *v,
+		   unsigned size, bool write)
 {
+	(void)size;
 	return uart8250_io(&in->leg.u, port, v, 1, write);
 }
 
@@ -311,7 +318,7 @@ static void uart_bringup(struct inst *in)
 
 	for (unsigned i = 0; i < ARRAY_SIZE(w); i++) {
 		v = w[i][1];
-		uart_io(in, w[i][0], &v, true);
+		uart_io(in, w[i][0], &v, 1, true);
 	}
 	uart8250_receive(&in->leg.u, (const uint8_t *)"restore", 7);
 }
@@ -340,8 +347,10 @@ static int rtc_apply(struct inst *in)
 	return rtc_state_apply(&in->leg.r, &in->stage.r);
 }
 
-static int rtc_io_(struct inst *in, unsigned port, uint8_t *v, bool write)
+static int rtc_io_(struct inst *in, unsigned port, uint8_t *v,
+		   unsigned size, bool write)
 {
+	(void)size;
 	return rtc_io(&in->leg.r, port, v, 1, write);
 }
 
@@ -349,11 +358,11 @@ static void rtc_bringup(struct inst *in)
 {
 	uint8_t v = 0x0b;
 
-	rtc_io_(in, 0, &v, true);
+	rtc_io_(in, 0, &v, 1, true);
 	v = 0x06; /* binary, 24 h */
-	rtc_io_(in, 1, &v, true);
+	rtc_io_(in, 1, &v, 1, true);
 	v = 0x34;
-	rtc_io_(in, 0, &v, true);
+	rtc_io_(in, 0, &v, 1, true);
 }
 
 static void reset_cb(void *opaque)
@@ -382,8 +391,10 @@ static int kbd_apply(struct inst *in)
 }
 
 /* Port 0: data (0x60), port 1: command/status (0x64). */
-static int kbd_io(struct inst *in, unsigned port, uint8_t *v, bool write)
+static int kbd_io(struct inst *in, unsigned port, uint8_t *v, unsigned size,
+		  bool write)
 {
+	(void)size;
 	return port ? i8042_cmd_io(&in->leg.k, 0, v, 1, write)
 		    : i8042_data_io(&in->leg.k, 0, v, 1, write);
 }
@@ -392,13 +403,13 @@ static void kbd_bringup(struct inst *in)
 {
 	uint8_t v = 0x60; /* write the command byte ... */
 
-	kbd_io(in, 1, &v, true);
+	kbd_io(in, 1, &v, 1, true);
 	v = 0x47;
-	kbd_io(in, 0, &v, true);
+	kbd_io(in, 0, &v, 1, true);
 	v = 0xf2; /* keyboard: identify (answers stay queued) */
-	kbd_io(in, 0, &v, true);
+	kbd_io(in, 0, &v, 1, true);
 	v = 0xed; /* set LEDs: the next byte is pending */
-	kbd_io(in, 0, &v, true);
+	kbd_io(in, 0, &v, 1, true);
 }
 
 static int pm_create(struct inst *in)
@@ -422,8 +433,10 @@ static int pm_apply(struct inst *in)
 }
 
 /* Ports 0-1: sleep control/status, port 2: the reset register. */
-static int pm_io(struct inst *in, unsigned port, uint8_t *v, bool write)
+static int pm_io(struct inst *in, unsigned port, uint8_t *v, unsigned size,
+		 bool write)
 {
+	(void)size;
 	if (port == 2)
 		return pm_reset_io(&in->leg.p, 0, v, 1, write);
 	return pm_sleep_io(&in->leg.p, port, v, 1, write);
@@ -433,7 +446,48 @@ static void pm_bringup(struct inst *in)
 {
 	uint8_t v = 0x02; /* reset register: SYS_RST armed, no reset */
 
-	pm_io(in, 2, &v, true);
+	pm_io(in, 2, &v, 1, true);
+}
+
+/* The PCI bus's own state: the 0xCF8 latch; ports 0-7 are 0xCF8-0xCFF. */
+static int bus_create(struct inst *in)
+{
+	if (bus_init(&in->pio, "pio") || bus_init(&in->mmio, "mmio"))
+		die("bus_init", NULL);
+	in->buses = true;
+	return pci_bus_init(&in->pci, NULL, &in->mmio, 0xC0000000ULL,
+			    0x10000000ULL);
+}
+
+static void bus_destroy_(struct inst *in)
+{
+	(void)in; /* inst_destroy takes the buses down */
+}
+
+static void bus_save(struct inst *in)
+{
+	pci_bus_state_save(&in->pci, &in->stage.b);
+}
+
+static int bus_apply(struct inst *in)
+{
+	pci_bus_state_apply(&in->pci, &in->stage.b);
+	return 0;
+}
+
+static int bus_io(struct inst *in, unsigned port, uint8_t *v, unsigned size,
+		  bool write)
+{
+	return pci_config_io(&in->pci, port, v, size, write);
+}
+
+static void bus_bringup(struct inst *in)
+{
+	uint8_t v[4];
+
+	/* Between the two halves of a config read of the host bridge. */
+	put_le32(v, 0x80000000u | PCI_COMMAND);
+	bus_io(in, 0, v, 4, true);
 }
 
 static const struct model MODELS[] = {
@@ -457,6 +511,9 @@ static const struct model MODELS[] = {
 	{.name = "pm", .create = pm_create, .destroy = pm_destroy_,
 	 .save = pm_save, .apply = pm_apply, .desc = &pm_snap_desc,
 	 .bringup = pm_bringup, .io = pm_io, .nports = 3},
+	{.name = "pci-bus", .create = bus_create, .destroy = bus_destroy_,
+	 .save = bus_save, .apply = bus_apply, .desc = &pci_bus_snap,
+	 .bringup = bus_bringup, .io = bus_io, .nports = 8},
 };
 
 #define NMODELS ARRAY_SIZE(MODELS)
@@ -713,12 +770,15 @@ static void pci_op(struct inst *in, const uint8_t **p, const uint8_t *end)
 	}
 }
 
+/* op bits 0-4 the port, 5-6 the size (1, 2, 4, 4), bit 7 write. */
 static void legacy_op(struct inst *in, const uint8_t **p, const uint8_t *end)
 {
 	unsigned op = (unsigned)get(p, end, 1);
-	uint8_t v = (uint8_t)get(p, end, 1);
+	unsigned sz = sizes[(op >> 5) & 3] > 4 ? 4 : sizes[(op >> 5) & 3];
+	uint8_t v[4];
 
-	in->m->io(in, (op & 0x7f) % in->m->nports, &v, op & 0x80);
+	put_le32(v, (uint32_t)get(p, end, sz));
+	in->m->io(in, (op & 0x1f) % in->m->nports, v, sz, op & 0x80);
 }
 
 /* ---- snapshot bytes ---- */
