@@ -502,7 +502,7 @@ int vm_devices_save(struct vm_devices *d, struct snap_writer *w, char *err,
 
 struct load_ctx {
 	struct snap_reader *r;
-	struct snap_err se;
+	struct err se;
 };
 
 static int snap_read_cb(void *ctx, const struct snap_desc *desc,

@@ -753,7 +753,7 @@ static int save_ram(struct save *s, struct snap_ram_info *ram, char *err,
 /* Commit the RAM file and the state file as one pair (consumes both). */
 static int save_commit(struct save *s, char *err, size_t errlen)
 {
-	struct snap_err se = {""};
+	struct err se = {0};
 	int ret = snap_ram_pair_commit(s->lv, s->w,
 				       s->o->fsync ? SNAP_RAM_FSYNC : 0, &se);
 
@@ -935,7 +935,7 @@ int vm_snapshot_read_config(const char *path, struct vm_config *cfg, char *err,
 			    size_t errlen)
 {
 	struct snap_reader *r = NULL;
-	struct snap_err se = {""};
+	struct err se = {0};
 	const void *data;
 	size_t len;
 	uint16_t ver;
@@ -1061,7 +1061,7 @@ int vm_snapshot_preflight(const char *path, const struct vm_config *cfg,
 			  char *err, size_t errlen)
 {
 	struct snap_reader *r = NULL;
-	struct snap_err se = {""};
+	struct err se = {0};
 	struct snap_ram_info ram = {0};
 	char ram_path[4096];
 	const void *data;
@@ -1132,7 +1132,7 @@ out:
 }
 
 /* The snapshot engine's message as the caller's; returns @ret. */
-static int se_fail(const struct snap_err *se, int ret, char *err, size_t errlen)
+static int se_fail(const struct err *se, int ret, char *err, size_t errlen)
 {
 	snprintf(err, errlen, "%s", se->msg);
 	return ret;
@@ -1145,7 +1145,7 @@ static int se_fail(const struct snap_err *se, int ret, char *err, size_t errlen)
  */
 static int restore_read(struct vm *vm, const char *path, struct snap_reader **r,
 			struct snap_ram_info *ram, struct kvm_vm_state *ks,
-			struct vcpu_state *vs, struct snap_err *se, char *err,
+			struct vcpu_state *vs, struct err *se, char *err,
 			size_t errlen)
 {
 	const void *cdata;
@@ -1181,7 +1181,7 @@ static int restore_ram(struct vm *vm, const struct restore_opts *o,
 		       const struct snap_ram_info *ram, const char *ram_path,
 		       char *err, size_t errlen)
 {
-	struct snap_err se = {""};
+	struct err se = {0};
 	int ret, fd;
 
 	if (!o->eager) {
@@ -1213,7 +1213,7 @@ int vm_snapshot_restore(struct vm *vm, const struct restore_opts *o, char *err,
 			size_t errlen)
 {
 	struct snap_reader *r = NULL;
-	struct snap_err se = {""};
+	struct err se = {0};
 	struct snap_ram_info ram = {0};
 	struct kvm_vm_state *ks = calloc(1, sizeof(*ks));
 	struct vcpu_state *vs = calloc(vm->ncpus, sizeof(*vs));

@@ -419,7 +419,7 @@ static int cmd_list(const struct opts *o)
 static int cmd_snapshot_offline(const struct opts *o, bool verify,
 				const char *file)
 {
-	struct snap_err err = {0};
+	struct err err = {0};
 	int rc;
 
 	if (verify)
@@ -427,7 +427,7 @@ static int cmd_snapshot_offline(const struct opts *o, bool verify,
 	else
 		rc = snap_inspect_info(file, o->json, o->all, stdout, &err);
 	if (rc < 0) {
-		/* snap_err messages already name the file */
+		/* the snapshot engine's messages already name the file */
 		if (err.msg[0])
 			errmsg("%s", err.msg);
 		else

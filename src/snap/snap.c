@@ -72,18 +72,6 @@ struct snap_reader {
 	unsigned nsecs;
 };
 
-int snap_seterr(struct snap_err *err, int rc, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err)
-		return rc;
-	va_start(ap, fmt);
-	vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
-	va_end(ap);
-	return rc;
-}
-
 unsigned snap_type_size(uint8_t type)
 {
 	switch (type) {
@@ -246,41 +234,40 @@ static const struct snap_field *desc_field(const struct snap_desc *d,
 	return NULL;
 }
 
-int snap_desc_check(const struct snap_desc *d, struct snap_err *err)
+int snap_desc_check(const struct snap_desc *d, struct err *err)
 {
 	if (!d || !d->name || !name_ok(d->name, strlen(d->name)))
-		return snap_seterr(err, -EINVAL, "snap_desc: bad section name");
+		return err_set(err, -EINVAL, "snap_desc: bad section name");
 	if (d->version < 1 || d->min_version < 1 || d->min_version > d->version)
-		return snap_seterr(err, -EINVAL,
-				   "snap_desc '%s': bad version %u/min %u",
-				   d->name, d->version, d->min_version);
+		return err_set(err, -EINVAL,
+			       "snap_desc '%s': bad version %u/min %u", d->name,
+			       d->version, d->min_version);
 	if (d->nfields > 65535 || (d->nfields && !d->fields))
-		return snap_seterr(err, -EINVAL,
-				   "snap_desc '%s': bad field table", d->name);
+		return err_set(err, -EINVAL, "snap_desc '%s': bad field table",
+			       d->name);
 	for (unsigned i = 0; i < d->nfields; i++) {
 		const struct snap_field *f = &d->fields[i];
 		unsigned sz = snap_type_size(f->type);
 		const struct snap_field *cf;
 
 		if (!f->name || !name_ok(f->name, strlen(f->name)))
-			return snap_seterr(err, -EINVAL,
-					   "snap_desc '%s': field %u: bad name",
-					   d->name, i);
+			return err_set(err, -EINVAL,
+				       "snap_desc '%s': field %u: bad name",
+				       d->name, i);
 		if (!sz || f->count < 1 || f->since < 1 ||
 		    f->since > d->version ||
 		    (uint64_t)f->offset + (uint64_t)f->count * sz >
 			    d->state_size)
-			return snap_seterr(
-				err, -EINVAL,
-				"snap_desc '%s': field '%s': bad type, "
-				"count, since or offset",
-				d->name, f->name);
+			return err_set(err, -EINVAL,
+				       "snap_desc '%s': field '%s': bad type, "
+				       "count, since or offset",
+				       d->name, f->name);
 		for (unsigned j = 0; j < i; j++)
 			if (!strcmp(d->fields[j].name, f->name))
-				return snap_seterr(err, -EINVAL,
-						   "snap_desc '%s': field '%s' "
-						   "appears twice",
-						   d->name, f->name);
+				return err_set(err, -EINVAL,
+					       "snap_desc '%s': field '%s' "
+					       "appears twice",
+					       d->name, f->name);
 		if (!f->count_field)
 			continue;
 		cf = NULL;
@@ -290,7 +277,7 @@ int snap_desc_check(const struct snap_desc *d, struct snap_err *err)
 		/* The count must be loaded before the array it sizes. */
 		if (!cf || !is_int_type(cf->type) || cf->count != 1 ||
 		    cf->since > f->since)
-			return snap_seterr(
+			return err_set(
 				err, -EINVAL,
 				"snap_desc '%s': field '%s': count field "
 				"'%s' must be an earlier integer scalar",
@@ -645,7 +632,7 @@ static int64_t live_count(const struct snap_desc *d, const struct snap_field *f,
 int snap_write_section(struct snap_writer *w, const struct snap_desc *d,
 		       uint32_t instance, const void *state)
 {
-	struct snap_err e;
+	struct err e;
 	uint8_t *buf = NULL, *p;
 	size_t len = 4;
 	int rc;
@@ -723,7 +710,7 @@ int snap_write_section(struct snap_writer *w, const struct snap_desc *d,
 
 int snap_writer_seal(struct snap_writer *w)
 {
-	struct snap_err e;
+	struct err e;
 	uint8_t end[END_LEN];
 	int rc;
 
@@ -752,7 +739,7 @@ int snap_writer_seal(struct snap_writer *w)
 
 int snap_writer_publish(struct snap_writer *w, bool sync_dir)
 {
-	struct snap_err e;
+	struct err e;
 	int rc;
 
 	if (!w || w->f.fd >= 0 || !w->f.tmp || w->err)
@@ -785,7 +772,7 @@ int snap_writer_commit(struct snap_writer *w)
 
 /* -------------------------------------------------------------- reader */
 
-#define RERR(rc, ...) snap_seterr(err, rc, __VA_ARGS__)
+#define RERR(rc, ...) err_set(err, rc, __VA_ARGS__)
 
 static int sec_cmp_key(const struct rsec *a, const char *name, uint32_t inst)
 {
@@ -816,8 +803,7 @@ static int fld_sort_cmp(const void *a, const void *b)
 
 /* Field @i of @s at *@p (before @end): decoded into s->fields[i]. */
 static int parse_field(const struct snap_reader *r, struct rsec *s, uint32_t i,
-		       const uint8_t **pp, const uint8_t *end,
-		       struct snap_err *err)
+		       const uint8_t **pp, const uint8_t *end, struct err *err)
 {
 	struct rfield *f = &s->fields[i];
 	const uint8_t *p = *pp;
@@ -863,8 +849,7 @@ static int parse_field(const struct snap_reader *r, struct rsec *s, uint32_t i,
 	return 0;
 }
 
-static int parse_fields(struct snap_reader *r, struct rsec *s,
-			struct snap_err *err)
+static int parse_fields(struct snap_reader *r, struct rsec *s, struct err *err)
 {
 	const uint8_t *p = s->payload, *end = s->payload + s->payload_len;
 	uint32_t n;
@@ -913,7 +898,7 @@ static int parse_fields(struct snap_reader *r, struct rsec *s,
 
 static int get_str(const struct snap_reader *r, const uint8_t **p,
 		   const uint8_t *end, char *out, size_t outsz,
-		   const char *what, struct snap_err *err)
+		   const char *what, struct err *err)
 {
 	size_t n;
 
@@ -936,8 +921,7 @@ static int get_str(const struct snap_reader *r, const uint8_t **p,
 	return 0;
 }
 
-static int parse_header(struct snap_reader *r, uint64_t *hlen,
-			struct snap_err *err)
+static int parse_header(struct snap_reader *r, uint64_t *hlen, struct err *err)
 {
 	struct snap_header_info *h = &r->hdr;
 	const uint8_t *b = r->buf, *p, *end;
@@ -1011,7 +995,7 @@ static int parse_header(struct snap_reader *r, uint64_t *hlen,
 
 /* The end marker at @off (@left bytes to the end of the file). */
 static int parse_end(const struct snap_reader *r, uint64_t off, uint64_t left,
-		     struct snap_err *err)
+		     struct err *err)
 {
 	const uint8_t *p = r->buf + off;
 
@@ -1034,7 +1018,7 @@ static int parse_end(const struct snap_reader *r, uint64_t off, uint64_t left,
 
 /* A free slot in r->secs (grown as needed) in *@out. */
 static int new_sec(struct snap_reader *r, uint64_t *cap, struct rsec **out,
-		   struct snap_err *err)
+		   struct err *err)
 {
 	struct rsec *n;
 
@@ -1070,7 +1054,7 @@ static int sec_sum(const uint8_t *p, size_t tail, uint64_t *sum)
 
 /* The section at @off: validated into r->secs; *@len its size. */
 static int parse_section(struct snap_reader *r, uint64_t off, uint64_t *cap,
-			 uint64_t *len, struct snap_err *err)
+			 uint64_t *len, struct err *err)
 {
 	const uint8_t *p = r->buf + off;
 	uint64_t left = r->len - off, sum;
@@ -1128,7 +1112,7 @@ static int parse_section(struct snap_reader *r, uint64_t off, uint64_t *cap,
 }
 
 /* r->sorted: sections by (name, instance), each pair at most once. */
-static int index_sections(struct snap_reader *r, struct snap_err *err)
+static int index_sections(struct snap_reader *r, struct err *err)
 {
 	r->sorted = calloc(r->nsecs ? r->nsecs : 1, sizeof(*r->sorted));
 	if (!r->sorted)
@@ -1149,7 +1133,7 @@ static int index_sections(struct snap_reader *r, struct snap_err *err)
 	return 0;
 }
 
-static int parse(struct snap_reader *r, struct snap_err *err)
+static int parse(struct snap_reader *r, struct err *err)
 {
 	uint64_t off = 0, cap = 16, len = 0;
 	int rc;
@@ -1192,7 +1176,7 @@ const char *snap_file_type(mode_t mode)
  * snapshot file is a regular file or it is refused.
  */
 int snap_open_regular(const char *path, int flags, struct stat *st,
-		      struct snap_err *err)
+		      struct err *err)
 {
 	int fd = open(path, flags | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 	int rc;
@@ -1200,27 +1184,27 @@ int snap_open_regular(const char *path, int flags, struct stat *st,
 	if (fd < 0) {
 		rc = -errno;
 		if (rc == -ELOOP)
-			return snap_seterr(err, rc,
-					   "%s: is a symbolic link (snapshot "
-					   "files are not followed)",
-					   path);
-		return snap_seterr(err, rc, "%s: %s", path, strerror(-rc));
+			return err_set(err, rc,
+				       "%s: is a symbolic link (snapshot "
+				       "files are not followed)",
+				       path);
+		return err_set(err, rc, "%s: %s", path, strerror(-rc));
 	}
 	if (fstat(fd, st)) {
 		rc = -errno;
 		close(fd);
-		return snap_seterr(err, rc, "%s: %s", path, strerror(-rc));
+		return err_set(err, rc, "%s: %s", path, strerror(-rc));
 	}
 	if (!S_ISREG(st->st_mode)) {
 		close(fd);
-		return snap_seterr(err, -EINVAL, "%s: not a regular file (%s)",
-				   path, snap_file_type(st->st_mode));
+		return err_set(err, -EINVAL, "%s: not a regular file (%s)",
+			       path, snap_file_type(st->st_mode));
 	}
 	return fd;
 }
 
 int snap_reader_open_mem(struct snap_reader **rp, const char *name,
-			 const void *data, size_t len, struct snap_err *err)
+			 const void *data, size_t len, struct err *err)
 {
 	struct snap_reader *r;
 	int rc;
@@ -1253,8 +1237,7 @@ fail:
 	return rc;
 }
 
-int snap_reader_open(struct snap_reader **rp, const char *path,
-		     struct snap_err *err)
+int snap_reader_open(struct snap_reader **rp, const char *path, struct err *err)
 {
 	struct snap_reader *r = NULL;
 	struct stat st;
@@ -1379,7 +1362,7 @@ bool snap_has_section(const struct snap_reader *r, const char *name,
 /* Decode one described field from @s into @tmp (a copy of the state). */
 static int load_field(const struct snap_reader *r, const struct rsec *s,
 		      const struct snap_desc *d, const struct snap_field *f,
-		      void *tmp, struct snap_err *err)
+		      void *tmp, struct err *err)
 {
 	unsigned sz = snap_type_size(f->type);
 	const struct rfield *ff = find_field(s, f->name);
@@ -1442,7 +1425,7 @@ static int load_field(const struct snap_reader *r, const struct rsec *s,
 }
 
 int snap_read_section(struct snap_reader *r, const struct snap_desc *d,
-		      uint32_t instance, void *state, struct snap_err *err)
+		      uint32_t instance, void *state, struct err *err)
 {
 	struct rsec *s;
 	void *tmp;
@@ -1496,7 +1479,7 @@ out:
 
 int snap_read_blob(struct snap_reader *r, const char *name, uint32_t instance,
 		   const void **data, size_t *len, uint16_t *version,
-		   struct snap_err *err)
+		   struct err *err)
 {
 	struct rsec *s;
 
@@ -1519,8 +1502,7 @@ int snap_read_blob(struct snap_reader *r, const char *name, uint32_t instance,
 	return 0;
 }
 
-int snap_reader_check_consumed(const struct snap_reader *r,
-			       struct snap_err *err)
+int snap_reader_check_consumed(const struct snap_reader *r, struct err *err)
 {
 	for (unsigned i = 0; i < r->nsecs; i++) {
 		const struct rsec *s = &r->secs[i];

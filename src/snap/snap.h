@@ -25,6 +25,7 @@
 #include <stdint.h>
 #include <sys/stat.h>
 
+#include "err.h"
 #include "snap_desc.h"
 
 #define SNAP_FORMAT_MAJOR 1
@@ -37,11 +38,6 @@
 /* A random id per save, in the state file's header and the RAM file. */
 #define SNAP_SAVE_ID_LEN 16
 #define SNAP_SAVE_ID_STR (2 * SNAP_SAVE_ID_LEN + 1)
-
-/* A precise, user-facing message; every error path fills it. */
-struct snap_err {
-	char msg[512];
-};
 
 /* Where the snapshot was taken; restore compares it to the current host. */
 struct snap_host_info {
@@ -91,10 +87,6 @@ struct snap_field_info {
 struct snap_writer;
 struct snap_reader;
 
-/* Fill @err with a message and return @rc (for error paths). */
-int snap_seterr(struct snap_err *err, int rc, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
 /*
  * Open a snapshot file (@flags: O_RDONLY...) without following a symlink
  * and without blocking on a FIFO or device; anything but a regular file is
@@ -102,7 +94,7 @@ int snap_seterr(struct snap_err *err, int rc, const char *fmt, ...)
  * harmless on regular files), or -errno with @err.
  */
 int snap_open_regular(const char *path, int flags, struct stat *st,
-		      struct snap_err *err);
+		      struct err *err);
 /* "a FIFO", "a character device", ... for messages. */
 const char *snap_file_type(mode_t mode);
 
@@ -154,11 +146,10 @@ const char *snap_writer_path(const struct snap_writer *w);
  * Read and validate the whole file: header, sizes, every checksum, every
  * field encoding. On failure *r is NULL and @err says why.
  */
-int snap_reader_open(struct snap_reader **r, const char *path,
-		     struct snap_err *err);
+int snap_reader_open(struct snap_reader **r, const char *path, struct err *err);
 /* The same from memory (@data is copied); @name is used in messages. */
 int snap_reader_open_mem(struct snap_reader **r, const char *name,
-			 const void *data, size_t len, struct snap_err *err);
+			 const void *data, size_t len, struct err *err);
 void snap_reader_close(struct snap_reader *r);
 const char *snap_reader_path(const struct snap_reader *r);
 const struct snap_header_info *snap_reader_header(const struct snap_reader *r);
@@ -169,19 +160,18 @@ const struct snap_header_info *snap_reader_header(const struct snap_reader *r);
  * -ENOENT if the section is absent, -EINVAL/-EPROTO with @err otherwise.
  */
 int snap_read_section(struct snap_reader *r, const struct snap_desc *d,
-		      uint32_t instance, void *state, struct snap_err *err);
+		      uint32_t instance, void *state, struct err *err);
 /* Blob bytes stay owned by the reader. */
 int snap_read_blob(struct snap_reader *r, const char *name, uint32_t instance,
 		   const void **data, size_t *len, uint16_t *version,
-		   struct snap_err *err);
+		   struct err *err);
 bool snap_has_section(const struct snap_reader *r, const char *name,
 		      uint32_t instance);
 /*
  * After loading: -EPROTO naming the first section that was never read and
  * is not SNAP_F_OPTIONAL (this khyve does not know how to restore it).
  */
-int snap_reader_check_consumed(const struct snap_reader *r,
-			       struct snap_err *err);
+int snap_reader_check_consumed(const struct snap_reader *r, struct err *err);
 
 /* Iteration for dumping tools. */
 unsigned snap_reader_nsections(const struct snap_reader *r);
@@ -196,6 +186,6 @@ unsigned snap_type_size(uint8_t type);
 const char *snap_type_name(uint8_t type);
 
 /* Check a description for programming errors (offsets, count fields). */
-int snap_desc_check(const struct snap_desc *d, struct snap_err *err);
+int snap_desc_check(const struct snap_desc *d, struct err *err);
 
 #endif

@@ -46,47 +46,45 @@ int snap_tmpfile_open(struct snap_tmpfile *t, const char *path)
 	return 0;
 }
 
-int snap_tmpfile_seal(struct snap_tmpfile *t, bool sync, struct snap_err *err)
+int snap_tmpfile_seal(struct snap_tmpfile *t, bool sync, struct err *err)
 {
 	int rc;
 
 	if (t->fd < 0 || !t->tmp)
-		return snap_seterr(err, -EINVAL, "%s: not open", t->path);
+		return err_set(err, -EINVAL, "%s: not open", t->path);
 	if (sync && fsync(t->fd))
-		return snap_seterr(err, -errno, "%s: fsync: %s", t->tmp,
-				   strerror(errno));
+		return err_set(err, -errno, "%s: fsync: %s", t->tmp,
+			       strerror(errno));
 	rc = close(t->fd) ? -errno : 0;
 	t->fd = -1;
 	if (rc)
-		return snap_seterr(err, rc, "%s: close: %s", t->tmp,
-				   strerror(-rc));
+		return err_set(err, rc, "%s: close: %s", t->tmp, strerror(-rc));
 	return 0;
 }
 
-int snap_tmpfile_publish(struct snap_tmpfile *t, bool sync_dir,
-			 struct snap_err *err)
+int snap_tmpfile_publish(struct snap_tmpfile *t, bool sync_dir, struct err *err)
 {
 	int rc;
 
 	if (t->fd >= 0 || !t->tmp)
-		return snap_seterr(err, -EINVAL, "%s: not sealed", t->path);
+		return err_set(err, -EINVAL, "%s: not sealed", t->path);
 	/*
 	 * A new inode, not an overwrite: a guest restored by mapping the old
 	 * RAM file keeps its private view of it while we replace it.
 	 */
 	if (rename(t->tmp, t->path))
-		return snap_seterr(err, -errno, "%s: rename: %s", t->path,
-				   strerror(errno));
+		return err_set(err, -errno, "%s: rename: %s", t->path,
+			       strerror(errno));
 	free(t->tmp);
 	t->tmp = NULL; /* it is the real file now: discard must not unlink */
 	rc = sync_dir ? snap_fsync_dir(t->dir) : 0;
 	if (rc)
-		return snap_seterr(err, rc, "%s: fsync of its directory: %s",
-				   t->path, strerror(-rc));
+		return err_set(err, rc, "%s: fsync of its directory: %s",
+			       t->path, strerror(-rc));
 	return 0;
 }
 
-int snap_tmpfile_commit(struct snap_tmpfile *t, bool sync, struct snap_err *err)
+int snap_tmpfile_commit(struct snap_tmpfile *t, bool sync, struct err *err)
 {
 	int rc = snap_tmpfile_seal(t, sync, err);
 

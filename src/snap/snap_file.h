@@ -41,14 +41,13 @@ int snap_tmpfile_open(struct snap_tmpfile *t, const char *path);
  * fsync (@sync) and close the temporary file. On failure @err (NULL-able)
  * names the temporary file and the call that failed.
  */
-int snap_tmpfile_seal(struct snap_tmpfile *t, bool sync, struct snap_err *err);
+int snap_tmpfile_seal(struct snap_tmpfile *t, bool sync, struct err *err);
 /* Rename the sealed file over the destination, then fsync the directory
  * (@sync_dir). */
 int snap_tmpfile_publish(struct snap_tmpfile *t, bool sync_dir,
-			 struct snap_err *err);
+			 struct err *err);
 /* _seal, then _publish, syncing both when @sync. */
-int snap_tmpfile_commit(struct snap_tmpfile *t, bool sync,
-			struct snap_err *err);
+int snap_tmpfile_commit(struct snap_tmpfile *t, bool sync, struct err *err);
 void snap_tmpfile_discard(struct snap_tmpfile *t);
 
 /* fsync a directory; file systems that cannot (EINVAL) need not. */

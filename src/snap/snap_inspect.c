@@ -133,7 +133,7 @@ static json_t *load_config(struct snap_reader *r)
 {
 	const void *data;
 	size_t len;
-	struct snap_err e;
+	struct err e;
 
 	if (snap_read_blob(r, "config", 0, &data, &len, NULL, &e))
 		return NULL;
@@ -206,7 +206,7 @@ static void list_bindings(struct snap_reader *r, json_t *cfg,
 			  struct bind_list *b)
 {
 	struct snap_ram_info ri;
-	struct snap_err e;
+	struct err e;
 	struct vm_config c;
 	char ram[4096], msg[256];
 
@@ -263,7 +263,7 @@ static void print_header_text(struct snap_reader *r, FILE *out)
 static void print_ram_text(struct snap_reader *r, FILE *out)
 {
 	struct snap_ram_info ri;
-	struct snap_err e;
+	struct err e;
 
 	if (!snap_ram_read_section(r, &ri, &e)) {
 		fprintf(out,
@@ -423,7 +423,7 @@ static json_t *build_json(struct snap_reader *r, json_t *cfg, bool all)
 	json_t *doc = json_object(), *secs = json_array();
 	struct bind_list b = {NULL, json_array()};
 	struct snap_ram_info ri;
-	struct snap_err e;
+	struct err e;
 
 	json_add_header(doc, r);
 	list_bindings(r, cfg, &b);
@@ -447,7 +447,7 @@ static json_t *build_json(struct snap_reader *r, json_t *cfg, bool all)
 }
 
 int snap_inspect_info(const char *path, bool json, bool all, FILE *out,
-		      struct snap_err *err)
+		      struct err *err)
 {
 	struct snap_reader *r = NULL;
 	json_t *cfg;
@@ -474,7 +474,7 @@ int snap_inspect_info(const char *path, bool json, bool all, FILE *out,
 	return rc;
 }
 
-int snap_inspect_verify(const char *path, FILE *out, struct snap_err *err)
+int snap_inspect_verify(const char *path, FILE *out, struct err *err)
 {
 	struct snap_reader *r = NULL;
 	struct snap_ram_info ri;

@@ -17,11 +17,11 @@
  * every field of every described section; @json prints one JSON document.
  */
 int snap_inspect_info(const char *path, bool json, bool all, FILE *out,
-		      struct snap_err *err);
+		      struct err *err);
 /*
  * Check every section checksum (by opening the file) and the RAM file's
  * chunk hashes. Prints one line per check; 0 if all pass.
  */
-int snap_inspect_verify(const char *path, FILE *out, struct snap_err *err);
+int snap_inspect_verify(const char *path, FILE *out, struct err *err);
 
 #endif

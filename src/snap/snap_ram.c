@@ -81,37 +81,36 @@ void snap_ram_trailer_build(uint8_t t[SNAP_RAM_TRAILER], const uint8_t *id,
 
 /* The trailer at @want in @fd must carry save id @id. */
 static int trailer_check(int fd, const char *path, uint64_t want,
-			 const uint8_t *id, struct snap_err *err)
+			 const uint8_t *id, struct err *err)
 {
 	char have[SNAP_SAVE_ID_STR], need[SNAP_SAVE_ID_STR];
 	uint8_t t[SNAP_RAM_TRAILER];
 	int rc = snap_pread_full(fd, t, sizeof(t), (off_t)want);
 
 	if (rc)
-		return snap_seterr(err, rc, "%s: read: %s", path,
-				   strerror(-rc));
+		return err_set(err, rc, "%s: read: %s", path, strerror(-rc));
 	if (memcmp(t, TRL_MAGIC, 8) || get_le16(t + 8) != TRL_VERSION ||
 	    get_le32(t + 12) != SNAP_RAM_TRAILER || get_le64(t + 32) != want ||
 	    XXH3_64bits(t, TRL_SUM) != get_le64(t + TRL_SUM))
-		return snap_seterr(err, -EINVAL,
-				   "%s: damaged RAM file trailer (no valid "
-				   "save id)",
-				   path);
+		return err_set(err, -EINVAL,
+			       "%s: damaged RAM file trailer (no valid "
+			       "save id)",
+			       path);
 	if (memcmp(t + 16, id, SNAP_SAVE_ID_LEN)) {
 		snap_save_id_str(t + 16, have);
 		snap_save_id_str(id, need);
-		return snap_seterr(err, -EINVAL,
-				   "%s: written by save %s, the state file is "
-				   "from save %s: the two files come from "
-				   "different saves",
-				   path, have, need);
+		return err_set(err, -EINVAL,
+			       "%s: written by save %s, the state file is "
+			       "from save %s: the two files come from "
+			       "different saves",
+			       path, have, need);
 	}
 	return 0;
 }
 
 /* Cheap: one fstat and one 64-byte read, whatever the RAM size. */
 int snap_ram_open(const char *path, uint64_t want,
-		  const struct snap_ram_info *info, struct snap_err *err)
+		  const struct snap_ram_info *info, struct err *err)
 {
 	const uint8_t *id = info && info->has_id ? info->save_id : NULL;
 	uint64_t expect = want + (id ? SNAP_RAM_TRAILER : 0);
@@ -124,19 +123,19 @@ int snap_ram_open(const char *path, uint64_t want,
 		return fd;
 	if (id && (uint64_t)st.st_size == want) {
 		snap_save_id_str(id, need);
-		rc = snap_seterr(err, -EINVAL,
-				 "%s: has no save id, the state file wants "
-				 "save %s: not the RAM file of this snapshot "
-				 "(the two files come from different saves)",
-				 path, need);
+		rc = err_set(err, -EINVAL,
+			     "%s: has no save id, the state file wants "
+			     "save %s: not the RAM file of this snapshot "
+			     "(the two files come from different saves)",
+			     path, need);
 		goto fail;
 	}
 	if ((uint64_t)st.st_size != expect) {
-		rc = snap_seterr(
-			err, -EINVAL,
-			"%s: size %lld does not match the RAM size %llu%s",
-			path, (long long)st.st_size, (unsigned long long)want,
-			id ? " (plus its 64-byte trailer)" : "");
+		rc = err_set(err, -EINVAL,
+			     "%s: size %lld does not match the RAM size %llu%s",
+			     path, (long long)st.st_size,
+			     (unsigned long long)want,
+			     id ? " (plus its 64-byte trailer)" : "");
 		goto fail;
 	}
 	rc = id ? trailer_check(fd, path, want, id, err) : 0;
@@ -148,7 +147,7 @@ fail:
 }
 
 int snap_ram_check_file(const char *path, const struct snap_ram_info *info,
-			struct snap_err *err)
+			struct err *err)
 {
 	int fd = snap_ram_open(path, info->ram_size, info, err);
 
@@ -159,24 +158,23 @@ int snap_ram_check_file(const char *path, const struct snap_ram_info *info,
 }
 
 static int check_info(const struct snap_ram_info *info, const char *what,
-		      struct snap_err *err)
+		      struct err *err)
 {
 	if (!info->ram_size || info->ram_size % PAGE_SIZE ||
 	    info->chunk_size < PAGE_SIZE || info->chunk_size > GiB ||
 	    (info->chunk_size & (info->chunk_size - 1)))
-		return snap_seterr(
-			err, -EPROTO,
-			"%s: bad RAM geometry (size %llu, chunk %llu)", what,
-			(unsigned long long)info->ram_size,
-			(unsigned long long)info->chunk_size);
+		return err_set(err, -EPROTO,
+			       "%s: bad RAM geometry (size %llu, chunk %llu)",
+			       what, (unsigned long long)info->ram_size,
+			       (unsigned long long)info->chunk_size);
 	/* Written without an addition that could wrap. */
 	if (info->ram_size / info->chunk_size +
 		    !!(info->ram_size % info->chunk_size) !=
 	    info->nchunks)
-		return snap_seterr(err, -EPROTO,
-				   "%s: %u chunk hashes for %llu bytes of RAM",
-				   what, info->nchunks,
-				   (unsigned long long)info->ram_size);
+		return err_set(err, -EPROTO,
+			       "%s: %u chunk hashes for %llu bytes of RAM",
+			       what, info->nchunks,
+			       (unsigned long long)info->ram_size);
 	return 0;
 }
 
@@ -186,7 +184,7 @@ static int check_info(const struct snap_ram_info *info, const char *what,
  * of its tmpfs would kill us with SIGBUS; pread returns zeros for holes.
  */
 int snap_ram_verify(const char *path, const struct snap_ram_info *info,
-		    struct snap_err *err)
+		    struct err *err)
 {
 	uint8_t *buf;
 	int fd, rc;
@@ -195,14 +193,14 @@ int snap_ram_verify(const char *path, const struct snap_ram_info *info,
 	if (rc)
 		return rc;
 	if (!info->hashes)
-		return snap_seterr(err, -EINVAL, "%s: no chunk hashes", path);
+		return err_set(err, -EINVAL, "%s: no chunk hashes", path);
 	fd = snap_ram_open(path, info->ram_size, info, err);
 	if (fd < 0)
 		return fd;
 	buf = malloc(info->chunk_size);
 	if (!buf) {
 		close(fd);
-		return snap_seterr(err, -ENOMEM, "%s: out of memory", path);
+		return err_set(err, -ENOMEM, "%s: out of memory", path);
 	}
 	posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 	for (uint32_t c = 0; c < info->nchunks && !rc; c++) {
@@ -217,22 +215,20 @@ int snap_ram_verify(const char *path, const struct snap_ram_info *info,
 			if (k < 0 && errno == EINTR)
 				continue;
 			if (k <= 0) {
-				rc = snap_seterr(
-					err, k < 0 ? -errno : -EIO,
-					"%s: read at 0x%llx: %s", path,
-					(unsigned long long)(off + got),
-					k < 0 ? strerror(errno)
-					      : "unexpected end of file");
+				rc = err_set(err, k < 0 ? -errno : -EIO,
+					     "%s: read at 0x%llx: %s", path,
+					     (unsigned long long)(off + got),
+					     k < 0 ? strerror(errno)
+						   : "unexpected end of file");
 				break;
 			}
 			got += (uint64_t)k;
 		}
 		if (!rc && XXH3_64bits(buf, n) != info->hashes[c])
-			rc = snap_seterr(
-				err, -EBADMSG,
-				"%s: chunk %u (offset 0x%llx) does not "
-				"match its hash",
-				path, c, (unsigned long long)off);
+			rc = err_set(err, -EBADMSG,
+				     "%s: chunk %u (offset 0x%llx) does not "
+				     "match its hash",
+				     path, c, (unsigned long long)off);
 	}
 	free(buf);
 	close(fd);
@@ -270,7 +266,7 @@ int snap_ram_write_section(struct snap_writer *w,
 }
 
 int snap_ram_decode(const void *data, size_t len, struct snap_ram_info *info,
-		    const char *what, struct snap_err *err)
+		    const char *what, struct err *err)
 {
 	const uint8_t *b = data;
 	size_t nlen;
@@ -278,8 +274,8 @@ int snap_ram_decode(const void *data, size_t len, struct snap_ram_info *info,
 
 	memset(info, 0, sizeof(*info));
 	if (len < RAM_HDR)
-		return snap_seterr(err, -EPROTO, "%s: 'ram' section too short",
-				   what);
+		return err_set(err, -EPROTO, "%s: 'ram' section too short",
+			       what);
 	info->ram_size = get_le64(b);
 	info->chunk_size = get_le64(b + 8);
 	info->nchunks = get_le32(b + 16);
@@ -287,9 +283,9 @@ int snap_ram_decode(const void *data, size_t len, struct snap_ram_info *info,
 	if (get_le16(b + 22) || !nlen || nlen > SNAP_RAM_MAX_NAME ||
 	    len != RAM_HDR + nlen + (uint64_t)info->nchunks * 8 ||
 	    memchr(b + RAM_HDR, 0, nlen))
-		return snap_seterr(err, -EPROTO,
-				   "%s: 'ram' section: bad layout (%zu bytes)",
-				   what, len);
+		return err_set(err, -EPROTO,
+			       "%s: 'ram' section: bad layout (%zu bytes)",
+			       what, len);
 	rc = check_info(info, what, err);
 	if (rc)
 		return rc;
@@ -297,20 +293,20 @@ int snap_ram_decode(const void *data, size_t len, struct snap_ram_info *info,
 	info->file[nlen] = 0;
 	/* Only ever a name in the state file's directory (docs/security.md). */
 	if (!snap_ram_name_ok(info->file))
-		return snap_seterr(err, -EPROTO,
-				   "%s: section 'ram': RAM file name '%s' is "
-				   "not a bare file name beside the state file",
-				   what, info->file);
+		return err_set(err, -EPROTO,
+			       "%s: section 'ram': RAM file name '%s' is "
+			       "not a bare file name beside the state file",
+			       what, info->file);
 	info->hashes = malloc((size_t)info->nchunks * 8);
 	if (!info->hashes)
-		return snap_seterr(err, -ENOMEM, "%s: out of memory", what);
+		return err_set(err, -ENOMEM, "%s: out of memory", what);
 	for (uint32_t i = 0; i < info->nchunks; i++)
 		info->hashes[i] = get_le64(b + RAM_HDR + nlen + 8 * (size_t)i);
 	return 0;
 }
 
 int snap_ram_read_section(struct snap_reader *r, struct snap_ram_info *info,
-			  struct snap_err *err)
+			  struct err *err)
 {
 	const void *data;
 	size_t len;
@@ -322,9 +318,9 @@ int snap_ram_read_section(struct snap_reader *r, struct snap_ram_info *info,
 	if (rc)
 		return rc;
 	if (ver != SNAP_RAM_VERSION)
-		return snap_seterr(err, -EPROTO,
-				   "%s: section 'ram' #0: version %u is not %u",
-				   snap_reader_path(r), ver, SNAP_RAM_VERSION);
+		return err_set(err, -EPROTO,
+			       "%s: section 'ram' #0: version %u is not %u",
+			       snap_reader_path(r), ver, SNAP_RAM_VERSION);
 	rc = snap_ram_decode(data, len, info, snap_reader_path(r), err);
 	if (rc)
 		return rc;

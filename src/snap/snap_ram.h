@@ -92,24 +92,24 @@ void snap_ram_trailer_build(uint8_t t[SNAP_RAM_TRAILER], const uint8_t *id,
  * that id. Reads 64 bytes, whatever the RAM size. The fd, or -errno.
  */
 int snap_ram_open(const char *path, uint64_t ram_size,
-		  const struct snap_ram_info *info, struct snap_err *err);
+		  const struct snap_ram_info *info, struct err *err);
 /* snap_ram_open with @info's size, and close: the checks alone. */
 int snap_ram_check_file(const char *path, const struct snap_ram_info *info,
-			struct snap_err *err);
+			struct err *err);
 /*
  * Recompute the chunk hashes of @path (and check the save id when @info
  * has one); -EBADMSG naming the first bad chunk.
  */
 int snap_ram_verify(const char *path, const struct snap_ram_info *info,
-		    struct snap_err *err);
+		    struct err *err);
 
 /* The "ram" blob section: name, sizes and the hash array. */
 int snap_ram_write_section(struct snap_writer *w,
 			   const struct snap_ram_info *info);
 int snap_ram_read_section(struct snap_reader *r, struct snap_ram_info *info,
-			  struct snap_err *err);
+			  struct err *err);
 /* Decode a "ram" blob payload (exposed for tools and fuzzing). */
 int snap_ram_decode(const void *data, size_t len, struct snap_ram_info *info,
-		    const char *what, struct snap_err *err);
+		    const char *what, struct err *err);
 
 #endif

@@ -480,7 +480,7 @@ static int link_backup(const char *path, char **backup)
  * was: put the previous RAM file back (or, there was none, remove this
  * one). If that fails too, the backup stays and @err says where.
  */
-static void rollback_ram(const char *path, char **backup, struct snap_err *err)
+static void rollback_ram(const char *path, char **backup, struct err *err)
 {
 	int rc = snap_fault(SNAP_FAULT_ROLLBACK);
 	size_t n;
@@ -504,7 +504,7 @@ static void rollback_ram(const char *path, char **backup, struct snap_err *err)
 
 /* Seal both files under their temporary names. */
 static int pair_seal(struct snap_ram_live *lv, struct snap_writer *w, bool sync,
-		     struct snap_err *err)
+		     struct err *err)
 {
 	int rc = snap_tmpfile_seal(&lv->f, sync, err);
 
@@ -512,19 +512,19 @@ static int pair_seal(struct snap_ram_live *lv, struct snap_writer *w, bool sync,
 		return rc;
 	rc = snap_writer_seal(w);
 	if (rc)
-		snap_seterr(err, rc, "%s", snap_writer_error(w));
+		err_set(err, rc, "%s", snap_writer_error(w));
 	return rc;
 }
 
 int snap_ram_pair_commit(struct snap_ram_live *lv, struct snap_writer *w,
-			 unsigned flags, struct snap_err *err)
+			 unsigned flags, struct err *err)
 {
 	bool sync = flags & SNAP_RAM_FSYNC;
 	char *backup = NULL;
 	int rc;
 
 	if (!lv || !w || (flags & ~SNAP_RAM_FSYNC)) {
-		rc = snap_seterr(err, -EINVAL, "snapshot commit: bad call");
+		rc = err_set(err, -EINVAL, "snapshot commit: bad call");
 		goto out;
 	}
 	rc = pair_seal(lv, w, sync, err);
@@ -537,13 +537,13 @@ int snap_ram_pair_commit(struct snap_ram_live *lv, struct snap_writer *w,
 	 */
 	rc = link_backup(lv->f.path, &backup);
 	if (rc) {
-		snap_seterr(err, rc, "%s: %s", lv->f.path, strerror(-rc));
+		err_set(err, rc, "%s: %s", lv->f.path, strerror(-rc));
 		goto out;
 	}
 	rc = snap_fault(SNAP_FAULT_RAM_COMMIT);
 	if (rc) {
-		snap_seterr(err, rc, "%s: rename: %s (injected fault)",
-			    lv->f.path, strerror(-rc));
+		err_set(err, rc, "%s: rename: %s (injected fault)", lv->f.path,
+			strerror(-rc));
 		goto out;
 	}
 	rc = snap_tmpfile_publish(&lv->f, false, err);
@@ -551,7 +551,7 @@ int snap_ram_pair_commit(struct snap_ram_live *lv, struct snap_writer *w,
 		goto out;
 	rc = snap_writer_publish(w, false);
 	if (rc) {
-		snap_seterr(err, rc, "%s", snap_writer_error(w));
+		err_set(err, rc, "%s", snap_writer_error(w));
 		rollback_ram(lv->f.path, &backup, err);
 		goto out;
 	}
@@ -563,8 +563,8 @@ int snap_ram_pair_commit(struct snap_ram_live *lv, struct snap_writer *w,
 	backup = NULL;
 	rc = sync ? snap_fsync_dir(lv->f.dir) : 0;
 	if (rc)
-		snap_seterr(err, rc, "%s: fsync of its directory: %s",
-			    lv->f.path, strerror(-rc));
+		err_set(err, rc, "%s: fsync of its directory: %s", lv->f.path,
+			strerror(-rc));
 out:
 	if (backup) {
 		unlink(backup);

@@ -68,7 +68,7 @@ void snap_ram_live_abort(struct snap_ram_live *lv);
  * remains. Frees @lv and @w whatever the outcome; @err says why.
  */
 int snap_ram_pair_commit(struct snap_ram_live *lv, struct snap_writer *w,
-			 unsigned flags, struct snap_err *err);
+			 unsigned flags, struct err *err);
 
 /*
  * Write @m's RAM to @path at once (temporary name + rename), no save id,

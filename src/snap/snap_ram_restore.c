@@ -16,7 +16,7 @@
 
 int snap_ram_map(const struct guest_mem *m, const char *path,
 		 const struct snap_ram_info *info, int *keep_fd,
-		 struct snap_err *err)
+		 struct err *err)
 {
 	void *p;
 	int fd;
@@ -24,8 +24,8 @@ int snap_ram_map(const struct guest_mem *m, const char *path,
 	if (keep_fd)
 		*keep_fd = -1;
 	if (!m || !m->base || snap_ram_check_layout(m))
-		return snap_seterr(err, -EINVAL, "%s: guest RAM is not mapped",
-				   path);
+		return err_set(err, -EINVAL, "%s: guest RAM is not mapped",
+			       path);
 	fd = snap_ram_open(path, m->ram_size, info, err);
 	if (fd < 0)
 		return fd;
@@ -35,8 +35,7 @@ int snap_ram_map(const struct guest_mem *m, const char *path,
 		int rc = -errno;
 
 		close(fd);
-		return snap_seterr(err, rc, "%s: mmap: %s", path,
-				   strerror(-rc));
+		return err_set(err, rc, "%s: mmap: %s", path, strerror(-rc));
 	}
 	if (keep_fd)
 		*keep_fd = fd;
@@ -77,15 +76,13 @@ static int read_run(int fd, uint8_t *p, uint64_t off, uint64_t n,
 
 int snap_ram_load_eager(const struct guest_mem *m, const char *path,
 			const struct snap_ram_info *info,
-			const struct snap_ram_progress *pg,
-			struct snap_err *err)
+			const struct snap_ram_progress *pg, struct err *err)
 {
 	uint64_t off = 0;
 	int fd, rc = 0;
 
 	if (snap_ram_check_layout(m))
-		return snap_seterr(err, -EINVAL, "%s: bad guest RAM layout",
-				   path);
+		return err_set(err, -EINVAL, "%s: bad guest RAM layout", path);
 	fd = snap_ram_open(path, m->ram_size, info, err);
 	if (fd < 0)
 		return fd;
@@ -114,7 +111,6 @@ int snap_ram_load_eager(const struct guest_mem *m, const char *path,
 	}
 	close(fd);
 	if (rc)
-		return snap_seterr(err, rc, "%s: read: %s", path,
-				   strerror(-rc));
+		return err_set(err, rc, "%s: read: %s", path, strerror(-rc));
 	return 0;
 }

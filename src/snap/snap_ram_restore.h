@@ -20,12 +20,11 @@
  */
 int snap_ram_map(const struct guest_mem *m, const char *path,
 		 const struct snap_ram_info *info, int *keep_fd,
-		 struct snap_err *err);
+		 struct err *err);
 /* Read the whole file into @m's RAM now (holes become zero pages),
  * reporting to @pg (NULL-able). */
 int snap_ram_load_eager(const struct guest_mem *m, const char *path,
 			const struct snap_ram_info *info,
-			const struct snap_ram_progress *pg,
-			struct snap_err *err);
+			const struct snap_ram_progress *pg, struct err *err);
 
 #endif

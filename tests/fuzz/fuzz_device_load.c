@@ -1057,7 +1057,7 @@ static void mutate(const struct snapbuf *base, const uint8_t **p,
 
 struct load_ctx {
 	struct snap_reader *r;
-	struct snap_err se;
+	struct err se;
 };
 
 static int read_cb(void *ctx, const struct snap_desc *d, uint32_t inst,

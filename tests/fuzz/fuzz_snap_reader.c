@@ -63,7 +63,7 @@ static void load_generic(struct snap_reader *r, unsigned i,
 			      .min_version = 1,
 			      .fields = fields,
 			      .nfields = si->nfields};
-	struct snap_err err;
+	struct err err;
 	size_t off = 0;
 	void *state;
 
@@ -114,7 +114,7 @@ static void decode_all(struct snap_reader *r, uint8_t knobs)
 {
 	for (unsigned i = 0; i < snap_reader_nsections(r); i++) {
 		struct snap_section_info si;
-		struct snap_err err;
+		struct err err;
 		uint64_t acc = 0;
 
 		if (snap_reader_section(r, i, &si))
@@ -153,7 +153,7 @@ static void decode_all(struct snap_reader *r, uint8_t knobs)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct snap_reader *r = NULL;
-	struct snap_err err = {{0}};
+	struct err err = {0};
 	uint8_t *buf;
 	uint8_t mode;
 

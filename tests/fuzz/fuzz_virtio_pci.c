@@ -345,7 +345,7 @@ static void checkpoint(struct toy *t)
 	static struct toy r;
 	struct snap_writer *w;
 	struct snap_reader *rd = NULL;
-	struct snap_err err = {{0}};
+	struct err err = {0};
 	struct collect c = {0}, cr = {0};
 	const char *bad;
 	int rc;

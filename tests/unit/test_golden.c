@@ -221,7 +221,7 @@ static const struct snap_desc *desc_of(const char *name)
 static void load_all(const char *path, const struct pin *p)
 {
 	struct snap_reader *r = NULL;
-	struct snap_err se = {""};
+	struct err se = {0};
 	struct snap_ram_info ram = {0};
 	struct vm_config cfg;
 	const struct pin *rp;

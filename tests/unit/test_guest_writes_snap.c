@@ -160,7 +160,7 @@ static const char *differs(const struct snap_desc *d, const void *a,
 static void prop_flush(struct prop *p)
 {
 	struct snap_reader *r = NULL;
-	struct snap_err err = {{0}};
+	struct err err = {0};
 	int rc;
 
 	if (!p->w)

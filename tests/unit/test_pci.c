@@ -370,7 +370,7 @@ static void test_snapshot(void)
 	struct snap_host_info h;
 	struct snap_writer *w = NULL;
 	struct snap_reader *r = NULL;
-	struct snap_err err = {{0}};
+	struct err err = {0};
 	uint64_t tbl;
 
 	snprintf(path, sizeof(path), "/tmp/khyve-pci-%d.snap", (int)getpid());
@@ -425,7 +425,7 @@ static void test_snapshot_config_latch(void)
 	struct snap_host_info h;
 	struct snap_writer *w = NULL;
 	struct snap_reader *r = NULL;
-	struct snap_err err = {{0}};
+	struct err err = {0};
 	struct pci_bus_state st;
 	uint32_t a = cfg_addr(3, 0, PCI_BAR0), v = 0, want;
 

@@ -103,7 +103,7 @@ static void test_roundtrip(void)
 {
 	struct all_state in, out;
 	struct snap_reader *r = NULL;
-	struct snap_err err = {{0}};
+	struct err err = {0};
 	const char *p = tpath("rt.snap");
 	struct snap_writer *w = new_writer(p);
 	struct snap_section_info si;
@@ -232,7 +232,7 @@ static void test_versions(void)
 	struct dev_v1 s1 = {.a = 11, .b = 22}, o1;
 	struct dev_v2 s2 = {.a = 33, .b = 44, .c = 55}, o2;
 	struct snap_reader *r = NULL;
-	struct snap_err err = {{0}};
+	struct err err = {0};
 	const char *p = tpath("ver.snap");
 
 	/* Old file, new code: 'c' keeps the preloaded value. */
@@ -335,7 +335,7 @@ static void expect_fail(const char *p, const struct snap_field *f, unsigned n,
 			      .nfields = n,
 			      .state_size = sizeof(struct narrow)};
 	struct snap_reader *r = NULL;
-	struct snap_err err = {{0}};
+	struct err err = {0};
 	struct narrow o;
 	int rc;
 
@@ -358,7 +358,7 @@ static void test_bounds(void)
 	struct wide s = {0};
 	const char *p = tpath("vm1.snap");
 	struct snap_reader *r = NULL;
-	struct snap_err err = {{0}};
+	struct err err = {0};
 	struct narrow o;
 	struct snap_desc d = wide_desc;
 	char want[256];
@@ -415,7 +415,7 @@ static void test_bounds(void)
 
 static void test_desc_check(void)
 {
-	struct snap_err err;
+	struct err err;
 	static const struct snap_field bad_cf[] = {
 		SNAP_U32_VARRAY(struct narrow, q, 16, n, 1),
 		SNAP_U32(struct narrow, n, 1),
@@ -449,7 +449,7 @@ static void test_blob(void)
 	const char *p = tpath("blob.snap");
 	struct snap_writer *w = new_writer(p);
 	struct snap_reader *r = NULL;
-	struct snap_err err = {{0}};
+	struct err err = {0};
 	static const char cfg[] = "{\"vcpus\": 2, \"memory\": 536870912}";
 	uint8_t big[70000];
 	const void *data;
@@ -516,7 +516,7 @@ static unsigned count_tmp_files(void)
 static uint32_t read_a(const char *p)
 {
 	struct snap_reader *r = NULL;
-	struct snap_err err;
+	struct err err;
 	struct dev_v1 o = {0};
 
 	if (snap_reader_open(&r, p, &err))
@@ -600,7 +600,7 @@ static void test_header(void)
 	const char *p = tpath("hdr.snap");
 	struct dev_v1 s = {5, 6};
 	struct snap_reader *r = NULL;
-	struct snap_err err = {{0}};
+	struct err err = {0};
 	uint8_t buf[4096];
 	FILE *f;
 	size_t n;

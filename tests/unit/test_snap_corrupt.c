@@ -125,7 +125,7 @@ static int build_file(const char *path)
 }
 
 /* Load everything the way a restore would; returns 0 or -errno. */
-static int load_all(struct snap_reader *r, struct snap_err *err)
+static int load_all(struct snap_reader *r, struct err *err)
 {
 	struct uart u = {0};
 	struct cpu c = {0};
@@ -159,7 +159,7 @@ static int load_all(struct snap_reader *r, struct snap_err *err)
 static void test_pristine(void)
 {
 	struct snap_reader *r = NULL;
-	struct snap_err err = {{0}};
+	struct err err = {0};
 
 	CHECK(file_len > 1024 && file_len < 8192);
 	CHECK_EQ(snap_reader_open_mem(&r, "t.snap", file, file_len, &err), 0);
@@ -179,7 +179,7 @@ static void test_flips(void)
 	for (size_t off = 0; off < file_len; off++) {
 		for (unsigned m = 0; m < ARRAY_SIZE(masks); m++) {
 			struct snap_reader *r = NULL;
-			struct snap_err err = {{0}};
+			struct err err = {0};
 			int rc;
 
 			memcpy(buf, file, file_len);
@@ -207,7 +207,7 @@ static void test_truncations(void)
 
 	for (size_t len = 0; len < file_len; len++) {
 		struct snap_reader *r = NULL;
-		struct snap_err err = {{0}};
+		struct err err = {0};
 		/* An exact-size heap copy lets ASan catch any over-read. */
 		uint8_t *buf = malloc(len ? len : 1);
 
@@ -261,7 +261,7 @@ static void test_resealed(void)
 	for (size_t off = 0; off < file_len - 8; off++) {
 		for (unsigned v = 0; v < 3; v++) {
 			struct snap_reader *r = NULL;
-			struct snap_err err = {{0}};
+			struct err err = {0};
 			static const uint8_t vals[] = {0xff, 0x11, 0x00};
 			int rc;
 
@@ -294,7 +294,7 @@ static void test_resealed_rules(void)
 {
 	uint8_t *buf = malloc(file_len);
 	struct snap_reader *r = NULL;
-	struct snap_err err = {{0}};
+	struct err err = {0};
 	uint8_t *p;
 
 	if (!buf)

@@ -68,7 +68,7 @@ static void mem_fill(struct guest_mem *m, uint8_t seed)
  * the caller aborts after writing everything (as on a device error).
  */
 static int save(const struct guest_mem *m, const char *state, uint8_t seed,
-		bool give_up, struct snap_err *err)
+		bool give_up, struct err *err)
 {
 	char ram_path[200];
 	uint8_t id[SNAP_SAVE_ID_LEN];
@@ -148,7 +148,7 @@ static void listing(char *out, size_t len)
 }
 
 /* The pair at @state loads: every checksum, the RAM file's id, hashes. */
-static int pair_ok(const char *state, struct snap_err *err)
+static int pair_ok(const char *state, struct err *err)
 {
 	struct snap_reader *r = NULL;
 	struct snap_ram_info info = {.hashes = NULL};
@@ -181,7 +181,7 @@ static const struct {
 static void test_failed_save_keeps_previous_pair(void)
 {
 	struct guest_mem m;
-	struct snap_err err = {{0}};
+	struct err err = {0};
 	char state[160], ram[160];
 	uint8_t *st0, *ram0, *st1, *ram1;
 	size_t st0n, ram0n, st1n, ram1n;
@@ -259,7 +259,7 @@ static void test_failed_save_keeps_previous_pair(void)
 static void test_failed_rollback_is_refused(void)
 {
 	struct guest_mem m;
-	struct snap_err err = {{0}};
+	struct err err = {0};
 	char state[160], ram[160], ls[512], *old;
 
 	snprintf(state, sizeof(state), "%s", tpath("s.snap"));
@@ -295,7 +295,7 @@ static void test_failed_rollback_is_refused(void)
 static void test_mismatched_pair_refused(void)
 {
 	struct guest_mem m;
-	struct snap_err err = {{0}};
+	struct err err = {0};
 	struct snap_ram_info info = {.hashes = NULL};
 	uint8_t *b, *t;
 	size_t n;
@@ -359,7 +359,7 @@ static void test_mismatched_pair_refused(void)
 static void test_pair_without_id(void)
 {
 	struct guest_mem m;
-	struct snap_err err = {{0}};
+	struct err err = {0};
 	struct snap_host_info host;
 	struct snap_ram_info info = {.hashes = NULL};
 	struct snap_writer *w = NULL;
@@ -395,7 +395,7 @@ static void test_pair_without_id(void)
 static void test_not_regular_files(void)
 {
 	struct guest_mem m;
-	struct snap_err err = {{0}};
+	struct err err = {0};
 	struct snap_reader *r = NULL;
 	struct snap_ram_info info = {.hashes = NULL};
 	char ram[160];
@@ -445,7 +445,7 @@ static void test_ram_name_must_be_bare(void)
 {
 	static const char *const bad[] = {"/etc/passwd", "../x.ram",
 					  "sub/x.ram", "..", "."};
-	struct snap_err err = {{0}};
+	struct err err = {0};
 	struct snap_ram_info info = {.hashes = NULL};
 
 	for (unsigned i = 0; i < ARRAY_SIZE(bad); i++) {

@@ -97,7 +97,7 @@ static void test_save_sparse_hashes(void)
 {
 	struct guest_mem m;
 	struct snap_ram_info info = {.hashes = NULL};
-	struct snap_err err = {{0}};
+	struct err err = {0};
 	const char *p = tpath("vm.snap.ram");
 	struct stat st;
 
@@ -150,7 +150,7 @@ static void test_map_and_eager(void)
 {
 	struct guest_mem m, a, b, small;
 	struct snap_ram_info info = {.hashes = NULL};
-	struct snap_err err = {{0}};
+	struct err err = {0};
 	char p[256];
 
 	CHECK_EQ(snap_ram_default_path(tpath("x.snap"), p, sizeof(p)), 0);
@@ -196,7 +196,7 @@ static void test_resave_over_mapped(void)
 {
 	struct guest_mem m, g;
 	struct snap_ram_info i1 = {.hashes = NULL}, i2 = {.hashes = NULL};
-	struct snap_err err = {{0}};
+	struct err err = {0};
 	const char *p = tpath("clone.snap.ram");
 	uint8_t *want;
 
@@ -256,7 +256,7 @@ static void test_untouched_pages_not_read(void)
 {
 	struct guest_mem m;
 	struct snap_ram_info info = {.hashes = NULL};
-	struct snap_err err = {{0}};
+	struct err err = {0};
 	const char *p = tpath("untouched.snap.ram");
 	uint64_t before, after;
 	uint8_t *zeros = calloc(1, SNAP_RAM_CHUNK_SIZE);
@@ -318,7 +318,7 @@ static void test_live_copy_dirty_pass(void)
 {
 	struct guest_mem m;
 	struct snap_ram_info info = {.hashes = NULL};
-	struct snap_err err = {{0}};
+	struct err err = {0};
 	struct snap_ram_live *lv;
 	const char *p = tpath("live.snap.ram");
 	uint64_t npages = RAM / PAGE_SIZE;
@@ -420,7 +420,7 @@ static void test_split_regions(void)
 {
 	struct guest_mem m = {0}, n = {0};
 	struct snap_ram_info info = {.hashes = NULL};
-	struct snap_err err = {{0}};
+	struct err err = {0};
 	const char *p = tpath("split.ram");
 	uint8_t *lo = calloc(1, 8 * MiB), *hi = calloc(1, 4 * MiB);
 	uint8_t *lo2 = calloc(1, 8 * MiB), *hi2 = calloc(1, 4 * MiB);
@@ -466,7 +466,7 @@ static void test_ram_section(void)
 {
 	struct guest_mem m;
 	struct snap_ram_info info = {.hashes = NULL}, back;
-	struct snap_err err = {{0}};
+	struct err err = {0};
 	struct snap_host_info h;
 	struct snap_writer *w = NULL;
 	struct snap_reader *r = NULL;
@@ -574,21 +574,21 @@ static char *capture(int (*fn)(FILE *, void *), void *arg, int *rc)
 
 static int do_info_text(FILE *f, void *p)
 {
-	struct snap_err err = {{0}};
+	struct err err = {0};
 
 	return snap_inspect_info(p, false, true, f, &err);
 }
 
 static int do_info_json(FILE *f, void *p)
 {
-	struct snap_err err = {{0}};
+	struct err err = {0};
 
 	return snap_inspect_info(p, true, true, f, &err);
 }
 
 static int do_verify(FILE *f, void *p)
 {
-	struct snap_err err = {{0}};
+	struct err err = {0};
 
 	return snap_inspect_verify(p, f, &err);
 }

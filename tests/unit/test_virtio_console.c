@@ -445,7 +445,7 @@ static int save_cb(void *ctx, const struct snap_desc *d, uint32_t inst,
 
 struct rd_ctx {
 	struct snap_reader *r;
-	struct snap_err err;
+	struct err err;
 };
 
 static int load_cb(void *ctx, const struct snap_desc *d, uint32_t inst,

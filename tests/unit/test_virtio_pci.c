@@ -524,7 +524,7 @@ static int load_one(void *ctx, const struct snap_desc *d, uint32_t inst,
 		    void *state)
 {
 	struct snap_ctx *c = ctx;
-	struct snap_err err = {{0}};
+	struct err err = {0};
 	int ret;
 
 	c->n++;
@@ -539,7 +539,7 @@ static void test_snapshot(void)
 	char path[64];
 	struct snap_host_info h;
 	struct snap_ctx c = {0};
-	struct snap_err err = {{0}};
+	struct err err = {0};
 	static struct virtq_elem e;
 	uint8_t *saved_ram;
 	uint16_t idx;

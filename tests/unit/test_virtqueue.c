@@ -327,7 +327,7 @@ static void test_snapshot_mid_flight(void)
 	struct snap_host_info h;
 	struct snap_writer *w = NULL;
 	struct snap_reader *r = NULL;
-	struct snap_err err = {{0}};
+	struct err err = {0};
 
 	setup(&vq, true, true);
 	for (unsigned i = 0; i < 3; i++) {

@@ -23,7 +23,7 @@ static inline int snap_roundtrip(const struct snap_desc *d, const void *in, void
 	struct snap_host_info host;
 	struct snap_writer *w;
 	struct snap_reader *r;
-	struct snap_err err;
+	struct err err;
 	int fd, ret;
 
 	ret = snap_desc_check(d, &err);
