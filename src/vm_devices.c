@@ -248,6 +248,7 @@ static int pci_dev_create(struct vm_devices *d, const struct dev_config *dc,
 		.start_paused = d->paused,
 	};
 	struct dev_instance inst = {0};
+	struct err e = {0};
 	int ret;
 
 	pd->cfg = dc;
@@ -265,9 +266,12 @@ static int pci_dev_create(struct vm_devices *d, const struct dev_config *dc,
 	}
 	if (!pd->ops->create)
 		return 0;
-	ret = pd->ops->create(dc->conf, &env, &inst, err, errlen);
-	if (ret)
+	ret = pd->ops->create(dc->conf, &env, &inst, &e);
+	if (ret) {
+		/* The device's message, unchanged: it names the -s option. */
+		snprintf(err, errlen, "%s", e.msg[0] ? e.msg : strerror(-ret));
 		return ret;
+	}
 	pd->dev = inst.dev;
 	pd->vp = inst.vp;
 	pci_slot_bind_kicks(d, pd);
@@ -597,11 +601,14 @@ int vm_devices_load(struct vm_devices *d, struct snap_reader *r, char *err,
 				 c.se.msg[0] ? c.se.msg : strerror(-ret));
 			return ret;
 		}
-		ret = pd->ops->post_load ? pd->ops->post_load(pd->dev) : 0;
+		err_clear(&c.se);
+		ret = pd->ops->post_load ? pd->ops->post_load(pd->dev, &c.se)
+					 : 0;
 		if (ret) {
 			snprintf(err, errlen, "%s: %s@%u: state rejected: %s",
 				 snap_reader_path(r), pd->cfg->emul,
-				 pd->cfg->slot, strerror(-ret));
+				 pd->cfg->slot,
+				 c.se.msg[0] ? c.se.msg : strerror(-ret));
 			return ret;
 		}
 	}

@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "err.h"
 #include "guest_mem.h"
 #include "iothread.h"
 #include "virtio_pci.h"
@@ -51,11 +52,12 @@ struct dev_ops {
 	/*
 	 * Parse @conf (the -s option after "NAME,"; the device's own
 	 * syntax) and create the device into @out. On failure nothing is
-	 * left allocated and @err says why, naming the -s option. NULL:
+	 * left allocated and @err says why, naming the -s option; the
+	 * device logs nothing of it (the caller prints it once). NULL:
 	 * nothing to create (the host bridge).
 	 */
 	int (*create)(const char *conf, const struct dev_env *env,
-		      struct dev_instance *out, char *err, size_t errlen);
+		      struct dev_instance *out, struct err *err);
 	/* Stop and free what create made. */
 	void (*destroy)(void *dev);
 	/*
@@ -77,11 +79,12 @@ struct dev_ops {
 	/*
 	 * Snapshot: visit each section of the device's state (the same
 	 * walk saves and loads), then post_load checks the loaded state
-	 * against the host and re-maps what it points at. Called paused.
+	 * against the host and re-maps what it points at; a refusal says
+	 * why in @err (not in the log). Called paused.
 	 */
 	int (*snap_foreach)(void *dev, uint32_t instance, virtio_snap_fn fn,
 			    void *ctx);
-	int (*post_load)(void *dev);
+	int (*post_load)(void *dev, struct err *err);
 };
 
 #endif

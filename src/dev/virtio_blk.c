@@ -501,20 +501,20 @@ static void *blk_snap_state(void *opaque)
 	return &((struct virtio_blk *)opaque)->st;
 }
 
-static int blk_post_load(void *opaque)
+static int blk_post_load(void *opaque, struct err *err)
 {
 	struct virtio_blk *blk = opaque;
 	struct stat sb;
 
 	if (fstat(blk->fd, &sb) < 0)
-		return -errno;
-	if (blk->st.capacity != (uint64_t)sb.st_size / VIRTIO_BLK_SECTOR) {
-		log_err("virtio-blk: image has %llu sectors, snapshot expects "
+		return err_sys(err, "virtio-blk: image");
+	if (blk->st.capacity != (uint64_t)sb.st_size / VIRTIO_BLK_SECTOR)
+		return err_set(
+			err, -EINVAL,
+			"virtio-blk: image has %llu sectors, snapshot expects "
 			"%llu",
 			(unsigned long long)sb.st_size / VIRTIO_BLK_SECTOR,
 			(unsigned long long)blk->st.capacity);
-		return -EINVAL;
-	}
 	return 0;
 }
 
@@ -569,7 +569,7 @@ static int start_workers(struct virtio_blk *blk, unsigned n)
 
 /* Open the image into blk->fd and size the disk from it. */
 static int blk_open_image(struct virtio_blk *blk,
-			  const struct virtio_blk_opts *o)
+			  const struct virtio_blk_opts *o, struct err *err)
 {
 	int flags = (o->readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC;
 	struct stat sb;
@@ -580,19 +580,15 @@ static int blk_open_image(struct virtio_blk *blk,
 	/* Not waited on if it is a FIFO (refused below), e.g. named by a
 	 * hostile snapshot; cleared again for the image itself. */
 	blk->fd = open(o->path, flags | O_NONBLOCK);
-	if (blk->fd < 0) {
-		ret = -errno;
-		log_err("virtio-blk: cannot open %s: %s", o->path,
-			strerror(errno));
-		return ret;
-	}
+	if (blk->fd < 0)
+		return err_sys(err, "cannot open %s", o->path);
 	if (fstat(blk->fd, &sb) < 0)
 		goto err_errno;
 	if (!S_ISREG(sb.st_mode) || sb.st_size % VIRTIO_BLK_SECTOR) {
-		log_err("virtio-blk: %s is not a regular file of whole "
-			"512-byte sectors",
-			o->path);
-		ret = -EINVAL;
+		ret = err_set(err, -EINVAL,
+			      "%s is not a regular file of whole 512-byte "
+			      "sectors",
+			      o->path);
 		goto err_fd;
 	}
 	if (fcntl(blk->fd, F_SETFL, fcntl(blk->fd, F_GETFL) & ~O_NONBLOCK))
@@ -600,7 +596,7 @@ static int blk_open_image(struct virtio_blk *blk,
 	blk->st.capacity = (uint64_t)sb.st_size / VIRTIO_BLK_SECTOR;
 	return 0;
 err_errno:
-	ret = -errno;
+	ret = err_sys(err, "%s", o->path);
 err_fd:
 	close(blk->fd);
 	blk->fd = -1;
@@ -609,7 +605,7 @@ err_fd:
 
 int virtio_blk_init(struct virtio_blk *blk, const struct virtio_blk_opts *o,
 		    const struct guest_mem *mem, struct iothread *iot,
-		    const struct msi_sink *msi)
+		    const struct msi_sink *msi, struct err *err)
 {
 	uint16_t qs = o->queue_size ? o->queue_size : 256;
 	unsigned nw = o->workers < 0 ? VIRTIO_BLK_DEFAULT_WORKERS
@@ -625,7 +621,7 @@ int virtio_blk_init(struct virtio_blk *blk, const struct virtio_blk_opts *o,
 		return -EINVAL;
 	blk->ops = blk_ops_template;
 	blk->ops.queue_max_size = qs;
-	ret = blk_open_image(blk, o);
+	ret = blk_open_image(blk, o, err);
 	if (ret)
 		return ret;
 	blk->st.readonly = o->readonly;
@@ -766,17 +762,16 @@ int virtio_blk_kick_fd(struct virtio_blk *blk)
  * @path and @serial). */
 static int blk_parse(const char *conf, const struct dev_env *env,
 		     struct virtio_blk_opts *o, char path[512], char serial[32],
-		     char *err, size_t errlen)
+		     struct err *err)
 {
 	const char *comma = strchr(conf, ',');
 	size_t pl = comma ? (size_t)(comma - conf) : strlen(conf);
 	char workers[16];
 
-	if (pl == 0 || pl >= 512) {
-		snprintf(err, errlen, "-s %u,virtio-blk: missing image path",
-			 env->slot);
-		return -EINVAL;
-	}
+	if (pl == 0 || pl >= 512)
+		return err_set(err, -EINVAL,
+			       "-s %u,virtio-blk: missing image path",
+			       env->slot);
 	memcpy(path, conf, pl);
 	path[pl] = 0;
 	o->path = path;
@@ -788,19 +783,19 @@ static int blk_parse(const char *conf, const struct dev_env *env,
 		char *end;
 		long n = strtol(workers, &end, 10);
 
-		if (!*workers || *end || n < 0 || n > VIRTIO_BLK_MAX_WORKERS) {
-			snprintf(err, errlen,
-				 "-s %u,virtio-blk: workers=%s: want 0 to %d",
-				 env->slot, workers, VIRTIO_BLK_MAX_WORKERS);
-			return -EINVAL;
-		}
+		if (!*workers || *end || n < 0 || n > VIRTIO_BLK_MAX_WORKERS)
+			return err_set(err, -EINVAL,
+				       "-s %u,virtio-blk: workers=%s: want 0 "
+				       "to %d",
+				       env->slot, workers,
+				       VIRTIO_BLK_MAX_WORKERS);
 		o->workers = (int)n;
 	}
 	return 0;
 }
 
 static int blk_create(const char *conf, const struct dev_env *env,
-		      struct dev_instance *out, char *err, size_t errlen)
+		      struct dev_instance *out, struct err *err)
 {
 	struct virtio_blk_opts o = {.workers = -1,
 				    .start_paused = env->start_paused};
@@ -808,16 +803,21 @@ static int blk_create(const char *conf, const struct dev_env *env,
 	struct virtio_blk *blk;
 	int ret;
 
-	ret = blk_parse(conf, env, &o, path, serial, err, errlen);
+	ret = blk_parse(conf, env, &o, path, serial, err);
 	if (ret)
 		return ret;
 	blk = calloc(1, sizeof(*blk));
 	if (!blk)
 		return -ENOMEM;
-	ret = virtio_blk_init(blk, &o, env->mem, env->io, env->msi);
+	err_clear(err);
+	ret = virtio_blk_init(blk, &o, env->mem, env->io, env->msi, err);
 	if (ret) {
-		snprintf(err, errlen, "-s %u,virtio-blk,%s: %s", env->slot,
-			 path, strerror(-ret));
+		/* The image's own message names it; else name it here. */
+		if (err && err->msg[0])
+			err_prefix(err, "-s %u,virtio-blk: ", env->slot);
+		else
+			err_set(err, ret, "-s %u,virtio-blk,%s: %s", env->slot,
+				path, strerror(-ret));
 		free(blk);
 		return ret;
 	}
@@ -868,9 +868,9 @@ static int blk_snap_foreach(void *dev, uint32_t instance, virtio_snap_fn fn,
 				       instance, fn, ctx);
 }
 
-static int blk_post_load_dev(void *dev)
+static int blk_post_load_dev(void *dev, struct err *err)
 {
-	return virtio_pci_post_load(&((struct virtio_blk *)dev)->vp);
+	return virtio_pci_post_load(&((struct virtio_blk *)dev)->vp, err);
 }
 
 const struct dev_ops virtio_blk_dev_ops = {

@@ -126,11 +126,12 @@ struct virtio_blk {
 /*
  * Open the image and set up the PCI function; @iot may be NULL (a private
  * worker is started). Place it with pci_add_device(bus, slot, 0,
- * &blk->vp.pci).
+ * &blk->vp.pci). An image that cannot serve is explained in @err (may be
+ * NULL), not logged.
  */
 int virtio_blk_init(struct virtio_blk *blk, const struct virtio_blk_opts *o,
 		    const struct guest_mem *mem, struct iothread *iot,
-		    const struct msi_sink *msi);
+		    const struct msi_sink *msi, struct err *err);
 void virtio_blk_destroy(struct virtio_blk *blk);
 /*
  * Stop taking requests, wait until none is in flight, then fdatasync the

@@ -440,37 +440,33 @@ static int console_backend(const char *conf, char *spec, size_t len)
 /* "BACKEND[,cols=N,rows=N]" -> the chardev spec in @spec and @o's size. */
 static int con_parse(const char *conf, const struct dev_env *env,
 		     struct virtio_console_opts *o, char *spec, size_t len,
-		     char *err, size_t errlen)
+		     struct err *err)
 {
 	unsigned long cols = 0, rows = 0;
 	char num[16];
 
-	if (console_backend(conf, spec, len)) {
-		snprintf(err, errlen,
-			 "-s %u,virtio-console: expected a back-end first "
-			 "(stdio, null, unix=PATH or file=PATH)",
-			 env->slot);
-		return -EINVAL;
-	}
+	if (console_backend(conf, spec, len))
+		return err_set(err, -EINVAL,
+			       "-s %u,virtio-console: expected a back-end "
+			       "first (stdio, null, unix=PATH or file=PATH)",
+			       env->slot);
 	if (config_opt_get(conf, "cols", num, sizeof(num)))
 		cols = strtoul(num, NULL, 10);
 	if (config_opt_get(conf, "rows", num, sizeof(num)))
 		rows = strtoul(num, NULL, 10);
 	if ((cols || rows) &&
-	    (!cols || !rows || cols > 0xffff || rows > 0xffff)) {
-		snprintf(err, errlen,
-			 "-s %u,virtio-console: cols= and rows= go together, "
-			 "1-65535 each",
-			 env->slot);
-		return -EINVAL;
-	}
+	    (!cols || !rows || cols > 0xffff || rows > 0xffff))
+		return err_set(err, -EINVAL,
+			       "-s %u,virtio-console: cols= and rows= go "
+			       "together, 1-65535 each",
+			       env->slot);
 	o->cols = (uint16_t)cols;
 	o->rows = (uint16_t)rows;
 	return 0;
 }
 
 static int con_create(const char *conf, const struct dev_env *env,
-		      struct dev_instance *out, char *err, size_t errlen)
+		      struct dev_instance *out, struct err *err)
 {
 	/* Input read before the snapshot's buffers load would be lost. */
 	struct virtio_console_opts o = {.start_paused = env->start_paused};
@@ -478,17 +474,15 @@ static int con_create(const char *conf, const struct dev_env *env,
 	struct virtio_console *con;
 	int ret;
 
-	ret = con_parse(conf, env, &o, spec, sizeof(spec), err, errlen);
+	ret = con_parse(conf, env, &o, spec, sizeof(spec), err);
 	if (ret)
 		return ret;
 	ret = chardev_open(&o.cd, spec,
 			   env->from_snapshot ? CHARDEV_NO_CREATE : 0, cerr,
 			   sizeof(cerr));
-	if (ret) {
-		snprintf(err, errlen, "-s %u,virtio-console: %s", env->slot,
-			 cerr);
-		return ret;
-	}
+	if (ret)
+		return err_set(err, ret, "-s %u,virtio-console: %s", env->slot,
+			       cerr);
 	con = calloc(1, sizeof(*con));
 	if (!con) {
 		chardev_close(o.cd);
@@ -497,8 +491,8 @@ static int con_create(const char *conf, const struct dev_env *env,
 	/* The device owns the chardev from here, failure included. */
 	ret = virtio_console_init(con, &o, env->mem, env->io, env->msi);
 	if (ret) {
-		snprintf(err, errlen, "-s %u,virtio-console: %s", env->slot,
-			 strerror(-ret));
+		err_set(err, ret, "-s %u,virtio-console: %s", env->slot,
+			strerror(-ret));
 		free(con);
 		return ret;
 	}
@@ -555,9 +549,9 @@ static int con_snap_foreach(void *dev, uint32_t instance, virtio_snap_fn fn,
 				       instance, fn, ctx);
 }
 
-static int con_post_load_dev(void *dev)
+static int con_post_load_dev(void *dev, struct err *err)
 {
-	return virtio_pci_post_load(&((struct virtio_console *)dev)->vp);
+	return virtio_pci_post_load(&((struct virtio_console *)dev)->vp, err);
 }
 
 const struct dev_ops virtio_console_dev_ops = {

@@ -180,30 +180,24 @@ static const struct virtio_dev_ops net_ops_template = {
 	.snap_state = net_snap_state,
 };
 
-static int tap_open(struct virtio_net *net, const char *ifname)
+static int tap_open(struct virtio_net *net, const char *ifname, struct err *err)
 {
 	struct ifreq ifr = {0};
 	int hdr = VIRTIO_NET_HDR_LEN, fd, ret;
 
 	fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
-	if (fd < 0) {
-		ret = -errno;
-		log_err("virtio-net: cannot open /dev/net/tun: %s",
-			strerror(errno));
-		return ret;
-	}
+	if (fd < 0)
+		return err_sys(err, "cannot open /dev/net/tun");
 	ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
 	if (ifname)
 		snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", ifname);
 	if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
-		ret = -errno;
-		log_err("virtio-net: cannot attach TAP %s: %s",
-			ifname ? ifname : "(new)", strerror(errno));
+		ret = err_sys(err, "cannot attach TAP %s",
+			      ifname ? ifname : "(new)");
 		goto err;
 	}
 	if (ioctl(fd, TUNSETVNETHDRSZ, &hdr) < 0) {
-		ret = -errno;
-		log_err("virtio-net: TUNSETVNETHDRSZ: %s", strerror(errno));
+		ret = err_sys(err, "TAP %s: TUNSETVNETHDRSZ", ifr.ifr_name);
 		goto err;
 	}
 	/* No offloads negotiated: the TAP must hand us plain frames. */
@@ -220,7 +214,7 @@ err:
 
 int virtio_net_init(struct virtio_net *net, const struct virtio_net_opts *o,
 		    const struct guest_mem *mem, struct iothread *iot,
-		    const struct msi_sink *msi)
+		    const struct msi_sink *msi, struct err *err)
 {
 	uint16_t qs = o->queue_size ? o->queue_size : 256;
 	int ret;
@@ -241,7 +235,7 @@ int virtio_net_init(struct virtio_net *net, const struct virtio_net_opts *o,
 	if (o->tap_fd >= 0) {
 		net->fd = o->tap_fd;
 	} else {
-		ret = tap_open(net, o->ifname);
+		ret = tap_open(net, o->ifname, err);
 		if (ret)
 			return ret;
 	}
@@ -375,20 +369,18 @@ static int parse_mac(const char *s, uint8_t mac[6])
 
 /* The first word is the TAP name unless it is an option. */
 static int net_parse_ifname(const char *conf, const struct dev_env *env,
-			    char ifname[IFNAMSIZ], const char **out, char *err,
-			    size_t errlen)
+			    char ifname[IFNAMSIZ], const char **out,
+			    struct err *err)
 {
 	const char *comma = strchr(conf, ',');
 	size_t nl = comma ? (size_t)(comma - conf) : strlen(conf);
 
 	if (!nl || memchr(conf, '=', nl))
 		return 0;
-	if (nl >= IFNAMSIZ) {
-		snprintf(err, errlen,
-			 "-s %u,virtio-net: TAP name longer than %d", env->slot,
-			 IFNAMSIZ - 1);
-		return -EINVAL;
-	}
+	if (nl >= IFNAMSIZ)
+		return err_set(err, -EINVAL,
+			       "-s %u,virtio-net: TAP name longer than %d",
+			       env->slot, IFNAMSIZ - 1);
 	memcpy(ifname, conf, nl);
 	ifname[nl] = 0;
 	*out = ifname;
@@ -397,20 +389,18 @@ static int net_parse_ifname(const char *conf, const struct dev_env *env,
 	 * snapshot names (docs/security.md). A nameless one is new anyway
 	 * and takes over nothing.
 	 */
-	if (env->from_snapshot && !if_nametoindex(ifname)) {
-		snprintf(err, errlen,
-			 "-s %u,virtio-net: TAP %s (named by the snapshot) "
-			 "does not exist; khyve creates no interface a "
-			 "snapshot names: create it, or give -s "
-			 "%u,virtio-net,TAP",
-			 env->slot, ifname, env->slot);
-		return -ENODEV;
-	}
+	if (env->from_snapshot && !if_nametoindex(ifname))
+		return err_set(err, -ENODEV,
+			       "-s %u,virtio-net: TAP %s (named by the "
+			       "snapshot) does not exist; khyve creates no "
+			       "interface a snapshot names: create it, or give "
+			       "-s %u,virtio-net,TAP",
+			       env->slot, ifname, env->slot);
 	return 0;
 }
 
 static int net_create(const char *conf, const struct dev_env *env,
-		      struct dev_instance *out, char *err, size_t errlen)
+		      struct dev_instance *out, struct err *err)
 {
 	struct virtio_net_opts o = {.tap_fd = -1,
 				    .start_paused = env->start_paused};
@@ -419,26 +409,30 @@ static int net_create(const char *conf, const struct dev_env *env,
 	uint8_t mac[6];
 	int ret;
 
-	ret = net_parse_ifname(conf, env, ifname, &o.ifname, err, errlen);
+	ret = net_parse_ifname(conf, env, ifname, &o.ifname, err);
 	if (ret)
 		return ret;
 	if (config_opt_get(conf, "mac", macs, sizeof(macs))) {
-		if (parse_mac(macs, mac)) {
-			snprintf(err, errlen,
-				 "-s %u,virtio-net: bad MAC \"%s\" (want a "
-				 "unicast xx:xx:xx:xx:xx:xx)",
-				 env->slot, macs);
-			return -EINVAL;
-		}
+		if (parse_mac(macs, mac))
+			return err_set(err, -EINVAL,
+				       "-s %u,virtio-net: bad MAC \"%s\" (want "
+				       "a unicast xx:xx:xx:xx:xx:xx)",
+				       env->slot, macs);
 		o.mac = mac;
 	}
 	net = calloc(1, sizeof(*net));
 	if (!net)
 		return -ENOMEM;
-	ret = virtio_net_init(net, &o, env->mem, env->io, env->msi);
+	err_clear(err);
+	ret = virtio_net_init(net, &o, env->mem, env->io, env->msi, err);
 	if (ret) {
-		snprintf(err, errlen, "-s %u,virtio-net,%s: TAP: %s", env->slot,
-			 o.ifname ? o.ifname : "(new)", strerror(-ret));
+		/* The TAP's own message names it; else name it here. */
+		if (err && err->msg[0])
+			err_prefix(err, "-s %u,virtio-net: ", env->slot);
+		else
+			err_set(err, ret, "-s %u,virtio-net,%s: TAP: %s",
+				env->slot, o.ifname ? o.ifname : "(new)",
+				strerror(-ret));
 		free(net);
 		return ret;
 	}
@@ -491,9 +485,9 @@ static int net_snap_foreach(void *dev, uint32_t instance, virtio_snap_fn fn,
 				       instance, fn, ctx);
 }
 
-static int net_post_load(void *dev)
+static int net_post_load(void *dev, struct err *err)
 {
-	return virtio_pci_post_load(&((struct virtio_net *)dev)->vp);
+	return virtio_pci_post_load(&((struct virtio_net *)dev)->vp, err);
 }
 
 const struct dev_ops virtio_net_dev_ops = {

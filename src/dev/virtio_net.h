@@ -63,11 +63,12 @@ struct virtio_net {
 
 /*
  * Open (or adopt) the TAP and set up the PCI function; @iot may be NULL.
- * Place it with pci_add_device(bus, slot, 0, &net->vp.pci).
+ * Place it with pci_add_device(bus, slot, 0, &net->vp.pci). A TAP that
+ * cannot be used is explained in @err (may be NULL), not logged.
  */
 int virtio_net_init(struct virtio_net *net, const struct virtio_net_opts *o,
 		    const struct guest_mem *mem, struct iothread *iot,
-		    const struct msi_sink *msi);
+		    const struct msi_sink *msi, struct err *err);
 void virtio_net_destroy(struct virtio_net *net);
 void virtio_net_get_stats(struct virtio_net *net, struct virtio_net_stats *s);
 /*

@@ -534,31 +534,32 @@ int virtio_pci_snap_foreach(struct virtio_pci *vp, uint32_t instance,
 	return ret;
 }
 
-int virtio_pci_post_load(struct virtio_pci *vp)
+int virtio_pci_post_load(struct virtio_pci *vp, struct err *err)
 {
 	int ret;
 
-	if (vp->st.num_queues != vp->ops->num_queues) {
-		log_err("%s: snapshot has %u queues, device has %u",
-			vp->pci.name, vp->st.num_queues, vp->ops->num_queues);
-		return -EINVAL;
-	}
+	if (vp->st.num_queues != vp->ops->num_queues)
+		return err_set(err, -EINVAL,
+			       "%s: snapshot has %u queues, device has %u",
+			       vp->pci.name, vp->st.num_queues,
+			       vp->ops->num_queues);
 	ret = pci_dev_post_load(&vp->pci);
 	if (ret)
-		return ret;
+		return err_set(err, ret, "%s: PCI state: %s", vp->pci.name,
+			       strerror(-ret));
 	for (unsigned i = 0; i < vp->st.num_queues; i++) {
 		struct virtq *vq = &vp->vqs[i];
 
 		if (vp->st.status & VIRTIO_STATUS_FEATURES_OK)
 			virtq_set_features(vq, vp->st.driver_features);
-		if (vq->st.size > vq->max_size || virtq_post_load(vq)) {
-			log_err("%s: snapshot queue %u does not fit guest RAM",
-				vp->pci.name, i);
-			return -EINVAL;
-		}
+		if (vq->st.size > vq->max_size || virtq_post_load(vq))
+			return err_set(err, -EINVAL,
+				       "%s: snapshot queue %u does not fit "
+				       "guest RAM",
+				       vp->pci.name, i);
 	}
 	if (vp->ops->post_load) {
-		ret = vp->ops->post_load(vp->opaque);
+		ret = vp->ops->post_load(vp->opaque, err);
 		if (ret)
 			return ret;
 	}

@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <stdint.h>
 
+#include "err.h"
 #include "guest_mem.h"
 #include "pci.h"
 #include "snap_desc.h"
@@ -96,7 +97,7 @@ struct virtio_dev_ops {
 	/* Snapshot hooks, all optional (saved paused: dev_ops.h). */
 	const struct snap_desc *snap;	   /* device-specific state ... */
 	void *(*snap_state)(void *opaque); /* ... living here */
-	int (*post_load)(void *opaque);
+	int (*post_load)(void *opaque, struct err *err); /* why in @err */
 };
 
 /* Saveable transport state (queues are saved as "virtq" sections). */
@@ -162,7 +163,10 @@ typedef int (*virtio_snap_fn)(void *ctx, const struct snap_desc *d,
 			      uint32_t instance, void *state);
 int virtio_pci_snap_foreach(struct virtio_pci *vp, uint32_t instance,
 			    virtio_snap_fn fn, void *ctx);
-/* After loading all sections: re-map BARs and rings, kick queues. */
-int virtio_pci_post_load(struct virtio_pci *vp);
+/*
+ * After loading all sections: re-map BARs and rings, kick queues. A
+ * refusal says why in @err.
+ */
+int virtio_pci_post_load(struct virtio_pci *vp, struct err *err);
 
 #endif

@@ -150,7 +150,7 @@ void virtio_rng_destroy(struct virtio_rng *rng)
 /* ---- the device's life cycle (dev_ops.h) ---- */
 
 static int rng_create(const char *conf, const struct dev_env *env,
-		      struct dev_instance *out, char *err, size_t errlen)
+		      struct dev_instance *out, struct err *err)
 {
 	struct virtio_rng *rng = calloc(1, sizeof(*rng));
 	int ret;
@@ -158,8 +158,8 @@ static int rng_create(const char *conf, const struct dev_env *env,
 	(void)conf; /* no options */
 	ret = rng ? virtio_rng_init(rng, env->mem, env->msi) : -ENOMEM;
 	if (ret) {
-		snprintf(err, errlen, "-s %u,virtio-rng: %s", env->slot,
-			 strerror(-ret));
+		err_set(err, ret, "-s %u,virtio-rng: %s", env->slot,
+			strerror(-ret));
 		free(rng);
 		return ret;
 	}
@@ -223,9 +223,9 @@ static int rng_snap_foreach(void *dev, uint32_t instance, virtio_snap_fn fn,
 				       instance, fn, ctx);
 }
 
-static int rng_post_load(void *dev)
+static int rng_post_load(void *dev, struct err *err)
 {
-	return virtio_pci_post_load(&((struct virtio_rng *)dev)->vp);
+	return virtio_pci_post_load(&((struct virtio_rng *)dev)->vp, err);
 }
 
 /* No kick eventfd: requests are served within the vCPU exit that kicked. */

@@ -20,8 +20,8 @@
  * snap_reader_open_mem.
  *
  * Checked (abort on failure, besides ASan/UBSan/LSan):
- * - a refused load says why: the reader's message, or for a PCI device a
- *   logged error from post_load; the refused device is destroyed;
+ * - a refused load says why: the reader's message, or for a PCI device
+ *   the error post_load returns; the refused device is destroyed;
  * - a load that succeeds: the device is resumed, takes up to MAX_OPS
  *   guest register accesses, RAM writes and queue kicks, is paused, and
  *   saved: that save must succeed (a restore must never make a later
@@ -216,12 +216,12 @@ static int pci_env_create(struct inst *in, const char *conf)
 				    .from_snapshot = true,
 				    .start_paused = true};
 	struct dev_instance di = {0};
-	char err[512] = "";
+	struct err err = {0};
 	int ret;
 
-	ret = in->m->ops->create(conf, &env, &di, err, sizeof(err));
+	ret = in->m->ops->create(conf, &env, &di, &err);
 	if (ret) {
-		if (!err[0])
+		if (!err.msg[0])
 			die("create refused without a message", in->m->name);
 		return ret;
 	}
@@ -264,7 +264,7 @@ static int net_create(struct inst *in)
 	net = calloc(1, sizeof(*net));
 	if (!net)
 		return -ENOMEM;
-	ret = virtio_net_init(net, &o, &mem, io, &msi);
+	ret = virtio_net_init(net, &o, &mem, io, &msi, NULL);
 	if (ret) {
 		free(net);
 		return ret;
@@ -1068,10 +1068,11 @@ static int read_cb(void *ctx, const struct snap_desc *d, uint32_t inst,
 	return snap_read_section(c->r, d, inst, state, &c->se);
 }
 
-/* post_load with what it logs captured: a refusal must say why. */
+/* post_load with its error (and anything logged): a refusal must say why. */
 static int post_load(struct inst *in, bool *said)
 {
 	FILE *saved = stderr, *cap;
+	struct err err = {0};
 	char *text = NULL;
 	size_t len = 0;
 	int rc;
@@ -1085,7 +1086,7 @@ static int post_load(struct inst *in, bool *said)
 	cap = open_memstream(&text, &len);
 	if (cap)
 		stderr = cap;
-	rc = in->m->ops->post_load(in->dev);
+	rc = in->m->ops->post_load(in->dev, &err);
 	if (cap) {
 		stderr = saved;
 		fclose(cap);
@@ -1093,7 +1094,7 @@ static int post_load(struct inst *in, bool *said)
 			fputs(text, stderr);
 	}
 	iothread_resume(io);
-	*said = !cap || len > 0;
+	*said = !cap || len > 0 || err.msg[0];
 	free(text);
 	return rc;
 }

@@ -379,8 +379,9 @@ static void checkpoint(struct toy *t)
 	/* No kicks from the restore: requests still queued would move the
 	 * restored rings on and the comparison below with them. */
 	r.ready = false;
-	if ((rc = virtio_pci_post_load(&r.vp)))
-		die("restore refused the loaded state", NULL, strerror(-rc));
+	if ((rc = virtio_pci_post_load(&r.vp, &err)))
+		die("restore refused the loaded state", NULL,
+		    err.msg[0] ? err.msg : strerror(-rc));
 	/* What the restored device would save next is what was saved. */
 	for (unsigned j = 0; j < c.n; j++)
 		if ((bad = differs(c.d[j], c.s[j], cr.s[j])))

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from conftest import KHYVE, KHYVECTL, KVM_OK, GUEST
+from conftest import KHYVE, KHYVECTL, KVM_OK, GUEST, needs_kvm
 
 
 def run(args, **kw):
@@ -53,6 +53,20 @@ def test_bad_input_one_clear_line(args, needle, tmp_path):
     # Nothing left behind: no socket, no core file.
     assert not os.path.exists(os.path.join(str(tmp_path), "vm.sock"))
     assert not os.path.exists(os.path.join(str(tmp_path), "core"))
+
+
+@needs_kvm
+def test_missing_disk_image_one_line(tmp_path):
+    # The device says why in the error it returns; nobody else logs it.
+    img = "/nonexistent/x.img"
+    r = run([KHYVE, "--rundir", str(tmp_path), "-m", "64M", "-k", GUEST,
+             "-s", "2,virtio-blk," + img, "vm"], cwd=str(tmp_path))
+    assert r.returncode == 4, r.stderr
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("khyve: ") and img in lines[0], r.stderr
+    assert "No such file or directory" in lines[0], r.stderr
+    assert not os.path.exists(os.path.join(str(tmp_path), "vm.sock"))
 
 
 @pytest.mark.skipif(KVM_OK, reason="this host has /dev/kvm")

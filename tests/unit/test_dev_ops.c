@@ -25,7 +25,7 @@
 
 static struct guest_mem mem;
 static char img[64];
-static char err[512];
+static struct err err;
 
 static struct dev_env env(bool start_paused)
 {
@@ -37,8 +37,8 @@ static int create(const struct dev_ops *ops, const char *conf,
 		  const struct dev_env *e, struct dev_instance *out)
 {
 	memset(out, 0, sizeof(*out));
-	err[0] = 0;
-	return ops->create(conf, e, out, err, sizeof(err));
+	err_clear(&err);
+	return ops->create(conf, e, out, &err);
 }
 
 /* The counters' names, in order, "a,b,c". */
@@ -90,13 +90,21 @@ static void test_blk(void)
 	char conf[128], names[128];
 
 	CHECK_EQ(create(ops, "", &e, &in), -EINVAL);
-	CHECK(!strcmp(err, "-s 3,virtio-blk: missing image path"));
+	CHECK(!strcmp(err.msg, "-s 3,virtio-blk: missing image path"));
 	snprintf(conf, sizeof(conf), "%s,workers=65", img);
 	CHECK_EQ(create(ops, conf, &e, &in), -EINVAL);
-	CHECK(!strcmp(err, "-s 3,virtio-blk: workers=65: want 0 to 64"));
+	CHECK(!strcmp(err.msg, "-s 3,virtio-blk: workers=65: want 0 to 64"));
 	CHECK_EQ(create(ops, "/nonexistent/disk.img", &e, &in), -ENOENT);
-	CHECK(!strcmp(err, "-s 3,virtio-blk,/nonexistent/disk.img: No such "
-			   "file or directory"));
+	/* One message, from the device, naming the option and the file. */
+	CHECK(!strcmp(err.msg, "-s 3,virtio-blk: cannot open "
+			       "/nonexistent/disk.img: No such file or "
+			       "directory"));
+	CHECK_EQ(err.code, -ENOENT);
+	CHECK(!in.dev);
+	CHECK_EQ(create(ops, "/dev/null", &e, &in), -EINVAL);
+	CHECK(!strcmp(err.msg, "-s 3,virtio-blk: /dev/null is not a regular file of "
+			       "whole 512-byte sectors"));
+	CHECK_EQ(err.code, -EINVAL);
 	CHECK(!in.dev);
 
 	snprintf(conf, sizeof(conf), "%s,serial=d0,workers=2", img);
@@ -139,15 +147,15 @@ static void test_net_options(void)
 	struct dev_instance in;
 
 	CHECK_EQ(create(ops, "tap0,mac=01:00:5e:00:00:01", &e, &in), -EINVAL);
-	CHECK(!strcmp(err, "-s 3,virtio-net: bad MAC \"01:00:5e:00:00:01\" "
+	CHECK(!strcmp(err.msg, "-s 3,virtio-net: bad MAC \"01:00:5e:00:00:01\" "
 			   "(want a unicast xx:xx:xx:xx:xx:xx)"));
 	CHECK_EQ(create(ops, "tap0,mac=52:54:00:12:34", &e, &in), -EINVAL);
-	CHECK(strstr(err, "bad MAC"));
+	CHECK(strstr(err.msg, "bad MAC"));
 	CHECK_EQ(create(ops, "a-tap-name-of-16", &e, &in), -EINVAL);
-	CHECK(!strcmp(err, "-s 3,virtio-net: TAP name longer than 15"));
+	CHECK(!strcmp(err.msg, "-s 3,virtio-net: TAP name longer than 15"));
 	e.from_snapshot = true;
 	CHECK_EQ(create(ops, "khyvenotap9", &e, &in), -ENODEV);
-	CHECK(strstr(err, "TAP khyvenotap9 (named by the snapshot) does not "
+	CHECK(strstr(err.msg, "TAP khyvenotap9 (named by the snapshot) does not "
 			  "exist; khyve creates no interface"));
 	CHECK(!in.dev);
 }
@@ -161,10 +169,10 @@ static void test_console(void)
 	char names[128];
 
 	CHECK_EQ(create(ops, "", &e, &in), -EINVAL);
-	CHECK(!strcmp(err, "-s 3,virtio-console: expected a back-end first "
+	CHECK(!strcmp(err.msg, "-s 3,virtio-console: expected a back-end first "
 			   "(stdio, null, unix=PATH or file=PATH)"));
 	CHECK_EQ(create(ops, "null,cols=80", &e, &in), -EINVAL);
-	CHECK(!strcmp(err, "-s 3,virtio-console: cols= and rows= go "
+	CHECK(!strcmp(err.msg, "-s 3,virtio-console: cols= and rows= go "
 			   "together, 1-65535 each"));
 	CHECK_EQ(create(ops, "null,cols=80,rows=70000", &e, &in), -EINVAL);
 

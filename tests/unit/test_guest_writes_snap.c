@@ -474,7 +474,7 @@ static int vdev_apply(void *const *st, unsigned n)
 		return -EINVAL;
 	for (unsigned j = 0; j < n; j++)
 		memcpy(c.s[j], st[j], c.d[j]->state_size);
-	return virtio_pci_post_load(&vs.vp);
+	return virtio_pci_post_load(&vs.vp, NULL);
 }
 
 static void vdev_take(struct prop *p, const char *what, unsigned phase,

@@ -509,7 +509,7 @@ static void test_snapshot(void)
 	CHECK_EQ(virtio_pci_snap_foreach(&con.vp, 3, load_cb, &rc), 0);
 	CHECK_EQ(snap_reader_check_consumed(rc.r, &rc.err), 0);
 	snap_reader_close(rc.r);
-	CHECK_EQ(virtio_pci_post_load(&con.vp), 0);
+	CHECK_EQ(virtio_pci_post_load(&con.vp, NULL), 0);
 	CHECK_EQ(con.st.in_len, 14); /* the saved input, not "fresh" */
 	virtio_console_resume(&con);
 	unlink(path);

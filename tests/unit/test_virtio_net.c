@@ -75,7 +75,7 @@ static void setup(void)
 	bus_init(&pio, "pio");
 	bus_init(&mmio, "mmio");
 	CHECK_EQ(pci_bus_init(&pci, &pio, &mmio, 0xC0000000ULL, 0x1000000), 0);
-	CHECK_EQ(virtio_net_init(&net, &o, &mem, NULL, NULL), 0);
+	CHECK_EQ(virtio_net_init(&net, &o, &mem, NULL, NULL, NULL), 0);
 	CHECK_EQ(pci_add_device(&pci, SLOT, 0, &net.vp.pci), 0);
 	bus_dispatch(&pio, 0xCF8, &a, 4, true);
 	bus_dispatch(&pio, 0xCFC, &cmd, 2, true);
@@ -292,7 +292,7 @@ static void test_real_tap(void)
 		return;
 	}
 	close(fd);
-	ret = virtio_net_init(&n2, &o, &mem, NULL, NULL);
+	ret = virtio_net_init(&n2, &o, &mem, NULL, NULL, NULL);
 	if (ret == -EPERM || ret == -EACCES) {
 		SKIP("creating a TAP refused (needs CAP_NET_ADMIN): %s",
 		     strerror(-ret));

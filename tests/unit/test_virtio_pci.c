@@ -583,7 +583,7 @@ static void test_snapshot(void)
 	CHECK_EQ(virtio_pci_snap_foreach(&vp, 2, load_one, &c), 0);
 	CHECK_EQ(snap_reader_check_consumed(c.r, &err), 0);
 	snap_reader_close(c.r);
-	CHECK_EQ(virtio_pci_post_load(&vp), 0);
+	CHECK_EQ(virtio_pci_post_load(&vp, NULL), 0);
 	/* post_load kicks every live queue so queued work is not lost. */
 	CHECK_EQ(notified[0], 1);
 	CHECK_EQ(notified[1], 1);
