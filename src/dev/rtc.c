@@ -405,7 +405,12 @@ int rtc_state_apply(struct rtc *r, const struct rtc_state *st)
 
 void rtc_clock_continue(struct rtc *r)
 {
+	int64_t off;
+
 	pthread_mutex_lock(&r->lock);
-	r->st.offset_ns = r->st.saved_guest_ns - r->clock(r->clock_opaque);
+	off = r->st.saved_guest_ns - r->clock(r->clock_opaque);
+	/* Within rtc_state_check's bound, or no later checkpoint restores
+	 * (a saved time long before the host's epoch). */
+	r->st.offset_ns = off < INT64_MIN / 2 ? INT64_MIN / 2 : off;
 	pthread_mutex_unlock(&r->lock);
 }

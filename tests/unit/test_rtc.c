@@ -324,6 +324,33 @@ static void test_snapshot_at_clock_end(void)
 	rtc_destroy(&b);
 }
 
+/*
+ * --keep-clock continues from the saved guest time; from the earliest one
+ * rtc_state_check accepts, the offset it derived fell below the check's
+ * bound and the next checkpoint could not be restored (found with
+ * tests/fuzz/fuzz_device_load, regression rtc-keep-clock-offset).
+ */
+static void test_keep_clock_at_clock_start(void)
+{
+	struct rtc a, b;
+	struct rtc_state st;
+
+	CHECK_EQ(rtc_init(&a, NULL, 512 * MiB, 0), 0);
+	CHECK_EQ(rtc_init(&b, NULL, 512 * MiB, 0), 0);
+	rtc_set_clock(&a, fake_clock, NULL);
+	rtc_set_clock(&b, fake_clock, NULL);
+	fake_now = T0 * NSEC;
+	rtc_state_save(&a, &st);
+	st.saved_guest_ns = INT64_MIN / 2 + 1;
+	CHECK_EQ(rtc_state_apply(&a, &st), 0);
+	rtc_clock_continue(&a);
+	rtc_state_save(&a, &st);
+	CHECK_EQ(rtc_state_check(&st), 0);
+	CHECK_EQ(rtc_state_apply(&b, &st), 0);
+	rtc_destroy(&a);
+	rtc_destroy(&b);
+}
+
 static uint64_t rng = 0x2545f4914f6cdd1dULL;
 static uint64_t next_rand(void)
 {
@@ -365,6 +392,7 @@ int main(void)
 	RUN(test_nvram_and_mem);
 	RUN(test_snapshot);
 	RUN(test_snapshot_at_clock_end);
+	RUN(test_keep_clock_at_clock_start);
 	RUN(test_fuzz);
 	return unit_done();
 }
