@@ -31,7 +31,8 @@
  * Input:
  *   byte 0   model (MODELS[], modulo)
  *   byte 1   bit 0: the saved device was brought up by a driver (queues
- *            live, requests pending in RAM); bit 1: with MSI-X
+ *            live, requests pending in RAM); bit 1: with MSI-X; bit 2:
+ *            restored with --keep-clock (the rtc)
  *   then one record per section, in the device's save order:
  *     op 0: keep; op 1: u16 len, payload (replaces it);
  *     op 2: u16 off, u8 len, bytes (overwrite at off);
@@ -342,9 +343,17 @@ static void rtc_save(struct inst *in)
 	rtc_state_save(&in->leg.r, &in->stage.r);
 }
 
+/* khyve -r --keep-clock: the guest clock goes on from its saved time. */
+static bool keep_clock;
+
 static int rtc_apply(struct inst *in)
 {
-	return rtc_state_apply(&in->leg.r, &in->stage.r);
+	int ret = rtc_state_apply(&in->leg.r, &in->stage.r);
+
+	/* What vm_devices_rtc_resync() does at the end of a restore. */
+	if (!ret && keep_clock)
+		rtc_clock_continue(&in->leg.r);
+	return ret;
 }
 
 static int rtc_io_(struct inst *in, unsigned port, uint8_t *v,
@@ -1167,17 +1176,23 @@ static const struct snapbuf *base_for(const struct model *m, unsigned mode)
 static void dump_seeds(const char *dir)
 {
 	for (unsigned m = 0; m < NMODELS; m++)
-		for (unsigned mode = 0; mode < 4; mode++) {
-			const struct snapbuf *s = base_for(&MODELS[m], mode);
+		for (unsigned mode = 0; mode < 8; mode++) {
+			const struct snapbuf *s;
 			char path[512];
 			FILE *f;
 
 			/* MSI-X is a driver's choice: only with one. */
-			if ((!MODELS[m].ops && (mode & 2)) || mode == 2)
+			if ((!MODELS[m].ops && (mode & 2)) || (mode & 3) == 2)
 				continue;
-			snprintf(path, sizeof(path), "%s/%s-%s%s", dir,
+			/* --keep-clock: the rtc's, once. */
+			if ((mode & 4) &&
+			    (MODELS[m].apply != rtc_apply || mode != 5))
+				continue;
+			s = base_for(&MODELS[m], mode & 3);
+			snprintf(path, sizeof(path), "%s/%s-%s%s%s", dir,
 				 MODELS[m].name, mode & 1 ? "up" : "fresh",
-				 mode & 2 ? "-msix" : "");
+				 mode & 2 ? "-msix" : "",
+				 mode & 4 ? "-keep-clock" : "");
 			f = fopen(path, "wb");
 			if (!f)
 				die("dump", path);
@@ -1259,6 +1274,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	m = &MODELS[data[0] % NMODELS];
 	mode = data[1] & (m->ops ? 3 : 1);
+	keep_clock = data[1] & 4;
 	if (mode == 2)
 		mode = 0; /* MSI-X without a driver: fresh */
 	base = base_for(m, mode);
