@@ -387,7 +387,14 @@ static int vm_create_devices(struct vm *vm, char *err, size_t errlen)
 		.wake = vm_wake,
 	};
 
-	return vm_devices_create(&vm->devs, &host, err, errlen);
+	struct err e = {0};
+	int ret;
+
+	/* vm.c is not converted to struct err yet: copy the message. */
+	ret = vm_devices_create(&vm->devs, &host, &e);
+	if (ret)
+		snprintf(err, errlen, "%s", e.msg);
+	return ret;
 }
 
 /* The VM itself: its fd, the irqchip and routing, the PIT. */
@@ -979,6 +986,7 @@ int vm_pause(struct vm *vm, struct vm_pause_times *times, char *err,
 	     size_t errlen)
 {
 	uint64_t t0 = now_ns(), tparked;
+	struct err e = {0};
 	int was, ret;
 
 	was = vcpus_park(vm);
@@ -988,8 +996,9 @@ int vm_pause(struct vm *vm, struct vm_pause_times *times, char *err,
 	}
 	tparked = now_ns();
 	/* Devices second: a parked vCPU kicks no queue meanwhile. */
-	ret = vm_devices_pause(vm->devs, err, errlen);
+	ret = vm_devices_pause(vm->devs, &e);
 	if (ret) {
+		snprintf(err, errlen, "%s", e.msg);
 		if (!was)
 			vcpus_release(vm);
 		return ret;

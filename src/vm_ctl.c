@@ -157,6 +157,7 @@ static int op_regs(void *o, int idx, bool msrs, json_t **reply, char *err,
 	struct vcpu_state *s;
 	struct kvm_regs r;
 	struct kvm_sregs sr;
+	struct err e = {0};
 	json_t *j;
 	int ret;
 
@@ -175,9 +176,11 @@ static int op_regs(void *o, int idx, bool msrs, json_t **reply, char *err,
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;
-	ret = vcpu_state_save(vm->vcpus[idx].fd, &vm->msrs, s, err, errlen);
-	if (ret)
+	ret = vcpu_state_save(vm->vcpus[idx].fd, &vm->msrs, s, &e);
+	if (ret) {
+		snprintf(err, errlen, "%s", e.msg);
 		goto out;
+	}
 	vcpu_state_to_kvm(s, &r, &sr);
 	j = json_pack("{s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
 		      "s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",

@@ -187,7 +187,7 @@ static void pci_slot_bind_kicks(struct vm_devices *d, struct pci_slot_dev *pd)
 }
 
 /* COM1, the RTC, i8042, ACPI sleep/reset and the PCI bus's ports. */
-static int legacy_create(struct vm_devices *d, char *err, size_t errlen)
+static int legacy_create(struct vm_devices *d, struct err *err)
 {
 	const struct vm_devices_host *h = &d->host;
 	int ret;
@@ -229,13 +229,13 @@ static int legacy_create(struct vm_devices *d, char *err, size_t errlen)
 		ret = bus_register(h->pio, 0xcf8, 8, pc_cf8_io, d,
 				   "pci-config");
 	if (ret)
-		snprintf(err, errlen, "PCI bus: %s", strerror(-ret));
+		err_set(err, ret, "PCI bus: %s", strerror(-ret));
 	return ret;
 }
 
 /* One -s device: created by its dev_ops, then placed on the bus. */
 static int pci_dev_create(struct vm_devices *d, const struct dev_config *dc,
-			  char *err, size_t errlen)
+			  struct err *err)
 {
 	struct pci_slot_dev *pd = &d->pcidevs[d->npci];
 	const struct dev_env env = {
@@ -248,52 +248,47 @@ static int pci_dev_create(struct vm_devices *d, const struct dev_config *dc,
 		.start_paused = d->paused,
 	};
 	struct dev_instance inst = {0};
-	struct err e = {0};
 	int ret;
 
 	pd->cfg = dc;
-	if (dc->slot == 0 && dc->func == 0) {
-		snprintf(err, errlen, "-s 0,%s: slot 0 is the host bridge",
-			 dc->emul);
-		return -EINVAL;
-	}
+	if (dc->slot == 0 && dc->func == 0)
+		return err_set(err, -EINVAL,
+			       "-s 0,%s: slot 0 is the host bridge", dc->emul);
 	pd->ops = dev_ops_find(dc->emul);
-	if (!pd->ops) {
-		snprintf(err, errlen,
-			 "-s %u,%s: unknown emulation (see -s help)", dc->slot,
-			 dc->emul);
-		return -EINVAL;
-	}
+	if (!pd->ops)
+		return err_set(err, -EINVAL,
+			       "-s %u,%s: unknown emulation (see -s help)",
+			       dc->slot, dc->emul);
 	if (!pd->ops->create)
 		return 0;
-	ret = pd->ops->create(dc->conf, &env, &inst, &e);
-	if (ret) {
-		/* The device's message, unchanged: it names the -s option. */
-		snprintf(err, errlen, "%s", e.msg[0] ? e.msg : strerror(-ret));
+	/* The device's message goes up unchanged: it names the -s option. */
+	ret = pd->ops->create(dc->conf, &env, &inst, err);
+	if (ret)
 		return ret;
-	}
 	pd->dev = inst.dev;
 	pd->vp = inst.vp;
 	pci_slot_bind_kicks(d, pd);
 	d->npci++; /* destroyed from here on, added or not */
 	ret = pci_add_device(&d->pci, dc->slot, dc->func, &pd->vp->pci);
 	if (ret)
-		snprintf(err, errlen, "-s %u:%u,%s: %s", dc->slot, dc->func,
-			 dc->emul, strerror(-ret));
+		err_set(err, ret, "-s %u:%u,%s: %s", dc->slot, dc->func,
+			dc->emul, strerror(-ret));
 	return ret;
 }
 
 int vm_devices_create(struct vm_devices **devs,
-		      const struct vm_devices_host *host, char *err,
-		      size_t errlen)
+		      const struct vm_devices_host *host, struct err *err)
 {
 	const struct vm_config *cfg = host->cfg;
 	struct vm_devices *d = calloc(1, sizeof(*d));
+	char cerr[ERR_MSG_MAX] = "";
 	int ret;
 
+	err_clear(err);
 	*devs = d;
 	if (!d)
-		return -ENOMEM;
+		return err_set(err, -ENOMEM, "device set-up: %s",
+			       strerror(ENOMEM));
 	d->host = *host;
 	pthread_mutex_init(&d->pause_lock, NULL);
 	/* Input read or requests served before the state loads would be
@@ -308,26 +303,26 @@ int vm_devices_create(struct vm_devices **devs,
 
 	ret = chardev_open(&d->console, cfg->console,
 			   cfg->console_from_snapshot ? CHARDEV_NO_CREATE : 0,
-			   err, errlen);
+			   cerr, sizeof(cerr));
 	if (ret)
-		return ret;
-	ret = legacy_create(d, err, errlen);
+		return err_set(err, ret, "%s", cerr);
+	ret = legacy_create(d, err);
 	if (ret)
 		goto fail;
 	ret = iothread_create(&d->io, "khyve-io");
 	if (ret) {
-		snprintf(err, errlen, "I/O thread: %s", strerror(-ret));
+		err_set(err, ret, "I/O thread: %s", strerror(-ret));
 		goto fail;
 	}
 	for (unsigned i = 0; i < cfg->ndevs; i++) {
-		ret = pci_dev_create(d, &cfg->devs[i], err, errlen);
+		ret = pci_dev_create(d, &cfg->devs[i], err);
 		if (ret)
 			goto fail;
 	}
 	return 0;
 fail:
-	if (!err[0])
-		snprintf(err, errlen, "device set-up: %s", strerror(-ret));
+	if (err && !err->msg[0])
+		err_set(err, ret, "device set-up: %s", strerror(-ret));
 	return ret;
 }
 
@@ -378,7 +373,7 @@ static void resume_first(struct vm_devices *d, unsigned n)
 			d->pcidevs[i].ops->resume(d->pcidevs[i].dev);
 }
 
-int vm_devices_pause(struct vm_devices *d, char *err, size_t errlen)
+int vm_devices_pause(struct vm_devices *d, struct err *err)
 {
 	int ret = 0;
 
@@ -390,8 +385,8 @@ int vm_devices_pause(struct vm_devices *d, char *err, size_t errlen)
 			continue;
 		ret = pd->ops->pause(pd->dev);
 		if (ret) {
-			snprintf(err, errlen, "pausing %s@%u: %s",
-				 pd->cfg->emul, pd->cfg->slot, strerror(-ret));
+			err_set(err, ret, "pausing %s@%u: %s", pd->cfg->emul,
+				pd->cfg->slot, strerror(-ret));
 			resume_first(d, i + 1);
 			break;
 		}
@@ -459,8 +454,8 @@ static bool devices_paused(struct vm_devices *d)
 	return paused;
 }
 
-int vm_devices_save(struct vm_devices *d, struct snap_writer *w, char *err,
-		    size_t errlen)
+int vm_devices_save(struct vm_devices *d, struct snap_writer *w,
+		    struct err *err)
 {
 	struct uart8250_state us;
 	struct rtc_state rs;
@@ -469,11 +464,9 @@ int vm_devices_save(struct vm_devices *d, struct snap_writer *w, char *err,
 	struct pci_bus_state bs;
 	int ret;
 
-	if (!devices_paused(d)) {
-		snprintf(err, errlen,
-			 "saving device state: devices not paused");
-		return -EBUSY;
-	}
+	if (!devices_paused(d))
+		return err_set(err, -EBUSY,
+			       "saving device state: devices not paused");
 	uart8250_state_save(&d->com1, &us);
 	rtc_state_save(&d->rtc, &rs);
 	i8042_state_save(&d->kbd, &ks);
@@ -498,9 +491,9 @@ int vm_devices_save(struct vm_devices *d, struct snap_writer *w, char *err,
 						    snap_write_cb, w);
 	}
 	if (ret)
-		snprintf(err, errlen, "saving device state: %s",
-			 snap_writer_error(w)[0] ? snap_writer_error(w)
-						 : strerror(-ret));
+		err_set(err, ret, "saving device state: %s",
+			snap_writer_error(w)[0] ? snap_writer_error(w)
+						: strerror(-ret));
 	return ret;
 }
 
@@ -518,8 +511,8 @@ static int snap_read_cb(void *ctx, const struct snap_desc *desc,
 }
 
 /* COM1, RTC, i8042, PM: read all four, then apply them. */
-static int legacy_load(struct vm_devices *d, struct load_ctx *c, char *err,
-		       size_t errlen)
+static int legacy_load(struct vm_devices *d, struct load_ctx *c,
+		       struct err *err)
 {
 	struct snap_reader *r = c->r;
 	struct uart8250_state us;
@@ -549,11 +542,9 @@ static int legacy_load(struct vm_devices *d, struct load_ctx *c, char *err,
 		else if (ret == -ENOENT)
 			ret = 0;
 	}
-	if (ret) {
-		snprintf(err, errlen, "%s",
-			 c->se.msg[0] ? c->se.msg : strerror(-ret));
-		return ret;
-	}
+	if (ret)
+		return err_set(err, ret, "%s",
+			       c->se.msg[0] ? c->se.msg : strerror(-ret));
 	ret = uart8250_state_apply(&d->com1, &us);
 	if (!ret)
 		ret = rtc_state_apply(&d->rtc, &rs);
@@ -562,13 +553,13 @@ static int legacy_load(struct vm_devices *d, struct load_ctx *c, char *err,
 	if (!ret)
 		ret = pm_state_apply(&d->pm, &ps);
 	if (ret)
-		snprintf(err, errlen, "%s: legacy device state out of range",
-			 snap_reader_path(r));
+		err_set(err, ret, "%s: legacy device state out of range",
+			snap_reader_path(r));
 	return ret;
 }
 
-int vm_devices_load(struct vm_devices *d, struct snap_reader *r, char *err,
-		    size_t errlen)
+int vm_devices_load(struct vm_devices *d, struct snap_reader *r,
+		    struct err *err)
 {
 	struct load_ctx c = {.r = r};
 	int ret;
@@ -581,12 +572,10 @@ int vm_devices_load(struct vm_devices *d, struct snap_reader *r, char *err,
 	 * iothread must not fill its buffers meanwhile either. A restore
 	 * creates them paused.
 	 */
-	if (!devices_paused(d)) {
-		snprintf(err, errlen,
-			 "loading device state: devices not paused");
-		return -EBUSY;
-	}
-	ret = legacy_load(d, &c, err, errlen);
+	if (!devices_paused(d))
+		return err_set(err, -EBUSY,
+			       "loading device state: devices not paused");
+	ret = legacy_load(d, &c, err);
 	if (ret)
 		return ret;
 	for (unsigned i = 0; i < d->npci; i++) {
@@ -596,19 +585,17 @@ int vm_devices_load(struct vm_devices *d, struct snap_reader *r, char *err,
 		if (!pd->ops->snap_foreach)
 			continue;
 		ret = pd->ops->snap_foreach(pd->dev, inst, snap_read_cb, &c);
-		if (ret) {
-			snprintf(err, errlen, "%s",
-				 c.se.msg[0] ? c.se.msg : strerror(-ret));
-			return ret;
-		}
+		if (ret)
+			return err_set(err, ret, "%s",
+				       c.se.msg[0] ? c.se.msg : strerror(-ret));
 		err_clear(&c.se);
 		ret = pd->ops->post_load ? pd->ops->post_load(pd->dev, &c.se)
 					 : 0;
 		if (ret) {
-			snprintf(err, errlen, "%s: %s@%u: state rejected: %s",
-				 snap_reader_path(r), pd->cfg->emul,
-				 pd->cfg->slot,
-				 c.se.msg[0] ? c.se.msg : strerror(-ret));
+			err_set(err, ret, "%s: %s@%u: state rejected: %s",
+				snap_reader_path(r), pd->cfg->emul,
+				pd->cfg->slot,
+				c.se.msg[0] ? c.se.msg : strerror(-ret));
 			return ret;
 		}
 	}

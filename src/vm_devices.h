@@ -17,6 +17,7 @@
 
 #include "bus.h"
 #include "config.h"
+#include "err.h"
 #include "guest_mem.h"
 #include "snap.h"
 
@@ -46,8 +47,7 @@ void vm_devices_list(FILE *out);
  * vm_devices_destroy(). When restoring, the devices start paused.
  */
 int vm_devices_create(struct vm_devices **devs,
-		      const struct vm_devices_host *host, char *err,
-		      size_t errlen);
+		      const struct vm_devices_host *host, struct err *err);
 void vm_devices_destroy(struct vm_devices *d);
 
 /*
@@ -55,7 +55,7 @@ void vm_devices_destroy(struct vm_devices *d);
  * no new request, waits until none is in flight, then flushes once.
  * Idempotent. On failure every device runs again and @err says which.
  */
-int vm_devices_pause(struct vm_devices *d, char *err, size_t errlen);
+int vm_devices_pause(struct vm_devices *d, struct err *err);
 /* Serve what arrived while paused; nothing if not paused. */
 void vm_devices_resume(struct vm_devices *d);
 
@@ -67,10 +67,10 @@ void vm_devices_console_input(struct vm_devices *d);
 json_t *vm_devices_stats(struct vm_devices *d);
 
 /* Every device's state into the snapshot / back from it (paused). */
-int vm_devices_save(struct vm_devices *d, struct snap_writer *w, char *err,
-		    size_t errlen);
-int vm_devices_load(struct vm_devices *d, struct snap_reader *r, char *err,
-		    size_t errlen);
+int vm_devices_save(struct vm_devices *d, struct snap_writer *w,
+		    struct err *err);
+int vm_devices_load(struct vm_devices *d, struct snap_reader *r,
+		    struct err *err);
 /* Wall clock of the guest's RTC, for restore's time policy. */
 void vm_devices_rtc_resync(struct vm_devices *d, bool keep_clock);
 

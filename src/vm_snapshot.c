@@ -243,6 +243,7 @@ static int write_kvm_state(struct vm *vm, struct snap_writer *w,
 {
 	struct kvm_vm_state *ks = calloc(1, sizeof(*ks));
 	struct vcpu_state *vs = calloc(1, sizeof(*vs));
+	struct err e = {0};
 	int ret = -ENOMEM;
 
 	if (!ks || !vs)
@@ -254,10 +255,11 @@ static int write_kvm_state(struct vm *vm, struct snap_writer *w,
 	if (ret)
 		goto fail;
 	for (unsigned i = 0; i < vm->ncpus; i++) {
-		ret = vcpu_state_save(vm->vcpus[i].fd, &vm->msrs, vs, err,
-				      errlen);
-		if (ret)
+		ret = vcpu_state_save(vm->vcpus[i].fd, &vm->msrs, vs, &e);
+		if (ret) {
+			snprintf(err, errlen, "%s", e.msg);
 			goto out;
+		}
 		ret = snap_write_section(w, &vcpu_state_snap, i, vs);
 		if (ret)
 			goto fail;
@@ -283,6 +285,7 @@ static int write_state(struct vm *vm, const char *path,
 	struct snap_host_info host;
 	struct snap_writer *w = NULL;
 	char kvm_info[128];
+	struct err e = {0};
 	int ret;
 
 	snprintf(kvm_info, sizeof(kvm_info), "api %d%s", KVM_API_VERSION,
@@ -309,8 +312,8 @@ static int write_state(struct vm *vm, const char *path,
 			 "%s: a device refuses to save its state (injected "
 			 "fault)",
 			 path);
-	else
-		ret = vm_devices_save(vm->devs, w, err, errlen);
+	else if ((ret = vm_devices_save(vm->devs, w, &e)))
+		snprintf(err, errlen, "%s", e.msg);
 	if (ret)
 		goto fail;
 	*out = w;
@@ -1228,8 +1231,8 @@ int vm_snapshot_restore(struct vm *vm, const struct restore_opts *o, char *err,
 				  err, errlen);
 	if (!ret)
 		ret = restore_ram(vm, o, &ram, ram_path, err, errlen);
-	if (!ret)
-		ret = vm_devices_load(vm->devs, r, err, errlen);
+	if (!ret && (ret = vm_devices_load(vm->devs, r, &se)))
+		snprintf(err, errlen, "%s", se.msg);
 	if (ret)
 		goto out;
 	ret = snap_reader_check_consumed(r, &se);
@@ -1239,13 +1242,10 @@ int vm_snapshot_restore(struct vm *vm, const struct restore_opts *o, char *err,
 	}
 	ret = restore_kvm_vm(vm, ks, o->keep_clock, err, errlen);
 	for (unsigned i = 0; !ret && i < vm->ncpus; i++) {
-		ret = vcpu_state_restore(vm->vcpus[i].fd, &vs[i], err, errlen);
+		ret = vcpu_state_restore(vm->vcpus[i].fd, &vs[i], &se);
 		if (ret) {
-			char tmp[512];
-
-			snprintf(tmp, sizeof(tmp), "%s", err);
-			snprintf(err, errlen, "%s: vCPU %u: %s", o->file, i,
-				 tmp);
+			err_prefix(&se, "%s: vCPU %u: ", o->file, i);
+			snprintf(err, errlen, "%s", se.msg);
 		}
 	}
 	if (ret)

@@ -240,25 +240,24 @@ static int save_fpu(int vcpu_fd, struct vcpu_state *s, const char **what)
 }
 
 static int save_msrs(int vcpu_fd, const struct vcpu_msr_list *msrs,
-		     struct vcpu_state *s, char *err, size_t errlen)
+		     struct vcpu_state *s, struct err *err)
 {
 	struct msrs_buf *mb = calloc(1, sizeof(*mb));
 	int ret;
 
-	if (!mb) {
-		snprintf(err, errlen, "allocation: %s", strerror(ENOMEM));
-		return -ENOMEM;
-	}
+	if (!mb)
+		return err_set(err, -ENOMEM, "allocation: %s",
+			       strerror(ENOMEM));
 	mb->hdr.nmsrs = msrs->n;
 	for (uint32_t i = 0; i < msrs->n; i++)
 		mb->e[i].index = msrs->index[i];
 	ret = ioctl(vcpu_fd, KVM_GET_MSRS, mb);
 	if (ret < 0 || (uint32_t)ret != msrs->n) {
-		snprintf(err, errlen,
-			 "KVM_GET_MSRS: read %d of %u MSRs (stopped at 0x%x)",
-			 ret, msrs->n,
-			 ret >= 0 && (uint32_t)ret < msrs->n ? msrs->index[ret]
-							     : 0);
+		err_set(err, -EIO,
+			"KVM_GET_MSRS: read %d of %u MSRs (stopped at 0x%x)",
+			ret, msrs->n,
+			ret >= 0 && (uint32_t)ret < msrs->n ? msrs->index[ret]
+							    : 0);
 		free(mb);
 		return -EIO;
 	}
@@ -324,7 +323,7 @@ static void events_to_kvm(const struct vcpu_state *s,
 }
 
 int vcpu_state_save(int vcpu_fd, const struct vcpu_msr_list *msrs,
-		    struct vcpu_state *s, char *err, size_t errlen)
+		    struct vcpu_state *s, struct err *err)
 {
 	struct kvm_regs regs;
 	struct kvm_sregs sregs;
@@ -350,7 +349,7 @@ int vcpu_state_save(int vcpu_fd, const struct vcpu_msr_list *msrs,
 	if (ioctl(vcpu_fd, KVM_GET_LAPIC, (struct kvm_lapic_state *)s->lapic) <
 	    0)
 		goto fail;
-	ret = save_msrs(vcpu_fd, msrs, s, err, errlen);
+	ret = save_msrs(vcpu_fd, msrs, s, err);
 	if (ret)
 		return ret;
 	what = "KVM_GET_VCPU_EVENTS";
@@ -363,9 +362,7 @@ int vcpu_state_save(int vcpu_fd, const struct vcpu_msr_list *msrs,
 	s->mp_state = mp.mp_state;
 	return 0;
 fail:
-	ret = -errno;
-	snprintf(err, errlen, "%s: %s", what, strerror(errno));
-	return ret;
+	return err_sys(err, "%s", what);
 }
 
 /* XSAVE state components by bit number (SDM vol. 1, 13.1). */
@@ -492,18 +489,17 @@ static uint64_t xsave_allowed_here(int vcpu_fd)
  * cleared, which means the same thing to the CPU. Anything else is
  * refused with both sets named.
  */
-static int restore_xsave(int vcpu_fd, const struct vcpu_state *s, char *err,
-			 size_t errlen)
+static int restore_xsave(int vcpu_fd, const struct vcpu_state *s,
+			 struct err *err)
 {
 	struct kvm_xsave *xs = calloc(1, sizeof(*xs));
 	uint64_t allowed = xsave_allowed_here(vcpu_fd), saved, dropped;
 	char have[256], can[256];
 	int ret = 0;
 
-	if (!xs) {
-		snprintf(err, errlen, "KVM_SET_XSAVE: %s", strerror(ENOMEM));
-		return -ENOMEM;
-	}
+	if (!xs)
+		return err_set(err, -ENOMEM, "KVM_SET_XSAVE: %s",
+			       strerror(ENOMEM));
 	memcpy(xs->region, s->xsave, VCPU_XSAVE_SIZE);
 	memcpy(&saved, s->xsave + 512, sizeof(saved));
 	dropped = vcpu_xsave_fit((uint8_t *)xs->region, s->xcr0, allowed);
@@ -515,13 +511,11 @@ static int restore_xsave(int vcpu_fd, const struct vcpu_state *s, char *err,
 			have);
 	}
 	if (ioctl(vcpu_fd, KVM_SET_XSAVE, xs) < 0) {
-		ret = -errno;
-		snprintf(err, errlen, "KVM_SET_XSAVE: %s", strerror(errno));
+		ret = err_sys(err, "KVM_SET_XSAVE");
 		if (ret == -EINVAL && (saved & ~allowed)) {
 			vcpu_xfeature_names(saved, have, sizeof(have));
 			vcpu_xfeature_names(allowed, can, sizeof(can));
-			snprintf(
-				err, errlen,
+			err_set(err, ret,
 				"KVM_SET_XSAVE: %s: the snapshot's FPU state "
 				"uses XSAVE components 0x%llx (%s) but this "
 				"VM's CPU offers only 0x%llx (%s): it was "
@@ -535,8 +529,7 @@ static int restore_xsave(int vcpu_fd, const struct vcpu_state *s, char *err,
 	return ret;
 }
 
-static int restore_fpu(int vcpu_fd, const struct vcpu_state *s, char *err,
-		       size_t errlen)
+static int restore_fpu(int vcpu_fd, const struct vcpu_state *s, struct err *err)
 {
 	struct kvm_xcrs xcrs;
 	struct kvm_fpu fpu;
@@ -546,11 +539,9 @@ static int restore_fpu(int vcpu_fd, const struct vcpu_state *s, char *err,
 		memcpy(&fpu, s->fpu, MIN(sizeof(fpu), sizeof(s->fpu)));
 		if (ioctl(vcpu_fd, KVM_SET_FPU, &fpu) == 0)
 			return 0;
-		ret = -errno;
-		snprintf(err, errlen, "KVM_SET_FPU: %s", strerror(errno));
-		return ret;
+		return err_sys(err, "KVM_SET_FPU");
 	}
-	ret = restore_xsave(vcpu_fd, s, err, errlen);
+	ret = restore_xsave(vcpu_fd, s, err);
 	if (ret || !s->xcr0)
 		return ret;
 	memset(&xcrs, 0, sizeof(xcrs));
@@ -559,9 +550,7 @@ static int restore_fpu(int vcpu_fd, const struct vcpu_state *s, char *err,
 	xcrs.xcrs[0].value = s->xcr0;
 	if (ioctl(vcpu_fd, KVM_SET_XCRS, &xcrs) == 0)
 		return 0;
-	ret = -errno;
-	snprintf(err, errlen, "KVM_SET_XCRS: %s", strerror(errno));
-	return ret;
+	return err_sys(err, "KVM_SET_XCRS");
 }
 
 /*
@@ -573,8 +562,8 @@ static int restore_fpu(int vcpu_fd, const struct vcpu_state *s, char *err,
  * kvm_pvm snapshot through to nested kvm_amd, where its guest then powered
  * off at once without a word; the refusal says why instead.
  */
-static int restore_msrs(int vcpu_fd, const struct vcpu_state *s, char *err,
-			size_t errlen)
+static int restore_msrs(int vcpu_fd, const struct vcpu_state *s,
+			struct err *err)
 {
 	struct msrs_buf *mb = calloc(1, sizeof(*mb));
 	uint32_t at = 0, left, nout = 0;
@@ -582,10 +571,9 @@ static int restore_msrs(int vcpu_fd, const struct vcpu_state *s, char *err,
 	size_t olen = 0;
 	int ret;
 
-	if (!mb) {
-		snprintf(err, errlen, "KVM_SET_MSRS: %s", strerror(ENOMEM));
-		return -ENOMEM;
-	}
+	if (!mb)
+		return err_set(err, -ENOMEM, "KVM_SET_MSRS: %s",
+			       strerror(ENOMEM));
 	for (; at < s->nmsrs; at++) {
 		left = s->nmsrs - at;
 		mb->hdr.nmsrs = left;
@@ -598,13 +586,13 @@ static int restore_msrs(int vcpu_fd, const struct vcpu_state *s, char *err,
 			break;
 		if (ret < 0 ||
 		    !vcpu_msr_is_hyperv(s->msr_index[at + (uint32_t)ret])) {
-			snprintf(err, errlen,
-				 "KVM_SET_MSRS: set %d of %u MSRs; MSR 0x%x "
-				 "was refused (this host's KVM lacks it)",
-				 ret < 0 ? ret : (int)(at + (uint32_t)ret),
-				 s->nmsrs,
-				 ret >= 0 ? s->msr_index[at + (uint32_t)ret]
-					  : 0);
+			err_set(err, -EIO,
+				"KVM_SET_MSRS: set %d of %u MSRs; MSR 0x%x "
+				"was refused (this host's KVM lacks it)",
+				ret < 0 ? ret : (int)(at + (uint32_t)ret),
+				s->nmsrs,
+				ret >= 0 ? s->msr_index[at + (uint32_t)ret]
+					 : 0);
 			free(mb);
 			return -EIO;
 		}
@@ -622,8 +610,7 @@ static int restore_msrs(int vcpu_fd, const struct vcpu_state *s, char *err,
 	return 0;
 }
 
-int vcpu_state_restore(int vcpu_fd, const struct vcpu_state *s, char *err,
-		       size_t errlen)
+int vcpu_state_restore(int vcpu_fd, const struct vcpu_state *s, struct err *err)
 {
 	struct kvm_regs regs;
 	struct kvm_sregs sregs;
@@ -643,7 +630,7 @@ int vcpu_state_restore(int vcpu_fd, const struct vcpu_state *s, char *err,
 	what = "KVM_SET_SREGS";
 	if (ioctl(vcpu_fd, KVM_SET_SREGS, &sregs) < 0)
 		goto fail;
-	ret = restore_fpu(vcpu_fd, s, err, errlen);
+	ret = restore_fpu(vcpu_fd, s, err);
 	if (ret)
 		return ret;
 	memset(&dbg, 0, sizeof(dbg));
@@ -657,7 +644,7 @@ int vcpu_state_restore(int vcpu_fd, const struct vcpu_state *s, char *err,
 	if (ioctl(vcpu_fd, KVM_SET_LAPIC, (struct kvm_lapic_state *)s->lapic) <
 	    0)
 		goto fail;
-	ret = restore_msrs(vcpu_fd, s, err, errlen);
+	ret = restore_msrs(vcpu_fd, s, err);
 	if (ret)
 		return ret;
 	events_to_kvm(s, &ev);
@@ -666,7 +653,5 @@ int vcpu_state_restore(int vcpu_fd, const struct vcpu_state *s, char *err,
 		goto fail;
 	return 0;
 fail:
-	ret = -errno;
-	snprintf(err, errlen, "%s: %s", what, strerror(errno));
-	return ret;
+	return err_sys(err, "%s", what);
 }

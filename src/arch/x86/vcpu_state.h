@@ -24,6 +24,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "err.h"
 #include "snap_desc.h"
 
 #define VCPU_MAX_MSRS	256
@@ -97,10 +98,10 @@ bool vcpu_msr_is_hyperv(uint32_t index);
 int vcpu_msr_list_probe(int kvm_fd, int vcpu_fd, struct vcpu_msr_list *l);
 /* Read everything from the vCPU (it must be out of KVM_RUN). */
 int vcpu_state_save(int vcpu_fd, const struct vcpu_msr_list *msrs,
-		    struct vcpu_state *s, char *err, size_t errlen);
+		    struct vcpu_state *s, struct err *err);
 /* Load everything, in the order above. */
-int vcpu_state_restore(int vcpu_fd, const struct vcpu_state *s, char *err,
-		       size_t errlen);
+int vcpu_state_restore(int vcpu_fd, const struct vcpu_state *s,
+		       struct err *err);
 /* Conversions between KVM structs and vcpu_state (pure). */
 void vcpu_state_from_kvm(struct vcpu_state *s, const struct kvm_regs *r,
 			 const struct kvm_sregs *sr);
