@@ -270,7 +270,12 @@ static int pci_dev_create(struct vm_devices *d, const struct dev_config *dc,
 	pci_slot_bind_kicks(d, pd);
 	d->npci++; /* destroyed from here on, added or not */
 	ret = pci_add_device(&d->pci, dc->slot, dc->func, &pd->vp->pci);
-	if (ret)
+	if (ret == -ENOSPC)
+		err_set(err, ret,
+			"-s %u:%u,%s: no room for its BARs in the PCI MMIO "
+			"window",
+			dc->slot, dc->func, dc->emul);
+	else if (ret)
 		err_set(err, ret, "-s %u:%u,%s: %s", dc->slot, dc->func,
 			dc->emul, strerror(-ret));
 	return ret;

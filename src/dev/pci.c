@@ -544,9 +544,8 @@ int pci_add_device(struct pci_bus *bus, unsigned slot, unsigned func,
 	ret = bars_alloc(bus, dev);
 	pthread_mutex_unlock(&dev->lock);
 	if (ret) {
+		/* -ENOSPC: the caller says which device did not fit. */
 		bus->mmio_next = saved_next;
-		log_err("pci: no room for the BARs of %s in the MMIO window",
-			dev->name);
 		goto out;
 	}
 	dev->bus = bus;
