@@ -190,8 +190,9 @@ AREAS = ("fork", "exec", "signals", "pipes", "file", "sockets", "blocked")
 FAULT_CHECKS = ("errno", "enosys", "segv-kernel", "segv-entry", "kill-read",
                 "kill-sleep")
 # pvmcheck and pvmload log through /dev/kmsg (printk.devkmsg=on), so their
-# lines reach the console whole, each after a printk time stamp.
-KMSG = r"^(?:\[ *\d+\.\d+\] )?"
+# lines reach the console whole, each after a printk time stamp - which
+# may follow tty output on the same line (the respawned shell's prompt).
+KMSG = r"^(?:.*?\[ *\d+\.\d+\] )?"
 
 
 def syscall_entry(vmlinux):

@@ -47,6 +47,12 @@ SUSPEND_AT = 2
 # the kernel's memcheck fill) can come after user space began.
 ROUNDS, HOLD_MS = 3, 8000
 BLOCKED = re.compile(r"KHYVE-PVMCHECK round (\d+) blocked")
+
+
+def last_blocked(text):
+    """The round of the last "round K blocked" line in @text, or None."""
+    m = BLOCKED.findall(text)
+    return int(m[-1]) if m else None
 PVMLOAD_MB = 4
 
 
@@ -63,7 +69,7 @@ def linux_snap(tmp_path_factory):
     # seen on both sides of the mid-boot suspend. It costs no time: user
     # space (pvmcheck's rounds) decides when the guest powers off.
     d, disk, args, cmd = project_boot_setup(tmp_path_factory, "linux-snap",
-                                            120 if KVM_SOFTWARE else 12,
+                                            300 if KVM_SOFTWARE else 12,
                                             cpus=1)
     cmd += " pvmcheck.rounds=%d pvmcheck.hold_ms=%d pvmload.mem_mb=%d" % (
         ROUNDS, HOLD_MS, PVMLOAD_MB)
@@ -89,8 +95,11 @@ def linux_snap(tmp_path_factory):
     # both; run 3 is restored and powers off.
     def parked(text):
         # run_console gives hooks the raw text: CR LF line ends.
-        seen = "".join(g["out"] for g in res["segs"]) + text.replace("\r", "")
-        return (BLOCKED.search(text) is not None and
+        text = text.replace("\r", "")
+        seen = "".join(g["out"] for g in res["segs"]) + text
+        k = last_blocked(text)
+        return (k is not None and
+                "KHYVE-PVMCHECK round %d released" % k not in text and
                 (not lab or TICK.search(seen) is not None))
 
     suspend_when = [mid_boot, parked, parked, None]
@@ -113,8 +122,7 @@ def linux_snap(tmp_path_factory):
                 BOOT_TIMEOUT, d, wrap=wrap,
                 hooks=[(when, do_suspend)] if when else [])
             seg["wall_s"] = time.time() - t0
-            m = BLOCKED.search(seg["out"]) if i in (1, 2) else None
-            seg["round"] = int(m.group(1)) if m else None
+            seg["round"] = last_blocked(seg["out"]) if i in (1, 2) else None
             res["segs"].append(seg)
             if i == 0 and lab:
                 time.sleep(0.5)
