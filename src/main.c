@@ -94,6 +94,7 @@ static int parse_command_line(int argc, char **argv, struct vm_config *cmd)
 {
 	char err[1024] = "";
 	const char *fi;
+	struct err e = {0};
 	bool sw = false;
 
 	switch (config_parse(cmd, argc, argv, err, sizeof(err))) {
@@ -109,8 +110,8 @@ static int parse_command_line(int argc, char **argv, struct vm_config *cmd)
 		return 0;
 	case CONFIG_PROBE_KVM:
 		config_free(cmd);
-		if (kvm_probe(&sw, err, sizeof(err))) {
-			fprintf(stderr, "khyve: %s\n", err);
+		if (kvm_probe(&sw, &e)) {
+			fprintf(stderr, "khyve: %s\n", err_msg(&e));
 			return KHYVE_EXIT_ERROR;
 		}
 		printf("kvm: usable, %s backend\n",
@@ -222,6 +223,7 @@ int main(int argc, char **argv)
 	struct vm_config cmd, cfg;
 	struct vm *vm;
 	char err[1024] = "";
+	struct err e = {0};
 	int ret, status = KHYVE_EXIT_ERROR;
 	sigset_t set;
 
@@ -252,10 +254,13 @@ int main(int argc, char **argv)
 		fprintf(stderr, "khyve: out of memory\n");
 		return KHYVE_EXIT_ERROR;
 	}
-	ret = vm_create(vm, &cfg, err, sizeof(err));
+	ret = vm_create(vm, &cfg, &e);
 	if (!ret)
 		ret = cfg.restore ? restore(vm, &cfg, err, sizeof(err))
-				  : vm_boot(vm, err, sizeof(err));
+				  : vm_boot(vm, &e);
+	/* restore and the control server still write err (not converted). */
+	if (ret && e.code)
+		snprintf(err, sizeof(err), "%s", err_msg(&e));
 	if (!ret)
 		ret = ctl_server_start(
 			&vm->ctl,

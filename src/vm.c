@@ -47,33 +47,31 @@ static uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
 }
 
-static int kvm_open(struct vm *vm, char *err, size_t errlen)
+static int kvm_open(struct vm *vm, struct err *e)
 {
 	int ver;
 
 	vm->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
 	if (vm->kvm_fd < 0) {
-		int e = errno;
+		int en = errno;
 
-		if (e == ENOENT || e == ENODEV || e == ENXIO)
-			snprintf(err, errlen,
-				 "/dev/kvm: %s: KVM is not available on this "
-				 "host (no kvm module bound)",
-				 strerror(e));
-		else if (e == EACCES || e == EPERM)
-			snprintf(err, errlen,
-				 "/dev/kvm: %s: run as root or join the group "
-				 "that owns /dev/kvm",
-				 strerror(e));
-		else
-			snprintf(err, errlen, "/dev/kvm: %s", strerror(e));
-		return -e;
+		if (en == ENOENT || en == ENODEV || en == ENXIO)
+			return err_set(e, -en,
+				       "/dev/kvm: %s: KVM is not available on "
+				       "this host (no kvm module bound)",
+				       strerror(en));
+		if (en == EACCES || en == EPERM)
+			return err_set(e, -en,
+				       "/dev/kvm: %s: run as root or join the "
+				       "group that owns /dev/kvm",
+				       strerror(en));
+		return err_set(e, -en, "/dev/kvm: %s", strerror(en));
 	}
 	ver = ioctl(vm->kvm_fd, KVM_GET_API_VERSION, 0);
 	if (ver != KVM_API_VERSION) {
-		snprintf(err, errlen, "/dev/kvm: KVM API version %d, need %d",
-			 ver, KVM_API_VERSION);
-		return -ENOTSUP;
+		return err_set(e, -ENOTSUP,
+			       "/dev/kvm: KVM API version %d, need %d", ver,
+			       KVM_API_VERSION);
 	}
 	static const struct {
 		int cap;
@@ -86,24 +84,22 @@ static int kvm_open(struct vm *vm, char *err, size_t errlen)
 	};
 	for (unsigned i = 0; i < ARRAY_SIZE(need); i++) {
 		if (ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, need[i].cap) <= 0) {
-			snprintf(err, errlen, "/dev/kvm lacks %s",
-				 need[i].name);
-			return -ENOTSUP;
+			return err_set(e, -ENOTSUP, "/dev/kvm lacks %s",
+				       need[i].name);
 		}
 	}
 	vm->run_size = ioctl(vm->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
 	if (vm->run_size < (int)sizeof(struct kvm_run)) {
-		snprintf(err, errlen, "KVM_GET_VCPU_MMAP_SIZE: %s",
-			 strerror(errno));
-		return -EIO;
+		return err_set(e, -EIO, "KVM_GET_VCPU_MMAP_SIZE: %s",
+			       strerror(errno));
 	}
 	return 0;
 }
 
-int kvm_probe(bool *software, char *err, size_t errlen)
+int kvm_probe(bool *software, struct err *e)
 {
 	struct vm vm = {.kvm_fd = -1};
-	int ret = kvm_open(&vm, err, errlen);
+	int ret = kvm_open(&vm, e);
 
 	if (vm.kvm_fd >= 0)
 		close(vm.kvm_fd);
@@ -112,7 +108,7 @@ int kvm_probe(bool *software, char *err, size_t errlen)
 	return ret;
 }
 
-static int get_supported_cpuid(struct vm *vm, char *err, size_t errlen)
+static int get_supported_cpuid(struct vm *vm, struct err *e)
 {
 	for (unsigned n = 128; n <= 4096; n *= 2) {
 		struct kvm_cpuid2 *c =
@@ -126,14 +122,10 @@ static int get_supported_cpuid(struct vm *vm, char *err, size_t errlen)
 			return 0;
 		}
 		free(c);
-		if (errno != E2BIG) {
-			snprintf(err, errlen, "KVM_GET_SUPPORTED_CPUID: %s",
-				 strerror(errno));
-			return -errno;
-		}
+		if (errno != E2BIG)
+			return err_sys(e, "KVM_GET_SUPPORTED_CPUID");
 	}
-	snprintf(err, errlen, "KVM_GET_SUPPORTED_CPUID: too many entries");
-	return -E2BIG;
+	return err_set(e, -E2BIG, "KVM_GET_SUPPORTED_CPUID: too many entries");
 }
 
 /*
@@ -180,24 +172,20 @@ static uint64_t host_mem_bytes(void)
 	return pages > 0 && psz > 0 ? (uint64_t)pages * (uint64_t)psz : 0;
 }
 
-static int vm_map_memory(struct vm *vm, char *err, size_t errlen)
+static int vm_map_memory(struct vm *vm, struct err *e)
 {
 	uint64_t host = host_mem_bytes();
 	int ret;
 
 	ret = guest_mem_layout(&vm->mem, vm->cfg->mem_size);
-	if (ret) {
-		snprintf(err, errlen, "invalid guest memory size");
-		return ret;
-	}
-	if (host && vm->cfg->mem_size > host) {
-		snprintf(err, errlen,
-			 "-m: %" PRIu64 " MiB of guest memory is more than "
-			 "this host has (%" PRIu64 " MiB)",
-			 (uint64_t)(vm->cfg->mem_size / MiB),
-			 (uint64_t)(host / MiB));
-		return -ENOMEM;
-	}
+	if (ret)
+		return err_set(e, ret, "invalid guest memory size");
+	if (host && vm->cfg->mem_size > host)
+		return err_set(e, -ENOMEM,
+			       "-m: %" PRIu64 " MiB of guest memory is more "
+			       "than this host has (%" PRIu64 " MiB)",
+			       (uint64_t)(vm->cfg->mem_size / MiB),
+			       (uint64_t)(host / MiB));
 	/*
 	 * One mapping for all RAM: a restore can map the RAM file over it.
 	 * 2 MiB aligned (over-allocate, trim): KVM maps a guest 2 MiB page
@@ -211,14 +199,12 @@ static int vm_map_memory(struct vm *vm, char *err, size_t errlen)
 				  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
 				  -1, 0);
 
-		if (p == MAP_FAILED) {
-			snprintf(err, errlen,
-				 "cannot map %" PRIu64
-				 " MiB of guest memory: %s",
-				 (uint64_t)(vm->cfg->mem_size / MiB),
-				 strerror(errno));
-			return -ENOMEM;
-		}
+		if (p == MAP_FAILED)
+			return err_set(e, -ENOMEM,
+				       "cannot map %" PRIu64
+				       " MiB of guest memory: %s",
+				       (uint64_t)(vm->cfg->mem_size / MiB),
+				       strerror(errno));
 		head = ALIGN_UP((uintptr_t)p, 2 * MiB) - (uintptr_t)p;
 		tail = len - head - vm->cfg->mem_size;
 		if (head)
@@ -234,7 +220,7 @@ static int vm_map_memory(struct vm *vm, char *err, size_t errlen)
 }
 
 /* (Re)register guest RAM with KVM: also after a restore remaps it. */
-int vm_register_memory(struct vm *vm, char *err, size_t errlen)
+int vm_register_memory(struct vm *vm, struct err *e)
 {
 	for (unsigned i = 0; i < vm->mem.nr; i++) {
 		struct kvm_userspace_memory_region r = {
@@ -244,11 +230,8 @@ int vm_register_memory(struct vm *vm, char *err, size_t errlen)
 			.userspace_addr = (uint64_t)(uintptr_t)vm->mem.r[i].hva,
 		};
 
-		if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &r) < 0) {
-			snprintf(err, errlen, "KVM_SET_USER_MEMORY_REGION: %s",
-				 strerror(errno));
-			return -errno;
-		}
+		if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &r) < 0)
+			return err_sys(e, "KVM_SET_USER_MEMORY_REGION");
 	}
 	return 0;
 }
@@ -263,7 +246,7 @@ static int vcpu_set_msr(struct vcpu *v, uint32_t index, uint64_t data)
 	return ioctl(v->fd, KVM_SET_MSRS, &m) == 1 ? 0 : -EIO;
 }
 
-static int vcpu_create(struct vm *vm, unsigned id, char *err, size_t errlen)
+static int vcpu_create(struct vm *vm, unsigned id, struct err *e)
 {
 	struct vcpu *v = &vm->vcpus[id];
 	size_t csz = sizeof(*vm->supported_cpuid) +
@@ -271,22 +254,19 @@ static int vcpu_create(struct vm *vm, unsigned id, char *err, size_t errlen)
 			     sizeof(vm->supported_cpuid->entries[0]);
 	struct kvm_cpuid2 *c;
 	struct kvm_lapic_state lapic;
-	int ret;
+	int ret, serr;
 
 	v->vm = vm;
 	v->id = id;
 	v->fd = ioctl(vm->vm_fd, KVM_CREATE_VCPU, id);
-	if (v->fd < 0) {
-		snprintf(err, errlen, "KVM_CREATE_VCPU %u: %s", id,
-			 strerror(errno));
-		return -errno;
-	}
+	if (v->fd < 0)
+		return err_sys(e, "KVM_CREATE_VCPU %u", id);
 	v->run = mmap(NULL, (size_t)vm->run_size, PROT_READ | PROT_WRITE,
 		      MAP_SHARED, v->fd, 0);
 	if (v->run == MAP_FAILED) {
+		ret = err_sys(e, "mmap kvm_run");
 		v->run = NULL;
-		snprintf(err, errlen, "mmap kvm_run: %s", strerror(errno));
-		return -errno;
+		return ret;
 	}
 	c = malloc(csz);
 	if (!c)
@@ -294,10 +274,11 @@ static int vcpu_create(struct vm *vm, unsigned id, char *err, size_t errlen)
 	memcpy(c, vm->supported_cpuid, csz);
 	cpuid_apply_policy(c, vm->policy, id, vm->ncpus, &vm->hidden);
 	ret = ioctl(v->fd, KVM_SET_CPUID2, c);
+	serr = errno; /* free may change it */
 	free(c);
 	if (ret < 0) {
-		snprintf(err, errlen, "KVM_SET_CPUID2: %s", strerror(errno));
-		return -errno;
+		errno = serr;
+		return err_sys(e, "KVM_SET_CPUID2");
 	}
 	/* Fast strings on, as firmware leaves it; MTRRs: write-back default. */
 	if (vcpu_set_msr(v, 0x1a0, 1))
@@ -372,7 +353,7 @@ static void devices_request_stop(void *opaque, int status)
 	vm_request_stop(opaque, status);
 }
 
-static int vm_create_devices(struct vm *vm, char *err, size_t errlen)
+static int vm_create_devices(struct vm *vm, struct err *e)
 {
 	const struct vm_devices_host host = {
 		.cfg = vm->cfg,
@@ -387,28 +368,19 @@ static int vm_create_devices(struct vm *vm, char *err, size_t errlen)
 		.wake = vm_wake,
 	};
 
-	struct err e = {0};
-	int ret;
-
-	/* vm.c is not converted to struct err yet: copy the message. */
-	ret = vm_devices_create(&vm->devs, &host, &e);
-	if (ret)
-		snprintf(err, errlen, "%s", e.msg);
-	return ret;
+	return vm_devices_create(&vm->devs, &host, e);
 }
 
 /* The VM itself: its fd, the irqchip and routing, the PIT. */
-static int kvm_vm_setup(struct vm *vm, char *err, size_t errlen)
+static int kvm_vm_setup(struct vm *vm, struct err *e)
 {
 	struct kvm_pit_config pit = {.flags = KVM_PIT_SPEAKER_DUMMY};
 	uint64_t idmap = 0xfffbc000ULL;
 	int ret;
 
 	vm->vm_fd = ioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
-	if (vm->vm_fd < 0) {
-		snprintf(err, errlen, "KVM_CREATE_VM: %s", strerror(errno));
-		return -errno;
-	}
+	if (vm->vm_fd < 0)
+		return err_sys(e, "KVM_CREATE_VM");
 	if (ioctl(vm->vm_fd, KVM_SET_TSS_ADDR, 0xfffbd000UL) < 0)
 		log_debug("KVM_SET_TSS_ADDR: %s", strerror(errno));
 	if (ioctl(vm->vm_fd, KVM_SET_IDENTITY_MAP_ADDR, &idmap) < 0)
@@ -426,25 +398,18 @@ static int kvm_vm_setup(struct vm *vm, char *err, size_t errlen)
 			log_debug("KVM_CAP_EXIT_ON_EMULATION_FAILURE: %s",
 				  strerror(errno));
 	}
-	if (ioctl(vm->vm_fd, KVM_CREATE_IRQCHIP) < 0) {
-		snprintf(err, errlen, "KVM_CREATE_IRQCHIP: %s",
-			 strerror(errno));
-		return -errno;
-	}
+	if (ioctl(vm->vm_fd, KVM_CREATE_IRQCHIP) < 0)
+		return err_sys(e, "KVM_CREATE_IRQCHIP");
 	ret = vm_setup_irq_routing(vm);
-	if (ret) {
-		snprintf(err, errlen, "KVM_SET_GSI_ROUTING: %s",
-			 strerror(-ret));
-		return ret;
-	}
-	if (ioctl(vm->vm_fd, KVM_CREATE_PIT2, &pit) < 0) {
-		snprintf(err, errlen, "KVM_CREATE_PIT2: %s", strerror(errno));
-		return -errno;
-	}
+	if (ret)
+		return err_set(e, ret, "KVM_SET_GSI_ROUTING: %s",
+			       strerror(-ret));
+	if (ioctl(vm->vm_fd, KVM_CREATE_PIT2, &pit) < 0)
+		return err_sys(e, "KVM_CREATE_PIT2");
 	return 0;
 }
 
-int vm_create(struct vm *vm, struct vm_config *cfg, char *err, size_t errlen)
+int vm_create(struct vm *vm, struct vm_config *cfg, struct err *e)
 {
 	int ret;
 
@@ -457,12 +422,12 @@ int vm_create(struct vm *vm, struct vm_config *cfg, char *err, size_t errlen)
 	bus_init(&vm->pio, "pio");
 	bus_init(&vm->mmio, "mmio");
 
-	ret = kvm_open(vm, err, errlen);
+	ret = kvm_open(vm, e);
 	if (ret)
 		return ret;
 	vm->sw_backend = cpuid_backend_is_software();
 	vm->policy = cpuid_resolve_policy(cfg->cpu_policy, vm->sw_backend);
-	ret = get_supported_cpuid(vm, err, errlen);
+	ret = get_supported_cpuid(vm, e);
 	if (ret)
 		return ret;
 	{
@@ -472,21 +437,19 @@ int vm_create(struct vm *vm, struct vm_config *cfg, char *err, size_t errlen)
 		if (max <= 0)
 			max = ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION,
 				    KVM_CAP_NR_VCPUS);
-		if (max > 0 && vm->ncpus > (unsigned)max) {
-			snprintf(err, errlen,
-				 "-c %u: this host's KVM allows at most %d "
-				 "vCPUs",
-				 vm->ncpus, max);
-			return -EINVAL;
-		}
+		if (max > 0 && vm->ncpus > (unsigned)max)
+			return err_set(e, -EINVAL,
+				       "-c %u: this host's KVM allows at most "
+				       "%d vCPUs",
+				       vm->ncpus, max);
 	}
-	ret = kvm_vm_setup(vm, err, errlen);
+	ret = kvm_vm_setup(vm, e);
 	if (ret)
 		return ret;
-	ret = vm_map_memory(vm, err, errlen);
+	ret = vm_map_memory(vm, e);
 	if (ret)
 		return ret;
-	ret = vm_register_memory(vm, err, errlen);
+	ret = vm_register_memory(vm, e);
 	if (ret)
 		return ret;
 	vm->vcpus = calloc(vm->ncpus, sizeof(*vm->vcpus));
@@ -494,20 +457,18 @@ int vm_create(struct vm *vm, struct vm_config *cfg, char *err, size_t errlen)
 		return -ENOMEM;
 	for (unsigned i = 0; i < vm->ncpus; i++) {
 		vm->vcpus[i].fd = -1;
-		ret = vcpu_create(vm, i, err, errlen);
+		ret = vcpu_create(vm, i, e);
 		if (ret)
 			return ret;
 	}
 	ret = vcpu_msr_list_probe(vm->kvm_fd, vm->vcpus[0].fd, &vm->msrs);
-	if (ret) {
-		snprintf(err, errlen, "KVM_GET_MSR_INDEX_LIST: %s",
-			 strerror(-ret));
-		return ret;
-	}
+	if (ret)
+		return err_set(e, ret, "KVM_GET_MSR_INDEX_LIST: %s",
+			       strerror(-ret));
 	vm->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (vm->wake_fd < 0)
 		return -errno;
-	return vm_create_devices(vm, err, errlen);
+	return vm_create_devices(vm, e);
 }
 
 static void seg_from_boot(unsigned sel, struct kvm_segment *k)
@@ -531,7 +492,7 @@ static void seg_from_boot(unsigned sel, struct kvm_segment *k)
 
 /* Register state for the boot vCPU, per the boot protocol in use. */
 static int vcpu_set_boot_regs(struct vcpu *v, const struct boot_info *bi,
-			      char *err, size_t errlen)
+			      struct err *e)
 {
 	struct kvm_regs regs;
 	struct kvm_sregs sregs;
@@ -575,11 +536,10 @@ static int vcpu_set_boot_regs(struct vcpu *v, const struct boot_info *bi,
 		goto fail;
 	return 0;
 fail:
-	snprintf(err, errlen, "setting boot registers: %s", strerror(errno));
-	return -errno;
+	return err_sys(e, "setting boot registers");
 }
 
-int vm_boot(struct vm *vm, char *err, size_t errlen)
+int vm_boot(struct vm *vm, struct err *e)
 {
 	struct boot_config bc = {0};
 	struct boot_info bi;
@@ -592,9 +552,15 @@ int vm_boot(struct vm *vm, char *err, size_t errlen)
 	bc.linux_extra = cpuid_policy_cmdline(vm->policy);
 	bc.ncpus = vm->ncpus;
 	bc.flags = vm->cfg->no_unpack ? BOOT_F_NO_UNPACK : 0;
-	ret = kernel_load(&vm->mem, &bc, &bi, err, errlen);
-	if (ret)
+	/* boot.c is not converted to struct err yet: it writes e->msg. */
+	err_clear(e);
+	ret = kernel_load(&vm->mem, &bc, &bi, e ? e->msg : NULL,
+			  e ? sizeof(e->msg) : 0);
+	if (ret) {
+		if (e)
+			e->code = ret;
 		return ret;
+	}
 	log_info("kernel %s: %s%s entry 0x%" PRIx64, vm->cfg->kernel,
 		 bi.is_linux ? "Linux, " : "",
 		 bi.mode == BOOT_MODE_PVH ? "PVH" : "64-bit", bi.entry);
@@ -606,7 +572,7 @@ int vm_boot(struct vm *vm, char *err, size_t errlen)
 			 vm->policy == CPU_POLICY_SAFE ? "safe" : "host",
 			 bc.linux_extra);
 	}
-	return vcpu_set_boot_regs(&vm->vcpus[0], &bi, err, errlen);
+	return vcpu_set_boot_regs(&vm->vcpus[0], &bi, e);
 }
 
 /* ---- run loop ---- */
@@ -982,23 +948,18 @@ static void vcpus_release(struct vm *vm)
 	pthread_mutex_unlock(&vm->lock);
 }
 
-int vm_pause(struct vm *vm, struct vm_pause_times *times, char *err,
-	     size_t errlen)
+int vm_pause(struct vm *vm, struct vm_pause_times *times, struct err *e)
 {
 	uint64_t t0 = now_ns(), tparked;
-	struct err e = {0};
 	int was, ret;
 
 	was = vcpus_park(vm);
-	if (was < 0) {
-		snprintf(err, errlen, "%s", strerror(-was));
-		return was;
-	}
+	if (was < 0)
+		return err_set(e, was, "%s", strerror(-was));
 	tparked = now_ns();
 	/* Devices second: a parked vCPU kicks no queue meanwhile. */
-	ret = vm_devices_pause(vm->devs, &e);
+	ret = vm_devices_pause(vm->devs, e);
 	if (ret) {
-		snprintf(err, errlen, "%s", e.msg);
 		if (!was)
 			vcpus_release(vm);
 		return ret;

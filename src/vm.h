@@ -21,6 +21,7 @@
 #include "config.h"
 #include "cpuid.h"
 #include "emulate.h"
+#include "err.h"
 #include "guest_mem.h"
 #include "vcpu_state.h"
 
@@ -78,17 +79,17 @@ struct vm {
 /*
  * The one KVM probe (khyve --probe-kvm, the tests, the Makefile): open
  * /dev/kvm, check the API version and the capabilities khyve needs. 0 and
- * whether it is a software backend, or -errno with the reason in @err.
+ * whether it is a software backend, or -errno with the reason in @e.
  */
-int kvm_probe(bool *software, char *err, size_t errlen);
+int kvm_probe(bool *software, struct err *e);
 /* Open /dev/kvm, create the VM, memory, vCPUs and devices. */
-int vm_create(struct vm *vm, struct vm_config *cfg, char *err, size_t errlen);
+int vm_create(struct vm *vm, struct vm_config *cfg, struct err *e);
 /* Load the kernel and firmware tables; set the boot vCPU's registers. */
-int vm_boot(struct vm *vm, char *err, size_t errlen);
+int vm_boot(struct vm *vm, struct err *e);
 /* Start the vCPU threads (paused ones park at once). */
 int vm_start_vcpus(struct vm *vm);
 /* (Re)register guest RAM slots with KVM. */
-int vm_register_memory(struct vm *vm, char *err, size_t errlen);
+int vm_register_memory(struct vm *vm, struct err *e);
 void vm_destroy(struct vm *vm);
 
 /* When a pause reached each step (CLOCK_MONOTONIC ns). */
@@ -100,10 +101,9 @@ struct vm_pause_times {
 /*
  * Park every vCPU outside KVM_RUN, then pause the devices (the pause
  * contract, vm_devices.h). Idempotent. @times may be NULL. On failure
- * the VM runs as before and @err says why.
+ * the VM runs as before and @e says why.
  */
-int vm_pause(struct vm *vm, struct vm_pause_times *times, char *err,
-	     size_t errlen);
+int vm_pause(struct vm *vm, struct vm_pause_times *times, struct err *e);
 int vm_resume(struct vm *vm);
 /* Ask the VM to stop with @status (first caller wins). */
 void vm_request_stop(struct vm *vm, int status);

@@ -104,11 +104,11 @@ static int op_status(void *o, json_t **reply, char *err, size_t errlen)
 
 static int op_pause(void *o, char *err, size_t errlen)
 {
-	char why[256] = "";
-	int ret = vm_pause(o, NULL, why, sizeof(why));
+	struct err e = {0};
+	int ret = vm_pause(o, NULL, &e);
 
 	if (ret)
-		snprintf(err, errlen, "cannot pause: %s", why);
+		snprintf(err, errlen, "cannot pause: %s", err_msg(&e));
 	return ret;
 }
 

@@ -705,15 +705,15 @@ static int save_prepare(struct save *s, char *err, size_t errlen)
 static int save_pause(struct save *s, char *err, size_t errlen)
 {
 	struct vm_pause_times pt;
-	char perr[256] = "";
+	struct err e = {0};
 	int ret;
 
 	/* No block request may be in flight: it would be lost or repeated. */
-	ret = vm_pause(s->vm, &pt, perr, sizeof(perr));
+	ret = vm_pause(s->vm, &pt, &e);
 	if (ret) {
 		if (s->pc.lv)
 			precopy_abort(s->vm, &s->pc);
-		snprintf(err, errlen, "cannot pause the VM: %s", perr);
+		snprintf(err, errlen, "cannot pause the VM: %s", err_msg(&e));
 		return ret;
 	}
 	s->paused = true;
