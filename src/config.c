@@ -135,8 +135,7 @@ bool config_opt_get(const char *conf, const char *key, char *out, size_t len)
 	return false;
 }
 
-int config_parse_dev(const char *arg, struct dev_config *d, char *err,
-		     size_t errlen)
+int config_parse_dev(const char *arg, struct dev_config *d, struct err *err)
 {
 	char *end;
 	const char *comma;
@@ -155,9 +154,9 @@ int config_parse_dev(const char *arg, struct dev_config *d, char *err,
 	if (*end != ',')
 		goto bad;
 	if (slot > 31 || func > 7) {
-		snprintf(err, errlen,
-			 "-s %s: slot must be 0-31 and function 0-7", arg);
-		return -EINVAL;
+		return err_set(err, -EINVAL,
+			       "-s %s: slot must be 0-31 and function 0-7",
+			       arg);
 	}
 	d->slot = (unsigned)slot;
 	d->func = (unsigned)func;
@@ -169,18 +168,17 @@ int config_parse_dev(const char *arg, struct dev_config *d, char *err,
 	memcpy(d->emul, end, el);
 	if (comma) {
 		if (strlen(comma + 1) >= sizeof(d->conf)) {
-			snprintf(err, errlen, "-s %s: configuration too long",
-				 arg);
-			return -EINVAL;
+			return err_set(err, -EINVAL,
+				       "-s %s: configuration too long", arg);
 		}
 		strcpy(d->conf, comma + 1);
 	}
 	return 0;
 bad:
-	snprintf(err, errlen,
-		 "-s %s: expected slot[:func],emulation[,conf] (see -s help)",
-		 arg);
-	return -EINVAL;
+	return err_set(
+		err, -EINVAL,
+		"-s %s: expected slot[:func],emulation[,conf] (see -s help)",
+		arg);
 }
 
 static int set_str(char **dst, const char *src)
@@ -227,18 +225,17 @@ static const struct option longopts[] = {
 };
 
 /* A string option; the copy's allocation is all that can fail. */
-static int opt_str(char **dst, const char *arg, char *err, size_t errlen)
+static int opt_str(char **dst, const char *arg, struct err *err)
 {
 	int ret = set_str(dst, arg);
 
 	if (ret)
-		snprintf(err, errlen, "out of memory");
+		err_set(err, ret, "out of memory");
 	return ret;
 }
 
 /* -c N */
-static int opt_cpus(struct vm_config *c, const char *arg, char *err,
-		    size_t errlen)
+static int opt_cpus(struct vm_config *c, const char *arg, struct err *err)
 {
 	unsigned long n;
 	char *end;
@@ -247,9 +244,9 @@ static int opt_cpus(struct vm_config *c, const char *arg, char *err,
 	n = strtoul(arg, &end, 10);
 	if (errno || *end || !isdigit((unsigned char)*arg) || n == 0 ||
 	    n > CONFIG_MAX_CPUS) {
-		snprintf(err, errlen, "-c %s: number of vCPUs must be 1-%d",
-			 arg, CONFIG_MAX_CPUS);
-		return -EINVAL;
+		return err_set(err, -EINVAL,
+			       "-c %s: number of vCPUs must be 1-%d", arg,
+			       CONFIG_MAX_CPUS);
 	}
 	c->ncpus = (unsigned)n;
 	c->set_ncpus = true;
@@ -257,18 +254,15 @@ static int opt_cpus(struct vm_config *c, const char *arg, char *err,
 }
 
 /* -m SIZE, rounded up to the 2 MiB pages guest memory is mapped with. */
-static int opt_memory(struct vm_config *c, const char *arg, char *err,
-		      size_t errlen)
+static int opt_memory(struct vm_config *c, const char *arg, struct err *err)
 {
 	if (config_parse_size(arg, &c->mem_size)) {
-		snprintf(err, errlen,
-			 "-m %s: not a memory size (e.g. 512M, 2G)", arg);
-		return -EINVAL;
+		return err_set(err, -EINVAL,
+			       "-m %s: not a memory size (e.g. 512M, 2G)", arg);
 	}
 	if (c->mem_size < CONFIG_MIN_MEM) {
-		snprintf(err, errlen,
-			 "-m %s: guest memory must be at least 16M", arg);
-		return -EINVAL;
+		return err_set(err, -EINVAL,
+			       "-m %s: guest memory must be at least 16M", arg);
 	}
 	c->mem_size = ALIGN_UP(c->mem_size, 2 * MiB);
 	c->set_mem = true;
@@ -276,42 +270,39 @@ static int opt_memory(struct vm_config *c, const char *arg, char *err,
 }
 
 /* -l com1,BACKEND: the serial port is the only LPC device named. */
-static int opt_console(struct vm_config *c, const char *arg, char *err,
-		       size_t errlen)
+static int opt_console(struct vm_config *c, const char *arg, struct err *err)
 {
 	if (strncmp(arg, "com1,", 5) || !arg[5]) {
-		snprintf(err, errlen,
-			 "-l %s: expected com1,BACKEND (stdio, file:PATH, "
-			 "socket:PATH, null)",
-			 arg);
-		return -EINVAL;
+		return err_set(
+			err, -EINVAL,
+			"-l %s: expected com1,BACKEND (stdio, file:PATH, "
+			"socket:PATH, null)",
+			arg);
 	}
 	c->set_console = true;
-	return opt_str(&c->console, arg + 5, err, errlen);
+	return opt_str(&c->console, arg + 5, err);
 }
 
 /* -s SLOT[:FUNC],EMULATION[,CONF]: one device per slot:func. */
-static int opt_slot(struct vm_config *c, const char *arg, char *err,
-		    size_t errlen)
+static int opt_slot(struct vm_config *c, const char *arg, struct err *err)
 {
 	int ret;
 
 	if (c->ndevs == CONFIG_MAX_DEVS) {
-		snprintf(err, errlen, "too many -s devices (max %d)",
-			 CONFIG_MAX_DEVS);
-		return -EINVAL;
+		return err_set(err, -EINVAL, "too many -s devices (max %d)",
+			       CONFIG_MAX_DEVS);
 	}
-	ret = config_parse_dev(arg, &c->devs[c->ndevs], err, errlen);
+	ret = config_parse_dev(arg, &c->devs[c->ndevs], err);
 	if (ret)
 		return ret;
 	for (unsigned i = 0; i < c->ndevs; i++) {
 		if (c->devs[i].slot == c->devs[c->ndevs].slot &&
 		    c->devs[i].func == c->devs[c->ndevs].func) {
-			snprintf(err, errlen,
-				 "-s %s: slot %u:%u is already taken by %s",
-				 arg, c->devs[i].slot, c->devs[i].func,
-				 c->devs[i].emul);
-			return -EINVAL;
+			return err_set(
+				err, -EINVAL,
+				"-s %s: slot %u:%u is already taken by %s", arg,
+				c->devs[i].slot, c->devs[i].func,
+				c->devs[i].emul);
 		}
 	}
 	c->ndevs++;
@@ -319,8 +310,7 @@ static int opt_slot(struct vm_config *c, const char *arg, char *err,
 }
 
 /* --cpu-policy auto|host|safe */
-static int opt_cpu_policy(struct vm_config *c, const char *arg, char *err,
-			  size_t errlen)
+static int opt_cpu_policy(struct vm_config *c, const char *arg, struct err *err)
 {
 	if (!strcmp(arg, "auto"))
 		c->cpu_policy = CPU_POLICY_AUTO;
@@ -329,9 +319,9 @@ static int opt_cpu_policy(struct vm_config *c, const char *arg, char *err,
 	else if (!strcmp(arg, "safe"))
 		c->cpu_policy = CPU_POLICY_SAFE;
 	else {
-		snprintf(err, errlen,
-			 "--cpu-policy %s: expected auto, host or safe", arg);
-		return -EINVAL;
+		return err_set(err, -EINVAL,
+			       "--cpu-policy %s: expected auto, host or safe",
+			       arg);
 	}
 	return 0;
 }
@@ -341,44 +331,42 @@ static int opt_cpu_policy(struct vm_config *c, const char *arg, char *err,
  * from the snapshot), and the options that only make sense for a fresh
  * boot or only for a restore.
  */
-static int check_operands(struct vm_config *c, int argc, char **argv, char *err,
-			  size_t errlen)
+static int check_operands(struct vm_config *c, int argc, char **argv,
+			  struct err *err)
 {
 	if (optind < argc) {
 		if (optind + 1 < argc) {
-			snprintf(err, errlen,
-				 "unexpected argument '%s' after the VM name",
-				 argv[optind + 1]);
-			return -EINVAL;
+			return err_set(
+				err, -EINVAL,
+				"unexpected argument '%s' after the VM name",
+				argv[optind + 1]);
 		}
 		if (!config_name_valid(argv[optind])) {
-			snprintf(err, errlen,
-				 "invalid VM name '%s': use 1-%d of A-Z a-z "
-				 "0-9 . _ - (not starting with '.')",
-				 argv[optind], CONFIG_NAME_MAX);
-			return -EINVAL;
+			return err_set(
+				err, -EINVAL,
+				"invalid VM name '%s': use 1-%d of A-Z a-z "
+				"0-9 . _ - (not starting with '.')",
+				argv[optind], CONFIG_NAME_MAX);
 		}
 		strcpy(c->name, argv[optind]);
 	} else if (!c->restore) {
-		snprintf(err, errlen, "missing VM name (see --help)");
-		return -EINVAL;
+		return err_set(err, -EINVAL, "missing VM name (see --help)");
 	}
 	if (!c->restore && !c->kernel) {
-		snprintf(err, errlen,
-			 "no kernel given: use -k FILE (or -r SNAPSHOT)");
-		return -EINVAL;
+		return err_set(err, -EINVAL,
+			       "no kernel given: use -k FILE (or -r SNAPSHOT)");
 	}
 	if (c->restore && (c->kernel || c->initrd || c->cmdline)) {
-		snprintf(err, errlen,
-			 "-k, -i and -a cannot be used with -r: the snapshot "
-			 "holds the running kernel");
-		return -EINVAL;
+		return err_set(
+			err, -EINVAL,
+			"-k, -i and -a cannot be used with -r: the snapshot "
+			"holds the running kernel");
 	}
 	if (!c->restore &&
 	    (c->restore_eager || c->keep_clock || c->strict_bindings)) {
-		snprintf(err, errlen,
-			 "--eager, --keep-clock and --strict-bindings need -r");
-		return -EINVAL;
+		return err_set(
+			err, -EINVAL,
+			"--eager, --keep-clock and --strict-bindings need -r");
 	}
 	return 0;
 }
@@ -387,8 +375,7 @@ static int check_operands(struct vm_config *c, int argc, char **argv, char *err,
  * A flat switch, one case per option: each option's checks live in its
  * opt_* helper, which writes @err itself.
  */
-int config_parse(struct vm_config *c, int argc, char **argv, char *err,
-		 size_t errlen)
+int config_parse(struct vm_config *c, int argc, char **argv, struct err *err)
 {
 	int opt, ret = 0;
 
@@ -401,30 +388,30 @@ int config_parse(struct vm_config *c, int argc, char **argv, char *err,
 				  NULL)) != -1) {
 		switch (opt) {
 		case 'c':
-			ret = opt_cpus(c, optarg, err, errlen);
+			ret = opt_cpus(c, optarg, err);
 			break;
 		case 'm':
-			ret = opt_memory(c, optarg, err, errlen);
+			ret = opt_memory(c, optarg, err);
 			break;
 		case 'k':
-			ret = opt_str(&c->kernel, optarg, err, errlen);
+			ret = opt_str(&c->kernel, optarg, err);
 			break;
 		case 'i':
-			ret = opt_str(&c->initrd, optarg, err, errlen);
+			ret = opt_str(&c->initrd, optarg, err);
 			break;
 		case 'a':
-			ret = opt_str(&c->cmdline, optarg, err, errlen);
+			ret = opt_str(&c->cmdline, optarg, err);
 			break;
 		case 'l':
-			ret = opt_console(c, optarg, err, errlen);
+			ret = opt_console(c, optarg, err);
 			break;
 		case 's':
 			if (!strcmp(optarg, "help"))
 				return CONFIG_LIST_DEVS;
-			ret = opt_slot(c, optarg, err, errlen);
+			ret = opt_slot(c, optarg, err);
 			break;
 		case 'r':
-			ret = opt_str(&c->restore, optarg, err, errlen);
+			ret = opt_str(&c->restore, optarg, err);
 			break;
 		case OPT_EAGER:
 			c->restore_eager = true;
@@ -439,10 +426,10 @@ int config_parse(struct vm_config *c, int argc, char **argv, char *err,
 			c->no_unpack = true;
 			break;
 		case OPT_CPU_POLICY:
-			ret = opt_cpu_policy(c, optarg, err, errlen);
+			ret = opt_cpu_policy(c, optarg, err);
 			break;
 		case OPT_RUNDIR:
-			ret = opt_str(&c->rundir, optarg, err, errlen);
+			ret = opt_str(&c->rundir, optarg, err);
 			break;
 		case 'v':
 			c->verbose++;
@@ -454,18 +441,18 @@ int config_parse(struct vm_config *c, int argc, char **argv, char *err,
 		case 'V':
 			return CONFIG_VERSION;
 		case ':':
-			snprintf(err, errlen, "option %s needs an argument",
-				 argv[optind - 1]);
-			return -EINVAL;
+			return err_set(err, -EINVAL,
+				       "option %s needs an argument",
+				       argv[optind - 1]);
 		default:
-			snprintf(err, errlen, "unknown option %s (see --help)",
-				 argv[optind - 1]);
-			return -EINVAL;
+			return err_set(err, -EINVAL,
+				       "unknown option %s (see --help)",
+				       argv[optind - 1]);
 		}
 		if (ret)
 			return ret;
 	}
-	ret = check_operands(c, argc, argv, err, errlen);
+	ret = check_operands(c, argc, argv, err);
 	if (ret)
 		return ret;
 	if (!c->console) {
@@ -524,36 +511,35 @@ static int json_str_dup(const json_t *j, const char *key, char **out)
 }
 
 /* The three fields every configuration has: name, cpus and memory. */
-static int json_read_sizes(struct vm_config *c, const json_t *j, char *err,
-			   size_t errlen)
+static int json_read_sizes(struct vm_config *c, const json_t *j,
+			   struct err *err)
 {
 	const char *name;
 	json_int_t cpus, mem;
 
 	if (json_unpack((json_t *)j, "{s:s, s:I, s:I}", "name", &name, "cpus",
 			&cpus, "memory", &mem)) {
-		snprintf(err, errlen,
-			 "configuration: missing or mistyped name, cpus or "
-			 "memory");
-		return -EINVAL;
+		return err_set(
+			err, -EINVAL,
+			"configuration: missing or mistyped name, cpus or "
+			"memory");
 	}
 	if (!config_name_valid(name)) {
-		snprintf(err, errlen,
-			 "configuration: field 'name': invalid VM name");
-		return -EINVAL;
+		return err_set(err, -EINVAL,
+			       "configuration: field 'name': invalid VM name");
 	}
 	if (cpus < 1 || cpus > CONFIG_MAX_CPUS) {
-		snprintf(err, errlen,
-			 "configuration: field 'cpus': %lld out of range 1-%d",
-			 (long long)cpus, CONFIG_MAX_CPUS);
-		return -EINVAL;
+		return err_set(
+			err, -EINVAL,
+			"configuration: field 'cpus': %lld out of range 1-%d",
+			(long long)cpus, CONFIG_MAX_CPUS);
 	}
 	if (mem < (json_int_t)CONFIG_MIN_MEM || mem % (2 * MiB)) {
-		snprintf(err, errlen,
-			 "configuration: field 'memory': %lld is not a valid "
-			 "guest memory size",
-			 (long long)mem);
-		return -EINVAL;
+		return err_set(
+			err, -EINVAL,
+			"configuration: field 'memory': %lld is not a valid "
+			"guest memory size",
+			(long long)mem);
 	}
 	strcpy(c->name, name);
 	c->ncpus = (unsigned)cpus;
@@ -563,7 +549,7 @@ static int json_read_sizes(struct vm_config *c, const json_t *j, char *err,
 
 /* Devices entry @i; as on the command line, one device per slot:func. */
 static int json_read_device(struct vm_config *c, const json_t *d, size_t i,
-			    char *err, size_t errlen)
+			    struct err *err)
 {
 	json_int_t slot, func;
 	const char *emul, *conf;
@@ -575,18 +561,17 @@ static int json_read_device(struct vm_config *c, const json_t *d, size_t i,
 	    slot < 0 || slot > 31 || func < 0 || func > 7 ||
 	    strlen(emul) >= sizeof(dc->emul) ||
 	    strlen(conf) >= sizeof(dc->conf)) {
-		snprintf(err, errlen, "configuration: device %zu is malformed",
-			 i);
-		return -EINVAL;
+		return err_set(err, -EINVAL,
+			       "configuration: device %zu is malformed", i);
 	}
 	for (unsigned k = 0; k < c->ndevs; k++) {
 		if (c->devs[k].slot == slot && c->devs[k].func == func) {
-			snprintf(err, errlen,
-				 "configuration: device %zu: slot %u:%u is "
-				 "already taken by %s",
-				 i, c->devs[k].slot, c->devs[k].func,
-				 c->devs[k].emul);
-			return -EINVAL;
+			return err_set(
+				err, -EINVAL,
+				"configuration: device %zu: slot %u:%u is "
+				"already taken by %s",
+				i, c->devs[k].slot, c->devs[k].func,
+				c->devs[k].emul);
 		}
 	}
 	dc = &c->devs[c->ndevs++];
@@ -597,21 +582,20 @@ static int json_read_device(struct vm_config *c, const json_t *d, size_t i,
 	return 0;
 }
 
-int config_from_json(struct vm_config *c, const json_t *j, char *err,
-		     size_t errlen)
+int config_from_json(struct vm_config *c, const json_t *j, struct err *err)
 {
 	const json_t *v, *devs, *d;
 	const char *pol;
 	size_t i;
 
 	memset(c, 0, sizeof(*c));
-	if (json_read_sizes(c, j, err, errlen))
+	if (json_read_sizes(c, j, err))
 		return -EINVAL;
 	if (json_str_dup(j, "kernel", &c->kernel) ||
 	    json_str_dup(j, "initrd", &c->initrd) ||
 	    json_str_dup(j, "cmdline", &c->cmdline) ||
 	    json_str_dup(j, "console", &c->console)) {
-		snprintf(err, errlen, "configuration: mistyped string field");
+		err_set(err, -EINVAL, "configuration: mistyped string field");
 		goto fail;
 	}
 	v = json_object_get(j, "cpu_policy");
@@ -621,13 +605,13 @@ int config_from_json(struct vm_config *c, const json_t *j, char *err,
 					       : CPU_POLICY_AUTO;
 	devs = json_object_get(j, "devices");
 	if (devs && !json_is_array(devs)) {
-		snprintf(err, errlen,
-			 "configuration: field 'devices' is not a list");
+		err_set(err, -EINVAL,
+			"configuration: field 'devices' is not a list");
 		goto fail;
 	}
 	json_array_foreach(devs, i, d)
 	{
-		if (json_read_device(c, d, i, err, errlen))
+		if (json_read_device(c, d, i, err))
 			goto fail;
 	}
 	return 0;
@@ -645,21 +629,20 @@ static const char *conf_guest_part(const char *conf)
 }
 
 int config_merge_restore(struct vm_config *saved, const struct vm_config *cmd,
-			 char *err, size_t errlen)
+			 struct err *err)
 {
 	if (cmd->set_ncpus && cmd->ncpus != saved->ncpus) {
-		snprintf(err, errlen,
-			 "-c %u differs from the snapshot's %u vCPUs "
-			 "(guest-visible; cannot change on restore)",
-			 cmd->ncpus, saved->ncpus);
-		return -EINVAL;
+		return err_set(err, -EINVAL,
+			       "-c %u differs from the snapshot's %u vCPUs "
+			       "(guest-visible; cannot change on restore)",
+			       cmd->ncpus, saved->ncpus);
 	}
 	if (cmd->set_mem && cmd->mem_size != saved->mem_size) {
-		snprintf(err, errlen,
-			 "-m differs from the snapshot's memory size of %llu "
-			 "MiB (guest-visible; cannot change on restore)",
-			 (unsigned long long)(saved->mem_size / MiB));
-		return -EINVAL;
+		return err_set(
+			err, -EINVAL,
+			"-m differs from the snapshot's memory size of %llu "
+			"MiB (guest-visible; cannot change on restore)",
+			(unsigned long long)(saved->mem_size / MiB));
 	}
 	/* Until the command line names them, bindings are the snapshot's. */
 	for (unsigned k = 0; k < saved->ndevs; k++)
@@ -674,29 +657,29 @@ int config_merge_restore(struct vm_config *saved, const struct vm_config *cmd,
 			    saved->devs[k].func == cd->func)
 				sd = &saved->devs[k];
 		if (!sd) {
-			snprintf(err, errlen,
-				 "-s %u:%u,%s: the snapshot has no device in "
-				 "that slot (devices cannot be added on "
-				 "restore)",
-				 cd->slot, cd->func, cd->emul);
-			return -EINVAL;
+			return err_set(
+				err, -EINVAL,
+				"-s %u:%u,%s: the snapshot has no device in "
+				"that slot (devices cannot be added on "
+				"restore)",
+				cd->slot, cd->func, cd->emul);
 		}
 		if (strcmp(sd->emul, cd->emul)) {
-			snprintf(err, errlen,
-				 "-s %u:%u: snapshot has %s there, not %s",
-				 cd->slot, cd->func, sd->emul, cd->emul);
-			return -EINVAL;
+			return err_set(
+				err, -EINVAL,
+				"-s %u:%u: snapshot has %s there, not %s",
+				cd->slot, cd->func, sd->emul, cd->emul);
 		}
 		if (strcmp(conf_guest_part(sd->conf),
 			   conf_guest_part(cd->conf))) {
-			snprintf(err, errlen,
-				 "-s %u:%u,%s: options '%s' differ from the "
-				 "snapshot's '%s' (only the backing path/name "
-				 "may change)",
-				 cd->slot, cd->func, cd->emul,
-				 conf_guest_part(cd->conf),
-				 conf_guest_part(sd->conf));
-			return -EINVAL;
+			return err_set(
+				err, -EINVAL,
+				"-s %u:%u,%s: options '%s' differ from the "
+				"snapshot's '%s' (only the backing path/name "
+				"may change)",
+				cd->slot, cd->func, cd->emul,
+				conf_guest_part(cd->conf),
+				conf_guest_part(sd->conf));
 		}
 		strcpy(sd->conf, cd->conf); /* rebind the host side */
 		sd->from_snapshot = false;
@@ -780,8 +763,7 @@ void config_host_bindings(const struct vm_config *c,
 }
 
 /* What --strict-bindings refuses to take from a snapshot. */
-int config_check_strict_bindings(const struct vm_config *c, char *err,
-				 size_t errlen)
+int config_check_strict_bindings(const struct vm_config *c, struct err *err)
 {
 	const char *kind, *target;
 	char first[512];
@@ -790,11 +772,11 @@ int config_check_strict_bindings(const struct vm_config *c, char *err,
 		return 0;
 	console_binding(c->console ? c->console : "stdio", &kind, &target);
 	if (c->console_from_snapshot && *target) {
-		snprintf(err, errlen,
-			 "--strict-bindings: the snapshot's COM1 console is "
-			 "%s; give one with -l com1,BACKEND",
-			 c->console);
-		return -EPERM;
+		return err_set(
+			err, -EPERM,
+			"--strict-bindings: the snapshot's COM1 console is "
+			"%s; give one with -l com1,BACKEND",
+			c->console);
 	}
 	for (unsigned i = 0; i < c->ndevs; i++) {
 		const struct dev_config *d = &c->devs[i];
@@ -809,16 +791,16 @@ int config_check_strict_bindings(const struct vm_config *c, char *err,
 			 !strchr(first, '=')) ||
 			(!strcmp(d->emul, "virtio-console") && *target);
 		if (named) {
-			snprintf(err, errlen,
-				 "--strict-bindings: the snapshot's %s at "
-				 "%u:%u is bound to '%s'; give it with -s "
-				 "%u:%u,%s,BINDING%s%s",
-				 d->emul, d->slot, d->func, first, d->slot,
-				 d->func, d->emul,
-				 strchr(d->conf, ',') ? "," : "",
-				 strchr(d->conf, ',') ? strchr(d->conf, ',') + 1
-						      : "");
-			return -EPERM;
+			return err_set(
+				err, -EPERM,
+				"--strict-bindings: the snapshot's %s at "
+				"%u:%u is bound to '%s'; give it with -s "
+				"%u:%u,%s,BINDING%s%s",
+				d->emul, d->slot, d->func, first, d->slot,
+				d->func, d->emul,
+				strchr(d->conf, ',') ? "," : "",
+				strchr(d->conf, ',') ? strchr(d->conf, ',') + 1
+						     : "");
 		}
 	}
 	return 0;

@@ -14,6 +14,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "err.h"
+
 #define CONFIG_MAX_CPUS 64
 #define CONFIG_MIN_MEM	(16ULL << 20)
 #define CONFIG_MAX_DEVS 32
@@ -81,23 +83,20 @@ enum config_parse_result {
  * Parse khyve's command line. Returns a CONFIG_* value, or -EINVAL with a
  * one-line message in @err. Pure: touches no files.
  */
-int config_parse(struct vm_config *c, int argc, char **argv, char *err,
-		 size_t errlen);
+int config_parse(struct vm_config *c, int argc, char **argv, struct err *err);
 void config_free(struct vm_config *c);
 /* "512M", "2G", "1048576" -> bytes; -EINVAL on junk or overflow. */
 int config_parse_size(const char *s, uint64_t *out);
 /* A VM name usable as a socket file name: [A-Za-z0-9._-], 1-64, no '.' lead. */
 bool config_name_valid(const char *name);
 /* Parse "slot[:func],emul[,conf]". */
-int config_parse_dev(const char *arg, struct dev_config *d, char *err,
-		     size_t errlen);
+int config_parse_dev(const char *arg, struct dev_config *d, struct err *err);
 /* Value of key "k" in a "a,k=v,b" option string; copies into @out. */
 bool config_opt_get(const char *conf, const char *key, char *out, size_t len);
 
 /* To/from the JSON embedded in a snapshot. */
 json_t *config_to_json(const struct vm_config *c);
-int config_from_json(struct vm_config *c, const json_t *j, char *err,
-		     size_t errlen);
+int config_from_json(struct vm_config *c, const json_t *j, struct err *err);
 /*
  * Merge a restore: @saved comes from the snapshot, @cmd from the command
  * line. Host-side bindings in @cmd win; any guest-visible difference is an
@@ -105,14 +104,13 @@ int config_from_json(struct vm_config *c, const json_t *j, char *err,
  * (console_from_snapshot, dev_config.from_snapshot).
  */
 int config_merge_restore(struct vm_config *saved, const struct vm_config *cmd,
-			 char *err, size_t errlen);
+			 struct err *err);
 
 /*
  * With --strict-bindings: -EPERM naming the first host binding (a console
  * file or socket, a disk image, a TAP name) left to the snapshot.
  */
-int config_check_strict_bindings(const struct vm_config *c, char *err,
-				 size_t errlen);
+int config_check_strict_bindings(const struct vm_config *c, struct err *err);
 /*
  * The host resources a configuration binds (what a restore of it opens),
  * for `khyvectl snapshot info`: one line each into @fn, e.g. ("com1",

@@ -97,7 +97,7 @@ static int parse_command_line(int argc, char **argv, struct vm_config *cmd)
 	struct err e = {0};
 	bool sw = false;
 
-	switch (config_parse(cmd, argc, argv, err, sizeof(err))) {
+	switch (config_parse(cmd, argc, argv, &e)) {
 	case CONFIG_OK:
 		break;
 	case CONFIG_HELP:
@@ -122,7 +122,7 @@ static int parse_command_line(int argc, char **argv, struct vm_config *cmd)
 		config_free(cmd);
 		return 0;
 	default:
-		fprintf(stderr, "khyve: %s\n", err);
+		fprintf(stderr, "khyve: %s\n", err_msg(&e));
 		config_free(cmd);
 		return KHYVE_EXIT_ERROR;
 	}
@@ -171,11 +171,14 @@ static int check_input_files(const struct vm_config *cfg)
 static int restore_config(struct vm_config *cmd, struct vm_config *cfg)
 {
 	char err[1024] = "";
+	struct err e = {0};
 	int ret;
 
 	ret = vm_snapshot_read_config(cmd->restore, cfg, err, sizeof(err));
 	if (!ret) {
-		ret = config_merge_restore(cfg, cmd, err, sizeof(err));
+		ret = config_merge_restore(cfg, cmd, &e);
+		if (ret)
+			snprintf(err, sizeof(err), "%s", err_msg(&e));
 		/* Read, so ours to free (LeakSanitizer saw it leak). */
 		if (ret)
 			config_free(cfg);
@@ -194,8 +197,8 @@ static int restore_config(struct vm_config *cmd, struct vm_config *cfg)
 	ret = cfg->restore ? vm_snapshot_preflight(cfg->restore, cfg, err,
 						   sizeof(err))
 			   : -ENOMEM;
-	if (!ret)
-		ret = config_check_strict_bindings(cfg, err, sizeof(err));
+	if (!ret && (ret = config_check_strict_bindings(cfg, &e)))
+		snprintf(err, sizeof(err), "%s", err_msg(&e));
 	if (ret) {
 		fprintf(stderr, "khyve: %s\n", err[0] ? err : strerror(-ret));
 		config_free(cfg);

@@ -966,7 +966,9 @@ int vm_snapshot_read_config(const char *path, struct vm_config *cfg, char *err,
 		ret = -EINVAL;
 		goto out;
 	}
-	ret = config_from_json(cfg, j, err, errlen);
+	ret = config_from_json(cfg, j, &se);
+	if (ret)
+		snprintf(err, errlen, "%s", err_msg(&se));
 	json_decref(j);
 out:
 	snap_reader_close(r);

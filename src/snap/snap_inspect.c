@@ -208,7 +208,7 @@ static void list_bindings(struct snap_reader *r, json_t *cfg,
 	struct snap_ram_info ri;
 	struct err e;
 	struct vm_config c;
-	char ram[4096], msg[256];
+	char ram[4096];
 
 	if (!snap_ram_read_section(r, &ri, &e)) {
 		if (snap_ram_resolve(snap_reader_path(r), ri.file, ram,
@@ -221,8 +221,8 @@ static void list_bindings(struct snap_reader *r, json_t *cfg,
 	}
 	if (!cfg)
 		return;
-	if (config_from_json(&c, cfg, msg, sizeof(msg))) {
-		add_binding(b, "config", "invalid", msg);
+	if (config_from_json(&c, cfg, &e)) {
+		add_binding(b, "config", "invalid", err_msg(&e));
 		return;
 	}
 	config_host_bindings(&c, add_binding, b);

@@ -48,16 +48,16 @@ static void check_same(const struct vm_config *a, const struct vm_config *b)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct vm_config c, c2, cmd;
-	char err[512] = "";
+	struct err err = {0};
 	json_t *j, *j2;
 
 	/* As vm_snapshot_read_config() loads the section. */
 	j = json_loadb((const char *)data, size, 0, NULL);
 	if (!j)
 		return 0;
-	if (config_from_json(&c, j, err, sizeof(err))) {
+	if (config_from_json(&c, j, &err)) {
 		json_decref(j);
-		if (!err[0])
+		if (!err.msg[0])
 			abort(); /* every refusal must say why */
 		return 0;
 	}
@@ -68,8 +68,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	j2 = config_to_json(&c);
 	if (!j2)
 		abort();
-	err[0] = 0;
-	if (config_from_json(&c2, j2, err, sizeof(err)))
+	err_clear(&err);
+	if (config_from_json(&c2, j2, &err))
 		abort();
 	json_decref(j2);
 	check_same(&c, &c2);
@@ -78,12 +78,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	 * A restore whose command line repeats every guest-visible setting
 	 * must be accepted and leave the snapshot's config as it was.
 	 */
-	if (config_from_json(&cmd, j2 = config_to_json(&c2), err, sizeof(err)))
+	if (config_from_json(&cmd, j2 = config_to_json(&c2), &err))
 		abort();
 	json_decref(j2);
 	cmd.set_ncpus = cmd.set_mem = true;
 	cmd.set_console = cmd.console != NULL;
-	if (config_merge_restore(&c2, &cmd, err, sizeof(err)))
+	if (config_merge_restore(&c2, &cmd, &err))
 		abort();
 	check_same(&c, &c2);
 

@@ -5,14 +5,13 @@
 #include "config.h"
 #include "unit.h"
 
-static char err[512];
+static struct err err;
 
 #define PARSE(c, ...)                                                  \
 	({                                                             \
 		char *argv_[] = { "khyve", __VA_ARGS__, NULL };        \
-		err[0] = 0;                                            \
-		config_parse(c, (int)ARRAY_SIZE(argv_) - 1, argv_, err, \
-			     sizeof(err));                             \
+		err_clear(&err);                                       \
+		config_parse(c, (int)ARRAY_SIZE(argv_) - 1, argv_, &err); \
 	})
 
 static void test_sizes(void)
@@ -65,28 +64,28 @@ static void test_bad(void)
 	struct vm_config c;
 
 	CHECK_EQ(PARSE(&c, "-c", "0", "-k", "k", "vm"), -EINVAL);
-	CHECK(strstr(err, "vCPUs") != NULL);
+	CHECK(strstr(err.msg, "vCPUs") != NULL);
 	config_free(&c);
 	CHECK_EQ(PARSE(&c, "-c", "65", "-k", "k", "vm"), -EINVAL);
 	config_free(&c);
 	CHECK_EQ(PARSE(&c, "-c", "2x", "-k", "k", "vm"), -EINVAL);
 	config_free(&c);
 	CHECK_EQ(PARSE(&c, "-m", "1M", "-k", "k", "vm"), -EINVAL);
-	CHECK(strstr(err, "at least") != NULL);
+	CHECK(strstr(err.msg, "at least") != NULL);
 	config_free(&c);
 	CHECK_EQ(PARSE(&c, "-m", "lots", "-k", "k", "vm"), -EINVAL);
 	config_free(&c);
 	CHECK_EQ(PARSE(&c, "-k", "k"), -EINVAL);
-	CHECK(strstr(err, "VM name") != NULL);
+	CHECK(strstr(err.msg, "VM name") != NULL);
 	config_free(&c);
 	CHECK_EQ(PARSE(&c, "vm"), -EINVAL);
-	CHECK(strstr(err, "kernel") != NULL);
+	CHECK(strstr(err.msg, "kernel") != NULL);
 	config_free(&c);
 	CHECK_EQ(PARSE(&c, "--frobnicate", "-k", "k", "vm"), -EINVAL);
-	CHECK(strstr(err, "--frobnicate") != NULL);
+	CHECK(strstr(err.msg, "--frobnicate") != NULL);
 	config_free(&c);
 	CHECK_EQ(PARSE(&c, "-k"), -EINVAL);
-	CHECK(strstr(err, "argument") != NULL);
+	CHECK(strstr(err.msg, "argument") != NULL);
 	config_free(&c);
 	CHECK_EQ(PARSE(&c, "-k", "k", "../evil"), -EINVAL);
 	config_free(&c);
@@ -127,7 +126,7 @@ static void test_devices(void)
 	CHECK_EQ(PARSE(&c, "-k", "k", "-s", "2,virtio-blk,a", "-s",
 		       "2,virtio-rng", "vm"),
 		 -EINVAL);
-	CHECK(strstr(err, "already taken") != NULL);
+	CHECK(strstr(err.msg, "already taken") != NULL);
 	config_free(&c);
 	CHECK_EQ(PARSE(&c, "-k", "k", "-s", "32,virtio-rng", "vm"), -EINVAL);
 	config_free(&c);
@@ -147,7 +146,7 @@ static void test_json_and_restore_merge(void)
 		 CONFIG_OK);
 	j = config_to_json(&c);
 	CHECK(j != NULL);
-	CHECK_EQ(config_from_json(&back, j, err, sizeof(err)), 0);
+	CHECK_EQ(config_from_json(&back, j, &err), 0);
 	CHECK_EQ(back.ncpus, 2);
 	CHECK_EQ(back.mem_size, GiB);
 	CHECK(!strcmp(back.cmdline, "x=1"));
@@ -158,46 +157,46 @@ static void test_json_and_restore_merge(void)
 	/* Rebinding the disk path and the name is fine. */
 	CHECK_EQ(PARSE(&cmd, "-r", "s", "-s", "2,virtio-blk,/b.img,ro", "clone1"),
 		 CONFIG_OK);
-	CHECK_EQ(config_merge_restore(&back, &cmd, err, sizeof(err)), 0);
+	CHECK_EQ(config_merge_restore(&back, &cmd, &err), 0);
 	CHECK(!strcmp(back.devs[0].conf, "/b.img,ro"));
 	CHECK(!strcmp(back.name, "clone1"));
 	config_free(&cmd);
 	/* Guest-visible differences are refused, naming them. */
 	CHECK_EQ(PARSE(&cmd, "-r", "s", "-s", "2,virtio-blk,/b.img"), CONFIG_OK);
-	CHECK_EQ(config_merge_restore(&back, &cmd, err, sizeof(err)), -EINVAL);
-	CHECK(strstr(err, "differ") != NULL);
+	CHECK_EQ(config_merge_restore(&back, &cmd, &err), -EINVAL);
+	CHECK(strstr(err.msg, "differ") != NULL);
 	config_free(&cmd);
 	CHECK_EQ(PARSE(&cmd, "-r", "s", "-c", "4"), CONFIG_OK);
-	CHECK_EQ(config_merge_restore(&back, &cmd, err, sizeof(err)), -EINVAL);
-	CHECK(strstr(err, "vCPUs") != NULL);
+	CHECK_EQ(config_merge_restore(&back, &cmd, &err), -EINVAL);
+	CHECK(strstr(err.msg, "vCPUs") != NULL);
 	config_free(&cmd);
 	CHECK_EQ(PARSE(&cmd, "-r", "s", "-s", "5,virtio-rng"), CONFIG_OK);
-	CHECK_EQ(config_merge_restore(&back, &cmd, err, sizeof(err)), -EINVAL);
+	CHECK_EQ(config_merge_restore(&back, &cmd, &err), -EINVAL);
 	config_free(&cmd);
 
 	config_free(&back);
 	/* Hostile configuration JSON. */
 	j = json_loads("{\"name\":\"a\",\"cpus\":0,\"memory\":1073741824}", 0,
 		       NULL);
-	CHECK_EQ(config_from_json(&back, j, err, sizeof(err)), -EINVAL);
-	CHECK(strstr(err, "cpus") != NULL);
+	CHECK_EQ(config_from_json(&back, j, &err), -EINVAL);
+	CHECK(strstr(err.msg, "cpus") != NULL);
 	json_decref(j);
 	j = json_loads("{\"name\":\"../x\",\"cpus\":1,\"memory\":1073741824}", 0,
 		       NULL);
-	CHECK_EQ(config_from_json(&back, j, err, sizeof(err)), -EINVAL);
+	CHECK_EQ(config_from_json(&back, j, &err), -EINVAL);
 	json_decref(j);
 	j = json_loads("{\"name\":\"a\",\"cpus\":1,\"memory\":1073741824,"
 		       "\"devices\":[{\"slot\":99,\"func\":0,\"emulation\":\"x\",\"conf\":\"\"}]}",
 		       0, NULL);
-	CHECK_EQ(config_from_json(&back, j, err, sizeof(err)), -EINVAL);
+	CHECK_EQ(config_from_json(&back, j, &err), -EINVAL);
 	json_decref(j);
 	/* Two devices in one slot:func (found by fuzz_config). */
 	j = json_loads("{\"name\":\"a\",\"cpus\":1,\"memory\":1073741824,"
 		       "\"devices\":[{\"slot\":3,\"func\":0,\"emulation\":\"virtio-blk\",\"conf\":\"d\"},"
 		       "{\"slot\":3,\"func\":0,\"emulation\":\"virtio-net\",\"conf\":\"\"}]}",
 		       0, NULL);
-	CHECK_EQ(config_from_json(&back, j, err, sizeof(err)), -EINVAL);
-	CHECK(strstr(err, "slot 3:0 is already taken by virtio-blk") != NULL);
+	CHECK_EQ(config_from_json(&back, j, &err), -EINVAL);
+	CHECK(strstr(err.msg, "slot 3:0 is already taken by virtio-blk") != NULL);
 	json_decref(j);
 	config_free(&back);
 	config_free(&c);

@@ -225,7 +225,7 @@ static void load_all(const char *path, const struct pin *p)
 	struct snap_ram_info ram = {0};
 	struct vm_config cfg;
 	const struct pin *rp;
-	char err[512] = "", fmt[16];
+	char fmt[16];
 	unsigned nvcpu = 0;
 	const void *data;
 	size_t len;
@@ -250,7 +250,7 @@ static void load_all(const char *path, const struct pin *p)
 	CHECK(j != NULL);
 	memset(&cfg, 0, sizeof(cfg));
 	if (j) {
-		CHECK_EQ(config_from_json(&cfg, j, err, sizeof(err)), 0);
+		CHECK_EQ(config_from_json(&cfg, j, &se), 0);
 		json_decref(j);
 	}
 	CHECK_EQ(snap_ram_read_section(r, &ram, &se), 0);
