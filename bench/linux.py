@@ -258,7 +258,7 @@ SOFTWARE = software_backend()
 # name. -arch-capabilities only makes QEMU start: with -cpu host it sets
 # MSR 0x10a, which kvm_pvm refuses (QEMU asserts and dies).
 PVM_QEMU_CPU = ",".join(["host", "-arch-capabilities"] + ["-" + f for f in (
-    "xsave xsaveopt xsavec xsaves popcnt cx16 avx fma f16c smap avx2 "
+    "xsave xsaveopt xsavec xsaves popcnt cx16 avx fma f16c smap fsgsbase avx2 "
     "avx512f avx512dq avx512ifma avx512pf avx512er avx512cd avx512bw "
     "avx512vl avx512vbmi avx512vbmi2 vaes vpclmulqdq avx512vnni "
     "avx512bitalg avx512-vpopcntdq abm kvm-pv-ipi kvm-pv-sched-yield "
@@ -267,7 +267,7 @@ QEMU_CPU = os.environ.get("BENCH_QEMU_CPU",
                           PVM_QEMU_CPU if SOFTWARE else "host")
 # khyve appends these to a Linux command line under the safe policy
 # (cpuid_policy_cmdline); QEMU's kernel gets them from us.
-PVM_CMDLINE_WORDS = "noxsave nosmap clearcpuid=151,141"
+PVM_CMDLINE_WORDS = "noxsave nosmap nofsgsbase clearcpuid=151,141"
 
 
 def qemu_cmdline(cmdline):

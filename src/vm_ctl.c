@@ -59,6 +59,8 @@ static json_t *hidden_json(const struct vm *vm)
 		json_array_append_new(a, json_string("cx16"));
 	if (vm->hidden.smap)
 		json_array_append_new(a, json_string("smap"));
+	if (vm->hidden.fsgsbase)
+		json_array_append_new(a, json_string("fsgsbase"));
 	for (unsigned b = 0; b < 32; b++) {
 		const char *n = cpuid_kvm_pv_name(1u << b);
 
@@ -283,14 +285,15 @@ static int op_stats(void *o, json_t **reply, char *err, size_t errlen)
 					 "exits_total", (json_int_t)total,
 					 "exits", ex, "emulated", em));
 	}
-	*reply = json_pack("{s:o, s:I, s:I, s:o, s:{s:b, s:b, s:b, s:b}, "
+	*reply = json_pack("{s:o, s:I, s:I, s:o, s:{s:b, s:b, s:b, s:b, s:b}, "
 			   "s:o}",
 			   "vcpus", vcpus, "rss", (json_int_t)rss_bytes(),
 			   "guest_memory", (json_int_t)vm->cfg->mem_size,
 			   "devices", vm_devices_stats(vm->devs), "cpu_hidden",
 			   "xsave", vm->hidden.xsave, "popcnt",
 			   vm->hidden.popcnt, "cx16", vm->hidden.cx16, "smap",
-			   vm->hidden.smap, "cpu_hidden_list", hidden_json(vm));
+			   vm->hidden.smap, "fsgsbase", vm->hidden.fsgsbase,
+			   "cpu_hidden_list", hidden_json(vm));
 	return *reply ? 0 : -ENOMEM;
 }
 

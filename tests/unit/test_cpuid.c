@@ -20,7 +20,7 @@ static struct kvm_cpuid2 *make_cpuid(void)
 	e[2] = (struct kvm_cpuid_entry2){ .function = 7,
 					  .flags = KVM_CPUID_FLAG_SIGNIFCANT_INDEX,
 					  .ebx = (1u << 20) | (1u << 5) |
-						 (1u << 7) };
+						 (1u << 7) | (1u << 0) };
 	e[3] = (struct kvm_cpuid_entry2){ .function = 0xd,
 					  .flags = KVM_CPUID_FLAG_SIGNIFCANT_INDEX,
 					  .eax = 7 };
@@ -72,12 +72,13 @@ static void test_safe_policy(void)
 	struct kvm_cpuid_entry2 *e;
 
 	cpuid_apply_policy(c, CPU_POLICY_SAFE, 0, 1, &h);
-	CHECK(h.xsave && h.popcnt && h.cx16 && h.smap);
+	CHECK(h.xsave && h.popcnt && h.cx16 && h.smap && h.fsgsbase);
 	e = cpuid_find(c, 1, 0);
 	CHECK(!(e->ecx & ((1u << 23) | (1u << 26) | (1u << 13) | (1u << 28))));
 	e = cpuid_find(c, 7, 0);
 	CHECK(!(e->ebx & (1u << 20)));
 	CHECK(!(e->ebx & (1u << 5)));
+	CHECK(!(e->ebx & (1u << 0))); /* FSGSBASE */
 	CHECK(e->ebx & (1u << 7)); /* SMEP stays */
 	CHECK(cpuid_find(c, 0xd, 0) == NULL);
 	CHECK(cpuid_find(c, 0xd, 1) == NULL);
@@ -92,6 +93,8 @@ static void test_safe_policy(void)
 	CHECK(!strcmp(cpuid_kvm_pv_name(KVM_PV_SEND_IPI), "pv_send_ipi"));
 	CHECK(cpuid_kvm_pv_name(1u << 0) == NULL);
 	CHECK(strstr(cpuid_policy_cmdline(CPU_POLICY_SAFE), "noxsave") != NULL);
+	CHECK(strstr(cpuid_policy_cmdline(CPU_POLICY_SAFE), " nofsgsbase ") !=
+	      NULL);
 	free(c);
 }
 

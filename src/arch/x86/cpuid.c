@@ -19,8 +19,9 @@
 /* Leaf 1 EDX. */
 #define F1_EDX_HTT (1u << 28)
 /* Leaf 7.0 EBX. */
-#define F7_EBX_AVX2 (1u << 5)
-#define F7_EBX_SMAP (1u << 20)
+#define F7_EBX_FSGSBASE (1u << 0)
+#define F7_EBX_AVX2	(1u << 5)
+#define F7_EBX_SMAP	(1u << 20)
 /* AVX-512 F, DQ, IFMA, PF, ER, CD, BW, VL. */
 #define F7_EBX_AVX512                                                          \
 	((1u << 16) | (1u << 17) | (1u << 21) | (1u << 26) | (1u << 27) |      \
@@ -169,10 +170,13 @@ void cpuid_apply_policy(struct kvm_cpuid2 *c, enum cpu_policy policy,
 			break;
 		case 7:
 			if (safe && e->index == 0) {
-				if (hidden)
+				if (hidden) {
 					hidden->smap = e->ebx & F7_EBX_SMAP;
-				e->ebx &= ~(F7_EBX_SMAP | F7_EBX_AVX2 |
-					    F7_EBX_AVX512);
+					hidden->fsgsbase =
+						e->ebx & F7_EBX_FSGSBASE;
+				}
+				e->ebx &= ~(F7_EBX_SMAP | F7_EBX_FSGSBASE |
+					    F7_EBX_AVX2 | F7_EBX_AVX512);
 				e->ecx &= ~F7_ECX_AVXISH;
 			}
 			break;
@@ -202,11 +206,15 @@ const char *cpuid_policy_cmdline(enum cpu_policy policy)
 	/*
 	 * kvm_pvm may pass the host's CPUID through to guest kernel code, so
 	 * say it again on Linux's command line: 151 is X86_FEATURE_POPCNT and
-	 * 141 X86_FEATURE_CX16 (6.1 takes bit numbers only). Linux words
+	 * 141 X86_FEATURE_CX16 (6.1 takes bit numbers only). nofsgsbase:
+	 * with FSGSBASE, user processes on kvm_pvm died at random of a %fs
+	 * read that returned 0 (busybox, 4 Linux test runs under load), and
+	 * the NMI entry's LSL is not emulated (the VM died on an RCU-stall
+	 * NMI); 2 runs with nofsgsbase had neither. Linux words
 	 * only: vm_boot hands them to the loader, which appends them to a
 	 * Linux kernel's command line and to no other guest's.
 	 */
 	if (policy == CPU_POLICY_SAFE)
-		return "noxsave nosmap clearcpuid=151,141";
+		return "noxsave nosmap nofsgsbase clearcpuid=151,141";
 	return "";
 }

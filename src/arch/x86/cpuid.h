@@ -34,7 +34,7 @@
 
 /* The features the safe policy hid, for documentation and statistics. */
 struct cpuid_hidden {
-	bool xsave, popcnt, cx16, smap;
+	bool xsave, popcnt, cx16, smap, fsgsbase;
 	uint32_t kvm_pv; /* KVM_PV_* bits the host offered and we hid */
 };
 
