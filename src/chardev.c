@@ -169,8 +169,7 @@ static struct chardev *chardev_alloc(enum chardev_type type)
  * connections there) is refused, a stale one (left by a process that
  * died: ECONNREFUSED) is removed, as the control socket does.
  */
-static int clear_stale_socket(const struct sockaddr_un *sun, char *err,
-			      size_t errlen)
+static int clear_stale_socket(const struct sockaddr_un *sun, struct err *err)
 {
 	const char *path = sun->sun_path;
 	struct stat sb;
@@ -180,49 +179,43 @@ static int clear_stale_socket(const struct sockaddr_un *sun, char *err,
 		if (errno == ENOENT)
 			return 0;
 		rc = -errno;
-		set_err(err, errlen, "cannot stat %s: %s", path,
-			strerror(errno));
-		return rc;
+		return err_set(err, rc, "cannot stat %s: %s", path,
+			       strerror(errno));
 	}
 	if (!S_ISSOCK(sb.st_mode)) {
-		set_err(err, errlen,
+		return err_set(
+			err, -EEXIST,
 			"%s exists and is not a socket; not replacing it",
 			path);
-		return -EEXIST;
 	}
 	/* Non-blocking: a live listener with a full backlog says EAGAIN. */
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0) {
 		rc = -errno;
-		set_err(err, errlen, "socket: %s", strerror(errno));
-		return rc;
+		return err_set(err, rc, "socket: %s", strerror(errno));
 	}
 	rc = connect(fd, (const struct sockaddr *)sun, sizeof(*sun));
 	e = errno;
 	close(fd);
 	if (rc == 0 || e == EAGAIN || e == EINPROGRESS) {
-		set_err(err, errlen,
-			"console socket %s is in use (something accepts "
-			"connections there); not replacing it",
-			path);
-		return -EADDRINUSE;
+		return err_set(err, -EADDRINUSE,
+			       "console socket %s is in use (something accepts "
+			       "connections there); not replacing it",
+			       path);
 	}
 	if (e != ECONNREFUSED && e != ENOENT) {
-		set_err(err, errlen, "cannot probe console socket %s: %s", path,
-			strerror(e));
-		return -e;
+		return err_set(err, -e, "cannot probe console socket %s: %s",
+			       path, strerror(e));
 	}
 	if (unlink(path) < 0 && errno != ENOENT) {
 		rc = -errno;
-		set_err(err, errlen, "cannot remove stale socket %s: %s", path,
-			strerror(errno));
-		return rc;
+		return err_set(err, rc, "cannot remove stale socket %s: %s",
+			       path, strerror(errno));
 	}
 	return 0;
 }
 
-static int open_socket(struct chardev *c, const char *path, char *err,
-		       size_t errlen)
+static int open_socket(struct chardev *c, const char *path, struct err *err)
 {
 	struct sockaddr_un sun;
 	struct epoll_event ev;
@@ -230,31 +223,29 @@ static int open_socket(struct chardev *c, const char *path, char *err,
 	int ret;
 
 	if (strlen(path) >= sizeof(sun.sun_path)) {
-		set_err(err, errlen, "socket path too long (max %zu bytes): %s",
-			sizeof(sun.sun_path) - 1, path);
-		return -ENAMETOOLONG;
+		return err_set(err, -ENAMETOOLONG,
+			       "socket path too long (max %zu bytes): %s",
+			       sizeof(sun.sun_path) - 1, path);
 	}
 	memset(&sun, 0, sizeof(sun));
 	sun.sun_family = AF_UNIX;
 	memcpy(sun.sun_path, path, strlen(path));
 
 	/* A stale socket from a previous run would make bind() fail. */
-	ret = clear_stale_socket(&sun, err, errlen);
+	ret = clear_stale_socket(&sun, err);
 	if (ret < 0)
 		return ret;
 	c->listen_fd =
 		socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (c->listen_fd < 0) {
 		ret = -errno;
-		set_err(err, errlen, "socket: %s", strerror(errno));
-		return ret;
+		return err_set(err, ret, "socket: %s", strerror(errno));
 	}
 	if (bind(c->listen_fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 ||
 	    listen(c->listen_fd, 1) < 0) {
 		ret = -errno;
-		set_err(err, errlen, "cannot listen on %s: %s", path,
-			strerror(errno));
-		return ret;
+		return err_set(err, ret, "cannot listen on %s: %s", path,
+			       strerror(errno));
 	}
 	if (stat(path, &sb) == 0) {
 		c->sock_dev = sb.st_dev;
@@ -263,29 +254,25 @@ static int open_socket(struct chardev *c, const char *path, char *err,
 	c->path = strdup(path);
 	if (!c->path) {
 		unlink(path);
-		set_err(err, errlen, "out of memory");
-		return -ENOMEM;
+		return err_set(err, -ENOMEM, "out of memory");
 	}
 	c->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
 	if (c->epoll_fd < 0) {
 		ret = -errno;
-		set_err(err, errlen, "epoll_create1: %s", strerror(errno));
-		return ret;
+		return err_set(err, ret, "epoll_create1: %s", strerror(errno));
 	}
 	memset(&ev, 0, sizeof(ev));
 	ev.events = EPOLLIN;
 	ev.data.fd = c->listen_fd;
 	if (epoll_ctl(c->epoll_fd, EPOLL_CTL_ADD, c->listen_fd, &ev) < 0) {
 		ret = -errno;
-		set_err(err, errlen, "epoll_ctl: %s", strerror(errno));
-		return ret;
+		return err_set(err, ret, "epoll_ctl: %s", strerror(errno));
 	}
 	return 0;
 }
 
 /* A file back-end a snapshot named: existing, appended to, not waited on. */
-static int open_existing(const char *path, const char *spec, char *err,
-			 size_t errlen)
+static int open_existing(const char *path, const char *spec, struct err *err)
 {
 	int fd = open(path,
 		      O_WRONLY | O_APPEND | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
@@ -293,12 +280,12 @@ static int open_existing(const char *path, const char *spec, char *err,
 
 	if (fd < 0) {
 		rc = -errno;
-		set_err(err, errlen,
+		return err_set(
+			err, rc,
 			"console %s (named by the snapshot): %s; khyve creates "
 			"or truncates no file a snapshot names: give the "
 			"console on the command line to do that",
 			spec, strerror(-rc));
-		return rc;
 	}
 	/* As the command line's file back-end from here on. */
 	fl = fcntl(fd, F_GETFL);
@@ -312,7 +299,7 @@ static int open_existing(const char *path, const char *spec, char *err,
  * the open flags a file back-end adds.
  */
 static int parse_spec(const char *spec, enum chardev_type *type,
-		      const char **path, int *oflags, char *err, size_t errlen)
+		      const char **path, int *oflags, struct err *err)
 {
 	*path = NULL;
 	*oflags = 0;
@@ -332,7 +319,9 @@ static int parse_spec(const char *spec, enum chardev_type *type,
 		*type = CD_SOCKET;
 		*path = spec + 7;
 	} else {
-		set_err(err, errlen,
+		/* Not `return err_set()`: gcc then thinks *type may be unset.
+		 */
+		err_set(err, -EINVAL,
 			"unknown console back-end '%s' (expected stdio, null, "
 			"file:PATH, append:PATH or socket:PATH)",
 			spec);
@@ -342,16 +331,15 @@ static int parse_spec(const char *spec, enum chardev_type *type,
 }
 
 /* The process has one stdin/stdout, so only one console may claim them. */
-static int open_stdio(struct chardev *c, char *err, size_t errlen)
+static int open_stdio(struct chardev *c, struct err *err)
 {
 	int ret;
 
 	pthread_mutex_lock(&tty_lock);
 	if (stdio_in_use) {
 		pthread_mutex_unlock(&tty_lock);
-		set_err(err, errlen,
-			"stdio is already used by another console");
-		return -EBUSY;
+		return err_set(err, -EBUSY,
+			       "stdio is already used by another console");
 	}
 	stdio_in_use = true;
 	c->claimed_stdio = true;
@@ -360,19 +348,18 @@ static int open_stdio(struct chardev *c, char *err, size_t errlen)
 	c->out_fd = STDOUT_FILENO;
 	ret = tty_make_raw(STDIN_FILENO, &c->tty_slot);
 	if (ret < 0) {
-		set_err(err, errlen, "cannot put stdin in raw mode: %s",
-			strerror(-ret));
-		return ret;
+		return err_set(err, ret, "cannot put stdin in raw mode: %s",
+			       strerror(-ret));
 	}
 	return 0;
 }
 
 /* file: and append:; a snapshot's file is only ever appended to. */
 static int open_file(struct chardev *c, const char *spec, const char *path,
-		     int oflags, unsigned flags, char *err, size_t errlen)
+		     int oflags, unsigned flags, struct err *err)
 {
 	if (flags & CHARDEV_NO_CREATE) {
-		c->out_fd = open_existing(path, spec, err, errlen);
+		c->out_fd = open_existing(path, spec, err);
 		if (c->out_fd < 0)
 			return c->out_fd;
 		c->owns_fds = true;
@@ -382,16 +369,15 @@ static int open_file(struct chardev *c, const char *spec, const char *path,
 	if (c->out_fd < 0) {
 		int ret = -errno;
 
-		set_err(err, errlen, "cannot open console file %s: %s", path,
-			strerror(errno));
-		return ret;
+		return err_set(err, ret, "cannot open console file %s: %s",
+			       path, strerror(errno));
 	}
 	c->owns_fds = true;
 	return 0;
 }
 
 int chardev_open(struct chardev **cp, const char *spec, unsigned flags,
-		 char *err, size_t errlen)
+		 struct err *err)
 {
 	enum chardev_type type;
 	struct chardev *c;
@@ -399,46 +385,42 @@ int chardev_open(struct chardev **cp, const char *spec, unsigned flags,
 	int ret, oflags;
 
 	*cp = NULL;
-	if (err && errlen)
-		err[0] = '\0';
+	err_clear(err);
 	if (!spec) {
-		set_err(err, errlen, "missing console back-end");
-		return -EINVAL;
+		return err_set(err, -EINVAL, "missing console back-end");
 	}
-	ret = parse_spec(spec, &type, &path, &oflags, err, errlen);
+	ret = parse_spec(spec, &type, &path, &oflags, err);
 	if (ret)
 		return ret;
 	c = chardev_alloc(type);
 	if (!c) {
-		set_err(err, errlen, "out of memory");
-		return -ENOMEM;
+		return err_set(err, -ENOMEM, "out of memory");
 	}
 	if (path && !*path) {
-		set_err(err, errlen, "console back-end '%s' needs a path",
-			spec);
-		ret = -EINVAL;
+		ret = err_set(err, -EINVAL,
+			      "console back-end '%s' needs a path", spec);
 		goto fail;
 	}
 
 	switch (type) {
 	case CD_STDIO:
-		ret = open_stdio(c, err, errlen);
+		ret = open_stdio(c, err);
 		break;
 	case CD_FILE:
-		ret = open_file(c, spec, path, oflags, flags, err, errlen);
+		ret = open_file(c, spec, path, oflags, flags, err);
 		break;
 	case CD_SOCKET:
 		if (flags & CHARDEV_NO_CREATE) {
-			set_err(err, errlen,
+			ret = err_set(
+				err, -EPERM,
 				"console %s (named by the snapshot): a "
 				"listening socket creates its path, and khyve "
 				"creates no file a snapshot names: give the "
 				"console on the command line",
 				spec);
-			ret = -EPERM;
 			goto fail;
 		}
-		ret = open_socket(c, path, err, errlen);
+		ret = open_socket(c, path, err);
 		break;
 	default:
 		break;

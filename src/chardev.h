@@ -28,6 +28,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "err.h"
+
 /* Longest stdio stall before output is dropped instead (see above). */
 #define CHARDEV_STDIO_WAIT_MS 100
 
@@ -52,7 +54,7 @@ struct chardev_stats {
  */
 #define CHARDEV_NO_CREATE 0x1
 int chardev_open(struct chardev **c, const char *spec, unsigned flags,
-		 char *err, size_t errlen);
+		 struct err *err);
 /*
  * Wrap existing descriptors (either may be -1). Used for pipes in tests and
  * by callers that set up their own plumbing; the fds are not closed by

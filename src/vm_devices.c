@@ -286,7 +286,6 @@ int vm_devices_create(struct vm_devices **devs,
 {
 	const struct vm_config *cfg = host->cfg;
 	struct vm_devices *d = calloc(1, sizeof(*d));
-	char cerr[ERR_MSG_MAX] = "";
 	int ret;
 
 	err_clear(err);
@@ -308,9 +307,9 @@ int vm_devices_create(struct vm_devices **devs,
 
 	ret = chardev_open(&d->console, cfg->console,
 			   cfg->console_from_snapshot ? CHARDEV_NO_CREATE : 0,
-			   cerr, sizeof(cerr));
+			   err);
 	if (ret)
-		return err_set(err, ret, "%s", cerr);
+		return ret;
 	ret = legacy_create(d, err);
 	if (ret)
 		goto fail;

@@ -470,7 +470,7 @@ static int con_create(const char *conf, const struct dev_env *env,
 {
 	/* Input read before the snapshot's buffers load would be lost. */
 	struct virtio_console_opts o = {.start_paused = env->start_paused};
-	char spec[600], cerr[256];
+	char spec[600];
 	struct virtio_console *con;
 	int ret;
 
@@ -478,11 +478,11 @@ static int con_create(const char *conf, const struct dev_env *env,
 	if (ret)
 		return ret;
 	ret = chardev_open(&o.cd, spec,
-			   env->from_snapshot ? CHARDEV_NO_CREATE : 0, cerr,
-			   sizeof(cerr));
-	if (ret)
-		return err_set(err, ret, "-s %u,virtio-console: %s", env->slot,
-			       cerr);
+			   env->from_snapshot ? CHARDEV_NO_CREATE : 0, err);
+	if (ret) {
+		err_prefix(err, "-s %u,virtio-console: ", env->slot);
+		return ret;
+	}
 	con = calloc(1, sizeof(*con));
 	if (!con) {
 		chardev_close(o.cd);

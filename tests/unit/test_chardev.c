@@ -34,19 +34,18 @@ static bool readable(int fd, int ms)
 static void test_spec_errors(void)
 {
 	struct chardev *c = (struct chardev *)1;
-	char err[256];
+	struct err err;
 
-	CHECK_EQ(chardev_open(&c, "com1", 0, err, sizeof(err)), -EINVAL);
+	CHECK_EQ(chardev_open(&c, "com1", 0, &err), -EINVAL);
 	CHECK(c == NULL);
-	CHECK(strstr(err, "com1") != NULL);
-	CHECK_EQ(chardev_open(&c, "file:", 0, err, sizeof(err)), -EINVAL);
-	CHECK(strstr(err, "path") != NULL);
-	CHECK_EQ(chardev_open(&c, "socket:", 0, err, sizeof(err)), -EINVAL);
-	CHECK_EQ(chardev_open(&c, "file:/nonexistent-dir/x", 0, err,
-			      sizeof(err)),
+	CHECK(strstr(err.msg, "com1") != NULL);
+	CHECK_EQ(chardev_open(&c, "file:", 0, &err), -EINVAL);
+	CHECK(strstr(err.msg, "path") != NULL);
+	CHECK_EQ(chardev_open(&c, "socket:", 0, &err), -EINVAL);
+	CHECK_EQ(chardev_open(&c, "file:/nonexistent-dir/x", 0, &err),
 		 -ENOENT);
-	CHECK(strstr(err, "/nonexistent-dir/x") != NULL);
-	CHECK_EQ(chardev_open(&c, NULL, 0, NULL, 0), -EINVAL);
+	CHECK(strstr(err.msg, "/nonexistent-dir/x") != NULL);
+	CHECK_EQ(chardev_open(&c, NULL, 0, NULL), -EINVAL);
 }
 
 static void test_null(void)
@@ -55,7 +54,7 @@ static void test_null(void)
 	struct chardev_stats st;
 	char buf[4];
 
-	CHECK_EQ(chardev_open(&c, "null", 0, NULL, 0), 0);
+	CHECK_EQ(chardev_open(&c, "null", 0, NULL), 0);
 	CHECK(!strcmp(chardev_kind(c), "null"));
 	CHECK_EQ(chardev_write(c, "abc", 3), 3);
 	CHECK_EQ(chardev_input_fd(c), -1);
@@ -86,20 +85,20 @@ static void test_file(void)
 
 	snprintf(path, sizeof(path), "%s/console.log", tmpdir);
 	snprintf(spec, sizeof(spec), "file:%s", path);
-	CHECK_EQ(chardev_open(&c, spec, 0, NULL, 0), 0);
+	CHECK_EQ(chardev_open(&c, spec, 0, NULL), 0);
 	CHECK_EQ(chardev_write(c, "first\n", 6), 6);
 	CHECK_EQ(chardev_input_fd(c), -1);
 	chardev_close(c);
 	CHECK_EQ(slurp(path, buf, sizeof(buf)), 6);
 	/* file: truncates... */
-	CHECK_EQ(chardev_open(&c, spec, 0, NULL, 0), 0);
+	CHECK_EQ(chardev_open(&c, spec, 0, NULL), 0);
 	CHECK_EQ(chardev_write(c, "second\n", 7), 7);
 	chardev_close(c);
 	CHECK_EQ(slurp(path, buf, sizeof(buf)), 7);
 	CHECK(!strcmp(buf, "second\n"));
 	/* ...append: does not. */
 	snprintf(spec, sizeof(spec), "append:%s", path);
-	CHECK_EQ(chardev_open(&c, spec, 0, NULL, 0), 0);
+	CHECK_EQ(chardev_open(&c, spec, 0, NULL), 0);
 	CHECK(!strcmp(chardev_kind(c), "file"));
 	CHECK_EQ(chardev_write(c, "third\n", 6), 6);
 	chardev_close(c);
@@ -136,7 +135,7 @@ static void test_socket(void)
 	struct chardev *c;
 	struct chardev_stats st;
 	char spec[128], path[96], buf[64];
-	char err[256];
+	struct err err;
 	struct stat sb;
 	int cl, cl2, infd;
 	static char big[1 << 20];
@@ -144,7 +143,7 @@ static void test_socket(void)
 
 	snprintf(path, sizeof(path), "%s/console.sock", tmpdir);
 	snprintf(spec, sizeof(spec), "socket:%s", path);
-	CHECK_EQ(chardev_open(&c, spec, 0, err, sizeof(err)), 0);
+	CHECK_EQ(chardev_open(&c, spec, 0, &err), 0);
 	CHECK_EQ(stat(path, &sb), 0);
 	CHECK(S_ISSOCK(sb.st_mode));
 	infd = chardev_input_fd(c);
@@ -200,8 +199,8 @@ static void test_socket(void)
 
 	/* Never replace something that is not a socket. */
 	CHECK_EQ(close(open(path, O_CREAT | O_WRONLY, 0600)), 0);
-	CHECK_EQ(chardev_open(&c, spec, 0, err, sizeof(err)), -EEXIST);
-	CHECK(strstr(err, "not a socket") != NULL);
+	CHECK_EQ(chardev_open(&c, spec, 0, &err), -EEXIST);
+	CHECK(strstr(err.msg, "not a socket") != NULL);
 	unlink(path);
 }
 
@@ -229,7 +228,8 @@ static int listen_at(const char *path, bool live)
 /* Someone else's live socket is never taken over; a stale one is. */
 static void test_socket_in_use(void)
 {
-	char spec[128], path[96], err[256] = "";
+	char spec[128], path[96];
+	struct err err = {0};
 	struct chardev *c = NULL;
 	struct stat sb, mine;
 	int srv, cl, i, fill[4];
@@ -239,10 +239,10 @@ static void test_socket_in_use(void)
 	srv = listen_at(path, true);
 	CHECK(srv >= 0);
 	CHECK(stat(path, &mine) == 0);
-	CHECK_EQ(chardev_open(&c, spec, 0, err, sizeof(err)), -EADDRINUSE);
+	CHECK_EQ(chardev_open(&c, spec, 0, &err), -EADDRINUSE);
 	CHECK(c == NULL);
-	CHECK(strstr(err, "in use") != NULL);
-	CHECK(strstr(err, path) != NULL);
+	CHECK(strstr(err.msg, "in use") != NULL);
+	CHECK(strstr(err.msg, path) != NULL);
 	/* still the other process's socket, still answering */
 	CHECK(stat(path, &sb) == 0 && sb.st_ino == mine.st_ino);
 	cl = connect_to(path);
@@ -257,7 +257,7 @@ static void test_socket_in_use(void)
 		if (connect(fill[i], (struct sockaddr *)&sun, sizeof(sun)))
 			CHECK(errno == EAGAIN);
 	}
-	CHECK_EQ(chardev_open(&c, spec, 0, err, sizeof(err)), -EADDRINUSE);
+	CHECK_EQ(chardev_open(&c, spec, 0, &err), -EADDRINUSE);
 	CHECK(stat(path, &sb) == 0 && sb.st_ino == mine.st_ino);
 	for (i = 0; i < 4; i++)
 		close(fill[i]);
@@ -265,7 +265,7 @@ static void test_socket_in_use(void)
 
 	/* now stale (nobody listens): replaced, and ours answers */
 	CHECK_EQ(connect_to(path), -1);
-	CHECK_EQ(chardev_open(&c, spec, 0, err, sizeof(err)), 0);
+	CHECK_EQ(chardev_open(&c, spec, 0, &err), 0);
 	cl = connect_to(path);
 	CHECK(cl >= 0);
 	close(cl);
@@ -281,7 +281,7 @@ static void test_socket_in_use(void)
 	unlink(path);
 	/* a stale socket from a killed khyve */
 	CHECK_EQ(listen_at(path, false), 0);
-	CHECK_EQ(chardev_open(&c, spec, 0, err, sizeof(err)), 0);
+	CHECK_EQ(chardev_open(&c, spec, 0, &err), 0);
 	chardev_close(c);
 	CHECK(stat(path, &sb) < 0 && errno == ENOENT);
 }
@@ -335,7 +335,7 @@ static void test_stdio_raw_restore(void)
 {
 	struct chardev *c, *c2;
 	struct termios tio;
-	char err[256];
+	struct err err;
 	int saved_in, m, s;
 
 	m = posix_openpt(O_RDWR | O_NOCTTY);
@@ -351,10 +351,10 @@ static void test_stdio_raw_restore(void)
 
 	CHECK_EQ(tcgetattr(s, &tio), 0);
 	CHECK(tio.c_lflag & ICANON);
-	CHECK_EQ(chardev_open(&c, "stdio", 0, err, sizeof(err)), 0);
+	CHECK_EQ(chardev_open(&c, "stdio", 0, &err), 0);
 	CHECK_EQ(tcgetattr(s, &tio), 0);
 	CHECK(!(tio.c_lflag & (ICANON | ECHO | ISIG)));
-	CHECK_EQ(chardev_open(&c2, "stdio", 0, err, sizeof(err)), -EBUSY);
+	CHECK_EQ(chardev_open(&c2, "stdio", 0, &err), -EBUSY);
 	/* Typed input reaches the reader byte by byte (raw mode). */
 	CHECK_EQ(write(m, "q", 1), 1);
 	{
@@ -370,7 +370,7 @@ static void test_stdio_raw_restore(void)
 	CHECK(tio.c_lflag & ICANON);
 	chardev_close(c);
 	/* ...and so does close. */
-	CHECK_EQ(chardev_open(&c, "stdio", 0, err, sizeof(err)), 0);
+	CHECK_EQ(chardev_open(&c, "stdio", 0, &err), 0);
 	CHECK_EQ(tcgetattr(s, &tio), 0);
 	CHECK(!(tio.c_lflag & ICANON));
 	chardev_close(c);

@@ -397,7 +397,7 @@ static void test_fuzz(void)
 	struct chardev *c;
 	unsigned bad = 0;
 
-	CHECK_EQ(chardev_open(&c, "null", 0, NULL, 0), 0);
+	CHECK_EQ(chardev_open(&c, "null", 0, NULL), 0);
 	setup(&u, &r, c);
 	for (unsigned i = 0; i < 100000; i++) {
 		uint64_t x = next_rand(), y = next_rand();

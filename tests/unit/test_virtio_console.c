@@ -300,13 +300,14 @@ static void test_tx_bounded(void)
 {
 	struct virtio_console_stats st;
 	struct chardev *cd;
-	char path[64], spec[80], err[128];
+	char path[64], spec[80];
+	struct err err;
 	const uint32_t seg = 768 * 1024;
 
 	snprintf(path, sizeof(path), "/tmp/khyve-vcon-%d.out", (int)getpid());
 	snprintf(spec, sizeof(spec), "file:%s", path);
 	memset(ram, 0, RAM_SIZE);
-	CHECK_EQ(chardev_open(&cd, spec, 0, err, sizeof(err)), 0);
+	CHECK_EQ(chardev_open(&cd, spec, 0, &err), 0);
 	attach(&con, 0, 0, cd);
 	driver_init(0);
 	memset(ram + 0x40000, 'x', seg);
@@ -529,7 +530,8 @@ static void test_snapshot(void)
 /* Output before a socket client connects is held for it, then both ways. */
 static void test_socket(void)
 {
-	char sock[] = "/tmp/khyve-unit-vcon-sock-XXXXXX", err[256], got[32];
+	char sock[] = "/tmp/khyve-unit-vcon-sock-XXXXXX", got[32];
+	struct err err;
 	struct sockaddr_un sun = {.sun_family = AF_UNIX};
 	struct virtio_console_stats st;
 	struct chardev *cd;
@@ -541,7 +543,7 @@ static void test_socket(void)
 	close(fd);
 	unlink(sock);
 	snprintf(spec, sizeof(spec), "socket:%s", sock);
-	CHECK_EQ(chardev_open(&cd, spec, 0, err, sizeof(err)), 0);
+	CHECK_EQ(chardev_open(&cd, spec, 0, &err), 0);
 	memset(ram, 0, RAM_SIZE);
 	attach(&con, 0, 0, cd);
 	driver_init(0);
