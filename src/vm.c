@@ -552,15 +552,9 @@ int vm_boot(struct vm *vm, struct err *e)
 	bc.linux_extra = cpuid_policy_cmdline(vm->policy);
 	bc.ncpus = vm->ncpus;
 	bc.flags = vm->cfg->no_unpack ? BOOT_F_NO_UNPACK : 0;
-	/* boot.c is not converted to struct err yet: it writes e->msg. */
-	err_clear(e);
-	ret = kernel_load(&vm->mem, &bc, &bi, e ? e->msg : NULL,
-			  e ? sizeof(e->msg) : 0);
-	if (ret) {
-		if (e)
-			e->code = ret;
+	ret = kernel_load(&vm->mem, &bc, &bi, e);
+	if (ret)
 		return ret;
-	}
 	log_info("kernel %s: %s%s entry 0x%" PRIx64, vm->cfg->kernel,
 		 bi.is_linux ? "Linux, " : "",
 		 bi.mode == BOOT_MODE_PVH ? "PVH" : "64-bit", bi.entry);

@@ -17,14 +17,14 @@
 /* A kernel file, initrd and command line with default flags. */
 static int load_file(const struct guest_mem *m, const char *kpath,
 		     const char *ipath, const char *cmdline, unsigned ncpus,
-		     struct boot_info *bi, char *err, size_t errlen)
+		     struct boot_info *bi, struct err *err)
 {
 	struct boot_config c = {.kernel_path = kpath,
 				.initrd_path = ipath,
 				.cmdline = cmdline,
 				.ncpus = ncpus};
 
-	return kernel_load(m, &c, bi, err, errlen);
+	return kernel_load(m, &c, bi, err);
 }
 
 static uint8_t *gzip_vmlinux(bool pvh, size_t *len)
@@ -92,7 +92,7 @@ static void test_bzimage_classic(void)
 				  .flags = BOOT_F_NO_UNPACK};
 	struct boot_info bi;
 	uint8_t initrd[10000];
-	char err[200] = "";
+	struct err err = {0};
 	size_t len;
 	uint8_t *bz, *bp;
 
@@ -103,7 +103,7 @@ static void test_bzimage_classic(void)
 		goto out;
 	memset(initrd, 0x5a, sizeof(initrd));
 	CHECK_EQ(kernel_load_buf(&m, &cfg, bz, len, initrd, sizeof(initrd), &bi,
-				 err, sizeof(err)),
+				 &err),
 		 0);
 	CHECK_EQ(bi.format, KERNEL_FMT_BZIMAGE);
 	CHECK_EQ(bi.mode, BOOT_MODE_LINUX64);
@@ -134,8 +134,7 @@ static void test_bzimage_classic(void)
 	bz = make_bz(&o, &len);
 	if (!bz)
 		goto out;
-	CHECK_EQ(kernel_load_buf(&m, &cfg, bz, len, NULL, 0, &bi, err,
-				 sizeof(err)),
+	CHECK_EQ(kernel_load_buf(&m, &cfg, bz, len, NULL, 0, &bi, &err),
 		 0);
 	CHECK_EQ(bi.kernel_start, 0x100000);
 	CHECK_EQ(bi.entry, 0x100200);
@@ -152,7 +151,7 @@ static void test_elf_linux64(void)
 	struct fx_elf_opts o = fx_vmlinux_opts(false);
 	struct boot_config cfg = {.ncpus = 1};
 	struct boot_info bi;
-	char err[200] = "";
+	struct err err = {0};
 	size_t len;
 	uint8_t *img, *bp;
 
@@ -161,8 +160,7 @@ static void test_elf_linux64(void)
 	img = fx_elf(&o, &len);
 	if (!img)
 		goto out;
-	CHECK_EQ(kernel_load_buf(&m, &cfg, img, len, NULL, 0, &bi, err,
-				 sizeof(err)),
+	CHECK_EQ(kernel_load_buf(&m, &cfg, img, len, NULL, 0, &bi, &err),
 		 0);
 	CHECK_EQ(bi.format, KERNEL_FMT_ELF);
 	CHECK_EQ(bi.mode, BOOT_MODE_LINUX64);
@@ -181,8 +179,7 @@ static void test_elf_linux64(void)
 	img = fx_elf(&o, &len);
 	if (!img)
 		goto out;
-	CHECK_EQ(kernel_load_buf(&m, &cfg, img, len, NULL, 0, &bi, err,
-				 sizeof(err)),
+	CHECK_EQ(kernel_load_buf(&m, &cfg, img, len, NULL, 0, &bi, &err),
 		 0);
 	CHECK_EQ(bi.entry, 0x1000010);
 	free(img);
@@ -192,10 +189,9 @@ static void test_elf_linux64(void)
 	img = fx_elf(&o, &len);
 	if (!img)
 		goto out;
-	CHECK_EQ(kernel_load_buf(&m, &cfg, img, len, NULL, 0, &bi, err,
-				 sizeof(err)),
+	CHECK_EQ(kernel_load_buf(&m, &cfg, img, len, NULL, 0, &bi, &err),
 		 -ENOEXEC);
-	CHECK(strstr(err, "entry") != NULL);
+	CHECK(strstr(err.msg, "entry") != NULL);
 	free(img);
 out:
 	fx_mem_free(&m);
@@ -211,10 +207,10 @@ static const char *load_cmdline(struct guest_mem *m,
 				const uint8_t *img, size_t len,
 				struct boot_info *bi)
 {
-	char err[200] = "";
+	struct err err = {0};
 
-	if (kernel_load_buf(m, cfg, img, len, NULL, 0, bi, err, sizeof(err))) {
-		CHECK(!err[0]); /* fails, showing the message */
+	if (kernel_load_buf(m, cfg, img, len, NULL, 0, bi, &err)) {
+		CHECK(!err.msg[0]); /* fails, showing the message */
 		return NULL;
 	}
 	return guest_mem_ptr(m, bi->cmdline_gpa, 1);
@@ -276,13 +272,12 @@ static void expect_err(const struct guest_mem *m, const struct boot_config *c,
 		       size_t ilen, int want, const char *msg)
 {
 	struct boot_info bi;
-	char err[200] = "";
-	int ret = kernel_load_buf(m, c, k, klen, ird, ilen, &bi, err,
-				  sizeof(err));
+	struct err err = {0};
+	int ret = kernel_load_buf(m, c, k, klen, ird, ilen, &bi, &err);
 
 	CHECK_EQ(ret, want);
-	if (!strstr(err, msg)) {
-		fprintf(stderr, "  got error \"%s\", want \"%s\"\n", err, msg);
+	if (!strstr(err.msg, msg)) {
+		fprintf(stderr, "  got error \"%s\", want \"%s\"\n", err.msg, msg);
 		CHECK(0);
 	}
 }
@@ -310,11 +305,10 @@ static void test_bad_inputs(void)
 	/* Truncated at many points: never a crash, always an error. */
 	for (size_t l = 0; l < len - 16; l += 97) {
 		struct boot_info bi;
-		char err[200] = "";
+		struct err err = {0};
 
-		CHECK(kernel_load_buf(&m, &cfg, bz, l, NULL, 0, &bi, err,
-				      sizeof(err)) < 0);
-		CHECK(err[0] != 0);
+		CHECK(kernel_load_buf(&m, &cfg, bz, l, NULL, 0, &bi, &err) < 0);
+		CHECK(err.msg[0] != 0);
 	}
 	expect_err(&m, &cfg, bz, len - 100, NULL, 0, -ENOEXEC,
 		   "truncated bzImage");
@@ -396,7 +390,7 @@ static void test_files(void)
 	struct boot_info bi;
 	char kpath[] = "/tmp/khyve-test-kernel-XXXXXX";
 	char ipath[] = "/tmp/khyve-test-initrd-XXXXXX";
-	char err[300] = "";
+	struct err err = {0};
 	int kfd, ifd;
 	size_t len;
 	uint8_t *bz;
@@ -411,8 +405,7 @@ static void test_files(void)
 		goto out;
 	CHECK_EQ(write(kfd, bz, len), len);
 	CHECK_EQ(write(ifd, "initrd!", 7), 7);
-	CHECK_EQ(load_file(&m, kpath, ipath, "root=/dev/vda", 2, &bi, err,
-			     sizeof(err)),
+	CHECK_EQ(load_file(&m, kpath, ipath, "root=/dev/vda", 2, &bi, &err),
 		 0);
 	CHECK_EQ(bi.format, KERNEL_FMT_BZIMAGE_UNPACKED);
 	CHECK_EQ(bi.initrd_size, 7);
@@ -421,16 +414,16 @@ static void test_files(void)
 	CHECK_EQ(bi.mptable_gpa, 0xf0000);
 
 	CHECK_EQ(load_file(&m, "/nonexistent/vmlinuz", NULL, NULL, 1, &bi,
-			     err, sizeof(err)),
+			     &err),
 		 -ENOENT);
-	CHECK(strstr(err, "cannot open kernel /nonexistent/vmlinuz") != NULL);
+	CHECK(strstr(err.msg, "cannot open kernel /nonexistent/vmlinuz") != NULL);
 	CHECK_EQ(load_file(&m, kpath, "/nonexistent/initrd", NULL, 1, &bi,
-			     err, sizeof(err)),
+			     &err),
 		 -ENOENT);
-	CHECK(strstr(err, "initrd") != NULL);
-	CHECK_EQ(load_file(&m, "/tmp", NULL, NULL, 1, &bi, err, sizeof(err)),
+	CHECK(strstr(err.msg, "initrd") != NULL);
+	CHECK_EQ(load_file(&m, "/tmp", NULL, NULL, 1, &bi, &err),
 		 -EINVAL);
-	CHECK(strstr(err, "not a regular file") != NULL);
+	CHECK(strstr(err.msg, "not a regular file") != NULL);
 out:
 	free(bz);
 	if (kfd >= 0) {
@@ -449,7 +442,7 @@ static void test_file_bigger_than_ram(void)
 	struct guest_mem m;
 	struct boot_info bi;
 	char path[] = "/tmp/khyve-test-big-XXXXXX";
-	char err[300] = "";
+	struct err err = {0};
 	int fd;
 
 	if (fx_mem(&m, 4 * MiB))
@@ -460,9 +453,9 @@ static void test_file_bigger_than_ram(void)
 		goto out;
 	/* Sparse file: costs no disk. */
 	CHECK_EQ(ftruncate(fd, 5 * MiB), 0);
-	CHECK_EQ(load_file(&m, path, NULL, NULL, 1, &bi, err, sizeof(err)),
+	CHECK_EQ(load_file(&m, path, NULL, NULL, 1, &bi, &err),
 		 -EFBIG);
-	CHECK(strstr(err, "too big for guest memory") != NULL);
+	CHECK(strstr(err.msg, "too big for guest memory") != NULL);
 	close(fd);
 	unlink(path);
 out:

@@ -21,14 +21,14 @@ static const enum kernel_comp formats[] = {
 /* A kernel file, initrd and command line with default flags. */
 static int load_file(const struct guest_mem *m, const char *kpath,
 		     const char *ipath, const char *cmdline, unsigned ncpus,
-		     struct boot_info *bi, char *err, size_t errlen)
+		     struct boot_info *bi, struct err *err)
 {
 	struct boot_config c = {.kernel_path = kpath,
 				.initrd_path = ipath,
 				.cmdline = cmdline,
 				.ncpus = ncpus};
 
-	return kernel_load(m, &c, bi, err, errlen);
+	return kernel_load(m, &c, bi, err);
 }
 
 static uint8_t *sample(size_t len)
@@ -133,7 +133,7 @@ static void test_bzimage_unpack_load(void)
 	for (unsigned i = 0; i < ARRAY_SIZE(formats); i++) {
 		struct boot_info bi;
 		enum kernel_comp comp = KCOMP_UNKNOWN;
-		char err[200] = "";
+		struct err err = {0};
 		size_t plen, blen, ulen;
 		uint8_t *pl = fx_compress(formats[i], elf, elen, &plen), *bz,
 			*un;
@@ -144,8 +144,7 @@ static void test_bzimage_unpack_load(void)
 		CHECK(bz != NULL);
 		if (!bz)
 			continue;
-		CHECK_EQ(kernel_unpack_bzimage(bz, blen, &un, &ulen, &comp, err,
-					       sizeof(err)),
+		CHECK_EQ(kernel_unpack_bzimage(bz, blen, &un, &ulen, &comp, &err),
 			 0);
 		CHECK_EQ(comp, formats[i]);
 		if (un) {
@@ -155,8 +154,7 @@ static void test_bzimage_unpack_load(void)
 		}
 
 		memset(m.base + 0x1000000, 0xee, 2 * MiB);
-		CHECK_EQ(kernel_load_buf(&m, &cfg, bz, blen, NULL, 0, &bi, err,
-					 sizeof(err)),
+		CHECK_EQ(kernel_load_buf(&m, &cfg, bz, blen, NULL, 0, &bi, &err),
 			 0);
 		CHECK_EQ(bi.format, KERNEL_FMT_BZIMAGE_UNPACKED);
 		CHECK_EQ(bi.mode, BOOT_MODE_LINUX64);
@@ -186,7 +184,7 @@ static void test_bzimage_unpack_load(void)
 	/* PVH on request, and the classic path on request. */
 	{
 		struct boot_info bi;
-		char err[200] = "";
+		struct err err = {0};
 		size_t plen, blen;
 		uint8_t *pl = fx_compress(KCOMP_ZSTD, elf, elen, &plen);
 		uint8_t *bz = pl ? fx_bzimage(&bo, pl, plen, &blen) : NULL;
@@ -195,13 +193,13 @@ static void test_bzimage_unpack_load(void)
 		if (bz) {
 			cfg.flags = BOOT_F_PREFER_PVH;
 			CHECK_EQ(kernel_load_buf(&m, &cfg, bz, blen, NULL, 0,
-						 &bi, err, sizeof(err)),
+						 &bi, &err),
 				 0);
 			CHECK_EQ(bi.mode, BOOT_MODE_PVH);
 			CHECK_EQ(bi.entry, 0x1000040);
 			cfg.flags = BOOT_F_NO_UNPACK;
 			CHECK_EQ(kernel_load_buf(&m, &cfg, bz, blen, NULL, 0,
-						 &bi, err, sizeof(err)),
+						 &bi, &err),
 				 0);
 			CHECK_EQ(bi.format, KERNEL_FMT_BZIMAGE);
 			CHECK_EQ(bi.entry, 0x1000200);
@@ -211,7 +209,7 @@ static void test_bzimage_unpack_load(void)
 			cfg.flags = 0;
 			memset(bz + FX_BZ_PM_OFF + FX_BZ_PAYLOAD_OFF, 0, 8);
 			CHECK_EQ(kernel_load_buf(&m, &cfg, bz, blen, NULL, 0,
-						 &bi, err, sizeof(err)),
+						 &bi, &err),
 				 0);
 			CHECK_EQ(bi.format, KERNEL_FMT_BZIMAGE);
 			free(bz);
@@ -225,12 +223,12 @@ static void test_unpack_errors(void)
 {
 	static const uint8_t junk[64] = {0};
 	struct fx_bz_opts bo = fx_bz_default();
-	char err[200] = "";
+	struct err err = {0};
 	size_t blen, ulen;
 	uint8_t *bz, *un;
 
 	CHECK_EQ(kernel_unpack_bzimage(junk, sizeof(junk), &un, &ulen, NULL,
-				       err, sizeof(err)),
+				       &err),
 		 -ENOEXEC);
 	/* A valid stream that is not an ELF. */
 	{
@@ -244,15 +242,15 @@ static void test_unpack_errors(void)
 		free(pl);
 		if (bz) {
 			CHECK_EQ(kernel_unpack_bzimage(bz, blen, &un, &ulen,
-						       NULL, err, sizeof(err)),
+						       NULL, &err),
 				 -ENOEXEC);
-			CHECK(strstr(err, "not an ELF") != NULL);
+			CHECK(strstr(err.msg, "not an ELF") != NULL);
 			/* payload_length beyond the file. */
 			put_le32(bz + 0x24c, (uint32_t)blen);
 			CHECK_EQ(kernel_unpack_bzimage(bz, blen, &un, &ulen,
-						       NULL, err, sizeof(err)),
+						       NULL, &err),
 				 -ENOEXEC);
-			CHECK(strstr(err, "out of bounds") != NULL);
+			CHECK(strstr(err.msg, "out of bounds") != NULL);
 			free(bz);
 		}
 	}
@@ -289,15 +287,15 @@ static void test_real_kernel(void)
 	{
 		struct guest_mem m;
 		struct boot_info bi;
-		char err[300] = "";
+		struct err err = {0};
 
 		if (fx_mem(&m, 512 * MiB))
 			return;
 		CHECK_EQ(load_file(&m, path, NULL, "console=ttyS0", 2, &bi,
-				     err, sizeof(err)),
+				     &err),
 			 0);
-		if (err[0])
-			fprintf(stderr, "  %s: %s\n", path, err);
+		if (err.msg[0])
+			fprintf(stderr, "  %s: %s\n", path, err.msg);
 		CHECK_EQ(bi.format, KERNEL_FMT_BZIMAGE_UNPACKED);
 		CHECK_EQ(bi.entry, 0x1000000);
 		CHECK(bi.has_pvh);

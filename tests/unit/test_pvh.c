@@ -144,7 +144,7 @@ static void test_load_pvh_elf(void)
 	struct boot_config cfg = {.ncpus = 2, .cmdline = "console=ttyS0"};
 	struct boot_info bi;
 	uint8_t initrd[3000];
-	char err[200] = "";
+	struct err err = {0};
 	uint8_t *img, *si, *mod, *p;
 	size_t len;
 
@@ -158,7 +158,7 @@ static void test_load_pvh_elf(void)
 	/* Stale data where the bss goes must be cleared. */
 	memset(m.base + fx_elf_data_paddr(&o), 0xaa, 20000);
 	CHECK_EQ(kernel_load_buf(&m, &cfg, img, len, initrd, sizeof(initrd),
-				 &bi, err, sizeof(err)),
+				 &bi, &err),
 		 0);
 	CHECK_EQ(bi.mode, BOOT_MODE_PVH);
 	CHECK_EQ(bi.format, KERNEL_FMT_ELF);

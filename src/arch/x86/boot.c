@@ -159,7 +159,7 @@ int boot_elf_parse(const uint8_t *img, size_t len, struct boot_elf *e)
  */
 static int load_elf_segments(const struct guest_mem *m, const uint8_t *img,
 			     const struct boot_elf *e, struct kload *kl,
-			     char *err, size_t errlen)
+			     struct err *err)
 {
 	bool have = false;
 
@@ -172,25 +172,25 @@ static int load_elf_segments(const struct guest_mem *m, const uint8_t *img,
 		if (ph->type != PT_LOAD || !ph->memsz)
 			continue;
 		if (ph->filesz > ph->memsz) {
-			set_err(err, errlen,
+			return err_set(
+				err, -ENOEXEC,
 				"malformed ELF: segment %u filesz > memsz", i);
-			return -ENOEXEC;
 		}
 		if (ph->paddr < BOOT_KERNEL_ADDR) {
-			set_err(err, errlen,
+			return err_set(
+				err, -ENOEXEC,
 				"ELF segment at %#llx overlaps the boot area "
 				"below 1 MiB",
 				(unsigned long long)ph->paddr);
-			return -ENOEXEC;
 		}
 		dst = guest_mem_ptr(m, ph->paddr, ph->memsz);
 		if (!dst) {
-			set_err(err, errlen,
+			return err_set(
+				err, -EFBIG,
 				"kernel too big for guest memory (segment "
 				"%#llx+%#llx outside RAM)",
 				(unsigned long long)ph->paddr,
 				(unsigned long long)ph->memsz);
-			return -EFBIG;
 		}
 		memcpy(dst, img + ph->offset, ph->filesz);
 		/* The bss part: guest RAM may hold an earlier guest's data. */
@@ -200,8 +200,8 @@ static int load_elf_segments(const struct guest_mem *m, const uint8_t *img,
 		have = true;
 	}
 	if (!have) {
-		set_err(err, errlen, "ELF image has no loadable segments");
-		return -ENOEXEC;
+		return err_set(err, -ENOEXEC,
+			       "ELF image has no loadable segments");
 	}
 	return 0;
 }
@@ -242,7 +242,7 @@ static bool elf_entry_phys(const struct boot_elf *e, uint64_t *phys)
  * entry that only matches a segment's virtual range is translated.
  */
 static int load_elf(const struct guest_mem *m, const uint8_t *img, size_t len,
-		    struct kload *kl, char *err, size_t errlen)
+		    struct kload *kl, struct err *err)
 {
 	struct boot_elf e;
 	uint64_t pvh;
@@ -250,10 +250,9 @@ static int load_elf(const struct guest_mem *m, const uint8_t *img, size_t len,
 
 	ret = boot_elf_parse(img, len, &e);
 	if (ret) {
-		set_err(err, errlen, "malformed or non-x86 ELF image");
-		return -ENOEXEC;
+		return err_set(err, -ENOEXEC, "malformed or non-x86 ELF image");
 	}
-	ret = load_elf_segments(m, img, &e, kl, err, errlen);
+	ret = load_elf_segments(m, img, &e, kl, err);
 	if (ret)
 		return ret;
 	kl->reserved_end = MAX(kl->reserved_end, kl->end);
@@ -263,20 +262,20 @@ static int load_elf(const struct guest_mem *m, const uint8_t *img, size_t len,
 		kl->has_pvh = true;
 		kl->pvh_entry = pvh;
 	} else if (ret != -ENOENT) {
-		set_err(err, errlen, "malformed PVH note in ELF image");
-		return -ENOEXEC;
+		return err_set(err, -ENOEXEC,
+			       "malformed PVH note in ELF image");
 	}
 
 	/* A 32-bit ELF can only be entered through PVH. */
 	if (e.is64)
 		kl->has_linux64 = elf_entry_phys(&e, &kl->linux64_entry);
 	if (!kl->has_linux64 && !kl->has_pvh) {
-		set_err(err, errlen,
+		return err_set(
+			err, -ENOEXEC,
 			e.is64 ? "ELF entry point %#llx is outside its segments"
 			       : "32-bit ELF image without a PVH note (entry "
 				 "%#llx)",
 			(unsigned long long)e.entry);
-		return -ENOEXEC;
 	}
 	return 0;
 }
@@ -289,49 +288,48 @@ static int load_elf(const struct guest_mem *m, const uint8_t *img, size_t len,
  * (@pm_len), and the header's own limits in @kl.
  */
 static int bzimage_read_header(const uint8_t *k, size_t klen, struct kload *kl,
-			       uint64_t *pm_off, uint64_t *pm_len, char *err,
-			       size_t errlen)
+			       uint64_t *pm_off, uint64_t *pm_len,
+			       struct err *err)
 {
 	unsigned setup_sects;
 	uint16_t ver;
 
 	if (klen < HDR_LIMIT) {
-		set_err(err, errlen, "truncated bzImage (%zu bytes)", klen);
-		return -ENOEXEC;
+		return err_set(err, -ENOEXEC, "truncated bzImage (%zu bytes)",
+			       klen);
 	}
 	ver = get_le16(k + HDR_VERSION);
 	kl->protocol = ver;
 	/* xloadflags and the 64-bit entry arrived in 2.12. */
 	if (ver < 0x20c) {
-		set_err(err, errlen,
+		return err_set(
+			err, -ENOEXEC,
 			"unsupported boot protocol version %u.%02u (need 2.12+ "
 			"for 64-bit entry)",
 			ver >> 8, ver & 0xff);
-		return -ENOEXEC;
 	}
 	if (!(get_le16(k + HDR_XLOADFLAGS) & XLF_KERNEL_64)) {
-		set_err(err, errlen,
+		return err_set(
+			err, -ENOEXEC,
 			"bzImage has no 64-bit entry point (XLF_KERNEL_64 "
 			"clear)");
-		return -ENOEXEC;
 	}
 	setup_sects = k[HDR_SETUP_SECTS] ? k[HDR_SETUP_SECTS] : 4;
 	*pm_off = (setup_sects + 1) * 512ULL;
 	if (*pm_off >= klen) {
-		set_err(err, errlen,
-			"truncated bzImage (setup %llu bytes, file %zu)",
-			(unsigned long long)*pm_off, klen);
-		return -ENOEXEC;
+		return err_set(err, -ENOEXEC,
+			       "truncated bzImage (setup %llu bytes, file %zu)",
+			       (unsigned long long)*pm_off, klen);
 	}
 	*pm_len = klen - *pm_off;
 	/* syssize (16-byte units) tells how much protected-mode code follows.
 	 */
 	if ((uint64_t)get_le32(k + HDR_SYSSIZE) * 16 > *pm_len) {
-		set_err(err, errlen,
+		return err_set(
+			err, -ENOEXEC,
 			"truncated bzImage (%llu of %llu kernel bytes present)",
 			(unsigned long long)*pm_len,
 			(unsigned long long)get_le32(k + HDR_SYSSIZE) * 16);
-		return -ENOEXEC;
 	}
 	kl->hdr = k;
 	/* The header ends at 0x202 + the jump's 8-bit displacement. */
@@ -350,30 +348,29 @@ static int bzimage_read_header(const uint8_t *k, size_t klen, struct kload *kl,
  * decompress what we cannot).
  */
 static int load_unpacked(const struct guest_mem *m, const uint8_t *k,
-			 size_t klen, struct kload *kl, bool *loaded, char *err,
-			 size_t errlen)
+			 size_t klen, struct kload *kl, bool *loaded,
+			 struct err *err)
 {
 	uint8_t *elf = NULL;
 	size_t elflen = 0;
-	char uerr[160];
+	struct err ue = {0};
 	int ret;
 
 	*loaded = false;
-	ret = kernel_unpack_bzimage(k, klen, &elf, &elflen, NULL, uerr,
-				    sizeof(uerr));
+	ret = kernel_unpack_bzimage(k, klen, &elf, &elflen, NULL, &ue);
 	if (ret) {
 		log_warn("cannot unpack bzImage on the host (%s); "
 			 "booting it with in-guest decompression",
-			 uerr);
+			 err_msg(&ue));
 		return 0;
 	}
-	ret = load_elf(m, elf, elflen, kl, err, errlen);
+	ret = load_elf(m, elf, elflen, kl, err);
 	free(elf);
 	if (ret)
 		return ret;
 	if (!kl->has_linux64) {
-		set_err(err, errlen, "unpacked vmlinux has no 64-bit entry");
-		return -ENOEXEC;
+		return err_set(err, -ENOEXEC,
+			       "unpacked vmlinux has no 64-bit entry");
 	}
 	kl->format = KERNEL_FMT_BZIMAGE_UNPACKED;
 	*loaded = true;
@@ -388,7 +385,7 @@ static int load_unpacked(const struct guest_mem *m, const uint8_t *k,
  */
 static int load_compressed(const struct guest_mem *m, const uint8_t *k,
 			   uint64_t pm_off, uint64_t pm_len, struct kload *kl,
-			   char *err, size_t errlen)
+			   struct err *err)
 {
 	uint64_t low_end = m->r[0].size, load, pref, init_size;
 
@@ -403,12 +400,12 @@ static int load_compressed(const struct guest_mem *m, const uint8_t *k,
 	kl->reserved_end = MAX(kl->end, MAX(load, pref) + init_size);
 	if (kl->reserved_end > low_end ||
 	    guest_mem_write(m, load, k + pm_off, pm_len)) {
-		set_err(err, errlen,
+		return err_set(
+			err, -EFBIG,
 			"kernel too big for guest memory (needs %llu MiB below "
 			"%llu MiB)",
 			(unsigned long long)(kl->reserved_end >> 20),
 			(unsigned long long)(low_end >> 20));
-		return -EFBIG;
 	}
 	/* startup_64 sits 0x200 into the protected-mode code. */
 	kl->linux64_entry = load + 0x200;
@@ -419,21 +416,22 @@ static int load_compressed(const struct guest_mem *m, const uint8_t *k,
 
 static int load_bzimage(const struct guest_mem *m, const uint8_t *k,
 			size_t klen, unsigned flags, struct kload *kl,
-			char *err, size_t errlen)
+			struct err *err)
 {
-	uint64_t pm_off, pm_len;
+	/* Set on success only; gcc cannot see that err_set returns nonzero. */
+	uint64_t pm_off = 0, pm_len = 0;
 	bool loaded;
 	int ret;
 
-	ret = bzimage_read_header(k, klen, kl, &pm_off, &pm_len, err, errlen);
+	ret = bzimage_read_header(k, klen, kl, &pm_off, &pm_len, err);
 	if (ret)
 		return ret;
 	if (!(flags & BOOT_F_NO_UNPACK)) {
-		ret = load_unpacked(m, k, klen, kl, &loaded, err, errlen);
+		ret = load_unpacked(m, k, klen, kl, &loaded, err);
 		if (ret || loaded)
 			return ret;
 	}
-	return load_compressed(m, k, pm_off, pm_len, kl, err, errlen);
+	return load_compressed(m, k, pm_off, pm_len, kl, err);
 }
 
 /* --- zero page --- */
@@ -590,18 +588,17 @@ void boot_segment_from_gdt(unsigned sel, struct boot_segment *s)
 /* --- top level --- */
 
 /* A failed write of boot data: the guest memory map itself is wrong. */
-static int boot_fault(int ret, char *err, size_t errlen)
+static int boot_fault(int ret, struct err *err)
 {
-	set_err(err, errlen, "cannot write boot data to guest memory: %s",
-		strerror(-ret));
-	return ret;
+	return err_set(err, ret, "cannot write boot data to guest memory: %s",
+		       strerror(-ret));
 }
 
 /* Recognise the kernel's format by its magic and load it. */
 static int load_kernel_image(const struct guest_mem *m,
 			     const struct boot_config *cfg,
 			     const uint8_t *kernel, size_t klen,
-			     struct kload *kl, char *err, size_t errlen)
+			     struct kload *kl, struct err *err)
 {
 	const char *kname = cfg->kernel_path ? cfg->kernel_path : "kernel";
 	int ret;
@@ -609,17 +606,16 @@ static int load_kernel_image(const struct guest_mem *m,
 	if (klen >= HDR_MAGIC + 4 &&
 	    get_le32(kernel + HDR_MAGIC) == HDRS_MAGIC &&
 	    get_le16(kernel + HDR_BOOT_FLAG) == 0xaa55) {
-		ret = load_bzimage(m, kernel, klen, cfg->flags, kl, err,
-				   errlen);
+		ret = load_bzimage(m, kernel, klen, cfg->flags, kl, err);
 		kl->is_linux = true;
 	} else if (klen >= SELFMAG && !memcmp(kernel, ELFMAG, SELFMAG)) {
-		ret = load_elf(m, kernel, klen, kl, err, errlen);
+		ret = load_elf(m, kernel, klen, kl, err);
 		kl->format = KERNEL_FMT_ELF;
 		kl->is_linux = elf_is_linux(kernel, klen);
 	} else {
-		set_err(err, errlen,
-			"%s: not a kernel (no bzImage header, no ELF)", kname);
-		return -ENOEXEC;
+		return err_set(err, -ENOEXEC,
+			       "%s: not a kernel (no bzImage header, no ELF)",
+			       kname);
 	}
 	return ret;
 }
@@ -630,7 +626,7 @@ static int load_kernel_image(const struct guest_mem *m,
  */
 static int write_cmdline(const struct guest_mem *m,
 			 const struct boot_config *cfg, struct kload *kl,
-			 struct boot_info *bi, char *err, size_t errlen)
+			 struct boot_info *bi, struct err *err)
 {
 	const char *cmdline = cfg->cmdline ? cfg->cmdline : "";
 	size_t clen = strlen(cmdline);
@@ -642,10 +638,10 @@ static int write_cmdline(const struct guest_mem *m,
 		size_t elen = strlen(cfg->linux_extra);
 
 		if (clen + 1 + elen >= sizeof(full)) {
-			set_err(err, errlen,
+			return err_set(
+				err, -E2BIG,
 				"command line too long (%zu bytes with \"%s\")",
 				clen + 1 + elen, cfg->linux_extra);
-			return -E2BIG;
 		}
 		snprintf(full, sizeof(full), "%s%s%s", cmdline, clen ? " " : "",
 			 cfg->linux_extra);
@@ -657,15 +653,15 @@ static int write_cmdline(const struct guest_mem *m,
 	/* Command line: the bzImage's cmdline_size bounds it, then our area. */
 	kl->cmdline_max = MIN(kl->cmdline_max, BOOT_CMDLINE_MAX - 1);
 	if (clen > kl->cmdline_max) {
-		set_err(err, errlen,
+		return err_set(
+			err, -E2BIG,
 			"command line too long (%zu bytes, kernel accepts "
 			"%llu)",
 			clen, (unsigned long long)kl->cmdline_max);
-		return -E2BIG;
 	}
 	ret = guest_mem_write(m, BOOT_CMDLINE_ADDR, cmdline, clen + 1);
 	if (ret)
-		return boot_fault(ret, err, errlen);
+		return boot_fault(ret, err);
 	bi->cmdline_gpa = BOOT_CMDLINE_ADDR;
 	bi->cmdline_len = (uint32_t)clen;
 	return 0;
@@ -678,7 +674,7 @@ static int write_cmdline(const struct guest_mem *m,
  */
 static int place_initrd(const struct guest_mem *m, const struct kload *kl,
 			const uint8_t *initrd, size_t ilen,
-			struct boot_info *bi, char *err, size_t errlen)
+			struct boot_info *bi, struct err *err)
 {
 	uint64_t top = MIN(m->r[0].size, kl->initrd_max);
 	uint64_t floor = ALIGN_UP(kl->reserved_end, PAGE_SIZE);
@@ -686,18 +682,18 @@ static int place_initrd(const struct guest_mem *m, const struct kload *kl,
 	int ret;
 
 	if (ilen > top || ALIGN_DOWN(top - ilen, PAGE_SIZE) < floor) {
-		set_err(err, errlen,
+		return err_set(
+			err, -EFBIG,
 			"initrd too big for guest memory (%zu bytes, "
 			"%llu free below %#llx)",
 			ilen,
 			(unsigned long long)(top > floor ? top - floor : 0),
 			(unsigned long long)top);
-		return -EFBIG;
 	}
 	addr = ALIGN_DOWN(top - ilen, PAGE_SIZE);
 	ret = guest_mem_write(m, addr, initrd, ilen);
 	if (ret)
-		return boot_fault(ret, err, errlen);
+		return boot_fault(ret, err);
 	bi->initrd_gpa = addr;
 	bi->initrd_size = ilen;
 	return 0;
@@ -706,7 +702,7 @@ static int place_initrd(const struct guest_mem *m, const struct kload *kl,
 /* The firmware tables (ACPI, MP) a guest finds its CPUs and devices by. */
 static int build_firmware_tables(const struct guest_mem *m,
 				 const struct boot_config *cfg,
-				 struct boot_info *bi, char *err, size_t errlen)
+				 struct boot_info *bi, struct err *err)
 {
 	int ret;
 
@@ -721,17 +717,15 @@ static int build_firmware_tables(const struct guest_mem *m,
 
 		ret = acpi_build(m, &ac, &bi->rsdp_gpa);
 		if (ret) {
-			set_err(err, errlen, "cannot build ACPI tables: %s",
-				strerror(-ret));
-			return ret;
+			return err_set(err, ret, "cannot build ACPI tables: %s",
+				       strerror(-ret));
 		}
 	}
 	if (!(cfg->flags & BOOT_F_NO_MPTABLE)) {
 		ret = mptable_build(m, cfg->ncpus, &bi->mptable_gpa);
 		if (ret) {
-			set_err(err, errlen, "cannot build MP table: %s",
-				strerror(-ret));
-			return ret;
+			return err_set(err, ret, "cannot build MP table: %s",
+				       strerror(-ret));
 		}
 	}
 	return 0;
@@ -817,7 +811,7 @@ static void fill_boot_info(const struct boot_config *cfg,
 
 int kernel_load_buf(const struct guest_mem *m, const struct boot_config *cfg,
 		    const uint8_t *kernel, size_t klen, const uint8_t *initrd,
-		    size_t ilen, struct boot_info *bi, char *err, size_t errlen)
+		    size_t ilen, struct boot_info *bi, struct err *err)
 {
 	struct e820_entry e820[E820_MAX_ENTRIES];
 	struct kload kl = {0};
@@ -825,49 +819,47 @@ int kernel_load_buf(const struct guest_mem *m, const struct boot_config *cfg,
 
 	memset(bi, 0, sizeof(*bi));
 	if (cfg->ncpus == 0 || cfg->ncpus > BOOT_MAX_CPUS) {
-		set_err(err, errlen, "bad vCPU count %u (1-%u)", cfg->ncpus,
-			BOOT_MAX_CPUS);
-		return -EINVAL;
+		return err_set(err, -EINVAL, "bad vCPU count %u (1-%u)",
+			       cfg->ncpus, BOOT_MAX_CPUS);
 	}
 	n = e820_build(m, e820, E820_MAX_ENTRIES);
 	if (n < 0) {
-		set_err(err, errlen,
-			"guest memory too small (need at least 2 MiB)");
-		return n;
+		return err_set(err, n,
+			       "guest memory too small (need at least 2 MiB)");
 	}
 	bi->e820_entries = (unsigned)n;
 	/* Our own limits; a bzImage's header may lower them. */
 	kl.cmdline_max = BOOT_CMDLINE_MAX - 1;
 	kl.initrd_max = m->r[0].size;
 
-	ret = load_kernel_image(m, cfg, kernel, klen, &kl, err, errlen);
+	ret = load_kernel_image(m, cfg, kernel, klen, &kl, err);
 	if (ret)
 		return ret;
-	ret = write_cmdline(m, cfg, &kl, bi, err, errlen);
+	ret = write_cmdline(m, cfg, &kl, bi, err);
 	if (ret)
 		return ret;
 	if (ilen) {
-		ret = place_initrd(m, &kl, initrd, ilen, bi, err, errlen);
+		ret = place_initrd(m, &kl, initrd, ilen, bi, err);
 		if (ret)
 			return ret;
 	}
 
 	/* Firmware tables, then the structures that point at them. */
-	ret = build_firmware_tables(m, cfg, bi, err, errlen);
+	ret = build_firmware_tables(m, cfg, bi, err);
 	if (ret)
 		return ret;
 	ret = build_cpu_structures(m, bi);
 	if (!ret)
 		ret = build_boot_params(m, &kl, bi, e820, (unsigned)n);
 	if (ret)
-		return boot_fault(ret, err, errlen);
+		return boot_fault(ret, err);
 	fill_boot_info(cfg, &kl, bi);
 	return 0;
 }
 
 /* Read a whole regular file of at most @max bytes. */
 static int read_file(const char *what, const char *path, uint64_t max,
-		     uint8_t **buf, size_t *len, char *err, size_t errlen)
+		     uint8_t **buf, size_t *len, struct err *err)
 {
 	struct stat st;
 	uint8_t *p = NULL;
@@ -877,18 +869,17 @@ static int read_file(const char *what, const char *path, uint64_t max,
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
 		ret = -errno;
-		set_err(err, errlen, "cannot open %s %s: %s", what, path,
-			strerror(errno));
-		return ret;
+		return err_set(err, ret, "cannot open %s %s: %s", what, path,
+			       strerror(errno));
 	}
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
 		ret = -EINVAL;
-		set_err(err, errlen, "%s %s: not a regular file", what, path);
+		err_set(err, ret, "%s %s: not a regular file", what, path);
 		goto out;
 	}
 	if ((uint64_t)st.st_size > max) {
 		ret = -EFBIG;
-		set_err(err, errlen,
+		err_set(err, ret,
 			"%s %s too big for guest memory (%lld bytes, at most "
 			"%llu)",
 			what, path, (long long)st.st_size,
@@ -898,7 +889,7 @@ static int read_file(const char *what, const char *path, uint64_t max,
 	p = malloc(st.st_size ? (size_t)st.st_size : 1);
 	if (!p) {
 		ret = -ENOMEM;
-		set_err(err, errlen, "%s %s: out of memory", what, path);
+		err_set(err, ret, "%s %s: out of memory", what, path);
 		goto out;
 	}
 	while (off < (size_t)st.st_size) {
@@ -908,8 +899,8 @@ static int read_file(const char *what, const char *path, uint64_t max,
 			continue;
 		if (r <= 0) {
 			ret = r < 0 ? -errno : -EIO;
-			set_err(err, errlen, "cannot read %s %s: %s", what,
-				path, r < 0 ? strerror(errno) : "short read");
+			err_set(err, ret, "cannot read %s %s: %s", what, path,
+				r < 0 ? strerror(errno) : "short read");
 			goto out;
 		}
 		off += (size_t)r;
@@ -925,27 +916,26 @@ out:
 }
 
 int kernel_load(const struct guest_mem *m, const struct boot_config *cfg,
-		struct boot_info *bi, char *err, size_t errlen)
+		struct boot_info *bi, struct err *err)
 {
 	uint8_t *k = NULL, *ird = NULL;
 	size_t klen = 0, ilen = 0;
 	int ret;
 
 	if (!cfg->kernel_path) {
-		set_err(err, errlen, "no kernel given");
-		return -EINVAL;
+		return err_set(err, -EINVAL, "no kernel given");
 	}
-	ret = read_file("kernel", cfg->kernel_path, m->ram_size, &k, &klen, err,
-			errlen);
+	ret = read_file("kernel", cfg->kernel_path, m->ram_size, &k, &klen,
+			err);
 	if (ret)
 		return ret;
 	if (cfg->initrd_path) {
 		ret = read_file("initrd", cfg->initrd_path, m->r[0].size, &ird,
-				&ilen, err, errlen);
+				&ilen, err);
 		if (ret)
 			goto out;
 	}
-	ret = kernel_load_buf(m, cfg, k, klen, ird, ilen, bi, err, errlen);
+	ret = kernel_load_buf(m, cfg, k, klen, ird, ilen, bi, err);
 out:
 	free(k);
 	free(ird);

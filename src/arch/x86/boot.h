@@ -24,6 +24,7 @@
 #include <stdint.h>
 
 #include "acpi.h"
+#include "err.h"
 #include "guest_mem.h"
 
 enum boot_mode {
@@ -96,12 +97,11 @@ struct boot_info {
  * naming the problem to @err.
  */
 int kernel_load(const struct guest_mem *m, const struct boot_config *cfg,
-		struct boot_info *bi, char *err, size_t errlen);
+		struct boot_info *bi, struct err *err);
 /* Same from memory; cfg->kernel_path/initrd_path are only used in messages. */
 int kernel_load_buf(const struct guest_mem *m, const struct boot_config *cfg,
 		    const uint8_t *kernel, size_t klen, const uint8_t *initrd,
-		    size_t ilen, struct boot_info *bi, char *err,
-		    size_t errlen);
+		    size_t ilen, struct boot_info *bi, struct err *err);
 
 /* Identity-map [0, 4 GiB) with 2 MiB pages at BOOT_PML4_ADDR. */
 int boot_build_page_tables(const struct guest_mem *m, uint64_t *cr3);

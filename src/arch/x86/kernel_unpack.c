@@ -348,8 +348,8 @@ int kernel_decompress(enum kernel_comp c, const uint8_t *in, size_t inlen,
 }
 
 int kernel_unpack_bzimage(const uint8_t *bz, size_t len, uint8_t **elf,
-			  size_t *elflen, enum kernel_comp *comp, char *err,
-			  size_t errlen)
+			  size_t *elflen, enum kernel_comp *comp,
+			  struct err *err)
 {
 	uint64_t pm_off, off, plen;
 	enum kernel_comp c;
@@ -359,14 +359,13 @@ int kernel_unpack_bzimage(const uint8_t *bz, size_t len, uint8_t **elf,
 	*elf = NULL;
 	*elflen = 0;
 	if (len < 0x250 || get_le32(bz + 0x202) != 0x53726448) {
-		set_err(err, errlen, "no bzImage setup header");
-		return -ENOEXEC;
+		return err_set(err, -ENOEXEC, "no bzImage setup header");
 	}
 	if (get_le16(bz + 0x206) < 0x208) {
-		set_err(err, errlen,
+		return err_set(
+			err, -ENOEXEC,
 			"boot protocol %#x has no payload fields (need 2.08)",
 			get_le16(bz + 0x206));
-		return -ENOEXEC;
 	}
 	/* setup_sects == 0 means 4, for compatibility with ancient kernels. */
 	setup_sects = bz[0x1f1] ? bz[0x1f1] : 4;
@@ -375,29 +374,29 @@ int kernel_unpack_bzimage(const uint8_t *bz, size_t len, uint8_t **elf,
 	off = pm_off + get_le32(bz + 0x248);
 	plen = get_le32(bz + 0x24c);
 	if (plen < 8 || off > len || plen > len - off) {
-		set_err(err, errlen, "bzImage payload out of bounds");
-		return -ENOEXEC;
+		return err_set(err, -ENOEXEC, "bzImage payload out of bounds");
 	}
 	c = kernel_comp_detect(bz + off, plen);
 	if (comp)
 		*comp = c;
 	if (c == KCOMP_UNKNOWN || c == KCOMP_LZO) {
-		set_err(err, errlen, "unsupported kernel compression (%s)",
-			kernel_comp_name(c));
-		return -ENOTSUP;
+		return err_set(err, -ENOTSUP,
+			       "unsupported kernel compression (%s)",
+			       kernel_comp_name(c));
 	}
 	ret = kernel_decompress(c, bz + off, plen, KERNEL_UNPACK_MAX, elf,
 				elflen);
 	if (ret) {
-		set_err(err, errlen, "cannot decompress %s kernel payload: %s",
-			kernel_comp_name(c), strerror(-ret));
-		return ret;
+		return err_set(err, ret,
+			       "cannot decompress %s kernel payload: %s",
+			       kernel_comp_name(c), strerror(-ret));
 	}
 	if (*elflen < 4 || memcmp(*elf,
 				  "\x7f"
 				  "ELF",
 				  4)) {
-		set_err(err, errlen, "decompressed kernel is not an ELF image");
+		err_set(err, -ENOEXEC,
+			"decompressed kernel is not an ELF image");
 		free(*elf);
 		*elf = NULL;
 		*elflen = 0;

@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "err.h"
+
 /* Output cap: no vmlinux comes close. */
 #define KERNEL_UNPACK_MAX (512ULL << 20)
 
@@ -45,7 +47,7 @@ int kernel_decompress(enum kernel_comp c, const uint8_t *in, size_t inlen,
  * -ENOEXEC if @bz has no usable payload; @err gets one line.
  */
 int kernel_unpack_bzimage(const uint8_t *bz, size_t len, uint8_t **elf,
-			  size_t *elflen, enum kernel_comp *comp, char *err,
-			  size_t errlen);
+			  size_t *elflen, enum kernel_comp *comp,
+			  struct err *err);
 
 #endif
