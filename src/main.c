@@ -170,21 +170,19 @@ static int check_input_files(const struct vm_config *cfg)
  */
 static int restore_config(struct vm_config *cmd, struct vm_config *cfg)
 {
-	char err[1024] = "";
 	struct err e = {0};
 	int ret;
 
-	ret = vm_snapshot_read_config(cmd->restore, cfg, err, sizeof(err));
+	ret = vm_snapshot_read_config(cmd->restore, cfg, &e);
 	if (!ret) {
 		ret = config_merge_restore(cfg, cmd, &e);
-		if (ret)
-			snprintf(err, sizeof(err), "%s", err_msg(&e));
 		/* Read, so ours to free (LeakSanitizer saw it leak). */
 		if (ret)
 			config_free(cfg);
 	}
 	if (ret) {
-		fprintf(stderr, "khyve: %s\n", err);
+		fprintf(stderr, "khyve: %s\n",
+			e.msg[0] ? e.msg : strerror(-ret));
 		config_free(cmd);
 		return -1;
 	}
@@ -194,13 +192,13 @@ static int restore_config(struct vm_config *cmd, struct vm_config *cfg)
 	 * The whole snapshot and its RAM file checked before anything it
 	 * names on the host is opened (docs/security.md).
 	 */
-	ret = cfg->restore ? vm_snapshot_preflight(cfg->restore, cfg, err,
-						   sizeof(err))
+	ret = cfg->restore ? vm_snapshot_preflight(cfg->restore, cfg, &e)
 			   : -ENOMEM;
-	if (!ret && (ret = config_check_strict_bindings(cfg, &e)))
-		snprintf(err, sizeof(err), "%s", err_msg(&e));
+	if (!ret)
+		ret = config_check_strict_bindings(cfg, &e);
 	if (ret) {
-		fprintf(stderr, "khyve: %s\n", err[0] ? err : strerror(-ret));
+		fprintf(stderr, "khyve: %s\n",
+			e.msg[0] ? e.msg : strerror(-ret));
 		config_free(cfg);
 		return -1;
 	}
@@ -208,8 +206,7 @@ static int restore_config(struct vm_config *cmd, struct vm_config *cfg)
 }
 
 /* khyve -r FILE: what the command line asks of the restore, typed. */
-static int restore(struct vm *vm, const struct vm_config *cfg, char *err,
-		   size_t errlen)
+static int restore(struct vm *vm, const struct vm_config *cfg, struct err *e)
 {
 	const struct restore_opts o = {
 		.file = cfg->restore,
@@ -218,7 +215,7 @@ static int restore(struct vm *vm, const struct vm_config *cfg, char *err,
 		.progress = true, /* drawn only when stderr is a terminal */
 	};
 
-	return vm_snapshot_restore(vm, &o, err, errlen);
+	return vm_snapshot_restore(vm, &o, e);
 }
 
 int main(int argc, char **argv)
@@ -259,10 +256,9 @@ int main(int argc, char **argv)
 	}
 	ret = vm_create(vm, &cfg, &e);
 	if (!ret)
-		ret = cfg.restore ? restore(vm, &cfg, err, sizeof(err))
-				  : vm_boot(vm, &e);
-	/* restore and the control server still write err (not converted). */
-	if (ret && e.code)
+		ret = cfg.restore ? restore(vm, &cfg, &e) : vm_boot(vm, &e);
+	/* The control server still writes err (not converted). */
+	if (ret && (e.code || e.msg[0]))
 		snprintf(err, sizeof(err), "%s", err_msg(&e));
 	if (!ret)
 		ret = ctl_server_start(

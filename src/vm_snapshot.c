@@ -111,8 +111,7 @@ static uint64_t real_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
 }
 
-static int save_kvm_vm(struct vm *vm, struct kvm_vm_state *s, char *err,
-		       size_t errlen)
+static int save_kvm_vm(struct vm *vm, struct kvm_vm_state *s, struct err *err)
 {
 	struct kvm_clock_data clk = {0};
 	uint8_t *dst[3] = {s->pic_master, s->pic_slave, s->ioapic};
@@ -122,20 +121,19 @@ static int save_kvm_vm(struct vm *vm, struct kvm_vm_state *s, char *err,
 		struct kvm_irqchip chip = {.chip_id = i};
 
 		if (ioctl(vm->vm_fd, KVM_GET_IRQCHIP, &chip) < 0) {
-			snprintf(err, errlen, "KVM_GET_IRQCHIP %u: %s", i,
-				 strerror(errno));
-			return -errno;
+			return err_set(err, -errno, "KVM_GET_IRQCHIP %u: %s", i,
+				       strerror(errno));
 		}
 		memcpy(dst[i], &chip.chip, 512);
 	}
 	if (ioctl(vm->vm_fd, KVM_GET_PIT2, (struct kvm_pit_state2 *)s->pit) <
 	    0) {
-		snprintf(err, errlen, "KVM_GET_PIT2: %s", strerror(errno));
-		return -errno;
+		return err_set(err, -errno, "KVM_GET_PIT2: %s",
+			       strerror(errno));
 	}
 	if (ioctl(vm->vm_fd, KVM_GET_CLOCK, &clk) < 0) {
-		snprintf(err, errlen, "KVM_GET_CLOCK: %s", strerror(errno));
-		return -errno;
+		return err_set(err, -errno, "KVM_GET_CLOCK: %s",
+			       strerror(errno));
 	}
 	s->clock_ns = clk.clock;
 	s->clock_flags = clk.flags;
@@ -150,7 +148,7 @@ static int save_kvm_vm(struct vm *vm, struct kvm_vm_state *s, char *err,
  * (so its wall clock is right after restore); keep_clock freezes it.
  */
 static int restore_kvm_vm(struct vm *vm, const struct kvm_vm_state *s,
-			  bool keep_clock, char *err, size_t errlen)
+			  bool keep_clock, struct err *err)
 {
 	struct kvm_clock_data clk = {.clock = s->clock_ns};
 	const uint8_t *src[3] = {s->pic_master, s->pic_slave, s->ioapic};
@@ -159,23 +157,22 @@ static int restore_kvm_vm(struct vm *vm, const struct kvm_vm_state *s,
 	if (!keep_clock && now > s->realtime_ns)
 		clk.clock += now - s->realtime_ns;
 	if (ioctl(vm->vm_fd, KVM_SET_CLOCK, &clk) < 0) {
-		snprintf(err, errlen, "KVM_SET_CLOCK: %s", strerror(errno));
-		return -errno;
+		return err_set(err, -errno, "KVM_SET_CLOCK: %s",
+			       strerror(errno));
 	}
 	for (unsigned i = 0; i < 3; i++) {
 		struct kvm_irqchip chip = {.chip_id = i};
 
 		memcpy(&chip.chip, src[i], 512);
 		if (ioctl(vm->vm_fd, KVM_SET_IRQCHIP, &chip) < 0) {
-			snprintf(err, errlen, "KVM_SET_IRQCHIP %u: %s", i,
-				 strerror(errno));
-			return -errno;
+			return err_set(err, -errno, "KVM_SET_IRQCHIP %u: %s", i,
+				       strerror(errno));
 		}
 	}
 	if (ioctl(vm->vm_fd, KVM_SET_PIT2, (struct kvm_pit_state2 *)s->pit) <
 	    0) {
-		snprintf(err, errlen, "KVM_SET_PIT2: %s", strerror(errno));
-		return -errno;
+		return err_set(err, -errno, "KVM_SET_PIT2: %s",
+			       strerror(errno));
 	}
 	return 0;
 }
@@ -214,12 +211,11 @@ static void restore_progress(void *opaque, uint64_t done, uint64_t total)
 
 /* "path: why" for a failed writer call. */
 static int writer_fail(struct snap_writer *w, const char *path, int ret,
-		       char *err, size_t errlen)
+		       struct err *err)
 {
-	snprintf(err, errlen, "%s: %s", path,
-		 w && snap_writer_error(w)[0] ? snap_writer_error(w)
-					      : strerror(-ret));
-	return ret;
+	return err_set(err, ret, "%s: %s", path,
+		       w && snap_writer_error(w)[0] ? snap_writer_error(w)
+						    : strerror(-ret));
 }
 
 /* The embedded machine config, as JSON. */
@@ -239,7 +235,7 @@ static int write_config(struct vm *vm, struct snap_writer *w)
 
 /* KVM's state of the paused VM: VM-wide, then each vCPU. */
 static int write_kvm_state(struct vm *vm, struct snap_writer *w,
-			   const char *path, char *err, size_t errlen)
+			   const char *path, struct err *err)
 {
 	struct kvm_vm_state *ks = calloc(1, sizeof(*ks));
 	struct vcpu_state *vs = calloc(1, sizeof(*vs));
@@ -248,7 +244,7 @@ static int write_kvm_state(struct vm *vm, struct snap_writer *w,
 
 	if (!ks || !vs)
 		goto fail;
-	ret = save_kvm_vm(vm, ks, err, errlen);
+	ret = save_kvm_vm(vm, ks, err);
 	if (ret)
 		goto out;
 	ret = snap_write_section(w, &kvm_vm_snap, 0, ks);
@@ -257,7 +253,7 @@ static int write_kvm_state(struct vm *vm, struct snap_writer *w,
 	for (unsigned i = 0; i < vm->ncpus; i++) {
 		ret = vcpu_state_save(vm->vcpus[i].fd, &vm->msrs, vs, &e);
 		if (ret) {
-			snprintf(err, errlen, "%s", e.msg);
+			err_set(err, ret, "%s", e.msg);
 			goto out;
 		}
 		ret = snap_write_section(w, &vcpu_state_snap, i, vs);
@@ -266,7 +262,7 @@ static int write_kvm_state(struct vm *vm, struct snap_writer *w,
 	}
 	goto out;
 fail:
-	writer_fail(w, path, ret, err, errlen);
+	writer_fail(w, path, ret, err);
 out:
 	free(ks);
 	free(vs);
@@ -280,7 +276,7 @@ out:
  */
 static int write_state(struct vm *vm, const char *path,
 		       struct snap_ram_info *ram, const uint8_t *save_id,
-		       struct snap_writer **out, char *err, size_t errlen)
+		       struct snap_writer **out, struct err *err)
 {
 	struct snap_host_info host;
 	struct snap_writer *w = NULL;
@@ -293,27 +289,26 @@ static int write_state(struct vm *vm, const char *path,
 	snap_host_info_probe(&host, kvm_info);
 	ret = snap_writer_open(&w, path, &host, save_id);
 	if (ret) {
-		snprintf(err, errlen, "%s: %s", path, strerror(-ret));
-		return ret;
+		return err_set(err, ret, "%s: %s", path, strerror(-ret));
 	}
 	ret = write_config(vm, w);
 	if (!ret)
 		ret = snap_ram_write_section(w, ram);
 	if (ret) {
-		writer_fail(w, path, ret, err, errlen);
+		writer_fail(w, path, ret, err);
 		goto fail;
 	}
-	ret = write_kvm_state(vm, w, path, err, errlen);
+	ret = write_kvm_state(vm, w, path, err);
 	if (ret)
 		goto fail;
 	ret = snap_fault(SNAP_FAULT_DEVICE_SAVE);
 	if (ret)
-		snprintf(err, errlen,
-			 "%s: a device refuses to save its state (injected "
-			 "fault)",
-			 path);
+		err_set(err, ret,
+			"%s: a device refuses to save its state (injected "
+			"fault)",
+			path);
 	else if ((ret = vm_devices_save(vm->devs, w, &e)))
-		snprintf(err, errlen, "%s", e.msg);
+		err_set(err, ret, "%s", e.msg);
 	if (ret)
 		goto fail;
 	*out = w;
@@ -452,7 +447,7 @@ static void precopy_abort(struct vm *vm, struct precopy *pc)
 static int precopy_start(struct vm *vm, const char *ram_path,
 			 const uint8_t *save_id,
 			 const struct checkpoint_opts *o, struct precopy *pc,
-			 char *why, size_t whylen, char *err, size_t errlen)
+			 char *why, size_t whylen, struct err *err)
 {
 	const struct snap_ram_progress pg = {save_progress, (void *)o};
 	bool do_fsync = o->fsync;
@@ -463,22 +458,19 @@ static int precopy_start(struct vm *vm, const char *ram_path,
 	pc->words = (vm->mem.ram_size / PAGE_SIZE + 63) / 64;
 	pc->bm = calloc(pc->words, 8);
 	if (!pc->bm) {
-		snprintf(err, errlen, "no memory for a dirty bitmap");
-		return -ENOMEM;
+		return err_set(err, -ENOMEM, "no memory for a dirty bitmap");
 	}
 	ret = snap_ram_live_open(&vm->mem, ram_path, save_id, &pc->lv);
 	if (ret) {
 		free(pc->bm);
-		snprintf(err, errlen, "saving guest RAM to %s: %s", ram_path,
-			 strerror(-ret));
-		return ret;
+		return err_set(err, ret, "saving guest RAM to %s: %s", ram_path,
+			       strerror(-ret));
 	}
 	/* Own tracking first: it misses nothing once this returns. */
 	ret = guest_mem_dirty_start(&vm->mem);
 	if (ret) {
 		precopy_abort(vm, pc);
-		snprintf(err, errlen, "no memory for a dirty bitmap");
-		return ret;
+		return err_set(err, ret, "no memory for a dirty bitmap");
 	}
 	ret = dirty_log_set(vm, true);
 	if (ret) {
@@ -510,9 +502,8 @@ static int precopy_start(struct vm *vm, const char *ram_path,
 		ret = snap_ram_live_flush(pc->lv);
 	if (ret) {
 		precopy_abort(vm, pc);
-		snprintf(err, errlen, "saving guest RAM to %s: %s", ram_path,
-			 strerror(-ret));
-		return ret;
+		return err_set(err, ret, "saving guest RAM to %s: %s", ram_path,
+			       strerror(-ret));
 	}
 	return 0;
 }
@@ -527,7 +518,7 @@ static int precopy_start(struct vm *vm, const char *ram_path,
 static int precopy_finish(struct vm *vm, struct precopy *pc,
 			  struct snap_ram_info *ram, uint64_t *final_bytes,
 			  uint64_t *final_hashed, uint64_t *t_scanned,
-			  uint64_t *t_copied, char *err, size_t errlen)
+			  uint64_t *t_copied, struct err *err)
 {
 	struct snap_ram_live *lv = pc->lv;
 	uint64_t before = snap_ram_live_written(lv);
@@ -548,8 +539,8 @@ static int precopy_finish(struct vm *vm, struct precopy *pc,
 	if (ret) {
 		snap_ram_live_abort(lv);
 		pc->lv = NULL;
-		snprintf(err, errlen, "saving guest RAM: %s", strerror(-ret));
-		return ret;
+		return err_set(err, ret, "saving guest RAM: %s",
+			       strerror(-ret));
 	}
 	*final_bytes = snap_ram_live_written(lv) - before;
 	*final_hashed = snap_ram_live_hashed(lv) - hashed0;
@@ -561,29 +552,28 @@ static int precopy_finish(struct vm *vm, struct precopy *pc,
  * would be replaced by the rename (not followed), and a FIFO or device
  * would hang the open that holds the old RAM file (see below).
  */
-static int check_dest(const char *path, char *err, size_t errlen)
+static int check_dest(const char *path, struct err *err)
 {
 	struct stat st;
 
 	if (lstat(path, &st)) {
 		if (errno == ENOENT)
 			return 0;
-		snprintf(err, errlen, "%s: %s", path, strerror(errno));
-		return -errno;
+		return err_set(err, -errno, "%s: %s", path, strerror(errno));
 	}
 	if (S_ISLNK(st.st_mode)) {
-		snprintf(err, errlen,
-			 "%s: is a symbolic link: a snapshot is saved only "
-			 "over a regular file (not following or replacing it)",
-			 path);
-		return -ELOOP;
+		return err_set(
+			err, -ELOOP,
+			"%s: is a symbolic link: a snapshot is saved only "
+			"over a regular file (not following or replacing it)",
+			path);
 	}
 	if (!S_ISREG(st.st_mode)) {
-		snprintf(err, errlen,
-			 "%s: %s is there, not a regular file: not replacing "
-			 "it",
-			 path, snap_file_type(st.st_mode));
-		return -EEXIST;
+		return err_set(
+			err, -EEXIST,
+			"%s: %s is there, not a regular file: not replacing "
+			"it",
+			path, snap_file_type(st.st_mode));
 	}
 	return 0;
 }
@@ -593,7 +583,7 @@ static int check_dest(const char *path, char *err, size_t errlen)
  * RAM file: if that file shrank, they are gone, and reading one (the save
  * reads them all) would kill khyve with SIGBUS.
  */
-static int check_ram_file(struct vm *vm, char *err, size_t errlen)
+static int check_ram_file(struct vm *vm, struct err *err)
 {
 	struct vm_ram_file *rf = vm->ram_file;
 	struct stat st;
@@ -601,17 +591,17 @@ static int check_ram_file(struct vm *vm, char *err, size_t errlen)
 	if (!rf)
 		return 0;
 	if (fstat(rf->fd, &st)) {
-		snprintf(err, errlen, "%s: %s", rf->path, strerror(errno));
-		return -errno;
+		return err_set(err, -errno, "%s: %s", rf->path,
+			       strerror(errno));
 	}
 	if ((uint64_t)st.st_size < vm->mem.ram_size) {
-		snprintf(err, errlen,
-			 "%s, the RAM file this guest was restored from and "
-			 "still maps, shrank to %lld bytes (guest RAM is "
-			 "%" PRIu64 "): pages the guest has not written since "
-			 "are gone; not saving",
-			 rf->path, (long long)st.st_size, vm->mem.ram_size);
-		return -EIO;
+		return err_set(
+			err, -EIO,
+			"%s, the RAM file this guest was restored from and "
+			"still maps, shrank to %lld bytes (guest RAM is "
+			"%" PRIu64 "): pages the guest has not written since "
+			"are gone; not saving",
+			rf->path, (long long)st.st_size, vm->mem.ram_size);
 	}
 	return 0;
 }
@@ -641,31 +631,30 @@ struct save {
  * Everything before the pause: the destination checked, a save id, the
  * old RAM file held, and, for a live checkpoint, the pre-copy.
  */
-static int save_prepare(struct save *s, char *err, size_t errlen)
+static int save_prepare(struct save *s, struct err *err)
 {
 	const struct checkpoint_opts *o = s->o;
 	struct vm *vm = s->vm;
 	int ret;
 
 	if (!o->file || !*o->file) {
-		snprintf(err, errlen, "missing snapshot file name");
-		return -EINVAL;
+		return err_set(err, -EINVAL, "missing snapshot file name");
 	}
 	if (snap_ram_default_path(o->file, s->ram_path, sizeof(s->ram_path))) {
-		snprintf(err, errlen, "%s: file name too long", o->file);
-		return -ENAMETOOLONG;
+		return err_set(err, -ENAMETOOLONG, "%s: file name too long",
+			       o->file);
 	}
-	ret = check_dest(o->file, err, errlen);
+	ret = check_dest(o->file, err);
 	if (!ret)
-		ret = check_dest(s->ram_path, err, errlen);
+		ret = check_dest(s->ram_path, err);
 	if (!ret)
-		ret = check_ram_file(vm, err, errlen);
+		ret = check_ram_file(vm, err);
 	if (ret)
 		return ret;
 	ret = snap_save_id_new(s->save_id);
 	if (ret) {
-		snprintf(err, errlen, "no random save id: %s", strerror(-ret));
-		return ret;
+		return err_set(err, ret, "no random save id: %s",
+			       strerror(-ret));
 	}
 	/*
 	 * Hold the RAM file being replaced open until the guest runs again:
@@ -692,7 +681,7 @@ static int save_prepare(struct save *s, char *err, size_t errlen)
 		return 0;
 	}
 	ret = precopy_start(vm, s->ram_path, s->save_id, o, &s->pc, s->why,
-			    sizeof(s->why), err, errlen);
+			    sizeof(s->why), err);
 	if (ret == -EOPNOTSUPP)
 		s->live = false;
 	return ret == -EOPNOTSUPP ? 0 : ret;
@@ -702,7 +691,7 @@ static int save_prepare(struct save *s, char *err, size_t errlen)
  * Stop the vCPUs, then the devices. s->paused says whether the guest was
  * stopped, for the caller to start it again after a later error.
  */
-static int save_pause(struct save *s, char *err, size_t errlen)
+static int save_pause(struct save *s, struct err *err)
 {
 	struct vm_pause_times pt;
 	struct err e = {0};
@@ -713,8 +702,8 @@ static int save_pause(struct save *s, char *err, size_t errlen)
 	if (ret) {
 		if (s->pc.lv)
 			precopy_abort(s->vm, &s->pc);
-		snprintf(err, errlen, "cannot pause the VM: %s", err_msg(&e));
-		return ret;
+		return err_set(err, ret, "cannot pause the VM: %s",
+			       err_msg(&e));
 	}
 	s->paused = true;
 	s->tp = pt.parked;
@@ -723,8 +712,7 @@ static int save_pause(struct save *s, char *err, size_t errlen)
 }
 
 /* Paused: the RAM file's content made final (s->lv), described in @ram. */
-static int save_ram(struct save *s, struct snap_ram_info *ram, char *err,
-		    size_t errlen)
+static int save_ram(struct save *s, struct snap_ram_info *ram, struct err *err)
 {
 	const struct snap_ram_progress pg = {save_progress, (void *)s->o};
 	struct vm *vm = s->vm;
@@ -733,7 +721,7 @@ static int save_ram(struct save *s, struct snap_ram_info *ram, char *err,
 	if (s->pc.lv) {
 		ret = precopy_finish(vm, &s->pc, ram, &s->final_bytes,
 				     &s->final_hashed, &s->tscan, &s->tcopy,
-				     err, errlen);
+				     err);
 		s->lv = s->pc.lv;
 		s->pc.lv = NULL;
 		return ret;
@@ -747,14 +735,14 @@ static int save_ram(struct save *s, struct snap_ram_info *ram, char *err,
 	if (ret) {
 		snap_ram_live_abort(s->lv);
 		s->lv = NULL;
-		snprintf(err, errlen, "saving guest RAM beside %s: %s",
-			 s->o->file, strerror(-ret));
+		err_set(err, ret, "saving guest RAM beside %s: %s", s->o->file,
+			strerror(-ret));
 	}
 	return ret;
 }
 
 /* Commit the RAM file and the state file as one pair (consumes both). */
-static int save_commit(struct save *s, char *err, size_t errlen)
+static int save_commit(struct save *s, struct err *err)
 {
 	struct err se = {0};
 	int ret = snap_ram_pair_commit(s->lv, s->w,
@@ -763,22 +751,22 @@ static int save_commit(struct save *s, char *err, size_t errlen)
 	s->lv = NULL;
 	s->w = NULL;
 	if (ret)
-		snprintf(err, errlen, "%s", se.msg);
+		err_set(err, ret, "%s", se.msg);
 	return ret;
 }
 
 /* Paused: the RAM file, the state file, and a stop-and-copy's commit. */
-static int save_capture(struct save *s, char *err, size_t errlen)
+static int save_capture(struct save *s, struct err *err)
 {
 	struct snap_ram_info ram = {0};
-	int ret = save_ram(s, &ram, err, errlen);
+	int ret = save_ram(s, &ram, err);
 
 	s->tram = mono_ns();
 	if (!ret) {
 		s->ram_bytes = s->vm->mem.ram_size;
 		/* Written now, committed with the RAM file as one pair. */
 		ret = write_state(s->vm, s->o->file, &ram, s->save_id, &s->w,
-				  err, errlen);
+				  err);
 		if (ret) {
 			snap_ram_live_abort(s->lv);
 			s->lv = NULL;
@@ -787,7 +775,7 @@ static int save_capture(struct save *s, char *err, size_t errlen)
 	snap_ram_info_free(&ram);
 	/* Stop-and-copy commits in the pause (a suspend must not lose it). */
 	if (!ret && !s->live)
-		ret = save_commit(s, err, errlen);
+		ret = save_commit(s, err);
 	return ret;
 }
 
@@ -830,18 +818,18 @@ static void save_result(const struct save *s, struct checkpoint_result *res)
 }
 
 int vm_snapshot_save(struct vm *vm, const struct checkpoint_opts *o,
-		     struct checkpoint_result *res, char *err, size_t errlen)
+		     struct checkpoint_result *res, struct err *err)
 {
 	struct save s = {.vm = vm, .o = o, .old_ram = -1, .t0 = mono_ns()};
 	int ret;
 
 	snap_fault_begin_save();
-	ret = save_prepare(&s, err, errlen);
+	ret = save_prepare(&s, err);
 	if (ret)
 		goto out;
-	ret = save_pause(&s, err, errlen);
+	ret = save_pause(&s, err);
 	if (!ret)
-		ret = save_capture(&s, err, errlen);
+		ret = save_capture(&s, err);
 	s.tsave = mono_ns();
 	if (ret) {
 		/* The guest keeps running; a failed suspend does not exit. */
@@ -860,7 +848,7 @@ int vm_snapshot_save(struct vm *vm, const struct checkpoint_opts *o,
 	 * reply still waits for them.
 	 */
 	if (s.lv) {
-		ret = save_commit(&s, err, errlen);
+		ret = save_commit(&s, err);
 		if (ret)
 			goto out;
 	}
@@ -889,8 +877,7 @@ out:
  * anything is built. Family/model/feature differences are left to the
  * per-MSR and CPUID checks of the vCPU restore.
  */
-static int check_host(struct snap_reader *r, const char *path, char *err,
-		      size_t errlen)
+static int check_host(struct snap_reader *r, const char *path, struct err *err)
 {
 	const struct snap_header_info *h = snap_reader_header(r);
 	struct snap_host_info here;
@@ -898,12 +885,12 @@ static int check_host(struct snap_reader *r, const char *path, char *err,
 	snap_host_info_probe(&here, NULL);
 	if (h->host.cpu_vendor[0] && here.cpu_vendor[0] &&
 	    strcmp(h->host.cpu_vendor, here.cpu_vendor)) {
-		snprintf(err, errlen,
-			 "%s: header: field 'cpu_vendor': the snapshot was "
-			 "taken on a %s CPU, this host has a %s CPU (a guest "
-			 "cannot move between CPU vendors)",
-			 path, h->host.cpu_vendor, here.cpu_vendor);
-		return -EINVAL;
+		return err_set(
+			err, -EINVAL,
+			"%s: header: field 'cpu_vendor': the snapshot was "
+			"taken on a %s CPU, this host has a %s CPU (a guest "
+			"cannot move between CPU vendors)",
+			path, h->host.cpu_vendor, here.cpu_vendor);
 	}
 	return 0;
 }
@@ -917,25 +904,25 @@ static int check_host(struct snap_reader *r, const char *path, char *err,
  */
 static int check_ram_hashes(const struct guest_mem *m,
 			    const struct snap_ram_info *ram,
-			    const char *ram_path, char *err, size_t errlen)
+			    const char *ram_path, struct err *err)
 {
 	for (uint32_t c = 0; c < ram->nchunks; c++) {
 		uint64_t off = (uint64_t)c * ram->chunk_size;
 		uint64_t n = MIN(ram->chunk_size, m->ram_size - off);
 
 		if (XXH3_64bits(m->base + off, n) != ram->hashes[c]) {
-			snprintf(err, errlen,
-				 "%s: chunk %u (offset 0x%" PRIx64
-				 ") does not match its hash in the state file",
-				 ram_path, c, off);
-			return -EBADMSG;
+			return err_set(
+				err, -EBADMSG,
+				"%s: chunk %u (offset 0x%" PRIx64
+				") does not match its hash in the state file",
+				ram_path, c, off);
 		}
 	}
 	return 0;
 }
 
-int vm_snapshot_read_config(const char *path, struct vm_config *cfg, char *err,
-			    size_t errlen)
+int vm_snapshot_read_config(const char *path, struct vm_config *cfg,
+			    struct err *err)
 {
 	struct snap_reader *r = NULL;
 	struct err se = {0};
@@ -948,27 +935,25 @@ int vm_snapshot_read_config(const char *path, struct vm_config *cfg, char *err,
 
 	ret = snap_reader_open(&r, path, &se);
 	if (ret) {
-		snprintf(err, errlen, "%s", se.msg);
-		return ret;
+		return err_set(err, ret, "%s", se.msg);
 	}
-	ret = check_host(r, path, err, errlen);
+	ret = check_host(r, path, err);
 	if (ret)
 		goto out;
 	ret = snap_read_blob(r, "config", 0, &data, &len, &ver, &se);
 	if (ret) {
-		snprintf(err, errlen, "%s", se.msg);
+		err_set(err, ret, "%s", se.msg);
 		goto out;
 	}
 	j = json_loadb(data, len, 0, &je);
 	if (!j) {
-		snprintf(err, errlen, "%s: section 'config': %s", path,
-			 je.text);
-		ret = -EINVAL;
+		ret = err_set(err, -EINVAL, "%s: section 'config': %s", path,
+			      je.text);
 		goto out;
 	}
 	ret = config_from_json(cfg, j, &se);
 	if (ret)
-		snprintf(err, errlen, "%s", err_msg(&se));
+		err_set(err, ret, "%s", err_msg(&se));
 	json_decref(j);
 out:
 	snap_reader_close(r);
@@ -1052,18 +1037,17 @@ static const struct snap_desc *const restore_descs[] = {
 
 /* The RAM file a state file at @path names: a bare name beside it. */
 static int ram_path_of(const char *path, const struct snap_ram_info *ram,
-		       char *buf, size_t len, char *err, size_t errlen)
+		       char *buf, size_t len, struct err *err)
 {
 	int ret = snap_ram_resolve(path, ram->file, buf, len);
 
 	if (ret)
-		snprintf(err, errlen, "%s: section 'ram': bad RAM file name",
-			 path);
+		err_set(err, ret, "%s: section 'ram': bad RAM file name", path);
 	return ret;
 }
 
 int vm_snapshot_preflight(const char *path, const struct vm_config *cfg,
-			  char *err, size_t errlen)
+			  struct err *err)
 {
 	struct snap_reader *r = NULL;
 	struct err se = {0};
@@ -1077,7 +1061,7 @@ int vm_snapshot_preflight(const char *path, const struct vm_config *cfg,
 	ret = snap_reader_open(&r, path, &se);
 	if (ret)
 		goto fail_se;
-	ret = check_host(r, path, err, errlen);
+	ret = check_host(r, path, err);
 	if (ret)
 		goto out;
 	ret = snap_read_blob(r, "config", 0, &data, &len, &ver, &se);
@@ -1086,11 +1070,10 @@ int vm_snapshot_preflight(const char *path, const struct vm_config *cfg,
 	if (ret)
 		goto fail_se;
 	if (ram.ram_size != cfg->mem_size) {
-		snprintf(err, errlen,
-			 "%s: section 'ram': field 'ram_size': %" PRIu64
-			 " does not match the configured memory %" PRIu64,
-			 path, ram.ram_size, cfg->mem_size);
-		ret = -EINVAL;
+		ret = err_set(err, -EINVAL,
+			      "%s: section 'ram': field 'ram_size': %" PRIu64
+			      " does not match the configured memory %" PRIu64,
+			      path, ram.ram_size, cfg->mem_size);
 		goto out;
 	}
 	/* Every described section through this khyve's own description. */
@@ -1121,7 +1104,7 @@ int vm_snapshot_preflight(const char *path, const struct vm_config *cfg,
 	if (ret)
 		goto fail_se;
 	/* The RAM file: beside it, a regular file of this pair. */
-	ret = ram_path_of(path, &ram, ram_path, sizeof(ram_path), err, errlen);
+	ret = ram_path_of(path, &ram, ram_path, sizeof(ram_path), err);
 	if (ret)
 		goto out;
 	ret = snap_ram_check_file(ram_path, &ram, &se);
@@ -1129,7 +1112,7 @@ int vm_snapshot_preflight(const char *path, const struct vm_config *cfg,
 		goto fail_se;
 	goto out;
 fail_se:
-	snprintf(err, errlen, "%s", se.msg);
+	err_set(err, ret, "%s", se.msg);
 out:
 	snap_ram_info_free(&ram);
 	snap_reader_close(r);
@@ -1137,10 +1120,9 @@ out:
 }
 
 /* The snapshot engine's message as the caller's; returns @ret. */
-static int se_fail(const struct err *se, int ret, char *err, size_t errlen)
+static int se_fail(const struct err *se, int ret, struct err *err)
 {
-	snprintf(err, errlen, "%s", se->msg);
-	return ret;
+	return err_set(err, ret, "%s", se->msg);
 }
 
 /*
@@ -1150,8 +1132,7 @@ static int se_fail(const struct err *se, int ret, char *err, size_t errlen)
  */
 static int restore_read(struct vm *vm, const char *path, struct snap_reader **r,
 			struct snap_ram_info *ram, struct kvm_vm_state *ks,
-			struct vcpu_state *vs, struct err *se, char *err,
-			size_t errlen)
+			struct vcpu_state *vs, struct err *se, struct err *err)
 {
 	const void *cdata;
 	size_t clen;
@@ -1164,19 +1145,18 @@ static int restore_read(struct vm *vm, const char *path, struct snap_reader **r,
 	if (!ret)
 		ret = snap_ram_read_section(*r, ram, se);
 	if (ret)
-		return se_fail(se, ret, err, errlen);
+		return se_fail(se, ret, err);
 	if (ram->ram_size != vm->mem.ram_size) {
-		snprintf(err, errlen,
-			 "%s: section 'ram': field 'ram_size': %" PRIu64
-			 " does not match the configured memory %" PRIu64,
-			 path, ram->ram_size, vm->mem.ram_size);
-		return -EINVAL;
+		return err_set(err, -EINVAL,
+			       "%s: section 'ram': field 'ram_size': %" PRIu64
+			       " does not match the configured memory %" PRIu64,
+			       path, ram->ram_size, vm->mem.ram_size);
 	}
 	ret = snap_read_section(*r, &kvm_vm_snap, 0, ks, se);
 	for (unsigned i = 0; !ret && i < vm->ncpus; i++)
 		ret = snap_read_section(*r, &vcpu_state_snap, i, &vs[i], se);
 	if (ret)
-		snprintf(err, errlen, "%s", se->msg);
+		err_set(err, ret, "%s", se->msg);
 	return ret;
 }
 
@@ -1184,7 +1164,7 @@ static int restore_read(struct vm *vm, const char *path, struct snap_reader **r,
  * checked against its hashes. */
 static int restore_ram(struct vm *vm, const struct restore_opts *o,
 		       const struct snap_ram_info *ram, const char *ram_path,
-		       char *err, size_t errlen)
+		       struct err *err)
 {
 	struct err se = {0};
 	int ret, fd;
@@ -1192,7 +1172,7 @@ static int restore_ram(struct vm *vm, const struct restore_opts *o,
 	if (!o->eager) {
 		ret = snap_ram_map(&vm->mem, ram_path, ram, &fd, &se);
 		if (ret)
-			return se_fail(&se, ret, err, errlen);
+			return se_fail(&se, ret, err);
 		ram_file_watch(vm, fd, ram_path);
 		return 0;
 	}
@@ -1210,12 +1190,12 @@ static int restore_ram(struct vm *vm, const struct restore_opts *o,
 			progress_end(&pl);
 	}
 	if (ret)
-		return se_fail(&se, ret, err, errlen);
-	return check_ram_hashes(&vm->mem, ram, ram_path, err, errlen);
+		return se_fail(&se, ret, err);
+	return check_ram_hashes(&vm->mem, ram, ram_path, err);
 }
 
-int vm_snapshot_restore(struct vm *vm, const struct restore_opts *o, char *err,
-			size_t errlen)
+int vm_snapshot_restore(struct vm *vm, const struct restore_opts *o,
+			struct err *err)
 {
 	struct snap_reader *r = NULL;
 	struct err se = {0};
@@ -1227,27 +1207,27 @@ int vm_snapshot_restore(struct vm *vm, const struct restore_opts *o, char *err,
 
 	if (!ks || !vs)
 		goto out;
-	ret = restore_read(vm, o->file, &r, &ram, ks, vs, &se, err, errlen);
+	ret = restore_read(vm, o->file, &r, &ram, ks, vs, &se, err);
 	if (!ret)
 		ret = ram_path_of(o->file, &ram, ram_path, sizeof(ram_path),
-				  err, errlen);
+				  err);
 	if (!ret)
-		ret = restore_ram(vm, o, &ram, ram_path, err, errlen);
+		ret = restore_ram(vm, o, &ram, ram_path, err);
 	if (!ret && (ret = vm_devices_load(vm->devs, r, &se)))
-		snprintf(err, errlen, "%s", se.msg);
+		err_set(err, ret, "%s", se.msg);
 	if (ret)
 		goto out;
 	ret = snap_reader_check_consumed(r, &se);
 	if (ret) {
-		snprintf(err, errlen, "%s", se.msg);
+		err_set(err, ret, "%s", se.msg);
 		goto out;
 	}
-	ret = restore_kvm_vm(vm, ks, o->keep_clock, err, errlen);
+	ret = restore_kvm_vm(vm, ks, o->keep_clock, err);
 	for (unsigned i = 0; !ret && i < vm->ncpus; i++) {
 		ret = vcpu_state_restore(vm->vcpus[i].fd, &vs[i], &se);
 		if (ret) {
 			err_prefix(&se, "%s: vCPU %u: ", o->file, i);
-			snprintf(err, errlen, "%s", se.msg);
+			err_set(err, ret, "%s", se.msg);
 		}
 	}
 	if (ret)

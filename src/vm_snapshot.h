@@ -10,6 +10,7 @@
 #include <stddef.h>
 
 #include "checkpoint.h"
+#include "err.h"
 
 struct snap_desc;
 struct vm;
@@ -25,13 +26,13 @@ extern const struct snap_desc kvm_vm_snap;
  * at that path intact.
  */
 int vm_snapshot_save(struct vm *vm, const struct checkpoint_opts *o,
-		     struct checkpoint_result *res, char *err, size_t errlen);
+		     struct checkpoint_result *res, struct err *err);
 /* Load the machine state from o->file into a VM created from its config. */
-int vm_snapshot_restore(struct vm *vm, const struct restore_opts *o, char *err,
-			size_t errlen);
+int vm_snapshot_restore(struct vm *vm, const struct restore_opts *o,
+			struct err *err);
 /* Read just the embedded configuration (before the VM exists). */
-int vm_snapshot_read_config(const char *path, struct vm_config *cfg, char *err,
-			    size_t errlen);
+int vm_snapshot_read_config(const char *path, struct vm_config *cfg,
+			    struct err *err);
 /*
  * Everything a restore checks without a VM, before any host binding named
  * in the snapshot is opened: the whole state file (every section through
@@ -40,7 +41,7 @@ int vm_snapshot_read_config(const char *path, struct vm_config *cfg, char *err,
  * file of the right size carrying the state file's save id).
  */
 int vm_snapshot_preflight(const char *path, const struct vm_config *cfg,
-			  char *err, size_t errlen);
+			  struct err *err);
 /* SIGIO: the RAM file a mapped restore maps is being written (lease). */
 void vm_snapshot_ram_file_event(struct vm *vm);
 /* Close the mapped RAM file (vm_destroy, after guest RAM is unmapped). */
