@@ -182,12 +182,11 @@ static int clear_stale_socket(const struct sockaddr_un *sun, struct err *err)
 		return err_set(err, rc, "cannot stat %s: %s", path,
 			       strerror(errno));
 	}
-	if (!S_ISSOCK(sb.st_mode)) {
+	if (!S_ISSOCK(sb.st_mode))
 		return err_set(
 			err, -EEXIST,
 			"%s exists and is not a socket; not replacing it",
 			path);
-	}
 	/* Non-blocking: a live listener with a full backlog says EAGAIN. */
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0) {
@@ -197,16 +196,14 @@ static int clear_stale_socket(const struct sockaddr_un *sun, struct err *err)
 	rc = connect(fd, (const struct sockaddr *)sun, sizeof(*sun));
 	e = errno;
 	close(fd);
-	if (rc == 0 || e == EAGAIN || e == EINPROGRESS) {
+	if (rc == 0 || e == EAGAIN || e == EINPROGRESS)
 		return err_set(err, -EADDRINUSE,
 			       "console socket %s is in use (something accepts "
 			       "connections there); not replacing it",
 			       path);
-	}
-	if (e != ECONNREFUSED && e != ENOENT) {
+	if (e != ECONNREFUSED && e != ENOENT)
 		return err_set(err, -e, "cannot probe console socket %s: %s",
 			       path, strerror(e));
-	}
 	if (unlink(path) < 0 && errno != ENOENT) {
 		rc = -errno;
 		return err_set(err, rc, "cannot remove stale socket %s: %s",
@@ -222,11 +219,10 @@ static int open_socket(struct chardev *c, const char *path, struct err *err)
 	struct stat sb;
 	int ret;
 
-	if (strlen(path) >= sizeof(sun.sun_path)) {
+	if (strlen(path) >= sizeof(sun.sun_path))
 		return err_set(err, -ENAMETOOLONG,
 			       "socket path too long (max %zu bytes): %s",
 			       sizeof(sun.sun_path) - 1, path);
-	}
 	memset(&sun, 0, sizeof(sun));
 	sun.sun_family = AF_UNIX;
 	memcpy(sun.sun_path, path, strlen(path));
@@ -347,10 +343,9 @@ static int open_stdio(struct chardev *c, struct err *err)
 	c->in_fd = STDIN_FILENO;
 	c->out_fd = STDOUT_FILENO;
 	ret = tty_make_raw(STDIN_FILENO, &c->tty_slot);
-	if (ret < 0) {
+	if (ret < 0)
 		return err_set(err, ret, "cannot put stdin in raw mode: %s",
 			       strerror(-ret));
-	}
 	return 0;
 }
 
@@ -386,16 +381,14 @@ int chardev_open(struct chardev **cp, const char *spec, unsigned flags,
 
 	*cp = NULL;
 	err_clear(err);
-	if (!spec) {
+	if (!spec)
 		return err_set(err, -EINVAL, "missing console back-end");
-	}
 	ret = parse_spec(spec, &type, &path, &oflags, err);
 	if (ret)
 		return ret;
 	c = chardev_alloc(type);
-	if (!c) {
+	if (!c)
 		return err_set(err, -ENOMEM, "out of memory");
-	}
 	if (path && !*path) {
 		ret = err_set(err, -EINVAL,
 			      "console back-end '%s' needs a path", spec);

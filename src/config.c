@@ -153,11 +153,10 @@ int config_parse_dev(const char *arg, struct dev_config *d, struct err *err)
 	}
 	if (*end != ',')
 		goto bad;
-	if (slot > 31 || func > 7) {
+	if (slot > 31 || func > 7)
 		return err_set(err, -EINVAL,
 			       "-s %s: slot must be 0-31 and function 0-7",
 			       arg);
-	}
 	d->slot = (unsigned)slot;
 	d->func = (unsigned)func;
 	end++;
@@ -167,10 +166,9 @@ int config_parse_dev(const char *arg, struct dev_config *d, struct err *err)
 		goto bad;
 	memcpy(d->emul, end, el);
 	if (comma) {
-		if (strlen(comma + 1) >= sizeof(d->conf)) {
+		if (strlen(comma + 1) >= sizeof(d->conf))
 			return err_set(err, -EINVAL,
 				       "-s %s: configuration too long", arg);
-		}
 		strcpy(d->conf, comma + 1);
 	}
 	return 0;
@@ -243,11 +241,10 @@ static int opt_cpus(struct vm_config *c, const char *arg, struct err *err)
 	errno = 0;
 	n = strtoul(arg, &end, 10);
 	if (errno || *end || !isdigit((unsigned char)*arg) || n == 0 ||
-	    n > CONFIG_MAX_CPUS) {
+	    n > CONFIG_MAX_CPUS)
 		return err_set(err, -EINVAL,
 			       "-c %s: number of vCPUs must be 1-%d", arg,
 			       CONFIG_MAX_CPUS);
-	}
 	c->ncpus = (unsigned)n;
 	c->set_ncpus = true;
 	return 0;
@@ -256,14 +253,12 @@ static int opt_cpus(struct vm_config *c, const char *arg, struct err *err)
 /* -m SIZE, rounded up to the 2 MiB pages guest memory is mapped with. */
 static int opt_memory(struct vm_config *c, const char *arg, struct err *err)
 {
-	if (config_parse_size(arg, &c->mem_size)) {
+	if (config_parse_size(arg, &c->mem_size))
 		return err_set(err, -EINVAL,
 			       "-m %s: not a memory size (e.g. 512M, 2G)", arg);
-	}
-	if (c->mem_size < CONFIG_MIN_MEM) {
+	if (c->mem_size < CONFIG_MIN_MEM)
 		return err_set(err, -EINVAL,
 			       "-m %s: guest memory must be at least 16M", arg);
-	}
 	c->mem_size = ALIGN_UP(c->mem_size, 2 * MiB);
 	c->set_mem = true;
 	return 0;
@@ -272,13 +267,12 @@ static int opt_memory(struct vm_config *c, const char *arg, struct err *err)
 /* -l com1,BACKEND: the serial port is the only LPC device named. */
 static int opt_console(struct vm_config *c, const char *arg, struct err *err)
 {
-	if (strncmp(arg, "com1,", 5) || !arg[5]) {
+	if (strncmp(arg, "com1,", 5) || !arg[5])
 		return err_set(
 			err, -EINVAL,
 			"-l %s: expected com1,BACKEND (stdio, file:PATH, "
 			"socket:PATH, null)",
 			arg);
-	}
 	c->set_console = true;
 	return opt_str(&c->console, arg + 5, err);
 }
@@ -288,22 +282,20 @@ static int opt_slot(struct vm_config *c, const char *arg, struct err *err)
 {
 	int ret;
 
-	if (c->ndevs == CONFIG_MAX_DEVS) {
+	if (c->ndevs == CONFIG_MAX_DEVS)
 		return err_set(err, -EINVAL, "too many -s devices (max %d)",
 			       CONFIG_MAX_DEVS);
-	}
 	ret = config_parse_dev(arg, &c->devs[c->ndevs], err);
 	if (ret)
 		return ret;
 	for (unsigned i = 0; i < c->ndevs; i++) {
 		if (c->devs[i].slot == c->devs[c->ndevs].slot &&
-		    c->devs[i].func == c->devs[c->ndevs].func) {
+		    c->devs[i].func == c->devs[c->ndevs].func)
 			return err_set(
 				err, -EINVAL,
 				"-s %s: slot %u:%u is already taken by %s", arg,
 				c->devs[i].slot, c->devs[i].func,
 				c->devs[i].emul);
-		}
 	}
 	c->ndevs++;
 	return 0;
@@ -335,39 +327,34 @@ static int check_operands(struct vm_config *c, int argc, char **argv,
 			  struct err *err)
 {
 	if (optind < argc) {
-		if (optind + 1 < argc) {
+		if (optind + 1 < argc)
 			return err_set(
 				err, -EINVAL,
 				"unexpected argument '%s' after the VM name",
 				argv[optind + 1]);
-		}
-		if (!config_name_valid(argv[optind])) {
+		if (!config_name_valid(argv[optind]))
 			return err_set(
 				err, -EINVAL,
 				"invalid VM name '%s': use 1-%d of A-Z a-z "
 				"0-9 . _ - (not starting with '.')",
 				argv[optind], CONFIG_NAME_MAX);
-		}
 		strcpy(c->name, argv[optind]);
 	} else if (!c->restore) {
 		return err_set(err, -EINVAL, "missing VM name (see --help)");
 	}
-	if (!c->restore && !c->kernel) {
+	if (!c->restore && !c->kernel)
 		return err_set(err, -EINVAL,
 			       "no kernel given: use -k FILE (or -r SNAPSHOT)");
-	}
-	if (c->restore && (c->kernel || c->initrd || c->cmdline)) {
+	if (c->restore && (c->kernel || c->initrd || c->cmdline))
 		return err_set(
 			err, -EINVAL,
 			"-k, -i and -a cannot be used with -r: the snapshot "
 			"holds the running kernel");
-	}
 	if (!c->restore &&
-	    (c->restore_eager || c->keep_clock || c->strict_bindings)) {
+	    (c->restore_eager || c->keep_clock || c->strict_bindings))
 		return err_set(
 			err, -EINVAL,
 			"--eager, --keep-clock and --strict-bindings need -r");
-	}
 	return 0;
 }
 
@@ -518,29 +505,25 @@ static int json_read_sizes(struct vm_config *c, const json_t *j,
 	json_int_t cpus, mem;
 
 	if (json_unpack((json_t *)j, "{s:s, s:I, s:I}", "name", &name, "cpus",
-			&cpus, "memory", &mem)) {
+			&cpus, "memory", &mem))
 		return err_set(
 			err, -EINVAL,
 			"configuration: missing or mistyped name, cpus or "
 			"memory");
-	}
-	if (!config_name_valid(name)) {
+	if (!config_name_valid(name))
 		return err_set(err, -EINVAL,
 			       "configuration: field 'name': invalid VM name");
-	}
-	if (cpus < 1 || cpus > CONFIG_MAX_CPUS) {
+	if (cpus < 1 || cpus > CONFIG_MAX_CPUS)
 		return err_set(
 			err, -EINVAL,
 			"configuration: field 'cpus': %lld out of range 1-%d",
 			(long long)cpus, CONFIG_MAX_CPUS);
-	}
-	if (mem < (json_int_t)CONFIG_MIN_MEM || mem % (2 * MiB)) {
+	if (mem < (json_int_t)CONFIG_MIN_MEM || mem % (2 * MiB))
 		return err_set(
 			err, -EINVAL,
 			"configuration: field 'memory': %lld is not a valid "
 			"guest memory size",
 			(long long)mem);
-	}
 	strcpy(c->name, name);
 	c->ncpus = (unsigned)cpus;
 	c->mem_size = (uint64_t)mem;
@@ -560,19 +543,17 @@ static int json_read_device(struct vm_config *c, const json_t *d, size_t i,
 			"func", &func, "emulation", &emul, "conf", &conf) ||
 	    slot < 0 || slot > 31 || func < 0 || func > 7 ||
 	    strlen(emul) >= sizeof(dc->emul) ||
-	    strlen(conf) >= sizeof(dc->conf)) {
+	    strlen(conf) >= sizeof(dc->conf))
 		return err_set(err, -EINVAL,
 			       "configuration: device %zu is malformed", i);
-	}
 	for (unsigned k = 0; k < c->ndevs; k++) {
-		if (c->devs[k].slot == slot && c->devs[k].func == func) {
+		if (c->devs[k].slot == slot && c->devs[k].func == func)
 			return err_set(
 				err, -EINVAL,
 				"configuration: device %zu: slot %u:%u is "
 				"already taken by %s",
 				i, c->devs[k].slot, c->devs[k].func,
 				c->devs[k].emul);
-		}
 	}
 	dc = &c->devs[c->ndevs++];
 	dc->slot = (unsigned)slot;
@@ -631,19 +612,17 @@ static const char *conf_guest_part(const char *conf)
 int config_merge_restore(struct vm_config *saved, const struct vm_config *cmd,
 			 struct err *err)
 {
-	if (cmd->set_ncpus && cmd->ncpus != saved->ncpus) {
+	if (cmd->set_ncpus && cmd->ncpus != saved->ncpus)
 		return err_set(err, -EINVAL,
 			       "-c %u differs from the snapshot's %u vCPUs "
 			       "(guest-visible; cannot change on restore)",
 			       cmd->ncpus, saved->ncpus);
-	}
-	if (cmd->set_mem && cmd->mem_size != saved->mem_size) {
+	if (cmd->set_mem && cmd->mem_size != saved->mem_size)
 		return err_set(
 			err, -EINVAL,
 			"-m differs from the snapshot's memory size of %llu "
 			"MiB (guest-visible; cannot change on restore)",
 			(unsigned long long)(saved->mem_size / MiB));
-	}
 	/* Until the command line names them, bindings are the snapshot's. */
 	for (unsigned k = 0; k < saved->ndevs; k++)
 		saved->devs[k].from_snapshot = true;
@@ -656,22 +635,20 @@ int config_merge_restore(struct vm_config *saved, const struct vm_config *cmd,
 			if (saved->devs[k].slot == cd->slot &&
 			    saved->devs[k].func == cd->func)
 				sd = &saved->devs[k];
-		if (!sd) {
+		if (!sd)
 			return err_set(
 				err, -EINVAL,
 				"-s %u:%u,%s: the snapshot has no device in "
 				"that slot (devices cannot be added on "
 				"restore)",
 				cd->slot, cd->func, cd->emul);
-		}
-		if (strcmp(sd->emul, cd->emul)) {
+		if (strcmp(sd->emul, cd->emul))
 			return err_set(
 				err, -EINVAL,
 				"-s %u:%u: snapshot has %s there, not %s",
 				cd->slot, cd->func, sd->emul, cd->emul);
-		}
 		if (strcmp(conf_guest_part(sd->conf),
-			   conf_guest_part(cd->conf))) {
+			   conf_guest_part(cd->conf)))
 			return err_set(
 				err, -EINVAL,
 				"-s %u:%u,%s: options '%s' differ from the "
@@ -680,7 +657,6 @@ int config_merge_restore(struct vm_config *saved, const struct vm_config *cmd,
 				cd->slot, cd->func, cd->emul,
 				conf_guest_part(cd->conf),
 				conf_guest_part(sd->conf));
-		}
 		strcpy(sd->conf, cd->conf); /* rebind the host side */
 		sd->from_snapshot = false;
 	}
@@ -771,13 +747,12 @@ int config_check_strict_bindings(const struct vm_config *c, struct err *err)
 	if (!c->strict_bindings)
 		return 0;
 	console_binding(c->console ? c->console : "stdio", &kind, &target);
-	if (c->console_from_snapshot && *target) {
+	if (c->console_from_snapshot && *target)
 		return err_set(
 			err, -EPERM,
 			"--strict-bindings: the snapshot's COM1 console is "
 			"%s; give one with -l com1,BACKEND",
 			c->console);
-	}
 	for (unsigned i = 0; i < c->ndevs; i++) {
 		const struct dev_config *d = &c->devs[i];
 		bool named;
@@ -790,7 +765,7 @@ int config_check_strict_bindings(const struct vm_config *c, struct err *err)
 			(!strcmp(d->emul, "virtio-net") && *first &&
 			 !strchr(first, '=')) ||
 			(!strcmp(d->emul, "virtio-console") && *target);
-		if (named) {
+		if (named)
 			return err_set(
 				err, -EPERM,
 				"--strict-bindings: the snapshot's %s at "
@@ -801,7 +776,6 @@ int config_check_strict_bindings(const struct vm_config *c, struct err *err)
 				strchr(d->conf, ',') ? "," : "",
 				strchr(d->conf, ',') ? strchr(d->conf, ',') + 1
 						     : "");
-		}
 	}
 	return 0;
 }

@@ -68,11 +68,10 @@ static int kvm_open(struct vm *vm, struct err *e)
 		return err_set(e, -en, "/dev/kvm: %s", strerror(en));
 	}
 	ver = ioctl(vm->kvm_fd, KVM_GET_API_VERSION, 0);
-	if (ver != KVM_API_VERSION) {
+	if (ver != KVM_API_VERSION)
 		return err_set(e, -ENOTSUP,
 			       "/dev/kvm: KVM API version %d, need %d", ver,
 			       KVM_API_VERSION);
-	}
 	static const struct {
 		int cap;
 		const char *name;
@@ -83,16 +82,14 @@ static int kvm_open(struct vm *vm, struct err *e)
 		{KVM_CAP_EXT_CPUID, "KVM_CAP_EXT_CPUID"},
 	};
 	for (unsigned i = 0; i < ARRAY_SIZE(need); i++) {
-		if (ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, need[i].cap) <= 0) {
+		if (ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, need[i].cap) <= 0)
 			return err_set(e, -ENOTSUP, "/dev/kvm lacks %s",
 				       need[i].name);
-		}
 	}
 	vm->run_size = ioctl(vm->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
-	if (vm->run_size < (int)sizeof(struct kvm_run)) {
+	if (vm->run_size < (int)sizeof(struct kvm_run))
 		return err_set(e, -EIO, "KVM_GET_VCPU_MMAP_SIZE: %s",
 			       strerror(errno));
-	}
 	return 0;
 }
 

@@ -120,21 +120,17 @@ static int save_kvm_vm(struct vm *vm, struct kvm_vm_state *s, struct err *err)
 	for (unsigned i = 0; i < 3; i++) {
 		struct kvm_irqchip chip = {.chip_id = i};
 
-		if (ioctl(vm->vm_fd, KVM_GET_IRQCHIP, &chip) < 0) {
+		if (ioctl(vm->vm_fd, KVM_GET_IRQCHIP, &chip) < 0)
 			return err_set(err, -errno, "KVM_GET_IRQCHIP %u: %s", i,
 				       strerror(errno));
-		}
 		memcpy(dst[i], &chip.chip, 512);
 	}
-	if (ioctl(vm->vm_fd, KVM_GET_PIT2, (struct kvm_pit_state2 *)s->pit) <
-	    0) {
+	if (ioctl(vm->vm_fd, KVM_GET_PIT2, (struct kvm_pit_state2 *)s->pit) < 0)
 		return err_set(err, -errno, "KVM_GET_PIT2: %s",
 			       strerror(errno));
-	}
-	if (ioctl(vm->vm_fd, KVM_GET_CLOCK, &clk) < 0) {
+	if (ioctl(vm->vm_fd, KVM_GET_CLOCK, &clk) < 0)
 		return err_set(err, -errno, "KVM_GET_CLOCK: %s",
 			       strerror(errno));
-	}
 	s->clock_ns = clk.clock;
 	s->clock_flags = clk.flags;
 	s->realtime_ns =
@@ -156,24 +152,20 @@ static int restore_kvm_vm(struct vm *vm, const struct kvm_vm_state *s,
 
 	if (!keep_clock && now > s->realtime_ns)
 		clk.clock += now - s->realtime_ns;
-	if (ioctl(vm->vm_fd, KVM_SET_CLOCK, &clk) < 0) {
+	if (ioctl(vm->vm_fd, KVM_SET_CLOCK, &clk) < 0)
 		return err_set(err, -errno, "KVM_SET_CLOCK: %s",
 			       strerror(errno));
-	}
 	for (unsigned i = 0; i < 3; i++) {
 		struct kvm_irqchip chip = {.chip_id = i};
 
 		memcpy(&chip.chip, src[i], 512);
-		if (ioctl(vm->vm_fd, KVM_SET_IRQCHIP, &chip) < 0) {
+		if (ioctl(vm->vm_fd, KVM_SET_IRQCHIP, &chip) < 0)
 			return err_set(err, -errno, "KVM_SET_IRQCHIP %u: %s", i,
 				       strerror(errno));
-		}
 	}
-	if (ioctl(vm->vm_fd, KVM_SET_PIT2, (struct kvm_pit_state2 *)s->pit) <
-	    0) {
+	if (ioctl(vm->vm_fd, KVM_SET_PIT2, (struct kvm_pit_state2 *)s->pit) < 0)
 		return err_set(err, -errno, "KVM_SET_PIT2: %s",
 			       strerror(errno));
-	}
 	return 0;
 }
 
@@ -288,9 +280,8 @@ static int write_state(struct vm *vm, const char *path,
 		 vm->sw_backend ? ", software backend" : "");
 	snap_host_info_probe(&host, kvm_info);
 	ret = snap_writer_open(&w, path, &host, save_id);
-	if (ret) {
+	if (ret)
 		return err_set(err, ret, "%s: %s", path, strerror(-ret));
-	}
 	ret = write_config(vm, w);
 	if (!ret)
 		ret = snap_ram_write_section(w, ram);
@@ -457,9 +448,8 @@ static int precopy_start(struct vm *vm, const char *ram_path,
 	memset(pc, 0, sizeof(*pc));
 	pc->words = (vm->mem.ram_size / PAGE_SIZE + 63) / 64;
 	pc->bm = calloc(pc->words, 8);
-	if (!pc->bm) {
+	if (!pc->bm)
 		return err_set(err, -ENOMEM, "no memory for a dirty bitmap");
-	}
 	ret = snap_ram_live_open(&vm->mem, ram_path, save_id, &pc->lv);
 	if (ret) {
 		free(pc->bm);
@@ -561,20 +551,18 @@ static int check_dest(const char *path, struct err *err)
 			return 0;
 		return err_set(err, -errno, "%s: %s", path, strerror(errno));
 	}
-	if (S_ISLNK(st.st_mode)) {
+	if (S_ISLNK(st.st_mode))
 		return err_set(
 			err, -ELOOP,
 			"%s: is a symbolic link: a snapshot is saved only "
 			"over a regular file (not following or replacing it)",
 			path);
-	}
-	if (!S_ISREG(st.st_mode)) {
+	if (!S_ISREG(st.st_mode))
 		return err_set(
 			err, -EEXIST,
 			"%s: %s is there, not a regular file: not replacing "
 			"it",
 			path, snap_file_type(st.st_mode));
-	}
 	return 0;
 }
 
@@ -590,11 +578,10 @@ static int check_ram_file(struct vm *vm, struct err *err)
 
 	if (!rf)
 		return 0;
-	if (fstat(rf->fd, &st)) {
+	if (fstat(rf->fd, &st))
 		return err_set(err, -errno, "%s: %s", rf->path,
 			       strerror(errno));
-	}
-	if ((uint64_t)st.st_size < vm->mem.ram_size) {
+	if ((uint64_t)st.st_size < vm->mem.ram_size)
 		return err_set(
 			err, -EIO,
 			"%s, the RAM file this guest was restored from and "
@@ -602,7 +589,6 @@ static int check_ram_file(struct vm *vm, struct err *err)
 			"%" PRIu64 "): pages the guest has not written since "
 			"are gone; not saving",
 			rf->path, (long long)st.st_size, vm->mem.ram_size);
-	}
 	return 0;
 }
 
@@ -637,13 +623,11 @@ static int save_prepare(struct save *s, struct err *err)
 	struct vm *vm = s->vm;
 	int ret;
 
-	if (!o->file || !*o->file) {
+	if (!o->file || !*o->file)
 		return err_set(err, -EINVAL, "missing snapshot file name");
-	}
-	if (snap_ram_default_path(o->file, s->ram_path, sizeof(s->ram_path))) {
+	if (snap_ram_default_path(o->file, s->ram_path, sizeof(s->ram_path)))
 		return err_set(err, -ENAMETOOLONG, "%s: file name too long",
 			       o->file);
-	}
 	ret = check_dest(o->file, err);
 	if (!ret)
 		ret = check_dest(s->ram_path, err);
@@ -652,10 +636,9 @@ static int save_prepare(struct save *s, struct err *err)
 	if (ret)
 		return ret;
 	ret = snap_save_id_new(s->save_id);
-	if (ret) {
+	if (ret)
 		return err_set(err, ret, "no random save id: %s",
 			       strerror(-ret));
-	}
 	/*
 	 * Hold the RAM file being replaced open until the guest runs again:
 	 * the rename that replaces it would otherwise drop its last link and
@@ -884,14 +867,13 @@ static int check_host(struct snap_reader *r, const char *path, struct err *err)
 
 	snap_host_info_probe(&here, NULL);
 	if (h->host.cpu_vendor[0] && here.cpu_vendor[0] &&
-	    strcmp(h->host.cpu_vendor, here.cpu_vendor)) {
+	    strcmp(h->host.cpu_vendor, here.cpu_vendor))
 		return err_set(
 			err, -EINVAL,
 			"%s: header: field 'cpu_vendor': the snapshot was "
 			"taken on a %s CPU, this host has a %s CPU (a guest "
 			"cannot move between CPU vendors)",
 			path, h->host.cpu_vendor, here.cpu_vendor);
-	}
 	return 0;
 }
 
@@ -910,13 +892,12 @@ static int check_ram_hashes(const struct guest_mem *m,
 		uint64_t off = (uint64_t)c * ram->chunk_size;
 		uint64_t n = MIN(ram->chunk_size, m->ram_size - off);
 
-		if (XXH3_64bits(m->base + off, n) != ram->hashes[c]) {
+		if (XXH3_64bits(m->base + off, n) != ram->hashes[c])
 			return err_set(
 				err, -EBADMSG,
 				"%s: chunk %u (offset 0x%" PRIx64
 				") does not match its hash in the state file",
 				ram_path, c, off);
-		}
 	}
 	return 0;
 }
@@ -934,9 +915,8 @@ int vm_snapshot_read_config(const char *path, struct vm_config *cfg,
 	int ret;
 
 	ret = snap_reader_open(&r, path, &se);
-	if (ret) {
+	if (ret)
 		return err_set(err, ret, "%s", se.msg);
-	}
 	ret = check_host(r, path, err);
 	if (ret)
 		goto out;
@@ -1146,12 +1126,11 @@ static int restore_read(struct vm *vm, const char *path, struct snap_reader **r,
 		ret = snap_ram_read_section(*r, ram, se);
 	if (ret)
 		return se_fail(se, ret, err);
-	if (ram->ram_size != vm->mem.ram_size) {
+	if (ram->ram_size != vm->mem.ram_size)
 		return err_set(err, -EINVAL,
 			       "%s: section 'ram': field 'ram_size': %" PRIu64
 			       " does not match the configured memory %" PRIu64,
 			       path, ram->ram_size, vm->mem.ram_size);
-	}
 	ret = snap_read_section(*r, &kvm_vm_snap, 0, ks, se);
 	for (unsigned i = 0; !ret && i < vm->ncpus; i++)
 		ret = snap_read_section(*r, &vcpu_state_snap, i, &vs[i], se);

@@ -171,27 +171,24 @@ static int load_elf_segments(const struct guest_mem *m, const uint8_t *img,
 
 		if (ph->type != PT_LOAD || !ph->memsz)
 			continue;
-		if (ph->filesz > ph->memsz) {
+		if (ph->filesz > ph->memsz)
 			return err_set(
 				err, -ENOEXEC,
 				"malformed ELF: segment %u filesz > memsz", i);
-		}
-		if (ph->paddr < BOOT_KERNEL_ADDR) {
+		if (ph->paddr < BOOT_KERNEL_ADDR)
 			return err_set(
 				err, -ENOEXEC,
 				"ELF segment at %#llx overlaps the boot area "
 				"below 1 MiB",
 				(unsigned long long)ph->paddr);
-		}
 		dst = guest_mem_ptr(m, ph->paddr, ph->memsz);
-		if (!dst) {
+		if (!dst)
 			return err_set(
 				err, -EFBIG,
 				"kernel too big for guest memory (segment "
 				"%#llx+%#llx outside RAM)",
 				(unsigned long long)ph->paddr,
 				(unsigned long long)ph->memsz);
-		}
 		memcpy(dst, img + ph->offset, ph->filesz);
 		/* The bss part: guest RAM may hold an earlier guest's data. */
 		memset(dst + ph->filesz, 0, ph->memsz - ph->filesz);
@@ -199,10 +196,9 @@ static int load_elf_segments(const struct guest_mem *m, const uint8_t *img,
 		kl->end = MAX(kl->end, ph->paddr + ph->memsz);
 		have = true;
 	}
-	if (!have) {
+	if (!have)
 		return err_set(err, -ENOEXEC,
 			       "ELF image has no loadable segments");
-	}
 	return 0;
 }
 
@@ -249,9 +245,8 @@ static int load_elf(const struct guest_mem *m, const uint8_t *img, size_t len,
 	int ret;
 
 	ret = boot_elf_parse(img, len, &e);
-	if (ret) {
+	if (ret)
 		return err_set(err, -ENOEXEC, "malformed or non-x86 ELF image");
-	}
 	ret = load_elf_segments(m, img, &e, kl, err);
 	if (ret)
 		return ret;
@@ -269,14 +264,13 @@ static int load_elf(const struct guest_mem *m, const uint8_t *img, size_t len,
 	/* A 32-bit ELF can only be entered through PVH. */
 	if (e.is64)
 		kl->has_linux64 = elf_entry_phys(&e, &kl->linux64_entry);
-	if (!kl->has_linux64 && !kl->has_pvh) {
+	if (!kl->has_linux64 && !kl->has_pvh)
 		return err_set(
 			err, -ENOEXEC,
 			e.is64 ? "ELF entry point %#llx is outside its segments"
 			       : "32-bit ELF image without a PVH note (entry "
 				 "%#llx)",
 			(unsigned long long)e.entry);
-	}
 	return 0;
 }
 
@@ -294,43 +288,38 @@ static int bzimage_read_header(const uint8_t *k, size_t klen, struct kload *kl,
 	unsigned setup_sects;
 	uint16_t ver;
 
-	if (klen < HDR_LIMIT) {
+	if (klen < HDR_LIMIT)
 		return err_set(err, -ENOEXEC, "truncated bzImage (%zu bytes)",
 			       klen);
-	}
 	ver = get_le16(k + HDR_VERSION);
 	kl->protocol = ver;
 	/* xloadflags and the 64-bit entry arrived in 2.12. */
-	if (ver < 0x20c) {
+	if (ver < 0x20c)
 		return err_set(
 			err, -ENOEXEC,
 			"unsupported boot protocol version %u.%02u (need 2.12+ "
 			"for 64-bit entry)",
 			ver >> 8, ver & 0xff);
-	}
-	if (!(get_le16(k + HDR_XLOADFLAGS) & XLF_KERNEL_64)) {
+	if (!(get_le16(k + HDR_XLOADFLAGS) & XLF_KERNEL_64))
 		return err_set(
 			err, -ENOEXEC,
 			"bzImage has no 64-bit entry point (XLF_KERNEL_64 "
 			"clear)");
-	}
 	setup_sects = k[HDR_SETUP_SECTS] ? k[HDR_SETUP_SECTS] : 4;
 	*pm_off = (setup_sects + 1) * 512ULL;
-	if (*pm_off >= klen) {
+	if (*pm_off >= klen)
 		return err_set(err, -ENOEXEC,
 			       "truncated bzImage (setup %llu bytes, file %zu)",
 			       (unsigned long long)*pm_off, klen);
-	}
 	*pm_len = klen - *pm_off;
 	/* syssize (16-byte units) tells how much protected-mode code follows.
 	 */
-	if ((uint64_t)get_le32(k + HDR_SYSSIZE) * 16 > *pm_len) {
+	if ((uint64_t)get_le32(k + HDR_SYSSIZE) * 16 > *pm_len)
 		return err_set(
 			err, -ENOEXEC,
 			"truncated bzImage (%llu of %llu kernel bytes present)",
 			(unsigned long long)*pm_len,
 			(unsigned long long)get_le32(k + HDR_SYSSIZE) * 16);
-	}
 	kl->hdr = k;
 	/* The header ends at 0x202 + the jump's 8-bit displacement. */
 	kl->hdr_len = MIN((size_t)(0x202 + k[HDR_JUMP + 1]), (size_t)HDR_LIMIT);
@@ -368,10 +357,9 @@ static int load_unpacked(const struct guest_mem *m, const uint8_t *k,
 	free(elf);
 	if (ret)
 		return ret;
-	if (!kl->has_linux64) {
+	if (!kl->has_linux64)
 		return err_set(err, -ENOEXEC,
 			       "unpacked vmlinux has no 64-bit entry");
-	}
 	kl->format = KERNEL_FMT_BZIMAGE_UNPACKED;
 	*loaded = true;
 	return 0;
@@ -399,14 +387,13 @@ static int load_compressed(const struct guest_mem *m, const uint8_t *k,
 	kl->end = load + pm_len;
 	kl->reserved_end = MAX(kl->end, MAX(load, pref) + init_size);
 	if (kl->reserved_end > low_end ||
-	    guest_mem_write(m, load, k + pm_off, pm_len)) {
+	    guest_mem_write(m, load, k + pm_off, pm_len))
 		return err_set(
 			err, -EFBIG,
 			"kernel too big for guest memory (needs %llu MiB below "
 			"%llu MiB)",
 			(unsigned long long)(kl->reserved_end >> 20),
 			(unsigned long long)(low_end >> 20));
-	}
 	/* startup_64 sits 0x200 into the protected-mode code. */
 	kl->linux64_entry = load + 0x200;
 	kl->has_linux64 = true;
@@ -637,12 +624,11 @@ static int write_cmdline(const struct guest_mem *m,
 	if (kl->is_linux && cfg->linux_extra && *cfg->linux_extra) {
 		size_t elen = strlen(cfg->linux_extra);
 
-		if (clen + 1 + elen >= sizeof(full)) {
+		if (clen + 1 + elen >= sizeof(full))
 			return err_set(
 				err, -E2BIG,
 				"command line too long (%zu bytes with \"%s\")",
 				clen + 1 + elen, cfg->linux_extra);
-		}
 		snprintf(full, sizeof(full), "%s%s%s", cmdline, clen ? " " : "",
 			 cfg->linux_extra);
 		cmdline = full;
@@ -652,13 +638,12 @@ static int write_cmdline(const struct guest_mem *m,
 
 	/* Command line: the bzImage's cmdline_size bounds it, then our area. */
 	kl->cmdline_max = MIN(kl->cmdline_max, BOOT_CMDLINE_MAX - 1);
-	if (clen > kl->cmdline_max) {
+	if (clen > kl->cmdline_max)
 		return err_set(
 			err, -E2BIG,
 			"command line too long (%zu bytes, kernel accepts "
 			"%llu)",
 			clen, (unsigned long long)kl->cmdline_max);
-	}
 	ret = guest_mem_write(m, BOOT_CMDLINE_ADDR, cmdline, clen + 1);
 	if (ret)
 		return boot_fault(ret, err);
@@ -681,7 +666,7 @@ static int place_initrd(const struct guest_mem *m, const struct kload *kl,
 	uint64_t addr;
 	int ret;
 
-	if (ilen > top || ALIGN_DOWN(top - ilen, PAGE_SIZE) < floor) {
+	if (ilen > top || ALIGN_DOWN(top - ilen, PAGE_SIZE) < floor)
 		return err_set(
 			err, -EFBIG,
 			"initrd too big for guest memory (%zu bytes, "
@@ -689,7 +674,6 @@ static int place_initrd(const struct guest_mem *m, const struct kload *kl,
 			ilen,
 			(unsigned long long)(top > floor ? top - floor : 0),
 			(unsigned long long)top);
-	}
 	addr = ALIGN_DOWN(top - ilen, PAGE_SIZE);
 	ret = guest_mem_write(m, addr, initrd, ilen);
 	if (ret)
@@ -716,17 +700,15 @@ static int build_firmware_tables(const struct guest_mem *m,
 		};
 
 		ret = acpi_build(m, &ac, &bi->rsdp_gpa);
-		if (ret) {
+		if (ret)
 			return err_set(err, ret, "cannot build ACPI tables: %s",
 				       strerror(-ret));
-		}
 	}
 	if (!(cfg->flags & BOOT_F_NO_MPTABLE)) {
 		ret = mptable_build(m, cfg->ncpus, &bi->mptable_gpa);
-		if (ret) {
+		if (ret)
 			return err_set(err, ret, "cannot build MP table: %s",
 				       strerror(-ret));
-		}
 	}
 	return 0;
 }
@@ -818,15 +800,13 @@ int kernel_load_buf(const struct guest_mem *m, const struct boot_config *cfg,
 	int n, ret;
 
 	memset(bi, 0, sizeof(*bi));
-	if (cfg->ncpus == 0 || cfg->ncpus > BOOT_MAX_CPUS) {
+	if (cfg->ncpus == 0 || cfg->ncpus > BOOT_MAX_CPUS)
 		return err_set(err, -EINVAL, "bad vCPU count %u (1-%u)",
 			       cfg->ncpus, BOOT_MAX_CPUS);
-	}
 	n = e820_build(m, e820, E820_MAX_ENTRIES);
-	if (n < 0) {
+	if (n < 0)
 		return err_set(err, n,
 			       "guest memory too small (need at least 2 MiB)");
-	}
 	bi->e820_entries = (unsigned)n;
 	/* Our own limits; a bzImage's header may lower them. */
 	kl.cmdline_max = BOOT_CMDLINE_MAX - 1;
@@ -922,9 +902,8 @@ int kernel_load(const struct guest_mem *m, const struct boot_config *cfg,
 	size_t klen = 0, ilen = 0;
 	int ret;
 
-	if (!cfg->kernel_path) {
+	if (!cfg->kernel_path)
 		return err_set(err, -EINVAL, "no kernel given");
-	}
 	ret = read_file("kernel", cfg->kernel_path, m->ram_size, &k, &klen,
 			err);
 	if (ret)

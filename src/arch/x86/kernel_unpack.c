@@ -358,39 +358,34 @@ int kernel_unpack_bzimage(const uint8_t *bz, size_t len, uint8_t **elf,
 
 	*elf = NULL;
 	*elflen = 0;
-	if (len < 0x250 || get_le32(bz + 0x202) != 0x53726448) {
+	if (len < 0x250 || get_le32(bz + 0x202) != 0x53726448)
 		return err_set(err, -ENOEXEC, "no bzImage setup header");
-	}
-	if (get_le16(bz + 0x206) < 0x208) {
+	if (get_le16(bz + 0x206) < 0x208)
 		return err_set(
 			err, -ENOEXEC,
 			"boot protocol %#x has no payload fields (need 2.08)",
 			get_le16(bz + 0x206));
-	}
 	/* setup_sects == 0 means 4, for compatibility with ancient kernels. */
 	setup_sects = bz[0x1f1] ? bz[0x1f1] : 4;
 	pm_off = (setup_sects + 1) * 512ULL;
 	/* payload_offset is relative to the protected-mode code. */
 	off = pm_off + get_le32(bz + 0x248);
 	plen = get_le32(bz + 0x24c);
-	if (plen < 8 || off > len || plen > len - off) {
+	if (plen < 8 || off > len || plen > len - off)
 		return err_set(err, -ENOEXEC, "bzImage payload out of bounds");
-	}
 	c = kernel_comp_detect(bz + off, plen);
 	if (comp)
 		*comp = c;
-	if (c == KCOMP_UNKNOWN || c == KCOMP_LZO) {
+	if (c == KCOMP_UNKNOWN || c == KCOMP_LZO)
 		return err_set(err, -ENOTSUP,
 			       "unsupported kernel compression (%s)",
 			       kernel_comp_name(c));
-	}
 	ret = kernel_decompress(c, bz + off, plen, KERNEL_UNPACK_MAX, elf,
 				elflen);
-	if (ret) {
+	if (ret)
 		return err_set(err, ret,
 			       "cannot decompress %s kernel payload: %s",
 			       kernel_comp_name(c), strerror(-ret));
-	}
 	if (*elflen < 4 || memcmp(*elf,
 				  "\x7f"
 				  "ELF",
