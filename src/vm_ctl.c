@@ -152,6 +152,66 @@ static json_t *seg_json(const struct kvm_segment *s)
 			 "l", s->l, "db", s->db, "g", s->g);
 }
 
+/* The general registers, RIP and RFLAGS as the "regs" reply's base. */
+static json_t *regs_json(int idx, const struct kvm_regs *r)
+{
+	return json_pack(
+		"{s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
+		"s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+		"vcpu", idx, "rax", (json_int_t)r->rax, "rbx",
+		(json_int_t)r->rbx, "rcx", (json_int_t)r->rcx, "rdx",
+		(json_int_t)r->rdx, "rsi", (json_int_t)r->rsi, "rdi",
+		(json_int_t)r->rdi, "rsp", (json_int_t)r->rsp, "rbp",
+		(json_int_t)r->rbp, "r8", (json_int_t)r->r8, "r9",
+		(json_int_t)r->r9, "r10", (json_int_t)r->r10, "r11",
+		(json_int_t)r->r11, "r12", (json_int_t)r->r12, "r13",
+		(json_int_t)r->r13, "r14", (json_int_t)r->r14, "r15",
+		(json_int_t)r->r15, "rip", (json_int_t)r->rip, "rflags",
+		(json_int_t)r->rflags);
+}
+
+/* Control registers, segments and descriptor tables, added to @j. */
+static void sregs_add(json_t *j, const struct kvm_sregs *sr)
+{
+	json_object_set_new(j, "cr0", json_integer((json_int_t)sr->cr0));
+	json_object_set_new(j, "cr2", json_integer((json_int_t)sr->cr2));
+	json_object_set_new(j, "cr3", json_integer((json_int_t)sr->cr3));
+	json_object_set_new(j, "cr4", json_integer((json_int_t)sr->cr4));
+	json_object_set_new(j, "cr8", json_integer((json_int_t)sr->cr8));
+	json_object_set_new(j, "efer", json_integer((json_int_t)sr->efer));
+	json_object_set_new(j, "apic_base",
+			    json_integer((json_int_t)sr->apic_base));
+	json_object_set_new(j, "cs", seg_json(&sr->cs));
+	json_object_set_new(j, "ds", seg_json(&sr->ds));
+	json_object_set_new(j, "es", seg_json(&sr->es));
+	json_object_set_new(j, "fs", seg_json(&sr->fs));
+	json_object_set_new(j, "gs", seg_json(&sr->gs));
+	json_object_set_new(j, "ss", seg_json(&sr->ss));
+	json_object_set_new(j, "tr", seg_json(&sr->tr));
+	json_object_set_new(j, "gdt",
+			    json_pack("{s:I, s:I}", "base",
+				      (json_int_t)sr->gdt.base, "limit",
+				      (json_int_t)sr->gdt.limit));
+	json_object_set_new(j, "idt",
+			    json_pack("{s:I, s:I}", "base",
+				      (json_int_t)sr->idt.base, "limit",
+				      (json_int_t)sr->idt.limit));
+}
+
+/* The saved MSRs as {"0xINDEX": value}. */
+static json_t *msrs_json(const struct vcpu_state *s)
+{
+	json_t *m = json_object();
+	char key[16];
+
+	for (uint32_t i = 0; i < s->nmsrs; i++) {
+		snprintf(key, sizeof(key), "0x%x", s->msr_index[i]);
+		json_object_set_new(m, key,
+				    json_integer((json_int_t)s->msr_data[i]));
+	}
+	return m;
+}
+
 static int op_regs(void *o, int idx, bool msrs, json_t **reply, char *err,
 		   size_t errlen)
 {
@@ -184,54 +244,11 @@ static int op_regs(void *o, int idx, bool msrs, json_t **reply, char *err,
 		goto out;
 	}
 	vcpu_state_to_kvm(s, &r, &sr);
-	j = json_pack("{s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
-		      "s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
-		      "vcpu", idx, "rax", (json_int_t)r.rax, "rbx",
-		      (json_int_t)r.rbx, "rcx", (json_int_t)r.rcx, "rdx",
-		      (json_int_t)r.rdx, "rsi", (json_int_t)r.rsi, "rdi",
-		      (json_int_t)r.rdi, "rsp", (json_int_t)r.rsp, "rbp",
-		      (json_int_t)r.rbp, "r8", (json_int_t)r.r8, "r9",
-		      (json_int_t)r.r9, "r10", (json_int_t)r.r10, "r11",
-		      (json_int_t)r.r11, "r12", (json_int_t)r.r12, "r13",
-		      (json_int_t)r.r13, "r14", (json_int_t)r.r14, "r15",
-		      (json_int_t)r.r15, "rip", (json_int_t)r.rip, "rflags",
-		      (json_int_t)r.rflags);
-	json_object_set_new(j, "cr0", json_integer((json_int_t)sr.cr0));
-	json_object_set_new(j, "cr2", json_integer((json_int_t)sr.cr2));
-	json_object_set_new(j, "cr3", json_integer((json_int_t)sr.cr3));
-	json_object_set_new(j, "cr4", json_integer((json_int_t)sr.cr4));
-	json_object_set_new(j, "cr8", json_integer((json_int_t)sr.cr8));
-	json_object_set_new(j, "efer", json_integer((json_int_t)sr.efer));
-	json_object_set_new(j, "apic_base",
-			    json_integer((json_int_t)sr.apic_base));
-	json_object_set_new(j, "cs", seg_json(&sr.cs));
-	json_object_set_new(j, "ds", seg_json(&sr.ds));
-	json_object_set_new(j, "es", seg_json(&sr.es));
-	json_object_set_new(j, "fs", seg_json(&sr.fs));
-	json_object_set_new(j, "gs", seg_json(&sr.gs));
-	json_object_set_new(j, "ss", seg_json(&sr.ss));
-	json_object_set_new(j, "tr", seg_json(&sr.tr));
-	json_object_set_new(j, "gdt",
-			    json_pack("{s:I, s:I}", "base",
-				      (json_int_t)sr.gdt.base, "limit",
-				      (json_int_t)sr.gdt.limit));
-	json_object_set_new(j, "idt",
-			    json_pack("{s:I, s:I}", "base",
-				      (json_int_t)sr.idt.base, "limit",
-				      (json_int_t)sr.idt.limit));
+	j = regs_json(idx, &r);
+	sregs_add(j, &sr);
 	json_object_set_new(j, "mp_state", json_integer(s->mp_state));
-	if (msrs) {
-		json_t *m = json_object();
-		char key[16];
-
-		for (uint32_t i = 0; i < s->nmsrs; i++) {
-			snprintf(key, sizeof(key), "0x%x", s->msr_index[i]);
-			json_object_set_new(
-				m, key,
-				json_integer((json_int_t)s->msr_data[i]));
-		}
-		json_object_set_new(j, "msrs", m);
-	}
+	if (msrs)
+		json_object_set_new(j, "msrs", msrs_json(s));
 	*reply = j;
 out:
 	free(s);
