@@ -412,6 +412,26 @@ def test_project_kernel_boots_with_root_on_virtio_blk(project):
     assert "Kernel panic" not in out, out[-3000:]
 
 
+def pvm_busybox_segv(rnd, result):
+    """True for one known kvm_pvm fault only: in pvmcheck's exec area the
+    fresh busybox (`sh -c "exit 7"`) died of SIGSEGV while the other two
+    execs were right. Seen at random on kvm_pvm, at boot and after
+    restores, with FSGSBASE on and off: a user-mode read through %fs that
+    returned 0 (docs/software-kvm.md, "What differs"); not explained yet.
+    Tests that meet it xfail at their end, after every other check ran;
+    any other failure, or this one on other KVMs, fails."""
+    if not KVM_SOFTWARE or not result or result[0] != "FAIL":
+        return False
+    m = re.fullmatch(r"busybox=0x([0-9a-f]+) self=0x([0-9a-f]+) "
+                     r"missing=0x300", result[1])
+    return bool(m) and (int(m.group(1), 16) & 0x7f) == 11 and \
+        int(m.group(2), 16) == (20 + rnd % 100) << 8
+
+
+PVM_BUSYBOX_SEGV = ("known kvm_pvm fault: a fresh busybox died of SIGSEGV "
+                    "in pvmcheck's exec area (docs/software-kvm.md)")
+
+
 def pvmcheck_areas(out):
     """{(round, area): (verdict, detail)} from pvmcheck's area lines."""
     return {(int(m.group(1)), m.group(2)): (m.group(3), m.group(4))
@@ -428,16 +448,21 @@ def test_project_kernel_user_space_areas(project):
     its own test."""
     out = project["out"]
     got = pvmcheck_areas(out)
+    known = pvm_busybox_segv(1, got.get((1, "exec")))
     for area in AREAS:
-        if area == "sockets":
+        if area == "sockets" or (area == "exec" and known):
             continue
         assert got.get((1, area), ("missing",))[0] == "PASS", \
             (area, got.get((1, area)), out[-3000:])
     m = re.search(r"KHYVE-PVMCHECK round 1 blocked (\d+)/16 children", out)
     assert m and m.group(1) == "16", out[-3000:]
     # Without the network the sockets area is SKIP, not a failure.
-    assert "KHYVE-PVMCHECK done rounds=1 fail=0" in out, out[-3000:]
-    assert not re.search(r"KHYVE-PVMCHECK .*\bFAIL\b", out), out[-3000:]
+    assert "KHYVE-PVMCHECK done rounds=1 fail=%d" % known in out, \
+        out[-3000:]
+    fails = re.findall(r"KHYVE-PVMCHECK .*\bFAIL\b.*", out)
+    assert len(fails) == known, fails
+    if known:
+        pytest.xfail(PVM_BUSYBOX_SEGV)
 
 
 def test_project_kernel_user_space_sockets(project):
