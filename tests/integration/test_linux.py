@@ -428,6 +428,13 @@ def pvm_busybox_segv(rnd, result):
         int(m.group(2), 16) == (20 + rnd % 100) << 8
 
 
+# Where the fault has been seen: "sh[77]: segfault at 0 ip
+# 00000000004a4d02 ... in busybox[...]", "busybox[..] general protection
+# fault ip:41b9e4".
+PVM_BUSYBOX_SITES = re.compile(r"\b(sh|init|busybox)\[\d+\]:? (segfault at "
+                               r"\S+ ip 0+4a4d02 .* in busybox\[|general "
+                               r"protection fault ip:41b9e4 )")
+
 PVM_BUSYBOX_SEGV = ("known kvm_pvm fault: a fresh busybox died of SIGSEGV "
                     "in pvmcheck's exec area (docs/software-kvm.md)")
 
@@ -495,9 +502,20 @@ def test_project_kernel_bad_input_and_faults(project):
     assert re.search(r"kill-sleep ok in_syscall=35 status=0x9 epipe=1",
                      out)
     assert pvmcheck_areas(out).get((1, "fork"), ("missing",))[0] == "PASS"
-    # pvmcheck handles its own SIGSEGVs, so the kernel logs no segfault.
+    # pvmcheck handles its own SIGSEGVs, so the kernel logs no segfault -
+    # but for the known kvm_pvm fault (pvm_busybox_segv): a busybox
+    # process dead at one of the two addresses it has been seen at, which
+    # xfails after every other check here.
+    known = [l for l in re.findall(r".*segfault at .*|.*general protection"
+                                   r" fault ip:.*", out)
+             if KVM_SOFTWARE and PVM_BUSYBOX_SITES.search(l)]
+    rest = out
+    for l in known:
+        rest = rest.replace(l, "")
     for bad in ("segfault at", "Oops", "BUG:", "general protection"):
-        assert bad not in out, (bad, out[-3000:])
+        assert bad not in rest, (bad, out[-3000:])
+    if known:
+        pytest.xfail(PVM_BUSYBOX_SEGV + ": " + known[0].strip())
 
 
 def test_project_kernel_user_space_powers_off(project):
