@@ -14,19 +14,6 @@
 
 #define MEM (64 * MiB)
 
-/* A kernel file, initrd and command line with default flags. */
-static int load_file(const struct guest_mem *m, const char *kpath,
-		     const char *ipath, const char *cmdline, unsigned ncpus,
-		     struct boot_info *bi, struct err *err)
-{
-	struct boot_config c = {.kernel_path = kpath,
-				.initrd_path = ipath,
-				.cmdline = cmdline,
-				.ncpus = ncpus};
-
-	return kernel_load(m, &c, bi, err);
-}
-
 static uint8_t *gzip_vmlinux(bool pvh, size_t *len)
 {
 	struct fx_elf_opts o = fx_vmlinux_opts(pvh);

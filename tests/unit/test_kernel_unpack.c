@@ -18,19 +18,6 @@ static const enum kernel_comp formats[] = {
 };
 
 /* Compressible but not trivial test data. */
-/* A kernel file, initrd and command line with default flags. */
-static int load_file(const struct guest_mem *m, const char *kpath,
-		     const char *ipath, const char *cmdline, unsigned ncpus,
-		     struct boot_info *bi, struct err *err)
-{
-	struct boot_config c = {.kernel_path = kpath,
-				.initrd_path = ipath,
-				.cmdline = cmdline,
-				.ncpus = ncpus};
-
-	return kernel_load(m, &c, bi, err);
-}
-
 static uint8_t *sample(size_t len)
 {
 	uint8_t *b = malloc(len);

@@ -17,6 +17,7 @@
 #include <zlib.h>
 #include <zstd.h>
 
+#include "boot.h"
 #include "common.h"
 #include "guest_mem.h"
 #include "kernel_unpack.h"
@@ -351,6 +352,20 @@ static inline uint8_t *fx_bzimage(const struct fx_bz_opts *o,
 	memcpy(b + FX_BZ_PM_OFF + FX_BZ_PAYLOAD_OFF, payload, plen);
 	*len = total;
 	return b;
+}
+
+/* A kernel file, initrd and command line with default flags (the loader
+ * tests of test_boot and test_kernel_unpack). */
+static inline int load_file(const struct guest_mem *m, const char *kpath,
+		     const char *ipath, const char *cmdline, unsigned ncpus,
+		     struct boot_info *bi, struct err *err)
+{
+	struct boot_config c = {.kernel_path = kpath,
+				.initrd_path = ipath,
+				.cmdline = cmdline,
+				.ncpus = ncpus};
+
+	return kernel_load(m, &c, bi, err);
 }
 
 #endif
