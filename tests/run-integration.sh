@@ -16,7 +16,9 @@
 set -u
 cd "$(dirname "$0")/.."
 build=${KHYVE_BUILD:-build-san}
-pytest="/usr/bin/python3 -m pytest -q -p no:cacheprovider -rs"
+# --durations: where the suite's time goes, in every CI log (make check must
+# stay under 20 minutes on 2 cores).
+pytest="/usr/bin/python3 -m pytest -q -p no:cacheprovider -rs --durations=12"
 # Sanitizer reports get exit codes of their own: ASan's and UBSan's default
 # (1) is also khyve's "powered off", so a report would read as success.
 export ASAN_OPTIONS=${ASAN_OPTIONS:-exitcode=86:detect_leaks=1}
