@@ -122,16 +122,14 @@ const char *ctl_server_socket_path(const struct ctl_server *s)
 }
 
 /* mkdir -p with 0700 for every directory we create. */
-static int make_rundir(const char *dir, char *err, size_t errlen)
+static int make_rundir(const char *dir, struct err *e)
 {
 	char path[PATH_MAX];
 	struct stat st;
 	size_t i, n = strlen(dir);
 
-	if (n == 0 || n >= sizeof(path)) {
-		set_err(err, errlen, "invalid run directory '%s'", dir);
-		return -EINVAL;
-	}
+	if (n == 0 || n >= sizeof(path))
+		return err_set(e, -EINVAL, "invalid run directory '%s'", dir);
 	memcpy(path, dir, n + 1);
 	for (i = 1; i <= n; i++) {
 		if (path[i] != '/' && path[i] != '\0')
@@ -141,36 +139,29 @@ static int make_rundir(const char *dir, char *err, size_t errlen)
 			/* umask must not widen or narrow what we promise */
 			chmod(path, 0700);
 		} else if (errno != EEXIST) {
-			set_err(err, errlen, "cannot create %s: %s", path,
-				strerror(errno));
-			return -errno;
+			return err_sys(e, "cannot create %s", path);
 		}
 		path[i] = dir[i];
 	}
-	if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
-		set_err(err, errlen, "run directory %s is not a directory",
-			dir);
-		return -ENOTDIR;
-	}
+	if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode))
+		return err_set(e, -ENOTDIR,
+			       "run directory %s is not a directory", dir);
 	/*
 	 * Whoever else can write there can plant the lock file or the
 	 * socket (a symlink to a file of ours, a socket of theirs).
 	 */
-	if (st.st_uid != geteuid()) {
-		set_err(err, errlen,
-			"run directory %s is owned by uid %u, not by us (uid "
-			"%u): refusing it (use another --rundir or "
-			"KHYVE_RUNDIR)",
-			dir, (unsigned)st.st_uid, (unsigned)geteuid());
-		return -EPERM;
-	}
-	if (st.st_mode & (S_IWGRP | S_IWOTH)) {
-		set_err(err, errlen,
-			"run directory %s is writable by group or others "
-			"(mode %04o): refusing it (chmod go-w %s)",
+	if (st.st_uid != geteuid())
+		return err_set(e, -EPERM,
+			       "run directory %s is owned by uid %u, not by us "
+			       "(uid %u): refusing it (use another --rundir or "
+			       "KHYVE_RUNDIR)",
+			       dir, (unsigned)st.st_uid, (unsigned)geteuid());
+	if (st.st_mode & (S_IWGRP | S_IWOTH))
+		return err_set(
+			e, -EPERM,
+			"run directory %s is writable by group or "
+			"others (mode %04o): refusing it (chmod go-w %s)",
 			dir, (unsigned)(st.st_mode & 07777), dir);
-		return -EPERM;
-	}
 	return 0;
 }
 
@@ -192,7 +183,7 @@ static pid_t read_lock_pid(int fd)
  * locking we check the path still names the file we locked; otherwise
  * we locked an orphan and must retry on the new file.
  */
-static int take_lock(struct ctl_server *s, char *err, size_t errlen)
+static int take_lock(struct ctl_server *s, struct err *e)
 {
 	struct stat a, b;
 	int fd, tries;
@@ -200,18 +191,13 @@ static int take_lock(struct ctl_server *s, char *err, size_t errlen)
 	for (tries = 0; tries < 16; tries++) {
 		/* A planted symlink must not make us truncate its target. */
 		fd = open(s->lock_path, LOCK_OPEN_FLAGS, 0600);
-		if (fd < 0 && errno == ELOOP) {
-			set_err(err, errlen,
-				"%s is a symbolic link: refusing to use it as "
-				"the lock file (remove it)",
-				s->lock_path);
-			return -EPERM;
-		}
-		if (fd < 0) {
-			set_err(err, errlen, "cannot open %s: %s", s->lock_path,
-				strerror(errno));
-			return -errno;
-		}
+		if (fd < 0 && errno == ELOOP)
+			return err_set(e, -EPERM,
+				       "%s is a symbolic link: refusing to use "
+				       "it as the lock file (remove it)",
+				       s->lock_path);
+		if (fd < 0)
+			return err_sys(e, "cannot open %s", s->lock_path);
 		if (fstat(fd, &a) == 0 && a.st_nlink == 0) {
 			close(fd); /* its khyve just stopped and removed it */
 			continue;
@@ -219,29 +205,26 @@ static int take_lock(struct ctl_server *s, char *err, size_t errlen)
 		if (fstat(fd, &a) < 0 || !S_ISREG(a.st_mode) ||
 		    a.st_uid != geteuid() || a.st_nlink != 1) {
 			/* Not a file we made: it is truncated later. */
-			set_err(err, errlen,
-				"%s is not a regular file of ours with one "
-				"link: refusing to use it as the lock file "
-				"(remove it)",
-				s->lock_path);
 			close(fd);
-			return -EPERM;
+			return err_set(e, -EPERM,
+				       "%s is not a regular file of ours with "
+				       "one link: refusing to use it as the "
+				       "lock file (remove it)",
+				       s->lock_path);
 		}
 		if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-			int e = errno;
+			int en = errno;
 			pid_t pid = read_lock_pid(fd);
 
 			close(fd);
-			if (e == EWOULDBLOCK) {
-				set_err(err, errlen,
-					"VM '%s' is already running (pid %d, "
-					"socket %s)",
+			if (en == EWOULDBLOCK)
+				return err_set(
+					e, -EADDRINUSE,
+					"VM '%s' is already running (pid "
+					"%d, socket %s)",
 					s->name, (int)pid, s->sock_path);
-				return -EADDRINUSE;
-			}
-			set_err(err, errlen, "cannot lock %s: %s", s->lock_path,
-				strerror(e));
-			return -e;
+			return err_set(e, -en, "cannot lock %s: %s",
+				       s->lock_path, strerror(en));
 		}
 		if (fstat(fd, &a) == 0 && stat(s->lock_path, &b) == 0 &&
 		    a.st_dev == b.st_dev && a.st_ino == b.st_ino) {
@@ -250,12 +233,12 @@ static int take_lock(struct ctl_server *s, char *err, size_t errlen)
 		}
 		close(fd);
 	}
-	set_err(err, errlen, "cannot lock %s: keeps changing", s->lock_path);
-	return -EAGAIN;
+	return err_set(e, -EAGAIN, "cannot lock %s: keeps changing",
+		       s->lock_path);
 }
 
 /* With the lock held: a socket file left behind is either live or stale. */
-static int clear_stale_socket(struct ctl_server *s, char *err, size_t errlen)
+static int clear_stale_socket(struct ctl_server *s, struct err *e)
 {
 	struct sockaddr_un sun = {.sun_family = AF_UNIX};
 	struct stat st;
@@ -264,85 +247,65 @@ static int clear_stale_socket(struct ctl_server *s, char *err, size_t errlen)
 	if (lstat(s->sock_path, &st) < 0) {
 		if (errno == ENOENT)
 			return 0;
-		set_err(err, errlen, "cannot stat %s: %s", s->sock_path,
-			strerror(errno));
-		return -errno;
+		return err_sys(e, "cannot stat %s", s->sock_path);
 	}
-	if (!S_ISSOCK(st.st_mode)) {
-		set_err(err, errlen, "%s exists and is not a socket",
-			s->sock_path);
-		return -EEXIST;
-	}
+	if (!S_ISSOCK(st.st_mode))
+		return err_set(e, -EEXIST, "%s exists and is not a socket",
+			       s->sock_path);
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0) {
-		set_err(err, errlen, "socket: %s", strerror(errno));
-		return -errno;
-	}
+	if (fd < 0)
+		return err_sys(e, "socket");
 	memcpy(sun.sun_path, s->sock_path, strlen(s->sock_path) + 1);
 	rc = connect(fd, (struct sockaddr *)&sun, sizeof(sun));
 	close(fd);
 	if (rc == 0) {
 		/* Someone serves it without holding the lock: leave it be. */
-		set_err(err, errlen,
-			"VM '%s' is already running (pid unknown, socket %s)",
-			s->name, s->sock_path);
-		return -EADDRINUSE;
+		return err_set(e, -EADDRINUSE,
+			       "VM '%s' is already running (pid unknown, "
+			       "socket %s)",
+			       s->name, s->sock_path);
 	}
-	if (errno != ECONNREFUSED && errno != ENOENT) {
-		set_err(err, errlen, "cannot probe %s: %s", s->sock_path,
-			strerror(errno));
-		return -errno;
-	}
+	if (errno != ECONNREFUSED && errno != ENOENT)
+		return err_sys(e, "cannot probe %s", s->sock_path);
 	log_info("removing stale control socket %s", s->sock_path);
-	if (unlink(s->sock_path) < 0 && errno != ENOENT) {
-		set_err(err, errlen, "cannot remove stale %s: %s", s->sock_path,
-			strerror(errno));
-		return -errno;
-	}
+	if (unlink(s->sock_path) < 0 && errno != ENOENT)
+		return err_sys(e, "cannot remove stale %s", s->sock_path);
 	return 0;
 }
 
-static int open_listener(struct ctl_server *s, char *err, size_t errlen)
+static int open_listener(struct ctl_server *s, struct err *e)
 {
 	struct sockaddr_un sun = {.sun_family = AF_UNIX};
 	struct stat st;
-	int fd, e;
+	int fd, rc;
 
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0) {
-		set_err(err, errlen, "socket: %s", strerror(errno));
-		return -errno;
-	}
+	if (fd < 0)
+		return err_sys(e, "socket");
 	memcpy(sun.sun_path, s->sock_path, strlen(s->sock_path) + 1);
 	if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
-		set_err(err, errlen, "cannot bind %s: %s", s->sock_path,
-			strerror(errno));
+		rc = err_sys(e, "cannot bind %s", s->sock_path);
 		goto fail;
 	}
 	/* Nobody can connect before listen(), so the chmod is not racy. */
 	if (chmod(s->sock_path, 0600) < 0 || stat(s->sock_path, &st) < 0) {
-		set_err(err, errlen, "cannot chmod %s: %s", s->sock_path,
-			strerror(errno));
+		rc = err_sys(e, "cannot chmod %s", s->sock_path);
 		goto fail_unlink;
 	}
 	s->sock_dev = st.st_dev;
 	s->sock_ino = st.st_ino;
 	if (listen(fd, 128) < 0) {
-		set_err(err, errlen, "listen %s: %s", s->sock_path,
-			strerror(errno));
+		rc = err_sys(e, "listen %s", s->sock_path);
 		goto fail_unlink;
 	}
 	s->listen_fd = fd;
 	return 0;
 
 fail_unlink:
-	e = errno;
 	unlink(s->sock_path);
-	errno = e;
 fail:
-	e = errno ? errno : EIO;
 	close(fd);
-	return -e;
+	return rc;
 }
 
 /* ---- per-client buffers ---- */
@@ -551,8 +514,8 @@ static void req_fail(struct ctl_req *r, const char *code, const char *fmt, ...)
 }
 
 /* Turn a callback's return into the request outcome. */
-static void req_rc(struct ctl_req *r, const char *what, int rc, char *err,
-		   json_t *result)
+static void req_rc(struct ctl_req *r, const char *what, int rc,
+		   const struct err *e, json_t *result)
 {
 	if (rc == 0) {
 		if (result && !json_is_object(result)) {
@@ -567,7 +530,8 @@ static void req_rc(struct ctl_req *r, const char *what, int rc, char *err,
 	json_decref(result);
 	if (rc > 0)
 		rc = -EIO;
-	req_fail(r, ctl_errno_code(rc), "%s", err[0] ? err : strerror(-rc));
+	req_fail(r, ctl_errno_code(rc), "%s",
+		 e->msg[0] ? e->msg : strerror(-rc));
 }
 
 #define NO_OP(r, fn, name)                                                     \
@@ -604,13 +568,13 @@ static void cmd_hello(struct ctl_req *r)
 
 static void cmd_status(struct ctl_req *r)
 {
-	char err[512] = "";
+	struct err e = {0};
 	json_t *res = NULL;
 	int rc;
 
 	NO_OP(r, status, "status");
-	rc = r->s->ops->status(r->s->opaque, &res, err, sizeof(err));
-	req_rc(r, "status", rc, err, res);
+	rc = r->s->ops->status(r->s->opaque, &res, &e);
+	req_rc(r, "status", rc, &e, res);
 	/* Every status names its VM so `khyvectl list` need not guess. */
 	if (r->result && !json_object_get(r->result, "vm"))
 		json_object_set_new(r->result, "vm", json_string(r->s->name));
@@ -618,20 +582,18 @@ static void cmd_status(struct ctl_req *r)
 
 static void cmd_pause(struct ctl_req *r)
 {
-	char err[512] = "";
+	struct err e = {0};
 
 	NO_OP(r, pause, "pause");
-	req_rc(r, "pause", r->s->ops->pause(r->s->opaque, err, sizeof(err)),
-	       err, NULL);
+	req_rc(r, "pause", r->s->ops->pause(r->s->opaque, &e), &e, NULL);
 }
 
 static void cmd_resume(struct ctl_req *r)
 {
-	char err[512] = "";
+	struct err e = {0};
 
 	NO_OP(r, resume, "resume");
-	req_rc(r, "resume", r->s->ops->resume(r->s->opaque, err, sizeof(err)),
-	       err, NULL);
+	req_rc(r, "resume", r->s->ops->resume(r->s->opaque, &e), &e, NULL);
 }
 
 static bool get_bool_arg(struct ctl_req *r, const char *key, bool *out)
@@ -651,30 +613,28 @@ static bool get_bool_arg(struct ctl_req *r, const char *key, bool *out)
 
 static void cmd_poweroff(struct ctl_req *r)
 {
-	char err[512] = "";
+	struct err e = {0};
 	bool force;
 
 	if (!get_bool_arg(r, "force", &force))
 		return;
 	NO_OP(r, poweroff, "poweroff");
-	req_rc(r, "poweroff",
-	       r->s->ops->poweroff(r->s->opaque, force, err, sizeof(err)), err,
+	req_rc(r, "poweroff", r->s->ops->poweroff(r->s->opaque, force, &e), &e,
 	       NULL);
 }
 
 static void cmd_reset(struct ctl_req *r)
 {
-	char err[512] = "";
+	struct err e = {0};
 
 	NO_OP(r, reset, "reset");
-	req_rc(r, "reset", r->s->ops->reset(r->s->opaque, err, sizeof(err)),
-	       err, NULL);
+	req_rc(r, "reset", r->s->ops->reset(r->s->opaque, &e), &e, NULL);
 }
 
 static void cmd_regs(struct ctl_req *r)
 {
 	json_t *v = json_object_get(r->args, "vcpu");
-	char err[512] = "";
+	struct err e = {0};
 	json_t *res = NULL;
 	json_int_t vcpu = 0;
 	bool msrs;
@@ -692,20 +652,19 @@ static void cmd_regs(struct ctl_req *r)
 	if (!get_bool_arg(r, "msrs", &msrs))
 		return;
 	NO_OP(r, regs, "regs");
-	rc = r->s->ops->regs(r->s->opaque, (int)vcpu, msrs, &res, err,
-			     sizeof(err));
-	req_rc(r, "regs", rc, err, res);
+	rc = r->s->ops->regs(r->s->opaque, (int)vcpu, msrs, &res, &e);
+	req_rc(r, "regs", rc, &e, res);
 }
 
 static void cmd_stats(struct ctl_req *r)
 {
-	char err[512] = "";
+	struct err e = {0};
 	json_t *res = NULL;
 	int rc;
 
 	NO_OP(r, stats, "stats");
-	rc = r->s->ops->stats(r->s->opaque, &res, err, sizeof(err));
-	req_rc(r, "stats", rc, err, res);
+	rc = r->s->ops->stats(r->s->opaque, &res, &e);
+	req_rc(r, "stats", rc, &e, res);
 }
 
 /* An optional boolean argument, @def when absent. */
@@ -754,7 +713,7 @@ static void do_checkpoint(struct ctl_req *r, bool suspend)
 {
 	const char *what = suspend ? "suspend" : "checkpoint";
 	struct checkpoint_opts o;
-	char err[512] = "";
+	struct err e = {0};
 	json_t *res = NULL;
 	int rc;
 
@@ -762,7 +721,7 @@ static void do_checkpoint(struct ctl_req *r, bool suspend)
 		return;
 	NO_OP(r, checkpoint, what);
 	cur_req.wanted = o.progress != NULL;
-	rc = r->s->ops->checkpoint(r->s->opaque, &o, &res, err, sizeof(err));
+	rc = r->s->ops->checkpoint(r->s->opaque, &o, &res, &e);
 	if (rc == -EINVAL || rc == -ERANGE) {
 		/*
 		 * The request was checked in full above, so this is about
@@ -771,10 +730,10 @@ static void do_checkpoint(struct ctl_req *r, bool suspend)
 		 */
 		json_decref(res);
 		req_fail(r, "failed", "internal error: %s",
-			 err[0] ? err : strerror(-rc));
+			 e.msg[0] ? e.msg : strerror(-rc));
 		return;
 	}
-	req_rc(r, what, rc, err, res);
+	req_rc(r, what, rc, &e, res);
 }
 
 static void cmd_checkpoint(struct ctl_req *r)
@@ -789,13 +748,13 @@ static void cmd_suspend(struct ctl_req *r)
 
 static void cmd_migrate(struct ctl_req *r)
 {
-	char err[512] = "";
+	struct err e = {0};
 	json_t *res = NULL;
 	int rc;
 
 	NO_OP(r, migrate, "migrate");
-	rc = r->s->ops->migrate(r->s->opaque, r->args, &res, err, sizeof(err));
-	req_rc(r, "migrate", rc, err, res);
+	rc = r->s->ops->migrate(r->s->opaque, r->args, &res, &e);
+	req_rc(r, "migrate", rc, &e, res);
 }
 
 static const char *const no_keys[] = {NULL};
@@ -1287,7 +1246,7 @@ static void server_free(struct ctl_server *s)
 
 /* @s's limits (defaults for zero @p fields), paths and client slots. */
 static int server_setup(struct ctl_server *s, const struct ctl_params *p,
-			const char *rundir, char *err, size_t errlen)
+			const char *rundir, struct err *e)
 {
 	int rc, n;
 
@@ -1300,18 +1259,15 @@ static int server_setup(struct ctl_server *s, const struct ctl_params *p,
 			     p->vmname);
 	n = snprintf(s->lock_path, sizeof(s->lock_path), "%s/%s.lock", rundir,
 		     p->vmname);
-	if (rc < 0 || n < 0 || (size_t)n >= sizeof(s->lock_path)) {
-		set_err(err, errlen, "socket path %s/%s.sock is too long",
-			rundir, p->vmname);
-		return -ENAMETOOLONG;
-	}
+	if (rc < 0 || n < 0 || (size_t)n >= sizeof(s->lock_path))
+		return err_set(e, -ENAMETOOLONG,
+			       "socket path %s/%s.sock is too long", rundir,
+			       p->vmname);
 	s->clients = calloc(s->max_clients, sizeof(*s->clients));
 	s->pfds = calloc(s->max_clients + 2, sizeof(*s->pfds));
 	s->pfd_client = calloc(s->max_clients + 2, sizeof(*s->pfd_client));
-	if (!s->clients || !s->pfds || !s->pfd_client) {
-		set_err(err, errlen, "out of memory");
-		return -ENOMEM;
-	}
+	if (!s->clients || !s->pfds || !s->pfd_client)
+		return err_set(e, -ENOMEM, "out of memory");
 	for (unsigned i = 0; i < s->max_clients; i++)
 		s->clients[i].fd = -1;
 	return 0;
@@ -1330,8 +1286,7 @@ static void write_lock_pid(struct ctl_server *s)
 }
 
 int ctl_server_start(struct ctl_server **out, const struct ctl_params *p,
-		     const struct ctl_ops *ops, void *opaque, char *err,
-		     size_t errlen)
+		     const struct ctl_ops *ops, void *opaque, struct err *e)
 {
 	const char *rundir = p->rundir ? p->rundir : ctl_default_rundir();
 	sigset_t all, old;
@@ -1339,41 +1294,36 @@ int ctl_server_start(struct ctl_server **out, const struct ctl_params *p,
 	int rc;
 
 	*out = NULL;
-	if (!ctl_vmname_valid(p->vmname)) {
-		set_err(err, errlen,
-			"invalid VM name '%.80s' (1-%d of [A-Za-z0-9._-], "
-			"not starting with '.')",
-			p->vmname ? p->vmname : "", CTL_VMNAME_MAX);
-		return -EINVAL;
-	}
+	if (!ctl_vmname_valid(p->vmname))
+		return err_set(e, -EINVAL,
+			       "invalid VM name '%.80s' (1-%d of "
+			       "[A-Za-z0-9._-], not starting with '.')",
+			       p->vmname ? p->vmname : "", CTL_VMNAME_MAX);
 	s = calloc(1, sizeof(*s));
-	if (!s) {
-		set_err(err, errlen, "out of memory");
-		return -ENOMEM;
-	}
+	if (!s)
+		return err_set(e, -ENOMEM, "out of memory");
 	s->listen_fd = s->lock_fd = s->stop_fd = -1;
 	s->ops = ops;
 	s->opaque = opaque;
-	rc = server_setup(s, p, rundir, err, errlen);
+	rc = server_setup(s, p, rundir, e);
 	if (rc < 0)
 		goto fail;
-	rc = make_rundir(rundir, err, errlen);
+	rc = make_rundir(rundir, e);
 	if (rc < 0)
 		goto fail;
-	rc = take_lock(s, err, errlen);
+	rc = take_lock(s, e);
 	if (rc < 0)
 		goto fail;
-	rc = clear_stale_socket(s, err, errlen);
+	rc = clear_stale_socket(s, e);
 	if (rc < 0)
 		goto fail;
-	rc = open_listener(s, err, errlen);
+	rc = open_listener(s, e);
 	if (rc < 0)
 		goto fail;
 	write_lock_pid(s);
 	s->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (s->stop_fd < 0) {
-		rc = -errno;
-		set_err(err, errlen, "eventfd: %s", strerror(errno));
+		rc = err_sys(e, "eventfd");
 		goto fail;
 	}
 	/* The VMM's signals (vCPU kicks, SIGINT) are not for this thread. */
@@ -1382,7 +1332,7 @@ int ctl_server_start(struct ctl_server **out, const struct ctl_params *p,
 	rc = -pthread_create(&s->thread, NULL, server_thread, s);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (rc < 0) {
-		set_err(err, errlen, "cannot start control thread: %s",
+		err_set(e, rc, "cannot start control thread: %s",
 			strerror(-rc));
 		goto fail;
 	}

@@ -11,9 +11,9 @@
  *
  * Callback contract: return 0 on success and, for those with @reply, set
  * *reply to a new jansson object (the server takes the reference; NULL
- * means an empty result). On failure return -errno and write a one-line
- * message to @err (if left empty, strerror is used). The errno picks the
- * error code the client sees:
+ * means an empty result). On failure return -errno and fill @e with a
+ * one-line message (err_set; if left empty, strerror is used). The errno
+ * picks the error code the client sees:
  *   -EINVAL, -ERANGE          bad_request       (bad argument value)
  *   -EBUSY, -EALREADY         invalid_state     ("pause first")
  *   -ENOSYS, -EOPNOTSUPP      not_implemented
@@ -40,6 +40,7 @@
 #include <stdint.h>
 
 #include "checkpoint.h"
+#include "err.h"
 
 #define CTL_PROTOCOL	   1
 #define CTL_DEFAULT_RUNDIR "/run/khyve"
@@ -51,25 +52,25 @@
 
 struct ctl_ops {
 	/* result: {"state": "running"|"paused"|..., anything else} */
-	int (*status)(void *opaque, json_t **reply, char *err, size_t errlen);
-	int (*pause)(void *opaque, char *err, size_t errlen);
-	int (*resume)(void *opaque, char *err, size_t errlen);
-	int (*poweroff)(void *opaque, bool force, char *err, size_t errlen);
-	int (*reset)(void *opaque, char *err, size_t errlen);
+	int (*status)(void *opaque, json_t **reply, struct err *e);
+	int (*pause)(void *opaque, struct err *e);
+	int (*resume)(void *opaque, struct err *e);
+	int (*poweroff)(void *opaque, bool force, struct err *e);
+	int (*reset)(void *opaque, struct err *e);
 	/* Registers of @vcpu; -EBUSY if the VM must be paused first. */
 	int (*regs)(void *opaque, int vcpu, bool msrs, json_t **reply,
-		    char *err, size_t errlen);
-	int (*stats)(void *opaque, json_t **reply, char *err, size_t errlen);
+		    struct err *e);
+	int (*stats)(void *opaque, json_t **reply, struct err *e);
 	/*
 	 * checkpoint and suspend (@o->suspend): the request parsed, "file"
 	 * a non-empty string, "live" and "fsync" (default true) and
 	 * "progress" (o->progress is ctl_progress if true, else NULL).
 	 */
 	int (*checkpoint)(void *opaque, const struct checkpoint_opts *o,
-			  json_t **reply, char *err, size_t errlen);
+			  json_t **reply, struct err *e);
 	/* Placeholder: NULL (not_implemented) until live migration exists. */
 	int (*migrate)(void *opaque, const json_t *args, json_t **reply,
-		       char *err, size_t errlen);
+		       struct err *e);
 };
 
 /* Where to listen (vmname is required) and optional knobs; zero fields
@@ -96,8 +97,7 @@ struct ctl_server;
  * links or another owner (nothing in it is then followed or changed).
  */
 int ctl_server_start(struct ctl_server **s, const struct ctl_params *p,
-		     const struct ctl_ops *ops, void *opaque, char *err,
-		     size_t errlen);
+		     const struct ctl_ops *ops, void *opaque, struct err *e);
 /*
  * Stop the thread (waiting for a callback in progress to return), close
  * clients, remove the socket and lock file. NULL is a no-op.

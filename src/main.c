@@ -92,7 +92,6 @@ static int main_loop(struct vm *vm)
  */
 static int parse_command_line(int argc, char **argv, struct vm_config *cmd)
 {
-	char err[1024] = "";
 	const char *fi;
 	struct err e = {0};
 	bool sw = false;
@@ -132,8 +131,9 @@ static int parse_command_line(int argc, char **argv, struct vm_config *cmd)
 	/* Tests only (khyve(8), ENVIRONMENT): make a save fail at a step. */
 	fi = getenv("KHYVE_FAULT_INJECT");
 	if (fi && *fi) {
-		if (snap_fault_arm_spec(fi, err, sizeof(err))) {
-			fprintf(stderr, "khyve: KHYVE_FAULT_INJECT=%s\n", err);
+		if (snap_fault_arm_spec(fi, &e)) {
+			fprintf(stderr, "khyve: KHYVE_FAULT_INJECT=%s\n",
+				err_msg(&e));
 			config_free(cmd);
 			return KHYVE_EXIT_ERROR;
 		}
@@ -222,7 +222,6 @@ int main(int argc, char **argv)
 {
 	struct vm_config cmd, cfg;
 	struct vm *vm;
-	char err[1024] = "";
 	struct err e = {0};
 	int ret, status = KHYVE_EXIT_ERROR;
 	sigset_t set;
@@ -257,21 +256,18 @@ int main(int argc, char **argv)
 	ret = vm_create(vm, &cfg, &e);
 	if (!ret)
 		ret = cfg.restore ? restore(vm, &cfg, &e) : vm_boot(vm, &e);
-	/* The control server still writes err (not converted). */
-	if (ret && (e.code || e.msg[0]))
-		snprintf(err, sizeof(err), "%s", err_msg(&e));
 	if (!ret)
 		ret = ctl_server_start(
 			&vm->ctl,
 			&(struct ctl_params){.rundir = cfg.rundir,
 					     .vmname = cfg.name},
-			&vm_ctl_ops, vm, err, sizeof(err));
+			&vm_ctl_ops, vm, &e);
 	if (!ret)
 		ret = vm_start_vcpus(vm);
 	if (ret) {
-		if (!err[0])
-			snprintf(err, sizeof(err), "%s", strerror(-ret));
-		fprintf(stderr, "khyve: %s\n", err);
+		if (!e.msg[0])
+			e.code = ret; /* no message: strerror's */
+		fprintf(stderr, "khyve: %s\n", err_msg(&e));
 		status = KHYVE_EXIT_ERROR;
 		vm->exit_status = status;
 	} else {

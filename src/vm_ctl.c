@@ -70,7 +70,7 @@ static json_t *hidden_json(const struct vm *vm)
 	return a;
 }
 
-static int op_status(void *o, json_t **reply, char *err, size_t errlen)
+static int op_status(void *o, json_t **reply, struct err *e)
 {
 	struct vm *vm = o;
 	struct timespec now;
@@ -104,26 +104,25 @@ static int op_status(void *o, json_t **reply, char *err, size_t errlen)
 	return *reply ? 0 : -ENOMEM;
 }
 
-static int op_pause(void *o, char *err, size_t errlen)
+static int op_pause(void *o, struct err *e)
 {
-	struct err e = {0};
-	int ret = vm_pause(o, NULL, &e);
+	int ret = vm_pause(o, NULL, e);
 
 	if (ret)
-		snprintf(err, errlen, "cannot pause: %s", err_msg(&e));
+		err_prefix(e, "cannot pause: ");
 	return ret;
 }
 
-static int op_resume(void *o, char *err, size_t errlen)
+static int op_resume(void *o, struct err *e)
 {
 	int ret = vm_resume(o);
 
 	if (ret)
-		snprintf(err, errlen, "cannot resume: %s", strerror(-ret));
+		err_set(e, ret, "cannot resume: %s", strerror(-ret));
 	return ret;
 }
 
-static int op_poweroff(void *o, bool force, char *err, size_t errlen)
+static int op_poweroff(void *o, bool force, struct err *e)
 {
 	/*
 	 * A polite request needs a guest-visible mechanism (an ACPI power
@@ -137,7 +136,7 @@ static int op_poweroff(void *o, bool force, char *err, size_t errlen)
 	return 0;
 }
 
-static int op_reset(void *o, char *err, size_t errlen)
+static int op_reset(void *o, struct err *e)
 {
 	vm_request_stop(o, KHYVE_EXIT_REBOOT);
 	return 0;
@@ -212,37 +211,29 @@ static json_t *msrs_json(const struct vcpu_state *s)
 	return m;
 }
 
-static int op_regs(void *o, int idx, bool msrs, json_t **reply, char *err,
-		   size_t errlen)
+static int op_regs(void *o, int idx, bool msrs, json_t **reply, struct err *e)
 {
 	struct vm *vm = o;
 	struct vcpu_state *s;
 	struct kvm_regs r;
 	struct kvm_sregs sr;
-	struct err e = {0};
 	json_t *j;
 	int ret;
 
-	if (idx < 0 || (unsigned)idx >= vm->ncpus) {
-		snprintf(err, errlen, "no vCPU %d (the VM has %u)", idx,
-			 vm->ncpus);
-		return -EINVAL;
-	}
+	if (idx < 0 || (unsigned)idx >= vm->ncpus)
+		return err_set(e, -EINVAL, "no vCPU %d (the VM has %u)", idx,
+			       vm->ncpus);
 	pthread_mutex_lock(&vm->lock);
 	ret = vm->state == VM_PAUSED ? 0 : -EBUSY;
 	pthread_mutex_unlock(&vm->lock);
-	if (ret) {
-		snprintf(err, errlen, "the VM is running: pause first");
-		return ret;
-	}
+	if (ret)
+		return err_set(e, ret, "the VM is running: pause first");
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;
-	ret = vcpu_state_save(vm->vcpus[idx].fd, &vm->msrs, s, &e);
-	if (ret) {
-		snprintf(err, errlen, "%s", e.msg);
+	ret = vcpu_state_save(vm->vcpus[idx].fd, &vm->msrs, s, e);
+	if (ret)
 		goto out;
-	}
 	vcpu_state_to_kvm(s, &r, &sr);
 	j = regs_json(idx, &r);
 	sregs_add(j, &sr);
@@ -255,7 +246,7 @@ out:
 	return ret;
 }
 
-static int op_stats(void *o, json_t **reply, char *err, size_t errlen)
+static int op_stats(void *o, json_t **reply, struct err *e)
 {
 	struct vm *vm = o;
 	json_t *vcpus = json_array();
@@ -341,15 +332,11 @@ static json_t *checkpoint_reply(const struct checkpoint_opts *o,
 }
 
 static int op_checkpoint(void *opaque, const struct checkpoint_opts *o,
-			 json_t **reply, char *err, size_t errlen)
+			 json_t **reply, struct err *e)
 {
 	struct checkpoint_result res;
-	struct err e = {0};
-	int ret = vm_snapshot_save(opaque, o, &res, &e);
+	int ret = vm_snapshot_save(opaque, o, &res, e);
 
-	/* ctl.c is not converted yet: it takes the message as a string. */
-	if (ret && e.msg[0])
-		snprintf(err, errlen, "%s", e.msg);
 	if (!ret)
 		*reply = checkpoint_reply(o, &res);
 	return ret;

@@ -44,7 +44,7 @@ const char *snap_fault_name(enum snap_fault_step step)
 		       : "none";
 }
 
-int snap_fault_arm_spec(const char *spec, char *err, size_t errlen)
+int snap_fault_arm_spec(const char *spec, struct err *e)
 {
 	const char *at;
 	size_t len;
@@ -75,12 +75,11 @@ int snap_fault_arm_spec(const char *spec, char *err, size_t errlen)
 			return 0;
 		}
 bad:
-	snprintf(err, errlen,
-		 "'%s': expected STEP[@N[+]] with STEP one of ram-write, "
-		 "ram-commit, state-write, state-commit, device-save, "
-		 "rollback",
-		 spec);
-	return -EINVAL;
+	return err_set(e, -EINVAL,
+		       "'%s': expected STEP[@N[+]] with STEP one of ram-write, "
+		       "ram-commit, state-write, state-commit, device-save, "
+		       "rollback",
+		       spec);
 }
 
 void snap_fault_begin_save(void)

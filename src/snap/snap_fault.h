@@ -15,6 +15,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "err.h"
+
 enum snap_fault_step {
 	SNAP_FAULT_NONE = 0,
 	SNAP_FAULT_RAM_WRITE,	 /* "ram-write": a write of RAM data: ENOSPC */
@@ -34,9 +36,9 @@ void snap_fault_arm(enum snap_fault_step step, unsigned nth);
 void snap_fault_arm_from(enum snap_fault_step step, unsigned nth, bool later);
 /*
  * "STEP", "STEP@N" or "STEP@N+" (N >= 1). 0, or -EINVAL with the known
- * steps in @err. NULL or "" disarms.
+ * steps in @e. NULL or "" disarms.
  */
-int snap_fault_arm_spec(const char *spec, char *err, size_t errlen);
+int snap_fault_arm_spec(const char *spec, struct err *e);
 /* A save begins: counts saves for the @N. */
 void snap_fault_begin_save(void);
 /* 0, or the step's -errno when it is armed for the current save. */

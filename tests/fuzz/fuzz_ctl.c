@@ -24,7 +24,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 static unsigned outcome; /* mode bits 0-2 */
 static bool progress;	 /* mode bit 3 */
 
-static int stub_rc(json_t **reply, char *err, size_t errlen)
+static int stub_rc(json_t **reply, struct err *e)
 {
 	switch (outcome) {
 	case 0:
@@ -39,8 +39,7 @@ static int stub_rc(json_t **reply, char *err, size_t errlen)
 			*reply = json_pack("[i]", 1); /* not an object */
 		return 0;
 	case 3:
-		snprintf(err, errlen, "pause first");
-		return -EBUSY;
+		return err_set(e, -EBUSY, "pause first");
 	case 4:
 		return -EINVAL; /* no message: strerror's */
 	case 5:
@@ -54,42 +53,41 @@ static int stub_rc(json_t **reply, char *err, size_t errlen)
 	}
 }
 
-static int st_status(void *o, json_t **reply, char *err, size_t errlen)
+static int st_status(void *o, json_t **reply, struct err *e)
 {
-	return stub_rc(reply, err, errlen);
+	return stub_rc(reply, e);
 }
 
-static int st_plain(void *o, char *err, size_t errlen)
+static int st_plain(void *o, struct err *e)
 {
-	return stub_rc(NULL, err, errlen);
+	return stub_rc(NULL, e);
 }
 
-static int st_poweroff(void *o, bool force, char *err, size_t errlen)
+static int st_poweroff(void *o, bool force, struct err *e)
 {
-	return stub_rc(NULL, err, errlen);
+	return stub_rc(NULL, e);
 }
 
-static int st_regs(void *o, int vcpu, bool msrs, json_t **reply, char *err,
-		   size_t errlen)
+static int st_regs(void *o, int vcpu, bool msrs, json_t **reply, struct err *e)
 {
-	return stub_rc(reply, err, errlen);
+	return stub_rc(reply, e);
 }
 
 static int st_checkpoint(void *op, const struct checkpoint_opts *o,
-			 json_t **reply, char *err, size_t errlen)
+			 json_t **reply, struct err *e)
 {
 	if (!o->file || !*o->file)
 		abort(); /* the server promised a checked "file" */
 	if (progress)
 		for (uint64_t i = 0; i <= 4; i++)
 			ctl_progress(i, 4);
-	return stub_rc(reply, err, errlen);
+	return stub_rc(reply, e);
 }
 
-static int st_migrate(void *o, const json_t *args, json_t **reply, char *err,
-		      size_t errlen)
+static int st_migrate(void *o, const json_t *args, json_t **reply,
+		      struct err *e)
 {
-	return stub_rc(reply, err, errlen);
+	return stub_rc(reply, e);
 }
 
 static const struct ctl_ops stub_ops = {
@@ -108,8 +106,8 @@ static const struct ctl_ops no_ops; /* every command: not_implemented */
 static bool known_code(const char *code)
 {
 	static const char *const codes[] = {
-		"parse_error",	   "bad_request", "unknown_command",
-		"too_large",	   "invalid_state", "failed",
+		"parse_error",	   "bad_request",      "unknown_command",
+		"too_large",	   "invalid_state",    "failed",
 		"not_implemented", "permission_denied"};
 
 	for (size_t i = 0; i < ARRAY_SIZE(codes); i++)

@@ -39,7 +39,7 @@ struct tvm {
 
 static struct tvm vm1 = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
-static int t_status(void *opaque, json_t **reply, char *err, size_t errlen)
+static int t_status(void *opaque, json_t **reply, struct err *e)
 {
 	struct tvm *v = opaque;
 
@@ -53,15 +53,14 @@ static int t_status(void *opaque, json_t **reply, char *err, size_t errlen)
 	return 0;
 }
 
-static int t_pause(void *opaque, char *err, size_t errlen)
+static int t_pause(void *opaque, struct err *e)
 {
 	struct tvm *v = opaque;
 	int rc = 0;
 
 	pthread_mutex_lock(&v->lock);
 	if (v->paused) {
-		snprintf(err, errlen, "already paused");
-		rc = -EALREADY;
+		rc = err_set(e, -EALREADY, "already paused");
 	} else {
 		v->paused = true;
 		v->pauses++;
@@ -70,15 +69,14 @@ static int t_pause(void *opaque, char *err, size_t errlen)
 	return rc;
 }
 
-static int t_resume(void *opaque, char *err, size_t errlen)
+static int t_resume(void *opaque, struct err *e)
 {
 	struct tvm *v = opaque;
 	int rc = 0;
 
 	pthread_mutex_lock(&v->lock);
 	if (!v->paused) {
-		snprintf(err, errlen, "not paused");
-		rc = -EALREADY;
+		rc = err_set(e, -EALREADY, "not paused");
 	} else {
 		v->paused = false;
 		v->resumes++;
@@ -87,7 +85,7 @@ static int t_resume(void *opaque, char *err, size_t errlen)
 	return rc;
 }
 
-static int t_poweroff(void *opaque, bool force, char *err, size_t errlen)
+static int t_poweroff(void *opaque, bool force, struct err *e)
 {
 	struct tvm *v = opaque;
 
@@ -98,7 +96,7 @@ static int t_poweroff(void *opaque, bool force, char *err, size_t errlen)
 	return 0;
 }
 
-static int t_reset(void *opaque, char *err, size_t errlen)
+static int t_reset(void *opaque, struct err *e)
 {
 	struct tvm *v = opaque;
 
@@ -109,8 +107,8 @@ static int t_reset(void *opaque, char *err, size_t errlen)
 	return 0;
 }
 
-static int t_regs(void *opaque, int vcpu, bool msrs, json_t **reply, char *err,
-		  size_t errlen)
+static int t_regs(void *opaque, int vcpu, bool msrs, json_t **reply,
+		  struct err *e)
 {
 	struct tvm *v = opaque;
 	bool paused;
@@ -118,14 +116,10 @@ static int t_regs(void *opaque, int vcpu, bool msrs, json_t **reply, char *err,
 	pthread_mutex_lock(&v->lock);
 	paused = v->paused;
 	pthread_mutex_unlock(&v->lock);
-	if (!paused) {
-		snprintf(err, errlen, "pause first");
-		return -EBUSY;
-	}
-	if (vcpu >= 2) {
-		snprintf(err, errlen, "no vCPU %d", vcpu);
-		return -EINVAL;
-	}
+	if (!paused)
+		return err_set(e, -EBUSY, "pause first");
+	if (vcpu >= 2)
+		return err_set(e, -EINVAL, "no vCPU %d", vcpu);
 	*reply = json_pack("{s:i, s:{s:I, s:I}}", "vcpu", vcpu, "regs", "rip",
 			   (json_int_t)(0xfff0 + vcpu), "rax", (json_int_t)-1);
 	if (msrs)
@@ -135,7 +129,7 @@ static int t_regs(void *opaque, int vcpu, bool msrs, json_t **reply, char *err,
 	return 0;
 }
 
-static int t_stats(void *opaque, json_t **reply, char *err, size_t errlen)
+static int t_stats(void *opaque, json_t **reply, struct err *e)
 {
 	*reply = json_pack("{s:i, s:{s:i}}", "exits", 42, "uart", "tx", 7);
 	return 0;
@@ -149,24 +143,21 @@ static int t_stats(void *opaque, json_t **reply, char *err, size_t errlen)
 static bool progress_pair_late;
 
 static int t_checkpoint(void *opaque, const struct checkpoint_opts *o,
-			json_t **reply, char *err, size_t errlen)
+			json_t **reply, struct err *e)
 {
 	const char *f = o->file;
 	struct tvm *v = opaque;
 
-	if (!strcmp(f, "/fail")) {
-		snprintf(err, errlen, "disk full");
-		return -ENOSPC;
-	}
+	if (!strcmp(f, "/fail"))
+		return err_set(e, -ENOSPC, "disk full");
 	if (!strcmp(f, "/silent"))
 		return -EIO;
 	if (!strcmp(f, "/guest-state")) {
 		/* what the snapshot engine says about a device state */
-		snprintf(err, errlen,
-			 "section 'virtio_pci' #3: field "
-			 "'device_feature_select': value 7 exceeds "
-			 "maximum 1");
-		return -ERANGE;
+		return err_set(e, -ERANGE,
+			       "section 'virtio_pci' #3: field "
+			       "'device_feature_select': value 7 exceeds "
+			       "maximum 1");
 	}
 	if (!strcmp(f, "/einval"))
 		return -EINVAL;
@@ -332,7 +323,7 @@ static const char *err_code(const json_t *r)
 	return code ? code : "";
 }
 
-static const char *err_msg(const json_t *r)
+static const char *reply_msg(const json_t *r)
 {
 	const json_t *e = json_object_get(r, "error");
 	const char *m = json_string_value(json_object_get(e, "message"));
@@ -406,26 +397,22 @@ static void test_names(void)
 /* A server for @vmname in @dir with the default limits. */
 static int start_server(struct ctl_server **s, const char *dir,
 			const char *vmname, const struct ctl_ops *ops,
-			void *opaque, char *err, size_t errlen)
+			void *opaque, struct err *e)
 {
 	struct ctl_params p = {.rundir = dir, .vmname = vmname};
 
-	return ctl_server_start(s, &p, ops, opaque, err, errlen);
+	return ctl_server_start(s, &p, ops, opaque, e);
 }
 
 static void test_start_invalid(void)
 {
 	struct ctl_server *s = NULL;
-	char err[256] = "";
+	struct err err = {0};
 
-	CHECK_EQ(start_server(&s, rundir, ".x", &t_ops, &vm1, err,
-				  sizeof(err)),
-		 -EINVAL);
+	CHECK_EQ(start_server(&s, rundir, ".x", &t_ops, &vm1, &err), -EINVAL);
 	CHECK(s == NULL);
-	CHECK(strstr(err, "invalid VM name") != NULL);
-	CHECK_EQ(start_server(&s, rundir, "a/b", &t_ops, &vm1, err,
-				  sizeof(err)),
-		 -EINVAL);
+	CHECK(strstr(err.msg, "invalid VM name") != NULL);
+	CHECK_EQ(start_server(&s, rundir, "a/b", &t_ops, &vm1, &err), -EINVAL);
 }
 
 static void test_files_and_modes(void)
@@ -477,7 +464,7 @@ static void test_greeting_hello(void)
 	json_decref(r);
 	r = tc_req(c, "{\"id\":2,\"cmd\":\"hello\",\"args\":{\"protocol\":2}}");
 	CHECK(!strcmp(err_code(r), "bad_request"));
-	CHECK(strstr(err_msg(r), "protocol 2") != NULL);
+	CHECK(strstr(reply_msg(r), "protocol 2") != NULL);
 	CHECK_EQ(json_integer_value(json_object_get(r, "id")), 2);
 	json_decref(r);
 	r = tc_req(c, "{\"id\":3,\"cmd\":\"hello\"}");
@@ -523,7 +510,7 @@ static void test_commands(void)
 	/* regs needs a paused VM, which the fake VM enforces */
 	r = tc_req(c, "{\"id\":4,\"cmd\":\"regs\"}");
 	CHECK(!strcmp(err_code(r), "invalid_state"));
-	CHECK(!strcmp(err_msg(r), "pause first"));
+	CHECK(!strcmp(reply_msg(r), "pause first"));
 	json_decref(r);
 	r = tc_req(c, "{\"id\":5,\"cmd\":\"pause\"}");
 	CHECK(is_ok(r));
@@ -532,7 +519,7 @@ static void test_commands(void)
 	CHECK_EQ(vm1.pauses, pauses + 1);
 	r = tc_req(c, "{\"id\":6,\"cmd\":\"pause\"}");
 	CHECK(!strcmp(err_code(r), "invalid_state"));
-	CHECK(!strcmp(err_msg(r), "already paused"));
+	CHECK(!strcmp(reply_msg(r), "already paused"));
 	json_decref(r);
 	CHECK_EQ(vm1.pauses, pauses + 1);
 	r = tc_req(c, "{\"id\":7,\"cmd\":\"regs\"}");
@@ -551,7 +538,7 @@ static void test_commands(void)
 	json_decref(r);
 	r = tc_req(c, "{\"id\":9,\"cmd\":\"regs\",\"args\":{\"vcpu\":7}}");
 	CHECK(!strcmp(err_code(r), "bad_request"));
-	CHECK(!strcmp(err_msg(r), "no vCPU 7"));
+	CHECK(!strcmp(reply_msg(r), "no vCPU 7"));
 	json_decref(r);
 	r = tc_req(c, "{\"id\":10,\"cmd\":\"regs\",\"args\":{\"vcpu\":-1}}");
 	CHECK(!strcmp(err_code(r), "bad_request"));
@@ -601,18 +588,18 @@ static void test_commands(void)
 	r = tc_req(c, "{\"id\":21,\"cmd\":\"checkpoint\",\"args\":{\"file\":"
 		      "\"/tmp/a.snap\",\"compress\":\"zstd\"}}");
 	CHECK(!strcmp(err_code(r), "bad_request"));
-	CHECK(strstr(err_msg(r), "'compress'") != NULL);
+	CHECK(strstr(reply_msg(r), "'compress'") != NULL);
 	json_decref(r);
 	r = tc_req(c, "{\"id\":21,\"cmd\":\"suspend\",\"args\":{\"file\":"
 		      "\"/tmp/a.snap\",\"fsync\":\"no\"}}");
 	CHECK(!strcmp(err_code(r), "bad_request"));
-	CHECK(strstr(err_msg(r), "'fsync'") != NULL);
+	CHECK(strstr(reply_msg(r), "'fsync'") != NULL);
 	json_decref(r);
 	CHECK(!vm1.off);
 	r = tc_req(c, "{\"id\":21,\"cmd\":\"checkpoint\",\"args\":{\"file\":"
 		      "\"/tmp/a.snap\",\"live\":0}}");
 	CHECK(!strcmp(err_code(r), "bad_request"));
-	CHECK(strstr(err_msg(r), "'live'") != NULL);
+	CHECK(strstr(reply_msg(r), "'live'") != NULL);
 	json_decref(r);
 	r = tc_req(c, "{\"id\":21,\"cmd\":\"checkpoint\",\"args\":{\"file\":"
 		      "\"/tmp/a.snap\",\"fsync\":null}}");
@@ -640,23 +627,23 @@ static void test_commands(void)
 	r = tc_req(c, "{\"id\":21,\"cmd\":\"checkpoint\",\"args\":{\"file\":"
 		      "\"/guest-state\"}}");
 	CHECK(!strcmp(err_code(r), "failed"));
-	CHECK(strstr(err_msg(r), "internal error") != NULL);
-	CHECK(strstr(err_msg(r), "device_feature_select") != NULL);
+	CHECK(strstr(reply_msg(r), "internal error") != NULL);
+	CHECK(strstr(reply_msg(r), "device_feature_select") != NULL);
 	json_decref(r);
 	r = tc_req(c, "{\"id\":21,\"cmd\":\"suspend\",\"args\":{\"file\":"
 		      "\"/einval\"}}");
 	CHECK(!strcmp(err_code(r), "failed"));
-	CHECK(!strcmp(err_msg(r), "internal error: Invalid argument"));
+	CHECK(!strcmp(reply_msg(r), "internal error: Invalid argument"));
 	json_decref(r);
 	r = tc_req(c, "{\"id\":22,\"cmd\":\"checkpoint\",\"args\":{\"file\":"
 		      "\"/fail\"}}");
 	CHECK(!strcmp(err_code(r), "failed"));
-	CHECK(!strcmp(err_msg(r), "disk full"));
+	CHECK(!strcmp(reply_msg(r), "disk full"));
 	json_decref(r);
 	r = tc_req(c, "{\"id\":23,\"cmd\":\"checkpoint\",\"args\":{\"file\":"
 		      "\"/silent\"}}");
 	CHECK(!strcmp(err_code(r), "failed"));
-	CHECK(!strcmp(err_msg(r), strerror(EIO)));
+	CHECK(!strcmp(reply_msg(r), strerror(EIO)));
 	json_decref(r);
 	r = tc_req(c, "{\"id\":24,\"cmd\":\"suspend\",\"args\":{\"file\":"
 		      "\"/tmp/b.snap\"}}");
@@ -711,25 +698,25 @@ static void test_commands(void)
 	json_decref(r);
 	r = tc_req(c, "{\"id\":31,\"cmd\":\"pause\",\"args\":{\"bogus\":1}}");
 	CHECK(!strcmp(err_code(r), "bad_request"));
-	CHECK(strstr(err_msg(r), "bogus") != NULL);
+	CHECK(strstr(reply_msg(r), "bogus") != NULL);
 	json_decref(r);
 	CHECK_EQ(vm1.paused, false);
 	/* a misspelt "args" would drop the arguments: refused, named */
 	r = tc_req(c, "{\"id\":32,\"cmd\":\"poweroff\",\"arg\":{\"force\":"
 		      "true}}");
 	CHECK(!strcmp(err_code(r), "bad_request"));
-	CHECK(strstr(err_msg(r), "'arg'") != NULL);
+	CHECK(strstr(reply_msg(r), "'arg'") != NULL);
 	CHECK_EQ(json_integer_value(json_object_get(r, "id")), 32);
 	json_decref(r);
 	CHECK_EQ(vm1.poweroffs, pos + 2);
 	r = tc_req(c, "{\"id\":33,\"cmd\":\"regs\",\"args\":{\"vcpu\":\"1\"}}");
 	CHECK(!strcmp(err_code(r), "bad_request"));
-	CHECK(strstr(err_msg(r), "'vcpu'") != NULL);
+	CHECK(strstr(reply_msg(r), "'vcpu'") != NULL);
 	json_decref(r);
 	r = tc_req(c, "{\"id\":34,\"cmd\":\"poweroff\",\"args\":{\"force\":"
 		      "1}}");
 	CHECK(!strcmp(err_code(r), "bad_request"));
-	CHECK(strstr(err_msg(r), "'force'") != NULL);
+	CHECK(strstr(reply_msg(r), "'force'") != NULL);
 	json_decref(r);
 	tc_close(c);
 }
@@ -918,7 +905,8 @@ static void test_never_reads(void)
 {
 	struct ctl_params p = {
 		.rundir = rundir, .vmname = "tiny", .max_output = 64 * 1024};
-	char err[256] = "", path[PATH_MAX + 32];
+	char path[PATH_MAX + 32];
+	struct err err = {0};
 	struct ctl_server *s = NULL;
 	struct tc *lazy, *other;
 	size_t sent = 0;
@@ -939,9 +927,7 @@ static void test_never_reads(void)
 	tc_close(lazy);
 
 	/* small output cap: the lazy reader gets dropped */
-	CHECK_EQ(
-		ctl_server_start(&s, &p, &t_ops, &vm1, err, sizeof(err)),
-		0);
+	CHECK_EQ(ctl_server_start(&s, &p, &t_ops, &vm1, &err), 0);
 	if (!s)
 		return;
 	snprintf(path, sizeof(path), "%s/tiny.sock", rundir);
@@ -993,15 +979,14 @@ static void test_client_limit(void)
 {
 	struct ctl_params p = {
 		.rundir = rundir, .vmname = "small", .max_clients = 3};
-	char err[256] = "", path[PATH_MAX + 32];
+	char path[PATH_MAX + 32];
+	struct err err = {0};
 	struct ctl_server *s = NULL;
 	struct tc *c[4];
 	json_t *r;
 	unsigned i;
 
-	CHECK_EQ(
-		ctl_server_start(&s, &p, &t_ops, &vm1, err, sizeof(err)),
-		0);
+	CHECK_EQ(ctl_server_start(&s, &p, &t_ops, &vm1, &err), 0);
 	if (!s)
 		return;
 	snprintf(path, sizeof(path), "%s/small.sock", rundir);
@@ -1012,7 +997,7 @@ static void test_client_limit(void)
 			CHECK(json_object_get(r, "khyve") != NULL);
 		} else {
 			CHECK(!strcmp(err_code(r), "failed"));
-			CHECK(strstr(err_msg(r), "too many clients") != NULL);
+			CHECK(strstr(reply_msg(r), "too many clients") != NULL);
 			CHECK(c[i] && tc_eof(c[i]));
 		}
 		json_decref(r);
@@ -1033,18 +1018,18 @@ static void test_client_limit(void)
 static void test_second_server(void)
 {
 	struct ctl_server *s = NULL;
-	char err[512] = "", want[64];
+	char want[64];
+	struct err err = {0};
 	struct tc *c;
 	json_t *r;
 
-	CHECK_EQ(start_server(&s, rundir, "vm1", &t_ops, &vm1, err,
-				  sizeof(err)),
+	CHECK_EQ(start_server(&s, rundir, "vm1", &t_ops, &vm1, &err),
 		 -EADDRINUSE);
 	CHECK(s == NULL);
-	CHECK(strstr(err, "VM 'vm1' is already running") != NULL);
+	CHECK(strstr(err.msg, "VM 'vm1' is already running") != NULL);
 	snprintf(want, sizeof(want), "(pid %d, socket", (int)getpid());
-	CHECK(strstr(err, want) != NULL);
-	CHECK(strstr(err, sock1) != NULL);
+	CHECK(strstr(err.msg, want) != NULL);
+	CHECK(strstr(err.msg, sock1) != NULL);
 	/* the refused start left the live socket alone */
 	c = tc_ready();
 	r = c ? tc_req(c, "{\"id\":1,\"cmd\":\"status\"}") : NULL;
@@ -1056,7 +1041,8 @@ static void test_second_server(void)
 static void test_stale_socket(void)
 {
 	struct sockaddr_un sun = {.sun_family = AF_UNIX};
-	char err[512] = "", path[PATH_MAX + 32], lock[PATH_MAX + 32];
+	char path[PATH_MAX + 32], lock[PATH_MAX + 32];
+	struct err err = {0};
 	struct ctl_server *s = NULL;
 	struct stat st;
 	int fd;
@@ -1072,9 +1058,7 @@ static void test_stale_socket(void)
 	close(fd);
 	CHECK_EQ(connect_path(path), -ECONNREFUSED);
 
-	CHECK_EQ(start_server(&s, rundir, "vm2", &t_ops, &vm1, err,
-				  sizeof(err)),
-		 0);
+	CHECK_EQ(start_server(&s, rundir, "vm2", &t_ops, &vm1, &err), 0);
 	fd = connect_path(path);
 	CHECK(fd >= 0);
 	if (fd >= 0)
@@ -1089,10 +1073,8 @@ static void test_stale_socket(void)
 	fd = open(path, O_CREAT | O_WRONLY, 0600);
 	close(fd);
 	s = NULL;
-	CHECK_EQ(start_server(&s, rundir, "vm3", &t_ops, &vm1, err,
-				  sizeof(err)),
-		 -EEXIST);
-	CHECK(strstr(err, "not a socket") != NULL);
+	CHECK_EQ(start_server(&s, rundir, "vm3", &t_ops, &vm1, &err), -EEXIST);
+	CHECK(strstr(err.msg, "not a socket") != NULL);
 	CHECK(lstat(path, &st) == 0 && S_ISREG(st.st_mode));
 	unlink(path);
 }
@@ -1100,23 +1082,20 @@ static void test_stale_socket(void)
 /* Another user's run directory, or one others may write to: refused. */
 static void test_rundir_trust(void)
 {
-	char dir[PATH_MAX + 16], f[PATH_MAX + 32], err[512] = "";
+	char dir[PATH_MAX + 16], f[PATH_MAX + 32];
+	struct err err = {0};
 	struct ctl_server *s = NULL;
 	struct stat st;
 
 	snprintf(dir, sizeof(dir), "%s/open-run", tmpdir);
 	CHECK(mkdir(dir, 0700) == 0);
 	CHECK(chmod(dir, 0777) == 0);
-	CHECK_EQ(
-		start_server(&s, dir, "t1", &t_ops, &vm1, err, sizeof(err)),
-		-EPERM);
+	CHECK_EQ(start_server(&s, dir, "t1", &t_ops, &vm1, &err), -EPERM);
 	CHECK(s == NULL);
-	CHECK(strstr(err, dir) != NULL);
-	CHECK(strstr(err, "writable by group or others") != NULL);
+	CHECK(strstr(err.msg, dir) != NULL);
+	CHECK(strstr(err.msg, "writable by group or others") != NULL);
 	CHECK(chmod(dir, 0730) == 0);
-	CHECK_EQ(
-		start_server(&s, dir, "t1", &t_ops, &vm1, err, sizeof(err)),
-		-EPERM);
+	CHECK_EQ(start_server(&s, dir, "t1", &t_ops, &vm1, &err), -EPERM);
 	/* nothing was created or followed in there */
 	snprintf(f, sizeof(f), "%s/t1.lock", dir);
 	CHECK(lstat(f, &st) < 0 && errno == ENOENT);
@@ -1124,9 +1103,7 @@ static void test_rundir_trust(void)
 	CHECK(lstat(f, &st) < 0 && errno == ENOENT);
 	/* not writable by others: fine, and it keeps its mode */
 	CHECK(chmod(dir, 0755) == 0);
-	CHECK_EQ(
-		start_server(&s, dir, "t1", &t_ops, &vm1, err, sizeof(err)),
-		0);
+	CHECK_EQ(start_server(&s, dir, "t1", &t_ops, &vm1, &err), 0);
 	ctl_server_stop(s);
 	s = NULL;
 	CHECK(stat(dir, &st) == 0 && (st.st_mode & 07777) == 0755);
@@ -1135,16 +1112,14 @@ static void test_rundir_trust(void)
 	if (geteuid() == 0) {
 		CHECK(chmod(dir, 0700) == 0);
 		CHECK(chown(dir, 65534, 65534) == 0);
-		CHECK_EQ(start_server(&s, dir, "t1", &t_ops, &vm1, err,
-					  sizeof(err)),
+		CHECK_EQ(start_server(&s, dir, "t1", &t_ops, &vm1, &err),
 			 -EPERM);
-		CHECK(strstr(err, "owned by uid 65534") != NULL);
-		CHECK(strstr(err, dir) != NULL);
+		CHECK(strstr(err.msg, "owned by uid 65534") != NULL);
+		CHECK(strstr(err.msg, dir) != NULL);
 	} else {
-		CHECK_EQ(start_server(&s, "/", "t1", &t_ops, &vm1, err,
-					  sizeof(err)),
+		CHECK_EQ(start_server(&s, "/", "t1", &t_ops, &vm1, &err),
 			 -EPERM);
-		CHECK(strstr(err, "owned by uid 0") != NULL);
+		CHECK(strstr(err.msg, "owned by uid 0") != NULL);
 	}
 	CHECK(s == NULL);
 }
@@ -1164,7 +1139,8 @@ static bool file_is(const char *path, const char *want)
 static void test_lock_file_trust(void)
 {
 	char dir[PATH_MAX + 16], lock[PATH_MAX + 32], victim[PATH_MAX + 32];
-	char absent[PATH_MAX + 32], err[512] = "";
+	char absent[PATH_MAX + 32];
+	struct err err = {0};
 	struct ctl_server *s = NULL;
 	struct stat st;
 	int fd;
@@ -1179,42 +1155,32 @@ static void test_lock_file_trust(void)
 	close(fd);
 
 	CHECK(symlink(victim, lock) == 0);
-	CHECK_EQ(
-		start_server(&s, dir, "t2", &t_ops, &vm1, err, sizeof(err)),
-		-EPERM);
-	CHECK(strstr(err, "symbolic link") != NULL);
-	CHECK(strstr(err, lock) != NULL);
+	CHECK_EQ(start_server(&s, dir, "t2", &t_ops, &vm1, &err), -EPERM);
+	CHECK(strstr(err.msg, "symbolic link") != NULL);
+	CHECK(strstr(err.msg, lock) != NULL);
 	CHECK(file_is(victim, "precious\n"));
 	unlink(lock);
 	/* a dangling one creates nothing */
 	CHECK(symlink(absent, lock) == 0);
-	CHECK_EQ(
-		start_server(&s, dir, "t2", &t_ops, &vm1, err, sizeof(err)),
-		-EPERM);
+	CHECK_EQ(start_server(&s, dir, "t2", &t_ops, &vm1, &err), -EPERM);
 	CHECK(lstat(absent, &st) < 0 && errno == ENOENT);
 	unlink(lock);
 	/* a hard link to someone's file */
 	CHECK(link(victim, lock) == 0);
-	CHECK_EQ(
-		start_server(&s, dir, "t2", &t_ops, &vm1, err, sizeof(err)),
-		-EPERM);
-	CHECK(strstr(err, lock) != NULL);
+	CHECK_EQ(start_server(&s, dir, "t2", &t_ops, &vm1, &err), -EPERM);
+	CHECK(strstr(err.msg, lock) != NULL);
 	CHECK(file_is(victim, "precious\n"));
 	unlink(lock);
 	/* a FIFO neither blocks nor passes */
 	CHECK(mkfifo(lock, 0600) == 0);
-	CHECK_EQ(
-		start_server(&s, dir, "t2", &t_ops, &vm1, err, sizeof(err)),
-		-EPERM);
+	CHECK_EQ(start_server(&s, dir, "t2", &t_ops, &vm1, &err), -EPERM);
 	unlink(lock);
 	CHECK(s == NULL);
 	/* and the leftover of a crashed khyve is still taken over */
 	fd = open(lock, O_CREAT | O_WRONLY, 0600);
 	CHECK(fd >= 0 && write(fd, "999999\n", 7) == 7);
 	close(fd);
-	CHECK_EQ(
-		start_server(&s, dir, "t2", &t_ops, &vm1, err, sizeof(err)),
-		0);
+	CHECK_EQ(start_server(&s, dir, "t2", &t_ops, &vm1, &err), 0);
 	{
 		char want[32];
 
@@ -1231,14 +1197,13 @@ static void test_idle_clients(void)
 			       .vmname = "idle",
 			       .max_clients = 2,
 			       .idle_ms = 1000};
-	char err[256] = "", path[PATH_MAX + 32];
+	char path[PATH_MAX + 32];
+	struct err err = {0};
 	struct ctl_server *s = NULL;
 	struct tc *busy, *idle, *c;
 	json_t *r;
 
-	CHECK_EQ(
-		ctl_server_start(&s, &p, &t_ops, &vm1, err, sizeof(err)),
-		0);
+	CHECK_EQ(ctl_server_start(&s, &p, &t_ops, &vm1, &err), 0);
 	if (!s)
 		return;
 	snprintf(path, sizeof(path), "%s/idle.sock", rundir);
@@ -1252,7 +1217,7 @@ static void test_idle_clients(void)
 	/* both slots taken */
 	c = tc_open(path);
 	r = c ? tc_line(c) : NULL;
-	CHECK(strstr(err_msg(r), "too many clients") != NULL);
+	CHECK(strstr(reply_msg(r), "too many clients") != NULL);
 	json_decref(r);
 	tc_close(c);
 	/* a client that keeps asking stays; the silent one goes */
@@ -1264,7 +1229,7 @@ static void test_idle_clients(void)
 	}
 	r = tc_line(idle);
 	CHECK(!strcmp(err_code(r), "failed"));
-	CHECK(strstr(err_msg(r), "no request for 1000 ms") != NULL);
+	CHECK(strstr(reply_msg(r), "no request for 1000 ms") != NULL);
 	CHECK(json_is_null(json_object_get(r, "id")));
 	json_decref(r);
 	CHECK(tc_eof(idle));
@@ -1276,13 +1241,13 @@ static void test_idle_clients(void)
 	/* half a request is no request */
 	CHECK(c && tc_send(c, "{\"id\":1,\"cmd\""));
 	r = c ? tc_line(c) : NULL;
-	CHECK(strstr(err_msg(r), "no request") != NULL);
+	CHECK(strstr(reply_msg(r), "no request") != NULL);
 	json_decref(r);
 	CHECK(c && tc_eof(c));
 	tc_close(c);
 	/* meanwhile the busy one fell silent for as long, and went too */
 	r = tc_line(busy);
-	CHECK(strstr(err_msg(r), "no request") != NULL);
+	CHECK(strstr(reply_msg(r), "no request") != NULL);
 	json_decref(r);
 	CHECK(tc_eof(busy));
 	/*
@@ -1319,7 +1284,8 @@ out_stop:
 
 static void test_peercred(void)
 {
-	char dir[PATH_MAX + 16], path[PATH_MAX + 32], err[256] = "";
+	char dir[PATH_MAX + 16], path[PATH_MAX + 32];
+	struct err err = {0};
 	struct ctl_server *s = NULL;
 	int status = -1;
 	pid_t pid;
@@ -1332,9 +1298,7 @@ static void test_peercred(void)
 	snprintf(dir, sizeof(dir), "%s/open", tmpdir);
 	CHECK(mkdir(dir, 0755) == 0);
 	chmod(tmpdir, 0755);
-	CHECK_EQ(
-		start_server(&s, dir, "pc", &t_ops, &vm1, err, sizeof(err)),
-		0);
+	CHECK_EQ(start_server(&s, dir, "pc", &t_ops, &vm1, &err), 0);
 	if (!s)
 		return;
 	snprintf(path, sizeof(path), "%s/pc.sock", dir);
@@ -1499,12 +1463,11 @@ static void test_progress(void)
 		return;
 	args = json_pack("{s:s, s:b}", "file", "/progress", "progress", 1);
 	CHECK_EQ(ctl_client_call_progress(cc, "checkpoint", args, note_progress,
-					  &nseen, &res, code, sizeof(code),
-					  err, sizeof(err)),
+					  &nseen, &res, code, sizeof(code), err,
+					  sizeof(err)),
 		 0);
-	CHECK(nseen == 2 ||
-	      (nseen == 3 &&
-	       __atomic_load_n(&progress_pair_late, __ATOMIC_ACQUIRE)));
+	CHECK(nseen == 2 || (nseen == 3 && __atomic_load_n(&progress_pair_late,
+							   __ATOMIC_ACQUIRE)));
 	CHECK_EQ(json_integer_value(json_object_get(res, "bytes")), 4096);
 	json_decref(res);
 	json_decref(args);
@@ -1767,7 +1730,7 @@ static void test_khyvectl(void)
 
 int main(void)
 {
-	char err[512] = "";
+	struct err err = {0};
 	int rc;
 
 	/* a dropped client must not kill the test with SIGPIPE */
@@ -1782,11 +1745,10 @@ int main(void)
 	snprintf(sock1, sizeof(sock1), "%s/vm1.sock", rundir);
 	RUN(test_names);
 	RUN(test_start_invalid);
-	rc = start_server(&srv1, rundir, "vm1", &t_ops, &vm1, err,
-			      sizeof(err));
+	rc = start_server(&srv1, rundir, "vm1", &t_ops, &vm1, &err);
 	CHECK_EQ(rc, 0);
 	if (rc) {
-		fprintf(stderr, "server start: %s\n", err);
+		fprintf(stderr, "server start: %s\n", err.msg);
 		return unit_done();
 	}
 	RUN(test_files_and_modes);
