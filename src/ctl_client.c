@@ -14,7 +14,7 @@
 
 #include "common.h"
 #include "ctl.h"
-#include "log.h"
+#include "err.h"
 
 /* Replies can be big (regs with MSRs) but not unbounded. */
 #define CTL_CLIENT_MAX_LINE (64 * 1024 * 1024)
@@ -31,7 +31,7 @@ struct ctl_conn {
 };
 
 /* Next line from the server, parsed. */
-static int read_msg(struct ctl_conn *c, json_t **msg, char *err, size_t errlen)
+static int read_msg(struct ctl_conn *c, json_t **msg, struct err *e)
 {
 	json_error_t jerr;
 
@@ -49,26 +49,22 @@ static int read_msg(struct ctl_conn *c, json_t **msg, char *err, size_t errlen)
 			memmove(c->buf, nl + 1, c->len - ll - 1);
 			c->len -= ll + 1;
 			if (!*msg) {
-				set_err(err, errlen,
-					"VM '%s' sent invalid JSON: %s", c->vm,
-					jerr.text);
-				return -EPROTO;
+				return err_set(e, -EPROTO,
+					       "VM '%s' sent invalid JSON: %s",
+					       c->vm, jerr.text);
 			}
 			return 0;
 		}
-		if (c->len >= CTL_CLIENT_MAX_LINE) {
-			set_err(err, errlen, "VM '%s' sent an oversized reply",
-				c->vm);
-			return -EMSGSIZE;
-		}
+		if (c->len >= CTL_CLIENT_MAX_LINE)
+			return err_set(e, -EMSGSIZE,
+				       "VM '%s' sent an oversized reply",
+				       c->vm);
 		if (c->cap - c->len < 65536) {
 			size_t cap = c->cap ? c->cap * 2 : 65536;
 			char *p = realloc(c->buf, cap);
 
-			if (!p) {
-				set_err(err, errlen, "out of memory");
-				return -ENOMEM;
-			}
+			if (!p)
+				return err_set(e, -ENOMEM, "out of memory");
 			c->buf = p;
 			c->cap = cap;
 		}
@@ -76,34 +72,27 @@ static int read_msg(struct ctl_conn *c, json_t **msg, char *err, size_t errlen)
 		if (rc < 0) {
 			if (errno == EINTR)
 				continue;
-			set_err(err, errlen, "poll: %s", strerror(errno));
-			return -errno;
+			return err_sys(e, "poll");
 		}
-		if (rc == 0) {
-			set_err(err, errlen,
-				"timed out waiting for VM '%s' (%d ms)", c->vm,
-				c->timeout_ms);
-			return -ETIMEDOUT;
-		}
+		if (rc == 0)
+			return err_set(e, -ETIMEDOUT,
+				       "timed out waiting for VM '%s' (%d ms)",
+				       c->vm, c->timeout_ms);
 		n = recv(c->fd, c->buf + c->len, c->cap - c->len, 0);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
-			set_err(err, errlen, "reading from VM '%s': %s", c->vm,
-				strerror(errno));
-			return -errno;
+			return err_sys(e, "reading from VM '%s'", c->vm);
 		}
-		if (n == 0) {
-			set_err(err, errlen, "VM '%s' closed the connection",
-				c->vm);
-			return -ECONNRESET;
-		}
+		if (n == 0)
+			return err_set(e, -ECONNRESET,
+				       "VM '%s' closed the connection", c->vm);
 		c->len += (size_t)n;
 	}
 }
 
-static int send_all(struct ctl_conn *c, const char *p, size_t len, char *err,
-		    size_t errlen)
+static int send_all(struct ctl_conn *c, const char *p, size_t len,
+		    struct err *e)
 {
 	while (len) {
 		ssize_t n = send(c->fd, p, len, MSG_NOSIGNAL);
@@ -111,9 +100,7 @@ static int send_all(struct ctl_conn *c, const char *p, size_t len, char *err,
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
-			set_err(err, errlen, "writing to VM '%s': %s", c->vm,
-				strerror(errno));
-			return -errno;
+			return err_sys(e, "writing to VM '%s'", c->vm);
 		}
 		p += n;
 		len -= (size_t)n;
@@ -121,52 +108,47 @@ static int send_all(struct ctl_conn *c, const char *p, size_t len, char *err,
 	return 0;
 }
 
-/* Copy code and message out of an {"error": {...}} reply. */
-static void error_of(const json_t *msg, char *code, size_t codelen, char *err,
-		     size_t errlen)
+/*
+ * Copy code and message out of an {"error": {...}} reply; returns
+ * -EPROTO, @e's code.
+ */
+static int error_of(const json_t *msg, char *code, size_t codelen,
+		    struct err *e)
 {
-	const json_t *e = json_object_get(msg, "error");
-	const char *cs = json_string_value(json_object_get(e, "code"));
-	const char *ms = json_string_value(json_object_get(e, "message"));
+	const json_t *er = json_object_get(msg, "error");
+	const char *cs = json_string_value(json_object_get(er, "code"));
+	const char *ms = json_string_value(json_object_get(er, "message"));
 
 	if (code && codelen)
 		snprintf(code, codelen, "%s", cs ? cs : "failed");
-	set_err(err, errlen, "%s", ms ? ms : "unspecified error");
+	return err_set(e, -EPROTO, "%s", ms ? ms : "unspecified error");
 }
 
 /* Connect to the VM's socket, naming the likely cause when that fails. */
 static int connect_vm(struct ctl_conn *c, const char *rundir, const char *vm,
-		      char *err, size_t errlen)
+		      struct err *e)
 {
 	struct sockaddr_un sun = {.sun_family = AF_UNIX};
 	int rc;
 
 	rc = ctl_socket_path(c->path, sizeof(c->path), rundir, vm);
-	if (rc < 0) {
-		set_err(err, errlen, "socket path %s/%s.sock is too long",
-			rundir, vm);
-		return rc;
-	}
+	if (rc < 0)
+		return err_set(e, rc, "socket path %s/%s.sock is too long",
+			       rundir, vm);
 	c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (c->fd < 0) {
-		rc = -errno;
-		set_err(err, errlen, "socket: %s", strerror(errno));
-		return rc;
-	}
+	if (c->fd < 0)
+		return err_sys(e, "socket");
 	memcpy(sun.sun_path, c->path, strlen(c->path) + 1);
 	if (connect(c->fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
-		rc = -errno;
 		if (errno == ENOENT)
-			set_err(err, errlen, "no VM '%s' (looked for %s)", vm,
-				c->path);
-		else if (errno == ECONNREFUSED)
-			set_err(err, errlen,
-				"VM '%s' is not running (stale socket %s)", vm,
-				c->path);
-		else
-			set_err(err, errlen, "cannot connect to %s: %s",
-				c->path, strerror(errno));
-		return rc;
+			return err_set(e, -ENOENT, "no VM '%s' (looked for %s)",
+				       vm, c->path);
+		if (errno == ECONNREFUSED)
+			return err_set(e, -ECONNREFUSED,
+				       "VM '%s' is not running (stale socket "
+				       "%s)",
+				       vm, c->path);
+		return err_sys(e, "cannot connect to %s", c->path);
 	}
 	return 0;
 }
@@ -176,16 +158,15 @@ static int connect_vm(struct ctl_conn *c, const char *rundir, const char *vm,
  * error if it refuses this client (another one holds it, or permission).
  * Keeps the greeting's "khyve" object in @c.
  */
-static int read_greeting(struct ctl_conn *c, char *err, size_t errlen)
+static int read_greeting(struct ctl_conn *c, struct err *e)
 {
 	json_t *msg = NULL;
 	const json_t *k;
 	int rc;
 
-	rc = read_msg(c, &msg, err, errlen);
+	rc = read_msg(c, &msg, e);
 	if (rc == -ECONNRESET) {
-		set_err(err, errlen, "VM '%s' closed the connection at once",
-			c->vm);
+		err_set(e, rc, "VM '%s' closed the connection at once", c->vm);
 		goto out;
 	}
 	if (rc < 0)
@@ -193,17 +174,18 @@ static int read_greeting(struct ctl_conn *c, char *err, size_t errlen)
 	if (json_object_get(msg, "error")) {
 		char code[32];
 
-		error_of(msg, code, sizeof(code), err, errlen);
+		error_of(msg, code, sizeof(code), e);
 		rc = !strcmp(code, "permission_denied") ? -EACCES : -EBUSY;
+		if (e)
+			e->code = rc;
 		goto out;
 	}
 	k = json_object_get(msg, "khyve");
 	if (!json_is_object(k) || json_integer_value(json_object_get(
 					  k, "protocol")) != CTL_PROTOCOL) {
-		set_err(err, errlen,
-			"%s does not speak khyve control protocol %d", c->path,
-			CTL_PROTOCOL);
-		rc = -EPROTO;
+		rc = err_set(e, -EPROTO,
+			     "%s does not speak khyve control protocol %d",
+			     c->path, CTL_PROTOCOL);
 		goto out;
 	}
 	c->greeting = json_incref((json_t *)k);
@@ -214,29 +196,25 @@ out:
 }
 
 int ctl_client_open(struct ctl_conn **out, const char *rundir, const char *vm,
-		    int timeout_ms, char *err, size_t errlen)
+		    int timeout_ms, struct err *e)
 {
 	struct ctl_conn *c;
 	int rc;
 
 	*out = NULL;
-	if (!ctl_vmname_valid(vm)) {
-		set_err(err, errlen, "invalid VM name '%.80s'", vm);
-		return -EINVAL;
-	}
+	if (!ctl_vmname_valid(vm))
+		return err_set(e, -EINVAL, "invalid VM name '%.80s'", vm);
 	c = calloc(1, sizeof(*c));
-	if (!c) {
-		set_err(err, errlen, "out of memory");
-		return -ENOMEM;
-	}
+	if (!c)
+		return err_set(e, -ENOMEM, "out of memory");
 	c->fd = -1;
 	c->timeout_ms = timeout_ms;
 	c->next_id = 1;
 	snprintf(c->vm, sizeof(c->vm), "%s", vm);
-	rc = connect_vm(c, rundir, vm, err, errlen);
+	rc = connect_vm(c, rundir, vm, e);
 	if (rc < 0)
 		goto fail;
-	rc = read_greeting(c, err, errlen);
+	rc = read_greeting(c, e);
 	if (rc < 0)
 		goto fail;
 	*out = c;
@@ -264,17 +242,16 @@ const json_t *ctl_client_greeting(const struct ctl_conn *c)
 }
 
 int ctl_client_call(struct ctl_conn *c, const char *cmd, const json_t *args,
-		    json_t **result, char *code, size_t codelen, char *err,
-		    size_t errlen)
+		    json_t **result, char *code, size_t codelen, struct err *e)
 {
 	return ctl_client_call_progress(c, cmd, args, NULL, NULL, result, code,
-					codelen, err, errlen);
+					codelen, e);
 }
 
 int ctl_client_call_progress(
 	struct ctl_conn *c, const char *cmd, const json_t *args,
 	void (*fn)(void *opaque, uint64_t done, uint64_t total), void *opaque,
-	json_t **result, char *code, size_t codelen, char *err, size_t errlen)
+	json_t **result, char *code, size_t codelen, struct err *e)
 {
 	json_int_t id = c->next_id++;
 	json_t *req, *msg = NULL;
@@ -289,20 +266,18 @@ int ctl_client_call_progress(
 		json_object_set(req, "args", (json_t *)args);
 	txt = req ? json_dumps(req, JSON_COMPACT) : NULL;
 	json_decref(req);
-	if (!txt) {
-		set_err(err, errlen, "cannot encode request");
-		return -ENOMEM;
-	}
-	rc = send_all(c, txt, strlen(txt), err, errlen);
+	if (!txt)
+		return err_set(e, -ENOMEM, "cannot encode request");
+	rc = send_all(c, txt, strlen(txt), e);
 	free(txt);
 	if (!rc)
-		rc = send_all(c, "\n", 1, err, errlen);
+		rc = send_all(c, "\n", 1, e);
 	if (rc)
 		return rc;
 	for (;;) {
 		const json_t *rid;
 
-		rc = read_msg(c, &msg, err, errlen);
+		rc = read_msg(c, &msg, e);
 		if (rc)
 			return rc;
 		rid = json_object_get(msg, "id");
@@ -326,8 +301,7 @@ int ctl_client_call_progress(
 		json_decref(msg);
 	}
 	if (json_object_get(msg, "error")) {
-		error_of(msg, code, codelen, err, errlen);
-		rc = -EPROTO;
+		rc = error_of(msg, code, codelen, e);
 	} else {
 		*result = json_incref(json_object_get(msg, "result"));
 		if (!*result)

@@ -11,11 +11,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "err.h"
+
 struct ctl_conn;
 
 /*
  * Connect and read the greeting. @timeout_ms bounds every wait for the
- * server (0: wait forever). Errors name the problem in @err:
+ * server (0: wait forever). Errors name the problem in @e:
  *   -EINVAL        invalid VM name
  *   -ENOENT        "no VM 'x' (looked for PATH)"
  *   -ECONNREFUSED  stale socket: "VM 'x' is not running (stale socket PATH)"
@@ -24,7 +26,7 @@ struct ctl_conn;
  *   -ETIMEDOUT     no greeting in time
  */
 int ctl_client_open(struct ctl_conn **c, const char *rundir, const char *vm,
-		    int timeout_ms, char *err, size_t errlen);
+		    int timeout_ms, struct err *e);
 void ctl_client_close(struct ctl_conn *c);
 /* The "khyve" object of the greeting (version, protocol, vm, pid). */
 const json_t *ctl_client_greeting(const struct ctl_conn *c);
@@ -32,12 +34,11 @@ const json_t *ctl_client_greeting(const struct ctl_conn *c);
 /*
  * Send {"id": N, "cmd": @cmd, "args": @args} (@args borrowed, may be
  * NULL) and wait for the reply. Returns 0 and a new reference in *result,
- * -EPROTO for an error reply (its code in @code, message in @err), or
- * another -errno when the connection failed (message in @err).
+ * -EPROTO for an error reply (its code in @code, message in @e), or
+ * another -errno when the connection failed (message in @e).
  */
 int ctl_client_call(struct ctl_conn *c, const char *cmd, const json_t *args,
-		    json_t **result, char *code, size_t codelen, char *err,
-		    size_t errlen);
+		    json_t **result, char *code, size_t codelen, struct err *e);
 /*
  * The same; {"id": N, "progress": {"done": D, "total": T}} lines before
  * the reply (a checkpoint sent with "progress": true) go to @fn.
@@ -45,6 +46,6 @@ int ctl_client_call(struct ctl_conn *c, const char *cmd, const json_t *args,
 int ctl_client_call_progress(
 	struct ctl_conn *c, const char *cmd, const json_t *args,
 	void (*fn)(void *opaque, uint64_t done, uint64_t total), void *opaque,
-	json_t **result, char *code, size_t codelen, char *err, size_t errlen);
+	json_t **result, char *code, size_t codelen, struct err *e);
 
 #endif

@@ -3,7 +3,6 @@
 
 #include <stdarg.h>
 #include <stdio.h>
-#include <string.h>
 
 static enum log_level log_level = LOG_WARN;
 static const char *log_prog = "khyve";
@@ -32,15 +31,4 @@ void log_msg(enum log_level lvl, const char *fmt, ...)
 	va_end(ap);
 	/* One write per line so lines from several threads never interleave. */
 	fprintf(stderr, "%s: %s: %s\n", log_prog, names[lvl], buf);
-}
-
-void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
 }

@@ -155,13 +155,12 @@ static int timeout_for(const struct opts *o, const char *cmd)
 static int vm_open(const struct opts *o, const char *vm, const char *cmd,
 		   struct ctl_conn **c)
 {
-	char err[512];
+	struct err e = {0};
 	int rc;
 
-	rc = ctl_client_open(c, o->rundir, vm, timeout_for(o, cmd), err,
-			     sizeof(err));
+	rc = ctl_client_open(c, o->rundir, vm, timeout_for(o, cmd), &e);
 	if (rc < 0) {
-		errmsg("%s", err);
+		errmsg("%s", err_msg(&e));
 		return rc == -EINVAL ? EXIT_USAGE : EXIT_FAIL;
 	}
 	return 0;
@@ -176,18 +175,19 @@ static void draw_progress(void *opaque, uint64_t done, uint64_t total)
 static int vm_call(struct ctl_conn *c, const char *vm, const char *cmd,
 		   const json_t *args, json_t **result, struct progress *pl)
 {
-	char code[32], err[512];
+	struct err e = {0};
+	char code[32];
 	int rc;
 
 	rc = ctl_client_call_progress(c, cmd, args, pl ? draw_progress : NULL,
-				      pl, result, code, sizeof(code), err,
-				      sizeof(err));
+				      pl, result, code, sizeof(code), &e);
 	if (rc == -EPROTO && code[0]) {
-		errmsg("%s on VM '%s' failed: %s (%s)", cmd, vm, err, code);
+		errmsg("%s on VM '%s' failed: %s (%s)", cmd, vm, err_msg(&e),
+		       code);
 		return EXIT_FAIL;
 	}
 	if (rc < 0) {
-		errmsg("%s", err);
+		errmsg("%s", err_msg(&e));
 		return EXIT_FAIL;
 	}
 	return 0;
@@ -337,13 +337,14 @@ static json_t *probe_vm(const struct opts *o, const char *name)
 {
 	int tmo = o->timeout_ms >= 0 ? o->timeout_ms : LIST_TIMEOUT_MS;
 	const char *state = "unknown";
-	char err[512] = "", code[32];
+	struct err e = {0};
 	json_t *res = NULL, *ent;
+	char code[32];
 	struct ctl_conn *c;
 	json_int_t pid = 0;
 	int rc;
 
-	rc = ctl_client_open(&c, o->rundir, name, tmo, err, sizeof(err));
+	rc = ctl_client_open(&c, o->rundir, name, tmo, &e);
 	if (rc == -ECONNREFUSED) {
 		state = "stale";
 	} else if (rc < 0) {
@@ -352,7 +353,7 @@ static json_t *probe_vm(const struct opts *o, const char *name)
 		pid = json_integer_value(
 			json_object_get(ctl_client_greeting(c), "pid"));
 		rc = ctl_client_call(c, "status", NULL, &res, code,
-				     sizeof(code), err, sizeof(err));
+				     sizeof(code), &e);
 		if (rc == 0 && json_is_string(json_object_get(res, "state")))
 			state = json_string_value(
 				json_object_get(res, "state"));
@@ -363,7 +364,7 @@ static json_t *probe_vm(const struct opts *o, const char *name)
 	ent = json_pack("{s:s, s:s, s:I}", "vm", name, "state", state, "pid",
 			pid);
 	if (rc < 0 && strcmp(state, "stale"))
-		json_object_set_new(ent, "error", json_string(err));
+		json_object_set_new(ent, "error", json_string(err_msg(&e)));
 	json_decref(res);
 	return ent;
 }

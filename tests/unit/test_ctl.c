@@ -1345,20 +1345,20 @@ static void note_progress(void *opaque, uint64_t done, uint64_t total)
 
 static void test_client_lib(void)
 {
-	char err[512] = "", code[32] = "", want[PATH_MAX + 64];
+	struct err err = {0};
+	char code[32] = "", want[PATH_MAX + 64];
 	struct ctl_conn *c = NULL;
 	json_t *res = NULL, *args;
 	int rc;
 
-	rc = ctl_client_open(&c, rundir, "nope", 2000, err, sizeof(err));
+	rc = ctl_client_open(&c, rundir, "nope", 2000, &err);
 	CHECK_EQ(rc, -ENOENT);
 	snprintf(want, sizeof(want), "no VM 'nope' (looked for %s/nope.sock)",
 		 rundir);
-	CHECK(!strcmp(err, want));
-	CHECK_EQ(ctl_client_open(&c, rundir, "../x", 2000, err, sizeof(err)),
-		 -EINVAL);
+	CHECK(!strcmp(err.msg, want));
+	CHECK_EQ(ctl_client_open(&c, rundir, "../x", 2000, &err), -EINVAL);
 
-	rc = ctl_client_open(&c, rundir, "vm1", 2000, err, sizeof(err));
+	rc = ctl_client_open(&c, rundir, "vm1", 2000, &err);
 	CHECK_EQ(rc, 0);
 	if (rc)
 		return;
@@ -1366,22 +1366,19 @@ static void test_client_lib(void)
 			 json_object_get(ctl_client_greeting(c), "protocol")),
 		 1);
 	vm_reset_state();
-	rc = ctl_client_call(c, "status", NULL, &res, code, sizeof(code), err,
-			     sizeof(err));
+	rc = ctl_client_call(c, "status", NULL, &res, code, sizeof(code), &err);
 	CHECK_EQ(rc, 0);
 	CHECK(!strcmp(json_string_value(json_object_get(res, "state")),
 		      "running"));
 	json_decref(res);
 	args = json_pack("{s:i}", "vcpu", 1);
-	rc = ctl_client_call(c, "regs", args, &res, code, sizeof(code), err,
-			     sizeof(err));
+	rc = ctl_client_call(c, "regs", args, &res, code, sizeof(code), &err);
 	CHECK_EQ(rc, -EPROTO);
 	CHECK(res == NULL);
 	CHECK(!strcmp(code, "invalid_state"));
-	CHECK(!strcmp(err, "pause first"));
+	CHECK(!strcmp(err.msg, "pause first"));
 	json_decref(args);
-	rc = ctl_client_call(c, "nosuch", NULL, &res, code, sizeof(code), err,
-			     sizeof(err));
+	rc = ctl_client_call(c, "nosuch", NULL, &res, code, sizeof(code), &err);
 	CHECK_EQ(rc, -EPROTO);
 	CHECK(!strcmp(code, "unknown_command"));
 	ctl_client_close(c);
@@ -1396,10 +1393,9 @@ static void test_client_lib(void)
 			       rundir) < (int)sizeof(sun.sun_path));
 		CHECK(bind(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0);
 		close(fd);
-		CHECK_EQ(ctl_client_open(&c, rundir, "dead", 2000, err,
-					 sizeof(err)),
+		CHECK_EQ(ctl_client_open(&c, rundir, "dead", 2000, &err),
 			 -ECONNREFUSED);
-		CHECK(strstr(err, "stale socket") != NULL);
+		CHECK(strstr(err.msg, "stale socket") != NULL);
 	}
 }
 
@@ -1409,7 +1405,8 @@ static void test_progress(void)
 	struct tc *c = tc_ready();
 	json_t *r, *pg;
 	struct ctl_conn *cc = NULL;
-	char err[512] = "", code[32] = "";
+	struct err err = {0};
+	char code[32] = "";
 	json_t *res = NULL, *args;
 	unsigned nseen = 0;
 
@@ -1457,14 +1454,13 @@ static void test_progress(void)
 	ctl_progress(1, 2);
 
 	/* the client library hands progress lines to its callback */
-	CHECK_EQ(ctl_client_open(&cc, rundir, "vm1", 5000, err, sizeof(err)),
-		 0);
+	CHECK_EQ(ctl_client_open(&cc, rundir, "vm1", 5000, &err), 0);
 	if (!cc)
 		return;
 	args = json_pack("{s:s, s:b}", "file", "/progress", "progress", 1);
 	CHECK_EQ(ctl_client_call_progress(cc, "checkpoint", args, note_progress,
-					  &nseen, &res, code, sizeof(code), err,
-					  sizeof(err)),
+					  &nseen, &res, code, sizeof(code),
+					  &err),
 		 0);
 	CHECK(nseen == 2 || (nseen == 3 && __atomic_load_n(&progress_pair_late,
 							   __ATOMIC_ACQUIRE)));
