@@ -263,7 +263,7 @@ int main(int argc, char **argv)
 					     .vmname = cfg.name},
 			&vm_ctl_ops, vm, &e);
 	if (!ret)
-		ret = vm_start_vcpus(vm);
+		ret = vm_start_vcpus(vm, &e);
 	if (ret) {
 		if (!e.msg[0])
 			e.code = ret; /* no message: strerror's */

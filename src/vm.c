@@ -978,7 +978,7 @@ int vm_resume(struct vm *vm)
 	return 0;
 }
 
-int vm_start_vcpus(struct vm *vm)
+int vm_start_vcpus(struct vm *vm, struct err *e)
 {
 	struct sigaction sa = {.sa_handler = kick_handler};
 	sigset_t set;
@@ -998,9 +998,9 @@ int vm_start_vcpus(struct vm *vm)
 					 vcpu_thread, &vm->vcpus[i]);
 
 		if (ret) {
-			log_err("cannot start vCPU thread: %s", strerror(ret));
 			vm_request_stop(vm, KHYVE_EXIT_ERROR);
-			return -ret;
+			return err_set(e, -ret, "cannot start vCPU thread: %s",
+				       strerror(ret));
 		}
 		vm->vcpus[i].thread_started = true;
 	}

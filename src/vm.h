@@ -87,7 +87,7 @@ int vm_create(struct vm *vm, struct vm_config *cfg, struct err *e);
 /* Load the kernel and firmware tables; set the boot vCPU's registers. */
 int vm_boot(struct vm *vm, struct err *e);
 /* Start the vCPU threads (paused ones park at once). */
-int vm_start_vcpus(struct vm *vm);
+int vm_start_vcpus(struct vm *vm, struct err *e);
 /* (Re)register guest RAM slots with KVM. */
 int vm_register_memory(struct vm *vm, struct err *e);
 void vm_destroy(struct vm *vm);
