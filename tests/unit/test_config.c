@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
+#include <stdio.h>
 #include <string.h>
 
 #include "common.h"
@@ -202,6 +203,84 @@ static void test_json_and_restore_merge(void)
 	config_free(&c);
 }
 
+/* config_host_bindings' callback: every binding as "what kind target;". */
+static void note_binding(void *opaque, const char *what, const char *kind,
+			 const char *target)
+{
+	char *out = opaque;
+	size_t n = strlen(out);
+
+	snprintf(out + n, 1024 - n, "%s %s %s;", what, kind, target);
+}
+
+/*
+ * What a restore opens on the host and what --strict-bindings refuses to
+ * take from a snapshot, for every device that binds something (the
+ * device's own dev_ops answers) and for those that bind nothing.
+ */
+static void test_host_bindings(void)
+{
+	struct vm_config c;
+	char seen[1024] = "";
+
+	CHECK_EQ(PARSE(&c, "-k", "k", "-l", "com1,file:/c.log", "-s",
+		       "2,virtio-blk,/a.img,ro", "-s",
+		       "3,virtio-net,tap0,mac=02:00:00:00:00:01", "-s",
+		       "4,virtio-net,mac=02:00:00:00:00:02", "-s",
+		       "5,virtio-rng", "-s",
+		       "6,virtio-console,unix=/s.sock,cols=80,rows=24", "-s",
+		       "7,virtio-console,stdio", "-s",
+		       "8,virtio-console,append:/x.log", "vm1"),
+		 CONFIG_OK);
+	config_host_bindings(&c, note_binding, seen);
+	CHECK(!strcmp(seen, "com1 file /c.log;"
+			    "virtio-blk@2:0 disk /a.img;"
+			    "virtio-net@3:0 tap tap0;"
+			    "virtio-net@4:0 tap ;"
+			    "virtio-console@6:0 socket /s.sock;"
+			    "virtio-console@7:0 stdio ;"
+			    "virtio-console@8:0 append /x.log;"));
+
+	/* Everything from the command line: nothing to refuse. */
+	c.strict_bindings = true;
+	CHECK_EQ(config_check_strict_bindings(&c, &err), 0);
+	c.console_from_snapshot = true;
+	CHECK_EQ(config_check_strict_bindings(&c, &err), -EPERM);
+	CHECK(!strcmp(err.msg, "--strict-bindings: the snapshot's COM1 "
+			       "console is file:/c.log; give one with -l "
+			       "com1,BACKEND"));
+	c.console_from_snapshot = false;
+	/* One device at a time left to the snapshot. */
+	for (unsigned i = 0; i < c.ndevs; i++) {
+		static const char *const want[] = {
+			"--strict-bindings: the snapshot's virtio-blk at 2:0 "
+			"is bound to '/a.img'; give it with -s "
+			"2:0,virtio-blk,BINDING,ro",
+			"--strict-bindings: the snapshot's virtio-net at 3:0 "
+			"is bound to 'tap0'; give it with -s "
+			"3:0,virtio-net,BINDING,mac=02:00:00:00:00:01",
+			NULL, /* a new TAP: nothing named */
+			NULL, /* virtio-rng binds nothing */
+			"--strict-bindings: the snapshot's virtio-console at "
+			"6:0 is bound to 'unix=/s.sock'; give it with -s "
+			"6:0,virtio-console,BINDING,cols=80,rows=24",
+			NULL, /* stdio */
+			"--strict-bindings: the snapshot's virtio-console at "
+			"8:0 is bound to 'append:/x.log'; give it with -s "
+			"8:0,virtio-console,BINDING",
+		};
+
+		CHECK_EQ(c.ndevs, ARRAY_SIZE(want));
+		c.devs[i].from_snapshot = true;
+		err_clear(&err);
+		CHECK_EQ(config_check_strict_bindings(&c, &err),
+			 want[i] ? -EPERM : 0);
+		CHECK(!strcmp(err.msg, want[i] ? want[i] : ""));
+		c.devs[i].from_snapshot = false;
+	}
+	config_free(&c);
+}
+
 int main(void)
 {
 	RUN(test_sizes);
@@ -209,5 +288,6 @@ int main(void)
 	RUN(test_bad);
 	RUN(test_devices);
 	RUN(test_json_and_restore_merge);
+	RUN(test_host_bindings);
 	return unit_done();
 }
