@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "dev_ops.h"
 
 /* One help line per source line. */
 /* clang-format off */
@@ -681,8 +682,7 @@ int config_merge_restore(struct vm_config *saved, const struct vm_config *cmd,
 	return 0;
 }
 
-/* The first element of a device's conf (its host binding), bounded. */
-static void conf_first(const char *conf, char *out, size_t len)
+void config_opt_first(const char *conf, char *out, size_t len)
 {
 	const char *comma = strchr(conf, ',');
 	size_t n = comma ? (size_t)(comma - conf) : strlen(conf);
@@ -690,8 +690,7 @@ static void conf_first(const char *conf, char *out, size_t len)
 	snprintf(out, len, "%.*s", (int)MIN(n, len - 1), conf);
 }
 
-/* A console spec as (kind, target): "file:/x" -> ("file", "/x"). */
-static void console_binding(const char *spec, const char **kind,
+void config_console_binding(const char *spec, const char **kind,
 			    const char **target)
 {
 	static const char *const kinds[] = {
@@ -709,32 +708,36 @@ static void console_binding(const char *spec, const char **kind,
 	*target = "";
 }
 
+/* @d's host binding as its device reports it; false: it binds nothing. */
+static bool dev_host_binding(const struct dev_config *d, struct dev_binding *b)
+{
+	const struct dev_ops *ops = dev_ops_find(d->emul);
+
+	if (!ops || !ops->host_binding)
+		return false;
+	ops->host_binding(d->conf, b);
+	return true;
+}
+
 void config_host_bindings(const struct vm_config *c,
 			  void (*fn)(void *opaque, const char *what,
 				     const char *kind, const char *target),
 			  void *opaque)
 {
 	const char *kind, *target;
-	char what[64], first[512];
+	struct dev_binding b;
+	char what[64];
 
-	console_binding(c->console ? c->console : "stdio", &kind, &target);
+	config_console_binding(c->console ? c->console : "stdio", &kind,
+			       &target);
 	fn(opaque, "com1", kind, target);
 	for (unsigned i = 0; i < c->ndevs; i++) {
 		const struct dev_config *d = &c->devs[i];
 
 		snprintf(what, sizeof(what), "%s@%u:%u", d->emul, d->slot,
 			 d->func);
-		conf_first(d->conf, first, sizeof(first));
-		if (!strcmp(d->emul, "virtio-blk")) {
-			fn(opaque, what, "disk", first);
-		} else if (!strcmp(d->emul, "virtio-net")) {
-			/* No name (or an option first): a new TAP. */
-			fn(opaque, what, "tap",
-			   strchr(first, '=') ? "" : first);
-		} else if (!strcmp(d->emul, "virtio-console")) {
-			console_binding(first, &kind, &target);
-			fn(opaque, what, kind, target);
-		}
+		if (dev_host_binding(d, &b))
+			fn(opaque, what, b.kind, b.target);
 	}
 }
 
@@ -742,11 +745,13 @@ void config_host_bindings(const struct vm_config *c,
 int config_check_strict_bindings(const struct vm_config *c, struct err *err)
 {
 	const char *kind, *target;
-	char first[512];
+	struct dev_binding b;
+	char first[DEV_BINDING_MAX];
 
 	if (!c->strict_bindings)
 		return 0;
-	console_binding(c->console ? c->console : "stdio", &kind, &target);
+	config_console_binding(c->console ? c->console : "stdio", &kind,
+			       &target);
 	if (c->console_from_snapshot && *target)
 		return err_set(
 			err, -EPERM,
@@ -755,27 +760,19 @@ int config_check_strict_bindings(const struct vm_config *c, struct err *err)
 			c->console);
 	for (unsigned i = 0; i < c->ndevs; i++) {
 		const struct dev_config *d = &c->devs[i];
-		bool named;
 
-		if (!d->from_snapshot)
+		if (!d->from_snapshot || !dev_host_binding(d, &b) ||
+		    !b.target[0])
 			continue;
-		conf_first(d->conf, first, sizeof(first));
-		console_binding(first, &kind, &target);
-		named = !strcmp(d->emul, "virtio-blk") ||
-			(!strcmp(d->emul, "virtio-net") && *first &&
-			 !strchr(first, '=')) ||
-			(!strcmp(d->emul, "virtio-console") && *target);
-		if (named)
-			return err_set(
-				err, -EPERM,
-				"--strict-bindings: the snapshot's %s at "
-				"%u:%u is bound to '%s'; give it with -s "
-				"%u:%u,%s,BINDING%s%s",
-				d->emul, d->slot, d->func, first, d->slot,
-				d->func, d->emul,
-				strchr(d->conf, ',') ? "," : "",
-				strchr(d->conf, ',') ? strchr(d->conf, ',') + 1
-						     : "");
+		config_opt_first(d->conf, first, sizeof(first));
+		return err_set(
+			err, -EPERM,
+			"--strict-bindings: the snapshot's %s at "
+			"%u:%u is bound to '%s'; give it with -s "
+			"%u:%u,%s,BINDING%s%s",
+			d->emul, d->slot, d->func, first, d->slot, d->func,
+			d->emul, strchr(d->conf, ',') ? "," : "",
+			strchr(d->conf, ',') ? strchr(d->conf, ',') + 1 : "");
 	}
 	return 0;
 }

@@ -93,6 +93,15 @@ bool config_name_valid(const char *name);
 int config_parse_dev(const char *arg, struct dev_config *d, struct err *err);
 /* Value of key "k" in a "a,k=v,b" option string; copies into @out. */
 bool config_opt_get(const char *conf, const char *key, char *out, size_t len);
+/* The first element of an option string (a device's host binding). */
+void config_opt_first(const char *conf, char *out, size_t len);
+/*
+ * A console spec as (kind, target): "file:/x" -> ("file", "/x"), also
+ * virtio-console's "unix=P" (socket) and "file=P"; stdio and null name
+ * nothing: (spec, ""). Both point into @spec.
+ */
+void config_console_binding(const char *spec, const char **kind,
+			    const char **target);
 
 /* To/from the JSON embedded in a snapshot. */
 json_t *config_to_json(const struct vm_config *c);
@@ -115,7 +124,8 @@ int config_check_strict_bindings(const struct vm_config *c, struct err *err);
  * The host resources a configuration binds (what a restore of it opens),
  * for `khyvectl snapshot info`: one line each into @fn, e.g. ("com1",
  * "file", "/var/log/vm1.console") or ("virtio-blk@4:0", "disk",
- * "/images/vm1.img").
+ * "/images/vm1.img"). A -s device's comes from its dev_ops.host_binding;
+ * a device without one binds nothing and is not listed.
  */
 void config_host_bindings(const struct vm_config *c,
 			  void (*fn)(void *opaque, const char *what,

@@ -83,7 +83,7 @@ void vm_devices_list(FILE *out)
 			dev_table[i]->help);
 }
 
-static const struct dev_ops *dev_ops_find(const char *name)
+const struct dev_ops *dev_ops_find(const char *name)
 {
 	for (unsigned i = 0; i < ARRAY_SIZE(dev_table); i++)
 		if (!strcmp(dev_table[i]->name, name))

@@ -46,6 +46,18 @@ struct dev_stat {
 #define DEV_MAX_STATS 8
 #define DEV_MAX_KICKS 4
 
+/*
+ * What on the host a device's option string names (docs/security.md):
+ * @kind "disk", "tap", "file", "append", "socket", or the back-end's own
+ * name when it names nothing ("stdio", "null"); @target the path or
+ * interface, "" when none is named (a new TAP, stdio).
+ */
+#define DEV_BINDING_MAX 512
+struct dev_binding {
+	char kind[DEV_BINDING_MAX];
+	char target[DEV_BINDING_MAX];
+};
+
 struct dev_ops {
 	const char *name; /* the -s emulation name */
 	const char *help; /* one line for `khyve -s help` */
@@ -85,6 +97,16 @@ struct dev_ops {
 	int (*snap_foreach)(void *dev, uint32_t instance, virtio_snap_fn fn,
 			    void *ctx);
 	int (*post_load)(void *dev, struct err *err);
+	/*
+	 * The host resource @conf binds the device to, for `khyvectl
+	 * snapshot info` and restore's --strict-bindings (src/config.c),
+	 * which requires a non-empty target from the command line. NULL:
+	 * the device binds nothing on the host.
+	 */
+	void (*host_binding)(const char *conf, struct dev_binding *b);
 };
+
+/* The table entry (src/vm_devices.c) for an -s emulation name, or NULL. */
+const struct dev_ops *dev_ops_find(const char *name);
 
 #endif

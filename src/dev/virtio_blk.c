@@ -873,6 +873,13 @@ static int blk_post_load_dev(void *dev, struct err *err)
 	return virtio_pci_post_load(&((struct virtio_blk *)dev)->vp, err);
 }
 
+/* The disk image, the option string's first element. */
+static void blk_host_binding(const char *conf, struct dev_binding *b)
+{
+	snprintf(b->kind, sizeof(b->kind), "disk");
+	config_opt_first(conf, b->target, sizeof(b->target));
+}
+
 const struct dev_ops virtio_blk_dev_ops = {
 	.name = "virtio-blk",
 	.help = "virtio-blk,PATH[,ro][,direct][,serial=ID][,workers=N]: raw "
@@ -885,4 +892,5 @@ const struct dev_ops virtio_blk_dev_ops = {
 	.kick_fd = blk_kick_fd,
 	.snap_foreach = blk_snap_foreach,
 	.post_load = blk_post_load_dev,
+	.host_binding = blk_host_binding,
 };

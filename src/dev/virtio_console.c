@@ -554,6 +554,18 @@ static int con_post_load_dev(void *dev, struct err *err)
 	return virtio_pci_post_load(&((struct virtio_console *)dev)->vp, err);
 }
 
+/* The back-end's file or socket; stdio and null name nothing. */
+static void con_host_binding(const char *conf, struct dev_binding *b)
+{
+	char first[DEV_BINDING_MAX];
+	const char *kind, *target;
+
+	config_opt_first(conf, first, sizeof(first));
+	config_console_binding(first, &kind, &target);
+	snprintf(b->kind, sizeof(b->kind), "%s", kind);
+	snprintf(b->target, sizeof(b->target), "%s", target);
+}
+
 const struct dev_ops virtio_console_dev_ops = {
 	.name = "virtio-console",
 	.help = "virtio-console,BACKEND[,cols=N,rows=N]: one console port; "
@@ -567,4 +579,5 @@ const struct dev_ops virtio_console_dev_ops = {
 	.kick_fd = con_kick_fd,
 	.snap_foreach = con_snap_foreach,
 	.post_load = con_post_load_dev,
+	.host_binding = con_host_binding,
 };

@@ -490,6 +490,17 @@ static int net_post_load(void *dev, struct err *err)
 	return virtio_pci_post_load(&((struct virtio_net *)dev)->vp, err);
 }
 
+/* The TAP by name; none (or an option first): a new TAP, nothing named. */
+static void net_host_binding(const char *conf, struct dev_binding *b)
+{
+	char first[DEV_BINDING_MAX];
+
+	config_opt_first(conf, first, sizeof(first));
+	snprintf(b->kind, sizeof(b->kind), "tap");
+	snprintf(b->target, sizeof(b->target), "%s",
+		 strchr(first, '=') ? "" : first);
+}
+
 const struct dev_ops virtio_net_dev_ops = {
 	.name = "virtio-net",
 	.help = "virtio-net,TAPNAME[,mac=xx:xx:xx:xx:xx:xx]: TAP device "
@@ -502,4 +513,5 @@ const struct dev_ops virtio_net_dev_ops = {
 	.kick_fd = net_kick_fd,
 	.snap_foreach = net_snap_foreach,
 	.post_load = net_post_load,
+	.host_binding = net_host_binding,
 };
