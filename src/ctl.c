@@ -1130,46 +1130,83 @@ static void expire_idle(struct ctl_server *s)
 	}
 }
 
+/*
+ * The poll set: the stop eventfd, the listener, then every client with
+ * what it waits for. Returns its size; *@timeout the nearest client
+ * deadline (-1: none). Clients done closing are freed here.
+ */
+static unsigned poll_set(struct ctl_server *s, int *timeout)
+{
+	unsigned n = 0;
+
+	*timeout = -1;
+	s->pfds[n++] = (struct pollfd){.fd = s->stop_fd, .events = POLLIN};
+	s->pfds[n++] = (struct pollfd){.fd = s->listen_fd, .events = POLLIN};
+	for (unsigned i = 0; i < s->max_clients; i++) {
+		struct ctl_client *c = &s->clients[i];
+		short ev = 0;
+		int t;
+
+		if (c->fd < 0)
+			continue;
+		if (c->closing) {
+			t = ms_until(&c->deadline);
+			if (c->out_off == c->out_len || t == 0) {
+				client_free(c);
+				continue;
+			}
+		} else {
+			t = ms_until(&c->idle);
+			ev |= POLLIN;
+			/* +1: ms_until rounds down; wake past it. */
+			t = t < INT_MAX ? t + 1 : t;
+		}
+		*timeout = *timeout < 0 ? t : MIN(*timeout, t);
+		if (c->out_off < c->out_len)
+			ev |= POLLOUT;
+		s->pfd_client[n] = i;
+		s->pfds[n++] = (struct pollfd){.fd = c->fd, .events = ev};
+	}
+	return n;
+}
+
+/* What poll reported for the clients (pfds[2..@n)). */
+static void serve_clients(struct ctl_server *s, unsigned n)
+{
+	for (unsigned i = 2; i < n; i++) {
+		struct ctl_client *c = &s->clients[s->pfd_client[i]];
+		short re = s->pfds[i].revents;
+		size_t unsent;
+
+		if (!re)
+			continue;
+		if ((re & (POLLIN | POLLHUP)) && !c->closing &&
+		    !client_read(s, c)) {
+			client_free(c);
+			continue;
+		}
+		unsent = c->out_len - c->out_off;
+		if ((re & (POLLERR | POLLNVAL)) || client_flush(c) < 0) {
+			client_free(c);
+			continue;
+		}
+		/* Taking its replies is activity too. */
+		if (c->out_len - c->out_off < unsent)
+			deadline_in(&c->idle, s->idle_ms);
+		/* After the close checks: a hung-up reader is gone. */
+		if (c->closing && (re & POLLHUP) && c->out_off < c->out_len)
+			client_free(c);
+	}
+}
+
 static void *server_thread(void *arg)
 {
 	struct ctl_server *s = arg;
 
 	for (;;) {
-		unsigned i, n = 0;
-		int timeout = -1, rc;
+		int timeout, rc;
+		unsigned n = poll_set(s, &timeout);
 
-		s->pfds[n++] =
-			(struct pollfd){.fd = s->stop_fd, .events = POLLIN};
-		s->pfds[n++] =
-			(struct pollfd){.fd = s->listen_fd, .events = POLLIN};
-		for (i = 0; i < s->max_clients; i++) {
-			struct ctl_client *c = &s->clients[i];
-			short ev = 0;
-
-			if (c->fd < 0)
-				continue;
-			if (c->closing) {
-				int t = ms_until(&c->deadline);
-
-				if (c->out_off == c->out_len || t == 0) {
-					client_free(c);
-					continue;
-				}
-				timeout = timeout < 0 ? t : MIN(timeout, t);
-			} else {
-				int t = ms_until(&c->idle);
-
-				ev |= POLLIN;
-				/* +1: ms_until rounds down; wake past it. */
-				t = t < INT_MAX ? t + 1 : t;
-				timeout = timeout < 0 ? t : MIN(timeout, t);
-			}
-			if (c->out_off < c->out_len)
-				ev |= POLLOUT;
-			s->pfd_client[n] = i;
-			s->pfds[n++] =
-				(struct pollfd){.fd = c->fd, .events = ev};
-		}
 		rc = poll(s->pfds, n, timeout);
 		if (rc < 0) {
 			if (errno == EINTR)
@@ -1179,32 +1216,7 @@ static void *server_thread(void *arg)
 		}
 		if (s->pfds[0].revents)
 			break;
-		for (i = 2; i < n; i++) {
-			struct ctl_client *c = &s->clients[s->pfd_client[i]];
-			short re = s->pfds[i].revents;
-			size_t unsent;
-
-			if (!re)
-				continue;
-			if ((re & (POLLIN | POLLHUP)) && !c->closing &&
-			    !client_read(s, c)) {
-				client_free(c);
-				continue;
-			}
-			unsent = c->out_len - c->out_off;
-			if ((re & (POLLERR | POLLNVAL)) ||
-			    client_flush(c) < 0) {
-				client_free(c);
-				continue;
-			}
-			/* Taking its replies is activity too. */
-			if (c->out_len - c->out_off < unsent)
-				deadline_in(&c->idle, s->idle_ms);
-			/* After the close checks: a hung-up reader is gone. */
-			if (c->closing && (re & POLLHUP) &&
-			    c->out_off < c->out_len)
-				client_free(c);
-		}
+		serve_clients(s, n);
 		expire_idle(s);
 		if (s->pfds[1].revents)
 			accept_clients(s);

@@ -409,13 +409,47 @@ static int add_vndr_cap(struct virtio_pci *vp, uint8_t type, uint32_t off,
 	return pci_dev_add_cap(&vp->pci, PCI_CAP_ID_VNDR, cap, cap_len);
 }
 
+/*
+ * The virtio vendor capabilities (common, ISR, device, notify and the
+ * PCI_CFG access window), pointing into the BAR.
+ */
+static int add_vndr_caps(struct virtio_pci *vp)
+{
+	const struct virtio_dev_ops *ops = vp->ops;
+	uint8_t mult[4];
+	int off;
+
+	put_le32(mult, VIRTIO_PCI_NOTIFY_MULT);
+	if ((off = add_vndr_cap(vp, VIRTIO_PCI_CAP_COMMON_CFG,
+				VIRTIO_PCI_COMMON_OFF, VIRTIO_PCI_COMMON_SIZE,
+				NULL, 0)) < 0 ||
+	    (off = add_vndr_cap(vp, VIRTIO_PCI_CAP_ISR_CFG, VIRTIO_PCI_ISR_OFF,
+				1, NULL, 0)) < 0 ||
+	    (off = add_vndr_cap(vp, VIRTIO_PCI_CAP_DEVICE_CFG,
+				VIRTIO_PCI_DEVICE_OFF,
+				MAX(ops->config_size, 4u), NULL, 0)) < 0 ||
+	    (off = add_vndr_cap(
+		     vp, VIRTIO_PCI_CAP_NOTIFY_CFG, VIRTIO_PCI_NOTIFY_OFF,
+		     ops->num_queues * VIRTIO_PCI_NOTIFY_MULT, mult, 4)) < 0 ||
+	    (off = add_vndr_cap(vp, VIRTIO_PCI_CAP_PCI_CFG, 0, 0, mult, 4)) < 0)
+		return off;
+	/* PCI_CFG window: bar, offset, length and data are the driver's. */
+	vp->pci_cfg_cap = (uint8_t)off;
+	memset(vp->pci.st.cfg + off + 16, 0, 4);
+	vp->pci.wmask[off + 4] = 0xff;
+	memset(vp->pci.wmask + off + 8, 0xff, 12);
+	vp->pci.cfg_read_hook = pcicfg_read_hook;
+	vp->pci.cfg_write_hook = pcicfg_write_hook;
+	vp->pci.hook_opaque = vp;
+	return 0;
+}
+
 int virtio_pci_init(struct virtio_pci *vp, const char *name,
 		    const struct guest_mem *mem,
 		    const struct virtio_dev_ops *ops, void *opaque,
 		    uint64_t features, const struct msi_sink *msi)
 {
-	uint8_t mult[4];
-	int ret, off;
+	int ret;
 
 	if (ops->num_queues == 0 || ops->num_queues > VIRTIO_PCI_MAX_QUEUES ||
 	    ops->config_size > VIRTIO_PCI_NOTIFY_OFF - VIRTIO_PCI_DEVICE_OFF ||
@@ -456,31 +490,9 @@ int virtio_pci_init(struct virtio_pci *vp, const char *name,
 			    msi);
 	if (ret)
 		goto err_irq;
-	put_le32(mult, VIRTIO_PCI_NOTIFY_MULT);
-	if ((off = add_vndr_cap(vp, VIRTIO_PCI_CAP_COMMON_CFG,
-				VIRTIO_PCI_COMMON_OFF, VIRTIO_PCI_COMMON_SIZE,
-				NULL, 0)) < 0 ||
-	    (off = add_vndr_cap(vp, VIRTIO_PCI_CAP_ISR_CFG, VIRTIO_PCI_ISR_OFF,
-				1, NULL, 0)) < 0 ||
-	    (off = add_vndr_cap(vp, VIRTIO_PCI_CAP_DEVICE_CFG,
-				VIRTIO_PCI_DEVICE_OFF,
-				MAX(ops->config_size, 4u), NULL, 0)) < 0 ||
-	    (off = add_vndr_cap(
-		     vp, VIRTIO_PCI_CAP_NOTIFY_CFG, VIRTIO_PCI_NOTIFY_OFF,
-		     ops->num_queues * VIRTIO_PCI_NOTIFY_MULT, mult, 4)) < 0 ||
-	    (off = add_vndr_cap(vp, VIRTIO_PCI_CAP_PCI_CFG, 0, 0, mult, 4)) <
-		    0) {
-		ret = off;
+	ret = add_vndr_caps(vp);
+	if (ret)
 		goto err_irq;
-	}
-	/* PCI_CFG window: bar, offset, length and data are the driver's. */
-	vp->pci_cfg_cap = (uint8_t)off;
-	memset(vp->pci.st.cfg + off + 16, 0, 4);
-	vp->pci.wmask[off + 4] = 0xff;
-	memset(vp->pci.wmask + off + 8, 0xff, 12);
-	vp->pci.cfg_read_hook = pcicfg_read_hook;
-	vp->pci.cfg_write_hook = pcicfg_write_hook;
-	vp->pci.hook_opaque = vp;
 	return 0;
 err_irq:
 	pthread_mutex_destroy(&vp->irq_lock);
