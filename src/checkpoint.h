@@ -19,6 +19,9 @@ struct checkpoint_opts {
 	bool suspend;	  /* power the VM off once saved */
 	bool live;	  /* pre-copy while the guest runs ("live", default) */
 	bool fsync;	  /* sync both files and the directory (default) */
+	/* only the pages changed since this guest's previous snapshot,
+	 * which becomes the parent (vm_chain.h) */
+	bool incremental;
 	/* "progress": bytes of guest RAM saved so far; NULL: not asked */
 	void (*progress)(uint64_t done, uint64_t total);
 };
@@ -51,6 +54,9 @@ struct checkpoint_result {
 	struct checkpoint_phases phases; /* "phases_ms" */
 	char not_live_reason[CHECKPOINT_REASON_MAX]; /* "" when live */
 	char save_id[CHECKPOINT_SAVE_ID_STR];
+	bool incremental;
+	uint64_t changed_bytes; /* incremental: the pages it holds, in bytes */
+	unsigned chain_depth;	/* incremental: links below it */
 };
 
 /* What `khyve -r FILE` and its options ask of a restore. */

@@ -703,7 +703,8 @@ static bool checkpoint_parse(struct ctl_req *r, bool suspend,
 	};
 	if (!get_bool_arg(r, "progress", &progress) ||
 	    !get_bool_default(r, "live", true, &o->live) ||
-	    !get_bool_default(r, "fsync", true, &o->fsync))
+	    !get_bool_default(r, "fsync", true, &o->fsync) ||
+	    !get_bool_default(r, "incremental", false, &o->incremental))
 		return false;
 	o->progress = progress ? ctl_progress : NULL;
 	return true;
@@ -761,8 +762,8 @@ static const char *const no_keys[] = {NULL};
 static const char *const hello_keys[] = {"protocol", NULL};
 static const char *const poweroff_keys[] = {"force", NULL};
 static const char *const regs_keys[] = {"vcpu", "msrs", NULL};
-static const char *const checkpoint_keys[] = {"file", "progress", "live",
-					      "fsync", NULL};
+static const char *const checkpoint_keys[] = {"file",  "progress",    "live",
+					      "fsync", "incremental", NULL};
 
 static const struct ctl_cmd ctl_cmds[] = {
 	{"hello", "protocol", "check protocol compatibility", hello_keys,
@@ -777,9 +778,9 @@ static const struct ctl_cmd ctl_cmds[] = {
 	{"regs", "[vcpu] [msrs]", "vCPU registers (VM paused)", regs_keys,
 	 cmd_regs},
 	{"stats", "", "VM and device counters", no_keys, cmd_stats},
-	{"checkpoint", "file [progress] [live] [fsync]",
+	{"checkpoint", "file [progress] [live] [fsync] [incremental]",
 	 "save a snapshot, keep running", checkpoint_keys, cmd_checkpoint},
-	{"suspend", "file [progress] [live] [fsync]",
+	{"suspend", "file [progress] [live] [fsync] [incremental]",
 	 "save a snapshot, then power off", checkpoint_keys, cmd_suspend},
 	{"migrate", "...", "live migration (not implemented yet)", NULL,
 	 cmd_migrate},

@@ -28,6 +28,7 @@
 struct ctl_server;
 struct vm_devices;
 struct vm_ram_file;
+struct vm_chain;
 
 #define VM_EXIT_REASONS 64 /* KVM_EXIT_* counted per vCPU */
 
@@ -62,6 +63,7 @@ struct vm {
 	struct vm_devices *devs;
 	struct ctl_server *ctl;
 	struct vm_ram_file *ram_file; /* mapped restore's RAM file, or NULL */
+	struct vm_chain *chain;	      /* incremental snapshots (vm_chain.h) */
 
 	/* Life cycle, under @lock. */
 	pthread_mutex_t lock;

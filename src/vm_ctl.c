@@ -328,6 +328,15 @@ static json_t *checkpoint_reply(const struct checkpoint_opts *o,
 				    json_string(r->not_live_reason));
 	if (j)
 		json_object_set_new(j, "save_id", json_string(r->save_id));
+	if (j)
+		json_object_set_new(j, "incremental",
+				    json_boolean(r->incremental));
+	if (j && r->incremental) {
+		json_object_set_new(j, "changed_bytes",
+				    json_integer((json_int_t)r->changed_bytes));
+		json_object_set_new(j, "chain_depth",
+				    json_integer((json_int_t)r->chain_depth));
+	}
 	return j;
 }
 

@@ -50,6 +50,7 @@
 #include "snap_ram_live.h"
 #include "snap_ram_restore.h"
 #include "uart8250.h"
+#include "snap_chain.h"
 #include "vcpu_state.h"
 #include "virtio_blk.h"
 #include "virtio_console.h"
@@ -57,6 +58,7 @@
 #include "virtio_pci.h"
 #include "virtqueue.h"
 #include "vm.h"
+#include "vm_chain.h"
 #include "vm_devices.h"
 
 /*
@@ -406,6 +408,7 @@ static int precopy_collect(struct vm *vm, struct precopy *pc, uint64_t *n)
 	int ret = dirty_log_collect(vm, pc->bm);
 
 	guest_mem_dirty_collect(&vm->mem, pc->bm);
+	vm_chain_note(vm, pc->bm); /* changed since the last snapshot, too */
 	*n = 0;
 	for (uint64_t w = 0; w < pc->words; w++)
 		*n += (uint64_t)__builtin_popcountll(pc->bm[w]);
@@ -414,8 +417,11 @@ static int precopy_collect(struct vm *vm, struct precopy *pc, uint64_t *n)
 
 static void precopy_stop_tracking(struct vm *vm)
 {
-	int ret = dirty_log_set(vm, false);
+	int ret;
 
+	if (vm_chain_tracking(vm))
+		return; /* kept on for the next incremental save */
+	ret = dirty_log_set(vm, false);
 	if (ret)
 		log_warn("snapshot: cannot stop KVM dirty logging: %s",
 			 strerror(-ret));
@@ -428,6 +434,43 @@ static void precopy_abort(struct vm *vm, struct precopy *pc)
 	snap_ram_live_abort(pc->lv);
 	free(pc->bm);
 	memset(pc, 0, sizeof(*pc));
+}
+
+/*
+ * With the guest paused: keep tracking its writes from here on, for an
+ * incremental save after this snapshot (vm_chain.h). Without KVM's dirty
+ * log the next checkpoint cannot be incremental; the log says why.
+ */
+static void track_start(struct vm *vm)
+{
+	int ret;
+
+	if (vm_chain_tracking(vm))
+		return;
+	ret = guest_mem_dirty_start(&vm->mem);
+	if (!ret && (ret = dirty_log_set(vm, true)))
+		guest_mem_dirty_stop(&vm->mem);
+	if (!ret)
+		ret = vm_chain_track_started(vm);
+	if (ret)
+		log_info("snapshot: guest writes not tracked (%s): the next "
+			 "checkpoint cannot be incremental",
+			 strerror(-ret));
+}
+
+/* Paused: the trackers' pages since the last collect, noted. */
+static int track_collect(struct vm *vm)
+{
+	struct precopy pc = {.words = (vm->mem.ram_size / PAGE_SIZE + 63) / 64};
+	uint64_t n;
+	int ret;
+
+	pc.bm = calloc(pc.words, 8);
+	if (!pc.bm)
+		return -ENOMEM;
+	ret = precopy_collect(vm, &pc, &n);
+	free(pc.bm);
+	return ret;
 }
 
 /*
@@ -456,6 +499,15 @@ static int precopy_start(struct vm *vm, const char *ram_path,
 		return err_set(err, ret, "saving guest RAM to %s: %s", ram_path,
 			       strerror(-ret));
 	}
+	/*
+	 * Tracked since the last snapshot already (vm_chain.h): what was
+	 * logged so far goes to that record, not into this save's rounds.
+	 */
+	if (vm_chain_tracking(vm)) {
+		ret = precopy_collect(vm, pc, &n);
+		memset(pc->bm, 0, pc->words * 8);
+		goto copy;
+	}
 	/* Own tracking first: it misses nothing once this returns. */
 	ret = guest_mem_dirty_start(&vm->mem);
 	if (ret) {
@@ -463,6 +515,9 @@ static int precopy_start(struct vm *vm, const char *ram_path,
 		return err_set(err, ret, "no memory for a dirty bitmap");
 	}
 	ret = dirty_log_set(vm, true);
+	if (!ret && vm_chain_track_started(vm))
+		log_warn("snapshot: no memory to track pages for incremental "
+			 "snapshots");
 	if (ret) {
 		precopy_abort(vm, pc);
 		snprintf(why, whylen, "KVM dirty log unavailable: %s",
@@ -472,7 +527,12 @@ static int precopy_start(struct vm *vm, const char *ram_path,
 			 why);
 		return -EOPNOTSUPP;
 	}
-	ret = snap_ram_live_copy(pc->lv, NULL, &pg);
+copy:
+	/* An increment: only what changed since the last snapshot. */
+	if (!ret)
+		ret = snap_ram_live_copy(
+			pc->lv, o->incremental ? vm_chain_since(vm) : NULL,
+			&pg);
 	/* Written back now, the commit's fsync (guest paused) is short. */
 	if (!ret && do_fsync)
 		ret = snap_ram_live_flush(pc->lv);
@@ -605,7 +665,8 @@ struct save {
 	bool was_paused;		 /* by a client, before the save */
 	bool paused;			 /* by this save */
 	bool live;
-	int old_ram; /* the RAM file being replaced, held open */
+	struct vm_chain_save cs; /* an incremental save's parent */
+	int old_ram;		 /* the RAM file being replaced, held open */
 	uint64_t ram_bytes, final_bytes, final_hashed;
 	/* CLOCK_MONOTONIC ns: request, vCPUs stopped, devices stopped, last
 	 * dirty set collected and copied, RAM done, state file done, vCPUs
@@ -633,6 +694,10 @@ static int save_prepare(struct save *s, struct err *err)
 		ret = check_dest(s->ram_path, err);
 	if (!ret)
 		ret = check_ram_file(vm, err);
+	if (!ret)
+		ret = vm_chain_check_files(vm, err);
+	if (!ret && o->incremental)
+		ret = vm_chain_save_prepare(vm, o->file, &s->cs, err);
 	if (ret)
 		return ret;
 	ret = snap_save_id_new(s->save_id);
@@ -709,10 +774,15 @@ static int save_ram(struct save *s, struct snap_ram_info *ram, struct err *err)
 		s->pc.lv = NULL;
 		return ret;
 	}
-	/* Stop-and-copy: the whole RAM to a temporary file now. */
-	ret = snap_ram_live_open(&vm->mem, s->ram_path, s->save_id, &s->lv);
+	/* Stop-and-copy: the whole RAM (or what changed) to a file now. */
+	ret = s->o->incremental ? track_collect(vm) : 0;
 	if (!ret)
-		ret = snap_ram_live_copy(s->lv, NULL, &pg);
+		ret = snap_ram_live_open(&vm->mem, s->ram_path, s->save_id,
+					 &s->lv);
+	if (!ret)
+		ret = snap_ram_live_copy(
+			s->lv, s->o->incremental ? vm_chain_since(vm) : NULL,
+			&pg);
 	if (!ret)
 		ret = snap_ram_live_info(s->lv, ram);
 	if (ret) {
@@ -745,11 +815,26 @@ static int save_capture(struct save *s, struct err *err)
 	int ret = save_ram(s, &ram, err);
 
 	s->tram = mono_ns();
+	/* Paused: tracking from this point on (a no-op when it is on). */
+	if (!ret)
+		track_start(s->vm);
+	if (!ret && s->o->incremental &&
+	    (ret = vm_chain_save_finish(s->vm, &s->cs, &ram))) {
+		err_set(err, ret, "%s: %s", s->o->file, strerror(-ret));
+		snap_ram_live_abort(s->lv);
+		s->lv = NULL;
+	}
 	if (!ret) {
 		s->ram_bytes = s->vm->mem.ram_size;
 		/* Written now, committed with the RAM file as one pair. */
 		ret = write_state(s->vm, s->o->file, &ram, s->save_id, &s->w,
 				  err);
+		if (!ret && s->o->incremental &&
+		    (ret = snap_chain_write_section(s->w, &s->cs.par))) {
+			writer_fail(s->w, s->o->file, ret, err);
+			snap_writer_abort(s->w);
+			s->w = NULL;
+		}
 		if (ret) {
 			snap_ram_live_abort(s->lv);
 			s->lv = NULL;
@@ -798,6 +883,9 @@ static void save_result(const struct save *s, struct checkpoint_result *res)
 		snprintf(res->not_live_reason, sizeof(res->not_live_reason),
 			 "%s", s->why);
 	snap_save_id_str(s->save_id, res->save_id);
+	res->incremental = s->o->incremental;
+	res->changed_bytes = s->cs.par.held * PAGE_SIZE;
+	res->chain_depth = s->cs.par.depth;
 }
 
 int vm_snapshot_save(struct vm *vm, const struct checkpoint_opts *o,
@@ -836,6 +924,9 @@ int vm_snapshot_save(struct vm *vm, const struct checkpoint_opts *o,
 			goto out;
 	}
 	s.tdone = mono_ns();
+	/* This snapshot is the base of the next increment. */
+	if (!o->suspend)
+		vm_chain_set_base(vm, o->file, s.save_id, false, 0);
 	save_result(&s, res);
 	if (s.live)
 		log_info("snapshot %s written in %.1f ms (paused %.1f ms, "
@@ -850,6 +941,7 @@ out:
 	if (s.old_ram >= 0)
 		close(s.old_ram); /* the old file's pages go now, guest running
 				   */
+	vm_chain_save_free(&s.cs);
 	return ret;
 }
 
@@ -999,11 +1091,14 @@ void vm_snapshot_release(struct vm *vm)
 {
 	struct vm_ram_file *rf = vm->ram_file;
 
-	if (!rf)
+	if (!rf) {
+		vm_chain_free(vm);
 		return;
+	}
 	close(rf->fd); /* the lease goes with it */
 	free(rf);
 	vm->ram_file = NULL;
+	vm_chain_free(vm);
 }
 
 /* Every described section a restore loads, by name. */
@@ -1023,6 +1118,25 @@ static int ram_path_of(const char *path, const struct snap_ram_info *ram,
 
 	if (ret)
 		err_set(err, ret, "%s: section 'ram': bad RAM file name", path);
+	return ret;
+}
+
+/*
+ * An increment: every link of its chain checked (state files, ids and
+ * hashes, RAM files) before anything is built; its section is consumed.
+ */
+static int preflight_chain(const char *path, struct snap_reader *r,
+			   struct err *se)
+{
+	struct snap_chain_parent par;
+	struct snap_chain ch;
+	int ret = snap_chain_read_section(r, &par, se);
+
+	snap_chain_parent_free(&par);
+	if (!ret)
+		ret = snap_chain_open(path, &ch, se);
+	if (!ret)
+		snap_chain_close(&ch);
 	return ret;
 }
 
@@ -1047,6 +1161,8 @@ int vm_snapshot_preflight(const char *path, const struct vm_config *cfg,
 	ret = snap_read_blob(r, "config", 0, &data, &len, &ver, &se);
 	if (!ret)
 		ret = snap_ram_read_section(r, &ram, &se);
+	if (!ret && snap_has_section(r, SNAP_CHAIN_SECTION, 0))
+		ret = preflight_chain(path, r, &se);
 	if (ret)
 		goto fail_se;
 	if (ram.ram_size != cfg->mem_size) {
@@ -1173,6 +1289,20 @@ static int restore_ram(struct vm *vm, const struct restore_opts *o,
 	return check_ram_hashes(&vm->mem, ram, ram_path, err);
 }
 
+/* Guest RAM from an incremental snapshot's chain (vm_chain.h). */
+static int restore_chain(struct vm *vm, const struct restore_opts *o,
+			 struct snap_reader *r, struct err *err)
+{
+	char base_ram[4096];
+	int fd, ret;
+
+	ret = vm_chain_restore_ram(vm, o, r, &fd, base_ram, sizeof(base_ram),
+				   err);
+	if (!ret && fd >= 0)
+		ram_file_watch(vm, fd, base_ram);
+	return ret;
+}
+
 int vm_snapshot_restore(struct vm *vm, const struct restore_opts *o,
 			struct err *err)
 {
@@ -1187,11 +1317,17 @@ int vm_snapshot_restore(struct vm *vm, const struct restore_opts *o,
 	if (!ks || !vs)
 		goto out;
 	ret = restore_read(vm, o->file, &r, &ram, ks, vs, &se, err);
-	if (!ret)
-		ret = ram_path_of(o->file, &ram, ram_path, sizeof(ram_path),
-				  err);
-	if (!ret)
+	if (!ret && snap_has_section(r, SNAP_CHAIN_SECTION, 0))
+		ret = restore_chain(vm, o, r, err);
+	else if (!ret && !(ret = ram_path_of(o->file, &ram, ram_path,
+					     sizeof(ram_path), err)))
 		ret = restore_ram(vm, o, &ram, ram_path, err);
+	/* Guest RAM is the snapshot's: its writes are tracked from here. */
+	if (!ret && snap_reader_header(r)->has_save_id) {
+		track_start(vm);
+		vm_chain_set_base(vm, o->file, snap_reader_header(r)->save_id,
+				  true, snap_reader_hash(r));
+	}
 	if (!ret && (ret = vm_devices_load(vm->devs, r, &se)))
 		err_set(err, ret, "%s", se.msg);
 	if (ret)

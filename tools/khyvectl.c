@@ -20,6 +20,7 @@
 #include "ctl.h"
 #include "ctl_client.h"
 #include "progress.h"
+#include "snap_chain.h"
 #include "snap_inspect.h"
 
 #define EXIT_FAIL	   1
@@ -33,7 +34,7 @@ struct opts {
 	int timeout_ms; /* -1: per-command default */
 	/* subcommand options */
 	long vcpu;
-	bool vcpu_set, msrs, force, all;
+	bool vcpu_set, msrs, force, all, incremental;
 	/* bhyvectl-style actions, run in the order of this struct */
 	const char *vm;
 	bool status, pause, get_all, get_rip, get_stats;
@@ -269,6 +270,8 @@ static int run_checkpoint(const struct opts *o, const char *vm,
 	 * and pipes get exactly the output they got before.
 	 */
 	snprintf(what, sizeof(what), "saving %s", vm);
+	if (o->incremental)
+		json_object_set_new(args, "incremental", json_true());
 	progress_start(&pl, STDERR_FILENO, what);
 	if (pl.fd >= 0)
 		json_object_set_new(args, "progress", json_true());
@@ -511,10 +514,25 @@ static int sub_snapshot_verify(const struct opts *o, char **av)
 	return cmd_snapshot_offline(o, true, av[0]);
 }
 
+/* A chain of incremental snapshots flattened into one full snapshot. */
+static int sub_snapshot_merge(const struct opts *o, char **av)
+{
+	struct err err = {0};
+	int rc = snap_chain_merge(av[0], av[1], true, &err);
+
+	if (rc < 0) {
+		errmsg("%s", err.msg[0] ? err.msg : strerror(-rc));
+		return EXIT_FAIL;
+	}
+	printf("merged %s into %s\n", av[0], av[1]);
+	return 0;
+}
+
 /* Subcommand options a command accepts (besides the global ones). */
 #define SUB_VCPU  1u /* --vcpu/--cpu, --msrs */
 #define SUB_FORCE 2u
 #define SUB_ALL	  4u
+#define SUB_INCR  8u /* --incremental */
 
 /*
  * Every subcommand, in the order --help lists them. @group names a
@@ -544,16 +562,20 @@ static const struct subcommand {
 	 "poweroff VM [--force]      power the VM off"},
 	{NULL, "reset", 1, 0, true, false, sub_reset,
 	 "reset VM                   reset the VM"},
-	{NULL, "checkpoint", 2, 0, true, false, sub_checkpoint,
-	 "checkpoint VM FILE         save a snapshot, keep running"},
-	{"snapshot", "create", 2, 0, true, false, sub_checkpoint,
+	{NULL, "checkpoint", 2, SUB_INCR, true, false, sub_checkpoint,
+	 "checkpoint VM FILE         save a snapshot, keep running\n"
+	 "    [--incremental]          only what changed since the previous "
+	 "one"},
+	{"snapshot", "create", 2, SUB_INCR, true, false, sub_checkpoint,
 	 "snapshot create VM FILE    same as checkpoint"},
-	{NULL, "suspend", 2, 0, true, false, sub_suspend,
+	{NULL, "suspend", 2, SUB_INCR, true, false, sub_suspend,
 	 "suspend VM FILE            save a snapshot, then power off"},
 	{"snapshot", "info", 1, SUB_ALL, false, true, sub_snapshot_info,
 	 "snapshot info FILE [--all] [--json]"},
 	{"snapshot", "verify", 1, 0, false, true, sub_snapshot_verify,
-	 "snapshot verify FILE"},
+	 "snapshot verify FILE       (every link of a chain)"},
+	{"snapshot", "merge", 2, 0, false, true, sub_snapshot_merge,
+	 "snapshot merge TIP OUT     a chain as one full snapshot"},
 };
 
 static void usage(FILE *f)
@@ -576,8 +598,9 @@ static void usage(FILE *f)
 	      "  khyvectl --vm=NAME [--status] [--pause] [--get-all] "
 	      "[--get-rip]\n"
 	      "           [--get-stats] [--checkpoint=FILE] "
-	      "[--suspend=FILE] [--resume]\n"
-	      "           [--force-reset] [--force-poweroff] [--cpu=N]\n"
+	      "[--suspend=FILE] [--incremental]\n"
+	      "           [--resume] [--force-reset] [--force-poweroff] "
+	      "[--cpu=N]\n"
 	      "\n"
 	      "Default run directory: $KHYVE_RUNDIR or /run/khyve.\n"
 	      "Exit status: 0 success, 1 failure, 2 usage error.\n",
@@ -605,6 +628,7 @@ enum {
 	OPT_SUSPEND,
 	OPT_FORCE_RESET,
 	OPT_FORCE_POWEROFF,
+	OPT_INCREMENTAL,
 };
 
 static const struct option long_opts[] = {
@@ -627,6 +651,7 @@ static const struct option long_opts[] = {
 	{"suspend", required_argument, NULL, OPT_SUSPEND},
 	{"force-reset", no_argument, NULL, OPT_FORCE_RESET},
 	{"force-poweroff", no_argument, NULL, OPT_FORCE_POWEROFF},
+	{"incremental", no_argument, NULL, OPT_INCREMENTAL},
 	{"help", no_argument, NULL, 'h'},
 	{"version", no_argument, NULL, 'V'},
 	{NULL, 0, NULL, 0},
@@ -716,7 +741,8 @@ static int run_subcommand(const struct opts *o, const char *cmd, int n,
 	size_t i;
 
 	used = (o->vcpu_set || o->msrs ? SUB_VCPU : 0) |
-	       (o->force ? SUB_FORCE : 0) | (o->all ? SUB_ALL : 0);
+	       (o->force ? SUB_FORCE : 0) | (o->all ? SUB_ALL : 0) |
+	       (o->incremental ? SUB_INCR : 0);
 	for (i = 0; i < ARRAY_SIZE(subcommands) && !sc; i++) {
 		const struct subcommand *t = &subcommands[i];
 
@@ -837,6 +863,9 @@ static int parse_opts(struct opts *o, int argc, char **argv, bool *stop)
 		case OPT_ALL:
 			o->all = true;
 			break;
+		case OPT_INCREMENTAL:
+			o->incremental = true;
+			break;
 		case OPT_VM:
 			o->vm = optarg;
 			break;
@@ -874,7 +903,8 @@ static int run_vm_options(const struct opts *o, bool have_command)
 		errmsg("invalid VM name '%s'", o->vm);
 		return EXIT_USAGE;
 	}
-	if (have_command || !any_action(o) || o->msrs || o->force || o->all) {
+	if (have_command || !any_action(o) || o->msrs || o->force || o->all ||
+	    (o->incremental && !o->checkpoint && !o->suspend)) {
 		errmsg("--vm=NAME takes action options (--status, "
 		       "--get-all, ...) and no command");
 		return EXIT_USAGE;

@@ -615,6 +615,19 @@ int snap_write_blob(struct snap_writer *w, const char *name, uint32_t instance,
 			 data ? data : "", len);
 }
 
+int snap_write_copy(struct snap_writer *w, const struct snap_reader *r,
+		    unsigned idx)
+{
+	const struct rsec *s;
+
+	if (!w || !r || idx >= r->nsecs)
+		return -EINVAL;
+	s = &r->secs[idx];
+	return write_sec(w, s->name, s->instance, s->kind, s->version,
+			 s->min_version, s->flags, s->payload,
+			 (size_t)s->payload_len);
+}
+
 /* Number of elements of @f saved from @state, or -errno. */
 static int64_t live_count(const struct snap_desc *d, const struct snap_field *f,
 			  const void *state)
@@ -1312,6 +1325,11 @@ const char *snap_reader_path(const struct snap_reader *r)
 const struct snap_header_info *snap_reader_header(const struct snap_reader *r)
 {
 	return &r->hdr;
+}
+
+uint64_t snap_reader_hash(const struct snap_reader *r)
+{
+	return XXH3_64bits(r->buf, r->len);
 }
 
 static struct rsec *find_sec(const struct snap_reader *r, const char *name,

@@ -29,7 +29,8 @@
 #include "snap_desc.h"
 
 #define SNAP_FORMAT_MAJOR 1
-#define SNAP_FORMAT_MINOR 1 /* 1.1: the save id in the header */
+/* 1.1: the save id in the header; 1.2: incremental snapshots (snap_chain.h) */
+#define SNAP_FORMAT_MINOR 2
 #define SNAP_ARCH	  "x86_64"
 /* Bound on the state file so a hostile file cannot make us allocate much. */
 #define SNAP_MAX_FILE_SIZE (256ULL * 1024 * 1024)
@@ -120,6 +121,12 @@ int snap_write_section(struct snap_writer *w, const struct snap_desc *d,
 int snap_write_blob(struct snap_writer *w, const char *name, uint32_t instance,
 		    uint16_t version, uint32_t flags, const void *data,
 		    size_t len);
+/*
+ * Section @idx of @r, as it is (kind, versions, flags, payload): for a
+ * tool that rewrites a snapshot (snap_chain_merge).
+ */
+int snap_write_copy(struct snap_writer *w, const struct snap_reader *r,
+		    unsigned idx);
 /* Why the last writer call failed (empty if it did not). */
 const char *snap_writer_error(const struct snap_writer *w);
 /*
@@ -153,6 +160,8 @@ int snap_reader_open_mem(struct snap_reader **r, const char *name,
 void snap_reader_close(struct snap_reader *r);
 const char *snap_reader_path(const struct snap_reader *r);
 const struct snap_header_info *snap_reader_header(const struct snap_reader *r);
+/* XXH3-64 of the whole file as read (what a child increment records). */
+uint64_t snap_reader_hash(const struct snap_reader *r);
 
 /*
  * Load section (d->name, @instance) into @state. The caller preloads

@@ -10,6 +10,7 @@
 
 #include "common.h"
 #include "config.h"
+#include "snap_chain.h"
 #include "snap_ram.h"
 
 #define MAX_PRINT_BYTES 64 /* of a byte array in text output */
@@ -276,6 +277,84 @@ static void print_ram_text(struct snap_reader *r, FILE *out)
 	}
 }
 
+/*
+ * An increment: its parent, and the chain down to its base as far as it
+ * can be followed (where it breaks, why).
+ */
+static void print_chain_text(struct snap_reader *r, FILE *out)
+{
+	struct snap_chain_parent par;
+	struct snap_chain c;
+	char id[SNAP_SAVE_ID_STR];
+	struct err e = {0};
+
+	if (snap_chain_read_section(r, &par, &e) == -ENOENT)
+		return;
+	if (e.msg[0]) {
+		fprintf(out, "parent:    INVALID: %s\n", e.msg);
+		return;
+	}
+	snap_save_id_str(par.id, id);
+	fprintf(out,
+		"parent:    %s (save %s), %" PRIu64 " pages held (%" PRIu64
+		" bytes), %u links below\n",
+		par.file, id, par.held, par.held * 4096, par.depth);
+	snap_chain_parent_free(&par);
+	if (snap_chain_open(snap_reader_path(r), &c, &e)) {
+		fprintf(out, "chain:     BROKEN: %s\n", e.msg);
+		return;
+	}
+	fprintf(out, "chain:     %u snapshots, base first\n", c.n);
+	for (unsigned k = 0; k < c.n; k++) {
+		snap_save_id_str(c.l[k].hdr.save_id, id);
+		if (k)
+			fprintf(out,
+				"  %u %s save %s, increment of %" PRIu64
+				" pages\n",
+				k, c.l[k].path, id, c.l[k].par.held);
+		else
+			fprintf(out, "  0 %s save %s, full\n", c.l[k].path, id);
+	}
+	snap_chain_close(&c);
+}
+
+static json_t *chain_json(struct snap_reader *r)
+{
+	struct snap_chain_parent par;
+	json_t *j, *links;
+	struct snap_chain c;
+	char id[SNAP_SAVE_ID_STR];
+	struct err e = {0};
+
+	if (snap_chain_read_section(r, &par, &e) == -ENOENT)
+		return NULL;
+	if (e.msg[0])
+		return json_pack("{s:s}", "invalid", e.msg);
+	snap_save_id_str(par.id, id);
+	j = json_pack("{s:s, s:s, s:I, s:I, s:i}", "file", par.file, "save_id",
+		      id, "pages_held", (json_int_t)par.held, "bytes_held",
+		      (json_int_t)(par.held * 4096), "depth", (int)par.depth);
+	snap_chain_parent_free(&par);
+	if (!j)
+		return NULL;
+	if (snap_chain_open(snap_reader_path(r), &c, &e)) {
+		json_object_set_new(j, "broken", json_string(e.msg));
+		return j;
+	}
+	links = json_array();
+	for (unsigned k = 0; k < c.n; k++) {
+		snap_save_id_str(c.l[k].hdr.save_id, id);
+		json_array_append_new(
+			links,
+			json_pack("{s:s, s:s, s:b, s:I}", "file", c.l[k].path,
+				  "save_id", id, "full", k == 0, "pages_held",
+				  (json_int_t)(k ? c.l[k].par.held : 0)));
+	}
+	json_object_set_new(j, "chain", links);
+	snap_chain_close(&c);
+	return j;
+}
+
 /* One line per section. */
 static void print_sections_text(struct snap_reader *r, FILE *out)
 {
@@ -322,6 +401,7 @@ static void print_text(struct snap_reader *r, json_t *cfg, bool all, FILE *out)
 	if (cfg)
 		print_config(out, cfg);
 	print_ram_text(r, out);
+	print_chain_text(r, out);
 	fprintf(out, "opens:     on restore, unless -l or -s name "
 		     "others:\n");
 	list_bindings(r, cfg, &b);
@@ -440,6 +520,12 @@ static json_t *build_json(struct snap_reader *r, json_t *cfg, bool all)
 				  (int)ri.nchunks));
 		snap_ram_info_free(&ri);
 	}
+	{
+		json_t *ch = chain_json(r);
+
+		if (ch)
+			json_object_set_new(doc, "parent", ch);
+	}
 	for (unsigned i = 0; i < snap_reader_nsections(r); i++)
 		json_array_append_new(secs, section_json(r, i, all));
 	json_object_set_new(doc, "sections", secs);
@@ -474,6 +560,19 @@ int snap_inspect_info(const char *path, bool json, bool all, FILE *out,
 	return rc;
 }
 
+/* Every link of an increment's chain, each RAM file with its hashes. */
+static int verify_chain(const char *path, FILE *out, struct err *err)
+{
+	struct snap_chain c;
+	int rc = snap_chain_open(path, &c, err);
+
+	if (rc)
+		return rc;
+	rc = snap_chain_verify(&c, out, err);
+	snap_chain_close(&c);
+	return rc;
+}
+
 int snap_inspect_verify(const char *path, FILE *out, struct err *err)
 {
 	struct snap_reader *r = NULL;
@@ -497,6 +596,12 @@ int snap_inspect_verify(const char *path, FILE *out, struct err *err)
 		fprintf(out, "%s: ok (no RAM file)\n", path);
 		goto out;
 	}
+	if (snap_has_section(r, SNAP_CHAIN_SECTION, 0)) {
+		rc = verify_chain(path, out, err);
+		if (rc)
+			goto fail;
+		goto ok;
+	}
 	rc = snap_ram_read_section(r, &ri, err);
 	if (rc)
 		goto fail;
@@ -513,6 +618,7 @@ int snap_inspect_verify(const char *path, FILE *out, struct err *err)
 	snap_ram_info_free(&ri);
 	if (rc)
 		goto fail;
+ok:
 	fprintf(out, "%s: ok\n", path);
 out:
 	snap_reader_close(r);

@@ -620,7 +620,7 @@ static void test_header(void)
 	put_le64(buf + hlen - 8, XXH3_64bits(buf, hlen - 8));
 	CHECK_EQ(snap_reader_open_mem(&r, "new.snap", buf, n, &err), -EPROTO);
 	CHECK(!strcmp(err.msg, "new.snap: format 2.3 is newer than this "
-			       "khyve supports (1.1)"));
+			       "khyve supports (1.2)"));
 	CHECK(r == NULL);
 
 	/* Newer minor of our major is fine (additive); whole-file sum too. */
