@@ -240,7 +240,6 @@ int vm_chain_save_finish(struct vm *vm, struct vm_chain_save *cs,
 			 struct snap_ram_info *ram)
 {
 	struct vm_chain *c = vm->chain;
-	uint64_t per = ram->chunk_size / PAGE_SIZE;
 
 	if (ram->nchunks != cs->nchunks || !c || !c->since)
 		return -EINVAL;
@@ -251,16 +250,7 @@ int vm_chain_save_finish(struct vm *vm, struct vm_chain_save *cs,
 	cs->par.held = 0;
 	for (uint64_t w = 0; w < c->words; w++)
 		cs->par.held += (uint64_t)__builtin_popcountll(c->since[w]);
-	/* A chunk no copy pass touched was never hashed: it is the parent's. */
-	for (uint32_t k = 0; k < ram->nchunks; k++) {
-		bool held = false;
-
-		for (uint64_t p = k * per;
-		     p < (k + 1) * per && p < cs->par.npages && !held; p++)
-			held = c->since[p / 64] >> (p % 64) & 1;
-		if (!held)
-			ram->hashes[k] = cs->hashes[k];
-	}
+	snap_chain_keep_hashes(ram, cs->hashes, cs->par.pages);
 	return 0;
 }
 

@@ -157,6 +157,46 @@ int snap_chain_read_section(struct snap_reader *r, struct snap_chain_parent *p,
 	return rc;
 }
 
+/* Next run of set bits of @bm at or after *@pg, below @end: *@len pages. */
+static bool next_run(const uint64_t *bm, uint64_t end, uint64_t *pg,
+		     uint64_t *len, uint64_t max)
+{
+	uint64_t p = *pg;
+
+	while (p < end) {
+		uint64_t w = bm[p / 64] >> (p % 64);
+
+		if (!w) {
+			p = (p / 64 + 1) * 64;
+			continue;
+		}
+		p += (uint64_t)__builtin_ctzll(w);
+		break;
+	}
+	if (p >= end)
+		return false;
+	*pg = p;
+	*len = 0;
+	while (p + *len < end && *len < max && snap_bit_test(bm, p + *len))
+		(*len)++;
+	return true;
+}
+
+void snap_chain_keep_hashes(struct snap_ram_info *ram,
+			    const uint64_t *parent_hashes,
+			    const uint64_t *pages)
+{
+	uint64_t per = ram->chunk_size / PAGE_SIZE;
+	uint64_t npages = ram->ram_size / PAGE_SIZE;
+
+	for (uint32_t k = 0; k < ram->nchunks; k++) {
+		uint64_t pg = k * per, n;
+
+		if (!next_run(pages, MIN(npages, pg + per), &pg, &n, 1))
+			ram->hashes[k] = parent_hashes[k];
+	}
+}
+
 int snap_state_hash(const char *path, uint64_t *hash, struct err *err)
 {
 	XXH3_state_t *hs = XXH3_createState();
@@ -340,31 +380,6 @@ void snap_chain_close(struct snap_chain *c)
 }
 
 /* ---- guest RAM from a chain ---- */
-
-/* Next run of set bits of @bm at or after *@pg, below @end: *@len pages. */
-static bool next_run(const uint64_t *bm, uint64_t end, uint64_t *pg,
-		     uint64_t *len, uint64_t max)
-{
-	uint64_t p = *pg;
-
-	while (p < end) {
-		uint64_t w = bm[p / 64] >> (p % 64);
-
-		if (!w) {
-			p = (p / 64 + 1) * 64;
-			continue;
-		}
-		p += (uint64_t)__builtin_ctzll(w);
-		break;
-	}
-	if (p >= end)
-		return false;
-	*pg = p;
-	*len = 0;
-	while (p + *len < end && *len < max && snap_bit_test(bm, p + *len))
-		(*len)++;
-	return true;
-}
 
 /* One increment's held pages into @m; zero pages stay untouched if zero. */
 static int apply_link(const struct guest_mem *m,

@@ -61,6 +61,14 @@ int snap_chain_decode(const void *data, size_t len, uint64_t ram_size,
 		      struct snap_chain_parent *p, const char *what,
 		      struct err *err);
 
+/*
+ * An increment's chunk hashes: a chunk without a page of @pages was never
+ * hashed by its copy passes and is the parent's (@parent_hashes).
+ */
+void snap_chain_keep_hashes(struct snap_ram_info *ram,
+			    const uint64_t *parent_hashes,
+			    const uint64_t *pages);
+
 /* XXH3-64 of the whole file at @path (a regular file, not followed). */
 int snap_state_hash(const char *path, uint64_t *hash, struct err *err);
 
