@@ -4,13 +4,16 @@
 #   bench/vblk.py     virtio-blk MB/s and 4 KiB random-read IOPS
 #   bench/snapshot.py save, pause, size, restore and clone memory against
 #                     QEMU migrate to a file / -incoming (issue 6)
+#   bench/chain.py    incremental checkpoints after 1% and 10% of memory
+#                     changed, against a full one (issue 15; only when
+#                     named)
 #   bench/vnet.py     virtio-net guest-to-host UDP MB/s on a TAP in a
 #                     network namespace (needs root and /dev/net/tun)
 #   bench/linux.py    Linux boot milestones, Debian's and the project's
 #                     kernel, to user space, and checkpoint/restore of Linux
 #                     with user space running (issues 3, 19; slow: only
 #                     when named, not by default)
-# Usage: bench/run.sh [startup|vblk|snapshot|vnet|linux]...
+# Usage: bench/run.sh [startup|vblk|snapshot|chain|vnet|linux]...
 #        (default: startup vblk snapshot vnet)
 # Where /dev/kvm is missing, the whole run happens inside
 # tests/nested/run.sh (kvm_amd in a QEMU TCG machine) and every table says
@@ -24,7 +27,7 @@ mem=${KHYVE_NESTED_MEM:-7G}
 for b in "$@"; do
 	# 1 GiB guests, their snapshots in tmpfs and 5 QEMU clones of one
 	case $b in snapshot) mem=${KHYVE_NESTED_MEM:-10G};; esac
-	case $b in startup|vblk|snapshot|vnet|linux) ;; *) echo "bench: unknown benchmark $b" >&2; exit 2;; esac
+	case $b in startup|vblk|snapshot|chain|vnet|linux) ;; *) echo "bench: unknown benchmark $b" >&2; exit 2;; esac
 done
 # The project's one KVM probe; it also tells a software backend (kvm_pvm),
 # which every table then names.
