@@ -203,6 +203,28 @@ static void add_binding(void *opaque, const char *what, const char *kind,
 			: "");
 }
 
+/* An increment's restore opens every link of its chain too. */
+static void chain_bindings(struct snap_reader *r, struct bind_list *b)
+{
+	struct snap_chain c;
+	struct err e = {0};
+	char what[32];
+
+	if (!snap_has_section(r, SNAP_CHAIN_SECTION, 0))
+		return;
+	if (snap_chain_open(snap_reader_path(r), &c, &e)) {
+		add_binding(b, "parent", "invalid", e.msg);
+		return;
+	}
+	for (unsigned k = c.n - 1; k-- > 0;) {
+		snprintf(what, sizeof(what), "parent %u", c.n - 1 - k);
+		add_binding(b, what, "snapshot", c.l[k].path);
+		snprintf(what, sizeof(what), "parent %u ram", c.n - 1 - k);
+		add_binding(b, what, "ram", c.l[k].ram_path);
+	}
+	snap_chain_close(&c);
+}
+
 static void list_bindings(struct snap_reader *r, json_t *cfg,
 			  struct bind_list *b)
 {
@@ -220,6 +242,7 @@ static void list_bindings(struct snap_reader *r, json_t *cfg,
 	} else if (snap_has_section(r, SNAP_RAM_SECTION, 0)) {
 		add_binding(b, "ram", "invalid", e.msg);
 	}
+	chain_bindings(r, b);
 	if (!cfg)
 		return;
 	if (config_from_json(&c, cfg, &e)) {

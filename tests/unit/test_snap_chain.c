@@ -19,6 +19,7 @@
 #include "guest_mem.h"
 #include "snap.h"
 #include "snap_chain.h"
+#include "snap_inspect.h"
 #include "snap_ram.h"
 #include "snap_ram_live.h"
 #include "unit.h"
@@ -412,6 +413,40 @@ static void test_parent_section_decode(void)
 	snap_writer_abort(w);
 }
 
+/*
+ * A reader that does not know increments (khyve 1.1 loads "config" and
+ * "ram" and then checks nothing is left) refuses one, never restoring its
+ * sparse RAM file as if it were the whole RAM. And info lists the chain's
+ * files among what a restore opens.
+ */
+static void test_old_reader_refuses(void)
+{
+	struct snap_reader *r = NULL;
+	struct snap_ram_info ri = {0};
+	struct err e = {0};
+	const void *data;
+	size_t len;
+	char *buf = NULL;
+	size_t blen = 0;
+	FILE *f;
+
+	CHECK_EQ(snap_reader_open(&r, tpath("s5"), &e), 0);
+	CHECK_EQ(snap_read_blob(r, "config", 0, &data, &len, NULL, &e), 0);
+	CHECK_EQ(snap_ram_read_section(r, &ri, &e), 0);
+	CHECK_EQ(snap_reader_check_consumed(r, &e), -EPROTO);
+	CHECK(strstr(e.msg, "section 'parent' #0 is required"));
+	snap_ram_info_free(&ri);
+	snap_reader_close(r);
+	f = open_memstream(&buf, &blen);
+	CHECK(f != NULL);
+	CHECK_EQ(snap_inspect_info(tpath("s5"), false, false, f, &e), 0);
+	fclose(f);
+	CHECK(buf && strstr(buf, "chain:     6 snapshots"));
+	CHECK(buf && strstr(buf, "parent 5 ram"));
+	CHECK(buf && strstr(buf, tpath("s0.ram")));
+	free(buf);
+}
+
 /* Too many runs for a mapped restore: refused before anything is mapped. */
 static void test_map_too_many_runs(void)
 {
@@ -462,6 +497,7 @@ int main(void)
 	RUN(test_chain_restores_like_full);
 	RUN(test_chain_refuses_bad_links);
 	RUN(test_parent_section_decode);
+	RUN(test_old_reader_refuses);
 	RUN(test_map_too_many_runs);
 	mem_free(&live);
 	for (unsigned i = 0; i < 6; i++)
