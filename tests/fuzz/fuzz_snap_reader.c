@@ -6,7 +6,7 @@
  * structural and bound checks behind them. Every section that opens is
  * then decoded generically: fields from their own tags, and loaded through
  * a description built from those tags (varrays included), blobs as
- * config JSON or the RAM layout.
+ * config JSON, the RAM layout or an increment's parent.
  */
 #include <jansson.h>
 #include <stdlib.h>
@@ -17,6 +17,7 @@
 
 #include "common.h"
 #include "snap.h"
+#include "snap_chain.h"
 #include "snap_ram.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -144,6 +145,16 @@ static void decode_all(struct snap_reader *r, uint8_t knobs)
 				snap_ram_info_free(&ri);
 			} else if (!strcmp(si.name, "config")) {
 				json_decref(json_loadb(data, len, 0, NULL));
+			} else if (!strcmp(si.name, SNAP_CHAIN_SECTION)) {
+				struct snap_chain_parent p;
+
+				/* The guest RAM sizes a real file would have. */
+				if (!snap_chain_decode(data, len, 64 * MiB, &p,
+						       "fuzz", &err))
+					snap_chain_parent_free(&p);
+				if (!snap_chain_decode(data, len, 4096, &p,
+						       "fuzz", &err))
+					snap_chain_parent_free(&p);
 			}
 		}
 		(void)acc;
