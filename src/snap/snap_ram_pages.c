@@ -105,6 +105,15 @@ static int find_file_ranges(struct snap_ram_pages *pp)
 			continue; /* anonymous */
 		if (!overlaps_ram(pp->m, start, end))
 			continue;
+		/*
+		 * One range for adjacent mappings: a mapped restore of an
+		 * incremental chain leaves one per run of changed pages (up
+		 * to thousands), all of them file pages alike.
+		 */
+		if (pp->nfiles && pp->files[pp->nfiles - 1].end == start) {
+			pp->files[pp->nfiles - 1].end = end;
+			continue;
+		}
 		n = realloc(pp->files, (pp->nfiles + 1) * sizeof(*n));
 		if (!n) {
 			rc = -ENOMEM;
@@ -139,11 +148,21 @@ void snap_ram_pages_close(struct snap_ram_pages *pp)
 	pp->nfiles = 0;
 }
 
+/* The ranges are in address order, as /proc/self/maps lists them. */
 static bool in_file_range(const struct snap_ram_pages *pp, uintptr_t a)
 {
-	for (unsigned i = 0; i < pp->nfiles; i++)
-		if (a >= pp->files[i].start && a < pp->files[i].end)
+	unsigned lo = 0, hi = pp->nfiles;
+
+	while (lo < hi) {
+		unsigned mid = lo + (hi - lo) / 2;
+
+		if (a < pp->files[mid].start)
+			hi = mid;
+		else if (a >= pp->files[mid].end)
+			lo = mid + 1;
+		else
 			return true;
+	}
 	return false;
 }
 
