@@ -19,9 +19,10 @@ import subprocess
 import pytest
 
 from conftest import KHYVECTL, needs_kvm
-from test_snapshot import (MEM, boot, ctl_json, last_tick, restore_fails,
+from test_snapshot import (boot, ctl_json, last_tick, restore_fails,
                            restored, tick_after_checkpoint, wait_tick,
                            _mount_small_tmpfs)
+from test_snapshot_integrity import STEPS
 
 # A 1 MiB region, 16 pages a tick, every third tick zeroes its pages.
 CHAIN = ("counter interval_ms=50 check_every=5 mem_kb=1024 dirty_pages=16 "
@@ -318,3 +319,53 @@ def test_restored_guest_is_incremental_to_its_snapshot(guest_factory,
         sums = wait_memsum(b, saved + 5)
         assert min(sums) > saved - 5, (saved, sums)
         b.stop()
+
+
+@needs_kvm
+@pytest.mark.parametrize("step", STEPS)
+def test_failed_incremental_keeps_chain(guest_factory, tmp_path, step):
+    """The third save, an increment, fails at @step (KHYVE_FAULT_INJECT):
+    the guest runs on, the chain's files stay byte for byte, nothing else
+    is left; the pages it changed stay tracked, so the next increment
+    (paused, no fault) restores to the guest it saved."""
+    old = os.environ.get("KHYVE_FAULT_INJECT")
+    os.environ["KHYVE_FAULT_INJECT"] = step + "@3"
+    try:
+        g = chain_guest(guest_factory)
+    finally:
+        if old is None:
+            os.environ.pop("KHYVE_FAULT_INJECT", None)
+        else:
+            os.environ["KHYVE_FAULT_INJECT"] = old
+    d = tmp_path / "snaps"
+    d.mkdir()
+    s = [str(d / ("s%d" % k)) for k in range(3)]
+    checkpoint(g, s[0])
+    assert wait_tick(g, last_tick(g) + 3), g.read()
+    checkpoint(g, s[1], incremental=True)
+    good = {f: open(str(d / f), "rb").read() for f in os.listdir(str(d))}
+    assert wait_tick(g, last_tick(g) + 6), g.read()
+    r = g.ctl("checkpoint", "t", s[2], "--incremental")
+    assert r.returncode != 0, r.stdout
+    assert "injected fault" in r.stderr or "No space left" in r.stderr, \
+        r.stderr
+    assert {f: open(str(d / f), "rb").read()
+            for f in os.listdir(str(d))} == good
+    assert wait_tick(g, last_tick(g) + 3), g.read()
+    assert g.ctl("pause", "t").returncode == 0
+    res = checkpoint(g, s[2], incremental=True)
+    assert res["chain_depth"] == 2, res
+    full = str(d / "full")
+    checkpoint(g, full)
+    assert g.ctl("resume", "t").returncode == 0
+    saved = tick_after_checkpoint(g)
+    g.ctl("poweroff", "t", "--force")
+    g.finish()
+    # Complete: the chain gives exactly the full snapshot's RAM.
+    assert ram_hashes(s[2]) == ram_hashes(full)
+    v = g.ctl("snapshot", "verify", s[2])
+    assert v.returncode == 0, v.stdout + v.stderr
+    c = restored(guest_factory, s[2], "back")
+    sums = wait_memsum(c, saved + 5)
+    assert min(sums) > saved - 5, (saved, sums)
+    c.stop()
