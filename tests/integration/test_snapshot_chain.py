@@ -369,3 +369,22 @@ def test_failed_incremental_keeps_chain(guest_factory, tmp_path, step):
     sums = wait_memsum(c, saved + 5)
     assert min(sums) > saved - 5, (saved, sums)
     c.stop()
+
+
+def test_khyvectl_incremental_usage(tmp_path):
+    """--incremental goes with a checkpoint or suspend only (status 2,
+    before anything is sent); merge of a missing chain fails (status 1)."""
+    def run(*args):
+        return subprocess.run([KHYVECTL, "--rundir", str(tmp_path)] +
+                              list(args), capture_output=True, text=True,
+                              timeout=60)
+    for args in (("status", "vm1", "--incremental"),
+                 ("--vm=vm1", "--status", "--incremental"),
+                 ("snapshot", "info", "x", "--incremental"),
+                 ("snapshot", "merge", "x")):
+        r = run(*args)
+        assert r.returncode == 2, (args, r.returncode, r.stderr)
+    r = run("snapshot", "merge", str(tmp_path / "nope"),
+            str(tmp_path / "out"))
+    assert r.returncode == 1 and "nope" in r.stderr, r.stderr
+    assert sorted(os.listdir(str(tmp_path))) == []

@@ -606,6 +606,16 @@ static void test_commands(void)
 	CHECK(!strcmp(err_code(r), "bad_request"));
 	json_decref(r);
 	r = tc_req(c, "{\"id\":21,\"cmd\":\"checkpoint\",\"args\":{\"file\":"
+		      "\"/tmp/a.snap\",\"incremental\":\"yes\"}}");
+	CHECK(!strcmp(err_code(r), "bad_request"));
+	CHECK(strstr(reply_msg(r), "'incremental'") != NULL);
+	json_decref(r);
+	r = tc_req(c, "{\"id\":21,\"cmd\":\"checkpoint\",\"args\":{\"file\":"
+		      "\"/tmp/b.snap\",\"incremental\":true}}");
+	CHECK(is_ok(r));
+	json_decref(r);
+	CHECK(vm1.last_ckpt.incremental);
+	r = tc_req(c, "{\"id\":21,\"cmd\":\"checkpoint\",\"args\":{\"file\":"
 		      "\"/tmp/a.snap\",\"live\":false,\"fsync\":false,"
 		      "\"progress\":false}}");
 	CHECK(is_ok(r));
@@ -621,6 +631,7 @@ static void test_commands(void)
 	json_decref(r);
 	/* and the defaults: live, fsync; progress goes to ctl_progress */
 	CHECK(vm1.last_ckpt.live && vm1.last_ckpt.fsync);
+	CHECK(!vm1.last_ckpt.incremental);
 	CHECK(vm1.last_ckpt.progress == ctl_progress);
 	CHECK(!vm1.last_ckpt.suspend);
 	/* an error from the state being saved is not the client's fault */
