@@ -27,6 +27,8 @@ const char config_usage[] =
 	"  -s, --slot S[:F],EMUL[,CONF]\n"
 	"                          add a PCI device; '-s help' lists emulations\n"
 	"  -r, --restore FILE      restore from a snapshot state file\n"
+	"      --incoming ADDR     receive a migrating guest: tcp:HOST:PORT,\n"
+	"                          unix:PATH or fd:N (bindings as with -r)\n"
 	"      --eager             restore: copy guest RAM instead of mapping it\n"
 	"      --keep-clock        restore: keep the saved wall clock\n"
 	"      --strict-bindings   restore: every host binding (console file or\n"
@@ -43,7 +45,7 @@ const char config_usage[] =
 	"  -V, --version           print the version\n"
 	"\n"
 	"Exit status: 0 rebooted, 1 powered off, 2 halted, 3 triple fault,\n"
-	"4 error, 5 suspended to a snapshot. See khyve(8).\n";
+	"4 error, 5 suspended to a snapshot, 6 migrated away. See khyve(8).\n";
 /* clang-format on */
 
 int config_parse_size(const char *s, uint64_t *out)
@@ -199,6 +201,7 @@ enum {
 	OPT_CPU_POLICY,
 	OPT_RUNDIR,
 	OPT_PROBE_KVM,
+	OPT_INCOMING,
 };
 
 static const struct option longopts[] = {
@@ -210,6 +213,7 @@ static const struct option longopts[] = {
 	{"lpc", required_argument, NULL, 'l'},
 	{"slot", required_argument, NULL, 's'},
 	{"restore", required_argument, NULL, 'r'},
+	{"incoming", required_argument, NULL, OPT_INCOMING},
 	{"eager", no_argument, NULL, OPT_EAGER},
 	{"strict-bindings", no_argument, NULL, OPT_STRICT_BINDINGS},
 	{"keep-clock", no_argument, NULL, OPT_KEEP_CLOCK},
@@ -340,10 +344,20 @@ static int check_operands(struct vm_config *c, int argc, char **argv,
 				"0-9 . _ - (not starting with '.')",
 				argv[optind], CONFIG_NAME_MAX);
 		strcpy(c->name, argv[optind]);
-	} else if (!c->restore) {
+	} else if (!c->restore && !c->incoming) {
 		return err_set(err, -EINVAL, "missing VM name (see --help)");
 	}
-	if (!c->restore && !c->kernel)
+	if (c->restore && c->incoming)
+		return err_set(err, -EINVAL,
+			       "-r and --incoming exclude each other");
+	if (c->incoming && (c->kernel || c->initrd || c->cmdline))
+		return err_set(err, -EINVAL,
+			       "-k, -i and -a cannot be used with --incoming: "
+			       "the source sends the running kernel");
+	if (c->incoming && (c->restore_eager || c->keep_clock))
+		return err_set(err, -EINVAL,
+			       "--eager and --keep-clock need -r");
+	if (!c->restore && !c->incoming && !c->kernel)
 		return err_set(err, -EINVAL,
 			       "no kernel given: use -k FILE (or -r SNAPSHOT)");
 	if (c->restore && (c->kernel || c->initrd || c->cmdline))
@@ -351,7 +365,7 @@ static int check_operands(struct vm_config *c, int argc, char **argv,
 			err, -EINVAL,
 			"-k, -i and -a cannot be used with -r: the snapshot "
 			"holds the running kernel");
-	if (!c->restore &&
+	if (!c->restore && !c->incoming &&
 	    (c->restore_eager || c->keep_clock || c->strict_bindings))
 		return err_set(
 			err, -EINVAL,
@@ -400,6 +414,9 @@ int config_parse(struct vm_config *c, int argc, char **argv, struct err *err)
 			break;
 		case 'r':
 			ret = opt_str(&c->restore, optarg, err);
+			break;
+		case OPT_INCOMING:
+			ret = opt_str(&c->incoming, optarg, err);
 			break;
 		case OPT_EAGER:
 			c->restore_eager = true;
@@ -459,6 +476,7 @@ void config_free(struct vm_config *c)
 	free(c->console);
 	free(c->rundir);
 	free(c->restore);
+	free(c->incoming);
 	memset(c, 0, sizeof(*c));
 }
 

@@ -29,6 +29,8 @@ enum khyve_exit {
 	KHYVE_EXIT_TRIPLEFAULT = 3,
 	KHYVE_EXIT_ERROR = 4,
 	KHYVE_EXIT_SUSPENDED = 5,
+	KHYVE_EXIT_MIGRATED = 6, /* the guest runs on at a migration's
+				    destination */
 };
 
 /* One -s slot[:func],emulation[,conf] device. */
@@ -55,9 +57,10 @@ struct vm_config {
 	char *kernel;
 	char *initrd;
 	char *cmdline;
-	char *console; /* COM1 back-end spec: stdio, file:P, socket:P, null */
-	char *rundir;  /* control socket directory */
-	char *restore; /* -r FILE */
+	char *console;	/* COM1 back-end spec: stdio, file:P, socket:P, null */
+	char *rundir;	/* control socket directory */
+	char *restore;	/* -r FILE */
+	char *incoming; /* --incoming ADDR: a migration's destination */
 	bool restore_eager;
 	bool keep_clock; /* restore: keep the saved wall clock (frozen time) */
 	bool strict_bindings; /* restore: no host binding from the snapshot */

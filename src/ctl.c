@@ -747,14 +747,76 @@ static void cmd_suspend(struct ctl_req *r)
 	do_checkpoint(r, true);
 }
 
+/* An optional number >= @min into @out (left as is when absent). */
+static bool get_num_arg(struct ctl_req *r, const char *key, double min,
+			double *out)
+{
+	json_t *v = json_object_get(r->args, key);
+
+	if (!v)
+		return true;
+	if (!json_is_number(v) || json_number_value(v) < min) {
+		req_fail(r, "bad_request", "'%s' must be a number >= %g", key,
+			 min);
+		return false;
+	}
+	*out = json_number_value(v);
+	return true;
+}
+
+/* The migrate request as typed options (docs/control-protocol.md). */
+static bool migrate_parse(struct ctl_req *r, struct migrate_opts *o)
+{
+	json_t *to = json_object_get(r->args, "to");
+	json_t *od = json_object_get(r->args, "on_deadline");
+	double bw = 0;
+	bool progress;
+
+	if (!json_is_string(to) || !json_string_length(to) ||
+	    strlen(json_string_value(to)) != json_string_length(to)) {
+		req_fail(r, "bad_request",
+			 "migrate needs a 'to' string (tcp:HOST:PORT, "
+			 "unix:PATH or fd:N)");
+		return false;
+	}
+	*o = (struct migrate_opts){
+		.to = json_string_value(to),
+		.max_downtime_ms = MIGRATE_MAX_DOWNTIME_MS,
+		.deadline_s = MIGRATE_DEADLINE_S,
+	};
+	if (od && (!json_is_string(od) ||
+		   (strcmp(json_string_value(od), "abort") &&
+		    strcmp(json_string_value(od), "throttle")))) {
+		req_fail(r, "bad_request",
+			 "'on_deadline' must be \"abort\" or \"throttle\"");
+		return false;
+	}
+	o->throttle = od && !strcmp(json_string_value(od), "throttle");
+	if (!get_num_arg(r, "max_downtime_ms", 0, &o->max_downtime_ms) ||
+	    !get_num_arg(r, "deadline_s", 0, &o->deadline_s) ||
+	    !get_num_arg(r, "bandwidth", 0, &bw) ||
+	    !get_bool_arg(r, "progress", &progress))
+		return false;
+	o->bandwidth = (uint64_t)bw;
+	o->progress = progress ? ctl_progress : NULL;
+	return true;
+}
+
 static void cmd_migrate(struct ctl_req *r)
 {
+	struct migrate_opts o;
 	struct err e = {0};
 	json_t *res = NULL;
 	int rc;
 
+	if (!migrate_parse(r, &o))
+		return;
 	NO_OP(r, migrate, "migrate");
-	rc = r->s->ops->migrate(r->s->opaque, r->args, &res, &e);
+	cur_req.wanted = o.progress != NULL;
+	rc = r->s->ops->migrate(r->s->opaque, &o, &res, &e);
+	/* Checked in full above: an -EINVAL is about the migration. */
+	if (rc == -EINVAL || rc == -ERANGE)
+		rc = -EIO;
 	req_rc(r, "migrate", rc, &e, res);
 }
 
@@ -764,6 +826,9 @@ static const char *const poweroff_keys[] = {"force", NULL};
 static const char *const regs_keys[] = {"vcpu", "msrs", NULL};
 static const char *const checkpoint_keys[] = {"file",  "progress",    "live",
 					      "fsync", "incremental", NULL};
+static const char *const migrate_keys[] = {
+	"to",	     "max_downtime_ms", "deadline_s", "on_deadline",
+	"bandwidth", "progress",	NULL};
 
 static const struct ctl_cmd ctl_cmds[] = {
 	{"hello", "protocol", "check protocol compatibility", hello_keys,
@@ -782,8 +847,10 @@ static const struct ctl_cmd ctl_cmds[] = {
 	 "save a snapshot, keep running", checkpoint_keys, cmd_checkpoint},
 	{"suspend", "file [progress] [live] [fsync] [incremental]",
 	 "save a snapshot, then power off", checkpoint_keys, cmd_suspend},
-	{"migrate", "...", "live migration (not implemented yet)", NULL,
-	 cmd_migrate},
+	{"migrate",
+	 "to [max_downtime_ms] [deadline_s] [on_deadline] [bandwidth] "
+	 "[progress]",
+	 "live migration; the VM exits once moved", migrate_keys, cmd_migrate},
 };
 
 static void cmd_help(struct ctl_req *r)

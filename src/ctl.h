@@ -41,6 +41,7 @@
 
 #include "checkpoint.h"
 #include "err.h"
+#include "migrate.h"
 
 #define CTL_PROTOCOL	   1
 #define CTL_DEFAULT_RUNDIR "/run/khyve"
@@ -68,9 +69,13 @@ struct ctl_ops {
 	 */
 	int (*checkpoint)(void *opaque, const struct checkpoint_opts *o,
 			  json_t **reply, struct err *e);
-	/* Placeholder: NULL (not_implemented) until live migration exists. */
-	int (*migrate)(void *opaque, const json_t *args, json_t **reply,
-		       struct err *e);
+	/*
+	 * migrate: the request parsed ("to" a non-empty string, the knobs
+	 * checked, o->progress ctl_progress if asked). -EINVAL/-ERANGE
+	 * answer "failed", as for checkpoint.
+	 */
+	int (*migrate)(void *opaque, const struct migrate_opts *o,
+		       json_t **reply, struct err *e);
 };
 
 /* Where to listen (vmname is required) and optional knobs; zero fields

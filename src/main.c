@@ -18,6 +18,7 @@
 #include "config.h"
 #include "ctl.h"
 #include "log.h"
+#include "migrate_incoming.h"
 #include "snap_fault.h"
 #include "vm.h"
 #include "vm_ctl.h"
@@ -218,11 +219,42 @@ static int restore(struct vm *vm, const struct vm_config *cfg, struct err *e)
 	return vm_snapshot_restore(vm, &o, e);
 }
 
+/*
+ * --incoming: wait for a source; the machine is its config rebound by
+ * the command line (@cmd, freed here), into @cfg; -1 after saying why.
+ */
+static int incoming_config(struct vm_config *cmd, struct vm_config *cfg,
+			   struct migrate_in **mi)
+{
+	struct err e = {0};
+	int ret = migrate_in_open(mi, cmd, cfg, &e);
+
+	config_free(cmd);
+	if (ret) {
+		fprintf(stderr, "khyve: %s\n", err_msg(&e));
+		return -1;
+	}
+	return 0;
+}
+
+/* --incoming, the VM created (@ret): the guest's RAM and state. */
+static int incoming(struct migrate_in *mi, struct vm *vm, int ret,
+		    struct err *e)
+{
+	struct err why = *e;
+
+	ret = migrate_in_accept(mi, ret, &why, e);
+	if (!ret)
+		ret = migrate_in_receive(mi, vm, e);
+	return ret;
+}
+
 int main(int argc, char **argv)
 {
 	struct vm_config cmd, cfg;
 	struct vm *vm;
 	struct err e = {0};
+	struct migrate_in *mi = NULL;
 	int ret, status = KHYVE_EXIT_ERROR;
 	sigset_t set;
 
@@ -230,8 +262,13 @@ int main(int argc, char **argv)
 	ret = parse_command_line(argc, argv, &cmd);
 	if (ret >= 0)
 		return ret;
+	/* A source that goes away must not kill us with SIGPIPE. */
+	signal(SIGPIPE, SIG_IGN);
 	if (cmd.restore) {
 		if (restore_config(&cmd, &cfg))
+			return KHYVE_EXIT_ERROR;
+	} else if (cmd.incoming) {
+		if (incoming_config(&cmd, &cfg, &mi))
 			return KHYVE_EXIT_ERROR;
 	} else {
 		cfg = cmd;
@@ -245,7 +282,6 @@ int main(int argc, char **argv)
 	/* Signals go to the main loop's signalfd, not to vCPU threads. */
 	main_signals(&set);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
-	signal(SIGPIPE, SIG_IGN);
 	chardev_install_fatal_handlers();
 
 	vm = calloc(1, sizeof(*vm));
@@ -254,7 +290,13 @@ int main(int argc, char **argv)
 		return KHYVE_EXIT_ERROR;
 	}
 	ret = vm_create(vm, &cfg, &e);
-	if (!ret)
+	if (mi) {
+		ret = incoming(mi, vm, ret, &e);
+		if (ret) { /* the source knows */
+			migrate_in_close(mi);
+			mi = NULL;
+		}
+	} else if (!ret)
 		ret = cfg.restore ? restore(vm, &cfg, &e) : vm_boot(vm, &e);
 	if (!ret)
 		ret = ctl_server_start(
@@ -262,6 +304,13 @@ int main(int argc, char **argv)
 			&(struct ctl_params){.rundir = cfg.rundir,
 					     .vmname = cfg.name},
 			&vm_ctl_ops, vm, &e);
+	if (mi) {
+		/* The source resumes its guest unless all is ready here. */
+		struct err why = e;
+
+		ret = migrate_in_switch(mi, ret, &why, &e);
+		migrate_in_close(mi);
+	}
 	if (!ret)
 		ret = vm_start_vcpus(vm, &e);
 	if (ret) {

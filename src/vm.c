@@ -939,6 +939,18 @@ static void vcpus_release(struct vm *vm)
 	pthread_mutex_unlock(&vm->lock);
 }
 
+int vm_vcpus_hold(struct vm *vm)
+{
+	int ret = vcpus_park(vm);
+
+	return ret > 0 ? -EALREADY : ret;
+}
+
+void vm_vcpus_release(struct vm *vm)
+{
+	vcpus_release(vm);
+}
+
 int vm_pause(struct vm *vm, struct vm_pause_times *times, struct err *e)
 {
 	uint64_t t0 = now_ns(), tparked;

@@ -107,6 +107,13 @@ struct vm_pause_times {
  */
 int vm_pause(struct vm *vm, struct vm_pause_times *times, struct err *e);
 int vm_resume(struct vm *vm);
+/*
+ * Only the vCPUs parked (devices go on), for a migration's throttling:
+ * 0, or -EALREADY if they were parked anyway (not held then), or
+ * -ESHUTDOWN. _release lets held vCPUs run again.
+ */
+int vm_vcpus_hold(struct vm *vm);
+void vm_vcpus_release(struct vm *vm);
 /* Ask the VM to stop with @status (first caller wins). */
 void vm_request_stop(struct vm *vm, int status);
 

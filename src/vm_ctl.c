@@ -13,6 +13,7 @@
 #include "common.h"
 #include "ctl.h"
 #include "log.h"
+#include "migrate.h"
 #include "vm.h"
 #include "vm_ctl.h"
 #include "vm_devices.h"
@@ -351,6 +352,29 @@ static int op_checkpoint(void *opaque, const struct checkpoint_opts *o,
 	return ret;
 }
 
+/* The migrate reply: the final report (docs/control-protocol.md). */
+static int op_migrate(void *opaque, const struct migrate_opts *o,
+		      json_t **reply, struct err *e)
+{
+	struct migrate_result r;
+	int ret = migrate_run(opaque, o, &r, e);
+
+	if (!ret)
+		*reply = json_pack(
+			"{s:s, s:b, s:i, s:I, s:I, s:I, s:I, s:I, s:f, s:f, "
+			"s:f, s:f, s:i}",
+			"to", o->to, "live", r.live, "rounds", (int)r.rounds,
+			"bytes", (json_int_t)r.bytes, "ram_pages",
+			(json_int_t)r.ram_pages, "zero_pages",
+			(json_int_t)r.zero_pages, "final_pages",
+			(json_int_t)r.final_pages, "state_bytes",
+			(json_int_t)r.state_bytes, "total_ms", r.total_ms,
+			"downtime_ms", r.downtime_ms, "precopy_ms",
+			r.precopy_ms, "precopy_mib_s", r.mbps, "throttle_pct",
+			(int)r.throttle_pct);
+	return ret;
+}
+
 const struct ctl_ops vm_ctl_ops = {
 	.status = op_status,
 	.pause = op_pause,
@@ -360,5 +384,5 @@ const struct ctl_ops vm_ctl_ops = {
 	.regs = op_regs,
 	.stats = op_stats,
 	.checkpoint = op_checkpoint,
-	.migrate = NULL,
+	.migrate = op_migrate,
 };

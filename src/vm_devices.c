@@ -297,7 +297,7 @@ int vm_devices_create(struct vm_devices **devs,
 	pthread_mutex_init(&d->pause_lock, NULL);
 	/* Input read or requests served before the state loads would be
 	 * lost: a restore resumes the devices once it is in. */
-	d->paused = cfg->restore != NULL;
+	d->paused = cfg->restore || cfg->incoming;
 	d->msi = (struct msi_sink){host->send_msi, host->opaque};
 	d->irq_com1 = (struct irq_line){host->irq_line, host->opaque,
 					UART8250_COM1_IRQ};

@@ -1357,3 +1357,137 @@ out:
 	free(vs);
 	return ret;
 }
+
+/*
+ * ---- Migration (src/migrate.c, src/migrate_incoming.c) ----
+ *
+ * A migration stream carries the same state file as a snapshot, built in
+ * memory and without the "ram" section (RAM travels as page records),
+ * and uses the pre-copy's dirty tracking above round by round.
+ */
+int vm_snapshot_dirty_start(struct vm *vm, struct err *err)
+{
+	int ret;
+
+	/*
+	 * Tracked since the last snapshot already (vm_chain.h): what was
+	 * logged so far goes to that record, the migration counts from here.
+	 */
+	if (vm_chain_tracking(vm)) {
+		uint64_t n, words = (vm->mem.ram_size / PAGE_SIZE + 63) / 64;
+		struct precopy pc = {.bm = calloc(words, 8), .words = words};
+
+		ret = pc.bm ? precopy_collect(vm, &pc, &n) : -ENOMEM;
+		free(pc.bm);
+		return ret ? err_set(err, ret, "collecting the dirty log: %s",
+				     strerror(-ret))
+			   : 0;
+	}
+	ret = guest_mem_dirty_start(&vm->mem);
+	if (ret)
+		return err_set(err, ret, "no memory for a dirty bitmap");
+	ret = dirty_log_set(vm, true);
+	if (ret) {
+		guest_mem_dirty_stop(&vm->mem);
+		return err_set(err, ret, "KVM dirty log unavailable: %s",
+			       strerror(-ret));
+	}
+	return 0;
+}
+
+int vm_snapshot_dirty_collect(struct vm *vm, uint64_t *bm, uint64_t words,
+			      uint64_t *n)
+{
+	struct precopy pc = {.bm = bm, .words = words};
+
+	return precopy_collect(vm, &pc, n);
+}
+
+void vm_snapshot_dirty_stop(struct vm *vm)
+{
+	precopy_stop_tracking(vm);
+}
+
+int vm_snapshot_state_mem(struct vm *vm, uint8_t **data, size_t *len,
+			  struct err *err)
+{
+	static const char name[] = "migration state";
+	struct snap_host_info host;
+	struct snap_writer *w = NULL;
+	char kvm_info[128];
+	struct err e = {0};
+	int ret;
+
+	snprintf(kvm_info, sizeof(kvm_info), "api %d%s", KVM_API_VERSION,
+		 vm->sw_backend ? ", software backend" : "");
+	snap_host_info_probe(&host, kvm_info);
+	ret = snap_writer_open_mem(&w, name, &host, NULL);
+	if (ret)
+		return err_set(err, ret, "%s: %s", name, strerror(-ret));
+	ret = write_config(vm, w);
+	if (ret) {
+		writer_fail(w, name, ret, err);
+		goto out;
+	}
+	ret = write_kvm_state(vm, w, name, err);
+	if (!ret && (ret = vm_devices_save(vm->devs, w, &e)))
+		err_set(err, ret, "%s", e.msg);
+	if (!ret && (ret = snap_writer_take_mem(w, data, len)))
+		writer_fail(w, name, ret, err);
+out:
+	snap_writer_abort(w);
+	return ret;
+}
+
+int vm_snapshot_load_state(struct vm *vm, const char *name, const void *data,
+			   size_t len, struct err *err)
+{
+	struct snap_reader *r = NULL;
+	struct err se = {0};
+	struct kvm_vm_state *ks = calloc(1, sizeof(*ks));
+	struct vcpu_state *vs = calloc(vm->ncpus, sizeof(*vs));
+	const void *cdata;
+	size_t clen;
+	uint16_t cver;
+	int ret = -ENOMEM;
+
+	if (!ks || !vs) {
+		err_set(err, ret, "out of memory");
+		goto out;
+	}
+	ret = snap_reader_open_mem(&r, name, data, len, &se);
+	if (!ret)
+		ret = check_host(r, name, &se);
+	/* The config was the HELLO's; the state file's copy is checked. */
+	if (!ret)
+		ret = snap_read_blob(r, "config", 0, &cdata, &clen, &cver, &se);
+	if (!ret)
+		ret = snap_read_section(r, &kvm_vm_snap, 0, ks, &se);
+	for (unsigned i = 0; !ret && i < vm->ncpus; i++)
+		ret = snap_read_section(r, &vcpu_state_snap, i, &vs[i], &se);
+	if (!ret)
+		ret = vm_devices_load(vm->devs, r, &se);
+	if (!ret)
+		ret = snap_reader_check_consumed(r, &se);
+	if (ret) {
+		err_set(err, ret, "%s", se.msg);
+		goto out;
+	}
+	ret = restore_kvm_vm(vm, ks, false, err);
+	for (unsigned i = 0; !ret && i < vm->ncpus; i++) {
+		ret = vcpu_state_restore(vm->vcpus[i].fd, &vs[i], &se);
+		if (ret) {
+			err_prefix(&se, "%s: vCPU %u: ", name, i);
+			err_set(err, ret, "%s", se.msg);
+		}
+	}
+	if (ret)
+		goto out;
+	vm_devices_rtc_resync(vm->devs, false);
+	vm_devices_resume(vm->devs);
+out:
+	snap_reader_close(r);
+	free(ks);
+	free(vs);
+	return ret;
+}

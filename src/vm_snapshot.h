@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "checkpoint.h"
 #include "err.h"
@@ -46,5 +47,28 @@ int vm_snapshot_preflight(const char *path, const struct vm_config *cfg,
 void vm_snapshot_ram_file_event(struct vm *vm);
 /* Close the mapped RAM file (vm_destroy, after guest RAM is unmapped). */
 void vm_snapshot_release(struct vm *vm);
+
+/*
+ * Migration (src/migrate.c): the dirty tracking of a live checkpoint,
+ * round by round. _start turns KVM's dirty log and khyve's own bitmap on
+ * (-errno naming why not); _collect ORs the pages written since the last
+ * call into @bm (flat RAM pages, @words long) and counts it in *@n.
+ */
+int vm_snapshot_dirty_start(struct vm *vm, struct err *err);
+int vm_snapshot_dirty_collect(struct vm *vm, uint64_t *bm, uint64_t words,
+			      uint64_t *n);
+void vm_snapshot_dirty_stop(struct vm *vm);
+/*
+ * The paused VM's state file (config, KVM, vCPUs, devices; no "ram"
+ * section: a migration sends RAM as pages) in memory, to be freed.
+ */
+int vm_snapshot_state_mem(struct vm *vm, uint8_t **data, size_t *len,
+			  struct err *err);
+/*
+ * Load such a state file into a VM whose RAM is already in place, then
+ * let the devices run: every section checked before KVM sees any.
+ */
+int vm_snapshot_load_state(struct vm *vm, const char *name, const void *data,
+			   size_t len, struct err *err);
 
 #endif

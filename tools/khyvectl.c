@@ -38,8 +38,10 @@ struct opts {
 	/* bhyvectl-style actions, run in the order of this struct */
 	const char *vm;
 	bool status, pause, get_all, get_rip, get_stats;
-	const char *checkpoint, *suspend;
+	const char *checkpoint, *suspend, *migrate;
 	bool resume, force_reset, force_poweroff;
+	/* migrate's knobs (NULL: the VMM's defaults) */
+	const char *max_downtime, *deadline, *on_deadline, *bandwidth;
 };
 
 static void errmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -148,7 +150,8 @@ static int timeout_for(const struct opts *o, const char *cmd)
 	if (o->timeout_ms >= 0)
 		return o->timeout_ms;
 	/* Saving guest RAM takes as long as it takes. */
-	if (!strcmp(cmd, "checkpoint") || !strcmp(cmd, "suspend"))
+	if (!strcmp(cmd, "checkpoint") || !strcmp(cmd, "suspend") ||
+	    !strcmp(cmd, "migrate"))
 		return 0;
 	return DEFAULT_TIMEOUT_MS;
 }
@@ -277,6 +280,53 @@ static int run_checkpoint(const struct opts *o, const char *vm,
 		json_object_set_new(args, "progress", json_true());
 	rc = run_cmd(o, vm, suspend ? "suspend" : "checkpoint", args, OUT_DONE,
 		     suspend ? "suspended" : "checkpointed", &pl);
+	json_decref(args);
+	return rc;
+}
+
+/* A number option of migrate into @args; false after saying why. */
+static bool num_arg(json_t *args, const char *key, const char *opt,
+		    const char *val, double scale)
+{
+	char *end;
+	double v;
+
+	if (!val)
+		return true;
+	errno = 0;
+	v = strtod(val, &end);
+	if (errno || end == val || *end || v < 0) {
+		errmsg("--%s=%s: expected a non-negative number", opt, val);
+		return false;
+	}
+	json_object_set_new(args, key, json_real(v * scale));
+	return true;
+}
+
+/* Live migration: the final report, or why the guest stayed here. */
+static int run_migrate(const struct opts *o, const char *vm, const char *to)
+{
+	json_t *args = json_pack("{s:s}", "to", to);
+	struct progress pl;
+	char what[96];
+	int rc;
+
+	if (!num_arg(args, "max_downtime_ms", "max-downtime", o->max_downtime,
+		     1) ||
+	    !num_arg(args, "deadline_s", "deadline", o->deadline, 1) ||
+	    !num_arg(args, "bandwidth", "bandwidth", o->bandwidth,
+		     1024 * 1024)) {
+		json_decref(args);
+		return EXIT_USAGE;
+	}
+	if (o->on_deadline)
+		json_object_set_new(args, "on_deadline",
+				    json_string(o->on_deadline));
+	snprintf(what, sizeof(what), "migrating %s", vm);
+	progress_start(&pl, STDERR_FILENO, what);
+	if (pl.fd >= 0)
+		json_object_set_new(args, "progress", json_true());
+	rc = run_cmd(o, vm, "migrate", args, OUT_DONE, "migrated", &pl);
 	json_decref(args);
 	return rc;
 }
@@ -494,6 +544,11 @@ static int sub_reset(const struct opts *o, char **av)
 	return run_cmd(o, av[0], "reset", NULL, OUT_DONE, "reset", NULL);
 }
 
+static int sub_migrate(const struct opts *o, char **av)
+{
+	return run_migrate(o, av[0], av[1]);
+}
+
 static int sub_checkpoint(const struct opts *o, char **av)
 {
 	return run_checkpoint(o, av[0], av[1], false);
@@ -562,6 +617,8 @@ static const struct subcommand {
 	 "poweroff VM [--force]      power the VM off"},
 	{NULL, "reset", 1, 0, true, false, sub_reset,
 	 "reset VM                   reset the VM"},
+	{NULL, "migrate", 2, 0, true, false, sub_migrate,
+	 "migrate VM ADDR            live migration to tcp:H:P, unix:P, fd:N"},
 	{NULL, "checkpoint", 2, SUB_INCR, true, false, sub_checkpoint,
 	 "checkpoint VM FILE         save a snapshot, keep running\n"
 	 "    [--incremental]          only what changed since the previous "
@@ -601,6 +658,10 @@ static void usage(FILE *f)
 	      "[--suspend=FILE] [--incremental]\n"
 	      "           [--resume] [--force-reset] [--force-poweroff] "
 	      "[--cpu=N]\n"
+	      "           [--migrate=ADDR [--max-downtime=MS] "
+	      "[--deadline=S]\n"
+	      "            [--on-deadline=abort|throttle] "
+	      "[--bandwidth=MIB_S]]\n"
 	      "\n"
 	      "Default run directory: $KHYVE_RUNDIR or /run/khyve.\n"
 	      "Exit status: 0 success, 1 failure, 2 usage error.\n",
@@ -629,6 +690,11 @@ enum {
 	OPT_FORCE_RESET,
 	OPT_FORCE_POWEROFF,
 	OPT_INCREMENTAL,
+	OPT_MIGRATE,
+	OPT_MAX_DOWNTIME,
+	OPT_DEADLINE,
+	OPT_ON_DEADLINE,
+	OPT_BANDWIDTH,
 };
 
 static const struct option long_opts[] = {
@@ -652,6 +718,11 @@ static const struct option long_opts[] = {
 	{"force-reset", no_argument, NULL, OPT_FORCE_RESET},
 	{"force-poweroff", no_argument, NULL, OPT_FORCE_POWEROFF},
 	{"incremental", no_argument, NULL, OPT_INCREMENTAL},
+	{"migrate", required_argument, NULL, OPT_MIGRATE},
+	{"max-downtime", required_argument, NULL, OPT_MAX_DOWNTIME},
+	{"deadline", required_argument, NULL, OPT_DEADLINE},
+	{"on-deadline", required_argument, NULL, OPT_ON_DEADLINE},
+	{"bandwidth", required_argument, NULL, OPT_BANDWIDTH},
 	{"help", no_argument, NULL, 'h'},
 	{"version", no_argument, NULL, 'V'},
 	{NULL, 0, NULL, 0},
@@ -674,7 +745,7 @@ static bool any_action(const struct opts *o)
 {
 	return o->status || o->pause || o->get_all || o->get_rip ||
 	       o->get_stats || o->checkpoint || o->suspend || o->resume ||
-	       o->force_reset || o->force_poweroff;
+	       o->force_reset || o->force_poweroff || o->migrate;
 }
 
 /* bhyvectl style: every requested action, in a fixed order. */
@@ -702,6 +773,9 @@ static int run_actions(const struct opts *o)
 		rc = run_checkpoint(o, vm, o->suspend, true);
 	if (!rc && o->resume)
 		rc = run_cmd(o, vm, "resume", NULL, OUT_DONE, "resumed", NULL);
+	/* Last but for the power ones: the VM is gone once it succeeded. */
+	if (!rc && o->migrate)
+		rc = run_migrate(o, vm, o->migrate);
 	if (!rc && o->force_reset)
 		rc = run_cmd(o, vm, "reset", NULL, OUT_DONE, "reset", NULL);
 	if (!rc && o->force_poweroff) {
@@ -813,6 +887,21 @@ static bool set_action(struct opts *o, int c)
 		break;
 	case OPT_FORCE_POWEROFF:
 		o->force_poweroff = true;
+		break;
+	case OPT_MIGRATE:
+		o->migrate = optarg;
+		break;
+	case OPT_MAX_DOWNTIME:
+		o->max_downtime = optarg;
+		break;
+	case OPT_DEADLINE:
+		o->deadline = optarg;
+		break;
+	case OPT_ON_DEADLINE:
+		o->on_deadline = optarg;
+		break;
+	case OPT_BANDWIDTH:
+		o->bandwidth = optarg;
 		break;
 	default:
 		return false;

@@ -40,6 +40,10 @@ struct snap_writer {
 	unsigned nnames;
 	int err; /* sticky: once a write failed the file is useless */
 	char msg[512];
+	/* snap_writer_open_mem: the bytes collect here, not in a file. */
+	bool in_mem;
+	uint8_t *mem;
+	size_t mem_len, mem_cap;
 };
 
 struct rfield {
@@ -384,6 +388,23 @@ const char *snap_writer_error(const struct snap_writer *w)
 	return w ? w->msg : "";
 }
 
+/* A memory writer's append (the buffer doubles). */
+static int mem_append(struct snap_writer *w, const void *buf, size_t len)
+{
+	if (w->mem_len + len > w->mem_cap) {
+		size_t cap = MAX(w->mem_cap * 2, w->mem_len + len + 4096);
+		uint8_t *p = realloc(w->mem, cap);
+
+		if (!p)
+			return -ENOMEM;
+		w->mem = p;
+		w->mem_cap = cap;
+	}
+	memcpy(w->mem + w->mem_len, buf, len);
+	w->mem_len += len;
+	return 0;
+}
+
 /* Append to the file and the running whole-file hash; errors stick. */
 static int wappend(struct snap_writer *w, const void *buf, size_t len)
 {
@@ -394,8 +415,8 @@ static int wappend(struct snap_writer *w, const void *buf, size_t len)
 	rc = snap_fault(SNAP_FAULT_STATE_WRITE);
 	if (rc) {
 		w->err = rc;
-		return wfail(w, rc, "%s: write: %s (injected fault)", w->f.tmp,
-			     strerror(-rc));
+		return wfail(w, rc, "%s: write: %s (injected fault)",
+			     w->f.tmp ? w->f.tmp : w->f.path, strerror(-rc));
 	}
 	if (w->off + len + END_LEN > SNAP_MAX_FILE_SIZE) {
 		w->err = -EFBIG;
@@ -403,10 +424,12 @@ static int wappend(struct snap_writer *w, const void *buf, size_t len)
 			     "%s: state file would exceed %llu bytes",
 			     w->f.path, (unsigned long long)SNAP_MAX_FILE_SIZE);
 	}
-	rc = snap_write_full(w->f.fd, buf, len);
+	rc = w->in_mem ? mem_append(w, buf, len)
+		       : snap_write_full(w->f.fd, buf, len);
 	if (rc) {
 		w->err = rc;
-		return wfail(w, rc, "%s: write: %s", w->f.tmp, strerror(-rc));
+		return wfail(w, rc, "%s: write: %s",
+			     w->f.tmp ? w->f.tmp : w->f.path, strerror(-rc));
 	}
 	XXH3_64bits_update(w->file_hash, buf, len);
 	w->off += len;
@@ -478,8 +501,9 @@ static size_t header_build(uint8_t *hdr, const struct snap_host_info *host,
 	return n + 8;
 }
 
-int snap_writer_open(struct snap_writer **wp, const char *path,
-		     const struct snap_host_info *host, const uint8_t *save_id)
+static int writer_open(struct snap_writer **wp, const char *path,
+		       const struct snap_host_info *host,
+		       const uint8_t *save_id, bool in_mem)
 {
 	struct snap_writer *w;
 	uint8_t hdr[HDR_FIXED + 8 + 16 + 64 + 16 + 128 + SNAP_SAVE_ID_LEN + 8];
@@ -491,7 +515,14 @@ int snap_writer_open(struct snap_writer **wp, const char *path,
 	w = calloc(1, sizeof(*w));
 	if (!w)
 		return -ENOMEM;
-	rc = snap_tmpfile_open(&w->f, path);
+	w->in_mem = in_mem;
+	if (in_mem) {
+		w->f.fd = -1;
+		w->f.path = strdup(path);
+		rc = w->f.path ? 0 : -ENOMEM;
+	} else {
+		rc = snap_tmpfile_open(&w->f, path);
+	}
 	if (rc)
 		goto fail;
 	w->file_hash = XXH3_createState();
@@ -511,8 +542,22 @@ fail:
 	return rc;
 }
 
+int snap_writer_open(struct snap_writer **wp, const char *path,
+		     const struct snap_host_info *host, const uint8_t *save_id)
+{
+	return writer_open(wp, path, host, save_id, false);
+}
+
+int snap_writer_open_mem(struct snap_writer **wp, const char *name,
+			 const struct snap_host_info *host,
+			 const uint8_t *save_id)
+{
+	return writer_open(wp, name, host, save_id, true);
+}
+
 static void free_writer(struct snap_writer *w)
 {
+	free(w->mem);
 	for (unsigned i = 0; i < w->nnames; i++)
 		free(w->names[i]);
 	free(w->names);
@@ -747,6 +792,31 @@ int snap_writer_seal(struct snap_writer *w)
 		w->err = rc;
 		return wfail(w, rc, "%s", e.msg);
 	}
+	return 0;
+}
+
+int snap_writer_take_mem(struct snap_writer *w, uint8_t **data, size_t *len)
+{
+	uint8_t end[END_LEN];
+	int rc;
+
+	if (!w || !w->in_mem)
+		return -EINVAL;
+	rc = w->err;
+	if (rc)
+		return rc;
+	put_le32(end, END_MAGIC);
+	put_le32(end + 4, w->nsections);
+	put_le64(end + 8, w->off + END_LEN);
+	XXH3_64bits_update(w->file_hash, end, 16);
+	put_le64(end + 16, XXH3_64bits_digest(w->file_hash));
+	rc = mem_append(w, end, sizeof(end));
+	if (rc)
+		return wfail(w, rc, "%s: out of memory", w->f.path);
+	*data = w->mem;
+	*len = w->mem_len;
+	w->mem = NULL;
+	w->mem_len = w->mem_cap = 0;
 	return 0;
 }
 

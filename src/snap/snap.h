@@ -109,6 +109,19 @@ int snap_host_info_probe(struct snap_host_info *h, const char *kvm_info);
  */
 int snap_writer_open(struct snap_writer **w, const char *path,
 		     const struct snap_host_info *host, const uint8_t *save_id);
+/*
+ * The same into memory (a migration stream carries the state file as one
+ * record): @name is for messages. Sections as above, then
+ * snap_writer_take_mem() instead of a commit.
+ */
+int snap_writer_open_mem(struct snap_writer **w, const char *name,
+			 const struct snap_host_info *host,
+			 const uint8_t *save_id);
+/*
+ * A memory writer's end marker appended and its bytes handed over (the
+ * caller frees *@data); @w stays for snap_writer_abort() to free.
+ */
+int snap_writer_take_mem(struct snap_writer *w, uint8_t **data, size_t *len);
 /* A fresh random save id (getrandom). */
 int snap_save_id_new(uint8_t id[SNAP_SAVE_ID_LEN]);
 /* As 32 hex digits. */

@@ -84,9 +84,11 @@ static int st_checkpoint(void *op, const struct checkpoint_opts *o,
 	return stub_rc(reply, e);
 }
 
-static int st_migrate(void *o, const json_t *args, json_t **reply,
-		      struct err *e)
+static int st_migrate(void *opaque, const struct migrate_opts *o,
+		      json_t **reply, struct err *e)
 {
+	if (!o->to || !*o->to)
+		abort(); /* the server promised a checked "to" */
 	return stub_rc(reply, e);
 }
 

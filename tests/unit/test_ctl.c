@@ -668,6 +668,18 @@ static void test_commands(void)
 		   "{\"id\":25,\"cmd\":\"migrate\",\"args\":{\"to\":\"x\"}}");
 	CHECK(!strcmp(err_code(r), "not_implemented"));
 	json_decref(r);
+	/* Checked before the VMM is asked: a bad knob is a bad_request. */
+	r = tc_req(c, "{\"id\":251,\"cmd\":\"migrate\",\"args\":{\"to\":"
+		      "\"x\",\"on_deadline\":\"wait\"}}");
+	CHECK(!strcmp(err_code(r), "bad_request"));
+	json_decref(r);
+	r = tc_req(c, "{\"id\":252,\"cmd\":\"migrate\",\"args\":{\"to\":"
+		      "\"x\",\"max_downtime_ms\":-1}}");
+	CHECK(!strcmp(err_code(r), "bad_request"));
+	json_decref(r);
+	r = tc_req(c, "{\"id\":253,\"cmd\":\"migrate\",\"args\":{}}");
+	CHECK(!strcmp(err_code(r), "bad_request"));
+	json_decref(r);
 
 	r = tc_req(c, "{\"id\":26,\"cmd\":\"help\"}");
 	CHECK(is_ok(r));

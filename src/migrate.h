@@ -1,0 +1,75 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * Live migration (docs/control-protocol.md "migrate", the stream in
+ * docs/snapshot-format.md "Stream"). The source side (migrate.c) runs in
+ * the control server's "migrate" request: pre-copy rounds while the guest
+ * runs, then the guest paused, the last pages and the state sent, and,
+ * once the destination has loaded them, the switch-over: the source exits
+ * with KHYVE_EXIT_MIGRATED. Anything failing before it leaves the guest
+ * running here. The destination side is migrate_incoming.c
+ * (`khyve --incoming ADDR`).
+ *
+ * Addresses: tcp:HOST:PORT (HOST a name, an IPv4 address or [IPv6]),
+ * unix:PATH, fd:N (a connected socket, or for --incoming a listening one,
+ * handed over by a manager).
+ */
+#ifndef KHYVE_MIGRATE_H
+#define KHYVE_MIGRATE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "err.h"
+
+/* Defaults of the request's knobs. */
+#define MIGRATE_MAX_DOWNTIME_MS 300.0
+#define MIGRATE_DEADLINE_S	60.0
+
+/* A migrate request, every argument checked (src/ctl.c). */
+struct migrate_opts {
+	const char *to;		/* the destination's address */
+	double max_downtime_ms; /* finish once the rest fits in this pause */
+	double deadline_s;	/* pre-copy that has not converged by then: */
+	bool throttle;		/* slow the vCPUs down (else give up) */
+	uint64_t bandwidth;	/* bytes per second, 0: unlimited */
+	/* bytes of guest RAM sent in this round so far; NULL: not asked */
+	void (*progress)(uint64_t done, uint64_t total);
+};
+
+/* The final report (the reply's fields, typed). */
+struct migrate_result {
+	unsigned rounds;       /* RAM passes while the guest ran */
+	uint64_t bytes;	       /* everything sent over the stream */
+	uint64_t ram_pages;    /* pages sent, rewrites counted again */
+	uint64_t zero_pages;   /* of them sent as zero, without data */
+	uint64_t final_pages;  /* sent with the guest paused */
+	uint64_t state_bytes;  /* the state file record */
+	double total_ms;       /* request to switch-over */
+	double downtime_ms;    /* guest paused here to the destination's GO */
+	double precopy_ms;     /* the rounds */
+	double mbps;	       /* MiB/s carried during the rounds */
+	unsigned throttle_pct; /* vCPUs held this share of the time, at most */
+	bool live;	       /* false: the VM was paused, or no dirty log */
+};
+
+struct vm;
+
+/*
+ * Migrate @vm to o->to. On success the destination runs the guest and
+ * this VM is stopping with KHYVE_EXIT_MIGRATED; on failure the guest runs
+ * here as before (or stays paused if it was) and @err says why.
+ */
+int migrate_run(struct vm *vm, const struct migrate_opts *o,
+		struct migrate_result *res, struct err *err);
+
+/* A connected stream socket to @addr (tcp:, unix:, fd:). */
+int migrate_connect(const char *addr, int *fd, struct err *err);
+/*
+ * A listening socket at @addr, or for fd:N that fd if it is a listening
+ * socket (*@listener true) or else the connection itself (false). For
+ * unix: the path is left in @unix_path (unlink it when done).
+ */
+int migrate_listen(const char *addr, int *fd, bool *listener, char *unix_path,
+		   size_t pathlen, struct err *err);
+
+#endif

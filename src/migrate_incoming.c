@@ -1,0 +1,277 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * A migration's destination (see migrate_incoming.h; the stream:
+ * snap_stream.h). Guest RAM comes as page records straight into the new
+ * VM's memory; the machine state comes as one state file, checked whole
+ * (vm_snapshot_load_state) before KVM sees any of it. The guest runs only
+ * once the source has said GO: until then nothing here has run and an
+ * error simply ends this process.
+ */
+#include "migrate_incoming.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common.h"
+#include "log.h"
+#include "migrate.h"
+#include "snap.h"
+#include "snap_stream.h"
+#include "vm.h"
+#include "vm_snapshot.h"
+
+#define SILENCE_MS 60000 /* a source that says nothing this long is gone */
+
+struct migrate_in {
+	const char *addr;
+	int listen_fd, fd;
+	char unix_path[108];
+	struct snap_stream s;
+	uint64_t t0;
+};
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+/* Our error, and the source told it (best effort), prefixed. */
+static int fail(struct migrate_in *mi, int ret, struct err *err)
+{
+	if (mi->s.fd >= 0 && ret != -ECONNRESET && ret != -EPIPE)
+		snap_stream_reply(&mi->s, ret, err_msg(err), NULL);
+	err_prefix(err, "migration from %s: ", mi->addr);
+	return ret;
+}
+
+/* An ABORT's reason, as the error. */
+static int aborted(const uint8_t *p, size_t len, struct err *err)
+{
+	return err_set(err, -ECANCELED, "the source gave up: %.*s",
+		       (int)MIN(len, 400), (const char *)p);
+}
+
+/* The source's HELLO: its format, its host and its machine. */
+static int read_hello(struct migrate_in *mi, const struct vm_config *cmd,
+		      struct vm_config *cfg, struct err *err)
+{
+	struct snap_host_info here;
+	struct snap_hello h;
+	const uint8_t *p;
+	unsigned type;
+	size_t len;
+	json_error_t je;
+	json_t *j;
+	int ret;
+
+	ret = snap_stream_recv(&mi->s, &type, &p, &len, err);
+	if (ret)
+		return ret;
+	if (type != SNAP_REC_HELLO)
+		return err_set(err, -EPROTO,
+			       "the stream starts with a %s record, not HELLO",
+			       snap_rec_name(type));
+	ret = snap_stream_parse_hello(p, len, &h, err);
+	if (ret)
+		return ret;
+	snap_host_info_probe(&here, NULL);
+	if (h.cpu_vendor[0] && strcmp(h.cpu_vendor, here.cpu_vendor))
+		return err_set(err, -EINVAL,
+			       "the guest runs on a %s CPU, this host has a "
+			       "%s CPU (a guest cannot move between CPU "
+			       "vendors)",
+			       h.cpu_vendor, here.cpu_vendor);
+	if (h.cpuid_hash != here.cpuid_hash)
+		log_info("migration: the source's CPU features differ from "
+			 "this host's; the vCPU restore checks each one the "
+			 "guest uses");
+	j = json_loadb(h.config, h.config_len, 0, &je);
+	if (!j)
+		return err_set(err, -EPROTO, "HELLO record: config: %s",
+			       je.text);
+	ret = config_from_json(cfg, j, err);
+	json_decref(j);
+	if (ret)
+		return ret;
+	ret = config_merge_restore(cfg, cmd, err);
+	if (!ret && h.ram_size != cfg->mem_size)
+		ret = err_set(err, -EPROTO,
+			      "HELLO record: %" PRIu64 " bytes of RAM, its "
+			      "config says %" PRIu64,
+			      h.ram_size, cfg->mem_size);
+	if (!ret && h.ncpus != cfg->ncpus)
+		ret = err_set(err, -EPROTO,
+			      "HELLO record: %u vCPUs, its config says %u",
+			      h.ncpus, cfg->ncpus);
+	if (!ret && !(cfg->incoming = strdup(cmd->incoming)))
+		ret = err_set(err, -ENOMEM, "out of memory");
+	if (!ret)
+		ret = config_check_strict_bindings(cfg, err);
+	if (ret)
+		config_free(cfg);
+	return ret;
+}
+
+int migrate_in_open(struct migrate_in **out, const struct vm_config *cmd,
+		    struct vm_config *cfg, struct err *err)
+{
+	struct migrate_in *mi = calloc(1, sizeof(*mi));
+	bool listener;
+	int ret;
+
+	*out = NULL;
+	if (!mi)
+		return err_set(err, -ENOMEM, "out of memory");
+	mi->addr = cmd->incoming;
+	mi->listen_fd = mi->fd = -1;
+	snap_stream_init(&mi->s, -1, "the source");
+	ret = migrate_listen(cmd->incoming, &mi->fd, &listener, mi->unix_path,
+			     sizeof(mi->unix_path), err);
+	if (ret)
+		goto fail;
+	if (listener) {
+		mi->listen_fd = mi->fd;
+		log_info("migration: waiting for a source on %s",
+			 cmd->incoming);
+		do
+			mi->fd = accept4(mi->listen_fd, NULL, NULL,
+					 SOCK_CLOEXEC);
+		while (mi->fd < 0 && errno == EINTR);
+		if (mi->fd < 0) {
+			ret = err_set(err, -errno, "%s: accept: %s",
+				      cmd->incoming, strerror(errno));
+			goto fail;
+		}
+	}
+	mi->t0 = now_ns();
+	snap_stream_init(&mi->s, mi->fd, "the source");
+	mi->s.listen_fd = mi->listen_fd;
+	mi->s.timeout_ms = SILENCE_MS;
+	ret = read_hello(mi, cmd, cfg, err);
+	if (ret) {
+		fail(mi, ret, err);
+		goto fail;
+	}
+	*out = mi;
+	return 0;
+fail:
+	migrate_in_close(mi);
+	return ret;
+}
+
+int migrate_in_accept(struct migrate_in *mi, int ret, const struct err *why,
+		      struct err *err)
+{
+	if (ret) {
+		err_set(err, ret, "%s", err_msg(why));
+		return fail(mi, ret, err);
+	}
+	ret = snap_stream_reply(&mi->s, 0, "accepted", err);
+	if (ret)
+		err_prefix(err, "migration from %s: ", mi->addr);
+	return ret;
+}
+
+int migrate_in_receive(struct migrate_in *mi, struct vm *vm, struct err *err)
+{
+	uint64_t pages = 0, records = 0;
+	const uint8_t *p;
+	unsigned type;
+	size_t len;
+	int ret;
+
+	for (;;) {
+		ret = snap_stream_recv(&mi->s, &type, &p, &len, err);
+		if (ret)
+			return fail(mi, ret, err);
+		if (type == SNAP_REC_ABORT)
+			return fail(mi, aborted(p, len, err), err);
+		if (type != SNAP_REC_RAM)
+			break;
+		ret = snap_stream_apply_ram(&vm->mem, p, len, &pages, err);
+		if (ret)
+			return fail(mi, ret, err);
+		records++;
+	}
+	if (type != SNAP_REC_STATE)
+		return fail(mi,
+			    err_set(err, -EPROTO,
+				    "a %s record where RAM or the state was "
+				    "due",
+				    snap_rec_name(type)),
+			    err);
+	ret = vm_snapshot_load_state(vm, "migration stream: STATE record", p,
+				     len, err);
+	if (ret)
+		return fail(mi, ret, err);
+	ret = snap_stream_recv(&mi->s, &type, &p, &len, err);
+	if (ret)
+		return fail(mi, ret, err);
+	if (type == SNAP_REC_ABORT)
+		return fail(mi, aborted(p, len, err), err);
+	/* The counts say nothing was lost between the records. */
+	if (type != SNAP_REC_END || len < 32 || get_le64(p) != records ||
+	    get_le64(p + 8) != pages)
+		return fail(mi,
+			    err_set(err, -EPROTO,
+				    "the stream's end (%s record) does not "
+				    "match the %" PRIu64 " RAM records "
+				    "received",
+				    snap_rec_name(type), records),
+			    err);
+	log_info("migration: %" PRIu64 " pages in %" PRIu64 " records, "
+		 "%" PRIu64 " bytes received in %.1f ms",
+		 pages, records, mi->s.bytes_in,
+		 (double)(now_ns() - mi->t0) / 1e6);
+	return 0;
+}
+
+int migrate_in_switch(struct migrate_in *mi, int ret, const struct err *why,
+		      struct err *err)
+{
+	const uint8_t *p;
+	unsigned type;
+	size_t len;
+
+	if (ret) {
+		err_set(err, ret, "%s", err_msg(why));
+		return fail(mi, ret, err);
+	}
+	ret = snap_stream_reply(&mi->s, 0, "ready", err);
+	if (!ret)
+		ret = snap_stream_recv(&mi->s, &type, &p, &len, err);
+	if (!ret && type == SNAP_REC_ABORT)
+		ret = aborted(p, len, err);
+	else if (!ret && type != SNAP_REC_GO)
+		ret = err_set(err, -EPROTO, "a %s record where GO was due",
+			      snap_rec_name(type));
+	if (ret)
+		err_prefix(err,
+			   "migration from %s: at the switch-over (the guest "
+			   "was not started here): ",
+			   mi->addr);
+	return ret;
+}
+
+void migrate_in_close(struct migrate_in *mi)
+{
+	if (!mi)
+		return;
+	snap_stream_free(&mi->s);
+	if (mi->fd >= 0 && mi->fd != mi->listen_fd)
+		close(mi->fd);
+	if (mi->listen_fd >= 0)
+		close(mi->listen_fd);
+	if (mi->unix_path[0])
+		unlink(mi->unix_path);
+	free(mi);
+}

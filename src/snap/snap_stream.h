@@ -1,0 +1,132 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * The migration stream (docs/snapshot-format.md, "Stream"): checksummed,
+ * numbered records over a socket (or a pipe or file), carrying guest RAM
+ * page by page and the machine state as one state file in the snapshot
+ * format, so a stream holds the same sections as a snapshot.
+ *
+ * Source (src/migrate.c):           Destination (src/migrate_incoming.c):
+ *   HELLO (version, host, config) ->
+ *                                 <- REPLY accept, or refuse with why
+ *   RAM ... (rounds, guest running)
+ *   ... guest paused ...
+ *   RAM ... (the last dirty pages)
+ *   STATE (a whole state file)
+ *   END (counts)                  ->  state loaded into KVM
+ *                                 <- REPLY ready, or the error
+ *   GO                            ->  the guest runs here
+ *   (exits, KHYVE_EXIT_MIGRATED)
+ *
+ * A source that gives up sends ABORT with its reason. Every record is
+ * checked before it is used: a destination applies nothing of a record
+ * that is cut, corrupt or out of sequence.
+ */
+#ifndef KHYVE_SNAP_STREAM_H
+#define KHYVE_SNAP_STREAM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+#include "guest_mem.h"
+
+#define SNAP_STREAM_MAGIC 0x474d484bu /* "KHMG" */
+#define SNAP_STREAM_MAJOR 1
+#define SNAP_STREAM_MINOR 0
+#define SNAP_STREAM_HDR	  24
+/* Pages per RAM record: 1 MiB of data, copied before it is hashed. */
+#define SNAP_STREAM_RAM_RUN 256
+
+enum snap_rec_type {
+	SNAP_REC_HELLO = 1,
+	SNAP_REC_REPLY = 2,
+	SNAP_REC_RAM = 3,
+	SNAP_REC_STATE = 4,
+	SNAP_REC_END = 5,
+	SNAP_REC_GO = 6,
+	SNAP_REC_ABORT = 7,
+};
+
+#define SNAP_RAM_REC_ZERO 0x1 /* RAM record flag: the pages are zero */
+
+struct snap_stream {
+	int fd;
+	/* A listener whose every further connection is refused, or -1. */
+	int listen_fd;
+	const char *peer; /* "the source", "the destination" */
+	uint32_t seq_out, seq_in;
+	uint64_t bytes_out, bytes_in;
+	uint64_t bw_limit; /* bytes per second sent, 0: no limit */
+	uint64_t bw_t0, bw_bytes;
+	int timeout_ms; /* a peer silent this long is gone (-1: never) */
+	uint8_t *buf;	/* the last record received */
+	size_t cap;
+	uint8_t *ram_buf; /* one RAM record's pages, copied */
+};
+
+/* What a source says about itself first. */
+struct snap_hello {
+	uint16_t major, minor;
+	uint64_t ram_size;
+	uint32_t ncpus;
+	uint64_t cpuid_hash;
+	char cpu_vendor[16];
+	const char
+		*config; /* JSON, config_len bytes (points into the record) */
+	uint32_t config_len;
+};
+
+/* Counts of what a stream carried (END, and the report). */
+struct snap_stream_ram_stats {
+	uint64_t records, pages, zero_pages, bytes;
+};
+
+void snap_stream_init(struct snap_stream *s, int fd, const char *peer);
+void snap_stream_free(struct snap_stream *s);
+const char *snap_rec_name(unsigned type);
+
+/* One record: @a then @b (either may be empty) as its payload. */
+int snap_stream_send(struct snap_stream *s, unsigned type, const void *a,
+		     size_t alen, const void *b, size_t blen, struct err *err);
+/*
+ * The next record, whole and checked (magic, sequence, length, checksum):
+ * its payload stays in s->buf until the next call. -ECONNRESET when the
+ * peer closed at a record boundary, -EPROTO/-EBADMSG for a bad record,
+ * -ETIMEDOUT after s->timeout_ms of silence.
+ */
+int snap_stream_recv(struct snap_stream *s, unsigned *type,
+		     const uint8_t **payload, size_t *len, struct err *err);
+
+int snap_stream_send_hello(struct snap_stream *s, const struct snap_hello *h,
+			   struct err *err);
+/* -EPROTONOSUPPORT for a newer major version, naming both. */
+int snap_stream_parse_hello(const uint8_t *p, size_t len, struct snap_hello *h,
+			    struct err *err);
+/* REPLY: @status 0 (yes) or a -errno, and a message. */
+int snap_stream_reply(struct snap_stream *s, int status, const char *msg,
+		      struct err *err);
+/*
+ * Wait for a REPLY: 0, or its -errno with "@what: the destination says:
+ * MSG"; an ABORT or another record is -EPROTO.
+ */
+int snap_stream_expect_reply(struct snap_stream *s, const char *what, char *msg,
+			     size_t msglen, struct err *err);
+
+/*
+ * Send guest RAM pages: those set in @dirty (flat RAM page bitmap), or
+ * with @dirty NULL every page that can hold data (untouched anonymous
+ * pages are zero and are not sent). @tick (NULL-able) is called after
+ * each record (throttling, progress); a non-zero return stops the
+ * sending with that value (@tick fills @err). Adds to @st.
+ */
+int snap_stream_send_ram(struct snap_stream *s, const struct guest_mem *m,
+			 const uint64_t *dirty,
+			 int (*tick)(void *opaque, uint64_t pages),
+			 void *opaque, struct snap_stream_ram_stats *st,
+			 struct err *err);
+/* Apply one RAM record to guest memory, after checking its range. */
+int snap_stream_apply_ram(const struct guest_mem *m, const uint8_t *p,
+			  size_t len, uint64_t *pages, struct err *err);
+
+#endif
