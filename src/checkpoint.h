@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 /*
- * What a checkpoint, suspend or restore is asked to do, and what a save
- * reports: plain typed data, parsed at the edge (the control protocol in
- * ctl.c, the command line in main.c) and consumed by vm_snapshot.c, which
- * never sees a request. The control layer (vm_ctl.c) turns a
- * checkpoint_result into the reply (docs/control-protocol.md, "khyve's
+ * What a checkpoint, suspend, restore or migration is asked to do, and
+ * what a save or a migration reports: plain typed data, parsed at the edge (the
+ * control protocol in ctl.c, the command line in main.c) and consumed by
+ * vm_snapshot.c, which never sees a request. The control layer (vm_ctl.c) turns
+ * a checkpoint_result into the reply (docs/control-protocol.md, "khyve's
  * checkpoint and suspend reply").
  */
 #ifndef KHYVE_CHECKPOINT_H
@@ -65,6 +65,38 @@ struct restore_opts {
 	bool eager;	  /* --eager: copy the RAM file in, don't map it */
 	bool keep_clock;  /* --keep-clock: the guest clock does not jump */
 	bool progress;	  /* an eager copy draws its progress on stderr */
+};
+
+/* A live migration (migrate.h), typed likewise. */
+/* Defaults of the request's knobs. */
+#define MIGRATE_MAX_DOWNTIME_MS 300.0
+#define MIGRATE_DEADLINE_S	60.0
+
+/* A migrate request, every argument checked (src/ctl.c). */
+struct migrate_opts {
+	const char *to;		/* the destination's address */
+	double max_downtime_ms; /* finish once the rest fits in this pause */
+	double deadline_s;	/* pre-copy that has not converged by then: */
+	bool throttle;		/* slow the vCPUs down (else give up) */
+	uint64_t bandwidth;	/* bytes per second, 0: unlimited */
+	/* bytes of guest RAM sent in this round so far; NULL: not asked */
+	void (*progress)(uint64_t done, uint64_t total);
+};
+
+/* The final report (the reply's fields, typed). */
+struct migrate_result {
+	unsigned rounds;       /* RAM passes while the guest ran */
+	uint64_t bytes;	       /* everything sent over the stream */
+	uint64_t ram_pages;    /* pages sent, rewrites counted again */
+	uint64_t zero_pages;   /* of them sent as zero, without data */
+	uint64_t final_pages;  /* sent with the guest paused */
+	uint64_t state_bytes;  /* the state file record */
+	double total_ms;       /* request to switch-over */
+	double downtime_ms;    /* guest paused here to the destination's GO */
+	double precopy_ms;     /* the rounds */
+	double mbps;	       /* MiB/s carried during the rounds */
+	unsigned throttle_pct; /* vCPUs held this share of the time, at most */
+	bool live;	       /* false: the VM was paused, or no dirty log */
 };
 
 #endif

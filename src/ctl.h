@@ -41,7 +41,6 @@
 
 #include "checkpoint.h"
 #include "err.h"
-#include "migrate.h"
 
 #define CTL_PROTOCOL	   1
 #define CTL_DEFAULT_RUNDIR "/run/khyve"

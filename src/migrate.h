@@ -19,38 +19,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "checkpoint.h"
 #include "err.h"
-
-/* Defaults of the request's knobs. */
-#define MIGRATE_MAX_DOWNTIME_MS 300.0
-#define MIGRATE_DEADLINE_S	60.0
-
-/* A migrate request, every argument checked (src/ctl.c). */
-struct migrate_opts {
-	const char *to;		/* the destination's address */
-	double max_downtime_ms; /* finish once the rest fits in this pause */
-	double deadline_s;	/* pre-copy that has not converged by then: */
-	bool throttle;		/* slow the vCPUs down (else give up) */
-	uint64_t bandwidth;	/* bytes per second, 0: unlimited */
-	/* bytes of guest RAM sent in this round so far; NULL: not asked */
-	void (*progress)(uint64_t done, uint64_t total);
-};
-
-/* The final report (the reply's fields, typed). */
-struct migrate_result {
-	unsigned rounds;       /* RAM passes while the guest ran */
-	uint64_t bytes;	       /* everything sent over the stream */
-	uint64_t ram_pages;    /* pages sent, rewrites counted again */
-	uint64_t zero_pages;   /* of them sent as zero, without data */
-	uint64_t final_pages;  /* sent with the guest paused */
-	uint64_t state_bytes;  /* the state file record */
-	double total_ms;       /* request to switch-over */
-	double downtime_ms;    /* guest paused here to the destination's GO */
-	double precopy_ms;     /* the rounds */
-	double mbps;	       /* MiB/s carried during the rounds */
-	unsigned throttle_pct; /* vCPUs held this share of the time, at most */
-	bool live;	       /* false: the VM was paused, or no dirty log */
-};
 
 struct vm;
 

@@ -29,7 +29,7 @@
 #define SILENCE_MS 60000 /* a source that says nothing this long is gone */
 
 struct migrate_in {
-	const char *addr;
+	char *addr;
 	int listen_fd, fd;
 	char unix_path[108];
 	struct snap_stream s;
@@ -131,8 +131,12 @@ int migrate_in_open(struct migrate_in **out, const struct vm_config *cmd,
 	*out = NULL;
 	if (!mi)
 		return err_set(err, -ENOMEM, "out of memory");
-	mi->addr = cmd->incoming;
 	mi->listen_fd = mi->fd = -1;
+	mi->addr = strdup(cmd->incoming);
+	if (!mi->addr) {
+		free(mi);
+		return err_set(err, -ENOMEM, "out of memory");
+	}
 	snap_stream_init(&mi->s, -1, "the source");
 	ret = migrate_listen(cmd->incoming, &mi->fd, &listener, mi->unix_path,
 			     sizeof(mi->unix_path), err);
@@ -273,5 +277,6 @@ void migrate_in_close(struct migrate_in *mi)
 		close(mi->listen_fd);
 	if (mi->unix_path[0])
 		unlink(mi->unix_path);
+	free(mi->addr);
 	free(mi);
 }
