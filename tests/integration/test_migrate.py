@@ -398,3 +398,46 @@ def test_newer_stream_format_refused(procs, tmp_path):
     assert "format 2.0, this khyve reads 1.x only" in msg, msg
     assert dst.finish() == 4, dst.err()
     assert "format 2.0" in dst.err()
+
+
+# ---- a guest that writes faster than the link carries ----
+
+# 1 MiB rewritten every 10 ms (100 MiB/s) across its 16 MiB region.
+HOT = "counter interval_ms=10 check_every=20 mem_kb=16384 dirty_pages=256"
+
+
+@needs_kvm
+def test_deadline_gives_up_cleanly(netns, procs, tmp_path):
+    s_ns, d_ns = netns
+    src = source(procs, s_ns, str(tmp_path / "r1"), args=HOT)
+    dst = destination(procs, d_ns, str(tmp_path / "r2"),
+                      "tcp:%s:7348" % DST_IP)
+    assert wait_listening(d_ns, 7348), dst.err()
+    t0 = time.monotonic()
+    r = migrate(src, "tcp:%s:7348" % DST_IP, "--bandwidth=8",
+                "--deadline=2", "--max-downtime=20")
+    took = time.monotonic() - t0
+    assert r.returncode == 1, r.stdout
+    assert "gave up after 2 s (the deadline)" in r.stderr, r.stderr
+    assert took < 30, took
+    assert dst.finish() == 4, dst.err()
+    assert "the source gave up" in dst.err(), dst.err()
+    still_counting(src)
+
+
+@needs_kvm
+def test_throttle_converges(netns, procs, tmp_path):
+    s_ns, d_ns = netns
+    src = source(procs, s_ns, str(tmp_path / "r1"), args=HOT)
+    dst = destination(procs, d_ns, str(tmp_path / "r2"),
+                      "tcp:%s:7349" % DST_IP)
+    assert wait_listening(d_ns, 7349), dst.err()
+    before = last_tick(src)
+    r = migrate(src, "tcp:%s:7349" % DST_IP, "--bandwidth=16",
+                "--deadline=1", "--on-deadline=throttle",
+                "--max-downtime=50")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["throttle_pct"] > 0, res
+    assert res["rounds"] >= 2, res
+    moved(src, dst, res, before)
