@@ -237,15 +237,32 @@ static int incoming_config(struct vm_config *cmd, struct vm_config *cfg,
 	return 0;
 }
 
-/* --incoming, the VM created (@ret): the guest's RAM and state. */
-static int incoming(struct migrate_in *mi, struct vm *vm, int ret,
+/*
+ * --incoming, the VM created (@ret): the guest's RAM and state. On
+ * failure the source has been told and *@mi is closed.
+ */
+static int incoming(struct migrate_in **mi, struct vm *vm, int ret,
 		    struct err *e)
 {
 	struct err why = *e;
 
-	ret = migrate_in_accept(mi, ret, &why, e);
+	ret = migrate_in_accept(*mi, ret, &why, e);
 	if (!ret)
-		ret = migrate_in_receive(mi, vm, e);
+		ret = migrate_in_receive(*mi, vm, e);
+	if (ret) {
+		migrate_in_close(*mi);
+		*mi = NULL;
+	}
+	return ret;
+}
+
+/* --incoming, the rest started (@ret): "ready" (or why not), then GO. */
+static int incoming_switch(struct migrate_in *mi, int ret, struct err *e)
+{
+	struct err why = *e;
+
+	ret = migrate_in_switch(mi, ret, &why, e);
+	migrate_in_close(mi);
 	return ret;
 }
 
@@ -290,13 +307,9 @@ int main(int argc, char **argv)
 		return KHYVE_EXIT_ERROR;
 	}
 	ret = vm_create(vm, &cfg, &e);
-	if (mi) {
-		ret = incoming(mi, vm, ret, &e);
-		if (ret) { /* the source knows */
-			migrate_in_close(mi);
-			mi = NULL;
-		}
-	} else if (!ret)
+	if (mi)
+		ret = incoming(&mi, vm, ret, &e);
+	else if (!ret)
 		ret = cfg.restore ? restore(vm, &cfg, &e) : vm_boot(vm, &e);
 	if (!ret)
 		ret = ctl_server_start(
@@ -304,13 +317,9 @@ int main(int argc, char **argv)
 			&(struct ctl_params){.rundir = cfg.rundir,
 					     .vmname = cfg.name},
 			&vm_ctl_ops, vm, &e);
-	if (mi) {
-		/* The source resumes its guest unless all is ready here. */
-		struct err why = e;
-
-		ret = migrate_in_switch(mi, ret, &why, &e);
-		migrate_in_close(mi);
-	}
+	/* The source resumes its guest unless all is ready here. */
+	if (mi)
+		ret = incoming_switch(mi, ret, &e);
 	if (!ret)
 		ret = vm_start_vcpus(vm, &e);
 	if (ret) {

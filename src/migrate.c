@@ -259,6 +259,7 @@ static int tick(void *opaque, uint64_t pages)
 	struct mig *g = opaque;
 	uint64_t t = now_ns();
 	bool stop;
+	int rc;
 
 	pthread_mutex_lock(&g->vm->lock);
 	stop = g->vm->stop;
@@ -273,6 +274,10 @@ static int tick(void *opaque, uint64_t pages)
 
 		hold_vcpus(g, phase < THROTTLE_PERIOD_NS * g->throttle / 100);
 	}
+	/* A destination that stops says why first (and then drains). */
+	rc = snap_stream_check_peer(&g->s, 0, g->err);
+	if (rc)
+		return rc;
 	g->round_done += pages;
 	if (g->o->progress)
 		g->o->progress(g->round_done * PAGE_SIZE,
@@ -432,83 +437,109 @@ static int finish(struct mig *g, bool live, struct migrate_result *res)
 	return ret;
 }
 
+/* Connected, the destination has accepted the HELLO. */
+static int mig_open(struct mig *g)
+{
+	/* A destination that stops reading must not hang us. */
+	struct timeval tv = {.tv_sec = REPLY_TIMEOUT_MS / 1000};
+	int fd, ret = migrate_connect(g->o->to, &fd, g->err);
+
+	if (ret)
+		return ret;
+	snap_stream_init(&g->s, fd, "the destination");
+	g->s.timeout_ms = REPLY_TIMEOUT_MS;
+	g->s.bw_limit = g->o->bandwidth;
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	return send_hello(g);
+}
+
+/* The rounds while the guest runs (none if it cannot be tracked). */
+static int mig_precopy(struct mig *g, bool was_paused,
+		       struct migrate_result *res)
+{
+	uint64_t tpre = now_ns();
+	struct err e = {0};
+	int ret = 0;
+
+	res->live = !was_paused;
+	if (res->live && vm_snapshot_dirty_start(g->vm, &e)) {
+		log_warn("migration: not live (%s): the guest stays paused "
+			 "while all of its RAM is sent",
+			 err_msg(&e));
+		res->live = false;
+	}
+	if (g->o->deadline_s > 0)
+		g->deadline = tpre + (uint64_t)(g->o->deadline_s * 1e9);
+	if (res->live) {
+		ret = precopy(g, res);
+		hold_vcpus(g, false);
+		if (ret)
+			vm_snapshot_dirty_stop(g->vm);
+	}
+	res->precopy_ms = ms(now_ns() - tpre);
+	if (res->precopy_ms > 0)
+		res->mbps = (double)g->s.bytes_out / MiB /
+			    (res->precopy_ms / 1000.0);
+	res->throttle_pct = g->throttle;
+	g->deadline = 0; /* the last pages go whatever the time */
+	g->throttle = 0;
+	return ret;
+}
+
+/* Paused: the rest, the destination's "ready", GO; or resumed again. */
+static int mig_switch(struct mig *g, bool was_paused,
+		      struct migrate_result *res)
+{
+	struct vm_pause_times pt;
+	struct err e = {0};
+	uint64_t tgo;
+	int ret = vm_pause(g->vm, &pt, &e);
+
+	if (ret) {
+		if (res->live)
+			vm_snapshot_dirty_stop(g->vm);
+		return err_set(g->err, ret, "cannot pause the VM: %s",
+			       err_msg(&e));
+	}
+	ret = finish(g, res->live, res);
+	tgo = now_ns();
+	if (ret) {
+		if (!was_paused)
+			vm_resume(g->vm);
+		return ret;
+	}
+	/* The destination runs the guest now: this one is gone. */
+	vm_request_stop(g->vm, KHYVE_EXIT_MIGRATED);
+	res->downtime_ms = was_paused ? 0 : ms(tgo - pt.parked);
+	res->total_ms = ms(tgo - g->t0);
+	return 0;
+}
+
 int migrate_run(struct vm *vm, const struct migrate_opts *o,
 		struct migrate_result *res, struct err *err)
 {
 	struct mig g = {.vm = vm, .o = o, .err = err, .t0 = now_ns()};
-	struct vm_pause_times pt;
-	struct err e = {0};
-	bool was_paused, live, paused = false;
-	uint64_t tpre, tgo;
-	int fd = -1, ret;
+	bool was_paused;
+	int ret;
 
 	memset(res, 0, sizeof(*res));
-	ret = migrate_connect(o->to, &fd, err);
-	if (ret)
-		return ret;
-	snap_stream_init(&g.s, fd, "the destination");
-	g.s.timeout_ms = REPLY_TIMEOUT_MS;
-	g.s.bw_limit = o->bandwidth;
-	{
-		/* A destination that stops reading must not hang us. */
-		struct timeval tv = {.tv_sec = REPLY_TIMEOUT_MS / 1000};
-
-		setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	}
-	ret = send_hello(&g);
+	snap_stream_init(&g.s, -1, "the destination");
+	ret = mig_open(&g);
 	if (ret)
 		goto out;
 	pthread_mutex_lock(&vm->lock);
 	was_paused = vm->state == VM_PAUSED;
 	pthread_mutex_unlock(&vm->lock);
-	live = !was_paused;
-	if (live && vm_snapshot_dirty_start(vm, &e)) {
-		log_warn("migration: not live (%s): the guest stays paused "
-			 "while all of its RAM is sent",
-			 err_msg(&e));
-		live = false;
-	}
-	res->live = live;
-	tpre = now_ns();
-	if (o->deadline_s > 0)
-		g.deadline = tpre + (uint64_t)(o->deadline_s * 1e9);
-	if (live) {
-		ret = precopy(&g, res);
-		hold_vcpus(&g, false);
-		if (ret) {
-			vm_snapshot_dirty_stop(vm);
-			send_abort(&g, err_msg(err));
-			goto out;
-		}
-	}
-	res->precopy_ms = ms(now_ns() - tpre);
-	res->mbps = res->precopy_ms > 0 ? (double)g.s.bytes_out / MiB /
-						  (res->precopy_ms / 1000.0)
-					: 0;
-	g.deadline = 0; /* the last pages go whatever the time */
-	res->throttle_pct = g.throttle;
-	g.throttle = 0;
-	ret = vm_pause(vm, &pt, &e);
+	ret = mig_precopy(&g, was_paused, res);
+	if (!ret)
+		ret = mig_switch(&g, was_paused, res);
+	/* A write that failed: the destination's reason, if it gave one. */
+	if (ret == -EPIPE || ret == -ECONNRESET)
+		snap_stream_check_peer(&g.s, 1000, err);
 	if (ret) {
-		if (live)
-			vm_snapshot_dirty_stop(vm);
-		err_set(err, ret, "cannot pause the VM: %s", err_msg(&e));
 		send_abort(&g, err_msg(err));
 		goto out;
 	}
-	paused = !was_paused;
-	ret = finish(&g, live, res);
-	tgo = now_ns();
-	if (ret) {
-		send_abort(&g, err_msg(err));
-		if (paused)
-			vm_resume(vm);
-		goto out;
-	}
-	/* The destination runs the guest now: this one is gone. */
-	vm_request_stop(vm, KHYVE_EXIT_MIGRATED);
-	res->downtime_ms = was_paused ? 0 : ms(tgo - pt.parked);
-	res->total_ms = ms(tgo - g.t0);
 	res->bytes = g.s.bytes_out;
 	res->ram_pages = g.st.pages;
 	res->zero_pages = g.st.zero_pages;
@@ -520,6 +551,7 @@ out:
 	free(g.bm);
 	snap_stream_free(&g.s);
 	/* fd:N belongs to whoever handed it over, but its job is done. */
-	close(fd);
+	if (g.s.fd >= 0)
+		close(g.s.fd);
 	return ret;
 }

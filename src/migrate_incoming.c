@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,11 +45,27 @@ static uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
 }
 
+/*
+ * What the source still sends, read and dropped until it closes (for at
+ * most @ms): closing with unread data would reset the connection, and
+ * the source could lose the reply that says why.
+ */
+static void drain(int fd, int ms)
+{
+	static uint8_t sink[65536];
+	struct pollfd pf = {.fd = fd, .events = POLLIN};
+
+	shutdown(fd, SHUT_WR);
+	while (poll(&pf, 1, ms) > 0 && read(fd, sink, sizeof(sink)) > 0)
+		;
+}
+
 /* Our error, and the source told it (best effort), prefixed. */
 static int fail(struct migrate_in *mi, int ret, struct err *err)
 {
-	if (mi->s.fd >= 0 && ret != -ECONNRESET && ret != -EPIPE)
-		snap_stream_reply(&mi->s, ret, err_msg(err), NULL);
+	if (mi->s.fd >= 0 && ret != -ECONNRESET && ret != -EPIPE &&
+	    !snap_stream_reply(&mi->s, ret, err_msg(err), NULL))
+		drain(mi->s.fd, 3000);
 	err_prefix(err, "migration from %s: ", mi->addr);
 	return ret;
 }

@@ -356,6 +356,32 @@ int snap_stream_expect_reply(struct snap_stream *s, const char *what, char *msg,
 		       (int)(len - 4), p + 4);
 }
 
+int snap_stream_check_peer(struct snap_stream *s, int wait_ms, struct err *err)
+{
+	struct pollfd pf = {.fd = s->fd, .events = POLLIN};
+	int old = s->timeout_ms, rc;
+	const uint8_t *p;
+	unsigned type;
+	uint32_t status;
+	size_t len;
+
+	if (poll(&pf, 1, wait_ms) <= 0)
+		return 0;
+	s->timeout_ms = MAX(wait_ms, 1000);
+	rc = snap_stream_recv(s, &type, &p, &len, err);
+	s->timeout_ms = old;
+	if (rc)
+		return rc;
+	if (type != SNAP_REC_REPLY || len < 4 || !get_le32(p))
+		return err_set(err, -EPROTO,
+			       "%s sent a %s record in the middle of the "
+			       "stream",
+			       s->peer, snap_rec_name(type));
+	status = get_le32(p);
+	return err_set(err, status > 4095 ? -EPROTO : -(int)status,
+		       "%s says: %.*s", s->peer, (int)(len - 4), p + 4);
+}
+
 /* One record of @n pages from flat offset @off: copied, then sent. */
 static int send_run(struct snap_stream *s, const struct guest_mem *m,
 		    uint64_t off, uint64_t n, struct snap_stream_ram_stats *st,

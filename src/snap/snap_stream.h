@@ -114,6 +114,14 @@ int snap_stream_expect_reply(struct snap_stream *s, const char *what, char *msg,
 			     size_t msglen, struct err *err);
 
 /*
+ * Has the peer said something (waiting up to @wait_ms)? A destination
+ * speaks in the middle of the stream only to say why it stops: 0 when
+ * nothing came, else its REPLY as the error ("the destination says:
+ * ..."), or why the connection ended.
+ */
+int snap_stream_check_peer(struct snap_stream *s, int wait_ms, struct err *err);
+
+/*
  * Send guest RAM pages: those set in @dirty (flat RAM page bitmap), or
  * with @dirty NULL every page that can hold data (untouched anonymous
  * pages are zero and are not sent). @tick (NULL-able) is called after
