@@ -774,8 +774,12 @@ static int save_ram(struct save *s, struct snap_ram_info *ram, struct err *err)
 		s->pc.lv = NULL;
 		return ret;
 	}
-	/* Stop-and-copy: the whole RAM (or what changed) to a file now. */
-	ret = s->o->incremental ? track_collect(vm) : 0;
+	/*
+	 * Stop-and-copy: the whole RAM (or what changed) to a file now. What
+	 * the trackers hold up to this pause is in this snapshot: collected,
+	 * so the next increment holds only what comes after it.
+	 */
+	ret = vm_chain_tracking(vm) ? track_collect(vm) : 0;
 	if (!ret)
 		ret = snap_ram_live_open(&vm->mem, s->ram_path, s->save_id,
 					 &s->lv);
