@@ -338,7 +338,7 @@ int vm_chain_restore_ram(struct vm *vm, const struct restore_opts *o,
 				hold_increments(c, &ch);
 			goto out;
 		}
-		log_warn("%s: %s: restoring eagerly instead", o->file, me.msg);
+		log_warn("%s: restoring eagerly instead", me.msg);
 	}
 	ret = chain_eager(vm, o, &ch, err);
 out:
