@@ -35,6 +35,7 @@ const char config_usage[] =
 	"                          socket, disk, TAP) from -l/-s, none from the\n"
 	"                          snapshot\n"
 	"      --no-unpack         let a bzImage decompress itself in the guest\n"
+	"      --no-vmgenid        no VM generation ID (new on every restore)\n"
 	"      --cpu-policy P      auto (default), host or safe\n"
 	"      --rundir DIR        control socket directory (default /run/khyve,\n"
 	"                          or $KHYVE_RUNDIR)\n"
@@ -198,6 +199,7 @@ enum {
 	OPT_STRICT_BINDINGS,
 	OPT_KEEP_CLOCK,
 	OPT_NO_UNPACK,
+	OPT_NO_VMGENID,
 	OPT_CPU_POLICY,
 	OPT_RUNDIR,
 	OPT_PROBE_KVM,
@@ -218,6 +220,7 @@ static const struct option longopts[] = {
 	{"strict-bindings", no_argument, NULL, OPT_STRICT_BINDINGS},
 	{"keep-clock", no_argument, NULL, OPT_KEEP_CLOCK},
 	{"no-unpack", no_argument, NULL, OPT_NO_UNPACK},
+	{"no-vmgenid", no_argument, NULL, OPT_NO_VMGENID},
 	{"cpu-policy", required_argument, NULL, OPT_CPU_POLICY},
 	{"rundir", required_argument, NULL, OPT_RUNDIR},
 	{"probe-kvm", no_argument, NULL, OPT_PROBE_KVM},
@@ -365,6 +368,13 @@ static int check_operands(struct vm_config *c, int argc, char **argv,
 			err, -EINVAL,
 			"-k, -i and -a cannot be used with -r: the snapshot "
 			"holds the running kernel");
+	/* The saved guest says whether it has one (guest-visible). */
+	if ((c->restore || c->incoming) && c->no_vmgenid)
+		return err_set(err, -EINVAL,
+			       "--no-vmgenid cannot be used with %s: the %s "
+			       "says whether the guest has one",
+			       c->restore ? "-r" : "--incoming",
+			       c->restore ? "snapshot" : "source");
 	if (!c->restore && !c->incoming &&
 	    (c->restore_eager || c->keep_clock || c->strict_bindings))
 		return err_set(
@@ -429,6 +439,9 @@ int config_parse(struct vm_config *c, int argc, char **argv, struct err *err)
 			break;
 		case OPT_NO_UNPACK:
 			c->no_unpack = true;
+			break;
+		case OPT_NO_VMGENID:
+			c->no_vmgenid = true;
 			break;
 		case OPT_CPU_POLICY:
 			ret = opt_cpu_policy(c, optarg, err);
@@ -628,6 +641,30 @@ static const char *conf_guest_part(const char *conf)
 	return comma ? comma + 1 : "";
 }
 
+/*
+ * The guest parts match, but for mac=: a clone may be given its own MAC
+ * (issue 15; the device reports it, docs/architecture.md "Clones").
+ */
+static bool conf_guest_same(const char *a, const char *b)
+{
+	for (;;) {
+		size_t la, lb;
+
+		while (!strncmp(a, "mac=", 4))
+			a += strcspn(a, ",") + (a[strcspn(a, ",")] == ',');
+		while (!strncmp(b, "mac=", 4))
+			b += strcspn(b, ",") + (b[strcspn(b, ",")] == ',');
+		la = strcspn(a, ",");
+		lb = strcspn(b, ",");
+		if (la != lb || strncmp(a, b, la))
+			return false;
+		if (!a[la] || !b[lb])
+			return !a[la] && !b[lb];
+		a += la + 1;
+		b += lb + 1;
+	}
+}
+
 int config_merge_restore(struct vm_config *saved, const struct vm_config *cmd,
 			 struct err *err)
 {
@@ -666,13 +703,13 @@ int config_merge_restore(struct vm_config *saved, const struct vm_config *cmd,
 				err, -EINVAL,
 				"-s %u:%u: snapshot has %s there, not %s",
 				cd->slot, cd->func, sd->emul, cd->emul);
-		if (strcmp(conf_guest_part(sd->conf),
-			   conf_guest_part(cd->conf)))
+		if (!conf_guest_same(conf_guest_part(sd->conf),
+				     conf_guest_part(cd->conf)))
 			return err_set(
 				err, -EINVAL,
 				"-s %u:%u,%s: options '%s' differ from the "
 				"snapshot's '%s' (only the backing path/name "
-				"may change)",
+				"and mac= may change)",
 				cd->slot, cd->func, cd->emul,
 				conf_guest_part(cd->conf),
 				conf_guest_part(sd->conf));

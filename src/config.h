@@ -65,6 +65,7 @@ struct vm_config {
 	bool keep_clock; /* restore: keep the saved wall clock (frozen time) */
 	bool strict_bindings; /* restore: no host binding from the snapshot */
 	bool no_unpack;	      /* let a bzImage decompress itself in the guest */
+	bool no_vmgenid;      /* no VM generation ID device (ACPI VMGENCTR) */
 	enum cpu_policy cpu_policy;
 	int verbose;
 	unsigned ndevs;

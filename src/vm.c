@@ -540,8 +540,14 @@ int vm_boot(struct vm *vm, struct err *e)
 {
 	struct boot_config bc = {0};
 	struct boot_info bi;
+	uint8_t aml[1024];
 	int ret;
 
+	ret = vm_devices_dsdt_aml(vm->devs, aml, sizeof(aml), e);
+	if (ret < 0)
+		return ret;
+	bc.dsdt_aml = aml;
+	bc.dsdt_aml_len = (size_t)ret;
 	bc.kernel_path = vm->cfg->kernel;
 	bc.initrd_path = vm->cfg->initrd;
 	bc.cmdline = vm->cfg->cmdline;

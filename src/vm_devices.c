@@ -21,6 +21,7 @@
 #include "virtio_console.h"
 #include "virtio_net.h"
 #include "virtio_rng.h"
+#include "vmgenid.h"
 
 #define PCI_MMIO_BASE GUEST_PCI_HOLE_START
 #define PCI_MMIO_SIZE (BOOT_IOAPIC_ADDR - GUEST_PCI_HOLE_START)
@@ -38,7 +39,7 @@ static const struct dev_ops hostbridge_dev_ops = {
  */
 static const struct dev_ops *const dev_table[] = {
 	&hostbridge_dev_ops, &virtio_blk_dev_ops,     &virtio_net_dev_ops,
-	&virtio_rng_dev_ops, &virtio_console_dev_ops,
+	&virtio_rng_dev_ops, &virtio_console_dev_ops, &vmgenid_dev_ops,
 };
 
 struct pci_slot_dev {
@@ -68,8 +69,9 @@ struct vm_devices {
 	struct iothread *io;
 	struct msi_sink msi;
 	struct irq_line irq_com1, irq_rtc;
-	unsigned npci;
-	struct pci_slot_dev pcidevs[CONFIG_MAX_DEVS];
+	unsigned npci; /* the -s devices, then the platform devices */
+	struct pci_slot_dev pcidevs[CONFIG_MAX_DEVS + ARRAY_SIZE(dev_table)];
+	struct dev_config platcfg[ARRAY_SIZE(dev_table)]; /* their names */
 	bool uart_full; /* stop polling console input until there is room */
 	pthread_mutex_t pause_lock;
 	bool paused; /* under pause_lock: every device's I/O stopped */
@@ -79,14 +81,21 @@ void vm_devices_list(FILE *out)
 {
 	fprintf(out, "PCI emulations for -s slot[:func],EMULATION[,conf]:\n");
 	for (unsigned i = 0; i < ARRAY_SIZE(dev_table); i++)
-		fprintf(out, "  %-15s %s\n", dev_table[i]->name,
-			dev_table[i]->help);
+		if (!dev_table[i]->platform)
+			fprintf(out, "  %-15s %s\n", dev_table[i]->name,
+				dev_table[i]->help);
+	fprintf(out, "Platform devices (no -s):\n");
+	for (unsigned i = 0; i < ARRAY_SIZE(dev_table); i++)
+		if (dev_table[i]->platform)
+			fprintf(out, "  %-15s %s\n", dev_table[i]->name,
+				dev_table[i]->help);
 }
 
 const struct dev_ops *dev_ops_find(const char *name)
 {
 	for (unsigned i = 0; i < ARRAY_SIZE(dev_table); i++)
-		if (!strcmp(dev_table[i]->name, name))
+		if (!dev_table[i]->platform &&
+		    !strcmp(dev_table[i]->name, name))
 			return dev_table[i];
 	return NULL;
 }
@@ -244,6 +253,7 @@ static int pci_dev_create(struct vm_devices *d, const struct dev_config *dc,
 		.msi = &d->msi,
 		.slot = dc->slot,
 		.func = dc->func,
+		.cfg = d->host.cfg,
 		.from_snapshot = dc->from_snapshot,
 		.start_paused = d->paused,
 	};
@@ -279,6 +289,53 @@ static int pci_dev_create(struct vm_devices *d, const struct dev_config *dc,
 		err_set(err, ret, "-s %u:%u,%s: %s", dc->slot, dc->func,
 			dc->emul, strerror(-ret));
 	return ret;
+}
+
+/* A platform device: no slot, no transport; its state is instance 0. */
+static int platform_dev_create(struct vm_devices *d, const struct dev_ops *ops,
+			       struct err *err)
+{
+	struct pci_slot_dev *pd = &d->pcidevs[d->npci];
+	struct dev_config *dc = &d->platcfg[d->npci - d->host.cfg->ndevs];
+	const struct dev_env env = {
+		.mem = d->host.mem,
+		.io = d->io,
+		.msi = &d->msi,
+		.irq = {d->host.irq_line, d->host.opaque, 0},
+		.cfg = d->host.cfg,
+		.start_paused = d->paused,
+	};
+	struct dev_instance inst = {0};
+	int ret;
+
+	snprintf(dc->emul, sizeof(dc->emul), "%s", ops->name);
+	pd->cfg = dc;
+	pd->ops = ops;
+	ret = ops->create("", &env, &inst, err);
+	if (ret)
+		return ret;
+	pd->dev = inst.dev;
+	d->npci++;
+	return 0;
+}
+
+int vm_devices_dsdt_aml(struct vm_devices *d, uint8_t *buf, size_t len,
+			struct err *err)
+{
+	size_t n = 0;
+
+	for (unsigned i = 0; i < d->npci; i++) {
+		struct pci_slot_dev *pd = &d->pcidevs[i];
+		int ret = pd->ops->dsdt_aml
+				  ? pd->ops->dsdt_aml(pd->dev, buf + n, len - n)
+				  : 0;
+
+		if (ret < 0)
+			return err_set(err, ret, "%s: no room for its ACPI AML",
+				       pd->cfg->emul);
+		n += (size_t)ret;
+	}
+	return (int)n;
 }
 
 int vm_devices_create(struct vm_devices **devs,
@@ -320,6 +377,13 @@ int vm_devices_create(struct vm_devices **devs,
 	}
 	for (unsigned i = 0; i < cfg->ndevs; i++) {
 		ret = pci_dev_create(d, &cfg->devs[i], err);
+		if (ret)
+			goto fail;
+	}
+	for (unsigned i = 0; i < ARRAY_SIZE(dev_table); i++) {
+		ret = dev_table[i]->platform
+			      ? platform_dev_create(d, dev_table[i], err)
+			      : 0;
 		if (ret)
 			goto fail;
 	}

@@ -49,6 +49,9 @@ void vm_devices_list(FILE *out);
 int vm_devices_create(struct vm_devices **devs,
 		      const struct vm_devices_host *host, struct err *err);
 void vm_devices_destroy(struct vm_devices *d);
+/* A boot: the devices' AML for the DSDT into @buf; bytes, or -errno. */
+int vm_devices_dsdt_aml(struct vm_devices *d, uint8_t *buf, size_t len,
+			struct err *err);
 
 /*
  * The only way device I/O stops (vCPUs parked first): each device starts

@@ -60,6 +60,7 @@
 #include "vm.h"
 #include "vm_chain.h"
 #include "vm_devices.h"
+#include "vmgenid.h"
 
 /*
  * The RAM file a mapped restore left guest RAM on (MAP_PRIVATE): pages the
@@ -1111,7 +1112,7 @@ static const struct snap_desc *const restore_descs[] = {
 	&rtc_snap_desc,	      &i8042_snap_desc, &pm_snap_desc,
 	&pci_dev_snap,	      &pci_bus_snap,	&virtio_pci_snap,
 	&virtq_snap,	      &virtio_blk_snap, &virtio_net_snap,
-	&virtio_console_snap,
+	&virtio_console_snap, &vmgenid_snap,
 };
 
 /* The RAM file a state file at @path names: a bare name beside it. */

@@ -11,9 +11,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "config.h"
 #include "err.h"
 #include "guest_mem.h"
 #include "iothread.h"
+#include "irq.h"
 #include "virtio_pci.h"
 
 /* What the machine hands a device it creates. */
@@ -21,6 +23,10 @@ struct dev_env {
 	const struct guest_mem *mem;
 	struct iothread *io; /* shared I/O thread */
 	const struct msi_sink *msi;
+	/* An ISA/IOAPIC interrupt line: set .gsi and raise it (platform). */
+	struct irq_line irq;
+	/* The whole machine's configuration, for platform devices. */
+	const struct vm_config *cfg;
 	unsigned slot, func; /* for messages: "-s SLOT,NAME: ..." */
 	/* The host binding comes from a snapshot: create nothing it names. */
 	bool from_snapshot;
@@ -61,6 +67,13 @@ struct dev_binding {
 struct dev_ops {
 	const char *name; /* the -s emulation name */
 	const char *help; /* one line for `khyve -s help` */
+	/*
+	 * A platform device: not given with -s but created for every
+	 * guest, with an empty option string (its settings come from
+	 * env->cfg), no slot and no PCI transport (vp stays NULL). Its
+	 * snapshot sections are instance 0.
+	 */
+	bool platform;
 	/*
 	 * Parse @conf (the -s option after "NAME,"; the device's own
 	 * syntax) and create the device into @out. On failure nothing is
@@ -104,6 +117,12 @@ struct dev_ops {
 	 * the device binds nothing on the host.
 	 */
 	void (*host_binding)(const char *conf, struct dev_binding *b);
+	/*
+	 * A fresh boot: write the device's AML (objects for the DSDT's root
+	 * scope) into @buf, at most @len bytes; how many, or -ENOSPC.
+	 * NULL: nothing in ACPI.
+	 */
+	int (*dsdt_aml)(void *dev, uint8_t *buf, size_t len);
 };
 
 /* The table entry (src/vm_devices.c) for an -s emulation name, or NULL. */

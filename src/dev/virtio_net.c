@@ -226,6 +226,8 @@ int virtio_net_init(struct virtio_net *net, const struct virtio_net_opts *o,
 		return -EINVAL;
 	if (o->mac) {
 		memcpy(net->st.mac, o->mac, 6);
+		memcpy(net->mac_conf, o->mac, 6);
+		net->mac_given = true;
 	} else {
 		if (getrandom(net->st.mac, 6, 0) != 6)
 			return -EIO;
@@ -485,9 +487,23 @@ static int net_snap_foreach(void *dev, uint32_t instance, virtio_snap_fn fn,
 				       instance, fn, ctx);
 }
 
+/*
+ * A clone given its own mac= reports that one from now on. The guest's
+ * driver read the saved one at probe (Linux never re-reads it), so it is
+ * the guest's to pick the new one up: docs/architecture.md, "Clones".
+ */
 static int net_post_load(void *dev, struct err *err)
 {
-	return virtio_pci_post_load(&((struct virtio_net *)dev)->vp, err);
+	struct virtio_net *net = dev;
+
+	if (net->mac_given && memcmp(net->st.mac, net->mac_conf, 6)) {
+		log_info("virtio-net: MAC %02x:%02x:%02x:%02x:%02x:%02x "
+			 "replaces the snapshot's",
+			 net->mac_conf[0], net->mac_conf[1], net->mac_conf[2],
+			 net->mac_conf[3], net->mac_conf[4], net->mac_conf[5]);
+		memcpy(net->st.mac, net->mac_conf, 6);
+	}
+	return virtio_pci_post_load(&net->vp, err);
 }
 
 /* The TAP by name; none (or an option first): a new TAP, nothing named. */

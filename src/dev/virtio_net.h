@@ -52,6 +52,9 @@ struct virtio_net {
 	bool own_fd, fd_registered;
 	char ifname[IFNAMSIZ];
 	struct virtio_net_state st;
+	/* The MAC -s gave (mac=): a restore reports it, not the saved one. */
+	bool mac_given;
+	uint8_t mac_conf[6];
 	struct iothread *iot;
 	bool own_iot;
 	struct iothread_kick *rx_kick, *tx_kick;

@@ -341,6 +341,10 @@ static int parse_token(struct gcfg *c, const char *s, size_t len)
 			c->gaps = 1;
 			return 0;
 		}
+		if (tok_eq(s, len, "genid")) {
+			c->genid = 1;
+			return 0;
+		}
 		return -G_EINVAL;
 	}
 	val = s + eq + 1;
@@ -600,4 +604,126 @@ int gacpi_find_madt(uint64_t rsdp_pa, phys_fn phys, void *ctx,
 		return gacpi_parse_madt(t, tlen, out);
 	}
 	return -G_ENOENT;
+}
+
+/* Table @sig through the XSDT (or RSDT): its address and length. */
+static int gacpi_find_table(uint64_t rsdp_pa, phys_fn phys, void *ctx,
+			    const char *sig, uint64_t *pa, uint32_t *tlen)
+{
+	const uint8_t *rsdp = find_rsdp(rsdp_pa, phys, ctx);
+	const uint8_t *sdt, *hdr;
+	uint64_t sdt_pa;
+	uint32_t len, esz = 8;
+
+	if (!rsdp)
+		return -G_ENOENT;
+	sdt_pa = rsdp[15] >= 2 ? rd64(rsdp + 24) : 0;
+	if (!sdt_pa) {
+		sdt_pa = rd32(rsdp + 16);
+		esz = 4;
+	}
+	hdr = phys(sdt_pa, 36, ctx);
+	if (!hdr)
+		return -G_EINVAL;
+	len = rd32(hdr + 4);
+	sdt = len >= 36 ? phys(sdt_pa, len, ctx) : NULL;
+	if (!sdt || !gacpi_checksum_ok(sdt, len))
+		return -G_EINVAL;
+	for (uint32_t off = 36; off + esz <= len; off += esz) {
+		uint64_t a = esz == 8 ? rd64(sdt + off) : rd32(sdt + off);
+		const uint8_t *t = phys(a, 36, ctx);
+
+		if (t && !g_strncmp((const char *)t, sig, 4)) {
+			*pa = a;
+			*tlen = rd32(t + 4);
+			return 0;
+		}
+	}
+	return -G_ENOENT;
+}
+
+/* An AML integer (ZeroOp, OneOp, Byte..QWordPrefix): its size, 0 if none. */
+static unsigned aml_int(const uint8_t *p, const uint8_t *end, uint64_t *v)
+{
+	static const unsigned size[] = {1, 2, 4, 8}; /* 0x0a..0x0d, 0x0e */
+
+	if (p >= end)
+		return 0;
+	if (p[0] == 0x00 || p[0] == 0x01) {
+		*v = p[0];
+		return 1;
+	}
+	if ((p[0] >= 0x0a && p[0] <= 0x0c) || p[0] == 0x0e) {
+		unsigned n = size[p[0] == 0x0e ? 3 : p[0] - 0x0a];
+
+		if (end - p < (long)(1 + n))
+			return 0;
+		*v = 0;
+		for (unsigned i = 0; i < n; i++)
+			*v |= (uint64_t)p[1 + i] << (8 * i);
+		return 1 + n;
+	}
+	return 0;
+}
+
+int gaml_vmgenid_addr(const uint8_t *dsdt, uint32_t len, uint64_t *addr)
+{
+	static const char hid[] = "\x0dVMGENCTR"; /* StringPrefix, then NUL */
+	const uint8_t *end = dsdt + len, *p = NULL, *q, *lim;
+	uint64_t lo, hi;
+	unsigned n;
+
+	for (uint32_t off = 36; off + sizeof(hid) <= len && !p; off++)
+		if (!g_strncmp((const char *)dsdt + off, hid, sizeof(hid)))
+			p = dsdt + off + sizeof(hid);
+	if (!p)
+		return -G_ENOENT;
+	/* The device's ADDR (a Name or a Method) within the next bytes. */
+	lim = end - p > 256 ? p + 256 : end;
+	for (q = NULL; p + 4 <= lim && !q; p++)
+		if (!g_strncmp((const char *)p, "ADDR", 4))
+			q = p + 4;
+	if (!q)
+		return -G_ENOENT;
+	/* Method flags and ReturnOp come before the PackageOp, if any. */
+	for (n = 0; q < end && *q != 0x12 && n < 8; q++, n++)
+		;
+	if (q + 2 > end || *q != 0x12)
+		return -G_EINVAL;
+	q += 2 + (q[1] >> 6); /* PackageOp, PkgLength (1 + extra bytes) */
+	if (q >= end || *q++ != 2)
+		return -G_EINVAL;
+	n = aml_int(q, end, &lo);
+	if (!n || !(n = aml_int(q + n, end, &hi)))
+		return -G_EINVAL;
+	*addr = (lo & 0xffffffffULL) | hi << 32;
+	return 0;
+}
+
+int gacpi_find_vmgenid(uint64_t rsdp_pa, phys_fn phys, void *ctx,
+		       uint64_t *addr)
+{
+	const uint8_t *fadt, *dsdt;
+	uint64_t fadt_pa, dsdt_pa = 0;
+	uint32_t flen, dlen;
+	int ret;
+
+	ret = gacpi_find_table(rsdp_pa, phys, ctx, "FACP", &fadt_pa, &flen);
+	if (ret)
+		return ret;
+	fadt = flen >= 44 ? phys(fadt_pa, flen, ctx) : NULL;
+	if (!fadt || !gacpi_checksum_ok(fadt, flen))
+		return -G_EINVAL;
+	if (flen >= 148)
+		dsdt_pa = rd64(fadt + 140); /* X_DSDT */
+	if (!dsdt_pa)
+		dsdt_pa = rd32(fadt + 40);
+	dsdt = phys(dsdt_pa, 36, ctx);
+	if (!dsdt || g_strncmp((const char *)dsdt, "DSDT", 4))
+		return -G_EINVAL;
+	dlen = rd32(dsdt + 4);
+	dsdt = dlen >= 36 ? phys(dsdt_pa, dlen, ctx) : NULL;
+	if (!dsdt || !gacpi_checksum_ok(dsdt, dlen))
+		return -G_EINVAL;
+	return gaml_vmgenid_addr(dsdt, dlen, addr);
 }

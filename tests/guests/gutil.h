@@ -43,6 +43,7 @@ struct gcfg {
 	int busy;		 /* "busy": BSP timer loop, APs spin on work */
 	int clock;		 /* "clock": kvmclock + RTC lines with the counter */
 	int gaps;		 /* "gaps": counter ticks say how long it was stopped */
+	int genid;		 /* "genid": counter ticks report identity lines */
 	int exit_mode;		 /* enum exit_mode */
 	int explicit;		 /* tests=, counter or exit= given */
 	uint32_t interval_ms;	 /* counter tick */
@@ -152,5 +153,14 @@ int gacpi_parse_madt(const uint8_t *madt, uint32_t len, struct madt_info *out);
 /* rsdp_pa 0: scan 0xe0000-0xfffff for "RSD PTR ". */
 int gacpi_find_madt(uint64_t rsdp_pa, phys_fn phys, void *ctx,
 		    struct madt_info *out);
+/*
+ * The VM generation ID's address: the DSDT (through the FADT) holds a
+ * device with _HID "VMGENCTR" whose ADDR (a Name or a Method returning a
+ * Package of two integers, low and high 32 bits) gives it.
+ */
+int gacpi_find_vmgenid(uint64_t rsdp_pa, phys_fn phys, void *ctx,
+		       uint64_t *addr);
+/* The same within a DSDT already in hand (@len bytes, header included). */
+int gaml_vmgenid_addr(const uint8_t *dsdt, uint32_t len, uint64_t *addr);
 
 #endif

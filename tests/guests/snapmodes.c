@@ -196,3 +196,58 @@ void clock_line(uint64_t n)
 	con_printf("KHYVE-CLOCK %lu kvm_ns=%lu wall_ms=%lu rtc=%lu back=%lu\n",
 		   n, k, w / 1000000, rtc, backwards);
 }
+
+/* ---- "genid": who this guest is, after every restore ---- */
+
+static uint64_t genid_pa; /* 0: no VMGENCTR device in the DSDT */
+static int genid_err;
+
+static const void *ident_phys(uint64_t pa, uint64_t len, void *ctx)
+{
+	(void)ctx;
+	return pa + len <= 0x100000000ULL ? (const void *)pa : NULL;
+}
+
+static void hex(char *out, const uint8_t *b, unsigned n)
+{
+	static const char digits[] = "0123456789abcdef";
+
+	for (unsigned i = 0; i < n; i++) {
+		out[2 * i] = digits[b[i] >> 4];
+		out[2 * i + 1] = digits[b[i] & 15];
+	}
+	out[2 * n] = 0;
+}
+
+void genid_setup(void)
+{
+	genid_err = gacpi_find_vmgenid(G.rsdp_pa, ident_phys, 0, &genid_pa);
+	if (genid_err)
+		genid_pa = 0;
+	con_printf("KHYVE-INFO genid addr=0x%lx err=%d rng=%s\n", genid_pa,
+		   genid_err, genid_rng_start() ? "none" : "virtio");
+}
+
+/*
+ * One "KHYVE-GENID" line for counter tick @n: the 16-byte generation ID
+ * as the guest reads it now, 16 fresh bytes from the virtio-rng and the
+ * virtio-net MAC its configuration space reports.
+ */
+void genid_line(uint64_t n)
+{
+	uint8_t id[16], rnd[16], mac[6];
+	char idh[33] = "none", rh[33] = "none", mh[13] = "none";
+	int got;
+
+	if (genid_pa) {
+		for (unsigned i = 0; i < 16; i++)
+			id[i] = *(volatile uint8_t *)(genid_pa + i);
+		hex(idh, id, 16);
+	}
+	got = genid_rng_read(rnd, sizeof(rnd));
+	if (got == (int)sizeof(rnd))
+		hex(rh, rnd, 16);
+	if (!genid_mac_read(mac))
+		hex(mh, mac, 6);
+	con_printf("KHYVE-GENID %lu id=%s rng=%s mac=%s\n", n, idh, rh, mh);
+}

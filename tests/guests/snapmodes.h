@@ -25,6 +25,13 @@ uint64_t kvmclock_wall_ns(void);
 uint64_t rtc_epoch(void);
 /* virtio.c: tests=vstream (user mode). */
 void vstream_test(void);
+/* virtio.c, for "genid": a virtio-rng on the shared ring; the MAC. */
+int genid_rng_start(void);
+int genid_rng_read(uint8_t *out, uint32_t len); /* bytes the device gave */
+int genid_mac_read(uint8_t mac[6]);
+/* "genid": find the VM generation ID; one "KHYVE-GENID" line a tick. */
+void genid_setup(void);
+void genid_line(uint64_t n);
 /* One "KHYVE-CLOCK" line for counter tick @n (checks monotonicity). */
 void clock_line(uint64_t n);
 

@@ -282,6 +282,8 @@ static void counter_run(void)
 	}
 	for (unsigned p = 0; p < pages; p++)
 		cnt_fill(base, p, 0);
+	if (G.cfg.genid)
+		genid_setup();
 	con_printf("KHYVE-INFO counter interval_ms=%u tsc_khz=%lu tsc_src=%s "
 		   "mem_pages=%u check_every=%u mem_base=0x%lx\n",
 		   G.cfg.interval_ms, G.tsc_khz, G.tsc_src, pages,
@@ -316,6 +318,8 @@ static void counter_run(void)
 		gap = 0;
 		if (G.cfg.clock)
 			clock_line(n);
+		if (G.cfg.genid)
+			genid_line(n);
 		if (pages && n % G.cfg.check_every == 0) {
 			checks++;
 			failures += cnt_check(base, pages, n) < 0;

@@ -1623,3 +1623,54 @@ void vnet_test(void)
 	}
 	vdev_reset(v);
 }
+
+/*
+ * "genid" (with counter): a virtio-rng kept set up on the shared ring for
+ * the counter's identity lines, and the virtio-net MAC read straight from
+ * its device configuration (no driver set-up: it is what the device
+ * reports now, e.g. after a restore that gave the clone a new MAC).
+ */
+static struct vdev genid_rng;
+static int genid_rng_on;
+
+int genid_rng_start(void)
+{
+	const char *why = "";
+
+	memset(&genid_rng, 0, sizeof(genid_rng));
+	if (pci_find(0x1044, 0x1005, &genid_rng) ||
+	    vdev_init(&genid_rng, 0, &why))
+		return -1;
+	genid_rng_on = 1;
+	return 0;
+}
+
+int genid_rng_read(uint8_t *out, uint32_t len)
+{
+	uint32_t got;
+
+	if (!genid_rng_on || len > sizeof(rng_buf[0]))
+		return -1;
+	memset(rng_buf[0], 0, sizeof(rng_buf[0]));
+	desc_set(0, (uint64_t)rng_buf[0], len, VQ_DESC_F_WRITE, 0);
+	vq_push(&genid_rng, 0);
+	if (vq_run(&genid_rng))
+		return -1;
+	got = vq_used.ring[(uint16_t)(genid_rng.avail_idx - 1) %
+			   genid_rng.qsize]
+		      .len;
+	memcpy(out, rng_buf[0], len);
+	return (int)got;
+}
+
+int genid_mac_read(uint8_t mac[6])
+{
+	struct vdev v = {0};
+
+	if (pci_find(0x1041, 0x1000, &v) || pci_caps(&v) || !v.device)
+		return -1;
+	pci_wr32(v.bdf, 4, (pci_rd32(v.bdf, 4) & 0xffff) | 0x2);
+	for (int i = 0; i < 6; i++)
+		mac[i] = mmio_read8(v.device + (uint64_t)i);
+	return 0;
+}

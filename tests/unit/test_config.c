@@ -281,6 +281,56 @@ static void test_host_bindings(void)
 	config_free(&c);
 }
 
+/*
+ * Clones (issue 15): a restore may give a NIC its own mac=, and the VM
+ * its own name; every other option stays the snapshot's. --no-vmgenid
+ * is for a boot only (the snapshot says whether the guest has one).
+ */
+static void test_restore_new_identity(void)
+{
+	struct vm_config boot, back, cmd;
+	json_t *j;
+
+	CHECK_EQ(PARSE(&boot, "-k", "k", "-s", "4,virtio-net,tap0", "-s",
+		       "5,virtio-net,tap1,mac=02:00:00:00:00:01", "vm"),
+		 CONFIG_OK);
+	CHECK(!boot.no_vmgenid);
+	j = config_to_json(&boot);
+	CHECK_EQ(config_from_json(&back, j, &err), 0);
+	CHECK_EQ(PARSE(&cmd, "-r", "s", "-s",
+		       "4,virtio-net,tapA,mac=02:00:00:00:00:0a", "-s",
+		       "5,virtio-net,tapB,mac=02:00:00:00:00:0b", "clone"),
+		 CONFIG_OK);
+	CHECK_EQ(config_merge_restore(&back, &cmd, &err), 0);
+	CHECK(!strcmp(back.devs[0].conf, "tapA,mac=02:00:00:00:00:0a"));
+	CHECK(!strcmp(back.devs[1].conf, "tapB,mac=02:00:00:00:00:0b"));
+	CHECK(!strcmp(back.name, "clone"));
+	config_free(&cmd);
+	config_free(&back);
+	/* Dropping mac= keeps the snapshot's MAC; other options must match. */
+	CHECK_EQ(config_from_json(&back, j, &err), 0);
+	CHECK_EQ(PARSE(&cmd, "-r", "s", "-s", "5,virtio-net,tapB"), CONFIG_OK);
+	CHECK_EQ(config_merge_restore(&back, &cmd, &err), 0);
+	config_free(&cmd);
+	CHECK_EQ(PARSE(&cmd, "-r", "s", "-s",
+		       "5,virtio-net,tapB,mac=02:00:00:00:00:0b,x=1"),
+		 CONFIG_OK);
+	CHECK_EQ(config_merge_restore(&back, &cmd, &err), -EINVAL);
+	CHECK(strstr(err.msg, "and mac= may change") != NULL);
+	config_free(&cmd);
+	config_free(&back);
+	json_decref(j);
+	config_free(&boot);
+
+	CHECK_EQ(PARSE(&boot, "-k", "k", "--no-vmgenid", "vm"), CONFIG_OK);
+	CHECK(boot.no_vmgenid);
+	config_free(&boot);
+	CHECK_EQ(PARSE(&cmd, "-r", "s", "--no-vmgenid"), -EINVAL);
+	CHECK(!strcmp(err.msg, "--no-vmgenid cannot be used with -r: the "
+			       "snapshot says whether the guest has one"));
+	config_free(&cmd);
+}
+
 int main(void)
 {
 	RUN(test_sizes);
@@ -289,5 +339,6 @@ int main(void)
 	RUN(test_devices);
 	RUN(test_json_and_restore_merge);
 	RUN(test_host_bindings);
+	RUN(test_restore_new_identity);
 	return unit_done();
 }

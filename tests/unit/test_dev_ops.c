@@ -78,6 +78,9 @@ static void test_help(void)
 	CHECK(strstr(buf, "  virtio-net      virtio-net,TAPNAME"));
 	CHECK(strstr(buf, "  virtio-rng      virtio-rng: entropy"));
 	CHECK(strstr(buf, "  virtio-console  virtio-console,BACKEND"));
+	/* Not an -s emulation: on every guest unless --no-vmgenid. */
+	CHECK(strstr(buf, "Platform devices (no -s):\n  vmgenid         VM "
+			  "generation ID"));
 	free(buf);
 }
 

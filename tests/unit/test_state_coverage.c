@@ -36,7 +36,7 @@ static const char *const checked[] = {
 	"x86-vcpu",   "kvm-vm",	    "uart8250",	  "rtc",
 	"i8042",      "pm",	    "pci_dev",	  "virtio_pci",
 	"virtq",      "virtio_blk", "virtio_net", "virtio_console",
-	"pci_bus",
+	"pci_bus",    "vmgenid",
 };
 
 static void test_cpu_and_vm(void)
@@ -63,6 +63,7 @@ static void test_pci_and_virtio(void)
 	check_desc_exact(&virtio_net_snap, struct virtio_net_state, NULL, 0);
 	check_desc_exact(&virtio_console_snap, struct virtio_console_state,
 			 NULL, 0);
+	check_desc_exact(&vmgenid_snap, struct vmgenid_state, NULL, 0);
 }
 
 /* The repository's src/ from BUILD/tests/unit/<this test>. */

@@ -43,8 +43,15 @@
 
 /* ACPI tables (RSDP first so legacy scanning of 0xe0000.. finds it). */
 #define ACPI_AREA_START 0xe0000ULL
-#define ACPI_AREA_END	0xf0000ULL
+#define ACPI_AREA_END	0xef000ULL
 #define ACPI_RSDP_ADDR	ACPI_AREA_START
+
+/*
+ * The VM generation ID (src/dev/vmgenid.c): a page of its own in the
+ * e820-reserved firmware area, the 16-byte ID at its start. A restore
+ * takes the address from the snapshot, not from here.
+ */
+#define BOOT_VMGENID_ADDR 0xef000ULL
 
 /* Intel MP table: floating pointer, then the configuration table. */
 #define MPTABLE_START 0xf0000ULL
