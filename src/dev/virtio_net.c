@@ -212,6 +212,22 @@ err:
 	return ret;
 }
 
+/* The MAC -s gave (kept to override a restored one), or a random one. */
+static int net_set_mac(struct virtio_net *net, const uint8_t *mac)
+{
+	if (mac) {
+		memcpy(net->st.mac, mac, 6);
+		memcpy(net->mac_conf, mac, 6);
+		net->mac_given = true;
+		return 0;
+	}
+	if (getrandom(net->st.mac, 6, 0) != 6)
+		return -EIO;
+	/* Unicast, locally administered. */
+	net->st.mac[0] = (uint8_t)((net->st.mac[0] & 0xfc) | 0x02);
+	return 0;
+}
+
 int virtio_net_init(struct virtio_net *net, const struct virtio_net_opts *o,
 		    const struct guest_mem *mem, struct iothread *iot,
 		    const struct msi_sink *msi, struct err *err)
@@ -224,16 +240,9 @@ int virtio_net_init(struct virtio_net *net, const struct virtio_net_opts *o,
 	net->paused = o->start_paused;
 	if ((qs & (qs - 1)) || qs < 2 || qs > VIRTQ_MAX_SIZE)
 		return -EINVAL;
-	if (o->mac) {
-		memcpy(net->st.mac, o->mac, 6);
-		memcpy(net->mac_conf, o->mac, 6);
-		net->mac_given = true;
-	} else {
-		if (getrandom(net->st.mac, 6, 0) != 6)
-			return -EIO;
-		/* Unicast, locally administered. */
-		net->st.mac[0] = (uint8_t)((net->st.mac[0] & 0xfc) | 0x02);
-	}
+	ret = net_set_mac(net, o->mac);
+	if (ret)
+		return ret;
 	if (o->tap_fd >= 0) {
 		net->fd = o->tap_fd;
 	} else {

@@ -700,8 +700,24 @@ int gaml_vmgenid_addr(const uint8_t *dsdt, uint32_t len, uint64_t *addr)
 	return 0;
 }
 
-int gacpi_find_vmgenid(uint64_t rsdp_pa, phys_fn phys, void *ctx,
-		       uint64_t *addr)
+int gaml_ged_gsi(const uint8_t *dsdt, uint32_t len)
+{
+	static const char hid[] = "\x0d" "ACPI0013";
+
+	for (uint32_t off = 36; off + sizeof(hid) <= len; off++) {
+		if (g_strncmp((const char *)dsdt + off, hid, sizeof(hid)))
+			continue;
+		/* Its _CRS: the first Extended Interrupt Descriptor after. */
+		for (uint32_t p = off; p + 9 <= len && p < off + 64; p++)
+			if (dsdt[p] == 0x89 && dsdt[p + 1] >= 6 && dsdt[p + 4])
+				return (int)rd32(dsdt + p + 5);
+		return -G_EINVAL;
+	}
+	return -G_ENOENT;
+}
+
+int gacpi_find_dsdt(uint64_t rsdp_pa, phys_fn phys, void *ctx,
+		    const uint8_t **out, uint32_t *out_len)
 {
 	const uint8_t *fadt, *dsdt;
 	uint64_t fadt_pa, dsdt_pa = 0;
@@ -725,5 +741,17 @@ int gacpi_find_vmgenid(uint64_t rsdp_pa, phys_fn phys, void *ctx,
 	dsdt = dlen >= 36 ? phys(dsdt_pa, dlen, ctx) : NULL;
 	if (!dsdt || !gacpi_checksum_ok(dsdt, dlen))
 		return -G_EINVAL;
-	return gaml_vmgenid_addr(dsdt, dlen, addr);
+	*out = dsdt;
+	*out_len = dlen;
+	return 0;
+}
+
+int gacpi_find_vmgenid(uint64_t rsdp_pa, phys_fn phys, void *ctx,
+		       uint64_t *addr)
+{
+	const uint8_t *dsdt;
+	uint32_t len;
+	int ret = gacpi_find_dsdt(rsdp_pa, phys, ctx, &dsdt, &len);
+
+	return ret ? ret : gaml_vmgenid_addr(dsdt, len, addr);
 }

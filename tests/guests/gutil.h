@@ -162,5 +162,10 @@ int gacpi_find_vmgenid(uint64_t rsdp_pa, phys_fn phys, void *ctx,
 		       uint64_t *addr);
 /* The same within a DSDT already in hand (@len bytes, header included). */
 int gaml_vmgenid_addr(const uint8_t *dsdt, uint32_t len, uint64_t *addr);
+/* The DSDT, through the FADT, checksum checked. */
+int gacpi_find_dsdt(uint64_t rsdp_pa, phys_fn phys, void *ctx,
+		    const uint8_t **dsdt, uint32_t *len);
+/* The GSI of the DSDT's Generic Event Device (ACPI0013), or -errno. */
+int gaml_ged_gsi(const uint8_t *dsdt, uint32_t len);
 
 #endif

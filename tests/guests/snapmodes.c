@@ -200,7 +200,11 @@ void clock_line(uint64_t n)
 /* ---- "genid": who this guest is, after every restore ---- */
 
 static uint64_t genid_pa; /* 0: no VMGENCTR device in the DSDT */
-static int genid_err;
+static int genid_err, ged_gsi = -1;
+
+#define GED_VECTOR 0x50
+#define IOAPIC_DEFAULT 0xfec00000ULL
+#define LAPIC_DEFAULT  0xfee00000ULL
 
 static const void *ident_phys(uint64_t pa, uint64_t len, void *ctx)
 {
@@ -219,13 +223,46 @@ static void hex(char *out, const uint8_t *b, unsigned n)
 	out[2 * n] = 0;
 }
 
+/*
+ * The GED's interrupt, routed to vector GED_VECTOR on this CPU. User mode
+ * runs with IF=0, so it is never taken: it stays pending in the LAPIC's
+ * IRR, where genid_line() sees that khyve raised it (after a restore).
+ */
+static void ged_route(uint32_t gsi)
+{
+	uint64_t io = G.madt.ioapic_addr ? G.madt.ioapic_addr : IOAPIC_DEFAULT;
+	uint32_t pin = gsi - G.madt.ioapic_gsi_base;
+
+	mmio_write32(io, 0x11 + 2 * pin);
+	mmio_write32(io + 0x10, G.bsp_apic_id << 24);
+	mmio_write32(io, 0x10 + 2 * pin);
+	mmio_write32(io + 0x10, GED_VECTOR); /* fixed, edge, high, unmasked */
+}
+
+static int ged_pending(void)
+{
+	uint64_t irr = LAPIC_DEFAULT + 0x200 + 0x10 * (GED_VECTOR / 32);
+
+	return ged_gsi >= 0 && (mmio_read32(irr) >> (GED_VECTOR % 32) & 1);
+}
+
 void genid_setup(void)
 {
-	genid_err = gacpi_find_vmgenid(G.rsdp_pa, ident_phys, 0, &genid_pa);
+	const uint8_t *dsdt;
+	uint32_t len;
+
+	genid_err = gacpi_find_dsdt(G.rsdp_pa, ident_phys, 0, &dsdt, &len);
+	if (!genid_err)
+		genid_err = gaml_vmgenid_addr(dsdt, len, &genid_pa);
 	if (genid_err)
 		genid_pa = 0;
-	con_printf("KHYVE-INFO genid addr=0x%lx err=%d rng=%s\n", genid_pa,
-		   genid_err, genid_rng_start() ? "none" : "virtio");
+	else
+		ged_gsi = gaml_ged_gsi(dsdt, len);
+	if (ged_gsi >= 0)
+		ged_route((uint32_t)ged_gsi);
+	con_printf("KHYVE-INFO genid addr=0x%lx err=%d rng=%s ged_gsi=%d\n",
+		   genid_pa, genid_err, genid_rng_start() ? "none" : "virtio",
+		   ged_gsi);
 }
 
 /*
@@ -249,5 +286,6 @@ void genid_line(uint64_t n)
 		hex(rh, rnd, 16);
 	if (!genid_mac_read(mac))
 		hex(mh, mac, 6);
-	con_printf("KHYVE-GENID %lu id=%s rng=%s mac=%s\n", n, idh, rh, mh);
+	con_printf("KHYVE-GENID %lu id=%s rng=%s mac=%s notified=%d\n", n, idh,
+		   rh, mh, ged_pending());
 }

@@ -22,18 +22,21 @@ from test_snapshot import (boot, complete, ctl_json, restored, suspend,
                            tick_after_checkpoint)
 
 GENID_MODE = "counter interval_ms=50 check_every=5 genid"
-GENID = re.compile(r"^KHYVE-GENID (\d+) id=(\S+) rng=(\S+) mac=(\S+)$", re.M)
+GENID = re.compile(r"^KHYVE-GENID (\d+) id=(\S+) rng=(\S+) mac=(\S+) "
+                   r"notified=([01])$", re.M)
 INFO = re.compile(r"^KHYVE-INFO genid addr=(0x[0-9a-f]+) err=(-?\d+) "
-                  r"rng=(\S+)$", re.M)
+                  r"rng=(\S+) ged_gsi=(-?\d+)$", re.M)
 
 
 def genids(g, after=0):
-    """(tick, id, rng, mac) of every complete identity line past @after."""
-    return [(int(n), i, r, m) for n, i, r, m in
+    """(tick, id, rng, mac, notified) of every complete identity line past
+    @after. notified: the GED's interrupt, routed by the guest to a vector
+    it never takes (user mode runs with IF=0), is pending in its LAPIC."""
+    return [(int(n), i, r, m, int(x)) for n, i, r, m, x in
             GENID.findall(complete(g.read())) if int(n) > after]
 
 
-def wait_genids(g, count, after=0, timeout=90):
+def wait_genids(g, count, after=0, timeout=60):
     end = time.time() + timeout
     while time.time() < end:
         if len(genids(g, after)) >= count:
@@ -48,7 +51,7 @@ def wait_genids(g, count, after=0, timeout=90):
 
 
 def one_id(lines):
-    ids = {i for _, i, _, _ in lines}
+    ids = {x[1] for x in lines}
     assert len(ids) == 1, lines
     return ids.pop()
 
@@ -64,9 +67,11 @@ def test_two_clones_get_new_generation_ids_and_rng(guest_factory, tmp_path):
     snap = str(tmp_path / "id.snap")
     g = boot(guest_factory, GENID_MODE, extra=["-s", "3,virtio-rng"])
     before = wait_genids(g, 3)
-    addr, err, rng = INFO.search(g.read()).groups()
-    # The DSDT names the page khyve reserves (layout.h BOOT_VMGENID_ADDR).
-    assert (addr, err, rng) == ("0xef000", "0", "virtio"), g.read()
+    # The DSDT names the page khyve reserves (layout.h BOOT_VMGENID_ADDR)
+    # and the GED's GSI (vmgenid.h VMGENID_GED_GSI).
+    assert INFO.search(g.read()).groups() == ("0xef000", "0", "virtio",
+                                              "16"), g.read()
+    assert {x[4] for x in before} == {0}, before
     id0 = one_id(before)
     assert re.fullmatch(r"[0-9a-f]{32}", id0) and id0 != "0" * 32, id0
     res = ctl_json(g, "checkpoint", "t", snap)
@@ -78,13 +83,16 @@ def test_two_clones_get_new_generation_ids_and_rng(guest_factory, tmp_path):
     # New on restore, and not the same new one twice.
     assert id0 not in ids and ids[0] != ids[1], (id0, ids)
     assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids), ids
+    # Each clone got the GED's edge (Linux re-reads the ID on it).
+    assert all({x[4] for x in lines} == {1} for lines in got), got
     # The clones start from the snapshot, not from a boot of their own.
     assert all(x[0][0] >= before[-1][0] for x in got), got
     # The original, checkpointed, keeps its generation.
     after = wait_genids(g, 3, upto)
     assert one_id(before + after) == id0
+    assert {x[4] for x in after} == {0}, after
     # RNG bytes: every line of all three guests its own 16 bytes.
-    rngs = [r for x in [before + after] + got for _, _, r, _ in x]
+    rngs = [line[2] for x in [before + after] + got for line in x]
     assert all(re.fullmatch(r"[0-9a-f]{32}", r) for r in rngs), rngs
     assert len(set(rngs)) == len(rngs), rngs
     for x in [g] + clones:
@@ -101,11 +109,14 @@ def test_no_vmgenid_and_snapshots_without_one(guest_factory, tmp_path,
     g = boot(guest_factory, GENID_MODE,
              extra=["--no-vmgenid", "-s", "3,virtio-rng"])
     lines = wait_genids(g, 2)
-    assert INFO.search(g.read()).groups()[:2] == ("0x0", "-2"), g.read()
+    assert INFO.search(g.read()).groups() == ("0x0", "-2", "virtio",
+                                              "-1"), g.read()
     assert one_id(lines) == "none"
     t = suspend(g, snap)
     c = restored(guest_factory, snap, "c")
-    assert one_id(clone_lines(c, t)) == "none"
+    lines = clone_lines(c, t)
+    assert one_id(lines) == "none"
+    assert {x[4] for x in lines} == {0}, lines
     c.stop()
     r = subprocess.run([KHYVE, "--rundir", rundir, "-r", snap,
                         "--no-vmgenid", "x"], capture_output=True, text=True,
@@ -152,19 +163,19 @@ def test_clone_with_new_mac_and_name(tmp_path, rundir):
         g = start(["-m", "64M", "-k", GUEST, "-a", GENID_MODE, "-l",
                    "com1,stdio", "-s", "3,virtio-rng", "-s",
                    "4,virtio-net,kg15a"], "t")
-        mac0 = one_id([(0, m, 0, 0) for _, _, _, m in wait_genids(g, 2)])
+        mac0 = one_id([(0, x[3]) for x in wait_genids(g, 2)])
         assert re.fullmatch(r"[0-9a-f]{12}", mac0), mac0
         t = suspend(g, snap)
         c = start(["-r", snap, "-s", "4,virtio-net,kg15b,mac=" + new_mac],
                   "clone-a")
         lines = clone_lines(c, t, 3)
-        assert {m for _, _, _, m in lines} == {new_mac.replace(":", "")}
+        assert {x[3] for x in lines} == {new_mac.replace(":", "")}, lines
         # The clone answers to its new name.
         st = ctl_json(c, "status", "clone-a")
         assert st["state"] == "running", st
         # Without mac= the snapshot's MAC stays.
         c2 = start(["-r", snap, "-s", "4,virtio-net,kg15c"], "clone-b")
-        assert {m for _, _, _, m in clone_lines(c2, t, 3)} == {mac0}
+        assert {x[3] for x in clone_lines(c2, t, 3)} == {mac0}
         assert one_id(clone_lines(c, t, 3)) != one_id(clone_lines(c2, t, 3))
     finally:
         for x in made:

@@ -151,6 +151,14 @@ static void test_boot_tables(void)
 	CHECK_EQ(gacpi_find_vmgenid(rsdp, mem_phys, &mem, &addr), 0);
 	CHECK_EQ(addr, BOOT_VMGENID_ADDR);
 	CHECK_EQ(gacpi_find_vmgenid(0, mem_phys, &mem, &addr), 0); /* scan */
+	{
+		const uint8_t *dsdt;
+		uint32_t dlen;
+
+		/* The GED's interrupt, as the guest finds it. */
+		CHECK_EQ(gacpi_find_dsdt(rsdp, mem_phys, &mem, &dsdt, &dlen), 0);
+		CHECK_EQ(gaml_ged_gsi(dsdt, dlen), VMGENID_GED_GSI);
+	}
 	/* Page aligned, outside the tables, e820-reserved. */
 	CHECK_EQ(addr % 4096, 0);
 	CHECK(addr >= ACPI_AREA_END);
