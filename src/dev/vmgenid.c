@@ -134,11 +134,13 @@ static int vmgenid_create(const char *conf, const struct dev_env *env,
 	g->st.addr = BOOT_VMGENID_ADDR;
 	g->st.gsi = VMGENID_GED_GSI;
 	/*
-	 * A restore: the snapshot says whether the guest has one (its
-	 * section, read in snap_foreach). A boot: unless turned off.
+	 * A restore or a migration: the saved state says whether the guest
+	 * has one (its section, read in snap_foreach). A boot: unless
+	 * turned off.
 	 */
-	g->present = env->cfg->restore || !env->cfg->no_vmgenid;
-	if (g->present && !env->cfg->restore) {
+	g->migrated = env->cfg->incoming != NULL;
+	g->present = env->cfg->restore || g->migrated || !env->cfg->no_vmgenid;
+	if (g->present && !env->cfg->restore && !g->migrated) {
 		ret = vmgenid_new_id(g, err);
 		if (ret) {
 			free(g);
@@ -196,7 +198,11 @@ static int vmgenid_snap_foreach(void *dev, uint32_t instance, virtio_snap_fn fn,
 	return ret;
 }
 
-/* Every restore is a new generation: a fresh ID before any vCPU runs. */
+/*
+ * Every restore is a new generation: a fresh ID before any vCPU runs. A
+ * live migration is not (Microsoft's spec: the ID stays; the source does
+ * not run on), so the ID that came in guest RAM stays.
+ */
 static int vmgenid_post_load(void *dev, struct err *err)
 {
 	struct vmgenid *g = dev;
@@ -208,6 +214,8 @@ static int vmgenid_post_load(void *dev, struct err *err)
 		return err_set(err, -EINVAL,
 			       "vmgenid: address 0x%llx or GSI %u out of range",
 			       (unsigned long long)g->st.addr, g->st.gsi);
+	if (g->migrated)
+		return 0;
 	ret = vmgenid_new_id(g, err);
 	if (!ret)
 		g->notify = true;

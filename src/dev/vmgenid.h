@@ -37,8 +37,9 @@ struct vmgenid {
 	struct vmgenid_state st;
 	const struct guest_mem *mem;
 	struct irq_line irq;
-	bool present; /* the guest has one (its ACPI names it) */
-	bool notify;  /* a fresh ID since the last resume: tell the guest */
+	bool present;  /* the guest has one (its ACPI names it) */
+	bool notify;   /* a fresh ID since the last resume: tell the guest */
+	bool migrated; /* --incoming: the same VM moves, its ID with it */
 	uint64_t generations; /* IDs written by this process */
 };
 

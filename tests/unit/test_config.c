@@ -329,6 +329,11 @@ static void test_restore_new_identity(void)
 	CHECK(!strcmp(err.msg, "--no-vmgenid cannot be used with -r: the "
 			       "snapshot says whether the guest has one"));
 	config_free(&cmd);
+	CHECK_EQ(PARSE(&cmd, "--incoming", "tcp::7000", "--no-vmgenid", "vm"),
+		 -EINVAL);
+	CHECK(!strcmp(err.msg, "--no-vmgenid cannot be used with --incoming: "
+			       "the source says whether the guest has one"));
+	config_free(&cmd);
 }
 
 int main(void)

@@ -114,18 +114,24 @@ static const void *mem_phys(uint64_t pa, uint64_t len, void *ctx)
 	return guest_mem_ptr(ctx, pa, len);
 }
 
-static struct vmgenid *create(bool restore, bool off)
+static struct vmgenid *create_from(bool restore, bool incoming, bool off)
 {
 	struct vm_config cfg = {.no_vmgenid = off};
 	struct dev_env env = {.mem = &mem, .cfg = &cfg};
 	struct dev_instance inst = {0};
-	char file[] = "x.snap";
+	char file[] = "x.snap", addr[] = "tcp::7000";
 
 	cfg.restore = restore ? file : NULL;
+	cfg.incoming = incoming ? addr : NULL;
 	err_clear(&err);
 	CHECK_EQ(vmgenid_dev_ops.create("", &env, &inst, &err), 0);
 	CHECK(inst.vp == NULL);
 	return inst.dev;
+}
+
+static struct vmgenid *create(bool restore, bool off)
+{
+	return create_from(restore, false, off);
 }
 
 /* Boot: the DSDT leads to the reserved page, where a fresh ID is. */
@@ -156,7 +162,8 @@ static void test_boot_tables(void)
 		uint32_t dlen;
 
 		/* The GED's interrupt, as the guest finds it. */
-		CHECK_EQ(gacpi_find_dsdt(rsdp, mem_phys, &mem, &dsdt, &dlen), 0);
+		CHECK_EQ(gacpi_find_dsdt(rsdp, mem_phys, &mem, &dsdt, &dlen),
+			 0);
 		CHECK_EQ(gaml_ged_gsi(dsdt, dlen), VMGENID_GED_GSI);
 	}
 	/* Page aligned, outside the tables, e820-reserved. */
@@ -262,6 +269,21 @@ static void test_restore_new_id(void)
 		CHECK(!strcmp(st[0].name, "generations") && st[0].value == 1);
 		vmgenid_dev_ops.destroy(c);
 	}
+
+	/* A live migration's destination: the ID came with RAM and stays. */
+	have_section = true;
+	memcpy(mem.base + BOOT_VMGENID_ADDR, boot_id, 16);
+	c = create_from(false, true, false);
+	CHECK(!memcmp(mem.base + BOOT_VMGENID_ADDR, boot_id, 16));
+	c->irq = (struct irq_line){irq_rec, NULL, 0};
+	CHECK_EQ(vmgenid_dev_ops.snap_foreach(c, 0, load_fn, NULL), 0);
+	CHECK(c->present);
+	CHECK_EQ(vmgenid_dev_ops.post_load(c, &err), 0);
+	CHECK(!memcmp(mem.base + BOOT_VMGENID_ADDR, boot_id, 16));
+	edges = level = 0;
+	vmgenid_dev_ops.resume(c);
+	CHECK_EQ(edges, 0);
+	vmgenid_dev_ops.destroy(c);
 
 	/* A snapshot without the section: no device, RAM left alone. */
 	have_section = false;
