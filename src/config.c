@@ -39,6 +39,10 @@ const char config_usage[] =
 	"      --cpu-policy P      auto (default), host or safe\n"
 	"      --rundir DIR        control socket directory (default /run/khyve,\n"
 	"                          or $KHYVE_RUNDIR)\n"
+	"      --user USER         run as USER once everything is open\n"
+	"      --group GROUP       with --user: as GROUP (default USER's)\n"
+	"      --chroot DIR        chroot to DIR once everything is open\n"
+	"      --allow-core-dump   let a crash dump core (guest RAM excluded)\n"
 	"      --probe-kvm         check that /dev/kvm can run a guest, say\n"
 	"                          which backend it is; exit 0, or 4 and why\n"
 	"  -v, --verbose           more messages (repeat for debug)\n"
@@ -204,6 +208,10 @@ enum {
 	OPT_RUNDIR,
 	OPT_PROBE_KVM,
 	OPT_INCOMING,
+	OPT_USER,
+	OPT_GROUP,
+	OPT_CHROOT,
+	OPT_ALLOW_CORE_DUMP,
 };
 
 static const struct option longopts[] = {
@@ -224,6 +232,10 @@ static const struct option longopts[] = {
 	{"cpu-policy", required_argument, NULL, OPT_CPU_POLICY},
 	{"rundir", required_argument, NULL, OPT_RUNDIR},
 	{"probe-kvm", no_argument, NULL, OPT_PROBE_KVM},
+	{"user", required_argument, NULL, OPT_USER},
+	{"group", required_argument, NULL, OPT_GROUP},
+	{"chroot", required_argument, NULL, OPT_CHROOT},
+	{"allow-core-dump", no_argument, NULL, OPT_ALLOW_CORE_DUMP},
 	{"verbose", no_argument, NULL, 'v'},
 	{"help", no_argument, NULL, 'h'},
 	{"version", no_argument, NULL, 'V'},
@@ -238,6 +250,17 @@ static int opt_str(char **dst, const char *arg, struct err *err)
 	if (ret)
 		err_set(err, ret, "out of memory");
 	return ret;
+}
+
+/* --user, --group, --chroot: into a fixed buffer of @len. */
+static int opt_fixed(char *dst, size_t len, const char *opt, const char *arg,
+		     struct err *err)
+{
+	if (!*arg || strlen(arg) >= len)
+		return err_set(err, -EINVAL, "%s: must be 1-%zu characters",
+			       opt, len - 1);
+	strcpy(dst, arg);
+	return 0;
 }
 
 /* -c N */
@@ -448,6 +471,24 @@ int config_parse(struct vm_config *c, int argc, char **argv, struct err *err)
 			break;
 		case OPT_RUNDIR:
 			ret = opt_str(&c->rundir, optarg, err);
+			break;
+		case OPT_USER:
+			ret = opt_fixed(c->confine.user,
+					sizeof(c->confine.user), "--user",
+					optarg, err);
+			break;
+		case OPT_GROUP:
+			ret = opt_fixed(c->confine.group,
+					sizeof(c->confine.group), "--group",
+					optarg, err);
+			break;
+		case OPT_CHROOT:
+			ret = opt_fixed(c->confine.chroot,
+					sizeof(c->confine.chroot), "--chroot",
+					optarg, err);
+			break;
+		case OPT_ALLOW_CORE_DUMP:
+			c->confine.allow_core_dump = true;
 			break;
 		case 'v':
 			c->verbose++;
@@ -734,6 +775,7 @@ int config_merge_restore(struct vm_config *saved, const struct vm_config *cmd,
 	saved->strict_bindings = cmd->strict_bindings;
 	saved->keep_clock = cmd->keep_clock;
 	saved->verbose = cmd->verbose;
+	saved->confine = cmd->confine;
 	return 0;
 }
 

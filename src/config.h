@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "confine.h"
 #include "err.h"
 
 #define CONFIG_MAX_CPUS 64
@@ -67,6 +68,7 @@ struct vm_config {
 	bool no_unpack;	      /* let a bzImage decompress itself in the guest */
 	bool no_vmgenid;      /* no VM generation ID device (ACPI VMGENCTR) */
 	enum cpu_policy cpu_policy;
+	struct confine_opts confine; /* --user, --chroot...: never saved */
 	int verbose;
 	unsigned ndevs;
 	struct dev_config devs[CONFIG_MAX_DEVS];

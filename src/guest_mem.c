@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "common.h"
 
@@ -182,4 +183,12 @@ uint64_t guest_mem_end(const struct guest_mem *m)
 	const struct guest_mem_region *r = &m->r[m->nr - 1];
 
 	return r->gpa + r->size;
+}
+
+int guest_mem_dontdump(const struct guest_mem *m, struct err *e)
+{
+	/* A private file mapping (a mapped restore) starts without the flag. */
+	if (madvise(m->base, m->ram_size, MADV_DONTDUMP) < 0)
+		return err_sys(e, "madvise(MADV_DONTDUMP) of guest RAM");
+	return 0;
 }

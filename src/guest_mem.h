@@ -26,6 +26,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "err.h"
+
 #define GUEST_MEM_MAX_REGIONS 2
 #define GUEST_PCI_HOLE_START  0xC0000000ULL
 #define GUEST_PCI_HOLE_END    0x100000000ULL
@@ -53,6 +55,12 @@ struct guest_mem {
 	int dirty_on; /* atomic */
 };
 
+/*
+ * Keep guest RAM (m->base, m->ram_size) out of core dumps (MADV_DONTDUMP):
+ * after it is mapped, and again whenever a MAP_FIXED mapping replaces part
+ * of it (a mapped restore), since a new mapping starts without the flag.
+ */
+int guest_mem_dontdump(const struct guest_mem *m, struct err *e);
 /* Compute the region layout for @ram_size bytes (pure; maps nothing). */
 int guest_mem_layout(struct guest_mem *m, uint64_t ram_size);
 /* Host pointer for [gpa, gpa+len) if it lies entirely inside one region. */

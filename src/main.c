@@ -16,6 +16,7 @@
 
 #include "chardev.h"
 #include "config.h"
+#include "confine.h"
 #include "ctl.h"
 #include "log.h"
 #include "migrate_incoming.h"
@@ -269,6 +270,7 @@ static int incoming_switch(struct migrate_in *mi, int ret, struct err *e)
 int main(int argc, char **argv)
 {
 	struct vm_config cmd, cfg;
+	struct confine conf;
 	struct vm *vm;
 	struct err e = {0};
 	struct migrate_in *mi = NULL;
@@ -281,6 +283,12 @@ int main(int argc, char **argv)
 		return ret;
 	/* A source that goes away must not kill us with SIGPIPE. */
 	signal(SIGPIPE, SIG_IGN);
+	/* Before anything is opened (src/confine.h). */
+	if (confine_start(&cmd.confine, &conf, &e)) {
+		fprintf(stderr, "khyve: %s\n", err_msg(&e));
+		config_free(&cmd);
+		return KHYVE_EXIT_ERROR;
+	}
 	if (cmd.restore) {
 		if (restore_config(&cmd, &cfg))
 			return KHYVE_EXIT_ERROR;
@@ -317,6 +325,8 @@ int main(int argc, char **argv)
 			&(struct ctl_params){.rundir = cfg.rundir,
 					     .vmname = cfg.name},
 			&vm_ctl_ops, vm, &e);
+	if (!ret) /* everything open, no guest code run yet */
+		ret = confine_drop(&conf, &e);
 	/* The source resumes its guest unless all is ready here. */
 	if (mi)
 		ret = incoming_switch(mi, ret, &e);

@@ -213,7 +213,7 @@ static int vm_map_memory(struct vm *vm, struct err *e)
 	madvise(vm->mem.base, vm->cfg->mem_size, MADV_HUGEPAGE);
 	for (unsigned i = 0; i < vm->mem.nr; i++)
 		vm->mem.r[i].hva = vm->mem.base + vm->mem.r[i].offset;
-	return 0;
+	return guest_mem_dontdump(&vm->mem, e);
 }
 
 /* (Re)register guest RAM with KVM: also after a restore remaps it. */

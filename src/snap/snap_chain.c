@@ -559,6 +559,8 @@ int snap_chain_map(const struct guest_mem *m, const struct snap_chain *c,
 			rc = err_sys(err, "%s: mmap", c->l[o[i]].ram_path);
 		i = j;
 	}
+	if (!rc && o)
+		rc = guest_mem_dontdump(m, err); /* the overlays came without */
 out:
 	for (unsigned k = 1; k < opened; k++)
 		close(fds[k]);

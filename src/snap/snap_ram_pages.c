@@ -126,11 +126,28 @@ static int find_file_ranges(struct snap_ram_pages *pp)
 	return rc;
 }
 
+/*
+ * /proc/self/pagemap opened before khyve dropped its privileges: a
+ * process that changed uid is not dumpable, and its own /proc files then
+ * belong to root (docs/security.md, "Confinement").
+ */
+static int kept_pagemap = -1;
+
+int snap_ram_pages_keep_pagemap(void)
+{
+	if (kept_pagemap < 0)
+		kept_pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	return kept_pagemap < 0 ? -errno : 0;
+}
+
 void snap_ram_pages_open(struct snap_ram_pages *pp, const struct guest_mem *m)
 {
 	memset(pp, 0, sizeof(*pp));
 	pp->m = m;
-	pp->pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	pp->pagemap =
+		kept_pagemap >= 0
+			? fcntl(kept_pagemap, F_DUPFD_CLOEXEC, 0)
+			: open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
 	/* Without the mapping list we cannot tell file pages: read all. */
 	if (pp->pagemap >= 0 && find_file_ranges(pp)) {
 		close(pp->pagemap);

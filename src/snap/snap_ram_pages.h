@@ -37,6 +37,11 @@ struct snap_ram_pages {
 	unsigned nfiles;
 };
 
+/*
+ * Open /proc/self/pagemap now and use that descriptor from then on (main's
+ * confinement, before it drops privileges: src/confine.c); 0 or -errno.
+ */
+int snap_ram_pages_keep_pagemap(void);
 /* Never fails: without pagemap (or the mapping list) every page counts. */
 void snap_ram_pages_open(struct snap_ram_pages *pp, const struct guest_mem *m);
 void snap_ram_pages_close(struct snap_ram_pages *pp);

@@ -19,7 +19,7 @@ int snap_ram_map(const struct guest_mem *m, const char *path,
 		 struct err *err)
 {
 	void *p;
-	int fd;
+	int fd, rc;
 
 	if (keep_fd)
 		*keep_fd = -1;
@@ -32,10 +32,14 @@ int snap_ram_map(const struct guest_mem *m, const char *path,
 	p = mmap(m->base, m->ram_size, PROT_READ | PROT_WRITE,
 		 MAP_PRIVATE | MAP_FIXED, fd, 0);
 	if (p == MAP_FAILED) {
-		int rc = -errno;
-
+		rc = -errno;
 		close(fd);
 		return err_set(err, rc, "%s: mmap: %s", path, strerror(-rc));
+	}
+	rc = guest_mem_dontdump(m, err);
+	if (rc) {
+		close(fd);
+		return rc;
 	}
 	if (keep_fd)
 		*keep_fd = fd;
