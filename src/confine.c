@@ -16,12 +16,20 @@
 #include "common.h"
 #include "snap_ram_pages.h"
 
-int confine_close_inherited(struct err *e)
+/* Close [lo, hi] (nothing if lo > hi); false if close_range failed. */
+static bool close_from(unsigned lo, unsigned hi)
+{
+	return lo > hi || !close_range(lo, hi, 0);
+}
+
+int confine_close_inherited(int keep, struct err *e)
 {
 	DIR *d;
 	struct dirent *de;
 
-	if (!close_range(3, ~0U, 0))
+	if (keep < 3 ? close_from(3, ~0U)
+		     : close_from(3, (unsigned)keep - 1) &&
+			       close_from((unsigned)keep + 1, ~0U))
 		return 0;
 	/* No close_range (kernel before 5.9): walk what is open. */
 	d = opendir("/proc/self/fd");
@@ -30,14 +38,14 @@ int confine_close_inherited(struct err *e)
 	while ((de = readdir(d))) {
 		int fd = atoi(de->d_name);
 
-		if (fd > 2 && fd != dirfd(d))
+		if (fd > 2 && fd != keep && fd != dirfd(d))
 			close(fd);
 	}
 	closedir(d);
 	return 0;
 }
 
-/* A number, or NULL-terminated digits only? */
+/* Digits only (a numeric id)? */
 static bool all_digits(const char *s)
 {
 	if (!*s)
@@ -102,14 +110,14 @@ static int set_limits(const struct confine_opts *o, struct err *e)
 	return 0;
 }
 
-int confine_start(const struct confine_opts *o, struct confine *c,
+int confine_start(const struct confine_opts *o, int keep_fd, struct confine *c,
 		  struct err *e)
 {
 	int ret;
 
 	memset(c, 0, sizeof(*c));
 	c->o = *o;
-	ret = confine_close_inherited(e);
+	ret = confine_close_inherited(keep_fd, e);
 	if (!ret && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
 		ret = err_sys(e, "prctl(PR_SET_NO_NEW_PRIVS)");
 	if (!ret)

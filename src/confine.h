@@ -4,7 +4,8 @@
  * it inherits, what it may become, what a crash may leave behind.
  *
  * main calls confine_start() first thing after the command line is parsed
- * (nothing opened yet): it closes inherited descriptors, sets no-new-privs,
+ * (nothing opened yet): it closes inherited descriptors (but one handed
+ * over on purpose), sets no-new-privs,
  * the resource limits and - unless --allow-core-dump - makes the process
  * non-dumpable, so no core file ever holds guest memory. It resolves
  * --user/--group while /etc is still reachable. Once every host resource
@@ -40,10 +41,15 @@ struct confine {
 	gid_t gid;
 };
 
-int confine_start(const struct confine_opts *o, struct confine *c,
+/*
+ * @keep_fd: the one descriptor the command line hands over on purpose
+ * (--incoming fd:N), or -1. Any new option that takes an inherited
+ * descriptor must be added to main's inherited_fd().
+ */
+int confine_start(const struct confine_opts *o, int keep_fd, struct confine *c,
 		  struct err *e);
 int confine_drop(const struct confine *c, struct err *e);
-/* Close every descriptor from 3 up (what a parent left open by mistake). */
-int confine_close_inherited(struct err *e);
+/* Close every descriptor from 3 up but @keep (-1: none). */
+int confine_close_inherited(int keep, struct err *e);
 
 #endif

@@ -88,11 +88,25 @@ static int main_loop(struct vm *vm)
 	return vm->exit_status;
 }
 
+/* What the command line hands over by number: --incoming fd:N, else -1. */
+static int inherited_fd(const struct vm_config *c)
+{
+	char *end;
+	long n;
+
+	if (!c->incoming || strncmp(c->incoming, "fd:", 3))
+		return -1;
+	n = strtol(c->incoming + 3, &end, 10);
+	return *end || n < 0 || n > 65535 ? -1 : (int)n;
+}
+
 /*
- * The command line into @cmd: -1 to go on, else the exit status now
- * (--help, --version, --probe-kvm, -s help, or an error).
+ * The command line into @cmd, and the process confined (@conf): -1 to go
+ * on, else the exit status now (--help, --version, --probe-kvm, -s help,
+ * or an error).
  */
-static int parse_command_line(int argc, char **argv, struct vm_config *cmd)
+static int parse_command_line(int argc, char **argv, struct vm_config *cmd,
+			      struct confine *conf)
 {
 	const char *fi;
 	struct err e = {0};
@@ -142,6 +156,12 @@ static int parse_command_line(int argc, char **argv, struct vm_config *cmd)
 		log_warn("KHYVE_FAULT_INJECT=%s: a save will fail on purpose "
 			 "(testing only)",
 			 fi);
+	}
+	/* Before anything is opened (src/confine.h). */
+	if (confine_start(&cmd->confine, inherited_fd(cmd), conf, &e)) {
+		fprintf(stderr, "khyve: %s\n", err_msg(&e));
+		config_free(cmd);
+		return KHYVE_EXIT_ERROR;
 	}
 	return -1;
 }
@@ -278,17 +298,11 @@ int main(int argc, char **argv)
 	sigset_t set;
 
 	log_set_prog("khyve");
-	ret = parse_command_line(argc, argv, &cmd);
+	ret = parse_command_line(argc, argv, &cmd, &conf);
 	if (ret >= 0)
 		return ret;
 	/* A source that goes away must not kill us with SIGPIPE. */
 	signal(SIGPIPE, SIG_IGN);
-	/* Before anything is opened (src/confine.h). */
-	if (confine_start(&cmd.confine, &conf, &e)) {
-		fprintf(stderr, "khyve: %s\n", err_msg(&e));
-		config_free(&cmd);
-		return KHYVE_EXIT_ERROR;
-	}
 	if (cmd.restore) {
 		if (restore_config(&cmd, &cfg))
 			return KHYVE_EXIT_ERROR;
