@@ -1,0 +1,168 @@
+"""Live migration (issue 15), khyve against QEMU's `migrate` on the same
+fast test guest and the same link (TCP over loopback, one host), in the
+same run.
+
+Per guest size (BENCH_MIG_SIZES, "MEM:TOUCH_MB" pairs; default a 256 MiB
+guest with 200 MiB of data and a 1 GiB guest with 800 MiB) and load:
+  idle      the guest only prints its counter (interval_ms=20);
+  dirty     it also rewrites 64 MiB per second across a 64 MiB region
+            (dirty_pages=160 every 10 ms: 62.5 MiB/s).
+khyve: `khyve --incoming tcp:127.0.0.1:PORT` and the migrate request on
+the source's control socket (what `khyvectl --migrate` sends), defaults
+(max_downtime_ms 300, no bandwidth limit); its reply's total_ms,
+downtime_ms, bytes and rounds. QEMU: `-incoming tcp:127.0.0.1:PORT` and
+QMP `migrate "tcp:127.0.0.1:PORT"` with max-bandwidth raised from its
+default 128 MiB/s so the link is the limit for both (downtime-limit left
+at its default 300 ms, like khyve's); query-migrate's total-time,
+downtime, ram transferred and dirty-sync count. Both must show the guest
+going on at the destination (a new counter line) or the run fails.
+"""
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+from benchlib import ENV, RUNDIR, Run, khyve_argv, qemu_argv
+from snapshot import Qmp, ctl_call
+
+KHYVE = os.path.join(os.path.dirname(__file__), "..", "build", "khyve")
+SIZES = [tuple(x.split(":")) for x in os.environ.get(
+    "BENCH_MIG_SIZES", "256M:200,1G:800").split(",") if x]
+RUNS = int(os.environ.get("BENCH_MIG_RUNS", "3"))
+ACCEL = os.environ.get("BENCH_QEMU_ACCEL", "kvm")
+MACHINE = os.environ.get("BENCH_QEMU_MACHINE", "microvm")
+SKIP = os.environ.get("BENCH_MIG_SKIP", "")  # "khyve" or "qemu"
+MARK = "KHYVE-COUNTER"
+LOADS = {"idle": "counter interval_ms=20",
+         "dirty": "counter interval_ms=10 check_every=1000000 "
+                  "mem_kb=65536 dirty_pages=160"}
+PORT = 7400
+
+
+def log(msg):
+    sys.stderr.write("migrate bench: %s\n" % msg)
+    sys.stderr.flush()
+
+
+def med(v):
+    return statistics.median(v) if v else None
+
+
+def cmdline(touch, load):
+    return "touch_mb=%s %s" % (touch, LOADS[load])
+
+
+def boot(argv, what):
+    r = Run(argv)
+    if r.wait_for(MARK, 900) is None:
+        r.stop()
+        raise RuntimeError("%s: no counter line:\n%s" % (what, r.text()))
+    return r
+
+
+def goes_on(dst, what):
+    """The destination printed a counter line of its own."""
+    if dst.wait_for(MARK, 120) is None:
+        raise RuntimeError("%s: no counter line at the destination:\n%s"
+                           % (what, dst.text()))
+
+
+def khyve_once(mem, touch, load, i):
+    global PORT
+    PORT += 1
+    src = boot(khyve_argv(mem, cmdline(touch, load), name="migsrc"),
+               "khyve source")
+    dst = Run([KHYVE, "--rundir", RUNDIR, "--incoming",
+               "tcp:127.0.0.1:%d" % PORT, "migdst"])
+    try:
+        time.sleep(2.5)  # the listener up, the dirtying guest at pace
+        res = ctl_call("migsrc", "migrate",
+                       {"to": "tcp:127.0.0.1:%d" % PORT})
+        if src.p.wait(60) != 6:
+            raise RuntimeError("khyve source did not exit with 6")
+        goes_on(dst, "khyve")
+        return res
+    finally:
+        src.stop()
+        dst.stop()
+
+
+def qemu_once(mem, touch, load, i):
+    global PORT
+    PORT += 1
+    sock = "/tmp/khyve-bench-migq.sock"
+    argv = qemu_argv(MACHINE, mem, cmdline(touch, load))
+    argv[argv.index("-accel") + 1] = ACCEL
+    src = boot(argv + ["-qmp", "unix:%s,server=on,wait=off" % sock],
+               "qemu source")
+    dst = Run(argv + ["-incoming", "tcp:127.0.0.1:%d" % PORT])
+    try:
+        q = Qmp(sock)
+        q.cmd("migrate-set-parameters", **{"max-bandwidth": 64 << 30})
+        time.sleep(2.5)
+        q.cmd("migrate", uri="tcp:127.0.0.1:%d" % PORT)
+        while True:
+            st = q.cmd("query-migrate")
+            if st.get("status") in ("completed", "failed", "cancelled"):
+                break
+            time.sleep(0.005)
+        q.close()
+        if st["status"] != "completed":
+            raise RuntimeError("QEMU migration %s" % st)
+        goes_on(dst, "qemu")
+        ram = st.get("ram", {})
+        return {"total_ms": st.get("total-time"),
+                "downtime_ms": st.get("downtime"),
+                "bytes": ram.get("transferred"),
+                "rounds": ram.get("dirty-sync-count")}
+    finally:
+        src.stop()
+        dst.stop()
+
+
+def series(fn, mem, touch, load, what):
+    out = []
+    for i in range(RUNS):
+        r = fn(mem, touch, load, i)
+        log("%s %s %s: %s" % (what, mem, load, json.dumps(
+            {k: r[k] for k in ("total_ms", "downtime_ms", "bytes",
+                               "rounds")})))
+        out.append(r)
+    return {k: med([r[k] for r in out if r.get(k) is not None])
+            for k in ("total_ms", "downtime_ms", "bytes", "rounds")}
+
+
+def fmt(v, unit, prec=1):
+    return "-" if v is None else "%.*f %s" % (prec, v, unit)
+
+
+def main():
+    os.makedirs(RUNDIR, exist_ok=True)
+    rows = []
+    for mem, touch in SIZES:
+        for load in ("idle", "dirty"):
+            k = None if SKIP == "khyve" else series(
+                khyve_once, mem, touch, load, "khyve")
+            q = None if SKIP == "qemu" else series(
+                qemu_once, mem, touch, load, "qemu")
+            rows.append((mem, touch, load, k, q))
+    print("### Live migration over TCP loopback (%s), median of %d"
+          % (ENV, RUNS))
+    print()
+    print("| guest | load | VMM | total | downtime | sent | rounds |")
+    print("|---|---|---|---:|---:|---:|---:|")
+    for mem, touch, load, k, q in rows:
+        for name, r in (("khyve", k), ("QEMU", q)):
+            if r is None:
+                continue
+            print("| %s, %s MiB data | %s | %s | %s | %s | %s | %s |" % (
+                mem, touch, load, name, fmt(r["total_ms"], "ms"),
+                fmt(r["downtime_ms"], "ms", 2),
+                fmt(r["bytes"] and r["bytes"] / 2**20, "MiB"),
+                fmt(r["rounds"], "", 0)))
+
+
+if __name__ == "__main__":
+    main()
