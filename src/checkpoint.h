@@ -79,14 +79,24 @@ struct migrate_opts {
 	double deadline_s;	/* pre-copy that has not converged by then: */
 	bool throttle;		/* slow the vCPUs down (else give up) */
 	uint64_t bandwidth;	/* bytes per second, 0: unlimited */
+	bool compress;		/* zstd RAM records that shrink */
 	/* bytes of guest RAM sent in this round so far; NULL: not asked */
 	void (*progress)(uint64_t done, uint64_t total);
+};
+
+/* Where a migration's downtime went, in ms (the reply's "phases_ms"). */
+struct migrate_phases {
+	double pause;	  /* devices stopped, after the vCPUs */
+	double pages;	  /* the last dirty set collected and sent */
+	double state;	  /* the state file built and sent, with END */
+	double dest_load; /* until the destination said "ready" */
 };
 
 /* The final report (the reply's fields, typed). */
 struct migrate_result {
 	unsigned rounds;       /* RAM passes while the guest ran */
 	uint64_t bytes;	       /* everything sent over the stream */
+	uint64_t raw_bytes;    /* page data before compression */
 	uint64_t ram_pages;    /* pages sent, rewrites counted again */
 	uint64_t zero_pages;   /* of them sent as zero, without data */
 	uint64_t final_pages;  /* sent with the guest paused */
@@ -97,6 +107,7 @@ struct migrate_result {
 	double mbps;	       /* MiB/s carried during the rounds */
 	unsigned throttle_pct; /* vCPUs held this share of the time, at most */
 	bool live;	       /* false: the VM was paused, or no dirty log */
+	struct migrate_phases phases;
 };
 
 #endif

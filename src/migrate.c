@@ -47,6 +47,8 @@
 #define THROTTLE_PERIOD_NS (50ULL * 1000 * 1000)
 #define THROTTLE_STEP	   20
 #define THROTTLE_MAX	   95
+#define MIGRATE_FEW_PAGES  64 /* a rest this small goes in the pause */
+#define MIGRATE_MAX_ROUNDS 30 /* shrinking rounds before settling */
 
 static uint64_t now_ns(void)
 {
@@ -337,6 +339,38 @@ static void send_abort(struct mig *g, const char *why)
 			 NULL);
 }
 
+static int sync_round(struct mig *g)
+{
+	int ret = snap_stream_send(&g->s, SNAP_REC_SYNC, NULL, 0, NULL, 0,
+				   g->err);
+
+	return ret ? ret
+		   : snap_stream_expect_reply(&g->s, "after a round", NULL, 0,
+					      g->err);
+}
+
+/*
+ * Time to pause, with @n pages left (@prev the round before)? Not while
+ * another round still shrinks the set well: a first round of seconds
+ * leaves all it saw written meanwhile, a second one only what was written
+ * during it, so the pause is as short as the guest allows, not just
+ * within the maximum. Then when the rest, at the rate the last round
+ * achieved, fits in @max_ms.
+ */
+static bool converged(uint64_t n, uint64_t prev, unsigned rounds, uint64_t rate,
+		      double max_ms)
+{
+	bool fits =
+		rate ? (double)(n * PAGE_SIZE) * 1000.0 / (double)rate <= max_ms
+		     : !n;
+
+	if (n <= MIGRATE_FEW_PAGES)
+		return fits;
+	if (n * 4 < prev * 3 && rounds < MIGRATE_MAX_ROUNDS)
+		return false; /* shrinking by a quarter or more: go on */
+	return fits;
+}
+
 /*
  * Rounds while the guest runs, until the rest fits in the downtime.
  * -ETIMEDOUT (with why) at the deadline, unless throttling.
@@ -345,7 +379,8 @@ static int precopy(struct mig *g, struct migrate_result *res)
 {
 	const struct migrate_opts *o = g->o;
 	uint64_t npages = g->vm->mem.ram_size / PAGE_SIZE;
-	uint64_t n = 0, t, bytes0, rate = 0; /* bytes per second */
+	uint64_t n = 0, prev = UINT64_MAX, t, bytes0;
+	uint64_t rate = 0; /* bytes per second */
 	int ret;
 
 	g->words = (npages + 63) / 64;
@@ -357,6 +392,13 @@ static int precopy(struct mig *g, struct migrate_result *res)
 		t = now_ns();
 		ret = res->rounds ? send_round(g, g->bm, n)
 				  : send_round(g, NULL, npages);
+		/*
+		 * The round counts once the destination has it all in
+		 * guest RAM: the rate is then end to end, and the pause does
+		 * not wait for a backlog in socket buffers to be applied.
+		 */
+		if (!ret)
+			ret = sync_round(g);
 		if (ret == -ETIMEDOUT)
 			break;
 		if (ret)
@@ -370,12 +412,9 @@ static int precopy(struct mig *g, struct migrate_result *res)
 		if (ret)
 			return err_set(g->err, ret, "KVM_GET_DIRTY_LOG: %s",
 				       strerror(-ret));
-		/* What is left, at the rate this round achieved. */
-		if (rate && (double)(n * PAGE_SIZE) * 1000.0 / (double)rate <=
-				    o->max_downtime_ms)
+		if (converged(n, prev, res->rounds, rate, o->max_downtime_ms))
 			return 0;
-		if (!rate && !n)
-			return 0;
+		prev = n;
 		if (g->deadline && now_ns() > g->deadline) {
 			if (!o->throttle)
 				break;
@@ -399,14 +438,27 @@ static int precopy(struct mig *g, struct migrate_result *res)
 }
 
 /* Paused: the last pages, the state, END; then the destination's word. */
+/*
+ * TCP only: hold partial segments while the last records go out (@on),
+ * then push them all at once, so the destination is not woken for each
+ * of many small records in the guest's downtime.
+ */
+static void cork(struct mig *g, bool on)
+{
+	int v = on;
+
+	setsockopt(g->s.fd, IPPROTO_TCP, TCP_CORK, &v, sizeof(v));
+}
+
 static int finish(struct mig *g, bool live, struct migrate_result *res)
 {
-	uint64_t n, pages0 = g->st.pages;
+	uint64_t n, pages0 = g->st.pages, t0 = now_ns(), t1, t2;
 	uint8_t *state = NULL;
 	size_t len = 0;
 	uint8_t end[32];
 	int ret = 0;
 
+	cork(g, true);
 	if (live) {
 		ret = vm_snapshot_dirty_collect(g->vm, g->bm, g->words, &n);
 		vm_snapshot_dirty_stop(g->vm);
@@ -418,6 +470,7 @@ static int finish(struct mig *g, bool live, struct migrate_result *res)
 		ret = send_round(g, NULL, g->vm->mem.ram_size / PAGE_SIZE);
 	}
 	res->final_pages = g->st.pages - pages0;
+	t1 = now_ns();
 	if (!ret)
 		ret = vm_snapshot_state_mem(g->vm, &state, &len, g->err);
 	if (!ret)
@@ -434,11 +487,19 @@ static int finish(struct mig *g, bool live, struct migrate_result *res)
 	put_le32(end + 24, res->rounds);
 	ret = snap_stream_send(&g->s, SNAP_REC_END, end, sizeof(end), NULL, 0,
 			       g->err);
+	cork(g, false);
+	t2 = now_ns();
 	if (!ret)
 		ret = snap_stream_expect_reply(&g->s,
 					       "the destination cannot take "
 					       "the guest",
 					       NULL, 0, g->err);
+	log_debug("migration: paused work from %" PRIu64 " us, END sent at "
+		  "%" PRIu64 " us, ready at %" PRIu64 " us",
+		  t0 / 1000, t2 / 1000, now_ns() / 1000);
+	res->phases.pages = ms(t1 - t0);
+	res->phases.state = ms(t2 - t1);
+	res->phases.dest_load = ms(now_ns() - t2);
 	if (!ret)
 		ret = snap_stream_send(&g->s, SNAP_REC_GO, NULL, 0, NULL, 0,
 				       g->err);
@@ -457,6 +518,7 @@ static int mig_open(struct mig *g)
 	snap_stream_init(&g->s, fd, "the destination");
 	g->s.timeout_ms = REPLY_TIMEOUT_MS;
 	g->s.bw_limit = g->o->bandwidth;
+	g->s.compress = g->o->compress;
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 	return send_hello(g);
 }
@@ -509,6 +571,7 @@ static int mig_switch(struct mig *g, bool was_paused,
 		return err_set(g->err, ret, "cannot pause the VM: %s",
 			       err_msg(&e));
 	}
+	res->phases.pause = ms(pt.stopped - pt.parked);
 	ret = finish(g, res->live, res);
 	tgo = now_ns();
 	if (ret) {
@@ -549,6 +612,7 @@ int migrate_run(struct vm *vm, const struct migrate_opts *o,
 		goto out;
 	}
 	res->bytes = g.s.bytes_out;
+	res->raw_bytes = g.s.raw_bytes;
 	res->ram_pages = g.st.pages;
 	res->zero_pages = g.st.zero_pages;
 	log_info("migrated to %s in %.1f ms (%u rounds, %" PRIu64

@@ -216,9 +216,17 @@ int migrate_in_receive(struct migrate_in *mi, struct vm *vm, struct err *err)
 			return fail(mi, ret, err);
 		if (type == SNAP_REC_ABORT)
 			return fail(mi, aborted(p, len, err), err);
+		/* A round's end: everything before it is in guest RAM. */
+		if (type == SNAP_REC_SYNC) {
+			ret = snap_stream_reply(&mi->s, 0, "synced", err);
+			if (ret)
+				return fail(mi, ret, err);
+			continue;
+		}
 		if (type != SNAP_REC_RAM)
 			break;
-		ret = snap_stream_apply_ram(&vm->mem, p, len, &pages, err);
+		ret = snap_stream_apply_ram(&mi->s, &vm->mem, p, len, &pages,
+					    err);
 		if (ret)
 			return fail(mi, ret, err);
 		records++;
@@ -230,8 +238,10 @@ int migrate_in_receive(struct migrate_in *mi, struct vm *vm, struct err *err)
 				    "due",
 				    snap_rec_name(type)),
 			    err);
+	log_debug("migration: STATE at %" PRIu64 " us", now_ns() / 1000);
 	ret = vm_snapshot_load_state(vm, "migration stream: STATE record", p,
 				     len, err);
+	log_debug("migration: state loaded at %" PRIu64 " us", now_ns() / 1000);
 	if (ret)
 		return fail(mi, ret, err);
 	ret = snap_stream_recv(&mi->s, &type, &p, &len, err);
@@ -268,8 +278,10 @@ int migrate_in_switch(struct migrate_in *mi, int ret, const struct err *why,
 		return fail(mi, ret, err);
 	}
 	ret = snap_stream_reply(&mi->s, 0, "ready", err);
+	log_debug("migration: ready sent at %" PRIu64 " us", now_ns() / 1000);
 	if (!ret)
 		ret = snap_stream_recv(&mi->s, &type, &p, &len, err);
+	log_debug("migration: GO at %" PRIu64 " us", now_ns() / 1000);
 	if (!ret && type == SNAP_REC_ABORT)
 		ret = aborted(p, len, err);
 	else if (!ret && type != SNAP_REC_GO)

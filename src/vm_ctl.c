@@ -362,7 +362,7 @@ static int op_migrate(void *opaque, const struct migrate_opts *o,
 	if (!ret)
 		*reply = json_pack(
 			"{s:s, s:b, s:i, s:I, s:I, s:I, s:I, s:I, s:f, s:f, "
-			"s:f, s:f, s:i}",
+			"s:f, s:f, s:i, s:{s:f, s:f, s:f, s:f}, s:I}",
 			"to", o->to, "live", r.live, "rounds", (int)r.rounds,
 			"bytes", (json_int_t)r.bytes, "ram_pages",
 			(json_int_t)r.ram_pages, "zero_pages",
@@ -371,7 +371,10 @@ static int op_migrate(void *opaque, const struct migrate_opts *o,
 			(json_int_t)r.state_bytes, "total_ms", r.total_ms,
 			"downtime_ms", r.downtime_ms, "precopy_ms",
 			r.precopy_ms, "precopy_mib_s", r.mbps, "throttle_pct",
-			(int)r.throttle_pct);
+			(int)r.throttle_pct, "phases_ms", "pause",
+			r.phases.pause, "pages", r.phases.pages, "state",
+			r.phases.state, "dest_load", r.phases.dest_load,
+			"page_data_bytes", (json_int_t)r.raw_bytes);
 	return ret;
 }
 

@@ -42,6 +42,7 @@ struct opts {
 	bool resume, force_reset, force_poweroff;
 	/* migrate's knobs (NULL: the VMM's defaults) */
 	const char *max_downtime, *deadline, *on_deadline, *bandwidth;
+	bool compress;
 };
 
 static void errmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -322,6 +323,8 @@ static int run_migrate(const struct opts *o, const char *vm, const char *to)
 	if (o->on_deadline)
 		json_object_set_new(args, "on_deadline",
 				    json_string(o->on_deadline));
+	if (o->compress)
+		json_object_set_new(args, "compress", json_true());
 	snprintf(what, sizeof(what), "migrating %s", vm);
 	progress_start(&pl, STDERR_FILENO, what);
 	if (pl.fd >= 0)
@@ -661,7 +664,7 @@ static void usage(FILE *f)
 	      "           [--migrate=ADDR [--max-downtime=MS] "
 	      "[--deadline=S]\n"
 	      "            [--on-deadline=abort|throttle] "
-	      "[--bandwidth=MIB_S]]\n"
+	      "[--bandwidth=MIB_S] [--compress]]\n"
 	      "\n"
 	      "Default run directory: $KHYVE_RUNDIR or /run/khyve.\n"
 	      "Exit status: 0 success, 1 failure, 2 usage error.\n",
@@ -695,6 +698,7 @@ enum {
 	OPT_DEADLINE,
 	OPT_ON_DEADLINE,
 	OPT_BANDWIDTH,
+	OPT_COMPRESS,
 };
 
 static const struct option long_opts[] = {
@@ -723,6 +727,7 @@ static const struct option long_opts[] = {
 	{"deadline", required_argument, NULL, OPT_DEADLINE},
 	{"on-deadline", required_argument, NULL, OPT_ON_DEADLINE},
 	{"bandwidth", required_argument, NULL, OPT_BANDWIDTH},
+	{"compress", no_argument, NULL, OPT_COMPRESS},
 	{"help", no_argument, NULL, 'h'},
 	{"version", no_argument, NULL, 'V'},
 	{NULL, 0, NULL, 0},
@@ -902,6 +907,9 @@ static bool set_action(struct opts *o, int c)
 		break;
 	case OPT_BANDWIDTH:
 		o->bandwidth = optarg;
+		break;
+	case OPT_COMPRESS:
+		o->compress = true;
 		break;
 	default:
 		return false;

@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <xxhash.h>
+#include <zstd.h>
 
 #include "common.h"
 #include "snap.h"
@@ -47,7 +48,13 @@ void snap_stream_free(struct snap_stream *s)
 {
 	free(s->buf);
 	free(s->ram_buf);
+	free(s->zbuf);
+	if (s->zctx && s->compress)
+		ZSTD_freeCCtx(s->zctx);
+	else if (s->zctx)
+		ZSTD_freeDCtx(s->zctx);
 	s->buf = s->ram_buf = NULL;
+	s->zbuf = s->zctx = NULL;
 	s->cap = 0;
 }
 
@@ -382,6 +389,28 @@ int snap_stream_check_peer(struct snap_stream *s, int wait_ms, struct err *err)
 		       "%s says: %.*s", s->peer, (int)(len - 4), p + 4);
 }
 
+/* The @n pages in ram_buf as one zstd frame in zbuf: its size, 0 on error. */
+static size_t compress_run(struct snap_stream *s, uint64_t n, struct err *err)
+{
+	size_t bound = ZSTD_compressBound(SNAP_STREAM_RAM_RUN * PAGE_SIZE), z;
+
+	if (!s->zctx)
+		s->zctx = ZSTD_createCCtx();
+	if (!s->zbuf)
+		s->zbuf = malloc(bound);
+	if (!s->zctx || !s->zbuf) {
+		err_set(err, -ENOMEM, "out of memory");
+		return 0;
+	}
+	z = ZSTD_compressCCtx(s->zctx, s->zbuf, bound, s->ram_buf,
+			      n * PAGE_SIZE, SNAP_STREAM_ZSTD_LEVEL);
+	if (ZSTD_isError(z)) {
+		err_set(err, -EIO, "zstd: %s", ZSTD_getErrorName(z));
+		return 0;
+	}
+	return z;
+}
+
 /* One record of @n pages from flat offset @off: copied, then sent. */
 static int send_run(struct snap_stream *s, const struct guest_mem *m,
 		    uint64_t off, uint64_t n, struct snap_stream_ram_stats *st,
@@ -427,6 +456,19 @@ static int send_run(struct snap_stream *s, const struct guest_mem *m,
 		st->bytes += sizeof(meta) + SNAP_STREAM_HDR;
 		return snap_stream_send(s, SNAP_REC_RAM, meta, sizeof(meta),
 					NULL, 0, err);
+	}
+	s->raw_bytes += n * PAGE_SIZE;
+	if (s->compress) {
+		size_t z = compress_run(s, n, err);
+
+		if (!z)
+			return err->code;
+		if (z < n * PAGE_SIZE) {
+			put_le32(meta + 12, SNAP_RAM_REC_ZSTD);
+			st->bytes += sizeof(meta) + SNAP_STREAM_HDR + z;
+			return snap_stream_send(s, SNAP_REC_RAM, meta,
+						sizeof(meta), s->zbuf, z, err);
+		}
 	}
 	st->bytes += sizeof(meta) + SNAP_STREAM_HDR + n * PAGE_SIZE;
 	return snap_stream_send(s, SNAP_REC_RAM, meta, sizeof(meta), s->ram_buf,
@@ -501,12 +543,41 @@ int snap_stream_send_ram(struct snap_stream *s, const struct guest_mem *m,
 	return rc;
 }
 
-int snap_stream_apply_ram(const struct guest_mem *m, const uint8_t *p,
-			  size_t len, uint64_t *pages, struct err *err)
+/* A ZSTD record's payload into s->zbuf: exactly @n pages, or -EPROTO. */
+static int decompress_run(struct snap_stream *s, const uint8_t *z, size_t len,
+			  uint64_t n, uint64_t off, struct err *err)
 {
+	size_t got;
+
+	if (!s->zctx)
+		s->zctx = ZSTD_createDCtx();
+	if (!s->zbuf)
+		s->zbuf = malloc(SNAP_STREAM_RAM_RUN * PAGE_SIZE);
+	if (!s->zctx || !s->zbuf)
+		return err_set(err, -ENOMEM, "out of memory");
+	got = ZSTD_decompressDCtx(s->zctx, s->zbuf,
+				  SNAP_STREAM_RAM_RUN * PAGE_SIZE, z, len);
+	if (ZSTD_isError(got) || got != n * PAGE_SIZE)
+		return err_set(err, -EPROTO,
+			       "RAM record at 0x%" PRIx64
+			       ": the zstd frame %s, not %" PRIu64 " pages",
+			       off,
+			       ZSTD_isError(got) ? ZSTD_getErrorName(got)
+						 : "has another size",
+			       n);
+	return 0;
+}
+
+int snap_stream_apply_ram(struct snap_stream *s, const struct guest_mem *m,
+			  const uint8_t *p, size_t len, uint64_t *pages,
+			  struct err *err)
+{
+	const uint32_t known = SNAP_RAM_REC_ZERO | SNAP_RAM_REC_ZSTD;
 	uint64_t off, n, avail;
+	const uint8_t *data = p + 16;
 	uint32_t flags;
 	uint8_t *dst;
+	int rc;
 
 	if (len < 16)
 		return err_set(err, -EPROTO, "RAM record too short");
@@ -515,17 +586,24 @@ int snap_stream_apply_ram(const struct guest_mem *m, const uint8_t *p,
 	flags = get_le32(p + 12);
 	if (off % PAGE_SIZE || !n || n > SNAP_STREAM_RAM_RUN ||
 	    off > m->ram_size || n * PAGE_SIZE > m->ram_size - off ||
-	    (flags & ~(uint32_t)SNAP_RAM_REC_ZERO))
+	    (flags & ~known) || flags == known)
 		return err_set(err, -EPROTO,
 			       "RAM record: %" PRIu64 " pages at 0x%" PRIx64
 			       " (flags 0x%x) do not fit %" PRIu64
 			       " bytes of guest RAM",
 			       n, off, flags, m->ram_size);
-	if (len != 16 + ((flags & SNAP_RAM_REC_ZERO) ? 0 : n * PAGE_SIZE))
+	if (flags & SNAP_RAM_REC_ZSTD) {
+		rc = decompress_run(s, data, len - 16, n, off, err);
+		if (rc)
+			return rc;
+		data = s->zbuf;
+	} else if (len !=
+		   16 + ((flags & SNAP_RAM_REC_ZERO) ? 0 : n * PAGE_SIZE)) {
 		return err_set(err, -EPROTO,
 			       "RAM record at 0x%" PRIx64
 			       ": %zu bytes for %" PRIu64 " pages",
 			       off, len, n);
+	}
 	/* Regions tile the flat RAM; a run may still cross from one to the
 	 * next. */
 	for (uint64_t done = 0; done < n;) {
@@ -545,7 +623,7 @@ int snap_stream_apply_ram(const struct guest_mem *m, const uint8_t *p,
 					memset(dst + i * PAGE_SIZE, 0,
 					       PAGE_SIZE);
 		} else {
-			memcpy(dst, p + 16 + done * PAGE_SIZE, k * PAGE_SIZE);
+			memcpy(dst, data + done * PAGE_SIZE, k * PAGE_SIZE);
 		}
 		done += k;
 	}

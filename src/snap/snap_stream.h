@@ -8,7 +8,8 @@
  * Source (src/migrate.c):           Destination (src/migrate_incoming.c):
  *   HELLO (version, host, config) ->
  *                                 <- REPLY accept, or refuse with why
- *   RAM ... (rounds, guest running)
+ *   RAM ... SYNC (a round, guest running)
+ *                                 <- REPLY "synced": all of it applied
  *   ... guest paused ...
  *   RAM ... (the last dirty pages)
  *   STATE (a whole state file)
@@ -46,9 +47,12 @@ enum snap_rec_type {
 	SNAP_REC_END = 5,
 	SNAP_REC_GO = 6,
 	SNAP_REC_ABORT = 7,
+	SNAP_REC_SYNC = 8,
 };
 
-#define SNAP_RAM_REC_ZERO 0x1 /* RAM record flag: the pages are zero */
+#define SNAP_RAM_REC_ZERO      0x1 /* RAM record flag: the pages are zero */
+#define SNAP_RAM_REC_ZSTD      0x2 /* RAM record flag: the pages, one zstd frame */
+#define SNAP_STREAM_ZSTD_LEVEL 1 /* fast: it must keep up with the link */
 
 struct snap_stream {
 	int fd;
@@ -63,6 +67,10 @@ struct snap_stream {
 	uint8_t *buf;	/* the last record received */
 	size_t cap;
 	uint8_t *ram_buf; /* one RAM record's pages, copied */
+	/* zstd: RAM records compressed when that makes them smaller */
+	bool compress;
+	void *zctx, *zbuf;  /* ZSTD_CCtx or ZSTD_DCtx; its output */
+	uint64_t raw_bytes; /* page data before compression */
 };
 
 /* What a source says about itself first. */
@@ -133,8 +141,12 @@ int snap_stream_send_ram(struct snap_stream *s, const struct guest_mem *m,
 			 int (*tick)(void *opaque, uint64_t pages),
 			 void *opaque, struct snap_stream_ram_stats *st,
 			 struct err *err);
-/* Apply one RAM record to guest memory, after checking its range. */
-int snap_stream_apply_ram(const struct guest_mem *m, const uint8_t *p,
-			  size_t len, uint64_t *pages, struct err *err);
+/*
+ * Apply one RAM record to guest memory, after checking its range (and
+ * decompressing it in @s's buffer).
+ */
+int snap_stream_apply_ram(struct snap_stream *s, const struct guest_mem *m,
+			  const uint8_t *p, size_t len, uint64_t *pages,
+			  struct err *err);
 
 #endif
