@@ -10,8 +10,19 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "snap_stale.h"
 
 #define MAX_IO (64ULL * 1024 * 1024) /* bytes per pwrite */
+
+/* Temporaries of @base that a killed save left in @dir. */
+static void sweep_tmp(const char *dir, const char *base)
+{
+	char prefix[4096];
+
+	if ((size_t)snprintf(prefix, sizeof(prefix), ".%s.tmp-", base) <
+	    sizeof(prefix))
+		snap_stale_sweep(dir, prefix, 6); /* mkostemp's XXXXXX */
+}
 
 int snap_tmpfile_open(struct snap_tmpfile *t, const char *path)
 {
@@ -19,7 +30,7 @@ int snap_tmpfile_open(struct snap_tmpfile *t, const char *path)
 	const char *base = slash ? slash + 1 : path;
 
 	memset(t, 0, sizeof(*t));
-	t->fd = -1;
+	t->fd = t->hold = -1;
 	if (!*base)
 		return -EISDIR;
 	t->path = strdup(path);
@@ -34,6 +45,7 @@ int snap_tmpfile_open(struct snap_tmpfile *t, const char *path)
 		snap_tmpfile_discard(t);
 		return -ENOMEM;
 	}
+	sweep_tmp(t->dir, base);
 	t->fd = mkostemp(t->tmp, O_CLOEXEC);
 	if (t->fd < 0) {
 		int rc = -errno;
@@ -43,6 +55,7 @@ int snap_tmpfile_open(struct snap_tmpfile *t, const char *path)
 		snap_tmpfile_discard(t);
 		return rc;
 	}
+	t->hold = snap_stale_hold(t->fd);
 	return 0;
 }
 
@@ -77,6 +90,9 @@ int snap_tmpfile_publish(struct snap_tmpfile *t, bool sync_dir, struct err *err)
 			       strerror(errno));
 	free(t->tmp);
 	t->tmp = NULL; /* it is the real file now: discard must not unlink */
+	if (t->hold >= 0)
+		close(t->hold);
+	t->hold = -1;
 	rc = sync_dir ? snap_fsync_dir(t->dir) : 0;
 	if (rc)
 		return err_set(err, rc, "%s: fsync of its directory: %s",
@@ -97,11 +113,13 @@ void snap_tmpfile_discard(struct snap_tmpfile *t)
 		close(t->fd);
 	if (t->tmp)
 		unlink(t->tmp);
+	if (t->hold >= 0)
+		close(t->hold); /* after the unlink: never swept while ours */
 	free(t->tmp);
 	free(t->path);
 	free(t->dir);
 	memset(t, 0, sizeof(*t));
-	t->fd = -1;
+	t->fd = t->hold = -1;
 }
 
 int snap_fsync_dir(const char *dir)

@@ -30,10 +30,12 @@ struct snap_tmpfile {
 	char *dir;  /* its directory, synced after the rename */
 	char *tmp;  /* the temporary name; NULL once renamed over @path */
 	int fd;	    /* -1 once closed */
+	int hold;   /* its flock while @tmp is ours (snap_stale.h), or -1 */
 };
 
 /*
- * Create the temporary file beside @path. -EISDIR when @path names no file
+ * Create the temporary file beside @path, first removing those a killed
+ * save to @path left (snap_stale.h). -EISDIR when @path names no file
  * (ends in '/'). On failure @t needs no _discard (but may have one).
  */
 int snap_tmpfile_open(struct snap_tmpfile *t, const char *path);

@@ -21,6 +21,7 @@
 #include "snap_fault.h"
 #include "snap_file.h"
 #include "snap_ram_pages.h"
+#include "snap_stale.h"
 
 #define PAGES_PER_CHUNK (SNAP_RAM_CHUNK_SIZE / PAGE_SIZE) /* 512 */
 
@@ -446,7 +447,7 @@ int snap_ram_live_commit(struct snap_ram_live *lv, unsigned flags,
  * it can be put back if the state file cannot be. *@backup NULL: there was
  * no previous file (or links are not possible here: then no rollback).
  */
-static int link_backup(const char *path, char **backup)
+static int link_backup(const char *path, char **backup, int *hold)
 {
 	const char *base = last_component(path);
 	struct stat st;
@@ -465,6 +466,13 @@ static int link_backup(const char *path, char **backup)
 			     rnd[2], rnd[3], rnd[4], rnd[5]) < 0)
 			return -ENOMEM;
 		if (!link(path, b)) {
+			int fd = open(b, O_RDONLY | O_NOFOLLOW | O_NONBLOCK |
+						 O_CLOEXEC);
+
+			/* Locked: the next save tells it from a dead one's. */
+			*hold = fd < 0 ? -1 : snap_stale_hold(fd);
+			if (fd >= 0)
+				close(fd);
 			*backup = b;
 			return 0;
 		}
@@ -473,6 +481,21 @@ static int link_backup(const char *path, char **backup)
 			return 0; /* no hard links here: commit without */
 	}
 	return 0;
+}
+
+/* Second names of earlier RAM files that killed saves left beside @path. */
+static void sweep_backups(const char *path)
+{
+	const char *base = last_component(path);
+	char dir[4096], prefix[4096];
+
+	if (base == path)
+		strcpy(dir, ".");
+	else
+		snprintf(dir, sizeof(dir), "%.*s", (int)(base - path), path);
+	if ((size_t)snprintf(prefix, sizeof(prefix), ".%s.old-", base) <
+	    sizeof(prefix))
+		snap_stale_sweep(dir, prefix, 12);
 }
 
 /*
@@ -521,7 +544,7 @@ int snap_ram_pair_commit(struct snap_ram_live *lv, struct snap_writer *w,
 {
 	bool sync = flags & SNAP_RAM_FSYNC;
 	char *backup = NULL;
-	int rc;
+	int rc, hold = -1;
 
 	if (!lv || !w || (flags & ~SNAP_RAM_FSYNC)) {
 		rc = err_set(err, -EINVAL, "snapshot commit: bad call");
@@ -535,7 +558,7 @@ int snap_ram_pair_commit(struct snap_ram_live *lv, struct snap_writer *w,
 	 * until the new state file is in place: if that rename fails, it
 	 * goes back and the previous pair is exactly as it was.
 	 */
-	rc = link_backup(lv->f.path, &backup);
+	rc = link_backup(lv->f.path, &backup, &hold);
 	if (rc) {
 		err_set(err, rc, "%s: %s", lv->f.path, strerror(-rc));
 		goto out;
@@ -561,6 +584,7 @@ int snap_ram_pair_commit(struct snap_ram_live *lv, struct snap_writer *w,
 	}
 	free(backup);
 	backup = NULL;
+	sweep_backups(lv->f.path); /* superseded now, if a save died */
 	rc = sync ? snap_fsync_dir(lv->f.dir) : 0;
 	if (rc)
 		err_set(err, rc, "%s: fsync of its directory: %s", lv->f.path,
@@ -570,6 +594,8 @@ out:
 		unlink(backup);
 		free(backup);
 	}
+	if (hold >= 0)
+		close(hold);
 	snap_writer_abort(w);
 	snap_ram_live_abort(lv);
 	return rc;
