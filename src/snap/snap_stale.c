@@ -36,8 +36,8 @@ static bool sweep_one(int dfd, const char *name)
 	if (fd < 0)
 		return false;
 	/* The lock is taken and kept: no save can start on it meanwhile. */
-	if (!fstat(fd, &st) && S_ISREG(st.st_mode) &&
-	    st.st_uid == geteuid() && !flock(fd, LOCK_EX | LOCK_NB))
+	if (!fstat(fd, &st) && S_ISREG(st.st_mode) && st.st_uid == geteuid() &&
+	    !flock(fd, LOCK_EX | LOCK_NB))
 		gone = !unlinkat(dfd, name, 0);
 	close(fd);
 	return gone;
