@@ -16,9 +16,13 @@
 /* A checkpoint or suspend request, every argument checked. */
 struct checkpoint_opts {
 	const char *file; /* the state file; its RAM file is FILE.ram */
-	bool suspend;	  /* power the VM off once saved */
-	bool live;	  /* pre-copy while the guest runs ("live", default) */
-	bool fsync;	  /* sync both files and the directory (default) */
+	/* NULL, or the RAM file's path: in the state file's directory, since
+	 * the state file records it by bare name (the Firecracker API's
+	 * mem_file_path) */
+	const char *ram_file;
+	bool suspend; /* power the VM off once saved */
+	bool live;    /* pre-copy while the guest runs ("live", default) */
+	bool fsync;   /* sync both files and the directory (default) */
 	/* only the pages changed since this guest's previous snapshot,
 	 * which becomes the parent (vm_chain.h) */
 	bool incremental;

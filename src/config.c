@@ -16,6 +16,7 @@
 const char config_usage[] =
 	"usage: khyve [options] VMNAME\n"
 	"       khyve -r SNAPSHOT [options] [VMNAME]\n"
+	"       khyve --api-sock PATH [--id NAME] [options]\n"
 	"\n"
 	"  -c, --cpus N            number of vCPUs (default 1, max 64)\n"
 	"  -m, --memory SIZE       guest memory, K/M/G suffix (default 256M)\n"
@@ -43,6 +44,11 @@ const char config_usage[] =
 	"      --group GROUP       with --user: as GROUP (default USER's)\n"
 	"      --chroot DIR        chroot to DIR once everything is open\n"
 	"      --allow-core-dump   let a crash dump core (guest RAM excluded)\n"
+	"      --api-sock PATH     no kernel: wait for configuration through\n"
+	"                          Firecracker's REST API on the UNIX socket\n"
+	"                          PATH (docs/firecracker-api.md)\n"
+	"      --id NAME           with --api-sock: the instance id and VM\n"
+	"                          name (default anonymous-instance)\n"
 	"      --probe-kvm         check that /dev/kvm can run a guest, say\n"
 	"                          which backend it is; exit 0, or 4 and why\n"
 	"  -v, --verbose           more messages (repeat for debug)\n"
@@ -212,6 +218,8 @@ enum {
 	OPT_GROUP,
 	OPT_CHROOT,
 	OPT_ALLOW_CORE_DUMP,
+	OPT_API_SOCK,
+	OPT_ID,
 };
 
 static const struct option longopts[] = {
@@ -236,6 +244,8 @@ static const struct option longopts[] = {
 	{"group", required_argument, NULL, OPT_GROUP},
 	{"chroot", required_argument, NULL, OPT_CHROOT},
 	{"allow-core-dump", no_argument, NULL, OPT_ALLOW_CORE_DUMP},
+	{"api-sock", required_argument, NULL, OPT_API_SOCK},
+	{"id", required_argument, NULL, OPT_ID},
 	{"verbose", no_argument, NULL, 'v'},
 	{"help", no_argument, NULL, 'h'},
 	{"version", no_argument, NULL, 'V'},
@@ -349,6 +359,42 @@ static int opt_cpu_policy(struct vm_config *c, const char *arg, struct err *err)
 	return 0;
 }
 
+/* --id NAME: the VM name, as the operand would be */
+static int opt_id(struct vm_config *c, const char *arg, struct err *err)
+{
+	if (!config_name_valid(arg))
+		return err_set(err, -EINVAL,
+			       "--id %s: use 1-%d of A-Z a-z 0-9 . _ - (not "
+			       "starting with '.')",
+			       arg, CONFIG_NAME_MAX);
+	strcpy(c->name, arg);
+	return 0;
+}
+
+/*
+ * --api-sock: the machine comes through the API (Firecracker's model),
+ * so nothing that describes it may come from the command line.
+ */
+static int check_api_mode(struct vm_config *c, int argc, char **argv,
+			  struct err *err)
+{
+	if (optind < argc)
+		return err_set(err, -EINVAL,
+			       "unexpected argument '%s': with --api-sock the "
+			       "VM is named with --id",
+			       argv[optind]);
+	if (c->kernel || c->initrd || c->cmdline || c->restore || c->incoming ||
+	    c->ndevs || c->set_ncpus || c->set_mem || c->restore_eager ||
+	    c->keep_clock || c->strict_bindings)
+		return err_set(err, -EINVAL,
+			       "--api-sock: -c, -m, -k, -i, -a, -s, -r, "
+			       "--incoming and the restore options come "
+			       "through the API");
+	if (!c->name[0])
+		strcpy(c->name, "anonymous-instance");
+	return 0;
+}
+
 /*
  * After the options: the VM name (optional with -r, which names the VM
  * from the snapshot), and the options that only make sense for a fresh
@@ -357,6 +403,10 @@ static int opt_cpu_policy(struct vm_config *c, const char *arg, struct err *err)
 static int check_operands(struct vm_config *c, int argc, char **argv,
 			  struct err *err)
 {
+	if (c->api_sock)
+		return check_api_mode(c, argc, argv, err);
+	if (c->name[0])
+		return err_set(err, -EINVAL, "--id needs --api-sock");
 	if (optind < argc) {
 		if (optind + 1 < argc)
 			return err_set(
@@ -495,6 +545,12 @@ int config_parse(struct vm_config *c, int argc, char **argv, struct err *err)
 			break;
 		case OPT_PROBE_KVM:
 			return CONFIG_PROBE_KVM;
+		case OPT_API_SOCK:
+			ret = opt_str(&c->api_sock, optarg, err);
+			break;
+		case OPT_ID:
+			ret = opt_id(c, optarg, err);
+			break;
 		case 'h':
 			return CONFIG_HELP;
 		case 'V':
@@ -531,7 +587,27 @@ void config_free(struct vm_config *c)
 	free(c->rundir);
 	free(c->restore);
 	free(c->incoming);
+	free(c->api_sock);
 	memset(c, 0, sizeof(*c));
+}
+
+/* Each string duplicated, the rest copied. */
+int config_copy(struct vm_config *dst, const struct vm_config *src)
+{
+	char **s[] = {&dst->kernel,   &dst->initrd,  &dst->cmdline,
+		      &dst->console,  &dst->rundir,  &dst->restore,
+		      &dst->incoming, &dst->api_sock};
+
+	*dst = *src;
+	for (size_t i = 0; i < ARRAY_SIZE(s); i++) {
+		if (*s[i] && !(*s[i] = strdup(*s[i]))) {
+			for (size_t k = i; k < ARRAY_SIZE(s); k++)
+				*s[k] = NULL;
+			config_free(dst);
+			return -ENOMEM;
+		}
+	}
+	return 0;
 }
 
 json_t *config_to_json(const struct vm_config *c)

@@ -62,6 +62,7 @@ struct vm_config {
 	char *rundir;	/* control socket directory */
 	char *restore;	/* -r FILE */
 	char *incoming; /* --incoming ADDR: a migration's destination */
+	char *api_sock; /* --api-sock PATH: configured through fc_api.h */
 	bool restore_eager;
 	bool keep_clock; /* restore: keep the saved wall clock (frozen time) */
 	bool strict_bindings; /* restore: no host binding from the snapshot */
@@ -91,6 +92,8 @@ enum config_parse_result {
  */
 int config_parse(struct vm_config *c, int argc, char **argv, struct err *err);
 void config_free(struct vm_config *c);
+/* A deep copy (@dst is overwritten); -ENOMEM leaves @dst empty. */
+int config_copy(struct vm_config *dst, const struct vm_config *src);
 /* "512M", "2G", "1048576" -> bytes; -EINVAL on junk or overflow. */
 int config_parse_size(const char *s, uint64_t *out);
 /* A VM name usable as a socket file name: [A-Za-z0-9._-], 1-64, no '.' lead. */

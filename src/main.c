@@ -18,6 +18,7 @@
 #include "config.h"
 #include "confine.h"
 #include "ctl.h"
+#include "fc_api.h"
 #include "log.h"
 #include "migrate_incoming.h"
 #include "snap_fault.h"
@@ -167,7 +168,7 @@ static int parse_command_line(int argc, char **argv, struct vm_config *cmd,
 }
 
 /* Kernel and initrd readable: a typo should not wait for KVM set-up. */
-static int check_input_files(const struct vm_config *cfg)
+static int check_input_files(const struct vm_config *cfg, struct err *e)
 {
 	const char *files[] = {cfg->kernel, cfg->initrd};
 	const char *what[] = {"kernel", "initrd"};
@@ -175,11 +176,8 @@ static int check_input_files(const struct vm_config *cfg)
 	for (unsigned i = 0; i < 2 && !cfg->restore; i++) {
 		FILE *f = files[i] ? fopen(files[i], "rb") : NULL;
 
-		if (files[i] && !f) {
-			fprintf(stderr, "khyve: %s %s: %s\n", what[i], files[i],
-				strerror(errno));
-			return -1;
-		}
+		if (files[i] && !f)
+			return err_sys(e, "%s %s", what[i], files[i]);
 		if (f)
 			fclose(f);
 	}
@@ -188,25 +186,23 @@ static int check_input_files(const struct vm_config *cfg)
 
 /*
  * -r: the snapshot's embedded configuration, rebound by the command line
- * (@cmd, freed here), into @cfg, checked; -1 after saying why.
+ * (@cmd, freed here), into @cfg, checked; -errno and why in @e.
  */
-static int restore_config(struct vm_config *cmd, struct vm_config *cfg)
+static int restore_config(struct vm_config *cmd, struct vm_config *cfg,
+			  struct err *e)
 {
-	struct err e = {0};
 	int ret;
 
-	ret = vm_snapshot_read_config(cmd->restore, cfg, &e);
+	ret = vm_snapshot_read_config(cmd->restore, cfg, e);
 	if (!ret) {
-		ret = config_merge_restore(cfg, cmd, &e);
+		ret = config_merge_restore(cfg, cmd, e);
 		/* Read, so ours to free (LeakSanitizer saw it leak). */
 		if (ret)
 			config_free(cfg);
 	}
 	if (ret) {
-		fprintf(stderr, "khyve: %s\n",
-			e.msg[0] ? e.msg : strerror(-ret));
 		config_free(cmd);
-		return -1;
+		return ret;
 	}
 	cfg->restore = strdup(cmd->restore);
 	config_free(cmd);
@@ -214,17 +210,13 @@ static int restore_config(struct vm_config *cmd, struct vm_config *cfg)
 	 * The whole snapshot and its RAM file checked before anything it
 	 * names on the host is opened (docs/security.md).
 	 */
-	ret = cfg->restore ? vm_snapshot_preflight(cfg->restore, cfg, &e)
-			   : -ENOMEM;
+	ret = cfg->restore ? vm_snapshot_preflight(cfg->restore, cfg, e)
+			   : err_set(e, -ENOMEM, "out of memory");
 	if (!ret)
-		ret = config_check_strict_bindings(cfg, &e);
-	if (ret) {
-		fprintf(stderr, "khyve: %s\n",
-			e.msg[0] ? e.msg : strerror(-ret));
+		ret = config_check_strict_bindings(cfg, e);
+	if (ret)
 		config_free(cfg);
-		return -1;
-	}
-	return 0;
+	return ret;
 }
 
 /* khyve -r FILE: what the command line asks of the restore, typed. */
@@ -287,14 +279,140 @@ static int incoming_switch(struct migrate_in *mi, int ret, struct err *e)
 	return ret;
 }
 
+/* Start the vCPUs; @paused: parked, devices paused too (vm_pause). */
+static int start_vcpus(struct vm *vm, bool paused, struct err *e)
+{
+	int ret;
+
+	pthread_mutex_lock(&vm->lock);
+	vm->pause_req = paused;
+	pthread_mutex_unlock(&vm->lock);
+	ret = vm_start_vcpus(vm, e);
+	if (!ret && paused)
+		ret = vm_pause(vm, NULL, e);
+	return ret;
+}
+
+/* How run_vm is asked to run: from the command line or the API. */
+struct run_how {
+	struct migrate_in *mi; /* --incoming: the source, or NULL */
+	struct fc_api *api;    /* --api-sock: told how the start went */
+	struct confine *conf;  /* the privileges to drop once all is open */
+	bool paused;	       /* the API's snapshot/load without resume_vm */
+};
+
+/* Create, then boot, restore or receive; then the control socket. */
+static int build_vm(struct vm *vm, struct vm_config *cfg, struct run_how *h,
+		    struct err *e)
+{
+	int ret = check_input_files(cfg, e);
+
+	if (!ret)
+		ret = vm_create(vm, cfg, e);
+	if (h->mi)
+		ret = incoming(&h->mi, vm, ret, e);
+	else if (!ret)
+		ret = cfg->restore ? restore(vm, cfg, e) : vm_boot(vm, e);
+	if (!ret)
+		ret = ctl_server_start(
+			&vm->ctl,
+			&(struct ctl_params){.rundir = cfg->rundir,
+					     .vmname = cfg->name},
+			&vm_ctl_ops, vm, e);
+	if (!ret) /* everything open, no guest code run yet */
+		ret = confine_drop(h->conf, e);
+	/* The source resumes its guest unless all is ready here. */
+	if (h->mi)
+		ret = incoming_switch(h->mi, ret, e);
+	return ret;
+}
+
+/*
+ * The one VM path, for the command line and the Firecracker API: build,
+ * serve until the guest stops. The exit status, or -1 when the API's VM
+ * could not start (h->api has the reason). @cfg is freed.
+ */
+static int run_vm(struct vm_config *cfg, struct run_how *h)
+{
+	struct vm *vm = calloc(1, sizeof(*vm));
+	struct err e = {0};
+	int ret, status = KHYVE_EXIT_ERROR;
+
+	ret = vm ? build_vm(vm, cfg, h, &e)
+		 : err_set(&e, -ENOMEM, "out of memory");
+	if (!ret)
+		ret = start_vcpus(vm, h->paused, &e);
+	if (h->api)
+		fc_api_booted(h->api, vm, ret, &e);
+	if (ret) {
+		if (!e.msg[0])
+			e.code = ret; /* no message: strerror's */
+		if (!h->api)
+			fprintf(stderr, "khyve: %s\n", err_msg(&e));
+		status = h->api ? -1 : KHYVE_EXIT_ERROR;
+		if (vm)
+			vm->exit_status = status;
+	} else {
+		status = main_loop(vm);
+	}
+	if (h->api && !ret)
+		fc_api_detach(h->api); /* a failed start left it pre-boot */
+	if (vm && vm->ctl)
+		ctl_server_stop(vm->ctl);
+	if (vm)
+		vm_destroy(vm);
+	free(vm);
+	chardev_restore_all();
+	config_free(cfg);
+	return status;
+}
+
+/*
+ * khyve --api-sock: serve the Firecracker API until InstanceStart or
+ * snapshot/load brings up a VM (a failed one leaves the API pre-boot),
+ * then run it. A signal before that exits with KHYVE_EXIT_POWEROFF.
+ */
+static int api_main(struct vm_config *cmd, const sigset_t *sigs,
+		    struct confine *conf)
+{
+	struct fc_api *api;
+	struct err e = {0};
+	int status = -1;
+
+	if (fc_api_start(&api, cmd, &e)) {
+		fprintf(stderr, "khyve: %s\n", err_msg(&e));
+		config_free(cmd);
+		return KHYVE_EXIT_ERROR;
+	}
+	config_free(cmd);
+	while (status < 0) {
+		struct vm_config req, cfg;
+		struct run_how h = {.api = api, .conf = conf};
+		int ret = fc_api_wait_boot(api, sigs, &req, &h.paused);
+
+		if (ret) {
+			status = KHYVE_EXIT_POWEROFF;
+			break;
+		}
+		if (!req.restore) {
+			cfg = req;
+		} else if ((ret = restore_config(&req, &cfg, &e))) {
+			fc_api_booted(api, NULL, ret, &e);
+			continue;
+		}
+		status = run_vm(&cfg, &h);
+	}
+	fc_api_stop(api);
+	return status;
+}
+
 int main(int argc, char **argv)
 {
 	struct vm_config cmd, cfg;
 	struct confine conf;
-	struct vm *vm;
+	struct run_how h = {.conf = &conf};
 	struct err e = {0};
-	struct migrate_in *mi = NULL;
-	int ret, status = KHYVE_EXIT_ERROR;
+	int ret;
 	sigset_t set;
 
 	log_set_prog("khyve");
@@ -303,63 +421,23 @@ int main(int argc, char **argv)
 		return ret;
 	/* A source that goes away must not kill us with SIGPIPE. */
 	signal(SIGPIPE, SIG_IGN);
-	if (cmd.restore) {
-		if (restore_config(&cmd, &cfg))
-			return KHYVE_EXIT_ERROR;
-	} else if (cmd.incoming) {
-		if (incoming_config(&cmd, &cfg, &mi))
-			return KHYVE_EXIT_ERROR;
-	} else {
-		cfg = cmd;
-	}
-
-	if (check_input_files(&cfg)) {
-		config_free(&cfg);
-		return KHYVE_EXIT_ERROR;
-	}
-
 	/* Signals go to the main loop's signalfd, not to vCPU threads. */
 	main_signals(&set);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	chardev_install_fatal_handlers();
 
-	vm = calloc(1, sizeof(*vm));
-	if (!vm) {
-		fprintf(stderr, "khyve: out of memory\n");
-		return KHYVE_EXIT_ERROR;
-	}
-	ret = vm_create(vm, &cfg, &e);
-	if (mi)
-		ret = incoming(&mi, vm, ret, &e);
-	else if (!ret)
-		ret = cfg.restore ? restore(vm, &cfg, &e) : vm_boot(vm, &e);
-	if (!ret)
-		ret = ctl_server_start(
-			&vm->ctl,
-			&(struct ctl_params){.rundir = cfg.rundir,
-					     .vmname = cfg.name},
-			&vm_ctl_ops, vm, &e);
-	if (!ret) /* everything open, no guest code run yet */
-		ret = confine_drop(&conf, &e);
-	/* The source resumes its guest unless all is ready here. */
-	if (mi)
-		ret = incoming_switch(mi, ret, &e);
-	if (!ret)
-		ret = vm_start_vcpus(vm, &e);
-	if (ret) {
-		if (!e.msg[0])
-			e.code = ret; /* no message: strerror's */
-		fprintf(stderr, "khyve: %s\n", err_msg(&e));
-		status = KHYVE_EXIT_ERROR;
-		vm->exit_status = status;
+	if (cmd.api_sock)
+		return api_main(&cmd, &set, &conf);
+	if (cmd.restore) {
+		if (restore_config(&cmd, &cfg, &e)) {
+			fprintf(stderr, "khyve: %s\n", err_msg(&e));
+			return KHYVE_EXIT_ERROR;
+		}
+	} else if (cmd.incoming) {
+		if (incoming_config(&cmd, &cfg, &h.mi))
+			return KHYVE_EXIT_ERROR;
 	} else {
-		status = main_loop(vm);
+		cfg = cmd;
 	}
-	if (vm->ctl)
-		ctl_server_stop(vm->ctl);
-	vm_destroy(vm);
-	free(vm);
-	chardev_restore_all();
-	config_free(&cfg);
-	return status;
+	return run_vm(&cfg, &h);
 }

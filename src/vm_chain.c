@@ -138,10 +138,11 @@ static bool same_file(const char *a, const char *b)
 }
 
 /* @file beside @base, and no link of @ch (which it would replace). */
-static int check_place(const char *file, const struct vm_chain *c,
-		       const struct snap_chain *ch, struct err *err)
+static int check_place(const char *file, const char *ram,
+		       const struct vm_chain *c, const struct snap_chain *ch,
+		       struct err *err)
 {
-	char d1[4096], d2[4096], ram[4096];
+	char d1[4096], d2[4096];
 
 	dir_of(file, d1, sizeof(d1));
 	dir_of(c->base, d2, sizeof(d2));
@@ -151,8 +152,6 @@ static int check_place(const char *file, const struct vm_chain *c,
 			       "parent %s (a snapshot names its parent by a "
 			       "bare file name)",
 			       file, c->base);
-	if (snap_ram_default_path(file, ram, sizeof(ram)))
-		return err_set(err, -ENAMETOOLONG, "%s: name too long", file);
 	for (unsigned k = 0; k < ch->n; k++)
 		if (!strcmp(last_component(file),
 			    last_component(ch->l[k].path)) ||
@@ -167,7 +166,7 @@ static int check_place(const char *file, const struct vm_chain *c,
 	return 0;
 }
 
-int vm_chain_save_prepare(struct vm *vm, const char *file,
+int vm_chain_save_prepare(struct vm *vm, const char *file, const char *ram,
 			  struct vm_chain_save *cs, struct err *err)
 {
 	struct vm_chain *c = vm->chain;
@@ -215,7 +214,7 @@ int vm_chain_save_prepare(struct vm *vm, const char *file,
 			      file, ch.n, SNAP_CHAIN_MAX);
 		goto out;
 	}
-	ret = check_place(file, c, &ch, err);
+	ret = check_place(file, ram, c, &ch, err);
 	if (ret)
 		goto out;
 	memcpy(cs->par.id, c->base_id, SNAP_SAVE_ID_LEN);

@@ -51,10 +51,11 @@ struct vm_chain_save {
 
 /*
  * Before anything is written: this guest has a base, @file goes beside
- * it and is none of its chain's links, and the chain is intact (every
- * link checked, the base is what this guest saved or restored).
+ * it, neither @file nor its RAM file @ram is one of its chain's links, and
+ * the chain is intact (every link checked, the base is what this guest
+ * saved or restored).
  */
-int vm_chain_save_prepare(struct vm *vm, const char *file,
+int vm_chain_save_prepare(struct vm *vm, const char *file, const char *ram,
 			  struct vm_chain_save *cs, struct err *err);
 /*
  * In the pause, every page of @since copied: the increment holds @since;

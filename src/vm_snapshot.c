@@ -26,6 +26,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -675,6 +676,53 @@ struct save {
 	uint64_t t0, tp, tdrain, tscan, tcopy, tram, tsave, tresume, tdone;
 };
 
+/* The directory part of @path ("." for a bare name), resolved. */
+static int dir_of(const char *path, char *out)
+{
+	const char *slash = strrchr(path, '/');
+	char d[4096];
+
+	if (!slash)
+		snprintf(d, sizeof(d), ".");
+	else
+		snprintf(d, sizeof(d), "%.*s",
+			 (int)(slash - path) + !(slash - path), path);
+	return realpath(d, out) ? 0 : -errno;
+}
+
+/*
+ * o->file's RAM file: FILE.ram, or o->ram_file if it is beside the state
+ * file (which records it by bare name, so a restore finds it there).
+ */
+static int ram_path_for(const struct checkpoint_opts *o, char *out, size_t len,
+			struct err *err)
+{
+	char d1[PATH_MAX], d2[PATH_MAX];
+	int ret;
+
+	if (!o->ram_file) {
+		if (snap_ram_default_path(o->file, out, len))
+			return err_set(err, -ENAMETOOLONG,
+				       "%s: file name too long", o->file);
+		return 0;
+	}
+	ret = dir_of(o->file, d1);
+	if (!ret)
+		ret = dir_of(o->ram_file, d2);
+	if (ret)
+		return err_set(err, ret, "%s: %s", o->file, strerror(-ret));
+	if (strcmp(d1, d2))
+		return err_set(err, -EINVAL,
+			       "memory file %s: not in the state file's "
+			       "directory %s (khyve records it by bare name)",
+			       o->ram_file, d1);
+	if (snprintf(out, len, "%s", o->ram_file) >= (int)len ||
+	    !strcmp(o->ram_file, o->file))
+		return err_set(err, -EINVAL, "memory file %s: bad name",
+			       o->ram_file);
+	return 0;
+}
+
 /*
  * Everything before the pause: the destination checked, a save id, the
  * old RAM file held, and, for a live checkpoint, the pre-copy.
@@ -687,10 +735,9 @@ static int save_prepare(struct save *s, struct err *err)
 
 	if (!o->file || !*o->file)
 		return err_set(err, -EINVAL, "missing snapshot file name");
-	if (snap_ram_default_path(o->file, s->ram_path, sizeof(s->ram_path)))
-		return err_set(err, -ENAMETOOLONG, "%s: file name too long",
-			       o->file);
-	ret = check_dest(o->file, err);
+	ret = ram_path_for(o, s->ram_path, sizeof(s->ram_path), err);
+	if (!ret)
+		ret = check_dest(o->file, err);
 	if (!ret)
 		ret = check_dest(s->ram_path, err);
 	if (!ret)
@@ -698,7 +745,8 @@ static int save_prepare(struct save *s, struct err *err)
 	if (!ret)
 		ret = vm_chain_check_files(vm, err);
 	if (!ret && o->incremental)
-		ret = vm_chain_save_prepare(vm, o->file, &s->cs, err);
+		ret = vm_chain_save_prepare(vm, o->file, s->ram_path, &s->cs,
+					    err);
 	if (ret)
 		return ret;
 	ret = snap_save_id_new(s->save_id);
