@@ -285,7 +285,7 @@ def raw_exchange(sock, data, shut=False, timeout=30):
     s.connect(sock)
     try:
         s.sendall(data)
-    except BrokenPipeError:
+    except (BrokenPipeError, ConnectionResetError):
         pass  # answered (and closed) before the whole request was read
     if shut:
         s.shutdown(socket.SHUT_WR)
@@ -293,7 +293,10 @@ def raw_exchange(sock, data, shut=False, timeout=30):
     out = b""
     try:
         while b"\r\n\r\n" not in out or not out.rstrip().endswith(b"}"):
-            d = s.recv(65536)
+            try:
+                d = s.recv(65536)
+            except ConnectionResetError:
+                break
             if not d:
                 break
             out += d
@@ -326,10 +329,13 @@ def bad_requests(g, m, p, valid):
     g.fault("DELETE", "/", names=("Invalid request method and/or path",))
     g.fault("PUT", "/actions", {"action_type": "Reboot"},
             names=("Reboot",))
-    big = b"{" + b" " * (1 << 20) + b"}"
+    # A declared length over 1 MiB is answered from the headers (as curl
+    # waits for with "Expect: 100-continue"); the body is not sent, since
+    # the server closes at once and a client still sending would see a
+    # reset.
     resp = raw_exchange(g.sock, b"%s %s HTTP/1.1\r\nHost: x\r\n" % (
                             m.encode(), p.encode()) +
-                        b"Content-Length: %d\r\n\r\n" % len(big) + big)
+                        b"Content-Length: %d\r\n\r\n" % ((1 << 20) + 1))
     assert "larger than the limit" in fault_of(resp)
     chunked = (b"%s %s HTTP/1.1\r\nHost: x\r\n" % (m.encode(), p.encode()) +
                b"Transfer-Encoding: chunked\r\n\r\n" +
