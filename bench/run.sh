@@ -7,13 +7,16 @@
 #   bench/chain.py    incremental checkpoints after 1% and 10% of memory
 #                     changed, against a full one (issue 15; only when
 #                     named)
+#   bench/migrate.py  live migration over TCP loopback, 256 MiB and 1 GiB
+#                     guests idle and rewriting 62.5 MiB/s, against QEMU
+#                     migrate (issue 15; only when named)
 #   bench/vnet.py     virtio-net guest-to-host UDP MB/s on a TAP in a
 #                     network namespace (needs root and /dev/net/tun)
 #   bench/linux.py    Linux boot milestones, Debian's and the project's
 #                     kernel, to user space, and checkpoint/restore of Linux
 #                     with user space running (issues 3, 19; slow: only
 #                     when named, not by default)
-# Usage: bench/run.sh [startup|vblk|snapshot|chain|vnet|linux]...
+# Usage: bench/run.sh [startup|vblk|snapshot|chain|migrate|vnet|linux]...
 #        (default: startup vblk snapshot vnet)
 # Where /dev/kvm is missing, the whole run happens inside
 # tests/nested/run.sh (kvm_amd in a QEMU TCG machine) and every table says
@@ -26,8 +29,8 @@ cd "$(dirname "$0")/.."
 mem=${KHYVE_NESTED_MEM:-7G}
 for b in "$@"; do
 	# 1 GiB guests, their snapshots in tmpfs and 5 QEMU clones of one
-	case $b in snapshot) mem=${KHYVE_NESTED_MEM:-10G};; esac
-	case $b in startup|vblk|snapshot|chain|vnet|linux) ;; *) echo "bench: unknown benchmark $b" >&2; exit 2;; esac
+	case $b in snapshot|migrate) mem=${KHYVE_NESTED_MEM:-10G};; esac
+	case $b in startup|vblk|snapshot|chain|migrate|vnet|linux) ;; *) echo "bench: unknown benchmark $b" >&2; exit 2;; esac
 done
 # The project's one KVM probe; it also tells a software backend (kvm_pvm),
 # which every table then names.
@@ -56,6 +59,7 @@ exec tests/nested/run.sh /usr/bin/env KHYVE_BENCH_IN_NESTED=1 \
 	BENCH_VBLK_RAND_MS="${BENCH_VBLK_RAND_MS:-1000}" \
 	BENCH_SNAP_RUNS="${BENCH_SNAP_RUNS:-3}" BENCH_SNAP_CLONES="${BENCH_SNAP_CLONES:-5}" \
 	BENCH_SNAP_TOUCH_MB="${BENCH_SNAP_TOUCH_MB:-800,100}" \
+	BENCH_MIG_RUNS="${BENCH_MIG_RUNS:-3}" \
 	BENCH_VNET_RUNS="${BENCH_VNET_RUNS:-3}" BENCH_VNET_MB="${BENCH_VNET_MB:-16}" \
 	BENCH_VNET_QD="${BENCH_VNET_QD:-1,64}" BENCH_VNET_KHYVE="${BENCH_VNET_KHYVE:-}" \
 	BENCH_VNET_KHYVE_BASE="${BENCH_VNET_KHYVE_BASE:-}" \

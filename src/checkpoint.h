@@ -84,6 +84,9 @@ struct migrate_opts {
 	bool throttle;		/* slow the vCPUs down (else give up) */
 	uint64_t bandwidth;	/* bytes per second, 0: unlimited */
 	bool compress;		/* zstd RAM records that shrink */
+	/* a recorded stream (a snapshot as a stream): no answers, and the
+	 * guest runs on here */
+	bool record;
 	/* bytes of guest RAM sent in this round so far; NULL: not asked */
 	void (*progress)(uint64_t done, uint64_t total);
 };

@@ -407,6 +407,16 @@ static int check_operands(struct vm_config *c, int argc, char **argv,
 		return check_api_mode(c, argc, argv, err);
 	if (c->name[0])
 		return err_set(err, -EINVAL, "--id needs --api-sock");
+	/* -r -: a snapshot stream on stdin, read as a migration's would be */
+	if (c->restore && !strcmp(c->restore, "-")) {
+		free(c->restore);
+		c->restore = NULL;
+		if (c->incoming)
+			return err_set(err, -EINVAL,
+				       "-r and --incoming exclude each other");
+		if (set_str(&c->incoming, "fd:0"))
+			return err_set(err, -ENOMEM, "out of memory");
+	}
 	if (optind < argc) {
 		if (optind + 1 < argc)
 			return err_set(

@@ -796,6 +796,7 @@ static bool migrate_parse(struct ctl_req *r, struct migrate_opts *o)
 	    !get_num_arg(r, "deadline_s", 0, &o->deadline_s) ||
 	    !get_num_arg(r, "bandwidth", 0, &bw) ||
 	    !get_bool_arg(r, "compress", &o->compress) ||
+	    !get_bool_arg(r, "record", &o->record) ||
 	    !get_bool_arg(r, "progress", &progress))
 		return false;
 	o->bandwidth = (uint64_t)bw;
@@ -828,8 +829,8 @@ static const char *const regs_keys[] = {"vcpu", "msrs", NULL};
 static const char *const checkpoint_keys[] = {"file",  "progress",    "live",
 					      "fsync", "incremental", NULL};
 static const char *const migrate_keys[] = {
-	"to",	     "max_downtime_ms", "deadline_s", "on_deadline",
-	"bandwidth", "compress",	"progress",   NULL};
+	"to",	    "max_downtime_ms", "deadline_s", "on_deadline", "bandwidth",
+	"compress", "record",	       "progress",   NULL};
 
 static const struct ctl_cmd ctl_cmds[] = {
 	{"hello", "protocol", "check protocol compatibility", hello_keys,
@@ -850,7 +851,7 @@ static const struct ctl_cmd ctl_cmds[] = {
 	 "save a snapshot, then power off", checkpoint_keys, cmd_suspend},
 	{"migrate",
 	 "to [max_downtime_ms] [deadline_s] [on_deadline] [bandwidth] "
-	 "[compress] [progress]",
+	 "[compress] [record] [progress]",
 	 "live migration; the VM exits once moved", migrate_keys, cmd_migrate},
 };
 

@@ -324,9 +324,10 @@ static int send_hello(struct mig *g)
 	memcpy(h.cpu_vendor, host.cpu_vendor, sizeof(h.cpu_vendor));
 	h.config = json;
 	h.config_len = (uint32_t)strlen(json);
+	h.flags = g->o->record ? SNAP_HELLO_RECORDED : 0;
 	ret = snap_stream_send_hello(&g->s, &h, g->err);
 	free(json);
-	if (!ret)
+	if (!ret && !g->o->record)
 		ret = snap_stream_expect_reply(&g->s, "migration refused", NULL,
 					       0, g->err);
 	return ret;
@@ -341,8 +342,11 @@ static void send_abort(struct mig *g, const char *why)
 
 static int sync_round(struct mig *g)
 {
-	int ret = snap_stream_send(&g->s, SNAP_REC_SYNC, NULL, 0, NULL, 0,
-				   g->err);
+	int ret;
+
+	if (g->o->record)
+		return 0; /* nobody to answer */
+	ret = snap_stream_send(&g->s, SNAP_REC_SYNC, NULL, 0, NULL, 0, g->err);
 
 	return ret ? ret
 		   : snap_stream_expect_reply(&g->s, "after a round", NULL, 0,
@@ -489,6 +493,8 @@ static int finish(struct mig *g, bool live, struct migrate_result *res)
 			       g->err);
 	cork(g, false);
 	t2 = now_ns();
+	if (g->o->record)
+		return ret; /* the stream ends here */
 	if (!ret)
 		ret = snap_stream_expect_reply(&g->s,
 					       "the destination cannot take "
@@ -580,7 +586,10 @@ static int mig_switch(struct mig *g, bool was_paused,
 		return ret;
 	}
 	/* The destination runs the guest now: this one is gone. */
-	vm_request_stop(g->vm, KHYVE_EXIT_MIGRATED);
+	if (!g->o->record)
+		vm_request_stop(g->vm, KHYVE_EXIT_MIGRATED);
+	else if (!was_paused)
+		vm_resume(g->vm); /* a snapshot: it runs on here */
 	res->downtime_ms = was_paused ? 0 : ms(tgo - pt.parked);
 	res->total_ms = ms(tgo - g->t0);
 	return 0;

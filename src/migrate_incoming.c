@@ -35,6 +35,7 @@ struct migrate_in {
 	char unix_path[108];
 	struct snap_stream s;
 	uint64_t t0;
+	bool recorded; /* nobody to answer (SNAP_HELLO_RECORDED) */
 };
 
 static uint64_t now_ns(void)
@@ -63,7 +64,8 @@ static void drain(int fd, int ms)
 /* Our error, and the source told it (best effort), prefixed. */
 static int fail(struct migrate_in *mi, int ret, struct err *err)
 {
-	if (mi->s.fd >= 0 && ret != -ECONNRESET && ret != -EPIPE &&
+	if (mi->s.fd >= 0 && !mi->recorded && ret != -ECONNRESET &&
+	    ret != -EPIPE &&
 	    !snap_stream_reply(&mi->s, ret, err_msg(err), NULL))
 		drain(mi->s.fd, 3000);
 	err_prefix(err, "migration from %s: ", mi->addr);
@@ -100,6 +102,7 @@ static int read_hello(struct migrate_in *mi, const struct vm_config *cmd,
 	ret = snap_stream_parse_hello(p, len, &h, err);
 	if (ret)
 		return ret;
+	mi->recorded = h.flags & SNAP_HELLO_RECORDED;
 	snap_host_info_probe(&here, NULL);
 	if (h.cpu_vendor[0] && strcmp(h.cpu_vendor, here.cpu_vendor))
 		return err_set(err, -EINVAL,
@@ -174,6 +177,14 @@ int migrate_in_open(struct migrate_in **out, const struct vm_config *cmd,
 		}
 	}
 	mi->t0 = now_ns();
+	if (!listener && !strcmp(cmd->incoming, "fd:0")) {
+		free(mi->addr); /* khyve -r -: say it as the user did */
+		mi->addr = strdup("standard input");
+		if (!mi->addr) {
+			ret = err_set(err, -ENOMEM, "out of memory");
+			goto fail;
+		}
+	}
 	snap_stream_init(&mi->s, mi->fd, "the source");
 	mi->s.listen_fd = mi->listen_fd;
 	mi->s.timeout_ms = SILENCE_MS;
@@ -196,7 +207,7 @@ int migrate_in_accept(struct migrate_in *mi, int ret, const struct err *why,
 		err_set(err, ret, "%s", err_msg(why));
 		return fail(mi, ret, err);
 	}
-	ret = snap_stream_reply(&mi->s, 0, "accepted", err);
+	ret = mi->recorded ? 0 : snap_stream_reply(&mi->s, 0, "accepted", err);
 	if (ret)
 		err_prefix(err, "migration from %s: ", mi->addr);
 	return ret;
@@ -218,7 +229,9 @@ int migrate_in_receive(struct migrate_in *mi, struct vm *vm, struct err *err)
 			return fail(mi, aborted(p, len, err), err);
 		/* A round's end: everything before it is in guest RAM. */
 		if (type == SNAP_REC_SYNC) {
-			ret = snap_stream_reply(&mi->s, 0, "synced", err);
+			ret = mi->recorded ? 0
+					   : snap_stream_reply(&mi->s, 0,
+							       "synced", err);
 			if (ret)
 				return fail(mi, ret, err);
 			continue;
@@ -277,6 +290,8 @@ int migrate_in_switch(struct migrate_in *mi, int ret, const struct err *why,
 		err_set(err, ret, "%s", err_msg(why));
 		return fail(mi, ret, err);
 	}
+	if (mi->recorded)
+		return 0; /* a recorded stream: END was the last word */
 	ret = snap_stream_reply(&mi->s, 0, "ready", err);
 	log_debug("migration: ready sent at %" PRIu64 " us", now_ns() / 1000);
 	if (!ret)

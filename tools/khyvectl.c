@@ -6,12 +6,17 @@
 #include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
+#include <inttypes.h>
 #include <limits.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -261,14 +266,142 @@ static json_t *file_args(const char *file)
 	return json_pack("{s:s}", "file", path);
 }
 
+/* --checkpoint=-: the one connection khyve makes, copied to stdout. */
+struct relay {
+	int lfd;
+	int rc; /* 0, or -errno of the first failure */
+	uint64_t bytes;
+};
+
+static void *relay_thread(void *arg)
+{
+	struct relay *r = arg;
+	int c = accept4(r->lfd, NULL, NULL, SOCK_CLOEXEC);
+	char *buf = malloc(1 << 20);
+	ssize_t n;
+
+	if (c < 0 || !buf) {
+		r->rc = c < 0 ? -errno : -ENOMEM;
+		goto out;
+	}
+	while ((n = read(c, buf, 1 << 20)) != 0) {
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			r->rc = -errno;
+			break;
+		}
+		for (ssize_t done = 0; done < n;) {
+			ssize_t w = write(STDOUT_FILENO, buf + done,
+					  (size_t)(n - done));
+
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w < 0) {
+				/* khyve's next write fails: its guest runs on
+				 */
+				r->rc = -errno;
+				goto out;
+			}
+			done += w;
+		}
+		r->bytes += (uint64_t)n;
+	}
+out:
+	if (c >= 0)
+		close(c);
+	free(buf);
+	return NULL;
+}
+
+/*
+ * --checkpoint=-: a snapshot as a stream on stdout (`khyve -r -` reads
+ * it): khyve sends a recorded migration stream to a socket of ours and
+ * keeps its guest running; the result goes to stderr.
+ */
+static int run_checkpoint_stream(const struct opts *o, const char *vm)
+{
+	char dir[] = "/tmp/khyvectl-XXXXXX", to[160];
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	struct relay r = {.lfd = -1};
+	struct ctl_conn *c = NULL;
+	json_t *args = NULL, *res = NULL;
+	struct progress pl;
+	pthread_t t;
+	bool started = false;
+	int rc = EXIT_FAIL;
+
+	signal(SIGPIPE, SIG_IGN);
+	if (isatty(STDOUT_FILENO)) {
+		errmsg("--checkpoint=-: standard output is a terminal; "
+		       "redirect it to a file or a pipe");
+		return EXIT_USAGE;
+	}
+	if (!mkdtemp(dir)) {
+		errmsg("mkdtemp: %s", strerror(errno));
+		return EXIT_FAIL;
+	}
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/stream", dir);
+	r.lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (r.lfd < 0 || bind(r.lfd, (struct sockaddr *)&sa, sizeof(sa)) ||
+	    listen(r.lfd, 1)) {
+		errmsg("%s: %s", sa.sun_path, strerror(errno));
+		goto out;
+	}
+	if (pthread_create(&t, NULL, relay_thread, &r)) {
+		errmsg("cannot start a thread");
+		goto out;
+	}
+	started = true;
+	snprintf(to, sizeof(to), "unix:%s", sa.sun_path);
+	args = json_pack("{s:s, s:b}", "to", to, "record", 1);
+	progress_start(&pl, STDERR_FILENO, "saving to stdout");
+	if (pl.fd >= 0)
+		json_object_set_new(args, "progress", json_true());
+	rc = vm_open(o, vm, "migrate", &c);
+	if (!rc)
+		rc = vm_call(c, vm, "migrate", args, &res, &pl);
+	progress_end(&pl);
+out:
+	if (c)
+		ctl_client_close(c);
+	if (r.lfd >= 0)
+		shutdown(r.lfd, SHUT_RDWR); /* an accept still waiting ends */
+	if (started)
+		pthread_join(t, NULL);
+	if (!rc && r.rc) {
+		errmsg("writing the snapshot to standard output: %s",
+		       strerror(-r.rc));
+		rc = EXIT_FAIL;
+	}
+	if (!rc) {
+		fprintf(stderr,
+			"VM '%s' checkpointed to standard output "
+			"(%" PRIu64 " bytes)\n",
+			vm, r.bytes);
+		if (o->json)
+			json_dumpf(res, stderr, JSON_INDENT(2));
+	}
+	json_decref(res);
+	json_decref(args);
+	if (r.lfd >= 0)
+		close(r.lfd);
+	unlink(sa.sun_path);
+	rmdir(dir);
+	return rc;
+}
+
 static int run_checkpoint(const struct opts *o, const char *vm,
 			  const char *file, bool suspend)
 {
-	json_t *args = file_args(file);
+	json_t *args;
 	struct progress pl;
 	char what[96];
 	int rc;
 
+	if (!strcmp(file, "-") && !suspend && !o->incremental)
+		return run_checkpoint_stream(o, vm);
+	args = file_args(file);
 	/*
 	 * Progress lines only for a person at a terminal (stderr): scripts
 	 * and pipes get exactly the output they got before.

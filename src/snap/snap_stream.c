@@ -287,6 +287,7 @@ int snap_stream_send_hello(struct snap_stream *s, const struct snap_hello *h,
 	memset(p, 0, sizeof(p));
 	put_le16(p, h->major);
 	put_le16(p + 2, h->minor);
+	put_le32(p + 4, h->flags);
 	put_le64(p + 8, h->ram_size);
 	put_le32(p + 16, h->ncpus);
 	put_le32(p + 20, PAGE_SIZE);
@@ -318,6 +319,10 @@ int snap_stream_parse_hello(const uint8_t *p, size_t len, struct snap_hello *h,
 	if (get_le32(p + 20) != PAGE_SIZE)
 		return err_set(err, -EPROTO, "HELLO record: page size %u",
 			       get_le32(p + 20));
+	h->flags = get_le32(p + 4);
+	if (h->flags & ~(uint32_t)SNAP_HELLO_RECORDED)
+		return err_set(err, -EPROTO, "HELLO record: unknown flags 0x%x",
+			       h->flags);
 	h->ram_size = get_le64(p + 8);
 	h->ncpus = get_le32(p + 16);
 	h->cpuid_hash = get_le64(p + 24);

@@ -73,9 +73,17 @@ struct snap_stream {
 	uint64_t raw_bytes; /* page data before compression */
 };
 
+/*
+ * HELLO flag: a recorded stream (written to a file or a pipe, e.g. by
+ * `khyvectl --checkpoint=-`): nobody answers, there is no GO, the stream
+ * ends after END; `khyve -r -` reads it.
+ */
+#define SNAP_HELLO_RECORDED 0x1
+
 /* What a source says about itself first. */
 struct snap_hello {
 	uint16_t major, minor;
+	uint32_t flags;
 	uint64_t ram_size;
 	uint32_t ncpus;
 	uint64_t cpuid_hash;

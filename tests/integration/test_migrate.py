@@ -64,13 +64,15 @@ class NsGuest(Guest):
     """A khyve process in network namespace @ns (None: this one), console
     on a pipe."""
 
-    def __init__(self, ns, args, rundir, name, pass_fds=()):
+    def __init__(self, ns, args, rundir, name, pass_fds=(),
+                 stdin=subprocess.PIPE):
         self.name = name
         self.rundir = rundir
         self.proc = subprocess.Popen(
             (["ip", "netns", "exec", ns] if ns else []) +
-            [KHYVE, "--rundir", rundir] + args + [name], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, pass_fds=pass_fds)
+            [KHYVE, "--rundir", rundir] + args + [name], stdin=stdin,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            pass_fds=pass_fds)
         self.out = b""
         os.set_blocking(self.proc.stdout.fileno(), False)
 
@@ -474,3 +476,40 @@ def test_devices_and_rebound_disk_compressed(procs, tmp_path):
     assert st.returncode == 0, st.stderr
     assert "virtio-blk" in st.stdout and "virtio-rng" in st.stdout, \
         st.stdout
+
+
+# ---- a snapshot as a stream (item 3): khyvectl --checkpoint=- | khyve -r - ----
+
+@needs_kvm
+def test_checkpoint_to_stdout_and_restore_from_stdin(procs, tmp_path):
+    src = source(procs, None, str(tmp_path / "r1"))
+    stream = tmp_path / "s.stream"
+    before = last_tick(src)
+    with open(stream, "wb") as out:
+        r = subprocess.run([KHYVECTL, "--rundir", src.rundir,
+                            "--vm=src", "--checkpoint=-"], stdout=out,
+                           stderr=subprocess.PIPE, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "checkpointed to standard output" in r.stderr, r.stderr
+    after = last_tick(src)
+    still_counting(src)  # a checkpoint: the source runs on
+    assert stream.stat().st_size > 16 * 2**20
+    with open(stream, "rb") as inp:
+        clone = NsGuest(None, ["-r", "-"], str(tmp_path / "r2"), "clone",
+                        stdin=inp)
+    procs.append(clone)
+    check_continues(clone, before, more=5, upto=after + 2)
+    assert wait_memcheck_ok_after(clone, ticks(clone.read())[0]), \
+        clone.read()
+    # Cut short, the same stream is refused whole, naming the record.
+    cut = tmp_path / "cut.stream"
+    cut.write_bytes(stream.read_bytes()[:5 * 2**20 + 777])
+    with open(cut, "rb") as inp:
+        bad = NsGuest(None, ["-r", "-"], str(tmp_path / "r3"), "bad",
+                      stdin=inp)
+    procs.append(bad)
+    assert bad.finish() == 4, bad.err()
+    err = bad.err()
+    assert "migration from standard input" in err, err
+    assert "the stream ends in the middle of record" in err, err
+    assert "KHYVE-COUNTER" not in bad.read()
