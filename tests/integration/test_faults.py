@@ -6,6 +6,7 @@ the next save ran) and by what the guest reports after it."""
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import time
@@ -118,3 +119,87 @@ def test_khyvectl_killed_mid_request(guest_factory, tmp_path):
     assert r.returncode == 0, r.stderr
     assert verify(snap).returncode == 0
     assert not [m for m in memchecks(g.read()) if m[0] == "bad"]
+
+
+def sh(*cmd):
+    return subprocess.run(list(cmd), capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.fixture
+def failing_disk(tmp_path):
+    """An ext4 file system on a loop device whose backing file lives on a
+    96 MiB tmpfs but claims 256 MiB: once the tmpfs is full (fill_disk),
+    the device fails the writes that reach it while the file system still
+    has room. (The kernel here has no device-mapper: no dm-error target.)
+    Yields (mount point, fill_disk)."""
+    if os.geteuid() != 0 or not shutil.which("losetup") or \
+            not shutil.which("mkfs.ext4"):
+        pytest.skip("needs root, losetup and mkfs.ext4")
+    back, mnt = tmp_path / "back", tmp_path / "mnt"
+    back.mkdir()
+    mnt.mkdir()
+    r = sh("mount", "-t", "tmpfs", "-o", "size=96M", "tmpfs", str(back))
+    if r.returncode:
+        pytest.skip("cannot mount a tmpfs: " + r.stderr.strip())
+    loop = None
+    try:
+        img = str(back / "disk")
+        with open(img, "wb") as f:
+            f.truncate(256 << 20)
+        r = sh("losetup", "-f", "--show", img)
+        if r.returncode:
+            pytest.skip("no loop device: " + r.stderr.strip())
+        loop = r.stdout.strip()
+        assert sh("mkfs.ext4", "-q", "-F", loop).returncode == 0
+        assert sh("mount", loop, str(mnt)).returncode == 0
+
+        def fill_disk(leave=4 << 20):
+            st = os.statvfs(str(back))
+            with open(str(back / "filler"), "wb") as f:
+                f.write(b"\xff" * (st.f_bavail * st.f_frsize - leave))
+
+        yield str(mnt), fill_disk
+    finally:
+        sh("umount", "-l", str(mnt))
+        if loop:
+            sh("losetup", "-d", loop)
+        sh("umount", "-l", str(back))
+
+
+@needs_kvm
+def test_disk_fails_mid_save(guest_factory, tmp_path, failing_disk):
+    """The first checkpoint fits; the second fails half-way on the device:
+    an error reply naming the RAM file, the guest runs on, the previous
+    pair there still verifies and no temporary is left; a checkpoint to a
+    working disk then succeeds and restores."""
+    mnt, fill_disk = failing_disk
+    snap = os.path.join(mnt, "s.khyve")
+    g = guest_factory(["-m", "64M", "-k", GUEST, "-a",
+                       "counter interval_ms=50 check_every=5 mem_kb=16384",
+                       "-l", "com1,stdio"], name="eio")
+    assert wait_tick(g, 3), g.read()
+    r = g.ctl("checkpoint", g.name, snap)
+    assert r.returncode == 0, r.stderr
+    first = save_id(snap)
+    fill_disk()  # 4 MiB left under a 16 MiB save
+    r = g.ctl("checkpoint", g.name, snap)
+    assert r.returncode != 0, r.stdout
+    assert "s.khyve" in r.stderr, r.stderr
+    print("disk failing mid-save: " + r.stderr.strip())
+    n = last_tick(g)
+    assert wait_tick(g, n + 3), g.read()
+    assert sorted(os.listdir(mnt)) == ["lost+found", "s.khyve",
+                                               "s.khyve.ram"]
+    assert save_id(snap) == first
+    v = verify(snap)
+    assert v.returncode == 0, v.stdout + v.stderr
+    good = str(tmp_path / "good.khyve")
+    r = g.ctl("checkpoint", g.name, good)
+    assert r.returncode == 0, r.stderr
+    n = last_tick(g)
+    g.ctl("poweroff", g.name, "--force")
+    g.finish()
+    b = guest_factory(["-r", good], name="eio2")
+    assert wait_tick(b, n + 2), b.read()
+    assert wait_memcheck_ok_after(b, n), b.read()
