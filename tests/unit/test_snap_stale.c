@@ -46,7 +46,7 @@ static bool exists(const char *name)
 static void test_sweep_dead_only(void)
 {
 	struct snap_tmpfile live;
-	const char *tmp;
+	char tmp[160] = "";
 	int fd;
 
 	touch(".s.snap.tmp-AbC123");	     /* dead: swept */
@@ -62,7 +62,9 @@ static void test_sweep_dead_only(void)
 	CHECK(fd >= 0 && !flock(fd, LOCK_EX));
 
 	CHECK_EQ(snap_tmpfile_open(&live, tpath("s.snap")), 0);
-	tmp = live.tmp ? strrchr(live.tmp, '/') + 1 : "";
+	/* a copy: live.tmp is freed by snap_tmpfile_discard below */
+	if (live.tmp)
+		snprintf(tmp, sizeof(tmp), "%s", strrchr(live.tmp, '/') + 1);
 	CHECK(!exists(".s.snap.tmp-AbC123"));
 	CHECK(exists(".s.snap.tmp-AbC12") && exists(".s.snap.tmp-AbC1234"));
 	CHECK(exists(".s.snap.ram.tmp-xyz789") && exists(".other.tmp-AbC123"));
