@@ -292,11 +292,12 @@ static int pci_dev_create(struct vm_devices *d, const struct dev_config *dc,
 }
 
 /* A platform device: no slot, no transport; its state is instance 0. */
-static int platform_dev_create(struct vm_devices *d, const struct dev_ops *ops,
+static int platform_dev_create(struct vm_devices *d, unsigned i,
 			       struct err *err)
 {
+	const struct dev_ops *ops = dev_table[i];
 	struct pci_slot_dev *pd = &d->pcidevs[d->npci];
-	struct dev_config *dc = &d->platcfg[d->npci - d->host.cfg->ndevs];
+	struct dev_config *dc = &d->platcfg[i]; /* one per table entry */
 	const struct dev_env env = {
 		.mem = d->host.mem,
 		.io = d->io,
@@ -381,9 +382,8 @@ int vm_devices_create(struct vm_devices **devs,
 			goto fail;
 	}
 	for (unsigned i = 0; i < ARRAY_SIZE(dev_table); i++) {
-		ret = dev_table[i]->platform
-			      ? platform_dev_create(d, dev_table[i], err)
-			      : 0;
+		ret = dev_table[i]->platform ? platform_dev_create(d, i, err)
+					     : 0;
 		if (ret)
 			goto fail;
 	}
