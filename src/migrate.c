@@ -497,8 +497,8 @@ static int finish(struct mig *g, bool live, struct migrate_result *res)
 		return ret; /* the stream ends here */
 	if (!ret)
 		ret = snap_stream_expect_reply(&g->s,
-					       "the destination cannot take "
-					       "the guest",
+					       "at the switch-over (the guest "
+					       "runs on here)",
 					       NULL, 0, g->err);
 	log_debug("migration: paused work from %" PRIu64 " us, END sent at "
 		  "%" PRIu64 " us, ready at %" PRIu64 " us",

@@ -351,8 +351,10 @@ int snap_stream_expect_reply(struct snap_stream *s, const char *what, char *msg,
 	uint32_t status;
 	int rc = snap_stream_recv(s, &type, &p, &len, err);
 
-	if (rc)
+	if (rc) {
+		err_prefix(err, "%s: ", what);
 		return rc;
+	}
 	if (type != SNAP_REC_REPLY || len < 4)
 		return err_set(err, -EPROTO,
 			       "%s: %s sent a %s record where a reply was due",
@@ -380,10 +382,11 @@ int snap_stream_check_peer(struct snap_stream *s, int wait_ms, struct err *err)
 	if (poll(&pf, 1, wait_ms) <= 0)
 		return 0;
 	s->timeout_ms = MAX(wait_ms, 1000);
-	rc = snap_stream_recv(s, &type, &p, &len, err);
+	rc = snap_stream_recv(s, &type, &p, &len, NULL);
 	s->timeout_ms = old;
+	/* Closed (or garbled): no reason given, the caller's error stands. */
 	if (rc)
-		return rc;
+		return 0;
 	if (type != SNAP_REC_REPLY || len < 4 || !get_le32(p))
 		return err_set(err, -EPROTO,
 			       "%s sent a %s record in the middle of the "

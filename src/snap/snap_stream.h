@@ -132,8 +132,9 @@ int snap_stream_expect_reply(struct snap_stream *s, const char *what, char *msg,
 /*
  * Has the peer said something (waiting up to @wait_ms)? A destination
  * speaks in the middle of the stream only to say why it stops: 0 when
- * nothing came, else its REPLY as the error ("the destination says:
- * ..."), or why the connection ended.
+ * it said nothing (nothing came, or the connection ended without a
+ * reply: the caller's own error stands), else its REPLY as the error
+ * ("the destination says: ...").
  */
 int snap_stream_check_peer(struct snap_stream *s, int wait_ms, struct err *err);
 

@@ -213,7 +213,10 @@ def test_migrate_unix_and_back_over_fd(procs, tmp_path):
     finally:
         lsock.close()
     before = last_tick(dst)
-    r = migrate(dst, "unix:" + path2)
+    # The subcommand spelling this time (`khyvectl migrate VM ADDR`).
+    r = subprocess.run([KHYVECTL, "--rundir", dst.rundir, "--json",
+                        "migrate", dst.name, "unix:" + path2],
+                       capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     moved(dst, back, json.loads(r.stdout), before)
 
@@ -513,3 +516,62 @@ def test_checkpoint_to_stdout_and_restore_from_stdin(procs, tmp_path):
     assert "migration from standard input" in err, err
     assert "the stream ends in the middle of record" in err, err
     assert "KHYVE-COUNTER" not in bad.read()
+
+
+class FakeDestination(threading.Thread):
+    """A destination that accepts, answers every SYNC and then goes away
+    the moment the source has sent END - with the source's guest paused,
+    at the switch-over."""
+
+    def __init__(self, path):
+        super().__init__(daemon=True)
+        self.ls = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.ls.bind(path)
+        self.ls.listen(1)
+        self.seen = []
+
+    def recv_exact(self, c, n):
+        buf = b""
+        while len(buf) < n:
+            d = c.recv(n - len(buf))
+            if not d:
+                raise EOFError
+            buf += d
+        return buf
+
+    def run(self):
+        c, _ = self.ls.accept()
+        seq = 0
+        try:
+            while True:
+                head = self.recv_exact(c, 24)
+                rtype, plen = struct.unpack("<H", head[4:6])[0], \
+                    struct.unpack("<I", head[12:16])[0]
+                self.recv_exact(c, plen)
+                self.seen.append(rtype)
+                if rtype in (1, 8):  # HELLO, SYNC: yes
+                    c.sendall(_record(2, seq, struct.pack("<I", 0) + b"ok"))
+                    seq += 1
+                if rtype == 5:  # END: gone
+                    break
+        except EOFError:
+            pass
+        c.close()
+        self.ls.close()
+
+
+@needs_kvm
+def test_destination_gone_at_switch_over(procs, tmp_path):
+    """The source's guest is paused when the destination vanishes: it runs
+    on at the source, and the error says at which point."""
+    src = source(procs, None, str(tmp_path / "r1"))
+    path = str(tmp_path / "fake.sock")
+    fake = FakeDestination(path)
+    fake.start()
+    r = migrate(src, "unix:" + path)
+    fake.join(30)
+    assert 5 in fake.seen and 4 in fake.seen, fake.seen  # STATE, END
+    assert r.returncode == 1, r.stdout
+    assert "at the switch-over (the guest runs on here): the destination " \
+        "closed the connection" in r.stderr, r.stderr
+    still_counting(src)
