@@ -12,11 +12,14 @@
 #                     migrate (issue 15; only when named)
 #   bench/vnet.py     virtio-net guest-to-host UDP MB/s on a TAP in a
 #                     network namespace (needs root and /dev/net/tun)
+#   bench/fc_api.py   Firecracker API snapshot/load with resume_vm to the
+#                     first console line, against khyve -r (issue 17;
+#                     only when named)
 #   bench/linux.py    Linux boot milestones, Debian's and the project's
 #                     kernel, to user space, and checkpoint/restore of Linux
 #                     with user space running (issues 3, 19; slow: only
 #                     when named, not by default)
-# Usage: bench/run.sh [startup|vblk|snapshot|chain|migrate|vnet|linux]...
+# Usage: bench/run.sh [startup|vblk|snapshot|chain|migrate|vnet|linux|fc_api]...
 #        (default: startup vblk snapshot vnet)
 # Where /dev/kvm is missing, the whole run happens inside
 # tests/nested/run.sh (kvm_amd in a QEMU TCG machine) and every table says
@@ -30,7 +33,7 @@ mem=${KHYVE_NESTED_MEM:-7G}
 for b in "$@"; do
 	# 1 GiB guests, their snapshots in tmpfs and 5 QEMU clones of one
 	case $b in snapshot|migrate) mem=${KHYVE_NESTED_MEM:-10G};; esac
-	case $b in startup|vblk|snapshot|chain|migrate|vnet|linux) ;; *) echo "bench: unknown benchmark $b" >&2; exit 2;; esac
+	case $b in startup|vblk|snapshot|chain|migrate|vnet|linux|fc_api) ;; *) echo "bench: unknown benchmark $b" >&2; exit 2;; esac
 done
 # The project's one KVM probe; it also tells a software backend (kvm_pvm),
 # which every table then names.

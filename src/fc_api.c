@@ -156,32 +156,38 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 	}
 }
 
-/* The listening socket at @path (a stale socket file is replaced). */
+/*
+ * The listening socket at @path (a stale socket file is replaced). It is
+ * bound under a temporary name and renamed once listening, so a client
+ * that waits for the file to appear (as orchestrators do) never finds it
+ * refusing connections.
+ */
 static int listen_unix(const char *path, int *fd, struct err *e)
 {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	struct stat st;
+	int n;
 
-	if (strlen(path) >= sizeof(sa.sun_path))
+	n = snprintf(sa.sun_path, sizeof(sa.sun_path), "%s.%d.tmp", path,
+		     (int)getpid());
+	if (n < 0 || (size_t)n >= sizeof(sa.sun_path))
 		return err_set(e, -ENAMETOOLONG, "--api-sock %s: path too long",
 			       path);
-	strcpy(sa.sun_path, path);
-	if (!lstat(path, &st)) {
-		if (!S_ISSOCK(st.st_mode))
-			return err_set(e, -EEXIST,
-				       "--api-sock %s: exists and is not a "
-				       "socket",
-				       path);
-		unlink(path);
-	}
+	if (!lstat(path, &st) && !S_ISSOCK(st.st_mode))
+		return err_set(e, -EEXIST,
+			       "--api-sock %s: exists and is not a socket",
+			       path);
+	unlink(sa.sun_path);
 	*fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (*fd < 0)
 		return err_sys(e, "--api-sock %s: socket", path);
-	if (bind(*fd, (struct sockaddr *)&sa, sizeof(sa)) || listen(*fd, 16)) {
+	if (bind(*fd, (struct sockaddr *)&sa, sizeof(sa)) || listen(*fd, 16) ||
+	    rename(sa.sun_path, path)) {
 		err_sys(e, "--api-sock %s", path);
+		unlink(sa.sun_path);
 		close(*fd);
 		*fd = -1;
-		return e ? e->code : -errno;
+		return e ? e->code : -EIO;
 	}
 	return 0;
 }
