@@ -225,6 +225,7 @@ int fc_api_start(struct fc_api **out, const struct vm_config *base,
 	if (!a)
 		return err_set(e, -ENOMEM, "out of memory");
 	a->lfd = -1;
+	a->metrics_fd = -1;
 	pthread_mutex_init(&a->lock, NULL);
 	pthread_cond_init(&a->cond, NULL);
 	a->boot_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -343,6 +344,8 @@ void fc_api_stop(struct fc_api *a)
 	config_free(&a->cfg);
 	config_free(&a->req);
 	close(a->boot_fd);
+	if (a->metrics_fd >= 0)
+		close(a->metrics_fd);
 	free(a->path);
 	pthread_mutex_destroy(&a->lock);
 	pthread_cond_destroy(&a->cond);

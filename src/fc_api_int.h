@@ -52,6 +52,7 @@ struct fc_api {
 	struct fc_net nets[FC_MAX_NETS];
 	unsigned nnets;
 	bool entropy;
+	int metrics_fd; /* PUT /metrics: JSON lines go there; -1 */
 	/* The boot request handed to main, and its outcome. */
 	struct vm_config req;
 	bool req_paused, req_done;

@@ -8,18 +8,23 @@
  */
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "checkpoint.h"
 #include "common.h"
 #include "fc_api_int.h"
 #include "snap.h"
 #include "snap_ram.h"
+#include "log.h"
 #include "vm.h"
+#include "vm_ctl.h"
 #include "vm_snapshot.h"
 
 /* The pre-boot / post-boot rule of an endpoint. */
@@ -500,6 +505,114 @@ static int instance_start(struct fc_api *a, struct err *e)
 	return ret;
 }
 
+/* Firecracker's log levels, case-insensitive, as khyve's. */
+static int log_level_of(const char *name, enum log_level *lvl)
+{
+	static const struct {
+		const char *name;
+		enum log_level lvl;
+	} m[] = {{"error", LOG_ERR},   {"warning", LOG_WARN},
+		 {"info", LOG_INFO},   {"debug", LOG_DEBUG},
+		 {"trace", LOG_DEBUG}, {"off", LOG_ERR}};
+
+	for (size_t i = 0; i < ARRAY_SIZE(m); i++)
+		if (!strcasecmp(name, m[i].name)) {
+			*lvl = m[i].lvl;
+			return 0;
+		}
+	return -EINVAL;
+}
+
+/* PUT /logger: khyve's log lines to log_path, at level. */
+static int put_logger(struct fc_api *a, const char *id, json_t *body,
+		      json_t **out, struct err *e)
+{
+	static const struct fc_field f[] = {
+		{"log_path", FC_STR, false, NULL},
+		{"level", FC_STR, false, NULL},
+		{"show_level", FC_BOOL, false, NULL},
+		{"show_log_origin", FC_BOOL, false, NULL},
+		{"module", FC_STR, false, "filtering by module is " NOT_YET},
+	};
+	const char *path = str_of(body, "log_path", NULL);
+	enum log_level lvl = LOG_INFO;
+	int ret = fc_fields_check(body, f, ARRAY_SIZE(f), e);
+
+	(void)a, (void)id, (void)out;
+	if (ret)
+		return ret;
+	if (log_level_of(str_of(body, "level", "Info"), &lvl))
+		return err_set(e, -EINVAL,
+			       "level: unknown variant `%s`, expected one of "
+			       "Error, Warning, Info, Debug, Trace, Off",
+			       str_of(body, "level", ""));
+	if (path && (ret = log_set_file(path)))
+		return err_set(e, ret, "log_path %s: %s", path, strerror(-ret));
+	log_set_level(lvl);
+	return 0;
+}
+
+/* PUT /metrics: where FlushMetrics writes its JSON lines. */
+static int put_metrics(struct fc_api *a, const char *id, json_t *body,
+		       json_t **out, struct err *e)
+{
+	static const struct fc_field f[] = {
+		{"metrics_path", FC_STR, true, NULL},
+	};
+	const char *path = str_of(body, "metrics_path", "");
+	int ret = fc_fields_check(body, f, ARRAY_SIZE(f), e);
+
+	(void)id, (void)out;
+	if (ret)
+		return ret;
+	if (a->metrics_fd >= 0)
+		return err_set(e, -EEXIST,
+			       "Reinitialization of metrics not allowed.");
+	a->metrics_fd = open(
+		path, O_WRONLY | O_APPEND | O_CREAT | O_NONBLOCK | O_CLOEXEC,
+		0600);
+	if (a->metrics_fd < 0)
+		return err_sys(e, "metrics_path %s", path);
+	return 0;
+}
+
+/*
+ * FlushMetrics: one JSON line, the time and khyve's counters (those of
+ * `khyvectl stats`), under "khyve" since they are not Firecracker's.
+ */
+static int flush_metrics(struct fc_api *a, struct err *e)
+{
+	struct timespec ts;
+	json_t *j, *stats = NULL;
+	char *text;
+	ssize_t n;
+	int ret = 0;
+
+	if (a->metrics_fd < 0)
+		return err_set(e, -EINVAL,
+			       "FlushMetrics: no metrics path (PUT /metrics "
+			       "first)");
+	clock_gettime(CLOCK_REALTIME, &ts);
+	if (a->phase == FC_BOOTED && a->vm)
+		ret = vm_ctl_ops.stats(a->vm, &stats, e);
+	if (ret)
+		return ret;
+	j = json_pack("{s:I, s:{s:s, s:o*}}", "utc_timestamp_ms",
+		      (json_int_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000,
+		      "khyve", "state",
+		      a->phase == FC_BOOTED ? "started" : "not started",
+		      "stats", stats);
+	text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+	json_decref(j);
+	if (!text)
+		return err_set(e, -ENOMEM, "out of memory");
+	n = dprintf(a->metrics_fd, "%s\n", text);
+	free(text);
+	if (n < 0)
+		return err_sys(e, "FlushMetrics: writing the metrics");
+	return 0;
+}
+
 /* PUT /actions */
 static int put_actions(struct fc_api *a, const char *id, json_t *body,
 		       json_t **out, struct err *e)
@@ -516,7 +629,9 @@ static int put_actions(struct fc_api *a, const char *id, json_t *body,
 	t = str_of(body, "action_type", "");
 	if (!strcmp(t, "InstanceStart"))
 		return instance_start(a, e);
-	if (!strcmp(t, "SendCtrlAltDel") || !strcmp(t, "FlushMetrics"))
+	if (!strcmp(t, "FlushMetrics"))
+		return flush_metrics(a, e);
+	if (!strcmp(t, "SendCtrlAltDel"))
 		return err_set(e, -EOPNOTSUPP, "action_type %s: " NOT_YET, t);
 	return err_set(e, -EINVAL,
 		       "action_type: unknown variant `%s`, expected one of "
@@ -720,6 +835,8 @@ static const struct fc_route routes[] = {
 	{"PATCH", "/vm", false, FC_POST, patch_vm},
 	{"PUT", "/snapshot/create", false, FC_POST, snap_create},
 	{"PUT", "/snapshot/load", false, FC_PRE, snap_load},
+	{"PUT", "/logger", false, FC_PRE, put_logger},
+	{"PUT", "/metrics", false, FC_PRE, put_metrics},
 	/* Firecracker's, refused by name (docs/firecracker-api.md). */
 	{"*", "/balloon", false, FC_ANY, refuse},
 	{"*", "/balloon/statistics", false, FC_ANY, refuse},
@@ -730,8 +847,6 @@ static const struct fc_route routes[] = {
 	{"*", "/mmds", false, FC_ANY, refuse},
 	{"*", "/mmds/config", false, FC_ANY, refuse},
 	{"*", "/cpu-config", false, FC_ANY, refuse},
-	{"*", "/logger", false, FC_ANY, refuse},
-	{"*", "/metrics", false, FC_ANY, refuse},
 	{"*", "/pmem/", true, FC_ANY, refuse},
 	{"*", "/serial", false, FC_ANY, refuse},
 	{"*", "/hotplug/memory", false, FC_ANY, refuse},

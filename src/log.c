@@ -1,15 +1,36 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 #include "log.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <unistd.h>
 
 static enum log_level log_level = LOG_WARN;
 static const char *log_prog = "khyve";
+static int log_fd = 2; /* stderr, or log_set_file's */
 
 void log_set_level(enum log_level lvl)
 {
 	log_level = lvl;
+}
+
+int log_set_file(const char *path)
+{
+	int fd = open(path,
+		      O_WRONLY | O_APPEND | O_CREAT | O_NONBLOCK | O_CLOEXEC,
+		      0600);
+	int old;
+
+	if (fd < 0)
+		return -errno;
+	old = __atomic_exchange_n(&log_fd, fd, __ATOMIC_SEQ_CST);
+	/* A line being written to the old file may still need it: keep
+	 * stderr, close only a previous log file. */
+	if (old != 2)
+		close(old);
+	return 0;
 }
 
 void log_set_prog(const char *prog)
@@ -21,8 +42,9 @@ void log_msg(enum log_level lvl, const char *fmt, ...)
 {
 	static const char *const names[] = {"error", "warning", "info",
 					    "debug"};
-	char buf[1024];
+	char buf[1024], line[1200];
 	va_list ap;
+	int n;
 
 	if (lvl > log_level)
 		return;
@@ -30,5 +52,12 @@ void log_msg(enum log_level lvl, const char *fmt, ...)
 	vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
 	/* One write per line so lines from several threads never interleave. */
-	fprintf(stderr, "%s: %s: %s\n", log_prog, names[lvl], buf);
+	n = snprintf(line, sizeof(line), "%s: %s: %s\n", log_prog, names[lvl],
+		     buf);
+	if (n > (int)sizeof(line) - 1)
+		n = (int)sizeof(line) - 1;
+	if (n > 0 && write(__atomic_load_n(&log_fd, __ATOMIC_SEQ_CST), line,
+			   (size_t)n)) {
+		/* nowhere to report a failed log write */
+	}
 }

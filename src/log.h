@@ -9,6 +9,8 @@ enum log_level { LOG_ERR = 0, LOG_WARN, LOG_INFO, LOG_DEBUG };
 
 void log_set_level(enum log_level lvl);
 void log_set_prog(const char *prog);
+/* Log to @path (appended, created 0600) instead of stderr; -errno. */
+int log_set_file(const char *path);
 void log_msg(enum log_level lvl, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
