@@ -492,7 +492,7 @@ int snap_stream_send_ram(struct snap_stream *s, const struct guest_mem *m,
 	uint64_t npages = m->ram_size / PAGE_SIZE;
 	struct snap_ram_pages pp;
 	uint64_t *need = NULL;
-	uint64_t run0 = 0, runn = 0;
+	uint64_t run0 = 0, runn = 0, skipped = 0;
 	int rc = 0;
 
 	if (!dirty) {
@@ -522,6 +522,8 @@ int snap_stream_send_ram(struct snap_stream *s, const struct guest_mem *m,
 			bool want = dirty ? snap_bit_test(dirty, base + i)
 					  : need[i] != 0;
 
+			skipped += !dirty && !want;
+
 			if (want && runn && run0 + runn == base + i &&
 			    runn < SNAP_STREAM_RAM_RUN) {
 				runn++;
@@ -538,6 +540,10 @@ int snap_stream_send_ram(struct snap_stream *s, const struct guest_mem *m,
 				runn = 1;
 			}
 		}
+		/* A full pass counts the pages it need not send, too. */
+		if (!rc && tick && skipped)
+			rc = tick(opaque, skipped);
+		skipped = 0;
 	}
 	if (!rc && runn) {
 		rc = send_run(s, m, run0 * PAGE_SIZE, runn, st, err);

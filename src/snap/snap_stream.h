@@ -142,8 +142,10 @@ int snap_stream_check_peer(struct snap_stream *s, int wait_ms, struct err *err);
  * Send guest RAM pages: those set in @dirty (flat RAM page bitmap), or
  * with @dirty NULL every page that can hold data (untouched anonymous
  * pages are zero and are not sent). @tick (NULL-able) is called after
- * each record (throttling, progress); a non-zero return stops the
- * sending with that value (@tick fills @err). Adds to @st.
+ * each record with its pages, and in a full pass with the pages it
+ * skipped too (throttling, progress: the counts add up to the pass); a
+ * non-zero return stops the sending with that value (@tick fills @err).
+ * Adds to @st.
  */
 int snap_stream_send_ram(struct snap_stream *s, const struct guest_mem *m,
 			 const uint64_t *dirty,
