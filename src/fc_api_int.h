@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "config.h"
 #include "err.h"
@@ -58,7 +59,8 @@ struct fc_api {
 	bool req_paused, req_done;
 	int req_ret;
 	struct err req_err;
-	int boot_fd; /* eventfd: a request is waiting for main */
+	int boot_fd;	 /* eventfd: a request is waiting for main */
+	uint64_t req_ns; /* when the boot request was received (monotonic) */
 	struct vm *vm;
 	/* The server. */
 	struct MHD_Daemon *mhd;
