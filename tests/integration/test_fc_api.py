@@ -231,6 +231,32 @@ def test_getting_started_curl_boots_linux(fc, tmp_path):
     assert g.state() == "Running"
 
 
+def test_command_line_and_signal_before_boot(rundir, tmp_path):
+    """--api-sock takes no machine options, --id needs it; a signal before
+    any start ends khyve with status 1 and removes its socket."""
+    sock = str(tmp_path / "s.sock")
+    for args, msg in [
+            (["--api-sock", sock, "-k", GUEST], "come through the API"),
+            (["--api-sock", sock, "-c", "2"], "come through the API"),
+            (["--api-sock", sock, "vmname"], "--id"),
+            (["--id", "x", "-k", GUEST, "vm"], "--id needs --api-sock"),
+            (["--api-sock", sock, "--id", ".bad"], "--id .bad")]:
+        r = subprocess.run([KHYVE, "--rundir", rundir] + args,
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 4 and msg in r.stderr, (args, r.stderr)
+        assert len(r.stderr.splitlines()) == 1, r.stderr
+    (tmp_path / "file").write_text("x")
+    r = subprocess.run([KHYVE, "--rundir", rundir, "--api-sock",
+                        str(tmp_path / "file")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 4 and "not a socket" in r.stderr, r.stderr
+    g = FcKhyve(rundir, sock, "sig")
+    assert g.state() == "Not started"
+    g.proc.terminate()
+    assert g.proc.wait(60) == 1
+    assert not os.path.exists(sock)
+
+
 # ---- snapshots ----
 
 @needs_kvm
