@@ -139,9 +139,9 @@ def test_stock_kernel_starts(stock):
     assert "Oops" not in out and "BUG:" not in out, out[-3000:]
     if KVM_SOFTWARE:
         # The safe policy's words reached this Linux, and CPUID agrees.
-        assert "noxsave nosmap nofsgsbase clearcpuid=151,141" in out, \
+        assert "noxsave nosmap nofsgsbase clearcpuid=151,141,308" in out, \
             out[-3000:]
-        assert "Clearing CPUID bits: popcnt cx16" in out, out[-3000:]
+        assert "Clearing CPUID bits: popcnt cx16 smap" in out, out[-3000:]
 
 
 def test_stock_kernel_sees_cpus_and_memory(stock):

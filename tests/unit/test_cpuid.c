@@ -95,6 +95,9 @@ static void test_safe_policy(void)
 	CHECK(strstr(cpuid_policy_cmdline(CPU_POLICY_SAFE), "noxsave") != NULL);
 	CHECK(strstr(cpuid_policy_cmdline(CPU_POLICY_SAFE), " nofsgsbase ") !=
 	      NULL);
+	/* 6.1 ignores `nosmap`; SMAP goes by its bit number (9*32+20). */
+	CHECK(strstr(cpuid_policy_cmdline(CPU_POLICY_SAFE),
+		     "clearcpuid=151,141,308") != NULL);
 	free(c);
 }
 

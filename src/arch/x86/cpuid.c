@@ -205,8 +205,12 @@ const char *cpuid_policy_cmdline(enum cpu_policy policy)
 {
 	/*
 	 * kvm_pvm may pass the host's CPUID through to guest kernel code, so
-	 * say it again on Linux's command line: 151 is X86_FEATURE_POPCNT and
-	 * 141 X86_FEATURE_CX16 (6.1 takes bit numbers only). nofsgsbase:
+	 * say it again on Linux's command line: 151 is X86_FEATURE_POPCNT,
+	 * 141 X86_FEATURE_CX16 and 308 X86_FEATURE_SMAP (6.1 takes bit
+	 * numbers only). 308 because 6.1 no longer knows `nosmap` ("Unknown
+	 * kernel command line parameters") and still saw SMAP in leaf 7:
+	 * every kernel entry then ran CLAC, an emulation failure here (khyve
+	 * completes it; QEMU stops the guest at the first). nofsgsbase:
 	 * with FSGSBASE, user processes on kvm_pvm died at random of a %fs
 	 * read that returned 0 (busybox, 4 Linux test runs under load), and
 	 * the NMI entry's LSL is not emulated (the VM died on an RCU-stall
@@ -215,6 +219,6 @@ const char *cpuid_policy_cmdline(enum cpu_policy policy)
 	 * Linux kernel's command line and to no other guest's.
 	 */
 	if (policy == CPU_POLICY_SAFE)
-		return "noxsave nosmap nofsgsbase clearcpuid=151,141";
+		return "noxsave nosmap nofsgsbase clearcpuid=151,141,308";
 	return "";
 }
