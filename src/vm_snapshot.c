@@ -941,8 +941,31 @@ static void save_result(const struct save *s, struct checkpoint_result *res)
 	res->chain_depth = s->cs.par.depth;
 }
 
+static int save_locked(struct vm *vm, const struct checkpoint_opts *o,
+		       struct checkpoint_result *res, struct err *err);
+
+/*
+ * One save at a time: the control socket's thread and the Firecracker
+ * API's (fc_api.h) may both ask, and a save owns the dirty log and the
+ * pause for its whole run.
+ */
+static pthread_mutex_t save_lock = PTHREAD_MUTEX_INITIALIZER;
+
 int vm_snapshot_save(struct vm *vm, const struct checkpoint_opts *o,
 		     struct checkpoint_result *res, struct err *err)
+{
+	int ret;
+
+	if (pthread_mutex_trylock(&save_lock))
+		return err_set(err, -EBUSY,
+			       "another snapshot of this VM is being saved");
+	ret = save_locked(vm, o, res, err);
+	pthread_mutex_unlock(&save_lock);
+	return ret;
+}
+
+static int save_locked(struct vm *vm, const struct checkpoint_opts *o,
+		       struct checkpoint_result *res, struct err *err)
 {
 	struct save s = {.vm = vm, .o = o, .old_ram = -1, .t0 = mono_ns()};
 	int ret;
