@@ -98,6 +98,12 @@ static void test_safe_policy(void)
 	/* 6.1 ignores `nosmap`; SMAP goes by its bit number (9*32+20). */
 	CHECK(strstr(cpuid_policy_cmdline(CPU_POLICY_SAFE),
 		     "clearcpuid=151,141,308") != NULL);
+	/* glibc's AVX off, as an environment word Linux gives init: no '.'
+	 * in the name before the '='. */
+	const char *t = strstr(cpuid_policy_cmdline(CPU_POLICY_SAFE),
+			       " GLIBC_TUNABLES=glibc.cpu.hwcaps=-AVX512F,");
+	CHECK(t != NULL);
+	CHECK(t && strchr(t + 1, '.') > strchr(t + 1, '='));
 	free(c);
 }
 

@@ -214,11 +214,23 @@ const char *cpuid_policy_cmdline(enum cpu_policy policy)
 	 * with FSGSBASE, user processes on kvm_pvm died at random of a %fs
 	 * read that returned 0 (busybox, 4 Linux test runs under load), and
 	 * the NMI entry's LSL is not emulated (the VM died on an RCU-stall
-	 * NMI); 2 runs with nofsgsbase had neither. Linux words
-	 * only: vm_boot hands them to the loader, which appends them to a
-	 * Linux kernel's command line and to no other guest's.
+	 * NMI); 2 runs with nofsgsbase had neither (the random deaths were
+	 * not FSGSBASE's, see below). GLIBC_TUNABLES: guest user mode runs
+	 * natively on the host's CPU, whose CPUID and XCR0 offer AVX and
+	 * AVX-512, so glibc picks its AVX-512 string functions (ymm16-31),
+	 * and kvm_pvm does not keep that state (a guest probe's ymm16 and
+	 * upper ymm8 came back stale 8 times in 300, its xmm8 never): a
+	 * fresh busybox's TLS copy (through ymm16, into a new brk page whose
+	 * first store faults) wrote stale bytes, and it died at its first
+	 * %fs read (`segfault at 0 ip 4a4d02`). With SSE2 functions only,
+	 * none died (docs/software-kvm.md). Linux passes a word with '='
+	 * and no '.' in its name to init's environment, so to every process.
+	 * Linux words only: vm_boot hands them to the loader, which appends
+	 * them to a Linux kernel's command line and to no other guest's.
 	 */
 	if (policy == CPU_POLICY_SAFE)
-		return "noxsave nosmap nofsgsbase clearcpuid=151,141,308";
+		return "noxsave nosmap nofsgsbase clearcpuid=151,141,308 "
+		       "GLIBC_TUNABLES=glibc.cpu.hwcaps=-AVX512F,-AVX512VL,"
+		       "-AVX2,-AVX,-AVX_Fast_Unaligned_Load";
 	return "";
 }
