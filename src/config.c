@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "confine_seccomp.h"
 #include "dev_ops.h"
 
 /* One help line per source line. */
@@ -44,6 +45,8 @@ const char config_usage[] =
 	"      --group GROUP       with --user: as GROUP (default USER's)\n"
 	"      --chroot DIR        chroot to DIR once everything is open\n"
 	"      --allow-core-dump   let a crash dump core (guest RAM excluded)\n"
+	"      --seccomp MODE      system call filters per thread: off\n"
+	"                          (default), log or kill\n"
 	"      --api-sock PATH     no kernel: wait for configuration through\n"
 	"                          Firecracker's REST API on the UNIX socket\n"
 	"                          PATH (docs/firecracker-api.md)\n"
@@ -218,6 +221,7 @@ enum {
 	OPT_GROUP,
 	OPT_CHROOT,
 	OPT_ALLOW_CORE_DUMP,
+	OPT_SECCOMP,
 	OPT_API_SOCK,
 	OPT_ID,
 };
@@ -244,6 +248,7 @@ static const struct option longopts[] = {
 	{"group", required_argument, NULL, OPT_GROUP},
 	{"chroot", required_argument, NULL, OPT_CHROOT},
 	{"allow-core-dump", no_argument, NULL, OPT_ALLOW_CORE_DUMP},
+	{"seccomp", required_argument, NULL, OPT_SECCOMP},
 	{"api-sock", required_argument, NULL, OPT_API_SOCK},
 	{"id", required_argument, NULL, OPT_ID},
 	{"verbose", no_argument, NULL, 'v'},
@@ -260,6 +265,18 @@ static int opt_str(char **dst, const char *arg, struct err *err)
 	if (ret)
 		err_set(err, ret, "out of memory");
 	return ret;
+}
+
+/* --seccomp off|log|kill */
+static int opt_seccomp(struct vm_config *c, const char *arg, struct err *err)
+{
+	enum confine_seccomp_mode m;
+
+	if (confine_seccomp_parse(arg, &m))
+		return err_set(err, -EINVAL,
+			       "--seccomp %s: expected off, log or kill", arg);
+	snprintf(c->confine.seccomp, sizeof(c->confine.seccomp), "%s", arg);
+	return 0;
 }
 
 /* --user, --group, --chroot: into a fixed buffer of @len. */
@@ -549,6 +566,9 @@ int config_parse(struct vm_config *c, int argc, char **argv, struct err *err)
 			break;
 		case OPT_ALLOW_CORE_DUMP:
 			c->confine.allow_core_dump = true;
+			break;
+		case OPT_SECCOMP:
+			ret = opt_seccomp(c, optarg, err);
 			break;
 		case 'v':
 			c->verbose++;

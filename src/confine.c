@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "confine_seccomp.h"
 #include "snap_ram_pages.h"
 
 /* Close [lo, hi] (nothing if lo > hi); false if close_range failed. */
@@ -110,6 +111,19 @@ static int set_limits(const struct confine_opts *o, struct err *e)
 	return 0;
 }
 
+/* --seccomp, or $KHYVE_SECCOMP (the tests run whole suites with it). */
+static int seccomp_mode(const struct confine_opts *o, struct err *e)
+{
+	const char *s = o->seccomp[0] ? o->seccomp : getenv("KHYVE_SECCOMP");
+	enum confine_seccomp_mode m = CONFINE_SECCOMP_OFF;
+
+	if (s && *s && confine_seccomp_parse(s, &m))
+		return err_set(e, -EINVAL, "%s %s: expected off, log or kill",
+			       o->seccomp[0] ? "--seccomp" : "KHYVE_SECCOMP",
+			       s);
+	return confine_seccomp_setup(m, e);
+}
+
 int confine_start(const struct confine_opts *o, int keep_fd, struct confine *c,
 		  struct err *e)
 {
@@ -130,6 +144,8 @@ int confine_start(const struct confine_opts *o, int keep_fd, struct confine *c,
 		ret = err_set(e, -EINVAL, "--group needs --user");
 	if (!ret && o->user[0])
 		ret = resolve_ids(o, c, e);
+	if (!ret)
+		ret = seccomp_mode(o, e);
 	/*
 	 * After the drop our own /proc files are root's (not dumpable). If
 	 * this fails, a save reads every page: slower, not wrong.

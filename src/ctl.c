@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "confine_seccomp.h"
 #include "log.h"
 
 #define CTL_READ_CHUNK (64 * 1024)
@@ -1273,6 +1274,7 @@ static void *server_thread(void *arg)
 {
 	struct ctl_server *s = arg;
 
+	confine_seccomp_enter(CONFINE_ROLE_CONTROL);
 	for (;;) {
 		int timeout, rc;
 		unsigned n = poll_set(s, &timeout);

@@ -17,6 +17,7 @@
 #include "chardev.h"
 #include "config.h"
 #include "confine.h"
+#include "confine_seccomp.h"
 #include "ctl.h"
 #include "fc_api.h"
 #include "log.h"
@@ -44,6 +45,7 @@ static int main_loop(struct vm *vm)
 
 	main_signals(&set);
 	sfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+	confine_seccomp_enter(CONFINE_ROLE_MAIN); /* the vCPUs run */
 	for (;;) {
 		struct pollfd p[3];
 		int n = 0;

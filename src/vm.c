@@ -27,6 +27,7 @@
 
 #include "boot.h"
 #include "common.h"
+#include "confine_seccomp.h"
 #include "layout.h"
 #include "log.h"
 #include "vm_devices.h"
@@ -811,6 +812,7 @@ static void *vcpu_thread(void *arg)
 
 	snprintf(name, sizeof(name), "vcpu%u", v->id);
 	pthread_setname_np(pthread_self(), name);
+	confine_seccomp_enter(CONFINE_ROLE_VCPU);
 	for (;;) {
 		int ret;
 

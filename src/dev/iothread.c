@@ -11,6 +11,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "confine_seccomp.h"
 #include "log.h"
 
 struct io_handler {
@@ -47,6 +48,7 @@ static void *iothread_main(void *arg)
 	struct epoll_event ev[32];
 
 	pthread_setname_np(pthread_self(), t->name);
+	confine_seccomp_enter(CONFINE_ROLE_IOTHREAD);
 	for (;;) {
 		struct io_handler *z;
 		int n;

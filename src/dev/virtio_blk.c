@@ -13,6 +13,7 @@
 
 #include "common.h"
 #include "config.h"
+#include "confine_seccomp.h"
 #include "log.h"
 
 static const struct snap_field virtio_blk_fields[] = {
@@ -414,6 +415,7 @@ static void *blk_worker(void *arg)
 	struct blk_worker *w = arg;
 	struct virtio_blk *blk = w->blk;
 
+	confine_seccomp_enter(CONFINE_ROLE_BLK_WORKER);
 	pthread_mutex_lock(&blk->proc_lock);
 	for (;;) {
 		struct blk_req *r;

@@ -302,3 +302,47 @@ def test_chroot(cwd_guests, tmp_path):
         assert r.returncode == 0, r.stderr
     finally:
         shutil.rmtree(jail, ignore_errors=True)
+
+
+def seccomp_modes(pid):
+    """Each thread's name and Seccomp mode (2: filter)."""
+    out = {}
+    for t in os.listdir("/proc/%d/task" % pid):
+        with open("/proc/%d/task/%s/comm" % (pid, t)) as f:
+            comm = f.read().strip()
+        with open("/proc/%d/task/%s/status" % (pid, t)) as f:
+            mode = f.read().split("Seccomp:")[1].split()[0]
+        out.setdefault(comm, set()).add(mode)
+    return out
+
+
+@needs_kvm
+def test_seccomp_kill_mode(cwd_guests, tmp_path):
+    """--seccomp=kill with a disk: every thread is filtered, the guest
+    runs its disk test, a checkpoint and a mapped restore (itself under
+    the filters) work, and nothing was killed."""
+    tmp = str(tmp_path)
+    img = os.path.join(tmp, "d.img")
+    with open(img, "wb") as f:
+        f.truncate(8 << 20)
+    g = cwd_guests(["--seccomp=kill", "-c", "2", "-m", "%dM" % MEM_MB,
+                    "-k", GUEST, "-a", "tests=serial,vblk,smp " + CMDLINE,
+                    "-s", "2,virtio-blk," + img, "-l", "com1,stdio"],
+                   "sc", tmp)
+    assert wait_tick(g, 3), g.read() + g.proc.stderr.read1().decode()
+    assert "KHYVE-TEST vblk PASS" in g.read(), g.read()
+    modes = seccomp_modes(g.proc.pid)
+    assert all(m == {"2"} for m in modes.values()), modes
+    assert "vcpu0" in modes and "vcpu1" in modes, modes
+    snap = os.path.join(tmp, "sc.khyve")
+    r = g.ctl("checkpoint", g.name, snap)
+    assert r.returncode == 0, r.stderr
+    n = last_tick(g)
+    g.ctl("poweroff", g.name, "--force")
+    g.finish()
+    assert "seccomp" not in g.proc.stderr.read().decode()
+    g2 = cwd_guests(["-r", snap, "--seccomp=kill"], "sc2", tmp)
+    assert wait_tick(g2, n + 3), g2.read()
+    r = g2.ctl("checkpoint", g2.name, snap)
+    assert r.returncode == 0, r.stderr
+    assert g2.proc.poll() is None
