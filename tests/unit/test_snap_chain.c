@@ -23,43 +23,11 @@
 #include "snap_ram.h"
 #include "snap_ram_live.h"
 #include "unit.h"
+#include "unit_tmp.h"
 
 #define RAM    (64 * MiB)
 #define NPAGES (RAM / PAGE_SIZE)
 #define WORDS  (NPAGES / 64)
-
-static char dir[64];
-
-static const char *tpath(const char *name)
-{
-	static char buf[8][128];
-	static unsigned n;
-	char *p = buf[n++ % 8];
-
-	snprintf(p, 128, "%s/%s", dir, name);
-	return p;
-}
-
-static int mem_new(struct guest_mem *m, uint64_t size)
-{
-	void *p;
-
-	if (guest_mem_layout(m, size))
-		return -1;
-	p = mmap(NULL, size, PROT_READ | PROT_WRITE,
-		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (p == MAP_FAILED)
-		return -1;
-	m->base = p;
-	for (unsigned i = 0; i < m->nr; i++)
-		m->r[i].hva = m->base + m->r[i].offset;
-	return 0;
-}
-
-static void mem_free(struct guest_mem *m)
-{
-	munmap(m->base, m->ram_size);
-}
 
 /* What a save records of the snapshot it wrote, for its child. */
 struct saved {
@@ -490,8 +458,7 @@ static void test_map_too_many_runs(void)
 
 int main(void)
 {
-	snprintf(dir, sizeof(dir), "/tmp/khyve-test-chain-XXXXXX");
-	if (!mkdtemp(dir))
+	if (tdir_make("chain"))
 		return 1;
 	build_chain();
 	RUN(test_chain_restores_like_full);
@@ -502,12 +469,6 @@ int main(void)
 	mem_free(&live);
 	for (unsigned i = 0; i < 6; i++)
 		free(links[i].hashes);
-	{
-		char cmd[128];
-
-		snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-		if (system(cmd))
-			fprintf(stderr, "cleanup of %s failed\n", dir);
-	}
+	tdir_remove();
 	return unit_done();
 }

@@ -25,36 +25,9 @@
 #include "snap_ram_live.h"
 #include "snap_ram_restore.h"
 #include "unit.h"
+#include "unit_tmp.h"
 
 #define RAM (16 * MiB)
-
-static char dir[64];
-
-static const char *tpath(const char *name)
-{
-	static char buf[4][160];
-	static unsigned n;
-	char *p = buf[n++ % 4];
-
-	snprintf(p, 160, "%s/%s", dir, name);
-	return p;
-}
-
-static int mem_new(struct guest_mem *m, uint64_t size)
-{
-	void *p;
-
-	if (guest_mem_layout(m, size))
-		return -1;
-	p = mmap(NULL, size, PROT_READ | PROT_WRITE,
-		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (p == MAP_FAILED)
-		return -1;
-	m->base = p;
-	for (unsigned i = 0; i < m->nr; i++)
-		m->r[i].hva = m->base + m->r[i].offset;
-	return 0;
-}
 
 /* A few recognisable pages that differ per @seed. */
 static void mem_fill(struct guest_mem *m, uint8_t seed)
@@ -468,8 +441,7 @@ static void test_ram_name_must_be_bare(void)
 
 int main(void)
 {
-	snprintf(dir, sizeof(dir), "/tmp/khyve-test-pair-XXXXXX");
-	if (!mkdtemp(dir))
+	if (tdir_make("pair"))
 		return 1;
 	RUN(test_failed_save_keeps_previous_pair);
 	RUN(test_failed_rollback_is_refused);
@@ -477,12 +449,6 @@ int main(void)
 	RUN(test_pair_without_id);
 	RUN(test_not_regular_files);
 	RUN(test_ram_name_must_be_bare);
-	{
-		char cmd[128];
-
-		snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-		if (system(cmd))
-			fprintf(stderr, "cleanup of %s failed\n", dir);
-	}
+	tdir_remove();
 	return unit_done();
 }

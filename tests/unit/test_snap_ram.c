@@ -16,20 +16,9 @@
 #include "snap_inspect.h"
 #include <jansson.h>
 #include "unit.h"
+#include "unit_tmp.h"
 
 #define RAM (64 * MiB)
-
-static char dir[64];
-
-static const char *tpath(const char *name)
-{
-	static char buf[4][128];
-	static unsigned n;
-	char *p = buf[n++ % 4];
-
-	snprintf(p, 128, "%s/%s", dir, name);
-	return p;
-}
 
 /* The RAM file of @state at its default name, STATE.ram. */
 static int save_beside(const struct guest_mem *m, const char *state,
@@ -39,28 +28,6 @@ static int save_beside(const struct guest_mem *m, const char *state,
 	int rc = snap_ram_default_path(state, ram, sizeof(ram));
 
 	return rc ? rc : snap_ram_save(m, ram, 0, info, NULL);
-}
-
-/* Flat guest RAM in one anonymous mapping, regions pointing into it. */
-static int mem_new(struct guest_mem *m, uint64_t size)
-{
-	void *p;
-
-	if (guest_mem_layout(m, size))
-		return -1;
-	p = mmap(NULL, size, PROT_READ | PROT_WRITE,
-		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (p == MAP_FAILED)
-		return -1;
-	m->base = p;
-	for (unsigned i = 0; i < m->nr; i++)
-		m->r[i].hva = m->base + m->r[i].offset;
-	return 0;
-}
-
-static void mem_free(struct guest_mem *m)
-{
-	munmap(m->base, m->ram_size);
 }
 
 /* Mostly zero, with a recognisable pattern on every 37th page. */
@@ -690,8 +657,7 @@ static void test_inspect(void)
 
 int main(void)
 {
-	snprintf(dir, sizeof(dir), "/tmp/khyve-test-ram-XXXXXX");
-	if (!mkdtemp(dir))
+	if (tdir_make("ram"))
 		return 1;
 	RUN(test_save_sparse_hashes);
 	RUN(test_map_and_eager);
@@ -701,12 +667,6 @@ int main(void)
 	RUN(test_split_regions);
 	RUN(test_ram_section);
 	RUN(test_inspect);
-	{
-		char cmd[128];
-
-		snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-		if (system(cmd))
-			fprintf(stderr, "cleanup of %s failed\n", dir);
-	}
+	tdir_remove();
 	return unit_done();
 }

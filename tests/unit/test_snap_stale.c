@@ -14,18 +14,7 @@
 #include "snap_file.h"
 #include "snap_stale.h"
 #include "unit.h"
-
-static char dir[64];
-
-static const char *tpath(const char *name)
-{
-	static char buf[4][160];
-	static unsigned n;
-	char *p = buf[n++ % 4];
-
-	snprintf(p, 160, "%s/%s", dir, name);
-	return p;
-}
+#include "unit_tmp.h"
 
 static void touch(const char *name)
 {
@@ -83,16 +72,9 @@ static void test_sweep_dead_only(void)
 
 int main(void)
 {
-	snprintf(dir, sizeof(dir), "/tmp/khyve-test-stale-XXXXXX");
-	if (!mkdtemp(dir))
+	if (tdir_make("stale"))
 		return 1;
 	RUN(test_sweep_dead_only);
-	{
-		char cmd[128];
-
-		snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-		if (system(cmd))
-			fprintf(stderr, "cleanup of %s failed\n", dir);
-	}
+	tdir_remove();
 	return unit_done();
 }

@@ -18,24 +18,9 @@
 #include "guest_mem.h"
 #include "snap_stream.h"
 #include "unit.h"
+#include "unit_tmp.h"
 
 #define RAM (16 * MiB)
-
-static int mem_new(struct guest_mem *m, uint64_t size)
-{
-	void *p;
-
-	if (guest_mem_layout(m, size))
-		return -1;
-	p = mmap(NULL, size, PROT_READ | PROT_WRITE,
-		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (p == MAP_FAILED)
-		return -1;
-	m->base = p;
-	for (unsigned i = 0; i < m->nr; i++)
-		m->r[i].hva = m->base + m->r[i].offset;
-	return 0;
-}
 
 /* Every 7th page a pattern (half of it compressible), the rest zero. */
 static void mem_fill(struct guest_mem *m, uint8_t seed)
