@@ -265,6 +265,16 @@ out:
 	return ret;
 }
 
+/* What a state file records of this host: its CPU, KVM's API, the backend. */
+static void host_info_fill(const struct vm *vm, struct snap_host_info *host)
+{
+	char kvm_info[sizeof(host->kvm_info)];
+
+	snprintf(kvm_info, sizeof(kvm_info), "api %d%s", KVM_API_VERSION,
+		 vm->sw_backend ? ", software backend" : "");
+	snap_host_info_probe(host, kvm_info);
+}
+
 /*
  * The state file, from the paused VM, written but not committed: left
  * open in *@out for the caller to commit with the RAM file once the
@@ -276,13 +286,10 @@ static int write_state(struct vm *vm, const char *path,
 {
 	struct snap_host_info host;
 	struct snap_writer *w = NULL;
-	char kvm_info[128];
 	struct err e = {0};
 	int ret;
 
-	snprintf(kvm_info, sizeof(kvm_info), "api %d%s", KVM_API_VERSION,
-		 vm->sw_backend ? ", software backend" : "");
-	snap_host_info_probe(&host, kvm_info);
+	host_info_fill(vm, &host);
 	ret = snap_writer_open(&w, path, &host, save_id);
 	if (ret)
 		return err_set(err, ret, "%s: %s", path, strerror(-ret));
@@ -1490,13 +1497,10 @@ int vm_snapshot_state_mem(struct vm *vm, uint8_t **data, size_t *len,
 	static const char name[] = "migration state";
 	struct snap_host_info host;
 	struct snap_writer *w = NULL;
-	char kvm_info[128];
 	struct err e = {0};
 	int ret;
 
-	snprintf(kvm_info, sizeof(kvm_info), "api %d%s", KVM_API_VERSION,
-		 vm->sw_backend ? ", software backend" : "");
-	snap_host_info_probe(&host, kvm_info);
+	host_info_fill(vm, &host);
 	ret = snap_writer_open_mem(&w, name, &host, NULL);
 	if (ret)
 		return err_set(err, ret, "%s: %s", name, strerror(-ret));
