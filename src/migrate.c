@@ -166,6 +166,25 @@ static int tcp_socket(const char *addr, bool listening, int *out,
 	return 0;
 }
 
+/* Neither tcp: nor fd:, so unix:PATH: its address in @sa, a socket in *@s. */
+static int unix_socket(const char *addr, struct sockaddr_un *sa, int *s,
+		       struct err *err)
+{
+	int ret;
+
+	if (strncmp(addr, "unix:", 5))
+		return err_set(err, -EINVAL,
+			       "%s: expected tcp:HOST:PORT, unix:PATH or fd:N",
+			       addr);
+	ret = unix_addr(addr, sa, err);
+	if (ret)
+		return ret;
+	*s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (*s < 0)
+		return err_set(err, -errno, "socket: %s", strerror(errno));
+	return 0;
+}
+
 int migrate_connect(const char *addr, int *fd, struct err *err)
 {
 	struct sockaddr_un sa;
@@ -175,16 +194,9 @@ int migrate_connect(const char *addr, int *fd, struct err *err)
 		return tcp_socket(addr, false, fd, err);
 	if (!strncmp(addr, "fd:", 3))
 		return fd_addr(addr, fd, err);
-	if (strncmp(addr, "unix:", 5))
-		return err_set(err, -EINVAL,
-			       "%s: expected tcp:HOST:PORT, unix:PATH or fd:N",
-			       addr);
-	ret = unix_addr(addr, &sa, err);
+	ret = unix_socket(addr, &sa, &s, err);
 	if (ret)
 		return ret;
-	s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (s < 0)
-		return err_set(err, -errno, "socket: %s", strerror(errno));
 	if (connect(s, (struct sockaddr *)&sa, sizeof(sa))) {
 		ret = err_set(err, -errno, "%s: %s", addr, strerror(errno));
 		close(s);
@@ -213,16 +225,9 @@ int migrate_listen(const char *addr, int *fd, bool *listener, char *unix_path,
 			*listener = false; /* a connection (or a file) */
 		return ret;
 	}
-	if (strncmp(addr, "unix:", 5))
-		return err_set(err, -EINVAL,
-			       "%s: expected tcp:HOST:PORT, unix:PATH or fd:N",
-			       addr);
-	ret = unix_addr(addr, &sa, err);
+	ret = unix_socket(addr, &sa, &s, err);
 	if (ret)
 		return ret;
-	s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (s < 0)
-		return err_set(err, -errno, "socket: %s", strerror(errno));
 	if (bind(s, (struct sockaddr *)&sa, sizeof(sa)) || listen(s, 4)) {
 		ret = err_set(err, -errno, "%s: %s", addr, strerror(errno));
 		close(s);

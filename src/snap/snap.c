@@ -766,6 +766,16 @@ int snap_write_section(struct snap_writer *w, const struct snap_desc *d,
 	return rc;
 }
 
+/* The end record after the last section, its hash the whole file's. */
+static void end_record(struct snap_writer *w, uint8_t end[END_LEN])
+{
+	put_le32(end, END_MAGIC);
+	put_le32(end + 4, w->nsections);
+	put_le64(end + 8, w->off + END_LEN);
+	XXH3_64bits_update(w->file_hash, end, 16);
+	put_le64(end + 16, XXH3_64bits_digest(w->file_hash));
+}
+
 int snap_writer_seal(struct snap_writer *w)
 {
 	struct err e;
@@ -777,11 +787,7 @@ int snap_writer_seal(struct snap_writer *w)
 	rc = w->err;
 	if (rc)
 		return rc;
-	put_le32(end, END_MAGIC);
-	put_le32(end + 4, w->nsections);
-	put_le64(end + 8, w->off + END_LEN);
-	XXH3_64bits_update(w->file_hash, end, 16);
-	put_le64(end + 16, XXH3_64bits_digest(w->file_hash));
+	end_record(w, end);
 	rc = snap_write_full(w->f.fd, end, sizeof(end));
 	if (rc) {
 		w->err = rc;
@@ -805,11 +811,7 @@ int snap_writer_take_mem(struct snap_writer *w, uint8_t **data, size_t *len)
 	rc = w->err;
 	if (rc)
 		return rc;
-	put_le32(end, END_MAGIC);
-	put_le32(end + 4, w->nsections);
-	put_le64(end + 8, w->off + END_LEN);
-	XXH3_64bits_update(w->file_hash, end, 16);
-	put_le64(end + 16, XXH3_64bits_digest(w->file_hash));
+	end_record(w, end);
 	rc = mem_append(w, end, sizeof(end));
 	if (rc)
 		return wfail(w, rc, "%s: out of memory", w->f.path);
