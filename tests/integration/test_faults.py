@@ -3,6 +3,7 @@ with SIGKILL at random points of checkpoints, khyvectl killed mid-request,
 a disk that fails with EIO in the middle of a save. Judged by what is left
 on disk (the previous pair restores and verifies, no temporary stays once
 the next save ran) and by what the guest reports after it."""
+import errno
 import json
 import os
 import random
@@ -155,9 +156,18 @@ def failing_disk(tmp_path):
         assert sh("mount", loop, str(mnt)).returncode == 0
 
         def fill_disk(leave=4 << 20):
+            # in steps: ext4's own writeback may take room meanwhile
             st = os.statvfs(str(back))
-            with open(str(back / "filler"), "wb") as f:
-                f.write(b"\xff" * (st.f_bavail * st.f_frsize - leave))
+            left = st.f_bavail * st.f_frsize - leave
+            with open(str(back / "filler"), "wb", buffering=0) as f:
+                while left > 0:
+                    try:
+                        f.write(b"\xff" * min(left, 1 << 20))
+                    except OSError as e:
+                        if e.errno != errno.ENOSPC:
+                            raise
+                        break
+                    left -= 1 << 20
 
         yield str(mnt), fill_disk
     finally:
