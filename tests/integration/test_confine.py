@@ -53,6 +53,15 @@ def core_unlimited():
                        (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
 
 
+def core_env():
+    """A sanitizer build (KHYVE_BUILD=build-san) turns core dumps off by
+    itself: let it dump, so the check is khyve's, not ASan's."""
+    env = dict(os.environ)
+    opts = env.get("ASAN_OPTIONS", "")
+    env["ASAN_OPTIONS"] = (opts + ":" if opts else "") + "disable_coredump=0"
+    return env
+
+
 class CwdGuest(Guest):
     """A khyve started in @cwd with an unlimited core size, so that what
     it dumps lands there (core_pattern "core" is relative to the cwd)."""
@@ -64,7 +73,7 @@ class CwdGuest(Guest):
             [KHYVE, "--rundir", rundir] + args + [name],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, cwd=cwd, preexec_fn=core_unlimited,
-            pass_fds=pass_fds)
+            pass_fds=pass_fds, env=core_env())
         self.out = b""
         os.set_blocking(self.proc.stdout.fileno(), False)
 
