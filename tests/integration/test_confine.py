@@ -161,17 +161,12 @@ def test_no_core_by_default(cwd_guests, tmp_path):
 
 
 @needs_kvm
-def test_guest_ram_not_in_core(cwd_guests, tmp_path, monkeypatch):
+def test_guest_ram_not_in_core(cwd_guests, tmp_path):
     """--allow-core-dump: a core is written, without guest RAM in it (its
     pattern is in the RAM file of a checkpoint, so the search works) -
     booted, and after a mapped restore replaced guest RAM's mapping."""
     if not plain_core_pattern():
         pytest.skip("core_pattern is not the default 'core'")
-    # A sanitized khyve (make check's) would write no core at all: ASan
-    # sets RLIMIT_CORE to 0 at start unless told not to (its shadow stays
-    # out of the core: use_madv_dontdump, on by default).
-    opts = os.environ.get("ASAN_OPTIONS", "")
-    monkeypatch.setenv("ASAN_OPTIONS", opts + ":disable_coredump=0")
     tmp = str(tmp_path)
     size = MEM_MB << 20
     g = boot(cwd_guests, tmp, "core", ["--allow-core-dump"])
