@@ -588,13 +588,16 @@ int snap_stream_apply_ram(struct snap_stream *s, const struct guest_mem *m,
 {
 	const uint32_t known = SNAP_RAM_REC_ZERO | SNAP_RAM_REC_ZSTD;
 	uint64_t off, n, avail;
-	const uint8_t *data = p + 16;
+	const uint8_t *data;
 	uint32_t flags;
 	uint8_t *dst;
 	int rc;
 
+	/* An empty record's payload pointer may be NULL: no arithmetic on it
+	 * before its length is known (fuzz_snap_stream found it). */
 	if (len < 16)
 		return err_set(err, -EPROTO, "RAM record too short");
+	data = p + 16;
 	off = get_le64(p);
 	n = get_le32(p + 8);
 	flags = get_le32(p + 12);
