@@ -143,9 +143,20 @@ def still_counting(g, more=4):
     n = last_tick(g)
     assert wait_tick(g, n + more), g.read()[-2000:]
     assert wait_memcheck_ok_after(g, n), g.read()[-2000:]
-    st = subprocess.run([KHYVECTL, "--rundir", g.rundir, "--json", "status",
-                         g.name], capture_output=True, text=True, timeout=60)
-    assert json.loads(st.stdout)["state"] == "running", st.stdout
+    # Asked up to 3 times, each answer kept: a clean-clone make check saw
+    # one empty reply right after a failed switch-over (the guest counting
+    # on), not reproduced since - the failures say what khyvectl printed.
+    tries = []
+    for _ in range(3):
+        st = subprocess.run([KHYVECTL, "--rundir", g.rundir, "--json",
+                             "status", g.name], capture_output=True,
+                            text=True, timeout=60)
+        if st.returncode == 0 and st.stdout.strip():
+            break
+        tries.append((st.returncode, st.stdout, st.stderr))
+        time.sleep(1)
+    assert st.stdout.strip(), tries
+    assert json.loads(st.stdout)["state"] == "running", (st.stdout, tries)
 
 
 def moved(src, dst, res, before):
