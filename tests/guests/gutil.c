@@ -566,46 +566,6 @@ static const uint8_t *find_rsdp(uint64_t rsdp_pa, phys_fn phys, void *ctx)
 	return NULL;
 }
 
-int gacpi_find_madt(uint64_t rsdp_pa, phys_fn phys, void *ctx,
-		    struct madt_info *out)
-{
-	const uint8_t *rsdp = find_rsdp(rsdp_pa, phys, ctx);
-	const uint8_t *sdt, *hdr;
-	uint64_t sdt_pa;
-	uint32_t len, esz;
-
-	if (!rsdp)
-		return -G_ENOENT;
-	/* Prefer the XSDT (revision >= 2) and fall back to the RSDT. */
-	sdt_pa = rsdp[15] >= 2 ? rd64(rsdp + 24) : 0;
-	esz = 8;
-	if (!sdt_pa) {
-		sdt_pa = rd32(rsdp + 16);
-		esz = 4;
-	}
-	hdr = phys(sdt_pa, 36, ctx);
-	if (!hdr)
-		return -G_EINVAL;
-	len = rd32(hdr + 4);
-	sdt = len >= 36 ? phys(sdt_pa, len, ctx) : NULL;
-	if (!sdt || !gacpi_checksum_ok(sdt, len))
-		return -G_EINVAL;
-	for (uint32_t off = 36; off + esz <= len; off += esz) {
-		uint64_t pa = esz == 8 ? rd64(sdt + off) : rd32(sdt + off);
-		const uint8_t *t = phys(pa, 36, ctx);
-		uint32_t tlen;
-
-		if (!t || g_strncmp((const char *)t, "APIC", 4))
-			continue;
-		tlen = rd32(t + 4);
-		t = phys(pa, tlen, ctx);
-		if (!t)
-			return -G_EINVAL;
-		return gacpi_parse_madt(t, tlen, out);
-	}
-	return -G_ENOENT;
-}
-
 /* Table @sig through the XSDT (or RSDT): its address and length. */
 static int gacpi_find_table(uint64_t rsdp_pa, phys_fn phys, void *ctx,
 			    const char *sig, uint64_t *pa, uint32_t *tlen)
@@ -640,6 +600,22 @@ static int gacpi_find_table(uint64_t rsdp_pa, phys_fn phys, void *ctx,
 		}
 	}
 	return -G_ENOENT;
+}
+
+int gacpi_find_madt(uint64_t rsdp_pa, phys_fn phys, void *ctx,
+		    struct madt_info *out)
+{
+	const uint8_t *t;
+	uint64_t pa;
+	uint32_t tlen;
+	int ret = gacpi_find_table(rsdp_pa, phys, ctx, "APIC", &pa, &tlen);
+
+	if (ret)
+		return ret;
+	t = phys(pa, tlen, ctx);
+	if (!t)
+		return -G_EINVAL;
+	return gacpi_parse_madt(t, tlen, out);
 }
 
 /* An AML integer (ZeroOp, OneOp, Byte..QWordPrefix): its size, 0 if none. */
