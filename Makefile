@@ -41,7 +41,8 @@ CFLAGS += -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter \
 	  -fno-strict-aliasing -D_GNU_SOURCE -DKHYVE_VERSION='"$(VERSION)"' \
 	  -Isrc -Isrc/arch/x86 -Isrc/dev -Isrc/snap $(SANFLAGS)
 LDFLAGS += $(SANFLAGS)
-LDLIBS := -ljansson -lseccomp -lmicrohttpd -lxxhash -lzstd -llzma -lz -llz4 -lbz2 -lpthread -lm
+include libs.mk
+LDLIBS := $(KHYVE_LDLIBS)
 
 LIB_SRCS := $(filter-out src/main.c,$(wildcard src/*.c src/arch/x86/*.c src/dev/*.c src/snap/*.c))
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
