@@ -313,6 +313,7 @@ static int parse_token(struct gcfg *c, const char *s, size_t len)
 		NUM(vnet_gap_us, 1),	NUM(vnet_echo_ms, 1),
 		NUM(vnet_bench_mb, 1),	NUM(vnet_qd, 1),
 		NUM(counter_high, 1),	NUM(zero_every, 1),
+		NUM(disk_blocks, 1),
 #undef NUM
 	};
 	size_t eq = 0;

@@ -53,6 +53,7 @@ struct gcfg {
 	uint32_t dirty_pages;	 /* counter pages rewritten per tick */
 	uint32_t counter_high;	 /* counter region at the top of RAM */
 	uint32_t zero_every;	 /* counter gens that zero their pages */
+	uint32_t disk_blocks;	 /* counter: 4 KiB disk blocks written, checked */
 	uint64_t mem_limit_mb;	 /* mem test cap, 0 = all RAM */
 	uint64_t touch_mb;	 /* MiB to fill before the counter, 0 = none */
 	uint64_t seed;		 /* pattern seed */

@@ -32,6 +32,10 @@ int genid_mac_read(uint8_t mac[6]);
 /* "genid": find the VM generation ID; one "KHYVE-GENID" line a tick. */
 void genid_setup(void);
 void genid_line(uint64_t n);
+/* virtio.c, for "disk_blocks=N": the counter's disk writes and checks. */
+int cdisk_start(void);
+int cdisk_tick(uint64_t n);
+int cdisk_check(uint64_t n);
 /* One "KHYVE-CLOCK" line for counter tick @n (checks monotonicity). */
 void clock_line(uint64_t n);
 

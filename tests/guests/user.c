@@ -266,6 +266,7 @@ static void counter_run(void)
 	uint64_t size = (uint64_t)G.cfg.mem_kb * 1024;
 	uint64_t interval = G.cfg.interval_ms * G.tsc_khz;
 	uint64_t n = 0, checks = 0, failures = 0, now, last, next, gap = 0;
+	int disk;
 	unsigned pages = (unsigned)(size / 4096);
 
 	if (pages > CNT_MAX_PAGES)
@@ -284,6 +285,9 @@ static void counter_run(void)
 		cnt_fill(base, p, 0);
 	if (G.cfg.genid)
 		genid_setup();
+	if (G.cfg.disk_blocks && cdisk_start())
+		failures++;
+	disk = G.cfg.disk_blocks && !failures;
 	con_printf("KHYVE-INFO counter interval_ms=%u tsc_khz=%lu tsc_src=%s "
 		   "mem_pages=%u check_every=%u mem_base=0x%lx\n",
 		   G.cfg.interval_ms, G.tsc_khz, G.tsc_src, pages,
@@ -310,6 +314,8 @@ static void counter_run(void)
 				base,
 				(unsigned)((n * G.cfg.dirty_pages + k) % pages),
 				(uint32_t)n);
+		if (disk)
+			failures += cdisk_tick(n) < 0;
 		if (G.cfg.gaps)
 			con_printf("KHYVE-COUNTER %lu tsc=%lu gap_us=%lu\n", n,
 				   now, gap * 1000 / G.tsc_khz);
@@ -324,6 +330,8 @@ static void counter_run(void)
 			checks++;
 			failures += cnt_check(base, pages, n) < 0;
 		}
+		if (disk && n % G.cfg.check_every == 0)
+			failures += cdisk_check(n) < 0;
 		if (G.cfg.count && n >= G.cfg.count)
 			break;
 	}

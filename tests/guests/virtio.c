@@ -1674,3 +1674,120 @@ int genid_mac_read(uint8_t mac[6])
 		mac[i] = mmio_read8(v.device + (uint64_t)i);
 	return 0;
 }
+
+/*
+ * "disk_blocks=N" (with counter): the counter's disk workload. Tick n
+ * writes 4 KiB block n mod N (from sector CDISK_SECTOR) stamped with n;
+ * each memcheck tick flushes and reads every block written so far back,
+ * each of which must hold the stamp of the tick that last wrote it. What
+ * was written is recorded in guest RAM, so a restored guest checks that
+ * the disk holds exactly what its RAM says it wrote: a snapshot and its
+ * disk must agree. The device stays set up on the shared ring (not with
+ * genid, which keeps a virtio-rng there).
+ */
+#define CDISK_SECTOR 4096 /* 2 MiB into the disk */
+#define CDISK_MAX    1024
+#define CDISK_MAGIC  0x4b53494456594b48ULL /* "HKYVDISK" */
+
+static struct vdev cdisk;
+static uint32_t cdisk_gen[CDISK_MAX]; /* tick that last wrote a block */
+static uint64_t cdisk_buf[512] __attribute__((aligned(4096)));
+
+static uint64_t cdisk_word(unsigned slot, uint32_t gen, unsigned i)
+{
+	if (i == 0)
+		return CDISK_MAGIC;
+	if (i == 1)
+		return gen;
+	if (i == 2)
+		return slot;
+	return g_pattern((uint64_t)slot * 4096 + i * 8,
+			 G.cfg.seed ^ ((uint64_t)gen << 20));
+}
+
+int cdisk_start(void)
+{
+	const char *why = "";
+	uint64_t cap, need = CDISK_SECTOR + (uint64_t)G.cfg.disk_blocks * 8;
+
+	if (G.cfg.disk_blocks > CDISK_MAX || G.cfg.genid) {
+		report("counter-disk", 0, "op=setup blocks=%u max=%u genid=%d",
+		       G.cfg.disk_blocks, CDISK_MAX, G.cfg.genid);
+		return -1;
+	}
+	memset(&cdisk, 0, sizeof(cdisk));
+	if (pci_find(0x1042, 0x1001, &cdisk) ||
+	    vdev_init(&cdisk, VIRTIO_BLK_F_FLUSH, &why)) {
+		report("counter-disk", 0, "op=init %s", why);
+		return -1;
+	}
+	cap = (uint64_t)mmio_read32(cdisk.device) |
+	      (uint64_t)mmio_read32(cdisk.device + 4) << 32;
+	if (cap < need) {
+		report("counter-disk", 0, "op=setup capacity=%lu need=%lu", cap,
+		       need);
+		return -1;
+	}
+	con_printf("KHYVE-INFO counter-disk pci=00:%02x.%x blocks=%u "
+		   "sector=%u flush=%d\n",
+		   cdisk.bdf >> 3, cdisk.bdf & 7, G.cfg.disk_blocks,
+		   CDISK_SECTOR, !!(cdisk.features & VIRTIO_BLK_F_FLUSH));
+	return 0;
+}
+
+/* Tick @n writes its block: 0, or -1 after a KHYVE-DISKCHECK bad line. */
+int cdisk_tick(uint64_t n)
+{
+	unsigned slot = (unsigned)(n % G.cfg.disk_blocks);
+	int st;
+
+	for (unsigned i = 0; i < 512; i++)
+		cdisk_buf[i] = cdisk_word(slot, (uint32_t)n, i);
+	st = blk_rw(&cdisk, VIRTIO_BLK_T_OUT, CDISK_SECTOR + slot * 8ULL,
+		    (uint64_t)cdisk_buf, 8);
+	if (st) {
+		con_printf("KHYVE-DISKCHECK bad %lu op=write slot=%u "
+			   "status=%d\n",
+			   n, slot, st);
+		return -1;
+	}
+	cdisk_gen[slot] = (uint32_t)n;
+	return 0;
+}
+
+/* Flush, then read every written block back and compare its stamp. */
+int cdisk_check(uint64_t n)
+{
+	unsigned blocks = 0, bad = 0, bad_slot = 0;
+	uint64_t got = 0;
+	int st = 0;
+
+	if (cdisk.features & VIRTIO_BLK_F_FLUSH) {
+		blk_prep(&cdisk, 0, VIRTIO_BLK_T_FLUSH, 0, 0, 0);
+		st = blk_batch(&cdisk, 1);
+	}
+	for (unsigned s = 0; !st && s < G.cfg.disk_blocks; s++) {
+		unsigned wrong = 0;
+
+		if (!cdisk_gen[s])
+			continue;
+		memset(cdisk_buf, 0, sizeof(cdisk_buf));
+		st = blk_rw(&cdisk, VIRTIO_BLK_T_IN, CDISK_SECTOR + s * 8ULL,
+			    (uint64_t)cdisk_buf, 8);
+		for (unsigned i = 0; !st && i < 512; i++)
+			wrong += cdisk_buf[i] != cdisk_word(s, cdisk_gen[s], i);
+		if (wrong && !bad++) {
+			bad_slot = s;
+			got = cdisk_buf[1];
+		}
+		blocks++;
+	}
+	if (!st && !bad) {
+		con_printf("KHYVE-DISKCHECK ok %lu blocks=%u\n", n, blocks);
+		return 0;
+	}
+	con_printf("KHYVE-DISKCHECK bad %lu blocks=%u slot=%u gen=%u got=%lu "
+		   "status=%d\n",
+		   n, bad, bad_slot, cdisk_gen[bad_slot], got, st);
+	return -1;
+}

@@ -136,6 +136,12 @@ static void test_cmdline(void)
 	CHECK_EQ(c.vstream_read, 1);
 	CHECK_EQ(c.vstream_span, 4096);
 
+	/* The counter's disk workload. */
+	gcfg_defaults(&c);
+	CHECK_EQ(c.disk_blocks, 0);
+	CHECK_EQ(gcfg_parse(&c, "counter disk_blocks=64"), 0);
+	CHECK_EQ(c.disk_blocks, 64);
+
 	/* tests=vnet addresses: a.b.c.d[:port], decimal octets only. */
 	gcfg_defaults(&c);
 	CHECK_EQ(c.vnet_dst, 0x0a000201u);
