@@ -4,7 +4,7 @@ itself, with khyve's open descriptors and resident memory followed
 across the cycles.
 
 The guest: the test guest's counter rewrites 64 pages of a 4 MiB region
-every 50 ms tick and checks the whole region every 2nd tick; each tick it
+every 25 ms tick and checks the whole region every 2nd tick; each tick it
 also writes one stamped 4 KiB disk block (64 in turn) and every 2nd tick
 flushes and reads all of them back (`disk_blocks=`, tests/guests/README.md).
 What it wrote lives in its RAM, so a restored guest checks that the disk
@@ -42,7 +42,7 @@ from conftest import BUILD, GUEST, needs_kvm
 from test_snapshot import last_tick, memchecks, ticks
 
 CYCLES = int(os.environ.get("KHYVE_SOAK_CYCLES", "10"))
-CMDLINE = ("counter interval_ms=50 check_every=2 mem_kb=4096 dirty_pages=64 "
+CMDLINE = ("counter interval_ms=25 check_every=2 mem_kb=4096 dirty_pages=64 "
            "disk_blocks=64")
 DISK_MB = 8
 DISK_BLOCK0 = 4096 * 512      # tests/guests/virtio.c CDISK_SECTOR
@@ -57,8 +57,18 @@ def diskchecks(text):
     return DISKCHECK.findall(text[:text.rfind("\n") + 1])
 
 
-def fds(g):
-    return len(os.listdir("/proc/%d/fd" % g.proc.pid))
+def fd_targets(g):
+    """What khyve's descriptors point at (socket and pipe inodes dropped:
+    the kind is what tells a leak)."""
+    d = "/proc/%d/fd" % g.proc.pid
+    out = []
+    for fd in os.listdir(d):
+        try:
+            t = os.readlink(os.path.join(d, fd))
+        except FileNotFoundError:
+            continue
+        out.append(re.sub(r":\[\d+\]$", "", t))
+    return sorted(out)
 
 
 def rss_kb(g):
@@ -90,11 +100,35 @@ def wait_checks_after(g, n, timeout=60):
                          % (n, g.read()[-4000:]))
 
 
-def quiet_sample(g, tick):
-    """fds and RSS once the guest printed the check lines of @tick: it is
-    then between requests (its disk I/O is synchronous), so every cycle is
-    sampled at the same point of its work."""
-    return fds(g), rss_kb(g)
+def quiet_sample(g, want=None, settle_s=2.0):
+    """fds and RSS once the guest printed the check lines after a save:
+    the guest is then between disk requests (they are synchronous) and
+    the save is over, so every cycle is sampled at the same point.
+    Descriptors khyve closes a moment later (the finished request's
+    control connection, seen 2 times in 100 cycles) are not leaks: with
+    @want (the steady count) a different count is sampled again for up to
+    @settle_s, and what was in excess is returned as transient. Without
+    @want (the cycles that set it) a second sample 0.2 s later counts if
+    it is lower."""
+    t = fd_targets(g)
+    first = t
+    if want is None:
+        time.sleep(0.2)
+        again = fd_targets(g)
+        t = again if len(again) < len(t) else t
+    end = time.time() + settle_s
+    while want is not None and len(t) != want and time.time() < end:
+        time.sleep(0.02)
+        t = fd_targets(g)
+    transient = [x for x in set(first) if first.count(x) > t.count(x)]
+    return len(t), rss_kb(g), sorted(transient)
+
+
+def sample_row(g, rows, cycle, save_ms, restore_ms):
+    want = rows[WARMUP]["fds"] if len(rows) > WARMUP else None
+    n_fds, rss, transient = quiet_sample(g, want)
+    return dict(cycle=cycle, fds=n_fds, rss=rss, save_ms=save_ms,
+                restore_ms=restore_ms, transient=transient)
 
 
 def first_line_ms(g, t0, timeout=60):
@@ -114,13 +148,13 @@ def first_line_ms(g, t0, timeout=60):
 
 def print_table(title, rows):
     print("\n%s (load %s)" % (title, os.getloadavg()[0]))
-    print("| cycle | fds | RSS KiB | save ms | restore ms |")
-    print("|---|---|---|---|---|")
+    print("| cycle | fds | RSS KiB | save ms | restore ms | closed late |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
-        print("| %d | %d | %d | %.0f | %s |" % (
+        print("| %d | %d | %d | %.0f | %s | %s |" % (
             r["cycle"], r["fds"], r["rss"], r["save_ms"],
             "%.0f" % r["restore_ms"] if r["restore_ms"] is not None
-            else "-"))
+            else "-", " ".join(r["transient"]) or "-"))
 
 
 def assert_flat(rows, what):
@@ -180,12 +214,10 @@ def test_soak_suspend_restore_cycles(guest_factory, tmp_path, disk):
         t0 = time.monotonic()
         g = guest_factory(["-r", snap], name="s%d" % i)
         restore_ms = first_line_ms(g, t0)
-        done = wait_checks_after(g, saved)
+        wait_checks_after(g, saved)
         first = ticks(g.read())[0]
         assert saved <= first <= saved + 2, (saved, g.read()[:2000])
-        n_fds, rss = quiet_sample(g, done)
-        rows.append(dict(cycle=i, fds=n_fds, rss=rss, save_ms=save_ms,
-                         restore_ms=restore_ms))
+        rows.append(sample_row(g, rows, i, save_ms, restore_ms))
     print_table("soak: suspend, restore in a new khyve, guest checks",
                 rows)
     assert_flat(rows, "suspend/restore")
@@ -208,7 +240,8 @@ def test_soak_suspend_restore_cycles(guest_factory, tmp_path, disk):
     assert [c for c in diskchecks(g.read()) if c[0] == "bad"], g.read()
     assert re.search(r"^KHYVE-DISKCHECK bad \d+ blocks=1 slot=1 ", g.read(),
                      re.M), g.read()
-    assert all(int(k) > saved for _, k in diskchecks(g.read()))
+    # (a check the suspend cut short finishes in the restored guest)
+    assert all(int(k) >= saved for _, k in diskchecks(g.read()))
 
 
 @needs_kvm
@@ -222,10 +255,8 @@ def test_soak_checkpoints_in_one_process(guest_factory, tmp_path, disk):
     for i in range(1, CYCLES + 1):
         before = last_tick(g)
         save_ms = save(g, "checkpoint", snap)
-        done = wait_checks_after(g, before + 1)
-        n_fds, rss = quiet_sample(g, done)
-        rows.append(dict(cycle=i, fds=n_fds, rss=rss, save_ms=save_ms,
-                         restore_ms=None))
+        wait_checks_after(g, before + 1)
+        rows.append(sample_row(g, rows, i, save_ms, None))
     print_table("soak: live checkpoints of one khyve", rows)
     assert_flat(rows, "one process")
     save(g, "suspend", snap)
