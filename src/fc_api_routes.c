@@ -25,6 +25,7 @@
 #include "log.h"
 #include "vm.h"
 #include "vm_ctl.h"
+#include "vm_devices.h"
 #include "vm_snapshot.h"
 
 /* The pre-boot / post-boot rule of an endpoint. */
@@ -613,6 +614,24 @@ static int flush_metrics(struct fc_api *a, struct err *e)
 	return 0;
 }
 
+/*
+ * SendCtrlAltDel: the keys on the i8042 keyboard, as Firecracker types
+ * them; a Linux guest reboots, and khyve exits when the guest resets.
+ */
+static int ctrl_alt_del(struct fc_api *a, struct err *e)
+{
+	int ret;
+
+	if (a->phase != FC_BOOTED || !a->vm)
+		return err_set(e, -EINVAL,
+			       "SendCtrlAltDel: The requested operation is "
+			       "not supported before starting the microVM.");
+	ret = vm_devices_ctrl_alt_del(a->vm->devs, e);
+	if (ret)
+		err_prefix(e, "SendCtrlAltDel: ");
+	return ret;
+}
+
 /* PUT /actions */
 static int put_actions(struct fc_api *a, const char *id, json_t *body,
 		       json_t **out, struct err *e)
@@ -632,7 +651,7 @@ static int put_actions(struct fc_api *a, const char *id, json_t *body,
 	if (!strcmp(t, "FlushMetrics"))
 		return flush_metrics(a, e);
 	if (!strcmp(t, "SendCtrlAltDel"))
-		return err_set(e, -EOPNOTSUPP, "action_type %s: " NOT_YET, t);
+		return ctrl_alt_del(a, e);
 	return err_set(e, -EINVAL,
 		       "action_type: unknown variant `%s`, expected one of "
 		       "`FlushMetrics`, `InstanceStart`, `SendCtrlAltDel`",

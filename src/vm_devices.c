@@ -416,6 +416,29 @@ int vm_devices_console_wait_fd(struct vm_devices *d)
 	return chardev_input_fd(d->console);
 }
 
+int vm_devices_ctrl_alt_del(struct vm_devices *d, struct err *err)
+{
+	int ret = i8042_kbd_ctrl_alt_del(&d->kbd);
+
+	switch (ret) {
+	case 0:
+		return 0;
+	case -ENODEV:
+		return err_set(err, ret,
+			       "the guest has disabled its i8042 keyboard");
+	case -ENOBUFS:
+		return err_set(err, ret,
+			       "the i8042 output buffer is full (the guest "
+			       "does not read its keyboard)");
+	case -EOPNOTSUPP:
+		return err_set(err, ret,
+			       "the guest's keyboard is in scan code set 3, "
+			       "which khyve does not type in");
+	default:
+		return err_set(err, ret, "i8042: %s", strerror(-ret));
+	}
+}
+
 void vm_devices_console_input(struct vm_devices *d)
 {
 	uint8_t buf[64];

@@ -66,6 +66,11 @@ void vm_devices_resume(struct vm_devices *d);
 int vm_devices_console_wait_fd(struct vm_devices *d);
 /* Feed console input to the UART (main loop). */
 void vm_devices_console_input(struct vm_devices *d);
+/*
+ * Ctrl+Alt+Del on the i8042 keyboard, with IRQ 1 (the Firecracker API's
+ * SendCtrlAltDel): 0, or -errno with the reason in @err.
+ */
+int vm_devices_ctrl_alt_del(struct vm_devices *d, struct err *err);
 /* Per-device statistics as a JSON object. */
 json_t *vm_devices_stats(struct vm_devices *d);
 

@@ -2,6 +2,7 @@
 /* i8042 keyboard controller + AT keyboard, no mouse. */
 #include "i8042.h"
 
+#include <errno.h>
 #include <string.h>
 
 #include "common.h"
@@ -416,6 +417,43 @@ size_t i8042_kbd_inject(struct i8042 *k, const uint8_t *codes, size_t len)
 	update_irq(k, false, false);
 	pthread_mutex_unlock(&k->lock);
 	return n;
+}
+
+/*
+ * Ctrl+Alt+Del as a keyboard types it: left Ctrl, left Alt, Delete made,
+ * then broken in reverse order, in the codes the guest reads from port
+ * 0x60: set 1 when the controller translates (or the keyboard is in set
+ * 1), set 2 otherwise. Set 3 has no codes here (Linux never picks it).
+ */
+int i8042_kbd_ctrl_alt_del(struct i8042 *k)
+{
+	static const uint8_t set1[] = {0x1d, 0x38, 0xe0, 0x53,
+				       0xe0, 0xd3, 0xb8, 0x9d};
+	static const uint8_t set2[] = {0x14, 0x11, 0xe0, 0x71, 0xe0, 0xf0,
+				       0x71, 0xf0, 0x11, 0xf0, 0x14};
+	const uint8_t *codes;
+	size_t n;
+	int ret = 0;
+
+	pthread_mutex_lock(&k->lock);
+	if (k->st.ctr & I8042_CTR_XLATE || k->st.kbd_scanset == 1) {
+		codes = set1;
+		n = sizeof(set1);
+	} else {
+		codes = set2;
+		n = sizeof(set2);
+	}
+	if (!k->st.kbd_scanning || k->st.ctr & I8042_CTR_KBDDIS)
+		ret = -ENODEV;
+	else if (k->st.kbd_scanset == 3 && !(k->st.ctr & I8042_CTR_XLATE))
+		ret = -EOPNOTSUPP;
+	else if ((size_t)(I8042_QUEUE_SIZE - k->st.outq_len) < n)
+		ret = -ENOBUFS;
+	for (size_t i = 0; !ret && i < n; i++)
+		queue_byte(k, codes[i], false);
+	update_irq(k, false, false);
+	pthread_mutex_unlock(&k->lock);
+	return ret;
 }
 
 static void power_on_state(struct i8042_state *s)

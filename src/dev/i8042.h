@@ -101,6 +101,14 @@ int i8042_io(void *opaque, uint64_t offset, void *data, unsigned size,
  */
 size_t i8042_kbd_inject(struct i8042 *k, const uint8_t *codes, size_t len);
 
+/*
+ * Type Ctrl+Alt+Del (make, then break codes) in the scan code set the
+ * guest reads (see i8042.c). 0; -ENODEV if the guest disabled the
+ * keyboard, -EOPNOTSUPP in untranslated set 3, -ENOBUFS if the output
+ * buffer lacks room (nothing is queued then).
+ */
+int i8042_kbd_ctrl_alt_del(struct i8042 *k);
+
 void i8042_state_save(struct i8042 *k, struct i8042_state *st);
 int i8042_state_check(const struct i8042_state *st);
 /* Validate, install and re-drive both IRQ lines; -EINVAL leaves @k alone. */

@@ -160,6 +160,7 @@ void gcfg_defaults(struct gcfg *c)
 		.exit_mode = EXIT_POWEROFF,
 		.interval_ms = 100,
 		.check_every = 10,
+		.kbd_xlate = 1,
 		.mem_kb = 4096,
 		.dirty_pages = 16,
 		.seed = 0x6b68797665ULL, /* "khyve" */
@@ -314,6 +315,7 @@ static int parse_token(struct gcfg *c, const char *s, size_t len)
 		NUM(vnet_bench_mb, 1),	NUM(vnet_qd, 1),
 		NUM(counter_high, 1),	NUM(zero_every, 1),
 		NUM(disk_blocks, 1),
+		NUM(kbd_xlate, 1),
 #undef NUM
 	};
 	size_t eq = 0;
@@ -344,6 +346,11 @@ static int parse_token(struct gcfg *c, const char *s, size_t len)
 		}
 		if (tok_eq(s, len, "genid")) {
 			c->genid = 1;
+			return 0;
+		}
+		if (tok_eq(s, len, "kbd")) {
+			c->kbd = 1;
+			c->explicit = 1;
 			return 0;
 		}
 		return -G_EINVAL;

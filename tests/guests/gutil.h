@@ -44,6 +44,7 @@ struct gcfg {
 	int clock;		 /* "clock": kvmclock + RTC lines with the counter */
 	int gaps;		 /* "gaps": counter ticks say how long it was stopped */
 	int genid;		 /* "genid": counter ticks report identity lines */
+	int kbd;		 /* "kbd": print i8042 keyboard bytes */
 	int exit_mode;		 /* enum exit_mode */
 	int explicit;		 /* tests=, counter or exit= given */
 	uint32_t interval_ms;	 /* counter tick */
@@ -54,6 +55,7 @@ struct gcfg {
 	uint32_t counter_high;	 /* counter region at the top of RAM */
 	uint32_t zero_every;	 /* counter gens that zero their pages */
 	uint32_t disk_blocks;	 /* counter: 4 KiB disk blocks written, checked */
+	uint32_t kbd_xlate;	 /* kbd: controller translation (1) or set 2 */
 	uint64_t mem_limit_mb;	 /* mem test cap, 0 = all RAM */
 	uint64_t touch_mb;	 /* MiB to fill before the counter, 0 = none */
 	uint64_t seed;		 /* pattern seed */

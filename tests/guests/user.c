@@ -353,6 +353,84 @@ static void touch_mem(void)
 	con_printf("KHYVE-INFO touch mb=%lu ms=%lu\n", G.cfg.touch_mb, ms);
 }
 
+/* The master 8259's IRR bit 1 (IRQ 1 latched; the PIC is masked). */
+static int pic_irr1(void)
+{
+	outb(0x20, 0x0a); /* OCW3: read IRR */
+	return (inb(0x20) >> 1) & 1;
+}
+
+/*
+ * Track Ctrl and Alt in scan code set @set (1, or 2 untranslated);
+ * returns 1 when Delete is made with both held.
+ */
+static int kbd_decode(int set, uint8_t b, int *e0, int *brk, int *ctrl,
+		      int *alt)
+{
+	int up, code, del = 0;
+
+	if (b == 0xe0) {
+		*e0 = 1;
+		return 0;
+	}
+	if (set == 2 && b == 0xf0) {
+		*brk = 1;
+		return 0;
+	}
+	up = set == 1 ? b >> 7 : *brk;
+	code = set == 1 ? b & 0x7f : b;
+	if (code == (set == 1 ? 0x1d : 0x14))
+		*ctrl = !up;
+	else if (code == (set == 1 ? 0x38 : 0x11))
+		*alt = !up;
+	else if (code == (set == 1 ? 0x53 : 0x71) && !up)
+		del = *ctrl && *alt;
+	*e0 = 0;
+	*brk = 0;
+	return del;
+}
+
+/*
+ * "kbd": the i8042 keyboard read as a driver reads it (status 0x64, data
+ * 0x60), one "KHYVE-KBD byte=0x.. irq1=N" line a byte, N the 8259's IRQ 1
+ * request bit seen with it. Ctrl+Alt+Del resets the machine through the
+ * i8042, as Linux does with reboot=k. kbd_xlate=0: translation off first,
+ * so the keyboard's set 2 arrives untranslated.
+ */
+static void kbd_run(void)
+{
+	int set = G.cfg.kbd_xlate ? 1 : 2, e0 = 0, brk = 0, ctrl = 0, alt = 0;
+
+	if (!G.cfg.kbd_xlate) {
+		outb(0x64, 0x60); /* write the command byte: */
+		outb(0x60, 0x05); /* KBDINT and SYS, no translation */
+	}
+	while (inb(0x64) & 1)
+		inb(0x60);
+	con_printf("KHYVE-KBD ready set=%d irq1=%d\n", set, pic_irr1());
+	for (;;) {
+		uint8_t st = inb(0x64), b;
+		int irq;
+
+		if (!(st & 1)) {
+			delay_us(1000);
+			continue;
+		}
+		irq = pic_irr1();
+		b = inb(0x60);
+		if (st & 0x20)
+			continue; /* aux (mouse) data: none is expected */
+		con_printf("KHYVE-KBD byte=0x%02x irq1=%d\n", b, irq);
+		if (kbd_decode(set, b, &e0, &brk, &ctrl, &alt)) {
+			con_printf("KHYVE-KBD ctrl-alt-del: reset\n");
+			outb(0x64, 0xfe);
+			delay_us(100000);
+			report("kbd-reset", 0, "still running after the reset");
+			guest_exit(EXIT_POWEROFF);
+		}
+	}
+}
+
 void guest_exit(int mode)
 {
 	con_printf("KHYVE-GUEST done pass=%lu fail=%lu\n", n_pass, n_fail);
@@ -392,5 +470,7 @@ void umain(unsigned long arg)
 		touch_mem();
 	if (G.cfg.counter)
 		counter_run();
+	if (G.cfg.kbd)
+		kbd_run();
 	guest_exit(G.cfg.exit_mode);
 }

@@ -383,6 +383,40 @@ def test_logger_and_metrics(fc, tmp_path):
     assert g.proc.poll() is None
 
 
+# ---- SendCtrlAltDel: the keys on the i8042, the guest's own reaction ----
+
+SET1 = [0x1d, 0x38, 0xe0, 0x53, 0xe0, 0xd3, 0xb8, 0x9d]
+SET2 = [0x14, 0x11, 0xe0, 0x71, 0xe0, 0xf0, 0x71, 0xf0, 0x11, 0xf0, 0x14]
+
+
+@needs_kvm
+@pytest.mark.parametrize("xlate,codes", [(1, SET1), (0, SET2)],
+                         ids=["translated", "set2"])
+def test_send_ctrl_alt_del_resets_the_guest(fc, xlate, codes):
+    """The guest's "kbd" mode reads the i8042 as a driver does and prints
+    every byte with the 8259's IRQ 1 bit; on Ctrl+Alt+Del it resets
+    through the i8042 (Linux's reboot=k), and khyve exits 0 as Firecracker
+    does when its guest resets. Translated (the power-on command byte):
+    set 1 codes; translation off: the keyboard's set 2."""
+    g = fc("cad%d" % xlate)
+    g.fault("PUT", "/actions", {"action_type": "SendCtrlAltDel"},
+            names=("SendCtrlAltDel", "before starting"))
+    configure(g, boot_args="kbd kbd_xlate=%d" % xlate)
+    g.ok("PUT", "/actions", {"action_type": "InstanceStart"})
+    assert g.wait_for("KHYVE-KBD ready set=%d irq1=0" % (2 - xlate), 60), \
+        g.read()
+    g.ok("PUT", "/actions", {"action_type": "SendCtrlAltDel"})
+    assert g.proc.wait(60) == 0, g.read()
+    out = g.read()
+    got = [(int(b, 16), int(i)) for b, i in
+           re.findall(r"KHYVE-KBD byte=0x([0-9a-f]+) irq1=(\d)", out)]
+    # Reset at Delete's make code: the bytes up to it, each with IRQ 1.
+    want = codes[:codes.index(0x53 if xlate else 0x71) + 1]
+    assert got == [(c, 1) for c in want], out
+    assert "KHYVE-KBD ctrl-alt-del: reset" in out, out
+    assert "still running" not in out, out
+
+
 # ---- bad input: Firecracker's 400 and a fault_message, the VM runs on ----
 
 def raw_exchange(sock, data, shut=False, timeout=30):
@@ -458,8 +492,6 @@ def bad_requests(g, m, p, valid):
             ("PUT", "/mmds/config", {"network_interfaces": []},
              "/mmds/config"),
             ("PUT", "/logger", {"module": "x"}, "module"),
-            ("PUT", "/actions", {"action_type": "SendCtrlAltDel"},
-             "SendCtrlAltDel"),
             ("PUT", "/drives/d", {"drive_id": "d", "is_root_device": False,
                                   "path_on_host": "/x",
                                   "rate_limiter": {}}, "rate_limiter"),

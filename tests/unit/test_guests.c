@@ -95,6 +95,13 @@ static void test_cmdline(void)
 	CHECK_EQ(c.smp_timeout_ms, 30000);
 
 	gcfg_defaults(&c);
+	CHECK_EQ(c.kbd_xlate, 1);
+	CHECK_EQ(gcfg_parse(&c, "kbd kbd_xlate=0"), 0);
+	CHECK(c.kbd && !c.counter && c.explicit);
+	CHECK_EQ(c.kbd_xlate, 0);
+	CHECK_EQ(c.tests, 0); /* kbd alone: no default tests */
+
+	gcfg_defaults(&c);
 	CHECK_EQ(gcfg_parse(&c, "exit=reboot"), 0);
 	CHECK_EQ(c.tests, 0); /* only an exit: run nothing */
 	CHECK_EQ(c.exit_mode, EXIT_REBOOT);

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -220,6 +221,50 @@ static void test_irqs(void)
 	i8042_destroy(&k);
 }
 
+/* Ctrl+Alt+Del in the set the guest reads, with IRQ 1. */
+static void test_ctrl_alt_del(void)
+{
+	static const int set1[] = {0x1d, 0x38, 0xe0, 0x53,
+				   0xe0, 0xd3, 0xb8, 0x9d};
+	static const int set2[] = {0x14, 0x11, 0xe0, 0x71, 0xe0, 0xf0,
+				   0x71, 0xf0, 0x11, 0xf0, 0x14};
+	struct i8042 k;
+
+	setup(&k);
+	/* Power-on: translation on, so set 1. */
+	CHECK_EQ(i8042_kbd_ctrl_alt_del(&k), 0);
+	CHECK_EQ(rk.level, 1);
+	CHECK_EQ(rk.raises, 1);
+	for (size_t i = 0; i < ARRAY_SIZE(set1); i++)
+		CHECK_EQ(read_reply(&k, NULL), set1[i]);
+	CHECK_EQ(read_reply(&k, NULL), -1);
+	CHECK_EQ(rk.level, 0);
+	CHECK_EQ(rk.raises, 8); /* one edge per byte */
+	/* Translation off, the keyboard in its set 2: set 2 codes. */
+	outb(&k, I8042_CMD_PORT, 0x60);
+	outb(&k, I8042_DATA_PORT, 0x05);
+	CHECK_EQ(i8042_kbd_ctrl_alt_del(&k), 0);
+	for (size_t i = 0; i < ARRAY_SIZE(set2); i++)
+		CHECK_EQ(read_reply(&k, NULL), set2[i]);
+	CHECK_EQ(read_reply(&k, NULL), -1);
+	/* No room for the whole sequence: nothing queued. */
+	CHECK_EQ(i8042_kbd_ctrl_alt_del(&k), 0);
+	CHECK_EQ(i8042_kbd_ctrl_alt_del(&k), -ENOBUFS);
+	for (size_t i = 0; i < ARRAY_SIZE(set2); i++)
+		CHECK_EQ(read_reply(&k, NULL), set2[i]);
+	CHECK_EQ(read_reply(&k, NULL), -1);
+	/* Set 3 untranslated: refused. Keyboard disabled: refused. */
+	outb(&k, I8042_DATA_PORT, 0xf0);
+	CHECK_EQ(read_reply(&k, NULL), 0xfa);
+	outb(&k, I8042_DATA_PORT, 0x03);
+	CHECK_EQ(read_reply(&k, NULL), 0xfa);
+	CHECK_EQ(i8042_kbd_ctrl_alt_del(&k), -EOPNOTSUPP);
+	outb(&k, I8042_CMD_PORT, 0xad);
+	CHECK_EQ(i8042_kbd_ctrl_alt_del(&k), -ENODEV);
+	CHECK_EQ(read_reply(&k, NULL), -1);
+	i8042_destroy(&k);
+}
+
 static void test_reset(void)
 {
 	struct i8042 k;
@@ -341,6 +386,7 @@ int main(void)
 	RUN(test_controller_probe);
 	RUN(test_keyboard);
 	RUN(test_irqs);
+	RUN(test_ctrl_alt_del);
 	RUN(test_reset);
 	RUN(test_snapshot);
 	RUN(test_fuzz);
