@@ -352,6 +352,7 @@ void fc_api_stop(struct fc_api *a)
 		return;
 	if (a->mhd)
 		MHD_stop_daemon(a->mhd);
+	fc_metrics_stop(a);
 	if (a->lfd >= 0)
 		close(a->lfd);
 	unlink(a->path);
@@ -360,6 +361,9 @@ void fc_api_stop(struct fc_api *a)
 	close(a->boot_fd);
 	if (a->metrics_fd >= 0)
 		close(a->metrics_fd);
+	free(a->metrics_path);
+	json_decref(a->logger);
+	json_decref(a->metrics_prev);
 	free(a->path);
 	pthread_mutex_destroy(&a->lock);
 	pthread_cond_destroy(&a->cond);

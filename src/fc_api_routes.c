@@ -36,6 +36,7 @@ struct fc_route {
 	const char *path; /* "/drives/" with @with_id: an id follows */
 	bool with_id;
 	enum fc_when when;
+	enum fc_counter counter; /* Firecracker's metric for it */
 	int (*fn)(struct fc_api *a, const char *id, json_t *body, json_t **out,
 		  struct err *e);
 };
@@ -107,6 +108,19 @@ static bool bool_of(json_t *body, const char *key, bool dflt)
 	return v ? json_is_true(v) : dflt;
 }
 
+static uint64_t mono_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000ull + (uint64_t)ts.tv_nsec / 1000;
+}
+
+static uint64_t since_us(uint64_t t0)
+{
+	return mono_us() - t0;
+}
+
 #define NOT_YET	    "not supported by khyve yet"
 #define RATE_LIMITS "rate limiters are " NOT_YET
 
@@ -132,18 +146,37 @@ static int get_machine(struct fc_api *a, const char *id, json_t *body,
 		       json_t **out, struct err *e)
 {
 	(void)id, (void)body, (void)e;
-	*out = json_pack("{s:i, s:I, s:b, s:b, s:s}", "vcpu_count",
-			 (int)a->cfg.ncpus, "mem_size_mib",
-			 (json_int_t)(a->cfg.mem_size >> 20), "smt", 0,
-			 "track_dirty_pages", 0, "huge_pages", "None");
+	*out = fc_machine_config(a);
 	return *out ? 0 : -ENOMEM;
 }
 
-/* PUT /machine-config */
-static int put_machine(struct fc_api *a, const char *id, json_t *body,
+/* GET /vm/config */
+static int get_vm_config(struct fc_api *a, const char *id, json_t *body,
+			 json_t **out, struct err *e)
+{
+	(void)id, (void)body, (void)e;
+	*out = fc_vm_config(a);
+	return *out ? 0 : -ENOMEM;
+}
+
+/* GET /version: the Firecracker API version khyve follows. */
+static int get_version(struct fc_api *a, const char *id, json_t *body,
 		       json_t **out, struct err *e)
 {
-	static const struct fc_field f[] = {
+	(void)a, (void)id, (void)body, (void)e;
+	*out = json_pack("{s:s}", "firecracker_version", FC_API_VERSION);
+	return *out ? 0 : -ENOMEM;
+}
+
+/*
+ * PUT /machine-config (@patch false: every field not given takes its
+ * default) and PATCH /machine-config (@patch: only the fields given
+ * change; none is required).
+ */
+static int machine_apply(struct fc_api *a, json_t *body, bool patch,
+			 struct err *e)
+{
+	static const struct fc_field put[] = {
 		{"vcpu_count", FC_INT, true, NULL},
 		{"mem_size_mib", FC_INT, true, NULL},
 		{"smt", FC_BOOL, false, NULL},
@@ -151,14 +184,23 @@ static int put_machine(struct fc_api *a, const char *id, json_t *body,
 		{"cpu_template", FC_STR, false, NULL},
 		{"huge_pages", FC_STR, false, NULL},
 	};
+	static const struct fc_field opt[] = {
+		{"vcpu_count", FC_INT, false, NULL},
+		{"mem_size_mib", FC_INT, false, NULL},
+		{"smt", FC_BOOL, false, NULL},
+		{"track_dirty_pages", FC_BOOL, false, NULL},
+		{"cpu_template", FC_STR, false, NULL},
+		{"huge_pages", FC_STR, false, NULL},
+	};
+	json_t *jn = json_object_get(body, "vcpu_count"),
+	       *jm = json_object_get(body, "mem_size_mib");
 	json_int_t n, mib;
-	int ret = fc_fields_check(body, f, ARRAY_SIZE(f), e);
+	int ret = fc_fields_check(body, patch ? opt : put, ARRAY_SIZE(put), e);
 
-	(void)id, (void)out;
 	if (ret)
 		return ret;
-	n = json_integer_value(json_object_get(body, "vcpu_count"));
-	mib = json_integer_value(json_object_get(body, "mem_size_mib"));
+	n = jn ? json_integer_value(jn) : (json_int_t)a->cfg.ncpus;
+	mib = jm ? json_integer_value(jm) : (json_int_t)(a->cfg.mem_size >> 20);
 	if (n < 1 || n > 32)
 		return err_set(e, -EINVAL,
 			       "vcpu_count: %lld is out of range 1-32",
@@ -179,6 +221,22 @@ static int put_machine(struct fc_api *a, const char *id, json_t *body,
 	a->cfg.mem_size = ALIGN_UP((uint64_t)mib << 20, 2 * MiB);
 	a->configured = true;
 	return 0;
+}
+
+/* PUT /machine-config */
+static int put_machine(struct fc_api *a, const char *id, json_t *body,
+		       json_t **out, struct err *e)
+{
+	(void)id, (void)out;
+	return machine_apply(a, body, false, e);
+}
+
+/* PATCH /machine-config (pre-boot, as Firecracker's) */
+static int patch_machine(struct fc_api *a, const char *id, json_t *body,
+			 json_t **out, struct err *e)
+{
+	(void)id, (void)out;
+	return machine_apply(a, body, true, e);
 }
 
 /* A string for a device option: no ',' (khyve's option separator). */
@@ -272,6 +330,10 @@ static int drive_fill(struct fc_drive *d, const char *id, json_t *body,
 	snprintf(d->path, sizeof(d->path), "%s", path);
 	snprintf(d->partuuid, sizeof(d->partuuid), "%s",
 		 str_of(body, "partuuid", ""));
+	snprintf(d->cache_type, sizeof(d->cache_type), "%s",
+		 str_of(body, "cache_type", ""));
+	snprintf(d->io_engine, sizeof(d->io_engine), "%s",
+		 str_of(body, "io_engine", ""));
 	d->root = bool_of(body, "is_root_device", false);
 	d->ro = bool_of(body, "is_read_only", false);
 	return 0;
@@ -374,6 +436,67 @@ static int put_net(struct fc_api *a, const char *id, json_t *body, json_t **out,
 	return 0;
 }
 
+/*
+ * PATCH /drives/{drive_id} (post-boot): Firecracker swaps the backing
+ * file (or re-reads its size) and updates rate limiters. khyve's
+ * virtio-blk cannot change its file under a running guest yet, so a
+ * path_on_host is refused by name; a body with only the id changes
+ * nothing.
+ */
+static int patch_drive(struct fc_api *a, const char *id, json_t *body,
+		       json_t **out, struct err *e)
+{
+	static const struct fc_field f[] = {
+		{"drive_id", FC_STR, true, NULL},
+		{"path_on_host", FC_STR, false,
+		 "changing a drive's backing file after the start is " NOT_YET},
+		{"rate_limiter", FC_OBJ, false, RATE_LIMITS},
+	};
+	unsigned i;
+	int ret = fc_fields_check(body, f, ARRAY_SIZE(f), e);
+
+	(void)out;
+	if (!ret)
+		ret = check_id(id, body, "drive_id", e);
+	if (ret)
+		return ret;
+	for (i = 0; i < a->ndrives && strcmp(a->drives[i].id, id); i++)
+		;
+	if (i == a->ndrives)
+		return err_set(e, -ENOENT, "no drive `%s`%s", id,
+			       a->loaded ? " (a loaded snapshot's drives have "
+					   "no API ids)"
+					 : "");
+	return 0;
+}
+
+/* PATCH /network-interfaces/{iface_id} (post-boot): rate limiters. */
+static int patch_net(struct fc_api *a, const char *id, json_t *body,
+		     json_t **out, struct err *e)
+{
+	static const struct fc_field f[] = {
+		{"iface_id", FC_STR, true, NULL},
+		{"rx_rate_limiter", FC_OBJ, false, RATE_LIMITS},
+		{"tx_rate_limiter", FC_OBJ, false, RATE_LIMITS},
+	};
+	unsigned i;
+	int ret = fc_fields_check(body, f, ARRAY_SIZE(f), e);
+
+	(void)out;
+	if (!ret)
+		ret = check_id(id, body, "iface_id", e);
+	if (ret)
+		return ret;
+	for (i = 0; i < a->nnets && strcmp(a->nets[i].id, id); i++)
+		;
+	if (i == a->nnets)
+		return err_set(e, -ENOENT, "no network interface `%s`%s", id,
+			       a->loaded ? " (a loaded snapshot's interfaces "
+					   "have no API ids)"
+					 : "");
+	return 0;
+}
+
 /* PUT /entropy */
 static int put_entropy(struct fc_api *a, const char *id, json_t *body,
 		       json_t **out, struct err *e)
@@ -448,6 +571,23 @@ static int build_cmdline(struct vm_config *c, const struct fc_drive *root)
 	return 0;
 }
 
+/* Which API id the device in @slot has (the per-device metrics). */
+static void devmap_add(struct fc_api *a, unsigned slot, char kind,
+		       const char *id)
+{
+	struct fc_devmap *m = &a->devmap[a->ndevmap];
+	size_t n;
+
+	if (a->ndevmap == ARRAY_SIZE(a->devmap))
+		return;
+	m->slot = slot;
+	m->kind = kind;
+	n = strnlen(id, FC_ID_MAX);
+	memmove(m->id, id, n); /* (id is in *a: GCC suspects an overlap) */
+	m->id[n] = 0;
+	a->ndevmap++;
+}
+
 /*
  * The pre-boot state as -s devices: the root drive first (so it is
  * /dev/vda), the other drives, the network interfaces, the entropy device.
@@ -458,23 +598,32 @@ static int build_devices(struct fc_api *a, struct vm_config *c, struct err *e)
 	unsigned slot = 1;
 	int ret = 0;
 
+	a->ndevmap = 0;
 	for (unsigned i = 0; i < a->ndrives; i++)
 		if (a->drives[i].root)
 			root = &a->drives[i];
-	if (root)
+	if (root) {
+		devmap_add(a, slot, 'b', root->id);
 		ret = add_dev(c, e, "%u,virtio-blk,%s%s", slot++, root->path,
 			      root->ro ? ",ro" : "");
+	}
 	for (unsigned i = 0; !ret && i < a->ndrives; i++)
-		if (&a->drives[i] != root)
+		if (&a->drives[i] != root) {
+			devmap_add(a, slot, 'b', a->drives[i].id);
 			ret = add_dev(c, e, "%u,virtio-blk,%s%s", slot++,
 				      a->drives[i].path,
 				      a->drives[i].ro ? ",ro" : "");
-	for (unsigned i = 0; !ret && i < a->nnets; i++)
+		}
+	for (unsigned i = 0; !ret && i < a->nnets; i++) {
+		devmap_add(a, slot, 'n', a->nets[i].id);
 		ret = add_dev(c, e, "%u,virtio-net,%s%s%s", slot++,
 			      a->nets[i].tap, a->nets[i].mac[0] ? ",mac=" : "",
 			      a->nets[i].mac);
-	if (!ret && a->entropy)
+	}
+	if (!ret && a->entropy) {
+		devmap_add(a, slot, 'e', "entropy");
 		ret = add_dev(c, e, "%u,virtio-rng", slot++);
+	}
 	if (!ret && build_cmdline(c, root))
 		ret = err_set(e, -ENOMEM, "out of memory");
 	return ret;
@@ -539,7 +688,7 @@ static int put_logger(struct fc_api *a, const char *id, json_t *body,
 	enum log_level lvl = LOG_INFO;
 	int ret = fc_fields_check(body, f, ARRAY_SIZE(f), e);
 
-	(void)a, (void)id, (void)out;
+	(void)id, (void)out;
 	if (ret)
 		return ret;
 	if (log_level_of(str_of(body, "level", "Info"), &lvl))
@@ -550,6 +699,8 @@ static int put_logger(struct fc_api *a, const char *id, json_t *body,
 	if (path && (ret = log_set_file(path)))
 		return err_set(e, ret, "log_path %s: %s", path, strerror(-ret));
 	log_set_level(lvl);
+	json_decref(a->logger);
+	a->logger = json_deep_copy(body); /* for GET /vm/config */
 	return 0;
 }
 
@@ -574,44 +725,16 @@ static int put_metrics(struct fc_api *a, const char *id, json_t *body,
 		0600);
 	if (a->metrics_fd < 0)
 		return err_sys(e, "metrics_path %s", path);
-	return 0;
-}
-
-/*
- * FlushMetrics: one JSON line, the time and khyve's counters (those of
- * `khyvectl stats`), under "khyve" since they are not Firecracker's.
- */
-static int flush_metrics(struct fc_api *a, struct err *e)
-{
-	struct timespec ts;
-	json_t *j, *stats = NULL;
-	char *text;
-	ssize_t n;
-	int ret = 0;
-
-	if (a->metrics_fd < 0)
-		return err_set(e, -EINVAL,
-			       "FlushMetrics: no metrics path (PUT /metrics "
-			       "first)");
-	clock_gettime(CLOCK_REALTIME, &ts);
-	if (a->phase == FC_BOOTED && a->vm)
-		ret = vm_ctl_ops.stats(a->vm, &stats, e);
-	if (ret)
-		return ret;
-	j = json_pack("{s:I, s:{s:s, s:o*}}", "utc_timestamp_ms",
-		      (json_int_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000,
-		      "khyve", "state",
-		      a->phase == FC_BOOTED ? "started" : "not started",
-		      "stats", stats);
-	text = j ? json_dumps(j, JSON_COMPACT) : NULL;
-	json_decref(j);
-	if (!text)
-		return err_set(e, -ENOMEM, "out of memory");
-	n = dprintf(a->metrics_fd, "%s\n", text);
-	free(text);
-	if (n < 0)
-		return err_sys(e, "FlushMetrics: writing the metrics");
-	return 0;
+	a->metrics_path = strdup(path);
+	ret = a->metrics_path ? fc_metrics_start(a, e)
+			      : err_set(e, -ENOMEM, "out of memory");
+	if (ret) {
+		close(a->metrics_fd);
+		a->metrics_fd = -1;
+		free(a->metrics_path);
+		a->metrics_path = NULL;
+	}
+	return ret;
 }
 
 /*
@@ -649,7 +772,7 @@ static int put_actions(struct fc_api *a, const char *id, json_t *body,
 	if (!strcmp(t, "InstanceStart"))
 		return instance_start(a, e);
 	if (!strcmp(t, "FlushMetrics"))
-		return flush_metrics(a, e);
+		return fc_metrics_flush(a, e);
 	if (!strcmp(t, "SendCtrlAltDel"))
 		return ctrl_alt_del(a, e);
 	return err_set(e, -EINVAL,
@@ -666,6 +789,7 @@ static int patch_vm(struct fc_api *a, const char *id, json_t *body,
 		{"state", FC_STR, true, NULL},
 	};
 	const char *st;
+	uint64_t t0 = mono_us();
 	int ret = fc_fields_check(body, f, ARRAY_SIZE(f), e);
 
 	(void)id, (void)out;
@@ -676,10 +800,14 @@ static int patch_vm(struct fc_api *a, const char *id, json_t *body,
 		ret = vm_pause(a->vm, NULL, e);
 		if (ret)
 			err_prefix(e, "cannot pause: ");
+		else
+			a->lat_us[FC_L_PAUSE] = since_us(t0);
 		return ret;
 	}
 	if (!strcmp(st, "Resumed")) {
 		ret = vm_resume(a->vm);
+		if (!ret)
+			a->lat_us[FC_L_RESUME] = since_us(t0);
 		return ret ? err_set(e, ret, "cannot resume: %s",
 				     strerror(-ret))
 			   : 0;
@@ -704,6 +832,7 @@ static int snap_create(struct fc_api *a, const char *id, json_t *body,
 	struct checkpoint_result res;
 	const char *type;
 	bool paused;
+	uint64_t t0 = mono_us();
 	int ret = fc_fields_check(body, f, ARRAY_SIZE(f), e);
 
 	(void)id, (void)out;
@@ -726,7 +855,11 @@ static int snap_create(struct fc_api *a, const char *id, json_t *body,
 	o.file = str_of(body, "snapshot_path", "");
 	o.ram_file = str_of(body, "mem_file_path", "");
 	o.incremental = !strcmp(type, "Diff");
-	return vm_snapshot_save(a->vm, &o, &res, e);
+	ret = vm_snapshot_save(a->vm, &o, &res, e);
+	if (!ret)
+		a->lat_us[o.incremental ? FC_L_DIFF_CREATE : FC_L_FULL_CREATE] =
+			since_us(t0);
+	return ret;
 }
 
 /* @mem must be the memory file @state names (beside it, by bare name). */
@@ -807,6 +940,7 @@ static int snap_load(struct fc_api *a, const char *id, json_t *body,
 		{"vsock_override", FC_OBJ, false, "vsock is " NOT_YET},
 	};
 	const char *mem = NULL, *state;
+	uint64_t t0 = mono_us();
 	int ret = fc_fields_check(body, f, ARRAY_SIZE(f), e);
 
 	(void)id, (void)out;
@@ -832,7 +966,12 @@ static int snap_load(struct fc_api *a, const char *id, json_t *body,
 	/* Firecracker's default: kvmclock goes on from the saved time. */
 	a->req.keep_clock = !bool_of(body, "clock_realtime", false);
 	a->req_paused = !bool_of(body, "resume_vm", false);
-	return fc_boot_request(a, e);
+	ret = fc_boot_request(a, e);
+	if (!ret) {
+		a->loaded = true;
+		a->lat_us[FC_L_LOAD] = since_us(t0);
+	}
+	return ret;
 }
 
 static int refuse(struct fc_api *a, const char *id, json_t *body, json_t **out,
@@ -843,37 +982,44 @@ static int refuse(struct fc_api *a, const char *id, json_t *body, json_t **out,
 }
 
 static const struct fc_route routes[] = {
-	{"GET", "/", false, FC_ANY, get_info},
-	{"GET", "/machine-config", false, FC_ANY, get_machine},
-	{"PUT", "/machine-config", false, FC_PRE, put_machine},
-	{"PUT", "/boot-source", false, FC_PRE, put_boot},
-	{"PUT", "/drives/", true, FC_PRE, put_drive},
-	{"PUT", "/network-interfaces/", true, FC_PRE, put_net},
-	{"PUT", "/entropy", false, FC_PRE, put_entropy},
-	{"PUT", "/actions", false, FC_ANY, put_actions},
-	{"PATCH", "/vm", false, FC_POST, patch_vm},
-	{"PUT", "/snapshot/create", false, FC_POST, snap_create},
-	{"PUT", "/snapshot/load", false, FC_PRE, snap_load},
-	{"PUT", "/logger", false, FC_PRE, put_logger},
-	{"PUT", "/metrics", false, FC_PRE, put_metrics},
+	{"GET", "/", false, FC_ANY, FC_M_GET_INFO, get_info},
+	{"GET", "/machine-config", false, FC_ANY, FC_M_GET_MACHINE,
+	 get_machine},
+	{"GET", "/vm/config", false, FC_ANY, FC_M_NONE, get_vm_config},
+	{"GET", "/version", false, FC_ANY, FC_M_GET_VERSION, get_version},
+	{"PUT", "/machine-config", false, FC_PRE, FC_M_PUT_MACHINE,
+	 put_machine},
+	{"PATCH", "/machine-config", false, FC_PRE, FC_M_PATCH_MACHINE,
+	 patch_machine},
+	{"PUT", "/boot-source", false, FC_PRE, FC_M_PUT_BOOT, put_boot},
+	{"PUT", "/drives/", true, FC_PRE, FC_M_PUT_DRIVE, put_drive},
+	{"PATCH", "/drives/", true, FC_POST, FC_M_PATCH_DRIVE, patch_drive},
+	{"PUT", "/network-interfaces/", true, FC_PRE, FC_M_PUT_NET, put_net},
+	{"PATCH", "/network-interfaces/", true, FC_POST, FC_M_PATCH_NET,
+	 patch_net},
+	{"PUT", "/entropy", false, FC_PRE, FC_M_NONE, put_entropy},
+	{"PUT", "/actions", false, FC_ANY, FC_M_PUT_ACTIONS, put_actions},
+	{"PATCH", "/vm", false, FC_POST, FC_M_NONE, patch_vm},
+	{"PUT", "/snapshot/create", false, FC_POST, FC_M_NONE, snap_create},
+	{"PUT", "/snapshot/load", false, FC_PRE, FC_M_NONE, snap_load},
+	{"PUT", "/logger", false, FC_PRE, FC_M_PUT_LOGGER, put_logger},
+	{"PUT", "/metrics", false, FC_PRE, FC_M_PUT_METRICS, put_metrics},
 	/* Firecracker's, refused by name (docs/firecracker-api.md). */
-	{"*", "/balloon", false, FC_ANY, refuse},
-	{"*", "/balloon/statistics", false, FC_ANY, refuse},
-	{"*", "/balloon/hinting/start", false, FC_ANY, refuse},
-	{"*", "/balloon/hinting/status", false, FC_ANY, refuse},
-	{"*", "/balloon/hinting/stop", false, FC_ANY, refuse},
-	{"*", "/vsock", false, FC_ANY, refuse},
-	{"*", "/mmds", false, FC_ANY, refuse},
-	{"*", "/mmds/config", false, FC_ANY, refuse},
-	{"*", "/cpu-config", false, FC_ANY, refuse},
-	{"*", "/pmem/", true, FC_ANY, refuse},
-	{"*", "/serial", false, FC_ANY, refuse},
-	{"*", "/hotplug/memory", false, FC_ANY, refuse},
-	{"*", "/vm/config", false, FC_ANY, refuse},
-	{"*", "/version", false, FC_ANY, refuse},
-	{"PATCH", "/drives/", true, FC_ANY, refuse},
-	{"PATCH", "/network-interfaces/", true, FC_ANY, refuse},
-	{"PATCH", "/machine-config", false, FC_ANY, refuse},
+	{"*", "/balloon", false, FC_ANY, FC_M_NONE, refuse},
+	{"*", "/balloon/statistics", false, FC_ANY, FC_M_NONE, refuse},
+	{"*", "/balloon/hinting/start", false, FC_ANY, FC_M_NONE, refuse},
+	{"*", "/balloon/hinting/status", false, FC_ANY, FC_M_NONE, refuse},
+	{"*", "/balloon/hinting/stop", false, FC_ANY, FC_M_NONE, refuse},
+	{"PUT", "/vsock", false, FC_ANY, FC_M_PUT_VSOCK, refuse},
+	{"GET", "/mmds", false, FC_ANY, FC_M_GET_MMDS, refuse},
+	{"PUT", "/mmds", false, FC_ANY, FC_M_PUT_MMDS, refuse},
+	{"PATCH", "/mmds", false, FC_ANY, FC_M_PATCH_MMDS, refuse},
+	{"PUT", "/mmds/config", false, FC_ANY, FC_M_PUT_MMDS, refuse},
+	{"PUT", "/cpu-config", false, FC_ANY, FC_M_PUT_CPU, refuse},
+	{"*", "/pmem/", true, FC_ANY, FC_M_NONE, refuse},
+	{"PUT", "/serial", false, FC_ANY, FC_M_NONE, refuse},
+	{"PUT", "/hotplug/memory", false, FC_ANY, FC_M_PUT_HOTPLUG, refuse},
+	{"*", "/hotplug/memory", false, FC_ANY, FC_M_NONE, refuse},
 };
 
 static const struct fc_route *route_find(const char *method, const char *url,
@@ -942,6 +1088,12 @@ void fc_route(struct fc_api *a, const char *method, const char *url,
 	int ret;
 
 	rt = route_find(method, url, &id);
+	/* Counted as it arrives, as Firecracker does (a FlushMetrics too). */
+	if (rt && rt->counter) {
+		pthread_mutex_lock(&a->lock);
+		a->req_count[rt->counter]++;
+		pthread_mutex_unlock(&a->lock);
+	}
 	if (!rt) {
 		ret = err_set(&e, -EINVAL,
 			      "Invalid request method and/or path: %s %s.",
@@ -961,6 +1113,11 @@ void fc_route(struct fc_api *a, const char *method, const char *url,
 			err_prefix(&e, "%s %s: ", method, url);
 	}
 	json_decref(j);
+	if (rt && rt->counter && ret) {
+		pthread_mutex_lock(&a->lock);
+		a->req_fails[rt->counter]++;
+		pthread_mutex_unlock(&a->lock);
+	}
 	if (ret) {
 		json_decref(out);
 		r->status = 400;

@@ -38,14 +38,15 @@ class UnixHTTPConnection(http.client.HTTPConnection):
 class FcKhyve(Guest):
     """`khyve --api-sock SOCK --id NAME`, console on a pipe."""
 
-    def __init__(self, rundir, sock, name):
+    def __init__(self, rundir, sock, name, env=None):
         self.name = name
         self.rundir = rundir
         self.sock = sock
         self.proc = subprocess.Popen(
             [KHYVE, "--rundir", rundir, "--api-sock", sock, "--id", name],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE)
+            stderr=subprocess.PIPE,
+            env=dict(os.environ, **env) if env else None)
         self.out = b""
         os.set_blocking(self.proc.stdout.fileno(), False)
         end = time.time() + 30
@@ -89,8 +90,8 @@ class FcKhyve(Guest):
 def fc(rundir, tmp_path):
     made = []
 
-    def make(name="fc"):
-        g = FcKhyve(rundir, str(tmp_path / (name + ".sock")), name)
+    def make(name="fc", env=None):
+        g = FcKhyve(rundir, str(tmp_path / (name + ".sock")), name, env)
         made.append(g)
         return g
 
@@ -109,6 +110,12 @@ def curl(sock, method, path, body=None):
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     return int(r.stdout.split()[1]), r.stdout
+
+
+def get(g, path):
+    st, b = g.req("GET", path)
+    assert st == 200, (path, st, b)
+    return b
 
 
 def configure(g, mem=64, cpus=1, boot_args=COUNTER):
@@ -417,6 +424,161 @@ def test_send_ctrl_alt_del_resets_the_guest(fc, xlate, codes):
     assert "still running" not in out, out
 
 
+# ---- GET /vm/config, /version; the PATCH endpoints; metrics ----
+
+@needs_kvm
+def test_vm_config_version_and_patches(fc, tmp_path):
+    g = fc("cfg")
+    with open(EXCERPT) as f:
+        version = json.load(f)["source"]["version"]
+    assert get(g, "/version") == {"firecracker_version": version}
+    assert get(g, "/vm/config") == {
+        "machine-config": {"vcpu_count": 1, "mem_size_mib": 128,
+                           "smt": False, "track_dirty_pages": False,
+                           "huge_pages": "None"},
+        "drives": [], "network-interfaces": []}
+    disk = tmp_path / "root.img"
+    disk.write_bytes(b"\0" * (1 << 20))
+    log, met = str(tmp_path / "log"), str(tmp_path / "metrics")
+    logger = {"log_path": log, "level": "Info", "show_level": True}
+    g.ok("PUT", "/logger", logger)
+    g.ok("PUT", "/metrics", {"metrics_path": met})
+    g.ok("PUT", "/machine-config", {"vcpu_count": 1, "mem_size_mib": 64})
+    # PATCH: pre-boot, only the fields given change.
+    g.ok("PATCH", "/machine-config", {"vcpu_count": 2})
+    g.fault("PATCH", "/machine-config", {"vcpu_count": "2"},
+            names=("`vcpu_count`", "integer"))
+    g.fault("PATCH", "/machine-config", {"smt": True}, names=("smt",))
+    g.fault("PATCH", "/machine-config", {"mem_size_mib": 1},
+            names=("mem_size_mib",))
+    assert get(g, "/machine-config")["vcpu_count"] == 2
+    g.ok("PATCH", "/machine-config", {"mem_size_mib": 48})
+    g.ok("PUT", "/boot-source", {"kernel_image_path": GUEST,
+                                 "boot_args": COUNTER})
+    drive = {"drive_id": "rootfs", "path_on_host": str(disk),
+             "is_root_device": True, "is_read_only": False,
+             "partuuid": "0eaa91a0-01", "cache_type": "Writeback",
+             "io_engine": "Sync"}
+    g.ok("PUT", "/drives/rootfs", drive)
+    g.ok("PUT", "/entropy", {})
+    # Post-boot only.
+    g.fault("PATCH", "/drives/rootfs", {"drive_id": "rootfs"},
+            names=("before starting",))
+    g.fault("PATCH", "/network-interfaces/n", {"iface_id": "n"},
+            names=("before starting",))
+    want = {
+        "machine-config": {"vcpu_count": 2, "mem_size_mib": 48,
+                           "smt": False, "track_dirty_pages": False,
+                           "huge_pages": "None"},
+        "boot-source": {"kernel_image_path": GUEST, "boot_args": COUNTER},
+        "drives": [drive], "network-interfaces": [], "entropy": {},
+        "logger": logger, "metrics": {"metrics_path": met}}
+    assert get(g, "/vm/config") == want
+    g.ok("PUT", "/actions", {"action_type": "InstanceStart"})
+    assert wait_tick(g, 2), g.read()
+    s = json.loads(g.ctl("status", "cfg", "--json").stdout)
+    assert s["vcpus"] == 2 and s["memory"] == 48 << 20, s
+    assert get(g, "/vm/config") == want
+    g.fault("PATCH", "/machine-config", {"vcpu_count": 1},
+            names=("after starting",))
+    # PATCH /drives: no change asked is no change; a new backing file and
+    # rate limiters are refused by name; an unknown drive is named.
+    g.ok("PATCH", "/drives/rootfs", {"drive_id": "rootfs"})
+    for body, name in [
+            ({"path_on_host": str(disk)}, "path_on_host"),
+            ({"rate_limiter": {}}, "rate_limiter")]:
+        msg = g.fault("PATCH", "/drives/rootfs",
+                      dict(body, drive_id="rootfs"), names=(name,))
+        assert "not supported" in msg, msg
+    g.fault("PATCH", "/drives/other", {"drive_id": "other"},
+            names=("no drive `other`",))
+    g.fault("PATCH", "/drives/rootfs", {"drive_id": "x"},
+            names=("does not match",))
+    g.fault("PATCH", "/drives/rootfs", {"drive_id": "rootfs",
+                                        "is_read_only": True},
+            names=("unknown field `is_read_only`",))
+    msg = g.fault("PATCH", "/network-interfaces/n",
+                  {"iface_id": "n", "tx_rate_limiter": {}},
+                  names=("tx_rate_limiter",))
+    assert "not supported" in msg, msg
+    g.fault("PATCH", "/network-interfaces/n", {"iface_id": "n"},
+            names=("no network interface `n`",))
+    assert get(g, "/vm/config") == want
+    n = last_tick(g)
+    assert wait_tick(g, n + 2), g.read()
+
+
+@needs_kvm
+def test_metrics_periodic_and_in_firecrackers_layout(fc, tmp_path):
+    """KHYVE_FC_METRICS_PERIOD_MS shortens Firecracker's 60 s period. The
+    guest reads and writes its root drive and reads the entropy device
+    (tests=vblk,vrng): their counters come out under Firecracker's names,
+    per drive too; the request counters are the increase since the
+    previous line, as Firecracker's are."""
+    g = fc("met", env={"KHYVE_FC_METRICS_PERIOD_MS": "300"})
+    met = tmp_path / "metrics"
+    disk = tmp_path / "root.img"
+    disk.write_bytes(b"\0" * (1 << 20))
+    g.ok("PUT", "/metrics", {"metrics_path": str(met)})
+    g.ok("PUT", "/machine-config", {"vcpu_count": 1, "mem_size_mib": 64})
+    g.ok("PUT", "/boot-source", {"kernel_image_path": GUEST,
+                                 "boot_args": "tests=vblk,vrng " + COUNTER})
+    g.ok("PUT", "/drives/rootfs", {"drive_id": "rootfs",
+                                   "path_on_host": str(disk),
+                                   "is_root_device": True})
+    g.fault("PUT", "/drives/bad", {"drive_id": "bad"}, names=("missing",))
+    g.ok("PUT", "/entropy", {})
+    g.ok("PUT", "/actions", {"action_type": "InstanceStart"})
+    assert wait_tick(g, 3), g.read()
+    assert "KHYVE-TEST vblk PASS" in g.read(), g.read()
+    assert "KHYVE-TEST vrng PASS" in g.read(), g.read()
+    g.ok("PATCH", "/vm", {"state": "Paused"})
+    g.ok("PATCH", "/vm", {"state": "Resumed"})
+    get(g, "/")
+    g.ok("PUT", "/actions", {"action_type": "FlushMetrics"})
+    # The line FlushMetrics wrote (the last that counts an action), then
+    # at least one periodic line more.
+    def read_lines():
+        lines = [json.loads(l) for l in met.read_text().splitlines()]
+        acts = [i for i, l in enumerate(lines)
+                if l["put_api_requests"]["actions_count"]]
+        return lines, (acts[-1] if acts else len(lines))
+    t0 = time.time()
+    lines, flush = read_lines()
+    while time.time() < t0 + 30 and (len(lines) < 4 or
+                                     flush >= len(lines) - 1):
+        time.sleep(0.1)
+        lines, flush = read_lines()
+    assert len(lines) >= 4 and flush < len(lines) - 1, lines
+    stamps = [l["utc_timestamp_ms"] for l in lines]
+    assert stamps == sorted(stamps), stamps
+    # The counters, summed over the lines: every request counted once.
+    def total(group, key):
+        return sum(l[group][key] for l in lines)
+    assert total("put_api_requests", "drive_count") == 2
+    assert total("put_api_requests", "drive_fails") == 1
+    assert total("put_api_requests", "actions_count") == 2
+    assert total("put_api_requests", "actions_fails") == 0
+    assert total("put_api_requests", "metrics_count") == 1
+    assert total("put_api_requests", "machine_cfg_count") == 1
+    assert total("get_api_requests", "instance_info_count") == 1
+    # Deltas: the FlushMetrics line has the requests before it; the
+    # periodic line after it only what came since (none).
+    assert lines[-1]["put_api_requests"]["actions_count"] == 0
+    assert lines[flush]["latencies_us"]["pause_vm"] > 0, lines[flush]
+    assert lines[flush]["latencies_us"]["resume_vm"] > 0, lines[flush]
+    # Device counters under Firecracker's names (the guest's own I/O).
+    for group in ("block", "block_rootfs"):
+        assert total(group, "read_bytes") > 0, lines
+        assert total(group, "write_bytes") > 0, lines
+    assert total("block", "read_bytes") == total("block_rootfs",
+                                                 "read_bytes")
+    assert total("entropy", "entropy_bytes") > 0, lines
+    st = lines[-1]["khyve"]["stats"]
+    assert st["vcpus"][0]["exits_total"] > 0, st
+    assert g.proc.poll() is None
+
+
 # ---- bad input: Firecracker's 400 and a fault_message, the VM runs on ----
 
 def raw_exchange(sock, data, shut=False, timeout=30):
@@ -640,18 +802,24 @@ ENDPOINT = {
     "Metrics": ("PUT", "/metrics"),
 }
 POST_BOOT = ("Vm", "SnapshotCreateParams")
+# PATCH /drives, /network-interfaces (post-boot; the drive "d" exists)
+PARTIAL = {
+    "PartialDrive": ("PATCH", "/drives/d", {"drive_id": "d"}),
+    "PartialNetworkInterface": ("PATCH", "/network-interfaces/n",
+                                {"iface_id": "n"}),
+}
 WRONG = {"string": 1, "integer": "1", "boolean": "true", "object": [],
          "array": {}}
 RIGHT = {"string": "x", "integer": 1, "boolean": False, "object": {},
          "array": []}
 
 
-def check_schema(g, name, schema, right=None):
-    """@right: a value of the right type for a field that names a file."""
-    m, p = ENDPOINT[name]
-    valid = VALID[name]
+def check_schema(g, name, schema, right=None, where=None, required=True):
+    """@right: a value of the right type for a field that names a file;
+    @where: (method, path, valid body) if not ENDPOINT's and VALID's."""
+    m, p, valid = where or ENDPOINT[name] + (VALID[name],)
     props = schema["properties"]
-    for f in schema.get("required", []):
+    for f in schema.get("required", []) if required else []:
         body = {k: v for k, v in valid.items() if k != f}
         msg = g.fault(m, p, body, names=("`%s`" % f,))
         assert "missing" in msg or "exactly one" in msg, (name, f, msg)
@@ -664,6 +832,33 @@ def check_schema(g, name, schema, right=None):
             assert "unknown field" not in b["fault_message"], (name, f, b)
     g.fault(m, p, dict(valid, no_such_field=1),
             names=("unknown field `no_such_field`",))
+
+
+def check_response(defs, name, body):
+    """@body has @name's required fields and only its fields, each of its
+    type."""
+    d = defs[name]
+    for f in d.get("required", []):
+        assert f in body, (name, f, body)
+    for f, v in body.items():
+        assert f in d["properties"], (name, f)
+        want = RIGHT[d["properties"][f]]
+        assert type(v) is type(want), (name, f, v)
+
+
+def check_full_config(defs, body):
+    """GET /vm/config against FullVmConfiguration: its keys, and each
+    value against the definition it refers to."""
+    props = defs["FullVmConfiguration"]["properties"]
+    for k, v in body.items():
+        assert k in props, k
+        ref = props[k]
+        if "array_of" in ref:
+            assert isinstance(v, list), (k, v)
+            for item in v:
+                check_response(defs, ref["array_of"], item)
+        else:
+            check_response(defs, ref["$ref"], v)
 
 
 @needs_kvm
@@ -684,6 +879,7 @@ def test_bodies_match_firecrackers_openapi(fc, tmp_path):
             assert f in defs[name]["properties"], (name, f)
             want = RIGHT[defs[name]["properties"][f]]
             assert type(v) is type(want), (name, f, v)
+    check_response(defs, "FirecrackerVersion", get(g, "/version"))
     st, b = g.req("GET", "/nosuch")
     assert set(b) == set(defs["Error"]["properties"]), b
     # Requests, pre-boot ones on a fresh instance (each probe leaves at
@@ -693,6 +889,11 @@ def test_bodies_match_firecrackers_openapi(fc, tmp_path):
     for name in ENDPOINT:
         if name not in POST_BOOT:
             check_schema(g, name, defs[name], files)
+    # PATCH /machine-config takes MachineConfiguration, every field
+    # optional (Firecracker: "a subset").
+    check_schema(g, "MachineConfiguration", defs["MachineConfiguration"],
+                 where=("PATCH", "/machine-config", {}), required=False)
+    check_full_config(defs, get(g, "/vm/config"))
     # MemoryBackend, inside a load's body.
     mb = defs["MemoryBackend"]
     full = {"backend_type": "File", "backend_path": "/nonexistent"}
@@ -707,9 +908,22 @@ def test_bodies_match_firecrackers_openapi(fc, tmp_path):
             "mem_backend": dict(full, **{f: WRONG[t]})}, names=("`%s`" % f,))
     g.stop()
     g = fc("spec2")
+    disk = tmp_path / "d.img"
+    disk.write_bytes(b"\0" * (1 << 20))
+    g.ok("PUT", "/drives/d", {"drive_id": "d", "path_on_host": str(disk),
+                              "is_root_device": False})
+    g.ok("PUT", "/entropy", {})
+    g.ok("PUT", "/logger", {"level": "Info"})
+    g.ok("PUT", "/metrics", {"metrics_path": files["metrics_path"] + "2"})
     start_counter(g)
     for name in POST_BOOT:
         check_schema(g, name, defs[name])
+    for name, where in PARTIAL.items():
+        check_schema(g, name, defs[name], where=where)
+    full = get(g, "/vm/config")
+    assert {"boot-source", "drives", "entropy", "logger", "metrics",
+            "machine-config"} <= set(full), full
+    check_full_config(defs, full)
     assert g.state() == "Running"
     n = last_tick(g)
     assert wait_tick(g, n + 2), g.read()
