@@ -45,9 +45,9 @@ static json_t *drive(const struct fc_drive *d)
 				    json_string(d->cache_type[0] ? d->cache_type
 								 : "Unsafe"));
 	if (o)
-		json_object_set_new(o, "io_engine",
-				    json_string(d->io_engine[0] ? d->io_engine
-								: "Sync"));
+		json_object_set_new(
+			o, "io_engine",
+			json_string(d->io_engine[0] ? d->io_engine : "Sync"));
 	return o;
 }
 

@@ -39,12 +39,10 @@ static const struct {
 			     "logger_fails"},
 	[FC_M_PUT_MACHINE] = {"put_api_requests", "machine_cfg_count",
 			      "machine_cfg_fails"},
-	[FC_M_PUT_CPU] = {"put_api_requests", "cpu_cfg_count",
-			  "cpu_cfg_fails"},
+	[FC_M_PUT_CPU] = {"put_api_requests", "cpu_cfg_count", "cpu_cfg_fails"},
 	[FC_M_PUT_METRICS] = {"put_api_requests", "metrics_count",
 			      "metrics_fails"},
-	[FC_M_PUT_NET] = {"put_api_requests", "network_count",
-			  "network_fails"},
+	[FC_M_PUT_NET] = {"put_api_requests", "network_count", "network_fails"},
 	[FC_M_PUT_MMDS] = {"put_api_requests", "mmds_count", "mmds_fails"},
 	[FC_M_PUT_VSOCK] = {"put_api_requests", "vsock_count", "vsock_fails"},
 	[FC_M_PUT_HOTPLUG] = {"put_api_requests", "hotplug", "hotplug_fails"},
@@ -54,8 +52,7 @@ static const struct {
 			    "network_fails"},
 	[FC_M_PATCH_MACHINE] = {"patch_api_requests", "machine_cfg_count",
 				"machine_cfg_fails"},
-	[FC_M_PATCH_MMDS] = {"patch_api_requests", "mmds_count",
-			     "mmds_fails"},
+	[FC_M_PATCH_MMDS] = {"patch_api_requests", "mmds_count", "mmds_fails"},
 };
 
 static const char *const latency_names[FC_L_N] = {
@@ -78,9 +75,8 @@ static void add_to(json_t *o, const char *group, const char *key, uint64_t v)
 	old = json_object_get(g, key);
 	json_object_set_new(
 		g, key,
-		json_integer(
-			(json_int_t)v +
-			(old ? json_integer_value(old) : (json_int_t)0)));
+		json_integer((json_int_t)v +
+			     (old ? json_integer_value(old) : (json_int_t)0)));
 }
 
 static uint64_t stat_of(json_t *dev, const char *name)
@@ -124,8 +120,7 @@ static void device_counters(struct fc_api *a, json_t *o, const char *key,
 		if (strncmp(key, map[i].emul, (size_t)(at - key)) ||
 		    strlen(map[i].emul) != (size_t)(at - key))
 			continue;
-		add_to(o, map[i].group, map[i].fc,
-		       stat_of(dev, map[i].khyve));
+		add_to(o, map[i].group, map[i].fc, stat_of(dev, map[i].khyve));
 		/* Firecracker: block_<drive_id>, net_<iface_id>. */
 		if (id && strcmp(map[i].group, "entropy")) {
 			snprintf(own, sizeof(own), "%s_%s", map[i].group, id);
@@ -234,7 +229,7 @@ static unsigned period_ms(void)
 	unsigned long v = s && *s ? strtoul(s, NULL, 10) : 0;
 
 	return v >= 10 && v <= FC_METRICS_PERIOD_MS ? (unsigned)v
-						     : FC_METRICS_PERIOD_MS;
+						    : FC_METRICS_PERIOD_MS;
 }
 
 static void *metrics_thread(void *opaque)
