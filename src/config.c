@@ -431,7 +431,8 @@ static int check_operands(struct vm_config *c, int argc, char **argv,
 		if (c->incoming)
 			return err_set(err, -EINVAL,
 				       "-r and --incoming exclude each other");
-		if (set_str(&c->incoming, "fd:0"))
+		if (set_str(&c->incoming, "fd:0") ||
+		    set_str(&c->incoming_label, "standard input"))
 			return err_set(err, -ENOMEM, "out of memory");
 	}
 	if (optind < argc) {
@@ -617,6 +618,7 @@ void config_free(struct vm_config *c)
 	free(c->rundir);
 	free(c->restore);
 	free(c->incoming);
+	free(c->incoming_label);
 	free(c->api_sock);
 	memset(c, 0, sizeof(*c));
 }
@@ -624,9 +626,9 @@ void config_free(struct vm_config *c)
 /* Each string duplicated, the rest copied. */
 int config_copy(struct vm_config *dst, const struct vm_config *src)
 {
-	char **s[] = {&dst->kernel,   &dst->initrd,  &dst->cmdline,
-		      &dst->console,  &dst->rundir,  &dst->restore,
-		      &dst->incoming, &dst->api_sock};
+	char **s[] = {&dst->kernel,   &dst->initrd,   &dst->cmdline,
+		      &dst->console,  &dst->rundir,   &dst->restore,
+		      &dst->incoming, &dst->api_sock, &dst->incoming_label};
 
 	*dst = *src;
 	for (size_t i = 0; i < ARRAY_SIZE(s); i++) {

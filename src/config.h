@@ -62,6 +62,9 @@ struct vm_config {
 	char *rundir;	/* control socket directory */
 	char *restore;	/* -r FILE */
 	char *incoming; /* --incoming ADDR: a migration's destination */
+	/* What the incoming stream is called in messages (-r - or -r FILE
+	 * of a stream: "standard input", the file), or NULL: the address. */
+	char *incoming_label;
 	char *api_sock; /* --api-sock PATH: configured through fc_api.h */
 	bool restore_eager;
 	bool keep_clock; /* restore: keep the saved wall clock (frozen time) */

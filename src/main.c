@@ -6,6 +6,7 @@
  * until the guest stops. The exit status says how (see khyve(8)).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -22,6 +23,7 @@
 #include "fc_api.h"
 #include "log.h"
 #include "migrate_incoming.h"
+#include "snap_convert.h"
 #include "snap_fault.h"
 #include "vm.h"
 #include "vm_ctl.h"
@@ -104,6 +106,43 @@ static int inherited_fd(const struct vm_config *c)
 }
 
 /*
+ * khyve -r FILE where FILE is a recorded stream (khyvectl --checkpoint=-
+ * > FILE, or snapshot convert): read as `-r -` reads standard input, from
+ * a descriptor opened here, before confine_start closes the others.
+ */
+static int restore_stream_file(struct vm_config *c, struct err *e)
+{
+	enum snap_form form;
+	struct err ignored = {0};
+	char addr[32];
+	int fd;
+
+	/* Not a stream (or not readable): the restore says what it is. */
+	if (!c->restore || snap_form_of(c->restore, &form, &ignored) ||
+	    form != SNAP_FORM_STREAM)
+		return 0;
+	if (c->keep_clock)
+		return err_set(e, -EINVAL,
+			       "--keep-clock: %s is a snapshot stream, whose "
+			       "restore sets the clock as a migration's does",
+			       c->restore);
+	fd = open(c->restore, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return err_sys(e, "%s", c->restore);
+	snprintf(addr, sizeof(addr), "fd:%d", fd);
+	free(c->incoming);
+	c->incoming = strdup(addr);
+	c->incoming_label = c->restore;
+	c->restore = NULL;
+	c->restore_eager = false; /* a stream is always copied */
+	if (!c->incoming) {
+		close(fd);
+		return err_set(e, -ENOMEM, "out of memory");
+	}
+	return 0;
+}
+
+/*
  * The command line into @cmd, and the process confined (@conf): -1 to go
  * on, else the exit status now (--help, --version, --probe-kvm, -s help,
  * or an error).
@@ -159,6 +198,11 @@ static int parse_command_line(int argc, char **argv, struct vm_config *cmd,
 		log_warn("KHYVE_FAULT_INJECT=%s: a save will fail on purpose "
 			 "(testing only)",
 			 fi);
+	}
+	if (restore_stream_file(cmd, &e)) {
+		fprintf(stderr, "khyve: %s\n", err_msg(&e));
+		config_free(cmd);
+		return KHYVE_EXIT_ERROR;
 	}
 	/* Before anything is opened (src/confine.h). */
 	if (confine_start(&cmd->confine, inherited_fd(cmd), conf, &e)) {

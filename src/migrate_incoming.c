@@ -177,9 +177,9 @@ int migrate_in_open(struct migrate_in **out, const struct vm_config *cmd,
 		}
 	}
 	mi->t0 = now_ns();
-	if (!listener && !strcmp(cmd->incoming, "fd:0")) {
-		free(mi->addr); /* khyve -r -: say it as the user did */
-		mi->addr = strdup("standard input");
+	if (!listener && cmd->incoming_label) {
+		free(mi->addr); /* khyve -r: say it as the user did */
+		mi->addr = strdup(cmd->incoming_label);
 		if (!mi->addr) {
 			ret = err_set(err, -ENOMEM, "out of memory");
 			goto fail;

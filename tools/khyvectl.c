@@ -26,6 +26,7 @@
 #include "ctl_client.h"
 #include "progress.h"
 #include "snap_chain.h"
+#include "snap_convert.h"
 #include "snap_inspect.h"
 
 #define EXIT_FAIL	   1
@@ -719,6 +720,32 @@ static int sub_snapshot_merge(const struct opts *o, char **av)
 	return 0;
 }
 
+static const char *form_name(enum snap_form f)
+{
+	return f == SNAP_FORM_PAIR ? "mapped pair" : "stream";
+}
+
+/* A snapshot in the other form: mapped pair <-> zstd-compressed stream. */
+static int sub_snapshot_convert(const struct opts *o, char **av)
+{
+	struct snap_convert_result res;
+	struct err err = {0};
+	int rc = snap_convert(av[0], av[1], &res, &err);
+
+	if (rc < 0) {
+		errmsg("%s", err.msg[0] ? err.msg : strerror(-rc));
+		return EXIT_FAIL;
+	}
+	printf("converted %s (%s%s) to %s (%s): %" PRIu64 " MiB of RAM, "
+	       "%" PRIu64 " MiB of data, %" PRIu64 " bytes read, %" PRIu64
+	       " written\n",
+	       av[0], form_name(res.from),
+	       res.links > 1 ? ", a chain, flattened" : "", av[1],
+	       form_name(res.to), res.ram_size >> 20,
+	       (res.data_pages * 4096) >> 20, res.in_bytes, res.out_bytes);
+	return 0;
+}
+
 /* Subcommand options a command accepts (besides the global ones). */
 #define SUB_VCPU  1u /* --vcpu/--cpu, --msrs */
 #define SUB_FORCE 2u
@@ -769,6 +796,8 @@ static const struct subcommand {
 	 "snapshot verify FILE       (every link of a chain)"},
 	{"snapshot", "merge", 2, 0, false, true, sub_snapshot_merge,
 	 "snapshot merge TIP OUT     a chain as one full snapshot"},
+	{"snapshot", "convert", 2, 0, false, true, sub_snapshot_convert,
+	 "snapshot convert IN OUT    mapped pair <-> compressed stream"},
 };
 
 static void usage(FILE *f)

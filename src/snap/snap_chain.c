@@ -680,8 +680,7 @@ static int merge_dest_ok(const struct snap_chain *c, const char *out,
 	return 0;
 }
 
-/* A scratch guest RAM of @size bytes (anonymous, untouched pages free). */
-static int scratch_mem(struct guest_mem *m, uint64_t size, struct err *err)
+int snap_scratch_mem(struct guest_mem *m, uint64_t size, struct err *err)
 {
 	void *p;
 
@@ -695,6 +694,13 @@ static int scratch_mem(struct guest_mem *m, uint64_t size, struct err *err)
 	for (unsigned i = 0; i < m->nr; i++)
 		m->r[i].hva = m->base + m->r[i].offset;
 	return 0;
+}
+
+void snap_scratch_free(struct guest_mem *m)
+{
+	if (m->base)
+		munmap(m->base, m->ram_size);
+	m->base = NULL;
 }
 
 /* The tip's state file with the merged RAM file's section, no parent. */
@@ -761,7 +767,7 @@ int snap_chain_merge(const char *tip, const char *out, bool fsync,
 	if (!rc && snap_ram_default_path(out, ram_out, sizeof(ram_out)))
 		rc = err_set(err, -ENAMETOOLONG, "%s: name too long", out);
 	if (!rc)
-		rc = scratch_mem(&m, c.l[0].ram.ram_size, err);
+		rc = snap_scratch_mem(&m, c.l[0].ram.ram_size, err);
 	if (rc)
 		goto out;
 	/* Composed and checked in memory first: the writer is a save's. */
@@ -795,8 +801,7 @@ int snap_chain_merge(const char *tip, const char *out, bool fsync,
 out:
 	snap_ram_live_abort(lv);
 	snap_ram_info_free(&info);
-	if (m.base)
-		munmap(m.base, m.ram_size);
+	snap_scratch_free(&m);
 	snap_chain_close(&c);
 	return rc;
 }

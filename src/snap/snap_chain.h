@@ -126,6 +126,13 @@ uint64_t snap_chain_map_runs(const struct snap_chain *c);
 int snap_chain_verify(const struct snap_chain *c, FILE *out, struct err *err);
 
 /*
+ * A scratch guest RAM of @size bytes for a tool (merge, convert):
+ * anonymous, its untouched pages cost nothing and read as zero.
+ */
+int snap_scratch_mem(struct guest_mem *m, uint64_t size, struct err *err);
+void snap_scratch_free(struct guest_mem *m);
+
+/*
  * Flatten the chain ending at @tip into a full snapshot at @out (state
  * file and @out.ram, committed as a pair): its RAM file is byte for byte
  * the one a full checkpoint at the tip's point writes (its trailer has

@@ -2,6 +2,7 @@
 /* khyvectl snapshot info / verify. */
 #include "snap_inspect.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <stdlib.h>
@@ -11,6 +12,7 @@
 #include "common.h"
 #include "config.h"
 #include "snap_chain.h"
+#include "snap_convert.h"
 #include "snap_ram.h"
 
 #define MAX_PRINT_BYTES 64 /* of a byte array in text output */
@@ -555,32 +557,124 @@ static json_t *build_json(struct snap_reader *r, json_t *cfg, bool all)
 	return doc;
 }
 
-int snap_inspect_info(const char *path, bool json, bool all, FILE *out,
-		      struct err *err)
+/* A recorded stream's records, before the state file it carries. */
+static void print_stream_text(const char *path,
+			      const struct snap_stream_file *f, FILE *out)
 {
-	struct snap_reader *r = NULL;
-	json_t *cfg;
-	int rc;
+	fprintf(out,
+		"stream:    %s, stream format %u.%u%s, %" PRIu64 " bytes\n",
+		path, f->hello.major, f->hello.minor,
+		(f->hello.flags & SNAP_HELLO_RECORDED) ? ", recorded" : "",
+		f->bytes);
+	fprintf(out,
+		"records:   %" PRIu64 " RAM (%" PRIu64 " zstd-compressed): "
+		"%" PRIu64 " pages of data, %" PRIu64 " zero pages, of %" PRIu64
+		" bytes of RAM; the state file below is its STATE record\n",
+		f->records, f->zstd_records, f->data_pages, f->zero_pages,
+		f->hello.ram_size);
+}
 
-	rc = snap_reader_open(&r, path, err);
-	if (rc)
-		return rc;
-	cfg = load_config(r);
+static json_t *stream_json(const struct snap_stream_file *f)
+{
+	return json_pack(
+		"{s:i, s:i, s:b, s:I, s:I, s:I, s:I, s:I, s:I}", "major",
+		f->hello.major, "minor", f->hello.minor, "recorded",
+		(f->hello.flags & SNAP_HELLO_RECORDED) != 0, "bytes",
+		(json_int_t)f->bytes, "ram_size", (json_int_t)f->hello.ram_size,
+		"ram_records", (json_int_t)f->records, "zstd_records",
+		(json_int_t)f->zstd_records, "data_pages",
+		(json_int_t)f->data_pages, "zero_pages",
+		(json_int_t)f->zero_pages);
+}
+
+/* Info of an open state file (@f: the stream it came from, or NULL). */
+static int show(struct snap_reader *r, const struct snap_stream_file *f,
+		bool json, bool all, FILE *out, struct err *err)
+{
+	json_t *cfg = load_config(r);
+	int rc = 0;
+
 	if (json) {
 		json_t *doc = build_json(r, cfg, all);
 
+		if (f)
+			json_object_set_new(doc, "stream", stream_json(f));
 		rc = json_dumpf(doc, out, JSON_INDENT(2)) ? -EIO : 0;
 		fputs("\n", out);
 		json_decref(doc);
 		if (rc)
 			snprintf(err->msg, sizeof(err->msg),
-				 "%s: cannot print JSON", path);
+				 "%s: cannot print JSON", snap_reader_path(r));
 	} else {
+		if (f)
+			print_stream_text(snap_reader_path(r), f, out);
 		print_text(r, cfg, all, out);
 	}
 	json_decref(cfg);
-	snap_reader_close(r);
 	return rc;
+}
+
+static bool is_stream(const char *path)
+{
+	enum snap_form form;
+	struct err e = {0};
+
+	return !snap_form_of(path, &form, &e) && form == SNAP_FORM_STREAM;
+}
+
+int snap_inspect_info(const char *path, bool json, bool all, FILE *out,
+		      struct err *err)
+{
+	struct snap_stream_file f = {0};
+	struct snap_reader *r = NULL;
+	bool stream = is_stream(path);
+	int rc;
+
+	/* A stream is read through (its STATE comes last), not applied. */
+	rc = stream ? snap_stream_file_read(path, false, &f, err) : 0;
+	if (!rc)
+		rc = stream ? snap_reader_open_mem(&r, path, f.state,
+						   f.state_len, err)
+			    : snap_reader_open(&r, path, err);
+	if (!rc)
+		rc = show(r, stream ? &f : NULL, json, all, out, err);
+	snap_reader_close(r);
+	snap_stream_file_free(&f);
+	return rc;
+}
+
+/*
+ * A recorded stream: every record checked and applied to scratch RAM (in
+ * range, decompressed to the right size), END's counts, the STATE record
+ * as a state file. A stream has no chunk hashes: each record has its own.
+ */
+static int verify_stream(const char *path, FILE *out, struct err *err)
+{
+	struct snap_stream_file f;
+	struct snap_reader *r = NULL;
+	int rc = snap_stream_file_read(path, true, &f, err);
+
+	if (!rc)
+		rc = snap_reader_open_mem(&r, path, f.state, f.state_len, err);
+	if (rc) {
+		fprintf(out, "%s: FAILED: %s\n", path, err->msg);
+		return rc;
+	}
+	for (unsigned i = 0; i < snap_reader_nsections(r); i++) {
+		struct snap_section_info si;
+
+		snap_reader_section(r, i, &si);
+		fprintf(out, "section %s #%u: ok (xxh3 %016" PRIx64 ")\n",
+			si.name, si.instance, si.checksum);
+	}
+	fprintf(out,
+		"stream %s: ok (%" PRIu64 " RAM records, %" PRIu64 " pages, "
+		"as its END record counts)\n",
+		path, f.records, f.pages);
+	fprintf(out, "%s: ok\n", path);
+	snap_reader_close(r);
+	snap_stream_file_free(&f);
+	return 0;
 }
 
 /* Every link of an increment's chain, each RAM file with its hashes. */
@@ -603,6 +697,8 @@ int snap_inspect_verify(const char *path, FILE *out, struct err *err)
 	char ram[4096];
 	int rc;
 
+	if (is_stream(path))
+		return verify_stream(path, out, err);
 	rc = snap_reader_open(&r, path, err);
 	if (rc) {
 		fprintf(out, "%s: FAILED: %s\n", path, err->msg);

@@ -344,6 +344,10 @@ static int parse_token(struct gcfg *c, const char *s, size_t len)
 			c->gaps = 1;
 			return 0;
 		}
+		if (tok_eq(s, len, "touch_zip")) {
+			c->touch_zip = 1;
+			return 0;
+		}
 		if (tok_eq(s, len, "genid")) {
 			c->genid = 1;
 			return 0;

@@ -58,6 +58,7 @@ struct gcfg {
 	uint32_t kbd_xlate;	 /* kbd: controller translation (1) or set 2 */
 	uint64_t mem_limit_mb;	 /* mem test cap, 0 = all RAM */
 	uint64_t touch_mb;	 /* MiB to fill before the counter, 0 = none */
+	uint32_t touch_zip;	 /* touch with a compressible fill */
 	uint64_t seed;		 /* pattern seed */
 	uint32_t timer_ms;	 /* timer test interval */
 	uint32_t smp_timeout_ms; /* AP bring-up / slice timeout */
