@@ -628,6 +628,12 @@ def test_golden_snapshot_is_small(name):
         packed = len(zlib.compress(f.read(), 1))
     assert packed < 3 * 2**20, packed
     assert os.path.getsize(golden) < 64 * 1024
+    # The links below an incremental golden: state files of its format.
+    for link in golden_meta(name).get("links", []):
+        p = os.path.join(GOLDEN_DIR, link)
+        assert pinned_format(link[:-len(".snap")]) == fmt, link
+        assert os.path.getsize(p + ".ram") == os.path.getsize(golden + ".ram")
+        assert os.path.getsize(p) < 64 * 1024
 
 
 # The documented reasons a golden of this CPU vendor made on another kind
@@ -704,8 +710,16 @@ def test_golden_snapshot_restores(guest_factory, tmp_path, name):
         shutil.copy(src, dst)
         return ["-s", "3,virtio-blk," + dst]
 
+    # An incremental golden (chain-64m-v1.2): every link checked, each
+    # against its parent, down to the base its JSON names.
+    links = meta.get("links", [])
+    for k, link in enumerate(links + [name + ".snap"] if links else []):
+        assert "link %d %s: ok" % (k, os.path.join(GOLDEN_DIR, link)) \
+            in r.stdout, r.stdout
     # Mapped restore from a copy (the checkout may be read-only) ...
     snap = copy_snap(golden, tmp_path)
+    for link in links:
+        copy_snap(os.path.join(GOLDEN_DIR, link), tmp_path)
     g = restored(guest_factory, snap, "golden", disk("a"))
     # Outside the promise (another host type) the restore is still tried:
     # only the documented incompatibility skips, with khyve's own words.

@@ -19,6 +19,7 @@
  * CPU vendor wrote the file (restore itself refuses a foreign vendor).
  */
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -33,6 +34,7 @@
 #include "pm.h"
 #include "rtc.h"
 #include "snap.h"
+#include "snap_chain.h"
 #include "snap_ram.h"
 #include "uart8250.h"
 #include "unit.h"
@@ -43,6 +45,7 @@
 #include "virtio_pci.h"
 #include "virtqueue.h"
 #include "vm_snapshot.h"
+#include "vmgenid.h"
 
 #define MAX_PINS 64
 
@@ -56,12 +59,16 @@ static struct pin pins[MAX_PINS];
 static unsigned npins;
 static char root[PATH_MAX], golden[PATH_MAX + 16], khyvectl[PATH_MAX + 16];
 
-/* Every section a restore loads, by name (blobs "config", "ram" aside). */
+/*
+ * Every section a restore loads, by name (blobs "config", "ram" and an
+ * increment's "parent" aside).
+ */
 static const struct snap_desc *const descs[] = {
 	&kvm_vm_snap,	  &vcpu_state_snap,	&uart8250_snap_desc,
 	&rtc_snap_desc,	  &i8042_snap_desc,	&pm_snap_desc,
 	&pci_dev_snap,	  &pci_bus_snap,	&virtio_pci_snap,	&virtq_snap,
 	&virtio_blk_snap, &virtio_net_snap,	&virtio_console_snap,
+	&vmgenid_snap,
 };
 
 /* BUILD/tests/unit/test_golden -> BUILD/khyvectl, and BUILD/.. is the tree. */
@@ -217,6 +224,34 @@ static const struct snap_desc *desc_of(const char *name)
 	return NULL;
 }
 
+/*
+ * An increment (format 1.2): its "parent" section decodes as a restore
+ * reads it, and the parent it names is a pinned golden state file too
+ * (so the whole chain is committed and kept).
+ */
+static void load_parent(struct snap_reader *r, const char *path)
+{
+	struct snap_chain_parent par = {0};
+	struct err se = {0};
+	const struct pin *pp;
+	int rc = snap_chain_read_section(r, &par, &se);
+
+	if (rc == -ENOENT)
+		return;
+	CHECK_EQ(rc, 0);
+	if (rc) {
+		fprintf(stderr, "%s: %s\n", path, se.msg);
+		return;
+	}
+	CHECK(par.depth >= 1 && par.held > 0);
+	pp = pin_of(par.file);
+	CHECK(pp != NULL && strcmp(pp->format, "-"));
+	if (!pp)
+		fprintf(stderr, "%s: parent %s is not pinned\n", path,
+			par.file);
+	snap_chain_parent_free(&par);
+}
+
 /* Every section through this khyve's loaders, as a restore does. */
 static void load_all(const char *path, const struct pin *p)
 {
@@ -261,6 +296,7 @@ static void load_all(const char *path, const struct pin *p)
 	if (!rp)
 		fprintf(stderr, "%s: RAM file %s is not pinned\n", path,
 			ram.file);
+	load_parent(r, path);
 	for (unsigned i = 0; i < snap_reader_nsections(r); i++) {
 		struct snap_section_info si;
 		const struct snap_desc *d;
