@@ -13,6 +13,23 @@
 #define LSR_THRE 0x20
 
 volatile uint64_t n_pass, n_fail;
+static volatile uint32_t con_lk;
+
+/*
+ * One line at a time on COM1: the hostile mode's fuzzing vCPU scribbles
+ * on the UART's registers between lines (hostile.c) while the counter
+ * prints on the other one. An AP that never prints costs nothing here.
+ */
+void con_lock(void)
+{
+	while (__atomic_exchange_n(&con_lk, 1, __ATOMIC_ACQUIRE))
+		cpu_relax();
+}
+
+void con_unlock(void)
+{
+	__atomic_store_n(&con_lk, 0, __ATOMIC_RELEASE);
+}
 
 void *memset(void *d, int c, size_t n)
 {
@@ -80,6 +97,17 @@ void con_printf(const char *fmt, ...)
 {
 	va_list ap;
 
+	con_lock();
+	va_start(ap, fmt);
+	con_vprintf(fmt, ap);
+	va_end(ap);
+	con_unlock();
+}
+
+static void con_nolock(const char *fmt, ...)
+{
+	va_list ap;
+
 	va_start(ap, fmt);
 	con_vprintf(fmt, ap);
 	va_end(ap);
@@ -93,11 +121,13 @@ void report(const char *test, int ok, const char *fmt, ...)
 		n_pass++;
 	else
 		n_fail++;
-	con_printf("KHYVE-TEST %s %s ", test, ok ? "PASS" : "FAIL");
+	con_lock();
+	con_nolock("KHYVE-TEST %s %s ", test, ok ? "PASS" : "FAIL");
 	va_start(ap, fmt);
 	con_vprintf(fmt, ap);
 	va_end(ap);
 	con_putc('\n');
+	con_unlock();
 }
 
 void delay_us(uint64_t us)

@@ -55,6 +55,8 @@ extern volatile uint64_t n_pass, n_fail;
 /* console.c (both modes) */
 void con_init(void);
 void con_putc(char c);
+void con_lock(void); /* a whole line; con_printf and report take it */
+void con_unlock(void);
 int con_getc_nonblock(void);
 void con_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void report(const char *test, int ok, const char *fmt, ...)
@@ -95,5 +97,10 @@ void vblk_test(void);
 void vrng_test(void);
 void vcon_test(void);
 void vnet_test(void);
+
+/* hostile.c (user mode): "hostile_ms=N", see README.md. */
+void hostile_setup(void);      /* BSP, before the counter */
+void hostile_ap(unsigned idx); /* AP 0: fuzz, then return */
+void hostile_line(uint64_t n); /* BSP: a line per counter tick */
 
 #endif

@@ -316,6 +316,8 @@ static int parse_token(struct gcfg *c, const char *s, size_t len)
 		NUM(counter_high, 1),	NUM(zero_every, 1),
 		NUM(disk_blocks, 1),
 		NUM(kbd_xlate, 1),
+		NUM(hostile_ms, 1),	NUM(hostile_seed, 0),
+		NUM(hostile_mask, 1),
 #undef NUM
 	};
 	size_t eq = 0;

@@ -83,6 +83,9 @@ struct gcfg {
 	uint32_t vnet_echo_ms;	 /* vnet: echo service time, 0 = none */
 	uint32_t vnet_bench_mb;	 /* vnet: MiB sent by the benchmark, 0 = none */
 	uint32_t vnet_qd;	 /* vnet: tx frames kept in flight */
+	uint32_t hostile_ms;	 /* AP 1 fuzzes the devices this long, 0 = off */
+	uint64_t hostile_seed;	 /* its PRNG seed, 0 = from the TSC */
+	uint32_t hostile_mask;	 /* targets fuzzed (bit per class), 0 = all */
 	int nbad;		 /* unknown or malformed tokens */
 	char bad[40];		 /* the first of them */
 };

@@ -130,6 +130,7 @@ void exc_handler(struct exc_frame *f)
 	uint64_t cr2;
 
 	__asm__ volatile("mov %%cr2, %0" : "=r"(cr2));
+	con_unlock(); /* this CPU may have held it: print anyway */
 	n_fail++;
 	con_printf("KHYVE-GUEST exception vec=%lu err=0x%lx rip=0x%lx cs=0x%lx "
 		   "rsp=0x%lx cr2=0x%lx\n",

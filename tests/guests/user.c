@@ -136,6 +136,8 @@ void ap_user(unsigned long idx)
 	ap_res[idx].sum = r.sum;
 	ap_res[idx].bad = r.bad;
 	__atomic_store_n(&ap_res[idx].done, 1, __ATOMIC_RELEASE);
+	if (G.cfg.hostile_ms)
+		hostile_ap((unsigned)idx); /* AP 0 fuzzes, then spins too */
 	/* No way back to kernel mode (kvm_pvm): spin until power-off, with
 	 * a progress count the busy mode watches (no PAUSE there: busy). */
 	for (;;) {
@@ -340,6 +342,8 @@ static void counter_run(void)
 			clock_line(n);
 		if (G.cfg.genid)
 			genid_line(n);
+		if (G.cfg.hostile_ms)
+			hostile_line(n);
 		if (pages && n % G.cfg.check_every == 0) {
 			checks++;
 			failures += cnt_check(base, pages, n) < 0;
@@ -483,6 +487,8 @@ void umain(unsigned long arg)
 		echo_test();
 	if (G.cfg.touch_mb)
 		touch_mem();
+	if (G.cfg.hostile_ms)
+		hostile_setup();
 	if (G.cfg.counter)
 		counter_run();
 	if (G.cfg.kbd)

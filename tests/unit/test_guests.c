@@ -90,6 +90,16 @@ static void test_cmdline(void)
 	CHECK_EQ(c.seed, UINT64_MAX);
 
 	gcfg_defaults(&c);
+	CHECK_EQ(c.hostile_ms, 0);
+	CHECK_EQ(gcfg_parse(&c, "tests=smp counter hostile_ms=60000 "
+				"hostile_seed=0x8000000000000001 "
+				"hostile_mask=0x300"),
+		 0);
+	CHECK_EQ(c.hostile_ms, 60000);
+	CHECK_EQ(c.hostile_seed, 0x8000000000000001ULL);
+	CHECK_EQ(c.hostile_mask, 0x300);
+
+	gcfg_defaults(&c);
 	CHECK_EQ(gcfg_parse(&c, "counter gaps"), 0);
 	CHECK(c.counter && c.gaps);
 	CHECK_EQ(c.smp_timeout_ms, 30000);

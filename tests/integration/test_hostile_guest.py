@@ -1,0 +1,147 @@
+"""A hostile guest (issue 16, item 5): the fast test guest's hostile mode
+(tests/guests/hostile.c) has its second vCPU write random values to every
+device khyve emulates - COM1, i8042, RTC, the ACPI sleep and reset
+registers, other ports, PCI configuration space of every function, the
+virtio-pci BARs, the MSI-X tables and PBAs, the virtqueues (random
+descriptors, rings and kicks) and the firmware area - while its first vCPU
+counts and checks its memory. khyve must stay up and answer, the counting
+must go on, and a checkpoint taken afterwards must restore into a guest
+that counts on.
+
+KHYVE_HOSTILE_SECONDS (default 8) sets how long the guest fuzzes;
+KHYVE_HOSTILE_SEED replays a run (the seed is printed either way, and the
+guest prints it too). make check runs the short default; the minute of
+issue 16 is KHYVE_HOSTILE_SECONDS=60."""
+import json
+import os
+import random
+import re
+import time
+
+from conftest import GUEST, needs_kvm
+
+pytestmark = needs_kvm
+
+SECONDS = int(os.environ.get("KHYVE_HOSTILE_SECONDS", "8"))
+TICK = re.compile(r"^KHYVE-COUNTER (\d+) tsc=\d+$", re.M)
+FUZZ = re.compile(r"^KHYVE-HOSTILE (\d+) state=fuzzing ops=(\d+) ", re.M)
+DONE = re.compile(r"^KHYVE-TEST hostile PASS seed=(0x[0-9a-f]+) ms=(\d+)/\d+ "
+                  r"ops=(\d+) ops_per_s=(\d+) .*$", re.M)
+
+
+def complete(text):
+    return text[:text.rfind("\n") + 1]
+
+
+def ticks(text):
+    return [int(m.group(1)) for m in TICK.finditer(complete(text))]
+
+
+def wait_until(g, pred, timeout):
+    end = time.time() + timeout
+    while time.time() < end:
+        out = g.read()
+        if pred(out):
+            return True
+        if g.proc.poll() is not None:
+            return pred(g.read())
+        time.sleep(0.05)
+    return False
+
+
+def wait_tick(g, n, timeout=60):
+    return wait_until(g, lambda o: ticks(o) and ticks(o)[-1] >= n, timeout)
+
+
+def stderr_of(g):
+    if g.proc.poll() is None:
+        return "(still running)"
+    return g.proc.stderr.read().decode(errors="replace")
+
+
+def status_running(g):
+    r = g.ctl("status", g.name, "--json")
+    assert r.returncode == 0, (r.returncode, r.stdout, r.stderr)
+    assert json.loads(r.stdout)["state"] == "running", r.stdout
+
+
+def check_counting(out, first=1):
+    """Ticks go 1, 2, 3, ... (from @first) and no memory check failed."""
+    v = ticks(out)
+    assert v and v == list(range(v[0], v[0] + len(v))), v
+    assert v[0] <= first + 1, (first, v[:3])
+    assert "KHYVE-MEMCHECK bad" not in out, out[-3000:]
+    assert "KHYVE-GUEST exception" not in out and " FAIL" not in out, \
+        out[-3000:]
+
+
+@needs_kvm
+def test_hostile_guest(guest_factory, tmp_path):
+    seed = int(os.environ.get("KHYVE_HOSTILE_SEED", "0"), 0) or \
+        random.getrandbits(63) | 1
+    print("hostile guest: seed=0x%x seconds=%d" % (seed, SECONDS))
+    img = str(tmp_path / "disk.img")
+    with open(img, "wb") as f:
+        f.truncate(4 << 20)
+    snap = str(tmp_path / "h.snap")
+    cmdline = ("tests=smp counter interval_ms=100 check_every=10 "
+               "hostile_ms=%d hostile_seed=0x%x" % (SECONDS * 1000, seed))
+    g = guest_factory(["-c", "2", "-m", "64M", "-k", GUEST, "-a", cmdline,
+                       "-l", "com1,stdio",
+                       "-s", "2,virtio-blk,%s" % img, "-s", "3,virtio-rng",
+                       "-s", "4,virtio-console,null"], name="h")
+    setup = re.compile(r"^KHYVE-INFO hostile seed=0x%x .* fns=(\d+) "
+                       r"virtio=(\d+)\n" % seed, re.M)
+    assert wait_until(g, setup.search, 120), (g.read(), stderr_of(g))
+    # The host bridge and the three virtio functions, all set up.
+    assert setup.search(g.read()).groups() == ("4", "3"), g.read()
+    # While it fuzzes: khyve answers, the other vCPU counts.
+    t_start = next_poll = time.time()
+    polls = 0
+    while not DONE.search(g.read()) and \
+            time.time() - t_start < SECONDS * 4 + 60:
+        assert g.proc.poll() is None, (g.read()[-3000:], stderr_of(g))
+        if time.time() >= next_poll:
+            status_running(g)
+            polls += 1
+            next_poll = time.time() + 2
+        time.sleep(0.05)
+    out = g.read()
+    m = DONE.search(out)
+    assert m, ("the fuzzing never ended", out[-3000:])
+    assert int(m.group(1), 16) == seed
+    fuzzing = [(int(t), int(o)) for t, o in FUZZ.findall(complete(out))]
+    print("hostile guest: ms=%s ops=%s ops/s=%s, %d ticks counted while "
+          "fuzzing, %d status polls" % (m.group(2), m.group(3), m.group(4),
+                                        len(fuzzing), polls))
+    # The counter went on meanwhile: at least 2 ticks a second of fuzzing
+    # (10 expected; a loaded 2-core host gives fewer), memory checks too.
+    assert len(fuzzing) >= 2 * SECONDS, (len(fuzzing), out[-3000:])
+    assert fuzzing[-1][1] > fuzzing[0][1], fuzzing  # the fuzzer moved
+    check_counting(out)
+    assert polls >= 1
+    # Afterwards: still running, a checkpoint, and the guest counts on.
+    t = ticks(out)[-1]
+    assert wait_tick(g, t + 3, 60), (g.read()[-2000:], stderr_of(g))
+    status_running(g)
+    r = g.ctl("checkpoint", "h", snap)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    before = ticks(g.read())[-1]
+    assert wait_tick(g, before + 3, 60), g.read()[-2000:]
+    check_counting(g.read())
+    r = g.ctl("snapshot", "verify", snap)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert g.ctl("poweroff", "h", "--force").returncode == 0
+    g.finish()
+    # The restored wreck counts on from where the checkpoint was.
+    c = guest_factory(["-r", snap], name="hr")
+    assert wait_tick(c, before + 5, 120), (c.read()[-2000:], stderr_of(c))
+    out = c.read()
+    v = ticks(out)
+    assert before - 1 <= v[0] <= before + 8, (before, v[:5])
+    check_counting(out, v[0])
+    assert wait_until(c, lambda o: re.search(
+        r"^KHYVE-MEMCHECK ok (\d+)", complete(o), re.M), 60), out[-2000:]
+    status_running(c)
+    assert c.ctl("poweroff", "hr", "--force").returncode == 0
+    c.finish()
