@@ -609,6 +609,9 @@ int migrate_run(struct vm *vm, const struct migrate_opts *o,
 
 	memset(res, 0, sizeof(*res));
 	snap_stream_init(&g.s, -1, "the destination");
+	ret = vm_snapshot_migration_begin(vm, err);
+	if (ret)
+		return ret;
 	ret = mig_open(&g);
 	if (ret)
 		goto out;
@@ -639,5 +642,6 @@ out:
 	/* fd:N belongs to whoever handed it over, but its job is done. */
 	if (g.s.fd >= 0)
 		close(g.s.fd);
+	vm_snapshot_migration_end(vm);
 	return ret;
 }

@@ -952,23 +952,71 @@ static int save_locked(struct vm *vm, const struct checkpoint_opts *o,
 		       struct checkpoint_result *res, struct err *err);
 
 /*
- * One save at a time: the control socket's thread and the Firecracker
- * API's (fc_api.h) may both ask, and a save owns the dirty log and the
- * pause for its whole run.
+ * One save or migration at a time: the control socket's thread and the
+ * Firecracker API's (fc_api.h) may both ask, and each owns the dirty log
+ * and the pause for its whole run. @busy_what says which runs.
  */
-static pthread_mutex_t save_lock = PTHREAD_MUTEX_INITIALIZER;
+enum busy_kind { BUSY_NONE, BUSY_SAVE, BUSY_MIGRATION };
+static pthread_mutex_t busy_lock = PTHREAD_MUTEX_INITIALIZER;
+static enum busy_kind busy_what;
+
+static int busy_begin(enum busy_kind want, struct err *err)
+{
+	enum busy_kind now;
+
+	pthread_mutex_lock(&busy_lock);
+	now = busy_what;
+	if (now == BUSY_NONE)
+		busy_what = want;
+	pthread_mutex_unlock(&busy_lock);
+	if (now == BUSY_SAVE)
+		return err_set(
+			err, -EBUSY,
+			want == BUSY_SAVE
+				? "another snapshot of this VM is being "
+				  "saved"
+				: "a snapshot of this VM is being saved: "
+				  "no migration until it ends");
+	if (now == BUSY_MIGRATION)
+		return err_set(
+			err, -EBUSY,
+			want == BUSY_SAVE
+				? "a migration of this VM is running: no "
+				  "snapshot until it ends"
+				: "another migration of this VM is "
+				  "running");
+	return 0;
+}
+
+static void busy_end(void)
+{
+	pthread_mutex_lock(&busy_lock);
+	busy_what = BUSY_NONE;
+	pthread_mutex_unlock(&busy_lock);
+}
 
 int vm_snapshot_save(struct vm *vm, const struct checkpoint_opts *o,
 		     struct checkpoint_result *res, struct err *err)
 {
-	int ret;
+	int ret = busy_begin(BUSY_SAVE, err);
 
-	if (pthread_mutex_trylock(&save_lock))
-		return err_set(err, -EBUSY,
-			       "another snapshot of this VM is being saved");
+	if (ret)
+		return ret;
 	ret = save_locked(vm, o, res, err);
-	pthread_mutex_unlock(&save_lock);
+	busy_end();
 	return ret;
+}
+
+int vm_snapshot_migration_begin(struct vm *vm, struct err *err)
+{
+	(void)vm;
+	return busy_begin(BUSY_MIGRATION, err);
+}
+
+void vm_snapshot_migration_end(struct vm *vm)
+{
+	(void)vm;
+	busy_end();
 }
 
 static int save_locked(struct vm *vm, const struct checkpoint_opts *o,

@@ -49,6 +49,15 @@ void vm_snapshot_ram_file_event(struct vm *vm);
 void vm_snapshot_release(struct vm *vm);
 
 /*
+ * A migration holds the VM for its whole run as a save does: a snapshot
+ * asked for meanwhile (control socket or Firecracker API) is refused
+ * with -EBUSY naming the migration, and a migration during a save names
+ * the save. _begin: 0 or -EBUSY; _end after a successful _begin.
+ */
+int vm_snapshot_migration_begin(struct vm *vm, struct err *err);
+void vm_snapshot_migration_end(struct vm *vm);
+
+/*
  * Migration (src/migrate.c): the dirty tracking of a live checkpoint,
  * round by round. _start turns KVM's dirty log and khyve's own bitmap on
  * (-errno naming why not); _collect ORs the pages written since the last

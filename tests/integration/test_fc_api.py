@@ -13,6 +13,7 @@ import os
 import re
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
@@ -579,6 +580,71 @@ def test_metrics_periodic_and_in_firecrackers_layout(fc, tmp_path):
     assert g.proc.poll() is None
 
 
+# ---- a migration and an API snapshot exclude each other ----
+
+def khyvectl_migrate(g, to):
+    return subprocess.Popen([KHYVECTL, "--rundir", g.rundir, "--json",
+                             "--vm=" + g.name, "--migrate=" + to],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+@needs_kvm
+def test_migration_and_api_snapshot_exclude_each_other(fc, tmp_path):
+    """While `khyvectl migrate` runs (here: its destination accepted and
+    never answers the HELLO), PUT /snapshot/create gets a 400 naming the
+    migration; while an API snapshot is being saved, a migration is
+    refused naming it. Each works once the other is over."""
+    g = fc("mx")
+    configure(g, mem=256, boot_args="touch_mb=200 " + COUNTER)
+    g.ok("PUT", "/actions", {"action_type": "InstanceStart"})
+    assert wait_tick(g, 2), g.read()
+    dst = str(tmp_path / "dst.sock")
+    lsn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    lsn.bind(dst)
+    lsn.listen(1)
+    lsn.settimeout(60)
+    mig = khyvectl_migrate(g, "unix:" + dst)
+    conn, _ = lsn.accept()  # the migration runs: it waits for our reply
+    snap = {"snapshot_path": str(tmp_path / "s"),
+            "mem_file_path": str(tmp_path / "s.mem"), "khyve_live": True}
+    g.fault("PUT", "/snapshot/create", snap, names=("migration",))
+    assert not os.path.exists(snap["snapshot_path"])
+    conn.close()  # the destination goes away: the migration fails
+    out, err = mig.communicate(timeout=120)
+    assert mig.returncode != 0, (out, err)
+    assert g.state() == "Running"
+    # The reverse: a migration asked while the API saves (the guest's
+    # 200 MiB take a while to write; asked until one lands inside).
+    g.ok("PATCH", "/vm", {"state": "Paused"})
+    seen = None
+    for attempt in range(5):
+        res = {}
+        t = threading.Thread(target=lambda: res.update(
+            r=g.req("PUT", "/snapshot/create", snap)))
+        t.start()
+        while t.is_alive() and not seen:
+            p = khyvectl_migrate(g, "unix:" + str(tmp_path / "none.sock"))
+            out, err = p.communicate(timeout=120)
+            if "being saved" in out + err:
+                seen = out + err
+        t.join()
+        st, b = res["r"]
+        if st == 204 and seen:
+            break
+        # (a migration taken in the moment before the save began, and
+        # failed at once on its missing destination, refuses the save)
+        assert st == 204 or "migration" in b["fault_message"], b
+    assert seen and "no migration until it ends" in seen, seen
+    g.ok("PATCH", "/vm", {"state": "Resumed"})
+    n = last_tick(g)
+    assert wait_tick(g, n + 2), g.read()
+    r = subprocess.run([KHYVECTL, "snapshot", "verify",
+                        snap["snapshot_path"]],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
 # ---- bad input: Firecracker's 400 and a fault_message, the VM runs on ----
 
 def raw_exchange(sock, data, shut=False, timeout=30):
@@ -737,6 +803,10 @@ def test_bad_input_gets_400_and_the_vm_runs_on(fc, tmp_path):
     slow.settimeout(60)
     assert slow.recv(100) == b""
     slow.close()
+    # The one half-closed in the middle of its request cannot complete
+    # it: disconnected without an answer.
+    half.settimeout(60)
+    assert half.recv(100) == b""
     half.close()
     assert g.state() == "Running"
     n = last_tick(g)
