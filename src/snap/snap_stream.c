@@ -311,7 +311,13 @@ int snap_stream_parse_hello(const uint8_t *p, size_t len, struct snap_hello *h,
 			       "the source speaks migration stream format "
 			       "%u.%u, this khyve reads %u.x only",
 			       h->major, h->minor, SNAP_STREAM_MAJOR);
-	if (len < HELLO_FIXED || len != HELLO_FIXED + get_le32(p + 48))
+	/*
+	 * A newer minor version may add to the end of HELLO (after the
+	 * config): skipped here. Ours and older ones end with the config.
+	 */
+	if (len < HELLO_FIXED || len < HELLO_FIXED + (size_t)get_le32(p + 48) ||
+	    (h->minor <= SNAP_STREAM_MINOR &&
+	     len != HELLO_FIXED + (size_t)get_le32(p + 48)))
 		return err_set(err, -EPROTO,
 			       "HELLO record: %zu bytes do not match its "
 			       "config length",

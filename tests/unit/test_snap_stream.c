@@ -243,6 +243,15 @@ static void test_hello(void)
 	CHECK_EQ(h.config_len, 8);
 	put_le32(p + 48, 9); /* more config than the record holds */
 	CHECK_EQ(snap_stream_parse_hello(p, sizeof(p), &h, &e), -EPROTO);
+	/* Bytes after the config: a newer minor version's, skipped. */
+	put_le32(p + 48, 4);
+	CHECK_EQ(snap_stream_parse_hello(p, sizeof(p), &h, &e), -EPROTO);
+	put_le16(p + 2, SNAP_STREAM_MINOR + 1);
+	CHECK_EQ(snap_stream_parse_hello(p, sizeof(p), &h, &e), 0);
+	CHECK_EQ(h.config_len, 4);
+	CHECK_EQ(h.minor, SNAP_STREAM_MINOR + 1);
+	put_le32(p + 48, 9); /* still: not more config than there is */
+	CHECK_EQ(snap_stream_parse_hello(p, sizeof(p), &h, &e), -EPROTO);
 }
 
 static void test_ram_bounds(void)
