@@ -84,6 +84,10 @@ struct migrate_opts {
 	bool throttle;		/* slow the vCPUs down (else give up) */
 	uint64_t bandwidth;	/* bytes per second, 0: unlimited */
 	bool compress;		/* zstd RAM records that shrink */
+	/* post-copy: after this many rounds the guest runs at the
+	 * destination, which pulls the rest (migrate_postcopy.h) */
+	bool postcopy;
+	unsigned postcopy_after;
 	/* a recorded stream (a snapshot as a stream): no answers, and the
 	 * guest runs on here */
 	bool record;
@@ -108,13 +112,19 @@ struct migrate_result {
 	uint64_t zero_pages;   /* of them sent as zero, without data */
 	uint64_t final_pages;  /* sent with the guest paused */
 	uint64_t state_bytes;  /* the state file record */
-	double total_ms;       /* request to switch-over */
+	double total_ms;       /* request to switch-over (post-copy: to the
+				  last page) */
 	double downtime_ms;    /* guest paused here to the destination's GO */
 	double precopy_ms;     /* the rounds */
 	double mbps;	       /* MiB/s carried during the rounds */
 	unsigned throttle_pct; /* vCPUs held this share of the time, at most */
 	bool live;	       /* false: the VM was paused, or no dirty log */
 	struct migrate_phases phases;
+	/* post-copy: pages that came after GO, of them asked for on a fault,
+	 * and GO to the destination's "complete" */
+	bool postcopy;
+	uint64_t postcopy_pages, on_demand_pages;
+	double postcopy_ms;
 };
 
 #endif

@@ -32,6 +32,8 @@ enum khyve_exit {
 	KHYVE_EXIT_SUSPENDED = 5,
 	KHYVE_EXIT_MIGRATED = 6, /* the guest runs on at a migration's
 				    destination */
+	/* a post-copy destination lost its source: the guest cannot go on */
+	KHYVE_EXIT_POSTCOPY_LOST = 7,
 };
 
 /* One -s slot[:func],emulation[,conf] device. */

@@ -770,7 +770,7 @@ static bool migrate_parse(struct ctl_req *r, struct migrate_opts *o)
 {
 	json_t *to = json_object_get(r->args, "to");
 	json_t *od = json_object_get(r->args, "on_deadline");
-	double bw = 0;
+	double bw = 0, after = 1;
 	bool progress;
 
 	if (!json_is_string(to) || !json_string_length(to) ||
@@ -798,8 +798,23 @@ static bool migrate_parse(struct ctl_req *r, struct migrate_opts *o)
 	    !get_num_arg(r, "bandwidth", 0, &bw) ||
 	    !get_bool_arg(r, "compress", &o->compress) ||
 	    !get_bool_arg(r, "record", &o->record) ||
-	    !get_bool_arg(r, "progress", &progress))
+	    !get_bool_arg(r, "progress", &progress) ||
+	    !get_bool_arg(r, "postcopy", &o->postcopy) ||
+	    !get_num_arg(r, "postcopy_after", 0, &after))
 		return false;
+	if (after > 1000 || after != (double)(unsigned)after) {
+		req_fail(r, "bad_request",
+			 "'postcopy_after' must be a whole number of rounds "
+			 "from 0 to 1000");
+		return false;
+	}
+	o->postcopy_after = (unsigned)after;
+	if (o->postcopy && o->record) {
+		req_fail(r, "bad_request",
+			 "'postcopy' needs a destination that answers, not a "
+			 "recorded stream");
+		return false;
+	}
 	o->bandwidth = (uint64_t)bw;
 	o->progress = progress ? ctl_progress : NULL;
 	return true;
@@ -830,8 +845,9 @@ static const char *const regs_keys[] = {"vcpu", "msrs", NULL};
 static const char *const checkpoint_keys[] = {"file",  "progress",    "live",
 					      "fsync", "incremental", NULL};
 static const char *const migrate_keys[] = {
-	"to",	    "max_downtime_ms", "deadline_s", "on_deadline", "bandwidth",
-	"compress", "record",	       "progress",   NULL};
+	"to",	     "max_downtime_ms", "deadline_s", "on_deadline",
+	"bandwidth", "compress",	"record",     "progress",
+	"postcopy",  "postcopy_after",	NULL};
 
 static const struct ctl_cmd ctl_cmds[] = {
 	{"hello", "protocol", "check protocol compatibility", hello_keys,
@@ -852,7 +868,7 @@ static const struct ctl_cmd ctl_cmds[] = {
 	 "save a snapshot, then power off", checkpoint_keys, cmd_suspend},
 	{"migrate",
 	 "to [max_downtime_ms] [deadline_s] [on_deadline] [bandwidth] "
-	 "[compress] [record] [progress]",
+	 "[compress] [record] [progress] [postcopy] [postcopy_after]",
 	 "live migration; the VM exits once moved", migrate_keys, cmd_migrate},
 };
 

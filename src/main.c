@@ -401,6 +401,14 @@ static int run_vm(struct vm_config *cfg, struct run_how *h)
 	} else {
 		status = main_loop(vm);
 	}
+	if (status == KHYVE_EXIT_POSTCOPY_LOST) {
+		/* vCPUs and devices may wait for pages that never come (the
+		 * thread said why): nothing to join, the process ends. */
+		if (vm->ctl)
+			ctl_server_stop(vm->ctl);
+		chardev_restore_all();
+		_exit(status);
+	}
 	if (h->api && !ret)
 		fc_api_detach(h->api); /* a failed start left it pre-boot */
 	if (vm && vm->ctl)

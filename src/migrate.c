@@ -38,6 +38,7 @@
 #include "common.h"
 #include "config.h"
 #include "log.h"
+#include "migrate_postcopy.h"
 #include "snap.h"
 #include "snap_stream.h"
 #include "vm.h"
@@ -329,7 +330,8 @@ static int send_hello(struct mig *g)
 	memcpy(h.cpu_vendor, host.cpu_vendor, sizeof(h.cpu_vendor));
 	h.config = json;
 	h.config_len = (uint32_t)strlen(json);
-	h.flags = g->o->record ? SNAP_HELLO_RECORDED : 0;
+	h.flags = (g->o->record ? SNAP_HELLO_RECORDED : 0) |
+		  (g->o->postcopy ? SNAP_HELLO_POSTCOPY : 0);
 	ret = snap_stream_send_hello(&g->s, &h, g->err);
 	free(json);
 	if (!ret && !g->o->record)
@@ -421,6 +423,9 @@ static int precopy(struct mig *g, struct migrate_result *res)
 		if (ret)
 			return err_set(g->err, ret, "KVM_GET_DIRTY_LOG: %s",
 				       strerror(-ret));
+		/* Post-copy: the rest goes after the switch-over. */
+		if (o->postcopy && res->rounds >= o->postcopy_after)
+			return 0;
 		if (converged(n, prev, res->rounds, rate, o->max_downtime_ms))
 			return 0;
 		prev = n;
@@ -459,12 +464,35 @@ static void cork(struct mig *g, bool on)
 	setsockopt(g->s.fd, IPPROTO_TCP, TCP_CORK, &v, sizeof(v));
 }
 
-static int finish(struct mig *g, bool live, struct migrate_result *res)
+/* The state file and END (which uncorks): the destination may load. */
+static int send_state_end(struct mig *g, struct migrate_result *res)
 {
-	uint64_t n, pages0 = g->st.pages, t0 = now_ns(), t1, t2;
 	uint8_t *state = NULL;
 	size_t len = 0;
 	uint8_t end[32];
+	int ret = vm_snapshot_state_mem(g->vm, &state, &len, g->err);
+
+	if (!ret)
+		ret = snap_stream_send(&g->s, SNAP_REC_STATE, state, len, NULL,
+				       0, g->err);
+	free(state);
+	res->state_bytes = len;
+	if (ret)
+		return ret;
+	memset(end, 0, sizeof(end));
+	put_le64(end, g->st.records);
+	put_le64(end + 8, g->st.pages);
+	put_le64(end + 16, g->s.bytes_out);
+	put_le32(end + 24, res->rounds);
+	ret = snap_stream_send(&g->s, SNAP_REC_END, end, sizeof(end), NULL, 0,
+			       g->err);
+	cork(g, false);
+	return ret;
+}
+
+static int finish(struct mig *g, bool live, struct migrate_result *res)
+{
+	uint64_t n, pages0 = g->st.pages, t0 = now_ns(), t1, t2;
 	int ret = 0;
 
 	cork(g, true);
@@ -481,22 +509,9 @@ static int finish(struct mig *g, bool live, struct migrate_result *res)
 	res->final_pages = g->st.pages - pages0;
 	t1 = now_ns();
 	if (!ret)
-		ret = vm_snapshot_state_mem(g->vm, &state, &len, g->err);
-	if (!ret)
-		ret = snap_stream_send(&g->s, SNAP_REC_STATE, state, len, NULL,
-				       0, g->err);
-	free(state);
-	res->state_bytes = len;
+		ret = send_state_end(g, res);
 	if (ret)
 		return ret;
-	memset(end, 0, sizeof(end));
-	put_le64(end, g->st.records);
-	put_le64(end + 8, g->st.pages);
-	put_le64(end + 16, g->s.bytes_out);
-	put_le32(end + 24, res->rounds);
-	ret = snap_stream_send(&g->s, SNAP_REC_END, end, sizeof(end), NULL, 0,
-			       g->err);
-	cork(g, false);
 	t2 = now_ns();
 	if (g->o->record)
 		return ret; /* the stream ends here */
@@ -543,6 +558,11 @@ static int mig_precopy(struct mig *g, bool was_paused,
 	int ret = 0;
 
 	res->live = !was_paused;
+	/* Post-copy at once: nothing to track, every page comes later. */
+	if (g->o->postcopy && !g->o->postcopy_after) {
+		res->precopy_ms = 0;
+		return 0;
+	}
 	if (res->live && vm_snapshot_dirty_start(g->vm, &e)) {
 		log_warn("migration: not live (%s): the guest stays paused "
 			 "while all of its RAM is sent",
@@ -567,11 +587,95 @@ static int mig_precopy(struct mig *g, bool was_paused,
 	return ret;
 }
 
+/*
+ * Post-copy, paused: the pages the destination lacks (those written since
+ * the last round, or every page that may hold data when none ran) as
+ * POSTCOPY, the state, END; then requests served until "ready", and GO.
+ */
+static int finish_postcopy(struct mig *g, struct migrate_result *res,
+			   struct postcopy_src *p, uint64_t *tgo)
+{
+	uint64_t npages = g->vm->mem.ram_size / PAGE_SIZE, n = 0, t0 = now_ns();
+	int ret = 0;
+
+	g->words = (npages + 63) / 64;
+	if (!g->bm && !(g->bm = calloc(g->words, 8)))
+		return err_set(g->err, -ENOMEM, "no memory for a bitmap");
+	cork(g, true);
+	if (res->rounds) {
+		ret = vm_snapshot_dirty_collect(g->vm, g->bm, g->words, &n);
+		vm_snapshot_dirty_stop(g->vm);
+		if (ret)
+			return err_set(g->err, ret, "KVM_GET_DIRTY_LOG: %s",
+				       strerror(-ret));
+		n = 0;
+		for (uint64_t w = 0; w < g->words; w++)
+			n += (uint64_t)__builtin_popcountll(g->bm[w]);
+	} else {
+		ret = snap_stream_ram_needed(&g->vm->mem, g->bm, &n, g->err);
+	}
+	if (!ret)
+		ret = snap_stream_send_postcopy(&g->s, g->vm->mem.ram_size,
+						g->bm, n, g->err);
+	res->phases.pages = ms(now_ns() - t0);
+	t0 = now_ns();
+	if (!ret)
+		ret = send_state_end(g, res);
+	res->phases.state = ms(now_ns() - t0);
+	if (ret)
+		return ret;
+	*p = (struct postcopy_src){.vm = g->vm,
+				   .s = &g->s,
+				   .st = &g->st,
+				   .missing = g->bm,
+				   .npages = npages,
+				   .left = n,
+				   .total = n,
+				   .progress = g->o->progress,
+				   .err = g->err};
+	t0 = now_ns();
+	ret = postcopy_src_switch(p, tgo);
+	res->phases.dest_load = ms(*tgo - t0);
+	return ret;
+}
+
+/*
+ * After GO in post-copy: the rest pushed. A failure now leaves the guest
+ * split between the hosts: it stays paused here, for good.
+ */
+static int mig_postcopy_rest(struct mig *g, struct postcopy_src *p,
+			     struct migrate_result *res, uint64_t tgo)
+{
+	int ret = postcopy_src_finish(p);
+
+	res->postcopy = true;
+	res->postcopy_pages = p->total;
+	res->on_demand_pages = p->on_demand;
+	res->postcopy_ms = ms(now_ns() - tgo);
+	if (!ret) {
+		vm_request_stop(g->vm, KHYVE_EXIT_MIGRATED);
+		return 0;
+	}
+	pthread_mutex_lock(&g->vm->lock);
+	g->vm->postcopy_split = true;
+	pthread_mutex_unlock(&g->vm->lock);
+	err_prefix(g->err,
+		   "post-copy failed after the switch-over with %" PRIu64
+		   " of %" PRIu64 " pages not sent: ",
+		   p->left, p->total);
+	log_err("migration to %s: %s; the guest ran at the destination "
+		"since then, so it stays paused here and is not resumed "
+		"(a checkpoint of it holds the guest as at the switch-over)",
+		g->o->to, err_msg(g->err));
+	return ret;
+}
+
 /* Paused: the rest, the destination's "ready", GO; or resumed again. */
 static int mig_switch(struct mig *g, bool was_paused,
 		      struct migrate_result *res)
 {
 	struct vm_pause_times pt;
+	struct postcopy_src pc;
 	struct err e = {0};
 	uint64_t tgo;
 	int ret = vm_pause(g->vm, &pt, &e);
@@ -583,11 +687,21 @@ static int mig_switch(struct mig *g, bool was_paused,
 			       err_msg(&e));
 	}
 	res->phases.pause = ms(pt.stopped - pt.parked);
-	ret = finish(g, res->live, res);
-	tgo = now_ns();
+	if (g->o->postcopy) {
+		ret = finish_postcopy(g, res, &pc, &tgo);
+	} else {
+		ret = finish(g, res->live, res);
+		tgo = now_ns();
+	}
 	if (ret) {
 		if (!was_paused)
 			vm_resume(g->vm);
+		return ret;
+	}
+	res->downtime_ms = was_paused ? 0 : ms(tgo - pt.parked);
+	if (g->o->postcopy) {
+		ret = mig_postcopy_rest(g, &pc, res, tgo);
+		res->total_ms = ms(now_ns() - g->t0);
 		return ret;
 	}
 	/* The destination runs the guest now: this one is gone. */
@@ -595,7 +709,6 @@ static int mig_switch(struct mig *g, bool was_paused,
 		vm_request_stop(g->vm, KHYVE_EXIT_MIGRATED);
 	else if (!was_paused)
 		vm_resume(g->vm); /* a snapshot: it runs on here */
-	res->downtime_ms = was_paused ? 0 : ms(tgo - pt.parked);
 	res->total_ms = ms(tgo - g->t0);
 	return 0;
 }
@@ -636,6 +749,11 @@ int migrate_run(struct vm *vm, const struct migrate_opts *o,
 		 " bytes, down %.1f ms)",
 		 o->to, res->total_ms, res->rounds, res->bytes,
 		 res->downtime_ms);
+	if (res->postcopy)
+		log_info("post-copy: %" PRIu64 " pages after the switch-over "
+			 "in %.1f ms, %" PRIu64 " of them asked for on a fault",
+			 res->postcopy_pages, res->postcopy_ms,
+			 res->on_demand_pages);
 out:
 	free(g.bm);
 	snap_stream_free(&g.s);

@@ -22,6 +22,7 @@
 #include "common.h"
 #include "log.h"
 #include "migrate.h"
+#include "migrate_postcopy.h"
 #include "snap.h"
 #include "snap_stream.h"
 #include "vm.h"
@@ -36,6 +37,10 @@ struct migrate_in {
 	struct snap_stream s;
 	uint64_t t0;
 	bool recorded; /* nobody to answer (SNAP_HELLO_RECORDED) */
+	bool postcopy; /* asked for (SNAP_HELLO_POSTCOPY) */
+	/* post-copy: the thread that owns the stream once END is here (the
+	 * VM owns it: vm->postcopy) */
+	struct postcopy_in *pc;
 };
 
 static uint64_t now_ns(void)
@@ -103,6 +108,17 @@ static int read_hello(struct migrate_in *mi, const struct vm_config *cmd,
 	if (ret)
 		return ret;
 	mi->recorded = h.flags & SNAP_HELLO_RECORDED;
+	mi->postcopy = h.flags & SNAP_HELLO_POSTCOPY;
+	if (mi->postcopy && mi->recorded)
+		return err_set(err, -EPROTO,
+			       "HELLO record: post-copy in a recorded stream");
+	if (mi->postcopy) {
+		ret = postcopy_in_probe(err);
+		if (ret) {
+			err_prefix(err, "post-copy is not possible here: ");
+			return ret;
+		}
+	}
 	snap_host_info_probe(&here, NULL);
 	if (h.cpu_vendor[0] && strcmp(h.cpu_vendor, here.cpu_vendor))
 		return err_set(err, -EINVAL,
@@ -213,6 +229,71 @@ int migrate_in_accept(struct migrate_in *mi, int ret, const struct err *why,
 	return ret;
 }
 
+/* The counts in END say nothing was lost between the records. */
+static int check_end(struct migrate_in *mi, uint64_t records, uint64_t pages,
+		     struct err *err)
+{
+	const uint8_t *p;
+	unsigned type;
+	size_t len;
+	int ret = snap_stream_recv(&mi->s, &type, &p, &len, err);
+
+	if (ret)
+		return ret;
+	if (type == SNAP_REC_ABORT)
+		return aborted(p, len, err);
+	if (type != SNAP_REC_END || len < 32 || get_le64(p) != records ||
+	    get_le64(p + 8) != pages)
+		return err_set(err, -EPROTO,
+			       "the stream's end (%s record) does not "
+			       "match the %" PRIu64 " RAM records "
+			       "received",
+			       snap_rec_name(type), records);
+	return 0;
+}
+
+/*
+ * Post-copy: STATE (@p) and END are here; from now on the thread owns the
+ * stream and serves page faults, the state loads (its writes to guest RAM
+ * fault like any other), and an error is the source's to hear through the
+ * thread's stream.
+ */
+static int receive_postcopy_end(struct migrate_in *mi, struct vm *vm,
+				const uint8_t *p, size_t len, uint64_t records,
+				uint64_t pages, struct err *err)
+{
+	uint8_t *state = malloc(len ? len : 1);
+	struct err why = {0};
+	int ret;
+
+	if (!state)
+		return fail(mi, err_set(err, -ENOMEM, "out of memory"), err);
+	memcpy(state, p, len);
+	ret = check_end(mi, records, pages, err);
+	if (ret) {
+		free(state);
+		return fail(mi, ret, err);
+	}
+	ret = postcopy_in_start(mi->pc, &mi->s, err);
+	if (!ret) {
+		mi->fd = -1; /* the thread's now */
+		ret = vm_snapshot_load_state(vm,
+					     "migration stream: STATE "
+					     "record",
+					     state, len, err);
+	}
+	free(state);
+	if (ret && mi->fd < 0) {
+		why = *err;
+		postcopy_in_ready(mi->pc, ret, &why, err);
+	} else if (ret) {
+		fail(mi, ret, err);
+	}
+	if (ret)
+		err_prefix(err, "migration from %s: ", mi->addr);
+	return ret;
+}
+
 int migrate_in_receive(struct migrate_in *mi, struct vm *vm, struct err *err)
 {
 	uint64_t pages = 0, records = 0;
@@ -236,6 +317,14 @@ int migrate_in_receive(struct migrate_in *mi, struct vm *vm, struct err *err)
 				return fail(mi, ret, err);
 			continue;
 		}
+		if (type == SNAP_REC_POSTCOPY && mi->postcopy && !mi->pc) {
+			ret = postcopy_in_create(&mi->pc, vm, mi->addr, p, len,
+						 err);
+			if (ret)
+				return fail(mi, ret, err);
+			vm->postcopy = mi->pc;
+			continue;
+		}
 		if (type != SNAP_REC_RAM)
 			break;
 		ret = snap_stream_apply_ram(&mi->s, &vm->mem, p, len, &pages,
@@ -251,27 +340,18 @@ int migrate_in_receive(struct migrate_in *mi, struct vm *vm, struct err *err)
 				    "due",
 				    snap_rec_name(type)),
 			    err);
+	if (mi->pc)
+		return receive_postcopy_end(mi, vm, p, len, records, pages,
+					    err);
 	log_debug("migration: STATE at %" PRIu64 " us", now_ns() / 1000);
 	ret = vm_snapshot_load_state(vm, "migration stream: STATE record", p,
 				     len, err);
 	log_debug("migration: state loaded at %" PRIu64 " us", now_ns() / 1000);
 	if (ret)
 		return fail(mi, ret, err);
-	ret = snap_stream_recv(&mi->s, &type, &p, &len, err);
+	ret = check_end(mi, records, pages, err);
 	if (ret)
 		return fail(mi, ret, err);
-	if (type == SNAP_REC_ABORT)
-		return fail(mi, aborted(p, len, err), err);
-	/* The counts say nothing was lost between the records. */
-	if (type != SNAP_REC_END || len < 32 || get_le64(p) != records ||
-	    get_le64(p + 8) != pages)
-		return fail(mi,
-			    err_set(err, -EPROTO,
-				    "the stream's end (%s record) does not "
-				    "match the %" PRIu64 " RAM records "
-				    "received",
-				    snap_rec_name(type), records),
-			    err);
 	log_info("migration: %" PRIu64 " pages in %" PRIu64 " records, "
 		 "%" PRIu64 " bytes received in %.1f ms",
 		 pages, records, mi->s.bytes_in,
@@ -286,12 +366,26 @@ int migrate_in_switch(struct migrate_in *mi, int ret, const struct err *why,
 	unsigned type;
 	size_t len;
 
+	if (ret && mi->pc) {
+		postcopy_in_ready(mi->pc, ret, why, err);
+		err_prefix(err, "migration from %s: ", mi->addr);
+		return ret;
+	}
 	if (ret) {
 		err_set(err, ret, "%s", err_msg(why));
 		return fail(mi, ret, err);
 	}
 	if (mi->recorded)
 		return 0; /* a recorded stream: END was the last word */
+	if (mi->pc) {
+		ret = postcopy_in_ready(mi->pc, 0, NULL, err);
+		if (ret)
+			err_prefix(err,
+				   "migration from %s: at the switch-over (the "
+				   "guest was not started here): ",
+				   mi->addr);
+		return ret;
+	}
 	ret = snap_stream_reply(&mi->s, 0, "ready", err);
 	log_debug("migration: ready sent at %" PRIu64 " us", now_ns() / 1000);
 	if (!ret)

@@ -30,6 +30,7 @@
 #include "confine_seccomp.h"
 #include "layout.h"
 #include "log.h"
+#include "migrate_postcopy.h"
 #include "vm_devices.h"
 #include "vm_snapshot.h"
 
@@ -1043,6 +1044,9 @@ void vm_destroy(struct vm *vm)
 	}
 	free(vm->vcpus);
 	vm->vcpus = NULL;
+	/* Last before RAM goes: a blocked thread above was still served. */
+	postcopy_in_free(vm->postcopy);
+	vm->postcopy = NULL;
 	if (vm->mem.base)
 		munmap(vm->mem.base, vm->mem.ram_size);
 	vm->mem.base = NULL;

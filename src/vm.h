@@ -29,6 +29,7 @@ struct ctl_server;
 struct vm_devices;
 struct vm_ram_file;
 struct vm_chain;
+struct postcopy_in;
 
 #define VM_EXIT_REASONS 64 /* KVM_EXIT_* counted per vCPU */
 
@@ -64,6 +65,10 @@ struct vm {
 	struct ctl_server *ctl;
 	struct vm_ram_file *ram_file; /* mapped restore's RAM file, or NULL */
 	struct vm_chain *chain;	      /* incremental snapshots (vm_chain.h) */
+	/* a post-copy destination's page server (migrate_postcopy.h) */
+	struct postcopy_in *postcopy;
+	/* a post-copy source after a failure past GO: never resumed here */
+	bool postcopy_split;
 
 	/* Life cycle, under @lock. */
 	pthread_mutex_t lock;

@@ -14,6 +14,7 @@
 #include "ctl.h"
 #include "log.h"
 #include "migrate.h"
+#include "migrate_postcopy.h"
 #include "vm.h"
 #include "vm_ctl.h"
 #include "vm_devices.h"
@@ -116,7 +117,20 @@ static int op_pause(void *o, struct err *e)
 
 static int op_resume(void *o, struct err *e)
 {
-	int ret = vm_resume(o);
+	struct vm *vm = o;
+	bool split;
+	int ret;
+
+	pthread_mutex_lock(&vm->lock);
+	split = vm->postcopy_split;
+	pthread_mutex_unlock(&vm->lock);
+	if (split)
+		return err_set(e, -EPERM,
+			       "cannot resume: a post-copy migration failed "
+			       "after the switch-over, and the guest ran at "
+			       "the destination since; this copy is as it was "
+			       "at the switch-over (a checkpoint can keep it)");
+	ret = vm_resume(vm);
 
 	if (ret)
 		err_set(e, ret, "cannot resume: %s", strerror(-ret));
@@ -341,11 +355,29 @@ static json_t *checkpoint_reply(const struct checkpoint_opts *o,
 	return j;
 }
 
+/* A post-copy destination has not all of its RAM yet: -EBUSY. */
+static int postcopy_busy(struct vm *vm, const char *what, struct err *e)
+{
+	uint64_t left, total;
+
+	if (!postcopy_in_busy(vm->postcopy, &left, &total))
+		return 0;
+	return err_set(e, -EBUSY,
+		       "cannot %s: a post-copy migration is still bringing "
+		       "this guest's memory (%" PRIu64 " of %" PRIu64
+		       " pages to come); try again once it completes",
+		       what, left, total);
+}
+
 static int op_checkpoint(void *opaque, const struct checkpoint_opts *o,
 			 json_t **reply, struct err *e)
 {
 	struct checkpoint_result res;
-	int ret = vm_snapshot_save(opaque, o, &res, e);
+	int ret = postcopy_busy(opaque, "checkpoint", e);
+
+	if (ret)
+		return ret;
+	ret = vm_snapshot_save(opaque, o, &res, e);
 
 	if (!ret)
 		*reply = checkpoint_reply(o, &res);
@@ -357,7 +389,11 @@ static int op_migrate(void *opaque, const struct migrate_opts *o,
 		      json_t **reply, struct err *e)
 {
 	struct migrate_result r;
-	int ret = migrate_run(opaque, o, &r, e);
+	int ret = postcopy_busy(opaque, "migrate", e);
+
+	if (ret)
+		return ret;
+	ret = migrate_run(opaque, o, &r, e);
 
 	if (!ret)
 		*reply = json_pack(
@@ -375,6 +411,16 @@ static int op_migrate(void *opaque, const struct migrate_opts *o,
 			r.phases.pause, "pages", r.phases.pages, "state",
 			r.phases.state, "dest_load", r.phases.dest_load,
 			"page_data_bytes", (json_int_t)r.raw_bytes);
+	if (!ret && *reply && r.postcopy) {
+		json_object_set_new(*reply, "postcopy", json_true());
+		json_object_set_new(*reply, "postcopy_pages",
+				    json_integer((json_int_t)r.postcopy_pages));
+		json_object_set_new(
+			*reply, "on_demand_pages",
+			json_integer((json_int_t)r.on_demand_pages));
+		json_object_set_new(*reply, "postcopy_ms",
+				    json_real(r.postcopy_ms));
+	}
 	return ret;
 }
 

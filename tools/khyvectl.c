@@ -49,6 +49,8 @@ struct opts {
 	/* migrate's knobs (NULL: the VMM's defaults) */
 	const char *max_downtime, *deadline, *on_deadline, *bandwidth;
 	bool compress;
+	bool postcopy;		    /* --postcopy (or --postcopy-after) */
+	const char *postcopy_after; /* rounds before the switch-over */
 };
 
 static void errmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -450,7 +452,9 @@ static int run_migrate(const struct opts *o, const char *vm, const char *to)
 		     1) ||
 	    !num_arg(args, "deadline_s", "deadline", o->deadline, 1) ||
 	    !num_arg(args, "bandwidth", "bandwidth", o->bandwidth,
-		     1024 * 1024)) {
+		     1024 * 1024) ||
+	    !num_arg(args, "postcopy_after", "postcopy-after",
+		     o->postcopy_after, 1)) {
 		json_decref(args);
 		return EXIT_USAGE;
 	}
@@ -459,6 +463,8 @@ static int run_migrate(const struct opts *o, const char *vm, const char *to)
 				    json_string(o->on_deadline));
 	if (o->compress)
 		json_object_set_new(args, "compress", json_true());
+	if (o->postcopy || o->postcopy_after)
+		json_object_set_new(args, "postcopy", json_true());
 	snprintf(what, sizeof(what), "migrating %s", vm);
 	progress_start(&pl, STDERR_FILENO, what);
 	if (pl.fd >= 0)
@@ -826,7 +832,8 @@ static void usage(FILE *f)
 	      "           [--migrate=ADDR [--max-downtime=MS] "
 	      "[--deadline=S]\n"
 	      "            [--on-deadline=abort|throttle] "
-	      "[--bandwidth=MIB_S] [--compress]]\n"
+	      "[--bandwidth=MIB_S] [--compress]\n"
+	      "            [--postcopy] [--postcopy-after=ROUNDS]]\n"
 	      "\n"
 	      "Default run directory: $KHYVE_RUNDIR or /run/khyve.\n"
 	      "Exit status: 0 success, 1 failure, 2 usage error.\n",
@@ -861,6 +868,8 @@ enum {
 	OPT_ON_DEADLINE,
 	OPT_BANDWIDTH,
 	OPT_COMPRESS,
+	OPT_POSTCOPY,
+	OPT_POSTCOPY_AFTER,
 };
 
 static const struct option long_opts[] = {
@@ -890,6 +899,8 @@ static const struct option long_opts[] = {
 	{"on-deadline", required_argument, NULL, OPT_ON_DEADLINE},
 	{"bandwidth", required_argument, NULL, OPT_BANDWIDTH},
 	{"compress", no_argument, NULL, OPT_COMPRESS},
+	{"postcopy", no_argument, NULL, OPT_POSTCOPY},
+	{"postcopy-after", required_argument, NULL, OPT_POSTCOPY_AFTER},
 	{"help", no_argument, NULL, 'h'},
 	{"version", no_argument, NULL, 'V'},
 	{NULL, 0, NULL, 0},
@@ -1072,6 +1083,12 @@ static bool set_action(struct opts *o, int c)
 		break;
 	case OPT_COMPRESS:
 		o->compress = true;
+		break;
+	case OPT_POSTCOPY:
+		o->postcopy = true;
+		break;
+	case OPT_POSTCOPY_AFTER:
+		o->postcopy_after = optarg;
 		break;
 	default:
 		return false;

@@ -60,8 +60,9 @@ void snap_stream_free(struct snap_stream *s)
 
 const char *snap_rec_name(unsigned type)
 {
-	static const char *const names[] = {"?",     "HELLO", "REPLY", "RAM",
-					    "STATE", "END",   "GO",    "ABORT"};
+	static const char *const names[] = {
+		"?",  "HELLO", "REPLY", "RAM",	    "STATE",	"END",
+		"GO", "ABORT", "SYNC",	"POSTCOPY", "PAGE_REQ", "POSTCOPY_END"};
 
 	return type < ARRAY_SIZE(names) ? names[type] : "unknown";
 }
@@ -326,7 +327,7 @@ int snap_stream_parse_hello(const uint8_t *p, size_t len, struct snap_hello *h,
 		return err_set(err, -EPROTO, "HELLO record: page size %u",
 			       get_le32(p + 20));
 	h->flags = get_le32(p + 4);
-	if (h->flags & ~(uint32_t)SNAP_HELLO_RECORDED)
+	if (h->flags & ~(uint32_t)(SNAP_HELLO_RECORDED | SNAP_HELLO_POSTCOPY))
 		return err_set(err, -EPROTO, "HELLO record: unknown flags 0x%x",
 			       h->flags);
 	h->ram_size = get_le64(p + 8);
@@ -426,9 +427,9 @@ static size_t compress_run(struct snap_stream *s, uint64_t n, struct err *err)
 }
 
 /* One record of @n pages from flat offset @off: copied, then sent. */
-static int send_run(struct snap_stream *s, const struct guest_mem *m,
-		    uint64_t off, uint64_t n, struct snap_stream_ram_stats *st,
-		    struct err *err)
+int snap_stream_send_pages(struct snap_stream *s, const struct guest_mem *m,
+			   uint64_t off, uint64_t n,
+			   struct snap_stream_ram_stats *st, struct err *err)
 {
 	uint8_t meta[16];
 	uint64_t done = 0;
@@ -536,8 +537,8 @@ int snap_stream_send_ram(struct snap_stream *s, const struct guest_mem *m,
 				continue;
 			}
 			if (runn)
-				rc = send_run(s, m, run0 * PAGE_SIZE, runn, st,
-					      err);
+				rc = snap_stream_send_pages(
+					s, m, run0 * PAGE_SIZE, runn, st, err);
 			if (!rc && tick && runn)
 				rc = tick(opaque, runn);
 			runn = 0;
@@ -552,7 +553,8 @@ int snap_stream_send_ram(struct snap_stream *s, const struct guest_mem *m,
 		skipped = 0;
 	}
 	if (!rc && runn) {
-		rc = send_run(s, m, run0 * PAGE_SIZE, runn, st, err);
+		rc = snap_stream_send_pages(s, m, run0 * PAGE_SIZE, runn, st,
+					    err);
 		if (!rc && tick)
 			rc = tick(opaque, runn);
 	}
@@ -588,15 +590,14 @@ static int decompress_run(struct snap_stream *s, const uint8_t *z, size_t len,
 	return 0;
 }
 
-int snap_stream_apply_ram(struct snap_stream *s, const struct guest_mem *m,
-			  const uint8_t *p, size_t len, uint64_t *pages,
-			  struct err *err)
+int snap_stream_parse_ram(struct snap_stream *s, uint64_t ram_size,
+			  const uint8_t *p, size_t len, uint64_t *offp,
+			  uint64_t *np, const uint8_t **datap, struct err *err)
 {
 	const uint32_t known = SNAP_RAM_REC_ZERO | SNAP_RAM_REC_ZSTD;
-	uint64_t off, n, avail;
+	uint64_t off, n;
 	const uint8_t *data;
 	uint32_t flags;
-	uint8_t *dst;
 	int rc;
 
 	/* An empty record's payload pointer may be NULL: no arithmetic on it
@@ -608,13 +609,13 @@ int snap_stream_apply_ram(struct snap_stream *s, const struct guest_mem *m,
 	n = get_le32(p + 8);
 	flags = get_le32(p + 12);
 	if (off % PAGE_SIZE || !n || n > SNAP_STREAM_RAM_RUN ||
-	    off > m->ram_size || n * PAGE_SIZE > m->ram_size - off ||
+	    off > ram_size || n * PAGE_SIZE > ram_size - off ||
 	    (flags & ~known) || flags == known)
 		return err_set(err, -EPROTO,
 			       "RAM record: %" PRIu64 " pages at 0x%" PRIx64
 			       " (flags 0x%x) do not fit %" PRIu64
 			       " bytes of guest RAM",
-			       n, off, flags, m->ram_size);
+			       n, off, flags, ram_size);
 	if (flags & SNAP_RAM_REC_ZSTD) {
 		rc = decompress_run(s, data, len - 16, n, off, err);
 		if (rc)
@@ -627,6 +628,24 @@ int snap_stream_apply_ram(struct snap_stream *s, const struct guest_mem *m,
 			       ": %zu bytes for %" PRIu64 " pages",
 			       off, len, n);
 	}
+	*offp = off;
+	*np = n;
+	*datap = (flags & SNAP_RAM_REC_ZERO) ? NULL : data;
+	return 0;
+}
+
+int snap_stream_apply_ram(struct snap_stream *s, const struct guest_mem *m,
+			  const uint8_t *p, size_t len, uint64_t *pages,
+			  struct err *err)
+{
+	uint64_t off, n, avail;
+	const uint8_t *data;
+	uint8_t *dst;
+	int rc = snap_stream_parse_ram(s, m->ram_size, p, len, &off, &n, &data,
+				       err);
+
+	if (rc)
+		return rc;
 	/* Regions tile the flat RAM; a run may still cross from one to the
 	 * next. */
 	for (uint64_t done = 0; done < n;) {
@@ -639,7 +658,7 @@ int snap_stream_apply_ram(struct snap_stream *s, const struct guest_mem *m,
 				       " is not guest RAM",
 				       (uint64_t)(off + done * PAGE_SIZE));
 		k = MIN(n - done, avail / PAGE_SIZE);
-		if (flags & SNAP_RAM_REC_ZERO) {
+		if (!data) {
 			/* An untouched page reads as zero: left unallocated. */
 			for (uint64_t i = 0; i < k; i++)
 				if (!snap_ram_page_is_zero(dst + i * PAGE_SIZE))
@@ -652,4 +671,124 @@ int snap_stream_apply_ram(struct snap_stream *s, const struct guest_mem *m,
 	}
 	*pages += n;
 	return 0;
+}
+
+/* ---- post-copy ---- */
+
+int snap_stream_send_postcopy(struct snap_stream *s, uint64_t ram_size,
+			      const uint64_t *bm, uint64_t nmissing,
+			      struct err *err)
+{
+	uint64_t words = (ram_size / PAGE_SIZE + 63) / 64;
+	uint8_t hdr[16];
+	uint64_t *le = malloc(words * 8 + 1);
+	int rc;
+
+	if (!le)
+		return err_set(err, -ENOMEM, "out of memory");
+	for (uint64_t w = 0; w < words; w++)
+		put_le64((uint8_t *)&le[w], bm[w]);
+	put_le64(hdr, ram_size / PAGE_SIZE);
+	put_le64(hdr + 8, nmissing);
+	rc = snap_stream_send(s, SNAP_REC_POSTCOPY, hdr, sizeof(hdr), le,
+			      words * 8, err);
+	free(le);
+	return rc;
+}
+
+int snap_stream_parse_postcopy(const uint8_t *p, size_t len, uint64_t ram_size,
+			       uint64_t **bmp, uint64_t *nmissing,
+			       struct err *err)
+{
+	uint64_t npages = ram_size / PAGE_SIZE, words = (npages + 63) / 64;
+	uint64_t *bm, count = 0;
+
+	*bmp = NULL;
+	if (len < 16 || get_le64(p) != npages || len - 16 != words * 8)
+		return err_set(err, -EPROTO,
+			       "POSTCOPY record: %zu bytes do not describe "
+			       "%" PRIu64 " pages of guest RAM",
+			       len, npages);
+	bm = calloc(words + 1, 8);
+	if (!bm)
+		return err_set(err, -ENOMEM, "out of memory");
+	for (uint64_t w = 0; w < words; w++) {
+		bm[w] = get_le64(p + 16 + w * 8);
+		count += (uint64_t)__builtin_popcountll(bm[w]);
+	}
+	/* No page past the end, and the count says the bitmap is whole. */
+	if ((npages % 64 && bm[words - 1] >> (npages % 64)) ||
+	    count != get_le64(p + 8)) {
+		free(bm);
+		return err_set(err, -EPROTO,
+			       "POSTCOPY record: the bitmap (%" PRIu64
+			       " pages) does not match its count %" PRIu64
+			       " or the RAM's %" PRIu64 " pages",
+			       count, get_le64(p + 8), npages);
+	}
+	*bmp = bm;
+	*nmissing = count;
+	return 0;
+}
+
+int snap_stream_send_page_req(struct snap_stream *s, uint64_t off, uint32_t n,
+			      struct err *err)
+{
+	uint8_t p[12];
+
+	put_le64(p, off);
+	put_le32(p + 8, n);
+	return snap_stream_send(s, SNAP_REC_PAGE_REQ, p, sizeof(p), NULL, 0,
+				err);
+}
+
+int snap_stream_parse_page_req(const uint8_t *p, size_t len, uint64_t ram_size,
+			       uint64_t *off, uint32_t *n, struct err *err)
+{
+	if (len != 12)
+		return err_set(err, -EPROTO, "PAGE_REQ record: %zu bytes", len);
+	*off = get_le64(p);
+	*n = get_le32(p + 8);
+	if (*off % PAGE_SIZE || !*n || *n > SNAP_STREAM_RAM_RUN ||
+	    *off > ram_size || (uint64_t)*n * PAGE_SIZE > ram_size - *off)
+		return err_set(err, -EPROTO,
+			       "PAGE_REQ record: %u pages at 0x%" PRIx64
+			       " do not fit %" PRIu64 " bytes of guest RAM",
+			       *n, *off, ram_size);
+	return 0;
+}
+
+int snap_stream_ram_needed(const struct guest_mem *m, uint64_t *bm,
+			   uint64_t *count, struct err *err)
+{
+	uint64_t npages = m->ram_size / PAGE_SIZE;
+	uint64_t *need = calloc(SNAP_STREAM_RAM_RUN, sizeof(*need));
+	struct snap_ram_pages pp;
+	int rc = 0;
+
+	if (!need)
+		return err_set(err, -ENOMEM, "out of memory");
+	*count = 0;
+	snap_ram_pages_open(&pp, m);
+	for (uint64_t base = 0, n; base < npages && !rc; base += n) {
+		uint64_t avail;
+		const uint8_t *p = snap_ram_ptr(m, base * PAGE_SIZE, &avail);
+
+		n = MIN(MIN(SNAP_STREAM_RAM_RUN, npages - base),
+			avail / PAGE_SIZE);
+		rc = p && n ? snap_ram_pages_needed(&pp, p, n, need) : -EFAULT;
+		if (rc) {
+			err_set(err, rc, "reading guest RAM: %s",
+				strerror(-rc));
+			break;
+		}
+		for (uint64_t i = 0; i < n; i++)
+			if (need[i]) {
+				snap_bit_set(bm, base + i);
+				(*count)++;
+			}
+	}
+	snap_ram_pages_close(&pp);
+	free(need);
+	return rc;
 }

@@ -34,7 +34,7 @@
 
 #define SNAP_STREAM_MAGIC 0x474d484bu /* "KHMG" */
 #define SNAP_STREAM_MAJOR 1
-#define SNAP_STREAM_MINOR 0
+#define SNAP_STREAM_MINOR 1
 #define SNAP_STREAM_HDR	  24
 /* Pages per RAM record: 1 MiB of data, copied before it is hashed. */
 #define SNAP_STREAM_RAM_RUN 256
@@ -48,6 +48,10 @@ enum snap_rec_type {
 	SNAP_REC_GO = 6,
 	SNAP_REC_ABORT = 7,
 	SNAP_REC_SYNC = 8,
+	/* post-copy (1.1): the missing pages, a request, the last page sent */
+	SNAP_REC_POSTCOPY = 9,
+	SNAP_REC_PAGE_REQ = 10,
+	SNAP_REC_POSTCOPY_END = 11,
 };
 
 #define SNAP_RAM_REC_ZERO      0x1 /* RAM record flag: the pages are zero */
@@ -79,6 +83,11 @@ struct snap_stream {
  * ends after END; `khyve -r -` reads it.
  */
 #define SNAP_HELLO_RECORDED 0x1
+/*
+ * HELLO flag: post-copy asked for: the destination checks that it can
+ * serve page faults (userfaultfd) before it accepts.
+ */
+#define SNAP_HELLO_POSTCOPY 0x2
 
 /* What a source says about itself first. */
 struct snap_hello {
@@ -152,6 +161,43 @@ int snap_stream_send_ram(struct snap_stream *s, const struct guest_mem *m,
 			 int (*tick)(void *opaque, uint64_t pages),
 			 void *opaque, struct snap_stream_ram_stats *st,
 			 struct err *err);
+/*
+ * One RAM record checked against @ram_size bytes of RAM (and decompressed
+ * in @s's buffer): @n pages at flat offset @off, their data in *@data, or
+ * *@data NULL when they are zero.
+ */
+int snap_stream_parse_ram(struct snap_stream *s, uint64_t ram_size,
+			  const uint8_t *p, size_t len, uint64_t *off,
+			  uint64_t *n, const uint8_t **data, struct err *err);
+/* One RAM record of @n (<= SNAP_STREAM_RAM_RUN) pages from flat @off. */
+int snap_stream_send_pages(struct snap_stream *s, const struct guest_mem *m,
+			   uint64_t off, uint64_t n,
+			   struct snap_stream_ram_stats *st, struct err *err);
+
+/*
+ * Post-copy (docs/snapshot-format.md "Post-copy"). POSTCOPY: the flat RAM
+ * page bitmap of the @nmissing pages the destination does not have
+ * (sent paused, before STATE). Parsing checks the size and the count and
+ * returns a bitmap of its own (*@bm, free() it).
+ */
+int snap_stream_send_postcopy(struct snap_stream *s, uint64_t ram_size,
+			      const uint64_t *bm, uint64_t nmissing,
+			      struct err *err);
+int snap_stream_parse_postcopy(const uint8_t *p, size_t len, uint64_t ram_size,
+			       uint64_t **bm, uint64_t *nmissing,
+			       struct err *err);
+/*
+ * Set in @bm (flat RAM page bitmap) the pages that may hold data (as a
+ * full pass sends them); *@count of them.
+ */
+int snap_stream_ram_needed(const struct guest_mem *m, uint64_t *bm,
+			   uint64_t *count, struct err *err);
+/* PAGE_REQ (destination to source): @n pages at flat offset @off. */
+int snap_stream_send_page_req(struct snap_stream *s, uint64_t off, uint32_t n,
+			      struct err *err);
+int snap_stream_parse_page_req(const uint8_t *p, size_t len, uint64_t ram_size,
+			       uint64_t *off, uint32_t *n, struct err *err);
+
 /*
  * Apply one RAM record to guest memory, after checking its range (and
  * decompressing it in @s's buffer).
