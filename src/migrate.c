@@ -514,12 +514,11 @@ static int finish(struct mig *g, bool live, struct migrate_result *res)
 		return ret;
 	t2 = now_ns();
 	if (g->o->record)
-		return ret; /* the stream ends here */
-	if (!ret)
-		ret = snap_stream_expect_reply(&g->s,
-					       "at the switch-over (the guest "
-					       "runs on here)",
-					       NULL, 0, g->err);
+		return 0; /* the stream ends here */
+	ret = snap_stream_expect_reply(&g->s,
+				       "at the switch-over (the guest "
+				       "runs on here)",
+				       NULL, 0, g->err);
 	log_debug("migration: paused work from %" PRIu64 " us, END sent at "
 		  "%" PRIu64 " us, ready at %" PRIu64 " us",
 		  t0 / 1000, t2 / 1000, now_ns() / 1000);

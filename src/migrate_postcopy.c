@@ -185,10 +185,9 @@ int postcopy_src_finish(struct postcopy_src *p)
 			p->cursor = 0; /* served out of order: wrap */
 			continue;
 		}
-		rc = send_missing(p, p->cursor,
-				  MIN(SNAP_STREAM_RAM_RUN,
-				      p->npages - p->cursor),
-				  false);
+		rc = send_missing(
+			p, p->cursor,
+			MIN(SNAP_STREAM_RAM_RUN, p->npages - p->cursor), false);
 		if (p->progress)
 			p->progress((p->total - p->left) * PAGE_SIZE,
 				    p->total * PAGE_SIZE);
@@ -419,8 +418,8 @@ static int place(struct postcopy_in *pc, uint64_t pg, uint64_t k,
 				     data + done * PAGE_SIZE, err);
 		}
 	} else {
-		struct uffdio_zeropage z = {.range = {.start = dst,
-						      .len = k * PAGE_SIZE}};
+		struct uffdio_zeropage z = {
+			.range = {.start = dst, .len = k * PAGE_SIZE}};
 
 		rc = ioctl(pc->uffd, UFFDIO_ZEROPAGE, &z);
 	}
@@ -459,8 +458,8 @@ static int on_ram(struct postcopy_in *pc, const uint8_t *p, size_t len,
 			k++;
 		if (!k)
 			break;
-		rc = place(pc, first + i,
-			   k, data ? data + i * PAGE_SIZE : NULL, err);
+		rc = place(pc, first + i, k, data ? data + i * PAGE_SIZE : NULL,
+			   err);
 		pthread_mutex_lock(&pc->lock);
 		for (uint64_t j = 0; j < k && !rc; j++)
 			clear_bit(pc->missing, first + i + j);

@@ -6,8 +6,8 @@
  * odd = every record's sequence number and checksum are re-sealed first,
  * so mutations reach the checks behind them. Records are then read as a
  * destination does: HELLO parsed, RAM records applied to a 16 MiB guest
- * memory (their ranges, flags, zstd frames checked), until an error or
- * END.
+ * memory (their ranges, flags, zstd frames checked), post-copy's
+ * POSTCOPY bitmaps and PAGE_REQ records parsed, until an error or END.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -105,6 +105,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (type == SNAP_REC_RAM &&
 		    snap_stream_apply_ram(&s, mem(), p, len, &pages, &e))
 			break;
+		if (type == SNAP_REC_POSTCOPY) {
+			uint64_t *bm = NULL, n;
+
+			if (snap_stream_parse_postcopy(p, len, RAM, &bm, &n,
+						       &e))
+				break;
+			free(bm);
+		}
+		if (type == SNAP_REC_PAGE_REQ) {
+			uint64_t off;
+			uint32_t n;
+
+			if (snap_stream_parse_page_req(p, len, RAM, &off, &n,
+						       &e))
+				break;
+		}
 		if (type == SNAP_REC_END)
 			break;
 	}

@@ -299,6 +299,90 @@ static void test_ram_bounds(void)
 	munmap(m.base, RAM);
 }
 
+/* POSTCOPY and PAGE_REQ: what a source sends parses back, and nothing
+ * else does (sizes, counts, pages past the end, ranges). */
+static void test_postcopy_records(void)
+{
+	const uint64_t npages = RAM / PAGE_SIZE, words = npages / 64;
+	uint64_t *bm = calloc(words, 8), *got = NULL, n = 0, off;
+	uint8_t *rec = calloc(1, 16 + words * 8 + 8);
+	struct snap_stream s;
+	struct err e = {0};
+	uint32_t k;
+	int sv[2];
+
+	CHECK(bm && rec);
+	CHECK(!socketpair(AF_UNIX, SOCK_STREAM, 0, sv));
+	snap_stream_init(&s, sv[0], "the destination");
+	bm[0] = 0x5;
+	bm[words - 1] = 1ULL << 63;
+	CHECK_EQ(snap_stream_send_postcopy(&s, RAM, bm, 3, &e), 0);
+	{
+		struct snap_stream in;
+		const uint8_t *p;
+		unsigned type;
+		size_t len;
+
+		snap_stream_init(&in, sv[1], "the source");
+		CHECK_EQ(snap_stream_recv(&in, &type, &p, &len, &e), 0);
+		CHECK_EQ(type, SNAP_REC_POSTCOPY);
+		CHECK_EQ(len, 16 + words * 8);
+		memcpy(rec, p, len);
+		CHECK_EQ(snap_stream_parse_postcopy(p, len, RAM, &got, &n, &e),
+			 0);
+		CHECK_EQ(n, 3);
+		CHECK(got && !memcmp(got, bm, words * 8));
+		free(got);
+		snap_stream_free(&in);
+	}
+	/* A count that does not match, a short or long record, another
+	 * RAM size, a page past the end of a smaller RAM. */
+	put_le64(rec + 8, 4);
+	CHECK_EQ(snap_stream_parse_postcopy(rec, 16 + words * 8, RAM, &got, &n,
+					    &e),
+		 -EPROTO);
+	CHECK(!got);
+	put_le64(rec + 8, 3);
+	CHECK_EQ(snap_stream_parse_postcopy(rec, 16 + words * 8 - 8, RAM, &got,
+					    &n, &e),
+		 -EPROTO);
+	CHECK_EQ(snap_stream_parse_postcopy(rec, 16 + words * 8 + 8, RAM, &got,
+					    &n, &e),
+		 -EPROTO);
+	CHECK_EQ(snap_stream_parse_postcopy(rec, 8, RAM, &got, &n, &e),
+		 -EPROTO);
+	put_le64(rec, npages - 1);
+	CHECK_EQ(snap_stream_parse_postcopy(rec, 16 + words * 8,
+					    RAM - PAGE_SIZE, &got, &n, &e),
+		 -EPROTO); /* bit 63 of the last word is past its end */
+	/* PAGE_REQ */
+	put_le64(rec, RAM - PAGE_SIZE);
+	put_le32(rec + 8, 1);
+	CHECK_EQ(snap_stream_parse_page_req(rec, 12, RAM, &off, &k, &e), 0);
+	CHECK_EQ(off, RAM - PAGE_SIZE);
+	CHECK_EQ(k, 1);
+	put_le32(rec + 8, 2);
+	CHECK_EQ(snap_stream_parse_page_req(rec, 12, RAM, &off, &k, &e),
+		 -EPROTO);
+	put_le32(rec + 8, 0);
+	CHECK_EQ(snap_stream_parse_page_req(rec, 12, RAM, &off, &k, &e),
+		 -EPROTO);
+	put_le64(rec, 4095);
+	put_le32(rec + 8, 1);
+	CHECK_EQ(snap_stream_parse_page_req(rec, 12, RAM, &off, &k, &e),
+		 -EPROTO);
+	put_le64(rec, UINT64_MAX - PAGE_SIZE + 1);
+	CHECK_EQ(snap_stream_parse_page_req(rec, 12, RAM, &off, &k, &e),
+		 -EPROTO);
+	CHECK_EQ(snap_stream_parse_page_req(rec, 11, RAM, &off, &k, &e),
+		 -EPROTO);
+	snap_stream_free(&s);
+	close(sv[0]);
+	close(sv[1]);
+	free(bm);
+	free(rec);
+}
+
 int main(void)
 {
 	RUN(test_plain);
@@ -306,5 +390,6 @@ int main(void)
 	RUN(test_damage);
 	RUN(test_hello);
 	RUN(test_ram_bounds);
+	RUN(test_postcopy_records);
 	return unit_done();
 }
