@@ -16,6 +16,17 @@ default 128 MiB/s so the link is the limit for both (downtime-limit left
 at its default 300 ms, like khyve's); query-migrate's total-time,
 downtime, ram transferred and dirty-sync count. Both must show the guest
 going on at the destination (a new counter line) or the run fails.
+
+Post-copy rows (BENCH_MIG_MODES, default "pre,post"): one full pass while
+the guest runs, then the switch-over and the rest pulled by the
+destination. khyve: the migrate request with postcopy true and
+postcopy_after 1 (`khyvectl --migrate --postcopy`); its total_ms runs to
+the last page, downtime_ms to GO, and the reply's on_demand_pages (pages
+the destination asked for on a fault) is printed. QEMU: the postcopy-ram
+capability on both sides (the destination through its own QMP socket
+before the source connects), `migrate`, then `migrate-start-postcopy`
+once query-migrate's dirty-sync-count shows the first pass done; its
+total-time, downtime and postcopy-requests.
 """
 import json
 import os
@@ -34,6 +45,8 @@ RUNS = int(os.environ.get("BENCH_MIG_RUNS", "3"))
 ACCEL = os.environ.get("BENCH_QEMU_ACCEL", "kvm")
 MACHINE = os.environ.get("BENCH_QEMU_MACHINE", "microvm")
 SKIP = os.environ.get("BENCH_MIG_SKIP", "")  # "khyve" or "qemu"
+MODES = [m for m in os.environ.get("BENCH_MIG_MODES", "pre,post").split(",")
+         if m]
 MARK = "KHYVE-COUNTER"
 LOADS = {"idle": "counter interval_ms=20",
          "dirty": "counter interval_ms=10 check_every=1000000 "
@@ -69,7 +82,7 @@ def goes_on(dst, what):
                            % (what, dst.text()))
 
 
-def khyve_once(mem, touch, load, i):
+def khyve_once(mem, touch, load, i, mode="pre"):
     global PORT
     PORT += 1
     src = boot(khyve_argv(mem, cmdline(touch, load), name="migsrc"),
@@ -78,8 +91,10 @@ def khyve_once(mem, touch, load, i):
                "tcp:127.0.0.1:%d" % PORT, "migdst"])
     try:
         time.sleep(2.5)  # the listener up, the dirtying guest at pace
-        res = ctl_call("migsrc", "migrate",
-                       {"to": "tcp:127.0.0.1:%d" % PORT})
+        args = {"to": "tcp:127.0.0.1:%d" % PORT}
+        if mode == "post":
+            args.update(postcopy=True, postcopy_after=1)
+        res = ctl_call("migsrc", "migrate", args)
         if src.p.wait(60) != 6:
             raise RuntimeError("khyve source did not exit with 6")
         goes_on(dst, "khyve")
@@ -89,24 +104,46 @@ def khyve_once(mem, touch, load, i):
         dst.stop()
 
 
-def qemu_once(mem, touch, load, i):
+def qemu_postcopy_caps(q, dsock):
+    """postcopy-ram on both sides (the destination's before it listens
+    for the source's stream)."""
+    cap = [{"capability": "postcopy-ram", "state": True}]
+    d = Qmp(dsock)
+    d.cmd("migrate-set-capabilities", capabilities=cap)
+    d.close()
+    q.cmd("migrate-set-capabilities", capabilities=cap)
+
+
+def qemu_once(mem, touch, load, i, mode="pre"):
     global PORT
     PORT += 1
     sock = "/tmp/khyve-bench-migq.sock"
+    dsock = "/tmp/khyve-bench-migqd.sock"
     argv = qemu_argv(MACHINE, mem, cmdline(touch, load))
     argv[argv.index("-accel") + 1] = ACCEL
     src = boot(argv + ["-qmp", "unix:%s,server=on,wait=off" % sock],
                "qemu source")
-    dst = Run(argv + ["-incoming", "tcp:127.0.0.1:%d" % PORT])
+    dst = Run(argv + ["-incoming", "defer", "-qmp",
+                      "unix:%s,server=on,wait=off" % dsock])
     try:
         q = Qmp(sock)
         q.cmd("migrate-set-parameters", **{"max-bandwidth": 64 << 30})
+        if mode == "post":
+            qemu_postcopy_caps(q, dsock)
+        d = Qmp(dsock)
+        d.cmd("migrate-incoming", uri="tcp:127.0.0.1:%d" % PORT)
+        d.close()
         time.sleep(2.5)
         q.cmd("migrate", uri="tcp:127.0.0.1:%d" % PORT)
+        started = mode != "post"
         while True:
             st = q.cmd("query-migrate")
             if st.get("status") in ("completed", "failed", "cancelled"):
                 break
+            if not started and \
+                    st.get("ram", {}).get("dirty-sync-count", 0) >= 2:
+                q.cmd("migrate-start-postcopy")
+                started = True
             time.sleep(0.005)
         q.close()
         if st["status"] != "completed":
@@ -116,22 +153,25 @@ def qemu_once(mem, touch, load, i):
         return {"total_ms": st.get("total-time"),
                 "downtime_ms": st.get("downtime"),
                 "bytes": ram.get("transferred"),
-                "rounds": ram.get("dirty-sync-count")}
+                "rounds": ram.get("dirty-sync-count"),
+                "on_demand_pages": ram.get("postcopy-requests")}
     finally:
         src.stop()
         dst.stop()
 
 
-def series(fn, mem, touch, load, what):
+KEYS = ("total_ms", "downtime_ms", "bytes", "rounds", "on_demand_pages")
+
+
+def series(fn, mem, touch, load, what, mode):
     out = []
     for i in range(RUNS):
-        r = fn(mem, touch, load, i)
-        log("%s %s %s: %s" % (what, mem, load, json.dumps(
-            {k: r[k] for k in ("total_ms", "downtime_ms", "bytes",
-                               "rounds")})))
+        r = fn(mem, touch, load, i, mode)
+        log("%s %s %s %s-copy: %s" % (what, mem, load, mode, json.dumps(
+            {k: r.get(k) for k in KEYS})))
         out.append(r)
     return {k: med([r[k] for r in out if r.get(k) is not None])
-            for k in ("total_ms", "downtime_ms", "bytes", "rounds")}
+            for k in KEYS}
 
 
 def fmt(v, unit, prec=1):
@@ -143,25 +183,32 @@ def main():
     rows = []
     for mem, touch in SIZES:
         for load in ("idle", "dirty"):
-            k = None if SKIP == "khyve" else series(
-                khyve_once, mem, touch, load, "khyve")
-            q = None if SKIP == "qemu" else series(
-                qemu_once, mem, touch, load, "qemu")
-            rows.append((mem, touch, load, k, q))
+            for mode in MODES:
+                # Interleaved: each khyve series next to QEMU's.
+                k = None if SKIP == "khyve" else series(
+                    khyve_once, mem, touch, load, "khyve", mode)
+                q = None if SKIP == "qemu" else series(
+                    qemu_once, mem, touch, load, "qemu", mode)
+                rows.append((mem, touch, load, mode, k, q))
     print("### Live migration over TCP loopback (%s), median of %d"
           % (ENV, RUNS))
     print()
-    print("| guest | load | VMM | total | downtime | sent | rounds |")
-    print("|---|---|---|---:|---:|---:|---:|")
-    for mem, touch, load, k, q in rows:
+    print("| guest | load | mode | VMM | total | downtime | sent | rounds "
+          "| pages on a fault |")
+    print("|---|---|---|---|---:|---:|---:|---:|---:|")
+    for mem, touch, load, mode, k, q in rows:
         for name, r in (("khyve", k), ("QEMU", q)):
             if r is None:
                 continue
-            print("| %s, %s MiB data | %s | %s | %s | %s | %s | %s |" % (
-                mem, touch, load, name, fmt(r["total_ms"], "ms"),
-                fmt(r["downtime_ms"], "ms", 2),
-                fmt(r["bytes"] and r["bytes"] / 2**20, "MiB"),
-                fmt(r["rounds"], "", 0)))
+            print("| %s, %s MiB data | %s | %s-copy | %s | %s | %s | %s | %s "
+                  "| %s |" % (
+                      mem, touch, load, mode, name,
+                      fmt(r["total_ms"], "ms"),
+                      fmt(r["downtime_ms"], "ms", 2),
+                      fmt(r["bytes"] and r["bytes"] / 2**20, "MiB"),
+                      fmt(r["rounds"], "", 0),
+                      "-" if mode == "pre" else
+                      fmt(r.get("on_demand_pages"), "", 0)))
 
 
 if __name__ == "__main__":

@@ -612,7 +612,7 @@ int postcopy_in_ready(struct postcopy_in *pc, int ret, const struct err *why,
 		      struct err *err)
 {
 	uint8_t st[4];
-	const char *msg = ret ? err_msg(why) : "ready";
+	const char *msg = !ret ? "ready" : why ? err_msg(why) : strerror(-ret);
 	uint8_t buf[4 + 1024];
 	size_t n = strnlen(msg, 1024);
 	int rc;

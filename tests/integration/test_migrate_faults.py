@@ -104,12 +104,14 @@ def refused(path, rundir):
 
 @needs_kvm
 def test_newer_minor_hello_is_read(recorded, tmp_path):
-    """A 1.1 HELLO with 16 bytes after its config (what a newer minor may
-    add): restored, the guest goes on from its tick, memory checked."""
+    """A HELLO one minor version newer than this khyve's, with 16 bytes
+    after its config (what a newer minor may add): restored, the guest
+    goes on from its tick, memory checked."""
     recs = records(recorded["data"])
     t, hello = recs[0]
-    assert t == HELLO and hello_fields(hello)["minor"] == 0
-    recs[0] = (HELLO, hello[:2] + struct.pack("<H", 1) + hello[4:] +
+    assert t == HELLO, t
+    newer = hello_fields(hello)["minor"] + 1
+    recs[0] = (HELLO, hello[:2] + struct.pack("<H", newer) + hello[4:] +
                b"\x5a" * 16)
     path = tmp_path / "minor.stream"
     path.write_bytes(stream_of(recs))
