@@ -79,9 +79,9 @@ static int send_missing(struct postcopy_src *p, uint64_t pg, uint64_t n,
 }
 
 /*
- * What the destination said within @wait_ms, requests served as they
- * come: 1 for a REPLY (0: "yes", else its error), 0 when nothing more
- * waits, or -errno.
+ * What the destination said, requests served as they come: 1 for a
+ * REPLY (0: "yes", else its error), 0 when nothing came for @wait_ms
+ * (after the last request), or -errno.
  */
 static int serve(struct postcopy_src *p, int wait_ms)
 {
@@ -110,6 +110,10 @@ static int serve(struct postcopy_src *p, int wait_ms)
 				       "the destination says: %.*s",
 				       (int)(len - 4), pl + 4);
 		}
+		if (type == SNAP_REC_ABORT)
+			return err_set(p->err, -ECANCELED,
+				       "the destination stopped: %.*s",
+				       (int)MIN(len, 400), (const char *)pl);
 		if (type != SNAP_REC_PAGE_REQ)
 			return err_set(p->err, -EPROTO,
 				       "the destination sent a %s record in "
@@ -121,7 +125,6 @@ static int serve(struct postcopy_src *p, int wait_ms)
 			rc = send_missing(p, off / PAGE_SIZE, n, true);
 		if (rc)
 			return rc;
-		wait_ms = 0;
 	}
 }
 

@@ -10,12 +10,13 @@ held to a few MiB/s here so that the post-copy lasts seconds. The guest
 going on from its tick with every memory check passing is the proof that
 every page it read came from the source."""
 import json
+import os
 import subprocess
 import time
 
 from conftest import KHYVECTL, needs_kvm
 from test_migrate import (DST_IP, destination, migrate_bg, netns,  # noqa
-                          procs, source, wait_listening)
+                          procs, source, wait_listening, wait_path)
 from test_snapshot import (check_continues, last_tick, ticks,
                            wait_memcheck_ok_after)
 
@@ -48,9 +49,12 @@ def test_postcopy_guest_runs_on_missing_pages(netns, procs, tmp_path):
     # 16 MiB at 8 MiB/s: about 2 s of post-copy while the guest runs.
     m = migrate_bg(src, "tcp:%s:7351" % DST_IP, "--postcopy-after=0",
                    "--bandwidth=8")
-    assert wait_running_at(dst), (dst.read(), dst.err())
-    # Not all of its memory is here yet: a checkpoint says so.
+    # Its control socket is up from before the switch-over until (and
+    # after) the last page: not all of its memory is here yet, and a
+    # checkpoint says so.
+    assert wait_path(os.path.join(dst.rundir, "dst.sock")), dst.err()
     cp = ctl(dst, "--vm=dst", "--checkpoint=" + str(tmp_path / "c.khs"))
+    assert wait_running_at(dst), (dst.read(), dst.err())
     out, err = m.communicate(timeout=120)
     assert m.returncode == 0, err
     res = json.loads(out)
