@@ -733,8 +733,9 @@ int migrate_run(struct vm *vm, const struct migrate_opts *o,
 	ret = mig_precopy(&g, was_paused, res);
 	if (!ret)
 		ret = mig_switch(&g, was_paused, res);
-	/* A write that failed: the destination's reason, if it gave one. */
-	if (ret == -EPIPE || ret == -ECONNRESET)
+	/* A write that failed: the destination's reason, if it gave one
+	 * (post-copy reads its replies itself: requests are in the way). */
+	if ((ret == -EPIPE || ret == -ECONNRESET) && !o->postcopy)
 		snap_stream_check_peer(&g.s, 1000, err);
 	if (ret) {
 		send_abort(&g, err_msg(err));
