@@ -79,7 +79,7 @@ struct hv_fn {
 	uint64_t common, notify;
 	uint32_t notify_mult;
 	unsigned nq, idx;
-	uint16_t qnoff[HV_MAX_Q];
+	uint16_t qnoff[HV_MAX_Q], qsz[HV_MAX_Q];
 };
 
 enum {
@@ -365,7 +365,8 @@ static void vq_setup(struct hv_fn *f, unsigned q)
 	qs = mmio_read16(c + CC_QSIZE);
 	if (!qs)
 		return;
-	mmio_write16(c + CC_QSIZE, qs < HV_QSZ ? qs : HV_QSZ);
+	f->qsz[q] = qs < HV_QSZ ? qs : HV_QSZ;
+	mmio_write16(c + CC_QSIZE, f->qsz[q]);
 	mmio_write16(c + CC_QMSIX, (uint16_t)(q + 1));
 	memset((void *)r, 0, 4096);
 	mmio_write32(c + CC_QDESC, (uint32_t)r);
@@ -828,6 +829,57 @@ static void desc_write(uint64_t d)
 	mmio_write16(d + 14, (uint16_t)(rndn(4) ? rndn(HV_QSZ + 8) : rnd()));
 }
 
+/*
+ * A request that looks right to a device: a readable header (a
+ * virtio-blk one: IN, OUT, FLUSH or GET_ID, a sector in or just past the
+ * disk; or a 10/12-byte virtio-net header), data buffers (in the arena
+ * or anywhere harmless, readable or writable), a small writable status
+ * last; then published in the avail ring. It gets past the first checks,
+ * so the I/O paths behind them see odd buffers too.
+ */
+static void chain_write(const struct hv_fn *f, unsigned q, uint64_t r)
+{
+	static const uint32_t types[] = {0, 1, 4, 8};
+	unsigned qs = f->qsz[q] ? f->qsz[q] : HV_QSZ;
+	unsigned head = rndn(qs), d = head, len = 1 + rndn(5);
+	uint64_t hdr = hv_arena + HV_INDIRECT +
+		       ((rnd() % (HV_ARENA - HV_INDIRECT - 8192)) & ~15ULL);
+	uint16_t idx;
+
+	mmio_write32(hdr, rndn(4) ? types[rndn(4)] : (uint32_t)rnd());
+	mmio_write32(hdr + 4, 0);
+	mmio_write64(hdr + 8, rndn(4) ? rndn(8192 + 64) : rnd());
+	for (unsigned k = 0; k < len; k++) {
+		unsigned next = (d + 1 + rndn(2)) % qs;
+		uint64_t a = hdr + 64 + rndn(4096);
+		uint32_t l = 512 * (1 + rndn(8));
+		uint16_t fl = rndn(2) ? 2 : 0;
+
+		if (k == 0) {
+			a = hdr;
+			l = rndn(2) ? 16 : 10 + 2 * rndn(2);
+			fl = 0;
+		} else if (k == len - 1) {
+			a = hdr + 16 + rndn(32);
+			l = 1 + rndn(16);
+			fl = 2;
+		} else if (!rndn(4)) {
+			a = safe_addr();
+			l = rnd_len();
+		}
+		if (k + 1 < len)
+			fl |= 1;
+		mmio_write64(r + 16 * d, a);
+		mmio_write32(r + 16 * d + 8, l);
+		mmio_write16(r + 16 * d + 12, fl);
+		mmio_write16(r + 16 * d + 14, (uint16_t)next);
+		d = next;
+	}
+	idx = mmio_read16(r + 1026);
+	mmio_write16(r + 1024 + 4 + 2 * (idx % qs), (uint16_t)head);
+	mmio_write16(r + 1026, (uint16_t)(idx + 1));
+}
+
 static void burst_vq(unsigned n)
 {
 	struct hv_fn *f = &hv_fns[rndn(hv_nfns)];
@@ -843,7 +895,11 @@ static void burst_vq(unsigned n)
 	q = rndn(f->nq);
 	r = ring_base(f, q);
 	for (unsigned i = 0; i < n; i++) {
-		switch (rndn(6)) {
+		switch (rndn(8)) {
+		case 6:
+		case 7:
+			chain_write(f, q, r);
+			break;
 		case 0:
 		case 1: /* a descriptor, a loop now and then */
 			desc_write(r + 16 * rndn(HV_QSZ));
