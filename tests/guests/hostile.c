@@ -986,9 +986,14 @@ static void burst(void)
 	hv_bursts++;
 }
 
+/*
+ * Fuzzing time is counted between bursts, a gap of more than a second
+ * (the VM paused, checkpointed, restored: the TSC runs on) as a second,
+ * so a copy restored from a checkpoint taken mid-attack goes on attacking.
+ */
 void hostile_ap(unsigned idx)
 {
-	uint64_t end;
+	uint64_t budget, spent = 0, last, now, gap;
 
 	if (idx != 0 || !G.cfg.hostile_ms)
 		return;
@@ -996,11 +1001,17 @@ void hostile_ap(unsigned idx)
 		cpu_relax();
 	if (hv_state != 1)
 		return;
-	hv_t0 = rdtsc();
-	end = hv_t0 + (uint64_t)G.cfg.hostile_ms * G.tsc_khz;
-	while ((int64_t)(rdtsc() - end) < 0)
+	budget = (uint64_t)G.cfg.hostile_ms * G.tsc_khz;
+	gap = 1000 * G.tsc_khz;
+	hv_t0 = last = rdtsc();
+	while (spent < budget) {
 		burst();
-	hv_t1 = rdtsc();
+		now = rdtsc();
+		if (now > last)
+			spent += now - last < gap ? now - last : gap;
+		last = now;
+	}
+	hv_t1 = hv_t0 + spent;
 	__atomic_store_n(&hv_state, 2, __ATOMIC_RELEASE);
 }
 
