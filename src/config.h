@@ -67,6 +67,9 @@ struct vm_config {
 	/* What the incoming stream is called in messages (-r - or -r FILE
 	 * of a stream: "standard input", the file), or NULL: the address. */
 	char *incoming_label;
+	/* The incoming stream is a recorded one (-r -, -r FILE of a stream):
+	 * a restore of a snapshot, not a live migration (vmgenid.c). */
+	bool incoming_recorded;
 	char *api_sock; /* --api-sock PATH: configured through fc_api.h */
 	bool restore_eager;
 	bool keep_clock; /* restore: keep the saved wall clock (frozen time) */

@@ -148,6 +148,7 @@ static int read_hello(struct migrate_in *mi, const struct vm_config *cmd,
 		ret = err_set(err, -EPROTO,
 			      "HELLO record: %u vCPUs, its config says %u",
 			      h.ncpus, cfg->ncpus);
+	cfg->incoming_recorded = mi->recorded;
 	if (!ret && !(cfg->incoming = strdup(cmd->incoming)))
 		ret = err_set(err, -ENOMEM, "out of memory");
 	if (!ret)

@@ -136,11 +136,13 @@ static int vmgenid_create(const char *conf, const struct dev_env *env,
 	/*
 	 * A restore or a migration: the saved state says whether the guest
 	 * has one (its section, read in snap_foreach). A boot: unless
-	 * turned off.
+	 * turned off. A recorded stream (-r -, -r FILE) is a restore: a
+	 * new ID, like a restore of the pair.
 	 */
-	g->migrated = env->cfg->incoming != NULL;
-	g->present = env->cfg->restore || g->migrated || !env->cfg->no_vmgenid;
-	if (g->present && !env->cfg->restore && !g->migrated) {
+	g->migrated = env->cfg->incoming && !env->cfg->incoming_recorded;
+	g->present = env->cfg->restore || env->cfg->incoming ||
+		     !env->cfg->no_vmgenid;
+	if (g->present && !env->cfg->restore && !env->cfg->incoming) {
 		ret = vmgenid_new_id(g, err);
 		if (ret) {
 			free(g);
@@ -214,8 +216,18 @@ static int vmgenid_post_load(void *dev, struct err *err)
 		return err_set(err, -EINVAL,
 			       "vmgenid: address 0x%llx or GSI %u out of range",
 			       (unsigned long long)g->st.addr, g->st.gsi);
+	/*
+	 * In guest RAM for a migration too, where the ID is not rewritten:
+	 * else the next restore of this guest would refuse its own state
+	 * (found by fuzz_device_load).
+	 */
 	if (g->migrated)
-		return 0;
+		return guest_mem_ptr(g->mem, g->st.addr, VMGENID_SIZE)
+			       ? 0
+			       : err_set(err, -EFAULT,
+					 "vmgenid: address 0x%llx is not guest "
+					 "RAM",
+					 (unsigned long long)g->st.addr);
 	ret = vmgenid_new_id(g, err);
 	if (!ret)
 		g->notify = true;

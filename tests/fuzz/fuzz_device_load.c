@@ -10,7 +10,12 @@
  * pair standing in for the TAP (virtio_net_init takes an fd), virtio-
  * console on the null back-end, virtio-rng; their pci_dev, virtio_pci and
  * virtq sections come with them. The legacy devices are COM1's uart8250,
- * the rtc, the i8042, pm and the PCI bus (its 0xCF8 latch).
+ * the rtc, the i8042, pm and the PCI bus (its 0xCF8 latch). The platform
+ * device is the VM generation ID (its struct dev_ops, instance 0, as
+ * src/vm_devices.c makes it): restored (a new ID written into guest RAM
+ * at its saved address), or, "brought up", a migration's destination
+ * (the ID kept); its ops resume it (the GED interrupt) and build its AML
+ * from the loaded address and GSI.
  *
  * The snapshot is a real one: a freshly created device (optionally
  * brought up by a driver first) is saved with snap_writer, the input
@@ -26,12 +31,14 @@
  *   guest register accesses, RAM writes and queue kicks, is paused, and
  *   saved: that save must succeed (a restore must never make a later
  *   checkpoint fail), load into a fresh device (sections and post_load),
- *   and that device must save the same bytes again.
+ *   and that device must save the same bytes again (a platform device
+ *   loaded as a migration's destination: that second load is a restore).
  *
  * Input:
  *   byte 0   model (MODELS[], modulo)
  *   byte 1   bit 0: the saved device was brought up by a driver (queues
- *            live, requests pending in RAM); bit 1: with MSI-X; bit 2:
+ *            live, requests pending in RAM; vmgenid: restored as a
+ *            migration's destination); bit 1: with MSI-X; bit 2:
  *            restored with --keep-clock (the rtc)
  *   then one record per section, in the device's save order:
  *     op 0: keep; op 1: u16 len, payload (replaces it);
@@ -72,6 +79,7 @@
 #include "virtio_pci.h"
 #include "virtio_rng.h"
 #include "virtqueue.h"
+#include "vmgenid.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -171,7 +179,8 @@ struct inst;
 
 struct model {
 	const char *name;
-	const struct dev_ops *ops; /* PCI functions */
+	const struct dev_ops *ops; /* PCI functions and platform devices */
+	bool platform;		   /* ops of a platform device (no PCI) */
 	int (*create)(struct inst *in);
 	void (*destroy)(struct inst *in);
 	/* Legacy devices: state out of / into the device. */
@@ -282,6 +291,34 @@ static void pci_destroy(struct inst *in)
 		close(in->sock[0]);
 		close(in->sock[1]);
 	}
+}
+
+/*
+ * vmgenid as vm_devices.c's platform_dev_create makes it for a restore
+ * (or, with @in's mode bit 0, for --incoming: the ID is not renewed).
+ */
+static unsigned platform_mode;
+
+static int genid_create(struct inst *in)
+{
+	static struct vm_config restore_cfg = {.restore = "fuzz.snap"};
+	static struct vm_config incoming_cfg = {.incoming = "fd:0"};
+	const struct dev_env env = {
+		.mem = &mem,
+		.io = io,
+		.msi = &msi,
+		.irq = line,
+		.cfg = platform_mode & 1 ? &incoming_cfg : &restore_cfg,
+		.from_snapshot = true,
+		.start_paused = true};
+	struct dev_instance di = {0};
+	struct err err = {0};
+	int ret = in->m->ops->create(NULL, &env, &di, &err);
+
+	if (ret && !err.msg[0])
+		die("create refused without a message", in->m->name);
+	in->dev = di.dev;
+	return ret;
 }
 
 static int uart_create(struct inst *in)
@@ -523,6 +560,8 @@ static const struct model MODELS[] = {
 	{.name = "pci-bus", .create = bus_create, .destroy = bus_destroy_,
 	 .save = bus_save, .apply = bus_apply, .desc = &pci_bus_snap,
 	 .bringup = bus_bringup, .io = bus_io, .nports = 8},
+	{.name = "vmgenid", .ops = &vmgenid_dev_ops, .platform = true,
+	 .create = genid_create, .destroy = pci_destroy},
 };
 
 #define NMODELS ARRAY_SIZE(MODELS)
@@ -536,7 +575,7 @@ static int inst_create(struct inst *in, const struct model *m)
 	in->m = m;
 	in->sock[0] = in->sock[1] = -1;
 	ret = m->create(in);
-	if (ret || !m->ops)
+	if (ret || !m->ops || m->platform)
 		return ret;
 	if (bus_init(&in->pio, "pio") || bus_init(&in->mmio, "mmio"))
 		die("bus_init", NULL);
@@ -564,7 +603,8 @@ static void inst_destroy(struct inst *in)
 static int inst_foreach(struct inst *in, virtio_snap_fn fn, void *ctx)
 {
 	if (in->m->ops)
-		return in->m->ops->snap_foreach(in->dev, INSTANCE, fn, ctx);
+		return in->m->ops->snap_foreach(
+			in->dev, in->m->platform ? 0 : INSTANCE, fn, ctx);
 	return fn(ctx, in->m->desc, 0, &in->stage);
 }
 
@@ -780,6 +820,43 @@ static void pci_op(struct inst *in, const uint8_t **p, const uint8_t *end)
 }
 
 /* op bits 0-4 the port, 5-6 the size (1, 2, 4, 4), bit 7 write. */
+/*
+ * A loaded platform device: resumed again (vmgenid: the GED interrupt
+ * only once per new ID), its AML built from the loaded state, its stats,
+ * or the guest writing over its RAM (where the ID lives).
+ */
+static void platform_op(struct inst *in, const uint8_t **p,
+			const uint8_t *end)
+{
+	unsigned op = (unsigned)get(p, end, 1);
+	uint8_t aml[512];
+	struct dev_stat st[DEV_MAX_STATS];
+
+	switch (op & 3) {
+	case 0:
+		if (in->m->ops->resume)
+			in->m->ops->resume(in->dev);
+		break;
+	case 1:
+		if (in->m->ops->dsdt_aml &&
+		    in->m->ops->dsdt_aml(in->dev, aml, (op & 4) ? 8 : 512) <
+			    -4095)
+			die("dsdt_aml", in->m->name);
+		break;
+	case 2:
+		if (in->m->ops->stats &&
+		    in->m->ops->stats(in->dev, st) > DEV_MAX_STATS)
+			die("stats", in->m->name);
+		break;
+	default: {
+		uint64_t gpa = get(p, end, 3) % (RAM_SIZE - 8);
+
+		put_le64(ram + gpa, get(p, end, 8));
+		break;
+	}
+	}
+}
+
 static void legacy_op(struct inst *in, const uint8_t **p, const uint8_t *end)
 {
 	unsigned op = (unsigned)get(p, end, 1);
@@ -1145,7 +1222,7 @@ static struct snapbuf bases[NMODELS][4];
 static void ram_reset(const struct model *m, unsigned mode)
 {
 	memset(ram, 0, RAM_SIZE);
-	if (m->ops && (mode & 1))
+	if (m->ops && !m->platform && (mode & 1))
 		ram_requests(VIRTIO_PCI_MAX_QUEUES);
 	if (ftruncate(img_fd, 0) || ftruncate(img_fd, IMG_SIZE))
 		die("image", strerror(errno));
@@ -1159,9 +1236,10 @@ static const struct snapbuf *base_for(const struct model *m, unsigned mode)
 	if (s->b)
 		return s;
 	ram_reset(m, mode);
+	platform_mode = mode;
 	if (inst_create(&in, m))
 		die("creating the base device", m->name);
-	if (mode & 1) {
+	if ((mode & 1) && !m->platform) {
 		if (m->ops)
 			pci_bringup(&in, mode & 2);
 		else
@@ -1182,7 +1260,10 @@ static void dump_seeds(const char *dir)
 			FILE *f;
 
 			/* MSI-X is a driver's choice: only with one. */
-			if ((!MODELS[m].ops && (mode & 2)) || (mode & 3) == 2)
+			if ((!MODELS[m].ops || MODELS[m].platform) &&
+			    (mode & 2))
+				continue;
+			if ((mode & 3) == 2)
 				continue;
 			/* --keep-clock: the rtc's, once. */
 			if ((mode & 4) &&
@@ -1210,7 +1291,10 @@ static void dump_seeds(const char *dir)
 			}
 			/* A kick on every queue, then a barrier. */
 			for (unsigned q = 0; q < 4; q++) {
-				fputc(MODELS[m].ops ? 0x01 : 0x80, f);
+				fputc(MODELS[m].platform ? (int)q
+				      : MODELS[m].ops	 ? 0x01
+							 : 0x80,
+				      f);
 				fputc((int)q, f);
 			}
 			fputc(0x07, f);
@@ -1273,13 +1357,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (size < 2)
 		return 0;
 	m = &MODELS[data[0] % NMODELS];
-	mode = data[1] & (m->ops ? 3 : 1);
+	mode = data[1] & (m->ops && !m->platform ? 3 : 1);
 	keep_clock = data[1] & 4;
 	if (mode == 2)
 		mode = 0; /* MSI-X without a driver: fresh */
 	base = base_for(m, mode);
 	mutate(base, &p, end, &file);
 	ram_reset(m, mode);
+	platform_mode = mode;
 
 	if (inst_create(&a, m))
 		die("creating the device to restore", m->name);
@@ -1294,7 +1379,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (m->ops && m->ops->resume)
 		m->ops->resume(a.dev);
 	while (p < end && ops++ < MAX_OPS) {
-		if (m->ops)
+		if (m->platform)
+			platform_op(&a, &p, end);
+		else if (m->ops)
 			pci_op(&a, &p, end);
 		else
 			legacy_op(&a, &p, end);
@@ -1304,8 +1391,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (m->ops->pause && m->ops->pause(a.dev))
 			die("pause failed", m->name);
 	}
-	/* A checkpoint of the restored device, restored again. */
+	/* A checkpoint of the restored device, restored again (vmgenid: by
+	 * a restore, also after a migration: the ID is renewed then). */
 	save(&a, &again, "a restored device cannot be saved");
+	platform_mode = 0;
 	if (inst_create(&b, m))
 		die("creating the second device", m->name);
 	if (load(&b, &again))

@@ -10,7 +10,6 @@ The streams are real ones (`khyvectl --checkpoint=-` of the counter
 guest), edited record by record and resealed, restored with `khyve -r
 FILE` (the path a migration's destination takes, as --incoming fd:N), or
 crafted HELLOs sent to a listening destination."""
-import json
 import os
 import socket
 import struct

@@ -14,9 +14,10 @@ import subprocess
 import pytest
 
 from conftest import KHYVECTL, needs_kvm
-from test_snapshot import (copy_snap, last_tick, restore_fails, restored,
+from test_snapshot import (_mount_small_tmpfs, boot, copy_snap, last_tick,
+                           restore_fails, restored,
                            tick_after_checkpoint, wait_tick)
-from test_snapshot_chain import checkpoint, memsums, wait_memsum
+from test_snapshot_chain import checkpoint, wait_memsum
 
 ZIP = ("counter interval_ms=50 check_every=5 mem_kb=1024 dirty_pages=16 "
        "zero_every=3 "
@@ -183,3 +184,49 @@ def test_bad_inputs_leave_nothing(saved, tmp_path, rundir):
     msg = convert_fails(stream, stream)
     assert "an input of the conversion" in msg, msg
     assert sorted(f for f in os.listdir(str(d)) if f.startswith(".")) == []
+
+
+@needs_kvm
+def test_full_disk_leaves_nothing(saved, tmp_path):
+    """No room for the output, either way: a precise error, no output, no
+    temporary file, and a previous output as it was."""
+    import subprocess as sp
+    d = str(tmp_path / "small")
+    _mount_small_tmpfs(d, "1M")
+    try:
+        stream = str(tmp_path / "s.khs")
+        convert(saved["full"], stream)
+        for src, out in ((saved["full"], os.path.join(d, "s.khs")),
+                         (stream, os.path.join(d, "p"))):
+            with open(out, "wb") as f:
+                f.write(b"previous")
+            msg = convert_fails(src, out)
+            assert "No space left on device" in msg and d in msg, msg
+            assert open(out, "rb").read() == b"previous"
+            os.unlink(out)
+            assert os.listdir(d) == [], os.listdir(d)
+    finally:
+        sp.run(["umount", "-l", d], timeout=60)
+
+
+@needs_kvm
+def test_stream_clones_get_new_generation_ids(guest_factory, tmp_path):
+    """A stream is a snapshot: each guest restored from one (khyve -r
+    FILE, here the converted pair) reads a VM generation ID of its own and
+    gets the GED's edge, as clones of the pair do (test_clone_identity);
+    only a live migration keeps the ID."""
+    from test_clone_identity import (GENID_MODE, clone_lines, one_id,
+                                     wait_genids)
+    g = boot(guest_factory, GENID_MODE, mem="16M")
+    id0 = one_id(wait_genids(g, 2))
+    snap, stream = str(tmp_path / "g"), str(tmp_path / "g.khs")
+    checkpoint(g, snap)
+    g.stop()
+    convert(snap, stream)
+    clones = [restored(guest_factory, stream, "s%d" % k) for k in (1, 2)]
+    got = [clone_lines(c, 0, count=2) for c in clones]
+    ids = [one_id(x) for x in got]
+    assert id0 not in ids and ids[0] != ids[1], (id0, ids)
+    assert all({x[4] for x in lines} == {1} for lines in got), got
+    for c in clones:
+        c.stop()

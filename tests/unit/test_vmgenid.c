@@ -114,9 +114,12 @@ static const void *mem_phys(uint64_t pa, uint64_t len, void *ctx)
 	return guest_mem_ptr(ctx, pa, len);
 }
 
+static bool recorded; /* the incoming stream is a recorded one */
+
 static struct vmgenid *create_from(bool restore, bool incoming, bool off)
 {
-	struct vm_config cfg = {.no_vmgenid = off};
+	struct vm_config cfg = {.no_vmgenid = off,
+				.incoming_recorded = incoming && recorded};
 	struct dev_env env = {.mem = &mem, .cfg = &cfg};
 	struct dev_instance inst = {0};
 	char file[] = "x.snap", addr[] = "tcp::7000";
@@ -285,6 +288,22 @@ static void test_restore_new_id(void)
 	CHECK_EQ(edges, 0);
 	vmgenid_dev_ops.destroy(c);
 
+	/* A recorded stream (khyve -r -, -r FILE): a restore, a new ID. */
+	have_section = true;
+	recorded = true;
+	memcpy(mem.base + BOOT_VMGENID_ADDR, boot_id, 16);
+	c = create_from(false, true, false);
+	CHECK(!memcmp(mem.base + BOOT_VMGENID_ADDR, boot_id, 16));
+	c->irq = (struct irq_line){irq_rec, NULL, 0};
+	CHECK_EQ(vmgenid_dev_ops.snap_foreach(c, 0, load_fn, NULL), 0);
+	CHECK_EQ(vmgenid_dev_ops.post_load(c, &err), 0);
+	CHECK(memcmp(mem.base + BOOT_VMGENID_ADDR, boot_id, 16) != 0);
+	edges = level = 0;
+	vmgenid_dev_ops.resume(c);
+	CHECK_EQ(edges, 1);
+	vmgenid_dev_ops.destroy(c);
+	recorded = false;
+
 	/* A snapshot without the section: no device, RAM left alone. */
 	have_section = false;
 	memcpy(mem.base + BOOT_VMGENID_ADDR, boot_id, 16);
@@ -311,6 +330,15 @@ static void test_restore_new_id(void)
 	saved.addr = BOOT_VMGENID_ADDR + 4;
 	CHECK_EQ(vmgenid_dev_ops.snap_foreach(c, 0, load_fn, NULL), 0);
 	CHECK_EQ(vmgenid_dev_ops.post_load(c, &err), -EINVAL);
+	vmgenid_dev_ops.destroy(c);
+	/* ... and by a migration's destination, which writes no new ID:
+	 * accepted, its next restore would refuse it (fuzz_device_load). */
+	saved.addr = RAM + 4096;
+	c = create_from(false, true, false);
+	CHECK_EQ(vmgenid_dev_ops.snap_foreach(c, 0, load_fn, NULL), 0);
+	err_clear(&err);
+	CHECK_EQ(vmgenid_dev_ops.post_load(c, &err), -EFAULT);
+	CHECK(strstr(err.msg, "is not guest RAM") != NULL);
 	vmgenid_dev_ops.destroy(c);
 }
 
