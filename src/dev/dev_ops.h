@@ -49,7 +49,7 @@ struct dev_stat {
 	uint64_t value;
 };
 
-#define DEV_MAX_STATS 8
+#define DEV_MAX_STATS 12
 #define DEV_MAX_KICKS 4
 
 /*

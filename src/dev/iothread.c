@@ -40,6 +40,7 @@ struct iothread_kick {
 	int fd;
 	iothread_fn fn;
 	void *opaque;
+	uint64_t count; /* kicks received (eventfd values summed) */
 };
 
 static void *iothread_main(void *arg)
@@ -278,6 +279,7 @@ static void kick_handler(void *opaque, uint32_t events)
 
 	if (read(k->fd, &v, sizeof(v)) < 0)
 		return; /* EAGAIN: already drained */
+	__atomic_add_fetch(&k->count, v, __ATOMIC_RELAXED);
 	k->fn(k->opaque, events);
 }
 
@@ -331,4 +333,9 @@ int iothread_kick(struct iothread_kick *k)
 int iothread_kick_fd(const struct iothread_kick *k)
 {
 	return k->fd;
+}
+
+uint64_t iothread_kick_count(const struct iothread_kick *k)
+{
+	return k ? __atomic_load_n(&k->count, __ATOMIC_RELAXED) : 0;
 }

@@ -35,6 +35,8 @@ int iothread_kick_new(struct iothread *t, iothread_fn fn, void *opaque,
 void iothread_kick_free(struct iothread_kick *k);
 int iothread_kick(struct iothread_kick *k);
 int iothread_kick_fd(const struct iothread_kick *k);
+/* Kicks seen by the worker so far (coalesced ones each count). */
+uint64_t iothread_kick_count(const struct iothread_kick *k);
 
 /*
  * Park the worker between handler calls and wait until it is parked

@@ -11,6 +11,7 @@
 #include <sys/ioctl.h>
 #include <sys/random.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common.h"
@@ -42,40 +43,138 @@ static bool running(struct virtio_net *net)
 	       !(s & VIRTIO_STATUS_NEEDS_RESET);
 }
 
-/* Caller holds net->lock. */
-static void tx_process(struct virtio_net *net)
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+/* One popped chain (header + frame, what the TAP takes) to the TAP. */
+static void tx_send(struct virtio_net *net, const struct virtq_elem *e)
+{
+	ssize_t r;
+
+	if (e->n_out == 0 || e->out_len <= VIRTIO_NET_HDR_LEN) {
+		stat_add(&net->stats.tx_errors, 1);
+		return;
+	}
+	do {
+		r = writev(net->fd, e->iov, (int)e->n_out);
+	} while (r < 0 && errno == EINTR);
+	if (r < 0) {
+		/* Full or gone: drop, like a congested NIC. */
+		stat_add(&net->stats.tx_errors, 1);
+		return;
+	}
+	stat_add(&net->stats.tx_packets, 1);
+	stat_add(&net->stats.tx_bytes, e->out_len - VIRTIO_NET_HDR_LEN);
+}
+
+/*
+ * Caller holds net->lock. Sends what the ring holds, at most @budget
+ * frames, then one interrupt (if the driver wants it) for all of them.
+ * Frames sent, or -EIO once the queue is broken or gone.
+ */
+static int tx_drain(struct virtio_net *net, unsigned budget)
 {
 	struct virtq *vq = &net->vp.vqs[VIRTIO_NET_TXQ];
 	struct virtq_elem *e = net->elem;
-	bool pushed = false;
+	int n = 0, p = 0;
+
+	while ((unsigned)n < budget && (p = virtq_pop(vq, e)) == 1) {
+		tx_send(net, e);
+		if (virtq_push(vq, e, 0)) {
+			p = -EIO;
+			break;
+		}
+		n++;
+	}
+	if (n)
+		virtio_pci_notify_queue(&net->vp, VIRTIO_NET_TXQ);
+	return p < 0 ? -EIO : n;
+}
+
+/*
+ * Watch the ring for up to poll_ns: a driver that sends a frame as soon
+ * as the last one came back (one frame per kick) adds it within a few
+ * microseconds, and finding it here saves its kick (a trapped MMIO
+ * write) and this thread's sleep and wake-up. Only while frames come
+ * that densely: when the kick that started this run came more than
+ * poll_ns after the last run went to sleep, polling would have been in
+ * vain and is skipped (sparse traffic, or a guest not running: a loaded
+ * host). True if a frame came.
+ */
+static bool tx_poll(struct virtio_net *net)
+{
+	struct virtq *vq = &net->vp.vqs[VIRTIO_NET_TXQ];
+	uint64_t end;
+
+	if (!net->tx_poll_on)
+		return false;
+	end = now_ns() + net->poll_ns;
+	do {
+		for (unsigned i = 0; i < 32; i++) {
+			if (virtq_has_work(vq))
+				return true;
+			__builtin_ia32_pause();
+		}
+	} while (running(net) && now_ns() < end);
+	return false;
+}
+
+/*
+ * Caller holds net->lock. While frames keep coming, the driver need not
+ * kick (VIRTQ_USED_F_NO_NOTIFY, or avail_event left behind with
+ * EVENT_IDX): kicks come back on before the handler returns, and the
+ * ring is looked at once more after that, so a frame added meanwhile is
+ * not stranded. After TX_BURST frames the handler yields to the loop
+ * (the TAP's receive side shares the thread) and kicks itself.
+ */
+#define TX_BURST 256
+static void tx_process(struct virtio_net *net)
+{
+	struct virtq *vq = &net->vp.vqs[VIRTIO_NET_TXQ];
+	unsigned left = TX_BURST;
 
 	if (!running(net))
 		return;
-	while (virtq_pop(vq, e) == 1) {
-		ssize_t r;
+	if (net->poll_ns) {
+		uint64_t t = now_ns();
 
-		/* The chain is header + frame, exactly what the TAP takes. */
-		if (e->n_out == 0 || e->out_len <= VIRTIO_NET_HDR_LEN) {
-			stat_add(&net->stats.tx_errors, 1);
-		} else {
-			do {
-				r = writev(net->fd, e->iov, (int)e->n_out);
-			} while (r < 0 && errno == EINTR);
-			if (r < 0) {
-				/* Full or gone: drop, like a congested NIC. */
-				stat_add(&net->stats.tx_errors, 1);
-			} else {
-				stat_add(&net->stats.tx_packets, 1);
-				stat_add(&net->stats.tx_bytes,
-					 e->out_len - VIRTIO_NET_HDR_LEN);
-			}
-		}
-		if (virtq_push(vq, e, 0))
-			break;
-		pushed = true;
+		net->tx_poll_on = t - net->tx_slept_ns <= net->poll_ns;
 	}
-	if (pushed)
-		virtio_pci_notify_queue(&net->vp, VIRTIO_NET_TXQ);
+	virtq_set_notify(vq, false);
+	for (;;) {
+		int n = tx_drain(net, left);
+
+		if (n < 0)
+			break;
+		left -= (unsigned)n;
+		if (!left) {
+			if (net->poll_ns)
+				net->tx_slept_ns = now_ns();
+			virtq_set_notify(vq, true);
+			stat_add(&net->stats.tx_self_kicks, 1);
+			iothread_kick(net->tx_kick);
+			return;
+		}
+		if (n)
+			continue;
+		if (tx_poll(net)) {
+			stat_add(&net->stats.tx_polled, 1);
+			continue;
+		}
+		virtq_set_notify(vq, true);
+		if (!virtq_has_work(vq) || !running(net)) {
+			if (net->poll_ns)
+				net->tx_slept_ns = now_ns();
+			return;
+		}
+		virtq_set_notify(vq, false);
+	}
+	virtq_set_notify(vq, true); /* broken: the guest must reset */
 }
 
 /*
@@ -138,10 +237,32 @@ static void tx_event(void *opaque, uint32_t events)
 	pthread_mutex_unlock(&net->lock);
 }
 
+/*
+ * tx=vcpu: the kick's own vCPU thread sends what the ring holds (no
+ * ioeventfd for the queue, so the trapped write comes here). No thread
+ * hand-off, sleep or wake-up per kick; a burst too long for one go, or a
+ * kick while the iothread holds the queue, is left to the iothread.
+ */
+static bool tx_inline(struct virtio_net *net)
+{
+	int n;
+
+	if (pthread_mutex_trylock(&net->lock))
+		return false;
+	n = running(net) ? tx_drain(net, TX_BURST) : 0;
+	pthread_mutex_unlock(&net->lock);
+	if (n == TX_BURST) /* more may wait: the iothread goes on */
+		return false;
+	stat_add(&net->stats.tx_inline, 1);
+	return true;
+}
+
 static void net_queue_notify(void *opaque, unsigned q)
 {
 	struct virtio_net *net = opaque;
 
+	if (q == VIRTIO_NET_TXQ && net->tx_vcpu && tx_inline(net))
+		return;
 	if (q == VIRTIO_NET_RXQ)
 		iothread_kick(net->rx_kick);
 	else if (q == VIRTIO_NET_TXQ)
@@ -238,8 +359,12 @@ int virtio_net_init(struct virtio_net *net, const struct virtio_net_opts *o,
 	memset(net, 0, sizeof(*net));
 	net->fd = -1;
 	net->paused = o->start_paused;
-	if ((qs & (qs - 1)) || qs < 2 || qs > VIRTQ_MAX_SIZE)
+	if ((qs & (qs - 1)) || qs < 2 || qs > VIRTQ_MAX_SIZE ||
+	    o->poll_us > VIRTIO_NET_POLL_US_MAX)
 		return -EINVAL;
+	net->tx_vcpu = o->tx_vcpu;
+	net->poll_ns = 1000ULL * (uint64_t)(o->poll_us < 0 ? VIRTIO_NET_POLL_US
+							   : o->poll_us);
 	ret = net_set_mac(net, o->mac);
 	if (ret)
 		return ret;
@@ -329,6 +454,14 @@ void virtio_net_get_stats(struct virtio_net *net, struct virtio_net_stats *s)
 		__atomic_load_n(&net->stats.tx_packets, __ATOMIC_RELAXED);
 	s->tx_bytes = __atomic_load_n(&net->stats.tx_bytes, __ATOMIC_RELAXED);
 	s->tx_errors = __atomic_load_n(&net->stats.tx_errors, __ATOMIC_RELAXED);
+	s->tx_polled = __atomic_load_n(&net->stats.tx_polled, __ATOMIC_RELAXED);
+	s->tx_self_kicks =
+		__atomic_load_n(&net->stats.tx_self_kicks, __ATOMIC_RELAXED);
+	/* Guest kicks only: the device's own wake-ups are not the guest's. */
+	s->tx_inline = __atomic_load_n(&net->stats.tx_inline, __ATOMIC_RELAXED);
+	s->tx_kicks = iothread_kick_count(net->tx_kick) - s->tx_self_kicks +
+		      s->tx_inline;
+	s->rx_kicks = iothread_kick_count(net->rx_kick);
 }
 
 void virtio_net_pause(struct virtio_net *net)
@@ -356,7 +489,7 @@ int virtio_net_kick_fd(struct virtio_net *net, unsigned q)
 {
 	if (q == VIRTIO_NET_RXQ)
 		return iothread_kick_fd(net->rx_kick);
-	if (q == VIRTIO_NET_TXQ)
+	if (q == VIRTIO_NET_TXQ && !net->tx_vcpu)
 		return iothread_kick_fd(net->tx_kick);
 	return -EINVAL;
 }
@@ -414,8 +547,10 @@ static int net_create(const char *conf, const struct dev_env *env,
 		      struct dev_instance *out, struct err *err)
 {
 	struct virtio_net_opts o = {.tap_fd = -1,
-				    .start_paused = env->start_paused};
-	char ifname[IFNAMSIZ], macs[32];
+				    .start_paused = env->start_paused,
+				    .poll_us = -1,
+				    .tx_vcpu = true};
+	char ifname[IFNAMSIZ], macs[32], poll[16], txm[16];
 	struct virtio_net *net;
 	uint8_t mac[6];
 	int ret;
@@ -430,6 +565,25 @@ static int net_create(const char *conf, const struct dev_env *env,
 				       "a unicast xx:xx:xx:xx:xx:xx)",
 				       env->slot, macs);
 		o.mac = mac;
+	}
+	if (config_opt_get(conf, "tx", txm, sizeof(txm))) {
+		if (strcmp(txm, "vcpu") && strcmp(txm, "iothread"))
+			return err_set(err, -EINVAL,
+				       "-s %u,virtio-net: tx=%s (want vcpu or "
+				       "iothread)",
+				       env->slot, txm);
+		o.tx_vcpu = !strcmp(txm, "vcpu");
+	}
+	if (config_opt_get(conf, "poll_us", poll, sizeof(poll))) {
+		char *end;
+		long v = strtol(poll, &end, 10);
+
+		if (!poll[0] || *end || v < 0 || v > VIRTIO_NET_POLL_US_MAX)
+			return err_set(err, -EINVAL,
+				       "-s %u,virtio-net: poll_us=\"%s\" (want "
+				       "0..%d microseconds)",
+				       env->slot, poll, VIRTIO_NET_POLL_US_MAX);
+		o.poll_us = (int)v;
 	}
 	net = calloc(1, sizeof(*net));
 	if (!net)
@@ -481,6 +635,10 @@ static unsigned net_stats(void *dev, struct dev_stat *out)
 	out[n++] = (struct dev_stat){"tx_packets", s.tx_packets};
 	out[n++] = (struct dev_stat){"tx_bytes", s.tx_bytes};
 	out[n++] = (struct dev_stat){"tx_errors", s.tx_errors};
+	out[n++] = (struct dev_stat){"tx_kicks", s.tx_kicks};
+	out[n++] = (struct dev_stat){"tx_polled", s.tx_polled};
+	out[n++] = (struct dev_stat){"tx_inline", s.tx_inline};
+	out[n++] = (struct dev_stat){"rx_kicks", s.rx_kicks};
 	return n;
 }
 
@@ -528,8 +686,8 @@ static void net_host_binding(const char *conf, struct dev_binding *b)
 
 const struct dev_ops virtio_net_dev_ops = {
 	.name = "virtio-net",
-	.help = "virtio-net,TAPNAME[,mac=xx:xx:xx:xx:xx:xx]: TAP device "
-		"(created if it does not exist)",
+	.help = "virtio-net,TAPNAME[,mac=xx:xx:xx:xx:xx:xx][,poll_us=N]: TAP "
+		"device (created if it does not exist)",
 	.create = net_create,
 	.destroy = net_destroy,
 	.pause = net_pause,

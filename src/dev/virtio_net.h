@@ -30,12 +30,23 @@ struct virtio_net_opts {
 	int tap_fd;	     /* >= 0: use this fd instead (tests, fd passing) */
 	uint16_t queue_size; /* 0 = 256 */
 	bool start_paused;   /* restore: virtio_net_resume() starts it */
+	/* How long tx waits for the next frame before it sleeps (and the
+	 * driver must kick again); -1 = VIRTIO_NET_POLL_US, 0 = never. */
+	int poll_us;
+	bool tx_vcpu; /* send on the kicking vCPU's thread (tx=vcpu) */
 };
+
+#define VIRTIO_NET_POLL_US     50
+#define VIRTIO_NET_POLL_US_MAX 1000
 
 struct virtio_net_stats {
 	uint64_t rx_packets, rx_bytes;
 	uint64_t tx_packets, tx_bytes;
 	uint64_t tx_errors;
+	uint64_t tx_kicks, rx_kicks; /* notifications from the driver */
+	uint64_t tx_polled;	     /* frames found by polling, no kick */
+	uint64_t tx_self_kicks;	     /* a burst yielded to the loop */
+	uint64_t tx_inline;	     /* kicks served on the vCPU thread */
 };
 
 /* Saveable: the MAC the guest saw (a random one must survive restore). */
@@ -61,6 +72,10 @@ struct virtio_net {
 	struct virtq_elem *elem; /* scratch, under lock */
 	pthread_mutex_t lock;	 /* queue processing vs reset */
 	bool paused;		 /* under lock: no queue or TAP processing */
+	uint64_t poll_ns;	 /* tx_poll's window; 0 = no polling */
+	uint64_t tx_slept_ns;	 /* when tx last found the ring empty */
+	bool tx_poll_on;	 /* frames come densely enough to poll */
+	bool tx_vcpu;		 /* tx=vcpu: kicks served inline */
 	struct virtio_net_stats stats;
 };
 
@@ -84,7 +99,7 @@ void virtio_net_resume(struct virtio_net *net);
 /* Eventfd kicking queue @q (for a KVM ioeventfd), or -EINVAL. */
 int virtio_net_kick_fd(struct virtio_net *net, unsigned q);
 
-/* -s SLOT,virtio-net,TAPNAME[,mac=xx:xx:xx:xx:xx:xx] */
+/* -s SLOT,virtio-net,TAPNAME[,mac=xx:xx:xx:xx:xx:xx][,poll_us=N] */
 extern const struct dev_ops virtio_net_dev_ops;
 
 #endif

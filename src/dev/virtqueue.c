@@ -84,7 +84,7 @@ void virtq_reset(struct virtq *vq)
 	vq->st.size = vq->max_size;
 	vq->st.msix_vector = VIRTIO_MSI_NO_VECTOR;
 	vq->desc_hva = vq->avail_hva = vq->used_hva = NULL;
-	vq->event_idx = vq->indirect = false;
+	vq->event_idx = vq->indirect = vq->notify_off = false;
 }
 
 void virtq_set_features(struct virtq *vq, uint64_t features)
@@ -274,7 +274,7 @@ int virtq_pop(struct virtq *vq, struct virtq_elem *e)
 		return -EIO;
 	aidx = avail_idx(vq);
 	if (aidx == vq->st.last_avail_idx) {
-		if (!vq->event_idx)
+		if (!vq->event_idx || vq->notify_off)
 			return 0;
 		/*
 		 * Publish where we stopped, then look again: without the full
@@ -307,7 +307,7 @@ int virtq_pop(struct virtq *vq, struct virtq_elem *e)
 		return ret;
 	vq->st.last_avail_idx++;
 	/* Ask for a kick as soon as the driver adds past what we took. */
-	if (vq->event_idx)
+	if (vq->event_idx && !vq->notify_off)
 		set_avail_event(vq, vq->st.last_avail_idx);
 	return 1;
 }
@@ -397,6 +397,7 @@ void virtq_set_notify(struct virtq *vq, bool enable)
 
 	if (!vq->st.ready || !vq->used_hva)
 		return;
+	vq->notify_off = !enable;
 	if (vq->event_idx) {
 		if (enable)
 			set_avail_event(vq, avail_idx(vq));

@@ -54,7 +54,13 @@ struct virtq {
 	const struct guest_mem *mem;
 	uint16_t max_size;
 	bool event_idx, indirect; /* negotiated ring features */
-	unsigned index;		  /* for messages */
+	/*
+	 * The device asked for no kicks (virtq_set_notify(false)): with
+	 * EVENT_IDX, pops leave avail_event where it was. Not state: the
+	 * device turns kicks back on before it stops processing.
+	 */
+	bool notify_off;
+	unsigned index; /* for messages */
 	/* Called once when the guest breaks the queue (NEEDS_RESET). */
 	void (*on_error)(void *opaque, struct virtq *vq);
 	void *err_opaque;
@@ -98,7 +104,11 @@ int virtq_push(struct virtq *vq, const struct virtq_elem *elem, uint32_t len);
 void virtq_unpop(struct virtq *vq);
 /* After pushes: does the driver want an interrupt now? */
 bool virtq_should_notify(struct virtq *vq);
-/* Ask the driver for (or to stop) available-buffer notifications. */
+/*
+ * Ask the driver for (or to stop) available-buffer notifications. After
+ * turning them back on, look at the ring again (virtq_has_work): the
+ * driver may have added a buffer without a kick just before.
+ */
 void virtq_set_notify(struct virtq *vq, bool enable);
 /* Anything to pop? (false when broken or not ready) */
 bool virtq_has_work(struct virtq *vq);
