@@ -482,6 +482,7 @@ void virtio_net_resume(struct virtio_net *net)
 	 * edge-triggered: frames that arrived meanwhile wait for this.
 	 */
 	iothread_kick(net->rx_kick);
+	stat_add(&net->stats.tx_self_kicks, 1);
 	iothread_kick(net->tx_kick);
 }
 

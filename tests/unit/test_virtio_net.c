@@ -5,6 +5,7 @@
  * a real TAP when this host allows creating one.
  */
 #include <fcntl.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -61,10 +62,14 @@ static bool wait_used(unsigned q, uint16_t want)
 
 static const uint8_t mac[6] = {0x52, 0x54, 0x00, 0x12, 0x34, 0x56};
 
-static void setup(void)
+/* The device with @o's tx options; EVENT_IDX negotiated if @event_idx. */
+static void setup_with(const struct virtio_net_opts *t, bool event_idx)
 {
 	uint32_t a = 0x80000000u | SLOT << 11 | PCI_COMMAND, cmd = 2;
-	struct virtio_net_opts o = {.mac = mac, .queue_size = 64};
+	struct virtio_net_opts o = {.mac = mac,
+				    .queue_size = 64,
+				    .poll_us = t->poll_us,
+				    .tx_vcpu = t->tx_vcpu};
 	int sv[2];
 	uint64_t base;
 
@@ -86,7 +91,9 @@ static void setup(void)
 	wr(common + VIRTIO_PCI_COMMON_STATUS, 3, 1);
 	wr(common + VIRTIO_PCI_COMMON_GFSELECT, 0, 4);
 	wr(common + VIRTIO_PCI_COMMON_GF,
-	   (1u << VIRTIO_NET_F_MAC) | (1u << VIRTIO_NET_F_STATUS), 4);
+	   (1u << VIRTIO_NET_F_MAC) | (1u << VIRTIO_NET_F_STATUS) |
+		   (event_idx ? 1u << VIRTIO_RING_F_EVENT_IDX : 0),
+	   4);
 	wr(common + VIRTIO_PCI_COMMON_GFSELECT, 1, 4);
 	wr(common + VIRTIO_PCI_COMMON_GF, 1, 4);
 	wr(common + VIRTIO_PCI_COMMON_STATUS, 0xb, 1);
@@ -99,6 +106,13 @@ static void setup(void)
 		wr(common + VIRTIO_PCI_COMMON_Q_ENABLE, 1, 2);
 	}
 	wr(common + VIRTIO_PCI_COMMON_STATUS, 0xf, 1);
+}
+
+static void setup(void)
+{
+	struct virtio_net_opts t = {0};
+
+	setup_with(&t, false);
 }
 
 static void teardown(void)
@@ -247,6 +261,198 @@ static void test_tx_batch_notify(void)
 	teardown();
 }
 
+static uint16_t used_idx(unsigned q)
+{
+	return __atomic_load_n((uint16_t *)(ram + USED(q) + 2),
+			       __ATOMIC_ACQUIRE);
+}
+
+static void publish(unsigned q, uint16_t idx)
+{
+	__atomic_store_n((uint16_t *)(ram + AVAIL(q) + 2), idx,
+			 __ATOMIC_RELEASE);
+}
+
+/* As wait_used, but spinning (a driver polling its used ring). */
+static bool spin_used(unsigned q, uint16_t want)
+{
+	for (unsigned long i = 0; i < 10000000UL; i++) {
+		if (used_idx(q) == want)
+			return true;
+		/* Leave the CPU to the device on a busy host. */
+		if (i % 64 == 63)
+			sched_yield();
+		__builtin_ia32_pause();
+	}
+	return wait_used(q, want);
+}
+
+/* Spin (yielding) until tx used idx is @want or @ns passed. */
+static void spin_until(uint16_t want, uint64_t ns)
+{
+	struct timespec t0, t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	do {
+		for (unsigned i = 0; i < 64 && used_idx(1) != want; i++)
+			__builtin_ia32_pause();
+		if (used_idx(1) == want)
+			return;
+		sched_yield();
+		clock_gettime(CLOCK_MONOTONIC, &t);
+	} while ((uint64_t)(t.tv_sec - t0.tv_sec) * 1000000000ULL +
+			 (uint64_t)t.tv_nsec - (uint64_t)t0.tv_nsec <
+		 ns);
+}
+
+/* Frame @i's first byte (frames of tx_frames(QSZ), slot i % QSZ). */
+static void expect_frames(unsigned from, unsigned to)
+{
+	uint8_t got[256];
+
+	for (unsigned i = from; i < to; i++) {
+		CHECK_EQ(recv(peer, got, sizeof(got), MSG_DONTWAIT),
+			 VIRTIO_NET_HDR_LEN + 60);
+		CHECK_EQ(got[VIRTIO_NET_HDR_LEN], i % QSZ + 1);
+	}
+	CHECK_EQ(recv(peer, got, sizeof(got), MSG_DONTWAIT), -1);
+}
+
+/* tx=vcpu: the notify write itself sends; the queue has no ioeventfd. */
+static void test_tx_vcpu_inline(void)
+{
+	struct virtio_net_opts t = {.tx_vcpu = true};
+	struct virtio_net_stats st;
+
+	setup_with(&t, false);
+	CHECK(virtio_net_kick_fd(&net, VIRTIO_NET_TXQ) < 0);
+	CHECK(virtio_net_kick_fd(&net, VIRTIO_NET_RXQ) >= 0);
+	tx_frames(3);
+	publish(1, 3);
+	wr(notify + VIRTIO_PCI_NOTIFY_MULT, 1, 2);
+	/* Done when the write returns: no waiting for another thread. */
+	CHECK_EQ(used_idx(1), 3);
+	expect_frames(0, 3);
+	virtio_net_get_stats(&net, &st);
+	CHECK_EQ(st.tx_inline, 1);
+	CHECK_EQ(st.tx_kicks, 1);
+	CHECK_EQ(st.tx_packets, 3);
+	teardown();
+}
+
+/* A chain that loops breaks the queue on the kicking thread, no hang. */
+static void test_tx_bad_chain(void)
+{
+	for (unsigned mode = 0; mode < 2; mode++) {
+		struct virtio_net_opts t = {.tx_vcpu = mode == 0,
+					    .poll_us = 1000};
+		uint8_t got[256];
+
+		setup_with(&t, mode == 1);
+		tx_frames(2);
+		/* Descriptor 0: NEXT to itself. */
+		put_le16(ram + DESC(1) + 12, VIRTQ_DESC_F_NEXT);
+		put_le16(ram + DESC(1) + 14, 0);
+		publish(1, 2);
+		wr(notify + VIRTIO_PCI_NOTIFY_MULT, 1, 2);
+		for (unsigned i = 0; i < 3000 &&
+				     !(rd(common + VIRTIO_PCI_COMMON_STATUS, 1) &
+				       VIRTIO_STATUS_NEEDS_RESET);
+		     i++)
+			nanosleep(&(struct timespec){0, 1000000}, NULL);
+		CHECK(rd(common + VIRTIO_PCI_COMMON_STATUS, 1) &
+		      VIRTIO_STATUS_NEEDS_RESET);
+		CHECK_EQ(used_idx(1), 0);
+		CHECK_EQ(recv(peer, got, sizeof(got), MSG_DONTWAIT), -1);
+		/* Kicks are not left off for the next driver. */
+		CHECK_EQ(get_le16(ram + USED(1)) & VIRTQ_USED_F_NO_NOTIFY, 0);
+		teardown();
+	}
+}
+
+/*
+ * tx=iothread, frames one at a time as each comes back (one frame per
+ * kick): once kicks come densely, the device polls the ring and finds
+ * a frame published without a kick. Retried: a loaded host may stall
+ * either thread past the window (the frame then needs its kick).
+ */
+static void test_tx_poll(void)
+{
+	struct virtio_net_opts t = {.poll_us = 1000};
+	struct virtio_net_stats st = {0};
+	uint16_t idx = 0;
+	bool polled = false;
+
+	setup_with(&t, false);
+	tx_frames(QSZ);
+	for (unsigned attempt = 0; attempt < 1000 && !polled; attempt++) {
+		uint64_t before;
+
+		/* Two kicked frames: the second comes soon after the first. */
+		for (unsigned k = 0; k < 2; k++) {
+			publish(1, ++idx);
+			wr(notify + VIRTIO_PCI_NOTIFY_MULT, 1, 2);
+			CHECK(spin_used(1, idx));
+		}
+		virtio_net_get_stats(&net, &st);
+		before = st.tx_polled;
+		publish(1, ++idx); /* no kick */
+		spin_until(idx, 2000000);
+		virtio_net_get_stats(&net, &st);
+		/* Sent without its kick, found by the poll. */
+		polled = used_idx(1) == idx && st.tx_polled > before;
+		if (used_idx(1) != idx) {
+			/* The window closed: kicks must be back on. */
+			wr(notify + VIRTIO_PCI_NOTIFY_MULT, 1, 2);
+			CHECK(wait_used(1, idx));
+		}
+		/* Every frame once, in order (and the socket kept short). */
+		expect_frames((unsigned)idx - 3, idx);
+	}
+	CHECK(polled);
+	virtio_net_get_stats(&net, &st);
+	CHECK_EQ(st.tx_packets, idx);
+	CHECK_EQ(st.tx_errors, 0);
+	CHECK(st.tx_kicks < idx);
+	/* Once the window passes, the device sleeps with kicks on. */
+	for (unsigned i = 0; i < 2000 && (get_le16(ram + USED(1)) &
+					  VIRTQ_USED_F_NO_NOTIFY);
+	     i++)
+		nanosleep(&(struct timespec){0, 1000000}, NULL);
+	CHECK_EQ(get_le16(ram + USED(1)) & VIRTQ_USED_F_NO_NOTIFY, 0);
+	teardown();
+}
+
+/*
+ * EVENT_IDX (what Linux negotiates): after a drain the device asks for
+ * a kick at the next frame (avail_event = avail idx), and frames sent
+ * one kick at a time and as a batch all go out once, in order.
+ */
+static void test_tx_event_idx(void)
+{
+	for (unsigned mode = 0; mode < 2; mode++) {
+		struct virtio_net_opts t = {.tx_vcpu = mode == 0,
+					    .poll_us = 50};
+		uint8_t *avail_event = ram + USED(1) + 4 + 8 * QSZ;
+		uint16_t idx = 0;
+
+		setup_with(&t, true);
+		tx_frames(QSZ);
+		for (unsigned i = 0; i < 20; i++) {
+			idx = (uint16_t)(idx + 1 + (i % 3 == 0 ? 2 : 0));
+			publish(1, idx);
+			wr(notify + VIRTIO_PCI_NOTIFY_MULT, 1, 2);
+			CHECK(wait_used(1, idx));
+			for (unsigned w = 0;
+			     w < 3000 && get_le16(avail_event) != idx; w++)
+				nanosleep(&(struct timespec){0, 1000000}, NULL);
+			CHECK_EQ(get_le16(avail_event), idx);
+		}
+		expect_frames(0, idx);
+		teardown();
+	}
+}
+
 static void test_pause_resume(void)
 {
 	uint8_t frame[VIRTIO_NET_HDR_LEN + 64] = {0}, got[256];
@@ -315,6 +521,10 @@ int main(void)
 	RUN(test_tx);
 	RUN(test_rx);
 	RUN(test_tx_batch_notify);
+	RUN(test_tx_vcpu_inline);
+	RUN(test_tx_bad_chain);
+	RUN(test_tx_poll);
+	RUN(test_tx_event_idx);
 	RUN(test_pause_resume);
 	RUN(test_real_tap);
 	free(ram);
