@@ -26,7 +26,11 @@ the destination asked for on a fault) is printed. QEMU: the postcopy-ram
 capability on both sides (the destination through its own QMP socket
 before the source connects), `migrate`, then `migrate-start-postcopy`
 once query-migrate's dirty-sync-count shows the first pass done; its
-total-time, downtime and postcopy-requests.
+total-time, downtime and postcopy-requests, and whether it switched to
+post-copy at all (it completes in pre-copy when the rest fits its
+downtime limit by then). Mode "post0" (in BENCH_MIG_MODES): post-copy at
+once, no full pass first - khyve's postcopy_after 0, QEMU's
+migrate-start-postcopy right after migrate.
 """
 import json
 import os
@@ -45,6 +49,8 @@ RUNS = int(os.environ.get("BENCH_MIG_RUNS", "3"))
 ACCEL = os.environ.get("BENCH_QEMU_ACCEL", "kvm")
 MACHINE = os.environ.get("BENCH_QEMU_MACHINE", "microvm")
 SKIP = os.environ.get("BENCH_MIG_SKIP", "")  # "khyve" or "qemu"
+MODE_NAMES = {"pre": "pre-copy", "post": "post-copy after 1 pass",
+              "post0": "post-copy at once"}
 MODES = [m for m in os.environ.get("BENCH_MIG_MODES", "pre,post").split(",")
          if m]
 MARK = "KHYVE-COUNTER"
@@ -92,8 +98,9 @@ def khyve_once(mem, touch, load, i, mode="pre"):
     try:
         time.sleep(2.5)  # the listener up, the dirtying guest at pace
         args = {"to": "tcp:127.0.0.1:%d" % PORT}
-        if mode == "post":
-            args.update(postcopy=True, postcopy_after=1)
+        if mode in ("post", "post0"):
+            args.update(postcopy=True,
+                        postcopy_after=1 if mode == "post" else 0)
         res = ctl_call("migsrc", "migrate", args)
         if src.p.wait(60) != 6:
             raise RuntimeError("khyve source did not exit with 6")
@@ -128,16 +135,20 @@ def qemu_once(mem, touch, load, i, mode="pre"):
     try:
         q = Qmp(sock)
         q.cmd("migrate-set-parameters", **{"max-bandwidth": 64 << 30})
-        if mode == "post":
+        if mode in ("post", "post0"):
             qemu_postcopy_caps(q, dsock)
         d = Qmp(dsock)
         d.cmd("migrate-incoming", uri="tcp:127.0.0.1:%d" % PORT)
         d.close()
         time.sleep(2.5)
         q.cmd("migrate", uri="tcp:127.0.0.1:%d" % PORT)
+        if mode == "post0":
+            q.cmd("migrate-start-postcopy")  # at its first chance
         started = mode != "post"
+        went_post = False
         while True:
             st = q.cmd("query-migrate")
+            went_post = went_post or st.get("status") == "postcopy-active"
             if st.get("status") in ("completed", "failed", "cancelled"):
                 break
             if not started and \
@@ -154,24 +165,32 @@ def qemu_once(mem, touch, load, i, mode="pre"):
                 "downtime_ms": st.get("downtime"),
                 "bytes": ram.get("transferred"),
                 "rounds": ram.get("dirty-sync-count"),
-                "on_demand_pages": ram.get("postcopy-requests")}
+                "on_demand_pages": ram.get("postcopy-requests"),
+                # post-copy asked for, but did QEMU switch to it? (It
+                # completes in pre-copy when the rest fits its downtime.)
+                "went_post": went_post}
     finally:
         src.stop()
         dst.stop()
 
 
-KEYS = ("total_ms", "downtime_ms", "bytes", "rounds", "on_demand_pages")
+KEYS = ("total_ms", "downtime_ms", "bytes", "rounds", "on_demand_pages",
+        "went_post")
 
 
 def series(fn, mem, touch, load, what, mode):
     out = []
     for i in range(RUNS):
         r = fn(mem, touch, load, i, mode)
+        if what == "khyve" and mode != "pre":
+            r["went_post"] = r.get("postcopy", False)
         log("%s %s %s %s-copy: %s" % (what, mem, load, mode, json.dumps(
             {k: r.get(k) for k in KEYS})))
         out.append(r)
-    return {k: med([r[k] for r in out if r.get(k) is not None])
-            for k in KEYS}
+    res = {k: med([r[k] for r in out if r.get(k) is not None])
+           for k in KEYS if k != "went_post"}
+    res["went_post"] = sum(1 for r in out if r.get("went_post"))
+    return res
 
 
 def fmt(v, unit, prec=1):
@@ -200,15 +219,17 @@ def main():
         for name, r in (("khyve", k), ("QEMU", q)):
             if r is None:
                 continue
-            print("| %s, %s MiB data | %s | %s-copy | %s | %s | %s | %s | %s "
+            print("| %s, %s MiB data | %s | %s | %s | %s | %s | %s | %s "
                   "| %s |" % (
-                      mem, touch, load, mode, name,
+                      mem, touch, load, MODE_NAMES[mode], name,
                       fmt(r["total_ms"], "ms"),
                       fmt(r["downtime_ms"], "ms", 2),
                       fmt(r["bytes"] and r["bytes"] / 2**20, "MiB"),
                       fmt(r["rounds"], "", 0),
                       "-" if mode == "pre" else
-                      fmt(r.get("on_demand_pages"), "", 0)))
+                      "%s (post-copy in %d of %d)" % (
+                          fmt(r.get("on_demand_pages"), "", 0),
+                          r["went_post"], RUNS)))
 
 
 if __name__ == "__main__":

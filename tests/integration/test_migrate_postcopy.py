@@ -28,17 +28,22 @@ def ctl(g, *args):
                           capture_output=True, text=True, timeout=60)
 
 
+# What the control server says when a request reached it garbled or not
+# at all: seen after failed migrations, pre-copy ones too
+# (test_migrate.still_counting), under load; not explained yet.
+LOST_REQUEST = ("(parse_error)", "no request for", "timed out waiting for")
+
+
 def ctl_answer(g, *args):
-    """ctl(), asked again (up to 3 times) when the control server said it
-    got garbled JSON or nothing came back - a symptom seen after failed
-    migrations, pre-copy ones too (test_migrate.still_counting), not
-    explained yet; every answer is kept for the failure message."""
+    """ctl(), asked again (up to 3 times) when the request was lost on
+    the way (LOST_REQUEST) or nothing came back; every answer is kept for
+    the failure message."""
     tries = []
     for _ in range(3):
         r = ctl(g, *args)
         tries.append((r.returncode, r.stdout, r.stderr))
-        if "(parse_error)" not in r.stderr and (r.stdout.strip() or
-                                                r.stderr.strip()):
+        if not any(x in r.stderr for x in LOST_REQUEST) and \
+                (r.stdout.strip() or r.stderr.strip()):
             return r, tries
         time.sleep(0.5)
     return r, tries
@@ -92,6 +97,9 @@ def test_postcopy_guest_runs_on_missing_pages(netns, procs, tmp_path):
     # All here now: the destination is a VM like any other.
     cp = ctl(dst, "--vm=dst", "--checkpoint=" + str(tmp_path / "c.khs"))
     assert cp.returncode == 0, cp.stderr
+    # And it ends as any other (a sanitized build checks for leaks here).
+    assert ctl(dst, "--vm=dst", "--force-poweroff").returncode == 0
+    assert dst.finish() == 1, dst.err()
 
 
 @needs_kvm
