@@ -86,9 +86,11 @@ static const char *const base_calls[] = {
 	NULL,
 };
 
-/* The iothread: sockets of console back ends, TAP, discards. */
+/* The iothread: sockets of console back ends, TAP, discards, the disks'
+ * io_uring (submitting and reaping; set up by main). */
 static const char *const io_calls[] = {
-	"accept4", "shutdown", "fallocate", "getsockopt", NULL,
+	"accept4",    "shutdown",	"fallocate",
+	"getsockopt", "io_uring_enter", NULL,
 };
 
 /*
@@ -163,6 +165,11 @@ static const char *const control_calls[] = {
 	"set_tid_address",
 	"fchown",
 	"kill",
+	/* Disks' io_uring: set up with the devices (the API's InstanceStart
+	 * too), drained when they are destroyed. */
+	"io_uring_setup",
+	"io_uring_register",
+	"io_uring_enter",
 	NULL,
 };
 

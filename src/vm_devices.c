@@ -497,6 +497,19 @@ void vm_devices_resume(struct vm_devices *d)
 	pthread_mutex_unlock(&d->pause_lock);
 }
 
+/* A device's words (dev_ops texts) into its stats object @o. */
+static void add_texts(struct pci_slot_dev *pd, json_t *o)
+{
+	struct dev_text t[DEV_MAX_TEXTS];
+	unsigned n;
+
+	if (!pd->ops->texts)
+		return;
+	n = pd->ops->texts(pd->dev, t);
+	for (unsigned k = 0; k < n && k < DEV_MAX_TEXTS; k++)
+		json_object_set_new(o, t[k].name, json_string(t[k].value));
+}
+
 json_t *vm_devices_stats(struct vm_devices *d)
 {
 	json_t *j = json_object();
@@ -521,6 +534,7 @@ json_t *vm_devices_stats(struct vm_devices *d)
 			json_object_set_new(
 				o, st[k].name,
 				json_integer((json_int_t)st[k].value));
+		add_texts(pd, o);
 		snprintf(key, sizeof(key), "%s@%u:%u", pd->cfg->emul,
 			 pd->cfg->slot, pd->cfg->func);
 		json_object_set_new(j, key, o);

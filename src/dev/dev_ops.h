@@ -49,6 +49,15 @@ struct dev_stat {
 	uint64_t value;
 };
 
+/* A word on how the device works, shown with its counters, e.g.
+ * { "aio", "io_uring" }. */
+struct dev_text {
+	const char *name;
+	const char *value;
+};
+
+#define DEV_MAX_TEXTS 2
+
 #define DEV_MAX_STATS 12
 #define DEV_MAX_KICKS 4
 
@@ -98,6 +107,8 @@ struct dev_ops {
 	void (*resume)(void *dev);
 	/* Fill up to DEV_MAX_STATS counters; how many. */
 	unsigned (*stats)(void *dev, struct dev_stat *out);
+	/* Fill up to DEV_MAX_TEXTS words beside them; how many. NULL: none. */
+	unsigned (*texts)(void *dev, struct dev_text *out);
 	/* Eventfd kicking queue @q (bound to a KVM ioeventfd), or -errno
 	 * past the last queue. NULL: kicks come as MMIO exits. */
 	int (*kick_fd)(void *dev, unsigned q);

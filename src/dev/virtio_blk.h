@@ -2,9 +2,14 @@
 /*
  * virtio-blk on a raw image file. One request queue: the queue_notify op
  * only kicks an iothread (and the VMM may bind the kick eventfd to the
- * notify address as an ioeventfd), which pops requests and runs them on
- * a pool of worker threads, several at once, completing them in any
- * order.
+ * notify address as an ioeventfd), which pops requests and runs them
+ * through one of three back-ends ("aio", as QEMU names them), completing
+ * them in any order:
+ *   io_uring  submitted in batches to an io_uring from the iothread,
+ *             completions reaped on the same loop (the default where the
+ *             kernel offers io_uring and a seccomp profile allows it);
+ *   threads   a pool of worker threads, several requests at once;
+ *   sync      one request after the other on the iothread.
  */
 #ifndef KHYVE_VIRTIO_BLK_H
 #define KHYVE_VIRTIO_BLK_H
@@ -42,9 +47,9 @@
 #define VIRTIO_BLK_CONFIG_SIZE	       0x3c
 #define VIRTIO_BLK_MAX_DISCARD_SECTORS 0x3fffff
 #define VIRTIO_BLK_MAX_DISCARD_SEG     16
-/* Threads that run requests in parallel (QEMU's pool allows 64). */
-#define VIRTIO_BLK_DEFAULT_WORKERS 8
-#define VIRTIO_BLK_MAX_WORKERS	   64
+/* Threads that run requests in parallel (QEMU's pool allows 64); the
+ * default depends on the machine: virtio_blk_default_workers(). */
+#define VIRTIO_BLK_MAX_WORKERS 64
 /* Requests popped and not yet completed, at most (bounds memory). */
 #define BLK_MAX_INFLIGHT 256
 
@@ -60,6 +65,13 @@
 #define VIRTIO_BLK_CFG_MAX_WZ_SEG	   0x34
 #define VIRTIO_BLK_CFG_WZ_MAY_UNMAP	   0x38
 
+enum virtio_blk_aio {
+	VIRTIO_BLK_AIO_AUTO, /* io_uring if it works here, else threads */
+	VIRTIO_BLK_AIO_IO_URING,
+	VIRTIO_BLK_AIO_THREADS,
+	VIRTIO_BLK_AIO_SYNC,
+};
+
 struct virtio_blk_opts {
 	const char *path;
 	bool readonly;
@@ -68,6 +80,10 @@ struct virtio_blk_opts {
 	uint16_t queue_size; /* 0 = 256 */
 	/* Worker threads; -1 = default, 0 = every request on the iothread */
 	int workers;
+	/* AUTO: io_uring, or (when refused) threads; workers= alone picks
+	 * threads (sync for 0). An io_uring that cannot be set up falls
+	 * back to threads even when asked for by name (logged). */
+	enum virtio_blk_aio aio;
 	bool start_paused; /* restore: virtio_blk_resume() starts it */
 };
 
@@ -88,6 +104,11 @@ extern const struct snap_desc virtio_blk_snap;
 
 struct blk_req {
 	struct blk_req *next;
+	/* io_uring: what was submitted, to finish or redo it */
+	uint32_t type;	    /* VIRTIO_BLK_T_IN, _OUT or _FLUSH */
+	struct iovec *data; /* into elem.iov: the data segments */
+	unsigned ndata;
+	uint64_t off, len;
 	struct virtq_elem elem;
 };
 
@@ -108,7 +129,11 @@ struct virtio_blk {
 	struct iothread *iot;
 	bool own_iot;
 	struct iothread_kick *kick;
-	void *bounce; /* the iothread's O_DIRECT bounce buffer */
+	void *bounce;		 /* the iothread's O_DIRECT bounce buffer */
+	enum virtio_blk_aio aio; /* in use: never AUTO */
+	struct io_uring *ring;	 /* aio=io_uring */
+	int ring_efd;		 /* the ring's completions wake the iothread */
+	unsigned ring_busy;	 /* submitted, not reaped */
 	/* Guards everything below except stats and completing. */
 	pthread_mutex_t proc_lock;
 	pthread_cond_t work_cond; /* q_head or stop changed */
@@ -141,10 +166,17 @@ void virtio_blk_destroy(struct virtio_blk *blk);
 int virtio_blk_pause(struct virtio_blk *blk);
 void virtio_blk_resume(struct virtio_blk *blk);
 void virtio_blk_get_stats(struct virtio_blk *blk, struct virtio_blk_stats *s);
+/* "io_uring", "threads", "sync" (AUTO: "auto"); parse: -EINVAL if none. */
+const char *virtio_blk_aio_name(enum virtio_blk_aio aio);
+int virtio_blk_aio_parse(const char *s, enum virtio_blk_aio *aio);
+/* The threads back-end's default pool for @ncpus online CPUs and a queue
+ * of @queue_size (pure: unit-tested). */
+unsigned virtio_blk_default_workers(long ncpus, unsigned queue_size);
 /* The eventfd that kicks the request queue (for a KVM ioeventfd). */
 int virtio_blk_kick_fd(struct virtio_blk *blk);
 
-/* -s SLOT,virtio-blk,PATH[,ro][,direct][,serial=ID][,workers=N] */
+/* -s SLOT,virtio-blk,PATH[,ro][,direct][,serial=ID][,workers=N]
+ *    [,aio=io_uring|threads|sync] */
 extern const struct dev_ops virtio_blk_dev_ops;
 
 #endif

@@ -4,9 +4,13 @@
  * virtio_blk: requests are chains in guest RAM, kicked through the
  * notify area, served on the iothread, completed in the used ring.
  */
+#include <errno.h>
 #include <fcntl.h>
+#include <liburing.h>
+#include <seccomp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -37,6 +41,8 @@ static uint64_t common, notify;
 static uint16_t avail_idx, used_seen;
 static int g_workers = -1; /* open_blk's worker threads (-1 = default) */
 static bool g_direct;	   /* open_blk with O_DIRECT */
+/* open_blk's back-end, and the one it must get (AUTO: whatever comes). */
+static enum virtio_blk_aio g_aio, g_want_aio;
 
 static int irq_set(void *opaque, unsigned gsi, int level)
 {
@@ -106,7 +112,8 @@ static int open_blk(bool ro)
 				    .serial = "khyve-disk-0",
 				    .queue_size = 64,
 				    .workers = g_workers,
-				    .direct = g_direct};
+				    .direct = g_direct,
+				    .aio = g_aio};
 	struct irq_line line = {irq_set, NULL, 9};
 	int ret;
 
@@ -116,6 +123,8 @@ static int open_blk(bool ro)
 	ret = virtio_blk_init(&blk, &o, &mem, NULL, NULL, NULL);
 	if (ret)
 		return ret;
+	if (g_want_aio != VIRTIO_BLK_AIO_AUTO)
+		CHECK_EQ(blk.aio, g_want_aio);
 	CHECK_EQ(pci_add_device(&pci, SLOT, 0, &blk.vp.pci), 0);
 	pci_dev_set_intx(&blk.vp.pci, &line);
 	cfg_write(PCI_COMMAND, PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER, 2);
@@ -655,12 +664,138 @@ static void test_open_errors(void)
 	CHECK_EQ(virtio_blk_init(&blk, &o, &mem, NULL, NULL, NULL), -EINVAL);
 }
 
+/* O_DIRECT on aligned guest buffers: io_uring takes them as they are. */
+static void test_direct_aligned(void)
+{
+	char saved[64];
+	int fd;
+
+	memcpy(saved, img, sizeof(saved));
+	snprintf(img, sizeof(img), "/var/tmp/khyve-blka-%d.img", (int)getpid());
+	make_image();
+	fd = open(img, O_RDONLY | O_DIRECT);
+	if (fd < 0) {
+		CHECK_EQ(errno, EINVAL);
+		SKIP("no O_DIRECT under /var/tmp");
+		unlink(img);
+		memcpy(img, saved, sizeof(img));
+		return;
+	}
+	close(fd);
+	g_direct = true;
+	CHECK_EQ(open_blk(false), 0);
+	CHECK(start_driver(~0ULL));
+	for (unsigned k = 0; k < NPAR; k++) {
+		memset(ram + DATA + 4096 * k, (int)(k + 9), 4096);
+		batch_req(k, VIRTIO_BLK_T_OUT, 8 * k, DATA + 4096 * k, 4096);
+	}
+	batch_kick();
+	CHECK(batch_wait(NPAR));
+	memset(ram + DATA, 0, 4096 * NPAR);
+	for (unsigned k = 0; k < NPAR; k++)
+		batch_req(k, VIRTIO_BLK_T_IN, 8 * k, DATA + 4096 * k, 4096);
+	batch_kick();
+	CHECK(batch_wait(NPAR));
+	for (unsigned k = 0; k < NPAR; k++) {
+		CHECK_EQ(ram[STATUS + k], VIRTIO_BLK_S_OK);
+		CHECK_EQ(ram[DATA + 4096 * k], k + 9);
+		CHECK_EQ(ram[DATA + 4096 * k + 4095], k + 9);
+	}
+	close_blk();
+	g_direct = false;
+	unlink(img);
+	memcpy(img, saved, sizeof(img));
+}
+
+static void test_aio_names_and_defaults(void)
+{
+	enum virtio_blk_aio a = VIRTIO_BLK_AIO_AUTO;
+
+	CHECK_EQ(virtio_blk_aio_parse("io_uring", &a), 0);
+	CHECK_EQ(a, VIRTIO_BLK_AIO_IO_URING);
+	CHECK_EQ(virtio_blk_aio_parse("threads", &a), 0);
+	CHECK_EQ(a, VIRTIO_BLK_AIO_THREADS);
+	CHECK_EQ(virtio_blk_aio_parse("sync", &a), 0);
+	CHECK_EQ(a, VIRTIO_BLK_AIO_SYNC);
+	CHECK_EQ(virtio_blk_aio_parse("auto", &a), -EINVAL);
+	CHECK_EQ(virtio_blk_aio_parse("native", &a), -EINVAL);
+	CHECK_EQ(virtio_blk_aio_parse("", &a), -EINVAL);
+	CHECK(!strcmp(virtio_blk_aio_name(VIRTIO_BLK_AIO_IO_URING),
+		      "io_uring"));
+	CHECK(!strcmp(virtio_blk_aio_name((enum virtio_blk_aio)9), "?"));
+	/* No pool where the iothread and the vCPU already fill the CPUs. */
+	CHECK_EQ(virtio_blk_default_workers(1, 256), 0);
+	CHECK_EQ(virtio_blk_default_workers(2, 256), 0);
+	CHECK_EQ(virtio_blk_default_workers(-1, 256), 0); /* sysconf failed */
+	CHECK_EQ(virtio_blk_default_workers(4, 256), 2);
+	CHECK_EQ(virtio_blk_default_workers(64, 256), 8);
+	/* Never more than the queue can hold requests. */
+	CHECK_EQ(virtio_blk_default_workers(64, 4), 2);
+}
+
+/* Does this kernel give us an io_uring at all? */
+static bool have_io_uring(void)
+{
+	struct io_uring r;
+
+	if (io_uring_queue_init(4, &r, 0))
+		return false;
+	io_uring_queue_exit(&r);
+	return true;
+}
+
+/*
+ * A seccomp profile that refuses io_uring_setup with EPERM (as container
+ * runtimes' do): the disk falls back to the threads back-end (sync when
+ * the machine's default is no pool) and serves requests all the same.
+ * In a child: the filter cannot be taken off again.
+ */
+static void test_io_uring_refused(void)
+{
+	pid_t pid = fork();
+	int st = 0;
+
+	CHECK(pid >= 0);
+	if (pid == 0) {
+		scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+
+		if (!ctx ||
+		    seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM),
+				     SCMP_SYS(io_uring_setup), 0) ||
+		    seccomp_load(ctx))
+			_exit(3);
+		g_aio = VIRTIO_BLK_AIO_AUTO;
+		g_want_aio = virtio_blk_default_workers(
+				     sysconf(_SC_NPROCESSORS_ONLN), 64)
+				     ? VIRTIO_BLK_AIO_THREADS
+				     : VIRTIO_BLK_AIO_SYNC;
+		test_rw_flush_id();
+		/* Asked for by name: the same fallback (with a warning). */
+		g_aio = VIRTIO_BLK_AIO_IO_URING;
+		g_workers = 2;
+		g_want_aio = VIRTIO_BLK_AIO_THREADS;
+		test_parallel();
+		/* Its CHECK lines are printed; the parent counts the rest. */
+		fflush(stdout);
+		_exit(unit_failed ? 1 : 0);
+	}
+	CHECK_EQ(waitpid(pid, &st, 0), pid);
+	CHECK(WIFEXITED(st));
+	CHECK_EQ(WEXITSTATUS(st), 0);
+}
+
 int main(void)
 {
 	ram = calloc(1, RAM_SIZE);
 	guest_mem_layout(&mem, RAM_SIZE);
 	mem.r[0].hva = ram;
 	snprintf(img, sizeof(img), "/tmp/khyve-blk-%d.img", (int)getpid());
+	RUN(test_aio_names_and_defaults);
+	/* Default: io_uring wherever the kernel has it. */
+	if (have_io_uring())
+		g_want_aio = VIRTIO_BLK_AIO_IO_URING;
+	else
+		SKIP("no io_uring here: the default falls back");
 	RUN(test_config);
 	RUN(test_rw_flush_id);
 	RUN(test_discard_write_zeroes);
@@ -669,14 +804,31 @@ int main(void)
 	RUN(test_hostile);
 	RUN(test_parallel);
 	RUN(test_direct);
-	/* The same on the iothread alone (workers=0). */
+	RUN(test_direct_aligned);
+	/* A pool of threads. */
+	g_aio = g_want_aio = VIRTIO_BLK_AIO_THREADS;
+	g_workers = 4;
+	RUN(test_rw_flush_id);
+	RUN(test_discard_write_zeroes);
+	RUN(test_parallel);
+	RUN(test_pause_resume_reset);
+	/* (test_hostile: pop_req's checks, the same for every back-end;
+	 * it waits out 5 s on purpose, so it runs for two of them.) */
+	RUN(test_direct);
+	RUN(test_direct_aligned);
+	/* The same on the iothread alone (sync, workers=0). */
+	g_aio = VIRTIO_BLK_AIO_AUTO;
+	g_want_aio = VIRTIO_BLK_AIO_SYNC;
 	g_workers = 0;
 	RUN(test_rw_flush_id);
 	RUN(test_parallel);
 	RUN(test_pause_resume_reset);
 	RUN(test_hostile);
+	RUN(test_direct_aligned);
 	g_workers = -1;
+	g_want_aio = VIRTIO_BLK_AIO_AUTO;
 	RUN(test_open_errors);
+	RUN(test_io_uring_refused);
 	unlink(img);
 	free(ram);
 	return unit_done();
