@@ -1,7 +1,7 @@
 #!/bin/sh
 # Installs the Debian 12 packages khyve needs to build, test and run.
 set -e
-PKGS="build-essential clang libclang-rt-14-dev libjansson-dev libmicrohttpd-dev libseccomp-dev libxxhash-dev \
+PKGS="build-essential clang libclang-rt-14-dev libjansson-dev libmicrohttpd-dev libseccomp-dev liburing-dev libxxhash-dev \
 libzstd-dev liblzma-dev liblz4-dev zlib1g-dev libbz2-dev python3-pytest \
 busybox-static socat e2fsprogs cpio bc bison flex libelf-dev libssl-dev \
 xz-utils qemu-system-x86 iproute2 dnsmasq-base patch perl make gcc binutils python3 \

@@ -6,6 +6,7 @@
 #include <limits.h>
 #include <linux/falloc.h>
 #include <liburing.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,7 @@
 #include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common.h"
@@ -34,6 +36,37 @@ const struct snap_desc virtio_blk_snap = SNAP_DESC(
 static void stat_add(uint64_t *c, uint64_t v)
 {
 	__atomic_add_fetch(c, v, __ATOMIC_RELAXED);
+}
+
+/*
+ * A failed request, said at most once a second per disk: a guest that
+ * reads past an image cut short fails every request, and a flood of
+ * lines (on a stderr nobody drains, a blocked write) must not stall the
+ * thread serving the disk. Any thread may call it.
+ */
+static void __attribute__((format(printf, 2, 3)))
+io_warn(struct virtio_blk *blk, const char *fmt, ...)
+{
+	struct timespec ts;
+	uint64_t t,
+		last = __atomic_load_n(&blk->warn_last_ns, __ATOMIC_RELAXED);
+	char msg[160];
+	va_list ap;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	t = (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec + 1;
+	if ((last && t - last < 1000000000ULL) ||
+	    !__atomic_compare_exchange_n(&blk->warn_last_ns, &last, t, false,
+					 __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+		__atomic_add_fetch(&blk->warn_suppressed, 1, __ATOMIC_RELAXED);
+		return;
+	}
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	log_warn("virtio-blk: %s (%u similar suppressed)", msg,
+		 __atomic_exchange_n(&blk->warn_suppressed, 0,
+				     __ATOMIC_RELAXED));
 }
 
 /* Full positioned read/write over an iovec list, retrying short I/O. */
@@ -151,9 +184,8 @@ static uint8_t do_rw(struct virtio_blk *blk, void **bounce,
 		ret = rw_full(blk->fd, iov, n,
 			      (off_t)(sector * VIRTIO_BLK_SECTOR), write);
 	if (ret) {
-		log_warn("virtio-blk: %s at sector %llu: %s",
-			 write ? "write" : "read", (unsigned long long)sector,
-			 strerror(-ret));
+		io_warn(blk, "%s at sector %llu: %s", write ? "write" : "read",
+			(unsigned long long)sector, strerror(-ret));
 		return VIRTIO_BLK_S_IOERR;
 	}
 	stat_add(write ? &blk->stats.write_bytes : &blk->stats.read_bytes, len);
@@ -617,11 +649,11 @@ static uint64_t ring_finish(struct virtio_blk *blk, struct blk_req *r, int res)
 		ret = ring_rw_rest(blk, r, 0);
 	}
 	if (ret) {
-		log_warn("virtio-blk: %s at byte %llu: %s",
-			 r->type == VIRTIO_BLK_T_FLUSH ? "flush"
-			 : write		       ? "write"
-						       : "read",
-			 (unsigned long long)r->off, strerror(-ret));
+		io_warn(blk, "%s at byte %llu: %s",
+			r->type == VIRTIO_BLK_T_FLUSH ? "flush"
+			: write			      ? "write"
+						      : "read",
+			(unsigned long long)r->off, strerror(-ret));
 		status = VIRTIO_BLK_S_IOERR;
 		stat_add(&blk->stats.errors, 1);
 	} else if (r->type != VIRTIO_BLK_T_FLUSH) {
@@ -1032,6 +1064,22 @@ err_fd:
 	return ret;
 }
 
+/* The iothread watches the queue's kick and the ring's completions. */
+static int blk_watch(struct virtio_blk *blk)
+{
+	int ret = iothread_kick_new(blk->iot, blk_kicked, blk, &blk->kick);
+
+	if (ret || !blk->ring)
+		return ret;
+	ret = iothread_add_fd(blk->iot, blk->ring_efd, EPOLLIN, ring_completed,
+			      blk);
+	if (ret) {
+		iothread_kick_free(blk->kick);
+		blk->kick = NULL;
+	}
+	return ret;
+}
+
 int virtio_blk_init(struct virtio_blk *blk, const struct virtio_blk_opts *o,
 		    const struct guest_mem *mem, struct iothread *iot,
 		    const struct msi_sink *msi, struct err *err)
@@ -1084,17 +1132,9 @@ int virtio_blk_init(struct virtio_blk *blk, const struct virtio_blk_opts *o,
 			      features, msi);
 	if (ret)
 		goto err_iot;
-	ret = iothread_kick_new(blk->iot, blk_kicked, blk, &blk->kick);
+	ret = blk_watch(blk);
 	if (ret)
 		goto err_vp;
-	if (blk->ring) {
-		ret = iothread_add_fd(blk->iot, blk->ring_efd, EPOLLIN,
-				      ring_completed, blk);
-		if (ret) {
-			iothread_kick_free(blk->kick);
-			goto err_vp;
-		}
-	}
 	return 0;
 err_vp:
 	virtio_pci_destroy(&blk->vp);

@@ -146,6 +146,8 @@ struct virtio_blk {
 	unsigned completing; /* I/O done, about to push (atomic) */
 	bool paused, stop;
 	struct virtio_blk_stats stats;
+	uint64_t warn_last_ns; /* io_warn(): atomics */
+	unsigned warn_suppressed;
 };
 
 /*

@@ -74,7 +74,8 @@ static void test_help(void)
 	fclose(f);
 	CHECK(strstr(buf, "  hostbridge      PCI host bridge (always at 0:0)\n"));
 	CHECK(strstr(buf, "  virtio-blk      virtio-blk,PATH[,ro][,direct]"
-			  "[,serial=ID][,workers=N]: raw disk image\n"));
+			  "[,serial=ID][,workers=N][,aio=io_uring|threads|"
+			  "sync]: raw disk image\n"));
 	CHECK(strstr(buf, "  virtio-net      virtio-net,TAPNAME"));
 	CHECK(strstr(buf, "  virtio-rng      virtio-rng: entropy"));
 	CHECK(strstr(buf, "  virtio-console  virtio-console,BACKEND"));
