@@ -45,6 +45,8 @@ class Vm:
 
     def __init__(self, wrap, rundir, args, name):
         self.name, self.rundir = name, rundir
+        # The whole console, for a failure's full story.
+        self.log = os.path.join(os.path.dirname(rundir), name + ".console")
         self.proc = subprocess.Popen(
             list(wrap) + [KHYVE, "--rundir", rundir] + args + [name],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -59,6 +61,8 @@ class Vm:
             d = None
         if d:
             self.out += d
+            with open(self.log, "ab") as f:
+                f.write(d)
         return self.out.decode(errors="replace").replace("\r", "")
 
     def ticks(self):
@@ -83,8 +87,10 @@ class Vm:
                 return first
             assert self.proc.poll() is None, text[-3000:]
             time.sleep(0.1)
-        raise AssertionError("no %d pvmload ticks after %d in %d s:\n%s"
-                             % (count, after, timeout, self.text()[-3000:]))
+        raise AssertionError("no %d pvmload ticks after %d in %d s (whole "
+                             "console: %s):\n%s"
+                             % (count, after, timeout, self.log,
+                                self.text()[-3000:]))
 
     def sample(self):
         pid = self.proc.pid  # ip netns exec execs khyve in its place
@@ -115,7 +121,7 @@ def test_linux_soak(tmp_path_factory):
     rows = []
     try:
         vm = Vm(wrap, rundir, args + ["-a", cmd], "ls0")
-        vm.wait_ticks(-1, 2, max(BOOT_TIMEOUT, 900))
+        vm.wait_ticks(-1, 2, max(BOOT_TIMEOUT, 1800))
         for i in range(1, CYCLES + 1):
             r = subprocess.run([KHYVECTL, "--rundir", rundir, "suspend",
                                 vm.name, snap, "--json"],
