@@ -115,6 +115,8 @@ def test_linux_soak(tmp_path_factory):
                                                load=True)
     if not lab:
         pytest.skip(res["net_why"])
+    args += nargs
+    cmd += nopts
     rundir = os.path.join(d, "run")
     snap = os.path.join(d, "soak.snap")
     vm = None
