@@ -517,7 +517,7 @@ static int writer_open(struct snap_writer **wp, const char *path,
 		return -ENOMEM;
 	w->in_mem = in_mem;
 	if (in_mem) {
-		w->f.fd = -1;
+		w->f.fd = w->f.hold = -1;
 		w->f.path = strdup(path);
 		rc = w->f.path ? 0 : -ENOMEM;
 	} else {

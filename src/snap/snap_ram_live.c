@@ -353,7 +353,7 @@ int snap_ram_live_open(const struct guest_mem *m, const char *path,
 	lv = calloc(1, sizeof(*lv));
 	if (!lv)
 		return -ENOMEM;
-	lv->f.fd = -1;
+	lv->f.fd = lv->f.hold = -1;
 	lv->pages.pagemap = -1;
 	rc = live_alloc(lv, m, save_id);
 	if (!rc)

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 #include <dirent.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -638,6 +639,40 @@ static void test_header(void)
 	CHECK(strstr(err.msg, "junk: not a khyve snapshot"));
 }
 
+/*
+ * A state file built in memory (a migration's STATE record) closes no
+ * descriptor of anyone else's: its writer once closed fd 0 (an unset
+ * flock descriptor), stdin, whose number the control server's next
+ * client then got - and the console, still reading "stdin", took bytes
+ * of its requests.
+ */
+static void test_mem_writer_closes_nothing(void)
+{
+	struct snap_host_info h;
+	struct snap_writer *w = NULL;
+	uint8_t *data = NULL;
+	size_t len = 0;
+	int fd = dup(0);
+
+	/* fd 0 exists here whatever stdin the test got. */
+	if (fd < 0) {
+		fd = open("/dev/null", O_RDONLY);
+		CHECK_EQ(fd, 0);
+		fd = -1;
+	}
+	CHECK_EQ(snap_host_info_probe(&h, "test kvm info"), 0);
+	CHECK_EQ(snap_writer_open_mem(&w, "migration state", &h, NULL), 0);
+	snap_writer_abort(w);
+	CHECK(fcntl(0, F_GETFD) >= 0);
+	CHECK_EQ(snap_writer_open_mem(&w, "migration state", &h, NULL), 0);
+	CHECK_EQ(snap_writer_take_mem(w, &data, &len), 0);
+	snap_writer_abort(w);
+	CHECK(fcntl(0, F_GETFD) >= 0);
+	free(data);
+	if (fd >= 0)
+		close(fd);
+}
+
 int main(void)
 {
 	snprintf(dir, sizeof(dir), "/tmp/khyve-test-snap-XXXXXX");
@@ -650,6 +685,7 @@ int main(void)
 	RUN(test_blob);
 	RUN(test_atomic);
 	RUN(test_header);
+	RUN(test_mem_writer_closes_nothing);
 	{
 		char cmd[128];
 
