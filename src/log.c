@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <time.h>
 #include <unistd.h>
 
 static enum log_level log_level = LOG_WARN;
@@ -60,4 +61,21 @@ void log_msg(enum log_level lvl, const char *fmt, ...)
 			   (size_t)n)) {
 		/* nowhere to report a failed log write */
 	}
+}
+
+bool log_rl_allow(struct log_rl *rl, unsigned *suppressed)
+{
+	struct timespec ts;
+	uint64_t t;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	t = (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+	if (rl->last_ns && t - rl->last_ns < 1000000000ULL) {
+		rl->suppressed++;
+		return false;
+	}
+	*suppressed = rl->suppressed;
+	rl->suppressed = 0;
+	rl->last_ns = t;
+	return true;
 }

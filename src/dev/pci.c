@@ -322,6 +322,62 @@ static uint64_t bar_decode(const struct pci_dev *dev, unsigned i)
 }
 
 /*
+ * Map @b at @base; on an overlap it stays dark (a guest error), but is
+ * remembered so it lights up once the other range is gone, as a decoder
+ * comparing addresses would. Caller holds dev->map_lock.
+ */
+static void bar_map(struct pci_dev *dev, unsigned i, uint64_t base)
+{
+	struct pci_bar *b = &dev->bars[i];
+	unsigned dropped;
+	int ret = bus_register(dev->bus->mmio, base, b->size, b->fn, b->opaque,
+			       dev->name);
+
+	b->dark = ret != 0;
+	b->dark_base = base;
+	if (!ret) {
+		b->mapped = true;
+		b->mapped_base = base;
+		return;
+	}
+	/* A guest can do this in a loop: a line a second at most. */
+	if (log_rl_allow(&dev->map_rl, &dropped))
+		log_warn("pci %02x.%u %s: BAR%u at 0x%llx not mapped: %s (%u "
+			 "similar suppressed)",
+			 dev->slot, dev->func, dev->name, i,
+			 (unsigned long long)base, strerror(-ret), dropped);
+}
+
+/* Caller holds no lock: map what another device's move left free. */
+static void bars_relight(struct pci_bus *bus, struct pci_dev *self)
+{
+	for (unsigned s = 0; s < PCI_MAX_SLOTS; s++) {
+		for (unsigned f = 0; f < PCI_MAX_FUNCS; f++) {
+			struct pci_dev *d;
+			bool lit = false;
+
+			pthread_mutex_lock(&bus->lock);
+			d = bus->devs[s][f];
+			pthread_mutex_unlock(&bus->lock);
+			if (!d || d == self)
+				continue;
+			pthread_mutex_lock(&d->map_lock);
+			for (unsigned i = 0; i < PCI_NUM_BARS; i++) {
+				struct pci_bar *b = &d->bars[i];
+
+				if (b->dark && !b->mapped) {
+					bar_map(d, i, b->dark_base);
+					lit |= b->mapped;
+				}
+			}
+			pthread_mutex_unlock(&d->map_lock);
+			if (lit && d->bars_changed)
+				d->bars_changed(d->bars_changed_opaque, d);
+		}
+	}
+}
+
+/*
  * Bring the MMIO bus in line with config space. Runs without dev->lock held
  * while touching the bus so an MMIO handler of this device (MSI-X table)
  * can never wait on us while we wait on the bus.
@@ -332,6 +388,7 @@ static void bars_sync(struct pci_dev *dev)
 		bool want;
 		uint64_t base;
 	} w[PCI_NUM_BARS];
+	bool freed = false;
 
 	if (!dev->bus)
 		return;
@@ -355,33 +412,22 @@ static void bars_sync(struct pci_dev *dev)
 	for (unsigned i = 0; i < PCI_NUM_BARS; i++) {
 		struct pci_bar *b = &dev->bars[i];
 
+		if (!w[i].want)
+			b->dark = false;
 		if (b->mapped && (!w[i].want || b->mapped_base != w[i].base)) {
 			bus_unregister(dev->bus->mmio, b->mapped_base);
 			b->mapped = false;
+			freed = true;
 		}
 	}
-	for (unsigned i = 0; i < PCI_NUM_BARS; i++) {
-		struct pci_bar *b = &dev->bars[i];
-		int ret;
-
-		if (!w[i].want || b->mapped)
-			continue;
-		ret = bus_register(dev->bus->mmio, w[i].base, b->size, b->fn,
-				   b->opaque, dev->name);
-		if (ret) {
-			/* Guest error (overlap); the BAR just stays dark. */
-			log_warn("pci %02x.%u %s: BAR%u at 0x%llx not mapped: "
-				 "%s",
-				 dev->slot, dev->func, dev->name, i,
-				 (unsigned long long)w[i].base, strerror(-ret));
-			continue;
-		}
-		b->mapped = true;
-		b->mapped_base = w[i].base;
-	}
+	for (unsigned i = 0; i < PCI_NUM_BARS; i++)
+		if (w[i].want && !dev->bars[i].mapped)
+			bar_map(dev, i, w[i].base);
 	pthread_mutex_unlock(&dev->map_lock);
 	if (dev->bars_changed)
 		dev->bars_changed(dev->bars_changed_opaque, dev);
+	if (freed)
+		bars_relight(dev->bus, dev);
 }
 
 static bool overlaps(unsigned off, unsigned size, unsigned a, unsigned len)

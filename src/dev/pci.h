@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include "bus.h"
+#include "log.h"
 #include "irq.h"
 #include "snap_desc.h"
 
@@ -102,6 +103,8 @@ struct pci_bar {
 	void *opaque;
 	bool mapped;	      /* currently registered on the MMIO bus ... */
 	uint64_t mapped_base; /* ... at this address */
+	bool dark;	      /* decoding at dark_base, but that overlapped */
+	uint64_t dark_base;   /* another BAR: mapped once it is free */
 };
 
 struct pci_bus;
@@ -140,6 +143,7 @@ struct pci_dev {
 
 	pthread_mutex_t lock;	  /* st, config space, MSI-X */
 	pthread_mutex_t map_lock; /* serialises BAR (un)mapping */
+	struct log_rl map_rl;	  /* "BAR not mapped" lines (map_lock) */
 };
 
 /*

@@ -178,9 +178,15 @@ static void status_write(struct virtio_pci *vp, uint8_t val)
 		    vp->ops->set_features(vp->opaque, f))
 			ok = false;
 		if (!ok) {
-			/* The driver reads FEATURES_OK back and gives up. */
-			log_warn("%s: driver features 0x%llx refused",
-				 vp->pci.name, (unsigned long long)f);
+			unsigned dropped;
+
+			/* The driver reads FEATURES_OK back and gives up.
+			 * A guest can retry in a loop: a line a second. */
+			if (log_rl_allow(&vp->features_rl, &dropped))
+				log_warn("%s: driver features 0x%llx refused "
+					 "(%u similar suppressed)",
+					 vp->pci.name, (unsigned long long)f,
+					 dropped);
 			val &= (uint8_t)~VIRTIO_STATUS_FEATURES_OK;
 		} else {
 			for (unsigned i = 0; i < vp->st.num_queues; i++)

@@ -14,6 +14,7 @@
 
 #include "err.h"
 #include "guest_mem.h"
+#include "log.h"
 #include "pci.h"
 #include "snap_desc.h"
 #include "virtqueue.h"
@@ -124,9 +125,10 @@ struct virtio_pci {
 	void *opaque;
 	uint64_t device_features; /* offered, transport bits included */
 	const struct guest_mem *mem;
-	uint8_t pci_cfg_cap;	  /* offset of VIRTIO_PCI_CAP_PCI_CFG */
-	pthread_mutex_t lock;	  /* common config */
-	pthread_mutex_t irq_lock; /* ISR + INTx level */
+	uint8_t pci_cfg_cap;	   /* offset of VIRTIO_PCI_CAP_PCI_CFG */
+	pthread_mutex_t lock;	   /* common config */
+	pthread_mutex_t irq_lock;  /* ISR + INTx level */
+	struct log_rl features_rl; /* "features refused" lines (lock) */
 };
 
 /*

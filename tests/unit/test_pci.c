@@ -4,8 +4,11 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <stdio.h>
+
 #include "bus.h"
 #include "common.h"
+#include "log.h"
 #include "pci.h"
 #include "snap.h"
 #include "unit.h"
@@ -255,6 +258,81 @@ static void test_bar_sizing_and_move(void)
 	teardown();
 }
 
+/* Lines in @path (a log file the test pointed khyve's log at). */
+static unsigned log_lines(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	unsigned n = 0;
+	int c;
+
+	if (!f)
+		return 0;
+	while ((c = fgetc(f)) != EOF)
+		n += c == '\n';
+	fclose(f);
+	return n;
+}
+
+/*
+ * Found by the hostile guest (tests/guests/hostile.c): a BAR the guest put
+ * over another BAR stayed dark after that other BAR moved away, until its
+ * own config space was written again (real decoders compare addresses:
+ * it decodes again at once). And every such overlapping write logged a
+ * line: a guest could fill the host's log in a loop.
+ */
+static void test_dark_bar_returns_and_no_log_flood(void)
+{
+	char path[] = "/tmp/khyve-test-pci-log-XXXXXX";
+	uint64_t b2, d2, a0 = 0xC8000000u;
+	int fd = mkstemp(path);
+
+	CHECK(fd >= 0);
+	close(fd);
+	setup();
+	CHECK_EQ(pci_dev_init(&dev2, "fn1", 0x1234, 0x9999, 0, 0, 0), 0);
+	CHECK_EQ(pci_dev_add_bar(&dev2, 0, 0x1000, PCI_BAR_MEM32, bar_io,
+				 NULL),
+		 0);
+	CHECK_EQ(pci_add_device(&pci, 4, 0, &dev2), 0);
+	cfg_write(3, 0, PCI_COMMAND, PCI_COMMAND_MEMORY, 2);
+	cfg_write(4, 0, PCI_COMMAND, PCI_COMMAND_MEMORY, 2);
+	b2 = pci_bar_addr(&dev, 2);
+	d2 = pci_bar_addr(&dev2, 0);
+	CHECK(pci_bar_mapped(&dev2, 0));
+
+	/* Over its own device's BAR2: dark, then lit when BAR2 moves. */
+	cfg_write(3, 0, PCI_BAR0, (uint32_t)b2, 4);
+	CHECK(!pci_bar_mapped(&dev, 0));
+	cfg_write(3, 0, PCI_BAR0 + 8, (uint32_t)0xCC000000u, 4);
+	CHECK(pci_bar_mapped(&dev, 2));
+	CHECK(pci_bar_mapped(&dev, 0));
+	CHECK_EQ(mmio_read32(b2 + 0x10), 0xabababab);
+
+	/* Over another function's BAR: lit when that one moves away. */
+	cfg_write(3, 0, PCI_BAR0, (uint32_t)d2, 4);
+	CHECK(!pci_bar_mapped(&dev, 0));
+	cfg_write(4, 0, PCI_BAR0, (uint32_t)a0, 4);
+	CHECK(pci_bar_mapped(&dev2, 0));
+	CHECK(pci_bar_mapped(&dev, 0));
+	/* ... and when that one stops decoding. */
+	cfg_write(3, 0, PCI_BAR0, (uint32_t)a0, 4);
+	CHECK(!pci_bar_mapped(&dev, 0));
+	cfg_write(4, 0, PCI_COMMAND, 0, 2);
+	CHECK(pci_bar_mapped(&dev, 0));
+
+	/* A thousand overlapping writes: two lines at most in the log. */
+	CHECK_EQ(log_set_file(path), 0);
+	cfg_write(4, 0, PCI_COMMAND, PCI_COMMAND_MEMORY, 2);
+	for (unsigned i = 0; i < 1000; i++)
+		cfg_write(3, 0, PCI_BAR0, 0xCC000000u + 0x1000 * (i & 1), 4);
+	CHECK(!pci_bar_mapped(&dev, 0));
+	CHECK(log_lines(path) <= 2);
+	CHECK_EQ(log_set_file("/dev/stderr"), 0);
+	unlink(path);
+	pci_dev_destroy(&dev2);
+	teardown();
+}
+
 static void test_bar_window_full(void)
 {
 	struct pci_dev big;
@@ -471,6 +549,7 @@ int main(void)
 {
 	RUN(test_enumerate);
 	RUN(test_bar_sizing_and_move);
+	RUN(test_dark_bar_returns_and_no_log_flood);
 	RUN(test_bar_window_full);
 	RUN(test_msix);
 	RUN(test_intx);

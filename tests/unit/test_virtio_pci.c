@@ -4,12 +4,14 @@
  * does: PCI enumeration, capability walk, feature negotiation and queue
  * setup through the common config, notify writes, ISR and MSI-X.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "bus.h"
 #include "common.h"
+#include "log.h"
 #include "snap.h"
 #include "unit.h"
 #include "virtio_pci.h"
@@ -316,6 +318,34 @@ static void test_features(void)
 	wr(common + VIRTIO_PCI_COMMON_GFSELECT, 0, 4);
 	wr(common + VIRTIO_PCI_COMMON_GF, 0, 4);
 	CHECK_EQ(virtio_pci_features(&vp), features_seen);
+	/*
+	 * Found by the hostile guest: each refused negotiation logged a
+	 * line, so a guest could fill the host's log in a loop. A thousand
+	 * now give two lines at most.
+	 */
+	{
+		char path[] = "/tmp/khyve-test-vpci-log-XXXXXX";
+		int fd = mkstemp(path);
+		unsigned lines = 0;
+		FILE *f;
+		int c;
+
+		CHECK(fd >= 0);
+		close(fd);
+		CHECK_EQ(log_set_file(path), 0);
+		for (unsigned i = 0; i < 1000; i++)
+			CHECK(!negotiate(v1 | (1ULL << 4)));
+		CHECK_EQ(log_set_file("/dev/stderr"), 0);
+		f = fopen(path, "r");
+		CHECK(f != NULL);
+		while (f && (c = fgetc(f)) != EOF)
+			lines += c == '\n';
+		if (f)
+			fclose(f);
+		CHECK(lines <= 2);
+		unlink(path);
+		CHECK(negotiate(v1));
+	}
 	/* Device features read back for select 0/1, zero beyond. */
 	wr(common + VIRTIO_PCI_COMMON_DFSELECT, 0, 4);
 	CHECK_EQ(rd(common + VIRTIO_PCI_COMMON_DF, 4),
