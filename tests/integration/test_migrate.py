@@ -143,20 +143,13 @@ def still_counting(g, more=4):
     n = last_tick(g)
     assert wait_tick(g, n + more), g.read()[-2000:]
     assert wait_memcheck_ok_after(g, n), g.read()[-2000:]
-    # Asked up to 3 times, each answer kept: a clean-clone make check saw
-    # one empty reply right after a failed switch-over (the guest counting
-    # on), not reproduced since - the failures say what khyvectl printed.
-    tries = []
-    for _ in range(3):
-        st = subprocess.run([KHYVECTL, "--rundir", g.rundir, "--json",
-                             "status", g.name], capture_output=True,
-                            text=True, timeout=60)
-        if st.returncode == 0 and st.stdout.strip():
-            break
-        tries.append((st.returncode, st.stdout, st.stderr))
-        time.sleep(1)
-    assert st.stdout.strip(), tries
-    assert json.loads(st.stdout)["state"] == "running", (st.stdout, tries)
+    # Once: the empty reply once seen here was khyve's stdin closed by the
+    # in-memory state writer (fixed in 0448586), not a flaky control socket.
+    st = subprocess.run([KHYVECTL, "--rundir", g.rundir, "--json", "status",
+                         g.name], capture_output=True, text=True, timeout=60)
+    assert st.returncode == 0 and st.stdout.strip(), (st.returncode,
+                                                      st.stdout, st.stderr)
+    assert json.loads(st.stdout)["state"] == "running", st.stdout
 
 
 def moved(src, dst, res, before):
