@@ -180,7 +180,10 @@ static void tx_process(struct virtio_net *net)
 /*
  * Caller holds net->lock. Moves frames from the TAP into rx buffers until
  * either runs out. The TAP is watched edge-triggered, so frames left
- * behind for want of buffers are picked up on the driver's next rx kick.
+ * behind for want of buffers are picked up on the driver's next rx kick;
+ * kicks are asked for only then (as QEMU does), not while buffers wait.
+ * Not state either: a restore's first kick (virtio_pci_post_load) runs
+ * this again, which sets the ring's flag or avail_event to match.
  */
 static void rx_process(struct virtio_net *net)
 {
@@ -192,8 +195,15 @@ static void rx_process(struct virtio_net *net)
 		return;
 	for (;;) {
 		ssize_t r;
+		int p = virtq_pop(vq, e);
 
-		if (virtq_pop(vq, e) != 1)
+		if (p == 0 && vq->notify_off) {
+			/* Out of buffers: a kick must say when more come. */
+			virtq_set_notify(vq, true);
+			if (virtq_has_work(vq))
+				continue;
+		}
+		if (p != 1)
 			break;
 		if (e->n_in == 0 || e->in_len < VIRTIO_NET_HDR_LEN) {
 			virtq_fail(vq, "virtio-net rx buffer too small");
@@ -204,6 +214,12 @@ static void rx_process(struct virtio_net *net)
 		} while (r < 0 && errno == EINTR);
 		if (r <= 0) {
 			virtq_unpop(vq); /* nothing to read: keep buffer */
+			/*
+			 * Buffers are left, so the driver's kicks for more
+			 * would only wake this thread for nothing: the TAP's
+			 * own event says when frames come.
+			 */
+			virtq_set_notify(vq, false);
 			break;
 		}
 		if (virtq_push(vq, e, (uint32_t)r))

@@ -226,6 +226,59 @@ static void test_rx(void)
 	teardown();
 }
 
+static void publish(unsigned q, uint16_t idx);
+
+static bool wait_rx_flag(uint16_t want)
+{
+	for (unsigned i = 0; i < 3000; i++) {
+		if ((get_le16(ram + USED(0)) & VIRTQ_USED_F_NO_NOTIFY) == want)
+			return true;
+		nanosleep(&(struct timespec){0, 1000000}, NULL);
+	}
+	return false;
+}
+
+/*
+ * Receive kicks are asked for only while the device waits for buffers:
+ * off while buffers are posted and the TAP is empty, on once a frame
+ * found none, and then the kick brings the frame in.
+ */
+static void test_rx_kicks_only_when_out_of_buffers(void)
+{
+	uint8_t frame[VIRTIO_NET_HDR_LEN + 64] = {0};
+
+	setup();
+	for (unsigned i = 0; i < 2; i++) {
+		put_le64(ram + DESC(0) + 16 * i, RXBUF + 0x1000 * i);
+		put_le32(ram + DESC(0) + 16 * i + 8, 1526);
+		put_le16(ram + DESC(0) + 16 * i + 12, VIRTQ_DESC_F_WRITE);
+		put_le16(ram + AVAIL(0) + 4 + 2 * i, (uint16_t)i);
+	}
+	publish(0, 2);
+	wr(notify, 0, 2);
+	CHECK(wait_rx_flag(VIRTQ_USED_F_NO_NOTIFY));
+	/* Two frames fill both buffers; a third finds none. */
+	for (unsigned i = 0; i < 3; i++) {
+		frame[VIRTIO_NET_HDR_LEN] = (uint8_t)(0x10 + i);
+		CHECK_EQ(send(peer, frame, sizeof(frame), 0),
+			 (ssize_t)sizeof(frame));
+	}
+	CHECK(wait_used(0, 2));
+	CHECK(wait_rx_flag(0));
+	CHECK_EQ(ram[RXBUF + VIRTIO_NET_HDR_LEN], 0x10);
+	CHECK_EQ(ram[RXBUF + 0x1000 + VIRTIO_NET_HDR_LEN], 0x11);
+	/* The driver gives both back and kicks: the third comes in, and
+	 * with a buffer still posted kicks are off again. */
+	put_le16(ram + AVAIL(0) + 4 + 2 * 2, 0);
+	put_le16(ram + AVAIL(0) + 4 + 2 * 3, 1);
+	publish(0, 4);
+	wr(notify, 0, 2);
+	CHECK(wait_used(0, 3));
+	CHECK_EQ(ram[RXBUF + VIRTIO_NET_HDR_LEN], 0x12);
+	CHECK(wait_rx_flag(VIRTQ_USED_F_NO_NOTIFY));
+	teardown();
+}
+
 /* Frame i (60 bytes of i + 1) in descriptor i of the tx queue. */
 static void tx_frames(unsigned n)
 {
@@ -524,6 +577,7 @@ int main(void)
 	RUN(test_tx);
 	RUN(test_rx);
 	RUN(test_tx_batch_notify);
+	RUN(test_rx_kicks_only_when_out_of_buffers);
 	RUN(test_tx_vcpu_inline);
 	RUN(test_tx_bad_chain);
 	RUN(test_tx_poll);
