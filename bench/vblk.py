@@ -82,8 +82,10 @@ def rows_for(kind, img, qd):
     d = ",direct" if kind == "direct" else ""
 
     def k(opts):
+        # A VM name of its own: other benchmarks' "bench" VMs share the
+        # run directory.
         return khyve_argv("256M", cmd, ["-s", "2,virtio-blk,%s%s%s"
-                                        % (img, d, opts)])
+                                        % (img, d, opts)], name="bench-vblk")
     rows = [("khyve", qd, k("")),
             ("khyve aio=threads", qd, k(",aio=threads")),
             ("khyve aio=sync", qd, k(",aio=sync"))]

@@ -942,17 +942,21 @@ static int start_workers(struct virtio_blk *blk, unsigned n)
 }
 
 /*
- * The threads back-end's default pool. Measured on a 2-CPU kvm_pvm host
- * (issue 18, bench/vblk.py, the fast test guest at queue depth 16): 8
- * workers lost to none at all (qd-16 writes 3934 against 5274 MB/s, 4 KiB
- * random reads 225k against 332k IOPS): every request handed to a worker
- * costs a wakeup and a lock round trip, and more runnable threads than
- * CPUs only queue for them, beside the vCPUs and the iothread that also
- * want one. A worker pays only when a CPU is free to run it while the
- * iothread runs another request: so at most one per CPU beyond the one
- * the iothread and the vCPU share, and no more than requests the queue
- * can hold at once (queue size / 2: the guest's requests take at least
- * two descriptors); capped at 8, the pool's old size.
+ * The threads back-end's default pool. Measured on 2-CPU kvm_pvm hosts
+ * with bench/vblk.py (the fast test guest, 64 KiB sequential and 4 KiB
+ * random reads at queue depth 16, page cache): issue 18's idle-host run
+ * had 8 workers lose to none at all (writes 3934 against 5274 MB/s, 4 KiB
+ * reads 225k against 332k IOPS); the 2026-12-03 run (docs/benchmarks.md,
+ * median of 5 at load ~52) had, for 0/1/2/8 workers, writes 732/560/666/
+ * 476 MB/s, reads 495/996/1554/925 MB/s, 4 KiB reads 48k/37k/29k/22k
+ * IOPS: 8 worst on all three, more workers than CPUs never paid, and one
+ * or two won only sequential reads on a host so loaded that a process's
+ * share of the CPUs grows with its runnable threads. Every request handed
+ * to a worker costs a wake-up and a lock round trip, and the iothread and
+ * the vCPU already want both CPUs. So: no pool on 2 CPUs or fewer, then
+ * one per CPU beyond those two, no more than the queue holds requests
+ * (two descriptors each at least) and at most 8 (the pool's old size).
+ * io_uring, the default back-end, needs no pool at all.
  */
 unsigned virtio_blk_default_workers(long ncpus, unsigned queue_size)
 {
