@@ -24,7 +24,8 @@ from benchlib import ENV, Run, khyve_argv, qemu_argv
 
 RUNS = int(os.environ.get("BENCH_VNET_RUNS", "3"))
 MB = int(os.environ.get("BENCH_VNET_MB", "16"))
-QDS = [int(q) for q in os.environ.get("BENCH_VNET_QD", "1,64").split(",")]
+QDS = [int(q) for q in os.environ.get("BENCH_VNET_QD", "1,64").split(",")
+       if q]
 # Another khyve binary for the khyve row, and optionally a second one as
 # an extra row (e.g. before and after a device change, same run).
 KHYVE_BIN = os.environ.get("BENCH_VNET_KHYVE") or None
@@ -148,6 +149,85 @@ def once(argv, ns, rcv, npk):
             "host": host, "recv": pk / int(m.group(2))}
 
 
+RR = int(os.environ.get("BENCH_VNET_RR", "2000"))
+GUEST_IP, GUEST_PORT = "10.0.2.15", 5556
+
+
+def rr_once(argv, ns):
+    """Host -> guest -> host: RR 1400-byte UDP datagrams to the guest's
+    echo service, one at a time (each sent when the last came back).
+    Round trips per second, or None."""
+    with InNs(ns):
+        r = Run(argv)
+        c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        if r.wait_for("KHYVE-VNET echo-ready", 600) is None:
+            sys.stderr.write("vnet rr: no echo service (%s):\n%s\n"
+                             % (argv[0], r.text()))
+            return None
+        c.bind((HOST_IP, 0))
+        c.settimeout(5)
+        msg = b"KHYVRR00" + bytes(1392)
+        for i in range(20 + RR):  # the first 20 warm up (ARP and all)
+            if i == 20:
+                t0 = time.monotonic()
+            c.sendto(msg, (GUEST_IP, GUEST_PORT))
+            d, _ = c.recvfrom(2048)
+            if d != msg:
+                sys.stderr.write("vnet rr: reply differs\n")
+                return None
+        rate = RR / (time.monotonic() - t0)
+        c.sendto(b"KHYVE-VNET-QUIT", (GUEST_IP, GUEST_PORT))
+        return rate
+    except (socket.timeout, OSError) as e:
+        sys.stderr.write("vnet rr: %s (%s)\n" % (e, argv[0]))
+        return None
+    finally:
+        c.close()
+        r.stop()
+
+
+def rr_all(ns, tap):
+    """Round trips through the guest's echo service, rows interleaved."""
+    cmd = "tests=vnet vnet_n=0 vnet_echo_ms=600000"
+    kargv = khyve_argv("256M", cmd, [
+        "-s", "3,virtio-net,%s,mac=%s" % (tap, MAC)],
+        name="vnet%d" % os.getpid())
+    if KHYVE_BIN:
+        kargv[0] = KHYVE_BIN
+    rows = []
+    if KHYVE_BASE:
+        rows.append(("khyve base", [KHYVE_BASE] + kargv[1:]))
+    rows += [("khyve", kargv),
+             ("khyve tx=vcpu",
+              kargv[:-2] + [kargv[-2] + ",tx=vcpu"] + kargv[-1:]),
+             ("qemu -M pc", qemu_argv("pc", "256M", cmd, [
+                 "-netdev", "tap,id=n0,ifname=%s,script=no,downscript=no,"
+                 "vhost=off" % tap,
+                 "-device", "virtio-net-pci,netdev=n0,disable-legacy=on,"
+                 "mac=%s" % MAC]))]
+    print("== virtio-net: host -> guest -> host round trips, %d of 1400 "
+          "bytes, one at a time, through the guest's echo (median of %d; "
+          "%s) ==" % (RR, RUNS, ENV))
+    res = {name: [] for name, _ in rows}
+    for n in range(RUNS):
+        for name, argv in rows:
+            load = os.getloadavg()[0]
+            v = rr_once(argv, ns)
+            if v:
+                res[name].append(v)
+            print("  run %d %-18s: %s round trips/s (load %.1f)" % (
+                n + 1, name, "%.0f" % v if v else "failed", load))
+    med = {k: statistics.median(v) if v else None for k, v in res.items()}
+    for name, _ in rows:
+        print("%-18s %10s round trips/s" % (
+            name, "%.0f" % med[name] if med[name] else "failed"))
+    if med.get("khyve") and med.get("qemu -M pc"):
+        print("khyve/qemu round trips: %.2fx"
+              % (med["khyve"] / med["qemu -M pc"]))
+    return 0 if all(med.values()) else 1
+
+
 def main():
     sys.stdout.reconfigure(line_buffering=True)
     if os.geteuid() != 0 or not os.path.exists("/dev/net/tun"):
@@ -167,7 +247,10 @@ def main():
         s.bind((HOST_IP, PORT))
         rcv = Receiver(s)
         rcv.start()
-        return run_all(ns, tap, rcv)
+        rc = run_all(ns, tap, rcv) if QDS else 0
+        if RR:
+            rc |= rr_all(ns, tap)
+        return rc
     finally:
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
@@ -187,10 +270,10 @@ def run_all(ns, tap, rcv):
             kargv[0] = KHYVE_BIN
         rows += [
             ("khyve", qd, kargv),
-            # The transmit queue on the iothread (polling) instead of the
-            # kicking vCPU's thread (the default).
-            ("khyve tx=iothread", qd,
-             kargv[:-2] + [kargv[-2] + ",tx=iothread"] + kargv[-1:]),
+            # The transmit queue on the kicking vCPU's thread instead of
+            # the iothread (the default).
+            ("khyve tx=vcpu", qd,
+             kargv[:-2] + [kargv[-2] + ",tx=vcpu"] + kargv[-1:]),
             ("qemu -M pc", qd, qemu_argv("pc", "256M", cmd, [
                 "-netdev", "tap,id=n0,ifname=%s,script=no,downscript=no,"
                 "vhost=off" % tap,

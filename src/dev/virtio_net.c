@@ -563,10 +563,8 @@ static int net_parse_ifname(const char *conf, const struct dev_env *env,
 static int net_create(const char *conf, const struct dev_env *env,
 		      struct dev_instance *out, struct err *err)
 {
-	struct virtio_net_opts o = {.tap_fd = -1,
-				    .start_paused = env->start_paused,
-				    .poll_us = -1,
-				    .tx_vcpu = true};
+	struct virtio_net_opts o = {
+		.tap_fd = -1, .start_paused = env->start_paused, .poll_us = -1};
 	char ifname[IFNAMSIZ], macs[32], poll[16], txm[16];
 	struct virtio_net *net;
 	uint8_t mac[6];

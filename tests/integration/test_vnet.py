@@ -376,14 +376,14 @@ def test_vnet_one_frame_per_kick_with_checkpoint(guest_factory, net,
                                                  tmp_path, tx):
     """A stream at one frame per kick (each frame sent when the last came
     back), live-checkpointed in the middle: every frame arrives once, in
-    order, and the counters show how they went. tx=vcpu (the default):
-    sent on the kicking vCPU's thread, no iothread kick. tx=iothread:
-    the device polls the ring between frames, so some frames need no
-    kick at all, and none needs more than one."""
+    order, and the counters show how they went. tx=iothread (the
+    default): the device polls the ring between frames, so some frames
+    need no kick at all, and none needs more than one. tx=vcpu: sent on
+    the kicking vCPU's thread, no iothread kick."""
     mb = 4
     npk = ((mb << 20) + 1399) // 1400
     rx = net.udp()
-    opts = "" if tx == "vcpu" else ",tx=iothread,poll_us=200"
+    opts = ",tx=vcpu" if tx == "vcpu" else ",poll_us=200"
     g = boot(guest_factory, net, "tests=vnet vnet_n=0 vnet_bench_mb=%d "
              "vnet_qd=1 vnet_echo_ms=120000" % mb, opts=opts)
     st = Stream(rx)
