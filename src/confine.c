@@ -111,7 +111,7 @@ static int set_limits(const struct confine_opts *o, struct err *e)
 	return 0;
 }
 
-/* --seccomp, or $KHYVE_SECCOMP (the tests run whole suites with it). */
+/* --seccomp, or $KHYVE_SECCOMP, or off (docs/security.md). */
 static int seccomp_mode(const struct confine_opts *o, struct err *e)
 {
 	const char *s = o->seccomp[0] ? o->seccomp : getenv("KHYVE_SECCOMP");

@@ -3,8 +3,12 @@
 #include "confine_seccomp.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <stdbool.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
 #include <linux/kvm.h>
-#include <linux/if_tun.h>
 #include <seccomp.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -12,218 +16,193 @@
 #include <sys/ioctl.h>
 #include <termios.h>
 #include <time.h>
+#include <ucontext.h>
 #include <unistd.h>
 
 #include "common.h"
 #include "log.h"
 
-/*
- * What every thread needs: memory, locks, time, signals (vCPU kicks, the
- * setxid broadcast glibc sends every thread when main drops to --user),
- * I/O on descriptors it was handed, and ioctl with the requests below.
- */
-static const char *const base_calls[] = {
-	"read",
-	"write",
-	"readv",
-	"writev",
-	"pread64",
-	"pwrite64",
-	"preadv",
-	"pwritev",
-	"close",
-	"futex",
-	"rt_sigreturn",
-	"rt_sigprocmask",
-	"rt_sigaction",
-	"sigaltstack",
-	"clock_gettime",
-	"clock_nanosleep",
-	"nanosleep",
-	"gettimeofday",
-	"gettid",
-	"getpid",
-	"tgkill",
-	"madvise",
-	"mmap",
-	"munmap",
-	"mprotect",
-	"mremap",
-	"brk",
-	"exit",
-	"exit_group",
-	"sched_yield",
-	"getrandom",
-	"restart_syscall",
-	"set_robust_list",
-	"rseq",
-	"poll",
-	"ppoll",
-	"epoll_wait",
-	"epoll_pwait",
-	"epoll_ctl",
-	"fstat",
-	"newfstatat",
-	"lseek",
-	"fcntl",
-	"dup",
-	"eventfd2",
-	"sched_getaffinity",
-	"setresuid",
-	"setresgid",
-	"setgroups",
-	"getuid",
-	"geteuid",
-	"getgid",
-	"getegid",
-	"fsync",
-	"fdatasync",
-	"sendto",
-	"recvfrom",
-	"sendmsg",
-	"recvmsg",
-	"ioctl",
-	NULL,
-};
+/* Roles as bits, to say who may make a call. */
+#define R_MAIN (1u << CONFINE_ROLE_MAIN)
+#define R_VCPU (1u << CONFINE_ROLE_VCPU)
+#define R_IO   (1u << CONFINE_ROLE_IOTHREAD)
+#define R_BLK  (1u << CONFINE_ROLE_BLK_WORKER)
+#define R_CTL  (1u << CONFINE_ROLE_CONTROL)
+#define R_ALL  (R_MAIN | R_VCPU | R_IO | R_BLK | R_CTL)
+/* The threads alive when main drops to --user: glibc's setxid broadcast
+ * makes them call setresuid & co. (vCPUs start after the drop). */
+#define R_AT_DROP (R_IO | R_BLK | R_CTL)
 
-/* The iothread: sockets of console back ends, TAP, discards, the disks'
- * io_uring (submitting and reaping; set up by main). */
-static const char *const io_calls[] = {
-	"accept4",    "shutdown",	"fallocate",
-	"getsockopt", "io_uring_enter", NULL,
+struct call {
+	const char *name;
+	unsigned roles;
 };
 
 /*
- * Control and main: saving snapshots (files, directories, copy threads),
- * the control and API sockets, migration, console sockets, exit.
+ * Calls allowed without a look at their arguments. Every role: memory,
+ * locks, time, signals (vCPU kicks, the SIGSYS handler's own re-raise)
+ * and I/O on descriptors it was handed. The rest by what the role was
+ * seen to call (docs/reliability.md, "System calls allowed per thread
+ * role"): no role opens files or creates sockets but control (snapshots,
+ * migration, the control socket) and, read-only, main; no role but
+ * control creates threads; none runs a program or traces one.
  */
-static const char *const control_calls[] = {
-	"openat",
-	"open",
-	"unlink",
-	"unlinkat",
-	"rename",
-	"renameat",
-	"renameat2",
-	"link",
-	"linkat",
-	"mkdir",
-	"mkdirat",
-	"fchmod",
-	"chmod",
-	"ftruncate",
-	"fallocate",
-	"flock",
-	"getdents64",
-	"readlink",
-	"readlinkat",
-	"access",
-	"faccessat",
-	"faccessat2",
-	"statfs",
-	"fstatfs",
-	"statx",
-	"socket",
-	"connect",
-	"bind",
-	"listen",
-	"accept",
-	"accept4",
-	"getsockopt",
-	"setsockopt",
-	"getsockname",
-	"getpeername",
-	"shutdown",
-	"clone",
-	"clone3",
-	"getcwd",
-	"uname",
-	"sysinfo",
-	"prctl",
-	"getrusage",
-	"times",
-	"pipe2",
-	"dup2",
-	"dup3",
-	"sendfile",
-	"splice",
-	"copy_file_range",
-	"fadvise64",
-	"sync_file_range",
-	"umask",
-	"rt_sigtimedwait",
-	"signalfd4",
-	"timerfd_create",
-	"timerfd_settime",
-	"epoll_create1",
-	"mincore",
-	"sched_setaffinity",
-	"getpriority",
-	"setpriority",
-	"sched_getparam",
-	"sched_getscheduler",
-	"set_tid_address",
-	"fchown",
-	"kill",
-	/* Disks' io_uring: set up with the devices (the API's InstanceStart
-	 * too), drained when they are destroyed. */
-	"io_uring_setup",
-	"io_uring_register",
-	"io_uring_enter",
-	NULL,
+static const struct call calls[] = {
+	{"read", R_ALL},
+	{"write", R_ALL},
+	{"readv", R_ALL},
+	{"writev", R_ALL},
+	{"pread64", R_ALL},
+	{"pwrite64", R_ALL},
+	{"preadv", R_ALL},
+	{"pwritev", R_ALL},
+	{"close", R_ALL},
+	{"futex", R_ALL},
+	{"rt_sigreturn", R_ALL},
+	{"rt_sigprocmask", R_ALL},
+	{"rt_sigaction", R_ALL},
+	{"sigaltstack", R_ALL},
+	{"clock_gettime", R_ALL},
+	{"clock_nanosleep", R_ALL},
+	{"nanosleep", R_ALL},
+	{"gettimeofday", R_ALL},
+	{"gettid", R_ALL},
+	{"getpid", R_ALL},
+	{"madvise", R_ALL},
+	{"munmap", R_ALL},
+	{"mremap", R_ALL},
+	{"brk", R_ALL},
+	{"exit", R_ALL},
+	{"exit_group", R_ALL},
+	{"sched_yield", R_ALL},
+	{"getrandom", R_ALL},
+	{"restart_syscall", R_ALL},
+	{"poll", R_ALL},
+	{"ppoll", R_ALL},
+	{"fstat", R_ALL},
+	{"newfstatat", R_ALL},
+	{"lseek", R_ALL},
+	{"fcntl", R_ALL},
+	/* queues a guest enables: ioeventfds added to the iothread */
+	{"eventfd2", R_VCPU | R_IO | R_CTL},
+	{"epoll_ctl", R_MAIN | R_VCPU | R_IO | R_CTL},
+	{"epoll_wait", R_IO},
+	{"epoll_pwait", R_IO},
+	/* console and TAP back ends, the control and API sockets */
+	{"sendto", R_MAIN | R_VCPU | R_IO | R_CTL},
+	{"recvfrom", R_MAIN | R_VCPU | R_IO | R_CTL},
+	{"sendmsg", R_MAIN | R_VCPU | R_IO | R_CTL},
+	{"recvmsg", R_MAIN | R_VCPU | R_IO | R_CTL},
+	{"accept4", R_MAIN | R_IO | R_CTL},
+	{"shutdown", R_MAIN | R_IO | R_CTL},
+	{"getsockopt", R_MAIN | R_IO | R_CTL},
+	/* disk flushes and discards, snapshot files */
+	{"fsync", R_IO | R_BLK | R_CTL},
+	{"fdatasync", R_IO | R_BLK | R_CTL},
+	{"fallocate", R_IO | R_BLK | R_CTL},
+	{"setresuid", R_AT_DROP},
+	{"setresgid", R_AT_DROP},
+	{"setgroups", R_AT_DROP},
+	{"getuid", R_MAIN | R_CTL},
+	{"geteuid", R_MAIN | R_CTL},
+	{"getgid", R_MAIN | R_CTL},
+	{"getegid", R_MAIN | R_CTL},
+	/* main at exit: the control socket's and the rundir's files */
+	{"unlink", R_MAIN | R_CTL},
+	{"unlinkat", R_MAIN | R_CTL},
+	/* the control thread (and the API server's): snapshots, migration */
+	{"open", R_CTL},
+	{"rename", R_CTL},
+	{"renameat", R_CTL},
+	{"renameat2", R_CTL},
+	{"link", R_CTL},
+	{"linkat", R_CTL},
+	{"mkdir", R_CTL},
+	{"mkdirat", R_CTL},
+	{"fchmod", R_CTL},
+	{"chmod", R_CTL},
+	{"ftruncate", R_CTL},
+	{"flock", R_CTL},
+	{"getdents64", R_CTL},
+	{"readlink", R_CTL},
+	{"readlinkat", R_CTL},
+	{"access", R_CTL},
+	{"faccessat", R_CTL},
+	{"faccessat2", R_CTL},
+	{"statfs", R_CTL},
+	{"fstatfs", R_CTL},
+	{"statx", R_CTL},
+	{"connect", R_CTL},
+	{"bind", R_CTL},
+	{"listen", R_CTL},
+	{"accept", R_CTL},
+	{"setsockopt", R_CTL},
+	{"getsockname", R_CTL},
+	{"getpeername", R_CTL},
+	{"pipe2", R_CTL},
+	{"umask", R_CTL},
+	{"fadvise64", R_CTL},
+	{"sched_getaffinity", R_CTL},
+	{"getrusage", R_CTL},
+	{"sysinfo", R_CTL},
+	{"uname", R_CTL},
+	/* the disks' io_uring back end: rings set up with the devices (the
+	 * API's InstanceStart too) and drained when they go away by main or
+	 * control, submitted to and reaped by the iothread and workers */
+	{"io_uring_setup", R_MAIN | R_CTL},
+	{"io_uring_register", R_MAIN | R_CTL},
+	{"io_uring_enter", R_MAIN | R_IO | R_BLK | R_CTL},
+	/* a new thread's first calls (copy threads of a checkpoint) */
+	{"set_robust_list", R_CTL},
+	{"rseq", R_CTL},
+	{NULL, 0},
+};
+
+/* A request number and the roles that may issue it. */
+struct ioctl_req {
+	unsigned long req;
+	unsigned roles;
 };
 
 /*
- * ioctl requests after set-up: vCPU state (run, get/set for snapshots),
- * interrupts, ioeventfds and MSI routing (a guest enabling a device),
- * dirty log, clock, TAP offloads, the console's terminal. Not: creating
- * VMs or vCPUs, TUNSETIFF, TIOCSTI, anything else.
+ * ioctl requests after set-up, per role (set-up itself - creating the VM
+ * and vCPUs, a restore's state, TUNSETIFF and TAP offloads - is over).
+ * vCPU threads: KVM_RUN, the registers the instruction completer reads
+ * and writes, address translation, interrupts, ioeventfds (a guest
+ * enabling or resetting a queue). The control thread (and the API
+ * server's): every state a checkpoint reads, the dirty log and its
+ * memory slots. Any thread may raise an interrupt (a device it emulates)
+ * and ask whether a descriptor is a terminal (TCGETS); main restores the
+ * console's terminal at exit. Not: TIOCSTI, anything else.
  */
-static const unsigned long ioctl_reqs[] = {
-	KVM_RUN,
-	KVM_GET_REGS,
-	KVM_SET_REGS,
-	KVM_GET_SREGS,
-	KVM_SET_SREGS,
-	KVM_GET_MSRS,
-	KVM_SET_MSRS,
-	KVM_GET_FPU,
-	KVM_SET_FPU,
-	KVM_GET_LAPIC,
-	KVM_SET_LAPIC,
-	KVM_GET_XSAVE,
-	KVM_SET_XSAVE,
-	KVM_GET_XCRS,
-	KVM_SET_XCRS,
-	KVM_GET_VCPU_EVENTS,
-	KVM_SET_VCPU_EVENTS,
-	KVM_GET_DEBUGREGS,
-	KVM_SET_DEBUGREGS,
-	KVM_GET_MP_STATE,
-	KVM_SET_MP_STATE,
-	KVM_GET_CPUID2,
-	KVM_TRANSLATE,
-	KVM_IRQ_LINE,
-	KVM_SIGNAL_MSI,
-	KVM_IOEVENTFD,
-	KVM_IRQFD,
-	KVM_SET_GSI_ROUTING,
-	KVM_GET_DIRTY_LOG,
-	KVM_SET_USER_MEMORY_REGION,
-	KVM_GET_CLOCK,
-	KVM_SET_CLOCK,
-	KVM_GET_IRQCHIP,
-	KVM_SET_IRQCHIP,
-	KVM_GET_PIT2,
-	KVM_SET_PIT2,
-	KVM_CHECK_EXTENSION,
-	TUNSETOFFLOAD,
-	TUNSETVNETHDRSZ,
-	TCGETS,
-	TCSETS,
-	TCSETSW,
-	TCSETSF,
-	FIONREAD,
+static const struct ioctl_req ioctl_reqs[] = {
+	{KVM_RUN, R_VCPU},
+	{KVM_GET_REGS, R_VCPU | R_CTL},
+	{KVM_SET_REGS, R_VCPU},
+	{KVM_GET_SREGS, R_VCPU | R_CTL},
+	{KVM_GET_FPU, R_VCPU | R_CTL},
+	{KVM_SET_FPU, R_VCPU},
+	{KVM_GET_VCPU_EVENTS, R_VCPU | R_CTL},
+	{KVM_SET_VCPU_EVENTS, R_VCPU},
+	{KVM_TRANSLATE, R_VCPU | R_CTL},
+	{KVM_GET_MSRS, R_CTL},
+	{KVM_GET_LAPIC, R_CTL},
+	{KVM_GET_XSAVE, R_CTL},
+	{KVM_GET_XCRS, R_CTL},
+	{KVM_GET_DEBUGREGS, R_CTL},
+	{KVM_GET_MP_STATE, R_CTL},
+	{KVM_GET_CPUID2, R_CTL},
+	{KVM_GET_CLOCK, R_CTL},
+	{KVM_GET_IRQCHIP, R_CTL},
+	{KVM_GET_PIT2, R_CTL},
+	{KVM_GET_DIRTY_LOG, R_CTL},
+	{KVM_SET_USER_MEMORY_REGION, R_CTL},
+	{KVM_CHECK_EXTENSION, R_CTL},
+	{KVM_IRQ_LINE, R_ALL},
+	{KVM_SIGNAL_MSI, R_ALL},
+	{KVM_IOEVENTFD, R_MAIN | R_VCPU | R_CTL},
+	{TCGETS, R_ALL},
+	{TCSETS, R_MAIN},
 };
 
 static const char *const role_names[CONFINE_NROLES] = {
@@ -257,29 +236,169 @@ const char *confine_role_name(enum confine_role role)
 	return role < CONFINE_NROLES ? role_names[role] : "?";
 }
 
-/* Allow the calls of @list in @ctx; count the new ones in *@n. */
-static int add_calls(scmp_filter_ctx ctx, const char *const *list, unsigned *n)
-{
-	for (; *list; list++) {
-		int nr = seccomp_syscall_resolve_name(*list), rc = 0;
+#if defined(__SANITIZE_ADDRESS__)
+/*
+ * A sanitizer build only (docs/security.md): an ASan/UBSan report reads
+ * /proc/self/maps and the binary to symbolize, from any thread; at exit
+ * (main) LeakSanitizer's StopTheWorld clones a tracer that ptraces every
+ * thread and lists /proc/self/task.
+ */
+static const struct call san_calls[] = {
+	/* a report, on any thread */
+	{"open", R_ALL},
+	{"openat", R_ALL},
+	{"readlink", R_ALL},
+	{"readlinkat", R_ALL},
+	{"getdents64", R_ALL},
+	{"getdents", R_ALL}, /* the runtime's own, for /proc/self/task */
+	/* the leak check at exit */
+	{"ptrace", R_MAIN},
+	{"wait4", R_MAIN},
+	{"waitid", R_MAIN},
+	{"prctl", R_MAIN},
+	{"clone", R_MAIN},
+	{"getppid", R_MAIN},
+	{NULL, 0},
+};
+#define SANITIZER_BUILD 1
+#else
+#define SANITIZER_BUILD 0
+#endif
 
-		if (nr == __NR_SCMP_ERROR)
-			continue; /* not on this architecture */
-		if (!strcmp(*list, "ioctl")) {
-			for (unsigned i = 0; i < ARRAY_SIZE(ioctl_reqs) && !rc;
-			     i++)
-				rc = seccomp_rule_add(
-					ctx, SCMP_ACT_ALLOW, nr, 1,
-					SCMP_A1_32(SCMP_CMP_EQ,
-						   (uint32_t)ioctl_reqs[i]));
-		} else {
-			rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 0);
-		}
-		if (rc == -EEXIST)
-			continue; /* in an earlier list too */
+/* io_uring is refused with EPERM, not trapped, where no role allows it:
+ * a back end that tries it falls back to its threads. */
+static const char *const refused_calls[] = {
+	"io_uring_setup",
+	"io_uring_enter",
+	"io_uring_register",
+	NULL,
+};
+
+/* Add rule @nr to @ctx unless there is one already; count it in *@n. */
+static int add_rule(scmp_filter_ctx ctx, uint32_t act, int nr, unsigned nargs,
+		    const struct scmp_arg_cmp *a, unsigned *n)
+{
+	int rc = seccomp_rule_add_array(ctx, act, nr, nargs, a);
+
+	if (rc == -EEXIST)
+		return 0;
+	if (!rc && act == SCMP_ACT_ALLOW)
+		(*n)++;
+	return rc;
+}
+
+/* Is @name allowed to @bit by @list? */
+static bool in_list(const struct call *list, const char *name, unsigned bit)
+{
+	for (; list->name; list++)
+		if ((list->roles & bit) && !strcmp(list->name, name))
+			return true;
+	return false;
+}
+
+/* The calls of @list allowed to @bit, with no argument checks. */
+static int add_plain(scmp_filter_ctx ctx, const struct call *list, unsigned bit,
+		     unsigned *n)
+{
+	for (; list->name; list++) {
+		int nr = seccomp_syscall_resolve_name(list->name), rc;
+
+		if (nr == __NR_SCMP_ERROR || !(list->roles & bit))
+			continue; /* not on this architecture, not this role */
+		rc = add_rule(ctx, SCMP_ACT_ALLOW, nr, 0, NULL, n);
 		if (rc)
 			return rc;
-		(*n)++;
+	}
+	return 0;
+}
+
+/* ioctl with @bit's request numbers only: one call counted. */
+static int add_ioctl(scmp_filter_ctx ctx, unsigned bit, unsigned *n)
+{
+	unsigned k = 0;
+
+	for (unsigned i = 0; i < ARRAY_SIZE(ioctl_reqs); i++) {
+		struct scmp_arg_cmp a =
+			SCMP_A1_32(SCMP_CMP_EQ, (uint32_t)ioctl_reqs[i].req);
+		int rc;
+
+		if (!(ioctl_reqs[i].roles & bit))
+			continue;
+		rc = add_rule(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1, &a, &k);
+		if (rc)
+			return rc;
+	}
+	*n += k > 0;
+	return 0;
+}
+
+/*
+ * Calls allowed with an argument check:
+ * - mmap, mprotect: never PROT_EXEC (no new code in the process);
+ * - tgkill: only this process's threads (vCPU kicks, raise);
+ * - clone: threads only (CLONE_THREAD; clone3's flags are out of a
+ *   filter's reach, so it fails with ENOSYS and glibc falls back);
+ * - socket: UNIX, IPv4 and IPv6 only (control: migration, consoles);
+ * - openat: control anything, main read-only (glibc's malloc reads
+ *   /proc/sys/vm/overcommit_memory once, at its first trim).
+ */
+static int add_checked(scmp_filter_ctx ctx, unsigned bit, unsigned *n)
+{
+	const struct scmp_arg_cmp noexec =
+		SCMP_A2_64(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0);
+	const struct scmp_arg_cmp self =
+		SCMP_A0_32(SCMP_CMP_EQ, (uint32_t)getpid());
+	const struct scmp_arg_cmp thread =
+		SCMP_A0_64(SCMP_CMP_MASKED_EQ, CLONE_THREAD, CLONE_THREAD);
+	const struct scmp_arg_cmp rdonly = SCMP_A2_32(
+		SCMP_CMP_MASKED_EQ, O_ACCMODE | O_CREAT | O_TRUNC, O_RDONLY);
+	const int domains[] = {AF_UNIX, AF_INET, AF_INET6};
+	int rc = add_rule(ctx, SCMP_ACT_ALLOW, SCMP_SYS(mmap), 1, &noexec, n);
+
+	rc = rc
+		     ?: add_rule(ctx, SCMP_ACT_ALLOW, SCMP_SYS(mprotect), 1,
+				 &noexec, n);
+	rc = rc ?: add_rule(ctx, SCMP_ACT_ALLOW, SCMP_SYS(tgkill), 1, &self, n);
+	rc = rc
+		     ?: add_rule(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3),
+				 0, NULL, n);
+	if (bit == R_CTL) {
+		rc = rc
+			     ?: add_rule(ctx, SCMP_ACT_ALLOW, SCMP_SYS(clone),
+					 1, &thread, n);
+		rc = rc
+			     ?: add_rule(ctx, SCMP_ACT_ALLOW, SCMP_SYS(openat),
+					 0, NULL, n);
+		for (unsigned i = 0; i < ARRAY_SIZE(domains) && !rc; i++) {
+			struct scmp_arg_cmp d =
+				SCMP_A0_32(SCMP_CMP_EQ, (uint32_t)domains[i]);
+			unsigned k = 0;
+
+			rc = add_rule(ctx, SCMP_ACT_ALLOW, SCMP_SYS(socket), 1,
+				      &d, &k);
+			*n += k && i == 0;
+		}
+	} else if (bit == R_MAIN) {
+		rc = rc
+			     ?: add_rule(ctx, SCMP_ACT_ALLOW, SCMP_SYS(openat),
+					 1, &rdonly, n);
+	}
+	return rc;
+}
+
+/* io_uring and the like: EPERM where not allowed. */
+static int add_refused(scmp_filter_ctx ctx, unsigned bit)
+{
+	unsigned k = 0;
+
+	for (const char *const *c = refused_calls; *c; c++) {
+		int nr = seccomp_syscall_resolve_name(*c), rc;
+
+		if (nr == __NR_SCMP_ERROR || in_list(calls, *c, bit))
+			continue;
+		rc = add_rule(ctx, SCMP_ACT_ERRNO(EPERM), nr, 0, NULL, &k);
+		if (rc)
+			return rc;
 	}
 	return 0;
 }
@@ -288,7 +407,7 @@ static int add_calls(scmp_filter_ctx ctx, const char *const *list, unsigned *n)
 static int build(enum confine_role role, enum confine_seccomp_mode m,
 		 scmp_filter_ctx *out, unsigned *n)
 {
-	const char *const *extra = NULL;
+	unsigned bit = 1u << role;
 	scmp_filter_ctx ctx;
 	int rc;
 
@@ -297,13 +416,16 @@ static int build(enum confine_role role, enum confine_seccomp_mode m,
 						    : SCMP_ACT_TRAP);
 	if (!ctx)
 		return -ENOMEM;
-	if (role == CONFINE_ROLE_IOTHREAD || role == CONFINE_ROLE_BLK_WORKER)
-		extra = io_calls;
-	else if (role == CONFINE_ROLE_CONTROL || role == CONFINE_ROLE_MAIN)
-		extra = control_calls;
-	rc = add_calls(ctx, base_calls, n);
-	if (!rc && extra)
-		rc = add_calls(ctx, extra, n);
+		/* Arguments first: a plain rule for the same call would win. */
+#if SANITIZER_BUILD
+	rc = add_plain(ctx, san_calls, bit, n);
+#else
+	rc = 0;
+#endif
+	rc = rc ?: add_checked(ctx, bit, n);
+	rc = rc ?: add_plain(ctx, calls, bit, n);
+	rc = rc ?: add_ioctl(ctx, bit, n);
+	rc = rc ?: add_refused(ctx, bit);
 	if (rc) {
 		seccomp_release(ctx);
 		return rc;
@@ -319,18 +441,21 @@ static void put(char **p, const char *end, const char *s)
 		*(*p)++ = *s++;
 }
 
-static void put_num(char **p, const char *end, long v)
+/* @v in base @base (10 or 16, with 0x) at *@p. */
+static void put_num(char **p, const char *end, unsigned long v, unsigned base)
 {
 	char d[24];
 	int i = (int)sizeof(d) - 1;
 
 	d[i] = 0;
-	if (v < 0)
-		v = -v;
 	do {
-		d[--i] = (char)('0' + v % 10);
-		v /= 10;
-	} while (v && i > 0);
+		d[--i] = "0123456789abcdef"[v % base];
+		v /= base;
+	} while (v && i > 2);
+	if (base == 16) {
+		d[--i] = 'x';
+		d[--i] = '0';
+	}
 	put(p, end, d + i);
 }
 
@@ -342,13 +467,26 @@ static void sigsys_handler(int sig, siginfo_t *si, void *uc)
 	int nr = si->si_syscall;
 	struct sigaction dfl = {.sa_handler = SIG_DFL};
 
-	(void)uc;
 	put(&p, end, "khyve: seccomp: the ");
 	put(&p, end, my_role >= 0 ? role_names[my_role] : "?");
 	put(&p, end, " thread made system call ");
 	put(&p, end, nr >= 0 && nr < NAMES_MAX && names[nr] ? names[nr] : "?");
 	put(&p, end, " (");
-	put_num(&p, end, nr);
+	put_num(&p, end, (unsigned long)nr, 10);
+#ifdef __x86_64__
+	/* the first arguments: an ioctl's request, a socket's domain */
+	put(&p, end, "; arguments ");
+	for (int i = 0; i < 3; i++) {
+		static const int reg[] = {REG_RDI, REG_RSI, REG_RDX};
+		const ucontext_t *u = uc;
+
+		put_num(&p, end, (unsigned long)u->uc_mcontext.gregs[reg[i]],
+			16);
+		put(&p, end, i < 2 ? ", " : "");
+	}
+#else
+	(void)uc;
+#endif
 	put(&p, end, "), which its role is not allowed: killing khyve\n");
 	if (write(STDERR_FILENO, buf, (size_t)(p - buf)) < 0) {
 		/* nowhere to say it */
@@ -393,7 +531,7 @@ void confine_seccomp_enter(enum confine_role role)
 	unsigned n;
 	int rc;
 
-	if (mode == CONFINE_SECCOMP_OFF)
+	if (mode == CONFINE_SECCOMP_OFF || my_role >= 0)
 		return;
 	rc = build(role, mode, &ctx, &n);
 	if (!rc) {
@@ -418,11 +556,20 @@ unsigned confine_role_nsyscalls(enum confine_role role)
 	return n;
 }
 
+unsigned confine_role_nioctls(enum confine_role role)
+{
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < ARRAY_SIZE(ioctl_reqs); i++)
+		n += (ioctl_reqs[i].roles >> role) & 1;
+	return n;
+}
+
 void confine_seccomp_list(FILE *out)
 {
 	for (int r = 0; r < CONFINE_NROLES; r++)
-		fprintf(out, "%s: %u system calls (ioctl: %zu requests)\n",
+		fprintf(out, "%s: %u system calls (ioctl: %u requests)\n",
 			role_names[r],
 			confine_role_nsyscalls((enum confine_role)r),
-			ARRAY_SIZE(ioctl_reqs));
+			confine_role_nioctls((enum confine_role)r));
 }

@@ -42,13 +42,16 @@ int confine_seccomp_parse(const char *s, enum confine_seccomp_mode *mode);
  */
 int confine_seccomp_setup(enum confine_seccomp_mode mode, struct err *e);
 /*
- * Install @role's filter on the calling thread (nothing when off). A
- * failure is logged and the thread goes on unfiltered.
+ * Install @role's filter on the calling thread (nothing when off, or if
+ * the thread has a role already: the API server's thread calls it at
+ * every request). A failure is logged and the thread goes on unfiltered.
  */
 void confine_seccomp_enter(enum confine_role role);
 /* Role name and how many system calls it allows (docs, tests). */
 const char *confine_role_name(enum confine_role role);
 unsigned confine_role_nsyscalls(enum confine_role role);
+/* How many ioctl request numbers @role may issue. */
+unsigned confine_role_nioctls(enum confine_role role);
 /* Print each role's allowed system calls, one role a line. */
 void confine_seccomp_list(FILE *out);
 

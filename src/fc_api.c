@@ -23,6 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "confine_seccomp.h"
 #include "fc_api_int.h"
 #include "log.h"
 
@@ -134,6 +135,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c,
 	enum MHD_Result ret;
 
 	(void)version;
+	/* libmicrohttpd's thread serves the API as the control thread does
+	 * the control socket (snapshot/create, pause, ...): its role, from
+	 * the first request on (no hook at the thread's start). */
+	confine_seccomp_enter(CONFINE_ROLE_CONTROL);
 	if (!q)
 		return req_begin(c, con_cls);
 	if (*data_size) {
