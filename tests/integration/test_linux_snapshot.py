@@ -29,8 +29,7 @@ import pytest
 
 import netlab
 from conftest import KHYVECTL, KVM_SOFTWARE, needs_kvm
-from test_linux import (AREAS, BOOT_TIMEOUT, KMSG, PVM_BUSYBOX_SEGV,
-                        pvm_busybox_segv, netconsole_setup,
+from test_linux import (AREAS, BOOT_TIMEOUT, KMSG, netconsole_setup,
                         project_boot_setup, pvmcheck_areas, run_console)
 
 pytestmark = needs_kvm
@@ -304,32 +303,24 @@ def test_linux_user_space_suspended_twice_mid_check(linux_snap):
         # The rest of the round ran after the restore, and passed.
         for area in AREAS:
             want = "PASS" if area != "sockets" or s["net"] else "SKIP"
-            if area == "exec" and pvm_busybox_segv(k, areas.get((k, area))):
-                continue
             assert areas.get((k, area), ("missing",))[0] == want, \
                 (k, area, areas.get((k, area)), after["out"][-3000:])
     full = "".join(g["out"] for g in segs)
     got = pvmcheck_areas(full)
-    known = 0
     for r in range(1, ROUNDS + 1):
         for area in AREAS:
             want = "PASS" if area != "sockets" or s["net"] else "SKIP"
-            if area == "exec" and pvm_busybox_segv(r, got.get((r, area))):
-                known += 1
-                continue
             assert got.get((r, area), ("missing",))[0] == want, \
                 (r, area, got.get((r, area)), full[-3000:])
-    assert "KHYVE-PVMCHECK done rounds=%d fail=%d" % (ROUNDS, known) in \
+    assert "KHYVE-PVMCHECK done rounds=%d fail=0" % ROUNDS in \
         segs[3]["out"], segs[3]["out"][-3000:]
     fails = re.findall(r"KHYVE-PVMCHECK .*\bFAIL\b.*", full)
-    assert len(fails) == known, fails
+    assert not fails, fails
     if s["net"]:
         # One connection per round, each with all its lines echoed.
         log = open(s["srvlog"]).read()
         assert re.findall(r"^close \d+ (\d+)$", log, re.M) == \
             ["16"] * ROUNDS, log
-    if known:
-        pytest.xfail(PVM_BUSYBOX_SEGV)
 
 
 def splitmix64(x):
