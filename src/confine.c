@@ -111,11 +111,11 @@ static int set_limits(const struct confine_opts *o, struct err *e)
 	return 0;
 }
 
-/* --seccomp, or $KHYVE_SECCOMP, or off (docs/security.md). */
+/* --seccomp, or $KHYVE_SECCOMP, or kill (docs/security.md). */
 static int seccomp_mode(const struct confine_opts *o, struct err *e)
 {
 	const char *s = o->seccomp[0] ? o->seccomp : getenv("KHYVE_SECCOMP");
-	enum confine_seccomp_mode m = CONFINE_SECCOMP_OFF;
+	enum confine_seccomp_mode m = CONFINE_SECCOMP_KILL;
 
 	if (s && *s && confine_seccomp_parse(s, &m))
 		return err_set(e, -EINVAL, "%s %s: expected off, log or kill",

@@ -31,7 +31,7 @@ struct confine_opts {
 	char group[CONFINE_NAME_MAX];  /* --group: "" is the user's own */
 	char chroot[CONFINE_PATH_MAX]; /* --chroot: "" none */
 	bool allow_core_dump;	       /* --allow-core-dump */
-	char seccomp[8]; /* --seccomp: "" is $KHYVE_SECCOMP, else off */
+	char seccomp[8]; /* --seccomp: "" is $KHYVE_SECCOMP, else kill */
 };
 
 /* What confine_start() resolved for confine_drop(), and the options. */

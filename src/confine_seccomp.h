@@ -7,9 +7,9 @@
  * khyve issues after set-up. Threads a filtered thread creates inherit its
  * filter (a checkpoint's copy threads run under the control role's).
  *
- * --seccomp=off (the default for now), log (forbidden calls are allowed
- * and logged by the kernel) or kill (a forbidden call kills the process,
- * after one line naming the call and the thread's role on stderr).
+ * --seccomp=kill (the default: a forbidden call kills the process, after
+ * one line naming the call and the thread's role on stderr), log
+ * (forbidden calls are allowed and logged by the kernel) or off.
  */
 #ifndef KHYVE_CONFINE_SECCOMP_H
 #define KHYVE_CONFINE_SECCOMP_H

@@ -194,7 +194,7 @@ def test_getting_started_curl_boots_the_test_guest(fc, tmp_path):
     assert wait_tick(g, n + 3), g.read()
     # with seccomp on, every thread is filtered, libmicrohttpd's (the
     # control role, from its first request) too
-    if os.environ.get("KHYVE_SECCOMP", "off") != "off":
+    if os.environ.get("KHYVE_SECCOMP", "kill") != "off":
         for t in os.listdir("/proc/%d/task" % g.proc.pid):
             with open("/proc/%d/task/%s/status" % (g.proc.pid, t)) as f:
                 assert "\nSeccomp:\t2\n" in f.read(), t
