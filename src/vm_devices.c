@@ -597,8 +597,7 @@ int vm_devices_save(struct vm_devices *d, struct snap_writer *w,
 	}
 	if (ret)
 		err_set(err, ret, "saving device state: %s",
-			snap_writer_error(w)[0] ? snap_writer_error(w)
-						: strerror(-ret));
+			snap_writer_why(w, ret));
 	return ret;
 }
 

@@ -209,9 +209,7 @@ static void restore_progress(void *opaque, uint64_t done, uint64_t total)
 static int writer_fail(struct snap_writer *w, const char *path, int ret,
 		       struct err *err)
 {
-	return err_set(err, ret, "%s: %s", path,
-		       w && snap_writer_error(w)[0] ? snap_writer_error(w)
-						    : strerror(-ret));
+	return err_set(err, ret, "%s: %s", path, snap_writer_why(w, ret));
 }
 
 /* The embedded machine config, as JSON. */

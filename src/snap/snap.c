@@ -388,6 +388,11 @@ const char *snap_writer_error(const struct snap_writer *w)
 	return w ? w->msg : "";
 }
 
+const char *snap_writer_why(const struct snap_writer *w, int rc)
+{
+	return snap_writer_error(w)[0] ? snap_writer_error(w) : strerror(-rc);
+}
+
 /* A memory writer's append (the buffer doubles). */
 static int mem_append(struct snap_writer *w, const void *buf, size_t len)
 {

@@ -142,6 +142,8 @@ int snap_write_copy(struct snap_writer *w, const struct snap_reader *r,
 		    unsigned idx);
 /* Why the last writer call failed (empty if it did not). */
 const char *snap_writer_error(const struct snap_writer *w);
+/* The same, or strerror(-@rc) when the writer said nothing (@w may be NULL). */
+const char *snap_writer_why(const struct snap_writer *w, int rc);
 /*
  * Write the end marker, fsync, rename over the destination, fsync the
  * directory. Frees @w whatever the outcome; on failure the temporary file

@@ -736,9 +736,7 @@ static int merge_state(const struct snap_chain_link *t, const char *out,
 			rc = snap_write_copy(w, r, i);
 	}
 	if (rc) {
-		err_set(err, rc, "%s: %s", out,
-			snap_writer_error(w)[0] ? snap_writer_error(w)
-						: strerror(-rc));
+		err_set(err, rc, "%s: %s", out, snap_writer_why(w, rc));
 		snap_writer_abort(w);
 		goto out;
 	}

@@ -368,9 +368,7 @@ static int stream_state(const struct snap_chain *c, uint8_t **state,
 	if (!rc)
 		rc = snap_writer_take_mem(w, state, len);
 	if (rc && w && !err->msg[0])
-		err_set(err, rc, "%s: %s", t->path,
-			snap_writer_error(w)[0] ? snap_writer_error(w)
-						: strerror(-rc));
+		err_set(err, rc, "%s: %s", t->path, snap_writer_why(w, rc));
 out:
 	snap_writer_abort(w);
 	snap_reader_close(r);
@@ -525,9 +523,7 @@ static int pair_state(const struct snap_stream_file *f, const char *out,
 			rc = snap_ram_write_section(w, ram);
 	}
 	if (rc) {
-		err_set(err, rc, "%s: %s", out,
-			snap_writer_error(w)[0] ? snap_writer_error(w)
-						: strerror(-rc));
+		err_set(err, rc, "%s: %s", out, snap_writer_why(w, rc));
 		snap_writer_abort(w);
 		goto out;
 	}

@@ -643,6 +643,18 @@ int snap_inspect_info(const char *path, bool json, bool all, FILE *out,
 	return rc;
 }
 
+/* verify's line per section of an opened state file (pair or stream). */
+static void print_sections_ok(struct snap_reader *r, FILE *out)
+{
+	for (unsigned i = 0; i < snap_reader_nsections(r); i++) {
+		struct snap_section_info si;
+
+		snap_reader_section(r, i, &si);
+		fprintf(out, "section %s #%u: ok (xxh3 %016" PRIx64 ")\n",
+			si.name, si.instance, si.checksum);
+	}
+}
+
 /*
  * A recorded stream: every record checked and applied to scratch RAM (in
  * range, decompressed to the right size), END's counts, the STATE record
@@ -660,13 +672,7 @@ static int verify_stream(const char *path, FILE *out, struct err *err)
 		fprintf(out, "%s: FAILED: %s\n", path, err->msg);
 		return rc;
 	}
-	for (unsigned i = 0; i < snap_reader_nsections(r); i++) {
-		struct snap_section_info si;
-
-		snap_reader_section(r, i, &si);
-		fprintf(out, "section %s #%u: ok (xxh3 %016" PRIx64 ")\n",
-			si.name, si.instance, si.checksum);
-	}
+	print_sections_ok(r, out);
 	fprintf(out,
 		"stream %s: ok (%" PRIu64 " RAM records, %" PRIu64 " pages, "
 		"as its END record counts)\n",
@@ -704,13 +710,7 @@ int snap_inspect_verify(const char *path, FILE *out, struct err *err)
 		fprintf(out, "%s: FAILED: %s\n", path, err->msg);
 		return rc;
 	}
-	for (unsigned i = 0; i < snap_reader_nsections(r); i++) {
-		struct snap_section_info si;
-
-		snap_reader_section(r, i, &si);
-		fprintf(out, "section %s #%u: ok (xxh3 %016" PRIx64 ")\n",
-			si.name, si.instance, si.checksum);
-	}
+	print_sections_ok(r, out);
 	if (!snap_has_section(r, SNAP_RAM_SECTION, 0)) {
 		fprintf(out, "%s: ok (no RAM file)\n", path);
 		goto out;
